@@ -1,0 +1,181 @@
+"""The ``udpdht`` command (also ``python -m udpdht``).
+
+User mistakes (a malformed address, a node that does not answer) print one line to stderr and
+exit non-zero; a traceback means a bug in udpdht.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from . import __version__, ids
+from .client import Client
+from .errors import DhtError
+from .net import Address, format_addr, parse_addr
+from .net import run as run_loop
+from .node import Node
+
+log = logging.getLogger("udpdht")
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+def _addr(text: str) -> Address:
+    try:
+        return parse_addr(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="udpdht", description="A peer-to-peer distributed hash table over UDP."
+    )
+    parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=7000, help="UDP port (0: any free port)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default info)",
+    )
+    p.set_defaults(func=cmd_node)
+
+    p = sub.add_parser("status", help="show a node's state")
+    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("shell", help="interactive shell (not built yet)")
+    p.set_defaults(func=cmd_shell)
+    return parser
+
+
+# --- node --------------------------------------------------------------------------------------
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+async def _run_node(args: argparse.Namespace) -> int:
+    node = Node(host=args.host, port=args.port)
+    try:
+        await node.start()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await node.stop()
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    return _run(_run_node(args))
+
+
+# --- client commands ---------------------------------------------------------------------------
+
+
+def _peer_line(peer: dict[str, Any] | None) -> str:
+    if peer is None:
+        return "-"
+    return f"{peer['id'][:8]} {peer['addr']}"
+
+
+def render_status(st: dict[str, Any]) -> str:
+    rpc = st["rpc"]
+    store = st["store"]
+    lines = [
+        f"node         {st['id']}",
+        f"address      {st['addr']}    up {st['uptime_s']:.1f} s",
+        f"predecessor  {_peer_line(st['predecessor'])}",
+        f"successors   {', '.join(_peer_line(p) for p in st['successors']) or '-'}",
+        f"predecessors {', '.join(_peer_line(p) for p in st['predecessors']) or '-'}",
+        f"fingers      {len(st['fingers'])} distinct",
+        f"store        {store['primary']} primary, {store['replica']} replica, "
+        f"{store['bytes']} bytes",
+        "rpc          " + ", ".join(f"{k}={v}" for k, v in rpc.items()),
+    ]
+    return "\n".join(lines)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with Client(args.node) as client:
+        st = await client.status()
+    print(json.dumps(st) if args.json else render_status(st))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _run(_status(args))
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    print("udpdht shell: not built yet (it arrives with step 4)", file=sys.stderr)
+    return 2
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return run_loop(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        print(f"udpdht: error: {exc}", file=sys.stderr)
+        return 2
+    except DhtError as exc:
+        print(f"udpdht: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. a host name that does not resolve
+        print(f"udpdht: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Client: attach to one node over UDP and use it. The shell and the CLI use only this."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from types import TracebackType
+from typing import Any
+
+from . import ids
+from .net import Address, Network, UdpNetwork, resolve
+from .rpc import RpcConfig, RpcEndpoint
+
+
+class Client:
+    """``async with Client(("127.0.0.1", 7000)) as c: await c.status()``."""
+
+    def __init__(
+        self,
+        addr: Address,
+        *,
+        cookie: bytes | None = None,
+        network: Network | None = None,
+        rpc_config: RpcConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.addr = addr
+        self.cookie = cookie
+        self._network = network or UdpNetwork()
+        self._rpc_config = rpc_config
+        self._rng = rng
+        self._endpoint: RpcEndpoint | None = None
+
+    async def open(self) -> None:
+        if isinstance(self._network, UdpNetwork):
+            self.addr = await resolve(self.addr)
+            local_host = "::" if ipaddress.ip_address(self.addr[0]).version == 6 else "0.0.0.0"
+        else:
+            local_host = self.addr[0]
+        self._endpoint = await RpcEndpoint.bind(
+            self._network, (local_host, 0), config=self._rpc_config, rng=self._rng
+        )
+
+    async def close(self) -> None:
+        ep, self._endpoint = self._endpoint, None
+        if ep is not None:
+            ep.close()
+            await ep.wait_closed()
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def endpoint(self) -> RpcEndpoint:
+        if self._endpoint is None:
+            raise RuntimeError("client is not open: use 'async with Client(...)'")
+        return self._endpoint
+
+    async def call(self, method: str, args: dict[str, Any] | None = None) -> Any:
+        """A raw call to the attached node (for tools; prefer the named methods)."""
+        return await self.endpoint.call(self.addr, method, args)
+
+    async def ping(self, addr: Address | None = None) -> tuple[int, float]:
+        """Ping the attached node (or ``addr``); returns (node id, round-trip seconds)."""
+        target = self.addr if addr is None else await resolve(addr)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        reply = await self.endpoint.call(target, "ping")
+        return ids.from_bytes(reply["id"]), loop.time() - start
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("status")
+        return result

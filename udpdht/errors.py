@@ -1,0 +1,112 @@
+"""One exception hierarchy for the whole package.
+
+Like h11, errors split into two families:
+
+* *local* errors: this process cannot do what it was asked (a call timed out, an argument is
+  out of range, a value is too large to send);
+* *remote* errors: the peer answered with an error reply (``RemoteError`` and its subclasses),
+  or sent bytes we could not decode (``DecodeError``).
+
+Every remote error carries a numeric ``code`` that travels on the wire (see PROTOCOL.md); the
+RPC layer turns an error reply back into the matching subclass with :func:`remote_error`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Codes carried by error replies (PROTOCOL.md, "Error replies")."""
+
+    BAD_REQUEST = 1  # the request was well formed msgpack but its arguments were wrong
+    UNKNOWN_METHOD = 2  # no handler for that method name
+    INTERNAL = 3  # the handler failed; the message says how
+    UNAUTHORIZED = 4  # an admin request without a valid cookie HMAC
+    NOT_FOUND = 5  # the key has no live value
+    TOO_LARGE = 6  # the value or key exceeds the limits
+    BUSY = 7  # the node is overloaded or shutting down; try another node
+
+
+class DhtError(Exception):
+    """Base class of every error udpdht raises on purpose."""
+
+
+class DecodeError(DhtError):
+    """Bytes that are not a valid udpdht message (the only error the decoder raises)."""
+
+
+class RpcTimeout(DhtError):
+    """A request got no reply after all its tries."""
+
+    def __init__(self, addr: tuple[str, int], method: str, tries: int, elapsed: float) -> None:
+        self.addr = addr
+        self.method = method
+        self.tries = tries
+        self.elapsed = elapsed
+        host, port = addr
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(
+            f"node {shown} did not answer {method!r} after {tries} "
+            f"tr{'y' if tries == 1 else 'ies'} ({elapsed:.1f} s)"
+        )
+
+
+class TooManyPending(DhtError):
+    """The endpoint already has its maximum of requests in flight."""
+
+
+class MessageTooLarge(DhtError):
+    """An outgoing message would not fit in one datagram."""
+
+
+class EncodeError(DhtError, TypeError):
+    """A value msgpack cannot represent (a set, an object, an int over 64 bits...)."""
+
+
+class RemoteError(DhtError):
+    """The peer answered with an error reply."""
+
+    default_code = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = int(code if code is not None else self.default_code)
+        self.message = message
+        super().__init__(message)
+
+
+class BadRequest(RemoteError):
+    default_code = ErrorCode.BAD_REQUEST
+
+
+class UnknownMethod(RemoteError):
+    default_code = ErrorCode.UNKNOWN_METHOD
+
+
+class Unauthorized(RemoteError):
+    default_code = ErrorCode.UNAUTHORIZED
+
+
+class KeyNotFound(RemoteError):
+    default_code = ErrorCode.NOT_FOUND
+
+
+class ValueTooLarge(RemoteError):
+    """A key or value over the limits; raised locally before sending when we can tell."""
+
+    default_code = ErrorCode.TOO_LARGE
+
+
+class Busy(RemoteError):
+    default_code = ErrorCode.BUSY
+
+
+_BY_CODE: dict[int, type[RemoteError]] = {
+    cls.default_code: cls
+    for cls in (BadRequest, UnknownMethod, Unauthorized, KeyNotFound, ValueTooLarge, Busy)
+}
+
+
+def remote_error(code: int, message: str) -> RemoteError:
+    """The exception a caller sees for an error reply with this code."""
+    return _BY_CODE.get(code, RemoteError)(message, code)

@@ -1,0 +1,75 @@
+"""160-bit identifiers on the Chord ring. Pure: no I/O, no clock.
+
+Ids are plain ``int`` in ``[0, 2**160)``. On the wire they travel as 20-byte big-endian
+strings; on screen as 40 hex digits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+BITS = 160
+RING = 1 << BITS
+MASK = RING - 1
+ID_BYTES = BITS // 8
+
+
+def hash_key(key: str | bytes) -> int:
+    """The ring position of a key: SHA-1 of its bytes (a ``str`` is UTF-8 encoded)."""
+    if isinstance(key, str):
+        key = key.encode()
+    return int.from_bytes(hashlib.sha1(key).digest(), "big")
+
+
+def node_id_for(host: str, port: int) -> int:
+    """The default id of a node: SHA-1 of ``"host:port"``."""
+    return hash_key(f"{host}:{port}")
+
+
+def distance(a: int, b: int) -> int:
+    """Clockwise distance from ``a`` to ``b`` (0 when equal)."""
+    return (b - a) & MASK
+
+
+def in_interval(x: int, a: int, b: int, *, left_open: bool = True, right_open: bool = True) -> bool:
+    """Whether ``x`` lies in the clockwise interval from ``a`` to ``b``.
+
+    By default both ends are open: ``(a, b)``. ``right_open=False`` gives ``(a, b]``, the
+    interval a node's successor answers for. When ``a == b`` the interval wraps the whole ring:
+    ``(a, a)`` is every id but ``a``, and any closed end brings ``a`` back in, which is what a
+    one-node ring needs (its own successor owns every key).
+    """
+    if a == b:
+        return x != a or not left_open or not right_open
+    dx = (x - a) & MASK
+    db = (b - a) & MASK
+    if dx == 0:
+        return not left_open
+    if dx == db:
+        return not right_open
+    return dx < db
+
+
+def to_bytes(i: int) -> bytes:
+    return i.to_bytes(ID_BYTES, "big")
+
+
+def from_bytes(b: bytes) -> int:
+    if len(b) != ID_BYTES:
+        raise ValueError(f"an id is {ID_BYTES} bytes, got {len(b)}")
+    return int.from_bytes(b, "big")
+
+
+def to_hex(i: int) -> str:
+    return f"{i:040x}"
+
+
+def from_hex(s: str) -> int:
+    if len(s) != 2 * ID_BYTES:
+        raise ValueError(f"an id is {2 * ID_BYTES} hex digits, got {len(s)}")
+    return int(s, 16)
+
+
+def short(i: int, digits: int = 8) -> str:
+    """A shortened id for display."""
+    return to_hex(i)[:digits]

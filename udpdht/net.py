@@ -1,0 +1,329 @@
+"""The network seam: real UDP sockets, or an in-memory network on virtual time.
+
+Everything above this module sees one interface, :class:`Network`, whose ``bind`` attaches an
+``asyncio.DatagramProtocol`` to an address and returns a datagram transport. The RPC endpoint
+and the node run unchanged on either implementation:
+
+* :class:`UdpNetwork` binds real sockets with ``loop.create_datagram_endpoint``;
+* :class:`SimNetwork` delivers datagrams in memory with latency, loss, duplication, reordering
+  and partitions drawn from a seeded RNG, and is meant to run on a :class:`VirtualClockLoop`,
+  whose clock jumps straight to the next deadline instead of waiting for it (the idea of trio's
+  ``MockClock``). A thousand-node ring then runs minutes of protocol time in seconds, and the
+  same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import selectors
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+Address = tuple[str, int]
+T = TypeVar("T")
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+
+def parse_addr(text: str, *, allow_port_zero: bool = False) -> Address:
+    """``"HOST:PORT"`` or ``"[V6]:PORT"`` -> ``(host, port)``; ValueError with a clear message."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"bad address {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise ValueError(f"bad address {text!r}: write IPv6 addresses as [HOST]:PORT")
+    if not port_text.isdigit():
+        raise ValueError(f"bad address {text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    low = 0 if allow_port_zero else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"bad address {text!r}: port must be {low}..65535")
+    return host, port
+
+
+def format_addr(addr: tuple[Any, ...]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def resolve(addr: Address) -> Address:
+    """The canonical IP-literal form of an address, resolving a host name if needed.
+
+    Replies are matched on the address a request went to, and the kernel reports senders as IP
+    literals, so callers at the edge (CLI, Client, Server) resolve once, here.
+    """
+    host, port = addr
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ValueError(f"cannot resolve host {host!r}: {exc}") from None
+    # Prefer IPv4: a name like "localhost" usually means the node bound 127.0.0.1.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0]), port
+
+
+# --- the seam ----------------------------------------------------------------------------------
+
+
+class Network(Protocol):
+    """Where endpoints live. ``bind`` with port 0 picks a free port."""
+
+    async def bind(
+        self, addr: Address, protocol: asyncio.DatagramProtocol
+    ) -> asyncio.DatagramTransport: ...
+
+
+class UdpNetwork:
+    """Real UDP: one socket per endpoint."""
+
+    RECEIVE_BUFFER = 4 << 20  # absorb bursts (a replication wave, a benchmark) without drops
+
+    async def bind(
+        self, addr: Address, protocol: asyncio.DatagramProtocol
+    ) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=addr)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RECEIVE_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.RECEIVE_BUFFER)
+            except OSError:  # a capped or exotic platform: the default buffers still work
+                pass
+        return transport
+
+
+def new_event_loop(*, use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
+    """uvloop when installed (the ``fast`` extra), else the standard loop."""
+    if use_uvloop:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
+def run(main: Awaitable[T], *, use_uvloop: bool = True) -> T:
+    """``asyncio.run`` on :func:`new_event_loop`."""
+
+    async def wrapper() -> T:
+        return await main
+
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(use_uvloop=use_uvloop)) as runner:
+        return runner.run(wrapper())
+
+
+# --- virtual time ------------------------------------------------------------------------------
+
+
+class SimulationDeadlock(RuntimeError):
+    """Every task waits, no timer is armed and no real I/O is pending: nothing can ever happen."""
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls real file descriptors without blocking; advances virtual time instead of sleeping."""
+
+    def __init__(self, loop_ref: list[VirtualClockLoop]) -> None:
+        super().__init__()
+        self._loop_ref = loop_ref
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
+        if ready:
+            return ready
+        if timeout is None:
+            # Nothing scheduled. Only a thread (run_in_executor) can still wake us; give it a
+            # real moment, then call it what it is instead of hanging the test forever.
+            ready = super().select(5.0)
+            if not ready:
+                raise SimulationDeadlock("no timer is scheduled and no task can make progress")
+            return ready
+        if timeout > 0:
+            self._loop_ref[0].advance(timeout)
+        return ready
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose ``time()`` is virtual and jumps to the next scheduled callback."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        ref: list[VirtualClockLoop] = []
+        super().__init__(_JumpingSelector(ref))
+        ref.append(self)
+        self._now = start
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+def run_virtual(main: Awaitable[T]) -> T:
+    """Run a coroutine to completion on a fresh :class:`VirtualClockLoop`."""
+
+    async def wrapper() -> T:
+        return await main
+
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        return runner.run(wrapper())
+
+
+# --- the in-memory network ---------------------------------------------------------------------
+
+
+@dataclass
+class SimStats:
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    blocked: int = 0  # dropped by a partition
+    unreachable: int = 0  # nobody bound at the destination
+
+
+class SimTransport(asyncio.DatagramTransport):
+    def __init__(
+        self, network: SimNetwork, addr: Address, protocol: asyncio.DatagramProtocol
+    ) -> None:
+        super().__init__()
+        self._network = network
+        self._addr = addr
+        self._protocol = protocol
+        self._closing = False
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if self._closing:
+            return
+        self._network.send(self._addr, (addr[0], addr[1]), bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._addr
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._network.unbind(self._addr, self)
+        asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class SimNetwork:
+    """In-memory datagram delivery, deterministic by seed.
+
+    Each datagram independently may be lost (``loss``), duplicated (``duplicate``) and is
+    delayed by a uniform draw from ``latency`` seconds; different delays reorder datagrams.
+    ``partition`` splits the network into groups that cannot reach each other.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        latency: tuple[float, float] = (0.005, 0.030),
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        host: str = "sim",
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.latency = latency
+        self.loss = loss
+        self.duplicate = duplicate
+        self.host = host
+        self.stats = SimStats()
+        self._bound: dict[Address, SimTransport] = {}
+        self._group: dict[Address, int] = {}
+        self._next_port = 10000
+        self._drop_filter: Callable[[Address, Address, bytes], bool] | None = None
+
+    async def bind(
+        self, addr: Address, protocol: asyncio.DatagramProtocol
+    ) -> asyncio.DatagramTransport:
+        host, port = addr
+        if port == 0:
+            while (host, self._next_port) in self._bound:
+                self._next_port += 1
+            port = self._next_port
+            self._next_port += 1
+        addr = (host, port)
+        if addr in self._bound:
+            raise OSError(f"address {format_addr(addr)} already in use")
+        transport = SimTransport(self, addr, protocol)
+        self._bound[addr] = transport
+        protocol.connection_made(transport)
+        return transport
+
+    def unbind(self, addr: Address, transport: SimTransport) -> None:
+        if self._bound.get(addr) is transport:
+            del self._bound[addr]
+
+    def is_bound(self, addr: Address) -> bool:
+        return addr in self._bound
+
+    def partition(self, *groups: Iterable[Address]) -> None:
+        """Only addresses in the same group (or in none) can talk to each other."""
+        self._group = {a: i for i, group in enumerate(groups) for a in group}
+
+    def heal(self) -> None:
+        self._group = {}
+
+    def set_drop_filter(self, fn: Callable[[Address, Address, bytes], bool] | None) -> None:
+        """Drop every datagram for which ``fn(src, dst, data)`` is true (tests' scalpel)."""
+        self._drop_filter = fn
+
+    def send(self, src: Address, dst: Address, data: bytes) -> None:
+        self.stats.sent += 1
+        if self._group and self._group.get(src, -1) != self._group.get(dst, -1):
+            self.stats.blocked += 1
+            return
+        if self._drop_filter is not None and self._drop_filter(src, dst, data):
+            self.stats.lost += 1
+            return
+        rng = self.rng
+        if self.loss and rng.random() < self.loss:
+            self.stats.lost += 1
+            return
+        copies = 1
+        if self.duplicate and rng.random() < self.duplicate:
+            copies = 2
+            self.stats.duplicated += 1
+        loop = asyncio.get_running_loop()
+        low, high = self.latency
+        for _ in range(copies):
+            loop.call_later(low + (high - low) * rng.random(), self._deliver, src, dst, data)
+
+    def _deliver(self, src: Address, dst: Address, data: bytes) -> None:
+        transport = self._bound.get(dst)
+        if transport is None or transport.is_closing():
+            self.stats.unreachable += 1
+            return
+        self.stats.delivered += 1
+        transport._protocol.datagram_received(data, src)

@@ -1,0 +1,422 @@
+"""Request/response over datagrams: one endpoint per node, on any :class:`~udpdht.net.Network`.
+
+A call is a *transaction* (after aioice's ``stun.Transaction``): it sends the request, arms one
+timer, resends on each expiry with a doubled timeout plus jitter, and fails with
+:class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry and timer are removed
+in ``finally``, so a cancelled call leaks nothing. A reply is accepted only for a pending request
+id and only from the address the request went to.
+
+The first timeout of a call comes from a per-peer estimate (Jacobson/Karels, RFC 6298:
+``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule).
+
+The serving side remembers the encoded reply to each (peer, request id) for a while, so a
+retried request is answered again instead of executed twice; a request whose handler is still
+running is dropped as a duplicate. A handler that raises produces an error reply, never a dead
+task: the caller gets :class:`~udpdht.errors.RemoteError` at once instead of a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from . import wire
+from .errors import (
+    DhtError,
+    EncodeError,
+    ErrorCode,
+    MessageTooLarge,
+    RemoteError,
+    RpcTimeout,
+    TooManyPending,
+    remote_error,
+)
+from .net import Address, Network, format_addr
+
+log = logging.getLogger("udpdht.rpc")
+
+#: A handler gets the request's arguments and the caller's address; it returns the result,
+#: directly or as a coroutine. Raising a RemoteError subclass sends that code back.
+Handler = Callable[[dict[str, Any], Address], Any]
+
+
+@dataclass(frozen=True)
+class RpcConfig:
+    tries: int = 4  # sends per call, the first included
+    initial_rto: float = 0.3  # first timeout for a peer with no RTT sample yet
+    min_rto: float = 0.1  # floor: loopback RTTs are microseconds, event-loop stalls are not
+    max_rto: float = 2.0  # ceiling for any single wait
+    jitter: float = 0.2  # each wait is stretched by up to this fraction, at random
+    max_pending: int = 10_000  # calls in flight at once
+    reply_cache_entries: int = 8192
+    reply_cache_bytes: int = 8 << 20
+    reply_cache_ttl: float = 30.0  # longer than any caller keeps retrying
+    max_peers: int = 8192  # RTT estimates kept
+
+
+@dataclass
+class RpcStats:
+    sent: int = 0  # datagrams sent: requests, resends, replies
+    received: int = 0  # datagrams that decoded
+    retries: int = 0  # resends of a request after a timeout
+    timeouts: int = 0  # calls that failed with RpcTimeout
+    dropped_malformed: int = 0  # datagrams that did not decode
+    duplicates: int = 0  # retried requests answered from the cache (or dropped while running)
+    unexpected_replies: int = 0  # replies for no pending call, or from the wrong address
+    errors_sent: int = 0  # error replies sent
+    handler_failures: int = 0  # handlers that raised something other than a RemoteError
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _Rtt:
+    __slots__ = ("rttvar", "srtt")
+
+    def __init__(self, sample: float) -> None:
+        self.srtt = sample
+        self.rttvar = sample / 2
+
+    def update(self, sample: float) -> None:
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+        self.srtt = 0.875 * self.srtt + 0.125 * sample
+
+
+_IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
+
+
+class _Transaction:
+    """One call: resends on a doubling timer until a reply or the last try."""
+
+    __slots__ = (
+        "addr",
+        "attempt",
+        "data",
+        "endpoint",
+        "future",
+        "method",
+        "rid",
+        "rto",
+        "sent_at",
+        "started",
+        "timer",
+        "tries",
+    )
+
+    def __init__(
+        self,
+        endpoint: RpcEndpoint,
+        rid: int,
+        addr: Address,
+        method: str,
+        data: bytes,
+        tries: int,
+        rto: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.rid = rid
+        self.addr = addr
+        self.method = method
+        self.data = data
+        self.tries = tries
+        self.rto = rto
+        self.attempt = 0
+        self.future: asyncio.Future[Any] = endpoint._loop.create_future()
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = self.sent_at = endpoint._loop.time()
+
+    def send(self) -> None:
+        ep = self.endpoint
+        self.attempt += 1
+        self.sent_at = ep._loop.time()
+        ep._send(self.data, self.addr)
+        wait = self.rto * (1.0 + ep.config.jitter * ep._rng.random())
+        self.timer = ep._loop.call_later(wait, self._expired)
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.future.done():
+            return
+        ep = self.endpoint
+        if self.attempt >= self.tries:
+            ep.stats.timeouts += 1
+            elapsed = ep._loop.time() - self.started
+            self.future.set_exception(RpcTimeout(self.addr, self.method, self.attempt, elapsed))
+            return
+        ep.stats.retries += 1
+        self.rto = min(self.rto * 2, ep.config.max_rto)
+        self.send()
+
+    def resolve(self, msg: wire.Reply | wire.ErrorReply) -> None:
+        if self.future.done():
+            return
+        if self.attempt == 1:  # Karn: a reply to a resent request says nothing about the RTT
+            self.endpoint._rtt_sample(self.addr, self.endpoint._loop.time() - self.sent_at)
+        if type(msg) is wire.Reply:
+            self.future.set_result(msg.result)
+        else:
+            assert isinstance(msg, wire.ErrorReply)
+            self.future.set_exception(remote_error(msg.code, msg.message))
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class RpcEndpoint(asyncio.DatagramProtocol):
+    """A datagram endpoint that both serves handlers and makes calls."""
+
+    def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
+        self.config = config or RpcConfig()
+        # Request ids guard against off-path reply spoofing, so by default they come from the
+        # OS; the simulator passes a seeded Random so that runs repeat exactly.
+        self._rng: random.Random = rng or random.SystemRandom()
+        self.stats = RpcStats()
+        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._pending: dict[int, _Transaction] = {}
+        self._replies: OrderedDict[tuple[Address, int], tuple[bytes, float]] = OrderedDict()
+        self._reply_bytes = 0
+        self._rtts: dict[Address, _Rtt] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self.addr: Address = ("", 0)
+        # Optional hook run on every decoded request before its handler (the node uses it to
+        # learn about peers). Kept as one attribute rather than a list: it is on the hot path.
+        self.on_request: Callable[[wire.Request, Address], None] | None = None
+
+    @classmethod
+    async def bind(
+        cls,
+        network: Network,
+        addr: Address,
+        *,
+        config: RpcConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> RpcEndpoint:
+        endpoint = cls(config=config, rng=rng)
+        transport = await network.bind(addr, endpoint)
+        sockname = transport.get_extra_info("sockname")
+        endpoint.addr = (str(sockname[0]), int(sockname[1]))
+        return endpoint
+
+    # --- serving -------------------------------------------------------------------------------
+
+    def register(self, method: str, handler: Handler) -> None:
+        """Serve ``method`` with ``handler`` (a plain function or a coroutine function)."""
+        if not 0 < len(method) <= wire.MAX_METHOD:
+            raise ValueError(f"method name must be 1..{wire.MAX_METHOD} characters")
+        self._handlers[method] = (handler, inspect.iscoroutinefunction(handler))
+
+    def _on_request(self, req: wire.Request, addr: Address) -> None:
+        key = (addr, req.rid)
+        cached = self._replies.get(key)
+        if cached is not None:
+            self.stats.duplicates += 1
+            if cached[0] is not _IN_PROGRESS:
+                self._send(cached[0], addr)
+            return
+        if self.on_request is not None:
+            self.on_request(req, addr)
+        entry = self._handlers.get(req.method)
+        if entry is None:
+            self._answer(key, self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method"))
+            return
+        handler, is_coroutine = entry
+        if is_coroutine:
+            self._remember(key, _IN_PROGRESS)
+            task = self._loop.create_task(self._serve_async(handler, req, addr, key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            result = handler(req.args, addr)
+        except Exception as exc:
+            self._answer(key, self._error_from(req, exc))
+        else:
+            self._answer(key, self._encode_result(req, result))
+
+    async def _serve_async(
+        self, handler: Handler, req: wire.Request, addr: Address, key: tuple[Address, int]
+    ) -> None:
+        try:
+            result = await handler(req.args, addr)
+        except asyncio.CancelledError:
+            self._forget(key)
+            raise
+        except Exception as exc:
+            data = self._error_from(req, exc)
+        else:
+            data = self._encode_result(req, result)
+        self._forget(key)
+        self._answer(key, data)
+
+    def _encode_result(self, req: wire.Request, result: Any) -> bytes:
+        try:
+            return wire.encode_reply(req.rid, result)
+        except MessageTooLarge as exc:
+            return self._error(req, ErrorCode.TOO_LARGE, str(exc))
+        except EncodeError as exc:
+            return self._error_from(req, exc)
+
+    def _error_from(self, req: wire.Request, exc: Exception) -> bytes:
+        if isinstance(exc, RemoteError):
+            return self._error(req, exc.code, exc.message)
+        self.stats.handler_failures += 1
+        log.error("handler for %r failed", req.method, exc_info=exc)
+        return self._error(req, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def _error(self, req: wire.Request, code: int, message: str) -> bytes:
+        self.stats.errors_sent += 1
+        return wire.encode_error(req.rid, code, f"{req.method}: {message}")
+
+    def _answer(self, key: tuple[Address, int], data: bytes) -> None:
+        self._remember(key, data)
+        self._send(data, key[0])
+
+    def _remember(self, key: tuple[Address, int], data: bytes) -> None:
+        cache = self._replies
+        now = self._loop.time()
+        cache[key] = (data, now + self.config.reply_cache_ttl)
+        self._reply_bytes += len(data)
+        cfg = self.config
+        while cache and (
+            len(cache) > cfg.reply_cache_entries
+            or self._reply_bytes > cfg.reply_cache_bytes
+            or next(iter(cache.values()))[1] < now
+        ):
+            _, (old, _) = cache.popitem(last=False)
+            self._reply_bytes -= len(old)
+
+    def _forget(self, key: tuple[Address, int]) -> None:
+        entry = self._replies.pop(key, None)
+        if entry is not None:
+            self._reply_bytes -= len(entry[0])
+
+    # --- calling -------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        addr: Address,
+        method: str,
+        args: dict[str, Any] | None = None,
+        *,
+        tries: int | None = None,
+    ) -> Any:
+        """Send ``method(args)`` to ``addr`` and return the result.
+
+        Raises RpcTimeout after ``tries`` sends without a reply, a RemoteError subclass for an
+        error reply, EncodeError / MessageTooLarge before sending when the request cannot go.
+        ``addr`` must be an IP literal as the peer's socket reports it (see net.resolve).
+        """
+        if self._transport is None:
+            raise DhtError("endpoint is closed")
+        if len(self._pending) >= self.config.max_pending:
+            raise TooManyPending(f"{len(self._pending)} calls already in flight")
+        rid = self._rng.getrandbits(64)
+        while rid in self._pending:
+            rid = self._rng.getrandbits(64)
+        data = wire.encode_request(rid, method, args if args is not None else {})
+        tx = _Transaction(
+            self, rid, addr, method, data, tries or self.config.tries, self.rto_for(addr)
+        )
+        self._pending[rid] = tx
+        try:
+            tx.send()
+            return await tx.future
+        finally:
+            tx.cancel_timer()
+            del self._pending[rid]
+
+    def rto_for(self, addr: Address) -> float:
+        """The first timeout a call to ``addr`` would use now."""
+        cfg = self.config
+        est = self._rtts.get(addr)
+        if est is None:
+            return cfg.initial_rto
+        return min(max(est.srtt + 4 * est.rttvar, cfg.min_rto), cfg.max_rto)
+
+    def srtt(self, addr: Address) -> float | None:
+        """The smoothed round-trip time to ``addr``, if it ever answered a first try."""
+        est = self._rtts.get(addr)
+        return None if est is None else est.srtt
+
+    def _rtt_sample(self, addr: Address, sample: float) -> None:
+        est = self._rtts.get(addr)
+        if est is not None:
+            est.update(sample)
+            return
+        if len(self._rtts) >= self.config.max_peers:
+            del self._rtts[next(iter(self._rtts))]
+        self._rtts[addr] = _Rtt(sample)
+
+    def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address) -> None:
+        tx = self._pending.get(msg.rid)
+        if tx is None or tx.addr != addr:
+            self.stats.unexpected_replies += 1
+            return
+        tx.resolve(msg)
+
+    # --- the datagram protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport has the datagram methods but not the asyncio base class.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            msg = wire.decode(data)
+        except DhtError:
+            self.stats.dropped_malformed += 1
+            return
+        self.stats.received += 1
+        if len(addr) != 2:  # IPv6 sockets report (host, port, flowinfo, scope_id)
+            addr = (addr[0], addr[1])
+        if isinstance(msg, wire.Request):
+            self._on_request(msg, addr)
+        else:
+            self._on_response(msg, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable...) carry no request id on an unconnected socket; the
+        # call they concern will time out on its own. Never let them reach the event loop.
+        log.debug("socket error on %s: %s", format_addr(self.addr), exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self.stats.sent += 1
+        transport.sendto(data, addr)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None
+
+    def close(self) -> None:
+        """Stop serving; pending calls fail, running handlers are cancelled."""
+        transport, self._transport = self._transport, None
+        for tx in list(self._pending.values()):
+            tx.cancel_timer()
+            if not tx.future.done():
+                tx.future.set_exception(DhtError("endpoint closed"))
+        for task in list(self._tasks):
+            task.cancel()
+        if transport is not None:
+            transport.close()
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

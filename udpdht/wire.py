@@ -1,0 +1,130 @@
+"""The wire format: one msgpack array per datagram. Pure: no sockets, no clock.
+
+PROTOCOL.md is the specification; this module is its reference implementation::
+
+    request  [1, 0, rid, method, args]    rid: uint64, method: str, args: map str -> any
+    reply    [1, 1, rid, result]          result: any msgpack value
+    error    [1, 2, rid, code, message]   code: int (errors.ErrorCode), message: str
+
+The decoder is strict: anything else, including bytes msgpack accepts but that do not have this
+shape, raises :class:`~udpdht.errors.DecodeError` and nothing else, so the receive path needs
+exactly one ``except``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import DecodeError, EncodeError, MessageTooLarge
+
+VERSION = 1
+
+REQUEST = 0
+REPLY = 1
+ERROR = 2
+
+#: The largest UDP payload over IPv4; nothing larger can be one datagram.
+MAX_MESSAGE = 65507
+MAX_METHOD = 64
+MAX_ERROR_MESSAGE = 1000
+MAX_RID = (1 << 64) - 1
+
+
+class Request(NamedTuple):
+    rid: int
+    method: str
+    args: dict[str, Any]
+
+
+class Reply(NamedTuple):
+    rid: int
+    result: Any
+
+
+class ErrorReply(NamedTuple):
+    rid: int
+    code: int
+    message: str
+
+
+Message = Request | Reply | ErrorReply
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise DecodeError(f"extension type {code} is not allowed")
+
+
+# One packer, reused: building one per message costs more than the packing itself.
+# Packer.pack resets its buffer when it raises, so a failed encode leaves no residue.
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def _pack(obj: list[Any]) -> bytes:
+    try:
+        data: bytes = _packer.pack(obj)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode message: {exc}") from None
+    if len(data) > MAX_MESSAGE:
+        raise MessageTooLarge(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    return data
+
+
+def encode_request(rid: int, method: str, args: dict[str, Any]) -> bytes:
+    return _pack([VERSION, REQUEST, rid, method, args])
+
+
+def encode_reply(rid: int, result: Any) -> bytes:
+    return _pack([VERSION, REPLY, rid, result])
+
+
+def encode_error(rid: int, code: int, message: str) -> bytes:
+    return _pack([VERSION, ERROR, rid, int(code), message[:MAX_ERROR_MESSAGE]])
+
+
+def packed_size(value: Any) -> int:
+    """The encoded size of one value, as the store limits count it."""
+    try:
+        return len(_packer.pack(value))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"value cannot be encoded: {exc}") from None
+
+
+def decode(data: bytes) -> Message:
+    """Parse one datagram, or raise DecodeError."""
+    if len(data) > MAX_MESSAGE:
+        raise DecodeError(f"datagram of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    try:
+        msg = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+        )  # unpackb caps every container and string at len(data): no huge allocations
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises a dozen types for bad input; all mean the same
+        raise DecodeError(f"not msgpack: {type(exc).__name__}") from None
+    if type(msg) is not list or len(msg) < 4:
+        raise DecodeError("not a udpdht message (expected an array of 4 or 5)")
+    version, kind, rid = msg[0], msg[1], msg[2]
+    if version != VERSION or type(version) is not int:
+        raise DecodeError(f"unsupported protocol version {version!r}")
+    if type(rid) is not int or not 0 <= rid <= MAX_RID:
+        raise DecodeError("request id is not a 64-bit unsigned integer")
+    if kind == REQUEST and len(msg) == 5:
+        method, args = msg[3], msg[4]
+        if type(method) is not str or not 0 < len(method) <= MAX_METHOD:
+            raise DecodeError("method is not a short string")
+        if type(args) is not dict or not all(type(k) is str for k in args):
+            raise DecodeError("request arguments are not a map with string keys")
+        return Request(rid, method, args)
+    if kind == REPLY and len(msg) == 4:
+        return Reply(rid, msg[3])
+    if kind == ERROR and len(msg) == 5:
+        code, message = msg[3], msg[4]
+        if type(code) is not int or type(message) is not str:
+            raise DecodeError("error reply needs an integer code and a string message")
+        return ErrorReply(rid, code, message)
+    raise DecodeError(f"unknown message kind {kind!r} or wrong length {len(msg)}")
