@@ -1,0 +1,84 @@
+"""Helpers for tests that run `udpdht` as a user would: as separate processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+Address = tuple[str, int]
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+def udpdht(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run one `udpdht` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "udpdht", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+class NodeProcess:
+    """A `udpdht node` child; always ended by the `node_process` context manager."""
+
+    def __init__(self, proc: subprocess.Popen[str], addr: Address) -> None:
+        self.proc = proc
+        self.addr = addr
+
+    @property
+    def addr_text(self) -> str:
+        return f"{self.addr[0]}:{self.addr[1]}"
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0) -> tuple[int, str]:
+        """Wait for exit; returns (exit code, everything it printed)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+
+@contextmanager
+def node_process(*args: str, startup_timeout: float = 20.0) -> Iterator[NodeProcess]:
+    """Start `udpdht node --port 0 ARGS`, wait until it listens, end it on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "udpdht", "node", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + startup_timeout
+        seen = []
+        addr: Address | None = None
+        while addr is None:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError("node did not start:\n" + "".join(seen))
+            line = proc.stdout.readline()
+            seen.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                addr = (match.group(1), int(match.group(2)))
+        yield NodeProcess(proc, addr)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def data_dir(tmp_path: Path, name: str) -> str:
+    path = tmp_path / name
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)

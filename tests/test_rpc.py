@@ -1,0 +1,405 @@
+"""The RPC endpoint: on loopback UDP for the real socket path, on the simulator for the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from udpdht import wire
+from udpdht.errors import (
+    DhtError,
+    ErrorCode,
+    RemoteError,
+    RpcTimeout,
+    TooManyPending,
+    UnknownMethod,
+)
+from udpdht.net import SimNetwork, UdpNetwork, run_virtual
+from udpdht.rpc import RpcConfig, RpcEndpoint
+
+Address = tuple[str, int]
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``cond()`` holds, failing the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+def echo(args: dict[str, Any], peer: Address) -> Any:
+    return args.get("x")
+
+
+# --- loopback ----------------------------------------------------------------------------------
+
+
+async def test_round_trip_on_loopback() -> None:
+    server = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    client = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    try:
+        server.register("echo", echo)
+        value = {"b": b"\x00\xff" * 100, "s": "héllo", "n": [1, -2, 3.5, None, True]}
+        assert await client.call(server.addr, "echo", {"x": value}) == value
+        assert client.stats.sent == 1 and server.stats.received == 1
+        assert client.srtt(server.addr) is not None  # the first reply fed the estimator
+    finally:
+        server.close()
+        client.close()
+
+
+async def test_round_trip_on_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = await RpcEndpoint.bind(UdpNetwork(), ("::1", 0))
+    except OSError:
+        pytest.skip("::1 is not configured")
+    client = await RpcEndpoint.bind(UdpNetwork(), ("::1", 0))
+    try:
+        server.register("echo", echo)
+        assert await client.call(server.addr, "echo", {"x": 42}) == 42
+    finally:
+        server.close()
+        client.close()
+
+
+async def test_async_handler_and_error_reply_on_loopback() -> None:
+    server = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    client = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+
+    async def slow_double(args: dict[str, Any], peer: Address) -> int:
+        await asyncio.sleep(0.01)
+        return int(args["x"]) * 2
+
+    def broken(args: dict[str, Any], peer: Address) -> None:
+        raise ZeroDivisionError("boom")
+
+    try:
+        server.register("double", slow_double)
+        server.register("broken", broken)
+        assert await client.call(server.addr, "double", {"x": 21}) == 42
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RemoteError) as info:
+            await client.call(server.addr, "broken")
+        # An error reply, not a timeout: the caller hears back at once, with the reason.
+        assert loop.time() - start < client.config.initial_rto
+        assert info.value.code == ErrorCode.INTERNAL
+        assert "ZeroDivisionError: boom" in str(info.value)
+        assert server.stats.handler_failures == 1
+        with pytest.raises(UnknownMethod) as unknown:
+            await client.call(server.addr, "no-such-method")
+        assert unknown.value.code == ErrorCode.UNKNOWN_METHOD
+        # The server still serves after all that.
+        assert await client.call(server.addr, "double", {"x": 1}) == 2
+    finally:
+        server.close()
+        client.close()
+
+
+def _garbage(rng: random.Random) -> list[bytes]:
+    """Datagrams that must not decode: random bytes plus crafted near-misses."""
+    valid = wire.encode_request(7, "ping", {"a": 1})
+    crafted = [
+        b"",
+        valid[:-1],
+        valid[:3],
+        wire.encode_request(7, "ping", {"a": 1}).replace(b"\x01", b"\x02", 1),  # version 2
+        b"\x95\x01\x00\xa1x\xa4ping\x80",  # rid is a str
+        b"\x95\x01\x00\x07\xc4\x04ping\x80",  # method is bytes
+        b"\x95\x01\x00\x07\xa4ping\x91\x01",  # args is a list
+        b"\x95\x01\x00\x07\xa4ping\x81\x01\x01",  # args has an int key
+        b"\x94\x01\x07\x07\x01",  # kind 7
+        b"\xdd\xff\xff\xff\xff",  # array32 claiming four billion items
+        b"\x91" * 5000,  # deep nesting
+        b"\xd4\x05\x00",  # an ext type
+        b"\x00" * 60000,  # large, and not a message
+    ]
+    randoms = [rng.randbytes(rng.randint(1, 200)) for _ in range(10_000)]
+    out = []
+    for data in crafted + randoms:
+        try:
+            wire.decode(data)
+        except DhtError:
+            out.append(data)
+    return out
+
+
+async def test_garbage_flood_is_counted_and_endpoint_keeps_answering() -> None:
+    server = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    client = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    server.register("echo", echo)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        junk = _garbage(random.Random(1234))
+        assert len(junk) > 10_000 - 50
+        # Send in batches, waiting for each to land, so the kernel's socket buffer never
+        # overflows: the count must be exact.
+        for start in range(0, len(junk), 500):
+            for data in junk[start : start + 500]:
+                sender.sendto(data, server.addr)
+            end = start + min(500, len(junk) - start)
+            await wait_for(lambda end=end: server.stats.dropped_malformed == end)  # type: ignore[misc]
+        assert server.stats.received == 0
+        assert await client.call(server.addr, "echo", {"x": "still here"}) == "still here"
+    finally:
+        sender.close()
+        server.close()
+        client.close()
+
+
+async def test_call_on_closed_endpoint_and_close_fails_pending() -> None:
+    server = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    client = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    never = asyncio.Event()
+
+    async def hang(args: dict[str, Any], peer: Address) -> None:
+        await never.wait()
+
+    server.register("hang", hang)
+    call = asyncio.create_task(client.call(server.addr, "hang"))
+    await wait_for(lambda: len(server._tasks) == 1)
+    client.close()
+    with pytest.raises(DhtError, match="closed"):
+        await call
+    with pytest.raises(DhtError, match="closed"):
+        await client.call(server.addr, "hang")
+    server.close()
+    await server.wait_closed()  # the running handler was cancelled, not leaked
+    assert not server._tasks
+
+
+# --- simulator ---------------------------------------------------------------------------------
+
+
+def sim_pair(
+    net: SimNetwork, config: RpcConfig | None = None
+) -> Awaitable[tuple[RpcEndpoint, RpcEndpoint]]:
+    async def make() -> tuple[RpcEndpoint, RpcEndpoint]:
+        a = await RpcEndpoint.bind(net, ("sim", 0), config=config, rng=random.Random(1))
+        b = await RpcEndpoint.bind(net, ("sim", 0), config=config, rng=random.Random(2))
+        return a, b
+
+    return make()
+
+
+def test_timeout_after_configured_tries() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=1)
+        config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0)
+        client, server = await sim_pair(net, config)
+        server.close()  # nobody listens there any more
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RpcTimeout) as info:
+            await client.call(server.addr, "ping")
+        assert info.value.tries == 3
+        assert client.stats.sent == 3 and client.stats.retries == 2
+        assert client.stats.timeouts == 1
+        # Doubling waits: 0.5 + 1 + 2 seconds of virtual time.
+        assert loop.time() - start == pytest.approx(3.5)
+        assert "did not answer 'ping' after 3 tries (3.5 s)" in str(info.value)
+        assert not client._pending
+
+    run_virtual(main())
+
+
+def test_every_call_succeeds_with_30_percent_loss_both_ways() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=7, loss=0.3, latency=(0.01, 0.05))
+        # 30 % loss each way: a try succeeds with p = 0.49. Twenty tries make a lost call
+        # (0.51**20 ~ 1.4e-6) vanishingly rare, as a user of a lossy link would configure.
+        config = RpcConfig(tries=20, max_rto=1.0)
+        client, server = await sim_pair(net, config)
+        calls = 0
+
+        def count(args: dict[str, Any], peer: Address) -> int:
+            nonlocal calls
+            calls += 1
+            return int(args["i"])
+
+        server.register("count", count)
+        sem = asyncio.Semaphore(50)
+
+        async def one(i: int) -> int:
+            async with sem:
+                result: int = await client.call(server.addr, "count", {"i": i})
+                return result
+
+        results = await asyncio.gather(*(one(i) for i in range(1000)))
+        assert results == list(range(1000))
+        assert net.stats.lost > 500  # the loss really happened
+        assert client.stats.retries > 0 and client.stats.timeouts == 0
+        # Lost replies were re-sent from the cache, not re-executed.
+        assert calls == 1000
+        assert server.stats.duplicates > 0
+
+    run_virtual(main())
+
+
+def test_handler_runs_once_when_its_reply_is_lost() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=3)
+        client, server = await sim_pair(net)
+        runs = 0
+
+        def transfer(args: dict[str, Any], peer: Address) -> str:
+            nonlocal runs
+            runs += 1
+            return "done"
+
+        server.register("transfer", transfer)
+        dropped = []
+
+        def drop_first_reply(src: Address, dst: Address, data: bytes) -> bool:
+            if src == server.addr and not dropped:
+                dropped.append(data)
+                return True
+            return False
+
+        net.set_drop_filter(drop_first_reply)
+        assert await client.call(server.addr, "transfer") == "done"
+        assert dropped, "the first reply was not dropped"
+        assert runs == 1
+        assert client.stats.retries == 1
+        assert server.stats.duplicates == 1
+
+    run_virtual(main())
+
+
+def test_reply_from_wrong_address_is_ignored() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=4)
+        client, server = await sim_pair(net)
+        forger = await RpcEndpoint.bind(net, ("sim", 0))
+        release = asyncio.Event()
+
+        async def slow(args: dict[str, Any], peer: Address) -> str:
+            await release.wait()
+            return "genuine"
+
+        server.register("slow", slow)
+        seen: list[bytes] = []
+        net.set_drop_filter(lambda s, d, data: bool(seen.append(data)) and False)
+        call = asyncio.create_task(client.call(server.addr, "slow"))
+        await asyncio.sleep(0.1)
+        request = wire.decode(seen[0])
+        assert isinstance(request, wire.Request)
+        # The forger knows the request id, but is not the address the request went to.
+        forger._send(wire.encode_reply(request.rid, "forged"), client.addr)
+        await asyncio.sleep(0.1)
+        assert not call.done()
+        assert client.stats.unexpected_replies == 1
+        release.set()
+        assert await call == "genuine"
+
+    run_virtual(main())
+
+
+def test_cancelled_call_leaves_nothing_pending() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=5)
+        client, server = await sim_pair(net)
+        server.close()
+        call = asyncio.create_task(client.call(server.addr, "ping"))
+        await asyncio.sleep(0.05)
+        assert len(client._pending) == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not client._pending
+        sent = client.stats.sent
+        await asyncio.sleep(30)  # no timer left behind to resend
+        assert client.stats.sent == sent
+
+    run_virtual(main())
+
+
+def test_pending_table_and_reply_cache_are_bounded() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=6)
+        config = RpcConfig(max_pending=10, reply_cache_entries=100, reply_cache_bytes=50_000)
+        client, server = await sim_pair(net, config)
+        server.register("echo", echo)
+        other = await RpcEndpoint.bind(net, ("sim", 0), config=config)
+        other.close()
+        hanging = [asyncio.create_task(client.call(other.addr, "x")) for _ in range(10)]
+        await asyncio.sleep(0)
+        with pytest.raises(TooManyPending):
+            await client.call(server.addr, "echo")
+        for task in hanging:
+            task.cancel()
+        await asyncio.gather(*hanging, return_exceptions=True)
+        for i in range(500):
+            await client.call(server.addr, "echo", {"x": b"v" * 1000, "i": i})
+        assert len(server._replies) <= 100
+        assert server._reply_bytes <= 50_000
+        # Old entries also age out: after the TTL, one more request leaves one entry.
+        await asyncio.sleep(config.reply_cache_ttl + 1)
+        await client.call(server.addr, "echo", {"x": 1})
+        assert len(server._replies) == 1
+
+    run_virtual(main())
+
+
+def test_rto_adapts_to_the_measured_round_trip() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=8, latency=(0.2, 0.2))  # a steady 400 ms round trip
+        config = RpcConfig(initial_rto=1.0, jitter=0.0)
+        client, server = await sim_pair(net, config)
+        server.register("echo", echo)
+        assert client.rto_for(server.addr) == 1.0
+        for _ in range(20):
+            await client.call(server.addr, "echo", {"x": 1})
+        srtt = client.srtt(server.addr)
+        assert srtt == pytest.approx(0.4, rel=0.01)
+        # RTTVAR decays on a steady path, so the RTO closes in on the RTT from above.
+        assert 0.4 < client.rto_for(server.addr) < 0.6
+
+    run_virtual(main())
+
+
+def test_simulation_is_deterministic_by_seed() -> None:
+    def run_once(seed: int) -> tuple[Any, ...]:
+        async def main() -> tuple[Any, ...]:
+            net = SimNetwork(seed=seed, loss=0.2, duplicate=0.1, latency=(0.001, 0.1))
+            client, server = await sim_pair(net, RpcConfig(tries=10))
+            server.register("echo", echo)
+            results = await asyncio.gather(
+                *(client.call(server.addr, "echo", {"x": i}) for i in range(200))
+            )
+            loop = asyncio.get_running_loop()
+            return tuple(results), loop.time(), net.stats, client.stats, server.stats
+
+        return run_virtual(main())
+
+    assert run_once(11) == run_once(11)
+    assert run_once(11)[1:] != run_once(12)[1:]
+
+
+def test_virtual_clock_jumps() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(3600)
+        return loop.time()
+
+    loop_time = run_virtual(main())
+    assert loop_time == pytest.approx(3600)
+
+
+def test_error_codes_map_to_exception_types() -> None:
+    from udpdht.errors import KeyNotFound, Unauthorized, remote_error
+
+    assert isinstance(remote_error(ErrorCode.UNAUTHORIZED, "x"), Unauthorized)
+    assert isinstance(remote_error(ErrorCode.NOT_FOUND, "x"), KeyNotFound)
+    unknown = remote_error(999, "from a newer peer")
+    assert type(unknown) is RemoteError and unknown.code == 999
