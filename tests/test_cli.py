@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from procs import node_process, udpdht
+from helpers import node_process, udpdht
 
 
 def test_node_survives_garbage_flood_and_answers_status() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 from udpdht import wire
 from udpdht.errors import (
@@ -23,16 +24,6 @@ from udpdht.net import SimNetwork, UdpNetwork, run_virtual
 from udpdht.rpc import RpcConfig, RpcEndpoint
 
 Address = tuple[str, int]
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``cond()`` holds, failing the test after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 def echo(args: dict[str, Any], peer: Address) -> Any:
@@ -148,7 +139,7 @@ async def test_garbage_flood_is_counted_and_endpoint_keeps_answering() -> None:
             for data in junk[start : start + 500]:
                 sender.sendto(data, server.addr)
             end = start + min(500, len(junk) - start)
-            await wait_for(lambda end=end: server.stats.dropped_malformed == end)  # type: ignore[misc]
+            await wait_until(lambda end=end: server.stats.dropped_malformed == end)  # type: ignore[misc]
         assert server.stats.received == 0
         assert await client.call(server.addr, "echo", {"x": "still here"}) == "still here"
     finally:
@@ -167,7 +158,7 @@ async def test_call_on_closed_endpoint_and_close_fails_pending() -> None:
 
     server.register("hang", hang)
     call = asyncio.create_task(client.call(server.addr, "hang"))
-    await wait_for(lambda: len(server._tasks) == 1)
+    await wait_until(lambda: len(server._tasks) == 1)
     client.close()
     with pytest.raises(DhtError, match="closed"):
         await call

@@ -1,20 +1,31 @@
-"""Helpers for tests that run `udpdht` as a user would: as separate processes."""
+"""Shared test helpers: waiting on conditions, and running `udpdht` as separate processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 Address = tuple[str, int]
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until ``cond()`` holds, failing after ``within`` seconds of loop time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.01)
 
 
 def udpdht(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
