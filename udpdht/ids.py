@@ -7,11 +7,13 @@ strings; on screen as 40 hex digits.
 from __future__ import annotations
 
 import hashlib
+import re
 
 BITS = 160
 RING = 1 << BITS
 MASK = RING - 1
 ID_BYTES = BITS // 8
+_HEX_ID = re.compile(r"[0-9a-fA-F]{40}")
 
 
 def hash_key(key: str | bytes) -> int:
@@ -61,12 +63,15 @@ def from_bytes(b: bytes) -> int:
 
 
 def to_hex(i: int) -> str:
+    if not 0 <= i <= MASK:
+        raise ValueError("an id is in [0, 2**160)")
     return f"{i:040x}"
 
 
 def from_hex(s: str) -> int:
-    if len(s) != 2 * ID_BYTES:
-        raise ValueError(f"an id is {2 * ID_BYTES} hex digits, got {len(s)}")
+    # int(s, 16) alone would take a sign, a 0x prefix, spaces and non-ASCII digits.
+    if not _HEX_ID.fullmatch(s):
+        raise ValueError(f"an id is {2 * ID_BYTES} hex digits, got {s!r}")
     return int(s, 16)
 
 

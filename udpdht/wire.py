@@ -72,6 +72,13 @@ def _pack(obj: list[Any]) -> bytes:
 
 
 def encode_request(rid: int, method: str, args: dict[str, Any]) -> bytes:
+    # Refuse here what the peer's decoder would drop: the caller gets an error, not a timeout.
+    if not 0 < len(method) <= MAX_METHOD:
+        raise EncodeError(f"method name must be 1..{MAX_METHOD} characters")
+    if not 0 <= rid <= MAX_RID:
+        raise EncodeError("request id must be a 64-bit unsigned integer")
+    if not all(type(k) is str for k in args):
+        raise EncodeError("request argument names must be str")
     return _pack([VERSION, REQUEST, rid, method, args])
 
 
@@ -99,7 +106,10 @@ def decode(data: bytes) -> Message:
         msg = msgpack.unpackb(
             data,
             raw=False,
-            strict_map_key=True,
+            # Values may be any msgpack map, int keys included, as Python users expect. The
+            # hash-flooding worry behind msgpack's strict default does not apply: at most a
+            # dozen 64-bit ints share a hash. Request arguments are still checked for str keys.
+            strict_map_key=False,
             ext_hook=_reject_ext,
         )  # unpackb caps every container and string at len(data): no huge allocations
     except DecodeError:
@@ -109,8 +119,11 @@ def decode(data: bytes) -> Message:
     if type(msg) is not list or len(msg) < 4:
         raise DecodeError("not a udpdht message (expected an array of 4 or 5)")
     version, kind, rid = msg[0], msg[1], msg[2]
-    if version != VERSION or type(version) is not int:
-        raise DecodeError(f"unsupported protocol version {version!r}")
+    # Never repr() an untrusted field: ~1000 nested arrays would overflow the stack.
+    if type(version) is not int or version != VERSION:
+        raise DecodeError(f"unsupported protocol version ({type(version).__name__})")
+    if type(kind) is not int:
+        raise DecodeError(f"message kind is a {type(kind).__name__}, not an int")
     if type(rid) is not int or not 0 <= rid <= MAX_RID:
         raise DecodeError("request id is not a 64-bit unsigned integer")
     if kind == REQUEST and len(msg) == 5:
@@ -127,4 +140,4 @@ def decode(data: bytes) -> Message:
         if type(code) is not int or type(message) is not str:
             raise DecodeError("error reply needs an integer code and a string message")
         return ErrorReply(rid, code, message)
-    raise DecodeError(f"unknown message kind {kind!r} or wrong length {len(msg)}")
+    raise DecodeError(f"unknown message kind {kind} or wrong length {len(msg)}")
