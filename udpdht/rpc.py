@@ -1,10 +1,12 @@
 """Request/response over datagrams: one endpoint per node, on any :class:`~udpdht.net.Network`.
 
-A call is a *transaction* (after aioice's ``stun.Transaction``): it sends the request, arms one
-timer, resends on each expiry with a doubled timeout plus jitter, and fails with
-:class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry and timer are removed
-in ``finally``, so a cancelled call leaks nothing. A reply is accepted only for a pending request
-id and only from the address the request went to.
+A call is a *transaction* (after aioice's ``stun.Transaction``): it sends the request, sets a
+deadline, resends on each expiry with a doubled timeout plus jitter, and fails with
+:class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry is removed in
+``finally``, so a cancelled call leaks nothing; deadlines sit in one heap per endpoint with a
+single armed timer (a per-call timer handle cost more than the rest of the call's bookkeeping).
+A reply is accepted only for a pending request id and only from the address the request went
+to.
 
 The first timeout of a call comes from a per-peer estimate (Jacobson/Karels, RFC 6298:
 ``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule).
@@ -18,7 +20,9 @@ task: the caller gets :class:`~udpdht.errors.RemoteError` at once instead of a t
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
+import itertools
 import logging
 import random
 from collections import OrderedDict
@@ -92,12 +96,17 @@ _IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
 
 
 class _Transaction:
-    """One call: resends on a doubling timer until a reply or the last try."""
+    """One call: resends on a doubling timeout until a reply or the last try.
+
+    Its timeouts live in the endpoint's deadline heap (one armed timer per endpoint, not one per
+    call): a finished transaction's entry is simply skipped when its time comes.
+    """
 
     __slots__ = (
         "addr",
         "attempt",
         "data",
+        "deadline",
         "endpoint",
         "future",
         "method",
@@ -105,7 +114,6 @@ class _Transaction:
         "rto",
         "sent_at",
         "started",
-        "timer",
         "tries",
     )
 
@@ -128,21 +136,16 @@ class _Transaction:
         self.rto = rto
         self.attempt = 0
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
-        self.timer: asyncio.TimerHandle | None = None
-        self.started = self.sent_at = endpoint._loop.time()
+        self.started = self.sent_at = self.deadline = endpoint._loop.time()
 
     def send(self) -> None:
         ep = self.endpoint
         self.attempt += 1
-        self.sent_at = ep._loop.time()
+        now = self.sent_at = ep._loop.time()
         ep._send(self.data, self.addr)
-        wait = self.rto * (1.0 + ep.config.jitter * ep._rng.random())
-        self.timer = ep._loop.call_later(wait, self._expired)
+        ep._schedule(self, now + self.rto * (1.0 + ep.config.jitter * ep._rng.random()))
 
-    def _expired(self) -> None:
-        self.timer = None
-        if self.future.done():
-            return
+    def expired(self) -> None:
         ep = self.endpoint
         if self.attempt >= self.tries:
             ep.stats.timeouts += 1
@@ -164,11 +167,6 @@ class _Transaction:
             assert isinstance(msg, wire.ErrorReply)
             self.future.set_exception(remote_error(msg.code, msg.message))
 
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
 
 class RpcEndpoint(asyncio.DatagramProtocol):
     """A datagram endpoint that both serves handlers and makes calls."""
@@ -177,12 +175,20 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self.config = config or RpcConfig()
         # Request ids guard against off-path reply spoofing, so by default they come from the
         # OS; the simulator passes a seeded Random so that runs repeat exactly.
-        self._rng: random.Random = rng or random.SystemRandom()
+        # Request ids only need to be unguessable off the path (an on-path attacker sees them
+        # anyway), so a Mersenne Twister seeded from the OS does; the simulator passes a seeded
+        # Random so that runs repeat exactly.
+        self._rng: random.Random = rng or random.Random()
         self.stats = RpcStats()
-        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
+        self._deadlines: list[tuple[float, int, _Transaction]] = []  # a heap
+        self._deadline_seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._pending: dict[int, _Transaction] = {}
         self._replies: OrderedDict[tuple[Address, int], tuple[bytes, float]] = OrderedDict()
         self._reply_bytes = 0
+        self._next_purge = 0.0
         self._rtts: dict[Address, _Rtt] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
@@ -209,11 +215,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     # --- serving -------------------------------------------------------------------------------
 
-    def register(self, method: str, handler: Handler) -> None:
-        """Serve ``method`` with ``handler`` (a plain function or a coroutine function)."""
+    def register(self, method: str, handler: Handler, *, idempotent: bool = False) -> None:
+        """Serve ``method`` with ``handler`` (a plain function or a coroutine function).
+
+        Replies of an ``idempotent`` method are not cached: a retried request simply runs
+        again, which costs less than remembering every answer of a read.
+        """
         if not 0 < len(method) <= wire.MAX_METHOD:
             raise ValueError(f"method name must be 1..{wire.MAX_METHOD} characters")
-        self._handlers[method] = (handler, inspect.iscoroutinefunction(handler))
+        self._handlers[method] = (handler, inspect.iscoroutinefunction(handler), idempotent)
 
     def _on_request(self, req: wire.Request, addr: Address) -> None:
         key = (addr, req.rid)
@@ -229,22 +239,31 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if entry is None:
             self._answer(key, self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method"))
             return
-        handler, is_coroutine = entry
+        handler, is_coroutine, idempotent = entry
         if is_coroutine:
-            self._remember(key, _IN_PROGRESS)
-            task = self._loop.create_task(self._serve_async(handler, req, addr, key))
+            if not idempotent:
+                self._remember(key, _IN_PROGRESS)
+            task = self._loop.create_task(self._serve_async(handler, req, addr, key, idempotent))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
         try:
             result = handler(req.args, addr)
         except Exception as exc:
-            self._answer(key, self._error_from(req, exc))
+            data = self._error_from(req, exc)
         else:
-            self._answer(key, self._encode_result(req, result))
+            data = self._encode_result(req, result)
+        if not idempotent:
+            self._remember(key, data)
+        self._send(data, addr)
 
     async def _serve_async(
-        self, handler: Handler, req: wire.Request, addr: Address, key: tuple[Address, int]
+        self,
+        handler: Handler,
+        req: wire.Request,
+        addr: Address,
+        key: tuple[Address, int],
+        idempotent: bool,
     ) -> None:
         try:
             result = await handler(req.args, addr)
@@ -255,8 +274,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             data = self._error_from(req, exc)
         else:
             data = self._encode_result(req, result)
-        self._forget(key)
-        self._answer(key, data)
+        if not idempotent:
+            self._forget(key)
+            self._remember(key, data)
+        self._send(data, addr)
 
     def _encode_result(self, req: wire.Request, result: Any) -> bytes:
         try:
@@ -281,19 +302,47 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._remember(key, data)
         self._send(data, key[0])
 
+    # --- timeouts ------------------------------------------------------------------------------
+
+    def _schedule(self, tx: _Transaction, when: float) -> None:
+        tx.deadline = when
+        heapq.heappush(self._deadlines, (when, next(self._deadline_seq), tx))
+        if self._timer is None or when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(when, self._on_deadline)
+            self._timer_at = when
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        heap = self._deadlines
+        now = self._loop.time()
+        while heap and heap[0][0] <= now:
+            when, _, tx = heapq.heappop(heap)
+            # Skip entries of finished calls, and old entries of calls sent again since.
+            if not tx.future.done() and tx.deadline == when:
+                tx.expired()
+        while heap and heap[0][2].future.done():
+            heapq.heappop(heap)
+        if heap and self._timer is None:
+            self._timer = self._loop.call_at(heap[0][0], self._on_deadline)
+            self._timer_at = heap[0][0]
+
     def _remember(self, key: tuple[Address, int], data: bytes) -> None:
         cache = self._replies
-        now = self._loop.time()
-        cache[key] = (data, now + self.config.reply_cache_ttl)
-        self._reply_bytes += len(data)
         cfg = self.config
-        while cache and (
-            len(cache) > cfg.reply_cache_entries
-            or self._reply_bytes > cfg.reply_cache_bytes
-            or next(iter(cache.values()))[1] < now
-        ):
-            _, (old, _) = cache.popitem(last=False)
-            self._reply_bytes -= len(old)
+        now = self._loop.time()
+        cache[key] = (data, now + cfg.reply_cache_ttl)
+        self._reply_bytes += len(data)
+        if len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes:
+            while cache and (
+                len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes
+            ):
+                self._reply_bytes -= len(cache.popitem(last=False)[1][0])
+        if now >= self._next_purge:  # age out at most once a second: off the per-call path
+            self._next_purge = now + 1.0
+            while cache and next(iter(cache.values()))[1] < now:
+                self._reply_bytes -= len(cache.popitem(last=False)[1][0])
 
     def _forget(self, key: tuple[Address, int]) -> None:
         entry = self._replies.pop(key, None)
@@ -332,7 +381,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             tx.send()
             return await tx.future
         finally:
-            tx.cancel_timer()
             del self._pending[rid]
 
     def rto_for(self, addr: Address) -> float:
@@ -408,8 +456,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def close(self) -> None:
         """Stop serving; pending calls fail, running handlers are cancelled."""
         transport, self._transport = self._transport, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         for tx in list(self._pending.values()):
-            tx.cancel_timer()
             if not tx.future.done():
                 tx.future.set_exception(DhtError("endpoint closed"))
         for task in list(self._tasks):

@@ -77,8 +77,9 @@ def encode_request(rid: int, method: str, args: dict[str, Any]) -> bytes:
         raise EncodeError(f"method name must be 1..{MAX_METHOD} characters")
     if not 0 <= rid <= MAX_RID:
         raise EncodeError("request id must be a 64-bit unsigned integer")
-    if not all(type(k) is str for k in args):
-        raise EncodeError("request argument names must be str")
+    for k in args:
+        if type(k) is not str:
+            raise EncodeError("request argument names must be str")
     return _pack([VERSION, REQUEST, rid, method, args])
 
 
