@@ -1,28 +1,91 @@
-"""The udpdht node: one RPC endpoint, the ring state, and the handlers peers call."""
+"""The Chord node: one RPC endpoint, the leafset and fingers, maintenance, lookups, leave.
+
+Maintenance follows the Chord paper with Zave's corrections ("Reasoning about identifier spaces:
+how to make Chord correct", 2017):
+
+* **stabilize**: ask the first live successor for its neighbours; a dead one is dropped and the
+  next tried. The successor list becomes ``[s] + s's list`` (cut to L/2, cut where it wraps past
+  us). If ``s`` knows of nodes between us and it, the nearest is asked directly and adopted
+  only if it answers. Then ``s`` is notified.
+* **rectify** (on a notify from ``n``): ``n`` becomes the predecessor if there is none, if it
+  lies between the current one and us, or if the current one no longer answers. The
+  predecessor half of the leafset is replaced by ``[n] + n's predecessors``.
+* **check_predecessor** pings the predecessor; a dead one is dropped and the next takes its place.
+* **fix_fingers** refreshes one finger per round that needs a lookup; fingers the leafset can
+  answer for are filled for free.
+
+Every period is drawn uniformly from ½–1½ × its mean, so nodes do not fall into lockstep.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import ids
-from .net import Address, Network, UdpNetwork, format_addr
+from .errors import BadRequest, DhtError, RemoteError, RpcTimeout
+from .net import Address, Network, UdpNetwork, format_addr, resolve
+from .routing import FingerTable, LeafSet, Peer, closest_preceding, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 
 log = logging.getLogger("udpdht.node")
 
+#: Failures that mean "that peer is no use right now": no answer, an error, or nonsense.
+PEER_FAILURES = (RpcTimeout, RemoteError, ValueError, KeyError, TypeError, AttributeError)
 
-def peer_info(node_id: int, addr: Address) -> dict[str, Any]:
-    """A peer as status JSON shows it."""
-    return {"id": ids.to_hex(node_id), "addr": format_addr(addr)}
+
+@dataclass(frozen=True)
+class NodeConfig:
+    leafset: int = 16  # L: L/2 successors and L/2 predecessors
+    replicas: int = 3  # r: copies of each key, the primary included
+    stabilize_period: float = 1.0  # mean seconds between maintenance rounds
+    lookup_tries: int = 2  # sends per lookup hop before trying the next-best candidate
+    lookup_width: int = 3  # candidates a hop returns (fallbacks when one is dead)
+    max_hops: int = 64
+
+
+class Hop(NamedTuple):
+    peer: Peer
+    rtt_s: float
+
+
+class Lookup(NamedTuple):
+    """Where a key lives: its owner, the hops taken to learn it, and the owner's successors."""
+
+    owner: Peer
+    hops: list[Hop]
+    successors: list[Peer]
+
+
+class LookupFailed(DhtError):
+    """Every candidate on the way to a key failed."""
+
+
+def _arg_id(args: dict[str, Any], name: str) -> int:
+    raw = args.get(name)
+    if not isinstance(raw, bytes) or len(raw) != ids.ID_BYTES:
+        raise BadRequest(f"argument {name!r} must be a {ids.ID_BYTES}-byte id")
+    return ids.from_bytes(raw)
+
+
+def _arg_peers(args: dict[str, Any], name: str) -> list[Peer]:
+    try:
+        return peers_from_wire(args.get(name, []))
+    except ValueError as exc:
+        raise BadRequest(f"argument {name!r}: {exc}") from None
 
 
 class Node:
     """A DHT node. ``port=0`` binds an ephemeral port; ``node.addr`` tells which."""
+
+    MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
 
     def __init__(
         self,
@@ -31,21 +94,36 @@ class Node:
         *,
         data_dir: str | Path | None = None,
         node_id: int | None = None,
+        config: NodeConfig | None = None,
         network: Network | None = None,
         rpc_config: RpcConfig | None = None,
         rng: random.Random | None = None,
+        maintenance: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        self._fixed_id = node_id
+        self.config = config or NodeConfig()
         self.network: Network = network or UdpNetwork()
         self.rpc_config = rpc_config
-        self.rng = rng
+        # The simulator passes a seeded rng so that a run repeats; request ids then come from
+        # it too. A real node draws its timing jitter from its own Random and its request ids
+        # from the OS.
+        self._seeded_rng = rng
+        self.rng = rng or random.Random()
+        self._fixed_id = node_id
+        self._maintenance_on = maintenance
         self.id = node_id if node_id is not None else 0
         self.addr: Address = (host, port)
         self._endpoint: RpcEndpoint | None = None
         self._started_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
+        self.fingers = FingerTable(self.id)
+        self._next_finger = 0
+        self._notifiers: OrderedDict[int, tuple[Peer, float]] = OrderedDict()
+
+    # --- lifecycle -----------------------------------------------------------------------------
 
     @property
     def endpoint(self) -> RpcEndpoint:
@@ -57,22 +135,47 @@ class Node:
     def running(self) -> bool:
         return self._endpoint is not None and not self._endpoint.closed
 
+    @property
+    def peer(self) -> Peer:
+        return self.leafset.own
+
     async def start(self) -> None:
         if self._endpoint is not None:
             raise RuntimeError("node already started")
         ep = await RpcEndpoint.bind(
-            self.network, (self.host, self.port), config=self.rpc_config, rng=self.rng
+            self.network, (self.host, self.port), config=self.rpc_config, rng=self._seeded_rng
         )
         self._endpoint = ep
         self.addr = ep.addr
         if self._fixed_id is None:
             self.id = ids.node_id_for(*self.addr)
+        self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
+        self.fingers = FingerTable(self.id)
         self._started_at = asyncio.get_running_loop().time()
-        ep.register("ping", self._rpc_ping)
-        ep.register("status", self._rpc_status)
+        # Reads are idempotent: a retry may simply run them again, so their replies are not
+        # cached. notify and leaving change state, but applying either twice is harmless.
+        for name, handler in (
+            ("ping", self._rpc_ping),
+            ("status", self._rpc_status),
+            ("neighbors", self._rpc_neighbors),
+            ("notify", self._rpc_notify),
+            ("find", self._rpc_find),
+            ("leaving", self._rpc_leaving),
+            ("lookup", self._rpc_lookup),
+        ):
+            ep.register(name, handler, idempotent=True)
+        if self._maintenance_on:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
         log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
     async def stop(self) -> None:
+        """Stop at once (a crash, as far as the ring can tell). See :meth:`leave`."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         ep, self._endpoint = self._endpoint, None
         if ep is not None:
             ep.close()
@@ -90,27 +193,346 @@ class Node:
     ) -> None:
         await self.stop()
 
+    async def join(self, bootstrap: Address) -> None:
+        """Join the ring that ``bootstrap`` belongs to."""
+        if isinstance(self.network, UdpNetwork):
+            bootstrap = await resolve(bootstrap)
+        found = await self._lookup(self.id, start=bootstrap)
+        owner = found.owner
+        if owner.id == self.id:
+            raise DhtError(f"node id {ids.to_hex(self.id)} is already in the ring")
+        succs, _ = await self._neighbors(owner)
+        self.leafset.set_successors([owner, *succs])
+        log.info("joined the ring: successor %s", owner)
+        # Tell the successor now rather than at the next round: the ring takes us in sooner.
+        await self._notify(owner)
+
+    async def leave(self) -> None:
+        """Leave gracefully: tell both neighbours so the ring closes at once, then stop."""
+        for task in self._tasks:
+            task.cancel()
+        ls = self.leafset
+        me = ids.to_bytes(self.id)
+        # The successor learns our predecessors, the predecessor our successors; in a ring of
+        # two they are one node and get one message with both.
+        messages: dict[int, tuple[Peer, dict[str, Any]]] = {}
+        if ls.successor is not None:
+            preds = [p.to_wire() for p in ls.predecessors]
+            messages[ls.successor.id] = (ls.successor, {"id": me, "preds": preds})
+        if ls.predecessor is not None:
+            _, args = messages.setdefault(ls.predecessor.id, (ls.predecessor, {"id": me}))
+            args["succs"] = [p.to_wire() for p in ls.successors]
+        calls = [self._call(peer, "leaving", args, tries=2) for peer, args in messages.values()]
+        await asyncio.gather(*calls, return_exceptions=True)
+        log.info("left the ring")
+        await self.stop()
+
+    # --- calling peers -------------------------------------------------------------------------
+
+    async def _call(
+        self, peer: Peer, method: str, args: dict[str, Any] | None = None, *, tries: int = 0
+    ) -> Any:
+        return await self.endpoint.call(peer.addr, method, args, tries=tries or None)
+
+    async def _neighbors(self, peer: Peer) -> tuple[list[Peer], list[Peer]]:
+        """A peer's successor list, and its predecessor list with its hint for us in front.
+
+        Raises one of PEER_FAILURES.
+        """
+        reply = await self._call(peer, "neighbors", {"id": ids.to_bytes(self.id)})
+        preds = peers_from_wire(reply["preds"])
+        if reply.get("hint") is not None:
+            preds.insert(0, Peer.from_wire(reply["hint"]))
+        return peers_from_wire(reply["succs"]), preds
+
+    async def _notify(self, peer: Peer) -> None:
+        preds = [p.to_wire() for p in self.leafset.predecessors]
+        with contextlib.suppress(*PEER_FAILURES):
+            await self._call(peer, "notify", {"id": ids.to_bytes(self.id), "preds": preds})
+
+    def _peer_failed(self, peer: Peer) -> None:
+        """Forget a node that did not answer, wherever it appears."""
+        in_leafset = self.leafset.remove(peer.id)
+        in_fingers = self.fingers.remove(peer.id)
+        self._notifiers.pop(peer.id, None)
+        if in_leafset or in_fingers:
+            log.info("peer %s failed; removed", peer)
+
+    # --- maintenance ---------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.config.stabilize_period
+        while True:
+            await asyncio.sleep(period * (0.5 + self.rng.random()))
+            start = loop.time()
+            try:
+                await self.stabilize()
+                await self.check_predecessor()
+                await self.fix_fingers()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not silently stop maintenance for good
+                log.exception("maintenance round failed")
+            log.debug("maintenance round took %.3f s", loop.time() - start)
+
+    def _fallback_successor(self) -> Peer | None:
+        """With no successor left, the nearest node we know of clockwise."""
+        known = self.leafset.predecessors + self.fingers.distinct()
+        known = [p for p in known if p.id != self.id]
+        if not known:
+            return None
+        return min(known, key=lambda p: ids.distance(self.id, p.id))
+
+    async def stabilize(self) -> None:
+        ls = self.leafset
+        for _ in range(ls.half * 2 + 2):  # each failure removes a node, so this ends
+            succ = ls.successor or self._fallback_successor()
+            if succ is None:
+                return  # alone: a ring of one
+            try:
+                succs, preds = await self._neighbors(succ)
+            except PEER_FAILURES:
+                self._peer_failed(succ)
+                continue
+            break
+        else:
+            return
+        new_list = [succ, *succs]
+        # Nodes between us and the successor: those it knows (its predecessors and its hint
+        # for us), and those we know ourselves (after many joins at once, the first node heard
+        # from every joiner, but its successor may know none of the nodes just after it).
+        mine = self._nearest_after(self.id, succ.id)
+        candidates = [*preds, mine] if mine is not None else preds
+        between = [p for p in candidates if ids.in_interval(p.id, self.id, succ.id)]
+        if between:
+            nearest = min(between, key=lambda p: ids.distance(self.id, p.id))
+            # Adopt a node between us and our successor only once it has answered (Zave).
+            try:
+                nearer_succs, _ = await self._neighbors(nearest)
+            except PEER_FAILURES:
+                self._peer_failed(nearest)
+            else:
+                succ, new_list = nearest, [nearest, *nearer_succs]
+        ls.set_successors(new_list)
+        await self._notify(succ)
+
+    async def check_predecessor(self) -> None:
+        pred = self.leafset.predecessor
+        if pred is None:
+            return
+        try:
+            await self._call(pred, "ping")
+        except PEER_FAILURES:
+            self._peer_failed(pred)
+
+    async def fix_fingers(self) -> None:
+        """Refresh fingers from where the last round stopped, up to one lookup's worth."""
+        for _ in range(ids.BITS):
+            i = self._next_finger
+            start = self.fingers.start(i)
+            if self.leafset.covers(start):
+                owner = self.leafset.owner(start)[0]
+                looked_up = False
+            else:
+                try:
+                    owner = (await self._lookup(start)).owner
+                except (LookupFailed, *PEER_FAILURES):
+                    return
+                looked_up = True
+            nxt = self.fingers.set(i, owner) if owner.id != self.id else i + 1
+            self._next_finger = nxt % ids.BITS
+            if looked_up or nxt >= ids.BITS:
+                return
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def local_find(self, key: int) -> tuple[bool, list[Peer]]:
+        """One routing step at this node: ``(True, [owner, ...])`` when it knows the owner of
+        ``key``, else ``(False, candidates)``: nodes closer to the key, best first."""
+        ls = self.leafset
+        own = ls.own
+        succ, pred = ls.successor, ls.predecessor
+        if succ is None:
+            if pred is None or ids.in_interval(key, pred.id, self.id, right_open=False):
+                return True, [own]  # alone, or the key falls to us
+            return True, [pred, own]  # a ring of two whose successor is not set yet
+        if ids.in_interval(key, self.id, succ.id, right_open=False):
+            return True, ls.successors
+        if pred is not None and ids.in_interval(key, pred.id, self.id, right_open=False):
+            return True, [own, *ls.successors]
+        if ls.covers(key):
+            return True, ls.owner(key)
+        candidates = closest_preceding(
+            self.id, key, [*self.fingers.distinct(), *ls.peers()], self.config.lookup_width
+        )
+        if not candidates:
+            return True, ls.successors
+        return False, candidates
+
+    async def lookup(self, key: str | bytes) -> Lookup:
+        """Find the owner of a key, with the hop trace."""
+        return await self._lookup(ids.hash_key(key))
+
+    async def _lookup(self, key: int, *, start: Address | None = None) -> Lookup:
+        """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
+
+        Each hop returns a few candidates; one that does not answer is dropped and the next-best
+        asked. ``start`` begins at a node given by address (joining: we know no one yet).
+        """
+        loop = asyncio.get_running_loop()
+        tried: dict[Address, bool] = {self.addr: True}
+        if start is None:
+            done, nodes = self.local_find(key)
+            if done:
+                return Lookup(nodes[0], [], nodes[1:])
+            queue = nodes
+        else:
+            queue = [Peer(-1, start)]  # id unknown until it answers
+        hops: list[Hop] = []
+        for _ in range(self.config.max_hops):
+            peer = next((p for p in queue if p.addr not in tried), None)
+            if peer is None:
+                break
+            tried[peer.addr] = True
+            sent = loop.time()
+            try:
+                reply = await self._call(
+                    peer, "find", {"key": ids.to_bytes(key)}, tries=self.config.lookup_tries
+                )
+                done, nodes = bool(reply["done"]), peers_from_wire(reply["nodes"])
+                if reply.get("id") is not None and peer.id == -1:
+                    peer = Peer(ids.from_bytes(reply["id"]), peer.addr)
+            except PEER_FAILURES:
+                if peer.id != -1:
+                    self._peer_failed(peer)
+                continue
+            hops.append(Hop(peer, loop.time() - sent))
+            if done and nodes:
+                return Lookup(nodes[0], hops, nodes[1:])
+            fresh = [p for p in nodes if p.addr not in tried]
+            queue = sorted(fresh + queue, key=lambda p: ids.distance(p.id, key))
+        raise LookupFailed(f"no live route to {ids.short(key)} after {len(hops)} hops")
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    def _rpc_ping(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        return {"id": ids.to_bytes(self.id)}
+
+    def _rpc_status(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        return self.status()
+
+    def _rpc_neighbors(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        ls = self.leafset
+        reply: dict[str, Any] = {
+            "id": ids.to_bytes(self.id),
+            "succs": [p.to_wire() for p in ls.successors],
+            "preds": [p.to_wire() for p in ls.predecessors],
+        }
+        if "id" in args:
+            hint = self._hint_for(_arg_id(args, "id"))
+            reply["hint"] = hint.to_wire() if hint is not None else None
+        return reply
+
+    def _hint_for(self, asker: int) -> Peer | None:
+        """The nearest node we know that follows ``asker`` and precedes us.
+
+        When many nodes join at once they all start out with the same successor, which then
+        hears from every one of them. Passing on the best of what it heard lets each find its
+        place in a round or two, instead of creeping back L/2 nodes per round along the
+        predecessor lists. The asker adopts a hint only after it answers (Zave's rule).
+        """
+        return self._nearest_after(asker, self.id)
+
+    def _nearest_after(self, low: int, high: int) -> Peer | None:
+        """The known node nearest after ``low`` and strictly before ``high``, if any."""
+        between = [p for p in self._contacts() if ids.in_interval(p.id, low, high)]
+        return min(between, key=lambda p: ids.distance(low, p.id), default=None)
+
+    def _contacts(self) -> list[Peer]:
+        """Nodes we know beyond the successor list: recent notifiers, predecessors, fingers."""
+        now = asyncio.get_running_loop().time()
+        horizon = 3 * self.config.stabilize_period
+        while self._notifiers and next(iter(self._notifiers.values()))[1] < now - horizon:
+            self._notifiers.popitem(last=False)
+        known = [p for p, _ in self._notifiers.values()]
+        return known + self.leafset.predecessors + self.fingers.distinct()
+
+    async def _rpc_notify(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead."""
+        peer = Peer(_arg_id(args, "id"), src)
+        preds = _arg_peers(args, "preds")
+        if peer.id == self.id:
+            return {}
+        self._notifiers.pop(peer.id, None)
+        self._notifiers[peer.id] = (peer, asyncio.get_running_loop().time())
+        if len(self._notifiers) > self.MAX_NOTIFIERS:
+            self._notifiers.popitem(last=False)
+        pred = self.leafset.predecessor
+        if (
+            pred is not None
+            and pred.id != peer.id
+            and not ids.in_interval(peer.id, pred.id, self.id)
+        ):
+            try:
+                await self._call(pred, "ping", tries=self.config.lookup_tries)
+                return {}  # ours is alive and closer: keep it
+            except PEER_FAILURES:
+                self._peer_failed(pred)
+            # The ping took time: another notify may have brought a closer one meanwhile.
+            pred = self.leafset.predecessor
+            if pred is not None and not ids.in_interval(peer.id, pred.id, self.id):
+                return {}
+        self.leafset.set_predecessors([peer, *preds])
+        return {}
+
+    def _rpc_find(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        done, nodes = self.local_find(_arg_id(args, "key"))
+        return {"id": ids.to_bytes(self.id), "done": done, "nodes": [p.to_wire() for p in nodes]}
+
+    def _rpc_leaving(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """A neighbour leaves and hands us its lists, so the ring closes at once."""
+        gone = Peer(_arg_id(args, "id"), src)
+        ls = self.leafset
+        if "preds" in args and ls.predecessor is not None and ls.predecessor.id == gone.id:
+            ls.set_predecessors(_arg_peers(args, "preds"))
+        if "succs" in args and ls.successor is not None:
+            ids_before = [p.id for p in ls.successors]
+            if gone.id in ids_before:
+                kept = ls.successors[: ids_before.index(gone.id)]
+                ls.set_successors([*kept, *_arg_peers(args, "succs")])
+        ls.remove(gone.id)
+        self.fingers.remove(gone.id)
+        log.info("peer %s left", gone)
+        return {}
+
+    async def _rpc_lookup(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """A client's lookup, run from this node."""
+        key = args.get("key")
+        if not isinstance(key, bytes | str):
+            raise BadRequest("argument 'key' must be bytes or str")
+        found = await self.lookup(key)
+        return {
+            "key_id": ids.to_bytes(ids.hash_key(key)),
+            "owner": found.owner.to_wire(),
+            "hops": [[h.peer.to_wire(), h.rtt_s] for h in found.hops],
+            "successors": [p.to_wire() for p in found.successors],
+        }
+
     # --- status --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """The status object of INTERFACES.md."""
-        ep = self.endpoint
+        ls = self.leafset
+        pred = ls.predecessor
         return {
             "id": ids.to_hex(self.id),
             "addr": format_addr(self.addr),
             "uptime_s": round(asyncio.get_running_loop().time() - self._started_at, 3),
-            "predecessor": None,
-            "successors": [],
-            "predecessors": [],
-            "fingers": [],
+            "predecessor": pred.info() if pred is not None else None,
+            "successors": [p.info() for p in ls.successors],
+            "predecessors": [p.info() for p in ls.predecessors],
+            "fingers": [p.info() for p in self.fingers.distinct()],
             "store": {"primary": 0, "replica": 0, "bytes": 0},
-            "rpc": ep.stats.as_dict(),
+            "rpc": self.endpoint.stats.as_dict(),
         }
-
-    # --- handlers ------------------------------------------------------------------------------
-
-    def _rpc_ping(self, args: dict[str, Any], peer: Address) -> dict[str, Any]:
-        return {"id": ids.to_bytes(self.id)}
-
-    def _rpc_status(self, args: dict[str, Any], peer: Address) -> dict[str, Any]:
-        return self.status()

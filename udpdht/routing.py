@@ -1,0 +1,202 @@
+"""Routing state of one node: the leafset and the finger table. Pure: no I/O, no clock.
+
+The leafset holds the node's L/2 nearest successors and L/2 nearest predecessors, nearest
+first. Its successor half is the Chord successor list, and it is only ever *replaced* the way
+Zave's corrected Chord prescribes (``[s] + s's list``, cut at ourselves), never blended with
+guesses, because the ring's correctness rests on every list being ordered and made of nodes
+that were alive when copied.
+
+The finger table keeps ``finger[i] = successor(id + 2**i)`` for the 160 ``i``; most entries
+repeat (all the small ``i`` land on the first successor), so it also keeps the distinct
+entries, which is what routing and status use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from . import ids
+from .net import Address, format_addr
+
+
+class Peer(NamedTuple):
+    id: int
+    addr: Address
+
+    def to_wire(self) -> list[Any]:
+        return [ids.to_bytes(self.id), self.addr[0], self.addr[1]]
+
+    @classmethod
+    def from_wire(cls, item: Any) -> Peer:
+        """Parse ``[id20, host, port]``; ValueError for anything else."""
+        if not isinstance(item, list) or len(item) != 3:
+            raise ValueError("a peer is [id, host, port]")
+        raw, host, port = item
+        if not isinstance(raw, bytes) or not isinstance(host, str) or type(port) is not int:
+            raise ValueError("a peer is [20-byte id, str host, int port]")
+        if not 0 < port <= 65535:
+            raise ValueError(f"bad port {port}")
+        return cls(ids.from_bytes(raw), (host, port))
+
+    def info(self) -> dict[str, str]:
+        """The peer as status JSON shows it."""
+        return {"id": ids.to_hex(self.id), "addr": format_addr(self.addr)}
+
+    def __str__(self) -> str:
+        return f"{ids.short(self.id)}@{format_addr(self.addr)}"
+
+
+def peers_from_wire(items: Any, limit: int = 64) -> list[Peer]:
+    if not isinstance(items, list) or len(items) > limit:
+        raise ValueError(f"expected a list of at most {limit} peers")
+    return [Peer.from_wire(item) for item in items]
+
+
+def ordered_run(own: int, peers: Iterable[Peer], limit: int, *, clockwise: bool) -> list[Peer]:
+    """Take ``peers`` in the order given while each lies strictly farther from ``own`` than the
+    one before (clockwise, or counter-clockwise), skipping duplicates and ``own``; stop at the
+    first that does not, and after ``limit``.
+
+    This is how a copied successor list is cut: in a ring smaller than the list, the list wraps
+    round past us, and what follows ourselves are nodes already listed.
+    """
+    out: list[Peer] = []
+    last = 0
+    for peer in peers:
+        d = ids.distance(own, peer.id) if clockwise else ids.distance(peer.id, own)
+        if d == 0 or d <= last:
+            if d == 0 or any(p.id == peer.id for p in out):
+                continue  # ourselves, or a duplicate: skip, the order may still go on
+            break
+        out.append(peer)
+        last = d
+        if len(out) == limit:
+            break
+    return out
+
+
+class LeafSet:
+    """L/2 successors and L/2 predecessors of ``own``, nearest first."""
+
+    def __init__(self, own: Peer, size: int = 16) -> None:
+        if size < 2 or size % 2:
+            raise ValueError("the leafset size L must be an even number >= 2")
+        self.own = own
+        self.half = size // 2
+        self.successors: list[Peer] = []
+        self.predecessors: list[Peer] = []
+
+    # successor half: replaced from a live successor's list (Zave)
+
+    def set_successors(self, peers: Sequence[Peer]) -> None:
+        self.successors = ordered_run(self.own.id, peers, self.half, clockwise=True)
+
+    def set_predecessors(self, peers: Sequence[Peer]) -> None:
+        self.predecessors = ordered_run(self.own.id, peers, self.half, clockwise=False)
+
+    def remove(self, node_id: int) -> bool:
+        """Forget a failed or departed node. Returns whether it was there."""
+        before = len(self.successors) + len(self.predecessors)
+        self.successors = [p for p in self.successors if p.id != node_id]
+        self.predecessors = [p for p in self.predecessors if p.id != node_id]
+        return before != len(self.successors) + len(self.predecessors)
+
+    @property
+    def successor(self) -> Peer | None:
+        return self.successors[0] if self.successors else None
+
+    @property
+    def predecessor(self) -> Peer | None:
+        """The predecessor is simply the nearest entry of the predecessor half."""
+        return self.predecessors[0] if self.predecessors else None
+
+    def peers(self) -> list[Peer]:
+        """Every distinct node in the leafset."""
+        seen: dict[int, Peer] = {}
+        for p in self.successors + self.predecessors:
+            seen.setdefault(p.id, p)
+        return list(seen.values())
+
+    def covers(self, key: int) -> bool:
+        """Whether the successor of ``key`` is known for sure from the leafset alone.
+
+        True when the key lies between the farthest predecessor (exclusive) and the farthest
+        successor (inclusive): its owner is then one of the leafset's nodes or ourselves.
+        """
+        if not self.successors:
+            return False
+        low = self.predecessors[-1].id if self.predecessors else self.own.id
+        return ids.in_interval(key, low, self.successors[-1].id, right_open=False)
+
+    def owner(self, key: int) -> list[Peer]:
+        """For a covered key: its owner first, then the nodes after it (fallbacks)."""
+        ring = [*reversed(self.predecessors), self.own, *self.successors]
+        for i, p in enumerate(ring):
+            prev = ring[i - 1].id if i else None
+            if prev is None:
+                continue
+            if ids.in_interval(key, prev, p.id, right_open=False):
+                return ring[i:]
+        return ring[:1]
+
+
+class FingerTable:
+    """``finger[i] = successor(own + 2**i)`` for i in 0..159, with the distinct entries."""
+
+    def __init__(self, own: int) -> None:
+        self.own = own
+        self.entries: list[Peer | None] = [None] * ids.BITS
+        self._distinct: list[Peer] = []
+
+    def start(self, i: int) -> int:
+        return (self.own + (1 << i)) & ids.MASK
+
+    def set(self, i: int, peer: Peer) -> int:
+        """Set finger ``i`` and every later finger whose start ``peer`` also succeeds.
+
+        Returns the index of the next finger that still needs a lookup (160 when none).
+        """
+        self.entries[i] = peer  # even when it wraps past the start: a valid candidate still
+        span = ids.distance(self.own, peer.id)
+        j = i + 1
+        while j < ids.BITS and (1 << j) <= span:  # start(j) is own + 2**j
+            self.entries[j] = peer
+            j += 1
+        self._refresh()
+        return j
+
+    def remove(self, node_id: int) -> bool:
+        hit = False
+        for i, p in enumerate(self.entries):
+            if p is not None and p.id == node_id:
+                self.entries[i] = None
+                hit = True
+        if hit:
+            self._refresh()
+        return hit
+
+    def _refresh(self) -> None:
+        seen: dict[int, Peer] = {}
+        for p in self.entries:
+            if p is not None:
+                seen.setdefault(p.id, p)
+        self._distinct = list(seen.values())
+
+    def distinct(self) -> list[Peer]:
+        """Distinct fingers, nearest first."""
+        return self._distinct
+
+
+def closest_preceding(own: int, key: int, candidates: Iterable[Peer], count: int) -> list[Peer]:
+    """Up to ``count`` candidates strictly between ``own`` and ``key``, closest to ``key`` first.
+
+    These are the nodes that make progress towards the key: each lies past ``own`` but not past
+    the key, so following them never overshoots the key's owner.
+    """
+    seen: dict[int, Peer] = {}
+    for p in candidates:
+        if p.id not in seen and ids.in_interval(p.id, own, key):
+            seen[p.id] = p
+    ranked = sorted(seen.values(), key=lambda p: ids.distance(p.id, key))
+    return ranked[:count]

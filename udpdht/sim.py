@@ -1,0 +1,312 @@
+"""Rings of thousands of nodes on the in-memory network, in virtual time.
+
+A :class:`Sim` runs real :class:`~udpdht.node.Node` objects on a
+:class:`~udpdht.net.SimNetwork`; run it inside :func:`~udpdht.net.run_virtual`. It injects joins,
+crashes and leaves, and checks Zave's ring invariants with global knowledge of who is alive:
+
+* successor lists are ordered, free of duplicates and of the node itself;
+* following each node's first *live* successor, every node reaches one cycle, and only one
+  (no second ring; every appendage reaches the ring);
+* that cycle is ordered: it goes round the identifier circle exactly once, so no ring member lies
+  between a member and its successor;
+* once quiet, the ideal state: every successor list is the true next L/2 nodes, every
+  predecessor list the true previous L/2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import ids
+from .net import SimNetwork
+from .node import Node, NodeConfig
+from .routing import Peer
+from .rpc import RpcConfig
+
+
+class InvariantViolation(AssertionError):
+    """The ring broke one of Zave's invariants."""
+
+
+@dataclass
+class ChurnStats:
+    joins: int = 0
+    crashes: int = 0
+    leaves: int = 0
+
+
+class Sim:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        latency: tuple[float, float] = (0.005, 0.030),
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        config: NodeConfig | None = None,
+        rpc_config: RpcConfig | None = None,
+    ) -> None:
+        self.seed = seed
+        self.net = SimNetwork(seed=seed, latency=latency, loss=loss, duplicate=duplicate)
+        self.rng = random.Random(seed ^ 0x5EED)
+        self.config = config or NodeConfig()
+        self.rpc_config = rpc_config
+        self.nodes: list[Node] = []  # every live node, joined or joining
+        self.joined: dict[int, Node] = {}  # live nodes whose join finished: the ring's members
+        self.violations: list[str] = []
+        self.checks = 0
+
+    # --- building ------------------------------------------------------------------------------
+
+    async def spawn(self, *, maintenance: bool = True, node_id: int | None = None) -> Node:
+        """Start one node, not yet part of any ring."""
+        node = Node(
+            self.net.host,
+            0,
+            node_id=node_id,
+            config=self.config,
+            network=self.net,
+            rpc_config=self.rpc_config,
+            rng=random.Random(self.rng.getrandbits(64)),
+            maintenance=maintenance,
+        )
+        await node.start()
+        self.nodes.append(node)
+        return node
+
+    async def first(self) -> Node:
+        """The node that starts a ring: a ring of one."""
+        node = await self.spawn()
+        self.joined[node.id] = node
+        return node
+
+    async def join(self, via: Node | None = None) -> Node:
+        """Start a node and join it through ``via`` (a random member by default)."""
+        if via is None:
+            via = self.rng.choice(list(self.joined.values()))
+        node = await self.spawn()
+        await node.join(via.addr)
+        self.joined[node.id] = node
+        return node
+
+    async def join_many(self, count: int, via: Node | None = None, spread: float = 0.0) -> None:
+        """``count`` nodes join at once (each starts at a random instant within ``spread`` s)."""
+
+        async def one() -> None:
+            if spread:
+                await asyncio.sleep(spread * self.rng.random())
+            await self.join(via)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+    async def build_ideal(self, count: int, *, maintenance: bool = False) -> list[Node]:
+        """``count`` nodes whose leafsets and fingers are set from global knowledge.
+
+        For experiments on a converged ring (path lengths) without paying for convergence.
+        """
+        nodes = [await self.spawn(maintenance=maintenance) for _ in range(count)]
+        self.install_ideal_routing(nodes)
+        for node in nodes:
+            self.joined[node.id] = node
+        return nodes
+
+    @staticmethod
+    def install_ideal_routing(nodes: Iterable[Node]) -> None:
+        ring = sorted((n.peer for n in nodes), key=lambda p: p.id)
+        by_id = {p.id: i for i, p in enumerate(ring)}
+        keys = [p.id for p in ring]
+        n = len(ring)
+        for node in nodes:
+            i = by_id[node.id]
+            half = node.leafset.half
+            node.leafset.set_successors([ring[(i + k) % n] for k in range(1, min(half, n - 1) + 1)])
+            node.leafset.set_predecessors(
+                [ring[(i - k) % n] for k in range(1, min(half, n - 1) + 1)]
+            )
+            j = 0
+            while j < ids.BITS:
+                start = node.fingers.start(j)
+                owner = ring[bisect.bisect_left(keys, start) % n]
+                if owner.id == node.id:
+                    j += 1
+                    continue
+                j = node.fingers.set(j, owner)
+
+    # --- failures ------------------------------------------------------------------------------
+
+    def _forget(self, node: Node) -> None:
+        self.nodes.remove(node)
+        self.joined.pop(node.id, None)
+
+    async def crash(self, node: Node) -> None:
+        """Stop a node without a word to anyone."""
+        self._forget(node)
+        await node.stop()
+
+    async def leave(self, node: Node) -> None:
+        self._forget(node)
+        await node.leave()
+
+    async def crash_many(self, nodes: Iterable[Node]) -> None:
+        await asyncio.gather(*(self.crash(n) for n in list(nodes)))
+
+    async def churn(
+        self,
+        duration: float,
+        *,
+        joins_per_s: float,
+        crashes_per_s: float,
+        leaves_per_s: float,
+        min_size: int | None = None,
+        check_every: float = 0.5,
+    ) -> ChurnStats:
+        """Poisson joins, crashes and leaves for ``duration`` virtual seconds.
+
+        Crashes and leaves never take the ring below ``min_size`` (default L/2 + 2), nor take a
+        node out while another event is still under way on it.
+        """
+        loop = asyncio.get_running_loop()
+        floor = min_size if min_size is not None else self.config.leafset // 2 + 2
+        total = joins_per_s + crashes_per_s + leaves_per_s
+        stats = ChurnStats()
+        end = loop.time() + duration
+        busy: list[asyncio.Task[None]] = []
+        next_check = loop.time()
+        while True:
+            await asyncio.sleep(self.rng.expovariate(total))
+            if loop.time() >= end:
+                break
+            if loop.time() >= next_check:
+                self.check()
+                next_check = loop.time() + check_every
+            draw = self.rng.random() * total
+            members = list(self.joined.values())
+            if draw < joins_per_s or len(members) <= floor:
+                stats.joins += 1
+                busy.append(loop.create_task(self._join_quietly()))
+            elif draw < joins_per_s + crashes_per_s:
+                stats.crashes += 1
+                await self.crash(self.rng.choice(members))
+            else:
+                stats.leaves += 1
+                busy.append(loop.create_task(self.leave(self.rng.choice(members))))
+        await asyncio.gather(*busy, return_exceptions=True)
+        return stats
+
+    async def _join_quietly(self) -> None:
+        # The bootstrap may leave or crash meanwhile: that join just fails, as it would for real.
+        with contextlib.suppress(Exception):
+            await self.join()
+
+    # --- checks --------------------------------------------------------------------------------
+
+    def live_peers(self) -> list[Peer]:
+        return sorted((n.peer for n in self.joined.values()), key=lambda p: p.id)
+
+    def true_owner(self, key: int) -> Peer:
+        ring = self.live_peers()
+        keys = [p.id for p in ring]
+        return ring[bisect.bisect_left(keys, key) % len(ring)]
+
+    def ring_problems(self) -> list[str]:
+        """Zave's invariants over the joined live nodes, with global knowledge of liveness."""
+        members = self.joined
+        problems: list[str] = []
+        best: dict[int, int | None] = {}
+        for node in members.values():
+            dist = [ids.distance(node.id, p.id) for p in node.leafset.successors]
+            if any(d == 0 for d in dist):
+                problems.append(f"{ids.short(node.id)} lists itself as a successor")
+            if any(a >= b for a, b in itertools.pairwise(dist)):
+                problems.append(f"{ids.short(node.id)} successor list is not ordered")
+            live = next((p.id for p in node.leafset.successors if p.id in members), None)
+            if live is None and node.leafset.successors:
+                problems.append(f"{ids.short(node.id)} has no live successor")
+            # An empty list is a ring of one (the first node before anyone joins): itself.
+            best[node.id] = live if node.leafset.successors else node.id
+        if len(members) <= 1 or problems:
+            return problems
+        # Walk the best-successor graph: every node must end in one and the same cycle.
+        cycle_of: dict[int, int] = {}  # node -> the smallest id of the cycle it reaches
+        for origin in members:
+            path: list[int] = []
+            on_path: dict[int, int] = {}
+            cur: int | None = origin
+            while cur is not None and cur not in cycle_of and cur not in on_path:
+                on_path[cur] = len(path)
+                path.append(cur)
+                cur = best[cur]
+            if cur is None:
+                continue  # reported above
+            if cur in cycle_of:
+                label = cycle_of[cur]
+            else:
+                cycle = path[on_path[cur] :]
+                label = min(cycle)
+                turn = sum(
+                    ids.distance(a, b) for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True)
+                )
+                if turn != ids.RING and len(cycle) > 1:
+                    problems.append(
+                        f"ring through {ids.short(label)} is not ordered: it winds "
+                        f"{turn / ids.RING:.2f} times round the circle"
+                    )
+            for n in path:
+                cycle_of[n] = label
+        rings = sorted(set(cycle_of.values()))
+        if len(rings) > 1:
+            problems.append(f"{len(rings)} rings instead of one")
+        return problems
+
+    def ideal_problems(self) -> list[str]:
+        """How the joined nodes differ from the ideal state (empty: ideal)."""
+        ring = self.live_peers()
+        n = len(ring)
+        index = {p.id: i for i, p in enumerate(ring)}
+        problems = []
+        for node in self.joined.values():
+            i = index[node.id]
+            k = min(node.leafset.half, n - 1)
+            want_s = [ring[(i + j) % n].id for j in range(1, k + 1)]
+            want_p = [ring[(i - j) % n].id for j in range(1, k + 1)]
+            if [p.id for p in node.leafset.successors] != want_s:
+                problems.append(f"{ids.short(node.id)} successors are not the true next {k}")
+            if [p.id for p in node.leafset.predecessors] != want_p:
+                problems.append(f"{ids.short(node.id)} predecessors are not the true previous {k}")
+        return problems
+
+    def check(self) -> None:
+        """Record any invariant violation now (tests assert ``sim.violations == []``)."""
+        self.checks += 1
+        for problem in self.ring_problems():
+            self.violations.append(f"t={asyncio.get_running_loop().time():.2f}: {problem}")
+
+    async def wait_ideal(self, within: float, *, check_every: float = 0.5) -> float:
+        """Wait until the ring is ideal, checking the invariants on the way.
+
+        Returns the virtual seconds it took; raises InvariantViolation after ``within``.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            self.check()
+            problems = self.ideal_problems()
+            if not problems:
+                return loop.time() - start
+            if loop.time() - start > within:
+                shown = "; ".join(problems[:5])
+                raise InvariantViolation(
+                    f"not ideal after {within} s ({len(problems)} problems): {shown}"
+                )
+            await asyncio.sleep(check_every)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(n.stop() for n in self.nodes))
+        self.nodes.clear()
+        self.joined.clear()
