@@ -20,7 +20,7 @@ from .client import Client
 from .errors import DhtError
 from .net import Address, format_addr, parse_addr
 from .net import run as run_loop
-from .node import Node
+from .node import Lookup, Node, NodeConfig
 
 log = logging.getLogger("udpdht")
 
@@ -42,6 +42,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _leafset(text: str) -> int:
+    if not text.isdigit() or not 2 <= int(text) <= 64 or int(text) % 2:
+        raise argparse.ArgumentTypeError(f"leafset size must be an even number 2..64, got {text}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="udpdht", description="A peer-to-peer distributed hash table over UDP."
@@ -52,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=7000, help="UDP port (0: any free port)")
+    p.add_argument(
+        "--bootstrap",
+        type=_addr,
+        nargs="+",
+        default=[],
+        metavar="H:P",
+        help="join the ring through one of these nodes (tried in order); none: a new ring",
+    )
+    p.add_argument(
+        "--leafset",
+        type=_leafset,
+        default=16,
+        metavar="L",
+        help="leafset size: L/2 successors and L/2 predecessors (even, 2..64; default 16)",
+    )
     p.add_argument(
         "--log-level",
         default="info",
@@ -64,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", type=_addr, required=True, metavar="H:P")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("lookup", help="find the node that owns a key, with the hop trace")
+    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_lookup)
 
     p = sub.add_parser("shell", help="interactive shell (not built yet)")
     p.set_defaults(func=cmd_shell)
@@ -83,25 +110,46 @@ def _setup_logging(level: str) -> None:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    node = Node(host=args.host, port=args.port)
+    node = Node(host=args.host, port=args.port, config=NodeConfig(leafset=args.leafset))
     try:
         await node.start()
     except OSError as exc:
         reason = exc.strerror or exc
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
     print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
+    if args.bootstrap:
+        try:
+            await _join_any(node, args.bootstrap)
+        except BaseException:
+            await node.stop()
+            raise
+        succ = node.leafset.successor
+        print(f"joined the ring; successor {succ}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
-        log.info("stopping")
+        log.info("leaving the ring")
+        await node.leave()  # tells both neighbours, so the ring closes at once
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await node.stop()
     return 0
+
+
+async def _join_any(node: Node, bootstraps: list[Address]) -> None:
+    """Join through the first bootstrap that answers; DhtError naming them all if none does."""
+    errors = []
+    for addr in bootstraps:
+        try:
+            await node.join(addr)
+            return
+        except DhtError as exc:
+            errors.append(f"{format_addr(addr)}: {exc}")
+    raise DhtError("could not join the ring: " + "; ".join(errors))
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -144,6 +192,39 @@ async def _status(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     return _run(_status(args))
+
+
+def render_lookup(key: str, found: Lookup) -> str:
+    lines = [f"key {key!r} -> {ids.to_hex(ids.hash_key(key))}"]
+    lines.append(f"owner {found.owner}")
+    for i, hop in enumerate(found.hops, 1):
+        lines.append(f"  hop {i}: {hop.peer}  {hop.rtt_s * 1000:.1f} ms")
+    if not found.hops:
+        lines.append("  (answered by the attached node's own tables)")
+    return "\n".join(lines)
+
+
+async def _lookup(args: argparse.Namespace) -> int:
+    async with Client(args.node) as client:
+        found = await client.lookup(args.key)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "key": args.key,
+                    "key_id": ids.to_hex(ids.hash_key(args.key)),
+                    "owner": found.owner.info(),
+                    "hops": [{**h.peer.info(), "rtt_s": h.rtt_s} for h in found.hops],
+                }
+            )
+        )
+    else:
+        print(render_lookup(args.key, found))
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    return _run(_lookup(args))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 
 from . import ids
 from .net import Address, Network, UdpNetwork, resolve
+from .node import Hop, Lookup
+from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 
 
@@ -81,3 +83,9 @@ class Client:
     async def status(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("status")
         return result
+
+    async def lookup(self, key: str | bytes) -> Lookup:
+        """The owner of ``key`` and the hops the attached node took to find it."""
+        reply = await self.call("lookup", {"key": key})
+        hops = [Hop(Peer.from_wire(peer), float(rtt)) for peer, rtt in reply["hops"]]
+        return Lookup(Peer.from_wire(reply["owner"]), hops, peers_from_wire(reply["successors"]))

@@ -395,11 +395,12 @@ class Node:
             if peer is None:
                 break
             tried[peer.addr] = True
+            # Few tries when another candidate can take over; the full count for the last one.
+            fallback = any(p.addr not in tried for p in queue)
+            tries = self.config.lookup_tries if fallback else 0
             sent = loop.time()
             try:
-                reply = await self._call(
-                    peer, "find", {"key": ids.to_bytes(key)}, tries=self.config.lookup_tries
-                )
+                reply = await self._call(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
                 done, nodes = bool(reply["done"]), peers_from_wire(reply["nodes"])
                 if reply.get("id") is not None and peer.id == -1:
                     peer = Peer(ids.from_bytes(reply["id"]), peer.addr)

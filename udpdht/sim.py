@@ -215,71 +215,10 @@ class Sim:
         return ring[bisect.bisect_left(keys, key) % len(ring)]
 
     def ring_problems(self) -> list[str]:
-        """Zave's invariants over the joined live nodes, with global knowledge of liveness."""
-        members = self.joined
-        problems: list[str] = []
-        best: dict[int, int | None] = {}
-        for node in members.values():
-            dist = [ids.distance(node.id, p.id) for p in node.leafset.successors]
-            if any(d == 0 for d in dist):
-                problems.append(f"{ids.short(node.id)} lists itself as a successor")
-            if any(a >= b for a, b in itertools.pairwise(dist)):
-                problems.append(f"{ids.short(node.id)} successor list is not ordered")
-            live = next((p.id for p in node.leafset.successors if p.id in members), None)
-            if live is None and node.leafset.successors:
-                problems.append(f"{ids.short(node.id)} has no live successor")
-            # An empty list is a ring of one (the first node before anyone joins): itself.
-            best[node.id] = live if node.leafset.successors else node.id
-        if len(members) <= 1 or problems:
-            return problems
-        # Walk the best-successor graph: every node must end in one and the same cycle.
-        cycle_of: dict[int, int] = {}  # node -> the smallest id of the cycle it reaches
-        for origin in members:
-            path: list[int] = []
-            on_path: dict[int, int] = {}
-            cur: int | None = origin
-            while cur is not None and cur not in cycle_of and cur not in on_path:
-                on_path[cur] = len(path)
-                path.append(cur)
-                cur = best[cur]
-            if cur is None:
-                continue  # reported above
-            if cur in cycle_of:
-                label = cycle_of[cur]
-            else:
-                cycle = path[on_path[cur] :]
-                label = min(cycle)
-                turn = sum(
-                    ids.distance(a, b) for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True)
-                )
-                if turn != ids.RING and len(cycle) > 1:
-                    problems.append(
-                        f"ring through {ids.short(label)} is not ordered: it winds "
-                        f"{turn / ids.RING:.2f} times round the circle"
-                    )
-            for n in path:
-                cycle_of[n] = label
-        rings = sorted(set(cycle_of.values()))
-        if len(rings) > 1:
-            problems.append(f"{len(rings)} rings instead of one")
-        return problems
+        return ring_problems(self.joined.values())
 
     def ideal_problems(self) -> list[str]:
-        """How the joined nodes differ from the ideal state (empty: ideal)."""
-        ring = self.live_peers()
-        n = len(ring)
-        index = {p.id: i for i, p in enumerate(ring)}
-        problems = []
-        for node in self.joined.values():
-            i = index[node.id]
-            k = min(node.leafset.half, n - 1)
-            want_s = [ring[(i + j) % n].id for j in range(1, k + 1)]
-            want_p = [ring[(i - j) % n].id for j in range(1, k + 1)]
-            if [p.id for p in node.leafset.successors] != want_s:
-                problems.append(f"{ids.short(node.id)} successors are not the true next {k}")
-            if [p.id for p in node.leafset.predecessors] != want_p:
-                problems.append(f"{ids.short(node.id)} predecessors are not the true previous {k}")
-        return problems
+        return ideal_problems(self.joined.values())
 
     def check(self) -> None:
         """Record any invariant violation now (tests assert ``sim.violations == []``)."""
@@ -310,3 +249,73 @@ class Sim:
         await asyncio.gather(*(n.stop() for n in self.nodes))
         self.nodes.clear()
         self.joined.clear()
+
+
+def ring_problems(nodes: Iterable[Node]) -> list[str]:
+    """Zave's invariants over these nodes, taken to be every live member of the ring."""
+    members = {n.id: n for n in nodes}
+    problems: list[str] = []
+    best: dict[int, int | None] = {}
+    for node in members.values():
+        dist = [ids.distance(node.id, p.id) for p in node.leafset.successors]
+        if any(d == 0 for d in dist):
+            problems.append(f"{ids.short(node.id)} lists itself as a successor")
+        if any(a >= b for a, b in itertools.pairwise(dist)):
+            problems.append(f"{ids.short(node.id)} successor list is not ordered")
+        live = next((p.id for p in node.leafset.successors if p.id in members), None)
+        if live is None and node.leafset.successors:
+            problems.append(f"{ids.short(node.id)} has no live successor")
+        # An empty list is a ring of one (the first node before anyone joins): itself.
+        best[node.id] = live if node.leafset.successors else node.id
+    if len(members) <= 1 or problems:
+        return problems
+    # Walk the best-successor graph: every node must end in one and the same cycle.
+    cycle_of: dict[int, int] = {}  # node -> the smallest id of the cycle it reaches
+    for origin in members:
+        path: list[int] = []
+        on_path: dict[int, int] = {}
+        cur: int | None = origin
+        while cur is not None and cur not in cycle_of and cur not in on_path:
+            on_path[cur] = len(path)
+            path.append(cur)
+            cur = best[cur]
+        if cur is None:
+            continue  # reported above
+        if cur in cycle_of:
+            label = cycle_of[cur]
+        else:
+            cycle = path[on_path[cur] :]
+            label = min(cycle)
+            turn = sum(
+                ids.distance(a, b) for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True)
+            )
+            if turn != ids.RING and len(cycle) > 1:
+                problems.append(
+                    f"ring through {ids.short(label)} is not ordered: it winds "
+                    f"{turn / ids.RING:.2f} times round the circle"
+                )
+        for n in path:
+            cycle_of[n] = label
+    rings = sorted(set(cycle_of.values()))
+    if len(rings) > 1:
+        problems.append(f"{len(rings)} rings instead of one")
+    return problems
+
+
+def ideal_problems(nodes: Iterable[Node]) -> list[str]:
+    """How these nodes (every live member) differ from the ideal state (empty: ideal)."""
+    nodes = list(nodes)
+    ring = sorted((n.peer for n in nodes), key=lambda p: p.id)
+    n = len(ring)
+    index = {p.id: i for i, p in enumerate(ring)}
+    problems = []
+    for node in nodes:
+        i = index[node.id]
+        k = min(node.leafset.half, n - 1)
+        want_s = [ring[(i + j) % n].id for j in range(1, k + 1)]
+        want_p = [ring[(i - j) % n].id for j in range(1, k + 1)]
+        if [p.id for p in node.leafset.successors] != want_s:
+            problems.append(f"{ids.short(node.id)} successors are not the true next {k}")
+        if [p.id for p in node.leafset.predecessors] != want_p:
+            problems.append(f"{ids.short(node.id)} predecessors are not the true previous {k}")
+    return problems

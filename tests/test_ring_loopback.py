@@ -1,0 +1,119 @@
+"""The ring on real UDP sockets: in one process, and as separate `udpdht node` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from helpers import NodeProcess, node_process, udpdht, wait_until
+
+from udpdht import Client, Node, ids
+from udpdht.node import NodeConfig
+from udpdht.sim import ideal_problems, ring_problems
+
+FAST = NodeConfig(stabilize_period=0.2)
+
+
+async def test_20_nodes_in_one_process_form_the_ideal_ring() -> None:
+    nodes = [Node("127.0.0.1", 0, config=FAST) for _ in range(20)]
+    try:
+        for node in nodes:
+            await node.start()
+        for node in nodes[1:]:
+            await node.join(nodes[0].addr)
+        await wait_until(lambda: not ideal_problems(nodes), within=30)
+        assert ring_problems(nodes) == []
+        ring = sorted(nodes, key=lambda n: n.id)
+        for i, node in enumerate(nodes):
+            key = (node.id + 1) & ids.MASK  # owned by the node's successor
+            found = await nodes[(i * 7) % 20]._lookup(key)
+            assert found.owner.id == ring[(ring.index(node) + 1) % 20].id
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+def _ideal(statuses: list[dict[str, Any]]) -> bool:
+    """Whether these status objects (every live node) describe the ideal ring."""
+    order = sorted(st["id"] for st in statuses)
+    n = len(order)
+    for st in statuses:
+        i = order.index(st["id"])
+        want_s = [order[(i + k) % n] for k in range(1, n)][:8]
+        want_p = [order[(i - k) % n] for k in range(1, n)][:8]
+        if [p["id"] for p in st["successors"]] != want_s:
+            return False
+        if [p["id"] for p in st["predecessors"]] != want_p:
+            return False
+    return True
+
+
+async def _statuses(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
+    async def one(node: NodeProcess) -> dict[str, Any]:
+        async with Client(node.addr) as client:
+            return await client.status()
+
+    return list(await asyncio.gather(*(one(n) for n in nodes)))
+
+
+async def _wait_ideal(nodes: list[NodeProcess], within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not _ideal(await _statuses(nodes)):
+        assert loop.time() < deadline, "the ring did not reach its ideal state in time"
+        await asyncio.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ring_of_processes(count: int) -> Iterator[list[NodeProcess]]:
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(node_process())
+        rest = [
+            stack.enter_context(node_process("--bootstrap", first.addr_text))
+            for _ in range(count - 1)
+        ]
+        yield [first, *rest]
+
+
+async def test_six_node_processes_repair_after_sigkill() -> None:
+    with ring_of_processes(6) as nodes:
+        await _wait_ideal(nodes, within=30)
+        victim = nodes[3]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(timeout=10)
+        survivors = [n for n in nodes if n is not victim]
+        await _wait_ideal(survivors, within=30)
+        statuses = await _statuses(survivors)
+        dead = victim.addr_text
+        for st in statuses:
+            assert dead not in [p["addr"] for p in st["successors"] + st["predecessors"]]
+        # `udpdht lookup` from any survivor names a live owner.
+        result = udpdht("lookup", "--node", survivors[0].addr_text, "some-key")
+        assert result.returncode == 0, result.stderr
+        assert "owner" in result.stdout and dead not in result.stdout
+
+
+async def test_sigterm_is_a_graceful_leave() -> None:
+    with ring_of_processes(4) as nodes:
+        await _wait_ideal(nodes, within=30)
+        leaver = nodes[1]
+        leaver.signal(signal.SIGTERM)
+        code, output = leaver.wait()
+        assert code == 0 and "Traceback" not in output
+        survivors = [n for n in nodes if n is not leaver]
+        # The neighbours were told: the ring is whole again without waiting for a failure to
+        # be detected (that would take several timed-out tries).
+        await _wait_ideal(survivors, within=5)
+        for st in await _statuses(survivors):
+            assert st["rpc"]["timeouts"] == 0
+
+
+def test_node_with_unreachable_bootstrap_fails_clearly() -> None:
+    with node_process() as lonely:
+        lonely.signal(signal.SIGKILL)
+        lonely.proc.wait(timeout=10)
+        result = udpdht("node", "--port", "0", "--bootstrap", lonely.addr_text, timeout=60)
+    assert result.returncode == 1
+    assert "could not join the ring" in result.stderr and "Traceback" not in result.stderr
