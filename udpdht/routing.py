@@ -62,6 +62,8 @@ def ordered_run(own: int, peers: Iterable[Peer], limit: int, *, clockwise: bool)
     round past us, and what follows ourselves are nodes already listed.
     """
     out: list[Peer] = []
+    if limit <= 0:
+        return out
     last = 0
     for peer in peers:
         d = ids.distance(own, peer.id) if clockwise else ids.distance(peer.id, own)
@@ -130,15 +132,18 @@ class LeafSet:
         return ids.in_interval(key, low, self.successors[-1].id, right_open=False)
 
     def owner(self, key: int) -> list[Peer]:
-        """For a covered key: its owner first, then the nodes after it (fallbacks)."""
-        ring = [*reversed(self.predecessors), self.own, *self.successors]
-        for i, p in enumerate(ring):
-            prev = ring[i - 1].id if i else None
-            if prev is None:
-                continue
-            if ids.in_interval(key, prev, p.id, right_open=False):
-                return ring[i:]
-        return ring[:1]
+        """For a covered key: its owner first, then the nodes after it (fallbacks).
+
+        The known nodes ranked clockwise from the key: in a ring smaller than the leafset the
+        two halves list the same nodes, and ranking a set keeps each node once.
+        """
+        known = {p.id: p for p in [*self.predecessors, self.own, *self.successors]}
+        ranked = sorted(known.values(), key=lambda p: ids.distance(key, p.id))
+        if len(self.successors) < self.half:
+            return ranked  # a ring smaller than the leafset: we know all of it
+        # Past the farthest successor come nodes we do not know to be adjacent: stop there.
+        last = self.successors[-1].id
+        return ranked[: next(i for i, p in enumerate(ranked) if p.id == last) + 1]
 
 
 class FingerTable:
@@ -184,7 +189,7 @@ class FingerTable:
         self._distinct = list(seen.values())
 
     def distinct(self) -> list[Peer]:
-        """Distinct fingers, nearest first."""
+        """Distinct fingers in finger order (nearest first while they are accurate)."""
         return self._distinct
 
 
