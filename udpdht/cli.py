@@ -10,17 +10,20 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__, ids
 from .client import Client
-from .errors import DhtError
+from .errors import DhtError, KeyNotFound
 from .net import Address, format_addr, parse_addr
 from .net import run as run_loop
 from .node import Lookup, Node, NodeConfig
+from .replication import StoreConfig
 
 log = logging.getLogger("udpdht")
 
@@ -46,6 +49,27 @@ def _leafset(text: str) -> int:
     if not text.isdigit() or not 2 <= int(text) <= 64 or int(text) % 2:
         raise argparse.ArgumentTypeError(f"leafset size must be an even number 2..64, got {text}")
     return int(text)
+
+
+def _replicas(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 33:
+        raise argparse.ArgumentTypeError(f"replicas must be a number 1..33, got {text}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < 1e10:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
+    return value
+
+
+def default_data_dir(port: int) -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "udpdht" / str(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="leafset size: L/2 successors and L/2 predecessors (even, 2..64; default 16)",
     )
     p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the node keeps its values (default: a folder per port under "
+        "$XDG_DATA_HOME/udpdht; with --port 0, memory only)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=3,
+        metavar="R",
+        help="copies of each key, the primary included (1..L/2+1; default 3)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -85,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", type=_addr, required=True, metavar="H:P")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("put", help="store a value under a key")
+    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.add_argument("--json", action="store_true", help="VALUE is JSON (else: a string)")
+    p.add_argument("--ttl", type=_seconds, metavar="SECONDS", help="expire after this long")
+    p.set_defaults(func=cmd_put)
+
+    p = sub.add_parser("get", help="print the value of a key (exit 1 when absent)")
+    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--json", action="store_true", help="print the value as JSON")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("delete", help="delete a key")
+    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("lookup", help="find the node that owns a key, with the hop trace")
     p.add_argument("--node", type=_addr, required=True, metavar="H:P")
@@ -110,7 +166,18 @@ def _setup_logging(level: str) -> None:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    node = Node(host=args.host, port=args.port, config=NodeConfig(leafset=args.leafset))
+    if args.replicas > args.leafset // 2 + 1:
+        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+    data_dir = args.data_dir
+    if data_dir is None and args.port != 0:
+        data_dir = default_data_dir(args.port)
+    node = Node(
+        host=args.host,
+        port=args.port,
+        data_dir=data_dir,
+        config=NodeConfig(leafset=args.leafset),
+        store_config=StoreConfig(replicas=args.replicas),
+    )
     try:
         await node.start()
     except OSError as exc:
@@ -194,6 +261,59 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _run(_status(args))
 
 
+def _parse_value(args: argparse.Namespace) -> Any:
+    if not args.json:
+        return args.value
+    try:
+        return json.loads(args.value)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"VALUE is not valid JSON: {exc}") from None
+
+
+async def _put(args: argparse.Namespace) -> int:
+    value = _parse_value(args)
+    async with Client(args.node) as client:
+        await client.put(args.key, value, ttl=args.ttl)
+    print(f"stored {args.key!r}" + (f" for {args.ttl:g} s" if args.ttl else ""))
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    return _run(_put(args))
+
+
+def show_value(value: Any) -> str:
+    """A value for the terminal: strings as they are, everything else as JSON where it can."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+async def _get(args: argparse.Namespace) -> int:
+    async with Client(args.node) as client:
+        value = await client.get(args.key)
+    print(json.dumps(value, default=repr) if args.json else show_value(value))
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    return _run(_get(args))
+
+
+async def _delete(args: argparse.Namespace) -> int:
+    async with Client(args.node) as client:
+        existed = await client.delete(args.key)
+    print(f"deleted {args.key!r}" if existed else f"{args.key!r} had no value (nothing to delete)")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    return _run(_delete(args))
+
+
 def render_lookup(key: str, found: Lookup) -> str:
     lines = [f"key {key!r} -> {ids.to_hex(ids.hash_key(key))}"]
     lines.append(f"owner {found.owner}")
@@ -248,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
+    except KeyNotFound:
+        print(f"udpdht: {getattr(args, 'key', 'key')!r}: not found", file=sys.stderr)
+        return 1
     except DhtError as exc:
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 1

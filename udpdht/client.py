@@ -8,11 +8,21 @@ import random
 from types import TracebackType
 from typing import Any
 
-from . import ids
+from . import ids, wire
+from .errors import ValueTooLarge
 from .net import Address, Network, UdpNetwork, resolve
 from .node import Hop, Lookup
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
+from .storage import MAX_KEY, MAX_VALUE
+
+
+def key_bytes(key: str | bytes) -> bytes:
+    """A key as the ring sees it: a str is UTF-8 encoded, bytes are used as they are."""
+    data = key.encode() if isinstance(key, str) else bytes(key)
+    if not 0 < len(data) <= MAX_KEY:
+        raise ValueTooLarge(f"a key is 1..{MAX_KEY} bytes, this one {len(data)}")
+    return data
 
 
 class Client:
@@ -89,3 +99,23 @@ class Client:
         reply = await self.call("lookup", {"key": key})
         hops = [Hop(Peer.from_wire(peer), float(rtt)) for peer, rtt in reply["hops"]]
         return Lookup(Peer.from_wire(reply["owner"]), hops, peers_from_wire(reply["successors"]))
+
+    async def put(self, key: str | bytes, value: Any, *, ttl: float | None = None) -> None:
+        """Store ``value`` (any msgpack value) under ``key``, on r replicas before returning.
+
+        ``ttl``: seconds until the value expires (None: never). Raises ValueTooLarge, before
+        sending anything, for a value over 60,000 encoded bytes or a key over 1 KiB.
+        """
+        data = wire.pack_value(value, MAX_VALUE)
+        args: dict[str, Any] = {"key": key_bytes(key), "value": data, "ttl": ttl}
+        await self.call("put", args)
+
+    async def get(self, key: str | bytes) -> Any:
+        """The value stored under ``key``; raises KeyNotFound when there is none."""
+        reply = await self.call("get", {"key": key_bytes(key)})
+        return wire.unpack_value(reply["value"])
+
+    async def delete(self, key: str | bytes) -> bool:
+        """Delete ``key``; returns whether it had a value."""
+        reply = await self.call("delete", {"key": key_bytes(key)})
+        return bool(reply["existed"])

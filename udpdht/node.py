@@ -23,17 +23,21 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from . import ids
+from . import ids, wire
 from .errors import BadRequest, DhtError, RemoteError, RpcTimeout
 from .net import Address, Network, UdpNetwork, format_addr, resolve
+from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, closest_preceding, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
+from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 
 log = logging.getLogger("udpdht.node")
 
@@ -44,7 +48,6 @@ PEER_FAILURES = (RpcTimeout, RemoteError, ValueError, KeyError, TypeError, Attri
 @dataclass(frozen=True)
 class NodeConfig:
     leafset: int = 16  # L: L/2 successors and L/2 predecessors
-    replicas: int = 3  # r: copies of each key, the primary included
     stabilize_period: float = 1.0  # mean seconds between maintenance rounds
     lookup_tries: int = 2  # sends per lookup hop before trying the next-best candidate
     lookup_width: int = 3  # candidates a hop returns (fallbacks when one is dead)
@@ -66,6 +69,10 @@ class Lookup(NamedTuple):
 
 class LookupFailed(DhtError):
     """Every candidate on the way to a key failed."""
+
+
+def _key_bytes(key: str | bytes) -> bytes:
+    return key.encode() if isinstance(key, str) else bytes(key)
 
 
 def _arg_id(args: dict[str, Any], name: str) -> int:
@@ -95,15 +102,23 @@ class Node:
         data_dir: str | Path | None = None,
         node_id: int | None = None,
         config: NodeConfig | None = None,
+        store_config: StoreConfig | None = None,
         network: Network | None = None,
         rpc_config: RpcConfig | None = None,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
         maintenance: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
+        self.store_config = store_config or StoreConfig()
+        if not 1 <= self.store_config.replicas <= self.config.leafset // 2 + 1:
+            raise ValueError("replicas must be 1..L/2+1: replicas live on the successor list")
+        # Values expire by the wall clock, which all nodes share; the simulator passes one
+        # derived from its virtual time. Everything else here runs on the loop's clock.
+        self.wall_clock = wall_clock
         self.network: Network = network or UdpNetwork()
         self.rpc_config = rpc_config
         # The simulator passes a seeded rng so that a run repeats; request ids then come from
@@ -122,6 +137,7 @@ class Node:
         self.fingers = FingerTable(self.id)
         self._next_finger = 0
         self._notifiers: OrderedDict[int, tuple[Peer, float]] = OrderedDict()
+        self._replicator: Replicator | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -164,8 +180,13 @@ class Node:
             ("lookup", self._rpc_lookup),
         ):
             ep.register(name, handler, idempotent=True)
+        store: Store = DiskStore(self.data_dir) if self.data_dir is not None else MemoryStore()
+        self._replicator = Replicator(self, store, self.store_config)
+        self._replicator.register()
         if self._maintenance_on:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self._maintain()))
+            self._tasks.append(loop.create_task(self._sync_store()))
         log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
     async def stop(self) -> None:
@@ -180,6 +201,9 @@ class Node:
         if ep is not None:
             ep.close()
             await ep.wait_closed()
+        if self._replicator is not None:
+            self._replicator.store.close()
+            self._replicator = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -204,13 +228,17 @@ class Node:
         succs, _ = await self._neighbors(owner)
         self.leafset.set_successors([owner, *succs])
         log.info("joined the ring: successor %s", owner)
-        # Tell the successor now rather than at the next round: the ring takes us in sooner.
+        # Tell the successor now rather than at the next round: from then on it refuses writes
+        # for our share of its keys, so the records fetched next include every acknowledged one.
         await self._notify(owner)
+        with contextlib.suppress(*PEER_FAILURES):
+            await self.replicator.after_join(owner)
 
     async def leave(self) -> None:
         """Leave gracefully: tell both neighbours so the ring closes at once, then stop."""
         for task in self._tasks:
             task.cancel()
+        await self.replicator.before_leave()
         ls = self.leafset
         me = ids.to_bytes(self.id)
         # The successor learns our predecessors, the predecessor our successors; in a ring of
@@ -226,6 +254,41 @@ class Node:
         await asyncio.gather(*calls, return_exceptions=True)
         log.info("left the ring")
         await self.stop()
+
+    # --- the key-value store -------------------------------------------------------------------
+
+    @property
+    def replicator(self) -> Replicator:
+        if self._replicator is None:
+            raise RuntimeError("node is not started")
+        return self._replicator
+
+    async def put(self, key: str | bytes, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` (any msgpack value) under ``key`` on its r replicas."""
+        data = wire.pack_value(value, MAX_VALUE)
+        await self.replicator.put(_key_bytes(key), data, ttl)
+
+    async def get(self, key: str | bytes) -> Any:
+        """The value of ``key``; KeyNotFound when it has none."""
+        record = await self.replicator.get(_key_bytes(key))
+        assert record.value is not None
+        return wire.unpack_value(record.value)
+
+    async def delete(self, key: str | bytes) -> bool:
+        """Delete ``key``; returns whether it had a value."""
+        _, existed = await self.replicator.put(_key_bytes(key), None, None)
+        return existed
+
+    async def _sync_store(self) -> None:
+        period = self.store_config.sync_period
+        while True:
+            await asyncio.sleep(period * (0.5 + self.rng.random()))
+            try:
+                await self.replicator.sync_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("store sync round failed")
 
     # --- calling peers -------------------------------------------------------------------------
 
@@ -534,6 +597,6 @@ class Node:
             "successors": [p.info() for p in ls.successors],
             "predecessors": [p.info() for p in ls.predecessors],
             "fingers": [p.info() for p in self.fingers.distinct()],
-            "store": {"primary": 0, "replica": 0, "bytes": 0},
+            "store": self.replicator.counts(),
             "rpc": self.endpoint.stats.as_dict(),
         }

@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from . import ids
 from .net import SimNetwork
 from .node import Node, NodeConfig
+from .replication import StoreConfig
 from .routing import Peer
 from .rpc import RpcConfig
+
+SIM_EPOCH = 1_800_000_000.0  # the simulated wall clock starts here (in 2027)
 
 
 class InvariantViolation(AssertionError):
@@ -50,12 +53,14 @@ class Sim:
         loss: float = 0.0,
         duplicate: float = 0.0,
         config: NodeConfig | None = None,
+        store_config: StoreConfig | None = None,
         rpc_config: RpcConfig | None = None,
     ) -> None:
         self.seed = seed
         self.net = SimNetwork(seed=seed, latency=latency, loss=loss, duplicate=duplicate)
         self.rng = random.Random(seed ^ 0x5EED)
         self.config = config or NodeConfig()
+        self.store_config = store_config or StoreConfig()
         self.rpc_config = rpc_config
         self.nodes: list[Node] = []  # every live node, joined or joining
         self.joined: dict[int, Node] = {}  # live nodes whose join finished: the ring's members
@@ -71,7 +76,9 @@ class Sim:
             0,
             node_id=node_id,
             config=self.config,
+            store_config=self.store_config,
             network=self.net,
+            wall_clock=self.wall_clock,
             rpc_config=self.rpc_config,
             rng=random.Random(self.rng.getrandbits(64)),
             maintenance=maintenance,
@@ -137,6 +144,31 @@ class Sim:
                     j += 1
                     continue
                 j = node.fingers.set(j, owner)
+
+    @staticmethod
+    def wall_clock() -> float:
+        """Wall time for TTLs, derived from virtual time so runs repeat."""
+        return SIM_EPOCH + asyncio.get_running_loop().time()
+
+    # --- the store -----------------------------------------------------------------------------
+
+    def copies(self, key: bytes) -> list[Node]:
+        """Live members holding the newest version of ``key`` (global knowledge)."""
+        held = [
+            (n, r) for n in self.joined.values() if (r := n.replicator.store.get(key)) is not None
+        ]
+        if not held:
+            return []
+        newest = max(r.version for _, r in held)
+        return [n for n, r in held if r.version == newest]
+
+    def responsible(self, key: bytes) -> list[Peer]:
+        """The r live members that should hold ``key``: its successor and the next r-1."""
+        ring = self.live_peers()
+        keys = [p.id for p in ring]
+        start = bisect.bisect_left(keys, ids.hash_key(key))
+        r = min(self.store_config.replicas, len(ring))
+        return [ring[(start + i) % len(ring)] for i in range(r)]
 
     # --- failures ------------------------------------------------------------------------------
 

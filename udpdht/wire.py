@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import DecodeError, EncodeError, MessageTooLarge
+from .errors import DecodeError, EncodeError, MessageTooLarge, ValueTooLarge
 
 VERSION = 1
 
@@ -91,12 +91,25 @@ def encode_error(rid: int, code: int, message: str) -> bytes:
     return _pack([VERSION, ERROR, rid, int(code), message[:MAX_ERROR_MESSAGE]])
 
 
-def packed_size(value: Any) -> int:
-    """The encoded size of one value, as the store limits count it."""
+def pack_value(value: Any, limit: int) -> bytes:
+    """A user's value as stored: its msgpack encoding, at most ``limit`` bytes."""
     try:
-        return len(_packer.pack(value))
+        data: bytes = _packer.pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"value cannot be encoded: {exc}") from None
+    if len(data) > limit:
+        raise ValueTooLarge(f"value of {len(data)} encoded bytes exceeds {limit}")
+    return data
+
+
+def unpack_value(data: bytes) -> Any:
+    """The inverse of pack_value (DecodeError for bytes that are not one msgpack value)."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_reject_ext)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"stored value is not msgpack: {type(exc).__name__}") from None
 
 
 def decode(data: bytes) -> Message:
