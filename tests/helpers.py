@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +31,12 @@ async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+# Nodes started by tests never write under the real home directory.
+_SANDBOX = tempfile.mkdtemp(prefix="udpdht-tests-")
+atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": _SANDBOX}
+
+
 def udpdht(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run one `udpdht` command to completion."""
     return subprocess.run(
@@ -35,7 +44,7 @@ def udpdht(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=ENV,
     )
 
 
@@ -60,14 +69,14 @@ class NodeProcess:
 
 
 @contextmanager
-def node_process(*args: str, startup_timeout: float = 20.0) -> Iterator[NodeProcess]:
-    """Start `udpdht node --port 0 ARGS`, wait until it listens, end it on exit."""
+def node_process(*args: str, port: int = 0, startup_timeout: float = 20.0) -> Iterator[NodeProcess]:
+    """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "udpdht", "node", "--port", "0", *args],
+        [sys.executable, "-m", "udpdht", "node", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=ENV,
     )
     try:
         assert proc.stdout is not None

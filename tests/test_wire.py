@@ -150,6 +150,7 @@ def test_protocol_constants() -> None:
         "NOT_FOUND": 5,
         "TOO_LARGE": 6,
         "BUSY": 7,
+        "UNAVAILABLE": 8,
     }
 
 

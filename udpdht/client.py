@@ -40,7 +40,10 @@ class Client:
         self.addr = addr
         self.cookie = cookie
         self._network = network or UdpNetwork()
-        self._rpc_config = rpc_config
+        # The attached node coordinates each request with other nodes (a lookup, the primary,
+        # its replicas), which can take longer than one peer's round trip: wait longer than a
+        # node waits for a peer before calling the node dead.
+        self._rpc_config = rpc_config or RpcConfig(tries=6)
         self._rng = rng
         self._endpoint: RpcEndpoint | None = None
 

@@ -26,6 +26,7 @@ class ErrorCode(IntEnum):
     NOT_FOUND = 5  # the key has no live value
     TOO_LARGE = 6  # the value or key exceeds the limits
     BUSY = 7  # the node is overloaded or shutting down; try another node
+    UNAVAILABLE = 8  # the nodes that hold the key could not be reached; try again later
 
 
 class DhtError(Exception):
@@ -101,9 +102,23 @@ class Busy(RemoteError):
     default_code = ErrorCode.BUSY
 
 
+class Unavailable(RemoteError):
+    """No live route to a key, or none of its replicas answered: the ring is repairing."""
+
+    default_code = ErrorCode.UNAVAILABLE
+
+
 _BY_CODE: dict[int, type[RemoteError]] = {
     cls.default_code: cls
-    for cls in (BadRequest, UnknownMethod, Unauthorized, KeyNotFound, ValueTooLarge, Busy)
+    for cls in (
+        BadRequest,
+        UnknownMethod,
+        Unauthorized,
+        KeyNotFound,
+        ValueTooLarge,
+        Busy,
+        Unavailable,
+    )
 }
 
 

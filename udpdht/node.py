@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from . import ids, wire
-from .errors import BadRequest, DhtError, RemoteError, RpcTimeout
+from .errors import BadRequest, DhtError, RemoteError, RpcTimeout, Unavailable
 from .net import Address, Network, UdpNetwork, format_addr, resolve
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, closest_preceding, peers_from_wire
@@ -67,7 +67,7 @@ class Lookup(NamedTuple):
     successors: list[Peer]
 
 
-class LookupFailed(DhtError):
+class LookupFailed(Unavailable):
     """Every candidate on the way to a key failed."""
 
 
@@ -93,6 +93,7 @@ class Node:
     """A DHT node. ``port=0`` binds an ephemeral port; ``node.addr`` tells which."""
 
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
+    FAILED_MEMORY = 30.0  # seconds a failed peer is not offered or taken as a hint
 
     def __init__(
         self,
@@ -137,6 +138,7 @@ class Node:
         self.fingers = FingerTable(self.id)
         self._next_finger = 0
         self._notifiers: OrderedDict[int, tuple[Peer, float]] = OrderedDict()
+        self._failed: dict[int, float] = {}  # peer id -> until when it is not a hint
         self._replicator: Replicator | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -177,9 +179,9 @@ class Node:
             ("notify", self._rpc_notify),
             ("find", self._rpc_find),
             ("leaving", self._rpc_leaving),
-            ("lookup", self._rpc_lookup),
         ):
             ep.register(name, handler, idempotent=True)
+        ep.register("lookup", self._rpc_lookup)  # several hops: a retry must not start another
         store: Store = DiskStore(self.data_dir) if self.data_dir is not None else MemoryStore()
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
@@ -222,9 +224,15 @@ class Node:
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
         found = await self._lookup(self.id, start=bootstrap)
-        owner = found.owner
-        if owner.id == self.id:
-            raise DhtError(f"node id {ids.to_hex(self.id)} is already in the ring")
+        owner: Peer | None = found.owner
+        if found.owner.id == self.id and found.owner.addr == self.addr:
+            # Our own entry from before a restart, still in the ring's tables: our successor
+            # is the node after it.
+            owner = next((p for p in found.successors if p.id != self.id), None)
+        elif found.owner.id == self.id:
+            raise DhtError(f"node id {ids.to_hex(self.id)} is already taken by {found.owner}")
+        if owner is None:
+            raise DhtError("the ring knows no node but our own former self; try again later")
         succs, _ = await self._neighbors(owner)
         self.leafset.set_successors([owner, *succs])
         log.info("joined the ring: successor %s", owner)
@@ -242,14 +250,15 @@ class Node:
         ls = self.leafset
         me = ids.to_bytes(self.id)
         # The successor learns our predecessors, the predecessor our successors; in a ring of
-        # two they are one node and get one message with both.
-        messages: dict[int, tuple[Peer, dict[str, Any]]] = {}
+        # two they are one node and get one message with both. Every other node of the leafset
+        # just learns that we are gone, so none of them wastes a timeout on us.
+        messages: dict[int, tuple[Peer, dict[str, Any]]] = {
+            p.id: (p, {"id": me}) for p in ls.peers()
+        }
         if ls.successor is not None:
-            preds = [p.to_wire() for p in ls.predecessors]
-            messages[ls.successor.id] = (ls.successor, {"id": me, "preds": preds})
+            messages[ls.successor.id][1]["preds"] = [p.to_wire() for p in ls.predecessors]
         if ls.predecessor is not None:
-            _, args = messages.setdefault(ls.predecessor.id, (ls.predecessor, {"id": me}))
-            args["succs"] = [p.to_wire() for p in ls.successors]
+            messages[ls.predecessor.id][1]["succs"] = [p.to_wire() for p in ls.successors]
         calls = [self._call(peer, "leaving", args, tries=2) for peer, args in messages.values()]
         await asyncio.gather(*calls, return_exceptions=True)
         log.info("left the ring")
@@ -315,6 +324,10 @@ class Node:
 
     def _peer_failed(self, peer: Peer) -> None:
         """Forget a node that did not answer, wherever it appears."""
+        now = asyncio.get_running_loop().time()
+        self._failed[peer.id] = now + self.FAILED_MEMORY
+        while self._failed and next(iter(self._failed.values())) < now:
+            self._failed.pop(next(iter(self._failed)))
         in_leafset = self.leafset.remove(peer.id)
         in_fingers = self.fingers.remove(peer.id)
         self._notifiers.pop(peer.id, None)
@@ -367,7 +380,11 @@ class Node:
         # from every joiner, but its successor may know none of the nodes just after it).
         mine = self._nearest_after(self.id, succ.id)
         candidates = [*preds, mine] if mine is not None else preds
-        between = [p for p in candidates if ids.in_interval(p.id, self.id, succ.id)]
+        between = [
+            p
+            for p in candidates
+            if ids.in_interval(p.id, self.id, succ.id) and p.id not in self._failed
+        ]
         if between:
             nearest = min(between, key=lambda p: ids.distance(self.id, p.id))
             # Adopt a node between us and our successor only once it has answered (Zave).
@@ -425,12 +442,21 @@ class Node:
         if pred is not None and ids.in_interval(key, pred.id, self.id, right_open=False):
             return True, [own, *ls.successors]
         if ls.covers(key):
-            return True, ls.owner(key)
+            # Answer only with the owner's r-1 successors too (a read or write needs them when
+            # the owner is dead); near the leafset's far end, one more hop knows them.
+            owners = ls.owner(key)
+            if len(owners) >= self.store_config.replicas or len(ls.successors) < ls.half:
+                return True, owners
         candidates = closest_preceding(
             self.id, key, [*self.fingers.distinct(), *ls.peers()], self.config.lookup_width
         )
         if not candidates:
             return True, ls.successors
+        # Fingers go stale when nodes leave; successors are kept alive by stabilization. The
+        # nearest successor before the key is always among the candidates, as a last resort.
+        walk = closest_preceding(self.id, key, ls.successors, 1)
+        if walk and walk[0] not in candidates:
+            candidates.append(walk[0])
         return False, candidates
 
     async def lookup(self, key: str | bytes) -> Lookup:
@@ -453,8 +479,17 @@ class Node:
         else:
             queue = [Peer(-1, start)]  # id unknown until it answers
         hops: list[Hop] = []
+        failures: list[str] = []
         for _ in range(self.config.max_hops):
             peer = next((p for p in queue if p.addr not in tried), None)
+            if peer is None and start is None and not hops:
+                # Every first candidate failed; they are gone from our tables now, so our
+                # tables may offer others (kept alive, the successors at worst).
+                done, nodes = self.local_find(key)
+                if done:
+                    return Lookup(nodes[0], hops, nodes[1:])
+                queue = nodes
+                peer = next((p for p in queue if p.addr not in tried), None)
             if peer is None:
                 break
             tried[peer.addr] = True
@@ -467,8 +502,15 @@ class Node:
                 done, nodes = bool(reply["done"]), peers_from_wire(reply["nodes"])
                 if reply.get("id") is not None and peer.id == -1:
                     peer = Peer(ids.from_bytes(reply["id"]), peer.addr)
-            except PEER_FAILURES:
-                if peer.id != -1:
+            except PEER_FAILURES as exc:
+                failures.append(f"{peer}: {type(exc).__name__}")
+                if peer.id == -1:
+                    continue
+                if tries:
+                    # A quick try failed: maybe dead, maybe just slow. Skip it here and drop the
+                    # finger, but leave the leafset to stabilize, which asks with full tries.
+                    self.fingers.remove(peer.id)
+                else:
                     self._peer_failed(peer)
                 continue
             hops.append(Hop(peer, loop.time() - sent))
@@ -476,7 +518,10 @@ class Node:
                 return Lookup(nodes[0], hops, nodes[1:])
             fresh = [p for p in nodes if p.addr not in tried]
             queue = sorted(fresh + queue, key=lambda p: ids.distance(p.id, key))
-        raise LookupFailed(f"no live route to {ids.short(key)} after {len(hops)} hops")
+        tried_text = "; ".join(failures[-4:]) or "no candidate"
+        raise LookupFailed(
+            f"no live route to {ids.short(key)} after {len(hops)} hops ({tried_text})"
+        )
 
     # --- handlers ------------------------------------------------------------------------------
 
@@ -520,7 +565,8 @@ class Node:
         while self._notifiers and next(iter(self._notifiers.values()))[1] < now - horizon:
             self._notifiers.popitem(last=False)
         known = [p for p, _ in self._notifiers.values()]
-        return known + self.leafset.predecessors + self.fingers.distinct()
+        known += self.leafset.predecessors + self.fingers.distinct()
+        return [p for p in known if p.id not in self._failed]
 
     async def _rpc_notify(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead."""

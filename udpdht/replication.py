@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import ids
-from .errors import BadRequest, Busy, DhtError, KeyNotFound, RpcTimeout, ValueTooLarge
+from .errors import (
+    BadRequest,
+    Busy,
+    DhtError,
+    KeyNotFound,
+    RpcTimeout,
+    Unavailable,
+    ValueTooLarge,
+)
 from .routing import Peer
 from .storage import MAX_KEY, MAX_VALUE, Record, Store, Version
 
@@ -114,7 +122,9 @@ class Replicator:
     def register(self) -> None:
         ep = self.node.endpoint
         ep.register("put", self._rpc_put)
-        ep.register("get", self._rpc_get, idempotent=True)
+        # A get coordinates several calls: while one runs, a client's retry must not start
+        # another, so its reply is cached like a write's (not marked idempotent).
+        ep.register("get", self._rpc_get)
         ep.register("delete", self._rpc_delete)
         ep.register("store_write", self._rpc_write)
         ep.register("store_read", self._rpc_read, idempotent=True)
@@ -192,7 +202,7 @@ class Replicator:
                 except RpcTimeout as exc:
                     last = exc
                     self.node._peer_failed(target)
-        raise DhtError(f"could not write the key: {last}")
+        raise Unavailable(f"could not write the key: {last}")
 
     async def get(self, key: bytes) -> Record:
         """The newest live record of ``key``; KeyNotFound when absent, deleted or expired."""
@@ -204,7 +214,8 @@ class Replicator:
         best: Record | None = None
         answered = False
         try:
-            best = await self._read_from(primary, key)
+            # Few tries when replicas can answer instead: a dead primary costs little.
+            best = await self._read_from(primary, key, quick=bool(replicas))
             answered = True
         except (RpcTimeout, DhtError) as exc:
             log.debug("primary %s did not serve a read: %s", primary, exc)
@@ -217,16 +228,21 @@ class Replicator:
                     best = result
                 answered = answered or not isinstance(result, BaseException)
         if not answered:
-            raise DhtError(f"no replica of the key answered ({len(targets)} asked)")
+            raise Unavailable(f"no replica of the key answered ({len(targets)} asked)")
         now = self.node.wall_clock()
         if best is None or best.is_tombstone or not best.live(now):
             raise KeyNotFound(f"no value for key {key[:60]!r}")
         return best
 
-    async def _read_from(self, peer: Peer, key: bytes) -> Record | None:
+    async def _read_from(self, peer: Peer, key: bytes, *, quick: bool = False) -> Record | None:
         if peer.id == self.node.id:
             return self.store.get(key)
-        reply = await self.node._call(peer, "store_read", {"keys": [key]})
+        tries = self.node.config.lookup_tries if quick else 0
+        try:
+            reply = await self.node._call(peer, "store_read", {"keys": [key]}, tries=tries)
+        except RpcTimeout:
+            self.node._peer_failed(peer)
+            raise
         records = _records(reply.get("records"))
         return records[0] if records else None
 

@@ -44,7 +44,8 @@ class Peer(NamedTuple):
         return {"id": ids.to_hex(self.id), "addr": format_addr(self.addr)}
 
     def __str__(self) -> str:
-        return f"{ids.short(self.id)}@{format_addr(self.addr)}"
+        ident = ids.short(self.id) if self.id >= 0 else "?"  # -1: not known yet (a bootstrap)
+        return f"{ident}@{format_addr(self.addr)}"
 
 
 def peers_from_wire(items: Any, limit: int = 64) -> list[Peer]:

@@ -66,11 +66,14 @@ class Sim:
         self.joined: dict[int, Node] = {}  # live nodes whose join finished: the ring's members
         self.violations: list[str] = []
         self.checks = 0
+        self._ring_cache: tuple[tuple[int, ...], list[Peer], list[int]] | None = None
 
     # --- building ------------------------------------------------------------------------------
 
     async def spawn(self, *, maintenance: bool = True, node_id: int | None = None) -> Node:
         """Start one node, not yet part of any ring."""
+        if node_id is None:  # ids from the seed: a different seed, a different ring
+            node_id = self.rng.getrandbits(ids.BITS)
         node = Node(
             self.net.host,
             0,
@@ -239,12 +242,17 @@ class Sim:
     # --- checks --------------------------------------------------------------------------------
 
     def live_peers(self) -> list[Peer]:
-        return sorted((n.peer for n in self.joined.values()), key=lambda p: p.id)
+        """The joined live nodes in ring order (cached until membership changes)."""
+        members = tuple(self.joined)
+        if self._ring_cache is None or self._ring_cache[0] != members:
+            ring = sorted((n.peer for n in self.joined.values()), key=lambda p: p.id)
+            self._ring_cache = (members, ring, [p.id for p in ring])
+        return self._ring_cache[1]
 
     def true_owner(self, key: int) -> Peer:
         ring = self.live_peers()
-        keys = [p.id for p in ring]
-        return ring[bisect.bisect_left(keys, key) % len(ring)]
+        assert self._ring_cache is not None
+        return ring[bisect.bisect_left(self._ring_cache[2], key) % len(ring)]
 
     def ring_problems(self) -> list[str]:
         return ring_problems(self.joined.values())

@@ -15,6 +15,7 @@ overwrites (the failure of kademlia#107).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,9 +72,11 @@ class Record(NamedTuple):
             raise ValueError(f"a key is 1..{MAX_KEY} bytes")
         if value is not None and (not isinstance(value, bytes) or len(value) > MAX_VALUE):
             raise ValueError(f"a value is at most {MAX_VALUE} encoded bytes")
-        if type(stamp) is not int or not isinstance(writer, bytes):
-            raise ValueError("a version is [int, bytes]")
-        if expires is not None and not isinstance(expires, int | float):
+        if type(stamp) is not int or not 0 <= stamp < 1 << 63 or not isinstance(writer, bytes):
+            raise ValueError("a version is [int in 0..2**63-1, bytes]")  # sqlite's INTEGER
+        if expires is not None and (
+            type(expires) not in (int, float) or math.isnan(expires)  # bool is not a time
+        ):
             raise ValueError("expiry must be a number or nil")
         return cls(key, value, Version(stamp, writer), None if expires is None else float(expires))
 
