@@ -1,0 +1,697 @@
+"""Tests of udpdht.storage: versions, newer-wins puts, tombstones, ranges, TTL purge, the wire
+form of a record, and DiskStore persistence (across close/reopen and across a killed process).
+
+Every store test runs on both engines through the ``make_store``/``store`` fixtures; the
+hypothesis tests compare each engine with a tiny model (the max version wins; ``(lo, hi]`` is
+``ids.in_interval(..., right_open=False)``; ``purge`` drops ``expires_at <= now``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from udpdht import ids
+from udpdht.ids import RING
+from udpdht.storage import (
+    MAX_KEY,
+    MAX_VALUE,
+    DiskStore,
+    MemoryStore,
+    Record,
+    Store,
+    Version,
+    newer,
+)
+
+ENGINES = ["memory", "disk"]
+
+# Each hypothesis example builds its own fresh store from the factory fixture, so sharing the
+# function-scoped fixture across examples is safe.
+FAST = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=ENGINES)
+def make_store(request: Any, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory of fresh, empty stores of one engine (each DiskStore in its own directory)."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store: Store
+        if request.param == "memory":
+            store = MemoryStore()
+        else:
+            store = DiskStore(tmp_path / f"disk{len(opened)}")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()  # closing twice is harmless for both engines
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Store:
+    return make_store()
+
+
+def rec(
+    key: bytes,
+    value: bytes | None,
+    stamp: int,
+    writer: bytes = b"w",
+    expires_at: float | None = None,
+) -> Record:
+    return Record(key, value, Version(stamp, writer), expires_at)
+
+
+def by_key(records: Iterator[Record]) -> dict[bytes, Record]:
+    out: dict[bytes, Record] = {}
+    for r in records:
+        assert r.key not in out, "a store holds one record per key"
+        out[r.key] = r
+    return out
+
+
+keys = st.binary(min_size=1, max_size=12)
+values = st.one_of(st.none(), st.binary(max_size=16))
+versions = st.builds(Version, st.integers(0, 5), st.sampled_from([b"", b"a", b"b", b"\xff"]))
+any_id = st.one_of(st.integers(0, RING - 1), st.sampled_from([0, 1, RING // 2, RING - 2, RING - 1]))
+expiries = st.one_of(
+    st.none(),
+    st.sampled_from([0.0, 1.0, 1.5, 2.0, 10.0]),
+    st.floats(-1e6, 1e6, allow_nan=False),
+)
+
+
+# -- Version ------------------------------------------------------------------------------------
+
+
+def test_next_after_without_current_is_wall_clock() -> None:
+    assert Version.next_after(None, 1_234, b"me") == Version(1_234, b"me")
+
+
+def test_next_after_when_wall_clock_is_ahead() -> None:
+    assert Version.next_after(Version(100, b"z"), 5_000, b"a") == Version(5_000, b"a")
+
+
+def test_next_after_with_clock_behind() -> None:
+    """Clock skew: our wall clock is behind the stored version; the new one still wins."""
+    current = Version(10_000, b"\xff" * 20)
+    v = Version.next_after(current, 5_000, b"\x00" * 20)
+    assert v == Version(10_001, b"\x00" * 20)
+    assert v > current  # even with a smaller writer: the stamp decides first
+
+
+def test_next_after_with_equal_clock() -> None:
+    current = Version(7, b"\xff")
+    assert Version.next_after(current, 7, b"\x00") == Version(8, b"\x00")
+
+
+@given(
+    current=st.one_of(st.none(), st.builds(Version, st.integers(-(2**40), 2**40), st.binary())),
+    wall_ms=st.integers(-(2**40), 2**40),
+    writer=st.binary(),
+)
+def test_next_after_properties(current: Version | None, wall_ms: int, writer: bytes) -> None:
+    v = Version.next_after(current, wall_ms, writer)
+    assert v.writer == writer
+    assert v.stamp >= wall_ms
+    if current is None:
+        assert v.stamp == wall_ms
+    else:
+        assert v > current
+        assert v.stamp > current.stamp
+        assert v.stamp == max(wall_ms, current.stamp + 1)  # no further than needed
+
+
+def test_version_ordering() -> None:
+    assert Version(1, b"\xff") < Version(2, b"\x00")  # stamp first
+    assert Version(1, b"a") < Version(1, b"b")  # writer breaks ties
+    assert Version(1, b"a") < Version(1, b"a\x00")
+    assert Version(3, b"x") == Version(3, b"x")
+    assert not Version(3, b"x") < Version(3, b"x")
+
+
+@given(a=versions, b=versions)
+def test_version_order_is_stamp_then_writer(a: Version, b: Version) -> None:
+    assert (a < b) == ((a.stamp, a.writer) < (b.stamp, b.writer))
+    assert (a == b) == (a.stamp == b.stamp and a.writer == b.writer)
+
+
+def test_newer() -> None:
+    r = rec(b"k", b"v", 5)
+    assert newer(r, None)
+    assert newer(rec(b"k", b"v", 6), r)
+    assert newer(rec(b"k", b"v", 5, b"x"), r)
+    assert not newer(rec(b"k", b"other", 5), r)  # an equal version is not newer
+    assert not newer(rec(b"k", b"v", 4, b"zzz"), r)
+
+
+# -- put / get / remove / records ---------------------------------------------------------------
+
+
+def test_get_absent_is_none(store: Store) -> None:
+    assert store.get(b"nope") is None
+    assert len(store) == 0
+    assert list(store.records()) == []
+
+
+def test_put_then_get(store: Store) -> None:
+    r = rec(b"k", b"\x01value", 3, b"writer", 99.5)
+    assert store.put(r) is True
+    assert store.get(b"k") == r
+    assert len(store) == 1
+
+
+def test_empty_value_is_not_a_tombstone(store: Store) -> None:
+    r = rec(b"k", b"", 1)
+    assert store.put(r)
+    got = store.get(b"k")
+    assert got == r
+    assert got is not None and got.value == b"" and not got.is_tombstone
+
+
+def test_put_keeps_only_newer(store: Store) -> None:
+    assert store.put(rec(b"k", b"v2", 2))
+    assert store.put(rec(b"k", b"v1", 1)) is False  # older
+    assert store.put(rec(b"k", b"same", 2)) is False  # equal version
+    assert store.get(b"k") == rec(b"k", b"v2", 2)
+    assert store.put(rec(b"k", b"tie", 2, b"x")) is True  # same stamp, larger writer
+    assert store.put(rec(b"k", b"v3", 3, b"")) is True
+    assert store.get(b"k") == rec(b"k", b"v3", 3, b"")
+    assert len(store) == 1
+
+
+def test_put_equal_version_keeps_first_value_and_expiry(store: Store) -> None:
+    first = rec(b"k", b"first", 9, b"w", 10.0)
+    assert store.put(first)
+    assert not store.put(rec(b"k", b"second", 9, b"w", None))
+    assert store.get(b"k") == first
+
+
+@FAST
+@given(
+    data=st.lists(st.tuples(versions, values, expiries), min_size=1, max_size=12),
+    perm_seed=st.randoms(use_true_random=False),
+)
+def test_put_survivor_is_max_version_in_any_order(
+    make_store: StoreFactory,
+    data: list[tuple[Version, bytes | None, float | None]],
+    perm_seed: Any,
+) -> None:
+    """A stale replica never wins: whatever order the records arrive in, the max stays."""
+    records = [Record(b"key", v, ver, exp) for ver, v, exp in data]
+    perm_seed.shuffle(records)
+    with closing(make_store()) as store:
+        best: Record | None = None
+        for r in records:
+            applied = store.put(r)
+            assert applied == (best is None or r.version > best.version)
+            if applied:
+                best = r
+            assert store.get(b"key") == best
+        assert best is not None
+        assert best.version == max(r.version for r in records)
+        # of several records with the max version, the first to arrive stays
+        assert best == next(r for r in records if r.version == best.version)
+        assert len(store) == 1
+        assert list(store.records()) == [best]
+
+
+@FAST
+@given(ops=st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), versions, values), max_size=30))
+def test_engines_agree_on_put_sequences(
+    tmp_path: Path, ops: list[tuple[bytes, Version, bytes | None]]
+) -> None:
+    memory = MemoryStore()
+    with closing(DiskStore(tmp_path / f"agree{len(list(tmp_path.iterdir()))}")) as disk:
+        for key, version, value in ops:
+            r = Record(key, value, version, None)
+            assert memory.put(r) == disk.put(r)
+        assert by_key(memory.records()) == by_key(disk.records())
+        assert len(memory) == len(disk)
+
+
+def test_remove(store: Store) -> None:
+    store.put(rec(b"a", b"1", 1))
+    store.put(rec(b"b", None, 1, expires_at=5.0))
+    store.remove(b"a")
+    assert store.get(b"a") is None
+    assert len(store) == 1
+    store.remove(b"a")  # absent: no error
+    store.remove(b"b")  # tombstones go too
+    assert store.get(b"b") is None
+    assert len(store) == 0
+    # after remove, any version is accepted again (hand-off: the key is someone else's)
+    assert store.put(rec(b"a", b"old", 0))
+
+
+def test_records_lists_everything(store: Store) -> None:
+    rs = [
+        rec(bytes([i]) * (i + 1), bytes([i]) if i % 3 else None, i, b"w", float(i) or None)
+        for i in range(20)
+    ]
+    for r in rs:
+        assert store.put(r)
+    assert by_key(store.records()) == {r.key: r for r in rs}
+    assert len(store) == len(rs)
+
+
+def test_records_is_a_snapshot(store: Store) -> None:
+    """records() may be consumed while the store changes (repair loops do exactly that)."""
+    for i in range(5):
+        store.put(rec(bytes([65 + i]), b"v", 1))
+    seen = []
+    for r in store.records():
+        store.remove(r.key)
+        store.put(rec(r.key + b"!", b"new", 1))
+        seen.append(r.key)
+    assert sorted(seen) == [b"A", b"B", b"C", b"D", b"E"]
+
+
+# -- tombstones ---------------------------------------------------------------------------------
+
+
+def test_tombstone_shadows_older_value(store: Store) -> None:
+    assert store.put(rec(b"k", b"v", 1))
+    tomb = rec(b"k", None, 2, expires_at=100.0)
+    assert store.put(tomb)
+    got = store.get(b"k")
+    assert got == tomb and got is not None and got.is_tombstone
+    # an older replica of the value cannot bring it back
+    assert not store.put(rec(b"k", b"v", 1))
+    assert not store.put(rec(b"k", b"v", 2))
+    assert store.get(b"k") == tomb
+
+
+def test_tombstone_replaced_by_newer_value(store: Store) -> None:
+    assert store.put(rec(b"k", None, 5, expires_at=100.0))
+    assert store.put(rec(b"k", b"back", 6))
+    got = store.get(b"k")
+    assert got is not None and got.value == b"back" and not got.is_tombstone
+
+
+def test_older_tombstone_does_not_delete(store: Store) -> None:
+    assert store.put(rec(b"k", b"v", 5))
+    assert not store.put(rec(b"k", None, 4, expires_at=100.0))
+    got = store.get(b"k")
+    assert got is not None and got.value == b"v"
+
+
+def test_tombstone_first_then_older_value(store: Store) -> None:
+    """A replica that learns of the delete before the write still ends up deleted."""
+    assert store.put(rec(b"k", None, 2, expires_at=100.0))
+    assert not store.put(rec(b"k", b"v", 1))
+    got = store.get(b"k")
+    assert got is not None and got.is_tombstone
+
+
+# -- in_range -----------------------------------------------------------------------------------
+
+
+def expected_in_range(rs: list[Record], lo: int, hi: int) -> set[bytes]:
+    return {r.key for r in rs if ids.in_interval(r.key_id, lo, hi, right_open=False)}
+
+
+def fill(store: Store, ks: list[bytes]) -> list[Record]:
+    rs = [rec(k, k, 1) for k in ks]
+    for r in rs:
+        store.put(r)
+    return rs
+
+
+@FAST
+@given(ks=st.sets(keys, max_size=30), data=st.data())
+def test_in_range_matches_in_interval(
+    make_store: StoreFactory, ks: set[bytes], data: st.DataObject
+) -> None:
+    key_ids = [ids.hash_key(k) for k in ks]
+    # bounds: arbitrary ids, or exactly a key's id (is lo excluded, hi included?), or ± 1
+    bound = any_id
+    if key_ids:
+        near = st.sampled_from(key_ids).flatmap(
+            lambda i: st.sampled_from([i, (i - 1) % RING, (i + 1) % RING])
+        )
+        bound = st.one_of(any_id, near)
+    lo = data.draw(bound, label="lo")
+    hi = data.draw(st.one_of(bound, st.just(lo)), label="hi")
+    with closing(make_store()) as store:
+        rs = fill(store, sorted(ks))
+        got = [r.key for r in store.in_range(lo, hi)]
+        assert len(got) == len(set(got))
+        assert set(got) == expected_in_range(rs, lo, hi)
+        for r in store.in_range(lo, hi):
+            assert r == store.get(r.key)
+
+
+KS = [f"key-{i}".encode() for i in range(40)]
+
+
+@pytest.mark.parametrize("pick", [(3, 17), (17, 3), (5, 5), (0, 39), (39, 0)])
+def test_in_range_edges(store: Store, pick: tuple[int, int]) -> None:
+    """Bounds at key ids: lo is excluded, hi included; wrapping and lo == hi (whole ring)."""
+    rs = fill(store, KS)
+    by_id = sorted(rs, key=lambda r: r.key_id)
+    lo, hi = by_id[pick[0]].key_id, by_id[pick[1]].key_id
+    got = {r.key for r in store.in_range(lo, hi)}
+    assert got == expected_in_range(rs, lo, hi)
+    i, j = pick
+    if i < j:
+        assert got == {r.key for r in by_id[i + 1 : j + 1]}
+    elif i > j:  # wraps past zero
+        assert got == {r.key for r in by_id[i + 1 :] + by_id[: j + 1]}
+    else:
+        assert got == set(KS)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"),
+    [(0, 0), (RING - 1, RING - 1), (0, RING - 1), (RING - 1, 0), (RING // 2, RING // 2 - 1)],
+)
+def test_in_range_extreme_bounds(store: Store, lo: int, hi: int) -> None:
+    rs = fill(store, KS)
+    assert {r.key for r in store.in_range(lo, hi)} == expected_in_range(rs, lo, hi)
+
+
+def test_in_range_whole_ring_and_its_complement_split(store: Store) -> None:
+    rs = fill(store, KS)
+    mid = ids.hash_key(b"somewhere")
+    assert {r.key for r in store.in_range(mid, mid)} == set(KS)
+    left = {r.key for r in store.in_range(mid, mid ^ (1 << 159))}
+    right = {r.key for r in store.in_range(mid ^ (1 << 159), mid)}
+    assert left | right == {r.key for r in rs} and not left & right
+
+
+@FAST
+@given(ks=st.sets(keys, max_size=25), lo=any_id, hi=any_id)
+def test_in_range_engines_agree(tmp_path: Path, ks: set[bytes], lo: int, hi: int) -> None:
+    memory = MemoryStore()
+    with closing(DiskStore(tmp_path / f"agree{len(list(tmp_path.iterdir()))}")) as disk:
+        fill(memory, sorted(ks))
+        fill(disk, sorted(ks))
+        for a, b in [(lo, hi), (hi, lo), (lo, lo)]:
+            assert by_key(memory.in_range(a, b)) == by_key(disk.in_range(a, b))
+
+
+# -- purge --------------------------------------------------------------------------------------
+
+
+def test_purge_boundary(store: Store) -> None:
+    store.put(rec(b"past", b"v", 1, expires_at=9.0))
+    store.put(rec(b"now", b"v", 1, expires_at=10.0))
+    store.put(rec(b"future", b"v", 1, expires_at=10.5))
+    store.put(rec(b"never", b"v", 1, expires_at=None))
+    store.put(rec(b"tomb-now", None, 1, expires_at=10.0))
+    store.put(rec(b"tomb-later", None, 1, expires_at=11.0))
+    assert store.purge(10.0) == 3
+    assert {r.key for r in store.records()} == {b"future", b"never", b"tomb-later"}
+    assert len(store) == 3
+    assert store.purge(10.0) == 0
+    assert store.purge(1e18) == 2
+    assert {r.key for r in store.records()} == {b"never"}
+    assert len(store) == 1
+
+
+@FAST
+@given(
+    items=st.dictionaries(keys, st.tuples(values, expiries), max_size=20),
+    now=st.one_of(st.sampled_from([0.0, 1.0, 1.5, 2.0, 10.0]), st.floats(-1e6, 1e6)),
+)
+def test_purge_removes_exactly_expired(
+    make_store: StoreFactory, items: dict[bytes, tuple[bytes | None, float | None]], now: float
+) -> None:
+    with closing(make_store()) as store:
+        for k, (v, exp) in items.items():
+            store.put(rec(k, v, 1, expires_at=exp))
+        expired = {k for k, (_, exp) in items.items() if exp is not None and exp <= now}
+        assert store.purge(now) == len(expired)
+        assert {r.key for r in store.records()} == set(items) - expired
+        assert len(store) == len(items) - len(expired)
+        for k, (v, exp) in items.items():
+            got = store.get(k)
+            if k in expired:
+                assert got is None
+            else:
+                assert got == rec(k, v, 1, expires_at=exp)
+                assert got is not None and got.live(now)
+
+
+def test_live() -> None:
+    assert rec(b"k", b"v", 1).live(1e300)
+    assert rec(b"k", b"v", 1, expires_at=5.0).live(4.999)
+    assert not rec(b"k", b"v", 1, expires_at=5.0).live(5.0)
+
+
+# -- DiskStore persistence ----------------------------------------------------------------------
+
+
+def some_records() -> list[Record]:
+    return [
+        rec(b"plain", b"\x92\x01\x02", 17, b"\x01" * 20, None),
+        rec(b"ttl", b"\xa3abc", 1_700_000_000_000, b"\x02" * 20, 1_700_000_123.25),
+        rec(b"tomb", None, 5, b"\x03" * 20, 42.5),
+        rec(b"empty", b"", 0, b"", None),
+        rec(b"\x00\xff" * 512, b"x" * MAX_VALUE, 2**62, b"w", 1e12),
+    ]
+
+
+def test_disk_store_file_and_directory_created(tmp_path: Path) -> None:
+    d = tmp_path / "a" / "b" / "c"
+    assert not d.exists()
+    store = DiskStore(d)
+    try:
+        assert d.is_dir()
+        assert store.path == d / "store.sqlite3"
+        assert (d / "store.sqlite3").is_file()
+    finally:
+        store.close()
+
+
+def test_disk_store_accepts_str_directory(tmp_path: Path) -> None:
+    with closing(DiskStore(str(tmp_path / "s"))) as store:
+        store.put(rec(b"k", b"v", 1))
+    assert (tmp_path / "s" / "store.sqlite3").is_file()
+
+
+def test_disk_store_survives_close_and_reopen(tmp_path: Path) -> None:
+    rs = some_records()
+    with closing(DiskStore(tmp_path)) as store:
+        for r in rs:
+            assert store.put(r)
+    with closing(DiskStore(tmp_path)) as again:
+        assert len(again) == len(rs)
+        assert by_key(again.records()) == {r.key: r for r in rs}
+        for r in rs:
+            got = again.get(r.key)
+            assert got == r
+            assert got is not None
+            assert got.value == r.value and got.version == r.version
+            assert got.expires_at == r.expires_at
+        # versions still guard the reopened store
+        assert not again.put(rec(b"plain", b"stale", 16, b"\xff" * 20))
+        assert again.put(rec(b"plain", b"fresh", 18, b""))
+        # and key ids were persisted: ranges still work
+        lo = ids.hash_key(b"plain")
+        assert {r.key for r in again.in_range(lo, lo)} == {r.key for r in rs}
+
+
+def test_disk_store_reopen_after_remove_and_purge(tmp_path: Path) -> None:
+    rs = some_records()
+    with closing(DiskStore(tmp_path)) as store:
+        for r in rs:
+            store.put(r)
+        store.remove(b"plain")
+        assert store.purge(100.0) == 1  # the tombstone expiring at 42.5
+    with closing(DiskStore(tmp_path)) as again:
+        assert set(by_key(again.records())) == {b"ttl", b"empty", b"\x00\xff" * 512}
+
+
+def test_disk_store_unclosed_writes_visible_to_second_store(tmp_path: Path) -> None:
+    """Each put is committed at once: another connection sees it without a close."""
+    first = DiskStore(tmp_path)
+    try:
+        rs = some_records()
+        for r in rs:
+            first.put(r)
+        first.remove(b"empty")
+        with closing(DiskStore(tmp_path)) as second:
+            assert by_key(second.records()) == {r.key: r for r in rs if r.key != b"empty"}
+            # and the other way round
+            second.put(rec(b"from-second", b"v", 1))
+            assert first.get(b"from-second") == rec(b"from-second", b"v", 1)
+    finally:
+        first.close()
+
+
+def test_disk_store_survives_process_kill(tmp_path: Path) -> None:
+    """A child writes and dies with os._exit (no close, no atexit): the writes are there."""
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from udpdht.storage import DiskStore, Record, Version
+        store = DiskStore(sys.argv[1])
+        for i in range(50):
+            store.put(Record(b"k%d" % i, b"v%d" % i, Version(i, b"child"), i * 1.5 or None))
+        store.put(Record(b"k0", None, Version(100, b"child"), 7.0))
+        os._exit(0)
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env, timeout=30)
+    with closing(DiskStore(tmp_path)) as store:
+        assert len(store) == 50
+        assert store.get(b"k0") == Record(b"k0", None, Version(100, b"child"), 7.0)
+        for i in range(1, 50):
+            assert store.get(b"k%d" % i) == Record(
+                b"k%d" % i, b"v%d" % i, Version(i, b"child"), i * 1.5
+            )
+
+
+# -- wire form ----------------------------------------------------------------------------------
+
+wire_records = st.builds(
+    Record,
+    key=st.binary(min_size=1, max_size=MAX_KEY),
+    value=st.one_of(st.none(), st.binary(max_size=300)),
+    version=st.builds(Version, st.integers(0, 2**63 - 1), st.binary(max_size=24)),
+    expires_at=st.one_of(st.none(), st.floats(allow_nan=False)),
+)
+
+
+@given(r=wire_records)
+def test_wire_round_trip(r: Record) -> None:
+    assert Record.from_wire(r.to_wire()) == r
+    # and through msgpack, as on the network
+    packed = msgpack.packb(r.to_wire(), use_bin_type=True)
+    assert Record.from_wire(msgpack.unpackb(packed, raw=False)) == r
+
+
+def test_from_wire_int_expiry_becomes_float() -> None:
+    r = Record.from_wire([b"k", b"v", 1, b"w", 5])
+    assert r.expires_at == 5.0 and type(r.expires_at) is float
+
+
+GOOD: list[object] = [b"k", b"v", 1, b"w", 5.0]
+
+
+def with_item(i: int, x: object) -> list[object]:
+    item = list(GOOD)
+    item[i] = x
+    return item
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        pytest.param(None, id="not-a-list"),
+        pytest.param(tuple(GOOD), id="tuple"),
+        pytest.param({"key": b"k"}, id="dict"),
+        pytest.param([], id="empty"),
+        pytest.param(GOOD[:4], id="four-items"),
+        pytest.param([*GOOD, None], id="six-items"),
+        pytest.param(with_item(0, b""), id="key-empty"),
+        pytest.param(with_item(0, b"k" * (MAX_KEY + 1)), id="key-too-long"),
+        pytest.param(with_item(0, "k"), id="key-str"),
+        pytest.param(with_item(0, None), id="key-none"),
+        pytest.param(with_item(1, b"v" * (MAX_VALUE + 1)), id="value-too-long"),
+        pytest.param(with_item(1, "v"), id="value-str"),
+        pytest.param(with_item(1, 3), id="value-int"),
+        pytest.param(with_item(2, "1"), id="stamp-str"),
+        pytest.param(with_item(2, 1.0), id="stamp-float"),
+        pytest.param(with_item(2, True), id="stamp-bool"),
+        pytest.param(with_item(2, None), id="stamp-none"),
+        pytest.param(with_item(3, "w"), id="writer-str"),
+        pytest.param(with_item(3, None), id="writer-none"),
+        pytest.param(with_item(3, 7), id="writer-int"),
+        pytest.param(with_item(4, "5"), id="expiry-str"),
+        pytest.param(with_item(4, b"5"), id="expiry-bytes"),
+        pytest.param(with_item(4, [5]), id="expiry-list"),
+    ],
+)
+def test_from_wire_rejects_malformed(item: object) -> None:
+    with pytest.raises(ValueError):
+        Record.from_wire(item)
+
+
+@pytest.mark.parametrize("size", [0, 1, MAX_VALUE - 1, MAX_VALUE])
+def test_from_wire_value_size_accepted(size: int) -> None:
+    r = Record.from_wire([b"k", b"x" * size, 1, b"w", None])
+    assert r.value is not None and len(r.value) == size
+
+
+def test_from_wire_value_one_byte_too_long() -> None:
+    with pytest.raises(ValueError):
+        Record.from_wire([b"k", b"x" * (MAX_VALUE + 1), 1, b"w", None])
+
+
+@pytest.mark.parametrize("size", [1, MAX_KEY])
+def test_from_wire_key_size_accepted(size: int) -> None:
+    assert Record.from_wire([b"k" * size, None, 1, b"w", None]).key == b"k" * size
+
+
+def test_from_wire_tombstone() -> None:
+    r = Record.from_wire([b"k", None, 3, b"w", None])
+    assert r.is_tombstone and r.size() == 1
+
+
+def test_size_and_key_id() -> None:
+    assert rec(b"abc", b"12345", 1).size() == 8
+    assert rec(b"abc", None, 1).size() == 3
+    assert rec(b"abc", None, 1).key_id == ids.hash_key(b"abc")
+
+
+def test_max_value_stored_on_both_engines(store: Store) -> None:
+    r = Record.from_wire([b"big", b"\xc4" * MAX_VALUE, 1, b"w", None])
+    assert store.put(r)
+    assert store.get(b"big") == r
+
+
+# -- regressions: bugs these tests found ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("stamp", [2**63, 2**64 - 1, -1, -(2**63) - 1])
+def test_stamp_outside_sqlite_integer_is_rejected_at_the_wire(stamp: int) -> None:
+    """A uint64 stamp made DiskStore.put raise OverflowError where MemoryStore accepted it."""
+    with pytest.raises(ValueError):
+        Record.from_wire([b"k", b"v", stamp, b"w", None])
+
+
+@pytest.mark.parametrize("expires", [math.nan, True])
+def test_nan_or_bool_expiry_is_rejected_at_the_wire(expires: object) -> None:
+    """SQLite stored a NaN expiry as NULL (never expires) while MemoryStore purged it at once."""
+    with pytest.raises(ValueError):
+        Record.from_wire([b"k", b"v", 1, b"w", expires])
+
+
+@settings(max_examples=20, deadline=None)
+@example(now=0.0)
+@given(now=st.floats(-1e6, 1e6))
+def test_infinite_expiry(tmp_path_factory: pytest.TempPathFactory, now: float) -> None:
+    """inf is a legal wire expiry (never); -inf is always expired. Both engines agree."""
+    memory = MemoryStore()
+    with closing(DiskStore(tmp_path_factory.mktemp("inf"))) as disk:
+        for store in (memory, disk):
+            store.put(rec(b"forever", b"v", 1, expires_at=math.inf))
+            store.put(rec(b"never-was", b"v", 1, expires_at=-math.inf))
+            assert store.purge(now) == 1
+            assert store.get(b"forever") == rec(b"forever", b"v", 1, expires_at=math.inf)

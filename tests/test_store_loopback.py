@@ -1,0 +1,114 @@
+"""The store on real sockets: `udpdht node` processes with data dirs, killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import NodeProcess, node_process, udpdht
+
+from udpdht import Client, KeyNotFound, ValueTooLarge
+
+KEYS = [f"key-{i}" for i in range(500)]
+
+
+async def put_keys(node: NodeProcess, keys: list[str]) -> None:
+    async with Client(node.addr) as client:
+        sem = asyncio.Semaphore(20)
+
+        async def one(key: str) -> None:
+            async with sem:
+                await client.put(key, {"name": key, "n": len(key)})
+
+        await asyncio.gather(*(one(k) for k in keys))
+
+
+async def missing_keys(node: NodeProcess, keys: list[str]) -> list[str]:
+    async with Client(node.addr) as client:
+        sem = asyncio.Semaphore(20)
+
+        async def one(key: str) -> str | None:
+            async with sem:
+                try:
+                    value = await client.get(key)
+                except KeyNotFound:
+                    return key
+                assert value == {"name": key, "n": len(key)}
+                return None
+
+        found = await asyncio.gather(*(one(k) for k in keys))
+    return [k for k in found if k is not None]
+
+
+async def stored(node: NodeProcess) -> int:
+    async with Client(node.addr) as client:
+        st = await client.status()
+    count: int = st["store"]["primary"] + st["store"]["replica"]
+    return count
+
+
+@pytest.mark.slow
+async def test_eight_nodes_survive_kill_restart_and_three_leaves(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, *extra: str, port: int = 0) -> NodeProcess:
+            data = tmp_path / name
+            return stack.enter_context(node_process("--data-dir", str(data), *extra, port=port))
+
+        first = start("n0")
+        nodes = [first] + [start(f"n{i}", "--bootstrap", first.addr_text) for i in range(1, 8)]
+        await asyncio.sleep(3)  # a few stabilization rounds; puts retry meanwhile anyway
+        await put_keys(nodes[1], KEYS)
+        assert await missing_keys(nodes[2], KEYS) == []
+
+        # SIGKILL one node and restart it on the same data dir and port: its store is back.
+        victim = nodes[5]
+        before = await stored(victim)
+        assert before > 0
+        victim.signal(signal.SIGKILL)
+        victim.proc.wait(timeout=10)
+        port = victim.addr[1]
+        reborn = start("n5", "--bootstrap", first.addr_text, port=port)
+        assert await stored(reborn) >= before
+        nodes[5] = reborn
+
+        # SIGTERM three nodes one after another: each hands its keys over as it leaves.
+        for leaver in (nodes[2], nodes[4], nodes[6]):
+            leaver.signal(signal.SIGTERM)
+            code, output = leaver.wait()
+            assert code == 0 and "Traceback" not in output
+        survivors = [nodes[i] for i in (0, 1, 3, 5, 7)]
+        assert await missing_keys(survivors[0], KEYS) == []
+        assert await missing_keys(survivors[-1], KEYS[::7]) == []
+
+
+async def test_value_size_limits_on_real_sockets() -> None:
+    with node_process() as a:
+        async with Client(a.addr) as client:
+            big = "x" * 59_995  # str 32 header: 5 bytes; 60,000 encoded in all
+            await client.put("big", big)
+            assert await client.get("big") == big
+            with pytest.raises(ValueTooLarge):
+                await client.put("huge", "x" * 70_000)
+            with pytest.raises(KeyNotFound):
+                await client.get("huge")
+
+
+def test_put_get_delete_from_the_command_line() -> None:
+    with node_process() as a:
+        node = a.addr_text
+        assert udpdht("put", "--node", node, "greeting", "hello world").returncode == 0
+        got = udpdht("get", "--node", node, "greeting")
+        assert got.returncode == 0 and got.stdout == "hello world\n"
+        assert udpdht("put", "--node", node, "cfg", '{"a": [1, 2]}', "--json").returncode == 0
+        assert udpdht("get", "--node", node, "cfg").stdout.strip() == '{"a": [1, 2]}'
+        bad = udpdht("put", "--node", node, "cfg", "{not json", "--json")
+        assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+        deleted = udpdht("delete", "--node", node, "greeting")
+        assert deleted.returncode == 0 and "deleted" in deleted.stdout
+        gone = udpdht("get", "--node", node, "greeting")
+        assert gone.returncode == 1 and "not found" in gone.stderr
+        assert "Traceback" not in gone.stderr

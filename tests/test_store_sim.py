@@ -1,0 +1,250 @@
+"""The replicated store on the simulator: placement, repair, hand-off, versions, TTL, churn."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from udpdht import KeyNotFound, ValueTooLarge, ids
+from udpdht.net import run_virtual
+from udpdht.node import Node
+from udpdht.replication import StoreConfig
+from udpdht.sim import Sim
+
+R = 3
+
+
+def store_sim(seed: int, **kwargs: object) -> Sim:
+    return Sim(seed=seed, store_config=StoreConfig(replicas=R, sync_period=5.0), **kwargs)  # type: ignore[arg-type]
+
+
+async def put_all(sim: Sim, keys: list[bytes], rng: random.Random, tag: str = "v") -> None:
+    nodes = list(sim.joined.values())
+    sem = asyncio.Semaphore(100)
+
+    async def one(key: bytes) -> None:
+        async with sem:
+            await rng.choice(nodes).put(key, {tag: key.decode()})
+
+    await asyncio.gather(*(one(k) for k in keys))
+
+
+def under_replicated(sim: Sim, keys: list[bytes]) -> list[bytes]:
+    """Keys whose r responsible nodes do not all hold the newest version."""
+    bad = []
+    for key in keys:
+        holders = {n.id for n in sim.copies(key)}
+        if any(p.id not in holders for p in sim.responsible(key)):
+            bad.append(key)
+    return bad
+
+
+async def wait_replicated(sim: Sim, keys: list[bytes], within: float) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while under_replicated(sim, keys):
+        assert loop.time() - start < within, f"{len(under_replicated(sim, keys))} keys short"
+        await asyncio.sleep(1.0)
+    return loop.time() - start
+
+
+async def assert_all_readable(sim: Sim, keys: list[bytes], rng: random.Random, tag: str) -> None:
+    nodes = list(sim.joined.values())
+    sem = asyncio.Semaphore(100)
+
+    async def one(key: bytes) -> None:
+        async with sem:
+            assert await rng.choice(nodes).get(key) == {tag: key.decode()}
+
+    await asyncio.gather(*(one(k) for k in keys))
+
+
+@pytest.mark.slow
+def test_5000_keys_survive_r_minus_1_adjacent_crashes() -> None:
+    async def main() -> None:
+        sim = store_sim(21)
+        await sim.build_ideal(100, maintenance=True)
+        rng = random.Random(1)
+        keys = [f"key-{i}".encode() for i in range(5000)]
+        await put_all(sim, keys, rng)
+        assert under_replicated(sim, keys) == []  # replicated before each put returned
+        ring = sim.live_peers()
+        await sim.crash_many(sim.joined[p.id] for p in ring[40 : 40 + R - 1])
+        repair = await wait_replicated(sim, keys, within=120)
+        assert repair < 60, f"repair took {repair} virtual seconds"
+        await assert_all_readable(sim, keys, rng, "v")
+        assert sim.violations == []
+        await sim.stop()
+
+    run_virtual(main())
+
+
+@pytest.mark.slow
+def test_30_percent_crash_one_by_one_loses_nothing() -> None:
+    async def main() -> None:
+        sim = store_sim(22)
+        await sim.build_ideal(100, maintenance=True)
+        rng = random.Random(2)
+        keys = [f"k{i}".encode() for i in range(1000)]
+        await put_all(sim, keys, rng)
+        for _ in range(30):
+            await sim.crash(rng.choice(list(sim.joined.values())))
+            await wait_replicated(sim, keys, within=60)
+        await assert_all_readable(sim, keys, rng, "v")
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_churn_with_writes_keeps_every_acknowledged_write() -> None:
+    async def main() -> None:
+        sim = store_sim(23)
+        await sim.build_ideal(60, maintenance=True)
+        rng = random.Random(3)
+        keys = [f"c{i}".encode() for i in range(100)]
+        acked: dict[bytes, int] = {}
+        stop = asyncio.Event()
+
+        async def writer(wid: int) -> None:
+            n = 0
+            while not stop.is_set():
+                key = rng.choice(keys)
+                n += 1
+                value = n * 100 + wid
+                node = rng.choice(list(sim.joined.values()))
+                try:
+                    await node.put(key, value)
+                except Exception:  # the coordinator left or crashed mid-call: not acknowledged
+                    await asyncio.sleep(0.5)
+                    continue
+                acked[key] = max(acked.get(key, 0), value)  # each writer's values only grow
+                await asyncio.sleep(0.2)
+
+        writers = [asyncio.create_task(writer(w)) for w in range(1)]
+        stats = await sim.churn(90, joins_per_s=0.2, crashes_per_s=0.05, leaves_per_s=0.1)
+        stop.set()
+        await asyncio.gather(*writers)
+        assert stats.joins and stats.crashes and stats.leaves
+        await sim.wait_ideal(within=60)
+        await wait_replicated(sim, list(acked), within=60)
+        for key, value in acked.items():
+            node = rng.choice(list(sim.joined.values()))
+            assert await node.get(key) == value, key
+        assert sim.violations == []
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_stale_replica_never_wins() -> None:
+    async def main() -> None:
+        sim = store_sim(24)
+        await sim.build_ideal(20, maintenance=True)
+        node = next(iter(sim.joined.values()))
+        key = b"contested"
+        await node.put(key, "old")
+        primary, lagging, other = (sim.joined[p.id] for p in sim.responsible(key))
+        # The next write does not reach one replica (its push is lost), yet is acknowledged.
+        sim.net.set_drop_filter(lambda s, d, data: d == lagging.addr and b"store_push" in data)
+        await node.put(key, "new")
+        sim.net.set_drop_filter(None)
+        assert lagging.replicator.store.get(key).value != other.replicator.store.get(key).value  # type: ignore[union-attr]
+        await sim.crash(primary)  # the lagging replica becomes primary
+        await wait_replicated(sim, [key], within=60)
+        assert await node.get(key) == "new"
+        for holder in sim.copies(key):
+            assert holder.replicator.store.get(key).value == other.replicator.store.get(key).value  # type: ignore[union-attr]
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_delete_writes_a_tombstone_that_shadows_stale_replicas() -> None:
+    async def main() -> None:
+        sim = store_sim(25)
+        await sim.build_ideal(20, maintenance=True)
+        node = next(iter(sim.joined.values()))
+        await node.put("doomed", 1)
+        lagging = sim.joined[sim.responsible(b"doomed")[2].id]
+        sim.net.set_drop_filter(lambda s, d, data: d == lagging.addr and b"store_push" in data)
+        assert await node.delete("doomed") is True
+        sim.net.set_drop_filter(None)
+        with pytest.raises(KeyNotFound):
+            await node.get("doomed")
+        await asyncio.sleep(30)  # anti-entropy rounds: the tombstone reaches the lagging one
+        record = lagging.replicator.store.get(b"doomed")
+        assert record is not None and record.is_tombstone
+        with pytest.raises(KeyNotFound):
+            await node.get("doomed")
+        assert await node.delete("never-there") is False
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_ttl_expires_everywhere_and_republish_keeps_expiry() -> None:
+    async def main() -> None:
+        sim = store_sim(26)
+        await sim.build_ideal(20, maintenance=True)
+        node = next(iter(sim.joined.values()))
+        await node.put("brief", "here", ttl=60)
+        expiries = {n.replicator.store.get(b"brief").expires_at for n in sim.copies(b"brief")}  # type: ignore[union-attr]
+        assert len(expiries) == 1  # every replica keeps the primary's expiry, not its own
+        await asyncio.sleep(30)  # sync rounds pass; the expiry must not be renewed
+        again = {n.replicator.store.get(b"brief").expires_at for n in sim.copies(b"brief")}  # type: ignore[union-attr]
+        assert again == expiries
+        assert await node.get("brief") == "here"
+        await asyncio.sleep(31)
+        with pytest.raises(KeyNotFound):
+            await node.get("brief")
+        await asyncio.sleep(10)  # purged at the next sync round
+        assert all(n.replicator.store.get(b"brief") is None for n in sim.joined.values())
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_join_takes_its_keys_and_leave_hands_them_over() -> None:
+    async def main() -> None:
+        sim = store_sim(27)
+        await sim.build_ideal(30, maintenance=True)
+        rng = random.Random(7)
+        keys = [f"h{i}".encode() for i in range(600)]
+        await put_all(sim, keys, rng)
+        newcomer: Node = await sim.join()
+        # Straight after join, before any sync round: the newcomer holds its primary keys.
+        mine = [k for k in keys if sim.true_owner(ids.hash_key(k)).id == newcomer.id]
+        assert mine, "the newcomer owns no key: pick another seed"
+        assert all(newcomer.replicator.store.get(k) is not None for k in mine)
+        await sim.wait_ideal(within=30)
+        await wait_replicated(sim, keys, within=60)
+        # A graceful leave hands everything over before going: r copies without any repair.
+        leaver = sim.joined[sim.responsible(keys[0])[0].id]
+        await sim.leave(leaver)
+        assert under_replicated(sim, keys) == []
+        await assert_all_readable(sim, keys, rng, "v")
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_value_and_key_limits() -> None:
+    async def main() -> None:
+        sim = store_sim(28)
+        await sim.build_ideal(10, maintenance=True)
+        node = next(iter(sim.joined.values()))
+        big = b"x" * (60_000 - 5)  # bin 32 header: 5 bytes; 60,000 encoded in all
+        await node.put("big", big)
+        assert await node.get("big") == big
+        with pytest.raises(ValueTooLarge):
+            await node.put("bigger", b"x" * 60_000)
+        with pytest.raises(KeyNotFound):
+            await node.get("bigger")
+        with pytest.raises(ValueTooLarge):
+            await node.put("k" * 1025, 1)
+        await node.put("k" * 1024, 1)
+        await sim.stop()
+
+    run_virtual(main())
