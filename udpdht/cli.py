@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__, ids
+from .admin import COOKIE_FILE, default_data_dir, write_cookie
 from .client import Client
 from .errors import DhtError, KeyNotFound
 from .net import Address, format_addr, parse_addr
@@ -65,11 +67,6 @@ def _seconds(text: str) -> float:
     if not 0 < value < 1e10:
         raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
     return value
-
-
-def default_data_dir(port: int) -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "udpdht" / str(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_lookup)
 
-    p = sub.add_parser("shell", help="interactive shell (not built yet)")
+    p = sub.add_parser("cluster", help="run N nodes in one process, forming one ring")
+    p.add_argument("count", type=_cluster_size, metavar="N")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--base-port",
+        type=_port,
+        default=0,
+        metavar="P",
+        help="ports P, P+1, ... (default 0: free ports chosen by the system)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("shell", help="interactive shell (no --attach: an embedded local ring)")
+    p.add_argument("--attach", type=_addr, metavar="H:P", help="a running node to attach to")
+    p.add_argument("--cookie", metavar="FILE", help="the node's cookie file, for admin commands")
     p.set_defaults(func=cmd_shell)
     return parser
 
@@ -156,16 +168,45 @@ def build_parser() -> argparse.ArgumentParser:
 # --- node --------------------------------------------------------------------------------------
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+class _LogFormat(logging.Formatter):
+    """``12:03:04.123 1a2b3c4d INFO  message``: time, node id prefix, level; colour on a tty."""
+
+    COLOURS = {"DEBUG": "\033[2m", "INFO": "", "WARNING": "\033[33m", "ERROR": "\033[31m"}
+
+    def __init__(self, colour: bool) -> None:
+        super().__init__()
+        self.colour = colour
+        self.node = "--------"
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = (
+            f"{stamp}.{int(record.msecs):03d} {getattr(record, 'node', self.node)} "
+            f"{record.levelname:<7} "
+            f"{record.getMessage()}"
+        )
+        if record.exc_info and record.levelno >= logging.ERROR:
+            line += "\n" + self.formatException(record.exc_info)
+        if self.colour:
+            start = self.COLOURS.get(record.levelname, "\033[31m")
+            line = f"{start}{line}\033[0m" if start else line
+        return line
 
 
-async def _run_node(args: argparse.Namespace) -> int:
+def _setup_logging(level: str) -> _LogFormat:
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = _LogFormat(colour=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
+    handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    return fmt
+
+
+LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
+
+
+async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     if args.replicas > args.leafset // 2 + 1:
         raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
     data_dir = args.data_dir
@@ -183,28 +224,57 @@ async def _run_node(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = exc.strerror or exc
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    fmt.node = ids.short(node.id)
+    cookie_path = _publish_cookie(node)
     print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
-    if args.bootstrap:
-        try:
-            await _join_any(node, args.bootstrap)
-        except BaseException:
-            await node.stop()
-            raise
-        succ = node.leafset.successor
-        print(f"joined the ring; successor {succ}", flush=True)
-    stop = asyncio.Event()
+    print(f"admin cookie: {cookie_path}", flush=True)
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():  # the second Ctrl-C: no more waiting
+            print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
+            os._exit(130)
+        log.info("leaving the ring (Ctrl-C again to stop at once)")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
-        await stop.wait()
-        log.info("leaving the ring")
-        await node.leave()  # tells both neighbours, so the ring closes at once
+        if args.bootstrap:
+            try:
+                await _join_any(node, args.bootstrap)
+            except BaseException:
+                await node.stop()
+                raise
+            print(f"joined the ring; successor {node.leafset.successor}", flush=True)
+        # Run until a signal, or until an admin makes the node leave or shut down.
+        finished = loop.create_task(node.finished.wait())
+        signalled = loop.create_task(stop.wait())
+        await asyncio.wait([finished, signalled], return_when=asyncio.FIRST_COMPLETED)
+        finished.cancel()
+        signalled.cancel()
+        if not node.finished.is_set():
+            try:
+                await asyncio.wait_for(node.leave(), LEAVE_DEADLINE)
+            except TimeoutError:
+                log.warning("leave took over %.0f s; stopping without finishing it", LEAVE_DEADLINE)
+        log.info("stopped")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await node.stop()
     return 0
+
+
+def _publish_cookie(node: Node) -> Path:
+    """Where local tools find the node's cookie: its data dir, else the default per port."""
+    if node.data_dir is not None:
+        return node.data_dir / COOKIE_FILE
+    assert node.cookie is not None
+    path = default_data_dir(node.addr[1]) / COOKIE_FILE
+    write_cookie(path, node.cookie)
+    return path
 
 
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
@@ -220,8 +290,8 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
-    return _run(_run_node(args))
+    fmt = _setup_logging(args.log_level)
+    return _run(_run_node(args, fmt))
 
 
 # --- client commands ---------------------------------------------------------------------------
@@ -347,9 +417,64 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return _run(_lookup(args))
 
 
+def _cluster_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 500:
+        raise argparse.ArgumentTypeError(f"N must be 1..500, got {text}")
+    return int(text)
+
+
+async def _run_cluster(args: argparse.Namespace) -> int:
+    nodes: list[Node] = []
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
+            os._exit(130)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        for i in range(args.count):
+            port = args.base_port + i if args.base_port else 0
+            node = Node(host=args.host, port=port)
+            try:
+                await node.start()
+            except OSError as exc:
+                raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror}") from None
+            nodes.append(node)
+            if i:
+                await node.join(nodes[0].addr)
+            cookie = _publish_cookie(node)
+            print(f"node {i}: {format_addr(node.addr)}  id {ids.short(node.id)}  cookie {cookie}")
+        print(f"{args.count} nodes in one ring; Ctrl-C leaves gracefully", flush=True)
+        await stop.wait()
+        log.info("leaving the ring")
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(n.leave() for n in nodes), return_exceptions=True),
+                LEAVE_DEADLINE,
+            )
+        except TimeoutError:
+            log.warning("leaving took over %.0f s; stopping", LEAVE_DEADLINE)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.gather(*(n.stop() for n in nodes))
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    return _run(_run_cluster(args))
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
-    print("udpdht shell: not built yet (it arrives with step 4)", file=sys.stderr)
-    return 2
+    from shell.app import run as run_shell  # prompt_toolkit loads only for the shell
+
+    return int(run_shell(args.attach, args.cookie))
 
 
 # --- plumbing ----------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import time
 from types import TracebackType
 from typing import Any
 
 from . import ids, wire
-from .errors import ValueTooLarge
-from .net import Address, Network, UdpNetwork, resolve
+from .admin import sign
+from .errors import DhtError, Unauthorized, ValueTooLarge
+from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve
 from .node import Hop, Lookup
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
@@ -122,3 +124,59 @@ class Client:
         """Delete ``key``; returns whether it had a value."""
         reply = await self.call("delete", {"key": key_bytes(key)})
         return bool(reply["existed"])
+
+    # --- admin: needs the node's cookie -------------------------------------------------------
+
+    async def _admin(self, method: str, args: dict[str, Any]) -> Any:
+        if self.cookie is None:
+            raise Unauthorized(
+                f"{method.removeprefix('admin_')} needs the node's cookie "
+                "(the file 'cookie' in its data dir; pass it with --cookie FILE)"
+            )
+        return await self.call(method, sign(self.cookie, method, args, time.time()))
+
+    async def join(self, addr: Address) -> Peer | None:
+        """Make the attached node join the ring that ``addr`` belongs to; its new successor."""
+        target = await resolve(addr)
+        reply = await self._admin("admin_join", {"addr": [target[0], target[1]]})
+        succ = reply.get("successor")
+        return Peer.from_wire(succ) if succ is not None else None
+
+    async def leave(self) -> None:
+        """Make the attached node leave gracefully (hand-off); its process then exits."""
+        await self._admin("admin_leave", {})
+
+    async def shutdown(self) -> None:
+        """Stop the attached node at once, without hand-off."""
+        await self._admin("admin_shutdown", {})
+
+    # --- walking the ring ---------------------------------------------------------------------
+
+    async def node_status(self, addr: Address) -> dict[str, Any]:
+        """The status of any node, through this client's socket."""
+        result: dict[str, Any] = await self.endpoint.call(addr, "status")
+        return result
+
+    async def ring(self, limit: int = 64) -> list[dict[str, Any]]:
+        """Status of each node round the ring from the attached one, following successors.
+
+        Stops when the walk comes back to the start, after ``limit`` nodes, or at a node that
+        does not answer (its entry is then ``{"addr": ..., "error": ...}``).
+        """
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        addr = self.addr
+        for _ in range(limit):
+            try:
+                st = await self.node_status(addr)
+            except DhtError as exc:
+                out.append({"addr": format_addr(addr), "error": str(exc)})
+                break
+            if st["id"] in seen:
+                break
+            seen.add(st["id"])
+            out.append(st)
+            if not st["successors"]:
+                break
+            addr = parse_addr(st["successors"][0]["addr"])
+        return out

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from . import ids, wire
+from .admin import Verifier, load_or_create_cookie
 from .errors import BadRequest, DhtError, RemoteError, RpcTimeout, Unavailable
 from .net import Address, Network, UdpNetwork, format_addr, resolve
 from .replication import Replicator, StoreConfig
@@ -109,6 +111,7 @@ class Node:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         maintenance: bool = True,
+        cookie: bytes | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -137,9 +140,15 @@ class Node:
         self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
         self._next_finger = 0
+        # Log records carry the node's id prefix (several nodes may share a process).
+        self.log = logging.LoggerAdapter(log, {"node": "--------"})
         self._notifiers: OrderedDict[int, tuple[Peer, float]] = OrderedDict()
         self._failed: dict[int, float] = {}  # peer id -> until when it is not a hint
         self._replicator: Replicator | None = None
+        # The admin secret: given, or kept in the data dir, or made up for this run.
+        self.cookie = cookie
+        self._verifier: Verifier | None = None
+        self.finished = asyncio.Event()  # set once the node has stopped (leave, shutdown, stop)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -169,6 +178,7 @@ class Node:
             self.id = ids.node_id_for(*self.addr)
         self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
+        self.log = logging.LoggerAdapter(log, {"node": ids.short(self.id)})
         self._started_at = asyncio.get_running_loop().time()
         # Reads are idempotent: a retry may simply run them again, so their replies are not
         # cached. notify and leaving change state, but applying either twice is harmless.
@@ -182,6 +192,19 @@ class Node:
         ):
             ep.register(name, handler, idempotent=True)
         ep.register("lookup", self._rpc_lookup)  # several hops: a retry must not start another
+        if self.cookie is None:
+            self.cookie = (
+                load_or_create_cookie(self.data_dir)
+                if self.data_dir is not None
+                else secrets.token_bytes(32)
+            )
+        self._verifier = Verifier(self.cookie)
+        for name, admin in (
+            ("admin_join", self._admin_join),
+            ("admin_leave", self._admin_leave),
+            ("admin_shutdown", self._admin_shutdown),
+        ):
+            ep.register(name, admin)
         store: Store = DiskStore(self.data_dir) if self.data_dir is not None else MemoryStore()
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
@@ -189,11 +212,13 @@ class Node:
             loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(self._maintain()))
             self._tasks.append(loop.create_task(self._sync_store()))
-        log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
+        self.log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
     async def stop(self) -> None:
         """Stop at once (a crash, as far as the ring can tell). See :meth:`leave`."""
-        tasks, self._tasks = self._tasks, []
+        # Not the task running this (an admin's shutdown or leave runs as one of them).
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        self._tasks = []
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -206,6 +231,7 @@ class Node:
         if self._replicator is not None:
             self._replicator.store.close()
             self._replicator = None
+        self.finished.set()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -235,7 +261,7 @@ class Node:
             raise DhtError("the ring knows no node but our own former self; try again later")
         succs, _ = await self._neighbors(owner)
         self.leafset.set_successors([owner, *succs])
-        log.info("joined the ring: successor %s", owner)
+        self.log.info("joined the ring: successor %s", owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
         # for our share of its keys, so the records fetched next include every acknowledged one.
         await self._notify(owner)
@@ -245,7 +271,8 @@ class Node:
     async def leave(self) -> None:
         """Leave gracefully: tell both neighbours so the ring closes at once, then stop."""
         for task in self._tasks:
-            task.cancel()
+            if task is not asyncio.current_task():
+                task.cancel()
         await self.replicator.before_leave()
         ls = self.leafset
         me = ids.to_bytes(self.id)
@@ -261,7 +288,7 @@ class Node:
             messages[ls.predecessor.id][1]["succs"] = [p.to_wire() for p in ls.successors]
         calls = [self._call(peer, "leaving", args, tries=2) for peer, args in messages.values()]
         await asyncio.gather(*calls, return_exceptions=True)
-        log.info("left the ring")
+        self.log.info("left the ring")
         await self.stop()
 
     # --- the key-value store -------------------------------------------------------------------
@@ -297,7 +324,7 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("store sync round failed")
+                self.log.exception("store sync round failed")
 
     # --- calling peers -------------------------------------------------------------------------
 
@@ -332,7 +359,7 @@ class Node:
         in_fingers = self.fingers.remove(peer.id)
         self._notifiers.pop(peer.id, None)
         if in_leafset or in_fingers:
-            log.info("peer %s failed; removed", peer)
+            self.log.info("peer %s failed; removed", peer)
 
     # --- maintenance ---------------------------------------------------------------------------
 
@@ -349,8 +376,8 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not silently stop maintenance for good
-                log.exception("maintenance round failed")
-            log.debug("maintenance round took %.3f s", loop.time() - start)
+                self.log.exception("maintenance round failed")
+            self.log.debug("maintenance round took %.3f s", loop.time() - start)
 
     def _fallback_successor(self) -> Peer | None:
         """With no successor left, the nearest node we know of clockwise."""
@@ -613,7 +640,7 @@ class Node:
                 ls.set_successors([*kept, *_arg_peers(args, "succs")])
         ls.remove(gone.id)
         self.fingers.remove(gone.id)
-        log.info("peer %s left", gone)
+        self.log.info("peer %s left", gone)
         return {}
 
     async def _rpc_lookup(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
@@ -628,6 +655,43 @@ class Node:
             "hops": [[h.peer.to_wire(), h.rtt_s] for h in found.hops],
             "successors": [p.to_wire() for p in found.successors],
         }
+
+    # --- admin (cookie-authenticated) -----------------------------------------------------------
+
+    def _authorized(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert self._verifier is not None
+        return self._verifier.verify(method, args, self.wall_clock())
+
+    async def _admin_join(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        rest = self._authorized("admin_join", args)
+        target = rest.get("addr")
+        if not (isinstance(target, list) and len(target) == 2 and isinstance(target[0], str)):
+            raise BadRequest("'addr' must be [host, port]")
+        try:
+            await self.join((target[0], int(target[1])))
+        except DhtError as exc:
+            raise Unavailable(
+                f"could not join through {format_addr(tuple(target))}: {exc}"
+            ) from None
+        succ = self.leafset.successor
+        return {"successor": succ.to_wire() if succ is not None else None}
+
+    def _after_reply(self, coro: Any) -> None:
+        """Run ``coro`` once the current reply has gone out."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: self._tasks.append(loop.create_task(coro)))
+
+    def _admin_leave(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        self._authorized("admin_leave", args)
+        self.log.info("leaving the ring at an admin's request from %s", format_addr(src))
+        self._after_reply(self.leave())
+        return {"leaving": True}
+
+    def _admin_shutdown(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        self._authorized("admin_shutdown", args)
+        self.log.info("shutting down at an admin's request from %s", format_addr(src))
+        self._after_reply(self.stop())
+        return {"stopping": True}
 
     # --- status --------------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,8 +43,6 @@ from .storage import MAX_KEY, MAX_VALUE, Record, Store, Version
 
 if TYPE_CHECKING:
     from .node import Node
-
-log = logging.getLogger("udpdht.store")
 
 #: Payload budget of one batch of records: a datagram with room to spare for the envelope.
 BATCH_BYTES = 60_000
@@ -218,7 +215,7 @@ class Replicator:
             best = await self._read_from(primary, key, quick=bool(replicas))
             answered = True
         except (RpcTimeout, DhtError) as exc:
-            log.debug("primary %s did not serve a read: %s", primary, exc)
+            self.node.log.debug("primary %s did not serve a read: %s", primary, exc)
         if best is None:  # dead primary, or one that has not received its range yet
             results = await asyncio.gather(
                 *(self._read_from(p, key) for p in replicas), return_exceptions=True
@@ -284,7 +281,7 @@ class Replicator:
                 self.node._peer_failed(peer)
                 return None
             except DhtError as exc:
-                log.warning("push to %s failed: %s", peer, exc)
+                self.node.log.warning("push to %s failed: %s", peer, exc)
                 return None
             return peer
 
@@ -406,7 +403,7 @@ class Replicator:
         """Take from the successor every record outside ``(self, successor]``: our share."""
         items = await self._scan(successor, successor.id, self.node.id, values=True)
         taken = sum(self.store.put(r) for r in _records(items))
-        log.info("took %d records from %s", taken, successor)
+        self.node.log.info("took %d records from %s", taken, successor)
         return taken
 
     async def before_leave(self) -> None:
@@ -415,7 +412,7 @@ class Replicator:
         targets = self.node.leafset.successors[: self.config.replicas]
         if records and targets:
             took = await self._push(records, targets)
-            log.info("handed %d records to %d successors", len(records), len(took))
+            self.node.log.info("handed %d records to %d successors", len(records), len(took))
 
     async def sync_round(self) -> None:
         """One anti-entropy round: purge, sync our primary range, move what is not ours."""
@@ -428,7 +425,7 @@ class Replicator:
                 try:
                     await self._sync_range(peer, pred.id, self.node.id)
                 except (RpcTimeout, DhtError, KeyError, TypeError, ValueError) as exc:
-                    log.debug("sync with %s failed: %s", peer, exc)
+                    self.node.log.debug("sync with %s failed: %s", peer, exc)
         await self._move_strays()
 
     async def _sync_range(self, peer: Peer, lo: int, hi: int) -> None:

@@ -1,0 +1,119 @@
+"""Admin requests: a cookie, an HMAC per request, replays refused; the daemon obeys them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ENV, node_process, udpdht
+
+from udpdht import Client, KeyNotFound, Node, Unauthorized
+from udpdht.admin import COOKIE_FILE, Verifier, read_cookie, sign
+
+
+def test_verifier_accepts_genuine_and_refuses_the_rest() -> None:
+    cookie = os.urandom(32)
+    verifier = Verifier(cookie)
+    now = 1_000_000.0
+    args = sign(cookie, "admin_join", {"addr": ["127.0.0.1", 7000]}, now)
+    assert verifier.verify("admin_join", args, now + 1) == {"addr": ["127.0.0.1", 7000]}
+    with pytest.raises(Unauthorized, match="replayed"):
+        verifier.verify("admin_join", args, now + 2)
+    with pytest.raises(Unauthorized, match="wrong cookie"):
+        verifier.verify("admin_join", sign(os.urandom(32), "admin_join", {}, now), now)
+    with pytest.raises(Unauthorized, match="wrong cookie"):  # signed for another method
+        verifier.verify("admin_shutdown", sign(cookie, "admin_leave", {}, now), now)
+    tampered = {**sign(cookie, "admin_join", {"addr": ["a", 1]}, now), "addr": ["b", 2]}
+    with pytest.raises(Unauthorized, match="wrong cookie"):
+        verifier.verify("admin_join", tampered, now)
+    with pytest.raises(Unauthorized, match="clock"):
+        verifier.verify("admin_leave", sign(cookie, "admin_leave", {}, now - 600), now)
+    with pytest.raises(Unauthorized, match="credentials"):
+        verifier.verify("admin_leave", {}, now)
+
+
+async def test_admin_over_udp_good_wrong_missing_and_replayed_cookie() -> None:
+    a, b = Node(port=0), Node(port=0)
+    await a.start()
+    await b.start()
+    try:
+        assert b.cookie is not None
+        async with Client(b.addr, cookie=os.urandom(32)) as wrong:
+            with pytest.raises(Unauthorized, match="wrong cookie"):
+                await wrong.join(a.addr)
+        async with Client(b.addr) as anonymous:
+            with pytest.raises(Unauthorized, match="cookie"):
+                await anonymous.join(a.addr)  # refused before sending
+            with pytest.raises(Unauthorized, match="credentials"):
+                await anonymous.call("admin_leave", {})  # and by the node if sent anyway
+            with pytest.raises(KeyNotFound):  # reads stay public: an answer, not Unauthorized
+                await anonymous.get("public")
+        async with Client(b.addr, cookie=b.cookie) as admin:
+            succ = await admin.join(a.addr)
+            assert succ is not None and succ.id == a.id
+            # A captured admin request, sent again, is refused.
+            signed = sign(b.cookie, "admin_leave", {}, time.time())
+            await admin.call("admin_leave", signed)
+            with pytest.raises(Unauthorized, match="replayed"):
+                await admin.call("admin_leave", signed)
+        await asyncio.wait_for(b.finished.wait(), 10)  # the first one made it leave
+        assert a.leafset.successors == []  # and it told a on its way out
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Path) -> None:
+    with node_process("--data-dir", str(tmp_path / "a")) as a:
+        cookie_path = tmp_path / "a" / COOKIE_FILE
+        assert stat.S_IMODE(cookie_path.stat().st_mode) == 0o600
+        cookie = read_cookie(cookie_path)
+        with node_process("--data-dir", str(tmp_path / "b")) as b:
+            async with Client(b.addr, cookie=read_cookie(tmp_path / "b" / COOKIE_FILE)) as c:
+                await c.join(a.addr)
+                await c.put("k", "v")
+            async with Client(a.addr, cookie=cookie) as c:
+                await c.leave()
+            code, output = a.wait()
+            assert code == 0 and "Traceback" not in output
+            assert "leaving the ring at an admin's request" in output
+            async with Client(b.addr) as c:
+                assert await c.get("k") == "v"  # handed over before a left
+
+
+def test_cluster_runs_one_ring_and_stops_on_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "udpdht", "cluster", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        addrs: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(addrs) < 3 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            match = re.match(r"node \d+: (\S+)", line)
+            if match:
+                addrs.append(match.group(1))
+        assert len(addrs) == 3
+        assert udpdht("put", "--node", addrs[0], "k", "hello").returncode == 0
+        got = udpdht("get", "--node", addrs[2], "k")
+        assert got.stdout == "hello\n"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)

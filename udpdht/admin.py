@@ -1,0 +1,125 @@
+"""Admin authentication: a per-node secret cookie and an HMAC over each admin request.
+
+Admin methods (join, leave, shutdown) change what a node does, so only someone who can read the
+node's cookie file may call them; get, put and status stay public. A request carries
+
+    auth = [ts, nonce, mac]    mac = HMAC-SHA256(cookie, msgpack([method, ts, nonce, args]))
+
+where ``args`` are the other arguments as sent. The node accepts a request only if the MAC
+matches, ``ts`` is within WINDOW seconds of its own wall clock, and it has not seen ``nonce``
+in that window, so a captured request cannot be replayed. The cookie itself never travels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .errors import Unauthorized
+
+COOKIE_FILE = "cookie"
+COOKIE_BYTES = 32
+WINDOW = 60.0  # seconds a signed request stays valid (and its nonce is remembered)
+MAX_NONCES = 10_000
+
+
+def default_data_dir(port: int) -> Path:
+    """Where a node on ``port`` keeps its files unless told otherwise (INTERFACES.md)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "udpdht" / str(port)
+
+
+def find_cookie(port: int) -> bytes | None:
+    """The cookie of a local node on ``port`` kept in the default place, if we may read it."""
+    try:
+        return read_cookie(default_data_dir(port) / COOKIE_FILE)
+    except ValueError:
+        return None
+
+
+def load_or_create_cookie(directory: Path) -> bytes:
+    """The cookie in ``directory/cookie``, created (random, mode 0600) when missing."""
+    path = directory / COOKIE_FILE
+    if path.exists():
+        return read_cookie(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    cookie = secrets.token_bytes(COOKIE_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cookie.hex().encode() + b"\n")
+    return cookie
+
+
+def write_cookie(path: Path, cookie: bytes) -> None:
+    """Write a cookie for local tools to find (mode 0600, replacing any older one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cookie.hex().encode() + b"\n")
+    tmp.replace(path)
+
+
+def read_cookie(path: str | Path) -> bytes:
+    """Read a cookie file (64 hex digits); ValueError with a clear message otherwise."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read cookie file {path}: {exc.strerror or exc}") from None
+    try:
+        cookie = bytes.fromhex(text)
+    except ValueError:
+        cookie = b""
+    if len(cookie) != COOKIE_BYTES:
+        raise ValueError(f"{path} is not a udpdht cookie file (expected {2 * COOKIE_BYTES} hex)")
+    return cookie
+
+
+def _mac(cookie: bytes, method: str, ts: float, nonce: bytes, args: dict[str, Any]) -> bytes:
+    body = msgpack.packb([method, ts, nonce, args], use_bin_type=True)
+    return hmac.new(cookie, body, hashlib.sha256).digest()
+
+
+def sign(cookie: bytes, method: str, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """``args`` plus the ``auth`` field for an admin request."""
+    nonce = secrets.token_bytes(16)
+    return {**args, "auth": [now, nonce, _mac(cookie, method, now, nonce, args)]}
+
+
+class Verifier:
+    """Checks admin requests for one node, remembering recent nonces."""
+
+    def __init__(self, cookie: bytes) -> None:
+        self.cookie = cookie
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def verify(self, method: str, args: dict[str, Any], now: float) -> dict[str, Any]:
+        """The request's arguments without ``auth``; Unauthorized if it is not genuine."""
+        auth = args.get("auth")
+        if not (isinstance(auth, list) and len(auth) == 3):
+            raise Unauthorized("admin request without credentials: it needs the node's cookie")
+        ts, nonce, mac = auth
+        if not isinstance(ts, int | float) or not isinstance(nonce, bytes):
+            raise Unauthorized("malformed credentials")
+        rest = {k: v for k, v in args.items() if k != "auth"}
+        if not isinstance(mac, bytes) or not hmac.compare_digest(
+            mac, _mac(self.cookie, method, ts, nonce, rest)
+        ):
+            raise Unauthorized("wrong cookie: the signature does not match")
+        if abs(now - ts) > WINDOW:
+            raise Unauthorized(f"request signed {now - ts:+.0f} s away from the node's clock")
+        while self._seen and (
+            next(iter(self._seen.values())) < now - WINDOW or len(self._seen) >= MAX_NONCES
+        ):
+            self._seen.popitem(last=False)
+        if nonce in self._seen:
+            raise Unauthorized("replayed request: this signature was already used")
+        self._seen[nonce] = float(ts)
+        return rest
