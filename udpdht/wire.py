@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import DecodeError, EncodeError, MessageTooLarge, ValueTooLarge
+from .errors import DecodeError, DhtError, EncodeError, MessageTooLarge, ValueTooLarge
 
 VERSION = 1
 
@@ -61,14 +61,18 @@ def _reject_ext(code: int, data: bytes) -> Any:
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
-def _pack(obj: list[Any]) -> bytes:
+def _encode(obj: Any, limit: int, too_large: type[DhtError], what: str) -> bytes:
     try:
         data: bytes = _packer.pack(obj)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"cannot encode message: {exc}") from None
-    if len(data) > MAX_MESSAGE:
-        raise MessageTooLarge(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+        raise EncodeError(f"{what} cannot be encoded: {exc}") from None
+    if len(data) > limit:
+        raise too_large(f"{what} of {len(data)} bytes exceeds {limit}")
     return data
+
+
+def _pack(obj: list[Any]) -> bytes:
+    return _encode(obj, MAX_MESSAGE, MessageTooLarge, "message")
 
 
 def encode_request(rid: int, method: str, args: dict[str, Any]) -> bytes:
@@ -93,13 +97,7 @@ def encode_error(rid: int, code: int, message: str) -> bytes:
 
 def pack_value(value: Any, limit: int) -> bytes:
     """A user's value as stored: its msgpack encoding, at most ``limit`` bytes."""
-    try:
-        data: bytes = _packer.pack(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"value cannot be encoded: {exc}") from None
-    if len(data) > limit:
-        raise ValueTooLarge(f"value of {len(data)} encoded bytes exceeds {limit}")
-    return data
+    return _encode(value, limit, ValueTooLarge, "value")
 
 
 def unpack_value(data: bytes) -> Any:
