@@ -25,7 +25,7 @@ class ErrorCode(IntEnum):
     UNAUTHORIZED = 4  # an admin request without a valid cookie HMAC
     NOT_FOUND = 5  # the key has no live value
     TOO_LARGE = 6  # the value or key exceeds the limits
-    BUSY = 7  # the node is overloaded or shutting down; try another node
+    BUSY = 7  # not now: e.g. not (yet) the primary for the key; look it up again
     UNAVAILABLE = 8  # the nodes that hold the key could not be reached; try again later
 
 

@@ -352,8 +352,9 @@ class Node:
     def _peer_failed(self, peer: Peer) -> None:
         """Forget a node that did not answer, wherever it appears."""
         now = asyncio.get_running_loop().time()
+        self._failed.pop(peer.id, None)  # re-insert: the dict stays ordered by expiry
         self._failed[peer.id] = now + self.FAILED_MEMORY
-        while self._failed and next(iter(self._failed.values())) < now:
+        while next(iter(self._failed.values())) < now:
             self._failed.pop(next(iter(self._failed)))
         in_leafset = self.leafset.remove(peer.id)
         in_fingers = self.fingers.remove(peer.id)
@@ -410,7 +411,7 @@ class Node:
         between = [
             p
             for p in candidates
-            if ids.in_interval(p.id, self.id, succ.id) and p.id not in self._failed
+            if ids.in_interval(p.id, self.id, succ.id) and not self._recently_failed(p.id)
         ]
         if between:
             nearest = min(between, key=lambda p: ids.distance(self.id, p.id))
@@ -593,7 +594,10 @@ class Node:
             self._notifiers.popitem(last=False)
         known = [p for p, _ in self._notifiers.values()]
         known += self.leafset.predecessors + self.fingers.distinct()
-        return [p for p in known if p.id not in self._failed]
+        return [p for p in known if not self._recently_failed(p.id)]
+
+    def _recently_failed(self, peer_id: int) -> bool:
+        return self._failed.get(peer_id, 0.0) > asyncio.get_running_loop().time()
 
     async def _rpc_notify(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead."""
@@ -640,6 +644,7 @@ class Node:
                 ls.set_successors([*kept, *_arg_peers(args, "succs")])
         ls.remove(gone.id)
         self.fingers.remove(gone.id)
+        self._notifiers.pop(gone.id, None)  # and no hint may point at it any more
         self.log.info("peer %s left", gone)
         return {}
 

@@ -53,12 +53,31 @@ class StoreConfig:
     replicas: int = 3  # r: copies of each key, the primary included
     sync_period: float = 5.0  # mean seconds between anti-entropy rounds
     tombstone_ttl: float = 24 * 3600.0  # how long a delete shadows older replicas
-    write_attempts: int = 4  # lookups a put/get/delete may make before giving up
+    write_attempts: int = 4  # lookups a put or delete may make before giving up
 
 
 def check_key(key: bytes) -> None:
-    if not 0 < len(key) <= MAX_KEY:
-        raise ValueTooLarge(f"a key is 1..{MAX_KEY} bytes, this one {len(key)}")
+    if not key:
+        raise BadRequest("a key cannot be empty")
+    if len(key) > MAX_KEY:
+        raise ValueTooLarge(f"key of {len(key)} bytes exceeds {MAX_KEY}")
+
+
+def _arg_key(args: dict[str, Any]) -> bytes:
+    key = args.get("key")
+    if not isinstance(key, bytes):
+        raise BadRequest("argument 'key' must be bytes")
+    check_key(key)
+    return key
+
+
+def _arg_ttl(args: dict[str, Any]) -> float | None:
+    ttl = args.get("ttl")
+    if ttl is None:
+        return None
+    if type(ttl) not in (int, float) or not ttl > 0:  # not a bool, not NaN, not negative
+        raise BadRequest("'ttl' must be a positive number of seconds")
+    return float(ttl)
 
 
 def check_value(value: bytes) -> None:
@@ -291,35 +310,29 @@ class Replicator:
     # --- handlers ------------------------------------------------------------------------------
 
     async def _rpc_put(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
-        key = _arg_bytes(args, "key", MAX_KEY)
+        key = _arg_key(args)
         value = args.get("value")
         if not isinstance(value, bytes):
             raise BadRequest("'value' must be the msgpack encoding of the value, as bytes")
-        ttl = args.get("ttl")
-        if ttl is not None and not isinstance(ttl, int | float):
-            raise BadRequest("'ttl' must be a number of seconds")
-        version, _ = await self.put(key, value, None if ttl is None else float(ttl))
+        version, _ = await self.put(key, value, _arg_ttl(args))
         return {"version": [version.stamp, version.writer]}
 
     async def _rpc_get(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
-        record = await self.get(_arg_bytes(args, "key", MAX_KEY))
+        record = await self.get(_arg_key(args))
         v = record.version
         return {"value": record.value, "version": [v.stamp, v.writer], "expires": record.expires_at}
 
     async def _rpc_delete(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
         # A tombstone is written even for an absent key: it shadows any stray older replica.
-        _, existed = await self.put(_arg_bytes(args, "key", MAX_KEY), None, None)
+        _, existed = await self.put(_arg_key(args), None, None)
         return {"existed": existed}
 
     async def _rpc_write(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
-        key = _arg_bytes(args, "key", MAX_KEY)
+        key = _arg_key(args)
         value = args.get("value")
         if value is not None:
             value = _arg_bytes(args, "value", MAX_VALUE)
-        ttl = args.get("ttl")
-        if ttl is not None and not (isinstance(ttl, int | float) and ttl > 0):
-            raise BadRequest("'ttl' must be a positive number of seconds")
-        return await self._write_here(key, value, None if ttl is None else float(ttl))
+        return await self._write_here(key, value, _arg_ttl(args))
 
     def _rpc_read(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
         keys = args.get("keys")
