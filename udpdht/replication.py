@@ -171,6 +171,21 @@ class Replicator:
         low = self.responsible_low()
         return low is None or ids.in_interval(key_id, low, self.node.id, right_open=False)
 
+    def next_nodes(self, count: int) -> list[Peer]:
+        """The ``count`` nodes after us: the successors, topped up from the predecessors.
+
+        In a ring just formed, a node may know its predecessor before its first stabilize round
+        fills its successor list; in a ring smaller than the leafset the two halves hold the
+        same nodes. Either way a write or a hand-off must not go to nobody.
+        """
+        ls = self.node.leafset
+        chosen: dict[int, Peer] = {}
+        for peer in [*ls.successors, *reversed(ls.predecessors)]:
+            if len(chosen) == count:
+                break
+            chosen.setdefault(peer.id, peer)
+        return list(chosen.values())
+
     def counts(self) -> dict[str, int]:
         """Live records held as primary and as replica, and their bytes (status ``store``)."""
         now = self.node.wall_clock()
@@ -283,7 +298,7 @@ class Replicator:
         self.store.put(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
         # Replicate before acknowledging: an acknowledged write is on every live replica.
-        await self._push([record], self.node.leafset.successors[: self.config.replicas - 1])
+        await self._push([record], self.next_nodes(self.config.replicas - 1))
         return {"version": [version.stamp, version.writer], "existed": existed}
 
     async def _push(self, records: list[Record], peers: Iterable[Peer]) -> list[Peer]:
@@ -422,7 +437,7 @@ class Replicator:
     async def before_leave(self) -> None:
         """Hand everything we hold to our first r successors."""
         records = list(self.store.records())
-        targets = self.node.leafset.successors[: self.config.replicas]
+        targets = self.next_nodes(self.config.replicas)
         if records and targets:
             took = await self._push(records, targets)
             self.node.log.info("handed %d records to %d successors", len(records), len(took))
