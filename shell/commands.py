@@ -1,0 +1,314 @@
+"""The shell's command language: pure parsing, no I/O.
+
+``parse(line)`` turns one typed line into a :class:`Command`, or raises :class:`CommandError`
+whose message is one sentence a person can act on. Words are split the way a POSIX shell
+splits them, so ``put "my key" "a value with spaces"`` works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import shlex
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from udpdht.net import Address, parse_addr
+
+
+class CommandError(Exception):
+    """A line that cannot be run as typed; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One parsed command: its (canonical) name and the arguments it takes."""
+
+    name: str
+    key: str | None = None  # get, put, delete, lookup
+    value: Any = None  # put
+    ttl: float | None = None  # put --ttl
+    addr: Address | None = None  # attach, join, ping
+    action: str | None = None  # nodes: list, add, kill
+    number: int | None = None  # nodes add N, nodes kill I
+    topic: str | None = None  # help CMD
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A command as ``help`` shows it."""
+
+    name: str
+    usage: str
+    summary: str  # one line
+    details: str = ""  # more, for ``help CMD``
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("get", "get KEY", "print the value stored under KEY"),
+    Spec(
+        "put",
+        "put KEY VALUE [--json] [--ttl SECONDS]",
+        "store VALUE under KEY",
+        "VALUE is stored as the string typed; with --json it is parsed as JSON first "
+        "(put cfg --json '{\"a\": 1}'). --ttl makes the value expire. Quote words with "
+        "spaces; '--' ends the options.",
+    ),
+    Spec("delete", "delete KEY", "delete KEY and its value"),
+    Spec(
+        "lookup",
+        "lookup KEY",
+        "show which node owns KEY and the hops taken to find it",
+        "The attached node routes towards the key; each hop is shown with its round-trip time.",
+    ),
+    Spec("status", "status", "summary of the attached node"),
+    Spec(
+        "ring",
+        "ring",
+        "walk the ring through successors, from the attached node",
+        "Shows each node with the keys it holds as primary and as replica.",
+    ),
+    Spec("leafset", "leafset", "the attached node's successors and predecessors"),
+    Spec("fingers", "fingers", "the attached node's distinct fingers"),
+    Spec("stats", "stats", "the attached node's RPC counters and store counts"),
+    Spec("ping", "ping [HOST:PORT]", "round-trip time to a node (default: the attached one)"),
+    Spec(
+        "attach",
+        "attach HOST:PORT",
+        "talk to another node from now on",
+        "The node must answer a ping; otherwise the shell stays attached where it was.",
+    ),
+    Spec(
+        "join",
+        "join HOST:PORT",
+        "make the attached node join the ring of HOST:PORT (admin)",
+        "Admin commands need the node's cookie: the embedded ring's nodes have theirs; "
+        "for other nodes pass --cookie FILE when starting the shell.",
+    ),
+    Spec(
+        "leave",
+        "leave",
+        "make the attached node leave the ring gracefully (admin)",
+        "The node hands its keys to its successors and stops; the shell then attaches to "
+        "its successor.",
+    ),
+    Spec(
+        "nodes",
+        "nodes [list | add [N] | kill I]",
+        "manage the embedded ring's nodes",
+        "nodes list: the embedded nodes and their state. nodes add N: start N more nodes "
+        "that join the ring. nodes kill I: stop node I at once, as a crash would. "
+        "Only in the embedded ring (started when the shell has no --attach).",
+    ),
+    Spec("help", "help [COMMAND]", "list the commands, or explain one"),
+    Spec("quit", "quit", "leave the shell (also: exit, Ctrl-D)"),
+)
+
+COMMANDS: dict[str, Spec] = {spec.name: spec for spec in SPECS}
+ALIASES: dict[str, str] = {"exit": "quit", "?": "help", "del": "delete"}
+NODES_ACTIONS: tuple[str, ...] = ("list", "add", "kill")
+MAX_ADD = 32  # nodes one 'nodes add' may start
+
+
+def command_names() -> list[str]:
+    """Every name the shell accepts, canonical names first."""
+    return [*COMMANDS, *ALIASES]
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str | None:
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def split(line: str) -> list[str]:
+    """The words of ``line``, quoted as in a POSIX shell; CommandError on unbalanced quotes."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        detail = str(exc).lower().removesuffix(".")
+        raise CommandError(f"cannot split the line into words: {detail}") from None
+
+
+def _usage(name: str) -> str:
+    return f"usage: {COMMANDS[name].usage}"
+
+
+def _arity(name: str, args: Sequence[str], low: int, high: int, what: str) -> None:
+    if len(args) < low:
+        raise CommandError(f"'{name}' needs {what}; {_usage(name)}")
+    if len(args) > high:
+        extra = " (quote words that contain spaces)" if low else ""
+        raise CommandError(f"too many arguments for '{name}'{extra}; {_usage(name)}")
+
+
+def _key(name: str, text: str) -> str:
+    if not text:
+        raise CommandError(f"'{name}' needs a non-empty KEY; {_usage(name)}")
+    return text
+
+
+def _addr(text: str) -> Address:
+    try:
+        return parse_addr(text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _count(name: str, text: str, what: str, low: int, high: int) -> int:
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise CommandError(f"{what} must be a number {low}..{high}, got {text!r}; {_usage(name)}")
+    return int(text)
+
+
+# --- one parser per command --------------------------------------------------------------------
+
+
+def _no_args(name: str, args: list[str]) -> Command:
+    _arity(name, args, 0, 0, "no arguments")
+    return Command(name)
+
+
+def _key_only(name: str, args: list[str]) -> Command:
+    _arity(name, args, 1, 1, "a KEY")
+    return Command(name, key=_key(name, args[0]))
+
+
+def _addr_only(name: str, args: list[str]) -> Command:
+    _arity(name, args, 1, 1, "an address HOST:PORT")
+    return Command(name, addr=_addr(args[0]))
+
+
+def _ping(name: str, args: list[str]) -> Command:
+    _arity(name, args, 0, 1, "at most one address")
+    return Command(name, addr=_addr(args[0]) if args else None)
+
+
+def _put(name: str, args: list[str]) -> Command:
+    positional: list[str] = []
+    as_json = False
+    ttl: float | None = None
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            positional.extend(words)
+        elif word == "--json":
+            as_json = True
+        elif word == "--ttl" or word.startswith("--ttl="):
+            text = word.partition("=")[2] if "=" in word else next(words, "")
+            ttl = _ttl(text)
+        elif word.startswith("--") and len(word) > 2:
+            raise CommandError(
+                f"unknown option {word!r} for 'put'; to store it as it is, write: put KEY -- {word}"
+            )
+        else:
+            positional.append(word)
+    _arity(name, positional, 2, 2, "a KEY and a VALUE")
+    key, text = positional
+    value: Any = text
+    if as_json:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandError(
+                f"VALUE is not valid JSON: {exc.msg} at column {exc.colno}"
+            ) from None
+    return Command(name, key=_key(name, key), value=value, ttl=ttl)
+
+
+def _ttl(text: str) -> float:
+    try:
+        ttl = float(text)
+    except ValueError:
+        raise CommandError(f"--ttl needs a number of seconds, got {text!r}") from None
+    if not (math.isfinite(ttl) and 0 < ttl < 1e10):
+        raise CommandError(f"--ttl must be a positive number of seconds, got {text!r}")
+    return ttl
+
+
+def _nodes(name: str, args: list[str]) -> Command:
+    if not args:
+        return Command(name, action="list")
+    action, rest = args[0], args[1:]
+    if action == "list":
+        _arity(name, rest, 0, 0, "nothing after 'list'")
+        return Command(name, action=action)
+    if action == "add":
+        _arity(name, rest, 0, 1, "at most one number")
+        count = _count(name, rest[0], "N", 1, MAX_ADD) if rest else 1
+        return Command(name, action=action, number=count)
+    if action == "kill":
+        _arity(name, rest, 1, 1, "the number I of the node to kill")
+        return Command(name, action=action, number=_count(name, rest[0], "I", 0, 10_000))
+    hint = _suggest(action, NODES_ACTIONS)
+    also = f"; did you mean 'nodes {hint}'?" if hint else f"; {_usage(name)}"
+    raise CommandError(f"unknown action {action!r} for 'nodes'{also}")
+
+
+def _help(name: str, args: list[str]) -> Command:
+    _arity(name, args, 0, 1, "at most one command name")
+    if not args:
+        return Command(name)
+    topic = ALIASES.get(args[0], args[0])
+    if topic not in COMMANDS:
+        raise CommandError(_unknown(args[0]))
+    return Command(name, topic=topic)
+
+
+PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
+    "get": _key_only,
+    "put": _put,
+    "delete": _key_only,
+    "lookup": _key_only,
+    "status": _no_args,
+    "ring": _no_args,
+    "leafset": _no_args,
+    "fingers": _no_args,
+    "stats": _no_args,
+    "ping": _ping,
+    "attach": _addr_only,
+    "join": _addr_only,
+    "leave": _no_args,
+    "nodes": _nodes,
+    "help": _help,
+    "quit": _no_args,
+}
+assert set(PARSERS) == set(COMMANDS)
+
+
+def _unknown(word: str) -> str:
+    hint = _suggest(word, command_names())
+    if hint is not None:
+        return f"unknown command {word!r}; did you mean {hint!r}?"
+    return f"unknown command {word!r}; type 'help' for the list"
+
+
+def parse(line: str) -> Command:
+    """The command on ``line``; CommandError (one sentence) if it cannot be run as typed."""
+    words = split(line)
+    if not words:
+        raise CommandError("empty line: type a command, or 'help' for the list")
+    word, args = words[0], words[1:]
+    name = ALIASES.get(word, word)
+    if name not in PARSERS:
+        raise CommandError(_unknown(word))
+    return PARSERS[name](name, args)
+
+
+def help_text(topic: str | None = None) -> str:
+    """``help``: every command with its summary; ``help CMD``: its usage and details."""
+    if topic is None:
+        width = max(len(spec.usage) for spec in SPECS)
+        lines = [f"  {spec.usage:<{width}}  {spec.summary}" for spec in SPECS]
+        lines.append("Tab completes commands, addresses and keys; Ctrl-D or 'quit' leaves.")
+        return "\n".join(lines)
+    spec = COMMANDS[ALIASES.get(topic, topic)]
+    lines = [f"usage: {spec.usage}", f"  {spec.summary}"]
+    if spec.details:
+        lines.append(textwrap.fill(spec.details, 88, initial_indent="  ", subsequent_indent="  "))
+    aliases = [alias for alias, target in ALIASES.items() if target == spec.name]
+    if aliases:
+        lines.append("  also: " + ", ".join(aliases))
+    return "\n".join(lines)

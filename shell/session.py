@@ -1,0 +1,501 @@
+"""What the shell is attached to, and running commands against it.
+
+The shell is a client: it talks to nodes only through :class:`udpdht.Client`. The embedded ring
+uses :class:`udpdht.Node` just to start and stop nodes in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from udpdht import Client, DhtError, KeyNotFound, Node, ids
+from udpdht.admin import find_cookie
+from udpdht.net import Address, format_addr, parse_addr, resolve
+
+from . import render
+from .commands import Command, CommandError, help_text
+
+EMBEDDED_SIZE = 5
+PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
+SETTLE_TIMEOUT = 8.0  # seconds the embedded ring may take to close after starting
+LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
+
+
+@dataclass
+class EmbeddedNode:
+    """A node of the embedded ring; its number never changes, even once it has stopped."""
+
+    index: int
+    node: Node
+    state: str = "up"  # up, killed (crashed on purpose), left (gracefully)
+
+    @property
+    def addr(self) -> str:
+        return format_addr(self.node.addr)
+
+
+def _sentence(text: str) -> str:
+    """One line, whatever the exception said."""
+    return " ".join(text.split()) or "failed"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Session:
+    """The attached client, the embedded ring if any, and what completion and the toolbar use."""
+
+    def __init__(self, *, cookie: bytes | None = None, cookie_addr: Address | None = None) -> None:
+        self.client: Client | None = None
+        self.attached: Address | None = None
+        self.embedded: list[EmbeddedNode] | None = None
+        self.cookie = cookie  # from --cookie, for cookie_addr (or any node without its own)
+        self.cookie_addr = cookie_addr
+        # What the toolbar shows; refresh() keeps it current.
+        self.node_id: str | None = None  # hex
+        self.successor: str | None = None
+        self.last_rtt: float | None = None
+        self.answering = False
+        # Set while the shell itself reports what nodes are doing (starting many at once):
+        # their routine log records would only repeat it.
+        self.quiet = False
+        # What completion offers, most recent last.
+        self.addrs: dict[str, None] = {}
+        self.keys: dict[str, None] = {}
+        self._handlers: dict[str, Callable[[Command], Awaitable[str]]] = {
+            "get": self._get,
+            "put": self._put,
+            "delete": self._delete,
+            "lookup": self._lookup,
+            "status": self._status,
+            "ring": self._ring,
+            "leafset": self._leafset,
+            "fingers": self._fingers,
+            "stats": self._stats,
+            "ping": self._ping,
+            "attach": self._attach,
+            "join": self._join,
+            "leave": self._leave,
+            "nodes": self._nodes,
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def attached_text(self) -> str:
+        return format_addr(self.attached) if self.attached is not None else "-"
+
+    async def start_embedded(self, size: int = EMBEDDED_SIZE) -> None:
+        """Start ``size`` nodes on 127.0.0.1 in this process, wait for the ring, attach."""
+        self.embedded = []
+        await self._add_nodes(size, None)
+        await self.attach(self.embedded[0].node.addr)
+        await self._settle(size)
+
+    async def _settle(self, size: int, within: float = SETTLE_TIMEOUT) -> int:
+        """Wait (a little) until a walk from the attached node goes round all ``size`` nodes.
+
+        Returns how many nodes the last walk found answering.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        found = 0
+        while True:
+            with contextlib.suppress(CommandError):
+                entries = await self.walk()
+                found = sum("error" not in st for st in entries)
+                if len(entries) == size == found and all(
+                    st["predecessor"] is not None for st in entries
+                ):
+                    return found
+            if loop.time() > deadline:
+                return found
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await client.close()
+        if self.embedded:
+            live = [e for e in self.embedded if e.state == "up"]
+            await asyncio.gather(*(e.node.stop() for e in live), return_exceptions=True)
+            for e in live:
+                e.state = "killed"
+
+    # --- attaching -----------------------------------------------------------------------------
+
+    def _client(self) -> Client:
+        if self.client is None:
+            raise CommandError("not attached to any node: use 'attach HOST:PORT'")
+        return self.client
+
+    def _embedded_at(self, addr: str) -> EmbeddedNode | None:
+        for e in self.embedded or []:
+            if e.addr == addr:
+                return e
+        return None
+
+    def cookie_for(self, addr: Address) -> bytes | None:
+        """The admin cookie to use with the node at ``addr``, if the shell knows one."""
+        embedded = self._embedded_at(format_addr(addr))
+        if embedded is not None:
+            return embedded.node.cookie
+        if self.cookie is not None and addr == self.cookie_addr:
+            return self.cookie
+        local = find_cookie(addr[1]) if _is_loopback(addr[0]) else None
+        return local or self.cookie
+
+    async def attach(self, addr: Address, *, within: float | None = None) -> dict[str, Any]:
+        """Talk to the node at ``addr`` from now on, once it has answered; its status."""
+        addr = await resolve(addr)
+        client = Client(addr, cookie=self.cookie_for(addr))
+        await client.open()
+        try:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            st = await asyncio.wait_for(client.status(), within)
+            rtt = loop.time() - start
+        except BaseException:
+            await client.close()
+            raise
+        old, self.client, self.attached = self.client, client, addr
+        if old is not None:
+            await old.close()
+        self._note_status(st, rtt)
+        return st
+
+    async def _reattach(self, prefer: Iterable[str]) -> str | None:
+        """After the attached node went away: attach to one that answers; its address."""
+        candidates = list(prefer)
+        candidates += [e.addr for e in self.embedded or [] if e.state == "up"]
+        gone = self.attached_text
+        for text in dict.fromkeys(candidates):
+            embedded = self._embedded_at(text)
+            if text == gone or (embedded is not None and embedded.state != "up"):
+                continue
+            with contextlib.suppress(DhtError, TimeoutError, ValueError, OSError):
+                await self.attach(parse_addr(text), within=PROBE_TIMEOUT)
+                return text
+        self.answering = False
+        return None
+
+    def _note_status(self, st: dict[str, Any], rtt: float | None = None) -> None:
+        """Remember what a status of the attached node says (toolbar, completion)."""
+        if st.get("addr") == self.attached_text:
+            self.node_id = st["id"]
+            succs = st["successors"]
+            self.successor = succs[0]["addr"] if succs else None
+            self.answering = True
+            if rtt is not None:
+                self.last_rtt = rtt
+        self.remember_addr(st["addr"])
+        for peer in [*st["successors"], *st["predecessors"], *st["fingers"]]:
+            self.remember_addr(peer["addr"])
+
+    def remember_addr(self, addr: str) -> None:
+        self.addrs.pop(addr, None)
+        self.addrs[addr] = None
+
+    def remember_key(self, key: str) -> None:
+        self.keys.pop(key, None)
+        self.keys[key] = None
+
+    async def refresh(self) -> None:
+        """Ask the attached node for its status (for the toolbar); never raises a DhtError."""
+        client = self.client
+        if client is None:
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            st = await asyncio.wait_for(client.status(), PROBE_TIMEOUT)
+        except (DhtError, TimeoutError, RuntimeError, OSError):
+            if client is self.client:
+                self.answering = False
+            return
+        if client is self.client:
+            self._note_status(st, loop.time() - start)
+
+    # --- running commands ----------------------------------------------------------------------
+
+    async def execute(self, cmd: Command) -> str:
+        """Run ``cmd``; its output. Raises CommandError, whose message is one sentence."""
+        if cmd.name == "help":
+            return help_text(cmd.topic)
+        if cmd.name == "quit":
+            return ""
+        try:
+            return await self._handlers[cmd.name](cmd)
+        except CommandError:
+            raise
+        except KeyNotFound:
+            raise CommandError(f"{cmd.key!r}: not found") from None
+        except (DhtError, ValueError) as exc:
+            raise CommandError(_sentence(str(exc))) from None
+        except TimeoutError:
+            raise CommandError(f"{self.attached_text} did not answer in time") from None
+        except OSError as exc:
+            raise CommandError(_sentence(f"network error: {exc.strerror or exc}")) from None
+
+    async def _get(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        value = await self._client().get(cmd.key)
+        self.remember_key(cmd.key)
+        return render.value_text(value)
+
+    async def _put(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        await self._client().put(cmd.key, cmd.value, ttl=cmd.ttl)
+        self.remember_key(cmd.key)
+        return f"stored {cmd.key!r}" + (f" for {cmd.ttl:g} s" if cmd.ttl else "")
+
+    async def _delete(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        existed = await self._client().delete(cmd.key)
+        self.keys.pop(cmd.key, None)
+        return f"deleted {cmd.key!r}" if existed else f"{cmd.key!r} had no value; nothing deleted"
+
+    async def _lookup(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        found = await self._client().lookup(cmd.key)
+        self.remember_key(cmd.key)
+        for hop in found.hops:
+            self.remember_addr(format_addr(hop.peer.addr))
+        return "\n".join(render.lookup_lines(cmd.key, found))
+
+    async def _fresh_status(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        st = await self._client().status()
+        self._note_status(st, loop.time() - start)
+        return st
+
+    async def _status(self, cmd: Command) -> str:
+        return "\n".join(render.status_lines(await self._fresh_status()))
+
+    async def _leafset(self, cmd: Command) -> str:
+        return "\n".join(render.leafset_lines(await self._fresh_status()))
+
+    async def _fingers(self, cmd: Command) -> str:
+        return "\n".join(render.fingers_lines(await self._fresh_status()))
+
+    async def _stats(self, cmd: Command) -> str:
+        return "\n".join(render.stats_lines(await self._fresh_status()))
+
+    async def walk(self, limit: int = 64) -> list[dict[str, Any]]:
+        """The status of each node round the ring from the attached one, following successors.
+
+        Like ``Client.ring`` but a node that does not answer within PROBE_TIMEOUT is listed
+        as ``{"addr": ..., "error": ...}`` and the walk goes on from the previous node's next
+        successor, so the ring shows where it is broken while it repairs itself.
+        """
+        client = self._client()
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        dead: set[Address] = set()
+        addr, fallbacks = client.addr, list[Address]()
+        while len(out) < limit:
+            try:
+                st = await asyncio.wait_for(client.node_status(addr), PROBE_TIMEOUT)
+            except (DhtError, TimeoutError) as exc:
+                why = str(exc) or f"no answer within {PROBE_TIMEOUT:g} s"
+                out.append({"addr": format_addr(addr), "error": _sentence(why)})
+                dead.add(addr)
+                fallbacks = [a for a in fallbacks if a not in dead]
+                if not fallbacks:
+                    break
+                addr = fallbacks.pop(0)
+                continue
+            if st["id"] in seen:
+                break
+            seen.add(st["id"])
+            out.append(st)
+            succs = [parse_addr(p["addr"]) for p in st["successors"]]
+            succs = [a for a in succs if a not in dead]
+            if not succs:
+                break
+            addr, fallbacks = succs[0], succs[1:]
+        return out
+
+    async def _ring(self, cmd: Command) -> str:
+        entries = await self.walk()
+        for st in entries:
+            if "error" not in st:
+                self._note_status(st)
+        labels = {e.addr: f"#{e.index}" for e in self.embedded or []}
+        return "\n".join(render.ring_lines(entries, self.attached_text, labels))
+
+    async def _ping(self, cmd: Command) -> str:
+        client = self._client()
+        target = await resolve(cmd.addr) if cmd.addr is not None else client.addr
+        node_id, rtt = await client.ping(target)
+        text = format_addr(target)
+        self.remember_addr(text)
+        if target == client.addr:
+            self.last_rtt = rtt
+        return f"{text} (id {ids.short(node_id)}) answered in {render.duration(rtt)}"
+
+    async def _attach(self, cmd: Command) -> str:
+        assert cmd.addr is not None
+        st = await self.attach(cmd.addr)
+        admin = "" if self._client().cookie is not None else "; no cookie, so no admin commands"
+        return f"attached to {st['addr']} (id {st['id'][:8]}){admin}"
+
+    async def _join(self, cmd: Command) -> str:
+        assert cmd.addr is not None
+        target = await resolve(cmd.addr)
+        successor = await self._client().join(target)
+        self.remember_addr(format_addr(target))
+        after = f"; its successor is {successor}" if successor is not None else ""
+        return f"{self.attached_text} joined the ring of {format_addr(target)}{after}"
+
+    async def _leave(self, cmd: Command) -> str:
+        client = self._client()
+        st = await client.status()
+        gone = self.attached_text
+        await client.leave()
+        # The node leaves just after replying; wait until it has handed its keys over.
+        embedded = self._embedded_at(gone)
+        if embedded is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(embedded.node.finished.wait(), LEAVE_TIMEOUT)
+            embedded.state = "left"
+        else:
+            await self._until_silent(client, LEAVE_TIMEOUT)
+        self.addrs.pop(gone, None)
+        new = await self._reattach(p["addr"] for p in st["successors"])
+        text = f"{gone} left the ring; its keys went to its successors"
+        if new is None:
+            return text + "; no other node answers, so 'attach HOST:PORT' to go on"
+        return text + f"; now attached to {new}"
+
+    @staticmethod
+    async def _until_silent(client: Client, within: float) -> None:
+        """Wait until the client's node stops answering (it is leaving), for ``within`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            try:
+                await asyncio.wait_for(client.status(), 0.5)
+            except (DhtError, TimeoutError):
+                return
+            await asyncio.sleep(0.1)
+
+    # --- the embedded ring ---------------------------------------------------------------------
+
+    async def _nodes(self, cmd: Command) -> str:
+        if self.embedded is None:
+            raise CommandError(
+                "'nodes' works only in the embedded ring (start the shell without --attach)"
+            )
+        if cmd.action == "add":
+            assert cmd.number is not None
+            return await self._nodes_add(cmd.number)
+        if cmd.action == "kill":
+            assert cmd.number is not None
+            return await self._nodes_kill(cmd.number)
+        return await self._nodes_list()
+
+    async def _add_nodes(self, count: int, bootstrap: Address | None) -> list[EmbeddedNode]:
+        """Start ``count`` nodes, joining through ``bootstrap`` (None: the first starts a ring)."""
+        assert self.embedded is not None
+        added = []
+        for _ in range(count):
+            node = Node("127.0.0.1", 0)
+            await node.start()
+            try:
+                if bootstrap is not None:
+                    await node.join(bootstrap)
+            except BaseException:
+                await node.stop()
+                raise
+            bootstrap = bootstrap or node.addr
+            entry = EmbeddedNode(len(self.embedded), node)
+            self.embedded.append(entry)
+            self.remember_addr(entry.addr)
+            added.append(entry)
+        return added
+
+    async def _nodes_add(self, count: int) -> str:
+        assert self.embedded is not None
+        live = [e for e in self.embedded if e.state == "up"]
+        via = self._embedded_at(self.attached_text)
+        bootstrap = via if via is not None and via.state == "up" else (live[0] if live else None)
+        self.quiet = True
+        try:
+            added = await self._add_nodes(count, bootstrap.node.addr if bootstrap else None)
+        finally:
+            self.quiet = False
+        how = f"joined the ring through {bootstrap.addr}" if bootstrap else "started a new ring"
+        lines = [f"node #{e.index} at {e.addr} (id {ids.short(e.node.id)}) {how}" for e in added]
+        if not self.answering or self.client is None:
+            new = await self._reattach([added[0].addr])
+            if new is not None:
+                lines.append(f"now attached to {new}")
+        # Wait until the ring has taken them in, so that 'ring' shows them at once.
+        up = sum(e.state == "up" for e in self.embedded)
+        found = await self._settle(up, within=5.0)
+        if found == up:
+            lines.append(f"the ring has {up} nodes")
+        else:
+            lines.append(f"a walk round the ring finds {found} of {up} nodes so far")
+        return "\n".join(lines)
+
+    async def _nodes_kill(self, index: int) -> str:
+        assert self.embedded is not None
+        if not 0 <= index < len(self.embedded):
+            last = len(self.embedded) - 1
+            raise CommandError(f"there is no embedded node #{index} (they are #0..#{last})")
+        entry = self.embedded[index]
+        if entry.state != "up":
+            raise CommandError(f"embedded node #{index} has already {entry.state}")
+        was_attached = entry.addr == self.attached_text
+        prefer: list[str] = []
+        if was_attached:
+            with contextlib.suppress(DhtError, TimeoutError):
+                st = await asyncio.wait_for(self._client().status(), PROBE_TIMEOUT)
+                prefer = [p["addr"] for p in st["successors"]]
+        await entry.node.stop()
+        entry.state = "killed"
+        text = f"killed node #{index} at {entry.addr} without warning; the ring repairs itself"
+        if was_attached:
+            new = await self._reattach(prefer)
+            text += f"; now attached to {new}" if new else "; no embedded node is left"
+        return text
+
+    async def _nodes_list(self) -> str:
+        assert self.embedded is not None
+        client = self._client() if self.client is not None else None
+
+        async def counts(e: EmbeddedNode) -> tuple[int | None, int | None]:
+            if e.state != "up" or client is None:
+                return None, None
+            try:
+                st = await asyncio.wait_for(client.node_status(e.node.addr), PROBE_TIMEOUT)
+            except (DhtError, TimeoutError):
+                return None, None
+            return st["store"]["primary"], st["store"]["replica"]
+
+        found = await asyncio.gather(*(counts(e) for e in self.embedded))
+        rows = [
+            render.NodeRow(
+                index=e.index,
+                addr=e.addr,
+                node_id=ids.to_hex(e.node.id),
+                state=e.state,
+                attached=e.addr == self.attached_text,
+                primary=primary,
+                replica=replica,
+            )
+            for e, (primary, replica) in zip(self.embedded, found, strict=True)
+        ]
+        return "\n".join(render.nodes_lines(rows))
