@@ -61,6 +61,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import positive, progress  # bench/common.py
+
 from udpdht import wire
 from udpdht.errors import DhtError
 from udpdht.net import Address, UdpNetwork
@@ -77,10 +79,6 @@ ONE, TWO = "one-process", "two-process"
 
 Call = Callable[[Address, str, dict[str, Any]], Awaitable[Any]]
 ChildPorts = tuple[int, int]  # (rpc port, echo port) of the server child
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- the bare echo baseline --------------------------------------------------------------------
@@ -492,13 +490,6 @@ def report(rows: list[Row], loops: list[str], settings: Settings) -> dict[str, A
         },
         "results": [row.as_dict() for row in rows],
     }
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -61,6 +61,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import positive, progress, save_plot  # bench/common.py
+
 from udpdht import ids
 from udpdht.net import run_virtual
 from udpdht.node import Node
@@ -70,10 +72,6 @@ DEFAULT_PLOT = Path(__file__).resolve().parent / "out" / "sim_failures.png"
 DEFAULT_PS = (0.05, 0.10, 0.20, 0.30, 0.40, 0.50)
 QUICK_PS = (0.10, 0.30, 0.50)
 TARGET = "failed_after == 0 (failed_before ~ p is acceptable)"
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def peak_rss_mb() -> float:
@@ -305,18 +303,7 @@ def plot(rows: list[Row], path: Path) -> None:
     ax.set_title(f"Simultaneous failures, {rows[0].nodes} nodes, {rows[0].lookups} lookups each")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    progress(f"plot written to {path}")
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    save_plot(fig, path)
 
 
 def fraction(text: str) -> float:

@@ -54,6 +54,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import positive, progress, save_plot  # bench/common.py
+
 from udpdht import ids
 from udpdht.net import run_virtual
 from udpdht.node import Node
@@ -62,10 +64,6 @@ from udpdht.sim import Sim
 DEFAULT_PLOT = Path(__file__).resolve().parent / "out" / "sim_paths.png"
 TARGET = "mean_hops <= 0.5*log2(N)"
 OWNER_SPOT_CHECKS = 20  # lookups per N also checked against Sim.true_owner itself
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def percentile(ordered: list[int], q: float) -> int:
@@ -263,18 +261,7 @@ def plot(rows: list[Row], path: Path) -> None:
     ax.set_title(f"Lookup path length, ideal ring ({rows[0].lookups} lookups per N)")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    progress(f"plot written to {path}")
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    save_plot(fig, path)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,31 @@
+"""Plumbing the benchmarks share: progress on stderr, argument types, writing a plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def progress(text: str) -> None:
+    """Progress goes to stderr, so that stdout holds only the table or the JSON object."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def save_plot(fig: Any, path: Path) -> None:
+    """Lay out, write and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    progress(f"plot written to {path}")
