@@ -11,6 +11,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .node import Node
+from .server import Server
 
 __all__ = [
     "Client",
@@ -20,6 +21,7 @@ __all__ = [
     "Node",
     "RemoteError",
     "RpcTimeout",
+    "Server",
     "Unauthorized",
     "ValueTooLarge",
 ]

@@ -214,6 +214,18 @@ class Node:
             self._tasks.append(loop.create_task(self._sync_store()))
         self.log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
+    def advertise(self, addr: Address) -> None:
+        """Name this node ``addr`` to its peers instead of the address it is bound to.
+
+        For a node bound to a wildcard (``0.0.0.0``, ``::``): it lists itself in its answers to
+        lookups, and the wildcard there would send every asker to its own machine. Call it
+        after ``start`` and before ``join``, while no peer has seen the node's own entry.
+        """
+        if self.leafset.successors or self.leafset.predecessors:
+            raise RuntimeError("advertise() must come before the node joins a ring")
+        self.addr = addr
+        self.leafset = LeafSet(Peer(self.id, addr), self.config.leafset)
+
     async def stop(self) -> None:
         """Stop at once (a crash, as far as the ring can tell). See :meth:`leave`."""
         # Not the task running this (an admin's shutdown or leave runs as one of them).
