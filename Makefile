@@ -22,6 +22,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy udpdht shell
+	$(VENV)/bin/mypy tests
 
 # The whole suite: style, types, then every test.
 test: lint typecheck

@@ -81,7 +81,7 @@ def node_process(*args: str, port: int = 0, startup_timeout: float = 20.0) -> It
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + startup_timeout
-        seen = []
+        seen: list[str] = []
         addr: Address | None = None
         while addr is None:
             if time.monotonic() > deadline or proc.poll() is not None:

@@ -249,7 +249,7 @@ def test_handler_runs_once_when_its_reply_is_lost() -> None:
             return "done"
 
         server.register("transfer", transfer)
-        dropped = []
+        dropped: list[bytes] = []
 
         def drop_first_reply(src: Address, dst: Address, data: bytes) -> bool:
             if src == server.addr and not dropped:
@@ -280,7 +280,12 @@ def test_reply_from_wrong_address_is_ignored() -> None:
 
         server.register("slow", slow)
         seen: list[bytes] = []
-        net.set_drop_filter(lambda s, d, data: bool(seen.append(data)) and False)
+
+        def record(src: Address, dst: Address, data: bytes) -> bool:
+            seen.append(data)
+            return False  # drop nothing; just watch
+
+        net.set_drop_filter(record)
         call = asyncio.create_task(client.call(server.addr, "slow"))
         await asyncio.sleep(0.1)
         request = wire.decode(seen[0])

@@ -227,7 +227,7 @@ async def test_unsupported_values_raise_like_kademlia() -> None:
 
         for bad in ([1, 2], {"a": 1}, None, (1,), Colour.RED, Name("x"), 1 + 2j):
             with pytest.raises(TypeError, match="Value must be of type"):
-                await server.set("key", bad)
+                await server.set("key", bad)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             await server.set("key", 2**64)  # an int msgpack cannot carry
         with pytest.raises(ValueTooLarge):
