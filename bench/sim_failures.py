@@ -117,7 +117,7 @@ async def one_lookup(node: Node, key: int, owners: Owners, out: Outcome) -> None
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        found = await node._lookup(key)
+        found = await node.lookup_id(key)
     except Exception:
         out.raised += 1
     else:

@@ -124,7 +124,7 @@ class Owners:
 async def one_lookup(node: Node, key: int) -> tuple[int, int] | BaseException:
     """(owner id, hops) of one lookup, or the exception it raised."""
     try:
-        found = await node._lookup(key)
+        found = await node.lookup_id(key)
     except Exception as exc:
         return exc
     return found.owner.id, len(found.hops)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from udpdht import ids
-from udpdht.node import Lookup
+from udpdht.lookup import Lookup
 
 
 def duration(seconds: float) -> str:

@@ -29,7 +29,7 @@ async def test_20_nodes_in_one_process_form_the_ideal_ring() -> None:
         ring = sorted(nodes, key=lambda n: n.id)
         for i, node in enumerate(nodes):
             key = (node.id + 1) & ids.MASK  # owned by the node's successor
-            found = await nodes[(i * 7) % 20]._lookup(key)
+            found = await nodes[(i * 7) % 20].lookup_id(key)
             assert found.owner.id == ring[(ring.index(node) + 1) % 20].id
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))

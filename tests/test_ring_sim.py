@@ -26,7 +26,7 @@ async def assert_lookups_correct(sim: Sim, count: int, seed: int) -> float:
     rng = random.Random(seed)
     members = list(sim.joined.values())
     queries = [(rng.choice(members), rng.getrandbits(ids.BITS)) for _ in range(count)]
-    found = await asyncio.gather(*(node._lookup(key) for node, key in queries))
+    found = await asyncio.gather(*(node.lookup_id(key) for node, key in queries))
     for (_, key), result in zip(queries, found, strict=True):
         assert result.owner.id == sim.true_owner(key).id, f"wrong owner for {ids.short(key)}"
     return sum(len(r.hops) for r in found) / count
@@ -122,7 +122,7 @@ def test_lookup_skips_a_dead_hop(seed: int) -> None:
         else:
             raise AssertionError("no lookup with a first hop found")
         await sim.crash(sim.joined[candidates[0].id])  # the best next hop is dead
-        found = await start._lookup(key)
+        found = await start.lookup_id(key)
         assert found.owner == sim.true_owner(key)
         assert candidates[0].id not in [h.peer.id for h in found.hops]
         assert candidates[0] not in start.fingers.distinct()  # and the requester forgot it
@@ -152,7 +152,7 @@ def test_one_node_ring_and_two_node_ring() -> None:
     async def main() -> None:
         sim = Sim(seed=13)
         first = await sim.first()
-        found = await first._lookup(12345)
+        found = await first.lookup_id(12345)
         assert found.owner.id == first.id and found.hops == []
         second = await sim.join(first)
         await sim.wait_ideal(within=10)
@@ -160,8 +160,8 @@ def test_one_node_ring_and_two_node_ring() -> None:
         assert second.leafset.predecessors == [first.peer]
         for key in (first.id, second.id, first.id + 1, second.id + 1):
             key &= ids.MASK
-            assert (await first._lookup(key)).owner == sim.true_owner(key)
-            assert (await second._lookup(key)).owner == sim.true_owner(key)
+            assert (await first.lookup_id(key)).owner == sim.true_owner(key)
+            assert (await second.lookup_id(key)).owner == sim.true_owner(key)
         await sim.leave(second)
         assert first.leafset.successors == [] and first.leafset.predecessors == []
         await sim.stop()
@@ -214,7 +214,7 @@ def test_lookup_is_iterative_with_a_trace() -> None:
         far = (node.id + ids.RING // 2) & ids.MASK
         loop = asyncio.get_running_loop()
         start = loop.time()
-        found = await node._lookup(far)
+        found = await node.lookup_id(far)
         assert found.owner == sim.true_owner(far)
         assert 1 <= len(found.hops) <= 9
         for hop in found.hops:

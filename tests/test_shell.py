@@ -33,7 +33,7 @@ from shell.app import (
 from shell.commands import COMMANDS, Command, CommandError, help_text, parse
 from shell.session import Session
 from udpdht import Node
-from udpdht.node import Hop, Lookup
+from udpdht.lookup import Hop, Lookup
 from udpdht.routing import Peer
 
 # --- parsing -----------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from . import __version__, ids
 from .admin import COOKIE_FILE, default_data_dir, write_cookie
 from .client import Client
 from .errors import DhtError, KeyNotFound
+from .lookup import Lookup
 from .net import Address, format_addr, parse_addr
 from .net import run as run_loop
-from .node import Lookup, Node, NodeConfig
+from .node import Node, NodeConfig
 from .replication import StoreConfig
 
 log = logging.getLogger("udpdht")

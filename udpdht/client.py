@@ -12,8 +12,8 @@ from typing import Any
 from . import ids, wire
 from .admin import sign
 from .errors import DhtError, Unauthorized, ValueTooLarge
+from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve
-from .node import Hop, Lookup
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 from .storage import MAX_KEY, MAX_VALUE

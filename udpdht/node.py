@@ -30,21 +30,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
-from .errors import BadRequest, DhtError, RemoteError, RpcTimeout, Unavailable
+from .errors import BadRequest, DhtError, Unavailable
+from .lookup import PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
 from .net import Address, Network, UdpNetwork, format_addr, resolve
 from .replication import Replicator, StoreConfig
-from .routing import FingerTable, LeafSet, Peer, closest_preceding, peers_from_wire
+from .routing import FingerTable, LeafSet, Peer, next_hop, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 
 log = logging.getLogger("udpdht.node")
-
-#: Failures that mean "that peer is no use right now": no answer, an error, or nonsense.
-PEER_FAILURES = (RpcTimeout, RemoteError, ValueError, KeyError, TypeError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -54,23 +52,6 @@ class NodeConfig:
     lookup_tries: int = 2  # sends per lookup hop before trying the next-best candidate
     lookup_width: int = 3  # candidates a hop returns (fallbacks when one is dead)
     max_hops: int = 64
-
-
-class Hop(NamedTuple):
-    peer: Peer
-    rtt_s: float
-
-
-class Lookup(NamedTuple):
-    """Where a key lives: its owner, the hops taken to learn it, and the owner's successors."""
-
-    owner: Peer
-    hops: list[Hop]
-    successors: list[Peer]
-
-
-class LookupFailed(Unavailable):
-    """Every candidate on the way to a key failed."""
 
 
 def _key_bytes(key: str | bytes) -> bytes:
@@ -261,7 +242,7 @@ class Node:
         """Join the ring that ``bootstrap`` belongs to."""
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
-        found = await self._lookup(self.id, start=bootstrap)
+        found = await self.lookup_id(self.id, start=bootstrap)
         owner: Peer | None = found.owner
         if found.owner.id == self.id and found.owner.addr == self.addr:
             # Our own entry from before a restart, still in the ring's tables: our successor
@@ -456,7 +437,7 @@ class Node:
                 looked_up = False
             else:
                 try:
-                    owner = (await self._lookup(start)).owner
+                    owner = (await self.lookup_id(start)).owner
                 except (LookupFailed, *PEER_FAILURES):
                     return
                 looked_up = True
@@ -468,100 +449,22 @@ class Node:
     # --- lookups -------------------------------------------------------------------------------
 
     def local_find(self, key: int) -> tuple[bool, list[Peer]]:
-        """One routing step at this node: ``(True, [owner, ...])`` when it knows the owner of
-        ``key``, else ``(False, candidates)``: nodes closer to the key, best first."""
-        ls = self.leafset
-        own = ls.own
-        succ, pred = ls.successor, ls.predecessor
-        if succ is None:
-            if pred is None or ids.in_interval(key, pred.id, self.id, right_open=False):
-                return True, [own]  # alone, or the key falls to us
-            return True, [pred, own]  # a ring of two whose successor is not set yet
-        if ids.in_interval(key, self.id, succ.id, right_open=False):
-            return True, ls.successors
-        if pred is not None and ids.in_interval(key, pred.id, self.id, right_open=False):
-            return True, [own, *ls.successors]
-        if ls.covers(key):
-            # Answer only with the owner's r-1 successors too (a read or write needs them when
-            # the owner is dead); near the leafset's far end, one more hop knows them.
-            owners = ls.owner(key)
-            if len(owners) >= self.store_config.replicas or len(ls.successors) < ls.half:
-                return True, owners
-        candidates = closest_preceding(
-            self.id, key, [*self.fingers.distinct(), *ls.peers()], self.config.lookup_width
+        """One routing step at this node (see routing.next_hop)."""
+        return next_hop(
+            self.leafset,
+            self.fingers,
+            key,
+            width=self.config.lookup_width,
+            min_owners=self.store_config.replicas,
         )
-        if not candidates:
-            return True, ls.successors
-        # Fingers go stale when nodes leave; successors are kept alive by stabilization. The
-        # nearest successor before the key is always among the candidates, as a last resort.
-        walk = closest_preceding(self.id, key, ls.successors, 1)
-        if walk and walk[0] not in candidates:
-            candidates.append(walk[0])
-        return False, candidates
 
     async def lookup(self, key: str | bytes) -> Lookup:
         """Find the owner of a key, with the hop trace."""
-        return await self._lookup(ids.hash_key(key))
+        return await self.lookup_id(ids.hash_key(key))
 
-    async def _lookup(self, key: int, *, start: Address | None = None) -> Lookup:
-        """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
-
-        Each hop returns a few candidates; one that does not answer is dropped and the next-best
-        asked. ``start`` begins at a node given by address (joining: we know no one yet).
-        """
-        loop = asyncio.get_running_loop()
-        tried: dict[Address, bool] = {self.addr: True}
-        if start is None:
-            done, nodes = self.local_find(key)
-            if done:
-                return Lookup(nodes[0], [], nodes[1:])
-            queue = nodes
-        else:
-            queue = [Peer(-1, start)]  # id unknown until it answers
-        hops: list[Hop] = []
-        failures: list[str] = []
-        for _ in range(self.config.max_hops):
-            peer = next((p for p in queue if p.addr not in tried), None)
-            if peer is None and start is None and not hops:
-                # Every first candidate failed; they are gone from our tables now, so our
-                # tables may offer others (kept alive, the successors at worst).
-                done, nodes = self.local_find(key)
-                if done:
-                    return Lookup(nodes[0], hops, nodes[1:])
-                queue = nodes
-                peer = next((p for p in queue if p.addr not in tried), None)
-            if peer is None:
-                break
-            tried[peer.addr] = True
-            # Few tries when another candidate can take over; the full count for the last one.
-            fallback = any(p.addr not in tried for p in queue)
-            tries = self.config.lookup_tries if fallback else 0
-            sent = loop.time()
-            try:
-                reply = await self._call(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
-                done, nodes = bool(reply["done"]), peers_from_wire(reply["nodes"])
-                if reply.get("id") is not None and peer.id == -1:
-                    peer = Peer(ids.from_bytes(reply["id"]), peer.addr)
-            except PEER_FAILURES as exc:
-                failures.append(f"{peer}: {type(exc).__name__}")
-                if peer.id == -1:
-                    continue
-                if tries:
-                    # A quick try failed: maybe dead, maybe just slow. Skip it here and drop the
-                    # finger, but leave the leafset to stabilize, which asks with full tries.
-                    self.fingers.remove(peer.id)
-                else:
-                    self._peer_failed(peer)
-                continue
-            hops.append(Hop(peer, loop.time() - sent))
-            if done and nodes:
-                return Lookup(nodes[0], hops, nodes[1:])
-            fresh = [p for p in nodes if p.addr not in tried]
-            queue = sorted(fresh + queue, key=lambda p: ids.distance(p.id, key))
-        tried_text = "; ".join(failures[-4:]) or "no candidate"
-        raise LookupFailed(
-            f"no live route to {ids.short(key)} after {len(hops)} hops ({tried_text})"
-        )
+    async def lookup_id(self, key: int, *, start: Address | None = None) -> Lookup:
+        """Find the owner of a ring position; ``start`` begins at a node given by address."""
+        return await iterative_lookup(self, key, start=start)
 
     # --- handlers ------------------------------------------------------------------------------
 

@@ -218,7 +218,7 @@ class Replicator:
         for attempt in range(self.config.write_attempts):
             if attempt:  # routing moved on under us: give stabilization a moment
                 await asyncio.sleep(self.node.config.stabilize_period * attempt)
-            found = await self.node._lookup(key_id)
+            found = await self.node.lookup_id(key_id)
             for target in [found.owner, *found.successors][: self.config.replicas]:
                 try:
                     if target.id == self.node.id:
@@ -239,7 +239,7 @@ class Replicator:
         """The newest live record of ``key``; KeyNotFound when absent, deleted or expired."""
         check_key(key)
         key_id = ids.hash_key(key)
-        found = await self.node._lookup(key_id)
+        found = await self.node.lookup_id(key_id)
         targets = [found.owner, *found.successors][: self.config.replicas]
         primary, replicas = targets[0], targets[1:]
         best: Record | None = None
@@ -486,7 +486,7 @@ class Replicator:
         strays = [r for r in self.store.records() if not self.holds(r.key_id)]
         for record in strays[:200]:  # a bounded share per round
             try:
-                found = await self.node._lookup(record.key_id)
+                found = await self.node.lookup_id(record.key_id)
             except DhtError:
                 continue
             targets = [found.owner, *found.successors][: self.config.replicas]

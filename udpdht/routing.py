@@ -206,3 +206,37 @@ def closest_preceding(own: int, key: int, candidates: Iterable[Peer], count: int
             seen[p.id] = p
     ranked = sorted(seen.values(), key=lambda p: ids.distance(p.id, key))
     return ranked[:count]
+
+
+def next_hop(
+    ls: LeafSet, fingers: FingerTable, key: int, *, width: int, min_owners: int
+) -> tuple[bool, list[Peer]]:
+    """One routing step at a node: ``(True, [owner, ...])`` when its tables know the owner of
+    ``key`` (with ``min_owners`` - 1 nodes after it where it can), else ``(False, candidates)``:
+    up to ``width`` nodes closer to the key, best first, plus one successor as a last resort.
+    """
+    own = ls.own
+    succ, pred = ls.successor, ls.predecessor
+    if succ is None:
+        if pred is None or ids.in_interval(key, pred.id, own.id, right_open=False):
+            return True, [own]  # alone, or the key falls to us
+        return True, [pred, own]  # a ring of two whose successor is not set yet
+    if ids.in_interval(key, own.id, succ.id, right_open=False):
+        return True, ls.successors
+    if pred is not None and ids.in_interval(key, pred.id, own.id, right_open=False):
+        return True, [own, *ls.successors]
+    if ls.covers(key):
+        # Answer only with the owner's r-1 successors too (a read or write needs them when
+        # the owner is dead); near the leafset's far end, one more hop knows them.
+        owners = ls.owner(key)
+        if len(owners) >= min_owners or len(ls.successors) < ls.half:
+            return True, owners
+    candidates = closest_preceding(own.id, key, [*fingers.distinct(), *ls.peers()], width)
+    if not candidates:
+        return True, ls.successors
+    # Fingers go stale when nodes leave; successors are kept alive by stabilization. The
+    # nearest successor before the key is always among the candidates, as a last resort.
+    walk = closest_preceding(own.id, key, ls.successors, 1)
+    if walk and walk[0] not in candidates:
+        candidates.append(walk[0])
+    return False, candidates

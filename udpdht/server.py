@@ -43,8 +43,9 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
+from .lookup import PEER_FAILURES
 from .net import Address, format_addr, resolve
-from .node import PEER_FAILURES, Node, NodeConfig
+from .node import Node, NodeConfig
 from .replication import StoreConfig
 from .routing import Peer
 
