@@ -292,39 +292,9 @@ class Session:
         return "\n".join(render.stats_lines(await self._fresh_status()))
 
     async def walk(self, limit: int = 64) -> list[dict[str, Any]]:
-        """The status of each node round the ring from the attached one, following successors.
-
-        Like ``Client.ring`` but a node that does not answer within PROBE_TIMEOUT is listed
-        as ``{"addr": ..., "error": ...}`` and the walk goes on from the previous node's next
-        successor, so the ring shows where it is broken while it repairs itself.
-        """
-        client = self._client()
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        dead: set[Address] = set()
-        addr, fallbacks = client.addr, list[Address]()
-        while len(out) < limit:
-            try:
-                st = await asyncio.wait_for(client.node_status(addr), PROBE_TIMEOUT)
-            except (DhtError, TimeoutError) as exc:
-                why = str(exc) or f"no answer within {PROBE_TIMEOUT:g} s"
-                out.append({"addr": format_addr(addr), "error": _sentence(why)})
-                dead.add(addr)
-                fallbacks = [a for a in fallbacks if a not in dead]
-                if not fallbacks:
-                    break
-                addr = fallbacks.pop(0)
-                continue
-            if st["id"] in seen:
-                break
-            seen.add(st["id"])
-            out.append(st)
-            succs = [parse_addr(p["addr"]) for p in st["successors"]]
-            succs = [a for a in succs if a not in dead]
-            if not succs:
-                break
-            addr, fallbacks = succs[0], succs[1:]
-        return out
+        """``Client.ring``, with each unreachable node's error made one sentence."""
+        entries = await self._client().ring(limit)
+        return [{**e, "error": _sentence(e["error"])} if "error" in e else e for e in entries]
 
     async def _ring(self, cmd: Command) -> str:
         entries = await self.walk()

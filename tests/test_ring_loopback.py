@@ -117,3 +117,28 @@ def test_node_with_unreachable_bootstrap_fails_clearly() -> None:
         result = udpdht("node", "--port", "0", "--bootstrap", lonely.addr_text, timeout=60)
     assert result.returncode == 1
     assert "could not join the ring" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_client_ring_walk_steps_over_a_crashed_node() -> None:
+    nodes = [Node("127.0.0.1", 0, config=FAST) for _ in range(5)]
+    try:
+        for node in nodes:
+            await node.start()
+        for node in nodes[1:]:
+            await node.join(nodes[0].addr)
+        await wait_until(lambda: not ideal_problems(nodes), within=30)
+        ring = sorted(nodes, key=lambda n: n.id)
+        start, victim = ring[0], ring[2]
+        await victim.stop()  # a crash: nobody is told; walk at once, before any repair
+        async with Client(start.addr) as client:
+            entries = await client.ring()
+        assert [e.get("id") for e in entries] == [
+            ids.to_hex(ring[0].id),
+            ids.to_hex(ring[1].id),
+            None,  # the dead node: listed with its error, and the walk went on
+            ids.to_hex(ring[3].id),
+            ids.to_hex(ring[4].id),
+        ]
+        assert "did not answer" in entries[2]["error"]
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))

@@ -152,31 +152,41 @@ class Client:
 
     # --- walking the ring ---------------------------------------------------------------------
 
-    async def node_status(self, addr: Address) -> dict[str, Any]:
+    async def node_status(self, addr: Address, *, tries: int | None = None) -> dict[str, Any]:
         """The status of any node, through this client's socket."""
-        result: dict[str, Any] = await self.endpoint.call(addr, "status")
+        result: dict[str, Any] = await self.endpoint.call(addr, "status", tries=tries)
         return result
 
-    async def ring(self, limit: int = 64) -> list[dict[str, Any]]:
+    async def ring(self, limit: int = 64, *, tries: int = 2) -> list[dict[str, Any]]:
         """Status of each node round the ring from the attached one, following successors.
 
-        Stops when the walk comes back to the start, after ``limit`` nodes, or at a node that
-        does not answer (its entry is then ``{"addr": ..., "error": ...}``).
+        A node that does not answer within ``tries`` sends is listed as
+        ``{"addr": ..., "error": ...}`` and the walk goes on from the previous node's next
+        successor, so a ring under repair shows where it is broken. Stops when the walk comes
+        back to a node already seen, or after ``limit`` entries.
         """
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
-        addr = self.addr
-        for _ in range(limit):
+        dead: set[Address] = set()
+        addr, fallbacks = self.addr, list[Address]()
+        while len(out) < limit:
             try:
-                st = await self.node_status(addr)
+                st = await self.node_status(addr, tries=tries)
             except DhtError as exc:
                 out.append({"addr": format_addr(addr), "error": str(exc)})
-                break
+                dead.add(addr)
+                fallbacks = [a for a in fallbacks if a not in dead]
+                if not fallbacks:
+                    break
+                addr = fallbacks.pop(0)
+                continue
             if st["id"] in seen:
                 break
             seen.add(st["id"])
             out.append(st)
-            if not st["successors"]:
+            succs = [parse_addr(p["addr"]) for p in st["successors"]]
+            succs = [a for a in succs if a not in dead]
+            if not succs:
                 break
-            addr = parse_addr(st["successors"][0]["addr"])
+            addr, fallbacks = succs[0], succs[1:]
         return out
