@@ -85,8 +85,9 @@ SPECS: tuple[Spec, ...] = (
         "join",
         "join HOST:PORT",
         "make the attached node join the ring of HOST:PORT (admin)",
-        "Admin commands need the node's cookie: the embedded ring's nodes have theirs; "
-        "for other nodes pass --cookie FILE when starting the shell.",
+        "Admin commands need the node's cookie: the embedded ring's nodes have theirs, and a "
+        "local node's is found in its default data dir; otherwise start the shell with "
+        "--cookie FILE.",
     ),
     Spec(
         "leave",
@@ -118,9 +119,17 @@ def command_names() -> list[str]:
     return [*COMMANDS, *ALIASES]
 
 
+# Commands that change the ring are suggested only for a near miss: 'clear' must not offer
+# 'leave', which takes the attached node out of the ring.
+_CAREFUL = {"leave": 0.8, "join": 0.8}
+
+
 def _suggest(word: str, choices: Sequence[str]) -> str | None:
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return found[0] if found else None
+    for found in difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6):
+        ratio = difflib.SequenceMatcher(None, word, found).ratio()
+        if ratio >= _CAREFUL.get(found, 0.6):
+            return found
+    return None
 
 
 def split(line: str) -> list[str]:

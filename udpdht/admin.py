@@ -104,22 +104,24 @@ class Verifier:
         """The request's arguments without ``auth``; Unauthorized if it is not genuine."""
         auth = args.get("auth")
         if not (isinstance(auth, list) and len(auth) == 3):
-            raise Unauthorized("admin request without credentials: it needs the node's cookie")
+            raise Unauthorized(
+                "unauthorized: admin request without credentials (it needs the cookie)"
+            )
         ts, nonce, mac = auth
         if not isinstance(ts, int | float) or not isinstance(nonce, bytes):
-            raise Unauthorized("malformed credentials")
+            raise Unauthorized("unauthorized: malformed credentials")
         rest = {k: v for k, v in args.items() if k != "auth"}
         if not isinstance(mac, bytes) or not hmac.compare_digest(
             mac, _mac(self.cookie, method, ts, nonce, rest)
         ):
-            raise Unauthorized("wrong cookie: the signature does not match")
+            raise Unauthorized("unauthorized: wrong cookie (the signature does not match)")
         if abs(now - ts) > WINDOW:
-            raise Unauthorized(f"request signed {now - ts:+.0f} s away from the node's clock")
+            raise Unauthorized(f"unauthorized: signed {now - ts:+.0f} s away from the node's clock")
         while self._seen and (
             next(iter(self._seen.values())) < now - WINDOW or len(self._seen) >= MAX_NONCES
         ):
             self._seen.popitem(last=False)
         if nonce in self._seen:
-            raise Unauthorized("replayed request: this signature was already used")
+            raise Unauthorized("unauthorized: replayed request (this signature was used before)")
         self._seen[nonce] = float(ts)
         return rest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,10 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, ids
-from .admin import COOKIE_FILE, default_data_dir, write_cookie
+from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .client import Client
 from .errors import DhtError, KeyNotFound
 from .lookup import Lookup
@@ -70,12 +71,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="udpdht", description="A peer-to-peer distributed hash table over UDP."
-    )
+    parser = _Parser(prog="udpdht", description="A peer-to-peer distributed hash table over UDP.")
     parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -204,6 +212,11 @@ def _setup_logging(level: str) -> _LogFormat:
     return fmt
 
 
+def _why(exc: OSError) -> str:
+    """'address already in use', not uvloop's 'could not bind to local_addr'."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
 
 
@@ -223,8 +236,7 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     try:
         await node.start()
     except OSError as exc:
-        reason = exc.strerror or exc
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
     fmt.node = ids.short(node.id)
     cookie_path = _publish_cookie(node)
     print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
@@ -236,7 +248,7 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         if stop.is_set():  # the second Ctrl-C: no more waiting
             print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
             os._exit(130)
-        log.info("leaving the ring (Ctrl-C again to stop at once)")
+        log.info("leaving the ring (send the signal again to stop at once)")
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -248,7 +260,6 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
             except BaseException:
                 await node.stop()
                 raise
-            print(f"joined the ring; successor {node.leafset.successor}", flush=True)
         # Run until a signal, or until an admin makes the node leave or shut down.
         finished = loop.create_task(node.finished.wait())
         signalled = loop.create_task(stop.wait())
@@ -265,17 +276,29 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await node.stop()
+        _unpublish_cookie(node)
     return 0
 
 
 def _publish_cookie(node: Node) -> Path:
-    """Where local tools find the node's cookie: its data dir, else the default per port."""
+    """Where local tools find the node's cookie: its data dir, else the default per port
+    (for a memory node; :func:`_unpublish_cookie` removes it again at exit)."""
     if node.data_dir is not None:
         return node.data_dir / COOKIE_FILE
     assert node.cookie is not None
     path = default_data_dir(node.addr[1]) / COOKIE_FILE
     write_cookie(path, node.cookie)
     return path
+
+
+def _unpublish_cookie(node: Node) -> None:
+    if node.data_dir is not None or node.addr[1] == 0:
+        return
+    path = default_data_dir(node.addr[1]) / COOKIE_FILE
+    with contextlib.suppress(OSError):
+        if read_cookie(path) == node.cookie:  # not one a later node on this port wrote
+            path.unlink()
+            path.parent.rmdir()  # only if nothing else is kept there
 
 
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
@@ -444,7 +467,7 @@ async def _run_cluster(args: argparse.Namespace) -> int:
             try:
                 await node.start()
             except OSError as exc:
-                raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror}") from None
+                raise UsageError(f"cannot listen on {args.host}:{port}: {_why(exc)}") from None
             nodes.append(node)
             if i:
                 await node.join(nodes[0].addr)
@@ -464,6 +487,8 @@ async def _run_cluster(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await asyncio.gather(*(n.stop() for n in nodes))
+        for n in nodes:
+            _unpublish_cookie(n)
     return 0
 
 

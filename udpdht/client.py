@@ -11,7 +11,7 @@ from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import DhtError, Unauthorized, ValueTooLarge
+from .errors import DhtError, RemoteError, Unauthorized, ValueTooLarge
 from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve
 from .routing import Peer, peers_from_wire
@@ -133,7 +133,11 @@ class Client:
                 f"{method.removeprefix('admin_')} needs the node's cookie "
                 "(the file 'cookie' in its data dir; pass it with --cookie FILE)"
             )
-        return await self.call(method, sign(self.cookie, method, args, time.time()))
+        try:
+            return await self.call(method, sign(self.cookie, method, args, time.time()))
+        except RemoteError as exc:  # "admin_join: ..." -> "join: ..."
+            text = exc.message.removeprefix(f"{method}: ")
+            raise type(exc)(f"{method.removeprefix('admin_')}: {text}", exc.code) from None
 
     async def join(self, addr: Address) -> Peer | None:
         """Make the attached node join the ring that ``addr`` belongs to; its new successor."""

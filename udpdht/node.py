@@ -587,6 +587,10 @@ class Node:
         target = rest.get("addr")
         if not (isinstance(target, list) and len(target) == 2 and isinstance(target[0], str)):
             raise BadRequest("'addr' must be [host, port]")
+        if (target[0], target[1]) == self.addr:
+            raise BadRequest("that is this node itself: give the address of another ring's node")
+        if self.leafset.successors or self.leafset.predecessors:
+            raise BadRequest("this node is already in a ring; make it leave first")
         try:
             await self.join((target[0], int(target[1])))
         except DhtError as exc:

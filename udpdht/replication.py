@@ -440,7 +440,7 @@ class Replicator:
         targets = self.next_nodes(self.config.replicas)
         if records and targets:
             took = await self._push(records, targets)
-            self.node.log.info("handed %d records to %d successors", len(records), len(took))
+            self.node.log.info("handed %d records to %d successor(s)", len(records), len(took))
 
     async def sync_round(self) -> None:
         """One anti-entropy round: purge, sync our primary range, move what is not ours."""
