@@ -190,7 +190,17 @@ class ShellCompleter(Completer):
         for word, meta in self._candidates(before):
             if word.startswith(typed) and word != typed:
                 shown = word if not before else _quote(word)
+                if self._takes_more(before, word):
+                    shown += " "  # so the next word can be typed (or completed) at once
                 yield Completion(shown, start_position=-len(raw), display=word, display_meta=meta)
+
+    @staticmethod
+    def _takes_more(before: list[str], word: str) -> bool:
+        """Whether a completed ``word`` is followed by more arguments."""
+        if not before:
+            spec = COMMANDS.get(word)
+            return spec is not None and " " in spec.usage
+        return before == ["nodes"] and word in ("add", "kill")
 
     def _candidates(self, before: list[str]) -> list[tuple[str, str]]:
         if not before:

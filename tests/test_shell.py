@@ -189,13 +189,15 @@ def test_completion() -> None:
     session.remember_key("alpha")
     session.remember_key("my key")
     session.remember_addr("127.0.0.1:7001")
-    assert _completions(session, "ge") == ["get"]
-    assert set(_completions(session, "")) == set(COMMANDS)
+    assert _completions(session, "ge") == ["get "]  # a space: the key comes next
+    assert _completions(session, "qu") == ["quit"]  # nothing follows quit
+    assert {c.strip() for c in _completions(session, "")} == set(COMMANDS)
     assert _completions(session, "get al") == ["alpha"]
     assert _completions(session, "get m") == ["'my key'"]
     assert _completions(session, "delete 'my") == ["'my key'"]
     assert _completions(session, "ping 127") == ["127.0.0.1:7001"]
-    assert _completions(session, "nodes k") == ["kill"]
+    assert _completions(session, "nodes k") == ["kill "]
+    assert _completions(session, "nodes l") == ["list"]
     assert _completions(session, "help lo") == ["lookup"]
     assert _completions(session, "get alpha ") == []
 
