@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from helpers import NodeProcess, node_process, udpdht, wait_until
@@ -17,22 +17,29 @@ from udpdht.sim import ideal_problems, ring_problems
 FAST = NodeConfig(stabilize_period=0.2)
 
 
-async def test_20_nodes_in_one_process_form_the_ideal_ring() -> None:
-    nodes = [Node("127.0.0.1", 0, config=FAST) for _ in range(20)]
+@contextlib.asynccontextmanager
+async def ideal_ring(count: int) -> AsyncIterator[list[Node]]:
+    """``count`` nodes in this process, joined through the first, in the ideal state."""
+    nodes = [Node("127.0.0.1", 0, config=FAST) for _ in range(count)]
     try:
         for node in nodes:
             await node.start()
         for node in nodes[1:]:
             await node.join(nodes[0].addr)
         await wait_until(lambda: not ideal_problems(nodes), within=30)
+        yield nodes
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_20_nodes_in_one_process_form_the_ideal_ring() -> None:
+    async with ideal_ring(20) as nodes:
         assert ring_problems(nodes) == []
         ring = sorted(nodes, key=lambda n: n.id)
         for i, node in enumerate(nodes):
             key = (node.id + 1) & ids.MASK  # owned by the node's successor
             found = await nodes[(i * 7) % 20].lookup_id(key)
             assert found.owner.id == ring[(ring.index(node) + 1) % 20].id
-    finally:
-        await asyncio.gather(*(n.stop() for n in nodes))
 
 
 def _ideal(statuses: list[dict[str, Any]]) -> bool:
@@ -120,13 +127,7 @@ def test_node_with_unreachable_bootstrap_fails_clearly() -> None:
 
 
 async def test_client_ring_walk_steps_over_a_crashed_node() -> None:
-    nodes = [Node("127.0.0.1", 0, config=FAST) for _ in range(5)]
-    try:
-        for node in nodes:
-            await node.start()
-        for node in nodes[1:]:
-            await node.join(nodes[0].addr)
-        await wait_until(lambda: not ideal_problems(nodes), within=30)
+    async with ideal_ring(5) as nodes:
         ring = sorted(nodes, key=lambda n: n.id)
         start, victim = ring[0], ring[2]
         await victim.stop()  # a crash: nobody is told; walk at once, before any repair
@@ -140,5 +141,3 @@ async def test_client_ring_walk_steps_over_a_crashed_node() -> None:
             ids.to_hex(ring[4].id),
         ]
         assert "did not answer" in entries[2]["error"]
-    finally:
-        await asyncio.gather(*(n.stop() for n in nodes))
