@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from udpdht import Client
 
 Address = tuple[str, int]
 
@@ -102,3 +105,37 @@ def data_dir(tmp_path: Path, name: str) -> str:
     path = tmp_path / name
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def _ideal(statuses: list[dict[str, Any]]) -> bool:
+    """Whether these status objects (every live node) describe the ideal ring."""
+    order = sorted(st["id"] for st in statuses)
+    n = len(order)
+    for st in statuses:
+        i = order.index(st["id"])
+        want_s = [order[(i + k) % n] for k in range(1, n)][:8]
+        want_p = [order[(i - k) % n] for k in range(1, n)][:8]
+        if [p["id"] for p in st["successors"]] != want_s:
+            return False
+        if [p["id"] for p in st["predecessors"]] != want_p:
+            return False
+    return True
+
+
+async def statuses(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
+    """Every node's status, asked over UDP."""
+
+    async def one(node: NodeProcess) -> dict[str, Any]:
+        async with Client(node.addr) as client:
+            return await client.status()
+
+    return list(await asyncio.gather(*(one(n) for n in nodes)))
+
+
+async def wait_processes_ideal(nodes: list[NodeProcess], within: float) -> None:
+    """Wait until these node processes (every live one) form the ideal ring."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not _ideal(await statuses(nodes)):
+        assert loop.time() < deadline, "the ring did not reach its ideal state in time"
+        await asyncio.sleep(0.5)

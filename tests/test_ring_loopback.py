@@ -6,9 +6,15 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
-from helpers import NodeProcess, node_process, udpdht, wait_until
+from helpers import (
+    NodeProcess,
+    node_process,
+    statuses,
+    udpdht,
+    wait_processes_ideal,
+    wait_until,
+)
 
 from udpdht import Client, Node, ids
 from udpdht.node import NodeConfig
@@ -42,37 +48,6 @@ async def test_20_nodes_in_one_process_form_the_ideal_ring() -> None:
             assert found.owner.id == ring[(ring.index(node) + 1) % 20].id
 
 
-def _ideal(statuses: list[dict[str, Any]]) -> bool:
-    """Whether these status objects (every live node) describe the ideal ring."""
-    order = sorted(st["id"] for st in statuses)
-    n = len(order)
-    for st in statuses:
-        i = order.index(st["id"])
-        want_s = [order[(i + k) % n] for k in range(1, n)][:8]
-        want_p = [order[(i - k) % n] for k in range(1, n)][:8]
-        if [p["id"] for p in st["successors"]] != want_s:
-            return False
-        if [p["id"] for p in st["predecessors"]] != want_p:
-            return False
-    return True
-
-
-async def _statuses(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
-    async def one(node: NodeProcess) -> dict[str, Any]:
-        async with Client(node.addr) as client:
-            return await client.status()
-
-    return list(await asyncio.gather(*(one(n) for n in nodes)))
-
-
-async def _wait_ideal(nodes: list[NodeProcess], within: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not _ideal(await _statuses(nodes)):
-        assert loop.time() < deadline, "the ring did not reach its ideal state in time"
-        await asyncio.sleep(0.5)
-
-
 @contextlib.contextmanager
 def ring_of_processes(count: int) -> Iterator[list[NodeProcess]]:
     with contextlib.ExitStack() as stack:
@@ -86,15 +61,15 @@ def ring_of_processes(count: int) -> Iterator[list[NodeProcess]]:
 
 async def test_six_node_processes_repair_after_sigkill() -> None:
     with ring_of_processes(6) as nodes:
-        await _wait_ideal(nodes, within=30)
+        await wait_processes_ideal(nodes, within=30)
         victim = nodes[3]
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=10)
         survivors = [n for n in nodes if n is not victim]
-        await _wait_ideal(survivors, within=30)
-        statuses = await _statuses(survivors)
+        await wait_processes_ideal(survivors, within=30)
+        states = await statuses(survivors)
         dead = victim.addr_text
-        for st in statuses:
+        for st in states:
             assert dead not in [p["addr"] for p in st["successors"] + st["predecessors"]]
         # `udpdht lookup` from any survivor names a live owner.
         result = udpdht("lookup", "--node", survivors[0].addr_text, "some-key")
@@ -104,7 +79,7 @@ async def test_six_node_processes_repair_after_sigkill() -> None:
 
 async def test_sigterm_is_a_graceful_leave() -> None:
     with ring_of_processes(4) as nodes:
-        await _wait_ideal(nodes, within=30)
+        await wait_processes_ideal(nodes, within=30)
         leaver = nodes[1]
         leaver.signal(signal.SIGTERM)
         code, output = leaver.wait()
@@ -112,8 +87,8 @@ async def test_sigterm_is_a_graceful_leave() -> None:
         survivors = [n for n in nodes if n is not leaver]
         # The neighbours were told: the ring is whole again without waiting for a failure to
         # be detected (that would take several timed-out tries).
-        await _wait_ideal(survivors, within=5)
-        for st in await _statuses(survivors):
+        await wait_processes_ideal(survivors, within=5)
+        for st in await statuses(survivors):
             assert st["rpc"]["timeouts"] == 0
 
 

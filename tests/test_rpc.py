@@ -287,7 +287,7 @@ def test_reply_from_wrong_address_is_ignored() -> None:
 
         net.set_drop_filter(record)
         call = asyncio.create_task(client.call(server.addr, "slow"))
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: bool(seen), within=1)
         request = wire.decode(seen[0])
         assert isinstance(request, wire.Request)
         # The forger knows the request id, but is not the address the request went to.

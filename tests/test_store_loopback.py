@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import NodeProcess, node_process, udpdht
+from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal
 
 from udpdht import Client, KeyNotFound, ValueTooLarge
 
@@ -60,7 +60,7 @@ async def test_eight_nodes_survive_kill_restart_and_three_leaves(tmp_path: Path)
 
         first = start("n0")
         nodes = [first] + [start(f"n{i}", "--bootstrap", first.addr_text) for i in range(1, 8)]
-        await asyncio.sleep(3)  # a few stabilization rounds; puts retry meanwhile anyway
+        await wait_processes_ideal(nodes, within=30)
         await put_keys(nodes[1], KEYS)
         assert await missing_keys(nodes[2], KEYS) == []
 
