@@ -255,3 +255,26 @@ def test_value_and_key_limits() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_one_sync_round_pulls_more_than_one_datagram_of_records() -> None:
+    async def main() -> None:
+        sim = Sim(seed=29, store_config=StoreConfig(replicas=R, sync_period=3600.0))
+        await sim.build_ideal(10, maintenance=True)
+        node = next(iter(sim.joined.values()))
+        primary = sim.joined[sim.responsible(b"seed")[0].id]
+        keys = []
+        for i in range(400):  # ten keys the same primary owns, 20 kB each: ~200 kB in all
+            key = f"big-{i}".encode()
+            if sim.responsible(key)[0].id == primary.id:
+                await node.put(key, b"v" * 20_000)
+                keys.append(key)
+            if len(keys) == 10:
+                break
+        for key in keys:  # the primary loses them (a disk restored from an old backup)
+            primary.replicator.store.remove(key)
+        await primary.replicator.sync_round()  # one round, no waiting for another
+        assert all(primary.replicator.store.get(k) is not None for k in keys)
+        await sim.stop()
+
+    run_virtual(main())

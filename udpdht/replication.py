@@ -355,6 +355,7 @@ class Replicator:
             raise BadRequest("'keys' must be a list of at most 1000 keys")
         out: list[list[object]] = []
         size = 0
+        read = 0
         for key in keys:
             if not isinstance(key, bytes):
                 raise BadRequest("keys are bytes")
@@ -362,9 +363,10 @@ class Replicator:
             if record is not None:
                 size += record.size() + 64
                 if out and size > BATCH_BYTES:
-                    break  # the caller asks again for what is missing
+                    break  # a full datagram: ``read`` tells the caller where to go on
                 out.append(record.to_wire())
-        return {"records": out}
+            read += 1
+        return {"records": out, "read": read}
 
     def _rpc_push(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
         applied = sum(self.store.put(r) for r in _records(args.get("records")))
@@ -474,10 +476,12 @@ class Replicator:
         pull = [k for k, v in theirs.items() if k not in ours or v > ours[k].version]
         if push:
             await self._push(push, [peer])
-        for start in range(0, len(pull), 500):
+        start = 0
+        while start < len(pull):
             reply = await self.node._call(peer, "store_read", {"keys": pull[start : start + 500]})
             for record in _records(reply.get("records")):
                 self.store.put(record)
+            start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
 
     async def _move_strays(self) -> None:
         """Records outside ``(pred_r, self]`` go to where they belong, then leave us."""
