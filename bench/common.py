@@ -20,6 +20,19 @@ def positive(text: str) -> int:
     return value
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None (with a word why) when it is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        progress("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_plot(fig: Any, path: Path) -> None:
     """Lay out, write and close a matplotlib figure."""
     import matplotlib.pyplot as plt

@@ -61,7 +61,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress, save_plot  # bench/common.py
+from common import positive, progress, pyplot, save_plot  # bench/common.py
 
 from udpdht import ids
 from udpdht.net import run_virtual
@@ -284,13 +284,9 @@ def table(rows: list[Row], warmup: float) -> str:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        progress("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     ps = [r.p for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5))

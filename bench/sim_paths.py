@@ -54,7 +54,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress, save_plot  # bench/common.py
+from common import positive, progress, pyplot, save_plot  # bench/common.py
 
 from udpdht import ids
 from udpdht.net import run_virtual
@@ -240,13 +240,9 @@ def report(rows: list[Row], seed: int, total_s: float) -> dict[str, Any]:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        progress("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     xs = [r.nodes for r in rows]
     means = [r.mean_hops for r in rows]

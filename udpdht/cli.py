@@ -78,6 +78,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _key_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand that asks one node about one key: ``NAME --node H:P KEY``."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p.add_argument("key", metavar="KEY")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="udpdht", description="A peer-to-peer distributed hash table over UDP.")
     parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
@@ -85,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
 
-    p = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
+    p: argparse.ArgumentParser = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=7000, help="UDP port (0: any free port)")
     p.add_argument(
@@ -129,28 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("put", help="store a value under a key")
-    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
-    p.add_argument("key", metavar="KEY")
+    p = _key_command(sub, "put", "store a value under a key")
     p.add_argument("value", metavar="VALUE")
     p.add_argument("--json", action="store_true", help="VALUE is JSON (else: a string)")
     p.add_argument("--ttl", type=_seconds, metavar="SECONDS", help="expire after this long")
     p.set_defaults(func=cmd_put)
 
-    p = sub.add_parser("get", help="print the value of a key (exit 1 when absent)")
-    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
-    p.add_argument("key", metavar="KEY")
+    p = _key_command(sub, "get", "print the value of a key (exit 1 when absent)")
     p.add_argument("--json", action="store_true", help="print the value as JSON")
     p.set_defaults(func=cmd_get)
 
-    p = sub.add_parser("delete", help="delete a key")
-    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
-    p.add_argument("key", metavar="KEY")
+    p = _key_command(sub, "delete", "delete a key")
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("lookup", help="find the node that owns a key, with the hop trace")
-    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
-    p.add_argument("key", metavar="KEY")
+    p = _key_command(sub, "lookup", "find the node that owns a key, with the hop trace")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_lookup)
 
