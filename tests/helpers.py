@@ -71,16 +71,24 @@ class NodeProcess:
         return self.proc.returncode, out
 
 
-@contextmanager
-def node_process(*args: str, port: int = 0, startup_timeout: float = 20.0) -> Iterator[NodeProcess]:
-    """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "udpdht", "node", "--port", str(port), *args],
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """Start `udpdht ARGS` in the background, stdout and stderr together in one text pipe.
+
+    The caller ends it (node_process does; a test using this directly must too).
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "udpdht", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=ENV,
     )
+
+
+@contextmanager
+def node_process(*args: str, port: int = 0, startup_timeout: float = 20.0) -> Iterator[NodeProcess]:
+    """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit."""
+    proc = spawn("node", "--port", str(port), *args)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + startup_timeout

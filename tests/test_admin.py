@@ -7,13 +7,11 @@ import os
 import re
 import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import ENV, node_process, udpdht
+from helpers import node_process, spawn, udpdht
 
 from udpdht import Client, KeyNotFound, Node, Unauthorized
 from udpdht.admin import COOKIE_FILE, Verifier, read_cookie, sign
@@ -90,13 +88,7 @@ async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Pa
 
 
 def test_cluster_runs_one_ring_and_stops_on_ctrl_c() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "udpdht", "cluster", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=ENV,
-    )
+    proc = spawn("cluster", "3")
     try:
         assert proc.stdout is not None
         addrs: list[str] = []
