@@ -285,9 +285,6 @@ class SimNetwork:
         if self._bound.get(addr) is transport:
             del self._bound[addr]
 
-    def is_bound(self, addr: Address) -> bool:
-        return addr in self._bound
-
     def partition(self, *groups: Iterable[Address]) -> None:
         """Only addresses in the same group (or in none) can talk to each other."""
         self._group = {a: i for i, group in enumerate(groups) for a in group}

@@ -133,7 +133,6 @@ class Replicator:
         self.node = node
         self.store = store
         self.config = config
-        self.syncs = 0  # anti-entropy exchanges that found a difference (for tests and status)
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -465,7 +464,6 @@ class Replicator:
         )
         if reply["digest"] == mine:
             return
-        self.syncs += 1
         theirs = {
             bytes(key): Version(int(stamp), bytes(writer))
             for key, stamp, writer in await self._scan(peer, lo, hi, values=False)

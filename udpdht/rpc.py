@@ -194,9 +194,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._loop = asyncio.get_running_loop()
         self.addr: Address = ("", 0)
-        # Optional hook run on every decoded request before its handler (the node uses it to
-        # learn about peers). Kept as one attribute rather than a list: it is on the hot path.
-        self.on_request: Callable[[wire.Request, Address], None] | None = None
 
     @classmethod
     async def bind(
@@ -233,8 +230,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             if cached[0] is not _IN_PROGRESS:
                 self._send(cached[0], addr)
             return
-        if self.on_request is not None:
-            self.on_request(req, addr)
         entry = self._handlers.get(req.method)
         if entry is None:
             self._answer(key, self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method"))
