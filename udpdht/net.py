@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import random
 import selectors
 import socket
@@ -110,16 +111,26 @@ class UdpNetwork:
         return transport
 
 
+#: ``UDPDHT_LOOP=asyncio`` forces the standard loop even where uvloop is installed (tests
+#: replay attacks on both: a failed ``sendto`` is fatal to an asyncio transport, not to uvloop's).
+LOOP_ENV = "UDPDHT_LOOP"
+
+
 def new_event_loop(*, use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
-    """uvloop when installed (the ``fast`` extra), else the standard loop."""
-    if use_uvloop:
+    """uvloop when installed (the ``fast`` extra) and not refused by ``$UDPDHT_LOOP``, else the
+    standard loop."""
+    choice = os.environ.get(LOOP_ENV, "auto")
+    if choice not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"${LOOP_ENV} must be auto, asyncio or uvloop, not {choice!r}")
+    if use_uvloop and choice != "asyncio":
         try:
             import uvloop
 
             loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
             return loop
         except ImportError:
-            pass
+            if choice == "uvloop":
+                raise ValueError(f"${LOOP_ENV}=uvloop but uvloop is not installed") from None
     return asyncio.new_event_loop()
 
 
