@@ -1,39 +1,54 @@
 """Tests of udpdht.storage: versions, newer-wins puts, tombstones, ranges, TTL purge, the wire
-form of a record, and DiskStore persistence (across close/reopen and across a killed process).
+form of a record, DiskStore persistence (across close/reopen and across a killed process), the
+counters, bucket digests and paged scans, and the migration of a first-layout store file.
 
 Every store test runs on both engines through the ``make_store``/``store`` fixtures; the
 hypothesis tests compare each engine with a tiny model (the max version wins; ``(lo, hi]`` is
-``ids.in_interval(..., right_open=False)``; ``purge`` drops ``expires_at <= now``).
+``ids.in_interval(..., right_open=False)``; ``purge`` drops ``expires_at <= now``, earliest
+first; a digest is the XOR of ``record_hash``; a page is cut by the rule of PROTOCOL §10.4).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from udpdht import ids
+from udpdht import ids, storage
 from udpdht.ids import RING
 from udpdht.storage import (
+    BUCKETS,
     MAX_KEY,
     MAX_VALUE,
+    PURGE_LIMIT,
+    Cursor,
     DiskStore,
+    Entry,
     MemoryStore,
     Record,
     Store,
+    StoreStats,
     Version,
     newer,
+    record_hash,
 )
 
 ENGINES = ["memory", "disk"]
@@ -459,6 +474,449 @@ def test_live() -> None:
     assert rec(b"k", b"v", 1).live(1e300)
     assert rec(b"k", b"v", 1, expires_at=5.0).live(4.999)
     assert not rec(b"k", b"v", 1, expires_at=5.0).live(5.0)
+
+
+# -- counters, bucket digests, pages: the model ---------------------------------------------------
+
+SHIFT = ids.BITS - storage.BUCKET_BITS
+T = TypeVar("T")
+
+
+def bucket_keys() -> list[bytes]:
+    """Keys crowded into a few buckets: the first and last (the ring wraps between them), two
+    neighbours and the fullest of a sample, so that intervals cut buckets with several records
+    and edge pieces, whole buckets and the wrap all occur. Plus a few keys anywhere."""
+    by_bucket: dict[int, list[bytes]] = {}
+    for i in range(30_000):
+        key = b"p%d" % i
+        by_bucket.setdefault(ids.hash_key(key) >> SHIFT, []).append(key)
+    fullest = max(by_bucket, key=lambda b: len(by_bucket[b]))
+    chosen = [0, 1, BUCKETS - 1, fullest, (fullest + 1) % BUCKETS]
+    out = [k for b in chosen for k in by_bucket.get(b, [])[:4]]
+    return out + [b"anywhere-%d" % i for i in range(6)]
+
+
+POOL = bucket_keys()
+POOL_IDS = [ids.hash_key(k) for k in POOL]
+_edges = [b << SHIFT for b in {i >> SHIFT for i in POOL_IDS}]
+bounds = st.one_of(
+    any_id,
+    st.sampled_from(POOL_IDS).flatmap(lambda i: st.sampled_from([i, (i - 1) % RING, i + 1])),
+    st.sampled_from(_edges).flatmap(lambda e: st.sampled_from([e, e - 1, e + 1])),
+).map(lambda i: i % RING)
+pool_keys = st.sampled_from(POOL)
+pool_records = st.builds(
+    Record,
+    key=pool_keys,
+    value=values,
+    version=versions,
+    expires_at=st.one_of(expiries, st.sampled_from([math.inf, -math.inf])),
+)
+nows = st.one_of(st.sampled_from([0.0, 1.0, 1.5, 2.0, 10.0, math.inf]), st.floats(-1e6, 1e6))
+
+
+def ring_order(low: int) -> Callable[[Record], tuple[int, bytes]]:
+    """Sort key of ring order from just after ``low``: clockwise distance, then key."""
+    return lambda r: ((r.key_id - low - 1) % RING, r.key)
+
+
+def model_range(model: dict[bytes, Record], lo: int, hi: int) -> list[Record]:
+    inside = [r for r in model.values() if ids.in_interval(r.key_id, lo, hi, right_open=False)]
+    return sorted(inside, key=ring_order(lo))
+
+
+def model_digest(rs: list[Record]) -> tuple[bytes, int]:
+    x = 0
+    for r in rs:
+        x ^= record_hash(r)
+    return x.to_bytes(20, "big"), len(rs)
+
+
+def model_stats(model: dict[bytes, Record]) -> StoreStats:
+    rs = model.values()
+    return StoreStats(len(rs), sum(r.size() for r in rs), sum(r.is_tombstone for r in rs))
+
+
+def entry(r: Record) -> Entry:
+    return Entry(r.key, r.version, r.expires_at, r.is_tombstone, r.size())
+
+
+def model_pages(
+    rows: list[tuple[Cursor, int, T]], limit: int, budget: int
+) -> list[tuple[list[T], Cursor | None]]:
+    """Every page of a scan, by the rule: stop after ``limit`` items or before the item that
+    takes the running cost over ``budget``, one item at least; the cursor is the position of
+    the last item, None on the last page."""
+    pages: list[tuple[list[T], Cursor | None]] = []
+    i = 0
+    while True:
+        page: list[T] = []
+        total = 0
+        last: Cursor | None = None
+        while i < len(rows):
+            position, cost, item = rows[i]
+            if page and (len(page) >= limit or total + cost > budget):
+                break
+            total += cost
+            page.append(item)
+            last = position
+            i += 1
+        pages.append((page, last if i < len(rows) else None))
+        if i == len(rows):
+            return pages
+
+
+Scan = Callable[..., tuple[list[T], Cursor | None]]
+
+
+def all_pages(
+    scan: Scan[T], lo: int, hi: int, limit: int, budget: int
+) -> list[tuple[list[T], Cursor | None]]:
+    pages: list[tuple[list[T], Cursor | None]] = []
+    after: Cursor | None = None
+    for _ in range(10_000):
+        page, after = scan(lo, hi, after, limit=limit, budget=budget)
+        pages.append((page, after))
+        if after is None:
+            return pages
+    raise AssertionError("a scan did not end")
+
+
+def check_store_range(
+    store: Store,
+    model: dict[bytes, Record],
+    lo: int,
+    hi: int,
+    limit: int,
+    budget: int,
+    after: Cursor,
+) -> None:
+    """Every range query of ``store`` on ``(lo, hi]`` against the brute-force model."""
+    inside = model_range(model, lo, hi)
+    assert store.count_range(lo, hi) == (len(inside), sum(r.size() for r in inside))
+    assert store.digest(lo, hi) == model_digest(inside)
+    positions = [(r.key_id, r.key) for r in inside]
+    rows = [(p, r.size() + 64, r) for p, r in zip(positions, inside, strict=True)]
+    assert all_pages(store.scan_records, lo, hi, limit, budget) == model_pages(rows, limit, budget)
+    vrows = [(p, len(r.key) + 64, entry(r)) for p, r in zip(positions, inside, strict=True)]
+    assert all_pages(store.scan_versions, lo, hi, limit, budget) == model_pages(
+        vrows, limit, budget
+    )
+    # resuming after any position, a key's or not, inside the range or not
+    rank = ring_order(lo)
+    start = ((after[0] - lo - 1) % RING, after[1])
+    rest = [entry(r) for r in inside if rank(r) > start]
+    assert store.scan_versions(lo, hi, after, limit=10_000, budget=10**9) == (rest, None)
+    # what is outside: (hi, lo], in ring order from hi
+    out = [] if lo == hi else sorted(
+        (r for r in model.values() if r not in inside), key=ring_order(hi)
+    )  # fmt: skip
+    assert store.outside(lo, hi, limit) == out[:limit]
+    out_rest = [r for r in out if ring_order(hi)(r) > ((after[0] - hi - 1) % RING, after[1])]
+    assert store.outside(lo, hi, limit, after=after) == out_rest[:limit]
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random puts, batches, removes, purges and reopenings on both engines and a model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="udpdht-store-test-"))
+        self.model: dict[bytes, Record] = {}
+        self.memory = MemoryStore()
+        self.disk = DiskStore(self.directory)
+
+    def teardown(self) -> None:
+        self.disk.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def engines(self) -> tuple[Store, Store]:
+        return self.memory, self.disk
+
+    def apply(self, r: Record) -> bool:
+        if not newer(r, self.model.get(r.key)):
+            return False
+        self.model[r.key] = r
+        return True
+
+    @rule(r=pool_records)
+    def put(self, r: Record) -> None:
+        applied = self.apply(r)
+        for store in self.engines():
+            assert store.put(r) == applied
+
+    @rule(rs=st.lists(pool_records, max_size=6))
+    def put_many(self, rs: list[Record]) -> None:
+        applied = sum(self.apply(r) for r in rs)
+        for store in self.engines():
+            assert store.put_many(rs) == applied
+
+    @rule(key=pool_keys)
+    def remove(self, key: bytes) -> None:
+        self.model.pop(key, None)
+        for store in self.engines():
+            store.remove(key)
+
+    @rule(now=nows, limit=st.one_of(st.integers(1, 4), st.just(PURGE_LIMIT)))
+    def purge(self, now: float, limit: int) -> None:
+        due = [r for r in self.model.values() if r.expires_at is not None and r.expires_at <= now]
+        due = sorted(due, key=lambda r: (r.expires_at, r.key))[:limit]  # earliest first
+        for r in due:
+            del self.model[r.key]
+        for store in self.engines():
+            assert store.purge(now, limit) == len(due)
+
+    @rule()
+    def reopen(self) -> None:
+        """The bucket state rebuilt from the file is the state kept while writing."""
+        self.disk.close()
+        self.disk = DiskStore(self.directory)
+
+    @rule(
+        lo=bounds,
+        hi=st.one_of(bounds, st.none()),
+        limit=st.integers(1, 4),
+        budget=st.integers(0, 300),
+        after=st.tuples(bounds, st.one_of(pool_keys, st.just(b""))),
+    )
+    def ranges(
+        self, lo: int, hi: int | None, limit: int, budget: int, after: tuple[int, bytes]
+    ) -> None:
+        hi = lo if hi is None else hi  # None: the whole ring
+        for store in self.engines():
+            check_store_range(store, self.model, lo, hi, limit, budget, after)
+
+    @invariant()
+    def same_contents(self) -> None:
+        for store in self.engines():
+            assert store.stats() == model_stats(self.model)
+            assert len(store) == len(self.model)
+            assert by_key(store.records()) == self.model
+            ring = self.model_ring()
+            assert store.digest(0, 0) == model_digest(ring)
+
+    def model_ring(self) -> list[Record]:
+        return list(self.model.values())
+
+
+StoreMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+test_store_machine = StoreMachine.TestCase
+
+
+# -- counters, bucket digests, pages: direct tests ---------------------------------------------
+
+
+def test_record_hash_is_sha1_of_the_protocol_bytes() -> None:
+    r = rec(b"a", b"value not hashed", 1_700_000_000_000, b"\x86" * 20, 99.0)
+    raw = b"\x00\x01a" + (1_700_000_000_000).to_bytes(8, "big") + b"\x86" * 20
+    assert record_hash(r) == int.from_bytes(hashlib.sha1(raw).digest(), "big")
+    # neither the value nor the expiry counts: equal digests mean equal (key, version) sets
+    assert record_hash(r) == record_hash(rec(b"a", None, 1_700_000_000_000, b"\x86" * 20))
+
+
+def test_empty_store_counters(store: Store) -> None:
+    assert store.stats() == StoreStats(0, 0, 0)
+    assert store.count_range(0, 0) == (0, 0)
+    assert store.digest(5, 5) == (bytes(20), 0)
+    assert store.scan_records(0, 0) == ([], None)
+    assert store.scan_versions(1, 0) == ([], None)
+    assert store.outside(1, 2, 10) == []
+    assert store.purge(1e300) == 0
+
+
+def test_stats_count_tombstones_and_expired(store: Store) -> None:
+    store.put(rec(b"value", b"12345", 1))
+    store.put(rec(b"tomb", None, 1, expires_at=5.0))
+    store.put(rec(b"old", b"x", 1, expires_at=1.0))  # expired, not purged: still held
+    assert store.stats() == StoreStats(3, 5 + 5 + 4 + 3 + 1, 1)
+    store.put(rec(b"value", None, 2, expires_at=9.0))  # a value becomes a tombstone
+    assert store.stats() == StoreStats(3, 5 + 4 + 3 + 1, 2)
+    assert store.purge(5.0) == 2
+    assert store.stats() == StoreStats(1, 5, 1)
+    store.remove(b"value")
+    assert store.stats() == StoreStats(0, 0, 0) and len(store) == 0
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_purge_limit_earliest_first(store: Store, limit: int) -> None:
+    store.put(rec(b"b", b"v", 1, expires_at=2.0))
+    store.put(rec(b"a", b"v", 1, expires_at=2.0))
+    store.put(rec(b"c", b"v", 1, expires_at=1.0))
+    store.put(rec(b"c", b"v", 2, expires_at=3.0))  # replaced: now due last
+    assert store.purge(10.0, limit) == limit
+    assert {r.key for r in store.records()} == {b"a", b"b", b"c"} - set([b"a", b"b", b"c"][:limit])
+
+
+def test_scan_page_budget_and_cursor(store: Store) -> None:
+    rs = [rec(b"k%02d" % i, b"v" * 100, 1) for i in range(30)]
+    store.put_many(rs)
+    ordered = sorted(rs, key=lambda r: (r.key_id, r.key))
+    lo = ordered[0].key_id  # so the ring order from lo starts at ordered[1]
+    page, cursor = store.scan_records(lo, lo, limit=100, budget=3 * (103 + 64))
+    assert page == ordered[1:4]
+    assert cursor == (ordered[3].key_id, ordered[3].key)
+    page, cursor = store.scan_records(lo, lo, cursor, limit=2, budget=10**6)
+    assert page == ordered[4:6]
+    entries, cursor = store.scan_versions(lo, lo, cursor, limit=1000, budget=0)
+    assert entries == [entry(ordered[6])]  # over any budget, a page still holds one item
+    entries, cursor = store.scan_versions(lo, lo, cursor, limit=1000)
+    assert entries == [entry(r) for r in ordered[7:] + ordered[:1]]  # wraps, ends at lo itself
+    assert cursor is None
+    with pytest.raises(ValueError):
+        store.scan_versions(lo, lo, limit=0)
+
+
+@FAST
+@given(lo=bounds, hi=bounds)
+def test_plan_partitions_the_interval(lo: int, hi: int) -> None:
+    """Whole buckets and edge pieces cover (lo, hi] exactly, with at most two edge buckets."""
+    full, edges = storage._plan(lo, hi)
+    size = sum((b1 - b0 + 1) << SHIFT for b0, b1 in full) + sum(z - a + 1 for a, z in edges)
+    assert size == ((hi - lo) % RING or RING)
+    assert len({a >> SHIFT for a, _ in edges}) <= 2
+    pieces = sorted([(b0 << SHIFT, ((b1 + 1) << SHIFT) - 1) for b0, b1 in full] + edges)
+    for (_, z), (a, _) in itertools.pairwise(pieces):
+        assert z < a  # disjoint
+    for a, z in edges:
+        assert a >> SHIFT == z >> SHIFT
+        assert ids.in_interval(a, lo, hi, right_open=False)
+        assert ids.in_interval(z, lo, hi, right_open=False)
+
+
+def test_many_records_per_bucket(make_store: StoreFactory) -> None:
+    """Thousands of records (several per bucket): digests of random ranges stay exact."""
+    rng = __import__("random").Random(3)
+    with closing(make_store()) as store:
+        rs = [rec(b"many-%d" % i, b"v" * (i % 7), i % 5, b"w", None) for i in range(4000)]
+        store.put_many(rs)
+        for r in rs[::3]:
+            store.remove(r.key)
+        model = {r.key: r for r in rs if r.key not in {x.key for x in rs[::3]}}
+        for _ in range(10):
+            lo, hi = rng.randrange(RING), rng.randrange(RING)
+            inside = model_range(model, lo, hi)
+            assert store.digest(lo, hi) == model_digest(inside)
+            assert store.count_range(lo, hi) == (len(inside), sum(r.size() for r in inside))
+
+
+def test_empty_memory_stores_are_small() -> None:
+    """The simulator makes thousands of stores: no eager 4,096-slot arrays."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stores = [MemoryStore() for _ in range(3000)]
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(stores) == 3000
+    assert used < 3000 * 1000, f"{used / 3000:.0f} bytes per empty store"
+
+
+# -- DiskStore: no blob read where none is needed, old files, other writers ------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        storage.SQL_META_BY_KEY,
+        storage.SQL_REBUILD,
+        storage.SQL_EDGE_COUNT,
+        storage.SQL_EDGE_HASHES,
+        storage.SQL_PAGE,
+        storage.SQL_PAGE_AFTER,
+        storage.SQL_EXPIRED,
+    ],
+)
+def test_metadata_queries_use_the_ring_and_never_sort(tmp_path: Path, sql: str) -> None:
+    """These run on every digest, page, purge and open: they must read ``ring`` (the clustered
+    metadata, no value in it) through its key or the expiry index, and never sort."""
+    with closing(DiskStore(tmp_path)) as store:
+        params = [b"\x00" * 20] * sql.count("?")
+        plan = " | ".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert "blobs" not in plan and "TEMP B-TREE" not in plan, plan
+    if sql != storage.SQL_REBUILD:  # the rebuild reads all of ring, on purpose
+        assert plan.startswith("SEARCH ring USING"), plan
+
+
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    key      BLOB PRIMARY KEY,
+    key_id   BLOB NOT NULL,   -- 20 bytes, big-endian: byte order is ring order
+    value    BLOB,            -- NULL: a tombstone
+    stamp    INTEGER NOT NULL,
+    writer   BLOB NOT NULL,
+    expires  REAL             -- NULL: never
+);
+CREATE INDEX IF NOT EXISTS records_by_id ON records (key_id);
+"""
+
+
+def test_first_layout_file_is_migrated(tmp_path: Path) -> None:
+    """A store file written before the ring/blobs layout opens with its records, counters
+    and digests, and stays migrated."""
+    rs = some_records()
+    db = sqlite3.connect(tmp_path / DiskStore.FILENAME)
+    db.executescript(OLD_SCHEMA)
+    for r in rs:  # as the first DiskStore.put wrote them
+        db.execute(
+            "INSERT OR REPLACE INTO records (key, key_id, value, stamp, writer, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (r.key, ids.to_bytes(r.key_id), r.value, r.version.stamp, r.version.writer,
+             r.expires_at),
+        )  # fmt: skip
+    db.commit()
+    db.close()
+    memory = MemoryStore()
+    memory.put_many(rs)
+    for _ in range(2):  # the second open finds the new layout
+        with closing(DiskStore(tmp_path)) as store:
+            assert by_key(store.records()) == by_key(memory.records())
+            assert store.stats() == memory.stats()
+            mid = ids.hash_key(b"middle")
+            for lo, hi in [(0, 0), (mid, 0), (0, mid), (mid, mid)]:
+                assert store.digest(lo, hi) == memory.digest(lo, hi)
+                assert store.scan_records(lo, hi) == memory.scan_records(lo, hi)
+            tables = {n for (n,) in store._db.execute("SELECT name FROM sqlite_master")}
+            assert "records" not in tables
+            newest = rec(b"plain", b"newer", 18, b"")
+            assert store.put(newest) == memory.put(newest)  # True, then False
+
+
+def test_another_writer_is_noticed(tmp_path: Path) -> None:
+    """Counters are kept in memory; a write by another connection makes them recount."""
+    with closing(DiskStore(tmp_path)) as first, closing(DiskStore(tmp_path)) as second:
+        first.put(rec(b"a", b"1", 1))
+        second.put(rec(b"b", b"22", 1, expires_at=3.0))
+        second.remove(b"a")
+        assert first.stats() == StoreStats(1, 3, 0)
+        assert len(first) == 1
+        assert first.digest(0, 0) == (record_hash(rec(b"b", b"22", 1)).to_bytes(20, "big"), 1)
+        assert first.purge(5.0) == 1
+        assert second.stats() == StoreStats(0, 0, 0)
+
+
+def test_put_many_is_one_transaction(tmp_path: Path) -> None:
+    """A batch that fails midway (a stamp sqlite cannot hold) leaves nothing behind."""
+    with closing(DiskStore(tmp_path)) as store:
+        store.put(rec(b"a", b"1", 1))
+        before = (store.stats(), store.digest(0, 0))
+        with pytest.raises(OverflowError):
+            store.put_many([rec(b"a", b"2", 2), rec(b"b", b"x", 1), rec(b"c", b"y", 2**64)])
+        assert (store.stats(), store.digest(0, 0)) == before
+        assert by_key(store.records()) == {b"a": rec(b"a", b"1", 1)}
+
+
+def test_records_streams_a_snapshot(tmp_path: Path) -> None:
+    """DiskStore.records() reads row by row in a read transaction of its own: what is written
+    after the call is not seen, even when it lands ahead of the cursor."""
+    with closing(DiskStore(tmp_path)) as store:
+        store.put_many(rec(b"r%d" % i, b"v", 1) for i in range(50))
+        it = store.records()
+        store.put_many(rec(b"late%d" % i, b"v", 1) for i in range(50))
+        for i in range(50):
+            store.remove(b"r%d" % i)
+        assert {r.key for r in it} == {b"r%d" % i for i in range(50)}
+        assert len(store) == 50
 
 
 # -- DiskStore persistence ----------------------------------------------------------------------
