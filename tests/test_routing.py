@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from udpdht import ids
 from udpdht.ids import MASK, RING, distance, in_interval
+from udpdht.net import peer_host_ok
 from udpdht.routing import (
     FingerTable,
     LeafSet,
@@ -441,7 +442,8 @@ def test_closest_preceding_example() -> None:
 
 # --- wire form ---------------------------------------------------------------------------------
 
-hosts = st.one_of(st.sampled_from(["10.0.0.1", "::1", "localhost", ""]), st.text(max_size=30))
+# Hosts a peer may name: canonical unicast IP literals (anything else never reaches sendto).
+hosts = st.ip_addresses().map(str).filter(peer_host_ok)
 peers_st = st.builds(Peer, any_id, st.tuples(hosts, st.integers(1, 65535)))
 
 
@@ -458,26 +460,41 @@ MALFORMED: list[Any] = [
     None,
     "peer",
     b"x" * 20,
-    (GOOD_ID, "h", 1),  # a tuple, not a list
+    (GOOD_ID, "10.0.0.1", 1),  # a tuple, not a list
     {"id": GOOD_ID},
     [],
-    [GOOD_ID, "h"],
-    [GOOD_ID, "h", 1, 2],
-    ["00" * 20, "h", 1],  # hex text, not bytes
-    [bytearray(20), "h", 1],
-    [bytes(19), "h", 1],
-    [bytes(21), "h", 1],
-    [b"", "h", 1],
-    [GOOD_ID, b"h", 1],
+    [GOOD_ID, "10.0.0.1"],
+    [GOOD_ID, "10.0.0.1", 1, 2],
+    ["00" * 20, "10.0.0.1", 1],  # hex text, not bytes
+    [bytearray(20), "10.0.0.1", 1],
+    [bytes(19), "10.0.0.1", 1],
+    [bytes(21), "10.0.0.1", 1],
+    [b"", "10.0.0.1", 1],
+    [GOOD_ID, b"10.0.0.1", 1],
     [GOOD_ID, None, 1],
-    [GOOD_ID, "h", "1"],
-    [GOOD_ID, "h", 1.0],
-    [GOOD_ID, "h", True],
-    [GOOD_ID, "h", None],
-    [GOOD_ID, "h", 0],
-    [GOOD_ID, "h", -1],
-    [GOOD_ID, "h", 65536],
-    [GOOD_ID, "h", 70000],
+    [GOOD_ID, "10.0.0.1", "1"],
+    [GOOD_ID, "10.0.0.1", 1.0],
+    [GOOD_ID, "10.0.0.1", True],
+    [GOOD_ID, "10.0.0.1", None],
+    [GOOD_ID, "10.0.0.1", 0],
+    [GOOD_ID, "10.0.0.1", -1],
+    [GOOD_ID, "10.0.0.1", 65536],
+    [GOOD_ID, "10.0.0.1", 70000],
+    # Hosts that are not a canonical unicast IP literal: each could hurt if sent to.
+    [GOOD_ID, "127.0.0.1\x00", 1],  # a NUL: sendto raises inside an asyncio transport
+    [GOOD_ID, "localhost", 1],  # a name: sendto would block the loop on DNS
+    [GOOD_ID, "", 1],
+    [GOOD_ID, "0.0.0.0", 1],  # unspecified: ourselves
+    [GOOD_ID, "::", 1],
+    [GOOD_ID, "255.255.255.255", 1],  # broadcast
+    [GOOD_ID, "224.0.0.1", 1],  # multicast
+    [GOOD_ID, "ff02::1", 1],
+    [GOOD_ID, "::ffff:127.0.0.1", 1],  # a second spelling of an IPv4 address
+    [GOOD_ID, "127.000.0.1", 1],
+    [GOOD_ID, "FE80::1", 1],  # not canonical (upper case), and link-local
+    [GOOD_ID, "fe80::1%eth0", 1],  # a zone id
+    [GOOD_ID, " 10.0.0.1", 1],
+    [GOOD_ID, "10.0.0.1" * 100, 1],
 ]
 
 
@@ -489,7 +506,7 @@ def test_peer_from_wire_rejects(item: Any) -> None:
 
 @pytest.mark.parametrize("port", [1, 65535])
 def test_peer_from_wire_port_bounds(port: int) -> None:
-    assert Peer.from_wire([GOOD_ID, "h", port]) == Peer(0, ("h", port))
+    assert Peer.from_wire([GOOD_ID, "10.0.0.1", port]) == Peer(0, ("10.0.0.1", port))
 
 
 @given(st.lists(peers_st, max_size=64))
@@ -505,7 +522,7 @@ def test_peers_from_wire_rejects_non_lists(items: Any) -> None:
 
 
 def test_peers_from_wire_limit() -> None:
-    item = [GOOD_ID, "h", 1]
+    item = [GOOD_ID, "10.0.0.1", 1]
     assert len(peers_from_wire([item] * 64)) == 64
     with pytest.raises(ValueError):
         peers_from_wire([item] * 65)
@@ -524,3 +541,11 @@ def test_peer_info_and_str() -> None:
     p = Peer(0xAB << 152, ("10.0.0.1", 4000))
     assert p.info() == {"id": "ab" + "0" * 38, "addr": "10.0.0.1:4000"}
     assert str(p) == "ab000000@10.0.0.1:4000"
+
+
+def test_peers_from_wire_drops_entries_whose_id_is_not_their_address() -> None:
+    honest = Peer(ids.node_id_for("10.0.0.1", 7000), ("10.0.0.1", 7000))
+    chosen = Peer(honest.id - 1, ("10.0.0.2", 7000))  # an id picked to sit just before it
+    items = [honest.to_wire(), chosen.to_wire()]
+    assert peers_from_wire(items, verify_ids=True) == [honest]
+    assert peers_from_wire(items) == [honest, chosen]  # a ring of chosen ids turns it off

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import pytest
@@ -13,10 +13,12 @@ from helpers import wait_until
 
 from udpdht import wire
 from udpdht.errors import (
+    Busy,
     DhtError,
     ErrorCode,
     RemoteError,
     RpcTimeout,
+    SendFailed,
     TooManyPending,
     UnknownMethod,
 )
@@ -176,8 +178,8 @@ def sim_pair(
     net: SimNetwork, config: RpcConfig | None = None
 ) -> Awaitable[tuple[RpcEndpoint, RpcEndpoint]]:
     async def make() -> tuple[RpcEndpoint, RpcEndpoint]:
-        a = await RpcEndpoint.bind(net, ("sim", 0), config=config, rng=random.Random(1))
-        b = await RpcEndpoint.bind(net, ("sim", 0), config=config, rng=random.Random(2))
+        a = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(1))
+        b = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(2))
         return a, b
 
     return make()
@@ -271,7 +273,7 @@ def test_reply_from_wrong_address_is_ignored() -> None:
     async def main() -> None:
         net = SimNetwork(seed=4)
         client, server = await sim_pair(net)
-        forger = await RpcEndpoint.bind(net, ("sim", 0))
+        forger = await RpcEndpoint.bind(net, (net.host, 0))
         release = asyncio.Event()
 
         async def slow(args: dict[str, Any], peer: Address) -> str:
@@ -326,7 +328,7 @@ def test_pending_table_and_reply_cache_are_bounded() -> None:
         config = RpcConfig(max_pending=10, reply_cache_entries=100, reply_cache_bytes=50_000)
         client, server = await sim_pair(net, config)
         server.register("echo", echo)
-        other = await RpcEndpoint.bind(net, ("sim", 0), config=config)
+        other = await RpcEndpoint.bind(net, (net.host, 0), config=config)
         other.close()
         hanging = [asyncio.create_task(client.call(other.addr, "x")) for _ in range(10)]
         await asyncio.sleep(0)
@@ -399,3 +401,137 @@ def test_error_codes_map_to_exception_types() -> None:
     assert isinstance(remote_error(ErrorCode.NOT_FOUND, "x"), KeyNotFound)
     unknown = remote_error(999, "from a newer peer")
     assert type(unknown) is RemoteError and unknown.code == 999
+
+
+# --- defenses (SECURITY.md) --------------------------------------------------------------------
+
+
+def _run_on(loop_name: str, main: Coroutine[Any, Any, None]) -> None:
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+    else:
+        with asyncio.Runner() as runner:
+            runner.run(main)
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_bad_destination_fails_its_call_and_never_the_socket(loop_name: str) -> None:
+    async def main() -> None:
+        server = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+        client = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+        server.register("echo", echo)
+        try:
+            # A NUL in the host made asyncio's transport raise inside sendto and close the
+            # socket for good; a name made sendto resolve it on the event loop.
+            port = server.addr[1]
+            for bad in [("127.0.0.1\x00", 7), ("localhost", 7), ("0.0.0.0", 7),
+                        ("255.255.255.255", 7), ("::1", port), ("127.0.0.1", 0)]:  # fmt: skip
+                with pytest.raises(SendFailed):
+                    await client.call(bad, "echo", {"x": 1})
+            assert client.stats.send_errors == 6
+            assert not client.closed
+            assert await client.call(server.addr, "echo", {"x": 2}) == 2
+        finally:
+            server.close()
+            client.close()
+
+    _run_on(loop_name, main())
+
+
+def test_a_large_answer_goes_only_to_an_address_that_proved_itself() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=41)
+        client, server = await sim_pair(net)
+        server.register("big", lambda args, peer: b"x" * 10_000)
+        assert await client.call(server.addr, "big") == b"x" * 10_000  # transparently
+        assert server.stats.tokens_sent == 1
+        assert await client.call(server.addr, "big") == b"x" * 10_000
+        assert server.stats.tokens_sent == 1  # the token is kept and sent along
+        # A stranger (or a forged source) gets the small retry, never the answer.
+        seen: list[int] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            seen.append(len(data))
+            return False  # drop nothing
+
+        net.set_drop_filter(watch)
+        stranger = await RpcEndpoint.bind(net, (net.host, 0))
+        request = wire.encode_request(5, "big", {})
+        stranger._send(request, server.addr)
+        await asyncio.sleep(0.1)
+        assert seen[-1] <= 3 * len(request)
+        assert isinstance(wire.decode(wire.encode_retry(5, b"t" * 16)), wire.Retry)
+
+    run_virtual(main())
+
+
+def test_a_cached_answer_is_sent_again_a_bounded_number_of_times() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=42)
+        client, server = await sim_pair(net)
+        server.register("write", lambda args, peer: "done")  # cached: not idempotent
+        request = wire.encode_request(9, "write", {})
+        for _ in range(30):  # a replayed request
+            client._send(request, server.addr)
+        await asyncio.sleep(0.5)
+        assert server.stats.duplicates == 29
+        assert server.stats.resends_refused == 29 - server.config.max_resends
+
+    run_virtual(main())
+
+
+def test_past_max_handlers_requests_are_answered_busy_at_once() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=43)
+        client, server = await sim_pair(net, RpcConfig(max_handlers=5))
+        release = asyncio.Event()
+
+        async def slow(args: dict[str, Any], peer: Address) -> str:
+            await release.wait()
+            return "done"
+
+        server.register("slow", slow)
+        calls = [asyncio.create_task(client.call(server.addr, "slow")) for _ in range(12)]
+        await wait_until(lambda: sum(c.done() for c in calls) == 7, within=1)
+        assert all(isinstance(c.exception(), Busy) for c in calls if c.done())
+        release.set()
+        assert await asyncio.gather(*(c for c in calls if not c.done())) == ["done"] * 5
+        assert server.stats.busy == 7
+
+    run_virtual(main())
+
+
+def test_requests_over_the_rate_limit_are_dropped() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=44)
+        config = RpcConfig(tries=1, source_rate=10, source_burst=20)
+        client, server = await sim_pair(net, config)
+        server.register("echo", echo)
+        results = await asyncio.gather(
+            *(client.call(server.addr, "echo", {"x": i}) for i in range(60)),
+            return_exceptions=True,
+        )
+        answered = [r for r in results if not isinstance(r, BaseException)]
+        assert 20 <= len(answered) <= 22  # the burst, and what trickled in meanwhile
+        assert server.stats.rate_limited == 60 - len(answered)
+
+    run_virtual(main())
+
+
+def test_timeouts_fire_on_time_when_many_calls_resend() -> None:
+    # The one timer must always be armed for the earliest deadline; when a resend armed it
+    # for its own later one, other calls' timeouts fired late, which a node reads as a stall
+    # of its own loop (and which slowed every retry).
+    async def main() -> None:
+        net = SimNetwork(seed=45)
+        client, server = await sim_pair(net, RpcConfig(tries=4, initial_rto=1.0, jitter=0.5))
+        server.close()
+        await asyncio.gather(
+            *(client.call(server.addr, "x") for _ in range(50)), return_exceptions=True
+        )
+        assert client.stats.timeouts == 50
+        assert client.last_stall == float("-inf")
+
+    run_virtual(main())

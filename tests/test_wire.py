@@ -137,7 +137,8 @@ def encoded_messages(draw: st.DrawFn) -> bytes:
 def test_protocol_constants() -> None:
     # PROTOCOL.md quotes these numbers; change both together.
     assert wire.VERSION == 1
-    assert (wire.REQUEST, wire.REPLY, wire.ERROR) == (0, 1, 2)
+    assert (wire.REQUEST, wire.REPLY, wire.ERROR, wire.RETRY) == (0, 1, 2, 3)
+    assert wire.MAX_TOKEN == 32
     assert wire.MAX_MESSAGE == 65507
     assert wire.MAX_METHOD == 64
     assert wire.MAX_ERROR_MESSAGE == 1000
@@ -151,6 +152,8 @@ def test_protocol_constants() -> None:
         "TOO_LARGE": 6,
         "BUSY": 7,
         "UNAVAILABLE": 8,
+        "STORE_FULL": 9,
+        "RATE_LIMITED": 10,
     }
 
 

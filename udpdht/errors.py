@@ -27,6 +27,8 @@ class ErrorCode(IntEnum):
     TOO_LARGE = 6  # the value or key exceeds the limits
     BUSY = 7  # not now: e.g. not (yet) the primary for the key; look it up again
     UNAVAILABLE = 8  # the nodes that hold the key could not be reached; try again later
+    STORE_FULL = 9  # the node's store quota (--max-store-bytes) has no room for the write
+    RATE_LIMITED = 10  # the sender's write budget is spent for now; slow down
 
 
 class DhtError(Exception):
@@ -51,6 +53,18 @@ class RpcTimeout(DhtError):
             f"node {shown} did not answer {method!r} after {tries} "
             f"tr{'y' if tries == 1 else 'ies'} ({elapsed:.1f} s)"
         )
+
+
+class SendFailed(RpcTimeout):
+    """The request could not be sent at all: an address this socket cannot reach. To the
+    caller that is a peer that never answers (hence the subclass), but it fails at once."""
+
+    def __init__(self, addr: tuple[str, int], method: str, reason: str) -> None:
+        DhtError.__init__(self, f"cannot send {method!r} to {addr[0]!r} port {addr[1]}: {reason}")
+        self.addr = addr
+        self.method = method
+        self.tries = 0
+        self.elapsed = 0.0
 
 
 class TooManyPending(DhtError):
@@ -108,6 +122,18 @@ class Unavailable(RemoteError):
     default_code = ErrorCode.UNAVAILABLE
 
 
+class StoreFull(RemoteError):
+    """The node's store quota has no room for this write."""
+
+    default_code = ErrorCode.STORE_FULL
+
+
+class RateLimited(RemoteError):
+    """The sender has used up its write budget at this node for now."""
+
+    default_code = ErrorCode.RATE_LIMITED
+
+
 _BY_CODE: dict[int, type[RemoteError]] = {
     cls.default_code: cls
     for cls in (
@@ -118,6 +144,8 @@ _BY_CODE: dict[int, type[RemoteError]] = {
         ValueTooLarge,
         Busy,
         Unavailable,
+        StoreFull,
+        RateLimited,
     )
 }
 

@@ -6,6 +6,7 @@ strings; on screen as 40 hex digits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -23,8 +24,10 @@ def hash_key(key: str | bytes) -> int:
     return int.from_bytes(hashlib.sha1(key).digest(), "big")
 
 
+@functools.lru_cache(maxsize=16384)
 def node_id_for(host: str, port: int) -> int:
-    """The default id of a node: SHA-1 of ``"host:port"``."""
+    """The default id of a node: SHA-1 of ``"host:port"`` (cached: receivers check every peer
+    entry they are sent against it)."""
     return hash_key(f"{host}:{port}")
 
 

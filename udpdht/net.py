@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import os
 import random
 import selectors
@@ -51,6 +52,53 @@ def parse_addr(text: str, *, allow_port_zero: bool = False) -> Address:
     low = 0 if allow_port_zero else 1
     if not low <= port <= 65535:
         raise ValueError(f"bad address {text!r}: port must be {low}..65535")
+    return host, port
+
+
+_GOOD_HOSTS: dict[str, bool] = {}  # host text -> whether it may name a peer (a small cache)
+
+
+def peer_host_ok(host: object) -> bool:
+    """Whether ``host`` may name a peer: the canonical text of a unicast IPv4 or IPv6 address.
+
+    This is the gate between what a stranger writes in a datagram and ``sendto``. Anything else
+    could close an asyncio transport (a NUL byte raises ValueError inside it, which asyncio
+    treats as fatal), block the event loop on DNS (a host name), reach every host at once
+    (broadcast, multicast) or ourselves (0.0.0.0), or give one host two ids (``::ffff:1.2.3.4``
+    beside ``1.2.3.4``, ``127.000.0.1``, upper-case hex, a zone id).
+    """
+    if type(host) is not str:
+        return False
+    ok = _GOOD_HOSTS.get(host)
+    if ok is None:
+        ok = _check_host(host)
+        if len(_GOOD_HOSTS) >= 4096:  # bounded: a stranger may send many distinct strings
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS[host] = ok
+    return ok
+
+
+def _check_host(host: str) -> bool:
+    if not 0 < len(host) <= 45 or not host.isascii():
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if str(ip) != host or ip.is_unspecified or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip != ipaddress.IPv4Address("255.255.255.255")
+    return ip.ipv4_mapped is None and ip.scope_id is None
+
+
+def check_peer_addr(host: object, port: object) -> Address:
+    """``(host, port)`` as a peer's address, or ValueError saying what is wrong."""
+    if not peer_host_ok(host):
+        raise ValueError("a peer's host must be a unicast IP address, written canonically")
+    if type(port) is not int or not 0 < port <= 65535:
+        raise ValueError("a peer's port must be an integer 1..65535")
+    assert isinstance(host, str)
     return host, port
 
 
@@ -253,7 +301,15 @@ class SimNetwork:
     Each datagram independently may be lost (``loss``), duplicated (``duplicate``) and is
     delayed by a uniform draw from ``latency`` seconds; different delays reorder datagrams.
     ``partition`` splits the network into groups that cannot reach each other.
+
+    Addresses are IPv4 literals, as on a real network. Binding :attr:`host` (``0.0.0.0``, "a
+    new machine") gives the endpoint a fresh address of its own in 10.0.0.0/8, drawn from the
+    seed, so each simulated node has its own IP (per-IP rate limits see what they would see
+    for real) and its default id, SHA-1 of its address, differs from seed to seed. Binding
+    another host with port 0 picks a free port on that host.
     """
+
+    MACHINE_PORT = 7000  # the port of each new machine's endpoint (when bound with port 0)
 
     def __init__(
         self,
@@ -262,33 +318,48 @@ class SimNetwork:
         latency: tuple[float, float] = (0.005, 0.030),
         loss: float = 0.0,
         duplicate: float = 0.0,
-        host: str = "sim",
+        host: str = "0.0.0.0",
     ) -> None:
         self.rng = random.Random(seed)
+        self._address_rng = random.Random(seed ^ 0xADD2E55)  # apart: loss draws do not shift
         self.latency = latency
         self.loss = loss
         self.duplicate = duplicate
         self.host = host
         self.stats = SimStats()
         self._bound: dict[Address, SimTransport] = {}
+        self._hosts: set[str] = set()
         self._group: dict[Address, int] = {}
-        self._next_port = 10000
         self._drop_filter: Callable[[Address, Address, bytes], bool] | None = None
+
+    def _new_machine(self) -> str:
+        for _ in range(1000):
+            n = self._address_rng.randrange(1, (1 << 24) - 1)  # not 10.0.0.0, not 10.255.255.255
+            host = f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"
+            if host not in self._hosts:
+                return host
+        raise OSError("the simulated network has no free address left")
+
+    def _free_port(self, host: str) -> int:
+        for port in itertools.chain(range(10000, 65536), range(1024, 10000)):
+            if (host, port) not in self._bound:
+                return port
+        raise OSError(f"no free port left on {host}")
 
     async def bind(
         self, addr: Address, protocol: asyncio.DatagramProtocol
     ) -> asyncio.DatagramTransport:
         host, port = addr
-        if port == 0:
-            while (host, self._next_port) in self._bound:
-                self._next_port += 1
-            port = self._next_port
-            self._next_port += 1
+        if host == self.host:
+            host, port = self._new_machine(), port or self.MACHINE_PORT
+        elif port == 0:
+            port = self._free_port(host)
         addr = (host, port)
         if addr in self._bound:
             raise OSError(f"address {format_addr(addr)} already in use")
         transport = SimTransport(self, addr, protocol)
         self._bound[addr] = transport
+        self._hosts.add(host)
         protocol.connection_made(transport)
         return transport
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from . import ids
-from .net import Address, format_addr
+from .net import Address, check_peer_addr, format_addr
 
 
 class Peer(NamedTuple):
@@ -29,15 +29,22 @@ class Peer(NamedTuple):
 
     @classmethod
     def from_wire(cls, item: Any) -> Peer:
-        """Parse ``[id20, host, port]``; ValueError for anything else."""
-        if not isinstance(item, list) or len(item) != 3:
+        """Parse ``[id20, host, port]``; ValueError for anything else.
+
+        The host must be a canonical unicast IP literal (net.check_peer_addr): whatever a peer
+        names here may end up in ``sendto``.
+        """
+        if type(item) is not list or len(item) != 3:
             raise ValueError("a peer is [id, host, port]")
         raw, host, port = item
-        if not isinstance(raw, bytes) or not isinstance(host, str) or type(port) is not int:
-            raise ValueError("a peer is [20-byte id, str host, int port]")
-        if not 0 < port <= 65535:
-            raise ValueError(f"bad port {port}")
-        return cls(ids.from_bytes(raw), (host, port))
+        if type(raw) is not bytes or len(raw) != ids.ID_BYTES:
+            raise ValueError(f"a peer's id is {ids.ID_BYTES} bytes")
+        return cls(ids.from_bytes(raw), check_peer_addr(host, port))
+
+    @property
+    def id_matches_addr(self) -> bool:
+        """Whether the id is SHA-1 of the address (the default id, which a receiver can check)."""
+        return self.id == ids.node_id_for(*self.addr)
 
     def info(self) -> dict[str, str]:
         """The peer as status JSON shows it."""
@@ -48,10 +55,18 @@ class Peer(NamedTuple):
         return f"{ident}@{format_addr(self.addr)}"
 
 
-def peers_from_wire(items: Any, limit: int = 64) -> list[Peer]:
-    if not isinstance(items, list) or len(items) > limit:
+def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) -> list[Peer]:
+    """Parse a peer list of at most ``limit`` entries; ValueError if it or any entry is malformed.
+
+    With ``verify_ids``, entries whose id is not SHA-1 of their address are left out: the sender
+    may have been fooled by a node at a chosen id, and the rest of its list is still good.
+    """
+    if type(items) is not list or len(items) > limit:
         raise ValueError(f"expected a list of at most {limit} peers")
-    return [Peer.from_wire(item) for item in items]
+    peers = [Peer.from_wire(item) for item in items]
+    if verify_ids:
+        peers = [p for p in peers if p.id_matches_addr]
+    return peers
 
 
 def ordered_run(own: int, peers: Iterable[Peer], limit: int, *, clockwise: bool) -> list[Peer]:

@@ -15,15 +15,37 @@ The serving side remembers the encoded reply to each (peer, request id) for a wh
 retried request is answered again instead of executed twice; a request whose handler is still
 running is dropped as a duplicate. A handler that raises produces an error reply, never a dead
 task: the caller gets :class:`~udpdht.errors.RemoteError` at once instead of a timeout.
+
+Every sender is a stranger, so the endpoint also defends itself (PROTOCOL.md §6a, SECURITY.md):
+
+* **Amplification.** UDP source addresses can be forged, so an answer more than
+  ``amplification`` (3) times the size of its request goes only to an address that has shown it
+  receives: the request must carry a *token*, a MAC of the sender's address and the current
+  time period under this endpoint's secret. Otherwise the answer is replaced by a small
+  ``retry`` carrying the token, and the caller's endpoint sends the request again with it
+  (QUIC's Retry, BEP 5's write token). Callers never see this; ``Client`` needs no change.
+* **Replays.** A cached answer is sent again at most ``max_resends`` times.
+* **Rate.** Requests are counted per source (per IP, or per IP and port on loopback, where
+  one machine's processes share an address) and overall in token buckets; the excess is
+  dropped before any handler runs.
+* **Concurrency.** At most ``max_handlers`` coroutine handlers run at once; past that a
+  request is answered ``BUSY`` at once, so load never turns into unbounded tasks and memory.
+* **Sends.** A destination is checked before ``sendto`` (a unicast IP literal of the socket's
+  family), and a send that fails is that call's failure (:class:`~udpdht.errors.SendFailed`),
+  never the socket's: on the standard asyncio loop a ``sendto`` that raises anything but
+  OSError closes the transport for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
+import hmac
 import inspect
 import itertools
 import logging
+import os
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,10 +60,12 @@ from .errors import (
     MessageTooLarge,
     RemoteError,
     RpcTimeout,
+    SendFailed,
     TooManyPending,
     remote_error,
 )
-from .net import Address, Network, format_addr
+from .net import Address, Network, check_peer_addr, format_addr
+from .ratelimit import Buckets, TokenBucket, source_of
 
 log = logging.getLogger("udpdht.rpc")
 
@@ -61,7 +85,20 @@ class RpcConfig:
     reply_cache_entries: int = 8192
     reply_cache_bytes: int = 8 << 20
     reply_cache_ttl: float = 30.0  # longer than any caller keeps retrying
-    max_peers: int = 8192  # RTT estimates kept
+    max_resends: int = 8  # times one cached answer is sent again (retransmissions of a call)
+    max_peers: int = 8192  # RTT estimates (and address tokens) kept
+    max_handlers: int = 512  # coroutine handlers running at once; past that, BUSY
+    amplification: float = 3.0  # largest answer to an unproven address, × its request (0: off)
+    token_period: float = 300.0  # a token is good for one to two of these (seconds)
+    source_rate: float = 0.0  # requests per second from one source (0: no limit)
+    source_burst: float = 0.0  # a source's bucket (0: twice its rate)
+    global_rate: float = 0.0  # requests per second from everyone (0: no limit)
+    global_burst: float = 0.0  # (0: twice the rate)
+    max_sources: int = 16_384  # sources whose buckets are kept
+
+
+#: What a node runs with unless told otherwise: rate limits at OpenDHT's figures.
+NODE_RPC = RpcConfig(source_rate=1024.0, global_rate=8192.0)
 
 
 @dataclass
@@ -75,6 +112,11 @@ class RpcStats:
     unexpected_replies: int = 0  # replies for no pending call, or from the wrong address
     errors_sent: int = 0  # error replies sent
     handler_failures: int = 0  # handlers that raised something other than a RemoteError
+    rate_limited: int = 0  # requests dropped by the per-source or the global rate limit
+    busy: int = 0  # requests answered BUSY because max_handlers were running
+    tokens_sent: int = 0  # answers replaced by a retry token (unproven address, large answer)
+    resends_refused: int = 0  # retransmissions not answered again (max_resends reached)
+    send_errors: int = 0  # datagrams not sent: a bad destination or an error from the socket
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -104,6 +146,7 @@ class _Transaction:
 
     __slots__ = (
         "addr",
+        "args",
         "attempt",
         "data",
         "deadline",
@@ -114,6 +157,7 @@ class _Transaction:
         "rto",
         "sent_at",
         "started",
+        "token_retries",
         "tries",
     )
 
@@ -123,6 +167,7 @@ class _Transaction:
         rid: int,
         addr: Address,
         method: str,
+        args: dict[str, Any],
         data: bytes,
         tries: int,
         rto: float,
@@ -131,10 +176,12 @@ class _Transaction:
         self.rid = rid
         self.addr = addr
         self.method = method
+        self.args = args  # kept to send the request again with a token
         self.data = data
         self.tries = tries
         self.rto = rto
         self.attempt = 0
+        self.token_retries = 0
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
         self.started = self.sent_at = self.deadline = endpoint._loop.time()
 
@@ -142,7 +189,10 @@ class _Transaction:
         ep = self.endpoint
         self.attempt += 1
         now = self.sent_at = ep._loop.time()
-        ep._send(self.data, self.addr)
+        reason = ep._send(self.data, self.addr)
+        if reason is not None:
+            self.future.set_exception(SendFailed(self.addr, self.method, reason))
+            return
         ep._schedule(self, now + self.rto * (1.0 + ep.config.jitter * ep._rng.random()))
 
     def expired(self) -> None:
@@ -167,18 +217,31 @@ class _Transaction:
             assert isinstance(msg, wire.ErrorReply)
             self.future.set_exception(remote_error(msg.code, msg.message))
 
+    def retry_with(self, token: bytes) -> None:
+        """The peer asks us to prove our address: send the same request with its token."""
+        if self.future.done() or self.token_retries >= 2:  # a peer that keeps asking: time out
+            return
+        self.token_retries += 1
+        self.data = wire.encode_request(self.rid, self.method, self.args, token)
+        self.sent_at = self.endpoint._loop.time()  # the RTT sample, if any, starts here
+        reason = self.endpoint._send(self.data, self.addr)
+        if reason is not None:
+            self.future.set_exception(SendFailed(self.addr, self.method, reason))
+
 
 class RpcEndpoint(asyncio.DatagramProtocol):
     """A datagram endpoint that both serves handlers and makes calls."""
 
+    STALL = 0.25  # a deadline that fires this late (seconds) means the loop itself stalled
+
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
-        # Request ids guard against off-path reply spoofing, so by default they come from the
-        # OS; the simulator passes a seeded Random so that runs repeat exactly.
+        self._loop = asyncio.get_running_loop()
         # Request ids only need to be unguessable off the path (an on-path attacker sees them
         # anyway), so a Mersenne Twister seeded from the OS does; the simulator passes a seeded
-        # Random so that runs repeat exactly.
+        # Random so that runs repeat exactly (its token secret too).
         self._rng: random.Random = rng or random.Random()
+        self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
         self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
         self._deadlines: list[tuple[float, int, _Transaction]] = []  # a heap
@@ -186,14 +249,24 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._pending: dict[int, _Transaction] = {}
-        self._replies: OrderedDict[tuple[Address, int], tuple[bytes, float]] = OrderedDict()
+        # (peer, rid) -> [answer, expiry, resends]; answer is _IN_PROGRESS while running
+        self._replies: OrderedDict[tuple[Address, int], list[Any]] = OrderedDict()
         self._reply_bytes = 0
         self._next_purge = 0.0
         self._rtts: dict[Address, _Rtt] = {}
+        self._tokens: dict[Address, bytes] = {}  # tokens peers gave us, sent with each request
+        self._sendable: dict[Address, str | None] = {}  # destination -> why not (None: fine)
+        cfg = self.config
+        self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
+        self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._loop.time())
+        self._handlers_running = 0
+        self._log_budget = TokenBucket(10.0, 0.0)  # handler tracebacks: a few, not megabytes
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
-        self._loop = asyncio.get_running_loop()
+        self._family_v6 = False
         self.addr: Address = ("", 0)
+        #: Loop time of the last event-loop stall seen (a timeout that fired late).
+        self.last_stall = float("-inf")
 
     @classmethod
     async def bind(
@@ -208,6 +281,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         transport = await network.bind(addr, endpoint)
         sockname = transport.get_extra_info("sockname")
         endpoint.addr = (str(sockname[0]), int(sockname[1]))
+        endpoint._family_v6 = ":" in endpoint.addr[0]
         return endpoint
 
     # --- serving -------------------------------------------------------------------------------
@@ -222,23 +296,50 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             raise ValueError(f"method name must be 1..{wire.MAX_METHOD} characters")
         self._handlers[method] = (handler, inspect.iscoroutinefunction(handler), idempotent)
 
-    def _on_request(self, req: wire.Request, addr: Address) -> None:
+    def _admit(self, addr: Address) -> bool:
+        """Whether a request from ``addr`` fits the rate limits (token buckets)."""
+        cfg = self.config
+        now = self._loop.time()
+        if cfg.global_rate:
+            burst = cfg.global_burst or 2 * cfg.global_rate
+            if not self._everyone.take(cfg.global_rate, burst, now):
+                return False
+        return not cfg.source_rate or self._sources.take(source_of(addr), now)
+
+    def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
+        if (self.config.source_rate or self.config.global_rate) and not self._admit(addr):
+            self.stats.rate_limited += 1
+            return
         key = (addr, req.rid)
         cached = self._replies.get(key)
         if cached is not None:
             self.stats.duplicates += 1
             if cached[0] is not _IN_PROGRESS:
-                self._send(cached[0], addr)
+                if cached[2] >= self.config.max_resends:
+                    self.stats.resends_refused += 1
+                    return
+                cached[2] += 1
+                self._answer(cached[0], req, addr, size)
             return
         entry = self._handlers.get(req.method)
         if entry is None:
-            self._answer(key, self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method"))
+            data = self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method")
+            self._remember(key, data)
+            self._answer(data, req, addr, size)
             return
         handler, is_coroutine, idempotent = entry
         if is_coroutine:
+            if self._handlers_running >= self.config.max_handlers:
+                self.stats.busy += 1
+                # Short: under load, best if it fits in 3x the request, needing no token.
+                self._answer(self._error(req, ErrorCode.BUSY, "busy, try later"), req, addr, size)
+                return
             if not idempotent:
                 self._remember(key, _IN_PROGRESS)
-            task = self._loop.create_task(self._serve_async(handler, req, addr, key, idempotent))
+            self._handlers_running += 1
+            task = self._loop.create_task(
+                self._serve_async(handler, req, addr, key, idempotent, size)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -250,7 +351,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             data = self._encode_result(req, result)
         if not idempotent:
             self._remember(key, data)
-        self._send(data, addr)
+        self._answer(data, req, addr, size)
 
     async def _serve_async(
         self,
@@ -259,6 +360,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         addr: Address,
         key: tuple[Address, int],
         idempotent: bool,
+        size: int,
     ) -> None:
         try:
             result = await handler(req.args, addr)
@@ -269,10 +371,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             data = self._error_from(req, exc)
         else:
             data = self._encode_result(req, result)
+        finally:
+            self._handlers_running -= 1
         if not idempotent:
             self._forget(key)
             self._remember(key, data)
-        self._send(data, addr)
+        self._answer(data, req, addr, size)
 
     def _encode_result(self, req: wire.Request, result: Any) -> bytes:
         try:
@@ -285,33 +389,66 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _error_from(self, req: wire.Request, exc: Exception) -> bytes:
         if isinstance(exc, RemoteError):
             return self._error(req, exc.code, exc.message)
+        if isinstance(exc, TooManyPending):  # our own calls are saturated: a load, not a bug
+            return self._error(req, ErrorCode.BUSY, f"busy: {exc}")
         self.stats.handler_failures += 1
-        log.error("handler for %r failed", req.method, exc_info=exc)
+        if self._log_budget.take(10 / 60, 10.0, self._loop.time()):  # ten a minute at most
+            log.error("handler for %r failed", req.method, exc_info=exc)
         return self._error(req, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _error(self, req: wire.Request, code: int, message: str) -> bytes:
         self.stats.errors_sent += 1
         return wire.encode_error(req.rid, code, f"{req.method}: {message}")
 
-    def _answer(self, key: tuple[Address, int], data: bytes) -> None:
-        self._remember(key, data)
-        self._send(data, key[0])
+    def _answer(self, data: bytes, req: wire.Request, addr: Address, size: int) -> None:
+        """Send an answer, or a retry token in its place when it would amplify too much."""
+        limit = self.config.amplification
+        if limit and len(data) > limit * size and not self._token_ok(addr, req.token):
+            self.stats.tokens_sent += 1
+            data = wire.encode_retry(req.rid, self._token(addr, self._period()))
+        self._send(data, addr)
+
+    # --- address tokens ------------------------------------------------------------------------
+
+    def _period(self) -> int:
+        return int(self._loop.time() // self.config.token_period)
+
+    def _token(self, addr: Address, period: int) -> bytes:
+        text = f"{addr[0]}\x00{addr[1]}\x00{period}".encode()
+        return hashlib.blake2b(text, key=self._secret, digest_size=16).digest()
+
+    def _token_ok(self, addr: Address, token: bytes | None) -> bool:
+        if token is None:
+            return False
+        period = self._period()
+        return hmac.compare_digest(token, self._token(addr, period)) or hmac.compare_digest(
+            token, self._token(addr, period - 1)
+        )
 
     # --- timeouts ------------------------------------------------------------------------------
 
     def _schedule(self, tx: _Transaction, when: float) -> None:
         tx.deadline = when
         heapq.heappush(self._deadlines, (when, next(self._deadline_seq), tx))
-        if self._timer is None or when < self._timer_at:
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep the one timer armed for the earliest deadline."""
+        heap = self._deadlines
+        if heap and (self._timer is None or heap[0][0] < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self._loop.call_at(when, self._on_deadline)
-            self._timer_at = when
+            self._timer = self._loop.call_at(heap[0][0], self._on_deadline)
+            self._timer_at = heap[0][0]
 
     def _on_deadline(self) -> None:
         self._timer = None
         heap = self._deadlines
         now = self._loop.time()
+        if heap and now - heap[0][0] > self.STALL:
+            # We fired late: the event loop was busy, so a timeout now says little about the
+            # peer. Nodes read last_stall before declaring a peer dead.
+            self.last_stall = now
         while heap and heap[0][0] <= now:
             when, _, tx = heapq.heappop(heap)
             # Skip entries of finished calls, and old entries of calls sent again since.
@@ -319,15 +456,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 tx.expired()
         while heap and heap[0][2].future.done():
             heapq.heappop(heap)
-        if heap and self._timer is None:
-            self._timer = self._loop.call_at(heap[0][0], self._on_deadline)
-            self._timer_at = heap[0][0]
+        # A resend above armed the timer for its own deadline, which may come after an entry
+        # already in the heap: arm for the earliest, or that one would fire late.
+        self._arm()
 
     def _remember(self, key: tuple[Address, int], data: bytes) -> None:
         cache = self._replies
         cfg = self.config
         now = self._loop.time()
-        cache[key] = (data, now + cfg.reply_cache_ttl)
+        cache[key] = [data, now + cfg.reply_cache_ttl, 0]
         self._reply_bytes += len(data)
         if len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes:
             while cache and (
@@ -356,9 +493,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     ) -> Any:
         """Send ``method(args)`` to ``addr`` and return the result.
 
-        Raises RpcTimeout after ``tries`` sends without a reply, a RemoteError subclass for an
-        error reply, EncodeError / MessageTooLarge before sending when the request cannot go.
-        ``addr`` must be an IP literal as the peer's socket reports it (see net.resolve).
+        Raises RpcTimeout after ``tries`` sends without a reply (SendFailed, a subclass, at once
+        when the address cannot be sent to), a RemoteError subclass for an error reply,
+        EncodeError / MessageTooLarge before sending when the request cannot go. ``addr`` must
+        be an IP literal as the peer's socket reports it (see net.resolve).
         """
         if self._transport is None:
             raise DhtError("endpoint is closed")
@@ -367,9 +505,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         rid = self._rng.getrandbits(64)
         while rid in self._pending:
             rid = self._rng.getrandbits(64)
-        data = wire.encode_request(rid, method, args if args is not None else {})
+        if args is None:
+            args = {}
+        data = wire.encode_request(rid, method, args, self._tokens.get(addr))
         tx = _Transaction(
-            self, rid, addr, method, data, tries or self.config.tries, self.rto_for(addr)
+            self, rid, addr, method, args, data, tries or self.config.tries, self.rto_for(addr)
         )
         self._pending[rid] = tx
         try:
@@ -407,6 +547,16 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             return
         tx.resolve(msg)
 
+    def _on_retry(self, msg: wire.Retry, addr: Address) -> None:
+        tx = self._pending.get(msg.rid)
+        if tx is None or tx.addr != addr:
+            self.stats.unexpected_replies += 1
+            return
+        if len(self._tokens) >= self.config.max_peers and addr not in self._tokens:
+            del self._tokens[next(iter(self._tokens))]
+        self._tokens[addr] = msg.token
+        tx.retry_with(msg.token)
+
     # --- the datagram protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -422,10 +572,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self.stats.received += 1
         if len(addr) != 2:  # IPv6 sockets report (host, port, flowinfo, scope_id)
             addr = (addr[0], addr[1])
-        if isinstance(msg, wire.Request):
-            self._on_request(msg, addr)
+        kind = type(msg)
+        if kind is wire.Request:
+            self._on_request(cast(wire.Request, msg), addr, len(data))
+        elif kind is wire.Retry:
+            self._on_retry(cast(wire.Retry, msg), addr)
         else:
-            self._on_response(msg, addr)
+            self._on_response(cast(wire.Reply | wire.ErrorReply, msg), addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) carry no request id on an unconnected socket; the
@@ -435,12 +588,37 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
 
-    def _send(self, data: bytes, addr: Address) -> None:
+    def _send(self, data: bytes, addr: Address) -> str | None:
+        """Send one datagram; None when it went, else why it could not (counted)."""
         transport = self._transport
         if transport is None:
-            return
-        self.stats.sent += 1
-        transport.sendto(data, addr)
+            return "the endpoint is closed"
+        why = self._sendable.get(addr, "?")
+        if why == "?":
+            why = self._check_destination(addr)
+        if why is None:
+            try:
+                transport.sendto(data, addr)
+            except Exception as exc:  # uvloop raises here what asyncio hands to error_received
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                self.stats.sent += 1
+                return None
+        self.stats.send_errors += 1
+        return why
+
+    def _check_destination(self, addr: Address) -> str | None:
+        try:
+            check_peer_addr(*addr)
+        except (TypeError, ValueError) as exc:
+            why: str | None = str(exc)
+        else:
+            v6 = ":" in addr[0]
+            why = None if v6 == self._family_v6 else "the address is not of this socket's family"
+        if len(self._sendable) >= self.config.max_peers:
+            self._sendable.clear()
+        self._sendable[addr] = why
+        return why
 
     # --- lifecycle -----------------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 
 PROTOCOL.md is the specification; this module is its reference implementation::
 
-    request  [1, 0, rid, method, args]    rid: uint64, method: str, args: map str -> any
-    reply    [1, 1, rid, result]          result: any msgpack value
-    error    [1, 2, rid, code, message]   code: int (errors.ErrorCode), message: str
+    request  [1, 0, rid, method, args]          rid: uint64, method: str, args: map str -> any
+             [1, 0, rid, method, args, token]   token: bin, proves the sender receives (below)
+    reply    [1, 1, rid, result]                result: any msgpack value
+    error    [1, 2, rid, code, message]         code: int (errors.ErrorCode), message: str
+    retry    [1, 3, rid, token]                 "answer too large for an unproven address:
+                                                 send the request again with this token"
 
 The decoder is strict: anything else, including bytes msgpack accepts but that do not have this
 shape, raises :class:`~udpdht.errors.DecodeError` and nothing else, so the receive path needs
@@ -24,18 +27,21 @@ VERSION = 1
 REQUEST = 0
 REPLY = 1
 ERROR = 2
+RETRY = 3
 
 #: The largest UDP payload over IPv4; nothing larger can be one datagram.
 MAX_MESSAGE = 65507
 MAX_METHOD = 64
 MAX_ERROR_MESSAGE = 1000
 MAX_RID = (1 << 64) - 1
+MAX_TOKEN = 32
 
 
 class Request(NamedTuple):
     rid: int
     method: str
     args: dict[str, Any]
+    token: bytes | None = None  # the address token the responder handed out (rpc.py)
 
 
 class Reply(NamedTuple):
@@ -49,7 +55,15 @@ class ErrorReply(NamedTuple):
     message: str
 
 
-Message = Request | Reply | ErrorReply
+class Retry(NamedTuple):
+    """The responder's answer would be too large for an address that has not shown it
+    receives: the caller sends the request again with ``token`` (QUIC's Retry, in spirit)."""
+
+    rid: int
+    token: bytes
+
+
+Message = Request | Reply | ErrorReply | Retry
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -75,7 +89,9 @@ def _pack(obj: list[Any]) -> bytes:
     return _encode(obj, MAX_MESSAGE, MessageTooLarge, "message")
 
 
-def encode_request(rid: int, method: str, args: dict[str, Any]) -> bytes:
+def encode_request(
+    rid: int, method: str, args: dict[str, Any], token: bytes | None = None
+) -> bytes:
     # Refuse here what the peer's decoder would drop: the caller gets an error, not a timeout.
     if not 0 < len(method) <= MAX_METHOD:
         raise EncodeError(f"method name must be 1..{MAX_METHOD} characters")
@@ -84,7 +100,11 @@ def encode_request(rid: int, method: str, args: dict[str, Any]) -> bytes:
     for k in args:
         if type(k) is not str:
             raise EncodeError("request argument names must be str")
-    return _pack([VERSION, REQUEST, rid, method, args])
+    if token is None:
+        return _pack([VERSION, REQUEST, rid, method, args])
+    if not 0 < len(token) <= MAX_TOKEN:
+        raise EncodeError(f"a token is 1..{MAX_TOKEN} bytes")
+    return _pack([VERSION, REQUEST, rid, method, args, token])
 
 
 def encode_reply(rid: int, result: Any) -> bytes:
@@ -93,6 +113,10 @@ def encode_reply(rid: int, result: Any) -> bytes:
 
 def encode_error(rid: int, code: int, message: str) -> bytes:
     return _pack([VERSION, ERROR, rid, int(code), message[:MAX_ERROR_MESSAGE]])
+
+
+def encode_retry(rid: int, token: bytes) -> bytes:
+    return _pack([VERSION, RETRY, rid, token])
 
 
 def pack_value(value: Any, limit: int) -> bytes:
@@ -128,8 +152,8 @@ def decode(data: bytes) -> Message:
         raise
     except Exception as exc:  # msgpack raises a dozen types for bad input; all mean the same
         raise DecodeError(f"not msgpack: {type(exc).__name__}") from None
-    if type(msg) is not list or len(msg) < 4:
-        raise DecodeError("not a udpdht message (expected an array of 4 or 5)")
+    if type(msg) is not list or not 4 <= len(msg) <= 6:
+        raise DecodeError("not a udpdht message (expected an array of 4 to 6)")
     version, kind, rid = msg[0], msg[1], msg[2]
     # Never repr() an untrusted field: ~1000 nested arrays would overflow the stack.
     if type(version) is not int or version != VERSION:
@@ -138,18 +162,28 @@ def decode(data: bytes) -> Message:
         raise DecodeError(f"message kind is a {type(kind).__name__}, not an int")
     if type(rid) is not int or not 0 <= rid <= MAX_RID:
         raise DecodeError("request id is not a 64-bit unsigned integer")
-    if kind == REQUEST and len(msg) == 5:
+    if kind == REQUEST and len(msg) >= 5:
         method, args = msg[3], msg[4]
         if type(method) is not str or not 0 < len(method) <= MAX_METHOD:
             raise DecodeError("method is not a short string")
         if type(args) is not dict or not all(type(k) is str for k in args):
             raise DecodeError("request arguments are not a map with string keys")
-        return Request(rid, method, args)
+        if len(msg) == 5:
+            return Request(rid, method, args)
+        return Request(rid, method, args, _token(msg[5]))
     if kind == REPLY and len(msg) == 4:
         return Reply(rid, msg[3])
+    if kind == RETRY and len(msg) == 4:
+        return Retry(rid, _token(msg[3]))
     if kind == ERROR and len(msg) == 5:
         code, message = msg[3], msg[4]
         if type(code) is not int or type(message) is not str:
             raise DecodeError("error reply needs an integer code and a string message")
         return ErrorReply(rid, code, message)
     raise DecodeError(f"unknown message kind {kind} or wrong length {len(msg)}")
+
+
+def _token(raw: Any) -> bytes:
+    if type(raw) is not bytes or not 0 < len(raw) <= MAX_TOKEN:
+        raise DecodeError(f"a token is 1..{MAX_TOKEN} bytes of bin")
+    return raw

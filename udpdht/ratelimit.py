@@ -1,0 +1,56 @@
+"""Token buckets, alone and per source. Pure: callers pass ``now``.
+
+A bucket earns ``rate`` tokens a second up to ``burst``; taking ``cost`` tokens succeeds only if
+that many are there. The RPC layer counts requests with them (per source and overall), the
+store counts bytes written (a write budget per source).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+
+
+class TokenBucket:
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, burst: float, now: float) -> None:
+        self.tokens = burst
+        self.at = now
+
+    def take(self, rate: float, burst: float, now: float, cost: float = 1.0) -> bool:
+        tokens = min(burst, self.tokens + (now - self.at) * rate)
+        self.at = now
+        if tokens < cost:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - cost
+        return True
+
+
+class Buckets:
+    """One bucket per key (a source), at most ``max_keys`` kept: when full, the quarter seen
+    first is forgotten (a stranger with many addresses gets a fresh bucket, not our memory; the
+    overall limit is what stops it)."""
+
+    def __init__(self, rate: float, burst: float = 0.0, max_keys: int = 16_384) -> None:
+        self.rate = rate
+        self.burst = burst or 2 * rate
+        self.max_keys = max_keys
+        self._buckets: dict[Hashable, TokenBucket] = {}
+
+    def take(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                for old in list(itertools.islice(self._buckets, max(1, self.max_keys // 4))):
+                    del self._buckets[old]
+            bucket = self._buckets[key] = TokenBucket(self.burst, now)
+        return bucket.take(self.rate, self.burst, now, cost)
+
+
+def source_of(addr: tuple[str, int]) -> Hashable:
+    """Who a datagram's sender is, for limits: its IP address, except on loopback, where every
+    process of the machine shares one address and only the port tells them apart."""
+    host = addr[0]
+    return addr if host.startswith("127.") or host == "::1" else host
