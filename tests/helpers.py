@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from udpdht import Client
+import msgpack
+
+from udpdht import Client, ids
 
 Address = tuple[str, int]
 
@@ -52,11 +57,30 @@ def udpdht(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str
 
 
 class NodeProcess:
-    """A `udpdht node` child; always ended by the `node_process` context manager."""
+    """A `udpdht node` child; always ended by the `node_process` context manager.
 
-    def __init__(self, proc: subprocess.Popen[str], addr: Address) -> None:
+    A thread keeps reading what it prints (a full pipe would block the node mid-log).
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], addr: Address, seen: list[str]) -> None:
         self.proc = proc
         self.addr = addr
+        self.lines = seen
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def output(self) -> str:
+        """Everything it printed so far."""
+        return "".join(self.lines)
+
+    @property
+    def id(self) -> int:
+        return ids.node_id_for(*self.addr)
 
     @property
     def addr_text(self) -> str:
@@ -67,12 +91,14 @@ class NodeProcess:
 
     def wait(self, timeout: float = 20.0) -> tuple[int, str]:
         """Wait for exit; returns (exit code, everything it printed)."""
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        return self.proc.returncode, self.output()
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
-    """Start `udpdht ARGS` in the background, stdout and stderr together in one text pipe.
+def spawn(*args: str, loop: str = "auto") -> subprocess.Popen[str]:
+    """Start `udpdht ARGS` in the background, stdout and stderr together in one text pipe;
+    ``loop``: the event loop it runs on (auto, asyncio or uvloop: $UDPDHT_LOOP).
 
     The caller ends it (node_process does; a test using this directly must too).
     """
@@ -81,14 +107,16 @@ def spawn(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=ENV,
+        env={**ENV, "UDPDHT_LOOP": loop},
     )
 
 
 @contextmanager
-def node_process(*args: str, port: int = 0, startup_timeout: float = 20.0) -> Iterator[NodeProcess]:
+def node_process(
+    *args: str, port: int = 0, startup_timeout: float = 20.0, loop: str = "auto"
+) -> Iterator[NodeProcess]:
     """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit."""
-    proc = spawn("node", "--port", str(port), *args)
+    proc = spawn("node", "--port", str(port), *args, loop=loop)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + startup_timeout
@@ -102,11 +130,11 @@ def node_process(*args: str, port: int = 0, startup_timeout: float = 20.0) -> It
             match = _LISTENING.search(line)
             if match:
                 addr = (match.group(1), int(match.group(2)))
-        yield NodeProcess(proc, addr)
+        yield NodeProcess(proc, addr, seen)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=10)
+        proc.wait(timeout=10)
 
 
 def data_dir(tmp_path: Path, name: str) -> str:
@@ -147,3 +175,84 @@ async def wait_processes_ideal(nodes: list[NodeProcess], within: float) -> None:
     while not _ideal(await statuses(nodes)):
         assert loop.time() < deadline, "the ring did not reach its ideal state in time"
         await asyncio.sleep(0.5)
+
+
+class Stranger:
+    """A raw UDP socket on loopback that speaks the wire format by hand: what an attacker has.
+
+    It never retries and never answers a retry token unless told to; ``ask`` returns the kind
+    of the first answer (``"reply"``, ``"error"``, ``"retry"`` or ``None`` for none) with its
+    payload, and counts every byte it sent and received.
+    """
+
+    KINDS = {1: "reply", 2: "error", 3: "retry"}
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        self.sock.bind((host, 0))
+        self.addr: Address = self.sock.getsockname()[:2]
+        self.sent = 0
+        self.received = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Stranger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def id(self) -> bytes:
+        """The id that matches this socket's address (SHA-1 of "host:port")."""
+        return ids.to_bytes(ids.node_id_for(*self.addr))
+
+    @staticmethod
+    def request(
+        method: str, args: dict[str, Any], rid: int = 1, token: bytes | None = None
+    ) -> bytes:
+        body: list[Any] = [1, 0, rid, method, args]
+        if token is not None:
+            body.append(token)
+        return bytes(msgpack.packb(body, use_bin_type=True))
+
+    def send(self, data: bytes, to: Address) -> None:
+        self.sent += len(data)
+        self.sock.sendto(data, to)
+
+    def answers(
+        self, within: float = 1.0, *, until_first: bool = False
+    ) -> list[tuple[str | None, Any, int]]:
+        """Every datagram that arrives within ``within`` seconds: (kind, payload, size)."""
+        out: list[tuple[str | None, Any, int]] = []
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                break
+            self.received += len(data)
+            msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            kind = self.KINDS.get(msg[1])
+            out.append((kind, msg[3] if kind != "error" else (msg[3], msg[4]), len(data)))
+            if until_first:
+                break
+        return out
+
+    def ask(
+        self,
+        to: Address,
+        method: str,
+        args: dict[str, Any],
+        *,
+        within: float = 2.0,
+        token: bytes | None = None,
+    ) -> tuple[str | None, Any, int]:
+        """One request, the first answer (or ``(None, None, 0)``)."""
+        self.send(self.request(method, args, rid=random.getrandbits(63), token=token), to)
+        got = self.answers(within, until_first=True)
+        return got[0] if got else (None, None, 0)

@@ -13,27 +13,31 @@ from pathlib import Path
 import pytest
 from helpers import node_process, spawn, udpdht
 
-from udpdht import Client, KeyNotFound, Node, Unauthorized
+from udpdht import Client, KeyNotFound, Node, Unauthorized, ids
 from udpdht.admin import COOKIE_FILE, Verifier, read_cookie, sign
+
+ME, OTHER = b"\x01" * 20, b"\x02" * 20  # the ids of the node verifying, and of another
 
 
 def test_verifier_accepts_genuine_and_refuses_the_rest() -> None:
     cookie = os.urandom(32)
-    verifier = Verifier(cookie)
+    verifier = Verifier(cookie, ME)
     now = 1_000_000.0
-    args = sign(cookie, "admin_join", {"addr": ["127.0.0.1", 7000]}, now)
+    args = sign(cookie, "admin_join", {"addr": ["127.0.0.1", 7000]}, now, ME)
     assert verifier.verify("admin_join", args, now + 1) == {"addr": ["127.0.0.1", 7000]}
     with pytest.raises(Unauthorized, match="replayed"):
         verifier.verify("admin_join", args, now + 2)
     with pytest.raises(Unauthorized, match="wrong cookie"):
-        verifier.verify("admin_join", sign(os.urandom(32), "admin_join", {}, now), now)
+        verifier.verify("admin_join", sign(os.urandom(32), "admin_join", {}, now, ME), now)
     with pytest.raises(Unauthorized, match="wrong cookie"):  # signed for another method
-        verifier.verify("admin_shutdown", sign(cookie, "admin_leave", {}, now), now)
-    tampered = {**sign(cookie, "admin_join", {"addr": ["a", 1]}, now), "addr": ["b", 2]}
+        verifier.verify("admin_shutdown", sign(cookie, "admin_leave", {}, now, ME), now)
+    with pytest.raises(Unauthorized, match="another node"):  # for another node, same cookie
+        verifier.verify("admin_leave", sign(cookie, "admin_leave", {}, now, OTHER), now)
+    tampered = {**sign(cookie, "admin_join", {"addr": ["a", 1]}, now, ME), "addr": ["b", 2]}
     with pytest.raises(Unauthorized, match="wrong cookie"):
         verifier.verify("admin_join", tampered, now)
     with pytest.raises(Unauthorized, match="clock"):
-        verifier.verify("admin_leave", sign(cookie, "admin_leave", {}, now - 600), now)
+        verifier.verify("admin_leave", sign(cookie, "admin_leave", {}, now - 600, ME), now)
     with pytest.raises(Unauthorized, match="credentials"):
         verifier.verify("admin_leave", {}, now)
 
@@ -58,7 +62,7 @@ async def test_admin_over_udp_good_wrong_missing_and_replayed_cookie() -> None:
             succ = await admin.join(a.addr)
             assert succ is not None and succ.id == a.id
             # A captured admin request, sent again, is refused.
-            signed = sign(b.cookie, "admin_leave", {}, time.time())
+            signed = sign(b.cookie, "admin_leave", {}, time.time(), ids.to_bytes(b.id))
             await admin.call("admin_leave", signed)
             with pytest.raises(Unauthorized, match="replayed"):
                 await admin.call("admin_leave", signed)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers import wait_until
 
-from udpdht import Server, ValueTooLarge
+from udpdht import Server, ValueTooLarge, ids
 from udpdht.node import NodeConfig
 from udpdht.server import NodeInfo, digest
 from udpdht.sim import ideal_problems
@@ -284,7 +284,11 @@ async def test_wildcard_servers_name_addresses_their_peers_can_reach() -> None:
         assert not ipaddress.ip_address(first.node.ip).is_unspecified  # the outbound address
         await joiner.listen(0)
         assert await joiner.bootstrap([(LOCAL, _port(first))])
-        assert joiner.node.ip == LOCAL  # what its packets to the bootstrap node carry
+        # Reached at 127.0.0.1, the first names itself by its outbound address (its ping says
+        # so), which its id belongs to: the joiner talks to it there, and names itself by what
+        # its packets to that address carry, so each id matches each source address.
+        assert joiner.node.ip == first.node.ip
+        assert joiner.node.id == ids.to_bytes(ids.node_id_for(first.node.ip, _port(joiner)))
         assert await joiner.set("k", "v")
         assert await first.get("k") == "v"
     finally:
@@ -319,7 +323,9 @@ def test_arguments_map_onto_the_ring() -> None:
     node_id = hashlib.sha1(b"me").digest()
     server = Server(node_id=node_id)
     assert server.node.id == node_id and server.node.long_id == int.from_bytes(node_id, "big")
-    assert Server().node.id != Server().node.id  # random by default, as kademlia's
+    # A chosen id cannot be checked against the address: such a ring turns the check off.
+    assert not server.config.verify_ids and Server().config.verify_ids
+    assert Server().node.id == b""  # by default SHA-1 of the address: known once listening
     with pytest.warns(UserWarning, match="storage"):
         Server(storage={})
     with pytest.raises(ValueError):
@@ -357,7 +363,9 @@ async def test_state_file_is_json_and_load_state_rejoins(tmp_path: Path) -> None
             assert leaving.save_state_loop is None  # stop ends the regular saves
 
             loaded = await Server.load_state(path, 0, LOCAL)
-            assert loaded.node.id == leaving.node.id
+            # Its id is SHA-1 of its (new) address, as every id not chosen.
+            assert first["chosen_id"] is False
+            assert loaded.node.id == ids.to_bytes(ids.node_id_for(LOCAL, _port(loaded)))
             assert (loaded.ksize, loaded.alpha) == (5, 2)
             assert loaded.dht is not None and loaded.dht.leafset.successor is not None
             assert await loaded.get("kept") == "across restarts"

@@ -5,9 +5,12 @@ from .errors import (
     DecodeError,
     DhtError,
     KeyNotFound,
+    RateLimited,
     RemoteError,
     RpcTimeout,
+    StoreFull,
     Unauthorized,
+    Unavailable,
     ValueTooLarge,
 )
 from .node import Node
@@ -19,10 +22,13 @@ __all__ = [
     "DhtError",
     "KeyNotFound",
     "Node",
+    "RateLimited",
     "RemoteError",
     "RpcTimeout",
     "Server",
+    "StoreFull",
     "Unauthorized",
+    "Unavailable",
     "ValueTooLarge",
 ]
 __version__ = "0.1.0"

@@ -3,11 +3,14 @@
 Admin methods (join, leave, shutdown) change what a node does, so only someone who can read the
 node's cookie file may call them; get, put and status stay public. A request carries
 
-    auth = [ts, nonce, mac]    mac = HMAC-SHA256(cookie, msgpack([method, ts, nonce, args]))
+    auth = [ts, nonce, mac]
+    mac  = HMAC-SHA256(cookie, msgpack([method, ts, nonce, target, args]))
 
-where ``args`` are the other arguments as sent. The node accepts a request only if the MAC
-matches, ``ts`` is within WINDOW seconds of its own wall clock, and it has not seen ``nonce``
-in that window, so a captured request cannot be replayed. The cookie itself never travels.
+where ``target`` is the 20-byte id of the node the request is for and ``args`` are the other
+arguments as sent. The node accepts a request only if the MAC matches with its own id as the
+target, ``ts`` is within WINDOW seconds of its own wall clock, and it has not seen ``nonce`` in
+that window, so a captured request can be replayed neither to the same node nor to another one
+that shares the cookie. The cookie itself never travels.
 """
 
 from __future__ import annotations
@@ -82,22 +85,29 @@ def read_cookie(path: str | Path) -> bytes:
     return cookie
 
 
-def _mac(cookie: bytes, method: str, ts: float, nonce: bytes, args: dict[str, Any]) -> bytes:
-    body = msgpack.packb([method, ts, nonce, args], use_bin_type=True)
+def _mac(
+    cookie: bytes, method: str, ts: float, nonce: bytes, target: bytes, args: dict[str, Any]
+) -> bytes:
+    body = msgpack.packb([method, ts, nonce, target, args], use_bin_type=True)
     return hmac.new(cookie, body, hashlib.sha256).digest()
 
 
-def sign(cookie: bytes, method: str, args: dict[str, Any], now: float) -> dict[str, Any]:
-    """``args`` plus the ``auth`` field for an admin request."""
+def sign(
+    cookie: bytes, method: str, args: dict[str, Any], now: float, target: bytes
+) -> dict[str, Any]:
+    """``args`` plus the ``auth`` field for an admin request to the node whose id is ``target``
+    (20 bytes)."""
     nonce = secrets.token_bytes(16)
-    return {**args, "auth": [now, nonce, _mac(cookie, method, now, nonce, args)]}
+    return {**args, "auth": [now, nonce, _mac(cookie, method, now, nonce, target, args)]}
 
 
 class Verifier:
-    """Checks admin requests for one node, remembering recent nonces."""
+    """Checks admin requests for one node (``target``: its 20-byte id), remembering recent
+    nonces."""
 
-    def __init__(self, cookie: bytes) -> None:
+    def __init__(self, cookie: bytes, target: bytes) -> None:
         self.cookie = cookie
+        self.target = target
         self._seen: OrderedDict[bytes, float] = OrderedDict()
 
     def verify(self, method: str, args: dict[str, Any], now: float) -> dict[str, Any]:
@@ -112,9 +122,12 @@ class Verifier:
             raise Unauthorized("unauthorized: malformed credentials")
         rest = {k: v for k, v in args.items() if k != "auth"}
         if not isinstance(mac, bytes) or not hmac.compare_digest(
-            mac, _mac(self.cookie, method, ts, nonce, rest)
+            mac, _mac(self.cookie, method, ts, nonce, self.target, rest)
         ):
-            raise Unauthorized("unauthorized: wrong cookie (the signature does not match)")
+            raise Unauthorized(
+                "unauthorized: the signature does not match "
+                "(a wrong cookie, or a request signed for another node)"
+            )
         if abs(now - ts) > WINDOW:
             raise Unauthorized(f"unauthorized: signed {now - ts:+.0f} s away from the node's clock")
         while self._seen and (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -59,6 +60,24 @@ def _replicas(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 33:
         raise argparse.ArgumentTypeError(f"replicas must be a number 1..33, got {text}")
     return int(text)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    """``500000``, ``64M``, ``2G`` (powers of 1024; a trailing ``B`` or ``iB`` is fine)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (t[:-1], t[-1]) if t and t[-1] in _UNITS else (t, "")
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except (ValueError, OverflowError):  # not a number; inf
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 500000, 64M or 2G, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -123,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         metavar="R",
         help="copies of each key, the primary included (1..L/2+1; default 3)",
+    )
+    p.add_argument(
+        "--max-store-bytes",
+        type=_bytes,
+        metavar="N",
+        help="the store's quota, keys and values counted (e.g. 512M, 20G; default: none); "
+        "writes past it fail with StoreFull",
     )
     p.add_argument(
         "--log-level",
@@ -212,6 +238,18 @@ def _setup_logging(level: str) -> _LogFormat:
     return fmt
 
 
+def _refuse_wildcard(host: str) -> None:
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return
+    if wildcard:
+        raise UsageError(
+            f"--host {host} listens on every address, but peers need the one address to "
+            "reach this node at (its id is SHA-1 of it): give that address to --host"
+        )
+
+
 def _why(exc: OSError) -> str:
     """'address already in use', not uvloop's 'could not bind to local_addr'."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
@@ -223,6 +261,7 @@ LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just 
 async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     if args.replicas > args.leafset // 2 + 1:
         raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+    _refuse_wildcard(args.host)
     data_dir = args.data_dir
     if data_dir is None and args.port != 0:
         data_dir = default_data_dir(args.port)
@@ -231,7 +270,8 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         port=args.port,
         data_dir=data_dir,
         config=NodeConfig(leafset=args.leafset),
-        store_config=StoreConfig(replicas=args.replicas),
+        store_config=StoreConfig(replicas=args.replicas, max_store_bytes=args.max_store_bytes),
+        bootstrap=args.bootstrap,
     )
     try:
         await node.start()
@@ -458,6 +498,7 @@ async def _run_cluster(args: argparse.Namespace) -> int:
             os._exit(130)
         stop.set()
 
+    _refuse_wildcard(args.host)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:

@@ -48,6 +48,7 @@ class Client:
         self._rpc_config = rpc_config or RpcConfig(tries=6)
         self._rng = rng
         self._endpoint: RpcEndpoint | None = None
+        self._node_id: int | None = None  # the attached node's id, once learnt (admin signs it)
 
     async def open(self) -> None:
         if isinstance(self._network, UdpNetwork):
@@ -133,8 +134,11 @@ class Client:
                 f"{method.removeprefix('admin_')} needs the node's cookie "
                 "(the file 'cookie' in its data dir; pass it with --cookie FILE)"
             )
+        if self._node_id is None:  # a signature names the node it is for: learn its id
+            self._node_id, _ = await self.ping()
+        signed = sign(self.cookie, method, args, time.time(), ids.to_bytes(self._node_id))
         try:
-            return await self.call(method, sign(self.cookie, method, args, time.time()))
+            return await self.call(method, signed)
         except RemoteError as exc:  # "admin_join: ..." -> "join: ..."
             text = exc.message.removeprefix(f"{method}: ")
             raise type(exc)(f"{method.removeprefix('admin_')}: {text}", exc.code) from None

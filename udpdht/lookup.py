@@ -3,17 +3,24 @@
 The asking node keeps the trace (each hop: the peer and its round trip). A hop that does not
 answer is skipped for the next-best candidate; the routing decision at each node is the pure
 :func:`~udpdht.routing.next_hop`.
+
+An answer "done: the owner is O" is a claim, and a liar can make it about any key. It is taken
+only when it is consistent with everything this lookup knows (:func:`plausible_owner`): the key
+lies between the answering node and O, and no node we know of lies between the key and O
+(such a node would own the key instead). With ``confirm`` the owner must also say so itself:
+it is asked in turn, and the answer that ends the lookup is O's own, with O's own successors.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import ids
 from .errors import RemoteError, RpcTimeout, Unavailable
 from .net import Address
-from .routing import Peer, peers_from_wire
+from .routing import Peer
 
 if TYPE_CHECKING:
     from .node import Node
@@ -39,25 +46,53 @@ class LookupFailed(Unavailable):
     """Every candidate on the way to a key failed."""
 
 
-async def iterative_lookup(node: Node, key: int, *, start: Address | None = None) -> Lookup:
+def plausible_owner(key: int, answerer: Peer, owner: Peer, known: Iterable[Peer]) -> Peer | None:
+    """Check a claim by ``answerer`` that ``owner`` owns ``key``.
+
+    Returns None when the claim is consistent, else a known node that contradicts it: a node
+    in ``[key, owner)`` (it would own the key). An honest answer always has the key in
+    ``(answerer, owner]`` (the answerer's successor, or a node of its leafset past the key, or
+    itself); a claim that breaks this gets ``owner`` itself back, to be asked directly.
+    """
+    if owner.id != answerer.id and not ids.in_interval(
+        key, answerer.id, owner.id, right_open=False
+    ):
+        return owner
+    span = ids.distance(key, owner.id)
+    closer = [p for p in known if ids.distance(key, p.id) < span]
+    return min(closer, key=lambda p: ids.distance(key, p.id), default=None)
+
+
+async def iterative_lookup(
+    node: Node, key: int, *, start: Address | None = None, confirm: bool = True
+) -> Lookup:
     """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
 
     Each hop returns a few candidates; one that does not answer is dropped and the next-best
     asked. ``start`` begins at a node given by address (joining: we know no one yet).
+    ``confirm``: the owner must confirm its ownership itself (one more call unless the last
+    hop was the owner).
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
+    known: dict[int, Peer] = {}  # every node this lookup heard of: the claims' touchstone
     if start is None:
         done, nodes = node.local_find(key)
         if done:
-            return Lookup(nodes[0], [], nodes[1:])
+            return Lookup(nodes[0], [], nodes[1:])  # our own tables: no claim to check
         queue = nodes
+        for p in [node.peer, *node.leafset.peers(), *node.fingers.distinct()]:
+            known[p.id] = p
     else:
-        queue = [Peer(-1, start)]  # id unknown until it answers
+        queue = [Peer(-1, start)]  # id unknown until it answers; we are not in the ring yet
+    first: list[Peer] = []  # nodes to ask before the queue: owners to confirm, contradictions
+    claim: Lookup | None = None  # the last claim not (yet) confirmed: better than nothing
     hops: list[Hop] = []
     failures: list[str] = []
     for _ in range(node.config.max_hops):
-        peer = next((p for p in queue if p.addr not in tried), None)
+        peer = next((p for p in first if p.addr not in tried), None)
+        if peer is None:
+            peer = next((p for p in queue if p.addr not in tried), None)
         if peer is None and start is None and not hops:
             # Every first candidate failed; they are gone from our tables now, so our
             # tables may offer others (kept alive, the successors at worst).
@@ -70,16 +105,22 @@ async def iterative_lookup(node: Node, key: int, *, start: Address | None = None
             break
         tried[peer.addr] = True
         # Few tries when another candidate can take over; the full count for the last one.
-        fallback = any(p.addr not in tried for p in queue)
+        fallback = any(p.addr not in tried for p in [*first, *queue])
         tries = node.config.lookup_tries if fallback else 0
         sent = loop.time()
         try:
             reply = await node._call(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
-            done, nodes = bool(reply["done"]), peers_from_wire(reply["nodes"])
-            if reply.get("id") is not None and peer.id == -1:
-                peer = Peer(ids.from_bytes(reply["id"]), peer.addr)
+            done, nodes = bool(reply["done"]), node._peers(reply["nodes"])
+            answered = ids.from_bytes(reply["id"])
+            if peer.id == -1:
+                peer = Peer(answered, peer.addr)
+                if node.config.verify_ids and not peer.id_matches_addr:
+                    raise ValueError("its id is not SHA-1 of its address")
+            elif answered != peer.id:
+                raise ValueError("it answered with another node's id")
         except PEER_FAILURES as exc:
             failures.append(f"{peer}: {type(exc).__name__}")
+            known.pop(peer.id, None)  # not a touchstone any more
             if peer.id == -1:
                 continue
             if tries:
@@ -90,9 +131,23 @@ async def iterative_lookup(node: Node, key: int, *, start: Address | None = None
                 node._peer_failed(peer)
             continue
         hops.append(Hop(peer, loop.time() - sent))
+        known[peer.id] = peer
+        for p in nodes:
+            known.setdefault(p.id, p)
         if done and nodes:
-            return Lookup(nodes[0], hops, nodes[1:])
+            owner = nodes[0]
+            against = plausible_owner(key, peer, owner, known.values())
+            if against is None and (not confirm or owner.id == peer.id or owner.addr in tried):
+                return Lookup(owner, hops, nodes[1:])
+            # Ask the owner itself (to confirm), or the node that contradicts the claim first.
+            first = [p for p in (against, owner) if p is not None]
+            claim = Lookup(owner, list(hops), nodes[1:])
         fresh = [p for p in nodes if p.addr not in tried]
         queue = sorted(fresh + queue, key=lambda p: ids.distance(p.id, key))
+    if claim is not None:
+        # Neither the owner nor whoever could contradict it answered: our knowledge may be
+        # stale (nodes joining or gone). The claim is still the best guess; the owner checks
+        # its own responsibility when it is sent a read or a write.
+        return claim
     tried_text = "; ".join(failures[-4:]) or "no candidate"
     raise LookupFailed(f"no live route to {ids.short(key)} after {len(hops)} hops ({tried_text})")

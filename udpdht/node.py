@@ -26,7 +26,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,12 +34,13 @@ from typing import Any
 
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
-from .errors import BadRequest, DhtError, Unavailable
+from .errors import BadRequest, DhtError, RemoteError, Unavailable
 from .lookup import PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
-from .net import Address, Network, UdpNetwork, format_addr, resolve
+from .membership import FailureDetector, PeerMemory
+from .net import Address, Network, UdpNetwork, check_peer_addr, format_addr, resolve
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, next_hop, peers_from_wire
-from .rpc import RpcConfig, RpcEndpoint
+from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 
 log = logging.getLogger("udpdht.node")
@@ -52,6 +53,12 @@ class NodeConfig:
     lookup_tries: int = 2  # sends per lookup hop before trying the next-best candidate
     lookup_width: int = 3  # candidates a hop returns (fallbacks when one is dead)
     max_hops: int = 64
+    # Ids are SHA-1 of the address a node advertises, so a receiver checks a claimed id against
+    # the datagram's source: placing a node at a chosen id then takes an address that hashes
+    # there. A ring whose nodes have chosen ids (Server(node_id=...), simulations at given ids)
+    # must turn this off on every node, and loses that protection (SECURITY.md).
+    verify_ids: bool = True
+    failure_strikes: int = 2  # failed calls in a row before a peer is declared dead
 
 
 def _key_bytes(key: str | bytes) -> bytes:
@@ -65,18 +72,15 @@ def _arg_id(args: dict[str, Any], name: str) -> int:
     return ids.from_bytes(raw)
 
 
-def _arg_peers(args: dict[str, Any], name: str) -> list[Peer]:
-    try:
-        return peers_from_wire(args.get(name, []))
-    except ValueError as exc:
-        raise BadRequest(f"argument {name!r}: {exc}") from None
-
-
 class Node:
     """A DHT node. ``port=0`` binds an ephemeral port; ``node.addr`` tells which."""
 
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
     FAILED_MEMORY = 30.0  # seconds a failed peer is not offered or taken as a hint
+    STALL_GRACE = 10.0  # seconds after a stall of our own loop when failures do not count
+    PEERS_FILE = "peers.json"  # the remembered peers, in the data dir
+    SAVE_PEERS_EVERY = 30.0  # seconds between writes of that file (when it changed)
+    MAX_REJOIN_WAIT = 30.0  # seconds between rejoin attempts, at most
 
     def __init__(
         self,
@@ -93,6 +97,7 @@ class Node:
         wall_clock: Callable[[], float] = time.time,
         maintenance: bool = True,
         cookie: bytes | None = None,
+        bootstrap: Sequence[Address] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -105,7 +110,8 @@ class Node:
         # derived from its virtual time. Everything else here runs on the loop's clock.
         self.wall_clock = wall_clock
         self.network: Network = network or UdpNetwork()
-        self.rpc_config = rpc_config
+        # A node serves strangers: rate limits on unless the caller configures its own.
+        self.rpc_config = rpc_config or NODE_RPC
         # The simulator passes a seeded rng so that a run repeats; request ids then come from
         # it too. A real node draws its timing jitter from its own Random and its request ids
         # from the OS.
@@ -115,6 +121,8 @@ class Node:
         self._maintenance_on = maintenance
         self.id = node_id if node_id is not None else 0
         self.addr: Address = (host, port)
+        #: Where to rejoin from when every neighbour is lost (with the remembered peers).
+        self.bootstrap: list[Address] = list(bootstrap)
         self._endpoint: RpcEndpoint | None = None
         self._started_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,7 +132,16 @@ class Node:
         # Log records carry the node's id prefix (several nodes may share a process).
         self.log = logging.LoggerAdapter(log, {"node": "--------"})
         self._notifiers: OrderedDict[int, tuple[Peer, float]] = OrderedDict()
-        self._failed: dict[int, float] = {}  # peer id -> until when it is not a hint
+        self.detector = FailureDetector(self.config.failure_strikes, self.FAILED_MEMORY)
+        peers_file = self.data_dir / self.PEERS_FILE if self.data_dir is not None else None
+        self.memory = PeerMemory(peers_file, verify_ids=self.config.verify_ids)
+        # Whether we belong to a ring with other nodes. A member whose tables empty has lost
+        # contact (a partition, an overload): it rejoins, and never serves as a ring of one.
+        self._member = False
+        self._next_rejoin = 0.0
+        self._rejoin_wait = self.config.stabilize_period
+        self._next_save = 0.0
+        self._pred_check: tuple[int, asyncio.Task[bool]] | None = None
         self._replicator: Replicator | None = None
         # The admin secret: given, or kept in the data dir, or made up for this run.
         self.cookie = cookie
@@ -154,12 +171,14 @@ class Node:
             self.network, (self.host, self.port), config=self.rpc_config, rng=self._seeded_rng
         )
         self._endpoint = ep
-        self.addr = ep.addr
-        if self._fixed_id is None:
-            self.id = ids.node_id_for(*self.addr)
-        self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
-        self.fingers = FingerTable(self.id)
-        self.log = logging.LoggerAdapter(log, {"node": ids.short(self.id)})
+        self._set_address(ep.addr)
+        if self._fixed_id is not None and self.config.verify_ids and not self.peer.id_matches_addr:
+            ep.close()
+            self._endpoint = None
+            raise ValueError(
+                "a node with a chosen id needs NodeConfig(verify_ids=False), on every node of "
+                "its ring: verifying nodes refuse ids that are not SHA-1 of the address"
+            )
         self._started_at = asyncio.get_running_loop().time()
         # Reads are idempotent: a retry may simply run them again, so their replies are not
         # cached. notify and leaving change state, but applying either twice is harmless.
@@ -179,7 +198,7 @@ class Node:
                 if self.data_dir is not None
                 else secrets.token_bytes(32)
             )
-        self._verifier = Verifier(self.cookie)
+        self._verifier = Verifier(self.cookie, ids.to_bytes(self.id))
         for name, admin in (
             ("admin_join", self._admin_join),
             ("admin_leave", self._admin_leave),
@@ -189,23 +208,40 @@ class Node:
         store: Store = DiskStore(self.data_dir) if self.data_dir is not None else MemoryStore()
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
+        if self.memory.load():
+            # We were part of a ring before this start: rejoin it, never start a second one.
+            self._member = True
+            self.log.info("remembers %d peers of its ring; rejoins through them", len(self.memory))
         if self._maintenance_on:
             loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(self._maintain()))
             self._tasks.append(loop.create_task(self._sync_store()))
         self.log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
+    def _set_address(self, addr: Address) -> None:
+        """Name this node ``addr``; its id follows (unless chosen), and so do its tables."""
+        self.addr = addr
+        if self._fixed_id is None:
+            self.id = ids.node_id_for(*addr)
+        self.leafset = LeafSet(Peer(self.id, addr), self.config.leafset)
+        self.fingers = FingerTable(self.id)
+        self._next_finger = 0
+        self.log = logging.LoggerAdapter(log, {"node": ids.short(self.id)})
+        if self._verifier is not None:  # an admin signature names this id
+            self._verifier = Verifier(self._verifier.cookie, ids.to_bytes(self.id))
+
     def advertise(self, addr: Address) -> None:
         """Name this node ``addr`` to its peers instead of the address it is bound to.
 
         For a node bound to a wildcard (``0.0.0.0``, ``::``): it lists itself in its answers to
-        lookups, and the wildcard there would send every asker to its own machine. Call it
-        after ``start`` and before ``join``, while no peer has seen the node's own entry.
+        lookups, and the wildcard there would send every asker to its own machine. Its id
+        becomes SHA-1 of ``addr`` (unless chosen), the id its peers check against the source of
+        its datagrams. Call it after ``start`` and before ``join``, while no peer has seen the
+        node's own entry.
         """
         if self.leafset.successors or self.leafset.predecessors:
             raise RuntimeError("advertise() must come before the node joins a ring")
-        self.addr = addr
-        self.leafset = LeafSet(Peer(self.id, addr), self.config.leafset)
+        self._set_address(check_peer_addr(*addr))
 
     async def stop(self) -> None:
         """Stop at once (a crash, as far as the ring can tell). See :meth:`leave`."""
@@ -221,6 +257,7 @@ class Node:
         if ep is not None:
             ep.close()
             await ep.wait_closed()
+            self.memory.save()
         if self._replicator is not None:
             self._replicator.store.close()
             self._replicator = None
@@ -242,7 +279,8 @@ class Node:
         """Join the ring that ``bootstrap`` belongs to."""
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
-        found = await self.lookup_id(self.id, start=bootstrap)
+        # Unconfirmed: the successor proves itself below by answering ``neighbors``.
+        found = await self.lookup_id(self.id, start=bootstrap, confirm=False)
         owner: Peer | None = found.owner
         if found.owner.id == self.id and found.owner.addr == self.addr:
             # Our own entry from before a restart, still in the ring's tables: our successor
@@ -252,8 +290,9 @@ class Node:
             raise DhtError(f"node id {ids.to_hex(self.id)} is already taken by {found.owner}")
         if owner is None:
             raise DhtError("the ring knows no node but our own former self; try again later")
-        succs, _ = await self._neighbors(owner)
+        succs, _, _ = await self._neighbors(owner)
         self.leafset.set_successors([owner, *succs])
+        self._member = True
         self.log.info("joined the ring: successor %s", owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
         # for our share of its keys, so the records fetched next include every acknowledged one.
@@ -282,7 +321,14 @@ class Node:
         calls = [self._call(peer, "leaving", args, tries=2) for peer, args in messages.values()]
         await asyncio.gather(*calls, return_exceptions=True)
         self.log.info("left the ring")
+        self.memory.forget()  # we left on purpose: a restart starts afresh unless told where
         await self.stop()
+
+    @property
+    def isolated(self) -> bool:
+        """Whether this node belonged to a ring with others and has lost every neighbour: it
+        is rejoining, and serves no key meanwhile."""
+        return self._member and not self.leafset.successors and not self.leafset.predecessors
 
     # --- the key-value store -------------------------------------------------------------------
 
@@ -324,18 +370,56 @@ class Node:
     async def _call(
         self, peer: Peer, method: str, args: dict[str, Any] | None = None, *, tries: int = 0
     ) -> Any:
-        return await self.endpoint.call(peer.addr, method, args, tries=tries or None)
+        try:
+            result = await self.endpoint.call(peer.addr, method, args, tries=tries or None)
+        except RemoteError:
+            self.detector.answered(peer.id)  # an error reply: alive, whatever it thinks
+            raise
+        self.detector.answered(peer.id)
+        return result
 
-    async def _neighbors(self, peer: Peer) -> tuple[list[Peer], list[Peer]]:
-        """A peer's successor list, and its predecessor list with its hint for us in front.
+    def _peers(self, items: Any) -> list[Peer]:
+        """A peer list a peer sent: bounded by L, every entry checked (routing.peers_from_wire).
+
+        Raises ValueError; a handler turns it into BadRequest, a caller into a peer failure.
+        """
+        return peers_from_wire(items, self.config.leafset, verify_ids=self.config.verify_ids)
+
+    def _arg_peers(self, args: dict[str, Any], name: str) -> list[Peer]:
+        try:
+            return self._peers(args.get(name, []))
+        except ValueError as exc:
+            raise BadRequest(f"argument {name!r}: {exc}") from None
+
+    def _sender(self, args: dict[str, Any], src: Address) -> Peer:
+        """The node that sent a request, from its claimed ``id`` and the datagram's source.
+
+        With verify_ids the id must be SHA-1 of that source address: a stranger cannot claim
+        an id it does not own (nor another node's id) to take a place in our tables.
+        """
+        claimed = _arg_id(args, "id")
+        try:
+            addr = check_peer_addr(*src)
+        except ValueError as exc:
+            raise BadRequest(f"cannot take the sender as a peer: {exc}") from None
+        if self.config.verify_ids and claimed != ids.node_id_for(*addr):
+            raise BadRequest(
+                f"id {ids.short(claimed)} is not this sender's: a node's id is SHA-1 of its "
+                f"address ({format_addr(addr)})"
+            )
+        return Peer(claimed, addr)
+
+    async def _neighbors(self, peer: Peer) -> tuple[list[Peer], list[Peer], Peer | None]:
+        """A peer's successor list, predecessor list, and its hint for us (see _hint_for).
 
         Raises one of PEER_FAILURES.
         """
         reply = await self._call(peer, "neighbors", {"id": ids.to_bytes(self.id)})
-        preds = peers_from_wire(reply["preds"])
-        if reply.get("hint") is not None:
-            preds.insert(0, Peer.from_wire(reply["hint"]))
-        return peers_from_wire(reply["succs"]), preds
+        if reply["id"] != ids.to_bytes(peer.id):
+            raise ValueError(f"{peer} answered with another node's id")
+        hint = reply.get("hint")
+        hints = self._peers([hint]) if hint is not None else []  # a failed id check: none
+        return self._peers(reply["succs"]), self._peers(reply["preds"]), next(iter(hints), None)
 
     async def _notify(self, peer: Peer) -> None:
         preds = [p.to_wire() for p in self.leafset.predecessors]
@@ -343,12 +427,14 @@ class Node:
             await self._call(peer, "notify", {"id": ids.to_bytes(self.id), "preds": preds})
 
     def _peer_failed(self, peer: Peer) -> None:
-        """Forget a node that did not answer, wherever it appears."""
-        now = asyncio.get_running_loop().time()
-        self._failed.pop(peer.id, None)  # re-insert: the dict stays ordered by expiry
-        self._failed[peer.id] = now + self.FAILED_MEMORY
-        while next(iter(self._failed.values())) < now:
-            self._failed.pop(next(iter(self._failed)))
+        """A call to ``peer`` failed. It is forgotten, wherever it appears, once the failure
+        detector has consistent evidence (membership.FailureDetector)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        stalled = now - self.endpoint.last_stall < self.STALL_GRACE if self.running else False
+        if not self.detector.failed(peer.id, now, stalled=stalled):
+            self.log.debug("peer %s did not answer; suspected", peer)
+            return
         in_leafset = self.leafset.remove(peer.id)
         in_fingers = self.fingers.remove(peer.id)
         self._notifiers.pop(peer.id, None)
@@ -367,56 +453,117 @@ class Node:
                 await self.stabilize()
                 await self.check_predecessor()
                 await self.fix_fingers()
+                self._remember_peers(start)
+                self.replicator.track_range()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not silently stop maintenance for good
                 self.log.exception("maintenance round failed")
             self.log.debug("maintenance round took %.3f s", loop.time() - start)
 
-    def _fallback_successor(self) -> Peer | None:
-        """With no successor left, the nearest node we know of clockwise."""
-        known = self.leafset.predecessors + self.fingers.distinct()
-        known = [p for p in known if p.id != self.id]
-        if not known:
-            return None
-        return min(known, key=lambda p: ids.distance(self.id, p.id))
+    def _remember_peers(self, now: float) -> None:
+        peers = self.leafset.peers()
+        if peers:
+            self._member = True
+        self.memory.remember(peers, self.id)
+        if now >= self._next_save:
+            self._next_save = now + self.SAVE_PEERS_EVERY
+            self.memory.save()
+
+    def _fallback_successors(self) -> list[Peer]:
+        """With no successor left, the nodes we know of, nearest clockwise first."""
+        known = {p.id: p for p in [*self.leafset.predecessors, *self.fingers.distinct()]}
+        known.pop(self.id, None)
+        return sorted(known.values(), key=lambda p: ids.distance(self.id, p.id))
+
+    async def _first_answering(
+        self, candidates: list[Peer]
+    ) -> tuple[Peer, tuple[list[Peer], list[Peer], Peer | None]] | None:
+        """The nearest of ``candidates`` (nearest first) that answers ``neighbors``, with its
+        answer. The first is asked alone; only if it fails are the others asked, all at once,
+        so that a run of dead successors costs one timeout, not one each."""
+        first = candidates[0]
+        try:
+            return first, await self._neighbors(first)
+        except PEER_FAILURES:
+            self._peer_failed(first)
+        rest = candidates[1 : self.leafset.half + 2]
+        answers = await asyncio.gather(*(self._neighbors(p) for p in rest), return_exceptions=True)
+        found = None
+        for peer, answer in zip(rest, answers, strict=True):
+            if isinstance(answer, PEER_FAILURES):
+                self._peer_failed(peer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif found is None:
+                found = peer, answer
+        return found
 
     async def stabilize(self) -> None:
         ls = self.leafset
-        for _ in range(ls.half * 2 + 2):  # each failure removes a node, so this ends
-            succ = ls.successor or self._fallback_successor()
-            if succ is None:
-                return  # alone: a ring of one
-            try:
-                succs, preds = await self._neighbors(succ)
-            except PEER_FAILURES:
-                self._peer_failed(succ)
-                continue
-            break
-        else:
-            return
+        # The first successor that answers. One that does not is skipped this round (and
+        # dropped once the failure detector is sure); the list is rebuilt from the one that
+        # answers, so it holds only nodes after it. None answers: the nearest node we know.
+        tried = list(ls.successors)
+        found = await self._first_answering(tried) if tried else None
+        if found is None:
+            fallback = [p for p in self._fallback_successors() if p not in tried]
+            found = await self._first_answering(fallback) if fallback else None
+        if found is None:
+            if self.isolated:
+                await self._rejoin()
+            return  # alone: a ring of one, or one that waits to rejoin
+        succ, (succs, preds, hint) = found
         new_list = [succ, *succs]
         # Nodes between us and the successor: those it knows (its predecessors and its hint
         # for us), and those we know ourselves (after many joins at once, the first node heard
         # from every joiner, but its successor may know none of the nodes just after it).
         mine = self._nearest_after(self.id, succ.id)
-        candidates = [*preds, mine] if mine is not None else preds
+        candidates = [p for p in (hint, *preds, mine) if p is not None]
+        now = asyncio.get_running_loop().time()
         between = [
             p
             for p in candidates
-            if ids.in_interval(p.id, self.id, succ.id) and not self._recently_failed(p.id)
+            if ids.in_interval(p.id, self.id, succ.id)
+            and not self.detector.recently_dead(p.id, now)
         ]
         if between:
             nearest = min(between, key=lambda p: ids.distance(self.id, p.id))
             # Adopt a node between us and our successor only once it has answered (Zave).
             try:
-                nearer_succs, _ = await self._neighbors(nearest)
+                nearer_succs, _, _ = await self._neighbors(nearest)
             except PEER_FAILURES:
                 self._peer_failed(nearest)
             else:
                 succ, new_list = nearest, [nearest, *nearer_succs]
         ls.set_successors(new_list)
+        self._member = True
         await self._notify(succ)
+
+    async def _rejoin(self) -> None:
+        """Every neighbour is lost: join again through the peers we remember and the bootstrap
+        addresses, a few per round, backing off up to MAX_REJOIN_WAIT between attempts."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_rejoin:
+            return
+        self._rejoin_wait = min(2 * self._rejoin_wait, self.MAX_REJOIN_WAIT)
+        self._next_rejoin = loop.time() + self._rejoin_wait
+        addrs = list(dict.fromkeys([*(p.addr for p in self.memory.peers()), *self.bootstrap]))
+        addrs = [a for a in addrs if a != self.addr]
+        for addr in addrs[:8]:
+            try:
+                await self.join(addr)
+            except (DhtError, *PEER_FAILURES) as exc:
+                self.log.debug("rejoin through %s failed: %s", format_addr(addr), exc)
+                continue
+            self.log.info("rejoined the ring through %s", format_addr(addr))
+            self._rejoin_wait = self.config.stabilize_period
+            return
+        self.log.warning(
+            "lost contact with the ring; %d known addresses did not answer, trying again in %.0f s",
+            len(addrs),
+            self._rejoin_wait,
+        )
 
     async def check_predecessor(self) -> None:
         pred = self.leafset.predecessor
@@ -437,7 +584,9 @@ class Node:
                 looked_up = False
             else:
                 try:
-                    owner = (await self.lookup_id(start)).owner
+                    # Unconfirmed, but checked against what we know (lookup.plausible_owner):
+                    # a finger is only a shortcut; the owner of a key is always confirmed.
+                    owner = (await self.lookup_id(start, confirm=False)).owner
                 except (LookupFailed, *PEER_FAILURES):
                     return
                 looked_up = True
@@ -450,6 +599,8 @@ class Node:
 
     def local_find(self, key: int) -> tuple[bool, list[Peer]]:
         """One routing step at this node (see routing.next_hop)."""
+        if self.isolated:
+            raise Unavailable("this node has lost contact with its ring and is rejoining")
         return next_hop(
             self.leafset,
             self.fingers,
@@ -462,14 +613,22 @@ class Node:
         """Find the owner of a key, with the hop trace."""
         return await self.lookup_id(ids.hash_key(key))
 
-    async def lookup_id(self, key: int, *, start: Address | None = None) -> Lookup:
-        """Find the owner of a ring position; ``start`` begins at a node given by address."""
-        return await iterative_lookup(self, key, start=start)
+    async def lookup_id(
+        self, key: int, *, start: Address | None = None, confirm: bool = True
+    ) -> Lookup:
+        """Find the owner of a ring position; ``start`` begins at a node given by address.
+
+        ``confirm``: ask the owner itself before believing whoever named it (lookup.py). The
+        store skips it: the owner checks its own responsibility when it gets the read or write.
+        """
+        return await iterative_lookup(self, key, start=start, confirm=confirm)
 
     # --- handlers ------------------------------------------------------------------------------
 
     def _rpc_ping(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        return {"id": ids.to_bytes(self.id)}
+        # The address we name ourselves by: a caller that reached us under another one (a
+        # wildcard socket has several) learns the one our id belongs to.
+        return {"id": ids.to_bytes(self.id), "addr": list(self.addr)}
 
     def _rpc_status(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         return self.status()
@@ -509,58 +668,108 @@ class Node:
             self._notifiers.popitem(last=False)
         known = [p for p, _ in self._notifiers.values()]
         known += self.leafset.predecessors + self.fingers.distinct()
-        return [p for p in known if not self._recently_failed(p.id)]
-
-    def _recently_failed(self, peer_id: int) -> bool:
-        return self._failed.get(peer_id, 0.0) > asyncio.get_running_loop().time()
+        return [p for p in known if not self.detector.recently_dead(p.id, now)]
 
     async def _rpc_notify(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead."""
-        peer = Peer(_arg_id(args, "id"), src)
-        preds = _arg_peers(args, "preds")
+        """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead.
+
+        Zave's rectify adopts a closer notifier outright. Here it must first answer
+        ``neighbors`` and name us as its successor: otherwise a stranger could sit in front of
+        us with a socket that only answers ``ping`` and make every write to our range fail.
+        """
+        peer = self._sender(args, src)
+        preds = self._arg_peers(args, "preds")
         if peer.id == self.id:
             return {}
+        loop = asyncio.get_running_loop()
         self._notifiers.pop(peer.id, None)
-        self._notifiers[peer.id] = (peer, asyncio.get_running_loop().time())
+        self._notifiers[peer.id] = (peer, loop.time())
         if len(self._notifiers) > self.MAX_NOTIFIERS:
             self._notifiers.popitem(last=False)
-        pred = self.leafset.predecessor
+        ls = self.leafset
+        pred = ls.predecessor
+        if pred is not None and pred.id == peer.id:  # our predecessor, as every round
+            ls.set_predecessors([peer, *preds])
+            return {}
         if (
             pred is not None
-            and pred.id != peer.id
             and not ids.in_interval(peer.id, pred.id, self.id)
+            and not await self._predecessor_dead(pred)
         ):
-            try:
-                await self._call(pred, "ping", tries=self.config.lookup_tries)
-                return {}  # ours is alive and closer: keep it
-            except PEER_FAILURES:
-                self._peer_failed(pred)
-            # The ping took time: another notify may have brought a closer one meanwhile.
-            pred = self.leafset.predecessor
-            if pred is not None and not ids.in_interval(peer.id, pred.id, self.id):
-                return {}
-        self.leafset.set_predecessors([peer, *preds])
+            return {}  # ours answers, and is closer: keep it
+        try:
+            its_succs, its_preds, _ = await self._neighbors(peer)
+        except PEER_FAILURES:
+            return {}
+        if not its_succs or its_succs[0].id != self.id:
+            return {}  # it does not take us for its successor: not our predecessor
+        # The calls took time: another notify may have brought a closer one meanwhile.
+        pred = ls.predecessor
+        if pred is not None and not ids.in_interval(peer.id, pred.id, self.id, left_open=False):
+            return {}  # [pred, self): it, or one between
+        ls.set_predecessors([peer, *its_preds])
+        self._member = True
         return {}
+
+    async def _predecessor_dead(self, pred: Peer) -> bool:
+        """Whether ``pred`` is no longer our predecessor after a ping (failed, and declared
+        dead). One ping at a time: every notify that asks meanwhile shares its answer, so a
+        flood of notifies costs one call, not one each."""
+        check = self._pred_check
+        if check is None or check[0] != pred.id:
+            task = asyncio.get_running_loop().create_task(self._ping_predecessor(pred))
+            self._pred_check = check = (pred.id, task)
+        try:
+            return await asyncio.shield(check[1])
+        finally:
+            if self._pred_check is check and check[1].done():
+                self._pred_check = None
+
+    async def _ping_predecessor(self, pred: Peer) -> bool:
+        try:
+            await self._call(pred, "ping", tries=self.config.lookup_tries)
+            return False
+        except PEER_FAILURES:
+            self._peer_failed(pred)
+        current = self.leafset.predecessor
+        return current is None or current.id != pred.id
 
     def _rpc_find(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         done, nodes = self.local_find(_arg_id(args, "key"))
+        # The owner and what follows it: enough for the replicas, and a bounded answer.
+        nodes = nodes[: self.leafset.half + 1]
         return {"id": ids.to_bytes(self.id), "done": done, "nodes": [p.to_wire() for p in nodes]}
 
     def _rpc_leaving(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        """A neighbour leaves and hands us its lists, so the ring closes at once."""
-        gone = Peer(_arg_id(args, "id"), src)
+        """A neighbour leaves and hands us its lists, so the ring closes at once.
+
+        Only the leaving node may say so: the id must be a node of our tables whose address is
+        the datagram's source. (Anyone else naming it would make us drop a live neighbour.)
+        """
+        gone_id = _arg_id(args, "id")
         ls = self.leafset
-        if "preds" in args and ls.predecessor is not None and ls.predecessor.id == gone.id:
-            ls.set_predecessors(_arg_peers(args, "preds"))
-        if "succs" in args and ls.successor is not None:
+        gone = next((p for p in [*ls.peers(), *self.fingers.distinct()] if p.id == gone_id), None)
+        if gone is None:
+            return {}  # not ours to forget: nothing to do
+        if gone.addr != src:
+            raise BadRequest("only the leaving node itself may say that it leaves")
+        preds = self._arg_peers(args, "preds") if "preds" in args else None
+        succs = self._arg_peers(args, "succs") if "succs" in args else None
+        was_neighbour = any(p.id == gone.id for p in ls.peers())
+        if preds is not None and ls.predecessor is not None and ls.predecessor.id == gone.id:
+            ls.set_predecessors(preds)
+        if succs is not None and ls.successor is not None:
             ids_before = [p.id for p in ls.successors]
             if gone.id in ids_before:
                 kept = ls.successors[: ids_before.index(gone.id)]
-                ls.set_successors([*kept, *_arg_peers(args, "succs")])
+                ls.set_successors([*kept, *succs])
         ls.remove(gone.id)
         self.fingers.remove(gone.id)
         self._notifiers.pop(gone.id, None)  # and no hint may point at it any more
-        self.log.info("peer %s left", gone)
+        if was_neighbour:
+            self.log.info("peer %s left", gone)
+            if not ls.successors and not ls.predecessors:
+                self._member = False  # the others left on purpose: a ring of one, rightly
         return {}
 
     async def _rpc_lookup(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
@@ -585,18 +794,20 @@ class Node:
     async def _admin_join(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         rest = self._authorized("admin_join", args)
         target = rest.get("addr")
-        if not (isinstance(target, list) and len(target) == 2 and isinstance(target[0], str)):
-            raise BadRequest("'addr' must be [host, port]")
-        if (target[0], target[1]) == self.addr:
+        try:
+            if type(target) is not list or len(target) != 2:
+                raise ValueError("'addr' must be [host, port]")
+            addr = check_peer_addr(*target)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        if addr == self.addr:
             raise BadRequest("that is this node itself: give the address of another ring's node")
         if self.leafset.successors or self.leafset.predecessors:
             raise BadRequest("this node is already in a ring; make it leave first")
         try:
-            await self.join((target[0], int(target[1])))
+            await self.join(addr)
         except DhtError as exc:
-            raise Unavailable(
-                f"could not join through {format_addr(tuple(target))}: {exc}"
-            ) from None
+            raise Unavailable(f"could not join through {format_addr(addr)}: {exc}") from None
         succ = self.leafset.successor
         return {"successor": succ.to_wire() if succ is not None else None}
 
@@ -631,6 +842,7 @@ class Node:
             "successors": [p.info() for p in ls.successors],
             "predecessors": [p.info() for p in ls.predecessors],
             "fingers": [p.info() for p in self.fingers.distinct()],
+            "isolated": self.isolated,
             "store": self.replicator.counts(),
             "rpc": self.endpoint.stats.as_dict(),
         }

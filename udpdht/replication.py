@@ -7,9 +7,12 @@ predecessor, and is primary for ``(pred_1, self]``.
 * **put/delete** go through any node (the coordinator), which looks up the primary and sends it
   the write. The primary stamps a version, stores, and pushes the record to its r-1 successors
   before it answers, so an acknowledged write is on every live replica. A node that is not the
-  primary (routing moved on) answers ``Busy`` and the coordinator looks up again.
-* **get** asks the primary, which holds every acknowledged write. If the primary is dead, or has
-  nothing (it joined a moment ago), the replicas are asked and the newest answer wins.
+  primary (routing moved on) answers ``Busy`` and the coordinator looks up again, confirmed
+  by the owner this time.
+* **get** asks the primary, which checks that it is the primary by its own view and says
+  whether it has held its range long enough to have every acknowledged write ("settled"). If
+  the primary is dead, has nothing, or is new to its range, the replicas are asked too and
+  the newest answer wins.
 * **join**: the new node fetches from its successor every record outside ``(self, successor]``,
   after telling the successor it is its predecessor, so no write acknowledged meanwhile is lost.
 * **leave**: the node pushes everything it holds to its first r successors before it goes.
@@ -18,12 +21,17 @@ predecessor, and is primary for ``(pred_1, self]``.
   After a crash, the dead node's successor becomes primary and restores r copies. Records a
   node is no longer responsible for are pushed to their new place, then dropped. Expired values
   and tombstones are purged.
+
+Every record that arrives from elsewhere is checked before it is kept (SECURITY.md): stamps at
+most ``max_skew`` ahead of our clock, bounded expiries, keys this node holds (with some slack);
+writes count against a per-source budget, and the store against its quota.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,18 +42,23 @@ from .errors import (
     Busy,
     DhtError,
     KeyNotFound,
+    RateLimited,
     RpcTimeout,
+    StoreFull,
     Unavailable,
     ValueTooLarge,
 )
+from .net import Address
+from .ratelimit import Buckets, source_of
 from .routing import Peer
-from .storage import MAX_KEY, MAX_VALUE, Record, Store, Version
+from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version
 
 if TYPE_CHECKING:
     from .node import Node
 
 #: Payload budget of one batch of records: a datagram with room to spare for the envelope.
 BATCH_BYTES = 60_000
+ITEM_OVERHEAD = 64  # what each record of a batch counts besides its key and value
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,17 @@ class StoreConfig:
     sync_period: float = 5.0  # mean seconds between anti-entropy rounds
     tombstone_ttl: float = 24 * 3600.0  # how long a delete shadows older replicas
     write_attempts: int = 4  # lookups a put or delete may make before giving up
+    max_skew: float = 60.0  # seconds a record's stamp may be ahead of our clock
+    max_ttl: float = 366 * 24 * 3600.0  # the longest TTL a put may ask for
+    max_store_bytes: int | None = None  # the store's quota (key + value bytes); None: none
+    write_rate: float = 4 << 20  # bytes a second one source may write through this node
+    write_burst: float = 16 << 20  # ... and at once
+
+    @property
+    def settle_time(self) -> float:
+        """How long a primary new to its range may lack some of its acknowledged writes (the
+        join's fetch, then a repair round or two)."""
+        return 2 * self.sync_period
 
 
 def check_key(key: bytes) -> None:
@@ -71,15 +95,6 @@ def _arg_key(args: dict[str, Any]) -> bytes:
     return key
 
 
-def _arg_ttl(args: dict[str, Any]) -> float | None:
-    ttl = args.get("ttl")
-    if ttl is None:
-        return None
-    if type(ttl) not in (int, float) or not ttl > 0:  # not a bool, not NaN, not negative
-        raise BadRequest("'ttl' must be a positive number of seconds")
-    return float(ttl)
-
-
 def check_value(value: bytes) -> None:
     if len(value) > MAX_VALUE:
         raise ValueTooLarge(f"value of {len(value)} encoded bytes exceeds {MAX_VALUE}")
@@ -90,7 +105,7 @@ def batches(records: Iterable[Record]) -> Iterable[list[Record]]:
     batch: list[Record] = []
     size = 0
     for record in records:
-        rsize = record.size() + 64
+        rsize = record.size() + ITEM_OVERHEAD
         if batch and size + rsize > BATCH_BYTES:
             yield batch
             batch, size = [], 0
@@ -117,13 +132,23 @@ def _arg_range(args: dict[str, Any]) -> tuple[int, int]:
         raise BadRequest(str(exc)) from None
 
 
-def _records(items: Any) -> list[Record]:
-    if not isinstance(items, list):
-        raise BadRequest("'records' must be a list")
-    try:
-        return [Record.from_wire(item) for item in items]
-    except ValueError as exc:
-        raise BadRequest(f"bad record: {exc}") from None
+def newest_agreed(answers: Iterable[Record | None]) -> Record | None:
+    """The answer to a read that asked several nodes: the newest version that two of them
+    hold, or, when no two agree on any, the newest. A node cannot prove a version genuine (a
+    record is not signed), so one replica alone, newer than the others, might be a liar that
+    stamped a value a moment ago; when the others agree on an older one, theirs wins."""
+    records = [r for r in answers if r is not None]
+    if not records:
+        return None
+    counts = Counter(r.version for r in records)
+    agreed = [v for v, n in counts.items() if n >= 2]
+    wanted = max(agreed) if agreed else max(counts)
+    return next(r for r in records if r.version == wanted)
+
+
+def _cursor(after: bytes | None) -> Cursor | None:
+    """A scan resumes after a key: its position on the ring is its id, then the key."""
+    return None if after is None else (ids.hash_key(after), after)
 
 
 class Replicator:
@@ -133,6 +158,9 @@ class Replicator:
         self.node = node
         self.store = store
         self.config = config
+        self._budgets = Buckets(config.write_rate, config.write_burst)
+        # Our predecessor, and since when: the start of our present range as primary.
+        self._range: tuple[int | None, float] = (None, asyncio.get_running_loop().time())
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -156,9 +184,23 @@ class Replicator:
     def is_primary(self, key_id: int) -> bool:
         pred = self.node.leafset.predecessor
         if pred is None:
-            # Alone, or joined a moment ago: primary for everything only when truly alone.
-            return self.node.leafset.successor is None
+            # Alone, or joined a moment ago: primary for everything only when truly alone (a
+            # node that lost its ring is not alone: it rejoins, and meanwhile serves nothing).
+            return self.node.leafset.successor is None and not self.node.isolated
         return ids.in_interval(key_id, pred.id, self.node.id, right_open=False)
+
+    def track_range(self) -> None:
+        """Note when our range as primary last changed (the node calls this every round)."""
+        pred = self.node.leafset.predecessor
+        pred_id = pred.id if pred is not None else None
+        if self._range[0] != pred_id:
+            self._range = (pred_id, asyncio.get_running_loop().time())
+
+    def settled(self) -> bool:
+        """Whether we have been primary for our present range long enough to hold every
+        acknowledged write in it (StoreConfig.settle_time)."""
+        self.track_range()
+        return asyncio.get_running_loop().time() - self._range[1] >= self.config.settle_time
 
     def responsible_low(self) -> int | None:
         """``pred_r``: we hold the keys in ``(pred_r, self]``; None when we hold everything."""
@@ -169,6 +211,15 @@ class Replicator:
     def holds(self, key_id: int) -> bool:
         low = self.responsible_low()
         return low is None or ids.in_interval(key_id, low, self.node.id, right_open=False)
+
+    def accepts(self, key_id: int) -> bool:
+        """Whether a record pushed to us may be kept: its key lies within our predecessor half
+        of the leafset, ``(farthest predecessor, self]`` (our range as a replica with slack
+        for views that differ during churn), or we know too few predecessors to tell."""
+        ls = self.node.leafset
+        if len(ls.predecessors) < max(ls.half, self.config.replicas):
+            return True
+        return ids.in_interval(key_id, ls.predecessors[-1].id, self.node.id, right_open=False)
 
     def next_nodes(self, count: int) -> list[Peer]:
         """The ``count`` nodes after us: the successors, topped up from the predecessors.
@@ -186,18 +237,90 @@ class Replicator:
         return list(chosen.values())
 
     def counts(self) -> dict[str, int]:
-        """Live records held as primary and as replica, and their bytes (status ``store``)."""
+        """What the store holds (status ``store``), in O(1) whatever its size: records we are
+        primary for and the others, their bytes. Tombstones and expired records not yet
+        purged count too (counting only live values would mean reading every record)."""
+        stats = self.store.stats()
+        pred = self.node.leafset.predecessor
+        if pred is None:
+            primary = stats.count if self.is_primary(self.node.id) else 0
+        else:
+            primary, _ = self.store.count_range(pred.id, self.node.id)
+        return {
+            "primary": primary,
+            "replica": stats.count - primary,
+            "bytes": stats.bytes,
+            "tombstones": stats.tombstones,
+        }
+
+    # --- checks at the door --------------------------------------------------------------------
+
+    def _records(self, items: Any, *, limit: int = 1000) -> list[Record]:
+        """Records a peer sent, each checked: well formed, and a version and expiry we can keep
+        (a stamp from the far future would win over every later write to its key; an expiry
+        of +inf would never be purged). Raises BadRequest; none is kept if one is bad."""
+        if not isinstance(items, list) or len(items) > limit:
+            raise BadRequest(f"'records' must be a list of at most {limit}")
         now = self.node.wall_clock()
-        primary = replica = size = 0
-        for record in self.store.records():
-            if record.is_tombstone or not record.live(now):
-                continue
-            size += record.size()
-            if self.is_primary(record.key_id):
-                primary += 1
-            else:
-                replica += 1
-        return {"primary": primary, "replica": replica, "bytes": size}
+        cfg = self.config
+        latest_stamp = int((now + cfg.max_skew) * 1000)
+        out = []
+        for item in items:
+            try:
+                record = Record.from_wire(item)
+            except ValueError as exc:
+                raise BadRequest(f"bad record: {exc}") from None
+            if len(record.version.writer) != ids.ID_BYTES:
+                raise BadRequest(f"a record's writer is a {ids.ID_BYTES}-byte node id")
+            if record.version.stamp > latest_stamp:
+                ahead = record.version.stamp / 1000 - now
+                raise BadRequest(f"a record stamped {ahead:.0f} s ahead of this node's clock")
+            expires = record.expires_at
+            longest = cfg.tombstone_ttl if record.is_tombstone else cfg.max_ttl
+            if record.is_tombstone and expires is None:
+                raise BadRequest("a tombstone must expire")
+            if expires is not None and not (
+                math.isfinite(expires) and expires <= now + longest + cfg.max_skew
+            ):
+                raise BadRequest("a record's expiry is too far ahead")
+            out.append(record)
+        return out
+
+    def _from_neighbour(self, src: Address) -> bool:
+        return any(p.addr == src for p in self.node.leafset.peers())
+
+    def _charge(self, src: Address, size: int) -> None:
+        """Count a write against its sender's budget (leafset neighbours replicate to us and
+        are not counted); RateLimited when it is spent."""
+        if self._from_neighbour(src):
+            return
+        now = asyncio.get_running_loop().time()
+        if not self._budgets.take(source_of(src), now, float(size)):
+            rate = self.config.write_rate / (1 << 20)
+            raise RateLimited(f"write budget spent ({rate:g} MiB/s per source); slow down")
+
+    def _make_room(self, record: Record) -> None:
+        """StoreFull when keeping ``record`` would take the store over its quota."""
+        quota = self.config.max_store_bytes
+        if quota is None:
+            return
+        held = self.store.get(record.key)
+        growth = record.size() - (held.size() if held is not None else 0)
+        used = self.store.stats().bytes
+        if growth > 0 and used + growth > quota:
+            raise StoreFull(f"store full: {used} of {quota} bytes used (--max-store-bytes)")
+
+    def _apply(self, record: Record) -> bool:
+        """Keep a checked record if it is newer than ours. A record we hold that is stamped
+        beyond the skew bound (kept before these checks existed, or our clock went back) can
+        never be superseded fairly: any checked record replaces it."""
+        held = self.store.get(record.key)
+        if held is not None and held.version.stamp > self._latest_stamp():
+            self.store.remove(record.key)
+        return self.store.put(record)
+
+    def _latest_stamp(self) -> int:
+        return int((self.node.wall_clock() + self.config.max_skew) * 1000)
 
     # --- the coordinator: what a client asks any node to do ------------------------------------
 
@@ -209,15 +332,16 @@ class Replicator:
         check_key(key)
         if value is not None:
             check_value(value)
-        if ttl is not None and not ttl > 0:
-            raise BadRequest("ttl must be a positive number of seconds")
+        self._check_ttl(ttl)
         key_id = ids.hash_key(key)
         args = {"key": key, "value": value, "ttl": ttl}
         last: Exception | None = None
         for attempt in range(self.config.write_attempts):
-            if attempt:  # routing moved on under us: give stabilization a moment
-                await asyncio.sleep(self.node.config.stabilize_period * attempt)
-            found = await self.node.lookup_id(key_id)
+            if attempt > 1:  # routing still moves: give stabilization a moment
+                await asyncio.sleep(self.node.config.stabilize_period * (attempt - 1))
+            # The first lookup is not confirmed: the primary checks its own responsibility.
+            # After a Busy, the owner confirms the answer itself.
+            found = await self.node.lookup_id(key_id, confirm=attempt > 0)
             for target in [found.owner, *found.successors][: self.config.replicas]:
                 try:
                     if target.id == self.node.id:
@@ -234,29 +358,47 @@ class Replicator:
                     self.node._peer_failed(target)
         raise Unavailable(f"could not write the key: {last}")
 
+    def _check_ttl(self, ttl: float | None) -> None:
+        if ttl is None:
+            return
+        if type(ttl) not in (int, float) or not 0 < ttl <= self.config.max_ttl:  # not NaN
+            raise BadRequest(f"ttl must be a number of seconds in (0, {self.config.max_ttl:g}]")
+
     async def get(self, key: bytes) -> Record:
         """The newest live record of ``key``; KeyNotFound when absent, deleted or expired."""
         check_key(key)
         key_id = ids.hash_key(key)
-        found = await self.node.lookup_id(key_id)
+        found = await self.node.lookup_id(key_id, confirm=False)
         targets = [found.owner, *found.successors][: self.config.replicas]
-        primary, replicas = targets[0], targets[1:]
         best: Record | None = None
-        answered = False
+        answered = settled = False
         try:
             # Few tries when replicas can answer instead: a dead primary costs little.
-            best = await self._read_from(primary, key, quick=bool(replicas))
+            best, settled = await self._read_primary(targets[0], key, quick=len(targets) > 1)
             answered = True
-        except (RpcTimeout, DhtError) as exc:
-            self.node.log.debug("primary %s did not serve a read: %s", primary, exc)
-        if best is None:  # dead primary, or one that has not received its range yet
+        except Busy:
+            # Not the primary by its own view: routing moved on. Ask again, confirmed.
+            found = await self.node.lookup_id(key_id, confirm=True)
+            targets = [found.owner, *found.successors][: self.config.replicas]
+            try:
+                best, settled = await self._read_primary(targets[0], key, quick=len(targets) > 1)
+                answered = True
+            except DhtError as exc:
+                self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
+        except DhtError as exc:
+            self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
+        if best is None or not settled:
+            # A dead primary, one with nothing, or one new to its range that may still lack
+            # writes acknowledged before it took over: the replicas are asked too.
             results = await asyncio.gather(
-                *(self._read_from(p, key) for p in replicas), return_exceptions=True
+                *(self._read_from(p, key) for p in targets[1:]), return_exceptions=True
             )
+            held = [best]
             for result in results:
-                if isinstance(result, Record) and (best is None or result.version > best.version):
-                    best = result
-                answered = answered or not isinstance(result, BaseException)
+                if not isinstance(result, BaseException):
+                    answered = True
+                    held.append(result)
+            best = newest_agreed(held)
         if not answered:
             raise Unavailable(f"no replica of the key answered ({len(targets)} asked)")
         now = self.node.wall_clock()
@@ -264,17 +406,33 @@ class Replicator:
             raise KeyNotFound(f"no value for key {key[:60]!r}")
         return best
 
-    async def _read_from(self, peer: Peer, key: bytes, *, quick: bool = False) -> Record | None:
+    async def _read_primary(
+        self, peer: Peer, key: bytes, *, quick: bool
+    ) -> tuple[Record | None, bool]:
+        """The primary's record for ``key`` and whether it is settled in its range; Busy when
+        the node is not the primary by its own view."""
+        if peer.id == self.node.id:
+            if not self.is_primary(ids.hash_key(key)):
+                raise Busy("not the primary for this key")
+            return self.store.get(key), self.settled()
+        reply = await self._call_read(peer, {"keys": [key], "primary": True}, quick=quick)
+        records = self._records(reply.get("records"), limit=1)
+        return (records[0] if records else None), reply.get("settled") is True
+
+    async def _read_from(self, peer: Peer, key: bytes) -> Record | None:
         if peer.id == self.node.id:
             return self.store.get(key)
+        reply = await self._call_read(peer, {"keys": [key]}, quick=False)
+        records = self._records(reply.get("records"), limit=1)
+        return records[0] if records else None
+
+    async def _call_read(self, peer: Peer, args: dict[str, Any], *, quick: bool) -> Any:
         tries = self.node.config.lookup_tries if quick else 0
         try:
-            reply = await self.node._call(peer, "store_read", {"keys": [key]}, tries=tries)
+            return await self.node._call(peer, "store_read", args, tries=tries)
         except RpcTimeout:
             self.node._peer_failed(peer)
             raise
-        records = _records(reply.get("records"))
-        return records[0] if records else None
 
     # --- the primary ---------------------------------------------------------------------------
 
@@ -286,6 +444,10 @@ class Replicator:
             raise Busy("not the primary for this key (yet); look it up again")
         now = self.node.wall_clock()
         current = self.store.get(key)
+        if current is not None and current.version.stamp > self._latest_stamp():
+            self.node.log.warning("replacing a record of %r stamped in the future", key[:60])
+            self.store.remove(key)
+            current = None
         version = Version.next_after(
             current.version if current else None, int(now * 1000), self._me
         )
@@ -294,6 +456,7 @@ class Replicator:
         else:
             expires = now + ttl if ttl is not None else None
         record = Record(key, value, version, expires)
+        self._make_room(record)
         self.store.put(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
         # Replicate before acknowledging: an acknowledged write is on every live replica.
@@ -301,20 +464,23 @@ class Replicator:
         return {"version": [version.stamp, version.writer], "existed": existed}
 
     async def _push(self, records: list[Record], peers: Iterable[Peer]) -> list[Peer]:
-        """Send records to peers (each keeps what is newer); return the peers that took them."""
+        """Send records to peers (each keeps what is newer); return the peers that took them
+        all (none refused as outside its range)."""
         peers = [p for p in peers if p.id != self.node.id]
 
         async def one(peer: Peer) -> Peer | None:
             try:
                 for batch in batches(records):
-                    await self.node._call(
+                    reply = await self.node._call(
                         peer, "store_push", {"records": [r.to_wire() for r in batch]}
                     )
+                    if reply.get("refused"):
+                        return None
             except RpcTimeout:
                 self.node._peer_failed(peer)
                 return None
             except DhtError as exc:
-                self.node.log.warning("push to %s failed: %s", peer, exc)
+                self.node.log.debug("push to %s failed: %s", peer, exc)
                 return None
             return peer
 
@@ -323,92 +489,102 @@ class Replicator:
 
     # --- handlers ------------------------------------------------------------------------------
 
-    async def _rpc_put(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
+    async def _rpc_put(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
         value = args.get("value")
         if not isinstance(value, bytes):
             raise BadRequest("'value' must be the msgpack encoding of the value, as bytes")
-        version, _ = await self.put(key, value, _arg_ttl(args))
+        ttl = args.get("ttl")
+        self._check_ttl(ttl)
+        self._charge(src, len(key) + len(value))
+        version, _ = await self.put(key, value, ttl)
         return {"version": [version.stamp, version.writer]}
 
-    async def _rpc_get(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
+    async def _rpc_get(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         record = await self.get(_arg_key(args))
         v = record.version
         return {"value": record.value, "version": [v.stamp, v.writer], "expires": record.expires_at}
 
-    async def _rpc_delete(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
+    async def _rpc_delete(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        key = _arg_key(args)
+        self._charge(src, len(key) + ITEM_OVERHEAD)
         # A tombstone is written even for an absent key: it shadows any stray older replica.
-        _, existed = await self.put(_arg_key(args), None, None)
+        _, existed = await self.put(key, None, None)
         return {"existed": existed}
 
-    async def _rpc_write(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
+    async def _rpc_write(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
         value = args.get("value")
         if value is not None:
             value = _arg_bytes(args, "value", MAX_VALUE)
-        return await self._write_here(key, value, _arg_ttl(args))
+        ttl = args.get("ttl")
+        self._check_ttl(ttl)
+        self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
+        return await self._write_here(key, value, ttl)
 
-    def _rpc_read(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
+    def _rpc_read(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         keys = args.get("keys")
         if not isinstance(keys, list) or len(keys) > 1000:
             raise BadRequest("'keys' must be a list of at most 1000 keys")
+        as_primary = args.get("primary") is True
         out: list[list[object]] = []
         size = 0
         read = 0
         for key in keys:
             if not isinstance(key, bytes):
                 raise BadRequest("keys are bytes")
+            if as_primary and not self.is_primary(ids.hash_key(key)):
+                raise Busy("not the primary for this key; look it up again")
             record = self.store.get(key)
             if record is not None:
-                size += record.size() + 64
+                size += record.size() + ITEM_OVERHEAD
                 if out and size > BATCH_BYTES:
                     break  # a full datagram: ``read`` tells the caller where to go on
                 out.append(record.to_wire())
             read += 1
-        return {"records": out, "read": read}
+        reply: dict[str, Any] = {"records": out, "read": read}
+        if as_primary:
+            reply["settled"] = self.settled()
+        return reply
 
-    def _rpc_push(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
-        applied = sum(self.store.put(r) for r in _records(args.get("records")))
-        return {"applied": applied}
+    def _rpc_push(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        records = self._records(args.get("records"))
+        kept = [r for r in records if self.accepts(r.key_id)]
+        self._charge(src, sum(r.size() for r in kept))
+        applied = 0
+        for record in kept:
+            self._make_room(record)
+            applied += self._apply(record)
+        return {"applied": applied, "refused": len(records) - len(kept)}
 
-    def _digest(self, lo: int, hi: int) -> tuple[bytes, int]:
-        """A hash of the (key, version) pairs in ``(lo, hi]``: equal digests, equal contents."""
-        now = self.node.wall_clock()
-        items = sorted((r.key, r.version) for r in self.store.in_range(lo, hi) if r.live(now))
-        h = hashlib.sha1()
-        for key, version in items:
-            h.update(len(key).to_bytes(2, "big") + key)
-            h.update(version.stamp.to_bytes(8, "big") + version.writer)
-        return h.digest(), len(items)
-
-    def _rpc_digest(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
-        digest, count = self._digest(*_arg_range(args))
+    def _rpc_digest(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        digest, count = self.store.digest(*_arg_range(args))
         return {"digest": digest, "count": count}
 
-    def _rpc_scan(self, args: dict[str, Any], src: Any) -> dict[str, Any]:
-        """Records in ``(lo, hi]`` after key ``after``, with values or versions only, a page at
-        a time: ``next`` is the key to continue after, nil at the end."""
+    def _rpc_scan(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """Records in ``(lo, hi]`` in ring order after key ``after``, with values or versions
+        only, a page at a time (paged in the store, never the whole range): ``next`` is the
+        key to continue after, nil at the end."""
         lo, hi = _arg_range(args)
         after = args.get("after")
-        if after is not None and not isinstance(after, bytes):
+        if after is not None and (not isinstance(after, bytes) or not 0 < len(after) <= MAX_KEY):
             raise BadRequest("'after' must be a key or nil")
-        values = bool(args.get("values"))
         now = self.node.wall_clock()
-        records = sorted(
-            (r for r in self.store.in_range(lo, hi) if r.live(now)), key=lambda r: r.key
-        )
-        if after is not None:
-            records = [r for r in records if r.key > after]
+        cursor = _cursor(after)
         items: list[Any] = []
-        size = 0
-        for record in records:
-            wire = record.to_wire() if values else [record.key, record.version.stamp,
-                                                    record.version.writer]  # fmt: skip
-            size += (record.size() if values else len(record.key)) + 64
-            if items and size > BATCH_BYTES:
-                return {"items": items, "next": items[-1][0]}
-            items.append(wire)
-        return {"items": items, "next": None}
+        if args.get("values"):
+            records, end = self.store.scan_records(lo, hi, cursor, budget=BATCH_BYTES)
+            items = [r.to_wire() for r in records if r.live(now)]
+            last = records[-1].key if records else None
+        else:
+            entries, end = self.store.scan_versions(lo, hi, cursor, budget=BATCH_BYTES)
+            items = [
+                [e.key, e.version.stamp, e.version.writer]
+                for e in entries
+                if e.expires_at is None or e.expires_at > now
+            ]
+            last = entries[-1].key if entries else None
+        return {"items": items, "next": last if end is not None else None}
 
     # --- hand-off and repair -------------------------------------------------------------------
 
@@ -431,22 +607,34 @@ class Replicator:
     async def after_join(self, successor: Peer) -> int:
         """Take from the successor every record outside ``(self, successor]``: our share."""
         items = await self._scan(successor, successor.id, self.node.id, values=True)
-        taken = sum(self.store.put(r) for r in _records(items))
+        taken = 0
+        for start in range(0, len(items), 1000):
+            taken += sum(self._apply(r) for r in self._records(items[start : start + 1000]))
         self.node.log.info("took %d records from %s", taken, successor)
         return taken
 
     async def before_leave(self) -> None:
-        """Hand everything we hold to our first r successors."""
-        records = list(self.store.records())
+        """Hand everything we hold to our first r successors, a page at a time."""
         targets = self.next_nodes(self.config.replicas)
-        if records and targets:
-            took = await self._push(records, targets)
-            self.node.log.info("handed %d records to %d successor(s)", len(records), len(took))
+        if not targets or not len(self.store):
+            return
+        me = self.node.id
+        cursor: Cursor | None = None
+        handed = 0
+        took: list[Peer] = targets
+        for _ in range(1_000_000):  # bounded: each page moves the cursor on
+            records, cursor = self.store.scan_records(me, me, cursor, budget=BATCH_BYTES)
+            if records:
+                took = await self._push(records, targets)
+                handed += len(records)
+            if cursor is None:
+                break
+        self.node.log.info("handed %d records to %d successor(s)", handed, len(took))
 
     async def sync_round(self) -> None:
         """One anti-entropy round: purge, sync our primary range, move what is not ours."""
         now = self.node.wall_clock()
-        self.store.purge(now)
+        self.store.purge(now, limit=1000)  # ~0.2 s at most with 60 KB values: a share a round
         ls = self.node.leafset
         pred = ls.predecessor
         if pred is not None:
@@ -458,7 +646,7 @@ class Replicator:
         await self._move_strays()
 
     async def _sync_range(self, peer: Peer, lo: int, hi: int) -> None:
-        mine, _ = self._digest(lo, hi)
+        mine, _ = self.store.digest(lo, hi)
         reply = await self.node._call(
             peer, "store_digest", {"lo": ids.to_bytes(lo), "hi": ids.to_bytes(hi)}
         )
@@ -469,26 +657,37 @@ class Replicator:
             for key, stamp, writer in await self._scan(peer, lo, hi, values=False)
         }
         now = self.node.wall_clock()
-        ours = {r.key: r for r in self.store.in_range(lo, hi) if r.live(now)}
-        push = [r for k, r in ours.items() if k not in theirs or r.version > theirs[k]]
-        pull = [k for k, v in theirs.items() if k not in ours or v > ours[k].version]
-        if push:
-            await self._push(push, [peer])
+        ours: dict[bytes, Version] = {}
+        cursor: Cursor | None = None
+        for _ in range(1_000_000):  # bounded: each page moves the cursor on
+            entries, cursor = self.store.scan_versions(lo, hi, cursor, budget=BATCH_BYTES)
+            for e in entries:
+                if e.expires_at is None or e.expires_at > now:
+                    ours[e.key] = e.version
+            if cursor is None:
+                break
+        push_keys = [k for k, v in ours.items() if k not in theirs or v > theirs[k]]
+        pull = [k for k, v in theirs.items() if k not in ours or v > ours[k]]
+        for start in range(0, len(push_keys), 500):
+            held = (self.store.get(k) for k in push_keys[start : start + 500])
+            push = [r for r in held if r is not None]
+            if push:
+                await self._push(push, [peer])
         start = 0
         while start < len(pull):
             reply = await self.node._call(peer, "store_read", {"keys": pull[start : start + 500]})
-            for record in _records(reply.get("records")):
-                self.store.put(record)
+            for record in self._records(reply.get("records")):
+                self._apply(record)
             start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
 
     async def _move_strays(self) -> None:
         """Records outside ``(pred_r, self]`` go to where they belong, then leave us."""
-        if self.responsible_low() is None:
+        low = self.responsible_low()
+        if low is None:
             return
-        strays = [r for r in self.store.records() if not self.holds(r.key_id)]
-        for record in strays[:200]:  # a bounded share per round
+        for record in self.store.outside(low, self.node.id, 200):  # a bounded share per round
             try:
-                found = await self.node.lookup_id(record.key_id)
+                found = await self.node.lookup_id(record.key_id, confirm=False)
             except DhtError:
                 continue
             targets = [found.owner, *found.successors][: self.config.replicas]

@@ -27,7 +27,6 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import socket
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -44,7 +43,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .lookup import PEER_FAILURES
-from .net import Address, format_addr, resolve
+from .net import Address, check_peer_addr, format_addr, resolve
 from .node import Node, NodeConfig
 from .replication import StoreConfig
 from .routing import Peer
@@ -105,9 +104,7 @@ class NodeInfo(NamedTuple):
         return cls(ids.to_bytes(peer.id), peer.addr[0], peer.addr[1])
 
 
-def _node_id(node_id: bytes | int | None) -> int:
-    if node_id is None:
-        return secrets.randbits(ids.BITS)  # random, as kademlia's default
+def _node_id(node_id: bytes | int) -> int:
     if isinstance(node_id, bytes | bytearray):
         if not 0 < len(node_id) <= ids.ID_BYTES:
             raise ValueError(f"node_id must be 1..{ids.ID_BYTES} bytes (a SHA-1 digest)")
@@ -162,9 +159,13 @@ class Server:
     ``ksize`` (kademlia's k): each value is kept on ``min(ksize, 3)`` nodes — the key's primary
     and its next successors — unless ``replicas`` says otherwise; ``bootstrap`` and
     ``bootstrappable_neighbors`` return at most ``ksize`` nodes. ``alpha``: candidates each
-    lookup hop returns (the fallbacks tried when one is dead). ``node_id``: a digest (bytes) or
-    None for a random one. ``storage`` is not used (a warning says so): values live in udpdht's
-    versioned store; pass ``data_dir`` to keep them on disk.
+    lookup hop returns (the fallbacks tried when one is dead). ``node_id``: None (the default)
+    for SHA-1 of the address the server names itself by, which other nodes check against the
+    source of its datagrams; or a digest (bytes) to place it at a chosen id, which turns that
+    check off in this node (NodeConfig.verify_ids): every node of such a ring must be given
+    its id, and a stranger may then claim any id (SECURITY.md). ``storage`` is not used (a
+    warning says so): values live in udpdht's versioned store; pass ``data_dir`` to keep them
+    on disk.
 
     Keyword-only additions: ``replicas`` (copies of each value; the leafset grows to fit),
     ``config`` (a :class:`~udpdht.node.NodeConfig`, e.g. a shorter ``stabilize_period``), and
@@ -208,12 +209,20 @@ class Server:
         base = config or NodeConfig()
         leafset = max(base.leafset, 2 * (self.replicas - 1))  # replicas <= L/2 + 1
         leafset += leafset % 2
-        self.config = dataclasses.replace(base, leafset=leafset, lookup_width=alpha)
+        self._chosen_id = None if node_id is None else _node_id(node_id)
+        self.config = dataclasses.replace(
+            base,
+            leafset=leafset,
+            lookup_width=alpha,
+            verify_ids=base.verify_ids and self._chosen_id is None,
+        )
         self.store_config = StoreConfig(replicas=self.replicas)
         self.data_dir = data_dir
-        self._id = _node_id(node_id)
-        #: This node as kademlia shows it (``.id`` 20 bytes, ``.long_id``); ip/port once listening.
-        self.node = NodeInfo(ids.to_bytes(self._id), None, None)
+        #: This node as kademlia shows it (``.id`` 20 bytes, ``.long_id``; ip and port once
+        #: listening). Without a chosen id, the id is SHA-1 of the address, known once listening.
+        self.node = NodeInfo(
+            ids.to_bytes(self._chosen_id) if self._chosen_id is not None else b"", None, None
+        )
         #: The udpdht :class:`~udpdht.node.Node` underneath, once ``listen`` has run.
         self.dht: Node | None = None
         #: The timer of ``save_state_regularly`` (kademlia's attribute name).
@@ -251,7 +260,7 @@ class Server:
         node = Node(
             interface,
             port,
-            node_id=self._id,
+            node_id=self._chosen_id,
             config=self.config,
             store_config=self.store_config,
             data_dir=self.data_dir,
@@ -265,8 +274,8 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._leave_task = None
         self._leave_lock = asyncio.Lock()
-        self.node = NodeInfo(self.node.id, node.addr[0], node.addr[1])
-        log.info("server %s listening on %s", ids.short(self._id), format_addr(node.addr))
+        self.node = NodeInfo(ids.to_bytes(node.id), node.addr[0], node.addr[1])
+        log.info("server %s listening on %s", self._short_id(), format_addr(node.addr))
 
     def stop(self) -> None:
         """Leave the ring gracefully: hand the keys over, tell the neighbours, close.
@@ -343,7 +352,7 @@ class Server:
                 log.exception("graceful leave failed; stopping at once")
             if node.running:
                 await node.stop()
-            log.info("server %s stopped", ids.short(self._id))
+            log.info("server %s stopped", self._short_id())
 
     # --- joining -------------------------------------------------------------------------------
 
@@ -391,10 +400,14 @@ class Server:
             return
         addr = (_local_ip_towards(v6, host), node.addr[1])
         if addr != node.addr:
-            node.advertise(addr)
-            self.node = NodeInfo(self.node.id, addr[0], addr[1])
+            node.advertise(addr)  # the id follows the address, unless chosen
+            self.node = NodeInfo(ids.to_bytes(node.id), addr[0], addr[1])
 
     async def _ping(self, node: Node, addr: Address) -> NodeInfo | None:
+        """The node at ``addr``, by the address it names itself by (its ``ping`` says), when
+        that address is the one its id belongs to: a server bound to a wildcard is reached at
+        127.0.0.1 from its own machine, but its id, which its peers check against the source
+        of its datagrams, is SHA-1 of the address it advertises."""
         try:
             reply = await node.endpoint.call(addr, "ping")
             raw = reply["id"]
@@ -403,6 +416,14 @@ class Server:
         except (DhtError, KeyError, TypeError, ValueError) as exc:
             log.info("bootstrap: %s did not answer: %s", format_addr(addr), exc)
             return None
+        named = reply.get("addr")
+        try:
+            if type(named) is list and len(named) == 2:
+                own = check_peer_addr(*named)
+                if own != addr and ids.to_bytes(ids.node_id_for(*own)) == raw:
+                    return NodeInfo(raw, own[0], own[1])
+        except ValueError:
+            pass
         return NodeInfo(raw, addr[0], addr[1])
 
     def bootstrappable_neighbors(self) -> list[tuple[str, int]]:
@@ -512,6 +533,7 @@ class Server:
             "alpha": self.alpha,
             "replicas": self.replicas,
             "id": self.node.id.hex(),
+            "chosen_id": self._chosen_id is not None,
             "neighbors": [list(addr) for addr in self.bootstrappable_neighbors()],
         }
         if not data["neighbors"]:
@@ -539,7 +561,8 @@ class Server:
             ksize, alpha, node_id = int(data["ksize"]), int(data["alpha"]), data["id"]
             replicas = data.get("replicas")
             neighbors = [(str(h), int(p)) for h, p in data["neighbors"]]
-            raw_id = bytes.fromhex(node_id)
+            # An id derived from the address follows the address; only a chosen id is kept.
+            raw_id = bytes.fromhex(node_id) if data.get("chosen_id") is True else None
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{fname} is not a udpdht.Server state file: {exc}") from None
         server = cls(ksize, alpha, raw_id, replicas=None if replicas is None else int(replicas))
@@ -556,9 +579,12 @@ class Server:
             frequency, self.save_state_regularly, fname, frequency
         )
 
+    def _short_id(self) -> str:
+        return self.node.id.hex()[:8] or "?"
+
     def __repr__(self) -> str:
         where = format_addr(self.dht.addr) if self.dht is not None else "not listening"
-        return f"<udpdht.Server {ids.short(self._id)} {where}>"
+        return f"<udpdht.Server {self._short_id()} {where}>"
 
 
 def _unique(infos: Iterable[NodeInfo]) -> list[NodeInfo]:

@@ -71,9 +71,12 @@ class Sim:
     # --- building ------------------------------------------------------------------------------
 
     async def spawn(self, *, maintenance: bool = True, node_id: int | None = None) -> Node:
-        """Start one node, not yet part of any ring."""
-        if node_id is None:  # ids from the seed: a different seed, a different ring
-            node_id = self.rng.getrandbits(ids.BITS)
+        """Start one node, not yet part of any ring.
+
+        Each node is a machine of its own (SimNetwork gives it an address drawn from the seed)
+        and, as for real, its id is SHA-1 of that address, which its peers check. A ``node_id``
+        places it at a chosen id instead: the Sim's config must then have verify_ids off.
+        """
         node = Node(
             self.net.host,
             0,

@@ -1,0 +1,371 @@
+"""The audit's attacks, replayed against real node processes on loopback (SECURITY.md).
+
+Each test sends what the audit sent, by hand, from a raw socket (tests/helpers.Stranger), and
+checks what a user would notice: the attack is refused, and the ring still answers and still
+reads and writes right. Every test runs on the standard asyncio loop and on uvloop: they differ
+where it matters (a ``sendto`` that raises is fatal to an asyncio transport, not to uvloop's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from helpers import NodeProcess, Stranger, node_process, statuses, wait_processes_ideal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from udpdht import Client, ids
+from udpdht.admin import COOKIE_FILE, read_cookie, sign
+from udpdht.errors import StoreFull, Unauthorized
+
+LOOPS = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
+BIG = os.urandom(59_990)  # a value of (almost) the largest size
+
+
+@pytest.fixture(params=LOOPS, scope="module")
+def ring(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[NodeProcess]]:
+    """Three node processes in one ring, on the given event loop, shared by this module."""
+    loop = str(request.param)
+    base = tmp_path_factory.mktemp(f"ring-{loop}")
+    with ExitStack() as stack:
+        first = stack.enter_context(node_process("--data-dir", str(base / "0"), loop=loop))
+        nodes = [first]
+        for i in (1, 2):
+            nodes.append(
+                stack.enter_context(
+                    node_process(
+                        "--data-dir", str(base / str(i)), "--bootstrap", first.addr_text, loop=loop
+                    )
+                )
+            )
+        asyncio.run(wait_processes_ideal(nodes, within=20))
+        yield nodes
+
+
+async def healthy(nodes: list[NodeProcess], key: str = "health") -> None:
+    """What a user checks after an attack: every node answers, the ring is whole, and a value
+    written through one node reads back through every other."""
+    for node in nodes:
+        assert node.proc.poll() is None, node.output()[-2000:]
+    await wait_processes_ideal(nodes, within=15)
+    value = os.urandom(8).hex()
+    async with Client(nodes[0].addr) as client:
+        await client.put(key, value)
+    for node in nodes[1:]:
+        async with Client(node.addr) as client:
+            assert await client.get(key) == value
+    for node in nodes:
+        assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
+def stranger_peer(host: str, port: int) -> list[Any]:
+    return [os.urandom(20), host, port]
+
+
+BAD_HOSTS = [
+    "127.0.0.1\x00",  # the audit's: sendto raised inside the transport, which asyncio closed
+    "localhost",  # sendto would resolve it, blocking the loop
+    "0.0.0.0",
+    "255.255.255.255",
+    "::ffff:127.0.0.1",
+    "fe80::1%lo",
+    "",
+    "x" * 10_000,
+]
+
+
+async def test_hostile_peer_entries_never_reach_a_socket(ring: list[NodeProcess]) -> None:
+    a, b, _ = ring
+    with Stranger() as s:
+        # The audit's datagram: `leaving` in another node's name, with a poisoned successor.
+        for host in BAD_HOSTS:
+            kind, (_, text), _ = s.ask(
+                b.addr, "leaving", {"id": ids.to_bytes(a.id), "succs": [stranger_peer(host, 7)]}
+            )
+            assert kind == "error" and "only the leaving node" in text
+        # The same entries where a stranger may send peers: refused as malformed, all of them.
+        for host in [*BAD_HOSTS, "127.0.0.1"]:
+            for port in (0, 70_000) if host == "127.0.0.1" else (7,):
+                kind, answer, _ = s.ask(
+                    b.addr, "notify", {"id": s.id, "preds": [stranger_peer(host, port)]}
+                )
+                assert kind == "error" and answer[0] == 1, (host, port, answer)  # BAD_REQUEST
+        kind, answer, _ = s.ask(
+            b.addr, "notify", {"id": s.id, "preds": [stranger_peer("10.1.1.1", 7)] * 17}
+        )
+        assert kind == "error" and "at most 16" in answer[1]
+    await asyncio.sleep(1.0)  # longer than the ring needed to go deaf before
+    await healthy(ring)
+
+
+async def test_poisoned_versions_are_refused(ring: list[NodeProcess]) -> None:
+    now = time.time()
+    key = b"frozen"
+    writer = os.urandom(20)
+    poisons = {
+        "a stamp of 2**63-1": [key, b"\xa1x", 2**63 - 1, writer, None],
+        "a stamp ten years ahead": [
+            key,
+            b"\xa1x",
+            int((now + 10 * 365 * 86400) * 1000),
+            writer,
+            None,
+        ],
+        "a tombstone that never expires": [key, None, int(now * 1000), writer, math.inf],
+        "a tombstone with no expiry": [key, None, int(now * 1000), writer, None],
+        "an expiry of 1e300": [key, b"\xa1x", int(now * 1000), writer, 1e300],
+        "a writer of 3 bytes": [key, b"\xa1x", int(now * 1000), b"abc", None],
+    }
+    with Stranger() as s:
+        for node in ring:
+            for why, record in poisons.items():
+                kind, answer, _ = s.ask(node.addr, "store_push", {"records": [record]})
+                assert kind == "error" and answer[0] == 1, why  # BAD_REQUEST, nothing kept
+    async with Client(ring[1].addr) as client:
+        await client.put(key, "new")
+        await client.put(key, "newer")  # the owner's next stamp: no overflow, no future
+        reply = await client.call("get", {"key": key})
+    assert reply["value"] == b"\xa5newer"
+    assert abs(reply["version"][0] / 1000 - time.time()) < 60
+    await healthy(ring)
+
+
+async def test_answers_to_unproven_addresses_are_at_most_three_times_the_request(
+    ring: list[NodeProcess],
+) -> None:
+    a = ring[0]
+    async with Client(a.addr) as client:
+        await client.put(b"big", BIG)
+    whole = ids.to_bytes(a.id)
+    asks: dict[str, dict[str, Any]] = {
+        "get": {"key": b"big"},
+        "store_read": {"keys": [b"big"]},
+        "store_scan": {"lo": whole, "hi": whole, "after": None, "values": True},
+        "status": {},
+        "neighbors": {"id": whole},
+        "find": {"key": whole},
+        "lookup": {"key": b"big"},
+    }
+    with Stranger() as s:
+        for method, args in asks.items():
+            request = Stranger.request(method, args, rid=7 + len(method))
+            s.send(request, a.addr)
+            first = s.answers(2.0, until_first=True)
+            assert first and first[0][2] <= 3 * len(request), method
+            for _ in range(30):  # the same datagram again: a replay, or a spoofed victim
+                s.send(request, a.addr)
+            for kind, _, size in s.answers(0.5):
+                assert size <= 3 * len(request), (method, kind)
+        assert s.received <= 3 * s.sent  # over everything so far: no amplification at all
+        # A real caller proves its address with the token it was given, and gets the answer.
+        request = Stranger.request("get", {"key": b"big"}, rid=99)
+        s.send(request, a.addr)
+        (kind, token, _) = s.answers(2.0, until_first=True)[0]
+        assert kind == "retry"
+        proven = Stranger.request("get", {"key": b"big"}, rid=99, token=token)
+        s.send(proven, a.addr)
+        (kind, reply, size) = s.answers(5.0, until_first=True)[0]
+        assert kind == "reply" and reply["value"][-100:] == BIG[-100:] and size > 60_000
+        # Replayed, even with the token, the cached answer goes out a bounded number of times.
+        for _ in range(40):
+            s.send(proven, a.addr)
+        assert len([x for x in s.answers(2.0) if x[2] > 60_000]) <= 8
+    await healthy(ring)
+
+
+def port_with_id_in(low: int, high: int) -> tuple[socket.socket, int]:
+    """A bound loopback UDP socket whose default id (SHA-1 of its address) lies in (low, high):
+    what an attacker with one host must search for to sit just before a victim."""
+    for _ in range(20_000):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        node_id = ids.node_id_for("127.0.0.1", port)
+        if ids.in_interval(node_id, low, high):
+            return sock, node_id
+        sock.close()
+    raise AssertionError("no port lands in that interval")
+
+
+async def test_a_fake_node_cannot_take_a_place_in_front_of_a_victim(
+    ring: list[NodeProcess],
+) -> None:
+    victim = ring[1]
+    (before,) = await statuses([victim])
+    pred = ids.from_hex(before["predecessor"]["id"])
+    with Stranger() as s:
+        # The audit's: an id chosen just below the victim's, from any address. Refused.
+        chosen = ids.to_bytes(victim.id - 1)
+        kind, answer, _ = s.ask(victim.addr, "notify", {"id": chosen, "preds": []})
+        assert kind == "error" and "is not this sender's" in answer[1]
+    # With an address whose id does land there (one host can search its ports), the fake
+    # must still behave like a node: one that only answers ping is not adopted.
+    sock, fake_id = port_with_id_in(pred, victim.id)
+    with sock:
+        notify = Stranger.request("notify", {"id": ids.to_bytes(fake_id), "preds": []})
+        sock.sendto(notify, victim.addr)
+        deadline = time.monotonic() + 1.5  # the audit's fake was adopted at once
+        while time.monotonic() < deadline:  # answer ping, and nothing else: the audit's fake
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data, src = sock.recvfrom(65535)
+            except TimeoutError:
+                break
+            msg = msgpack.unpackb(data, raw=False)
+            if msg[1] == 0 and msg[3] == "ping":
+                pong = [1, 1, msg[2], {"id": ids.to_bytes(fake_id)}]
+                sock.sendto(msgpack.packb(pong, use_bin_type=True), src)
+        (after,) = await statuses([victim])
+        assert after["predecessor"]["id"] == before["predecessor"]["id"]
+    async with Client(ring[0].addr) as client:
+        for i in range(20):  # keys of the victim's range among them: none blocked
+            await client.put(f"fake-{i}", i)
+    await healthy(ring)
+
+
+async def test_a_flood_of_notifies_costs_one_ping_and_no_tracebacks(
+    ring: list[NodeProcess],
+) -> None:
+    victim = ring[2]
+    strangers = [Stranger() for _ in range(200)]
+    try:
+        for s in strangers:  # each with the id of its own address: the check passes
+            s.send(Stranger.request("notify", {"id": s.id, "preds": []}), victim.addr)
+        await asyncio.sleep(0.5)
+        for s in strangers[:5]:
+            s.answers(0.1)
+    finally:
+        for s in strangers:
+            s.close()
+    (st,) = await statuses([victim])
+    assert st["predecessor"]["addr"] in {n.addr_text for n in ring}
+    assert st["rpc"]["handler_failures"] == 0
+    await healthy(ring)
+
+
+async def test_a_signed_admin_request_works_only_on_the_node_it_names(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cookie = os.urandom(32)
+    for d in ("a", "b"):  # one cookie for both, as an operator copying data dirs would
+        path = tmp_path / d / COOKIE_FILE
+        path.write_text(cookie.hex() + "\n")
+        path.chmod(0o600)
+    with (
+        node_process("--data-dir", str(tmp_path / "a")) as a,
+        node_process("--data-dir", str(tmp_path / "b")) as b,
+    ):
+        assert read_cookie(tmp_path / "b" / COOKIE_FILE) == cookie
+        signed = sign(cookie, "admin_shutdown", {}, time.time(), ids.to_bytes(a.id))
+        async with Client(b.addr) as client:
+            with pytest.raises(Unauthorized, match="another node"):
+                await client.call("admin_shutdown", signed)
+            await client.ping()  # b runs on
+        async with Client(a.addr) as client:
+            await client.call("admin_shutdown", signed)
+        code, _ = a.wait()
+        assert code == 0 and b.proc.poll() is None
+
+
+@asynccontextmanager
+async def quota_node(tmp_path: Path) -> AsyncIterator[NodeProcess]:
+    with node_process("--data-dir", str(tmp_path), "--max-store-bytes", "100K") as node:
+        yield node
+
+
+async def test_a_store_quota_refuses_writes_past_it(tmp_path: Path) -> None:
+    async with quota_node(tmp_path) as node, Client(node.addr) as client:
+        await client.put("one", BIG)
+        with pytest.raises(StoreFull, match="store full"):
+            await client.put("two", BIG)
+        await client.put("one", "small")  # replacing a value frees its room
+        await client.put("two", BIG)
+        assert await client.get("two") == BIG
+
+
+# --- fuzzing a live node ---------------------------------------------------------------------
+
+METHODS = [
+    *("ping", "status", "neighbors", "notify", "find", "leaving", "lookup"),
+    *("put", "get", "delete", "store_write", "store_read", "store_push", "store_digest"),
+    *("store_scan", "admin_join", "admin_leave", "admin_shutdown", "no_such_method"),
+]
+ARG_NAMES = [
+    *("id", "key", "keys", "value", "ttl", "preds", "succs", "records", "lo", "hi"),
+    *("after", "values", "addr", "auth", "primary"),
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=30),
+    st.binary(max_size=30),
+    st.binary(min_size=20, max_size=20),  # ids
+    st.sampled_from(["127.0.0.1", "127.0.0.1\x00", "::1", "0.0.0.0", "localhost"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+requests = st.builds(
+    lambda method, args, rid: Stranger.request(method, args, rid=rid),
+    st.sampled_from(METHODS),
+    st.dictionaries(st.sampled_from(ARG_NAMES), values, max_size=6),
+    st.integers(0, 2**64 - 1),
+)
+
+
+@st.composite
+def datagrams(draw: st.DrawFn) -> bytes:
+    """Requests for every method with arguments of any shape, then the same cut short or with
+    bytes flipped, and plain noise."""
+    data = draw(requests)
+    how = draw(st.sampled_from(["as is", "truncated", "flipped", "noise"]))
+    if how == "truncated":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    if how == "flipped":
+        at = draw(st.integers(0, len(data) - 1))
+        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    if how == "noise":
+        return draw(st.binary(max_size=300))
+    return data
+
+
+def test_fuzzed_datagrams_of_every_method_leave_the_ring_whole(ring: list[NodeProcess]) -> None:
+    targets = [n.addr for n in ring]
+    before = asyncio.run(statuses(ring))
+    with Stranger() as s:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.lists(datagrams(), min_size=1, max_size=5), st.integers(0, 2))
+        def throw(batch: list[bytes], which: int) -> None:
+            for data in batch:
+                s.send(data, targets[which])
+            s.answers(0.0)  # drain, never wait
+
+        throw()
+    after = asyncio.run(statuses(ring))
+
+    def refused(sts: list[dict[str, Any]]) -> int:
+        return sum(st["rpc"]["dropped_malformed"] + st["rpc"]["errors_sent"] for st in sts)
+
+    assert refused(after) - refused(before) > 300  # they arrived, and were turned away
+    assert all(st["rpc"]["handler_failures"] == 0 for st in after)  # no handler crashed
+    asyncio.run(healthy(ring, key="after-fuzz"))

@@ -1,0 +1,216 @@
+"""The node's defenses against lying, crashing-looking and cut-off peers, on the simulator.
+
+What the audit found in real processes is replayed in tests/test_attacks.py; here are the parts
+that need many nodes, a partition, or a node that lies in a precise way, deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from udpdht import Unavailable, ids
+from udpdht.lookup import plausible_owner
+from udpdht.net import Address, run_virtual
+from udpdht.node import Node
+from udpdht.replication import StoreConfig, newest_agreed
+from udpdht.routing import Peer
+from udpdht.rpc import RpcEndpoint
+from udpdht.sim import Sim
+from udpdht.storage import Record, Version
+
+STORE = StoreConfig(replicas=3, sync_period=5.0)
+
+
+def test_plausible_owner_catches_a_claim_that_the_key_is_elsewhere() -> None:
+    def p(i: int) -> Peer:
+        return Peer(i, ("10.0.0.1", i))
+
+    key = 500
+    # An honest hop before the key names its successor: consistent.
+    assert plausible_owner(key, p(400), p(600), [p(100), p(400), p(600)]) is None
+    # A hop before the key claiming to own it itself: we know a node (100, the asker) between
+    # the key and it, going round the ring.
+    assert plausible_owner(key, p(400), p(400), [p(100), p(400)]) == p(100)
+    # A claim past a node we know to sit between the key and the claimed owner.
+    assert plausible_owner(key, p(400), p(900), [p(550), p(900)]) == p(550)
+    # An owner the key does not lie before, as seen from the answering node.
+    assert plausible_owner(key, p(600), p(700), []) == p(700)
+
+
+def test_a_node_that_claims_every_key_captures_none() -> None:
+    async def main() -> None:
+        sim = Sim(seed=31)
+        await sim.build_ideal(200)
+        liar = sim.rng.choice(list(sim.joined.values()))
+
+        def claim_everything(key: int) -> tuple[bool, list[Peer]]:
+            return True, [liar.peer]  # "done: the owner is me", whatever the key
+
+        liar.local_find = claim_everything  # type: ignore[method-assign]
+        rng = random.Random(32)
+        nodes = [n for n in sim.joined.values() if n is not liar]
+        wrong = asked = 0
+        for i in range(600):
+            key = rng.getrandbits(ids.BITS)
+            # Confirmed (a client's lookup) and not (the store's, fingers'): neither is fooled.
+            found = await rng.choice(nodes).lookup_id(key, confirm=i % 2 == 0)
+            wrong += found.owner != sim.true_owner(key)
+            asked += any(h.peer.id == liar.id for h in found.hops)
+        assert asked > 20  # the liar was on the way, and said its piece
+        assert wrong == 0
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_one_unanswered_call_does_not_evict_a_live_peer() -> None:
+    async def main() -> None:
+        sim = Sim(seed=33)
+        nodes = await sim.build_ideal(20, maintenance=True)
+        victim = nodes[0]
+        lost = {"left": 4}  # one call's worth of tries to the victim vanishes
+
+        def drop(src: Address, dst: Address, data: bytes) -> bool:
+            if dst == victim.addr and lost["left"] > 0:
+                lost["left"] -= 1
+                return True
+            return False
+
+        sim.net.set_drop_filter(drop)
+        await asyncio.sleep(20)
+        assert lost["left"] == 0  # the loss did happen
+        assert all(victim.peer in n.leafset.peers() for n in nodes if victim in _near(sim, n))
+        assert sim.ideal_problems() == []
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def _near(sim: Sim, node: Node) -> list[Node]:
+    return [sim.joined[p.id] for p in node.leafset.peers() if p.id in sim.joined]
+
+
+def test_a_node_cut_off_never_claims_the_ring_and_rejoins_when_it_can() -> None:
+    async def main() -> None:
+        sim = Sim(seed=34, store_config=STORE)
+        nodes = await sim.build_ideal(12, maintenance=True)
+        cut = nodes[5]
+        await nodes[0].put("before", 1)
+        # Cut off for longer than failure detection takes: each side declares the other dead.
+        sim.net.partition([cut.addr], [n.addr for n in nodes if n is not cut])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not cut.isolated:
+            assert loop.time() - start < 60, "the cut-off node kept its neighbours forever"
+            await asyncio.sleep(1)
+        # Alone, it does not serve as a ring of one: no split brain.
+        for key in ("before", "other", "third"):
+            with pytest.raises(Unavailable):
+                await cut.get(key)
+            with pytest.raises(Unavailable):
+                await cut.put(key, "split")
+        assert cut.status()["isolated"] is True
+        sim.net.heal()
+        healed = loop.time()
+        took = await sim.wait_ideal(within=60)
+        assert await cut.get("before") == 1
+        assert loop.time() - healed < 60 and took < 60
+        assert cut.status()["isolated"] is False
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_lone_first_node_still_serves_and_a_ring_left_by_all_others_too() -> None:
+    async def main() -> None:
+        sim = Sim(seed=35, store_config=STORE)
+        first = await sim.first()
+        await first.put("k", "alone")  # a new ring of one: its own primary
+        second = await sim.join(first)
+        await sim.wait_ideal(within=30)
+        await sim.leave(second)  # it leaves on purpose: the first is rightly alone again
+        assert not first.isolated
+        assert await first.get("k") == "alone"
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_pushes_outside_the_range_a_node_holds_are_refused() -> None:
+    async def main() -> None:
+        sim = Sim(seed=36, store_config=STORE)
+        nodes = await sim.build_ideal(30)
+        target = nodes[0]
+        stranger = await RpcEndpoint.bind(sim.net, (sim.net.host, 0))
+        now = sim.wall_clock()
+        records: list[Any] = []
+        for i in range(200):
+            key = f"junk-{i}".encode()
+            records.append([key, b"\\xa1x", int(now * 1000), bytes(20), None])
+        reply = await stranger.call(target.addr, "store_push", {"records": records})
+        held = [r for r in records if target.replicator.accepts(ids.hash_key(r[0]))]
+        assert reply == {"applied": len(held), "refused": 200 - len(held)}
+        assert 0 < len(held) < 100  # the node holds a slice of the ring, not all of it
+        assert len(target.replicator.store) == len(held)
+        stranger.close()
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_read_asks_the_replicas_while_the_primary_is_new_to_its_range() -> None:
+    async def main() -> None:
+        sim = Sim(seed=37, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        await nodes[0].put("k", "first")
+        primary = sim.joined[sim.responsible(b"k")[0].id]
+        stale = primary.replicator.store.get(b"k")
+        assert stale is not None
+        await asyncio.sleep(0.01)
+        await nodes[0].put("k", "acknowledged")
+        # The primary has just taken over its range (its predecessor changed) and missed the
+        # last write: it is not settled, so the replicas are asked too and the newest wins.
+        primary.replicator.store.remove(b"k")
+        primary.replicator.store.put(stale)
+        primary.replicator._range = (None, 0.0)
+        assert not primary.replicator.settled()
+        assert await nodes[3].get("k") == "acknowledged"
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_one_replica_with_a_newer_forged_version_is_outvoted() -> None:
+    async def main() -> None:
+        sim = Sim(seed=38, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        await nodes[0].put("k", "genuine")
+        primary, liar, honest = (sim.joined[p.id] for p in sim.responsible(b"k"))
+        genuine = primary.replicator.store.get(b"k")
+        assert genuine is not None and honest.replicator.store.get(b"k") == genuine
+        # The liar stamped its own value a moment after the genuine write, within the skew
+        # any node accepts: alone, nothing tells it from a write the others missed.
+        forged = genuine._replace(
+            value=b"\xa6forged", version=Version(genuine.version.stamp + 1, liar.replicator._me)
+        )
+        liar.replicator.store.put(forged)
+        primary.replicator._range = (None, 0.0)  # new to its range: the replicas are asked
+        assert await nodes[4].get("k") == "genuine"
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_newest_agreed_prefers_a_version_two_nodes_hold() -> None:
+    def rec(stamp: int) -> Record:
+        return Record(b"k", b"\xc0", Version(stamp, bytes(20)), None)
+
+    assert newest_agreed([]) is None and newest_agreed([None, None]) is None
+    assert newest_agreed([rec(1), rec(5), rec(1)]) == rec(1)  # one newer alone: outvoted
+    assert newest_agreed([rec(1), rec(5), rec(5)]) == rec(5)
+    assert newest_agreed([None, rec(5), rec(3)]) == rec(5)  # no two agree: the newest
+    assert newest_agreed([rec(2), None, None]) == rec(2)
