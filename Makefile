@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: shell test lint typecheck check bench clean
+.PHONY: shell test test-fast lint typecheck bench clean
 
 # (Re)install when the venv is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -27,6 +27,10 @@ typecheck: $(STAMP)
 # The whole suite: style, types, then every test.
 test: lint typecheck
 	$(PY) -m pytest -q
+
+# The tier for edits: every test but the large simulations (about a minute and a half).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

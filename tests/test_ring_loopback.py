@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import pytest
 from helpers import (
     NodeProcess,
     node_process,
@@ -59,6 +61,7 @@ def ring_of_processes(count: int) -> Iterator[list[NodeProcess]]:
         yield [first, *rest]
 
 
+@pytest.mark.slow
 async def test_six_node_processes_repair_after_sigkill() -> None:
     with ring_of_processes(6) as nodes:
         await wait_processes_ideal(nodes, within=30)
@@ -116,3 +119,32 @@ async def test_client_ring_walk_steps_over_a_crashed_node() -> None:
             ids.to_hex(ring[4].id),
         ]
         assert "did not answer" in entries[2]["error"]
+
+
+async def test_a_node_restarted_after_a_crash_rejoins_through_the_peers_it_remembers(
+    tmp_path: Path,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(node_process("--data-dir", str(tmp_path / "0")))
+        nodes = [first] + [
+            stack.enter_context(
+                node_process("--data-dir", str(tmp_path / str(i)), "--bootstrap", first.addr_text)
+            )
+            for i in (1, 2, 3)
+        ]
+        await wait_processes_ideal(nodes, within=30)
+        victim = nodes[2]
+        await wait_until(lambda: (tmp_path / "2" / "peers.json").exists(), within=10)
+        victim.proc.kill()
+        victim.proc.wait(timeout=10)
+        # Started again on its address, with its data dir and no --bootstrap: it does not
+        # begin a ring of its own, it goes back to the one it knew.
+        again = stack.enter_context(
+            node_process("--data-dir", str(tmp_path / "2"), port=victim.addr[1])
+        )
+        assert "rejoins through them" in again.output()
+        await wait_processes_ideal([*nodes[:2], again, nodes[3]], within=30)
+        async with Client(again.addr) as client:
+            await client.put("after-restart", 1)
+        async with Client(first.addr) as client:
+            assert await client.get("after-restart") == 1

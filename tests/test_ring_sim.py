@@ -135,6 +135,7 @@ def test_lookup_skips_a_dead_hop(seed: int) -> None:
     run_virtual(main())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12])
 def test_churn_keeps_one_correct_ring(seed: int) -> None:
     async def main() -> None:

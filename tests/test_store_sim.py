@@ -13,6 +13,7 @@ from udpdht.net import run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
 from udpdht.sim import Sim
+from udpdht.storage import Version
 
 R = 3
 
@@ -37,21 +38,37 @@ def _is_tombstone(node: Node, key: bytes) -> bool:
     return record is not None and record.is_tombstone
 
 
-def under_replicated(sim: Sim, keys: list[bytes]) -> list[bytes]:
-    """Keys whose r responsible nodes do not all hold the newest version."""
+def under_replicated(
+    sim: Sim, keys: list[bytes], newest: dict[bytes, Version] | None = None
+) -> list[bytes]:
+    """Keys whose r responsible nodes do not all hold the newest version (found on every live
+    node, unless ``newest`` gives it: no write happens meanwhile)."""
     bad = []
     for key in keys:
-        holders = {n.id for n in sim.copies(key)}
-        if any(p.id not in holders for p in sim.responsible(key)):
+        if newest is None:
+            holders = {n.id for n in sim.copies(key)}
+            ok = all(p.id in holders for p in sim.responsible(key))
+        else:
+            held = (sim.joined[p.id].replicator.store.get(key) for p in sim.responsible(key))
+            ok = all(r is not None and r.version == newest[key] for r in held)
+        if not ok:
             bad.append(key)
     return bad
 
 
 async def wait_replicated(sim: Sim, keys: list[bytes], within: float) -> float:
+    """Wait until every key is on its r responsible nodes (no write may run meanwhile)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    while under_replicated(sim, keys):
-        assert loop.time() - start < within, f"{len(under_replicated(sim, keys))} keys short"
+    newest = {}
+    for key in keys:
+        copies = sim.copies(key)
+        assert copies, f"no live node holds {key!r}"
+        record = copies[0].replicator.store.get(key)
+        assert record is not None
+        newest[key] = record.version
+    while short := under_replicated(sim, keys, newest):
+        assert loop.time() - start < within, f"{len(short)} keys short"
         await asyncio.sleep(1.0)
     return loop.time() - start
 

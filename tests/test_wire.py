@@ -300,22 +300,29 @@ def _has_bad_map_key(obj: Any) -> bool:
 
 def model(obj: Any) -> wire.Message | None:
     """The message layout of PROTOCOL.md, written independently of the decoder."""
-    if _has_bad_map_key(obj) or type(obj) is not list or len(obj) not in (4, 5):
+    if _has_bad_map_key(obj) or type(obj) is not list or len(obj) not in (4, 5, 6):
         return None
     version, kind, rid = obj[0], obj[1], obj[2]
     if type(version) is not int or version != 1:
         return None
     if type(rid) is not int or not 0 <= rid <= MAX_RID or type(kind) is not int:
         return None
-    if kind == 0 and len(obj) == 5:
+    def token(raw: Any) -> bool:
+        return type(raw) is bytes and 1 <= len(raw) <= 32
+
+    if kind == 0 and len(obj) in (5, 6):
         method, args = obj[3], obj[4]
         if type(method) is not str or not 1 <= len(method) <= 64:
             return None
         if type(args) is not dict or any(type(k) is not str for k in args):
             return None
+        if len(obj) == 6:
+            return Request(rid, method, args, obj[5]) if token(obj[5]) else None
         return Request(rid, method, args)
     if kind == 1 and len(obj) == 4:
         return Reply(rid, obj[3])
+    if kind == 3 and len(obj) == 4:
+        return wire.Retry(rid, obj[3]) if token(obj[3]) else None
     if kind == 2 and len(obj) == 5:
         code, message = obj[3], obj[4]
         if type(code) is not int or type(message) is not str:
@@ -344,9 +351,9 @@ kind_field = st.one_of(
         st.one_of(st.just(1), any_field),
         kind_field,
         st.one_of(rids, any_field),
-        st.one_of(methods, st.integers(-5, 5), any_field),
+        st.one_of(methods, st.integers(-5, 5), st.binary(max_size=40), any_field),
         st.one_of(args_maps, any_field),
-        any_field,
+        st.one_of(st.binary(min_size=0, max_size=40), any_field),  # a token, or not
     ),
     length=st.integers(0, 6),
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import secrets
 from collections import OrderedDict
@@ -118,7 +119,7 @@ class Verifier:
                 "unauthorized: admin request without credentials (it needs the cookie)"
             )
         ts, nonce, mac = auth
-        if not isinstance(ts, int | float) or not isinstance(nonce, bytes):
+        if type(ts) not in (int, float) or not math.isfinite(ts) or not isinstance(nonce, bytes):
             raise Unauthorized("unauthorized: malformed credentials")
         rest = {k: v for k, v in args.items() if k != "auth"}
         if not isinstance(mac, bytes) or not hmac.compare_digest(

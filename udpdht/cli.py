@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="copies of each key, the primary included (1..L/2+1; default 3)",
     )
     p.add_argument(
+        "--new-ring",
+        action="store_true",
+        help="forget the peers this data dir remembers and start a new ring (by default a "
+        "restarted node rejoins its ring through them, and serves nothing until it has)",
+    )
+    p.add_argument(
         "--max-store-bytes",
         type=_bytes,
         metavar="N",
@@ -273,6 +279,8 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         store_config=StoreConfig(replicas=args.replicas, max_store_bytes=args.max_store_bytes),
         bootstrap=args.bootstrap,
     )
+    if args.new_ring:
+        node.memory.forget()
     try:
         await node.start()
     except OSError as exc:

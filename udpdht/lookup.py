@@ -25,8 +25,10 @@ from .routing import Peer
 if TYPE_CHECKING:
     from .node import Node
 
+#: An answer that makes no sense (a malformed reply, a wrong id): its sender is no peer of ours.
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError)
 #: Failures that mean "that peer is no use right now": no answer, an error, or nonsense.
-PEER_FAILURES = (RpcTimeout, RemoteError, ValueError, KeyError, TypeError, AttributeError)
+PEER_FAILURES = (RpcTimeout, RemoteError, *MALFORMED)
 
 
 class Hop(NamedTuple):
@@ -75,6 +77,7 @@ async def iterative_lookup(
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
+    answered: set[Address] = set()  # the nodes that answered this lookup
     known: dict[int, Peer] = {}  # every node this lookup heard of: the claims' touchstone
     if start is None:
         done, nodes = node.local_find(key)
@@ -111,33 +114,34 @@ async def iterative_lookup(
         try:
             reply = await node._call(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
             done, nodes = bool(reply["done"]), node._peers(reply["nodes"])
-            answered = ids.from_bytes(reply["id"])
+            their_id = ids.from_bytes(reply["id"])
             if peer.id == -1:
-                peer = Peer(answered, peer.addr)
+                peer = Peer(their_id, peer.addr)
                 if node.config.verify_ids and not peer.id_matches_addr:
                     raise ValueError("its id is not SHA-1 of its address")
-            elif answered != peer.id:
+            elif their_id != peer.id:
                 raise ValueError("it answered with another node's id")
         except PEER_FAILURES as exc:
             failures.append(f"{peer}: {type(exc).__name__}")
             known.pop(peer.id, None)  # not a touchstone any more
             if peer.id == -1:
                 continue
-            if tries:
+            if tries and not isinstance(exc, MALFORMED):
                 # A quick try failed: maybe dead, maybe just slow. Skip it here and drop the
                 # finger, but leave the leafset to stabilize, which asks with full tries.
                 node.fingers.remove(peer.id)
             else:
-                node._peer_failed(peer)
+                node._peer_failed(peer, exc)
             continue
         hops.append(Hop(peer, loop.time() - sent))
+        answered.add(peer.addr)
         known[peer.id] = peer
         for p in nodes:
             known.setdefault(p.id, p)
         if done and nodes:
             owner = nodes[0]
             against = plausible_owner(key, peer, owner, known.values())
-            if against is None and (not confirm or owner.id == peer.id or owner.addr in tried):
+            if against is None and (not confirm or owner.id == peer.id or owner.addr in answered):
                 return Lookup(owner, hops, nodes[1:])
             # Ask the owner itself (to confirm), or the node that contradicts the claim first.
             first = [p for p in (against, owner) if p is not None]

@@ -83,6 +83,7 @@ class PeerMemory:
         self.verify_ids = verify_ids
         self._peers: OrderedDict[int, Peer] = OrderedDict()
         self._dirty = False
+        self._forgotten = False
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -103,13 +104,16 @@ class PeerMemory:
             self._dirty = True
 
     def forget(self) -> None:
-        self._dirty = bool(self._peers)
+        """Forget every peer, here and (at the next save) in the file; a later :meth:`load`
+        finds nothing."""
+        self._dirty = True
         self._peers.clear()
+        self._forgotten = True
 
     def load(self) -> int:
         """Read the file, if any; returns how many peers it gave. A damaged file is ignored
         (and replaced at the next save): it only ever speeds up a rejoin."""
-        if self.path is None:
+        if self.path is None or self._forgotten:
             return 0
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))

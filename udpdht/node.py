@@ -26,16 +26,16 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
-from .errors import BadRequest, DhtError, RemoteError, Unavailable
-from .lookup import PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
+from .errors import BadRequest, Busy, DhtError, Unavailable
+from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
 from .membership import FailureDetector, PeerMemory
 from .net import Address, Network, UdpNetwork, check_peer_addr, format_addr, resolve
 from .replication import Replicator, StoreConfig
@@ -44,6 +44,7 @@ from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 
 log = logging.getLogger("udpdht.node")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class Node:
         self._next_rejoin = 0.0
         self._rejoin_wait = self.config.stabilize_period
         self._next_save = 0.0
-        self._pred_check: tuple[int, asyncio.Task[bool]] | None = None
+        self._checks: dict[tuple[str, int], asyncio.Task[Any]] = {}  # see _shared
         self._replicator: Replicator | None = None
         # The admin secret: given, or kept in the data dir, or made up for this run.
         self.cookie = cookie
@@ -370,11 +371,9 @@ class Node:
     async def _call(
         self, peer: Peer, method: str, args: dict[str, Any] | None = None, *, tries: int = 0
     ) -> Any:
-        try:
-            result = await self.endpoint.call(peer.addr, method, args, tries=tries or None)
-        except RemoteError:
-            self.detector.answered(peer.id)  # an error reply: alive, whatever it thinks
-            raise
+        """Call a peer; a reply clears the failures counted against it (an error reply does
+        not: a peer that only ever says no is of no use either)."""
+        result = await self.endpoint.call(peer.addr, method, args, tries=tries or None)
         self.detector.answered(peer.id)
         return result
 
@@ -409,12 +408,14 @@ class Node:
             )
         return Peer(claimed, addr)
 
-    async def _neighbors(self, peer: Peer) -> tuple[list[Peer], list[Peer], Peer | None]:
+    async def _neighbors(
+        self, peer: Peer, *, tries: int = 0
+    ) -> tuple[list[Peer], list[Peer], Peer | None]:
         """A peer's successor list, predecessor list, and its hint for us (see _hint_for).
 
         Raises one of PEER_FAILURES.
         """
-        reply = await self._call(peer, "neighbors", {"id": ids.to_bytes(self.id)})
+        reply = await self._call(peer, "neighbors", {"id": ids.to_bytes(self.id)}, tries=tries)
         if reply["id"] != ids.to_bytes(peer.id):
             raise ValueError(f"{peer} answered with another node's id")
         hint = reply.get("hint")
@@ -426,15 +427,21 @@ class Node:
         with contextlib.suppress(*PEER_FAILURES):
             await self._call(peer, "notify", {"id": ids.to_bytes(self.id), "preds": preds})
 
-    def _peer_failed(self, peer: Peer) -> None:
-        """A call to ``peer`` failed. It is forgotten, wherever it appears, once the failure
-        detector has consistent evidence (membership.FailureDetector)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        stalled = now - self.endpoint.last_stall < self.STALL_GRACE if self.running else False
-        if not self.detector.failed(peer.id, now, stalled=stalled):
-            self.log.debug("peer %s did not answer; suspected", peer)
+    def _peer_failed(self, peer: Peer, exc: BaseException | None = None) -> None:
+        """A call to ``peer`` failed with ``exc`` (None: no answer). It is forgotten, wherever
+        it appears, once the failure detector has consistent evidence: two failures in a row
+        (membership.FailureDetector), or one answer that makes no sense. A BUSY is no failure:
+        the peer is alive and says so."""
+        if isinstance(exc, Busy):
             return
+        now = asyncio.get_running_loop().time()
+        if isinstance(exc, MALFORMED):  # it answered, with nonsense: no need to ask again
+            self.detector.declare_dead(peer.id, now)
+        else:
+            stalled = now - self.endpoint.last_stall < self.STALL_GRACE if self.running else False
+            if not self.detector.failed(peer.id, now, stalled=stalled):
+                self.log.debug("peer %s did not answer; suspected", peer)
+                return
         in_leafset = self.leafset.remove(peer.id)
         in_fingers = self.fingers.remove(peer.id)
         self._notifiers.pop(peer.id, None)
@@ -485,14 +492,14 @@ class Node:
         first = candidates[0]
         try:
             return first, await self._neighbors(first)
-        except PEER_FAILURES:
-            self._peer_failed(first)
+        except PEER_FAILURES as exc:
+            self._peer_failed(first, exc)
         rest = candidates[1 : self.leafset.half + 2]
         answers = await asyncio.gather(*(self._neighbors(p) for p in rest), return_exceptions=True)
         found = None
         for peer, answer in zip(rest, answers, strict=True):
             if isinstance(answer, PEER_FAILURES):
-                self._peer_failed(peer)
+                self._peer_failed(peer, answer)
             elif isinstance(answer, BaseException):
                 raise answer
             elif found is None:
@@ -532,8 +539,8 @@ class Node:
             # Adopt a node between us and our successor only once it has answered (Zave).
             try:
                 nearer_succs, _, _ = await self._neighbors(nearest)
-            except PEER_FAILURES:
-                self._peer_failed(nearest)
+            except PEER_FAILURES as exc:
+                self._peer_failed(nearest, exc)
             else:
                 succ, new_list = nearest, [nearest, *nearer_succs]
         ls.set_successors(new_list)
@@ -560,7 +567,8 @@ class Node:
             self._rejoin_wait = self.config.stabilize_period
             return
         self.log.warning(
-            "lost contact with the ring; %d known addresses did not answer, trying again in %.0f s",
+            "lost contact with the ring: none of %d known addresses answered; trying again in "
+            "%.0f s (a node started with --new-ring begins a new ring instead)",
             len(addrs),
             self._rejoin_wait,
         )
@@ -571,8 +579,8 @@ class Node:
             return
         try:
             await self._call(pred, "ping")
-        except PEER_FAILURES:
-            self._peer_failed(pred)
+        except PEER_FAILURES as exc:
+            self._peer_failed(pred, exc)
 
     async def fix_fingers(self) -> None:
         """Refresh fingers from where the last round stopped, up to one lookup's worth."""
@@ -626,9 +634,12 @@ class Node:
     # --- handlers ------------------------------------------------------------------------------
 
     def _rpc_ping(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        # The address we name ourselves by: a caller that reached us under another one (a
-        # wildcard socket has several) learns the one our id belongs to.
-        return {"id": ids.to_bytes(self.id), "addr": list(self.addr)}
+        if args.get("addr") is True:
+            # The address we name ourselves by: a caller that reached us under another one (a
+            # wildcard socket has several) learns the one our id belongs to. Only on request:
+            # a plain ping's answer stays within three times its size (no token needed).
+            return {"id": ids.to_bytes(self.id), "addr": list(self.addr)}
+        return {"id": ids.to_bytes(self.id)}
 
     def _rpc_status(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         return self.status()
@@ -697,40 +708,50 @@ class Node:
             and not await self._predecessor_dead(pred)
         ):
             return {}  # ours answers, and is closer: keep it
-        try:
-            its_succs, its_preds, _ = await self._neighbors(peer)
-        except PEER_FAILURES:
-            return {}
-        if not its_succs or its_succs[0].id != self.id:
-            return {}  # it does not take us for its successor: not our predecessor
+        verified = await self._shared(("verify", peer.id), self._verify_predecessor(peer))
+        if verified is None:
+            return {}  # it does not answer, or does not take us for its successor
         # The calls took time: another notify may have brought a closer one meanwhile.
         pred = ls.predecessor
         if pred is not None and not ids.in_interval(peer.id, pred.id, self.id, left_open=False):
             return {}  # [pred, self): it, or one between
-        ls.set_predecessors([peer, *its_preds])
+        ls.set_predecessors([peer, *verified])
         self._member = True
         return {}
 
+    async def _verify_predecessor(self, peer: Peer) -> list[Peer] | None:
+        """``peer``'s predecessors if it answers ``neighbors`` naming us as its successor, else
+        None. Few tries: the notify's source may be forged, and the victim of a forgery should
+        get no more datagrams from us than the forger sent."""
+        try:
+            succs, preds, _ = await self._neighbors(peer, tries=self.config.lookup_tries)
+        except PEER_FAILURES:
+            return None
+        return preds if succs and succs[0].id == self.id else None
+
+    async def _shared(self, key: tuple[str, int], coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` unless the same check (``key``) is already running, in which case wait
+        for that one's answer: a flood of notifies costs one call per peer, not one each."""
+        task = self._checks.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(coro)
+            self._checks[key] = task
+            task.add_done_callback(lambda _: self._checks.pop(key, None))
+        else:
+            coro.close()
+        return cast(T, await asyncio.shield(task))
+
     async def _predecessor_dead(self, pred: Peer) -> bool:
         """Whether ``pred`` is no longer our predecessor after a ping (failed, and declared
-        dead). One ping at a time: every notify that asks meanwhile shares its answer, so a
-        flood of notifies costs one call, not one each."""
-        check = self._pred_check
-        if check is None or check[0] != pred.id:
-            task = asyncio.get_running_loop().create_task(self._ping_predecessor(pred))
-            self._pred_check = check = (pred.id, task)
-        try:
-            return await asyncio.shield(check[1])
-        finally:
-            if self._pred_check is check and check[1].done():
-                self._pred_check = None
+        dead). Every notify that asks meanwhile shares the one ping."""
+        return await self._shared(("ping", pred.id), self._ping_predecessor(pred))
 
     async def _ping_predecessor(self, pred: Peer) -> bool:
         try:
             await self._call(pred, "ping", tries=self.config.lookup_tries)
             return False
-        except PEER_FAILURES:
-            self._peer_failed(pred)
+        except PEER_FAILURES as exc:
+            self._peer_failed(pred, exc)
         current = self.leafset.predecessor
         return current is None or current.id != pred.id
 
@@ -806,7 +827,7 @@ class Node:
             raise BadRequest("this node is already in a ring; make it leave first")
         try:
             await self.join(addr)
-        except DhtError as exc:
+        except (DhtError, *PEER_FAILURES) as exc:
             raise Unavailable(f"could not join through {format_addr(addr)}: {exc}") from None
         succ = self.leafset.successor
         return {"successor": succ.to_wire() if succ is not None else None}

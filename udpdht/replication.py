@@ -11,8 +11,8 @@ predecessor, and is primary for ``(pred_1, self]``.
   by the owner this time.
 * **get** asks the primary, which checks that it is the primary by its own view and says
   whether it has held its range long enough to have every acknowledged write ("settled"). If
-  the primary is dead, has nothing, or is new to its range, the replicas are asked too and
-  the newest answer wins.
+  the primary is dead, has nothing, or is new to its range, the replicas are asked too, and the
+  newest version two of the answers agree on wins (the newest, when no two agree).
 * **join**: the new node fetches from its successor every record outside ``(self, successor]``,
   after telling the successor it is its predecessor, so no write acknowledged meanwhile is lost.
 * **leave**: the node pushes everything it holds to its first r successors before it goes.
@@ -48,6 +48,7 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
+from .lookup import MALFORMED
 from .net import Address
 from .ratelimit import Buckets, source_of
 from .routing import Peer
@@ -159,6 +160,7 @@ class Replicator:
         self.store = store
         self.config = config
         self._budgets = Buckets(config.write_rate, config.write_burst)
+        self._strays_after: Cursor | None = None  # where the next round's strays start
         # Our predecessor, and since when: the start of our present range as primary.
         self._range: tuple[int | None, float] = (None, asyncio.get_running_loop().time())
 
@@ -299,25 +301,41 @@ class Replicator:
             rate = self.config.write_rate / (1 << 20)
             raise RateLimited(f"write budget spent ({rate:g} MiB/s per source); slow down")
 
-    def _make_room(self, record: Record) -> None:
-        """StoreFull when keeping ``record`` would take the store over its quota."""
+    def _make_room(self, record: Record, held: Record | None) -> None:
+        """StoreFull when replacing ``held`` by ``record`` would take the store over its
+        quota."""
         quota = self.config.max_store_bytes
         if quota is None:
             return
-        held = self.store.get(record.key)
         growth = record.size() - (held.size() if held is not None else 0)
         used = self.store.stats().bytes
         if growth > 0 and used + growth > quota:
             raise StoreFull(f"store full: {used} of {quota} bytes used (--max-store-bytes)")
 
     def _apply(self, record: Record) -> bool:
-        """Keep a checked record if it is newer than ours. A record we hold that is stamped
-        beyond the skew bound (kept before these checks existed, or our clock went back) can
-        never be superseded fairly: any checked record replaces it."""
+        """Keep a checked record if it is newer than ours and the quota has room (StoreFull
+        otherwise). A record we hold that is stamped beyond the skew bound (kept before these
+        checks existed, or our clock went back) can never be superseded fairly: any checked
+        record replaces it."""
         held = self.store.get(record.key)
         if held is not None and held.version.stamp > self._latest_stamp():
             self.store.remove(record.key)
+            held = None
+        if held is not None and record.version <= held.version:
+            return False
+        self._make_room(record, held)
         return self.store.put(record)
+
+    def _apply_all(self, records: Iterable[Record]) -> int:
+        """:meth:`_apply` each record; when the store is full, keep what fits and say so."""
+        kept = 0
+        for record in records:
+            try:
+                kept += self._apply(record)
+            except StoreFull as exc:
+                self.node.log.warning("records dropped: %s", exc)
+                break
+        return kept
 
     def _latest_stamp(self) -> int:
         return int((self.node.wall_clock() + self.config.max_skew) * 1000)
@@ -353,9 +371,9 @@ class Replicator:
                 except Busy as exc:
                     last = exc
                     break  # not the primary: look up again
-                except RpcTimeout as exc:
+                except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
-                    self.node._peer_failed(target)
+                    self.node._peer_failed(target, exc)
         raise Unavailable(f"could not write the key: {last}")
 
     def _check_ttl(self, ttl: float | None) -> None:
@@ -456,7 +474,7 @@ class Replicator:
         else:
             expires = now + ttl if ttl is not None else None
         record = Record(key, value, version, expires)
-        self._make_room(record)
+        self._make_room(record, current)
         self.store.put(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
         # Replicate before acknowledging: an acknowledged write is on every live replica.
@@ -496,6 +514,7 @@ class Replicator:
             raise BadRequest("'value' must be the msgpack encoding of the value, as bytes")
         ttl = args.get("ttl")
         self._check_ttl(ttl)
+        check_value(value)
         self._charge(src, len(key) + len(value))
         version, _ = await self.put(key, value, ttl)
         return {"version": [version.stamp, version.writer]}
@@ -519,6 +538,8 @@ class Replicator:
             value = _arg_bytes(args, "value", MAX_VALUE)
         ttl = args.get("ttl")
         self._check_ttl(ttl)
+        if not self.is_primary(ids.hash_key(key)):  # before it costs the sender anything
+            raise Busy("not the primary for this key (yet); look it up again")
         self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
         return await self._write_here(key, value, ttl)
 
@@ -551,11 +572,18 @@ class Replicator:
         records = self._records(args.get("records"))
         kept = [r for r in records if self.accepts(r.key_id)]
         self._charge(src, sum(r.size() for r in kept))
-        applied = 0
-        for record in kept:
-            self._make_room(record)
-            applied += self._apply(record)
+        quota = self.config.max_store_bytes
+        if quota is not None and self.store.stats().bytes + sum(r.size() for r in kept) > quota:
+            # Room for all of them, or none: the sender learns exactly what was kept.
+            growth = sum(r.size() - self._held_size(r.key) for r in kept)
+            if growth > 0 and self.store.stats().bytes + growth > quota:
+                raise StoreFull(f"store full: no room for {growth} more bytes (--max-store-bytes)")
+        applied = sum(self._apply(r) for r in kept)
         return {"applied": applied, "refused": len(records) - len(kept)}
+
+    def _held_size(self, key: bytes) -> int:
+        held = self.store.get(key)
+        return held.size() if held is not None else 0
 
     def _rpc_digest(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         digest, count = self.store.digest(*_arg_range(args))
@@ -609,7 +637,7 @@ class Replicator:
         items = await self._scan(successor, successor.id, self.node.id, values=True)
         taken = 0
         for start in range(0, len(items), 1000):
-            taken += sum(self._apply(r) for r in self._records(items[start : start + 1000]))
+            taken += self._apply_all(self._records(items[start : start + 1000]))
         self.node.log.info("took %d records from %s", taken, successor)
         return taken
 
@@ -676,8 +704,7 @@ class Replicator:
         start = 0
         while start < len(pull):
             reply = await self.node._call(peer, "store_read", {"keys": pull[start : start + 500]})
-            for record in self._records(reply.get("records")):
-                self._apply(record)
+            self._apply_all(self._records(reply.get("records")))
             start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
 
     async def _move_strays(self) -> None:
@@ -685,7 +712,11 @@ class Replicator:
         low = self.responsible_low()
         if low is None:
             return
-        for record in self.store.outside(low, self.node.id, 200):  # a bounded share per round
+        strays = self.store.outside(low, self.node.id, 200, after=self._strays_after)
+        # Next round goes on after these (from the start once through): strays that cannot
+        # move now do not hold up the others.
+        self._strays_after = (strays[-1].key_id, strays[-1].key) if len(strays) == 200 else None
+        for record in strays:  # a bounded share per round
             try:
                 found = await self.node.lookup_id(record.key_id, confirm=False)
             except DhtError:

@@ -47,6 +47,7 @@ import itertools
 import logging
 import os
 import random
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -237,10 +238,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
         self._loop = asyncio.get_running_loop()
-        # Request ids only need to be unguessable off the path (an on-path attacker sees them
-        # anyway), so a Mersenne Twister seeded from the OS does; the simulator passes a seeded
-        # Random so that runs repeat exactly (its token secret too).
+        # Request ids guard against forged replies, so they come from the OS: a peer we call
+        # sees hundreds of our ids, enough to predict a Mersenne Twister's next ones and forge
+        # another peer's reply. The simulator passes a seeded Random so that runs repeat
+        # exactly (ids, jitter and the token secret); jitter needs no secrecy.
         self._rng: random.Random = rng or random.Random()
+        self._rid: Callable[[int], int] = rng.getrandbits if rng is not None else secrets.randbits
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
         self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
@@ -300,11 +303,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """Whether a request from ``addr`` fits the rate limits (token buckets)."""
         cfg = self.config
         now = self._loop.time()
-        if cfg.global_rate:
-            burst = cfg.global_burst or 2 * cfg.global_rate
-            if not self._everyone.take(cfg.global_rate, burst, now):
-                return False
-        return not cfg.source_rate or self._sources.take(source_of(addr), now)
+        # The source's own bucket first: a flooding source over its share is dropped without
+        # spending the budget everyone shares.
+        if cfg.source_rate and not self._sources.take(source_of(addr), now):
+            return False
+        burst = cfg.global_burst or 2 * cfg.global_rate
+        return not cfg.global_rate or self._everyone.take(cfg.global_rate, burst, now)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
         if (self.config.source_rate or self.config.global_rate) and not self._admit(addr):
@@ -404,8 +408,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """Send an answer, or a retry token in its place when it would amplify too much."""
         limit = self.config.amplification
         if limit and len(data) > limit * size and not self._token_ok(addr, req.token):
-            self.stats.tokens_sent += 1
             data = wire.encode_retry(req.rid, self._token(addr, self._period()))
+            if len(data) > limit * size:
+                return  # a request too small for even the retry: no client of ours sends one
+            self.stats.tokens_sent += 1
         self._send(data, addr)
 
     # --- address tokens ------------------------------------------------------------------------
@@ -502,9 +508,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             raise DhtError("endpoint is closed")
         if len(self._pending) >= self.config.max_pending:
             raise TooManyPending(f"{len(self._pending)} calls already in flight")
-        rid = self._rng.getrandbits(64)
+        rid = self._rid(64)
         while rid in self._pending:
-            rid = self._rng.getrandbits(64)
+            rid = self._rid(64)
         if args is None:
             args = {}
         data = wire.encode_request(rid, method, args, self._tokens.get(addr))

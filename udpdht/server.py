@@ -409,7 +409,7 @@ class Server:
         127.0.0.1 from its own machine, but its id, which its peers check against the source
         of its datagrams, is SHA-1 of the address it advertises."""
         try:
-            reply = await node.endpoint.call(addr, "ping")
+            reply = await node.endpoint.call(addr, "ping", {"addr": True})
             raw = reply["id"]
             if not isinstance(raw, bytes) or len(raw) != ids.ID_BYTES:
                 raise ValueError("a ping reply carries a 20-byte id")
