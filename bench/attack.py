@@ -742,6 +742,7 @@ class FloodSpec:
     put_keys: list[bytes] = field(default_factory=list)  # for 'put_keys': one put per key
     value_size: int = 59_990  # value bytes for 'put_keys' and 'push_big'
     drain_s: float = 1.0  # seconds to keep reading answers after the last send
+    hosts: list[str] = field(default_factory=lambda: [HOST])  # source addresses, in turn
 
 
 def _template(method: str, args: dict[str, Any]) -> bytes:
@@ -754,10 +755,9 @@ def _template(method: str, args: dict[str, Any]) -> bytes:
 class _Messages:
     """Hostile datagrams of each kind, made cheaply: templates with a fresh rid patched in."""
 
-    def __init__(self, spec: FloodSpec, rng: random.Random, ports: list[int]) -> None:
+    def __init__(self, spec: FloodSpec, rng: random.Random, addrs: list[Address]) -> None:
         self.spec = spec
         self.rng = rng
-        self.ports = ports
         tid = idb(spec.target_id)
         valid = [
             request(rng.getrandbits(64), "ping", {}),
@@ -787,7 +787,11 @@ class _Messages:
             "store_digest": _template("store_digest", {"lo": tid, "hi": tid}),
             "lookup": _template("lookup", {"key": spec.key or b"k"}),
         }
-        self.notify = {p: _template("notify", {"id": idb(node_id(p)), "preds": []}) for p in ports}
+        # One per sending socket (by its index): the id that matches that socket's address.
+        self.notify = [
+            _template("notify", {"id": idb(node_id(port, host)), "preds": []})
+            for host, port in addrs
+        ]
         others = spec.others or [spec.target_id ^ 1]
         self.leaving = [_template("leaving", {"id": idb(i)}) for i in others]
         self.pushes = [self._junk_push() for _ in range(64)]
@@ -815,7 +819,8 @@ class _Messages:
                 records.append([rng.randbytes(8), 12, "x", None])
         return _template("store_push", {"records": records})
 
-    def make(self, kind: str, port: int) -> bytes:
+    def make(self, kind: str, sock: int) -> bytes:
+        """A datagram of ``kind`` for the socket numbered ``sock`` to send."""
         rid = self.rng.getrandbits(64).to_bytes(8, "big")
         tpl = self.templates.get(kind)
         if tpl is not None:
@@ -827,7 +832,7 @@ class _Messages:
         if kind == "bitflip":
             return self.rng.choice(self.bitflip)
         if kind == "notify":
-            tpl = self.notify[port]
+            tpl = self.notify[sock]
             return tpl[:4] + rid + tpl[12:]
         if kind == "leaving":
             tpl = self.rng.choice(self.leaving)
@@ -888,15 +893,14 @@ def flood_worker(spec: FloodSpec, out: Any) -> None:
         "by_kind": {},
     }
     try:
-        for _ in range(spec.sockets):
+        for i in range(spec.sockets):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.bind((HOST, 0))
+            s.bind((spec.hosts[i % len(spec.hosts)], 0))
             s.setblocking(False)
             socks.append(s)
             sel.register(s, selectors.EVENT_READ)
-        ports = [s.getsockname()[1] for s in socks]
-        msgs = _Messages(spec, rng, ports)
+        msgs = _Messages(spec, rng, [s.getsockname()[:2] for s in socks])
         kinds = spec.kinds
         by_kind = dict.fromkeys(kinds, 0)
         nk, ns = len(kinds), len(socks)
@@ -911,7 +915,7 @@ def flood_worker(spec: FloodSpec, out: Any) -> None:
                     break
             kind = kinds[i % nk]
             j = (i // nk) % ns
-            data = msgs.make(kind, ports[j])
+            data = msgs.make(kind, j)
             try:
                 socks[j].sendto(data, target)
                 stats["sent_bytes"] += len(data)

@@ -4,7 +4,11 @@ What is measured
     A ring of three ``udpdht node`` processes on loopback (fresh, in a temp dir, killed at the
     end); the target T is one of them. Two sender processes (multiprocessing), each with 64
     source sockets, send ``--count`` datagrams (default 1,000,000; ``--quick`` 100,000) at T as
-    fast as they can, rotating through a mix:
+    fast as they can, rotating through a mix. The sockets are bound to ``--attacker-hosts``
+    loopback addresses of their own (127.0.0.2 on; default one, an attacking machine: a node
+    limits a source by its IP), or with ``--attacker-hosts 0`` to 127.0.0.1 itself, which the
+    nodes' machine shares, so that a node tells local processes apart by port and each of the
+    128 sockets counts as a source of its own (the attack at its strongest):
 
     * random garbage (1 to 1,400 bytes), valid messages truncated, valid messages bit-flipped;
     * valid requests that are expensive or large: ``status``, ``neighbors``, ``get`` of a
@@ -58,6 +62,7 @@ except ImportError:
     import udpdht
 
 from attack import (  # bench/attack.py
+    HOST,
     Cluster,
     FloodSpec,
     Monitor,
@@ -187,9 +192,11 @@ async def flood_once(loop_name: str, count: int, opts: argparse.Namespace) -> di
                     others=[a.id, c.id],
                     key=big,
                     drain_s=1.0,
+                    hosts=attacker_hosts(opts.attacker_hosts),
                 )
                 for i in range(opts.senders)
             ]
+            out["attacker_hosts"] = attacker_hosts(opts.attacker_hosts)
             progress(f"[{loop_name}] {count:,} datagrams at T from {opts.senders} processes")
             stop = asyncio.Event()
             stop_rss = asyncio.Event()  # sampled until the checks after the flood are done
@@ -299,11 +306,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
     parser.add_argument("--senders", type=positive, default=2, help="sender processes")
     parser.add_argument("--sockets", type=positive, default=64, help="source sockets per sender")
+    parser.add_argument(
+        "--attacker-hosts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send from N loopback addresses of their own, 127.0.0.2 on (default 1: one "
+        "attacking machine); 0: from 127.0.0.1, the address the nodes' own machine shares, "
+        "where every source port counts as a process of its own",
+    )
     parser.add_argument("--max-seconds", type=float, default=300.0, help="cap on flood time")
     parser.add_argument("--heal-s", type=float, default=60.0, help="wait for one ring after")
     parser.add_argument("--quick", action="store_true", help="100,000 datagrams")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     return parser.parse_args(argv)
+
+
+def attacker_hosts(n: int) -> list[str]:
+    """The source addresses of the flood: ``n`` loopback hosts from 127.0.0.2 (0: 127.0.0.1)."""
+    return [f"127.0.{(i + 2) // 256}.{(i + 2) % 256}" for i in range(n)] or [HOST]
 
 
 def main(argv: list[str] | None = None) -> int:

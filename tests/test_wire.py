@@ -307,6 +307,7 @@ def model(obj: Any) -> wire.Message | None:
         return None
     if type(rid) is not int or not 0 <= rid <= MAX_RID or type(kind) is not int:
         return None
+
     def token(raw: Any) -> bool:
         return type(raw) is bytes and 1 <= len(raw) <= 32
 

@@ -50,7 +50,8 @@ class Buckets:
 
 
 def source_of(addr: tuple[str, int]) -> Hashable:
-    """Who a datagram's sender is, for limits: its IP address, except on loopback, where every
-    process of the machine shares one address and only the port tells them apart."""
+    """Who a datagram's sender is, for limits: its IP address, except for 127.0.0.1 and ::1,
+    which every process of a machine shares by default, so that only the port tells them
+    apart (a local ring; other loopback addresses are "hosts" of their own, as in tests)."""
     host = addr[0]
-    return addr if host.startswith("127.") or host == "::1" else host
+    return addr if host == "127.0.0.1" or host == "::1" else host

@@ -215,13 +215,15 @@ class Replicator:
         return low is None or ids.in_interval(key_id, low, self.node.id, right_open=False)
 
     def accepts(self, key_id: int) -> bool:
-        """Whether a record pushed to us may be kept: its key lies within our predecessor half
-        of the leafset, ``(farthest predecessor, self]`` (our range as a replica with slack
-        for views that differ during churn), or we know too few predecessors to tell."""
-        ls = self.node.leafset
-        if len(ls.predecessors) < max(ls.half, self.config.replicas):
+        """Whether a record pushed to us may be kept: its key lies in ``(pred_{r+1}, self]``,
+        the range we hold as a replica and one node more (a node that leaves hands its range
+        to its r-th successor, which does not hold it yet; views also differ for a moment
+        during churn), or we know too few predecessors to tell."""
+        preds = self.node.leafset.predecessors
+        r = self.config.replicas
+        if len(preds) <= r:
             return True
-        return ids.in_interval(key_id, ls.predecessors[-1].id, self.node.id, right_open=False)
+        return ids.in_interval(key_id, preds[r].id, self.node.id, right_open=False)
 
     def next_nodes(self, count: int) -> list[Peer]:
         """The ``count`` nodes after us: the successors, topped up from the predecessors.

@@ -25,9 +25,9 @@ Every sender is a stranger, so the endpoint also defends itself (PROTOCOL.md §6
   ``retry`` carrying the token, and the caller's endpoint sends the request again with it
   (QUIC's Retry, BEP 5's write token). Callers never see this; ``Client`` needs no change.
 * **Replays.** A cached answer is sent again at most ``max_resends`` times.
-* **Rate.** Requests are counted per source (per IP, or per IP and port on loopback, where
-  one machine's processes share an address) and overall in token buckets; the excess is
-  dropped before any handler runs.
+* **Rate.** Datagrams other than answers to our calls are counted per source (per IP, or per
+  IP and port for 127.0.0.1 and ::1, which one machine's processes share) and overall in
+  token buckets; the excess is dropped before it is even decoded.
 * **Concurrency.** At most ``max_handlers`` coroutine handlers run at once; past that a
   request is answered ``BUSY`` at once, so load never turns into unbounded tasks and memory.
 * **Sends.** A destination is checked before ``sendto`` (a unicast IP literal of the socket's
@@ -113,7 +113,7 @@ class RpcStats:
     unexpected_replies: int = 0  # replies for no pending call, or from the wrong address
     errors_sent: int = 0  # error replies sent
     handler_failures: int = 0  # handlers that raised something other than a RemoteError
-    rate_limited: int = 0  # requests dropped by the per-source or the global rate limit
+    rate_limited: int = 0  # datagrams (all but answers) dropped by the rate limits
     busy: int = 0  # requests answered BUSY because max_handlers were running
     tokens_sent: int = 0  # answers replaced by a retry token (unproven address, large answer)
     resends_refused: int = 0  # retransmissions not answered again (max_resends reached)
@@ -136,6 +136,13 @@ class _Rtt:
 
 
 _IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
+# First bytes of the answers our encoder sends: fixarray of 4 or 5, version 1, kind 1..3.
+_ANSWER_ARRAYS = frozenset({0x94, 0x95})
+_ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY})
+
+
+def _looks_like_answer(data: bytes) -> bool:
+    return len(data) > 3 and data[1] == 1 and data[0] in _ANSWER_ARRAYS and data[2] in _ANSWERS
 
 
 class _Transaction:
@@ -262,6 +269,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._loop.time())
+        self._limited = bool(cfg.source_rate or cfg.global_rate)
         self._handlers_running = 0
         self._log_budget = TokenBucket(10.0, 0.0)  # handler tracebacks: a few, not megabytes
         self._tasks: set[asyncio.Task[None]] = set()
@@ -300,7 +308,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._handlers[method] = (handler, inspect.iscoroutinefunction(handler), idempotent)
 
     def _admit(self, addr: Address) -> bool:
-        """Whether a request from ``addr`` fits the rate limits (token buckets)."""
+        """Whether a datagram from ``addr`` fits the rate limits (token buckets)."""
         cfg = self.config
         now = self._loop.time()
         # The source's own bucket first: a flooding source over its share is dropped without
@@ -311,9 +319,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         return not cfg.global_rate or self._everyone.take(cfg.global_rate, burst, now)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
-        if (self.config.source_rate or self.config.global_rate) and not self._admit(addr):
-            self.stats.rate_limited += 1
-            return
         key = (addr, req.rid)
         cached = self._replies.get(key)
         if cached is not None:
@@ -570,14 +575,21 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if len(addr) != 2:  # IPv6 sockets report (host, port, flowinfo, scope_id)
+            addr = (addr[0], addr[1])
+        # Rate limits come first, before decoding: a flood over a source's share costs a dict
+        # lookup per datagram. Every datagram counts but the answers to our own calls, told
+        # by their first bytes (one that merely looks like an answer is matched against our
+        # calls in flight and dropped, which is as cheap).
+        if self._limited and not _looks_like_answer(data) and not self._admit(addr):
+            self.stats.rate_limited += 1
+            return
         try:
             msg = wire.decode(data)
         except DhtError:
             self.stats.dropped_malformed += 1
             return
         self.stats.received += 1
-        if len(addr) != 2:  # IPv6 sockets report (host, port, flowinfo, scope_id)
-            addr = (addr[0], addr[1])
         kind = type(msg)
         if kind is wire.Request:
             self._on_request(cast(wire.Request, msg), addr, len(data))
