@@ -39,6 +39,15 @@ class Peer(NamedTuple):
         raw, host, port = item
         if type(raw) is not bytes or len(raw) != ids.ID_BYTES:
             raise ValueError(f"a peer's id is {ids.ID_BYTES} bytes")
+        if type(host) is str and type(port) is int:  # hashable: the same entries come back
+            key = (raw, host, port)
+            peer = _PARSED.get(key)
+            if peer is None:
+                peer = cls(ids.from_bytes(raw), check_peer_addr(host, port))
+                if len(_PARSED) >= 16_384:  # bounded: strangers may send many
+                    _PARSED.clear()
+                _PARSED[key] = peer
+            return peer
         return cls(ids.from_bytes(raw), check_peer_addr(host, port))
 
     @property
@@ -53,6 +62,9 @@ class Peer(NamedTuple):
     def __str__(self) -> str:
         ident = ids.short(self.id) if self.id >= 0 else "?"  # -1: not known yet (a bootstrap)
         return f"{ident}@{format_addr(self.addr)}"
+
+
+_PARSED: dict[tuple[bytes, str, int], Peer] = {}  # checked peer entries, by their wire form
 
 
 def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) -> list[Peer]:
