@@ -23,6 +23,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy udpdht shell
 	$(VENV)/bin/mypy tests
+	$(VENV)/bin/mypy bench
 
 # The whole suite: style, types, then every test.
 test: lint typecheck

@@ -583,10 +583,10 @@ async def capture(loop: str, s: Settings, chosen_id: bool, full: bool) -> dict[s
                 out["failed_put_latency"] = latency_summary([r[2] for r in fails])
             else:
                 progress(f"  [{loop}] 4 gets and lookups of {len(honest)} keys on each node")
-                forged = Counter()
-                correct = Counter()
-                errors = Counter()
-                names_fake = Counter()
+                forged: Counter[str] = Counter()
+                correct: Counter[str] = Counter()
+                errors: Counter[str] = Counter()
+                names_fake: Counter[str] = Counter()
                 for n in nodes:
                     async with Client(n.addr) as client:
 
@@ -618,14 +618,21 @@ async def capture(loop: str, s: Settings, chosen_id: bool, full: bool) -> dict[s
             out["victim_predecessor_is_fake_after"] = view(sts[1]).get("pred") == fid
             out["fake_was_asked"] = dict(fake.requests_seen)
         finally:
-            if renotify is not None:
-                renotify.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renotify
-            if fake is not None:
-                fake.close()
-            mon.close()
+            await close_fake(renotify, fake, mon)
     return out
+
+
+async def close_fake(
+    renotify: asyncio.Future[Any] | None, fake: Endpoint | None, mon: Monitor
+) -> None:
+    """End a fake node: its re-notify task, its socket, and the monitor beside it."""
+    if renotify is not None:
+        renotify.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renotify
+    if fake is not None:
+        fake.close()
+    mon.close()
 
 
 async def f4_fake_node(loop: str, s: Settings) -> dict[str, Any]:
@@ -817,7 +824,9 @@ async def f6_overload(loop: str, s: Settings) -> dict[str, Any]:
 # --- 7. unbounded work -------------------------------------------------------------------------
 
 
-def sensible_fake(fid: int, addr: tuple[str, int], ring: list[NodeProc], busy: bool) -> dict:
+def sensible_fake(
+    fid: int, addr: tuple[str, int], ring: list[NodeProc], busy: bool
+) -> dict[str, Any]:
     """A fake that routes correctly over the ring plus itself, and answers BUSY to writes."""
     members = sorted([(n.id, list(n.peer())) for n in ring] + [(fid, [idb(fid), *addr])])
     ids = [m[0] for m in members]
@@ -927,13 +936,7 @@ async def f7a_coordinator(loop: str, s: Settings) -> dict[str, Any]:
             out["A_alive"] = a.alive()
             out["fake_store_writes"] = fake.requests_seen.get("store_write", 0)
         finally:
-            if renotify is not None:
-                renotify.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renotify
-            if fake is not None:
-                fake.close()
-            mon.close()
+            await close_fake(renotify, fake, mon)
     return out
 
 
