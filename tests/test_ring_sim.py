@@ -142,7 +142,7 @@ def test_churn_keeps_one_correct_ring(seed: int) -> None:
         sim = Sim(seed=seed)
         await sim.build_ideal(150, maintenance=True)
         # Faster than the paper's top rate: an event every ~0.7 s against 1 s stabilization.
-        stats = await sim.churn(120, joins_per_s=0.7, crashes_per_s=0.35, leaves_per_s=0.35)
+        stats = await sim.churn(90, joins_per_s=0.7, crashes_per_s=0.35, leaves_per_s=0.35)
         assert stats.joins > 40 and stats.crashes > 20 and stats.leaves > 20
         assert sim.violations == []
         await sim.wait_ideal(within=120)

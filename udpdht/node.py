@@ -528,11 +528,15 @@ class Node:
         mine = self._nearest_after(self.id, succ.id)
         candidates = [p for p in (hint, *preds, mine) if p is not None]
         now = asyncio.get_running_loop().time()
+        # A node we declared dead lately is not tried again, except the successor's own
+        # predecessor: the successor took it on after it answered, so it is back (a node
+        # that froze for a while, say), and our memory of its death must not keep it out.
+        back = preds[0].id if preds else None
         between = [
             p
             for p in candidates
             if ids.in_interval(p.id, self.id, succ.id)
-            and not self.detector.recently_dead(p.id, now)
+            and (p.id == back or not self.detector.recently_dead(p.id, now))
         ]
         if between:
             nearest = min(between, key=lambda p: ids.distance(self.id, p.id))
