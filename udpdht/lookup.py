@@ -112,8 +112,8 @@ async def iterative_lookup(
         tries = node.config.lookup_tries if fallback else 0
         sent = loop.time()
         try:
-            reply = await node._call(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
-            done, nodes = bool(reply["done"]), node._peers(reply["nodes"])
+            reply = await node.call_peer(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
+            done, nodes = bool(reply["done"]), node.parse_peers(reply["nodes"])
             their_id = ids.from_bytes(reply["id"])
             if peer.id == -1:
                 peer = Peer(their_id, peer.addr)
@@ -131,7 +131,7 @@ async def iterative_lookup(
                 # finger, but leave the leafset to stabilize, which asks with full tries.
                 node.fingers.remove(peer.id)
             else:
-                node._peer_failed(peer, exc)
+                node.peer_failed(peer, exc)
             continue
         hops.append(Hop(peer, loop.time() - sent))
         answered.add(peer.addr)

@@ -367,7 +367,7 @@ class Replicator:
                     if target.id == self.node.id:
                         reply = await self._write_here(key, value, ttl)
                     else:
-                        reply = await self.node._call(target, "store_write", args)
+                        reply = await self.node.call_peer(target, "store_write", args)
                     stamp, writer = reply["version"]
                     return Version(int(stamp), bytes(writer)), bool(reply["existed"])
                 except Busy as exc:
@@ -375,7 +375,7 @@ class Replicator:
                     break  # not the primary: look up again
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
-                    self.node._peer_failed(target, exc)
+                    self.node.peer_failed(target, exc)
         raise Unavailable(f"could not write the key: {last}")
 
     def _check_ttl(self, ttl: float | None) -> None:
@@ -449,9 +449,9 @@ class Replicator:
     async def _call_read(self, peer: Peer, args: dict[str, Any], *, quick: bool) -> Any:
         tries = self.node.config.lookup_tries if quick else 0
         try:
-            return await self.node._call(peer, "store_read", args, tries=tries)
+            return await self.node.call_peer(peer, "store_read", args, tries=tries)
         except RpcTimeout:
-            self.node._peer_failed(peer)
+            self.node.peer_failed(peer)
             raise
 
     # --- the primary ---------------------------------------------------------------------------
@@ -491,13 +491,13 @@ class Replicator:
         async def one(peer: Peer) -> Peer | None:
             try:
                 for batch in batches(records):
-                    reply = await self.node._call(
+                    reply = await self.node.call_peer(
                         peer, "store_push", {"records": [r.to_wire() for r in batch]}
                     )
                     if reply.get("refused"):
                         return None
             except RpcTimeout:
-                self.node._peer_failed(peer)
+                self.node.peer_failed(peer)
                 return None
             except DhtError as exc:
                 self.node.log.debug("push to %s failed: %s", peer, exc)
@@ -623,7 +623,7 @@ class Replicator:
         out: list[Any] = []
         after: bytes | None = None
         for _ in range(100_000):  # bounded: each page moves ``after`` forward
-            reply = await self.node._call(
+            reply = await self.node.call_peer(
                 peer,
                 "store_scan",
                 {"lo": ids.to_bytes(lo), "hi": ids.to_bytes(hi), "after": after, "values": values},
@@ -677,7 +677,7 @@ class Replicator:
 
     async def _sync_range(self, peer: Peer, lo: int, hi: int) -> None:
         mine, _ = self.store.digest(lo, hi)
-        reply = await self.node._call(
+        reply = await self.node.call_peer(
             peer, "store_digest", {"lo": ids.to_bytes(lo), "hi": ids.to_bytes(hi)}
         )
         if reply["digest"] == mine:
@@ -705,7 +705,8 @@ class Replicator:
                 await self._push(push, [peer])
         start = 0
         while start < len(pull):
-            reply = await self.node._call(peer, "store_read", {"keys": pull[start : start + 500]})
+            keys = pull[start : start + 500]
+            reply = await self.node.call_peer(peer, "store_read", {"keys": keys})
             self._apply_all(self._records(reply.get("records")))
             start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from . import ids
+from .errors import BadRequest
 from .net import Address, check_peer_addr, format_addr
 
 
@@ -62,6 +63,14 @@ class Peer(NamedTuple):
     def __str__(self) -> str:
         ident = ids.short(self.id) if self.id >= 0 else "?"  # -1: not known yet (a bootstrap)
         return f"{ident}@{format_addr(self.addr)}"
+
+
+def arg_id(args: dict[str, Any], name: str) -> int:
+    """A request's id argument ``name`` (20 bytes); BadRequest otherwise."""
+    raw = args.get(name)
+    if not isinstance(raw, bytes) or len(raw) != ids.ID_BYTES:
+        raise BadRequest(f"argument {name!r} must be a {ids.ID_BYTES}-byte id")
+    return ids.from_bytes(raw)
 
 
 _PARSED: dict[tuple[bytes, str, int], Peer] = {}  # checked peer entries, by their wire form

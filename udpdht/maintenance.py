@@ -1,0 +1,412 @@
+"""Keeping the ring: the periodic rounds and the ring methods peers call.
+
+Maintenance follows the Chord paper with Zave's corrections ("Reasoning about identifier spaces:
+how to make Chord correct", 2017), and checks what peers claim before it acts on it:
+
+* **stabilize**: ask the first successor for its neighbours; if it does not answer, ask the
+  others at once and take the nearest that does (a run of dead successors costs one timeout).
+  The successor list becomes ``[s] + s's list`` (cut to L/2, cut where it wraps past us). If
+  ``s`` knows of nodes between us and it, the nearest is asked directly and adopted only if it
+  answers. Then ``s`` is notified.
+* **rectify** (on a notify from ``n``): ``n`` becomes the predecessor if there is none, if it
+  lies between the current one and us, or if the current one no longer answers, and only once
+  ``n`` has answered ``neighbors`` naming us as its successor (a stranger's socket that answers
+  only ``ping`` must not sit in front of us). The predecessor half of the leafset is replaced by
+  ``[n] + n's predecessors``.
+* **check_predecessor** pings the predecessor; one declared dead is dropped and the next takes
+  its place (node.Node.peer_failed: two failures in a row, not one).
+* **fix_fingers** refreshes one finger per round that needs a lookup; fingers the leafset can
+  answer for are filled for free.
+* **leaving** is taken only from the leaving node itself.
+* **rejoin**: a node that had peers and lost them all joins again through the peers it
+  remembers and its bootstrap addresses, instead of serving as a ring of one.
+
+Every period is drawn uniformly from ½–1½ × its mean, so nodes do not fall into lockstep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from . import ids
+from .errors import BadRequest, DhtError
+from .lookup import PEER_FAILURES, LookupFailed
+from .net import Address, format_addr
+from .routing import Peer, arg_id
+
+if TYPE_CHECKING:
+    from .node import Node
+
+T = TypeVar("T")
+
+
+class Maintenance:
+    """The ring side of a node: its maintenance rounds, and the handlers of ``neighbors``,
+    ``notify`` and ``leaving``."""
+
+    MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
+    SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
+    MAX_REJOIN_WAIT = 30.0  # seconds between rejoin attempts, at most
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._notifiers: OrderedDict[int, tuple[Peer, float]] = OrderedDict()
+        self._next_finger = 0
+        self._next_rejoin = 0.0
+        self._rejoin_wait = node.config.stabilize_period
+        self._next_save = 0.0
+        self._checks: dict[tuple[str, int], asyncio.Task[Any]] = {}  # see _shared
+
+    def register(self) -> None:
+        ep = self.node.endpoint
+        # Applying notify or leaving twice is harmless: their replies are not cached.
+        ep.register("neighbors", self._rpc_neighbors, idempotent=True)
+        ep.register("notify", self._rpc_notify, idempotent=True)
+        ep.register("leaving", self._rpc_leaving, idempotent=True)
+
+    def reset(self) -> None:
+        """The node took a new id (it advertised another address): start the fingers over."""
+        self._next_finger = 0
+
+    def forget(self, peer_id: int) -> None:
+        """A peer declared dead or gone: no hint may point at it any more."""
+        self._notifiers.pop(peer_id, None)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.node.config.stabilize_period
+        while True:
+            await asyncio.sleep(period * (0.5 + self.node.rng.random()))
+            start = loop.time()
+            try:
+                await self.stabilize()
+                await self.check_predecessor()
+                await self.fix_fingers()
+                self._remember_peers(start)
+                self.node.replicator.track_range()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not silently stop maintenance for good
+                self.node.log.exception("maintenance round failed")
+            self.node.log.debug("maintenance round took %.3f s", loop.time() - start)
+
+    def _remember_peers(self, now: float) -> None:
+        peers = self.node.leafset.peers()
+        if peers:
+            self.node.member = True
+        self.node.memory.remember(peers, self.node.id)
+        if now >= self._next_save:
+            self._next_save = now + self.SAVE_PEERS_EVERY
+            self.node.memory.save()
+
+    async def stabilize(self) -> None:
+        ls = self.node.leafset
+        # The first successor that answers. One that does not is skipped this round (and
+        # dropped once the failure detector is sure); the list is rebuilt from the one that
+        # answers, so it holds only nodes after it. None answers: the nearest node we know.
+        tried = list(ls.successors)
+        found = await self._first_answering(tried) if tried else None
+        if found is None:
+            fallback = [p for p in self._fallback_successors() if p not in tried]
+            found = await self._first_answering(fallback) if fallback else None
+        if found is None:
+            if self.node.isolated:
+                await self._rejoin()
+            return  # alone: a ring of one, or one that waits to rejoin
+        succ, (succs, preds, hint) = found
+        new_list = [succ, *succs]
+        # Nodes between us and the successor: those it knows (its predecessors and its hint
+        # for us), and those we know ourselves (after many joins at once, the first node heard
+        # from every joiner, but its successor may know none of the nodes just after it).
+        mine = self._nearest_after(self.node.id, succ.id)
+        candidates = [p for p in (hint, *preds, mine) if p is not None]
+        now = asyncio.get_running_loop().time()
+        # A node we declared dead lately is not tried again, except the successor's own
+        # predecessor: the successor took it on after it answered, so it is back (a node
+        # that froze for a while, say), and our memory of its death must not keep it out.
+        back = preds[0].id if preds else None
+        between = [
+            p
+            for p in candidates
+            if ids.in_interval(p.id, self.node.id, succ.id)
+            and (p.id == back or not self.node.detector.recently_dead(p.id, now))
+        ]
+        if between:
+            nearest = min(between, key=lambda p: ids.distance(self.node.id, p.id))
+            # Adopt a node between us and our successor only once it has answered (Zave).
+            try:
+                nearer_succs, _, _ = await self.neighbors_of(nearest)
+            except PEER_FAILURES as exc:
+                self.node.peer_failed(nearest, exc)
+            else:
+                succ, new_list = nearest, [nearest, *nearer_succs]
+        ls.set_successors(new_list)
+        self.node.member = True
+        await self.notify(succ)
+
+    async def _first_answering(
+        self, candidates: list[Peer]
+    ) -> tuple[Peer, tuple[list[Peer], list[Peer], Peer | None]] | None:
+        """The nearest of ``candidates`` (nearest first) that answers ``neighbors``, with its
+        answer. The first is asked alone; only if it fails are the others asked, all at once,
+        so that a run of dead successors costs one timeout, not one each."""
+        first = candidates[0]
+        try:
+            return first, await self.neighbors_of(first)
+        except PEER_FAILURES as exc:
+            self.node.peer_failed(first, exc)
+        rest = candidates[1 : self.node.leafset.half + 2]
+        answers = await asyncio.gather(
+            *(self.neighbors_of(p) for p in rest), return_exceptions=True
+        )
+        found = None
+        for peer, answer in zip(rest, answers, strict=True):
+            if isinstance(answer, PEER_FAILURES):
+                self.node.peer_failed(peer, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif found is None:
+                found = peer, answer
+        return found
+
+    def _fallback_successors(self) -> list[Peer]:
+        """With no successor left, the nodes we know of, nearest clockwise first."""
+        known = {p.id: p for p in [*self.node.leafset.predecessors, *self.node.fingers.distinct()]}
+        known.pop(self.node.id, None)
+        return sorted(known.values(), key=lambda p: ids.distance(self.node.id, p.id))
+
+    async def _rejoin(self) -> None:
+        """Every neighbour is lost: join again through the peers we remember and the bootstrap
+        addresses, a few per round, backing off up to MAX_REJOIN_WAIT between attempts."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_rejoin:
+            return
+        self._rejoin_wait = min(2 * self._rejoin_wait, self.MAX_REJOIN_WAIT)
+        self._next_rejoin = loop.time() + self._rejoin_wait
+        addrs = list(
+            dict.fromkeys([*(p.addr for p in self.node.memory.peers()), *self.node.bootstrap])
+        )
+        addrs = [a for a in addrs if a != self.node.addr]
+        for addr in addrs[:8]:
+            try:
+                await self.node.join(addr)
+            except (DhtError, *PEER_FAILURES) as exc:
+                self.node.log.debug("rejoin through %s failed: %s", format_addr(addr), exc)
+                continue
+            self.node.log.info("rejoined the ring through %s", format_addr(addr))
+            self._rejoin_wait = self.node.config.stabilize_period
+            return
+        self.node.log.warning(
+            "lost contact with the ring: none of %d known addresses answered; trying again in "
+            "%.0f s (a node started with --new-ring begins a new ring instead)",
+            len(addrs),
+            self._rejoin_wait,
+        )
+
+    async def check_predecessor(self) -> None:
+        pred = self.node.leafset.predecessor
+        if pred is None:
+            return
+        try:
+            await self.node.call_peer(pred, "ping")
+        except PEER_FAILURES as exc:
+            self.node.peer_failed(pred, exc)
+
+    async def fix_fingers(self) -> None:
+        """Refresh fingers from where the last round stopped, up to one lookup's worth."""
+        for _ in range(ids.BITS):
+            i = self._next_finger
+            start = self.node.fingers.start(i)
+            if self.node.leafset.covers(start):
+                owner = self.node.leafset.owner(start)[0]
+                looked_up = False
+            else:
+                try:
+                    # Unconfirmed, but checked against what we know (lookup.plausible_owner):
+                    # a finger is only a shortcut; the owner of a key is always confirmed.
+                    owner = (await self.node.lookup_id(start, confirm=False)).owner
+                except (LookupFailed, *PEER_FAILURES):
+                    return
+                looked_up = True
+            nxt = self.node.fingers.set(i, owner) if owner.id != self.node.id else i + 1
+            self._next_finger = nxt % ids.BITS
+            if looked_up or nxt >= ids.BITS:
+                return
+
+    async def neighbors_of(
+        self, peer: Peer, *, tries: int = 0
+    ) -> tuple[list[Peer], list[Peer], Peer | None]:
+        """A peer's successor list, predecessor list, and its hint for us (see _hint_for).
+
+        Raises one of PEER_FAILURES.
+        """
+        reply = await self.node.call_peer(
+            peer, "neighbors", {"id": ids.to_bytes(self.node.id)}, tries=tries
+        )
+        if reply["id"] != ids.to_bytes(peer.id):
+            raise ValueError(f"{peer} answered with another node's id")
+        hint = reply.get("hint")
+        hints = self.node.parse_peers([hint]) if hint is not None else []  # a failed id check: none
+        return (
+            self.node.parse_peers(reply["succs"]),
+            self.node.parse_peers(reply["preds"]),
+            next(iter(hints), None),
+        )
+
+    async def notify(self, peer: Peer) -> None:
+        preds = [p.to_wire() for p in self.node.leafset.predecessors]
+        with contextlib.suppress(*PEER_FAILURES):
+            await self.node.call_peer(
+                peer, "notify", {"id": ids.to_bytes(self.node.id), "preds": preds}
+            )
+
+    def _rpc_neighbors(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        ls = self.node.leafset
+        reply: dict[str, Any] = {
+            "id": ids.to_bytes(self.node.id),
+            "succs": [p.to_wire() for p in ls.successors],
+            "preds": [p.to_wire() for p in ls.predecessors],
+        }
+        if "id" in args:
+            hint = self._hint_for(arg_id(args, "id"))
+            reply["hint"] = hint.to_wire() if hint is not None else None
+        return reply
+
+    def _hint_for(self, asker: int) -> Peer | None:
+        """The nearest node we know that follows ``asker`` and precedes us.
+
+        When many nodes join at once they all start out with the same successor, which then
+        hears from every one of them. Passing on the best of what it heard lets each find its
+        place in a round or two, instead of creeping back L/2 nodes per round along the
+        predecessor lists. The asker adopts a hint only after it answers (Zave's rule).
+        """
+        return self._nearest_after(asker, self.node.id)
+
+    def _nearest_after(self, low: int, high: int) -> Peer | None:
+        """The known node nearest after ``low`` and strictly before ``high``, if any."""
+        between = [p for p in self._contacts() if ids.in_interval(p.id, low, high)]
+        return min(between, key=lambda p: ids.distance(low, p.id), default=None)
+
+    def _contacts(self) -> list[Peer]:
+        """Nodes we know beyond the successor list: recent notifiers, predecessors, fingers."""
+        now = asyncio.get_running_loop().time()
+        horizon = 3 * self.node.config.stabilize_period
+        while self._notifiers and next(iter(self._notifiers.values()))[1] < now - horizon:
+            self._notifiers.popitem(last=False)
+        known = [p for p, _ in self._notifiers.values()]
+        known += self.node.leafset.predecessors + self.node.fingers.distinct()
+        return [p for p in known if not self.node.detector.recently_dead(p.id, now)]
+
+    async def _rpc_notify(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead.
+
+        Zave's rectify adopts a closer notifier outright. Here it must first answer
+        ``neighbors`` and name us as its successor: otherwise a stranger could sit in front of
+        us with a socket that only answers ``ping`` and make every write to our range fail.
+        """
+        peer = self.node.sender(args, src)
+        preds = self.node.arg_peers(args, "preds")
+        if peer.id == self.node.id:
+            return {}
+        loop = asyncio.get_running_loop()
+        self._notifiers.pop(peer.id, None)
+        self._notifiers[peer.id] = (peer, loop.time())
+        if len(self._notifiers) > self.MAX_NOTIFIERS:
+            self._notifiers.popitem(last=False)
+        ls = self.node.leafset
+        pred = ls.predecessor
+        if pred is not None and pred.id == peer.id:  # our predecessor, as every round
+            ls.set_predecessors([peer, *preds])
+            return {}
+        if (
+            pred is not None
+            and not ids.in_interval(peer.id, pred.id, self.node.id)
+            and not await self._predecessor_dead(pred)
+        ):
+            return {}  # ours answers, and is closer: keep it
+        verified = await self._shared(("verify", peer.id), self._verify_predecessor(peer))
+        if verified is None:
+            return {}  # it does not answer, or does not take us for its successor
+        # The calls took time: another notify may have brought a closer one meanwhile.
+        pred = ls.predecessor
+        if pred is not None and not ids.in_interval(
+            peer.id, pred.id, self.node.id, left_open=False
+        ):
+            return {}  # [pred, self): it, or one between
+        ls.set_predecessors([peer, *verified])
+        self.node.member = True
+        return {}
+
+    async def _verify_predecessor(self, peer: Peer) -> list[Peer] | None:
+        """``peer``'s predecessors if it answers ``neighbors`` naming us as its successor, else
+        None. Few tries: the notify's source may be forged, and the victim of a forgery should
+        get no more datagrams from us than the forger sent."""
+        try:
+            succs, preds, _ = await self.neighbors_of(peer, tries=self.node.config.lookup_tries)
+        except PEER_FAILURES:
+            return None
+        return preds if succs and succs[0].id == self.node.id else None
+
+    async def _predecessor_dead(self, pred: Peer) -> bool:
+        """Whether ``pred`` is no longer our predecessor after a ping (failed, and declared
+        dead). Every notify that asks meanwhile shares the one ping."""
+        return await self._shared(("ping", pred.id), self._ping_predecessor(pred))
+
+    async def _ping_predecessor(self, pred: Peer) -> bool:
+        try:
+            await self.node.call_peer(pred, "ping", tries=self.node.config.lookup_tries)
+            return False
+        except PEER_FAILURES as exc:
+            self.node.peer_failed(pred, exc)
+        current = self.node.leafset.predecessor
+        return current is None or current.id != pred.id
+
+    async def _shared(self, key: tuple[str, int], coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` unless the same check (``key``) is already running, in which case wait
+        for that one's answer: a flood of notifies costs one call per peer, not one each."""
+        task = self._checks.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(coro)
+            self._checks[key] = task
+            task.add_done_callback(lambda _: self._checks.pop(key, None))
+        else:
+            coro.close()
+        return cast(T, await asyncio.shield(task))
+
+    def _rpc_leaving(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """A neighbour leaves and hands us its lists, so the ring closes at once.
+
+        Only the leaving node may say so: the id must be a node of our tables whose address is
+        the datagram's source. (Anyone else naming it would make us drop a live neighbour.)
+        """
+        gone_id = arg_id(args, "id")
+        ls = self.node.leafset
+        gone = next(
+            (p for p in [*ls.peers(), *self.node.fingers.distinct()] if p.id == gone_id), None
+        )
+        if gone is None:
+            return {}  # not ours to forget: nothing to do
+        if gone.addr != src:
+            raise BadRequest("only the leaving node itself may say that it leaves")
+        preds = self.node.arg_peers(args, "preds") if "preds" in args else None
+        succs = self.node.arg_peers(args, "succs") if "succs" in args else None
+        was_neighbour = any(p.id == gone.id for p in ls.peers())
+        if preds is not None and ls.predecessor is not None and ls.predecessor.id == gone.id:
+            ls.set_predecessors(preds)
+        if succs is not None and ls.successor is not None:
+            ids_before = [p.id for p in ls.successors]
+            if gone.id in ids_before:
+                kept = ls.successors[: ids_before.index(gone.id)]
+                ls.set_successors([*kept, *succs])
+        ls.remove(gone.id)
+        self.node.fingers.remove(gone.id)
+        self._notifiers.pop(gone.id, None)  # and no hint may point at it any more
+        if was_neighbour:
+            self.node.log.info("peer %s left", gone)
+            if not ls.successors and not ls.predecessors:
+                self.node.member = False  # the others left on purpose: a ring of one, rightly
+        return {}
