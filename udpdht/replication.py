@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -618,9 +618,10 @@ class Replicator:
 
     # --- hand-off and repair -------------------------------------------------------------------
 
-    async def _scan(self, peer: Peer, lo: int, hi: int, *, values: bool) -> list[Any]:
-        """Every page of a peer's scan of ``(lo, hi]``."""
-        out: list[Any] = []
+    async def _scan(
+        self, peer: Peer, lo: int, hi: int, *, values: bool
+    ) -> AsyncIterator[list[Any]]:
+        """The pages of a peer's scan of ``(lo, hi]``, one at a time (never all in memory)."""
         after: bytes | None = None
         for _ in range(100_000):  # bounded: each page moves ``after`` forward
             reply = await self.node.call_peer(
@@ -628,18 +629,17 @@ class Replicator:
                 "store_scan",
                 {"lo": ids.to_bytes(lo), "hi": ids.to_bytes(hi), "after": after, "values": values},
             )
-            out.extend(reply["items"])
+            yield reply["items"]
             after = reply["next"]
             if after is None:
                 break
-        return out
 
     async def after_join(self, successor: Peer) -> int:
-        """Take from the successor every record outside ``(self, successor]``: our share."""
-        items = await self._scan(successor, successor.id, self.node.id, values=True)
+        """Take from the successor every record outside ``(self, successor]``: our share,
+        applied page by page as it comes."""
         taken = 0
-        for start in range(0, len(items), 1000):
-            taken += self._apply_all(self._records(items[start : start + 1000]))
+        async for page in self._scan(successor, successor.id, self.node.id, values=True):
+            taken += self._apply_all(self._records(page))
         self.node.log.info("took %d records from %s", taken, successor)
         return taken
 
@@ -684,7 +684,8 @@ class Replicator:
             return
         theirs = {
             bytes(key): Version(int(stamp), bytes(writer))
-            for key, stamp, writer in await self._scan(peer, lo, hi, values=False)
+            async for page in self._scan(peer, lo, hi, values=False)
+            for key, stamp, writer in page
         }
         now = self.node.wall_clock()
         ours: dict[bytes, Version] = {}
