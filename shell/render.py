@@ -86,10 +86,11 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"leafset      {len(succs)} successors, {len(st['predecessors'])} predecessors",
         f"fingers      {len(st['fingers'])} distinct",
         f"store        {store['primary']} primary, {store['replica']} replica, "
-        f"{store['bytes']} bytes",
+        f"{store.get('tombstones', 0)} tombstones, {store['bytes']} bytes",
         f"rpc          {rpc.get('sent', 0)} sent, {rpc.get('received', 0)} received, "
         f"{rpc.get('retries', 0)} retries, {rpc.get('timeouts', 0)} timeouts",
-    ]
+    ] + (["isolated     lost contact with its ring; rejoining (serves no key until then)"]
+         if st.get("isolated") else [])  # fmt: skip
 
 
 def ring_lines(

@@ -148,3 +148,34 @@ async def test_a_node_restarted_after_a_crash_rejoins_through_the_peers_it_remem
             await client.put("after-restart", 1)
         async with Client(first.addr) as client:
             assert await client.get("after-restart") == 1
+
+
+@pytest.mark.slow
+async def test_a_whole_ring_restarted_after_a_crash_forms_again(tmp_path: Path) -> None:
+    # Every node remembers the others, and each finds them rejoining too: the lowest id of
+    # them starts the ring again and the others join it, with what they kept on disk.
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(node_process("--data-dir", str(tmp_path / "0")))
+        nodes = [first] + [
+            stack.enter_context(
+                node_process("--data-dir", str(tmp_path / str(i)), "--bootstrap", first.addr_text)
+            )
+            for i in (1, 2)
+        ]
+        await wait_processes_ideal(nodes, within=30)
+        async with Client(first.addr) as client:
+            for i in range(20):
+                await client.put(f"before-{i}", i)
+        saved = [tmp_path / str(i) / "peers.json" for i in range(3)]
+        await wait_until(lambda: all(p.exists() for p in saved), within=10)
+        for node in nodes:
+            node.proc.kill()
+            node.proc.wait(timeout=10)
+        again = [
+            stack.enter_context(node_process("--data-dir", str(tmp_path / str(i)), port=n.addr[1]))
+            for i, n in enumerate(nodes)
+        ]
+        await wait_processes_ideal(again, within=40)
+        async with Client(again[2].addr) as client:
+            for i in range(20):
+                assert await client.get(f"before-{i}") == i

@@ -80,14 +80,26 @@ def _bytes(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _ttl(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value < 1e10:
-        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
+    longest = StoreConfig.max_ttl
+    if not 0 < value <= longest:  # NaN and inf fail here too
+        raise argparse.ArgumentTypeError(
+            f"a TTL is more than 0 and at most {longest:,.0f} s ({longest / 86400:.0f} days), "
+            f"not {text}"
+        )
     return value
+
+
+def _duration(seconds: float) -> str:
+    """``90 s``, ``2.5 h``, ``366 days``: a TTL as a person reads it."""
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:g} s"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _key_command(sub, "put", "store a value under a key")
     p.add_argument("value", metavar="VALUE")
     p.add_argument("--json", action="store_true", help="VALUE is JSON (else: a string)")
-    p.add_argument("--ttl", type=_seconds, metavar="SECONDS", help="expire after this long")
+    p.add_argument(
+        "--ttl", type=_ttl, metavar="SECONDS", help="expire after this long (at most 366 days)"
+    )
     p.set_defaults(func=cmd_put)
 
     p = _key_command(sub, "get", "print the value of a key (exit 1 when absent)")
@@ -386,10 +400,15 @@ def render_status(st: dict[str, Any]) -> str:
         f"predecessors {', '.join(_peer_line(p) for p in st['predecessors']) or '-'}",
         f"fingers      {len(st['fingers'])} distinct",
         f"store        {store['primary']} primary, {store['replica']} replica, "
-        f"{store['bytes']} bytes",
+        f"{store.get('tombstones', 0)} tombstones, {store['bytes']} bytes",
         "rpc          " + ", ".join(f"{k}={v}" for k, v in rpc.items()),
     ]
+    if st.get("isolated"):
+        lines.insert(2, ISOLATED)
     return "\n".join(lines)
+
+
+ISOLATED = "ISOLATED     lost contact with its ring; rejoining (serves no key until then)"
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -416,7 +435,7 @@ async def _put(args: argparse.Namespace) -> int:
     value = _parse_value(args)
     async with Client(args.node) as client:
         await client.put(args.key, value, ttl=args.ttl)
-    print(f"stored {args.key!r}" + (f" for {args.ttl:g} s" if args.ttl else ""))
+    print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 
 
@@ -579,6 +598,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`udpdht status | head`): say nothing, as Unix tools do, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

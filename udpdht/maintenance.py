@@ -50,7 +50,7 @@ class Maintenance:
 
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
     SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
-    MAX_REJOIN_WAIT = 30.0  # seconds between rejoin attempts, at most
+    MAX_REJOIN_WAIT = 10.0  # seconds between rejoin attempts, at most
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -181,31 +181,69 @@ class Maintenance:
 
     async def _rejoin(self) -> None:
         """Every neighbour is lost: join again through the peers we remember and the bootstrap
-        addresses, a few per round, backing off up to MAX_REJOIN_WAIT between attempts."""
+        addresses, a few per round, backing off up to MAX_REJOIN_WAIT between attempts.
+
+        When every one of them that answers has lost the ring too (the whole ring stopped and
+        is starting again), none can take the others in: the one with the lowest id among
+        them and us starts the ring again as its first node, and the others join it.
+        """
         loop = asyncio.get_running_loop()
         if loop.time() < self._next_rejoin:
             return
-        self._rejoin_wait = min(2 * self._rejoin_wait, self.MAX_REJOIN_WAIT)
-        self._next_rejoin = loop.time() + self._rejoin_wait
         addrs = list(
             dict.fromkeys([*(p.addr for p in self.node.memory.peers()), *self.node.bootstrap])
         )
-        addrs = [a for a in addrs if a != self.node.addr]
-        for addr in addrs[:8]:
+        addrs = [a for a in addrs if a != self.node.addr][:8]
+        lost: list[int] = []  # ids of the peers that answered, rejoining like us
+        for addr in addrs:
+            state = await self._state_of(addr)
+            if state is None:
+                continue
+            if state[1]:
+                lost.append(state[0])
+                continue
             try:
                 await self.node.join(addr)
             except (DhtError, *PEER_FAILURES) as exc:
                 self.node.log.debug("rejoin through %s failed: %s", format_addr(addr), exc)
                 continue
-            self.node.log.info("rejoined the ring through %s", format_addr(addr))
             self._rejoin_wait = self.node.config.stabilize_period
             return
+        if lost and self.node.id < min(lost):
+            self.node.member = False
+            self.node.log.warning(
+                "the ring is gone: the %d known peers that answered are rejoining too; this "
+                "node, the lowest id of them, starts it again",
+                len(lost),
+            )
+            return
+        self._rejoin_wait = min(2 * self._rejoin_wait, self.MAX_REJOIN_WAIT)
+        self._next_rejoin = loop.time() + self._rejoin_wait
+        if lost:
+            why = (
+                f"{len(lost)} of {len(addrs)} known peers answered, rejoining too, and one of "
+                "them has a lower id: it starts the ring again"
+            )
+        else:
+            why = f"none of {len(addrs)} known addresses answered"
         self.node.log.warning(
-            "lost contact with the ring: none of %d known addresses answered; trying again in "
-            "%.0f s (a node started with --new-ring begins a new ring instead)",
-            len(addrs),
+            "lost contact with the ring: %s; trying again in %.0f s (a node started with "
+            "--new-ring begins a new ring at once)",
+            why,
             self._rejoin_wait,
         )
+
+    async def _state_of(self, addr: Address) -> tuple[int, bool] | None:
+        """``(id, whether it is isolated too)`` of the node at ``addr`` by its ping, or None
+        when it does not answer (or answers nonsense)."""
+        try:
+            reply = await self.node.endpoint.call(addr, "ping", tries=self.node.config.lookup_tries)
+            peer = Peer(ids.from_bytes(reply["id"]), addr)
+        except (DhtError, *PEER_FAILURES):
+            return None
+        if self.node.config.verify_ids and not peer.id_matches_addr:
+            return None
+        return peer.id, reply.get("isolated") is True
 
     async def check_predecessor(self) -> None:
         pred = self.node.leafset.predecessor

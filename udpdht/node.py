@@ -442,12 +442,15 @@ class Node:
     # --- handlers ------------------------------------------------------------------------------
 
     def _rpc_ping(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        reply: dict[str, Any] = {"id": ids.to_bytes(self.id)}
+        if self.isolated:  # a node rejoining tells the others (maintenance.Maintenance._rejoin)
+            reply["isolated"] = True
         if args.get("addr") is True:
             # The address we name ourselves by: a caller that reached us under another one (a
             # wildcard socket has several) learns the one our id belongs to. Only on request:
             # a plain ping's answer stays within three times its size (no token needed).
-            return {"id": ids.to_bytes(self.id), "addr": list(self.addr)}
-        return {"id": ids.to_bytes(self.id)}
+            reply["addr"] = list(self.addr)
+        return reply
 
     def _rpc_status(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         return self.status()

@@ -651,15 +651,22 @@ class Replicator:
         me = self.node.id
         cursor: Cursor | None = None
         handed = 0
-        took: list[Peer] = targets
         for _ in range(1_000_000):  # bounded: each page moves the cursor on
             records, cursor = self.store.scan_records(me, me, cursor, budget=BATCH_BYTES)
             if records:
-                took = await self._push(records, targets)
+                # A successor that fails a page is not asked again: the others take the rest.
+                targets = await self._push(records, targets)
                 handed += len(records)
-            if cursor is None:
+            if cursor is None or not targets:
                 break
-        self.node.log.info("handed %d records to %d successor(s)", handed, len(took))
+        if targets:
+            self.node.log.info("handed %d records to %d successor(s)", handed, len(targets))
+        else:
+            self.node.log.warning(
+                "no successor took the hand-off: %d records stay here only (on disk if this "
+                "node has a data dir), and the replicas repair what they can",
+                len(self.store),
+            )
 
     async def sync_round(self) -> None:
         """One anti-entropy round: purge, sync our primary range, move what is not ours."""
