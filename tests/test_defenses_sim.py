@@ -214,3 +214,25 @@ def test_newest_agreed_prefers_a_version_two_nodes_hold() -> None:
     assert newest_agreed([rec(1), rec(5), rec(5)]) == rec(5)
     assert newest_agreed([None, rec(5), rec(3)]) == rec(5)  # no two agree: the newest
     assert newest_agreed([rec(2), None, None]) == rec(2)
+
+
+def test_replicas_that_answer_nonsense_cost_a_write_or_a_read_nothing() -> None:
+    async def main() -> None:
+        sim = Sim(seed=39, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        primary, liar, _ = (sim.joined[p.id] for p in sim.responsible(b"k"))
+
+        def nonsense(args: dict[str, Any], src: Address) -> Any:
+            return "nonsense"  # a reply of the wrong shape, to every store call
+
+        for method in ("store_push", "store_read"):
+            liar.endpoint.register(method, nonsense)
+        await nodes[0].put("k", "v")
+        primary.replicator._range = (None, 0.0)  # unsettled: the replicas are read too
+        assert await nodes[0].get("k") == "v"
+        for node in sim.joined.values():
+            assert node.endpoint.stats.handler_failures == 0  # no handler crashed on it
+        assert liar.id not in [p.id for p in primary.leafset.peers()]  # declared dead at once
+        await sim.stop()
+
+    run_virtual(main())

@@ -403,9 +403,9 @@ class Replicator:
             try:
                 best, settled = await self._read_primary(targets[0], key, quick=len(targets) > 1)
                 answered = True
-            except DhtError as exc:
+            except (DhtError, *MALFORMED) as exc:
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
-        except DhtError as exc:
+        except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense: the replicas
             self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
         if best is None or not settled:
             # A dead primary, one with nothing, or one new to its range that may still lack
@@ -496,8 +496,8 @@ class Replicator:
                     )
                     if reply.get("refused"):
                         return None
-            except RpcTimeout:
-                self.node.peer_failed(peer)
+            except (RpcTimeout, *MALFORMED) as exc:
+                self.node.peer_failed(peer, exc)
                 return None
             except DhtError as exc:
                 self.node.log.debug("push to %s failed: %s", peer, exc)
@@ -554,8 +554,8 @@ class Replicator:
         size = 0
         read = 0
         for key in keys:
-            if not isinstance(key, bytes):
-                raise BadRequest("keys are bytes")
+            if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY:
+                raise BadRequest(f"keys are 1..{MAX_KEY} bytes")
             if as_primary and not self.is_primary(ids.hash_key(key)):
                 raise Busy("not the primary for this key; look it up again")
             record = self.store.get(key)
@@ -678,7 +678,7 @@ class Replicator:
             for peer in ls.successors[: self.config.replicas - 1]:
                 try:
                     await self._sync_range(peer, pred.id, self.node.id)
-                except (RpcTimeout, DhtError, KeyError, TypeError, ValueError) as exc:
+                except (DhtError, *MALFORMED) as exc:
                     self.node.log.debug("sync with %s failed: %s", peer, exc)
         await self._move_strays()
 
