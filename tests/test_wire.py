@@ -154,6 +154,7 @@ def test_protocol_constants() -> None:
         "UNAVAILABLE": 8,
         "STORE_FULL": 9,
         "RATE_LIMITED": 10,
+        "NOT_RESPONSIBLE": 11,
     }
 
 
@@ -324,10 +325,12 @@ def model(obj: Any) -> wire.Message | None:
         return Reply(rid, obj[3])
     if kind == 3 and len(obj) == 4:
         return wire.Retry(rid, obj[3]) if token(obj[3]) else None
-    if kind == 2 and len(obj) == 5:
+    if kind == 2 and len(obj) in (5, 6):
         code, message = obj[3], obj[4]
         if type(code) is not int or type(message) is not str:
             return None
+        if len(obj) == 6:
+            return ErrorReply(rid, code, message, obj[5]) if type(obj[5]) is dict else None
         return ErrorReply(rid, code, message)
     return None
 

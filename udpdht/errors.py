@@ -14,6 +14,7 @@ RPC layer turns an error reply back into the matching subclass with :func:`remot
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ErrorCode(IntEnum):
@@ -29,6 +30,7 @@ class ErrorCode(IntEnum):
     UNAVAILABLE = 8  # the nodes that hold the key could not be reached; try again later
     STORE_FULL = 9  # the node's store quota (--max-store-bytes) has no room for the write
     RATE_LIMITED = 10  # the sender's write budget is spent for now; slow down
+    NOT_RESPONSIBLE = 11  # the key is not this node's by its own view; details say whose
 
 
 class DhtError(Exception):
@@ -80,13 +82,17 @@ class EncodeError(DhtError, TypeError):
 
 
 class RemoteError(DhtError):
-    """The peer answered with an error reply."""
+    """The peer answered with an error reply; ``data``: the details it added, if any (a map
+    that travels with the error, e.g. where to go instead)."""
 
     default_code = ErrorCode.INTERNAL
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, code: int | None = None, data: dict[str, Any] | None = None
+    ) -> None:
         self.code = int(code if code is not None else self.default_code)
         self.message = message
+        self.data = data
         super().__init__(message)
 
 
@@ -122,6 +128,14 @@ class Unavailable(RemoteError):
     default_code = ErrorCode.UNAVAILABLE
 
 
+class NotResponsible(Busy):
+    """The node asked does not hold the key by its own view (the ring moved on): ``data`` may
+    name the nodes it believes do (``{"nodes": [peer, ...]}``, owner first). A Busy, so that
+    whoever retries a Busy retries this too."""
+
+    default_code = ErrorCode.NOT_RESPONSIBLE
+
+
 class StoreFull(RemoteError):
     """The node's store quota has no room for this write."""
 
@@ -146,10 +160,11 @@ _BY_CODE: dict[int, type[RemoteError]] = {
         Unavailable,
         StoreFull,
         RateLimited,
+        NotResponsible,
     )
 }
 
 
-def remote_error(code: int, message: str) -> RemoteError:
+def remote_error(code: int, message: str, data: dict[str, Any] | None = None) -> RemoteError:
     """The exception a caller sees for an error reply with this code."""
-    return _BY_CODE.get(code, RemoteError)(message, code)
+    return _BY_CODE.get(code, RemoteError)(message, code, data)

@@ -223,7 +223,7 @@ class _Transaction:
             self.future.set_result(msg.result)
         else:
             assert isinstance(msg, wire.ErrorReply)
-            self.future.set_exception(remote_error(msg.code, msg.message))
+            self.future.set_exception(remote_error(msg.code, msg.message, msg.data))
 
     def retry_with(self, token: bytes) -> None:
         """The peer asks us to prove our address: send the same request with its token."""
@@ -397,7 +397,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def _error_from(self, req: wire.Request, exc: Exception) -> bytes:
         if isinstance(exc, RemoteError):
-            return self._error(req, exc.code, exc.message)
+            return self._error(req, exc.code, exc.message, exc.data)
         if isinstance(exc, TooManyPending):  # our own calls are saturated: a load, not a bug
             return self._error(req, ErrorCode.BUSY, f"busy: {exc}")
         self.stats.handler_failures += 1
@@ -405,9 +405,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             log.error("handler for %r failed", req.method, exc_info=exc)
         return self._error(req, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
-    def _error(self, req: wire.Request, code: int, message: str) -> bytes:
+    def _error(
+        self, req: wire.Request, code: int, message: str, data: dict[str, Any] | None = None
+    ) -> bytes:
         self.stats.errors_sent += 1
-        return wire.encode_error(req.rid, code, f"{req.method}: {message}")
+        return wire.encode_error(req.rid, code, f"{req.method}: {message}", data)
 
     def _answer(self, data: bytes, req: wire.Request, addr: Address, size: int) -> None:
         """Send an answer, or a retry token in its place when it would amplify too much."""

@@ -6,6 +6,8 @@ PROTOCOL.md is the specification; this module is its reference implementation::
              [1, 0, rid, method, args, token]   token: bin, proves the sender receives (below)
     reply    [1, 1, rid, result]                result: any msgpack value
     error    [1, 2, rid, code, message]         code: int (errors.ErrorCode), message: str
+             [1, 2, rid, code, message, data]   data: map, details for the caller (e.g. where
+                                                 to go instead)
     retry    [1, 3, rid, token]                 "answer too large for an unproven address:
                                                  send the request again with this token"
 
@@ -53,6 +55,7 @@ class ErrorReply(NamedTuple):
     rid: int
     code: int
     message: str
+    data: dict[str, Any] | None = None  # details a method adds (PROTOCOL.md §7)
 
 
 class Retry(NamedTuple):
@@ -111,8 +114,9 @@ def encode_reply(rid: int, result: Any) -> bytes:
     return _pack([VERSION, REPLY, rid, result])
 
 
-def encode_error(rid: int, code: int, message: str) -> bytes:
-    return _pack([VERSION, ERROR, rid, int(code), message[:MAX_ERROR_MESSAGE]])
+def encode_error(rid: int, code: int, message: str, data: dict[str, Any] | None = None) -> bytes:
+    body = [VERSION, ERROR, rid, int(code), message[:MAX_ERROR_MESSAGE]]
+    return _pack(body if data is None else [*body, data])
 
 
 def encode_retry(rid: int, token: bytes) -> bytes:
@@ -175,11 +179,15 @@ def decode(data: bytes) -> Message:
         return Reply(rid, msg[3])
     if kind == RETRY and len(msg) == 4:
         return Retry(rid, _token(msg[3]))
-    if kind == ERROR and len(msg) == 5:
+    if kind == ERROR and len(msg) >= 5:
         code, message = msg[3], msg[4]
         if type(code) is not int or type(message) is not str:
             raise DecodeError("error reply needs an integer code and a string message")
-        return ErrorReply(rid, code, message)
+        if len(msg) == 5:
+            return ErrorReply(rid, code, message)
+        if type(msg[5]) is not dict:
+            raise DecodeError("an error reply's details are a map")
+        return ErrorReply(rid, code, message, msg[5])
     raise DecodeError(f"unknown message kind {kind} or wrong length {len(msg)}")
 
 
