@@ -51,6 +51,7 @@ class Maintenance:
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
     SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
     MAX_REJOIN_WAIT = 10.0  # seconds between rejoin attempts, at most
+    MAX_WALK = 8  # nodes adopted one after another in one stabilize, walking back to our place
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -60,6 +61,9 @@ class Maintenance:
         self._rejoin_wait = node.config.stabilize_period
         self._next_save = 0.0
         self._checks: dict[tuple[str, int], asyncio.Task[Any]] = {}  # see _shared
+        #: The predecessor that last told us we are its successor (a notify), and when: the
+        #: link between us is mutual, so the range we are primary for is what it thinks too.
+        self.pred_heard: tuple[int, float] = (-1, float("-inf"))
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -118,35 +122,56 @@ class Maintenance:
                 await self._rejoin()
             return  # alone: a ring of one, or one that waits to rejoin
         succ, (succs, preds, hint) = found
-        new_list = [succ, *succs]
-        # Nodes between us and the successor: those it knows (its predecessors and its hint
-        # for us), and those we know ourselves (after many joins at once, the first node heard
-        # from every joiner, but its successor may know none of the nodes just after it).
-        mine = self._nearest_after(self.node.id, succ.id)
-        candidates = [p for p in (hint, *preds, mine) if p is not None]
-        now = asyncio.get_running_loop().time()
-        # A node we declared dead lately is not tried again, except the successor's own
-        # predecessor: the successor took it on after it answered, so it is back (a node
-        # that froze for a while, say), and our memory of its death must not keep it out.
-        back = preds[0].id if preds else None
-        between = [
-            p
-            for p in candidates
-            if ids.in_interval(p.id, self.node.id, succ.id)
-            and (p.id == back or not self.node.detector.recently_dead(p.id, now))
-        ]
-        if between:
-            nearest = min(between, key=lambda p: ids.distance(self.node.id, p.id))
-            # Adopt a node between us and our successor only once it has answered (Zave).
-            try:
-                nearer_succs, _, _ = await self.neighbors_of(nearest)
-            except PEER_FAILURES as exc:
-                self.node.peer_failed(nearest, exc)
-            else:
-                succ, new_list = nearest, [nearest, *nearer_succs]
+        succ, new_list, _ = await self.walk_back(succ, succs, preds, hint)
         ls.set_successors(new_list)
         self.node.member = True
         await self.notify(succ)
+
+    async def walk_back(
+        self,
+        succ: Peer,
+        succs: list[Peer],
+        preds: list[Peer],
+        hint: Peer | None,
+        *,
+        steps: int = 0,
+    ) -> tuple[Peer, list[Peer], list[Peer]]:
+        """From a successor that answered ``neighbors`` (``succs``, ``preds``, ``hint``), the
+        nearest node after us that we can reach: ``(successor, [successor, *its list], its
+        predecessors)``.
+
+        Nodes between us and the successor: those it knows (its predecessors and its hint for
+        us), and those we know ourselves (after many joins at once, the first node heard from
+        every joiner, but its successor may know none of the nodes just after it). The nearest
+        is adopted once it has answered (Zave), and what it knows of nodes between us and it
+        is tried in turn: after joins faster than the rounds (a chain of joins on a fast
+        network) a successor can be many nodes too far, and one round walks back.
+        """
+        new_list = [succ, *succs]
+        now = asyncio.get_running_loop().time()
+        for _ in range(steps or self.MAX_WALK):
+            mine = self._nearest_after(self.node.id, succ.id)
+            candidates = [p for p in (hint, *preds, mine) if p is not None]
+            # A node we declared dead lately is not tried again, except the successor's own
+            # predecessor: the successor took it on after it answered, so it is back (a node
+            # that froze for a while, say), and our memory of its death must not keep it out.
+            back = preds[0].id if preds else None
+            between = [
+                p
+                for p in candidates
+                if ids.in_interval(p.id, self.node.id, succ.id)
+                and (p.id == back or not self.node.detector.recently_dead(p.id, now))
+            ]
+            if not between:
+                break
+            nearest = min(between, key=lambda p: ids.distance(self.node.id, p.id))
+            try:
+                nearer_succs, preds, hint = await self.neighbors_of(nearest)
+            except PEER_FAILURES as exc:
+                self.node.peer_failed(nearest, exc)
+                break
+            succ, new_list = nearest, [nearest, *nearer_succs]
+        return succ, new_list, preds
 
     async def _first_answering(
         self, candidates: list[Peer]
@@ -359,6 +384,7 @@ class Maintenance:
         pred = ls.predecessor
         if pred is not None and pred.id == peer.id:  # our predecessor, as every round
             ls.set_predecessors([peer, *preds])
+            self.pred_heard = (peer.id, loop.time())
             return {}
         if (
             pred is not None
@@ -376,6 +402,7 @@ class Maintenance:
         ):
             return {}  # [pred, self): it, or one between
         ls.set_predecessors([peer, *verified])
+        self.pred_heard = (peer.id, loop.time())  # it named us its successor: mutual
         self.node.member = True
         return {}
 

@@ -135,6 +135,7 @@ class Sim:
         by_id = {p.id: i for i, p in enumerate(ring)}
         keys = [p.id for p in ring]
         n = len(ring)
+        now = asyncio.get_running_loop().time()
         for node in nodes:
             i = by_id[node.id]
             half = node.leafset.half
@@ -142,6 +143,8 @@ class Sim:
             node.leafset.set_predecessors(
                 [ring[(i - k) % n] for k in range(1, min(half, n - 1) + 1)]
             )
+            if n > 1:  # as if the predecessor had just named us its successor
+                node.maintenance.pred_heard = (ring[(i - 1) % n].id, now)
             j = 0
             while j < ids.BITS:
                 start = node.fingers.start(j)
