@@ -25,6 +25,13 @@ from udpdht.storage import Record, Version
 STORE = StoreConfig(replicas=3, sync_period=5.0)
 
 
+def unsettle(node: Node) -> None:
+    """As if the node's range had just grown (a predecessor failed): for a while its "nothing
+    here" does not count, and reads through it ask the other holders too."""
+    replicator = node.replicator
+    replicator._held = (replicator.responsible_low(), asyncio.get_running_loop().time())
+
+
 def test_plausible_owner_catches_a_claim_that_the_key_is_elsewhere() -> None:
     def p(i: int) -> Peer:
         return Peer(i, ("10.0.0.1", i))
@@ -176,7 +183,7 @@ def test_a_read_asks_the_replicas_while_the_primary_is_new_to_its_range() -> Non
         # last write: it is not settled, so the replicas are asked too and the newest wins.
         primary.replicator.store.remove(b"k")
         primary.replicator.store.put(stale)
-        primary.replicator._range = (None, 0.0)
+        unsettle(primary)
         assert not primary.replicator.settled()
         assert await nodes[3].get("k") == "acknowledged"
         await sim.stop()
@@ -198,7 +205,7 @@ def test_one_replica_with_a_newer_forged_version_is_outvoted() -> None:
             value=b"\xa6forged", version=Version(genuine.version.stamp + 1, liar.replicator._me)
         )
         liar.replicator.store.put(forged)
-        primary.replicator._range = (None, 0.0)  # new to its range: the replicas are asked
+        unsettle(primary)  # new to its range: the replicas are asked
         assert await nodes[4].get("k") == "genuine"
         await sim.stop()
 
@@ -228,11 +235,55 @@ def test_replicas_that_answer_nonsense_cost_a_write_or_a_read_nothing() -> None:
         for method in ("store_push", "store_read"):
             liar.endpoint.register(method, nonsense)
         await nodes[0].put("k", "v")
-        primary.replicator._range = (None, 0.0)  # unsettled: the replicas are read too
+        unsettle(primary)  # unsettled: the replicas are read too
         assert await nodes[0].get("k") == "v"
         for node in sim.joined.values():
             assert node.endpoint.stats.handler_failures == 0  # no handler crashed on it
         assert liar.id not in [p.id for p in primary.leafset.peers()]  # declared dead at once
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_read_sent_to_nodes_that_do_not_hold_the_key_follows_their_directions() -> None:
+    # A coordinator whose view is stale asks nodes that do not hold the key: each says so and
+    # names the nodes that do, and the read goes there at once; "not found" never comes of it.
+    async def main() -> None:
+        sim = Sim(seed=40, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=True)
+        await nodes[0].put("k", "here")
+        holders = {p.id for p in sim.responsible(b"k")}
+        coordinator = next(n for n in nodes if n.id not in holders)
+        strangers = [n.peer for n in nodes if n.id not in holders and n is not coordinator][:3]
+        stale = [strangers]
+
+        async def stale_view(key_id: int, *, confirm: bool) -> list[Peer]:
+            return stale.pop() if stale else await real(key_id, confirm=confirm)
+
+        real = coordinator.replicator._targets
+        coordinator.replicator._targets = stale_view  # type: ignore[method-assign]
+        assert await coordinator.get("k") == "here"
+        assert not stale  # the stale view was used
+        told = sum(sim.joined[p.id].endpoint.stats.errors_sent for p in strangers)
+        assert told >= 1  # NOT_RESPONSIBLE, with directions
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_get_that_reaches_no_holder_is_unavailable_never_not_found() -> None:
+    async def main() -> None:
+        sim = Sim(seed=41, store_config=STORE)
+        nodes = await sim.build_ideal(12, maintenance=True)
+        await nodes[0].put("k", "here")
+        holders = [sim.joined[p.id] for p in sim.responsible(b"k")]
+        absent_holders = [sim.joined[p.id] for p in sim.responsible(b"never-stored")]
+        coordinator = next(n for n in nodes if n not in holders and n not in absent_holders)
+        cut = {n.addr for n in [*holders, *absent_holders]}
+        sim.net.partition(cut, [n.addr for n in nodes if n.addr not in cut])
+        for key in ("k", "never-stored"):
+            with pytest.raises(Unavailable):
+                await coordinator.get(key)
         await sim.stop()
 
     run_virtual(main())

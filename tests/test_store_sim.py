@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 
 import pytest
 from helpers import wait_until
 
-from udpdht import KeyNotFound, ValueTooLarge, ids
+from udpdht import DhtError, KeyNotFound, ValueTooLarge, ids
 from udpdht.net import run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
@@ -292,6 +293,99 @@ def test_one_sync_round_pulls_more_than_one_datagram_of_records() -> None:
             primary.replicator.store.remove(key)
         await primary.replicator.sync_round()  # one round, no waiting for another
         assert all(primary.replicator.store.get(k) is not None for k in keys)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+@pytest.mark.slow
+def test_reads_during_joins_crashes_and_leaves_are_never_wrong() -> None:
+    # Every stored key is read again and again, through random nodes, while the ring grows
+    # from 5 nodes to 65 by joins in a chain (each through the one before, so routing is in
+    # flux all along) and all at once, then loses nodes by crashes (one by one, each repaired
+    # before the next: no key is ever lost) and leaves. A read may find the ring repairing
+    # (Unavailable); it must never say "not found" for a key that is there, nor return
+    # another value.
+    async def main() -> None:
+        sim = store_sim(31)
+        await sim.build_ideal(5, maintenance=True)
+        rng = random.Random(31)
+        keys = [f"r{i}".encode() for i in range(200)]
+        await put_all(sim, keys, rng)
+        tally = {"right": 0, "unavailable": 0}
+        wrong: list[str] = []
+        stop = asyncio.Event()
+
+        async def reader(n: int) -> None:
+            own = random.Random(n)
+            while not stop.is_set():
+                for key in own.sample(keys, len(keys)):
+                    if stop.is_set():
+                        return
+                    node = own.choice(list(sim.joined.values()))
+                    try:
+                        value = await node.get(key)
+                    except KeyNotFound:
+                        wrong.append(f"{key!r}: not found through {node.peer}")
+                        continue
+                    except DhtError:  # Unavailable, a timeout, a coordinator that crashed
+                        tally["unavailable"] += 1
+                        continue
+                    if value != {"v": key.decode()}:
+                        wrong.append(f"{key!r}: {value!r} through {node.peer}")
+                    else:
+                        tally["right"] += 1
+
+        readers = [asyncio.create_task(reader(n)) for n in range(4)]
+        last = await sim.join()
+        for _ in range(40):  # a chain: each joins through the one before, as fast as it can
+            last = await sim.join(last)
+        await sim.join_many(20)  # all at once
+        during_joins = tally["right"]
+        for _ in range(4):
+            await sim.crash(rng.choice(list(sim.joined.values())))
+            await wait_replicated(sim, keys, within=60)
+        for _ in range(4):
+            await sim.leave(rng.choice(list(sim.joined.values())))
+        await wait_replicated(sim, keys, within=60)
+        stop.set()
+        await asyncio.gather(*readers)
+        assert wrong == [], f"{len(wrong)} wrong of {tally}: {wrong[:5]}"
+        assert during_joins > len(keys) and tally["right"] > 2 * len(keys)  # reads all along
+        assert tally["unavailable"] < tally["right"] / 10
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_node_that_joins_with_most_of_its_share_takes_only_what_differs() -> None:
+    async def main() -> None:
+        sim = store_sim(31)
+        await sim.build_ideal(10, maintenance=True)
+        rng = random.Random(8)
+        keys = [f"c{i}".encode() for i in range(400)]
+        await put_all(sim, keys, rng)
+        node = await sim.spawn()  # comes back with its data dir: most of its share on disk
+        ring = sorted(sim.joined)
+        succ = sim.joined[ring[bisect.bisect_left(ring, node.id) % len(ring)]]
+        share = [
+            r
+            for k in keys
+            if (r := succ.replicator.store.get(k)) is not None
+            and ids.in_interval(r.key_id, succ.id, node.id, right_open=False)
+        ]
+        assert len(share) > 100
+        missing, stale = share[0], share[1]
+        older = stale._replace(version=Version(stale.version.stamp - 1, stale.version.writer))
+        node.replicator.store.put_many([older, *share[2:]])
+        await node.join(succ.addr)
+        sim.joined[node.id] = node
+        handoff = node.replicator.handoff
+        assert handoff is not None
+        assert (handoff["mode"], handoff["records"], handoff["done"]) == ("compare", 2, True)
+        assert handoff["pages"] == 0  # not one page of the whole share was sent
+        for record in (missing, stale):
+            assert node.replicator.store.get(record.key) == record
         await sim.stop()
 
     run_virtual(main())

@@ -42,17 +42,19 @@ from .errors import (
     Busy,
     DhtError,
     KeyNotFound,
+    NotResponsible,
     RateLimited,
+    RemoteError,
     RpcTimeout,
     StoreFull,
     Unavailable,
     ValueTooLarge,
 )
-from .lookup import MALFORMED
-from .net import Address
+from .lookup import MALFORMED, plausible_owner
+from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
 from .routing import Peer
-from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version
+from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version, split_range
 
 if TYPE_CHECKING:
     from .node import Node
@@ -161,8 +163,15 @@ class Replicator:
         self.config = config
         self._budgets = Buckets(config.write_rate, config.write_burst)
         self._strays_after: Cursor | None = None  # where the next round's strays start
-        # Our predecessor, and since when: the start of our present range as primary.
-        self._range: tuple[int | None, float] = (None, asyncio.get_running_loop().time())
+        #: The last join's hand-off: from whom, records, pages, seconds, done, error.
+        self.handoff: dict[str, Any] | None = None
+        self._repair: dict[str, Any] = {
+            "rounds": 0, "last_round_ms": 0.0, "max_round_ms": 0.0, "parts_compared": 0,
+            "pushed": 0, "pulled": 0,
+        }  # fmt: skip
+        # pred_r, and since when we have held (pred_r, self]: see track_range. A node that
+        # starts a ring holds all there is; one that joins is unsettled until its hand-off.
+        self._held: tuple[int | None, float] = (None, float("-inf"))
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -175,6 +184,7 @@ class Replicator:
         ep.register("store_read", self._rpc_read, idempotent=True)
         ep.register("store_push", self._rpc_push, idempotent=True)
         ep.register("store_digest", self._rpc_digest, idempotent=True)
+        ep.register("store_digests", self._rpc_digests, idempotent=True)
         ep.register("store_scan", self._rpc_scan, idempotent=True)
 
     # --- where keys belong ---------------------------------------------------------------------
@@ -192,17 +202,39 @@ class Replicator:
         return ids.in_interval(key_id, pred.id, self.node.id, right_open=False)
 
     def track_range(self) -> None:
-        """Note when our range as primary last changed (the node calls this every round)."""
-        pred = self.node.leafset.predecessor
-        pred_id = pred.id if pred is not None else None
-        if self._range[0] != pred_id:
-            self._range = (pred_id, asyncio.get_running_loop().time())
+        """Note when the range we hold last grew (the node calls this every round). A range
+        that shrank (a node joined before us) is still all here; one that grew (nodes before
+        us failed, or we just joined) may lack writes acknowledged before, until the hand-off
+        or repair brings them."""
+        low = self.responsible_low()
+        held, _ = self._held
+        if low == held:
+            return
+        me = self.node.id
+        grew = low is None or (held is not None and ids.distance(low, me) > ids.distance(held, me))
+        self._held = (low, asyncio.get_running_loop().time() if grew else self._held[1])
 
     def settled(self) -> bool:
-        """Whether we have been primary for our present range long enough to hold every
-        acknowledged write in it (StoreConfig.settle_time)."""
+        """Whether we have held our present range long enough to have every acknowledged
+        write in it (StoreConfig.settle_time since it last grew, or a finished hand-off), and
+        our predecessor agrees on where it starts (it told us lately that we are its
+        successor). Only a settled node's "nothing here" means the key has no value: while
+        the ring settles (nodes joining faster than the rounds), a node's view of its range
+        may be wrong, and the key elsewhere."""
         self.track_range()
-        return asyncio.get_running_loop().time() - self._range[1] >= self.config.settle_time
+        now = asyncio.get_running_loop().time()
+        if now - self._held[1] < self.config.settle_time:
+            return False
+        pred = self.node.leafset.predecessor
+        if pred is None:
+            return not self.node.member  # a ring of one holds all there is
+        heard_from, heard_at = self.node.maintenance.pred_heard
+        return heard_from == pred.id and now - heard_at <= 3 * self.node.config.stabilize_period
+
+    def _settle_now(self) -> None:
+        """The hand-off of our range is complete: we hold all of it now."""
+        self.track_range()
+        self._held = (self._held[0], float("-inf"))
 
     def responsible_low(self) -> int | None:
         """``pred_r``: we hold the keys in ``(pred_r, self]``; None when we hold everything."""
@@ -211,8 +243,22 @@ class Replicator:
         return preds[r - 1].id if len(preds) >= r else None
 
     def holds(self, key_id: int) -> bool:
+        """Whether the key is ours to hold (as primary or replica) by our own view; a node that
+        lost its ring holds nothing."""
+        if self.node.isolated:
+            return False
         low = self.responsible_low()
         return low is None or ids.in_interval(key_id, low, self.node.id, right_open=False)
+
+    def _not_responsible(self, key_id: int, what: str) -> NotResponsible:
+        """The answer to a read or write of a key that is not ours: it names the nodes that
+        hold it by our view, owner first, so the caller can go there at once."""
+        try:
+            _, nodes = self.node.local_find(key_id)
+        except DhtError:
+            nodes = []
+        wire = [p.to_wire() for p in nodes[: self.config.replicas]]
+        return NotResponsible(f"not {what} of this key by this node's view", data={"nodes": wire})
 
     def accepts(self, key_id: int) -> bool:
         """Whether a record pushed to us may be kept: its key lies in ``(pred_{r+1}, self]``,
@@ -314,30 +360,39 @@ class Replicator:
         if growth > 0 and used + growth > quota:
             raise StoreFull(f"store full: {used} of {quota} bytes used (--max-store-bytes)")
 
-    def _apply(self, record: Record) -> bool:
-        """Keep a checked record if it is newer than ours and the quota has room (StoreFull
-        otherwise). A record we hold that is stamped beyond the skew bound (kept before these
-        checks existed, or our clock went back) can never be superseded fairly: any checked
-        record replaces it."""
-        held = self.store.get(record.key)
-        if held is not None and held.version.stamp > self._latest_stamp():
-            self.store.remove(record.key)
-            held = None
-        if held is not None and record.version <= held.version:
-            return False
-        self._make_room(record, held)
-        return self.store.put(record)
-
-    def _apply_all(self, records: Iterable[Record]) -> int:
-        """:meth:`_apply` each record; when the store is full, keep what fits and say so."""
-        kept = 0
+    def _newer(self, records: Iterable[Record]) -> list[tuple[Record, Record | None]]:
+        """The checked records newer than what we hold, each with what it replaces. A record
+        we hold stamped beyond the skew bound (kept before these checks existed, or our clock
+        went back) can never be superseded fairly: any checked record replaces it."""
+        latest = self._latest_stamp()
+        out = []
         for record in records:
-            try:
-                kept += self._apply(record)
-            except StoreFull as exc:
-                self.node.log.warning("records dropped: %s", exc)
-                break
-        return kept
+            held = self.store.get(record.key)
+            if held is not None and held.version.stamp > latest:
+                self.store.remove(record.key)
+                held = None
+            if held is None or record.version > held.version:
+                out.append((record, held))
+        return out
+
+    def _apply_all(self, records: Iterable[Record], *, whole: bool = False) -> int:
+        """Keep the records newer than ours, in one transaction. With a quota, keep what fits
+        and log the rest (``whole``: all or none, StoreFull when they do not all fit)."""
+        fresh = self._newer(records)
+        quota = self.config.max_store_bytes
+        if quota is not None:
+            room = quota - self.store.stats().bytes
+            fits: list[tuple[Record, Record | None]] = []
+            for record, held in fresh:
+                room -= record.size() - (held.size() if held is not None else 0)
+                if room < 0:
+                    if whole:
+                        raise StoreFull(f"store full: no room for these records ({quota} bytes)")
+                    self.node.log.warning("store full: %d records dropped", len(fresh) - len(fits))
+                    break
+                fits.append((record, held))
+            fresh = fits
+        return self.store.put_many(record for record, _ in fresh)
 
     def _latest_stamp(self) -> int:
         return int((self.node.wall_clock() + self.config.max_skew) * 1000)
@@ -356,13 +411,14 @@ class Replicator:
         key_id = ids.hash_key(key)
         args = {"key": key, "value": value, "ttl": ttl}
         last: Exception | None = None
+        # The first lookup is not confirmed: the primary checks its own responsibility, and a
+        # node that is not the primary names the one it believes is (NotResponsible).
+        targets = await self._targets(key_id, confirm=False)
         for attempt in range(self.config.write_attempts):
             if attempt > 1:  # routing still moves: give stabilization a moment
                 await asyncio.sleep(self.node.config.stabilize_period * (attempt - 1))
-            # The first lookup is not confirmed: the primary checks its own responsibility.
-            # After a Busy, the owner confirms the answer itself.
-            found = await self.node.lookup_id(key_id, confirm=attempt > 0)
-            for target in [found.owner, *found.successors][: self.config.replicas]:
+            redirect: list[Peer] = []
+            for target in targets:
                 try:
                     if target.id == self.node.id:
                         reply = await self._write_here(key, value, ttl)
@@ -370,13 +426,39 @@ class Replicator:
                         reply = await self.node.call_peer(target, "store_write", args)
                     stamp, writer = reply["version"]
                     return Version(int(stamp), bytes(writer)), bool(reply["existed"])
-                except Busy as exc:
+                except Busy as exc:  # NotResponsible included
                     last = exc
-                    break  # not the primary: look up again
+                    redirect = self._named(exc, key_id)
+                    break
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
                     self.node.peer_failed(target, exc)
+            # Where the node that refused says, if it names a plausible owner; else look up
+            # again, confirmed by the owner itself.
+            targets = redirect or await self._targets(key_id, confirm=True)
         raise Unavailable(f"could not write the key: {last}")
+
+    async def _targets(self, key_id: int, *, confirm: bool) -> list[Peer]:
+        """The key's owner and the nodes after it, r in all, by a lookup."""
+        found = await self.node.lookup_id(key_id, confirm=confirm)
+        return [found.owner, *found.successors][: self.config.replicas]
+
+    def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
+        """The nodes a NotResponsible names as the key's holders (owner first), when the claim
+        is plausible: checked like a lookup's answer (lookup.plausible_owner) against every
+        node we know. Empty otherwise: the caller looks up again."""
+        if not isinstance(exc, NotResponsible) or not isinstance(exc.data, dict):
+            return []
+        try:
+            nodes = self.node.parse_peers(exc.data.get("nodes"))
+        except ValueError:
+            return []
+        if not nodes:
+            return []
+        known = [self.node.peer, *self.node.leafset.peers(), *self.node.fingers.distinct()]
+        if plausible_owner(key_id, nodes[0], nodes[0], known) is not None:
+            return []
+        return nodes[: self.config.replicas]
 
     def _check_ttl(self, ttl: float | None) -> None:
         if ttl is None:
@@ -385,74 +467,66 @@ class Replicator:
             raise BadRequest(f"ttl must be a number of seconds in (0, {self.config.max_ttl:g}]")
 
     async def get(self, key: bytes) -> Record:
-        """The newest live record of ``key``; KeyNotFound when absent, deleted or expired."""
+        """The newest live record of ``key``; KeyNotFound only when a node that holds the key's
+        range, and has held it long enough to have every acknowledged write (settled), says it
+        has no value; Unavailable when no such node could be asked.
+
+        The primary is asked first (a node that is not names the one it believes is, and that
+        one is asked instead). If it fails, has nothing, or is not settled, the other holders
+        are asked too, and the newest version two of the answers agree on wins.
+        """
         check_key(key)
         key_id = ids.hash_key(key)
-        found = await self.node.lookup_id(key_id, confirm=False)
-        targets = [found.owner, *found.successors][: self.config.replicas]
-        best: Record | None = None
-        answered = settled = False
-        try:
-            # Few tries when replicas can answer instead: a dead primary costs little.
-            best, settled = await self._read_primary(targets[0], key, quick=len(targets) > 1)
-            answered = True
-        except Busy:
-            # Not the primary by its own view: routing moved on. Ask again, confirmed.
-            found = await self.node.lookup_id(key_id, confirm=True)
-            targets = [found.owner, *found.successors][: self.config.replicas]
+        targets = await self._targets(key_id, confirm=False)
+        answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
+        for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
             try:
-                best, settled = await self._read_primary(targets[0], key, quick=len(targets) > 1)
-                answered = True
-            except (DhtError, *MALFORMED) as exc:
+                # Few tries when the others can answer instead: a dead primary costs little.
+                answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
+            except NotResponsible as exc:
+                targets = self._named(exc, key_id) or await self._targets(key_id, confirm=True)
+                continue
+            except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
-        except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense: the replicas
-            self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
-        if best is None or not settled:
+            break
+        if not answers or answers[0][0] is None or not answers[0][1]:
             # A dead primary, one with nothing, or one new to its range that may still lack
-            # writes acknowledged before it took over: the replicas are asked too.
+            # writes acknowledged before it took over: the other holders are asked too.
             results = await asyncio.gather(
-                *(self._read_from(p, key) for p in targets[1:]), return_exceptions=True
+                *(self._read(p, key, primary=False) for p in targets[1:]), return_exceptions=True
             )
-            held = [best]
-            for result in results:
-                if not isinstance(result, BaseException):
-                    answered = True
-                    held.append(result)
-            best = newest_agreed(held)
-        if not answered:
-            raise Unavailable(f"no replica of the key answered ({len(targets)} asked)")
+            answers += [a for a in results if not isinstance(a, BaseException)]
+        best = newest_agreed(record for record, _ in answers)
+        if best is None and not any(settled for _, settled in answers):
+            raise Unavailable(
+                f"none of the {len(targets)} nodes that hold the key could say it has no value "
+                "(not reached, or still receiving their ranges); try again"
+            )
         now = self.node.wall_clock()
         if best is None or best.is_tombstone or not best.live(now):
             raise KeyNotFound(f"no value for key {key[:60]!r}")
         return best
 
-    async def _read_primary(
-        self, peer: Peer, key: bytes, *, quick: bool
-    ) -> tuple[Record | None, bool]:
-        """The primary's record for ``key`` and whether it is settled in its range; Busy when
-        the node is not the primary by its own view."""
+    async def _read(self, peer: Peer, key: bytes, *, primary: bool) -> tuple[Record | None, bool]:
+        """A holder's record for ``key`` and whether it is settled in its range (see get).
+
+        ``primary``: ask it as the key's primary, with few tries. NotResponsible when the node
+        does not hold the key (as primary, if asked as one) by its own view.
+        """
         if peer.id == self.node.id:
-            if not self.is_primary(ids.hash_key(key)):
-                raise Busy("not the primary for this key")
+            key_id = ids.hash_key(key)
+            if not (self.is_primary(key_id) if primary else self.holds(key_id)):
+                raise self._not_responsible(key_id, "the primary" if primary else "a holder")
             return self.store.get(key), self.settled()
-        reply = await self._call_read(peer, {"keys": [key], "primary": True}, quick=quick)
-        records = self._records(reply.get("records"), limit=1)
-        return (records[0] if records else None), reply.get("settled") is True
-
-    async def _read_from(self, peer: Peer, key: bytes) -> Record | None:
-        if peer.id == self.node.id:
-            return self.store.get(key)
-        reply = await self._call_read(peer, {"keys": [key]}, quick=False)
-        records = self._records(reply.get("records"), limit=1)
-        return records[0] if records else None
-
-    async def _call_read(self, peer: Peer, args: dict[str, Any], *, quick: bool) -> Any:
-        tries = self.node.config.lookup_tries if quick else 0
+        args = {"keys": [key], ("primary" if primary else "holder"): True}
+        tries = self.node.config.lookup_tries if primary else 0
         try:
-            return await self.node.call_peer(peer, "store_read", args, tries=tries)
+            reply = await self.node.call_peer(peer, "store_read", args, tries=tries)
         except RpcTimeout:
             self.node.peer_failed(peer)
             raise
+        records = self._records(reply.get("records"), limit=1)
+        return (records[0] if records else None), reply.get("settled") is True
 
     # --- the primary ---------------------------------------------------------------------------
 
@@ -461,7 +535,7 @@ class Replicator:
     ) -> dict[str, Any]:
         key_id = ids.hash_key(key)
         if not self.is_primary(key_id):
-            raise Busy("not the primary for this key (yet); look it up again")
+            raise self._not_responsible(key_id, "the primary")
         now = self.node.wall_clock()
         current = self.store.get(key)
         if current is not None and current.version.stamp > self._latest_stamp():
@@ -541,7 +615,7 @@ class Replicator:
         ttl = args.get("ttl")
         self._check_ttl(ttl)
         if not self.is_primary(ids.hash_key(key)):  # before it costs the sender anything
-            raise Busy("not the primary for this key (yet); look it up again")
+            raise self._not_responsible(ids.hash_key(key), "the primary")
         self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
         return await self._write_here(key, value, ttl)
 
@@ -549,15 +623,22 @@ class Replicator:
         keys = args.get("keys")
         if not isinstance(keys, list) or len(keys) > 1000:
             raise BadRequest("'keys' must be a list of at most 1000 keys")
+        # A coordinator's read asks as the key's primary, or as one of its holders: the node
+        # answers only for what is its own by its view, and says whether it is settled.
         as_primary = args.get("primary") is True
+        as_holder = args.get("holder") is True
         out: list[list[object]] = []
         size = 0
         read = 0
         for key in keys:
             if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY:
                 raise BadRequest(f"keys are 1..{MAX_KEY} bytes")
-            if as_primary and not self.is_primary(ids.hash_key(key)):
-                raise Busy("not the primary for this key; look it up again")
+            if as_primary or as_holder:
+                key_id = ids.hash_key(key)
+                if as_primary and not self.is_primary(key_id):
+                    raise self._not_responsible(key_id, "the primary")
+                if as_holder and not self.holds(key_id):
+                    raise self._not_responsible(key_id, "a holder")
             record = self.store.get(key)
             if record is not None:
                 size += record.size() + ITEM_OVERHEAD
@@ -566,7 +647,7 @@ class Replicator:
                 out.append(record.to_wire())
             read += 1
         reply: dict[str, Any] = {"records": out, "read": read}
-        if as_primary:
+        if as_primary or as_holder:
             reply["settled"] = self.settled()
         return reply
 
@@ -574,22 +655,21 @@ class Replicator:
         records = self._records(args.get("records"))
         kept = [r for r in records if self.accepts(r.key_id)]
         self._charge(src, sum(r.size() for r in kept))
-        quota = self.config.max_store_bytes
-        if quota is not None and self.store.stats().bytes + sum(r.size() for r in kept) > quota:
-            # Room for all of them, or none: the sender learns exactly what was kept.
-            growth = sum(r.size() - self._held_size(r.key) for r in kept)
-            if growth > 0 and self.store.stats().bytes + growth > quota:
-                raise StoreFull(f"store full: no room for {growth} more bytes (--max-store-bytes)")
-        applied = sum(self._apply(r) for r in kept)
+        # Room for all of them, or none: the sender learns exactly what was kept.
+        applied = self._apply_all(kept, whole=True)
         return {"applied": applied, "refused": len(records) - len(kept)}
-
-    def _held_size(self, key: bytes) -> int:
-        held = self.store.get(key)
-        return held.size() if held is not None else 0
 
     def _rpc_digest(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         digest, count = self.store.digest(*_arg_range(args))
         return {"digest": digest, "count": count}
+
+    def _rpc_digests(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """The digests of ``(lo, hi]`` cut into ``parts`` (storage.split_range)."""
+        parts = args.get("parts")
+        if type(parts) is not int or not 1 <= parts <= 64:
+            raise BadRequest("'parts' must be an integer 1..64")
+        pieces = split_range(*_arg_range(args), parts)
+        return {"digests": [list(self.store.digest(a, b)) for a, b in pieces]}
 
     def _rpc_scan(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """Records in ``(lo, hi]`` in ring order after key ``after``, with values or versions
@@ -618,30 +698,81 @@ class Replicator:
 
     # --- hand-off and repair -------------------------------------------------------------------
 
+    PAGE_TRIES = 4  # asks for one page before a scan gives up (each is a call with its retries)
+
     async def _scan(
         self, peer: Peer, lo: int, hi: int, *, values: bool
     ) -> AsyncIterator[list[Any]]:
-        """The pages of a peer's scan of ``(lo, hi]``, one at a time (never all in memory)."""
+        """The pages of a peer's scan of ``(lo, hi]``, one at a time (never all in memory,
+        and the next asked only once this one is used: flow control). A page that does not
+        come is asked again from where the scan stopped, a few times, with a pause between."""
         after: bytes | None = None
-        for _ in range(100_000):  # bounded: each page moves ``after`` forward
-            reply = await self.node.call_peer(
-                peer,
-                "store_scan",
-                {"lo": ids.to_bytes(lo), "hi": ids.to_bytes(hi), "after": after, "values": values},
-            )
+        for _ in range(1_000_000):  # bounded: each page moves ``after`` forward
+            args = {
+                "lo": ids.to_bytes(lo),
+                "hi": ids.to_bytes(hi),
+                "after": after,
+                "values": values,
+            }
+            for attempt in range(self.PAGE_TRIES):
+                try:
+                    reply = await self.node.call_peer(peer, "store_scan", args)
+                    break
+                except RpcTimeout:
+                    if attempt == self.PAGE_TRIES - 1:
+                        raise
+                    await asyncio.sleep(self.node.config.stabilize_period * (attempt + 1))
             yield reply["items"]
             after = reply["next"]
             if after is None:
                 break
 
     async def after_join(self, successor: Peer) -> int:
-        """Take from the successor every record outside ``(self, successor]``: our share,
-        applied page by page as it comes."""
-        taken = 0
-        async for page in self._scan(successor, successor.id, self.node.id, values=True):
-            taken += self._apply_all(self._records(page))
-        self.node.log.info("took %d records from %s", taken, successor)
-        return taken
+        """Take from the successor every record outside ``(self, successor]``: our share.
+        A node that holds nothing of it copies it, page by page as it comes (``mode``
+        "copy"); one that holds some (restarted with its data dir) compares digests as repair
+        does and takes only what differs ("compare"). Progress and outcome are in ``handoff``
+        (and ``status``); a failure is logged and raised (one of lookup.PEER_FAILURES)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self._held = (self.responsible_low(), start)  # our range is on its way to us
+        state: dict[str, Any] = {
+            "from": format_addr(successor.addr), "records": 0, "pages": 0, "seconds": 0.0,
+            "mode": None, "done": False, "error": None,
+        }  # fmt: skip
+        self.handoff = state
+        lo, hi = successor.id, self.node.id
+        try:
+            _, ours = self.store.digest(lo, hi)
+            if ours:
+                # A node that comes back with its data (a restart) has most of its share:
+                # compare digests, as repair does, and take only what differs.
+                state["mode"] = "compare"
+                before = self._repair["pulled"]
+                await self._sync_range(successor, lo, hi, limit=None)
+                state["records"] = self._repair["pulled"] - before
+            else:
+                state["mode"] = "copy"
+                async for page in self._scan(successor, lo, hi, values=True):
+                    state["records"] += self._apply_all(self._records(page))
+                    state["pages"] += 1
+                    state["seconds"] = round(loop.time() - start, 3)
+            state["seconds"] = round(loop.time() - start, 3)
+        except (DhtError, *MALFORMED) as exc:
+            state["error"] = f"{type(exc).__name__}: {exc}"
+            self.node.log.warning(
+                "hand-off from %s stopped after %d records: %s (repair brings the rest)",
+                successor,
+                state["records"],
+                exc,
+            )
+            raise
+        state["done"] = True
+        self._settle_now()  # we hold all of our range: our "nothing here" counts from now
+        self.node.log.info(
+            "took %d records from %s in %.1f s", state["records"], successor, state["seconds"]
+        )
+        return int(state["records"])
 
     async def before_leave(self) -> None:
         """Hand everything we hold to our first r successors, a page at a time."""
@@ -668,8 +799,18 @@ class Replicator:
                 len(self.store),
             )
 
+    # Anti-entropy compares ranges top-down: one digest for the whole range, and where two
+    # differ, SPLIT parts of it, recursively, down to parts of at most LEAF records whose
+    # version lists are exchanged. A range in sync costs one digest each side (the store keeps
+    # them per bucket: no record is read), a difference about log_SPLIT(n) round trips.
+    SPLIT = 16
+    LEAF = 256
+    MAX_PARTS = 256  # parts compared per peer and round, at most: the rest waits for the next
+
     async def sync_round(self) -> None:
         """One anti-entropy round: purge, sync our primary range, move what is not ours."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         now = self.node.wall_clock()
         self.store.purge(now, limit=1000)  # ~0.2 s at most with 60 KB values: a share a round
         ls = self.node.leafset
@@ -677,18 +818,64 @@ class Replicator:
         if pred is not None:
             for peer in ls.successors[: self.config.replicas - 1]:
                 try:
-                    await self._sync_range(peer, pred.id, self.node.id)
+                    await self._sync_range(peer, pred.id, self.node.id, limit=self.MAX_PARTS)
                 except (DhtError, *MALFORMED) as exc:
                     self.node.log.debug("sync with %s failed: %s", peer, exc)
         await self._move_strays()
+        took = (loop.time() - start) * 1000
+        stats = self._repair
+        stats["rounds"] += 1
+        stats["last_round_ms"] = round(took, 3)
+        stats["max_round_ms"] = round(max(stats["max_round_ms"], took), 3)
 
-    async def _sync_range(self, peer: Peer, lo: int, hi: int) -> None:
-        mine, _ = self.store.digest(lo, hi)
+    def repair_stats(self) -> dict[str, Any]:
+        """What anti-entropy did (status ``repair``): rounds, the last and longest round's
+        milliseconds (including the calls' waits), digests compared, records pushed and
+        pulled."""
+        return dict(self._repair)
+
+    async def _sync_range(self, peer: Peer, lo: int, hi: int, *, limit: int | None) -> None:
+        """Make ``peer``'s copy of ``(lo, hi]`` and ours agree, exchanging only what differs:
+        at most ``limit`` parts compared (None: the whole range, for a hand-off)."""
+        todo = [(lo, hi)]
+        mine, count = self.store.digest(lo, hi)
         reply = await self.node.call_peer(
             peer, "store_digest", {"lo": ids.to_bytes(lo), "hi": ids.to_bytes(hi)}
         )
+        self._repair["parts_compared"] += 1
         if reply["digest"] == mine:
             return
+        if max(count, int(reply["count"])) <= self.LEAF:
+            await self._sync_leaf(peer, lo, hi)
+            return
+        compared = 0
+        for _ in range(1_000_000):  # bounded: each part is smaller than the one it came from
+            if not todo or (limit is not None and compared >= limit):
+                break
+            a, b = todo.pop()
+            parts = split_range(a, b, self.SPLIT)
+            reply = await self.node.call_peer(
+                peer,
+                "store_digests",
+                {"lo": ids.to_bytes(a), "hi": ids.to_bytes(b), "parts": self.SPLIT},
+            )
+            theirs = reply["digests"]
+            if not isinstance(theirs, list) or len(theirs) != len(parts):
+                raise ValueError("store_digests answered another number of parts")
+            compared += len(parts)
+            self._repair["parts_compared"] += len(parts)
+            for (pa, pb), (their_digest, their_count) in zip(parts, theirs, strict=True):
+                my_digest, my_count = self.store.digest(pa, pb)
+                if my_digest == their_digest:
+                    continue
+                if max(my_count, int(their_count)) <= self.LEAF or len(parts) == 1:
+                    await self._sync_leaf(peer, pa, pb)
+                else:
+                    todo.append((pa, pb))
+
+    async def _sync_leaf(self, peer: Peer, lo: int, hi: int) -> None:
+        """Exchange the version lists of a small part ``(lo, hi]`` and push what the peer
+        lacks or holds older, pull what it holds newer. Only live records take part."""
         theirs = {
             bytes(key): Version(int(stamp), bytes(writer))
             async for page in self._scan(peer, lo, hi, values=False)
@@ -711,11 +898,12 @@ class Replicator:
             push = [r for r in held if r is not None]
             if push:
                 await self._push(push, [peer])
+                self._repair["pushed"] += len(push)
         start = 0
         while start < len(pull):
             keys = pull[start : start + 500]
             reply = await self.node.call_peer(peer, "store_read", {"keys": keys})
-            self._apply_all(self._records(reply.get("records")))
+            self._repair["pulled"] += self._apply_all(self._records(reply.get("records")))
             start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
 
     async def _move_strays(self) -> None:

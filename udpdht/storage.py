@@ -27,6 +27,7 @@ must stay responsive. So every engine keeps, updated by each put, remove and pur
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import sqlite3
 from bisect import bisect_left, bisect_right, insort
@@ -210,6 +211,32 @@ def _plan(low: int, high: int) -> tuple[list[tuple[int, int]], list[tuple[int, i
         if first <= last:
             full.append((first, last))
     return full, edges
+
+
+def split_range(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    """``(low, high]`` cut into at most ``parts`` consecutive intervals ``(a, b]``, in ring
+    order from ``low``, of about equal width. Each cut falls just before a bucket boundary
+    where that keeps it inside the interval, so a part made of whole buckets has a digest and
+    a count read from the counters alone. Pure and deterministic: two nodes that cut the same
+    interval get the same parts (anti-entropy compares them part by part).
+    """
+    if parts < 1:
+        raise ValueError("parts must be at least 1")
+    low &= ids.MASK
+    high &= ids.MASK
+    span = (high - low) & ids.MASK or ids.RING
+    cuts: list[int] = []
+    prev = low
+    for k in range(1, parts):
+        c = (low + span * k // parts) & ids.MASK
+        aligned = (_bucket_start(c >> _SHIFT) - 1) & ids.MASK  # the last id before c's bucket
+        for cut in (aligned, c):
+            if ids.in_interval(cut, prev, high):
+                cuts.append(cut)
+                prev = cut
+                break
+    bounds = [low, *cuts, high]
+    return list(itertools.pairwise(bounds))
 
 
 def _resume(low: int, high: int, after: Cursor | None) -> list[tuple[int, int, Cursor | None]]:
