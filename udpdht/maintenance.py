@@ -64,6 +64,9 @@ class Maintenance:
         #: The predecessor that last told us we are its successor (a notify), and when: the
         #: link between us is mutual, so the range we are primary for is what it thinks too.
         self.pred_heard: tuple[int, float] = (-1, float("-inf"))
+        #: The successor that last named us its predecessor (its ``neighbors`` answer), and
+        #: when: it no longer takes writes for our range.
+        self.succ_heard: tuple[int, float] = (-1, float("-inf"))
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -88,6 +91,8 @@ class Maintenance:
             start = loop.time()
             try:
                 await self.stabilize()
+                if self.node.rng.random() < self.LOOP_CHECK:
+                    await self.check_loop()
                 await self.check_predecessor()
                 await self.fix_fingers()
                 self._remember_peers(start)
@@ -122,8 +127,10 @@ class Maintenance:
                 await self._rejoin()
             return  # alone: a ring of one, or one that waits to rejoin
         succ, (succs, preds, hint) = found
-        succ, new_list, _ = await self.walk_back(succ, succs, preds, hint)
+        succ, new_list, preds = await self.walk_back(succ, succs, preds, hint)
         ls.set_successors(new_list)
+        if preds and preds[0].id == self.node.id:
+            self.succ_heard = (succ.id, asyncio.get_running_loop().time())
         self.node.member = True
         await self.notify(succ)
 
@@ -152,15 +159,16 @@ class Maintenance:
         for _ in range(steps or self.MAX_WALK):
             mine = self._nearest_after(self.node.id, succ.id)
             candidates = [p for p in (hint, *preds, mine) if p is not None]
-            # A node we declared dead lately is not tried again, except the successor's own
-            # predecessor: the successor took it on after it answered, so it is back (a node
-            # that froze for a while, say), and our memory of its death must not keep it out.
-            back = preds[0].id if preds else None
+            # A node we declared dead lately is not tried again, except those the successor
+            # names (its predecessors and its hint): it took them on after they answered, so
+            # they are back (a node that froze for a while, or whose answers were late under
+            # load), and our memory of their death must not keep them out of the ring.
+            vouched = {p.id for p in preds} | ({hint.id} if hint is not None else set())
             between = [
                 p
                 for p in candidates
                 if ids.in_interval(p.id, self.node.id, succ.id)
-                and (p.id == back or not self.node.detector.recently_dead(p.id, now))
+                and (p.id in vouched or not self.node.detector.recently_dead(p.id, now))
             ]
             if not between:
                 break
@@ -300,6 +308,17 @@ class Maintenance:
             if looked_up or nxt >= ids.BITS:
                 return
 
+    def agreed(self) -> bool:
+        """Whether our predecessor and our successor both named us lately (their successor,
+        their predecessor): the range we are primary for is what they think too."""
+        ls = self.node.leafset
+        pred, succ = ls.predecessor, ls.successor
+        if pred is None or succ is None:
+            return False
+        fresh = asyncio.get_running_loop().time() - 3 * self.node.config.stabilize_period
+        (p, p_at), (s, s_at) = self.pred_heard, self.succ_heard
+        return p == pred.id and s == succ.id and p_at >= fresh and s_at >= fresh
+
     async def neighbors_of(
         self, peer: Peer, *, tries: int = 0
     ) -> tuple[list[Peer], list[Peer], Peer | None]:
@@ -348,6 +367,42 @@ class Maintenance:
         predecessor lists. The asker adopts a hint only after it answers (Zave's rule).
         """
         return self._nearest_after(asker, self.node.id)
+
+    LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
+
+    async def check_loop(self) -> None:
+        """Ask a node from elsewhere (a finger or a remembered peer) who follows us.
+
+        After many joins at once, the ring can wind twice around the id space: two loops whose
+        nodes interleave, each consistent on its own (every pred and succ pair agrees), which
+        stabilization alone never undoes (Zave: a ring must be ordered). A lookup of the point
+        just after us, started at a node of the other loop, finds a node between us and our
+        successor; it becomes a contact that the next stabilize walks back to."""
+        ls = self.node.leafset
+        succ = ls.successor
+        if succ is None:
+            return
+        near = {p.id for p in ls.peers()} | {self.node.id}
+        far = [
+            p
+            for p in (*self.node.fingers.distinct(), *self.node.memory.peers())
+            if p.id not in near
+        ]
+        if not far:
+            return
+        start = self.node.rng.choice(far)
+        try:
+            found = await self.node.lookup_id(
+                (self.node.id + 1) % ids.RING, start=start.addr, confirm=False
+            )
+        except (DhtError, *PEER_FAILURES):
+            return
+        owner = found.owner
+        if owner.id != self.node.id and ids.in_interval(owner.id, self.node.id, succ.id):
+            self._notifiers.pop(owner.id, None)
+            self._notifiers[owner.id] = (owner, asyncio.get_running_loop().time())
+            if len(self._notifiers) > self.MAX_NOTIFIERS:
+                self._notifiers.popitem(last=False)
 
     def _nearest_after(self, low: int, high: int) -> Peer | None:
         """The known node nearest after ``low`` and strictly before ``high``, if any."""
