@@ -16,13 +16,17 @@ from typing import Any
 from udpdht import Client, DhtError, KeyNotFound, Node, ids
 from udpdht.admin import find_cookie
 from udpdht.net import Address, format_addr, parse_addr, resolve
+from udpdht.node import NodeConfig
 
 from . import render
 from .commands import Command, CommandError, help_text
 
 EMBEDDED_SIZE = 5
 PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
-SETTLE_TIMEOUT = 8.0  # seconds the embedded ring may take to close after starting
+# The embedded ring lives on loopback in this process: rounds four times as often as a
+# deployed node's settle it (and its store) in a few seconds, for a few ms of CPU a second.
+EMBEDDED_CONFIG = NodeConfig(stabilize_period=0.25)
+SETTLE_TIMEOUT = 15.0  # seconds the embedded ring may take to close and settle after starting
 LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
 
 
@@ -102,7 +106,8 @@ class Session:
         await self._settle(size)
 
     async def _settle(self, size: int, within: float = SETTLE_TIMEOUT) -> int:
-        """Wait (a little) until a walk from the attached node goes round all ``size`` nodes.
+        """Wait (a little) until a walk from the attached node goes round all ``size`` nodes,
+        each settled (so that a first ``get`` of an absent key says "not found" at once).
 
         Returns how many nodes the last walk found answering.
         """
@@ -114,7 +119,7 @@ class Session:
                 entries = await self.walk()
                 found = sum("error" not in st for st in entries)
                 if len(entries) == size == found and all(
-                    st["predecessor"] is not None for st in entries
+                    st["predecessor"] is not None and st.get("settled", True) for st in entries
                 ):
                     return found
             if loop.time() > deadline:
@@ -380,7 +385,7 @@ class Session:
         assert self.embedded is not None
         added = []
         for _ in range(count):
-            node = Node("127.0.0.1", 0)
+            node = Node("127.0.0.1", 0, config=EMBEDDED_CONFIG)
             await node.start()
             try:
                 if bootstrap is not None:

@@ -26,10 +26,11 @@ STORE = StoreConfig(replicas=3, sync_period=5.0)
 
 
 def unsettle(node: Node) -> None:
-    """As if the node's range had just grown (a predecessor failed): for a while its "nothing
-    here" does not count, and reads through it ask the other holders too."""
+    """As if the node's neighbourhood had just changed (a predecessor failed): for a while its
+    "nothing here" does not count, and reads through it ask the other holders too."""
     replicator = node.replicator
-    replicator._held = (replicator.responsible_low(), asyncio.get_running_loop().time())
+    replicator._seen = (replicator._view(), asyncio.get_running_loop().time())
+    replicator._synced = None
 
 
 def test_plausible_owner_catches_a_claim_that_the_key_is_elsewhere() -> None:

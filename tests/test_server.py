@@ -466,3 +466,32 @@ async def test_refresh_table_and_repeated_stops_are_harmless() -> None:
         assert b.bootstrappable_neighbors() == []
         with pytest.raises(RuntimeError, match="not listening"):
             await b.get("after refresh")
+
+
+@pytest.mark.slow
+async def test_every_get_right_after_a_chain_of_100_joins_finds_what_was_set() -> None:
+    # The first sets and gets reach a ring whose nodes joined in a chain within a fraction of
+    # a second (default periods): most know few of the others yet, and a write lands on the
+    # node that believed it was the key's primary then. Each get must find the value; before
+    # the settledness rules, 7-19 % returned None (a new primary's "nothing here").
+    servers: list[Server] = []
+    try:
+        for i in range(100):
+            server = Server()
+            servers.append(server)
+            await server.listen(0, LOCAL)
+            if i:
+                assert await server.bootstrap([(LOCAL, _port(servers[i - 1]))])
+        sem = asyncio.Semaphore(16)
+
+        async def use(op: Any) -> Any:
+            async with sem:
+                return await op
+
+        keys = range(300)
+        assert all(await asyncio.gather(*(use(servers[i % 100].set(f"k{i}", i)) for i in keys)))
+        got = await asyncio.gather(*(use(servers[(i * 7 + 3) % 100].get(f"k{i}")) for i in keys))
+        wrong = [(i, v) for i, v in zip(keys, got, strict=True) if v != i]
+        assert wrong == [], f"{len(wrong)} of 300 gets wrong: {wrong[:10]}"
+    finally:
+        await asyncio.gather(*(s.astop() for s in servers))

@@ -14,7 +14,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -218,6 +218,13 @@ class Node:
         if self.leafset.successors or self.leafset.predecessors:
             raise RuntimeError("advertise() must come before the node joins a ring")
         self._set_address(check_peer_addr(*addr))
+
+    def background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of this node: cancelled when the node stops."""
+        self._tasks = [t for t in self._tasks if not t.done()]
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        return task
 
     async def stop(self) -> None:
         """Stop at once (a crash, as far as the ring can tell). See :meth:`leave`."""
@@ -551,6 +558,8 @@ class Node:
             "fingers": [p.info() for p in self.fingers.distinct()],
             "isolated": self.isolated,
             "store": self.replicator.counts(),
+            # Whether this node's "no value" for a key of its range counts (replication.settled).
+            "settled": self.replicator.settled(),
             "handoff": self.replicator.handoff,
             "repair": self.replicator.repair_stats(),
             "rpc": self.endpoint.stats.as_dict(),

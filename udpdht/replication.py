@@ -30,6 +30,7 @@ writes count against a per-source budget, and the store against its quota.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -169,9 +170,16 @@ class Replicator:
             "rounds": 0, "last_round_ms": 0.0, "max_round_ms": 0.0, "parts_compared": 0,
             "pushed": 0, "pulled": 0,
         }  # fmt: skip
-        # pred_r, and since when we have held (pred_r, self]: see track_range. A node that
+        # When our join's hand-off started (-inf once it is done): see settled. A node that
         # starts a ring holds all there is; one that joins is unsettled until its hand-off.
-        self._held: tuple[int | None, float] = (None, float("-inf"))
+        self._joined_at = float("-inf")
+        # Our neighbourhood at our last comparison with the successor made while it and our
+        # predecessor named us, the neighbourhood we see and since when (see settled), and
+        # the tasks of an early comparison and of an early move of strays.
+        self._synced: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        self._seen: tuple[tuple[tuple[int, ...], tuple[int, ...]] | None, float] = (None, 0.0)
+        self._early: asyncio.Task[None] | None = None
+        self._mover: asyncio.Task[None] | None = None
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -202,39 +210,95 @@ class Replicator:
         return ids.in_interval(key_id, pred.id, self.node.id, right_open=False)
 
     def track_range(self) -> None:
-        """Note when the range we hold last grew (the node calls this every round). A range
-        that shrank (a node joined before us) is still all here; one that grew (nodes before
-        us failed, or we just joined) may lack writes acknowledged before, until the hand-off
-        or repair brings them."""
-        low = self.responsible_low()
-        held, _ = self._held
-        if low == held:
-            return
-        me = self.node.id
-        grew = low is None or (held is not None and ids.distance(low, me) > ids.distance(held, me))
-        self._held = (low, asyncio.get_running_loop().time() if grew else self._held[1])
+        """Note when our neighbourhood last changed (the node calls this every round). A
+        changed neighbourhood may leave us records that are no longer ours: they move on soon
+        (_move_strays). A range that grew because nodes before us failed was ours as a
+        replica already; settled() asks for a quiet neighbourhood and a comparison with the
+        successor before our "nothing here" counts again."""
+        now = asyncio.get_running_loop().time()
+        view = self._view()
+        if view != self._seen[0]:
+            if self._seen[0] is not None:
+                self._strays_soon()
+            self._seen = (view, now)
 
     def settled(self) -> bool:
-        """Whether we have held our present range long enough to have every acknowledged
-        write in it (StoreConfig.settle_time since it last grew, or a finished hand-off), and
-        our predecessor agrees on where it starts (it told us lately that we are its
-        successor). Only a settled node's "nothing here" means the key has no value: while
-        the ring settles (nodes joining faster than the rounds), a node's view of its range
-        may be wrong, and the key elsewhere."""
+        """Whether our "nothing here" means that a key of our range has no value.
+
+        While the ring settles (nodes joining faster than the rounds), a node's view of its
+        range may be wrong, and a write acknowledged by a node that did not know us yet may
+        be elsewhere, on that node and its successors. So: we have held our present range
+        long enough to have every write acknowledged before (a finished hand-off, or
+        StoreConfig.settle_time since we joined); our predecessor and our successor agree on it
+        (both named us lately: maintenance.agreed), so no neighbour takes writes for it; our
+        neighbourhood (r predecessors and r successors) has not changed for QUIET rounds, so
+        the nodes around us know each other and have moved what they took for us; and since
+        then we have compared our range with our successor's copy (a repair round, or an
+        early one this starts)."""
         self.track_range()
         now = asyncio.get_running_loop().time()
-        if now - self._held[1] < self.config.settle_time:
+        if now - self._joined_at < self.config.settle_time:
             return False
-        pred = self.node.leafset.predecessor
-        if pred is None:
+        if self.node.leafset.predecessor is None:
             return not self.node.member  # a ring of one holds all there is
-        heard_from, heard_at = self.node.maintenance.pred_heard
-        return heard_from == pred.id and now - heard_at <= 3 * self.node.config.stabilize_period
+        if not self.node.maintenance.agreed():
+            return False
+        if now - self._seen[1] < self.QUIET * self.node.config.stabilize_period:
+            return False
+        if self._synced != self._seen[0]:
+            self._sync_soon()
+            return False
+        return True
+
+    QUIET = 3  # stabilization periods a neighbourhood must stay unchanged to be settled
+
+    def _view(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Our neighbourhood: the ids of our first r predecessors and r successors."""
+        ls = self.node.leafset
+        if ls.predecessor is None or ls.successor is None:
+            return None
+        r = self.config.replicas
+        return tuple(p.id for p in ls.predecessors[:r]), tuple(p.id for p in ls.successors[:r])
+
+    def mark_synced(self) -> None:
+        """Our range is in sync with our successor's copy, and our neighbourhood has not
+        changed for long (the simulator's ideal ring)."""
+        self._synced = self._view()
+        self._seen = (self._synced, float("-inf"))
+
+    def _sync_soon(self) -> None:
+        """Compare our range with the successor's now, not at the next round."""
+        if self._early is None or self._early.done():
+            self._early = self.node.background(self._sync_with_successor())
+
+    def _strays_soon(self) -> None:
+        """Move the records that are no longer ours now, not at the next round."""
+        if self._mover is None or self._mover.done():
+            self._mover = self.node.background(self._move_strays_quietly())
+
+    async def _move_strays_quietly(self) -> None:
+        try:
+            await self._move_strays()
+        except (DhtError, *MALFORMED) as exc:
+            self.node.log.debug("moving strays failed: %s", exc)
+
+    async def _sync_with_successor(self) -> None:
+        view, ls = self._view(), self.node.leafset
+        pred, succ = ls.predecessor, ls.successor
+        if view is None or pred is None or succ is None or not self.node.maintenance.agreed():
+            return
+        try:
+            complete = await self._sync_range(succ, pred.id, self.node.id, limit=self.MAX_PARTS)
+        except (DhtError, *MALFORMED) as exc:
+            self.node.log.debug("sync with %s failed: %s", succ, exc)
+            return
+        if complete and self._view() == view:
+            self._synced = view
 
     def _settle_now(self) -> None:
         """The hand-off of our range is complete: we hold all of it now."""
         self.track_range()
-        self._held = (self._held[0], float("-inf"))
+        self._joined_at = float("-inf")
 
     def responsible_low(self) -> int | None:
         """``pred_r``: we hold the keys in ``(pred_r, self]``; None when we hold everything."""
@@ -413,7 +477,7 @@ class Replicator:
         last: Exception | None = None
         # The first lookup is not confirmed: the primary checks its own responsibility, and a
         # node that is not the primary names the one it believes is (NotResponsible).
-        targets = await self._targets(key_id, confirm=False)
+        targets = (await self._targets(key_id, confirm=False))[: self.config.replicas]
         for attempt in range(self.config.write_attempts):
             if attempt > 1:  # routing still moves: give stabilization a moment
                 await asyncio.sleep(self.node.config.stabilize_period * (attempt - 1))
@@ -435,13 +499,16 @@ class Replicator:
                     self.node.peer_failed(target, exc)
             # Where the node that refused says, if it names a plausible owner; else look up
             # again, confirmed by the owner itself.
-            targets = redirect or await self._targets(key_id, confirm=True)
+            targets = (
+                redirect or (await self._targets(key_id, confirm=True))[: self.config.replicas]
+            )
         raise Unavailable(f"could not write the key: {last}")
 
     async def _targets(self, key_id: int, *, confirm: bool) -> list[Peer]:
-        """The key's owner and the nodes after it, r in all, by a lookup."""
+        """The key's owner and the nodes after it (its successor list), by a lookup: the
+        first r hold the key."""
         found = await self.node.lookup_id(key_id, confirm=confirm)
-        return [found.owner, *found.successors][: self.config.replicas]
+        return [found.owner, *found.successors]
 
     def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
         """The nodes a NotResponsible names as the key's holders (owner first), when the claim
@@ -476,7 +543,24 @@ class Replicator:
         are asked too, and the newest version two of the answers agree on wins.
         """
         check_key(key)
+        loop = asyncio.get_running_loop()
+        # Holders that answer but are not settled yet settle within a few rounds (see
+        # settled): wait that long before Unavailable.
+        deadline = loop.time() + (self.QUIET + 2) * self.node.config.stabilize_period
+        for _ in range(100):  # bounded; the deadline ends it first
+            try:
+                return await self._get_once(key)
+            except Unavailable:
+                if loop.time() + self.SETTLE_POLL > deadline:
+                    raise
+            await asyncio.sleep(self.SETTLE_POLL)
+        raise Unavailable("the key's holders did not settle")
+
+    SETTLE_POLL = 0.1  # seconds between reads while a key's holders settle
+
+    async def _get_once(self, key: bytes) -> Record:
         key_id = ids.hash_key(key)
+        r = self.config.replicas
         targets = await self._targets(key_id, confirm=False)
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
@@ -493,19 +577,56 @@ class Replicator:
             # A dead primary, one with nothing, or one new to its range that may still lack
             # writes acknowledged before it took over: the other holders are asked too.
             results = await asyncio.gather(
-                *(self._read(p, key, primary=False) for p in targets[1:]), return_exceptions=True
+                *(self._read(p, key, primary=False) for p in targets[1:r]), return_exceptions=True
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
         best = newest_agreed(record for record, _ in answers)
-        if best is None and not any(settled for _, settled in answers):
+        if best is None and not (answers and all(settled for _, settled in answers)):
+            # "No value" needs a settled holder, and none that answered unsettled: a holder
+            # whose neighbourhood is still changing is a sign that writes may lie elsewhere.
             raise Unavailable(
-                f"none of the {len(targets)} nodes that hold the key could say it has no value "
-                "(not reached, or still receiving their ranges); try again"
+                f"the {min(r, len(targets))} nodes that hold the key could not say yet that it "
+                "has no value (not reached, or their part of the ring still settles); try again"
             )
+        if best is None:
+            best = await self._read_strays(key, targets[:r], targets[r:])
         now = self.node.wall_clock()
         if best is None or best.is_tombstone or not best.live(now):
             raise KeyNotFound(f"no value for key {key[:60]!r}")
         return best
+
+    async def _read_strays(
+        self, key: bytes, holders: list[Peer], after: list[Peer]
+    ) -> Record | None:
+        """The newest copy of ``key`` held by the nodes after its holders (``after``: the
+        rest of the primary's successor list), given to the holders.
+
+        While the ring settles, a node that did not know a key's true primary yet may have
+        taken a write as the primary, and copied it to its successors: nodes after the true
+        primary, out of its sight until their repair rounds move such strays. A settled
+        primary's "nothing here" is believed only when they have nothing either."""
+        ask = [p for p in after if p.id != self.node.id]
+        reads = [self.node.call_peer(p, "store_read", {"keys": [key]}, tries=0) for p in ask]
+        found: list[Record] = []
+        if self.node.id in {p.id for p in after} and (mine := self.store.get(key)) is not None:
+            found.append(mine)
+        for reply in await asyncio.gather(*reads, return_exceptions=True):
+            if isinstance(reply, BaseException):
+                continue  # a node that does not answer is no evidence either way
+            try:
+                found += self._records(reply.get("records"), limit=1)
+            except (DhtError, *MALFORMED):
+                continue
+        best = max(found, key=lambda rec: rec.version, default=None)
+        if best is not None and holders:  # read repair: do not wait for the rounds
+            self.node.background(self._give(best, holders))
+        return best
+
+    async def _give(self, record: Record, holders: list[Peer]) -> None:
+        with contextlib.suppress(DhtError, *MALFORMED):
+            if any(p.id == self.node.id for p in holders):
+                self._apply_all([record])
+            await self._push([record], [p for p in holders if p.id != self.node.id])
 
     async def _read(self, peer: Peer, key: bytes, *, primary: bool) -> tuple[Record | None, bool]:
         """A holder's record for ``key`` and whether it is settled in its range (see get).
@@ -735,7 +856,7 @@ class Replicator:
         (and ``status``); a failure is logged and raised (one of lookup.PEER_FAILURES)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        self._held = (self.responsible_low(), start)  # our range is on its way to us
+        self._joined_at = start  # our range is on its way to us
         state: dict[str, Any] = {
             "from": format_addr(successor.addr), "records": 0, "pages": 0, "seconds": 0.0,
             "mode": None, "done": False, "error": None,
@@ -815,12 +936,18 @@ class Replicator:
         self.store.purge(now, limit=1000)  # ~0.2 s at most with 60 KB values: a share a round
         ls = self.node.leafset
         pred = ls.predecessor
+        view, agreed = self._view(), self.node.maintenance.agreed()
         if pred is not None:
-            for peer in ls.successors[: self.config.replicas - 1]:
+            for i, peer in enumerate(ls.successors[: self.config.replicas - 1]):
                 try:
-                    await self._sync_range(peer, pred.id, self.node.id, limit=self.MAX_PARTS)
+                    complete = await self._sync_range(
+                        peer, pred.id, self.node.id, limit=self.MAX_PARTS
+                    )
                 except (DhtError, *MALFORMED) as exc:
                     self.node.log.debug("sync with %s failed: %s", peer, exc)
+                    continue
+                if i == 0 and complete and agreed and self._view() == view:
+                    self._synced = view  # see settled
         await self._move_strays()
         took = (loop.time() - start) * 1000
         stats = self._repair
@@ -834,9 +961,10 @@ class Replicator:
         pulled."""
         return dict(self._repair)
 
-    async def _sync_range(self, peer: Peer, lo: int, hi: int, *, limit: int | None) -> None:
+    async def _sync_range(self, peer: Peer, lo: int, hi: int, *, limit: int | None) -> bool:
         """Make ``peer``'s copy of ``(lo, hi]`` and ours agree, exchanging only what differs:
-        at most ``limit`` parts compared (None: the whole range, for a hand-off)."""
+        at most ``limit`` parts compared (None: the whole range, for a hand-off). Whether
+        all of it was compared."""
         todo = [(lo, hi)]
         mine, count = self.store.digest(lo, hi)
         reply = await self.node.call_peer(
@@ -844,10 +972,10 @@ class Replicator:
         )
         self._repair["parts_compared"] += 1
         if reply["digest"] == mine:
-            return
+            return True
         if max(count, int(reply["count"])) <= self.LEAF:
             await self._sync_leaf(peer, lo, hi)
-            return
+            return True
         compared = 0
         for _ in range(1_000_000):  # bounded: each part is smaller than the one it came from
             if not todo or (limit is not None and compared >= limit):
@@ -872,6 +1000,7 @@ class Replicator:
                     await self._sync_leaf(peer, pa, pb)
                 else:
                     todo.append((pa, pb))
+        return not todo
 
     async def _sync_leaf(self, peer: Peer, lo: int, hi: int) -> None:
         """Exchange the version lists of a small part ``(lo, hi]`` and push what the peer

@@ -143,8 +143,10 @@ class Sim:
             node.leafset.set_predecessors(
                 [ring[(i - k) % n] for k in range(1, min(half, n - 1) + 1)]
             )
-            if n > 1:  # as if the predecessor had just named us its successor
+            if n > 1:  # as if both neighbours had just named us, and repair had run
                 node.maintenance.pred_heard = (ring[(i - 1) % n].id, now)
+                node.maintenance.succ_heard = (ring[(i + 1) % n].id, now)
+                node.replicator.mark_synced()
             j = 0
             while j < ids.BITS:
                 start = node.fingers.start(j)
