@@ -14,7 +14,7 @@ from udpdht.net import run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
 from udpdht.sim import Sim
-from udpdht.storage import Version
+from udpdht.storage import Record, Version
 
 R = 3
 
@@ -386,6 +386,21 @@ def test_a_node_that_joins_with_most_of_its_share_takes_only_what_differs() -> N
         assert handoff["pages"] == 0  # not one page of the whole share was sent
         for record in (missing, stale):
             assert node.replicator.store.get(record.key) == record
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_one_round_of_the_primary_brings_a_key_held_by_its_last_replica_to_every_holder() -> None:
+    async def main() -> None:
+        sim = Sim(seed=43, store_config=StoreConfig(replicas=R, sync_period=3600.0))
+        await sim.build_ideal(10, maintenance=True)
+        key = b"only-on-the-last"
+        primary, first, last = (sim.joined[p.id] for p in sim.responsible(key))
+        stamp = int(sim.wall_clock() * 1000)
+        last.replicator.store.put(Record(key, b"\x01", Version(stamp, last.replicator._me), None))
+        await primary.replicator.sync_round()  # pulls from the last, then gives the first
+        assert all(n.replicator.store.get(key) is not None for n in (primary, first, last))
         await sim.stop()
 
     run_virtual(main())

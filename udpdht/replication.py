@@ -938,7 +938,15 @@ class Replicator:
         pred = ls.predecessor
         view, agreed = self._view(), self.node.maintenance.agreed()
         if pred is not None:
-            for i, peer in enumerate(ls.successors[: self.config.replicas - 1]):
+            replicas = ls.successors[: self.config.replicas - 1]
+            # What we pull from a later replica goes to the earlier ones in the same round:
+            # they are compared again (one digest each when nothing else differs).
+            order = [*replicas, *replicas[:-1]]
+            pulled_after = -1  # the last index whose comparison pulled records
+            for i, peer in enumerate(order):
+                if i >= len(replicas) and i - len(replicas) >= pulled_after:
+                    break
+                before = self._repair["pulled"]
                 try:
                     complete = await self._sync_range(
                         peer, pred.id, self.node.id, limit=self.MAX_PARTS
@@ -946,6 +954,8 @@ class Replicator:
                 except (DhtError, *MALFORMED) as exc:
                     self.node.log.debug("sync with %s failed: %s", peer, exc)
                     continue
+                if self._repair["pulled"] > before and i < len(replicas):
+                    pulled_after = i
                 if i == 0 and complete and agreed and self._view() == view:
                     self._synced = view  # see settled
         await self._move_strays()
