@@ -16,6 +16,7 @@ from udpdht.errors import (
     Busy,
     DhtError,
     ErrorCode,
+    NotResponsible,
     RemoteError,
     RpcTimeout,
     SendFailed,
@@ -516,6 +517,30 @@ def test_requests_over_the_rate_limit_are_dropped() -> None:
         answered = [r for r in results if not isinstance(r, BaseException)]
         assert 20 <= len(answered) <= 22  # the burst, and what trickled in meanwhile
         assert server.stats.rate_limited == 60 - len(answered)
+
+    run_virtual(main())
+
+
+def test_error_answers_with_data_are_not_taken_for_requests_by_the_rate_limit() -> None:
+    # An error reply carrying data (NOT_RESPONSIBLE names where to go) is a 6-element array:
+    # the caller's rate limit must let it through as an answer to its own call, as it does
+    # the others, however many come back at once.
+    async def main() -> None:
+        net = SimNetwork(seed=46)
+        limited = RpcConfig(tries=1, source_rate=10, source_burst=20)
+        client = await RpcEndpoint.bind(net, (net.host, 0), config=limited)
+        server = await RpcEndpoint.bind(net, (net.host, 0))
+
+        def refuse(args: dict[str, Any], peer: Address) -> str:
+            raise NotResponsible("not mine", data={"nodes": []})
+
+        server.register("refuse", refuse)
+        results = await asyncio.gather(
+            *(client.call(server.addr, "refuse", {}) for i in range(60)), return_exceptions=True
+        )
+        assert all(isinstance(r, NotResponsible) for r in results), results
+        assert all(r.data == {"nodes": []} for r in results if isinstance(r, NotResponsible))
+        assert client.stats.rate_limited == 0
 
     run_virtual(main())
 

@@ -136,8 +136,9 @@ class _Rtt:
 
 
 _IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
-# First bytes of the answers our encoder sends: fixarray of 4 or 5, version 1, kind 1..3.
-_ANSWER_ARRAYS = frozenset({0x94, 0x95})
+# First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
+# version 1, kind 1..3.
+_ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
 _ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY})
 
 
