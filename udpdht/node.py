@@ -294,7 +294,7 @@ class Node:
         # A hand-off that fails is logged and shown in status ("handoff"); the node is in the
         # ring all the same, its reads ask the replicas until it is settled, and repair brings
         # the rest of its range.
-        with contextlib.suppress(*PEER_FAILURES):
+        with contextlib.suppress(DhtError, *PEER_FAILURES):
             await self.replicator.after_join(owner)
 
     async def leave(self) -> None:

@@ -238,7 +238,9 @@ class Replicator:
         self.track_range()
         now = asyncio.get_running_loop().time()
         if now - self._joined_at < self.config.settle_time:
-            return False
+            return False  # the hand-off runs, or failed lately: repair brings the rest
+        if self.handoff is not None and not self.handoff["done"] and not self.handoff["error"]:
+            return False  # a long hand-off, still running
         if self.node.leafset.predecessor is None:
             return not self.node.member  # a ring of one holds all there is
         if not self.node.maintenance.agreed():
@@ -546,7 +548,8 @@ class Replicator:
         loop = asyncio.get_running_loop()
         # Holders that answer but are not settled yet settle within a few rounds (see
         # settled): wait that long before Unavailable.
-        deadline = loop.time() + (self.QUIET + 2) * self.node.config.stabilize_period
+        # (QUIET rounds at most: a client waits about 5 s for the answer.)
+        deadline = loop.time() + self.QUIET * self.node.config.stabilize_period
         for _ in range(100):  # bounded; the deadline ends it first
             try:
                 return await self._get_once(key)
@@ -617,7 +620,7 @@ class Replicator:
                 found += self._records(reply.get("records"), limit=1)
             except (DhtError, *MALFORMED):
                 continue
-        best = max(found, key=lambda rec: rec.version, default=None)
+        best = newest_agreed(found)  # as for the holders: one node alone is outvoted
         if best is not None and holders:  # read repair: do not wait for the rounds
             self.node.background(self._give(best, holders))
         return best
@@ -881,6 +884,7 @@ class Replicator:
             state["seconds"] = round(loop.time() - start, 3)
         except (DhtError, *MALFORMED) as exc:
             state["error"] = f"{type(exc).__name__}: {exc}"
+            self._joined_at = loop.time()  # unsettled a while yet: repair brings the rest
             self.node.log.warning(
                 "hand-off from %s stopped after %d records: %s (repair brings the rest)",
                 successor,
