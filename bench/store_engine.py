@@ -30,9 +30,9 @@ What is measured
 
 Usage::
 
-    python bench/store.py            # human table (several minutes: it writes 1.3 GB)
-    python bench/store.py --json     # one JSON object on stdout, progress on stderr
-    python bench/store.py --quick    # smoke test: a tenth of the data
+    python bench/store_engine.py            # human table (several minutes: it writes 1.3 GB)
+    python bench/store_engine.py --json     # one JSON object on stdout, progress on stderr
+    python bench/store_engine.py --quick    # smoke test: a tenth of the data
 """
 
 from __future__ import annotations
