@@ -26,10 +26,12 @@ must stay responsive. So every engine keeps, updated by each put, remove and pur
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
 import sqlite3
+import threading
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -706,6 +708,47 @@ def _bucket_of(key_id: bytes) -> int:
     return (key_id[0] << 4) | (key_id[1] >> 4)  # the top 12 bits of the big-endian id
 
 
+class _Checkpointer:
+    """Copies the write-ahead log into the database file, in a thread of its own.
+
+    sqlite's automatic checkpoint runs inside the commit that fills the log, on the event
+    loop: at a million records it blocked one put in 400 for ~14 ms (fsyncs and scattered
+    page writes), a ping waited 58 ms behind it under load. Here a PASSIVE checkpoint, which
+    never blocks the writer, runs at most once a second after writes, on its own connection
+    (sqlite releases the GIL while it works)."""
+
+    EVERY = 1.0  # seconds between checkpoints, at most
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._dirty = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="udpdht-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        self._dirty.set()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            while not self._closing.is_set():
+                self._dirty.wait()
+                self._dirty.clear()
+                if self._closing.is_set():
+                    break
+                with contextlib.suppress(sqlite3.Error):  # busy or the like: the next one
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._closing.wait(self.EVERY)
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._dirty.set()
+        self._thread.join(timeout=30)
+
+
 class DiskStore:
     """sqlite3 (stdlib) in WAL mode: every committed write survives the process being killed.
 
@@ -730,6 +773,7 @@ class DiskStore:
         except BaseException:
             self._db.close()
             raise
+        self._checkpointer = _Checkpointer(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -737,6 +781,7 @@ class DiskStore:
         # NORMAL in WAL mode: a commit survives the process dying (not a power cut) and costs
         # no fsync; the node's writes stay in the microseconds.
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
         return db
 
     @contextmanager
@@ -752,6 +797,8 @@ class DiskStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        if counted:
+            self._checkpointer.wrote()
 
     def _migrate(self) -> None:
         """Create the tables, or move a first-layout file into them (once, in one transaction).
@@ -1084,4 +1131,5 @@ class DiskStore:
         return self._counted().count
 
     def close(self) -> None:
-        self._db.close()
+        self._checkpointer.close()
+        self._db.close()  # the last connection to close checkpoints what is left
