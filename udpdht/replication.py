@@ -320,10 +320,11 @@ class Replicator:
         """The answer to a read or write of a key that is not ours: it names the nodes that
         hold it by our view, owner first, so the caller can go there at once."""
         try:
-            _, nodes = self.node.local_find(key_id)
+            done, nodes = self.node.local_find(key_id)
         except DhtError:
-            nodes = []
-        wire = [p.to_wire() for p in nodes[: self.config.replicas]]
+            done, nodes = False, []
+        # Only when we know the owner: next hops are no holders (the caller looks up instead).
+        wire = [p.to_wire() for p in nodes[: self.config.replicas]] if done else []
         return NotResponsible(f"not {what} of this key by this node's view", data={"nodes": wire})
 
     def accepts(self, key_id: int) -> bool:
@@ -499,6 +500,8 @@ class Replicator:
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
                     self.node.peer_failed(target, exc)
+            if attempt == self.config.write_attempts - 1:
+                break
             # Where the node that refused says, if it names a plausible owner; else look up
             # again, confirmed by the owner itself.
             targets = (
@@ -566,6 +569,7 @@ class Replicator:
         r = self.config.replicas
         targets = await self._targets(key_id, confirm=False)
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
+        asked = False  # whether targets[0] was asked as the primary (and answered or failed)
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
             try:
                 # Few tries when the others can answer instead: a dead primary costs little.
@@ -575,12 +579,15 @@ class Replicator:
                 continue
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
+            asked = True
             break
         if not answers or answers[0][0] is None or not answers[0][1]:
             # A dead primary, one with nothing, or one new to its range that may still lack
-            # writes acknowledged before it took over: the other holders are asked too.
+            # writes acknowledged before it took over: the other holders are asked too (and
+            # the last one named as the primary, after three redirects, as a holder).
+            others = targets[1:r] if asked else targets[:r]
             results = await asyncio.gather(
-                *(self._read(p, key, primary=False) for p in targets[1:r]), return_exceptions=True
+                *(self._read(p, key, primary=False) for p in others), return_exceptions=True
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
         best = newest_agreed(record for record, _ in answers)
