@@ -782,6 +782,9 @@ class DiskStore:
         # no fsync; the node's writes stay in the microseconds.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
+        # Once checkpointed, the log starts over; past 4 MiB it is cut back, or a burst of
+        # writes (a join's hand-off) leaves a log as large as itself on disk for good.
+        db.execute("PRAGMA journal_size_limit=4194304")
         return db
 
     @contextmanager
