@@ -91,7 +91,10 @@ class Maintenance:
             start = loop.time()
             try:
                 await self.stabilize()
-                if self.node.rng.random() < self.LOOP_CHECK:
+                # Every round while our neighbourhood is young (after joins, when loops form),
+                # a share of them once it has been quiet for long.
+                young = self.node.replicator.quiet_for() < self.YOUNG * period
+                if young or self.node.rng.random() < self.LOOP_CHECK:
                     await self.check_loop()
                 await self.check_predecessor()
                 await self.fix_fingers()
@@ -369,6 +372,7 @@ class Maintenance:
         return self._nearest_after(asker, self.node.id)
 
     LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
+    YOUNG = 10  # ... or every round, until our neighbourhood has been quiet this many periods
 
     async def check_loop(self) -> None:
         """Ask a node from elsewhere (a finger or a remembered peer) who follows us.

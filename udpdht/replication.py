@@ -254,6 +254,10 @@ class Replicator:
 
     QUIET = 3  # stabilization periods a neighbourhood must stay unchanged to be settled
 
+    def quiet_for(self) -> float:
+        """Seconds since our neighbourhood last changed."""
+        return asyncio.get_running_loop().time() - self._seen[1]
+
     def _view(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """Our neighbourhood: the ids of our first r predecessors and r successors."""
         ls = self.node.leafset
