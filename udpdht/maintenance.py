@@ -67,6 +67,7 @@ class Maintenance:
         #: The successor that last named us its predecessor (its ``neighbors`` answer), and
         #: when: it no longer takes writes for our range.
         self.succ_heard: tuple[int, float] = (-1, float("-inf"))
+        self._loop_check: asyncio.Task[None] | None = None
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -95,7 +96,7 @@ class Maintenance:
                 # a share of them once it has been quiet for long.
                 young = self.node.replicator.quiet_for() < self.YOUNG * period
                 if young or self.node.rng.random() < self.LOOP_CHECK:
-                    await self.check_loop()
+                    self._check_loop_soon()
                 await self.check_predecessor()
                 await self.fix_fingers()
                 self._remember_peers(start)
@@ -374,6 +375,12 @@ class Maintenance:
     LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
     YOUNG = 10  # ... or every round, until our neighbourhood has been quiet this many periods
 
+    def _check_loop_soon(self) -> None:
+        """Start a loop check beside the round (its lookup may wait on a far node that is
+        gone: the round must not), unless one runs still."""
+        if self._loop_check is None or self._loop_check.done():
+            self._loop_check = self.node.background(self.check_loop())
+
     async def check_loop(self) -> None:
         """Ask a node from elsewhere (a finger or a remembered peer) who follows us.
 
@@ -387,10 +394,11 @@ class Maintenance:
         if succ is None:
             return
         near = {p.id for p in ls.peers()} | {self.node.id}
+        now = asyncio.get_running_loop().time()
         far = [
             p
             for p in (*self.node.fingers.distinct(), *self.node.memory.peers())
-            if p.id not in near
+            if p.id not in near and not self.node.detector.recently_dead(p.id, now)
         ]
         if not far:
             return
@@ -400,6 +408,9 @@ class Maintenance:
                 (self.node.id + 1) % ids.RING, start=start.addr, confirm=False
             )
         except (DhtError, *PEER_FAILURES):
+            # Most likely the start is gone (a remembered peer that left): twice in a row and
+            # it is not tried for a while.
+            self.node.peer_failed(start)
             return
         owner = found.owner
         if owner.id != self.node.id and ids.in_interval(owner.id, self.node.id, succ.id):
