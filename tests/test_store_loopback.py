@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from pathlib import Path
 
 import pytest
-from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal
+from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal, wait_until
 
 from udpdht import Client, KeyNotFound, ValueTooLarge
+from udpdht import node as node_module
+from udpdht.errors import Busy
+from udpdht.storage import DiskStore
 
 KEYS = [f"key-{i}" for i in range(500)]
 
@@ -112,3 +116,32 @@ def test_put_get_delete_from_the_command_line() -> None:
         gone = udpdht("get", "--node", node, "greeting")
         assert gone.returncode == 1 and "not found" in gone.stderr
         assert "Traceback" not in gone.stderr
+
+
+async def test_store_calls_while_the_store_opens_are_busy_not_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Opening a large store takes seconds (off the loop, the socket already bound): a get that
+    # comes meanwhile was answered "unknown method", and that answer was cached for its retries.
+    opened = threading.Event()
+
+    def slow_open(directory: Path) -> DiskStore:
+        opened.wait(10)
+        return DiskStore(directory)
+
+    monkeypatch.setattr(node_module, "DiskStore", slow_open)
+    node = node_module.Node("127.0.0.1", 0, data_dir=tmp_path)
+    starting = asyncio.create_task(node.start())
+    try:
+        await wait_until(lambda: node._endpoint is not None, within=5)
+        async with Client(node.addr) as client:
+            with pytest.raises(Busy, match="opening its store"):
+                await client.get("k")
+            opened.set()
+            await starting
+            with pytest.raises(KeyNotFound):
+                await client.get("k")
+    finally:
+        opened.set()
+        await starting
+        await node.stop()

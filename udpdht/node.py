@@ -180,7 +180,11 @@ class Node:
         store: Store = MemoryStore()
         if self.data_dir is not None:
             # Opening counts every record of the index (1.8 s at a million): off the loop, so
-            # that the endpoint, already bound, does not go deaf meanwhile.
+            # that the endpoint, already bound, does not go deaf meanwhile. Store calls get
+            # BUSY until then (not cached: the caller's retry finds the store), not "unknown
+            # method".
+            for name in Replicator.METHODS:
+                ep.register(name, self._store_opening, idempotent=True)
             store = await asyncio.to_thread(DiskStore, self.data_dir)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
@@ -218,6 +222,10 @@ class Node:
         if self.leafset.successors or self.leafset.predecessors:
             raise RuntimeError("advertise() must come before the node joins a ring")
         self._set_address(check_peer_addr(*addr))
+
+    @staticmethod
+    def _store_opening(args: dict[str, Any], src: Address) -> None:
+        raise Busy("the node is opening its store; try again in a moment")
 
     def background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of this node: cancelled when the node stops."""

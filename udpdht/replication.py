@@ -181,6 +181,12 @@ class Replicator:
         self._early: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
 
+    #: The methods :meth:`register` serves (the node answers them BUSY until the store opens).
+    METHODS = (
+        "put", "get", "delete", "store_write", "store_read", "store_push", "store_digest",
+        "store_digests", "store_scan",
+    )  # fmt: skip
+
     def register(self) -> None:
         ep = self.node.endpoint
         ep.register("put", self._rpc_put)
