@@ -16,16 +16,13 @@ from typing import Any
 from udpdht import Client, DhtError, KeyNotFound, Node, ids
 from udpdht.admin import find_cookie
 from udpdht.net import Address, format_addr, parse_addr, resolve
-from udpdht.node import NodeConfig
+from udpdht.node import LOCAL_RING
 
 from . import render
 from .commands import Command, CommandError, help_text
 
 EMBEDDED_SIZE = 5
 PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
-# The embedded ring lives on loopback in this process: rounds four times as often as a
-# deployed node's settle it (and its store) in a few seconds, for a few ms of CPU a second.
-EMBEDDED_CONFIG = NodeConfig(stabilize_period=0.25)
 SETTLE_TIMEOUT = 15.0  # seconds the embedded ring may take to close and settle after starting
 LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
 
@@ -385,7 +382,7 @@ class Session:
         assert self.embedded is not None
         added = []
         for _ in range(count):
-            node = Node("127.0.0.1", 0, config=EMBEDDED_CONFIG)
+            node = Node("127.0.0.1", 0, config=LOCAL_RING)
             await node.start()
             try:
                 if bootstrap is not None:

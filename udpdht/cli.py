@@ -27,7 +27,7 @@ from .errors import DhtError, KeyNotFound
 from .lookup import Lookup
 from .net import Address, format_addr, parse_addr
 from .net import run as run_loop
-from .node import Node, NodeConfig
+from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
 
 log = logging.getLogger("udpdht")
@@ -276,6 +276,7 @@ def _why(exc: OSError) -> str:
 
 
 LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
+SETTLE_DEADLINE = 15.0  # seconds `udpdht cluster` waits for its ring to settle before "ready"
 
 
 async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
@@ -531,7 +532,7 @@ async def _run_cluster(args: argparse.Namespace) -> int:
     try:
         for i in range(args.count):
             port = args.base_port + i if args.base_port else 0
-            node = Node(host=args.host, port=port)
+            node = Node(host=args.host, port=port, config=LOCAL_RING)
             try:
                 await node.start()
             except OSError as exc:
@@ -541,6 +542,13 @@ async def _run_cluster(args: argparse.Namespace) -> int:
                 await node.join(nodes[0].addr)
             cookie = _publish_cookie(node)
             print(f"node {i}: {format_addr(node.addr)}  id {ids.short(node.id)}  cookie {cookie}")
+        # Until its nodes are settled, a ring answers a get of an absent key Unavailable
+        # (replication.settled): wait for that (a couple of seconds), within reason.
+        deadline = loop.time() + SETTLE_DEADLINE
+        while not stop.is_set() and loop.time() < deadline:
+            if all(n.replicator.settled() for n in nodes):
+                break
+            await asyncio.sleep(0.1)
         print(f"{args.count} nodes in one ring; Ctrl-C leaves gracefully", flush=True)
         await stop.wait()
         log.info("leaving the ring")
