@@ -438,6 +438,9 @@ HOSTILE: dict[str, bytes] = {
     "error code nil": replace(ERR, 3, None),
     "error message bin": replace(ERR, 4, b"failed"),
     "error message nil": replace(ERR, 4, None),
+    "error details not a map": pk([*ERR, [1]]),
+    "error details nil": pk([*ERR, None]),
+    "error of 7": pk([*ERR, {}, {}]),
     "ext in result": replace(REP, 3, msgpack.ExtType(5, b"x")),
     "ext -2 in result": b"\x94\x01\x01\x09\xd5\xfexy",  # fixext2, a reserved type
     "ext 127 in args": replace(REQ, 4, {"v": msgpack.ExtType(127, b"")}),

@@ -179,7 +179,7 @@ def decode(data: bytes) -> Message:
         return Reply(rid, msg[3])
     if kind == RETRY and len(msg) == 4:
         return Retry(rid, _token(msg[3]))
-    if kind == ERROR and len(msg) >= 5:
+    if kind == ERROR and len(msg) in (5, 6):
         code, message = msg[3], msg[4]
         if type(code) is not int or type(message) is not str:
             raise DecodeError("error reply needs an integer code and a string message")
