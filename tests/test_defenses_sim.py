@@ -246,6 +246,57 @@ def test_replicas_that_answer_nonsense_cost_a_write_or_a_read_nothing() -> None:
     run_virtual(main())
 
 
+def test_answers_with_records_of_other_keys_are_refused() -> None:
+    # A primary that answers a read of "k" with its record of "other" (settled, so it would be
+    # believed alone), and a replica whose version scan lists an integer key (``bytes(n)``
+    # would allocate n bytes) and a key outside the range compared: neither gets anything in.
+    async def main() -> None:
+        sim = Sim(seed=48, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        await nodes[0].put("k", "right")
+        await nodes[0].put("other", "wrong")
+        primary, replica, _ = (sim.joined[p.id] for p in sim.responsible(b"k"))
+        other = next(n for n in nodes if n.replicator.store.get(b"other") is not None)
+        record = other.replicator.store.get(b"other")
+        assert record is not None
+
+        def wrong_key(args: dict[str, Any], src: Address) -> Any:
+            return {"records": [record.to_wire()], "read": 1, "settled": True}
+
+        primary.endpoint.register("store_read", wrong_key)
+        coordinator = next(n for n in nodes if n not in (primary, replica))
+        assert await coordinator.get("k") == "right"
+
+        pred = primary.leafset.predecessor
+        assert pred is not None
+        outside = next(
+            k
+            for i in range(1000)
+            if not ids.in_interval(ids.hash_key(k := f"x{i}".encode()), pred.id, primary.id)
+        )
+        writer = b"\x01" * 20
+        stamp = int(sim.wall_clock() * 1000)
+        replica.replicator.store.put(Record(outside, b"\xa1x", Version(stamp, writer), None))
+        mine = next(  # a record only the primary has: the digests differ, the leaf is scanned
+            k
+            for i in range(1000)
+            if primary.replicator.is_primary(ids.hash_key(k := f"m{i}".encode()))
+        )
+        primary.replicator.store.put(Record(mine, b"\xa1m", Version(stamp, writer), None))
+        for item in ([10**12, 1, writer], [outside, stamp, writer]):
+
+            def scan(args: dict[str, Any], src: Address, item: Any = item) -> Any:
+                return {"items": [item], "next": None}
+
+            replica.endpoint.register("store_scan", scan)
+            await primary.replicator.sync_round()  # refuses the page, and goes on
+            assert primary.replicator.store.get(outside) is None
+        assert primary.endpoint.stats.handler_failures == 0
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_read_sent_to_nodes_that_do_not_hold_the_key_follows_their_directions() -> None:
     # A coordinator whose view is stale asks nodes that do not hold the key: each says so and
     # names the nodes that do, and the read goes there at once; "not found" never comes of it.

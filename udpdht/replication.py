@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,30 @@ def newest_agreed(answers: Iterable[Record | None]) -> Record | None:
     agreed = [v for v, n in counts.items() if n >= 2]
     wanted = max(agreed) if agreed else max(counts)
     return next(r for r in records if r.version == wanted)
+
+
+def _version_items(page: Any, lo: int, hi: int) -> Iterator[tuple[bytes, Version]]:
+    """The ``[key, stamp, writer]`` items of a peer's version-only scan page of ``(lo, hi]``,
+    each checked (types, sizes, the range asked for: ``bytes(n)`` of a peer's integer would
+    allocate n bytes); BadRequest otherwise."""
+    if not isinstance(page, list) or len(page) > 1000:
+        raise BadRequest("a scan page is a list of at most 1000 items")
+    for item in page:
+        if not (isinstance(item, list) and len(item) == 3):
+            raise BadRequest("a scan item is [key, stamp, writer]")
+        key, stamp, writer = item
+        if not (
+            type(key) is bytes
+            and 0 < len(key) <= MAX_KEY
+            and type(stamp) is int
+            and 0 <= stamp < 1 << 63
+            and type(writer) is bytes
+            and len(writer) == ids.ID_BYTES
+        ):
+            raise BadRequest("a scan item has a bad key, stamp or writer")
+        if not ids.in_interval(ids.hash_key(key), lo, hi, right_open=False):
+            raise BadRequest("a scan item lies outside the range asked for")
+        yield key, Version(stamp, writer)
 
 
 def _cursor(after: bytes | None) -> Cursor | None:
@@ -382,10 +406,20 @@ class Replicator:
 
     # --- checks at the door --------------------------------------------------------------------
 
-    def _records(self, items: Any, *, limit: int = 1000) -> list[Record]:
+    def _records(
+        self,
+        items: Any,
+        *,
+        limit: int = 1000,
+        keys: Container[bytes] | None = None,
+        within: tuple[int, int] | None = None,
+    ) -> list[Record]:
         """Records a peer sent, each checked: well formed, and a version and expiry we can keep
         (a stamp from the far future would win over every later write to its key; an expiry
-        of +inf would never be purged). Raises BadRequest; none is kept if one is bad."""
+        of +inf would never be purged); in an answer, only of the ``keys`` we asked for, or
+        with key ids ``within`` the range ``(lo, hi]`` we asked for (a peer must not slip in
+        records of other keys: a read would return them, a pull keep them). Raises
+        BadRequest; none is kept if one is bad."""
         if not isinstance(items, list) or len(items) > limit:
             raise BadRequest(f"'records' must be a list of at most {limit}")
         now = self.node.wall_clock()
@@ -410,6 +444,10 @@ class Replicator:
                 math.isfinite(expires) and expires <= now + longest + cfg.max_skew
             ):
                 raise BadRequest("a record's expiry is too far ahead")
+            if keys is not None and record.key not in keys:
+                raise BadRequest("an answer holds a record of a key not asked for")
+            if within is not None and not ids.in_interval(record.key_id, *within, right_open=False):
+                raise BadRequest("an answer holds a record outside the range asked for")
             out.append(record)
         return out
 
@@ -634,7 +672,7 @@ class Replicator:
             if isinstance(reply, BaseException):
                 continue  # a node that does not answer is no evidence either way
             try:
-                found += self._records(reply.get("records"), limit=1)
+                found += self._records(reply.get("records"), limit=1, keys=(key,))
             except (DhtError, *MALFORMED):
                 continue
         best = newest_agreed(found)  # as for the holders: one node alone is outvoted
@@ -666,7 +704,7 @@ class Replicator:
         except RpcTimeout:
             self.node.peer_failed(peer)
             raise
-        records = self._records(reply.get("records"), limit=1)
+        records = self._records(reply.get("records"), limit=1, keys=(key,))
         return (records[0] if records else None), reply.get("settled") is True
 
     # --- the primary ---------------------------------------------------------------------------
@@ -895,7 +933,7 @@ class Replicator:
             else:
                 state["mode"] = "copy"
                 async for page in self._scan(successor, lo, hi, values=True):
-                    state["records"] += self._apply_all(self._records(page))
+                    state["records"] += self._apply_all(self._records(page, within=(lo, hi)))
                     state["pages"] += 1
                     state["seconds"] = round(loop.time() - start, 3)
             state["seconds"] = round(loop.time() - start, 3)
@@ -1036,11 +1074,9 @@ class Replicator:
     async def _sync_leaf(self, peer: Peer, lo: int, hi: int) -> None:
         """Exchange the version lists of a small part ``(lo, hi]`` and push what the peer
         lacks or holds older, pull what it holds newer. Only live records take part."""
-        theirs = {
-            bytes(key): Version(int(stamp), bytes(writer))
-            async for page in self._scan(peer, lo, hi, values=False)
-            for key, stamp, writer in page
-        }
+        theirs: dict[bytes, Version] = {}
+        async for page in self._scan(peer, lo, hi, values=False):
+            theirs.update(_version_items(page, lo, hi))
         now = self.node.wall_clock()
         ours: dict[bytes, Version] = {}
         cursor: Cursor | None = None
@@ -1063,7 +1099,8 @@ class Replicator:
         while start < len(pull):
             keys = pull[start : start + 500]
             reply = await self.node.call_peer(peer, "store_read", {"keys": keys})
-            self._repair["pulled"] += self._apply_all(self._records(reply.get("records")))
+            records = self._records(reply.get("records"), keys=set(keys))
+            self._repair["pulled"] += self._apply_all(records)
             start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
 
     async def _move_strays(self) -> None:
