@@ -100,7 +100,7 @@ class Maintenance:
                 await self.check_predecessor()
                 await self.fix_fingers()
                 self._remember_peers(start)
-                self.node.replicator.track_range()
+                self.node.replicator.track_view()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not silently stop maintenance for good

@@ -79,8 +79,8 @@ class StoreConfig:
 
     @property
     def settle_time(self) -> float:
-        """How long a primary new to its range may lack some of its acknowledged writes (the
-        join's fetch, then a repair round or two)."""
+        """How long a node whose join's hand-off failed may lack some of its acknowledged
+        writes (repair rounds bring them)."""
         return 2 * self.sync_period
 
 
@@ -194,9 +194,9 @@ class Replicator:
             "rounds": 0, "last_round_ms": 0.0, "max_round_ms": 0.0, "parts_compared": 0,
             "pushed": 0, "pulled": 0,
         }  # fmt: skip
-        # When our join's hand-off started (-inf once it is done): see settled. A node that
-        # starts a ring holds all there is; one that joins is unsettled until its hand-off.
-        self._joined_at = float("-inf")
+        # When our join's hand-off last failed (see settled): repair brings the rest of our
+        # range, and until it has had time to, our "nothing here" does not count.
+        self._handoff_failed_at = float("-inf")
         # Our neighbourhood at our last comparison with the successor made while it and our
         # predecessor named us, the neighbourhood we see and since when (see settled), and
         # the tasks of an early comparison and of an early move of strays.
@@ -239,7 +239,7 @@ class Replicator:
             return self.node.leafset.successor is None and not self.node.isolated
         return ids.in_interval(key_id, pred.id, self.node.id, right_open=False)
 
-    def track_range(self) -> None:
+    def track_view(self) -> None:
         """Note when our neighbourhood last changed (the node calls this every round). A
         changed neighbourhood may leave us records that are no longer ours: they move on soon
         (_move_strays). A range that grew because nodes before us failed was ours as a
@@ -258,19 +258,20 @@ class Replicator:
         While the ring settles (nodes joining faster than the rounds), a node's view of its
         range may be wrong, and a write acknowledged by a node that did not know us yet may
         be elsewhere, on that node and its successors. So: we have held our present range
-        long enough to have every write acknowledged before (a finished hand-off, or
-        StoreConfig.settle_time since we joined); our predecessor and our successor agree on it
-        (both named us lately: maintenance.agreed), so no neighbour takes writes for it; our
+        long enough to have every write acknowledged before (our join's hand-off is done, or
+        StoreConfig.settle_time has passed since it failed); our predecessor and our
+        successor agree on it (both named us lately: maintenance.agreed), so no neighbour
+        takes writes for it; our
         neighbourhood (r predecessors and r successors) has not changed for QUIET rounds, so
         the nodes around us know each other and have moved what they took for us; and since
         then we have compared our range with our successor's copy (a repair round, or an
         early one this starts)."""
-        self.track_range()
+        self.track_view()
         now = asyncio.get_running_loop().time()
-        if now - self._joined_at < self.config.settle_time:
-            return False  # the hand-off runs, or failed lately: repair brings the rest
         if self.handoff is not None and not self.handoff["done"] and not self.handoff["error"]:
-            return False  # a long hand-off, still running
+            return False  # our range is on its way to us
+        if now - self._handoff_failed_at < self.config.settle_time:
+            return False  # it failed lately: repair brings the rest
         if self.node.leafset.predecessor is None:
             return not self.node.member  # a ring of one holds all there is
         if not self.node.maintenance.agreed():
@@ -330,11 +331,6 @@ class Replicator:
             return
         if complete and self._view() == view:
             self._synced = view
-
-    def _settle_now(self) -> None:
-        """The hand-off of our range is complete: we hold all of it now."""
-        self.track_range()
-        self._joined_at = float("-inf")
 
     def responsible_low(self) -> int | None:
         """``pred_r``: we hold the keys in ``(pred_r, self]``; None when we hold everything."""
@@ -914,7 +910,6 @@ class Replicator:
         (and ``status``); a failure is logged and raised (one of lookup.PEER_FAILURES)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        self._joined_at = start  # our range is on its way to us
         state: dict[str, Any] = {
             "from": format_addr(successor.addr), "records": 0, "pages": 0, "seconds": 0.0,
             "mode": None, "done": False, "error": None,
@@ -939,7 +934,7 @@ class Replicator:
             state["seconds"] = round(loop.time() - start, 3)
         except (DhtError, *MALFORMED) as exc:
             state["error"] = f"{type(exc).__name__}: {exc}"
-            self._joined_at = loop.time()  # unsettled a while yet: repair brings the rest
+            self._handoff_failed_at = loop.time()  # see settled
             self.node.log.warning(
                 "hand-off from %s stopped after %d records: %s (repair brings the rest)",
                 successor,
@@ -947,8 +942,7 @@ class Replicator:
                 exc,
             )
             raise
-        state["done"] = True
-        self._settle_now()  # we hold all of our range: our "nothing here" counts from now
+        state["done"] = True  # we hold all of our range (see settled)
         self.node.log.info(
             "took %d records from %s in %.1f s", state["records"], successor, state["seconds"]
         )
