@@ -80,7 +80,10 @@ from attack import (  # bench/attack.py
     Endpoint,
     Monitor,
     NodeProc,
+    dir_bytes,
     install_signal_handlers,
+    now_ms,
+    percentile,
 )
 from common import positive, progress, pyplot, save_plot  # bench/common.py
 
@@ -92,10 +95,6 @@ FILL_BATCH = 5_000
 WRITER = b"\x42" * 20
 PING_EVERY = 0.05
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def fill(path: Path, count: int) -> dict[str, Any]:
@@ -116,10 +115,6 @@ def fill(path: Path, count: int) -> dict[str, Any]:
     return {"records": count, "seconds": round(time.monotonic() - start, 1)}
 
 
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def cpu_seconds(node: NodeProc) -> float:
     """User + system CPU time of a node process so far."""
     fields = Path(f"/proc/{node.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -130,13 +125,6 @@ def summary(values: list[float], digits: int = 2) -> dict[str, float | None]:
     if not values:
         return {"median": None, "max": None}
     return {"median": round(statistics.median(values), digits), "max": round(max(values), digits)}
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Pinger:
@@ -285,7 +273,6 @@ async def one_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
             pushed = await mon.call(replica, "store_push", {"records": [record.to_wire()]})
             if not pushed.ok:
                 raise RuntimeError(f"the push was refused: {pushed.short()}")
-            t0 = loop.time()
 
             async def everywhere() -> bool:
                 return all(await asyncio.gather(*(holds(mon, n, key) for n in three)))
@@ -299,7 +286,6 @@ async def one_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
                 "pushed": int(after.get("pushed", 0)) - int(before.get("pushed", 0)),
                 "last_round_ms": after.get("last_round_ms"),
             }
-            del t0
 
             pinger.enter("puts")
             progress(f"[{count:,}] {args.puts} puts, {args.concurrency} in flight")
@@ -338,7 +324,7 @@ async def one_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
                        if k in ("primary", "replica"))  # fmt: skip
             out["size"][node.name] = {
                 "records": held,
-                "bytes_per_record": round(dir_bytes(node.data_dir) / held, 1) if held else None,
+                "bytes_per_record": round(dir_bytes([node.data_dir]) / held, 1) if held else None,
                 "rss_mb": node.rss_mb(),
                 "hwm_mb": node.hwm_mb(),
             }
@@ -376,8 +362,8 @@ async def puts(nodes: list[NodeProc], total: int, concurrency: int) -> dict[str,
         "ok": len(lat),
         "errors": errors,
         "per_s": round(len(lat) / seconds, 1),
-        "p50_ms": round(pct(lat, 0.5) or 0, 1),
-        "p99_ms": round(pct(lat, 0.99) or 0, 1),
+        "p50_ms": round(percentile(lat, 0.5) or 0, 1),
+        "p99_ms": round(percentile(lat, 0.99) or 0, 1),
     }
 
 
