@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy tests
 	$(VENV)/bin/mypy bench
 
-# The whole suite: style, types, then every test (on two workers: about 2.5 minutes).
+# The whole suite: style, types, then every test (on two workers: about 3.5 minutes).
 test: lint typecheck
 	$(PY) -m pytest -q -n 2
 
