@@ -507,7 +507,8 @@ def test_past_max_handlers_requests_are_answered_busy_at_once() -> None:
 def test_requests_over_the_rate_limit_are_dropped() -> None:
     async def main() -> None:
         net = SimNetwork(seed=44)
-        config = RpcConfig(tries=1, source_rate=10, source_burst=20)
+        # A burst of 60 at once (a window wide enough not to pace them).
+        config = RpcConfig(tries=1, source_rate=10, source_burst=20, window=64)
         client, server = await sim_pair(net, config)
         server.register("echo", echo)
         results = await asyncio.gather(
@@ -560,3 +561,74 @@ def test_timeouts_fire_on_time_when_many_calls_resend() -> None:
         assert client.last_stall == float("-inf")
 
     run_virtual(main())
+
+
+def test_a_finished_call_leaves_nothing_in_the_timer_wheel() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=11)
+        client, server = await sim_pair(net)
+        server.register("echo", echo)
+        await asyncio.gather(*(client.call(server.addr, "echo", {"x": i}) for i in range(200)))
+        # Nothing of the 200 calls is kept until their deadlines: no ids in any slot.
+        assert not client._pending
+        assert sum(len(ids) for ids in client._wheel.values()) == 0
+
+    run_virtual(main())
+
+
+def test_calls_past_a_peers_window_wait_their_turn() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=12)
+        config = RpcConfig(window=4, min_window=4, max_window=4)
+        client, server = await sim_pair(net, config)
+        running = most = 0
+
+        async def work(args: dict[str, Any], peer: Address) -> int:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.05)
+            running -= 1
+            return int(args["i"])
+
+        server.register("work", work)
+        results = await asyncio.gather(
+            *(client.call(server.addr, "work", {"i": i}) for i in range(40))
+        )
+        assert results == list(range(40))
+        assert most == 4  # the peer never had more than the window to do at once
+        assert client.stats.retries == 0  # waiting for a turn is not waiting for an answer
+
+    run_virtual(main())
+
+
+def test_a_slow_peer_does_not_cause_a_retransmission_storm() -> None:
+    """A peer that answers, but slower and slower (its queue grows): the calls after the first
+    timeout wait longer (the RTO backs off) and fewer are in flight (the window halves)."""
+
+    async def main(config: RpcConfig) -> tuple[int, int]:
+        net = SimNetwork(seed=13, latency=(0.001, 0.002))
+        client, server = await sim_pair(net, config)
+        server.register("echo", echo)
+        queue = asyncio.Semaphore(1)
+
+        async def slow(args: dict[str, Any], peer: Address) -> int:
+            async with queue:  # one at a time, 20 ms each: a queue of work
+                await asyncio.sleep(0.02)
+            return int(args["i"])
+
+        server.register("slow", slow, idempotent=True)  # a resend runs it again, as a read
+        for _ in range(10):  # a short RTT estimate first
+            await client.call(server.addr, "echo", {"x": 1})
+        results = await asyncio.gather(
+            *(client.call(server.addr, "slow", {"i": i}) for i in range(100))
+        )
+        assert results == list(range(100))
+        return client.stats.retries, client.stats.timeouts
+
+    storm = RpcConfig(tries=10, window=1024, min_window=1024, max_backoff=1.0)  # as before
+    retries_without, _ = run_virtual(main(storm))
+    retries, timeouts = run_virtual(main(RpcConfig(tries=10)))
+    assert timeouts == 0
+    assert retries_without > 100  # every queued call resent, several times
+    assert retries < retries_without / 10  # measured: 16 against 250

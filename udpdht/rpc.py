@@ -3,13 +3,26 @@
 A call is a *transaction* (after aioice's ``stun.Transaction``): it sends the request, sets a
 deadline, resends on each expiry with a doubled timeout plus jitter, and fails with
 :class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry is removed in
-``finally``, so a cancelled call leaks nothing; deadlines sit in one heap per endpoint with a
-single armed timer (a per-call timer handle cost more than the rest of the call's bookkeeping).
+``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
+(slots of ``TICK`` seconds holding request ids, one armed timer for the earliest slot): a call
+that finishes takes its id out of its slot, so nothing of it outlives it (a heap of deadlines
+kept every finished call alive until its deadline, and freed thousands at once), and a per-call
+timer handle cost more than the rest of the call's bookkeeping.
 A reply is accepted only for a pending request id and only from the address the request went
 to.
 
 The first timeout of a call comes from a per-peer estimate (Jacobson/Karels, RFC 6298:
 ``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule).
+
+Load must never turn into a retransmission storm, so each peer also has a *window*: the calls
+to it in flight at once, like TCP's congestion window: it starts at ``window``, grows by one per
+answer (slow start) until the first sign of congestion, then by one per window of answers, and
+is halved (at most once per RTO) when the peer is slow. Calls past the window wait their turn
+before they are sent, and their timer starts when they are. When a call times out although
+the peer answered other calls since it was sent, the peer is alive but slow (its queue is
+long): its RTO is doubled (up to ``max_backoff`` ×) for the resends and the calls after it
+until a fresh sample comes, as RFC 6298 §5.5 does. A peer that answers nothing keeps its short
+RTO, so a dead one is found as fast as before.
 
 The serving side remembers the encoded reply to each (peer, request id) for a while, so a
 retried request is answered again instead of executed twice; a request whose handler is still
@@ -43,12 +56,12 @@ import hashlib
 import heapq
 import hmac
 import inspect
-import itertools
 import logging
+import math
 import os
 import random
-import secrets
-from collections import OrderedDict
+import struct
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -96,6 +109,10 @@ class RpcConfig:
     global_rate: float = 0.0  # requests per second from everyone (0: no limit)
     global_burst: float = 0.0  # (0: twice the rate)
     max_sources: int = 16_384  # sources whose buckets are kept
+    window: int = 16  # calls in flight to one peer at first (then AIMD, see the module doc)
+    max_window: int = 1024
+    min_window: int = 4
+    max_backoff: float = 8.0  # a slow peer's RTO grows at most this many times (1: never)
 
 
 #: What a node runs with unless told otherwise: rate limits at OpenDHT's figures.
@@ -124,15 +141,34 @@ class RpcStats:
 
 
 class _Rtt:
-    __slots__ = ("rttvar", "srtt")
+    """What we know of one peer's round trips: the smoothed estimate, and the back-off of
+    the RTO while it answers slowly."""
 
-    def __init__(self, sample: float) -> None:
+    __slots__ = ("backoff", "heard", "rttvar", "srtt")
+
+    def __init__(self, sample: float, now: float) -> None:
         self.srtt = sample
         self.rttvar = sample / 2
+        self.backoff = 1.0
+        self.heard = now  # loop time of its last answer to any call
 
     def update(self, sample: float) -> None:
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
         self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.backoff = 1.0
+
+
+class _Flow:
+    """Calls in flight to one peer, its window, and the calls waiting for a turn."""
+
+    __slots__ = ("cut_at", "inflight", "threshold", "waiters", "window")
+
+    def __init__(self, window: float, threshold: float) -> None:
+        self.inflight = 0
+        self.window = window
+        self.threshold = threshold  # below it the window grows by one per answer (slow start)
+        self.cut_at = float("-inf")  # when the window was last halved
+        self.waiters: deque[asyncio.Future[None]] | None = None  # made when first needed
 
 
 _IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
@@ -149,8 +185,8 @@ def _looks_like_answer(data: bytes) -> bool:
 class _Transaction:
     """One call: resends on a doubling timeout until a reply or the last try.
 
-    Its timeouts live in the endpoint's deadline heap (one armed timer per endpoint, not one per
-    call): a finished transaction's entry is simply skipped when its time comes.
+    Its timeouts live in the endpoint's timer wheel under its request id (one armed timer per
+    endpoint, not one per call); it takes itself out of its slot when it finishes.
     """
 
     __slots__ = (
@@ -158,13 +194,13 @@ class _Transaction:
         "args",
         "attempt",
         "data",
-        "deadline",
         "endpoint",
         "future",
         "method",
         "rid",
         "rto",
         "sent_at",
+        "slot",
         "started",
         "token_retries",
         "tries",
@@ -179,7 +215,6 @@ class _Transaction:
         args: dict[str, Any],
         data: bytes,
         tries: int,
-        rto: float,
     ) -> None:
         self.endpoint = endpoint
         self.rid = rid
@@ -188,11 +223,12 @@ class _Transaction:
         self.args = args  # kept to send the request again with a token
         self.data = data
         self.tries = tries
-        self.rto = rto
+        self.rto = 0.0  # set when first sent (a call may wait for its turn before)
         self.attempt = 0
         self.token_retries = 0
+        self.slot = 0  # the timer wheel's slot holding our id (0: none)
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
-        self.started = self.sent_at = self.deadline = endpoint._loop.time()
+        self.started = self.sent_at = endpoint._loop.time()
 
     def send(self) -> None:
         ep = self.endpoint
@@ -206,20 +242,22 @@ class _Transaction:
 
     def expired(self) -> None:
         ep = self.endpoint
+        ep._timed_out(self)
         if self.attempt >= self.tries:
             ep.stats.timeouts += 1
             elapsed = ep._loop.time() - self.started
             self.future.set_exception(RpcTimeout(self.addr, self.method, self.attempt, elapsed))
             return
         ep.stats.retries += 1
-        self.rto = min(self.rto * 2, ep.config.max_rto)
+        # Doubled, or the peer's backed-off RTO if that is longer (it is slow, see _timed_out).
+        self.rto = min(max(self.rto * 2, ep.rto_for(self.addr)), ep.config.max_rto)
         self.send()
 
     def resolve(self, msg: wire.Reply | wire.ErrorReply) -> None:
         if self.future.done():
             return
-        if self.attempt == 1:  # Karn: a reply to a resent request says nothing about the RTT
-            self.endpoint._rtt_sample(self.addr, self.endpoint._loop.time() - self.sent_at)
+        ep = self.endpoint
+        ep._answered(self, self.attempt == 1)
         if type(msg) is wire.Reply:
             self.future.set_result(msg.result)
         else:
@@ -242,6 +280,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     """A datagram endpoint that both serves handlers and makes calls."""
 
     STALL = 0.25  # a deadline that fires this late (seconds) means the loop itself stalled
+    TICK = 0.01  # the timer wheel's slot: a timeout fires at most this late
 
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
@@ -251,20 +290,24 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # another peer's reply. The simulator passes a seeded Random so that runs repeat
         # exactly (ids, jitter and the token secret); jitter needs no secrecy.
         self._rng: random.Random = rng or random.Random()
-        self._rid: Callable[[int], int] = rng.getrandbits if rng is not None else secrets.randbits
+        self._rid: Callable[[], int] = self._seeded_rid if rng is not None else self._os_rid
+        self._rids: list[int] = []  # unused ids from the OS, drawn 256 at a time
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
         self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
-        self._deadlines: list[tuple[float, int, _Transaction]] = []  # a heap
-        self._deadline_seq = itertools.count()
+        self._wheel: dict[int, set[int]] = {}  # slot -> ids of the calls that time out in it
+        self._slots: list[int] = []  # a heap of the wheel's slots
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer_slot = 0
         self._pending: dict[int, _Transaction] = {}
-        # (peer, rid) -> [answer, expiry, resends]; answer is _IN_PROGRESS while running
-        self._replies: OrderedDict[tuple[Address, int], list[Any]] = OrderedDict()
+        # (peer, rid) -> (answer, expiry, resends); answer is _IN_PROGRESS while running.
+        # Tuples of bytes and floats: the garbage collector stops tracking them.
+        self._replies: OrderedDict[tuple[Address, int], tuple[bytes, float, int]] = OrderedDict()
         self._reply_bytes = 0
         self._next_purge = 0.0
         self._rtts: dict[Address, _Rtt] = {}
+        self._flows: dict[Address, _Flow] = {}  # peers with calls in flight (or waiting)
+        self._waiting = 0  # calls waiting for a turn in their peer's window
         self._tokens: dict[Address, bytes] = {}  # tokens peers gave us, sent with each request
         self._sendable: dict[Address, str | None] = {}  # destination -> why not (None: fine)
         cfg = self.config
@@ -324,12 +367,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cached = self._replies.get(key)
         if cached is not None:
             self.stats.duplicates += 1
-            if cached[0] is not _IN_PROGRESS:
-                if cached[2] >= self.config.max_resends:
+            data, expiry, resends = cached
+            if data is not _IN_PROGRESS:
+                if resends >= self.config.max_resends:
                     self.stats.resends_refused += 1
                     return
-                cached[2] += 1
-                self._answer(cached[0], req, addr, size)
+                self._replies[key] = (data, expiry, resends + 1)  # keeps its place
+                self._answer(data, req, addr, size)
             return
         entry = self._handlers.get(req.method)
         if entry is None:
@@ -383,9 +427,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             data = self._encode_result(req, result)
         finally:
             self._handlers_running -= 1
-        if not idempotent:
-            self._forget(key)
-            self._remember(key, data)
+        if not idempotent and key in self._replies:  # (gone if evicted meanwhile)
+            self._replies[key] = (data, self._loop.time() + self.config.reply_cache_ttl, 0)
+            self._reply_bytes += len(data)
         self._answer(data, req, addr, size)
 
     def _encode_result(self, req: wire.Request, result: Any) -> bytes:
@@ -442,43 +486,55 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     # --- timeouts ------------------------------------------------------------------------------
 
     def _schedule(self, tx: _Transaction, when: float) -> None:
-        tx.deadline = when
-        heapq.heappush(self._deadlines, (when, next(self._deadline_seq), tx))
-        self._arm()
+        """Put ``tx`` in the wheel's slot for ``when`` (the first slot boundary after it)."""
+        self._unschedule(tx)
+        slot = math.ceil(when / self.TICK)
+        bucket = self._wheel.get(slot)
+        if bucket is None:
+            bucket = self._wheel[slot] = set()
+            heapq.heappush(self._slots, slot)
+            if self._timer is None or slot < self._timer_slot:
+                self._arm(slot)
+        bucket.add(tx.rid)
+        tx.slot = slot
 
-    def _arm(self) -> None:
-        """Keep the one timer armed for the earliest deadline."""
-        heap = self._deadlines
-        if heap and (self._timer is None or heap[0][0] < self._timer_at):
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(heap[0][0], self._on_deadline)
-            self._timer_at = heap[0][0]
+    def _unschedule(self, tx: _Transaction) -> None:
+        if tx.slot:
+            bucket = self._wheel.get(tx.slot)
+            if bucket is not None:
+                bucket.discard(tx.rid)
+            tx.slot = 0
+
+    def _arm(self, slot: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(slot * self.TICK, self._on_deadline)
+        self._timer_slot = slot
 
     def _on_deadline(self) -> None:
         self._timer = None
-        heap = self._deadlines
+        slots, wheel, pending = self._slots, self._wheel, self._pending
         now = self._loop.time()
-        if heap and now - heap[0][0] > self.STALL:
+        if slots and now - slots[0] * self.TICK > self.STALL:
             # We fired late: the event loop was busy, so a timeout now says little about the
             # peer. Nodes read last_stall before declaring a peer dead.
             self.last_stall = now
-        while heap and heap[0][0] <= now:
-            when, _, tx = heapq.heappop(heap)
-            # Skip entries of finished calls, and old entries of calls sent again since.
-            if not tx.future.done() and tx.deadline == when:
-                tx.expired()
-        while heap and heap[0][2].future.done():
-            heapq.heappop(heap)
-        # A resend above armed the timer for its own deadline, which may come after an entry
-        # already in the heap: arm for the earliest, or that one would fire late.
-        self._arm()
+        tick = self.TICK
+        while slots and slots[0] * tick <= now:  # as armed: no rounding of now / tick
+            bucket = wheel.pop(heapq.heappop(slots), ())
+            for rid in bucket:
+                tx = pending.get(rid)
+                if tx is not None and not tx.future.done():
+                    tx.slot = 0
+                    tx.expired()  # a resend goes into a later slot
+        if slots:
+            self._arm(slots[0])
 
     def _remember(self, key: tuple[Address, int], data: bytes) -> None:
         cache = self._replies
         cfg = self.config
         now = self._loop.time()
-        cache[key] = [data, now + cfg.reply_cache_ttl, 0]
+        cache[key] = (data, now + cfg.reply_cache_ttl, 0)
         self._reply_bytes += len(data)
         if len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes:
             while cache and (
@@ -514,23 +570,103 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """
         if self._transport is None:
             raise DhtError("endpoint is closed")
-        if len(self._pending) >= self.config.max_pending:
+        if len(self._pending) + self._waiting >= self.config.max_pending:
             raise TooManyPending(f"{len(self._pending)} calls already in flight")
-        rid = self._rid(64)
-        while rid in self._pending:
-            rid = self._rid(64)
         if args is None:
             args = {}
-        data = wire.encode_request(rid, method, args, self._tokens.get(addr))
-        tx = _Transaction(
-            self, rid, addr, method, args, data, tries or self.config.tries, self.rto_for(addr)
-        )
-        self._pending[rid] = tx
+        flow = self._flows.get(addr)
+        if flow is None:
+            flow = self._flows[addr] = _Flow(self.config.window, self.config.max_window)
+        if flow.inflight >= flow.window:
+            await self._wait_turn(flow)
+        flow.inflight += 1
+        rid = self._rid()
+        while rid in self._pending:
+            rid = self._rid()
+        tx = None
         try:
+            data = wire.encode_request(rid, method, args, self._tokens.get(addr))
+            tx = _Transaction(self, rid, addr, method, args, data, tries or self.config.tries)
+            tx.rto = self.rto_for(addr)
+            self._pending[rid] = tx
             tx.send()
             return await tx.future
         finally:
-            del self._pending[rid]
+            if tx is not None:
+                del self._pending[rid]
+                self._unschedule(tx)
+            flow.inflight -= 1
+            if flow.waiters:
+                self._next_turn(flow)
+            elif not flow.inflight:
+                self._flows.pop(addr, None)
+
+    async def _wait_turn(self, flow: _Flow) -> None:
+        """Wait until ``flow`` has room in its window (woken by a call that ends)."""
+        turn: asyncio.Future[None] = self._loop.create_future()
+        if flow.waiters is None:
+            flow.waiters = deque()
+        flow.waiters.append(turn)
+        self._waiting += 1
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # woken, then cancelled: pass the turn on
+                self._next_turn(flow)
+            elif turn in flow.waiters:
+                flow.waiters.remove(turn)
+            raise
+        finally:
+            self._waiting -= 1
+
+    def _next_turn(self, flow: _Flow) -> None:
+        waiters = flow.waiters
+        while waiters and flow.inflight < flow.window:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+
+    def _answered(self, tx: _Transaction, first_try: bool) -> None:
+        """``tx`` got its answer: feed the RTT estimate (Karn: only from a request sent once)
+        and open the peer's window a little (by one per window of answers)."""
+        now = self._loop.time()
+        est = self._rtts.get(tx.addr)
+        if first_try:
+            if est is not None:
+                est.update(now - tx.sent_at)
+            else:
+                if len(self._rtts) >= self.config.max_peers:
+                    del self._rtts[next(iter(self._rtts))]
+                est = self._rtts[tx.addr] = _Rtt(now - tx.sent_at, now)
+        if est is not None:
+            est.heard = now
+        flow = self._flows.get(tx.addr)
+        if flow is not None and flow.window < self.config.max_window:
+            step = 1.0 if flow.window < flow.threshold else 1.0 / flow.window
+            flow.window = min(flow.window + step, self.config.max_window)
+
+    def _timed_out(self, tx: _Transaction) -> None:
+        """A send of ``tx`` got no answer in time. If its peer answered others since, it is
+        alive but slow: back its RTO off, and halve its window (once a round trip)."""
+        now = self._loop.time()
+        est = self._rtts.get(tx.addr)
+        if est is None or est.heard < tx.sent_at:
+            return  # no sign of life: a loss, or a dead peer (found as fast as ever)
+        est.backoff = min(est.backoff * 2, self.config.max_backoff)
+        flow = self._flows.get(tx.addr)
+        if flow is not None and now - flow.cut_at > self.rto_for(tx.addr):
+            flow.window = flow.threshold = max(flow.window / 2, self.config.min_window)
+            flow.cut_at = now
+
+    def _os_rid(self) -> int:
+        rids = self._rids
+        if not rids:  # one system call per 256 ids
+            rids.extend(struct.unpack("<256Q", os.urandom(256 * 8)))
+        return rids.pop()
+
+    def _seeded_rid(self) -> int:
+        return self._rng.getrandbits(64)
 
     def rto_for(self, addr: Address) -> float:
         """The first timeout a call to ``addr`` would use now."""
@@ -538,21 +674,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         est = self._rtts.get(addr)
         if est is None:
             return cfg.initial_rto
-        return min(max(est.srtt + 4 * est.rttvar, cfg.min_rto), cfg.max_rto)
+        return min(max(est.srtt + 4 * est.rttvar, cfg.min_rto) * est.backoff, cfg.max_rto)
 
     def srtt(self, addr: Address) -> float | None:
         """The smoothed round-trip time to ``addr``, if it ever answered a first try."""
         est = self._rtts.get(addr)
         return None if est is None else est.srtt
-
-    def _rtt_sample(self, addr: Address, sample: float) -> None:
-        est = self._rtts.get(addr)
-        if est is not None:
-            est.update(sample)
-            return
-        if len(self._rtts) >= self.config.max_peers:
-            del self._rtts[next(iter(self._rtts))]
-        self._rtts[addr] = _Rtt(sample)
 
     def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address) -> None:
         tx = self._pending.get(msg.rid)
@@ -653,7 +780,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._deadlines.clear()
+        self._wheel.clear()
+        self._slots.clear()
+        for flow in self._flows.values():
+            for turn in flow.waiters or ():
+                if not turn.done():
+                    turn.set_exception(DhtError("endpoint closed"))
         for tx in list(self._pending.values()):
             if not tx.future.done():
                 tx.future.set_exception(DhtError("endpoint closed"))
