@@ -303,12 +303,12 @@ def table(result: dict[str, Any]) -> str:
         )
         if key == "help":
             lines.append(
-                f"  {'module (by cumulative time)':34}  {'imported by':24}  "
+                f"  {'module (by cumulative time)':34}  {'imported by':34}  "
                 f"{'self µs':>8}  {'cum. µs':>8}"
             )
             for t in prof["top"]:
                 lines.append(
-                    f"  {t['module']:34}  {t['imported_by'] or '-':24}  "
+                    f"  {t['module']:34}  {t['imported_by'] or '-':34}  "
                     f"{t['self_us']:>8}  {t['cumulative_us']:>8}"
                 )
         loaded = [n for n, v in prof["loaded"].items() if v]
