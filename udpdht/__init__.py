@@ -1,6 +1,15 @@
-"""udpdht: a peer-to-peer distributed hash table over UDP."""
+"""udpdht: a peer-to-peer distributed hash table over UDP.
 
-from .client import Client
+``Client``, ``Node`` and ``Server`` load on first use (PEP 562), so that ``import udpdht`` (and
+with it ``udpdht --help``) does not load the event loop, the store and sqlite3; the errors are
+small and load at once. Type checkers and IDEs see every name through the imports under
+``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     DecodeError,
     DhtError,
@@ -13,8 +22,11 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
-from .node import Node
-from .server import Server
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .node import Node
+    from .server import Server
 
 __all__ = [
     "Client",
@@ -32,3 +44,22 @@ __all__ = [
     "ValueTooLarge",
 ]
 __version__ = "0.1.0"
+
+#: The names that load on first use, and the submodule each comes from.
+_LAZY = {"Client": "client", "Node": "node", "Server": "server"}
+
+if not TYPE_CHECKING:  # a module __getattr__ would make mypy accept any name: hidden from it
+
+    def __getattr__(name: str) -> Any:
+        submodule = _LAZY.get(name)
+        if submodule is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(f".{submodule}", __name__), name)
+        globals()[name] = value  # found once: later lookups do not come here
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

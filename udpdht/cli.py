@@ -2,35 +2,30 @@
 
 User mistakes (a malformed address, a node that does not answer) print one line to stderr and
 exit non-zero; a traceback means a bug in udpdht.
+
+Start-up is kept short (issue #11): the parser and ``--help`` need only this module, argparse
+and :mod:`udpdht.errors`. A command imports what it uses when it runs: the client commands
+:mod:`udpdht.client` (the event loop, msgpack, the RPC layer), ``node`` and ``cluster``
+:mod:`udpdht.cli_node` (the node, its store and sqlite3, logging), ``shell`` prompt_toolkit.
+tests/test_startup.py checks that ``--help`` loads none of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import ipaddress
-import json
-import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, ids
-from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
-from .client import Client
+from . import __version__
 from .errors import DhtError, KeyNotFound
-from .lookup import Lookup
-from .net import Address, format_addr, parse_addr
-from .net import run as run_loop
-from .node import LOCAL_RING, Node, NodeConfig
-from .replication import StoreConfig
+from .limits import MAX_TTL
 
-log = logging.getLogger("udpdht")
+if TYPE_CHECKING:
+    from .client import Client
+    from .lookup import Lookup
+    from .net import Address
 
 
 class UsageError(Exception):
@@ -38,6 +33,8 @@ class UsageError(Exception):
 
 
 def _addr(text: str) -> Address:
+    from .net import parse_addr  # net loads asyncio; with --help no address is parsed
+
     try:
         return parse_addr(text)
     except ValueError as exc:
@@ -85,7 +82,7 @@ def _ttl(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    longest = StoreConfig.max_ttl
+    longest = MAX_TTL  # StoreConfig.max_ttl, the longest a node accepts
     if not 0 < value <= longest:  # NaN and inf fail here too
         raise argparse.ArgumentTypeError(
             f"a TTL is more than 0 and at most {longest:,.0f} s ({longest / 86400:.0f} days), "
@@ -220,165 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- node --------------------------------------------------------------------------------------
-
-
-class _LogFormat(logging.Formatter):
-    """``12:03:04.123 1a2b3c4d INFO  message``: time, node id prefix, level; colour on a tty."""
-
-    COLOURS = {"DEBUG": "\033[2m", "INFO": "", "WARNING": "\033[33m", "ERROR": "\033[31m"}
-
-    def __init__(self, colour: bool) -> None:
-        super().__init__()
-        self.colour = colour
-        self.node = "--------"
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = (
-            f"{stamp}.{int(record.msecs):03d} {getattr(record, 'node', self.node)} "
-            f"{record.levelname:<7} "
-            f"{record.getMessage()}"
-        )
-        if record.exc_info and record.levelno >= logging.ERROR:
-            line += "\n" + self.formatException(record.exc_info)
-        if self.colour:
-            start = self.COLOURS.get(record.levelname, "\033[31m")
-            line = f"{start}{line}\033[0m" if start else line
-        return line
-
-
-def _setup_logging(level: str) -> _LogFormat:
-    handler = logging.StreamHandler(sys.stderr)
-    fmt = _LogFormat(colour=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
-    handler.setFormatter(fmt)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper()))
-    return fmt
-
-
-def _refuse_wildcard(host: str) -> None:
-    try:
-        wildcard = ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return
-    if wildcard:
-        raise UsageError(
-            f"--host {host} listens on every address, but peers need the one address to "
-            "reach this node at (its id is SHA-1 of it): give that address to --host"
-        )
-
-
-def _why(exc: OSError) -> str:
-    """'address already in use', not uvloop's 'could not bind to local_addr'."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
-
-
-LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
-SETTLE_DEADLINE = 15.0  # seconds `udpdht cluster` waits for its ring to settle before "ready"
-
-
-async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
-    if args.replicas > args.leafset // 2 + 1:
-        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
-    _refuse_wildcard(args.host)
-    data_dir = args.data_dir
-    if data_dir is None and args.port != 0:
-        data_dir = default_data_dir(args.port)
-    node = Node(
-        host=args.host,
-        port=args.port,
-        data_dir=data_dir,
-        config=NodeConfig(leafset=args.leafset),
-        store_config=StoreConfig(replicas=args.replicas, max_store_bytes=args.max_store_bytes),
-        bootstrap=args.bootstrap,
-    )
-    if args.new_ring:
-        node.memory.forget()
-    try:
-        await node.start()
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
-    fmt.node = ids.short(node.id)
-    cookie_path = _publish_cookie(node)
-    print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
-    print(f"admin cookie: {cookie_path}", flush=True)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():  # the second Ctrl-C: no more waiting
-            print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
-            os._exit(130)
-        log.info("leaving the ring (send the signal again to stop at once)")
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        if args.bootstrap:
-            try:
-                await _join_any(node, args.bootstrap)
-            except BaseException:
-                await node.stop()
-                raise
-        # Run until a signal, or until an admin makes the node leave or shut down.
-        finished = loop.create_task(node.finished.wait())
-        signalled = loop.create_task(stop.wait())
-        await asyncio.wait([finished, signalled], return_when=asyncio.FIRST_COMPLETED)
-        finished.cancel()
-        signalled.cancel()
-        if not node.finished.is_set():
-            try:
-                await asyncio.wait_for(node.leave(), LEAVE_DEADLINE)
-            except TimeoutError:
-                log.warning("leave took over %.0f s; stopping without finishing it", LEAVE_DEADLINE)
-        log.info("stopped")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await node.stop()
-        _unpublish_cookie(node)
-    return 0
-
-
-def _publish_cookie(node: Node) -> Path:
-    """Where local tools find the node's cookie: its data dir, else the default per port
-    (for a memory node; :func:`_unpublish_cookie` removes it again at exit)."""
-    if node.data_dir is not None:
-        return node.data_dir / COOKIE_FILE
-    assert node.cookie is not None
-    path = default_data_dir(node.addr[1]) / COOKIE_FILE
-    write_cookie(path, node.cookie)
-    return path
-
-
-def _unpublish_cookie(node: Node) -> None:
-    if node.data_dir is not None or node.addr[1] == 0:
-        return
-    path = default_data_dir(node.addr[1]) / COOKIE_FILE
-    with contextlib.suppress(OSError):
-        if read_cookie(path) == node.cookie:  # not one a later node on this port wrote
-            path.unlink()
-            path.parent.rmdir()  # only if nothing else is kept there
-
-
-async def _join_any(node: Node, bootstraps: list[Address]) -> None:
-    """Join through the first bootstrap that answers; DhtError naming them all if none does."""
-    errors = []
-    for addr in bootstraps:
-        try:
-            await node.join(addr)
-            return
-        except DhtError as exc:
-            errors.append(f"{format_addr(addr)}: {exc}")
-    raise DhtError("could not join the ring: " + "; ".join(errors))
+# --- node (udpdht/cli_node.py) -----------------------------------------------------------------
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    fmt = _setup_logging(args.log_level)
-    return _run(_run_node(args, fmt))
+    from .cli_node import cmd_node as run  # the node, its store, the event loop: loaded here
+
+    return run(args)
 
 
 # --- client commands ---------------------------------------------------------------------------
@@ -412,8 +257,16 @@ def render_status(st: dict[str, Any]) -> str:
 ISOLATED = "ISOLATED     lost contact with its ring; rejoining (serves no key until then)"
 
 
+def _client(addr: Address) -> Client:
+    from .client import Client  # the event loop, msgpack, the RPC layer: only to talk to a node
+
+    return Client(addr)
+
+
 async def _status(args: argparse.Namespace) -> int:
-    async with Client(args.node) as client:
+    import json
+
+    async with _client(args.node) as client:
         st = await client.status()
     print(json.dumps(st) if args.json else render_status(st))
     return 0
@@ -426,6 +279,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _parse_value(args: argparse.Namespace) -> Any:
     if not args.json:
         return args.value
+    import json
+
     try:
         return json.loads(args.value)
     except json.JSONDecodeError as exc:
@@ -434,7 +289,7 @@ def _parse_value(args: argparse.Namespace) -> Any:
 
 async def _put(args: argparse.Namespace) -> int:
     value = _parse_value(args)
-    async with Client(args.node) as client:
+    async with _client(args.node) as client:
         await client.put(args.key, value, ttl=args.ttl)
     print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
@@ -448,6 +303,8 @@ def show_value(value: Any) -> str:
     """A value for the terminal: strings as they are, everything else as JSON where it can."""
     if isinstance(value, str):
         return value
+    import json
+
     try:
         return json.dumps(value)
     except (TypeError, ValueError):
@@ -455,7 +312,9 @@ def show_value(value: Any) -> str:
 
 
 async def _get(args: argparse.Namespace) -> int:
-    async with Client(args.node) as client:
+    import json
+
+    async with _client(args.node) as client:
         value = await client.get(args.key)
     print(json.dumps(value, default=repr) if args.json else show_value(value))
     return 0
@@ -466,7 +325,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 async def _delete(args: argparse.Namespace) -> int:
-    async with Client(args.node) as client:
+    async with _client(args.node) as client:
         existed = await client.delete(args.key)
     print(f"deleted {args.key!r}" if existed else f"{args.key!r} had no value (nothing to delete)")
     return 0
@@ -477,6 +336,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def render_lookup(key: str, found: Lookup) -> str:
+    from . import ids
+
     lines = [f"key {key!r} -> {ids.to_hex(ids.hash_key(key))}"]
     lines.append(f"owner {found.owner}")
     for i, hop in enumerate(found.hops, 1):
@@ -487,7 +348,11 @@ def render_lookup(key: str, found: Lookup) -> str:
 
 
 async def _lookup(args: argparse.Namespace) -> int:
-    async with Client(args.node) as client:
+    import json
+
+    from . import ids
+
+    async with _client(args.node) as client:
         found = await client.lookup(args.key)
     if args.json:
         print(
@@ -515,62 +380,10 @@ def _cluster_size(text: str) -> int:
     return int(text)
 
 
-async def _run_cluster(args: argparse.Namespace) -> int:
-    nodes: list[Node] = []
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
-            os._exit(130)
-        stop.set()
-
-    _refuse_wildcard(args.host)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        for i in range(args.count):
-            port = args.base_port + i if args.base_port else 0
-            node = Node(host=args.host, port=port, config=LOCAL_RING)
-            try:
-                await node.start()
-            except OSError as exc:
-                raise UsageError(f"cannot listen on {args.host}:{port}: {_why(exc)}") from None
-            nodes.append(node)
-            if i:
-                await node.join(nodes[0].addr)
-            cookie = _publish_cookie(node)
-            print(f"node {i}: {format_addr(node.addr)}  id {ids.short(node.id)}  cookie {cookie}")
-        # Until its nodes are settled, a ring answers a get of an absent key Unavailable
-        # (replication.settled): wait for that (a couple of seconds), within reason.
-        deadline = loop.time() + SETTLE_DEADLINE
-        while not stop.is_set() and loop.time() < deadline:
-            if all(n.replicator.settled() for n in nodes):
-                break
-            await asyncio.sleep(0.1)
-        print(f"{args.count} nodes in one ring; Ctrl-C leaves gracefully", flush=True)
-        await stop.wait()
-        log.info("leaving the ring")
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(n.leave() for n in nodes), return_exceptions=True),
-                LEAVE_DEADLINE,
-            )
-        except TimeoutError:
-            log.warning("leaving took over %.0f s; stopping", LEAVE_DEADLINE)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await asyncio.gather(*(n.stop() for n in nodes))
-        for n in nodes:
-            _unpublish_cookie(n)
-    return 0
-
-
 def cmd_cluster(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
-    return _run(_run_cluster(args))
+    from .cli_node import cmd_cluster as run
+
+    return run(args)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -583,6 +396,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
+    from .net import run as run_loop
+
     return run_loop(coro)
 
 

@@ -12,11 +12,11 @@ from typing import Any
 from . import ids, wire
 from .admin import sign
 from .errors import DhtError, RemoteError, Unauthorized, ValueTooLarge
+from .limits import MAX_KEY, MAX_VALUE
 from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
-from .storage import MAX_KEY, MAX_VALUE
 
 
 def key_bytes(key: str | bytes) -> bytes:

@@ -51,6 +51,7 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
+from .limits import MAX_TTL
 from .lookup import MALFORMED, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
@@ -72,7 +73,7 @@ class StoreConfig:
     tombstone_ttl: float = 24 * 3600.0  # how long a delete shadows older replicas
     write_attempts: int = 4  # lookups a put or delete may make before giving up
     max_skew: float = 60.0  # seconds a record's stamp may be ahead of our clock
-    max_ttl: float = 366 * 24 * 3600.0  # the longest TTL a put may ask for
+    max_ttl: float = MAX_TTL  # the longest TTL a put may ask for
     max_store_bytes: int | None = None  # the store's quota (key + value bytes); None: none
     write_rate: float = 4 << 20  # bytes a second one source may write through this node
     write_burst: float = 16 << 20  # ... and at once

@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
 from . import ids
-
-MAX_KEY = 1024
-MAX_VALUE = 60_000
+from .limits import MAX_KEY as MAX_KEY
+from .limits import MAX_VALUE as MAX_VALUE
 
 
 class Version(NamedTuple):

@@ -1,0 +1,12 @@
+"""Limits every part of udpdht agrees on, in a module that imports nothing.
+
+The client checks a key and a value against them before it sends a request, and the ``udpdht``
+command checks a TTL before it starts a client: both import them from here, not from the store
+(which loads sqlite3) or the replication layer.
+"""
+
+from __future__ import annotations
+
+MAX_KEY = 1024  # bytes of a key
+MAX_VALUE = 60_000  # bytes of a value, msgpack-encoded
+MAX_TTL = 366 * 24 * 3600.0  # seconds: the longest TTL a put may ask for (StoreConfig.max_ttl)
