@@ -27,8 +27,9 @@ What is measured
     failed ones included), correct answers, wrong answers (False, None or another value),
     exceptions by type, and the process CPU time per op (``time.process_time``; it includes
     every server's background work during the phase; steadier than the wall time on a shared
-    machine). For udpdht also the datagrams its servers sent per op and their retries, BUSY
-    answers and timeouts (the servers' RPC stats).
+    machine). For udpdht also, per op, the datagrams its servers sent, their retries, timeouts,
+    BUSY answers and error replies (NotResponsible among them), from the servers' RPC stats
+    over the phase: every server's maintenance traffic meanwhile is included.
 
     kademlia stores a value on the k=20 nodes nearest its key, and its ``get`` first looks in
     the asking server's own storage: at N <= 20 every server holds every value and its gets
@@ -56,7 +57,7 @@ flight: put p99 <= 3x put p50, and no retransmission storm (node retries <= 0.05
 
 Usage::
 
-    python bench/ops.py                    # both parts, human table (~15-20 min on two cores)
+    python bench/ops.py                    # both parts, human table (~6 min on two cores)
     python bench/ops.py --json             # one JSON object on stdout, progress on stderr
     python bench/ops.py --quick            # N=20 only, 100 ops, 1 round; ring: 300 ops a level
     python bench/ops.py --server-only --sizes 100 --rounds 5
