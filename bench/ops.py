@@ -63,6 +63,7 @@ Usage::
     python bench/ops.py --server-only --sizes 100 --rounds 5
     python bench/ops.py --ring-only --inflight 1 16 64 --ring-nodes 16
     python bench/ops.py --plot bench/out/ops.png
+    python bench/ops.py --report run.json  # the table of a --json run, measuring nothing
 
 Every child (library children and node processes) is killed and every temp dir removed at the
 end, also after an error or Ctrl-C; a library child also ends itself after ``--deadline`` s.
@@ -728,6 +729,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     part.add_argument("--ring-only", action="store_true", help="Part B only")
     p.add_argument("--plot", type=Path, nargs="?", const=Path("bench/out/ops.png"),
                    help="write a PNG (default path bench/out/ops.png)")  # fmt: skip
+    p.add_argument(
+        "--report", type=Path, metavar="JSON",
+        help="measure nothing: the table (or --plot) of what a --json run printed",
+    )  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="the libraries' logs on stderr")
     p.add_argument("--child", choices=LIBS, help=argparse.SUPPRESS)
     p.add_argument("--n", type=positive, default=20, help=argparse.SUPPRESS)
@@ -747,6 +752,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
+    if args.report:
+        saved: dict[str, Any] = json.loads(args.report.read_text())
+        if args.plot:
+            plot(saved, args.plot)
+        print(table(saved))
+        return 0
     install_signal_handlers()
     result: dict[str, Any] = {
         "bench": "ops",
