@@ -356,6 +356,7 @@ class SimNetwork:
         self.stats = SimStats()
         self._bound: dict[Address, SimTransport] = {}
         self._hosts: set[str] = set()
+        self._next_port: dict[str, int] = {}  # host -> where _free_port looks first
         self._group: dict[Address, int] = {}
         self._drop_filter: Callable[[Address, Address, bytes], bool] | None = None
         self._slots: dict[int, list[tuple[Address, Address, bytes]]] = {}  # ms -> datagrams
@@ -369,8 +370,13 @@ class SimNetwork:
         raise OSError("the simulated network has no free address left")
 
     def _free_port(self, host: str) -> int:
-        for port in itertools.chain(range(10000, 65536), range(1024, 10000)):
+        """The next free port on ``host`` after the last one handed out, from 10000 up, then
+        wrapping round to 1024 (a cursor per host: a scan from 10000 each time made binding
+        tens of thousands of endpoints on one host quadratic)."""
+        start = self._next_port.get(host, 10000)
+        for port in itertools.chain(range(start, 65536), range(1024, start)):
             if (host, port) not in self._bound:
+                self._next_port[host] = port + 1 if port < 65535 else 1024
                 return port
         raise OSError(f"no free port left on {host}")
 
