@@ -44,13 +44,13 @@ class Peer(NamedTuple):
             raise ValueError(f"a peer's id is {ids.ID_BYTES} bytes")
         if type(host) is str and type(port) is int:  # hashable: the same entries come back
             key = (raw, host, port)
-            peer = _PARSED.get(key)
-            if peer is None:
+            hit = _PARSED.get(key)
+            if hit is None:
                 peer = cls(ids.from_bytes(raw), check_peer_addr(host, port))
                 if len(_PARSED) >= 16_384:  # bounded: strangers may send many
                     _PARSED.clear()
-                _PARSED[key] = peer
-            return peer
+                hit = _PARSED[key] = (peer, peer.id_matches_addr)
+            return hit[0]
         return cls(ids.from_bytes(raw), check_peer_addr(host, port))
 
     @property
@@ -75,7 +75,8 @@ def arg_id(args: dict[str, Any], name: str) -> int:
     return ids.from_bytes(raw)
 
 
-_PARSED: dict[tuple[bytes, str, int], Peer] = {}  # checked peer entries, by their wire form
+#: Checked peer entries by their wire form, each with whether its id is SHA-1 of its address.
+_PARSED: dict[tuple[bytes, str, int], tuple[Peer, bool]] = {}
 
 
 def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) -> list[Peer]:
@@ -86,9 +87,21 @@ def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) ->
     """
     if type(items) is not list or len(items) > limit:
         raise ValueError(f"expected a list of at most {limit} peers")
-    peers = [Peer.from_wire(item) for item in items]
-    if verify_ids:
-        peers = [p for p in peers if p.id_matches_addr]
+    peers: list[Peer] = []
+    for item in items:
+        # An entry seen before (the usual case: the same neighbours come back every round) is
+        # found with its id check done; anything else takes the full parse.
+        hit = None
+        if type(item) is list and len(item) == 3:
+            raw, host, port = item
+            if type(raw) is bytes and type(host) is str and type(port) is int:
+                hit = _PARSED.get((raw, host, port))
+        if hit is None:
+            peer = Peer.from_wire(item)
+            if not verify_ids or peer.id_matches_addr:
+                peers.append(peer)
+        elif not verify_ids or hit[1]:
+            peers.append(hit[0])
     return peers
 
 
