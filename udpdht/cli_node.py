@@ -22,7 +22,7 @@ from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .errors import DhtError
-from .net import Address, format_addr
+from .net import Address, format_addr, tune_gc
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
@@ -111,6 +111,7 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     cookie_path = _publish_cookie(node)
     print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
     print(f"admin cookie: {cookie_path}", flush=True)
+    tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
