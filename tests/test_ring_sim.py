@@ -12,7 +12,7 @@ import random
 import pytest
 
 from udpdht import ids
-from udpdht.net import run_virtual
+from udpdht.net import SimNetwork, check_peer_addr, run_virtual
 from udpdht.node import Node, NodeConfig
 from udpdht.sim import Sim
 
@@ -254,5 +254,33 @@ def test_two_interleaved_loops_become_one_ring() -> None:
         assert sim.ideal_problems()  # two rings, not one
         await sim.wait_ideal(within=120)
         await sim.stop()
+
+    run_virtual(main())
+
+
+def test_the_sim_network_has_addresses_for_more_than_55535_nodes() -> None:
+    """Each new machine gets an address of its own, distinct and valid for a peer, well past
+    the 55,535 ports of one host above 10000; one host alone still gives every free port."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=7)
+        machines = [
+            (await net.bind((net.host, 0), asyncio.DatagramProtocol())) for _ in range(60_000)
+        ]
+        addrs = [t.get_extra_info("sockname") for t in machines]
+        assert len(set(addrs)) == len(addrs) == 60_000
+        assert len({host for host, _ in addrs}) == 60_000  # one machine each
+        for host, port in addrs:
+            assert check_peer_addr(host, port) == (host, port)
+            assert host.startswith("10.")
+        one_host = [
+            (await net.bind(("10.0.0.1", 0), asyncio.DatagramProtocol())).get_extra_info("sockname")
+            for _ in range(60_000)
+        ]
+        assert len(set(one_host)) == 60_000
+        assert all(1024 <= port <= 65535 for _, port in one_host)
+        with pytest.raises(OSError):
+            for _ in range(65535):
+                await net.bind(("10.0.0.1", 0), asyncio.DatagramProtocol())
 
     run_virtual(main())

@@ -27,7 +27,8 @@ class Peer(NamedTuple):
     addr: Address
 
     def to_wire(self) -> list[Any]:
-        return [ids.to_bytes(self.id), self.addr[0], self.addr[1]]
+        addr = self.addr
+        return [self.id.to_bytes(ids.ID_BYTES, "big"), addr[0], addr[1]]
 
     @classmethod
     def from_wire(cls, item: Any) -> Peer:
@@ -43,13 +44,13 @@ class Peer(NamedTuple):
             raise ValueError(f"a peer's id is {ids.ID_BYTES} bytes")
         if type(host) is str and type(port) is int:  # hashable: the same entries come back
             key = (raw, host, port)
-            peer = _PARSED.get(key)
-            if peer is None:
+            hit = _PARSED.get(key)
+            if hit is None:
                 peer = cls(ids.from_bytes(raw), check_peer_addr(host, port))
                 if len(_PARSED) >= 16_384:  # bounded: strangers may send many
                     _PARSED.clear()
-                _PARSED[key] = peer
-            return peer
+                hit = _PARSED[key] = (peer, peer.id_matches_addr)
+            return hit[0]
         return cls(ids.from_bytes(raw), check_peer_addr(host, port))
 
     @property
@@ -74,7 +75,8 @@ def arg_id(args: dict[str, Any], name: str) -> int:
     return ids.from_bytes(raw)
 
 
-_PARSED: dict[tuple[bytes, str, int], Peer] = {}  # checked peer entries, by their wire form
+#: Checked peer entries by their wire form, each with whether its id is SHA-1 of its address.
+_PARSED: dict[tuple[bytes, str, int], tuple[Peer, bool]] = {}
 
 
 def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) -> list[Peer]:
@@ -85,9 +87,21 @@ def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) ->
     """
     if type(items) is not list or len(items) > limit:
         raise ValueError(f"expected a list of at most {limit} peers")
-    peers = [Peer.from_wire(item) for item in items]
-    if verify_ids:
-        peers = [p for p in peers if p.id_matches_addr]
+    peers: list[Peer] = []
+    for item in items:
+        # An entry seen before (the usual case: the same neighbours come back every round) is
+        # found with its id check done; anything else takes the full parse.
+        hit = None
+        if type(item) is list and len(item) == 3:
+            raw, host, port = item
+            if type(raw) is bytes and type(host) is str and type(port) is int:
+                hit = _PARSED.get((raw, host, port))
+        if hit is None:
+            peer = Peer.from_wire(item)
+            if not verify_ids or peer.id_matches_addr:
+                peers.append(peer)
+        elif not verify_ids or hit[1]:
+            peers.append(hit[0])
     return peers
 
 
@@ -126,6 +140,11 @@ class LeafSet:
         self.half = size // 2
         self.successors: list[Peer] = []
         self.predecessors: list[Peer] = []
+        # peers() of the two lists it was made from: they are replaced, never changed in place
+        self._peers: tuple[list[Peer], list[Peer], list[Peer]] = ([], [], [])
+        # owner()'s index: the known nodes sorted by distance from own, those distances, and
+        # the two lists it was made from
+        self._ring: tuple[list[Peer], list[Peer], list[int], list[Peer]] = ([], [], [], [])
 
     # successor half: replaced from a live successor's list (Zave)
 
@@ -153,10 +172,14 @@ class LeafSet:
 
     def peers(self) -> list[Peer]:
         """Every distinct node in the leafset."""
-        seen: dict[int, Peer] = {}
-        for p in self.successors + self.predecessors:
-            seen.setdefault(p.id, p)
-        return list(seen.values())
+        succs, preds, peers = self._peers
+        if succs is not self.successors or preds is not self.predecessors:
+            seen: dict[int, Peer] = {}
+            for p in self.successors + self.predecessors:
+                seen.setdefault(p.id, p)
+            peers = list(seen.values())
+            self._peers = (self.successors, self.predecessors, peers)
+        return list(peers)  # a copy: callers may change theirs
 
     def covers(self, key: int) -> bool:
         """Whether the successor of ``key`` is known for sure from the leafset alone.
@@ -175,13 +198,24 @@ class LeafSet:
         The known nodes ranked clockwise from the key: in a ring smaller than the leafset the
         two halves list the same nodes, and ranking a set keeps each node once.
         """
-        known = {p.id: p for p in [*self.predecessors, self.own, *self.successors]}
-        ranked = sorted(known.values(), key=lambda p: ids.distance(key, p.id))
+        # Sorted once by distance from own (until the lists change), the ranking from any key
+        # is a rotation of that order.
+        succs, preds, dists, ring = self._ring
+        if succs is not self.successors or preds is not self.predecessors:
+            own, mask = self.own.id, ids.MASK
+            known = {p.id: p for p in [*self.predecessors, self.own, *self.successors]}
+            ring = sorted(known.values(), key=lambda p: (p.id - own) & mask)
+            dists = [(p.id - own) & mask for p in ring]
+            self._ring = (self.successors, self.predecessors, dists, ring)
+        own, mask = self.own.id, ids.MASK
+        start = bisect.bisect_left(dists, (key - own) & mask)
         if len(self.successors) < self.half:
-            return ranked  # a ring smaller than the leafset: we know all of it
+            return ring[start:] + ring[:start]  # a ring smaller than the leafset: all of it
         # Past the farthest successor come nodes we do not know to be adjacent: stop there.
-        last = self.successors[-1].id
-        return ranked[: next(i for i, p in enumerate(ranked) if p.id == last) + 1]
+        last = bisect.bisect_left(dists, (self.successors[-1].id - own) & mask)
+        if last >= start:
+            return ring[start : last + 1]
+        return ring[start:] + ring[: last + 1]
 
 
 class FingerTable:
@@ -191,6 +225,15 @@ class FingerTable:
         self.own = own
         self.entries: list[Peer | None] = [None] * ids.BITS
         self._distinct: list[Peer] = []
+        #: next_hop's candidates (fingers, then the leafset), each id once, sorted by distance
+        #: from own, with those distances; and the three lists they were made from.
+        self._routes: tuple[list[Peer], list[Peer], list[Peer], list[int], list[Peer]] = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
 
     def start(self, i: int) -> int:
         return (self.own + (1 << i)) & ids.MASK
@@ -237,12 +280,49 @@ def closest_preceding(own: int, key: int, candidates: Iterable[Peer], count: int
     These are the nodes that make progress towards the key: each lies past ``own`` but not past
     the key, so following them never overshoots the key's owner.
     """
-    seen: dict[int, Peer] = {}
+    # ids.in_interval(p.id, own, key) and ids.distance(p.id, key), inlined (the hot loop of
+    # every routing step): with d = distance(own, p.id) and span = distance(own, key), or the
+    # whole ring when key == own, p lies in (own, key) iff 0 < d < span, at span - d from key.
+    mask = ids.MASK
+    span = ((key - own) & mask) or ids.RING
+    seen: dict[int, tuple[int, Peer]] = {}
     for p in candidates:
-        if p.id not in seen and ids.in_interval(p.id, own, key):
-            seen[p.id] = p
-    ranked = sorted(seen.values(), key=lambda p: ids.distance(p.id, key))
-    return ranked[:count]
+        pid = p.id
+        if pid not in seen:
+            d = (pid - own) & mask
+            if 0 < d < span:
+                seen[pid] = (span - d, p)
+    return [p for _, p in sorted(seen.values(), key=_first)[:count]]
+
+
+def _first(item: tuple[int, Peer]) -> int:
+    return item[0]
+
+
+def _closest_known(ls: LeafSet, fingers: FingerTable, key: int, count: int) -> list[Peer]:
+    """``closest_preceding(own, key, [*fingers.distinct(), *ls.peers()], count)``, from a sorted
+    index of those candidates kept until the fingers or the leafset change: a bisection instead
+    of a pass over some thirty candidates at every routing step."""
+    own = ls.own.id
+    distinct, succs, preds, dists, peers = fingers._routes
+    if (
+        distinct is not fingers._distinct
+        or succs is not ls.successors
+        or preds is not ls.predecessors
+    ):
+        mask = ids.MASK
+        seen: dict[int, tuple[int, Peer]] = {}
+        for p in [*fingers._distinct, *ls.successors, *ls.predecessors]:
+            if p.id not in seen:  # the first of an id, as closest_preceding keeps
+                d = (p.id - own) & mask
+                if d:
+                    seen[p.id] = (d, p)
+        ranked = sorted(seen.values(), key=_first)
+        dists, peers = [d for d, _ in ranked], [p for _, p in ranked]
+        fingers._routes = (fingers._distinct, ls.successors, ls.predecessors, dists, peers)
+    # The candidates in (own, key) are those at a distance below key's: nearest to key first.
+    end = bisect.bisect_left(dists, ((key - own) & ids.MASK) or ids.RING)
+    return peers[end - 1 :: -1][:count] if end else []
 
 
 def next_hop(
@@ -268,7 +348,7 @@ def next_hop(
         owners = ls.owner(key)
         if len(owners) >= min_owners or len(ls.successors) < ls.half:
             return True, owners
-    candidates = closest_preceding(own.id, key, [*fingers.distinct(), *ls.peers()], width)
+    candidates = _closest_known(ls, fingers, key, width)
     if not candidates:
         return True, ls.successors
     # Fingers go stale when nodes leave; successors are kept alive by stabilization. The

@@ -69,6 +69,9 @@ class Retry(NamedTuple):
 Message = Request | Reply | ErrorReply | Retry
 
 
+_STR_ONLY = {str}
+
+
 def _reject_ext(code: int, data: bytes) -> Any:
     raise DecodeError(f"extension type {code} is not allowed")
 
@@ -170,7 +173,8 @@ def decode(data: bytes) -> Message:
         method, args = msg[3], msg[4]
         if type(method) is not str or not 0 < len(method) <= MAX_METHOD:
             raise DecodeError("method is not a short string")
-        if type(args) is not dict or not all(type(k) is str for k in args):
+        # Every key's type exactly str (set(map(...)) is the fast way to ask on each datagram).
+        if type(args) is not dict or (args and set(map(type, args)) != _STR_ONLY):
             raise DecodeError("request arguments are not a map with string keys")
         if len(msg) == 5:
             return Request(rid, method, args)
