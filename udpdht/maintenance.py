@@ -81,8 +81,6 @@ class Maintenance:
         self._finger_skip = 1  # run fix_fingers one round in this many
         self._finger_wait = 0  # rounds until the next fix_fingers
         self.failures = 0  # peers that failed to answer (Node.peer_failed counts them)
-        self._round = asyncio.Lock()  # one stabilize at a time: the rounds' and a poke's
-        self._poked_at = float("-inf")
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -90,7 +88,6 @@ class Maintenance:
         ep.register("neighbors", self._rpc_neighbors, idempotent=True)
         ep.register("notify", self._rpc_notify, idempotent=True)
         ep.register("leaving", self._rpc_leaving, idempotent=True)
-        ep.register("stabilize", self._rpc_stabilize, idempotent=True)
 
     def reset(self) -> None:
         """The node took a new id (it advertised another address): start the fingers over."""
@@ -114,8 +111,7 @@ class Maintenance:
             try:
                 shape = self._shape()
                 failures = self.failures
-                async with self._round:
-                    await self.stabilize()
+                await self.stabilize()
                 # Every round while our neighbourhood is young (after joins, when loops form),
                 # a share of them once it has been quiet for long.
                 young = self.node.replicator.quiet_for() < self.YOUNG * period
@@ -139,27 +135,6 @@ class Maintenance:
             except Exception:  # a bug here must not silently stop maintenance for good
                 self.node.log.exception("maintenance round failed")
             self.node.log.debug("maintenance round took %.3f s", loop.time() - start)
-
-    POKE_GAP = 0.05  # seconds: pokes closer together than this are one
-
-    async def poke(self, peer: Peer) -> None:
-        """Ask ``peer`` to run a stabilize now (we joined just after it: it learns of us)."""
-        with contextlib.suppress(*PEER_FAILURES):
-            await self.node.call_peer(peer, "stabilize", {}, tries=2)
-
-    def _rpc_stabilize(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        """A node that joined next to us asks us to look now. Anyone may ask, and all it does
-        is a round that checks every claim as usual, at most one per POKE_GAP."""
-        now = asyncio.get_running_loop().time()
-        if now - self._poked_at >= self.POKE_GAP and not self._round.locked():
-            self._poked_at = now
-            self.node.background(self._stabilize_now())
-        return {}
-
-    async def _stabilize_now(self) -> None:
-        async with self._round:
-            with contextlib.suppress(DhtError, *PEER_FAILURES):
-                await self.stabilize()
 
     def _shape(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         ls = self.node.leafset

@@ -310,11 +310,6 @@ class Node:
         # Tell the successor now rather than at the next round: from then on it refuses writes
         # for our share of its keys, so the records fetched next include every acknowledged one.
         await self.maintenance.notify(owner)
-        # And the predecessor: its next round would find us (through the successor), up to a
-        # period and a half from now; meanwhile it routes our keys past us. Asked to run a
-        # round now, it learns of us within milliseconds.
-        if self.leafset.predecessor is not None:
-            self.background(self.maintenance.poke(self.leafset.predecessor))
         # A hand-off that fails is logged and shown in status ("handoff"); the node is in the
         # ring all the same, its reads ask the replicas until it is settled, and repair brings
         # the rest of its range.
