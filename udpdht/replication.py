@@ -357,6 +357,8 @@ class Replicator:
         except DhtError:
             done, nodes = False, []
         # Only when we know the owner: next hops are no holders (the caller looks up instead).
+        # (Naming our best guess instead sent writes, while a ring formed, to nodes that took
+        # them as primaries by a view as stale as ours: reads then missed them.)
         wire = [p.to_wire() for p in nodes[: self.config.replicas]] if done else []
         return NotResponsible(f"not {what} of this key by this node's view", data={"nodes": wire})
 
@@ -635,9 +637,21 @@ class Replicator:
 
     async def _get_once(self, key: bytes) -> Record:
         key_id = ids.hash_key(key)
-        r = self.config.replicas
         guessed = self.guess_holders(key_id)
-        targets = guessed or await self._targets(key_id, confirm=False, guess=False)
+        if guessed is not None:
+            # Our view's guess first: one round trip when it is right. When it finds no value
+            # (or no settled holder), the ring's own routing decides: while the ring settles
+            # a write may sit where a lookup leads, not where our view points.
+            with contextlib.suppress(KeyNotFound, Unavailable):
+                return await self._read_targets(key, key_id, guessed, guessed=True)
+        targets = await self._targets(key_id, confirm=False, guess=False)
+        return await self._read_targets(key, key_id, targets, guessed=False)
+
+    async def _read_targets(
+        self, key: bytes, key_id: int, targets: list[Peer], *, guessed: bool
+    ) -> Record:
+        """One read of ``key`` from its holders among ``targets`` (see get)."""
+        r = self.config.replicas
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         asked = False  # whether targets[0] was asked as the primary (and answered or failed)
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
@@ -650,9 +664,7 @@ class Replicator:
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
                 if guessed:  # our view was stale: the ring's own routing knows better
-                    guessed = None
-                    targets = await self._targets(key_id, confirm=False, guess=False)
-                    continue
+                    raise Unavailable("the guessed primary failed") from exc
             asked = True
             break
         if not answers or answers[0][0] is None or not answers[0][1]:
@@ -672,10 +684,12 @@ class Replicator:
                 f"the {min(r, len(targets))} nodes that hold the key could not say yet that it "
                 "has no value (not reached, or their part of the ring still settles); try again"
             )
+        if best is None and guessed:
+            raise KeyNotFound("not where our view points")  # (the caller looks up instead)
         if best is None:
             after = targets[r:]
-            if guessed or not after:  # a guess, or r nodes named by a redirect: the ring's own
-                asked_ids = {p.id for p in targets[:r]}  # successor list says who follows
+            if not after:  # r nodes named by a redirect: the ring's own successor list says
+                asked_ids = {p.id for p in targets[:r]}  # who follows them
                 found = await self._targets(key_id, confirm=False, guess=False)
                 after = [p for p in found if p.id not in asked_ids]
             best = await self._read_strays(key, targets[:r], after)
