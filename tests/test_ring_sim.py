@@ -284,3 +284,24 @@ def test_the_sim_network_has_addresses_for_more_than_55535_nodes() -> None:
                 await net.bind(("10.0.0.1", 0), asyncio.DatagramProtocol())
 
     run_virtual(main())
+
+
+def test_a_calm_ring_costs_less_and_still_repairs_a_crash_at_once() -> None:
+    # Nothing changes: rounds come half as often, fingers are refreshed rarely, and a
+    # predecessor that notified us is not pinged. The datagrams of a 16-node ring at rest,
+    # store sync included, were 6.2 per node per second before; a crash brings the full rate
+    # back, and the ring is ideal again within seconds.
+    async def main() -> None:
+        sim = Sim(seed=21)
+        nodes = await sim.build_ideal(16, maintenance=True)
+        await asyncio.sleep(30)  # calm by now
+        before = sim.net.stats.sent
+        await asyncio.sleep(60)
+        rate = (sim.net.stats.sent - before) / 60 / 16
+        assert rate < 3.5, f"{rate:.2f} datagrams per node per second at rest"
+        await sim.crash(nodes[7])
+        took = await sim.wait_ideal(within=15.0)
+        assert took < 15.0
+        await sim.stop()
+
+    run_virtual(main())

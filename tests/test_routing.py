@@ -25,6 +25,7 @@ from udpdht.routing import (
     FingerTable,
     LeafSet,
     Peer,
+    RingView,
     closest_preceding,
     ordered_run,
     peers_from_wire,
@@ -549,3 +550,20 @@ def test_peers_from_wire_drops_entries_whose_id_is_not_their_address() -> None:
     items = [honest.to_wire(), chosen.to_wire()]
     assert peers_from_wire(items, verify_ids=True) == [honest]
     assert peers_from_wire(items) == [honest, chosen]  # a ring of chosen ids turns it off
+
+
+def test_ring_view_guesses_the_holders_from_the_nodes_heard_lately() -> None:
+    own = Peer(500, ("10.0.0.1", 1))
+    view = RingView(own, limit=4)
+    for i, node_id in enumerate((100, 300, 700)):
+        view.add(Peer(node_id, ("10.0.0.2", 10 + i)), now=float(i))
+    assert [p.id for p in view.holders(250, 3, since=0.0)] == [300, 500, 700]
+    assert [p.id for p in view.holders(800, 2, since=0.0)] == [100, 300]  # wraps
+    assert [p.id for p in view.holders(50, 2, since=1.0)] == [300, 500]  # 100: heard too long ago
+    view.remove(300)
+    assert [p.id for p in view.holders(250, 1, since=0.0)] == [500]
+    view.remove(500)  # never ourselves
+    assert len(view) == 3
+    for node_id in (900, 950, 990):  # bounded: the oldest ids do not pile up
+        view.add(Peer(node_id, ("10.0.0.3", node_id)), now=5.0)
+    assert len(view) <= 4 and 500 in [p.id for p in view.holders(0, 4, since=0.0)]

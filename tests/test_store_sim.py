@@ -404,3 +404,82 @@ def test_one_round_of_the_primary_brings_a_key_held_by_its_last_replica_to_every
         await sim.stop()
 
     run_virtual(main())
+
+
+def _method(data: bytes) -> str | None:
+    """The method of a request datagram (None for anything else)."""
+    from udpdht import wire
+
+    try:
+        msg = wire.decode(data)
+    except DhtError:
+        return None
+    return msg.method if isinstance(msg, wire.Request) else None
+
+
+def test_a_get_goes_straight_to_the_primary_its_view_knows() -> None:
+    # A coordinator that has heard from the ring's nodes sends a read to the key's primary at
+    # once: one request, no lookup hops. (Before the ring view, every get began with a lookup.)
+    async def main() -> None:
+        sim = store_sim(50)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        await asyncio.sleep(15)  # rounds: every holder settled
+        coordinator = nodes[0]
+        now = asyncio.get_running_loop().time()
+        for node in nodes:  # as if each had answered it lately
+            coordinator.view.add(node.peer, now)
+        keys = [f"k{i}".encode() for i in range(40)]
+        far = [k for k in keys if not coordinator.leafset.covers(ids.hash_key(k))][:10]
+        assert len(far) >= 5
+        for key in far:
+            await nodes[5].put(key, "v")
+        sent: list[str | None] = []
+
+        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+            if src == coordinator.addr:
+                sent.append(_method(data))
+            return False
+
+        sim.net.set_drop_filter(watch)
+        for key in far:
+            assert await coordinator.get(key) == "v"
+        sim.net.set_drop_filter(None)
+        reads = [m for m in sent if m == "store_read"]
+        assert "find" not in sent  # no lookup
+        assert len(reads) == len(far)  # one read each, to the primary
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_writes_to_one_primary_at_once_share_their_pushes() -> None:
+    # Many writes to the same primary at once: each replica gets them in a few store_push
+    # calls, not one per write (the primary batches what waits while a push is in flight).
+    async def main() -> None:
+        sim = store_sim(51)
+        nodes = await sim.build_ideal(12, maintenance=True)
+        await asyncio.sleep(5)
+        primary = nodes[3]
+        low = primary.leafset.predecessor
+        assert low is not None
+        keys = [
+            k
+            for k in (f"k{i}".encode() for i in range(5000))
+            if ids.in_interval(ids.hash_key(k), low.id, primary.id, right_open=False)
+        ][:60]
+        pushes: list[tuple[str, int]] = []
+
+        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+            if src == primary.addr and _method(data) == "store_push":
+                pushes.append(dst)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        await asyncio.gather(*(nodes[i % 12].put(k, "v") for i, k in enumerate(keys)))
+        sim.net.set_drop_filter(None)
+        assert 0 < len(pushes) <= 30  # 2 replicas x 60 writes: 120 without batching (seen: 14)
+        for key in keys:  # and every replica has every write
+            assert sum(n.replicator.store.get(key) is not None for n in nodes) == R
+        await sim.stop()
+
+    run_virtual(main())

@@ -133,11 +133,13 @@ async def iterative_lookup(
             else:
                 node.peer_failed(peer, exc)
             continue
-        hops.append(Hop(peer, loop.time() - sent))
+        now = loop.time()
+        hops.append(Hop(peer, now - sent))
         answered.add(peer.addr)
         known[peer.id] = peer
         for p in nodes:
             known.setdefault(p.id, p)
+            node.view.add(p, now)  # named by a node of the ring: a guess, dropped if it fails
         if done and nodes:
             owner = nodes[0]
             against = plausible_owner(key, peer, owner, known.values())

@@ -22,6 +22,13 @@ how to make Chord correct", 2017), and checks what peers claim before it acts on
   remembers and its bootstrap addresses, instead of serving as a ring of one.
 
 Every period is drawn uniformly from ½–1½ × its mean, so nodes do not fall into lockstep.
+
+What a round costs follows what changes, not the clock. Once the leafset has stayed the same
+for ``CALM_ROUNDS`` rounds the rounds come half as often (any change, or a peer that fails,
+brings the full rate back at once); the predecessor is pinged only when it has not notified
+us within the round (its notify is the liveness evidence a ping would fetch); and finger
+refreshes that find nothing new come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round (a finger
+that changes brings every round back).
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ class Maintenance:
     SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
     MAX_REJOIN_WAIT = 10.0  # seconds between rejoin attempts, at most
     MAX_WALK = 8  # nodes adopted one after another in one stabilize, walking back to our place
+    CALM_ROUNDS = 10  # rounds with the same leafset before rounds come half as often
+    MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -68,6 +77,10 @@ class Maintenance:
         #: when: it no longer takes writes for our range.
         self.succ_heard: tuple[int, float] = (-1, float("-inf"))
         self._loop_check: asyncio.Task[None] | None = None
+        self.calm = 0  # rounds since the leafset last changed (or a peer failed)
+        self._finger_skip = 1  # run fix_fingers one round in this many
+        self._finger_wait = 0  # rounds until the next fix_fingers
+        self.failures = 0  # peers that failed to answer (Node.peer_failed counts them)
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -84,28 +97,48 @@ class Maintenance:
         """A peer declared dead or gone: no hint may point at it any more."""
         self._notifiers.pop(peer_id, None)
 
+    def round_period(self) -> float:
+        """The mean seconds between rounds now: the configured period, twice that when calm."""
+        period = self.node.config.stabilize_period
+        return 2 * period if self.calm >= self.CALM_ROUNDS else period
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         period = self.node.config.stabilize_period
         while True:
-            await asyncio.sleep(period * (0.5 + self.node.rng.random()))
+            await asyncio.sleep(self.round_period() * (0.5 + self.node.rng.random()))
             start = loop.time()
             try:
+                shape = self._shape()
+                failures = self.failures
                 await self.stabilize()
                 # Every round while our neighbourhood is young (after joins, when loops form),
                 # a share of them once it has been quiet for long.
                 young = self.node.replicator.quiet_for() < self.YOUNG * period
                 if young or self.node.rng.random() < self.LOOP_CHECK:
                     self._check_loop_soon()
-                await self.check_predecessor()
-                await self.fix_fingers()
+                pred_heard, at = self.pred_heard
+                pred = self.node.leafset.predecessor
+                if pred is None or pred.id != pred_heard or start - at > self.round_period():
+                    await self.check_predecessor()
+                self._finger_wait -= 1
+                if self._finger_wait <= 0 or young:
+                    changed = await self.fix_fingers()
+                    skip = 1 if changed else min(2 * self._finger_skip, self.MAX_FINGER_SKIP)
+                    self._finger_skip = self._finger_wait = skip
                 self._remember_peers(start)
                 self.node.replicator.track_view()
+                quiet = self._shape() == shape and self.failures == failures
+                self.calm = self.calm + 1 if quiet else 0
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not silently stop maintenance for good
                 self.node.log.exception("maintenance round failed")
             self.node.log.debug("maintenance round took %.3f s", loop.time() - start)
+
+    def _shape(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        ls = self.node.leafset
+        return tuple(p.id for p in ls.successors), tuple(p.id for p in ls.predecessors)
 
     def _remember_peers(self, now: float) -> None:
         peers = self.node.leafset.peers()
@@ -291,8 +324,10 @@ class Maintenance:
         except PEER_FAILURES as exc:
             self.node.peer_failed(pred, exc)
 
-    async def fix_fingers(self) -> None:
-        """Refresh fingers from where the last round stopped, up to one lookup's worth."""
+    async def fix_fingers(self) -> bool:
+        """Refresh fingers from where the last round stopped, up to one lookup's worth;
+        whether a finger changed."""
+        changed = False
         for _ in range(ids.BITS):
             i = self._next_finger
             start = self.node.fingers.start(i)
@@ -305,12 +340,18 @@ class Maintenance:
                     # a finger is only a shortcut; the owner of a key is always confirmed.
                     owner = (await self.node.lookup_id(start, confirm=False)).owner
                 except (LookupFailed, *PEER_FAILURES):
-                    return
+                    return True  # (a failure is news: look again next round)
                 looked_up = True
-            nxt = self.node.fingers.set(i, owner) if owner.id != self.node.id else i + 1
+            if owner.id != self.node.id:
+                old = self.node.fingers.entries[i]
+                changed = changed or old is None or old.id != owner.id
+                nxt = self.node.fingers.set(i, owner)
+            else:
+                nxt = i + 1
             self._next_finger = nxt % ids.BITS
             if looked_up or nxt >= ids.BITS:
-                return
+                return changed
+        return changed
 
     def agreed(self) -> bool:
         """Whether our predecessor and our successor both named us lately (their successor,
@@ -319,7 +360,8 @@ class Maintenance:
         pred, succ = ls.predecessor, ls.successor
         if pred is None or succ is None:
             return False
-        fresh = asyncio.get_running_loop().time() - 3 * self.node.config.stabilize_period
+        # Three rounds of theirs, which come half as often when calm (see run).
+        fresh = asyncio.get_running_loop().time() - 3 * self.round_period()
         (p, p_at), (s, s_at) = self.pred_heard, self.succ_heard
         return p == pred.id and s == succ.id and p_at >= fresh and s_at >= fresh
 

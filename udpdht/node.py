@@ -28,7 +28,7 @@ from .maintenance import Maintenance
 from .membership import FailureDetector, PeerMemory
 from .net import Address, Network, UdpNetwork, check_peer_addr, format_addr, resolve
 from .replication import Replicator, StoreConfig
-from .routing import FingerTable, LeafSet, Peer, arg_id, next_hop, peers_from_wire
+from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 
@@ -111,8 +111,10 @@ class Node:
         self._endpoint: RpcEndpoint | None = None
         self._started_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        self._tasks_kept = 16  # (see background)
         self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
+        self.view = RingView(Peer(self.id, self.addr))  # nodes that answered us (routing.py)
         # Log records carry the node's id prefix (several nodes may share a process).
         self.log = logging.LoggerAdapter(log, {"node": "--------"})
         self.detector = FailureDetector(self.config.failure_strikes, self.FAILED_MEMORY)
@@ -211,6 +213,7 @@ class Node:
             self.id = ids.node_id_for(*addr)
         self.leafset = LeafSet(Peer(self.id, addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
+        self.view = RingView(Peer(self.id, self.addr))  # nodes that answered us (routing.py)
         self.maintenance.reset()
         self.log = logging.LoggerAdapter(log, {"node": ids.short(self.id)})
         if self._verifier is not None:  # an admin signature names this id
@@ -235,9 +238,11 @@ class Node:
 
     def background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of this node: cancelled when the node stops."""
-        self._tasks = [t for t in self._tasks if not t.done()]
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
+        if len(self._tasks) > 2 * self._tasks_kept:  # amortized: not a scan per task
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks_kept = len(self._tasks) + 16
         return task
 
     async def stop(self) -> None:
@@ -385,6 +390,8 @@ class Node:
         not: a peer that only ever says no is of no use either)."""
         result = await self.endpoint.call(peer.addr, method, args, tries=tries or None)
         self.detector.answered(peer.id)
+        if peer.id >= 0:  # (-1: a node known by its address only, until it answers)
+            self.view.add(peer, asyncio.get_running_loop().time())
         return result
 
     def parse_peers(self, items: Any) -> list[Peer]:
@@ -425,6 +432,8 @@ class Node:
         the peer is alive and says so."""
         if isinstance(exc, Busy):
             return
+        self.view.remove(peer.id)  # at once: the view is only for guesses
+        self.maintenance.failures += 1  # (news: the rounds come at their full rate again)
         now = asyncio.get_running_loop().time()
         if isinstance(exc, MALFORMED):  # it answered, with nonsense: no need to ask again
             self.detector.declare_dead(peer.id, now)

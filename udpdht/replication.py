@@ -71,7 +71,7 @@ class StoreConfig:
     replicas: int = 3  # r: copies of each key, the primary included
     sync_period: float = 5.0  # mean seconds between anti-entropy rounds
     tombstone_ttl: float = 24 * 3600.0  # how long a delete shadows older replicas
-    write_attempts: int = 4  # lookups a put or delete may make before giving up
+    write_attempts: int = 6  # sends to a primary a put or delete may make before giving up
     max_skew: float = 60.0  # seconds a record's stamp may be ahead of our clock
     max_ttl: float = MAX_TTL  # the longest TTL a put may ask for
     max_store_bytes: int | None = None  # the store's quota (key + value bytes); None: none
@@ -187,6 +187,8 @@ class Replicator:
         self.node = node
         self.store = store
         self.config = config
+        # Records waiting to be pushed to a replica, by its id (see _push_soon).
+        self._outbox: dict[int, list[tuple[Record, asyncio.Future[bool]]]] = {}
         self._budgets = Buckets(config.write_rate, config.write_burst)
         self._strays_after: Cursor | None = None  # where the next round's strays start
         #: The last join's hand-off: from whom, records, pages, seconds, done, error.
@@ -355,6 +357,8 @@ class Replicator:
         except DhtError:
             done, nodes = False, []
         # Only when we know the owner: next hops are no holders (the caller looks up instead).
+        # (Naming our best guess instead sent writes, while a ring formed, to nodes that took
+        # them as primaries by a view as stale as ours: reads then missed them.)
         wire = [p.to_wire() for p in nodes[: self.config.replicas]] if done else []
         return NotResponsible(f"not {what} of this key by this node's view", data={"nodes": wire})
 
@@ -523,12 +527,12 @@ class Replicator:
         key_id = ids.hash_key(key)
         args = {"key": key, "value": value, "ttl": ttl}
         last: Exception | None = None
-        # The first lookup is not confirmed: the primary checks its own responsibility, and a
-        # node that is not the primary names the one it believes is (NotResponsible).
+        # The first guess is not confirmed (our view of the ring, or a lookup): the primary
+        # checks its own responsibility, and a node that is not the primary names the one it
+        # believes is (NotResponsible), where the write goes at once.
         targets = (await self._targets(key_id, confirm=False))[: self.config.replicas]
+        refusals = 0  # answers that named no one: a confirmed lookup follows each
         for attempt in range(self.config.write_attempts):
-            if attempt > 1:  # routing still moves: give stabilization a moment
-                await asyncio.sleep(self.node.config.stabilize_period * (attempt - 1))
             redirect: list[Peer] = []
             for target in targets:
                 try:
@@ -548,15 +552,37 @@ class Replicator:
             if attempt == self.config.write_attempts - 1:
                 break
             # Where the node that refused says, if it names a plausible owner; else look up
-            # again, confirmed by the owner itself.
-            targets = (
-                redirect or (await self._targets(key_id, confirm=True))[: self.config.replicas]
-            )
+            # again, confirmed by the owner itself, at once the first times (the guess was
+            # stale), then after a pause that doubles: routing still moves after joins.
+            if redirect:
+                targets = redirect
+                continue
+            refusals += 1
+            if refusals > 1:  # routing still moves: give stabilization a moment
+                await asyncio.sleep(self.node.config.stabilize_period * (refusals - 1))
+            targets = (await self._targets(key_id, confirm=True))[: self.config.replicas]
         raise Unavailable(f"could not write the key: {last}")
 
-    async def _targets(self, key_id: int, *, confirm: bool) -> list[Peer]:
-        """The key's owner and the nodes after it (its successor list), by a lookup: the
-        first r hold the key."""
+    RETRY_PAUSE = 0.05  # seconds before the third lookup of a write, doubled for each after
+
+    def guess_holders(self, key_id: int) -> list[Peer] | None:
+        """The key's primary and the nodes after it by our view of the ring (routing.RingView),
+        or None when our own leafset knows better (or the view is of no use: a lookup)."""
+        node = self.node
+        if node.isolated or node.leafset.covers(key_id) or len(node.view) < 2:
+            return None
+        since = asyncio.get_running_loop().time() - self.VIEW_AGE
+        guess = node.view.holders(key_id, self.config.replicas + node.leafset.half, since)
+        return guess if len(guess) >= self.config.replicas else None
+
+    VIEW_AGE = 60.0  # seconds: nodes not heard from for longer are not guessed
+
+    async def _targets(self, key_id: int, *, confirm: bool, guess: bool = True) -> list[Peer]:
+        """The key's owner and the nodes after it (its successor list): the first r hold the
+        key. Unconfirmed: by our view of the ring when it can tell (no call; ``guess``), else
+        a lookup."""
+        if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
+            return holders
         found = await self.node.lookup_id(key_id, confirm=confirm)
         return [found.owner, *found.successors]
 
@@ -611,8 +637,21 @@ class Replicator:
 
     async def _get_once(self, key: bytes) -> Record:
         key_id = ids.hash_key(key)
+        guessed = self.guess_holders(key_id)
+        if guessed is not None:
+            # Our view's guess first: one round trip when it is right. When it finds no value
+            # (or no settled holder), the ring's own routing decides: while the ring settles
+            # a write may sit where a lookup leads, not where our view points.
+            with contextlib.suppress(KeyNotFound, Unavailable):
+                return await self._read_targets(key, key_id, guessed, guessed=True)
+        targets = await self._targets(key_id, confirm=False, guess=False)
+        return await self._read_targets(key, key_id, targets, guessed=False)
+
+    async def _read_targets(
+        self, key: bytes, key_id: int, targets: list[Peer], *, guessed: bool
+    ) -> Record:
+        """One read of ``key`` from its holders among ``targets`` (see get)."""
         r = self.config.replicas
-        targets = await self._targets(key_id, confirm=False)
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         asked = False  # whether targets[0] was asked as the primary (and answered or failed)
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
@@ -624,6 +663,8 @@ class Replicator:
                 continue
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
+                if guessed:  # our view was stale: the ring's own routing knows better
+                    raise Unavailable("the guessed primary failed") from exc
             asked = True
             break
         if not answers or answers[0][0] is None or not answers[0][1]:
@@ -643,8 +684,15 @@ class Replicator:
                 f"the {min(r, len(targets))} nodes that hold the key could not say yet that it "
                 "has no value (not reached, or their part of the ring still settles); try again"
             )
+        if best is None and guessed:
+            raise KeyNotFound("not where our view points")  # (the caller looks up instead)
         if best is None:
-            best = await self._read_strays(key, targets[:r], targets[r:])
+            after = targets[r:]
+            if not after:  # r nodes named by a redirect: the ring's own successor list says
+                asked_ids = {p.id for p in targets[:r]}  # who follows them
+                found = await self._targets(key_id, confirm=False, guess=False)
+                after = [p for p in found if p.id not in asked_ids]
+            best = await self._read_strays(key, targets[:r], after)
         now = self.node.wall_clock()
         if best is None or best.is_tombstone or not best.live(now):
             raise KeyNotFound(f"no value for key {key[:60]!r}")
@@ -730,8 +778,36 @@ class Replicator:
         self.store.put(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
         # Replicate before acknowledging: an acknowledged write is on every live replica.
-        await self._push([record], self.next_nodes(self.config.replicas - 1))
+        replicas = [p for p in self.next_nodes(self.config.replicas - 1) if p.id != self.node.id]
+        await asyncio.gather(*(self._push_soon(record, peer) for peer in replicas))
         return {"version": [version.stamp, version.writer], "existed": existed}
+
+    def _push_soon(self, record: Record, peer: Peer) -> asyncio.Future[bool]:
+        """Push ``record`` to ``peer`` with the other writes of this moment: one ``store_push``
+        per replica carries every record written while the last one to it was in flight
+        (as Nagle's algorithm, without its delay). Whether the peer took it."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        queue = self._outbox.get(peer.id)
+        if queue is None:  # no push to this peer in flight: start one
+            self._outbox[peer.id] = [(record, done)]
+            self.node.background(self._pump(peer))
+        else:
+            queue.append((record, done))
+        return done
+
+    async def _pump(self, peer: Peer) -> None:
+        """Push what waits for ``peer``, batch after batch, until nothing does."""
+        try:
+            while queue := self._outbox.get(peer.id):
+                self._outbox[peer.id] = []  # what comes meanwhile goes in the next batch
+                took = await self._push([record for record, _ in queue], [peer])
+                for _, done in queue:
+                    if not done.done():
+                        done.set_result(bool(took))
+        finally:
+            for _, done in self._outbox.pop(peer.id, []):  # cancelled (the node stops)
+                if not done.done():
+                    done.set_result(False)
 
     async def _push(self, records: list[Record], peers: Iterable[Peer]) -> list[Peer]:
         """Send records to peers (each keeps what is newer); return the peers that took them

@@ -357,3 +357,61 @@ def next_hop(
     if walk and walk[0] not in candidates:
         candidates.append(walk[0])
     return False, candidates
+
+
+class RingView:
+    """Nodes that answered us lately, sorted by id: a guess at a key's holders with no lookup.
+
+    In a ring of a few thousand nodes a node soon has heard from most of them (lookups,
+    fingers, repair), so the first of them at or after a key is usually its primary: a read
+    or a write goes there directly, one round trip instead of a lookup's several. A guess is
+    only a guess: the node asked checks its own responsibility and names the right holders
+    when it knows them (NOT_RESPONSIBLE), a node that does not answer is dropped here at once
+    (and the coordinator looks up instead), and only nodes heard from within ``max_age``
+    seconds are guessed (a crashed node is not guessed for long). Only nodes that answered us,
+    and those the ring's nodes named in lookups, are added (checked like any peer list), so a
+    stranger cannot fill it with addresses; when full, a node picked by the new one's id makes
+    room (no order to exploit).
+    """
+
+    def __init__(self, own: Peer, limit: int = 4096) -> None:
+        self.own = own
+        self.limit = limit
+        self._ids: list[int] = [own.id]
+        self._peers: dict[int, tuple[Peer, float]] = {own.id: (own, float("inf"))}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, peer: Peer, now: float) -> None:
+        """``peer`` answered us at loop time ``now``."""
+        if peer.id in self._peers:
+            if peer.id != self.own.id:
+                self._peers[peer.id] = (peer, now)
+            return
+        if len(self._ids) >= self.limit:
+            victim = self._ids[peer.id % len(self._ids)]
+            if victim == self.own.id:
+                return
+            self.remove(victim)
+        bisect.insort(self._ids, peer.id)
+        self._peers[peer.id] = (peer, now)
+
+    def remove(self, peer_id: int) -> None:
+        if peer_id == self.own.id or self._peers.pop(peer_id, None) is None:
+            return
+        del self._ids[bisect.bisect_left(self._ids, peer_id)]
+
+    def holders(self, key: int, count: int, since: float) -> list[Peer]:
+        """The first ``count`` nodes at or after ``key`` clockwise (the key's primary first, by
+        this view) among those heard from since loop time ``since``, ourselves included."""
+        n = len(self._ids)
+        i = bisect.bisect_left(self._ids, key)
+        out: list[Peer] = []
+        for k in range(n):
+            peer, heard = self._peers[self._ids[(i + k) % n]]
+            if heard >= since:
+                out.append(peer)
+                if len(out) == count:
+                    break
+        return out

@@ -513,14 +513,16 @@ class Server:
         loop = asyncio.get_running_loop()
         period = node.config.stabilize_period
         deadline = loop.time() + self.RETRY_ROUNDS * period
+        pause = 0.05  # doubled after each try, up to a period: most waits are short
         while True:
             try:
                 return await op()
             except Unavailable as exc:
-                if loop.time() + period > deadline or not node.running:
+                if loop.time() + pause > deadline or not node.running:
                     raise
                 log.info("ring not ready (%s); trying again", exc)
-            await asyncio.sleep(period)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, period)
 
     # --- state files ---------------------------------------------------------------------------
 
