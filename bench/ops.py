@@ -42,7 +42,10 @@ What is measured
     **Part B: a ring of node processes, udpdht only.** ``--ring-nodes`` (16) ``udpdht node``
     processes (bench/attack.py's Cluster: temp dir, ephemeral ports on 127.0.0.1; the first
     alone, the others bootstrapping from it, all at once), then wait until every node's
-    status says ``settled``. From this process, one :class:`udpdht.Client` per node: for each
+    status says ``settled``. Then ``--ring-idle`` (10) seconds at rest: per node and second,
+    the datagrams and bytes it sent (its status ``rpc``; one status answer per node falls in
+    the window) and its CPU time: what maintenance costs. From this process, one
+    :class:`udpdht.Client` per node: for each
     level of ``--inflight`` (1, 16, 64), ``--ring-ops`` (2,000) puts of new keys with 64-byte
     values, then gets of those keys, that many requests in flight, the i-th put to node
     i mod 16 and its get to node (i+7) mod 16. Per level and op: ops/s, p50/p99/max, errors
@@ -514,6 +517,34 @@ async def ring_load(
     }
 
 
+async def ring_idle(clients: list[Client], nodes: list[NodeProc], seconds: float) -> dict[str, Any]:
+    """What a node of the settled ring costs at rest, per second: datagrams and bytes it sends
+    (from its status; the status calls themselves excluded) and CPU (from /proc)."""
+
+    async def sums() -> tuple[int, int]:
+        sts = await asyncio.gather(*(c.status() for c in clients))
+        return (
+            sum(int(st["rpc"]["sent"]) for st in sts),
+            sum(int(st["rpc"].get("bytes_sent", 0)) for st in sts),
+        )
+
+    sent0, bytes0 = await sums()
+    cpu0 = sum(cpu_seconds(nd) for nd in nodes)
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    wall = time.perf_counter() - t0
+    cpu = sum(cpu_seconds(nd) for nd in nodes) - cpu0
+    sent1, bytes1 = await sums()
+    per = len(nodes) * wall
+    # Each node answered one status call between the two sums: not maintenance.
+    return {
+        "seconds": round(wall, 2),
+        "datagrams_per_node_s": round((sent1 - sent0 - len(nodes)) / per, 2),
+        "bytes_per_node_s": round((bytes1 - bytes0) / per, 1),
+        "cpu_ms_per_node_s": round(cpu * 1000 / per, 3),
+    }
+
+
 async def ring_part(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": args.ring_nodes, "ops": args.ring_ops, "levels": {}}
     with Cluster("asyncio", prefix="udpdht-ops-") as cluster:
@@ -531,6 +562,8 @@ async def ring_part(args: argparse.Namespace) -> dict[str, Any]:
                 await c.open()
             out["settle_s"] = round(await wait_settled(clients, args.max_wait), 2)
             progress(f"ring: settled {out['settle_s']} s after the last start")
+            out["idle"] = await ring_idle(clients, nodes, args.ring_idle)
+            progress(f"ring: idle {out['idle']}")
             for level in args.inflight:
                 salt = os.urandom(3).hex()
                 keys = [f"ring-{salt}-{i}".encode() for i in range(args.ring_ops)]
@@ -654,6 +687,13 @@ def table(result: dict[str, Any]) -> str:
                     _n(x["node_cpu_ms_per_op"]),
                 ])  # fmt: skip
         lines += _grid(heads, rows)
+        idle = ring.get("idle")
+        if idle:
+            lines.append(
+                f"at rest ({idle['seconds']} s, settled ring): per node and second "
+                f"{idle['datagrams_per_node_s']} datagrams, {idle['bytes_per_node_s']:,.0f} bytes "
+                f"sent, {idle['cpu_ms_per_node_s']} ms CPU"
+            )
     tg = result.get("targets") or []
     if tg:
         lines += ["", "Targets (issue #11)"]
@@ -719,6 +759,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=600.0, help="a library child's lifetime")
     p.add_argument("--ring-nodes", type=positive, default=16, help="node processes (16)")
     p.add_argument("--ring-ops", type=positive, help="puts (and gets) per level (2000)")
+    p.add_argument("--ring-idle", type=float, help="seconds at rest before the load (10)")
     p.add_argument(
         "--inflight", type=lambda s: [positive(x) for x in s.split(",")], nargs="+",
         help="requests in flight, e.g. 1,16,64 or 1 16 64",
@@ -744,6 +785,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ops = args.ops or (100 if q else 300)
     args.idle = args.idle if args.idle is not None else (2.0 if q else 5.0)
     args.ring_ops = args.ring_ops or (300 if q else 2000)
+    args.ring_idle = args.ring_idle if args.ring_idle is not None else (3.0 if q else 10.0)
     args.inflight = [x for group in (args.inflight or [[1, 16, 64]]) for x in group]
     return args
 

@@ -135,6 +135,8 @@ class RpcStats:
     tokens_sent: int = 0  # answers replaced by a retry token (unproven address, large answer)
     resends_refused: int = 0  # retransmissions not answered again (max_resends reached)
     send_errors: int = 0  # datagrams not sent: a bad destination or an error from the socket
+    bytes_sent: int = 0  # payload bytes of the datagrams sent (UDP/IP headers not included)
+    bytes_received: int = 0  # ... of the datagrams that decoded
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -719,7 +721,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         except DhtError:
             self.stats.dropped_malformed += 1
             return
-        self.stats.received += 1
+        stats = self.stats
+        stats.received += 1
+        stats.bytes_received += len(data)
         kind = type(msg)
         if kind is wire.Request:
             self._on_request(cast(wire.Request, msg), addr, len(data))
@@ -750,7 +754,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             except Exception as exc:  # uvloop raises here what asyncio hands to error_received
                 why = f"{type(exc).__name__}: {exc}"
             else:
-                self.stats.sent += 1
+                stats = self.stats
+                stats.sent += 1
+                stats.bytes_sent += len(data)
                 return None
         self.stats.send_errors += 1
         return why
