@@ -374,6 +374,8 @@ class RingView:
     room (no order to exploit).
     """
 
+    MAX_STALE = 64  # stale entries a guess skips at most before it gives up
+
     def __init__(self, own: Peer, limit: int = 4096) -> None:
         self.own = own
         self.limit = limit
@@ -408,7 +410,7 @@ class RingView:
         n = len(self._ids)
         i = bisect.bisect_left(self._ids, key)
         out: list[Peer] = []
-        for k in range(n):
+        for k in range(min(n, count + self.MAX_STALE)):  # bounded: no scan of a stale view
             peer, heard = self._peers[self._ids[(i + k) % n]]
             if heard >= since:
                 out.append(peer)
