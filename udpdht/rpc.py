@@ -18,7 +18,8 @@ Load must never turn into a retransmission storm, so each peer also has a *windo
 to it in flight at once, like TCP's congestion window: it starts at ``window``, grows by one per
 answer (slow start) until the first sign of congestion, then by one per window of answers, and
 is halved (at most once per RTO) when the peer is slow. Calls past the window wait their turn
-before they are sent, and their timer starts when they are. When a call times out although
+before they are sent, and their timer starts when they are. A peer's window lasts while calls
+to it are in flight: an idle peer starts again at ``window``. When a call times out although
 the peer answered other calls since it was sent, the peer is alive but slow (its queue is
 long): its RTO is doubled (up to ``max_backoff`` ×) for the resends and the calls after it
 until a fresh sample comes, as RFC 6298 §5.5 does. A peer that answers nothing keeps its short
@@ -217,6 +218,7 @@ class _Transaction:
         args: dict[str, Any],
         data: bytes,
         tries: int,
+        rto: float,
     ) -> None:
         self.endpoint = endpoint
         self.rid = rid
@@ -225,7 +227,7 @@ class _Transaction:
         self.args = args  # kept to send the request again with a token
         self.data = data
         self.tries = tries
-        self.rto = 0.0  # set when first sent (a call may wait for its turn before)
+        self.rto = rto
         self.attempt = 0
         self.token_retries = 0
         self.slot = 0  # the timer wheel's slot holding our id (0: none)
@@ -588,8 +590,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         tx = None
         try:
             data = wire.encode_request(rid, method, args, self._tokens.get(addr))
-            tx = _Transaction(self, rid, addr, method, args, data, tries or self.config.tries)
-            tx.rto = self.rto_for(addr)
+            tries = tries or self.config.tries
+            tx = _Transaction(self, rid, addr, method, args, data, tries, self.rto_for(addr))
             self._pending[rid] = tx
             tx.send()
             return await tx.future
@@ -631,7 +633,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def _answered(self, tx: _Transaction, first_try: bool) -> None:
         """``tx`` got its answer: feed the RTT estimate (Karn: only from a request sent once)
-        and open the peer's window a little (by one per window of answers)."""
+        and open the peer's window (by one below its threshold, else by one per window)."""
         now = self._loop.time()
         est = self._rtts.get(tx.addr)
         if first_try:
