@@ -66,6 +66,11 @@ BATCH_BYTES = 60_000
 ITEM_OVERHEAD = 64  # what each record of a batch counts besides its key and value
 
 
+class _GuessMissed(Exception):
+    """A read from our view's guess of a key's holders found no settled answer: the ring's own
+    routing (a lookup) is asked instead. Never leaves the Replicator."""
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     replicas: int = 3  # r: copies of each key, the primary included
@@ -537,7 +542,7 @@ class Replicator:
         # a lookup leads, where reads and their search for strays look, and every attempt
         # after the second waits for stabilization (1, 2, 3 periods): retried at once, writes
         # landed on nodes that took them as primaries by views about to change, and reads of
-        # a ring of 200 fresh servers then missed 1-2 keys in 300 in one run of five.
+        # a ring of 200 fresh servers then missed 1-2 keys in 300 in two runs of ten.
         settled = self.settled()
         period = self.node.config.stabilize_period
         attempts = self.config.write_attempts if settled else self.SETTLING_ATTEMPTS
@@ -656,7 +661,7 @@ class Replicator:
             # Our view's guess first: one round trip when it is right. When it finds no value
             # (or no settled holder), the ring's own routing decides: while the ring settles
             # a write may sit where a lookup leads, not where our view points.
-            with contextlib.suppress(KeyNotFound, Unavailable):
+            with contextlib.suppress(_GuessMissed):
                 return await self._read_targets(key, key_id, guessed, guessed=True)
         targets = await self._targets(key_id, confirm=False, guess=False)
         return await self._read_targets(key, key_id, targets, guessed=False)
@@ -678,7 +683,7 @@ class Replicator:
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
                 if guessed:  # our view was stale: the ring's own routing knows better
-                    raise Unavailable("the guessed primary failed") from exc
+                    raise _GuessMissed from exc
             asked = True
             break
         if not answers or answers[0][0] is None or not answers[0][1]:
@@ -691,6 +696,8 @@ class Replicator:
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
         best = newest_agreed(record for record, _ in answers)
+        if guessed and (best is None or best.is_tombstone or not best.live(self.node.wall_clock())):
+            raise _GuessMissed  # no value where our view points: look where a lookup leads
         if best is None and not (answers and all(settled for _, settled in answers)):
             # "No value" needs a settled holder, and none that answered unsettled: a holder
             # whose neighbourhood is still changing is a sign that writes may lie elsewhere.
@@ -698,8 +705,6 @@ class Replicator:
                 f"the {min(r, len(targets))} nodes that hold the key could not say yet that it "
                 "has no value (not reached, or their part of the ring still settles); try again"
             )
-        if best is None and guessed:
-            raise KeyNotFound("not where our view points")  # (the caller looks up instead)
         if best is None:
             after = targets[r:]
             if not after:  # r nodes named by a redirect: the ring's own successor list says
