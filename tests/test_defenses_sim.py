@@ -11,8 +11,9 @@ import random
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
-from udpdht import Unavailable, ids
+from udpdht import Unavailable, ids, wire
 from udpdht.lookup import plausible_owner
 from udpdht.net import Address, run_virtual
 from udpdht.node import Node
@@ -363,6 +364,63 @@ def test_remembered_peers_that_are_gone_do_not_slow_the_rounds() -> None:
             if loop.time() - start > 10 and not all(n.replicator.settled() for n in nodes):
                 unsettled.append(round(loop.time() - start, 1))
         assert unsettled == []
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_fake_node_named_in_lookup_answers_costs_one_failed_call_and_is_forgotten() -> None:
+    # A node of the ring lies in its `find` answers: it adds a node that does not exist (any
+    # address, with the id that address hashes to). A coordinator's ring view takes it on
+    # hearsay as a guess; a write whose guess it is still lands, the fake is dropped after its
+    # one failed call and not taken again however often the liar names it, and a read then
+    # goes right. It costs one call's sends to the fake's address in all.
+    async def main() -> None:
+        sim = Sim(seed=42, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=True)
+        fake = Peer(ids.node_id_for("10.254.0.1", 7000), ("10.254.0.1", 7000))
+        liar = nodes[3]
+        # A coordinator that must guess there (its own leafset does not span the fake's place).
+        coordinator = next(n for n in nodes if n is not liar and not n.leafset.covers(fake.id))
+        honest = liar._rpc_find
+
+        def lying_find(args: dict[str, Any], src: Address) -> dict[str, Any]:
+            reply = honest(args, src)
+            reply["nodes"] = [*reply["nodes"], fake.to_wire()]
+            return reply
+
+        liar.endpoint.register("find", lying_find, idempotent=True)
+        await wait_until(coordinator.replicator.settled, within=30)
+
+        def in_view() -> bool:
+            return fake in coordinator.view.holders(fake.id, 1, since=0.0)
+
+        def guessed(key: bytes) -> Peer | None:
+            return next(iter(coordinator.replicator.guess_holders(ids.hash_key(key)) or []), None)
+
+        await coordinator.lookup_id(0, start=liar.addr, confirm=False)
+        assert in_view()  # taken on the liar's word
+        key = next(k for k in (f"k{i}".encode() for i in range(50_000)) if guessed(k) == fake)
+        to_fake: list[bytes] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data)
+            # Store calls: what the view's guess sent. (Lookups through the liar also try the
+            # nodes it names, as any iterative lookup does: not counted here.)
+            if dst == fake.addr and isinstance(msg, wire.Request) and msg.method[:6] == "store_":
+                to_fake.append(data)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        await coordinator.put(key, "v")  # its guess was the fake: the write still lands
+        assert to_fake  # (the guess was used)
+        for start in (0, fake.id, ids.hash_key(key)):  # the liar names it again and again
+            await coordinator.lookup_id(start, start=liar.addr, confirm=False)
+        assert not in_view()
+        assert await coordinator.get(key) == "v"
+        sim.net.set_drop_filter(None)
+        assert len(to_fake) <= coordinator.endpoint.config.tries  # one store call's sends in all
+        assert guessed(key) != fake
         await sim.stop()
 
     run_virtual(main())

@@ -360,18 +360,19 @@ def next_hop(
 
 
 class RingView:
-    """Nodes that answered us lately, sorted by id: a guess at a key's holders with no lookup.
+    """Nodes heard of lately, sorted by id: a guess at a key's holders with no lookup.
 
-    In a ring of a few thousand nodes a node soon has heard from most of them (lookups,
+    In a ring of a few thousand nodes a node soon has heard of most of them (lookups,
     fingers, repair), so the first of them at or after a key is usually its primary: a read
     or a write goes there directly, one round trip instead of a lookup's several. A guess is
     only a guess: the node asked checks its own responsibility and names the right holders
-    when it knows them (NOT_RESPONSIBLE), a node that does not answer is dropped here at once
-    (and the coordinator looks up instead), and only nodes heard from within ``max_age``
-    seconds are guessed (a crashed node is not guessed for long). Only nodes that answered us,
-    and those the ring's nodes named in lookups, are added (checked like any peer list), so a
-    stranger cannot fill it with addresses; when full, a node picked by the new one's id makes
-    room (no order to exploit).
+    when it knows them (NOT_RESPONSIBLE), and the caller drops a node that fails a call at
+    once (and looks up instead). The node adds the peers that answered its calls, and those
+    that nodes of the ring named in lookup answers (checked like any peer list, and not while
+    the failure detector suspects them: a liar that names a node that does not exist costs a
+    coordinator one failed call, tests/test_defenses_sim.py). ``holders`` skips nodes not
+    heard of since a time the caller gives, so a crashed node is not guessed for long. When
+    full, a node picked by the new one's id makes room (no order to exploit).
     """
 
     MAX_STALE = 64  # stale entries a guess skips at most before it gives up
