@@ -10,8 +10,10 @@ import asyncio
 import random
 
 import pytest
+from helpers import wait_until
 
 from udpdht import ids
+from udpdht.maintenance import Maintenance
 from udpdht.net import SimNetwork, check_peer_addr, run_virtual
 from udpdht.node import Node, NodeConfig
 from udpdht.sim import Sim
@@ -294,7 +296,8 @@ def test_a_calm_ring_costs_less_and_still_repairs_a_crash_at_once() -> None:
     async def main() -> None:
         sim = Sim(seed=21)
         nodes = await sim.build_ideal(16, maintenance=True)
-        await asyncio.sleep(30)  # calm by now
+        calm = Maintenance.CALM_ROUNDS
+        await wait_until(lambda: all(n.maintenance.calm >= calm for n in nodes), within=60)
         before = sim.net.stats.sent
         await asyncio.sleep(60)
         rate = (sim.net.stats.sent - before) / 60 / 16

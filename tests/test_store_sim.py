@@ -423,7 +423,7 @@ def test_a_get_goes_straight_to_the_primary_its_view_knows() -> None:
     async def main() -> None:
         sim = store_sim(50)
         nodes = await sim.build_ideal(40, maintenance=True)
-        await asyncio.sleep(15)  # rounds: every holder settled
+        await wait_until(lambda: all(n.replicator.settled() for n in nodes), within=60)
         coordinator = nodes[0]
         now = asyncio.get_running_loop().time()
         for node in nodes:  # as if each had answered it lately
@@ -458,7 +458,7 @@ def test_writes_to_one_primary_at_once_share_their_pushes() -> None:
     async def main() -> None:
         sim = store_sim(51)
         nodes = await sim.build_ideal(12, maintenance=True)
-        await asyncio.sleep(5)
+        await wait_until(lambda: all(n.replicator.settled() for n in nodes), within=60)
         primary = nodes[3]
         low = primary.leafset.predecessor
         assert low is not None
