@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from . import ids
@@ -27,8 +28,7 @@ class Peer(NamedTuple):
     addr: Address
 
     def to_wire(self) -> list[Any]:
-        addr = self.addr
-        return [self.id.to_bytes(ids.ID_BYTES, "big"), addr[0], addr[1]]
+        return [ids.to_bytes(self.id), self.addr[0], self.addr[1]]
 
     @classmethod
     def from_wire(cls, item: Any) -> Peer:
@@ -292,11 +292,7 @@ def closest_preceding(own: int, key: int, candidates: Iterable[Peer], count: int
             d = (pid - own) & mask
             if 0 < d < span:
                 seen[pid] = (span - d, p)
-    return [p for _, p in sorted(seen.values(), key=_first)[:count]]
-
-
-def _first(item: tuple[int, Peer]) -> int:
-    return item[0]
+    return [p for _, p in sorted(seen.values(), key=itemgetter(0))[:count]]
 
 
 def _closest_known(ls: LeafSet, fingers: FingerTable, key: int, count: int) -> list[Peer]:
@@ -317,7 +313,7 @@ def _closest_known(ls: LeafSet, fingers: FingerTable, key: int, count: int) -> l
                 d = (p.id - own) & mask
                 if d:
                     seen[p.id] = (d, p)
-        ranked = sorted(seen.values(), key=_first)
+        ranked = sorted(seen.values(), key=itemgetter(0))
         dists, peers = [d for d, _ in ranked], [p for _, p in ranked]
         fingers._routes = (fingers._distinct, ls.successors, ls.predecessors, dists, peers)
     # The candidates in (own, key) are those at a distance below key's: nearest to key first.
