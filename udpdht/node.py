@@ -114,7 +114,7 @@ class Node:
         self._tasks_kept = 16  # (see background)
         self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
-        self.view = RingView(Peer(self.id, self.addr))  # nodes that answered us (routing.py)
+        self.view = RingView(Peer(self.id, self.addr))  # nodes heard of lately (routing.RingView)
         # Log records carry the node's id prefix (several nodes may share a process).
         self.log = logging.LoggerAdapter(log, {"node": "--------"})
         self.detector = FailureDetector(self.config.failure_strikes, self.FAILED_MEMORY)
@@ -213,7 +213,7 @@ class Node:
             self.id = ids.node_id_for(*addr)
         self.leafset = LeafSet(Peer(self.id, addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
-        self.view = RingView(Peer(self.id, self.addr))  # nodes that answered us (routing.py)
+        self.view = RingView(Peer(self.id, self.addr))  # nodes heard of lately (routing.RingView)
         self.maintenance.reset()
         self.log = logging.LoggerAdapter(log, {"node": ids.short(self.id)})
         if self._verifier is not None:  # an admin signature names this id
