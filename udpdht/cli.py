@@ -47,6 +47,15 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _advertise(text: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``V6`` or ``[V6]:PORT`` -> (host, port); port 0: the bound one."""
+    if text.count(":") > 1 and not text.startswith("["):
+        return text, 0  # a bare IPv6 address
+    if ":" not in text:
+        return text, 0
+    return _addr(text)
+
+
 def _leafset(text: str) -> int:
     if not text.isdigit() or not 2 <= int(text) <= 64 or int(text) % 2:
         raise argparse.ArgumentTypeError(f"leafset size must be an even number 2..64, got {text}")
@@ -125,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=7000, help="UDP port (0: any free port)")
     p.add_argument(
+        "--advertise",
+        type=_advertise,
+        metavar="HOST[:PORT]",
+        help="the address peers reach this node at (its id is SHA-1 of it; default port: the "
+        "bound one); needed with a wildcard --host (0.0.0.0, ::) unless --bootstrap is given "
+        "(then: the address this host sends from towards it) or the data dir remembers one",
+    )
+    p.add_argument(
         "--bootstrap",
         type=_addr,
         nargs="+",
@@ -157,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forget the peers this data dir remembers and start a new ring (by default a "
         "restarted node rejoins its ring through them, and serves nothing until it has)",
+    )
+    p.add_argument(
+        "--new-address",
+        action="store_true",
+        help="accept an advertised address other than the one the data dir remembers (the "
+        "node moved: it gets a new id and rejoins under it)",
     )
     p.add_argument(
         "--max-store-bytes",

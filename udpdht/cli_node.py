@@ -21,8 +21,9 @@ from pathlib import Path
 from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
+from .datadir import DataDirError, remembered_address
 from .errors import DhtError
-from .net import Address, format_addr, tune_gc
+from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
@@ -86,13 +87,47 @@ LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just 
 SETTLE_DEADLINE = 15.0  # seconds `udpdht cluster` waits for its ring to settle before "ready"
 
 
+async def _advertised(
+    args: argparse.Namespace, data_dir: Path | None
+) -> tuple[Address | None, str | None]:
+    """The address the node names itself by, when not the bound one, and why that one (for
+    the log): --advertise; on a wildcard, the address the data dir remembers, or the one this
+    host sends from towards the first bootstrap; else a UsageError saying what to give."""
+    if args.advertise is not None:
+        host, port = args.advertise
+        try:
+            host = (await resolve((host, port)))[0]  # a name: the id is SHA-1 of its address
+        except ValueError as exc:
+            raise UsageError(f"--advertise: {exc}") from None
+        return (host, port), None
+    try:
+        wildcard = ipaddress.ip_address(args.host).is_unspecified
+    except ValueError:
+        wildcard = False
+    if not wildcard:
+        return None, None
+    remembered = remembered_address(data_dir) if data_dir is not None else None
+    if remembered is not None and remembered[1] in (args.port, 0):
+        return remembered, "the address its data dir remembers"
+    if args.bootstrap:
+        target = args.bootstrap[0][0]
+        host = route_from(v6=":" in target, target=target)
+        if not ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(target).is_loopback:
+            return (host, 0), f"the address this host sends from towards {target}"
+    raise UsageError(
+        f"--host {args.host} listens on every address, but peers need the one address to "
+        "reach this node at (its id is SHA-1 of it): add --advertise HOST[:PORT]"
+    )
+
+
 async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     if args.replicas > args.leafset // 2 + 1:
         raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
-    _refuse_wildcard(args.host)
     data_dir = args.data_dir
     if data_dir is None and args.port != 0:
         data_dir = default_data_dir(args.port)
+    data_dir = Path(data_dir) if data_dir is not None else None
+    advertise, why = await _advertised(args, data_dir)
     node = Node(
         host=args.host,
         port=args.port,
@@ -100,6 +135,8 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         config=NodeConfig(leafset=args.leafset),
         store_config=StoreConfig(replicas=args.replicas, max_store_bytes=args.max_store_bytes),
         bootstrap=args.bootstrap,
+        advertise=advertise,
+        new_address=args.new_address,
     )
     if args.new_ring:
         node.memory.forget()
@@ -107,9 +144,18 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         await node.start()
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
+    except (DataDirError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     fmt.node = ids.short(node.id)
     cookie_path = _publish_cookie(node)
-    print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
+    bound = node.endpoint.addr
+    also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
+    print(
+        f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}{also}",
+        flush=True,
+    )
+    if why:
+        log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
     print(f"admin cookie: {cookie_path}", flush=True)
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()

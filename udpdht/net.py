@@ -130,6 +130,24 @@ async def resolve(addr: Address) -> Address:
     return str(infos[0][4][0]), port
 
 
+def route_from(v6: bool, target: str | None = None) -> str:
+    """The address this machine sends from towards ``target`` (by default: towards the outside
+    world, i.e. the outbound interface's address), or loopback when there is no route.
+
+    Connecting a UDP socket sends nothing; it only asks the kernel for a route.
+    """
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    fallback = "::1" if v6 else "127.0.0.1"
+    probe = target or ("2001:db8::1" if v6 else "198.51.100.1")  # documentation addresses
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            host = str(sock.getsockname()[0])
+    except OSError:
+        return fallback
+    return fallback if ipaddress.ip_address(host).is_unspecified else host
+
+
 # --- the seam ----------------------------------------------------------------------------------
 
 

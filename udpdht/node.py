@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import secrets
@@ -22,6 +23,7 @@ from typing import Any
 
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
+from .datadir import DataDir
 from .errors import BadRequest, Busy, DhtError, Unavailable
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, iterative_lookup
 from .maintenance import Maintenance
@@ -83,9 +85,17 @@ class Node:
         maintenance: bool = True,
         cookie: bytes | None = None,
         bootstrap: Sequence[Address] = (),
+        advertise: Address | None = None,
+        new_address: bool = False,
     ) -> None:
         self.host = host
         self.port = port
+        #: The address peers reach us at, when not the one bound (a wildcard, a NAT); port 0
+        #: there means the bound port. The node's id is SHA-1 of it (see advertise).
+        self.advertised = advertise
+        #: Whether a data dir that remembers another address may take this one (the node moved).
+        self.new_address = new_address
+        self._data: DataDir | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
         self.store_config = store_config or StoreConfig()
@@ -149,18 +159,37 @@ class Node:
     async def start(self) -> None:
         if self._endpoint is not None:
             raise RuntimeError("node already started")
-        ep = await RpcEndpoint.bind(
-            self.network, (self.host, self.port), config=self.rpc_config, rng=self._seeded_rng
-        )
+        if self.data_dir is not None:
+            self._data = DataDir.open(self.data_dir)  # one node per data dir (DataDirError)
+        try:
+            ep = await RpcEndpoint.bind(
+                self.network, (self.host, self.port), config=self.rpc_config, rng=self._seeded_rng
+            )
+        except BaseException:
+            self._release_data_dir()
+            raise
         self._endpoint = ep
-        self._set_address(ep.addr)
-        if self._fixed_id is not None and self.config.verify_ids and not self.peer.id_matches_addr:
+        try:
+            self._set_address(self._advertised_addr(ep.addr))
+            if (
+                self._fixed_id is not None
+                and self.config.verify_ids
+                and not self.peer.id_matches_addr
+            ):
+                raise ValueError(
+                    "a node with a chosen id needs NodeConfig(verify_ids=False), on every node "
+                    "of its ring: verifying nodes refuse ids that are not SHA-1 of the address"
+                )
+            if self._data is not None and not ipaddress.ip_address(self.addr[0]).is_unspecified:
+                # (A wildcard is named by advertise() next.) A node on an ephemeral port has
+                # a new address at every start: nothing to hold it to.
+                ephemeral = self.port == 0 and self.advertised is None
+                self._data.claim(self.addr, moved=self.new_address or ephemeral)
+        except BaseException:
             ep.close()
             self._endpoint = None
-            raise ValueError(
-                "a node with a chosen id needs NodeConfig(verify_ids=False), on every node of "
-                "its ring: verifying nodes refuse ids that are not SHA-1 of the address"
-            )
+            self._release_data_dir()
+            raise
         self._started_at = asyncio.get_running_loop().time()
         # Reads are idempotent: a retry may simply run them again, so their replies are not
         # cached.
@@ -206,6 +235,17 @@ class Node:
             self._tasks.append(loop.create_task(self._sync_store()))
         self.log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
+    def _advertised_addr(self, bound: Address) -> Address:
+        if self.advertised is None:
+            return bound
+        host, port = self.advertised
+        return check_peer_addr(host, port or bound[1])
+
+    def _release_data_dir(self) -> None:
+        data, self._data = self._data, None
+        if data is not None:
+            data.close()
+
     def _set_address(self, addr: Address) -> None:
         """Name this node ``addr``; its id follows (unless chosen), and so do its tables."""
         self.addr = addr
@@ -230,7 +270,10 @@ class Node:
         """
         if self.leafset.successors or self.leafset.predecessors:
             raise RuntimeError("advertise() must come before the node joins a ring")
+        self.advertised = addr
         self._set_address(check_peer_addr(*addr))
+        if self._data is not None:
+            self._data.claim(self.addr, moved=self.new_address or self.port == 0)
 
     @staticmethod
     def _store_opening(args: dict[str, Any], src: Address) -> None:
@@ -263,6 +306,7 @@ class Node:
         if self._replicator is not None:
             self._replicator.store.close()
             self._replicator = None
+        self._release_data_dir()
         self.finished.set()
 
     async def __aenter__(self) -> Node:

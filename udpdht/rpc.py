@@ -61,6 +61,7 @@ import logging
 import math
 import os
 import random
+import socket
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -323,6 +324,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._family_v6 = False
+        #: Bound to ``::`` without IPV6_V6ONLY: IPv4 peers too, as ``::ffff:a.b.c.d`` on the
+        #: socket; they are ``a.b.c.d`` everywhere else (ids, tables, rate limits).
+        self._dual = False
         self.addr: Address = ("", 0)
         #: Loop time of the last event-loop stall seen (a timeout that fired late).
         self.last_stall = float("-inf")
@@ -341,6 +345,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         sockname = transport.get_extra_info("sockname")
         endpoint.addr = (str(sockname[0]), int(sockname[1]))
         endpoint._family_v6 = ":" in endpoint.addr[0]
+        endpoint._dual = endpoint.addr[0] == "::" and _dual_stack(transport)
         return endpoint
 
     # --- serving -------------------------------------------------------------------------------
@@ -711,6 +716,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(addr) != 2:  # IPv6 sockets report (host, port, flowinfo, scope_id)
             addr = (addr[0], addr[1])
+            if self._dual and addr[0].startswith("::ffff:"):  # an IPv4 peer of a dual socket
+                addr = (addr[0][7:], addr[1])
         # Rate limits come first, before decoding: a flood over a source's share costs a dict
         # lookup per datagram. Every datagram counts but the answers to our own calls, told
         # by their first bytes (one that merely looks like an answer is matched against our
@@ -752,7 +759,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             why = self._check_destination(addr)
         if why is None:
             try:
-                transport.sendto(data, addr)
+                transport.sendto(data, addr if not self._dual or ":" in addr[0] else _mapped(addr))
             except Exception as exc:  # uvloop raises here what asyncio hands to error_received
                 why = f"{type(exc).__name__}: {exc}"
             else:
@@ -770,7 +777,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             why: str | None = str(exc)
         else:
             v6 = ":" in addr[0]
-            why = None if v6 == self._family_v6 else "the address is not of this socket's family"
+            ok = v6 == self._family_v6 or self._dual
+            why = None if ok else "the address is not of this socket's family"
         if len(self._sendable) >= self.config.max_peers:
             self._sendable.clear()
         self._sendable[addr] = why
@@ -805,3 +813,19 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     async def wait_closed(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _dual_stack(transport: asyncio.BaseTransport) -> bool:
+    """Whether an IPv6 socket also carries IPv4 (IPV6_V6ONLY off, Linux's default)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:  # the simulator's transports
+        return False
+    try:
+        return bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0)
+    except OSError:
+        return False
+
+
+def _mapped(addr: Address) -> Address:
+    """An IPv4 peer's address as a dual-stack IPv6 socket sends to it."""
+    return f"::ffff:{addr[0]}", addr[1]

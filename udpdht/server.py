@@ -27,7 +27,6 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -43,7 +42,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .lookup import PEER_FAILURES
-from .net import Address, check_peer_addr, format_addr, resolve
+from .net import Address, check_peer_addr, format_addr, resolve, route_from
 from .node import Node, NodeConfig
 from .replication import StoreConfig
 from .routing import Peer
@@ -112,24 +111,6 @@ def _node_id(node_id: bytes | int) -> int:
     if isinstance(node_id, int) and not isinstance(node_id, bool) and 0 <= node_id <= ids.MASK:
         return node_id
     raise TypeError("node_id must be a 20-byte digest (bytes), an int below 2**160, or None")
-
-
-def _local_ip_towards(v6: bool, target: str | None = None) -> str:
-    """The address this machine sends from towards ``target`` (by default: towards the outside
-    world, i.e. the outbound interface's address), or loopback when there is no route.
-
-    Connecting a UDP socket sends nothing; it only asks the kernel for a route.
-    """
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    fallback = "::1" if v6 else "127.0.0.1"
-    probe = target or ("2001:db8::1" if v6 else "198.51.100.1")  # documentation addresses
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((probe, 9))
-            host = str(sock.getsockname()[0])
-    except OSError:
-        return fallback
-    return fallback if ipaddress.ip_address(host).is_unspecified else host
 
 
 async def _finish_at_shutdown(server: Server, node: Node) -> AsyncGenerator[None, None]:
@@ -269,7 +250,7 @@ class Server:
         host = node.addr[0]
         self._wildcard = ipaddress.ip_address(host).is_unspecified
         if self._wildcard:
-            node.advertise((_local_ip_towards(v6=":" in host), node.addr[1]))
+            node.advertise((route_from(v6=":" in host), node.addr[1]))
         self.dht = node
         self._loop = asyncio.get_running_loop()
         self._leave_task = None
@@ -398,7 +379,7 @@ class Server:
         v6 = ":" in node.addr[0]
         if not self._wildcard or v6 != (":" in host):
             return
-        addr = (_local_ip_towards(v6, host), node.addr[1])
+        addr = (route_from(v6, host), node.addr[1])
         if addr != node.addr:
             node.advertise(addr)  # the id follows the address, unless chosen
             self.node = NodeInfo(ids.to_bytes(node.id), addr[0], addr[1])

@@ -1,0 +1,125 @@
+"""Where a node is reached: wildcard binds, --advertise, dual stack; one node per data dir.
+
+Issue #12: a node bound to 0.0.0.0 advertised 0.0.0.0 (useless to its peers), and two nodes
+could share a data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import node_process, udpdht, wait_until
+
+from udpdht import Client, ids
+from udpdht.datadir import DataDir, DataDirError, remembered_address
+
+
+def test_a_data_dir_takes_one_node_and_remembers_its_address(tmp_path: Path) -> None:
+    first = DataDir.open(tmp_path)
+    with pytest.raises(DataDirError, match=f"in use by another node \\(pid {os.getpid()}\\)"):
+        DataDir.open(tmp_path)
+    first.claim(("10.1.2.3", 7000))
+    first.claim(("10.1.2.3", 7000))  # the same address again is fine
+    with pytest.raises(DataDirError, match=r"belongs to the node at 10\.1\.2\.3:7000"):
+        first.claim(("10.1.2.4", 7000))
+    first.claim(("10.1.2.4", 7000), moved=True)
+    assert remembered_address(tmp_path) == ("10.1.2.4", 7000)
+    first.close()
+    DataDir.open(tmp_path).close()  # free again once closed (a dead process frees it too)
+
+
+def test_a_wildcard_node_without_an_address_to_advertise_is_refused() -> None:
+    done = udpdht("node", "--host", "0.0.0.0", "--port", "0")
+    assert done.returncode == 2
+    assert "add --advertise HOST[:PORT]" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def test_wildcard_nodes_advertise_their_address_and_form_one_ring() -> None:
+    # A seed on 0.0.0.0 named by --advertise; a dual-stack node on :: (IPv4 peers arrive as
+    # ::ffff:a.b.c.d and are a.b.c.d to the node); one on 0.0.0.0 with only --bootstrap,
+    # which advertises the address its host sends from towards the bootstrap.
+    hosts = ["0.0.0.0", "::" if _ipv6_loopback() else "0.0.0.0", "0.0.0.0"]
+    with node_process("--host", hosts[0], "--advertise", "127.0.0.1") as seed:
+        assert seed.addr[0] == "127.0.0.1"
+        assert "(bound to 0.0.0.0:" in seed.output()
+        boot = ["--bootstrap", seed.addr_text]
+        with (
+            node_process("--host", hosts[1], "--advertise", "127.0.0.1", *boot) as dual,
+            node_process("--host", hosts[2], *boot) as routed,
+        ):
+            await wait_until(lambda: "advertising 127.0.0.1:" in routed.output(), within=10)
+            assert "the address this host sends from towards 127.0.0.1" in routed.output()
+            nodes = [seed, dual, routed]
+            want = {ids.to_hex(n.id) for n in nodes}
+
+            async def ring() -> set[str]:
+                seen: set[str] = set()
+                for n in nodes:
+                    async with Client(n.addr) as c:
+                        st = await c.status()
+                    assert st["addr"] == n.addr_text  # what peers see: not the wildcard
+                    seen |= {st["id"], *(p["id"] for p in st["successors"])}
+                return seen
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while await ring() != want:
+                assert loop.time() < deadline, "the three wildcard nodes did not form a ring"
+                await asyncio.sleep(0.3)
+            async with Client(dual.addr) as c:
+                await c.put("wild", "card")
+            async with Client(routed.addr) as c:
+                assert await c.get("wild") == "card"
+
+
+def test_a_second_node_on_a_taken_data_dir_is_refused(tmp_path: Path) -> None:
+    d = str(tmp_path / "data")
+    with node_process("--data-dir", d) as first:
+        done = udpdht("node", "--port", "0", "--data-dir", d)
+        assert done.returncode == 2
+        assert f"data dir {d} is in use by another node (pid {first.proc.pid})" in done.stderr
+        assert first.proc.poll() is None  # the running node is untouched
+
+
+def test_the_data_dir_keeps_the_node_at_its_address(tmp_path: Path) -> None:
+    d = str(tmp_path / "data")
+    with node_process("--data-dir", d, "--advertise", "127.0.0.1") as first:
+        port = first.addr[1]
+    # Another address (a new ephemeral port) for the same data dir: refused, then allowed.
+    done = udpdht("node", "--port", "0", "--advertise", "127.0.0.1", "--data-dir", d)
+    assert done.returncode == 2
+    assert f"belongs to the node at 127.0.0.1:{port}" in done.stderr
+    assert "--new-address" in done.stderr
+    with node_process("--data-dir", d, "--advertise", "127.0.0.1", "--new-address") as moved:
+        assert moved.addr[1] != port
+    assert remembered_address(d) == moved.addr
+    # On a wildcard without --advertise, the remembered address is the one advertised.
+    with node_process("--host", "0.0.0.0", "--data-dir", d, port=moved.addr[1]) as again:
+        assert again.addr == moved.addr
+        assert shows(again.output, "advertising 127.0.0.1:", "the address its data dir remembers")
+
+
+def shows(output: Callable[[], str], *texts: str, within: float = 10.0) -> bool:
+    """Whether a process's ``output()`` has every one of ``texts`` within ``within`` s."""
+    deadline = time.monotonic() + within
+    while not all(t in output() for t in texts):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

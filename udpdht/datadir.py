@@ -1,0 +1,109 @@
+"""A node's data dir: one node at a time, and the address it is known by.
+
+The data dir holds a node's store, its admin cookie and the peers it remembers. Two nodes on
+one data dir would write over each other's store, and a node that restarts under another
+address gets another id (SHA-1 of the address) while the peers it remembers know the old one.
+So a node holds an exclusive lock on ``lock`` while it runs (``flock``: the kernel drops it when
+the process dies, however it dies, so a crash leaves nothing stale to clean up), and the data
+dir keeps the address the node advertised (``address``); a later start under another address
+is refused unless the caller says the node moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from .net import Address, format_addr, parse_addr
+
+LOCK_FILE = "lock"
+ADDRESS_FILE = "address"
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used as asked (in use, another node's, unreadable)."""
+
+
+class DataDir:
+    """An open data dir: locked until :meth:`close` (or the process ends)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def open(cls, path: str | Path) -> DataDir:
+        """Create ``path`` if needed and lock it; DataDirError when another node holds it."""
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DataDirError(f"cannot use data dir {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f" (pid {holder})" if holder else ""
+            raise DataDirError(
+                f"data dir {path} is in use by another node{who}; give each node its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def close(self) -> None:
+        """Unlock (the lock file stays: removing it would race with a node taking it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+
+    def address(self) -> Address | None:
+        """The address the node last advertised from this data dir, if any."""
+        try:
+            text = (self.path / ADDRESS_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DataDirError(f"cannot read {self.path / ADDRESS_FILE}: {exc}") from None
+        try:
+            return parse_addr(text)
+        except ValueError as exc:
+            raise DataDirError(f"{self.path / ADDRESS_FILE}: {exc}") from None
+
+    def claim(self, addr: Address, *, moved: bool = False) -> None:
+        """Record ``addr`` as the node's address; DataDirError when the data dir remembers
+        another one, unless ``moved`` (the node's address changed on purpose)."""
+        known = self.address()
+        if known is not None and known != addr and not moved:
+            raise DataDirError(
+                f"data dir {self.path} belongs to the node at {format_addr(known)}, not "
+                f"{format_addr(addr)}: its id and its peers go with that address (start it "
+                "there, give this node its own --data-dir, or pass --new-address if the node "
+                "moved)"
+            )
+        if known != addr:
+            tmp = self.path / (ADDRESS_FILE + ".tmp")
+            tmp.write_text(format_addr(addr) + "\n")
+            tmp.replace(self.path / ADDRESS_FILE)
+
+
+def remembered_address(path: str | Path) -> Address | None:
+    """The address a data dir remembers (None: none, or unreadable), without locking it."""
+    try:
+        return parse_addr((Path(path) / ADDRESS_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
