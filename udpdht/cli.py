@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .config import CONFIG_ENV, ConfigError, Layers
 from .errors import DhtError, KeyNotFound
 from .limits import MAX_TTL
 
@@ -171,7 +172,42 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="how much to log (default info)",
     )
-    p.set_defaults(func=cmd_node)
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text for people; json: one object per line (time, level, node, logger, message) "
+        "for log shippers (default text)",
+    )
+    p.add_argument(
+        "--advertise",
+        metavar="HOST[:PORT]",
+        help="the address peers reach this node at (its id is SHA-1 of it); required with a "
+        "wildcard --host",
+    )
+    p.add_argument(
+        "--new-address",
+        action="store_true",
+        help="accept an advertised address other than the one the data dir remembers",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP at this address (needs the metrics extra)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"read settings from this TOML file: keys are the long options above without "
+        f"the dashes (default: ${CONFIG_ENV}); each is also an environment variable "
+        "(UDPDHT_PORT, UDPDHT_DATA_DIR, ...); flags win, then the environment, then the file",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the settings as a config file, saying where each came from, and exit",
+    )
+    p.set_defaults(func=cmd_node, layers=Layers(p, skip=("config", "print_config")))
 
     p = sub.add_parser("status", help="show a node's state")
     p.add_argument("--node", type=_addr, required=True, metavar="H:P")
@@ -221,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    if args.replicas > args.leafset // 2 + 1:
+        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+    if args.print_config:
+        for warning in args.warnings:
+            print(f"udpdht: warning: {warning}", file=sys.stderr)
+        layers: Layers = args.layers
+        print(layers.to_toml(args), end="")
+        return 0
     from .cli_node import cmd_node as run  # the node, its store, the event loop: loaded here
 
     return run(args)
@@ -406,8 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        layers: Layers | None = getattr(args, "layers", None)
+        if layers is not None:  # flags > UDPDHT_* > config file > defaults
+            args.warnings = layers.resolve(args, os.environ)
         return func(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
     except KeyNotFound:

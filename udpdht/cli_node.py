@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import ids
@@ -55,9 +57,39 @@ class _LogFormat(logging.Formatter):
         return line
 
 
-def _setup_logging(level: str) -> _LogFormat:
+class _JsonFormat(logging.Formatter):
+    """One JSON object per line, for log shippers: time (ISO 8601, UTC), level, node (its id
+    prefix, null until known), logger, message, and exception (the traceback) when there is one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node: str | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        out = {
+            "time": stamp.replace("+00:00", "Z"),
+            "level": record.levelname,
+            "node": getattr(record, "node", self.node),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+Format = _LogFormat | _JsonFormat
+
+
+def _setup_logging(level: str, style: str = "text") -> Format:
     handler = logging.StreamHandler(sys.stderr)
-    fmt = _LogFormat(colour=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
+    fmt: Format
+    if style == "json":
+        fmt = _JsonFormat()
+    else:
+        fmt = _LogFormat(colour=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
     handler.setFormatter(fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -86,9 +118,17 @@ LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just 
 SETTLE_DEADLINE = 15.0  # seconds `udpdht cluster` waits for its ring to settle before "ready"
 
 
-async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
-    if args.replicas > args.leafset // 2 + 1:
-        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+def _announce(fmt: Format, text: str) -> None:
+    """A start-up line on stdout: as it is, or with --log-format json as a log object."""
+    if isinstance(fmt, _JsonFormat):
+        text = fmt.format(logging.makeLogRecord({"name": "udpdht", "msg": text, **_INFO}))
+    print(text, flush=True)
+
+
+_INFO = {"levelno": logging.INFO, "levelname": "INFO"}
+
+
+async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     _refuse_wildcard(args.host)
     data_dir = args.data_dir
     if data_dir is None and args.port != 0:
@@ -109,8 +149,10 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
     fmt.node = ids.short(node.id)
     cookie_path = _publish_cookie(node)
-    print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
-    print(f"admin cookie: {cookie_path}", flush=True)
+    _announce(fmt, f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}")
+    kept = node.data_dir.resolve() if node.data_dir is not None else "memory only"
+    _announce(fmt, f"data: {kept}")
+    _announce(fmt, f"admin cookie: {cookie_path}")
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -238,7 +280,12 @@ async def _run_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    fmt = _setup_logging(args.log_level)
+    fmt = _setup_logging(args.log_level, args.log_format)
+    for warning in args.warnings:
+        log.warning("%s", warning)
+    given = sorted({o for o in args.origins.values() if o not in ("default", "flag")})
+    if given:
+        log.info("settings from %s (udpdht node --print-config shows them)", ", ".join(given))
     return run_loop(_run_node(args, fmt))
 
 
