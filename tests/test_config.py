@@ -1,5 +1,5 @@
-"""Configuration the usual way: a TOML file, UDPDHT_* variables and flags, flags winning;
---log-format json."""
+"""Configuration the usual way: a TOML file, UDPDHT_* variables and flags, flags winning; the
+client commands' --node from $UDPDHT_NODE, --timeout and --tries; --log-format json."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -156,6 +159,62 @@ def test_print_config_fed_back_gives_the_same_settings(
 def test_replicas_need_a_leafset_big_enough(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = print_config(capsys, "--leafset", "4", "--replicas", "5")
     assert (code, err) == (2, "udpdht: error: --replicas 5 needs --leafset 8\n")
+
+
+# --- client commands ---------------------------------------------------------------------------
+
+
+def test_node_is_required_unless_udpdht_node_is_set() -> None:
+    result = udpdht("get", "k", env={"UDPDHT_NODE": ""})
+    assert result.returncode == 2
+    assert result.stderr == "udpdht: error: --node H:P is required (or set UDPDHT_NODE)\n"
+    with node_process() as node:
+        put = udpdht("put", "greeting", "hello", env={"UDPDHT_NODE": node.addr_text})
+        assert put.returncode == 0, put.stderr
+        got = udpdht("get", "greeting", "--tries", "3", env={"UDPDHT_NODE": node.addr_text})
+        assert (got.returncode, got.stdout) == (0, "hello\n")
+        # --node wins over the variable: a bad variable is not even read.
+        status = udpdht("status", "--node", node.addr_text, env={"UDPDHT_NODE": "nonsense"})
+        assert status.returncode == 0, status.stderr
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A UDP port bound by this test and never answered: nothing else can answer there."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_timeout_ends_a_client_command_with_one_line(silent_port: int) -> None:
+    started = time.monotonic()
+    result = udpdht("status", "--node", f"127.0.0.1:{silent_port}", "--timeout", "2")
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stderr == f"udpdht: error: 127.0.0.1:{silent_port} did not answer within 2 s\n"
+    assert took < 6  # a bound, not a timing test: without --timeout it waits about 9 s
+
+
+def test_tries_is_the_number_of_sends(silent_port: int) -> None:
+    result = udpdht("get", "k", "--tries", "1", env={"UDPDHT_NODE": f"127.0.0.1:{silent_port}"})
+    assert result.returncode == 1
+    assert f"node 127.0.0.1:{silent_port} did not answer 'get' after 1 try" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--timeout", "0", "a timeout is a positive number of seconds, not 0"),
+        ("--timeout", "soon", "expected a number of seconds, got 'soon'"),
+        ("--tries", "0", "tries must be a number 1..100, got 0"),
+    ],
+)
+def test_bad_timeout_or_tries_is_usage_error(flag: str, value: str, message: str) -> None:
+    result = udpdht("status", "--node", "127.0.0.1:9", flag, value)
+    assert result.returncode == 2 and message in result.stderr
 
 
 # --- logs --------------------------------------------------------------------------------------
