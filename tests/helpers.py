@@ -45,14 +45,16 @@ atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": _SANDBOX}
 
 
-def udpdht(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run one `udpdht` command to completion."""
+def udpdht(
+    *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one `udpdht` command to completion (``env``: variables to add to its environment)."""
     return subprocess.run(
         [sys.executable, "-m", "udpdht", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=ENV,
+        env={**ENV, **(env or {})},
     )
 
 

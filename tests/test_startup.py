@@ -197,3 +197,12 @@ def test_unknown_name_is_attribute_error() -> None:
     with pytest.raises(AttributeError, match="module 'udpdht' has no attribute 'Nope'"):
         _ = udpdht.Nope  # type: ignore[attr-defined]
     assert not hasattr(udpdht, "Nope")
+
+
+def test_print_config_starts_no_node() -> None:
+    """``udpdht node --print-config`` reads settings, and loads nothing that runs a node."""
+    code, modules, stdout, _ = probe(
+        "from udpdht.cli import main\nsys.exit(main(['node', '--print-config']))"
+    )
+    assert code == 0 and "port = 7000  # default" in stdout
+    assert loaded(modules, NODE_ONLY) == []

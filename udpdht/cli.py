@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import DhtError, KeyNotFound
 from .limits import MAX_TTL
 
@@ -100,6 +101,22 @@ def _ttl(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):  # NaN fails here too
+        raise argparse.ArgumentTypeError(f"a timeout is a positive number of seconds, not {text}")
+    return value
+
+
+def _tries(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"tries must be a number 1..100, got {text}")
+    return int(text)
+
+
 def _duration(seconds: float) -> str:
     """``90 s``, ``2.5 h``, ``366 days``: a TTL as a person reads it."""
     for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
@@ -115,10 +132,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand that talks to one node: ``NAME [--node H:P] [--timeout S] [--tries N]``."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument(
+        "--node",
+        type=_addr,
+        metavar="H:P",
+        help=f"the node to ask (default: ${NODE_ENV}; one of the two is needed)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up after this long (default: when --tries sends got no answer, about 9 s)",
+    )
+    p.add_argument(
+        "--tries",
+        type=_tries,
+        metavar="N",
+        help="sends of each request before the node counts as not answering (default 6)",
+    )
+    return p
+
+
 def _key_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that asks one node about one key: ``NAME --node H:P KEY``."""
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p = _client_command(sub, name, help_text)
     p.add_argument("key", metavar="KEY")
     return p
 
@@ -194,10 +234,33 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="how much to log (default info)",
     )
-    p.set_defaults(func=cmd_node)
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text for people; json: one object per line (time, level, node, logger, message) "
+        "for log shippers (default text)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP at this address (needs the metrics extra)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"read settings from this TOML file: keys are the long options above without "
+        f"the dashes (default: ${CONFIG_ENV}); each is also an environment variable "
+        "(UDPDHT_PORT, UDPDHT_DATA_DIR, ...); flags win, then the environment, then the file",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the settings as a config file, saying where each came from, and exit",
+    )
+    p.set_defaults(func=cmd_node, layers=Layers(p, skip=("config", "print_config")))
 
-    p = sub.add_parser("status", help="show a node's state")
-    p.add_argument("--node", type=_addr, required=True, metavar="H:P")
+    p = _client_command(sub, "status", "show a node's state")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
 
@@ -244,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    if args.replicas > args.leafset // 2 + 1:
+        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+    if args.print_config:
+        for warning in args.warnings:
+            print(f"udpdht: warning: {warning}", file=sys.stderr)
+        layers: Layers = args.layers
+        print(layers.to_toml(args), end="")
+        return 0
     from .cli_node import cmd_node as run  # the node, its store, the event loop: loaded here
 
     return run(args)
@@ -280,23 +351,54 @@ def render_status(st: dict[str, Any]) -> str:
 ISOLATED = "ISOLATED     lost contact with its ring; rejoining (serves no key until then)"
 
 
-def _client(addr: Address) -> Client:
+def _client(args: argparse.Namespace) -> Client:
     from .client import Client  # the event loop, msgpack, the RPC layer: only to talk to a node
+    from .rpc import RpcConfig
 
-    return Client(addr)
+    return Client(args.node, rpc_config=RpcConfig(tries=args.tries) if args.tries else None)
+
+
+def _node_from_env() -> Address:
+    """The client commands' --node when none is given: $UDPDHT_NODE."""
+    text = os.environ.get(NODE_ENV, "").strip()
+    if not text:
+        raise UsageError(f"--node H:P is required (or set {NODE_ENV})")
+    try:
+        return _addr(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{NODE_ENV}: {exc}") from None
+
+
+async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
+    """``coro``, given up after ``--timeout`` seconds with one line naming the node."""
+    if args.timeout is None:
+        return await coro
+    import asyncio
+
+    from .net import format_addr
+
+    deadline = asyncio.timeout(args.timeout)
+    try:
+        async with deadline:
+            return await coro
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        shown = format_addr(args.node)
+        raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
 
 
 async def _status(args: argparse.Namespace) -> int:
     import json
 
-    async with _client(args.node) as client:
+    async with _client(args) as client:
         st = await client.status()
     print(json.dumps(st) if args.json else render_status(st))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _run(_status(args))
+    return _run(_within(args, _status(args)))
 
 
 def _parse_value(args: argparse.Namespace) -> Any:
@@ -312,14 +414,14 @@ def _parse_value(args: argparse.Namespace) -> Any:
 
 async def _put(args: argparse.Namespace) -> int:
     value = _parse_value(args)
-    async with _client(args.node) as client:
+    async with _client(args) as client:
         await client.put(args.key, value, ttl=args.ttl)
     print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    return _run(_put(args))
+    return _run(_within(args, _put(args)))
 
 
 def show_value(value: Any) -> str:
@@ -337,25 +439,25 @@ def show_value(value: Any) -> str:
 async def _get(args: argparse.Namespace) -> int:
     import json
 
-    async with _client(args.node) as client:
+    async with _client(args) as client:
         value = await client.get(args.key)
     print(json.dumps(value, default=repr) if args.json else show_value(value))
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    return _run(_get(args))
+    return _run(_within(args, _get(args)))
 
 
 async def _delete(args: argparse.Namespace) -> int:
-    async with _client(args.node) as client:
+    async with _client(args) as client:
         existed = await client.delete(args.key)
     print(f"deleted {args.key!r}" if existed else f"{args.key!r} had no value (nothing to delete)")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    return _run(_delete(args))
+    return _run(_within(args, _delete(args)))
 
 
 def render_lookup(key: str, found: Lookup) -> str:
@@ -375,7 +477,7 @@ async def _lookup(args: argparse.Namespace) -> int:
 
     from . import ids
 
-    async with _client(args.node) as client:
+    async with _client(args) as client:
         found = await client.lookup(args.key)
     if args.json:
         print(
@@ -394,7 +496,7 @@ async def _lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    return _run(_lookup(args))
+    return _run(_within(args, _lookup(args)))
 
 
 def _cluster_size(text: str) -> int:
@@ -429,8 +531,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        layers: Layers | None = getattr(args, "layers", None)
+        if layers is not None:  # flags > UDPDHT_* > config file > defaults
+            args.warnings = layers.resolve(args, os.environ)
+        if "node" in vars(args) and args.node is None:  # a client command
+            args.node = _node_from_env()
         return func(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
     except KeyNotFound:

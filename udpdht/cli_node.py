@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import ids
@@ -56,9 +58,39 @@ class _LogFormat(logging.Formatter):
         return line
 
 
-def _setup_logging(level: str) -> _LogFormat:
+class _JsonFormat(logging.Formatter):
+    """One JSON object per line, for log shippers: time (ISO 8601, UTC), level, node (its id
+    prefix, null until known), logger, message, and exception (the traceback) when there is one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node: str | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        out = {
+            "time": stamp.replace("+00:00", "Z"),
+            "level": record.levelname,
+            "node": getattr(record, "node", self.node),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+Format = _LogFormat | _JsonFormat
+
+
+def _setup_logging(level: str, style: str = "text") -> Format:
     handler = logging.StreamHandler(sys.stderr)
-    fmt = _LogFormat(colour=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
+    fmt: Format
+    if style == "json":
+        fmt = _JsonFormat()
+    else:
+        fmt = _LogFormat(colour=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
     handler.setFormatter(fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -120,9 +152,17 @@ async def _advertised(
     )
 
 
-async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
-    if args.replicas > args.leafset // 2 + 1:
-        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+def _announce(fmt: Format, text: str) -> None:
+    """A start-up line on stdout: as it is, or with --log-format json as a log object."""
+    if isinstance(fmt, _JsonFormat):
+        text = fmt.format(logging.makeLogRecord({"name": "udpdht", "msg": text, **_INFO}))
+    print(text, flush=True)
+
+
+_INFO = {"levelno": logging.INFO, "levelname": "INFO"}
+
+
+async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     data_dir = args.data_dir
     if data_dir is None and args.port != 0:
         data_dir = default_data_dir(args.port)
@@ -150,13 +190,12 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     cookie_path = _publish_cookie(node)
     bound = node.endpoint.addr
     also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
-    print(
-        f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}{also}",
-        flush=True,
-    )
+    _announce(fmt, f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}{also}")
+    kept = node.data_dir.resolve() if node.data_dir is not None else "memory only"
+    _announce(fmt, f"data: {kept}")
+    _announce(fmt, f"admin cookie: {cookie_path}")
     if why:
         log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
-    print(f"admin cookie: {cookie_path}", flush=True)
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -284,7 +323,12 @@ async def _run_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    fmt = _setup_logging(args.log_level)
+    fmt = _setup_logging(args.log_level, args.log_format)
+    for warning in args.warnings:
+        log.warning("%s", warning)
+    given = sorted({o for o in args.origins.values() if o not in ("default", "flag")})
+    if given:
+        log.info("settings from %s (udpdht node --print-config shows them)", ", ".join(given))
     return run_loop(_run_node(args, fmt))
 
 

@@ -1,0 +1,268 @@
+"""Configuration the usual way: a TOML file, UDPDHT_* variables and flags, flags winning; the
+client commands' --node from $UDPDHT_NODE, --timeout and --tries; --log-format json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import node_process, udpdht
+
+from udpdht.cli import main
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No UDPDHT_* variable of the developer's shell leaks into these in-process runs."""
+    for name in list(os.environ):
+        if name.startswith("UDPDHT_"):
+            monkeypatch.delenv(name)
+
+
+def print_config(capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, str, str]:
+    """``udpdht node --print-config FLAGS`` in this process: exit status, stdout, stderr."""
+    code = main(["node", "--print-config", *flags])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def settings(output: str) -> dict[str, tuple[str, str]]:
+    """--print-config's lines as {key: (value as written, where it came from)}."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, rest = line.partition(" = ")
+        value, _, origin = rest.rpartition("  # ")
+        found[key] = (value, origin)
+    return found
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_flag_beats_environment_beats_file_beats_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = write(
+        tmp_path / "node.toml",
+        'host = "127.0.0.2"\nport = 1111\nleafset = 8\nbootstrap = ["127.0.0.1:7000"]\n',
+    )
+    monkeypatch.setenv("UDPDHT_CONFIG", conf)
+    monkeypatch.setenv("UDPDHT_PORT", "2222")
+    monkeypatch.setenv("UDPDHT_LEAFSET", "10")
+    monkeypatch.setenv("UDPDHT_NEW_RING", "yes")
+    code, out, err = print_config(capsys, "--port", "3333")
+    assert code == 0 and err == ""
+    got = settings(out)
+    assert got["port"] == ("3333", "flag")
+    assert got["leafset"] == ("10", "env UDPDHT_LEAFSET")
+    assert got["new-ring"] == ("true", "env UDPDHT_NEW_RING")
+    assert got["host"] == ('"127.0.0.2"', f"config {conf}")
+    assert got["bootstrap"] == ('["127.0.0.1:7000"]', f"config {conf}")
+    assert got["replicas"] == ("3", "default")
+
+
+def test_environment_lists_and_underscore_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = write(tmp_path / "node.toml", 'data_dir = "/srv/udpdht"\nmax-store-bytes = "64M"\n')
+    monkeypatch.setenv("UDPDHT_BOOTSTRAP", "127.0.0.1:7000, [::1]:7001 127.0.0.1:7002")
+    code, out, _ = print_config(capsys, "--config", conf)
+    assert code == 0
+    got = settings(out)
+    assert got["bootstrap"][0] == '["127.0.0.1:7000", "[::1]:7001", "127.0.0.1:7002"]'
+    assert got["data-dir"] == ('"/srv/udpdht"', f"config {conf}")
+    assert got["max-store-bytes"][0] == str(64 << 20)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prot = 7000\n", "unknown key 'prot' (did you mean 'port'?)"),
+        ("port = 99999\n", "port: port must be 0..65535, got '99999'"),
+        ('log-level = "loud"\n', "log-level: must be one of debug, info, warning, error"),
+        ('new-ring = "yes"\n', 'new-ring: expected true or false, not "yes"'),
+        ("bootstrap = [7000]\n", "bootstrap: expected a list of strings, not a list"),
+        ('bootstrap = "nonsense"\n', "bootstrap: bad address 'nonsense'"),
+        ("port = \n", "not valid TOML"),
+    ],
+)
+def test_bad_file_is_one_line_naming_file_key_and_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    conf = write(tmp_path / "node.toml", text)
+    code, out, err = print_config(capsys, "--config", conf)
+    assert code == 2 and out == ""
+    assert err.startswith(f"udpdht: error: {conf}: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_missing_file_and_bad_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = tmp_path / "absent.toml"
+    code, _, err = print_config(capsys, "--config", str(absent))
+    assert code == 2
+    assert err == f"udpdht: error: cannot read config file {absent}: No such file or directory\n"
+    monkeypatch.setenv("UDPDHT_REPLICAS", "0")
+    code, _, err = print_config(capsys)
+    assert code == 2
+    assert err == "udpdht: error: UDPDHT_REPLICAS: replicas must be a number 1..33, got 0\n"
+
+
+def test_unknown_variable_is_warned_about_and_loop_is_not(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("UDPDHT_LOOP", "asyncio")  # udpdht.net's, not a node setting: fine
+    monkeypatch.setenv("UDPDHT_NODE", "127.0.0.1:7000")  # the client commands': fine too
+    code, _, err = print_config(capsys)
+    assert (code, err) == (0, "")
+    monkeypatch.setenv("UDPDHT_PROT", "7001")
+    code, out, err = print_config(capsys)
+    assert code == 0 and settings(out)["port"] == ("7000", "default")
+    assert "UDPDHT_PROT" in err and "did you mean 'UDPDHT_PORT'?" in err
+
+
+def test_print_config_fed_back_gives_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd_dir = str(tmp_path / 'a "quoted" \\ dir')
+    conf = write(tmp_path / "first.toml", 'replicas = 2\nlog-format = "json"\nnew-ring = true\n')
+    monkeypatch.setenv("UDPDHT_BOOTSTRAP", "[::1]:7001,127.0.0.1:7002")
+    monkeypatch.setenv("UDPDHT_MAX_STORE_BYTES", "1G")
+    code, first, _ = print_config(
+        capsys,
+        "--config",
+        conf,
+        "--data-dir",
+        odd_dir,
+        "--port",
+        "0",
+        "--host",
+        "::",
+        "--advertise",
+        "fd00::5",  # no port: the bound one, kept so in the file
+    )
+    assert code == 0
+    again = write(tmp_path / "again.toml", first)
+    for name in ("UDPDHT_BOOTSTRAP", "UDPDHT_MAX_STORE_BYTES"):
+        monkeypatch.delenv(name)
+    code, second, _ = print_config(capsys, "--config", again)
+    assert code == 0
+    assert tomllib.loads(second) == tomllib.loads(first)
+    assert tomllib.loads(first)["data-dir"] == odd_dir
+    assert tomllib.loads(first)["advertise"] == "fd00::5"
+    assert {origin for _, origin in settings(second).values()} <= {f"config {again}", "default"}
+
+
+def test_replicas_need_a_leafset_big_enough(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = print_config(capsys, "--leafset", "4", "--replicas", "5")
+    assert (code, err) == (2, "udpdht: error: --replicas 5 needs --leafset 8\n")
+
+
+# --- client commands ---------------------------------------------------------------------------
+
+
+def test_node_is_required_unless_udpdht_node_is_set() -> None:
+    result = udpdht("get", "k", env={"UDPDHT_NODE": ""})
+    assert result.returncode == 2
+    assert result.stderr == "udpdht: error: --node H:P is required (or set UDPDHT_NODE)\n"
+    with node_process() as node:
+        put = udpdht("put", "greeting", "hello", env={"UDPDHT_NODE": node.addr_text})
+        assert put.returncode == 0, put.stderr
+        got = udpdht("get", "greeting", "--tries", "3", env={"UDPDHT_NODE": node.addr_text})
+        assert (got.returncode, got.stdout) == (0, "hello\n")
+        # --node wins over the variable: a bad variable is not even read.
+        status = udpdht("status", "--node", node.addr_text, env={"UDPDHT_NODE": "nonsense"})
+        assert status.returncode == 0, status.stderr
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A UDP port bound by this test and never answered: nothing else can answer there."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_timeout_ends_a_client_command_with_one_line(silent_port: int) -> None:
+    started = time.monotonic()
+    result = udpdht("status", "--node", f"127.0.0.1:{silent_port}", "--timeout", "2")
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stderr == f"udpdht: error: 127.0.0.1:{silent_port} did not answer within 2 s\n"
+    assert took < 6  # a bound, not a timing test: without --timeout it waits about 9 s
+
+
+def test_tries_is_the_number_of_sends(silent_port: int) -> None:
+    result = udpdht("get", "k", "--tries", "1", env={"UDPDHT_NODE": f"127.0.0.1:{silent_port}"})
+    assert result.returncode == 1
+    assert f"node 127.0.0.1:{silent_port} did not answer 'get' after 1 try" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--timeout", "0", "a timeout is a positive number of seconds, not 0"),
+        ("--timeout", "soon", "expected a number of seconds, got 'soon'"),
+        ("--tries", "0", "tries must be a number 1..100, got 0"),
+    ],
+)
+def test_bad_timeout_or_tries_is_usage_error(flag: str, value: str, message: str) -> None:
+    result = udpdht("status", "--node", "127.0.0.1:9", flag, value)
+    assert result.returncode == 2 and message in result.stderr
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+
+def test_json_log_lines_parse_and_say_where_the_data_is(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with node_process("--log-format", "json", "--data-dir", str(data)) as node:
+        assert udpdht("status", "--node", node.addr_text).returncode == 0  # serving: signals too
+        node.signal(signal.SIGINT)
+        code, output = node.wait()
+    assert code == 0, output
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    for record in records:
+        assert {"time", "level", "node", "logger", "message"} <= record.keys()
+        assert record["time"].endswith("Z") and record["time"][10] == "T"
+    messages = [r["message"] for r in records]
+    assert f"data: {data.resolve()}" in messages
+    assert "stopped" in messages
+
+
+def test_memory_only_node_says_so() -> None:
+    with node_process() as node:  # --port 0 and no --data-dir: memory only
+        assert udpdht("status", "--node", node.addr_text).returncode == 0
+        node.signal(signal.SIGTERM)
+        code, output = node.wait()
+    assert code == 0, output
+    assert "data: memory only\n" in output
+
+
+def test_json_log_keeps_an_exception_as_a_string() -> None:
+    from udpdht.cli_node import _JsonFormat
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord("udpdht.x", logging.ERROR, "", 0, "failed", None, sys.exc_info())
+    line = json.loads(_JsonFormat().format(record))
+    assert line["message"] == "failed" and line["node"] is None
+    assert "RuntimeError: boom" in line["exception"]
