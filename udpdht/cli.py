@@ -41,6 +41,16 @@ def _addr(text: str) -> Address:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _listen_addr(text: str) -> Address:
+    """``HOST:PORT`` to listen at; port 0: any free port."""
+    from .net import parse_addr
+
+    try:
+        return parse_addr(text, allow_port_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}")
@@ -164,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the store's quota, keys and values counted (e.g. 512M, 20G; default: none); "
         "writes past it fail with StoreFull",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_listen_addr,
+        metavar="H:P",
+        help="serve Prometheus metrics over HTTP at this address (needs the metrics extra)",
     )
     p.add_argument(
         "--log-level",

@@ -14,9 +14,12 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
@@ -26,6 +29,9 @@ from .net import Address, format_addr, tune_gc
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("udpdht")
 
@@ -87,6 +93,7 @@ SETTLE_DEADLINE = 15.0  # seconds `udpdht cluster` waits for its ring to settle 
 
 
 async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
+    metrics = _metrics_module() if args.metrics is not None else None
     if args.replicas > args.leafset // 2 + 1:
         raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
     _refuse_wildcard(args.host)
@@ -111,6 +118,7 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
     cookie_path = _publish_cookie(node)
     print(f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}", flush=True)
     print(f"admin cookie: {cookie_path}", flush=True)
+    exporter = await _serve_metrics(metrics, node, args.metrics) if metrics else None
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -148,7 +156,36 @@ async def _run_node(args: argparse.Namespace, fmt: _LogFormat) -> int:
             loop.remove_signal_handler(sig)
         await node.stop()
         _unpublish_cookie(node)
+        if exporter is not None:
+            await asyncio.to_thread(exporter.close)
     return 0
+
+
+def _metrics_module() -> ModuleType:
+    """udpdht.metrics, or a UsageError when prometheus_client is not installed."""
+    try:
+        from . import metrics
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "prometheus_client":
+            raise
+        raise UsageError(
+            "--metrics needs the prometheus_client package: pip install 'udpdht[metrics]'"
+        ) from None
+    return metrics
+
+
+async def _serve_metrics(metrics: ModuleType, node: Node, addr: Address) -> MetricsServer:
+    """Serve the node's metrics at ``addr`` and say where; a UsageError (after stopping the
+    node) when the address cannot be bound."""
+    try:
+        exporter: MetricsServer = metrics.serve(node, addr)
+    except OSError as exc:
+        await node.stop()
+        _unpublish_cookie(node)
+        why = exc.strerror if isinstance(exc, socket.gaierror) else _why(exc)
+        raise UsageError(f"cannot serve metrics on {format_addr(addr)}: {why}") from None
+    print(f"metrics: {exporter.url}", flush=True)
+    return exporter
 
 
 def _publish_cookie(node: Node) -> Path:
