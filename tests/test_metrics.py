@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from helpers import ENV, NodeProcess, node_process, udpdht, wait_until
@@ -22,8 +23,10 @@ from udpdht import Client, Node, __version__, ids
 from udpdht.errors import Unavailable
 from udpdht.lookup import Lookup
 from udpdht.metrics import RPC_COUNTERS, NodeMetrics
+from udpdht.replication import StoreConfig
 from udpdht.rpc import RpcStats
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 _METRICS_LINE = re.compile(r"^metrics: (http://\S+/metrics)$", re.MULTILINE)
 
 
@@ -234,3 +237,24 @@ def test_metrics_address_must_be_host_and_port() -> None:
     done = udpdht("node", "--port", "0", "--metrics", "9100")
     assert done.returncode == 2
     assert "argument --metrics: bad address '9100'" in done.stderr
+
+
+async def test_docs_list_every_metric_a_node_exports() -> None:
+    """docs/metrics.md names each udpdht_ family a scrape shows (quota included), and no
+    other."""
+    documented = set(re.findall(r"`(udpdht_[a-z_]+)", DOCS.read_text()))
+    async with Node(port=0, store_config=StoreConfig(max_store_bytes=1 << 20)) as node:
+        metrics = NodeMetrics(node, asyncio.get_running_loop(), process=False)
+        scrape = Scrape(generate_latest(metrics.registry).decode())
+        metrics.close()
+    exported = {
+        name
+        for name in scrape.help
+        if name.startswith("udpdht_") and not name.endswith("_created")  # (when it began)
+    }
+    # The parser names counters without _total; the docs use the full sample name.
+    samples = {n for n, _ in scrape.samples if n.startswith("udpdht_")}
+    shown = {n for n in samples if n.endswith("_total")} | {
+        n for n in exported if f"{n}_total" not in samples
+    }
+    assert shown == documented

@@ -313,7 +313,12 @@ class NodeCollector(Collector):
             "Maintenance rounds since the leafset last changed or a peer failed.",
             snap.calm_rounds,
         )
-        yield _counter("peer_failures", "Calls to peers that failed to answer.", snap.peer_failures)
+        yield _counter(
+            "peer_failures",
+            "Calls to peers that failed: no answer, or an answer that made no sense (BUSY is no "
+            "failure).",
+            snap.peer_failures,
+        )
 
 
 class LookupMetrics:
