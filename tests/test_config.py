@@ -163,7 +163,7 @@ def test_print_config_fed_back_gives_the_same_settings(
     assert code == 0
     assert tomllib.loads(second) == tomllib.loads(first)
     assert tomllib.loads(first)["data-dir"] == odd_dir
-    assert tomllib.loads(first)["advertise"] == "fd00::5"
+    assert tomllib.loads(first)["advertise"] == "[fd00::5]:0"  # port 0: the bound one
     assert {origin for _, origin in settings(second).values()} <= {f"config {again}", "default"}
 
 

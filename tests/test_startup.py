@@ -39,6 +39,8 @@ HEAVY = [
     "udpdht.replication",
     "udpdht.server",
     "udpdht.cli_node",
+    "udpdht.metrics",
+    "prometheus_client",
 ]
 # ... and what a client command must not load either.
 NODE_ONLY = [
@@ -50,6 +52,8 @@ NODE_ONLY = [
     "udpdht.server",
     "udpdht.maintenance",
     "udpdht.cli_node",
+    "udpdht.metrics",
+    "prometheus_client",
 ]
 
 # Runs code in a fresh interpreter, then prints (last line of stderr) the modules it loaded
@@ -140,6 +144,14 @@ def test_client_loads_no_node_store_or_shell() -> None:
     assert code == 0
     assert "udpdht.client" in modules and "asyncio" in modules
     assert loaded(modules, NODE_ONLY) == []
+
+
+def test_node_loads_metrics_only_when_asked() -> None:
+    """``udpdht node`` without ``--metrics`` does not load prometheus_client."""
+    code, modules, _, _ = probe("import udpdht.cli_node")
+    assert code == 0
+    assert "udpdht.node" in modules
+    assert loaded(modules, ["udpdht.metrics", "prometheus_client"]) == []
 
 
 @pytest.mark.parametrize(

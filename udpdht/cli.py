@@ -42,6 +42,16 @@ def _addr(text: str) -> Address:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _listen_addr(text: str) -> Address:
+    """``HOST:PORT`` to listen at; port 0: any free port."""
+    from .net import parse_addr
+
+    try:
+        return parse_addr(text, allow_port_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}")
@@ -54,7 +64,12 @@ def _advertise(text: str) -> tuple[str, int]:
         return text, 0  # a bare IPv6 address
     if ":" not in text:
         return text, 0
-    return _addr(text)
+    from .net import parse_addr
+
+    try:
+        return parse_addr(text, allow_port_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _leafset(text: str) -> int:
@@ -229,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "writes past it fail with StoreFull",
     )
     p.add_argument(
+        "--metrics",
+        type=_listen_addr,
+        metavar="H:P",
+        help="serve Prometheus metrics over HTTP at this address (needs the metrics extra)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -240,11 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="text for people; json: one object per line (time, level, node, logger, message) "
         "for log shippers (default text)",
-    )
-    p.add_argument(
-        "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics over HTTP at this address (needs the metrics extra)",
     )
     p.add_argument(
         "--config",

@@ -15,10 +15,13 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
@@ -29,6 +32,9 @@ from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("udpdht")
 
@@ -163,6 +169,7 @@ _INFO = {"levelno": logging.INFO, "levelname": "INFO"}
 
 
 async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
+    metrics = _metrics_module() if args.metrics is not None else None
     data_dir = args.data_dir
     if data_dir is None and args.port != 0:
         data_dir = default_data_dir(args.port)
@@ -196,6 +203,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     _announce(fmt, f"admin cookie: {cookie_path}")
     if why:
         log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
+    exporter = await _serve_metrics(metrics, node, args.metrics, fmt) if metrics else None
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -233,7 +241,38 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             loop.remove_signal_handler(sig)
         await node.stop()
         _unpublish_cookie(node)
+        if exporter is not None:
+            await asyncio.to_thread(exporter.close)
     return 0
+
+
+def _metrics_module() -> ModuleType:
+    """udpdht.metrics, or a UsageError when prometheus_client is not installed."""
+    try:
+        from . import metrics
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "prometheus_client":
+            raise
+        raise UsageError(
+            "--metrics needs the prometheus_client package: pip install 'udpdht[metrics]'"
+        ) from None
+    return metrics
+
+
+async def _serve_metrics(
+    metrics: ModuleType, node: Node, addr: Address, fmt: Format
+) -> MetricsServer:
+    """Serve the node's metrics at ``addr`` and say where; a UsageError (after stopping the
+    node) when the address cannot be bound."""
+    try:
+        exporter: MetricsServer = metrics.serve(node, addr)
+    except OSError as exc:
+        await node.stop()
+        _unpublish_cookie(node)
+        why = exc.strerror if isinstance(exc, socket.gaierror) else _why(exc)
+        raise UsageError(f"cannot serve metrics on {format_addr(addr)}: {why}") from None
+    _announce(fmt, f"metrics: {exporter.url}")
+    return exporter
 
 
 def _publish_cookie(node: Node) -> Path:

@@ -232,8 +232,6 @@ def _toml(value: Any) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, tuple) and len(value) == 2:  # an address, (host, port)
         host, port = value
-        if not port:  # --advertise HOST: the bound port
-            return _toml(str(host))
         return _toml(f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
     return '"' + "".join(_ESCAPES.get(c, c) for c in str(value)) + '"'
 

@@ -139,6 +139,10 @@ class Node:
         self.cookie = cookie
         self._verifier: Verifier | None = None
         self.finished = asyncio.Event()  # set once the node has stopped (leave, shutdown, stop)
+        #: Called after each lookup this node runs (lookup_id: its own, a client's, the store's
+        #: and maintenance's) with the Lookup, or None when it failed, and the seconds it took.
+        #: Metrics feed on it (udpdht.metrics); with none, lookups are not even timed.
+        self.lookup_observers: list[Callable[[Lookup | None, float], None]] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -529,7 +533,24 @@ class Node:
         ``confirm``: ask the owner itself before believing whoever named it (lookup.py). The
         store skips it: the owner checks its own responsibility when it gets the read or write.
         """
-        return await iterative_lookup(self, key, start=start, confirm=confirm)
+        if not self.lookup_observers:
+            return await iterative_lookup(self, key, start=start, confirm=confirm)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            found = await iterative_lookup(self, key, start=start, confirm=confirm)
+        except Exception:
+            self._observe_lookup(None, loop.time() - began)
+            raise
+        self._observe_lookup(found, loop.time() - began)
+        return found
+
+    def _observe_lookup(self, found: Lookup | None, seconds: float) -> None:
+        for observer in self.lookup_observers:
+            try:
+                observer(found, seconds)
+            except Exception:  # an observer's bug must not fail the lookup
+                self.log.exception("lookup observer %r failed", observer)
 
     # --- handlers ------------------------------------------------------------------------------
 
@@ -611,6 +632,10 @@ class Node:
 
     # --- status --------------------------------------------------------------------------------
 
+    def uptime(self) -> float:
+        """Seconds since the node started (call it on the node's loop)."""
+        return asyncio.get_running_loop().time() - self._started_at
+
     def status(self) -> dict[str, Any]:
         """The status object of INTERFACES.md."""
         ls = self.leafset
@@ -618,7 +643,7 @@ class Node:
         return {
             "id": ids.to_hex(self.id),
             "addr": format_addr(self.addr),
-            "uptime_s": round(asyncio.get_running_loop().time() - self._started_at, 3),
+            "uptime_s": round(self.uptime(), 3),
             "predecessor": pred.info() if pred is not None else None,
             "successors": [p.info() for p in ls.successors],
             "predecessors": [p.info() for p in ls.predecessors],

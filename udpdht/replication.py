@@ -200,8 +200,10 @@ class Replicator:
         self.handoff: dict[str, Any] | None = None
         self._repair: dict[str, Any] = {
             "rounds": 0, "last_round_ms": 0.0, "max_round_ms": 0.0, "parts_compared": 0,
-            "pushed": 0, "pulled": 0,
+            "pushed": 0, "pulled": 0, "moved": 0, "sync_failures": 0,
         }  # fmt: skip
+        #: Writes refused RateLimited because their sender's write budget was spent (_charge).
+        self.writes_rate_limited = 0
         # When our join's hand-off last failed (see settled): repair brings the rest of our
         # range, and until it has had time to, our "nothing here" does not count.
         self._handoff_failed_at = float("-inf")
@@ -335,6 +337,7 @@ class Replicator:
         try:
             complete = await self._sync_range(succ, pred.id, self.node.id, limit=self.MAX_PARTS)
         except (DhtError, *MALFORMED) as exc:
+            self._repair["sync_failures"] += 1
             self.node.log.debug("sync with %s failed: %s", succ, exc)
             return
         if complete and self._view() == view:
@@ -467,6 +470,7 @@ class Replicator:
             return
         now = asyncio.get_running_loop().time()
         if not self._budgets.take(source_of(src), now, float(size)):
+            self.writes_rate_limited += 1
             rate = self.config.write_rate / (1 << 20)
             raise RateLimited(f"write budget spent ({rate:g} MiB/s per source); slow down")
 
@@ -1104,6 +1108,7 @@ class Replicator:
                         peer, pred.id, self.node.id, limit=self.MAX_PARTS
                     )
                 except (DhtError, *MALFORMED) as exc:
+                    self._repair["sync_failures"] += 1
                     self.node.log.debug("sync with %s failed: %s", peer, exc)
                     continue
                 if self._repair["pulled"] > before and i < len(replicas):
@@ -1120,7 +1125,7 @@ class Replicator:
     def repair_stats(self) -> dict[str, Any]:
         """What anti-entropy did (status ``repair``): rounds, the last and longest round's
         milliseconds (including the calls' waits), digests compared, records pushed and
-        pulled."""
+        pulled, records moved to where they belong, comparisons that failed."""
         return dict(self._repair)
 
     async def _sync_range(self, peer: Peer, lo: int, hi: int, *, limit: int | None) -> bool:
@@ -1216,3 +1221,4 @@ class Replicator:
             took = await self._push([record], targets)
             if len(took) == len(targets):
                 self.store.remove(record.key)
+                self._repair["moved"] += 1

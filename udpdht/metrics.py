@@ -1,0 +1,409 @@
+"""Prometheus metrics of a node, served over HTTP (``udpdht node --metrics HOST:PORT``).
+
+Needs the ``prometheus_client`` package (``pip install 'udpdht[metrics]'``); :mod:`udpdht.cli_node`
+imports this module only when ``--metrics`` is given. Nothing here keeps counts of its own:
+
+* :class:`NodeCollector` reads what the node already counts (its endpoint's
+  :class:`~udpdht.rpc.RpcStats`, the store's sizes, the leafset, the replicator's repair
+  counters) at each scrape. The HTTP server answers on a thread of its own while the node lives
+  on its event loop's thread, so the collector asks the loop for a snapshot
+  (:func:`snapshot`, plain numbers) and waits for it a moment; it never touches the store or
+  the tables from the server's thread.
+* :class:`LookupMetrics` is fed by the node's lookup observer hook
+  (:attr:`Node.lookup_observers <udpdht.node.Node.lookup_observers>`): a histogram of the hops
+  and one of the seconds of each lookup the node runs, and a counter of the failed ones.
+
+Every name starts ``udpdht_``; docs/metrics.md lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from . import __version__, ids
+from .net import Address, format_addr
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from .lookup import Lookup
+    from .node import Node
+
+log = logging.getLogger("udpdht.metrics")
+
+#: Each RpcStats counter: its metric name (``udpdht_rpc_<name>_total``) and help text. A
+#: counter added to RpcStats later is exported too, under its own name (tests check this table
+#: covers them all).
+RPC_COUNTERS: dict[str, tuple[str, str]] = {
+    "sent": ("datagrams_sent", "Datagrams sent: requests, resends and replies."),
+    "received": ("datagrams_received", "Datagrams received that decoded."),
+    "retries": ("retries", "Requests sent again after a timeout."),
+    "timeouts": ("timeouts", "Calls that failed with no answer (RpcTimeout)."),
+    "dropped_malformed": ("dropped_malformed", "Datagrams dropped because they did not decode."),
+    "duplicates": (
+        "duplicates",
+        "Retried requests answered from the reply cache (or dropped while running).",
+    ),
+    "unexpected_replies": (
+        "unexpected_replies",
+        "Replies for no pending call, or from the wrong address.",
+    ),
+    "errors_sent": ("errors_sent", "Error replies sent."),
+    "handler_failures": ("handler_failures", "Handlers that raised an unexpected exception."),
+    "rate_limited": (
+        "rate_limited",
+        "Datagrams (all but answers) dropped by the per-source and overall rate limits.",
+    ),
+    "busy": ("busy", "Requests answered BUSY because the handlers were all running."),
+    "tokens_sent": (
+        "tokens_sent",
+        "Answers replaced by a retry token (unproven address, large answer).",
+    ),
+    "resends_refused": (
+        "resends_refused",
+        "Retransmitted requests not answered again (the resend limit reached).",
+    ),
+    "send_errors": (
+        "send_errors",
+        "Datagrams not sent: a bad destination or an error from the socket.",
+    ),
+    "bytes_sent": ("sent_bytes", "Payload bytes of the datagrams sent (no UDP/IP headers)."),
+    "bytes_received": (
+        "received_bytes",
+        "Payload bytes of the datagrams received that decoded.",
+    ),
+}
+
+#: The replicator's repair counters (status ``repair``): metric name and help text.
+REPAIR_COUNTERS: dict[str, tuple[str, str]] = {
+    "rounds": ("repair_rounds", "Anti-entropy rounds finished."),
+    "parts_compared": (
+        "repair_parts_compared",
+        "Range digests compared with a peer's (anti-entropy, early comparisons, hand-off).",
+    ),
+    "pushed": (
+        "repair_records_pushed",
+        "Records pushed to a peer that lacked them or held them older.",
+    ),
+    "pulled": (
+        "repair_records_pulled",
+        "Records pulled from a peer and applied (newer than what was held).",
+    ),
+    "moved": (
+        "repair_records_moved",
+        "Records no longer in this node's range moved to their holders and dropped here.",
+    ),
+    "sync_failures": (
+        "repair_sync_failures",
+        "Comparisons with a peer that failed (no answer, an error, nonsense).",
+    ),
+}
+
+#: Lookup hop counts: a ring of n nodes takes about log2(n)/2 hops.
+HOP_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64)
+#: Lookup seconds: a hop on a LAN takes a millisecond or less, a timeout a second or more.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a scrape reports of a node, read on its event loop's thread in one go."""
+
+    id: str
+    address: str
+    uptime_s: float
+    rpc: dict[str, int]
+    store: dict[str, int]
+    quota_bytes: int | None
+    successors: int
+    predecessors: int
+    wanted: int  # L/2: successors wanted, and predecessors
+    predecessor_known: bool
+    fingers: int
+    settled: bool
+    isolated: bool
+    calm_rounds: int
+    peer_failures: int
+    repair: dict[str, Any]
+    writes_rate_limited: int
+
+
+def snapshot(node: Node) -> Snapshot | None:
+    """The node's numbers now; None when it is not running. Call it on the node's loop."""
+    if not node.running:
+        return None
+    replicator = node.replicator
+    ls = node.leafset
+    return Snapshot(
+        id=ids.to_hex(node.id),
+        address=format_addr(node.addr),
+        uptime_s=node.uptime(),
+        rpc=node.endpoint.stats.as_dict(),
+        store=replicator.counts(),
+        quota_bytes=replicator.config.max_store_bytes,
+        successors=len(ls.successors),
+        predecessors=len(ls.predecessors),
+        wanted=ls.half,
+        predecessor_known=ls.predecessor is not None,
+        fingers=len(node.fingers.distinct()),
+        settled=replicator.settled(),
+        isolated=node.isolated,
+        calm_rounds=node.maintenance.calm,
+        peer_failures=node.maintenance.failures,
+        repair=replicator.repair_stats(),
+        writes_rate_limited=replicator.writes_rate_limited,
+    )
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"udpdht_{name}", doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"udpdht_{name}", doc, value=value)
+
+
+class NodeCollector(Collector):
+    """The node's own counters and sizes, read at each scrape (see the module's doc)."""
+
+    def __init__(
+        self, node: Node, loop: asyncio.AbstractEventLoop, *, timeout: float = 2.0
+    ) -> None:
+        self.node = node
+        self.loop = loop
+        self.timeout = timeout  # seconds a scrape waits for the loop before it reports the last
+        self.stale = 0  # scrapes that got the last snapshot: the loop did not answer in time
+        self._last: Snapshot | None = None
+
+    def snapshot(self) -> Snapshot | None:
+        """A snapshot taken on the node's loop: at once when called there, else by asking the
+        loop and waiting up to ``timeout`` (then the last one, counted as stale)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._last = snapshot(self.node)
+            return self._last
+        result: concurrent.futures.Future[Snapshot | None] = concurrent.futures.Future()
+
+        def take() -> None:
+            if not result.set_running_or_notify_cancel():
+                return  # the scrape gave up waiting
+            try:
+                result.set_result(snapshot(self.node))
+            except Exception as exc:
+                result.set_exception(exc)
+
+        try:
+            self.loop.call_soon_threadsafe(take)
+        except RuntimeError:  # the loop is closed: the node is gone
+            return None
+        try:
+            self._last = result.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            result.cancel()
+            self.stale += 1
+            log.warning("the node's loop did not answer a scrape within %.1f s", self.timeout)
+        return self._last
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        yield _counter(
+            "metrics_stale_scrapes",
+            "Scrapes answered with the previous snapshot: the node's event loop was too busy.",
+            self.stale,
+        )
+        if snap is None:
+            return
+        info = GaugeMetricFamily(
+            "udpdht_node_info",
+            "The node: its id (40 hex digits), the address it is known by, udpdht's version.",
+            labels=["id", "address", "version"],
+        )
+        info.add_metric([snap.id, snap.address, __version__], 1)
+        yield info
+        yield _gauge("uptime_seconds", "Seconds since the node started.", snap.uptime_s)
+        yield from self._rpc(snap)
+        yield from self._store(snap)
+        yield from self._ring(snap)
+        for field, (name, doc) in REPAIR_COUNTERS.items():
+            yield _counter(name, doc, snap.repair.get(field, 0))
+        yield _gauge(
+            "repair_last_round_seconds",
+            "The last anti-entropy round's wall time, calls' waits included.",
+            snap.repair.get("last_round_ms", 0.0) / 1000,
+        )
+        yield _gauge(
+            "repair_max_round_seconds",
+            "The longest anti-entropy round's wall time since the node started.",
+            snap.repair.get("max_round_ms", 0.0) / 1000,
+        )
+
+    @staticmethod
+    def _rpc(snap: Snapshot) -> Iterator[Metric]:
+        for field, value in snap.rpc.items():
+            name, doc = RPC_COUNTERS.get(field, (field, f"RpcStats.{field}."))
+            yield _counter(f"rpc_{name}", doc, value)
+
+    @staticmethod
+    def _store(snap: Snapshot) -> Iterator[Metric]:
+        records = GaugeMetricFamily(
+            "udpdht_store_records",
+            "Records held, tombstones and expired ones not yet purged included: role primary "
+            "(key in (predecessor, self]) or replica (the others).",
+            labels=["role"],
+        )
+        records.add_metric(["primary"], snap.store["primary"])
+        records.add_metric(["replica"], snap.store["replica"])
+        yield records
+        yield _gauge(
+            "store_tombstones", "Tombstones among the records held.", snap.store["tombstones"]
+        )
+        yield _gauge("store_bytes", "Key and value bytes of the records held.", snap.store["bytes"])
+        if snap.quota_bytes is not None:
+            yield _gauge(
+                "store_quota_bytes", "The store's quota (--max-store-bytes).", snap.quota_bytes
+            )
+        yield _counter(
+            "store_writes_rate_limited",
+            "Writes refused RateLimited: their sender's write budget was spent.",
+            snap.writes_rate_limited,
+        )
+
+    @staticmethod
+    def _ring(snap: Snapshot) -> Iterator[Metric]:
+        yield _gauge("leafset_successors", "Successors known.", snap.successors)
+        yield _gauge("leafset_predecessors", "Predecessors known.", snap.predecessors)
+        yield _gauge(
+            "leafset_wanted",
+            "Successors wanted, and predecessors: L/2 (a ring of fewer than L/2+1 nodes has "
+            "fewer).",
+            snap.wanted,
+        )
+        yield _gauge(
+            "predecessor_known", "1 when the node knows its predecessor.", snap.predecessor_known
+        )
+        yield _gauge("fingers", "Distinct nodes in the finger table.", snap.fingers)
+        yield _gauge(
+            "settled",
+            "1 when the node's 'no value' for a key of its range counts (status 'settled').",
+            snap.settled,
+        )
+        yield _gauge(
+            "isolated",
+            "1 while the node has lost contact with its ring and is rejoining.",
+            snap.isolated,
+        )
+        yield _gauge(
+            "calm_rounds",
+            "Maintenance rounds since the leafset last changed or a peer failed.",
+            snap.calm_rounds,
+        )
+        yield _counter(
+            "peer_failures",
+            "Calls to peers that failed: no answer, or an answer that made no sense (BUSY is no "
+            "failure).",
+            snap.peer_failures,
+        )
+
+
+class LookupMetrics:
+    """Histograms of the hops and seconds of the node's lookups, and a counter of failures;
+    :meth:`observe` is the node's lookup observer."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.hops = Histogram(
+            "udpdht_lookup_hops",
+            "Hops of the lookups this node ran (0: its own tables knew the owner).",
+            buckets=HOP_BUCKETS,
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "udpdht_lookup_duration_seconds",
+            "Seconds the lookups this node ran took, failed ones included.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.failures = Counter(
+            "udpdht_lookup_failures",
+            "Lookups this node ran that failed (no live route to the key).",
+            registry=registry,
+        )
+
+    def observe(self, found: Lookup | None, seconds: float) -> None:
+        self.seconds.observe(seconds)
+        if found is None:
+            self.failures.inc()
+        else:
+            self.hops.observe(len(found.hops))
+
+
+class NodeMetrics:
+    """A node's metrics in a registry of their own: the collector and the lookup histograms
+    (with ``process``, also the process's CPU, memory and GC, and Python's version)."""
+
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop, *, process: bool) -> None:
+        self.node = node
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = NodeCollector(node, loop)
+        self.registry.register(self.collector)
+        self.lookups = LookupMetrics(self.registry)
+        if process:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        node.lookup_observers.append(self.lookups.observe)
+
+    def close(self) -> None:
+        """Stop feeding the lookup histograms."""
+        if self.lookups.observe in self.node.lookup_observers:
+            self.node.lookup_observers.remove(self.lookups.observe)
+
+
+class MetricsServer:
+    """A node's metrics served over HTTP at ``/metrics`` by prometheus_client's server."""
+
+    def __init__(self, metrics: NodeMetrics, httpd: WSGIServer, thread: threading.Thread) -> None:
+        self.metrics = metrics
+        self.httpd = httpd
+        self.thread = thread
+        host, port = httpd.server_address[:2]
+        self.addr: Address = (str(host), int(port))
+
+    @property
+    def url(self) -> str:
+        return f"http://{format_addr(self.addr)}/metrics"
+
+    def close(self) -> None:
+        """Stop serving (blocks up to half a second: run it off the loop)."""
+        self.metrics.close()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5.0)
+
+
+def serve(node: Node, addr: Address, *, process: bool = True) -> MetricsServer:
+    """Serve ``node``'s metrics at ``http://addr/metrics`` (port 0: any free port; ``.addr``
+    tells which). Call it on the node's loop. Raises OSError when the address cannot be
+    bound."""
+    metrics = NodeMetrics(node, asyncio.get_running_loop(), process=process)
+    try:
+        httpd, thread = start_http_server(addr[1], addr[0], registry=metrics.registry)
+    except BaseException:
+        metrics.close()
+        raise
+    return MetricsServer(metrics, httpd, thread)
