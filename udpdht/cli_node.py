@@ -232,7 +232,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         signalled.cancel()
         if not node.finished.is_set():
             try:
-                await asyncio.wait_for(node.leave(), LEAVE_DEADLINE)
+                await asyncio.wait_for(node.leave(forget=False), LEAVE_DEADLINE)
             except TimeoutError:
                 log.warning("leave took over %.0f s; stopping without finishing it", LEAVE_DEADLINE)
         log.info("stopped")

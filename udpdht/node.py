@@ -364,8 +364,13 @@ class Node:
         with contextlib.suppress(DhtError, *PEER_FAILURES):
             await self.replicator.after_join(owner)
 
-    async def leave(self) -> None:
-        """Leave gracefully: tell both neighbours so the ring closes at once, then stop."""
+    async def leave(self, *, forget: bool = True) -> None:
+        """Leave gracefully: tell both neighbours so the ring closes at once, then stop.
+
+        ``forget``: forget the peers the data dir remembers, so that a later start is a new
+        ring unless told where to join (the node left for good). A node stopped to be started
+        again (``udpdht node`` on SIGTERM: a restart, an upgrade) keeps them and rejoins.
+        """
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -385,7 +390,10 @@ class Node:
         calls = [self.call_peer(peer, "leaving", args, tries=2) for peer, args in messages.values()]
         await asyncio.gather(*calls, return_exceptions=True)
         self.log.info("left the ring")
-        self.memory.forget()  # we left on purpose: a restart starts afresh unless told where
+        if forget:
+            self.memory.forget()  # we left for good: a restart starts afresh unless told where
+        else:
+            self.memory.remember(ls.peers(), self.id)  # (stop saves them)
         await self.stop()
 
     @property
