@@ -61,6 +61,8 @@ class Maintenance:
     MAX_REJOIN_WAIT = 10.0  # seconds between rejoin attempts, at most
     MAX_WALK = 8  # nodes adopted one after another in one stabilize, walking back to our place
     FAST_ROUNDS = 4  # rounds after a change that come twice as often
+    PROBE_EVERY = 5.0  # mean seconds between probes of a remembered peer absent from our ring
+    SAME_RING_SKIP = 600.0  # seconds a probed peer found in our own ring is not probed again
     CALM_ROUNDS = 10  # rounds with the same leafset before rounds come half as often
     MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
 
@@ -83,6 +85,11 @@ class Maintenance:
         self._finger_skip = 1  # run fix_fingers one round in this many
         self._finger_wait = 0  # rounds until the next fix_fingers
         self.failures = 0  # peers that failed to answer (Node.peer_failed counts them)
+        self._next_probe = 0.0  # loop time of the next probe of a remembered peer
+        self._probe_turn = 0  # which absent remembered peer is probed next
+        self._probe: asyncio.Task[None] | None = None
+        self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
+        self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -133,6 +140,9 @@ class Maintenance:
                     skip = 1 if changed else min(2 * self._finger_skip, self.MAX_FINGER_SKIP)
                     self._finger_skip = self._finger_wait = skip
                 self._remember_peers(start)
+                if start >= self._next_probe:
+                    self._next_probe = start + self.PROBE_EVERY * (0.5 + self.node.rng.random())
+                    self._probe_soon()
                 self.node.replicator.track_view()
                 quiet = self._shape() == shape and self.failures == failures
                 self.calm = self.calm + 1 if quiet else 0
@@ -254,6 +264,53 @@ class Maintenance:
         known = {p.id: p for p in [*self.node.leafset.predecessors, *self.node.fingers.distinct()]}
         known.pop(self.node.id, None)
         return sorted(known.values(), key=lambda p: ids.distance(self.node.id, p.id))
+
+    # --- ring unification: partitions that heal --------------------------------------------
+
+    def _probe_soon(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = self.node.background(self.probe_remembered())
+
+    def absent_peers(self) -> list[Peer]:
+        """The peers we remember (PeerMemory) that our tables have lost: dead or gone, or
+        alive on the other side of a partition, in a ring of their own."""
+        node = self.node
+        present = {node.id, *(p.id for p in node.leafset.peers())}
+        present.update(p.id for p in node.fingers.distinct())
+        now = asyncio.get_running_loop().time()
+        for peer_id in [i for i, until in self._same_ring.items() if until < now]:
+            del self._same_ring[peer_id]
+        return [
+            p for p in node.memory.peers() if p.id not in present and p.id not in self._same_ring
+        ]
+
+    async def probe_remembered(self) -> None:
+        """Ask one remembered peer absent from our tables whether it lives; if it does, look
+        for our place in its ring (check_loop), which joins two rings at our place.
+
+        A partition leaves two rings, each of which has dropped the other side's nodes from
+        its tables: stabilization alone never brings them back (Chord cannot merge two rings:
+        Shafaat et al., "Dealing with network partitions in structured overlay networks").
+        Every node remembers the peers of its leafset (in its data dir), so once the link is
+        back each node finds, among the peers it remembers, some alive but absent from its
+        ring. The loop check's random far node finds them too, but only now and then and not
+        among the peers declared dead lately (all of the other side, until FAILED_MEMORY has
+        passed): this probe takes them in turn, one every PROBE_EVERY seconds, dead or not,
+        and costs one datagram when the peer does not answer.
+        """
+        node = self.node
+        absent = self.absent_peers()
+        if not absent or node.isolated or node.leafset.successor is None:
+            return  # isolated: _rejoin does the same through these peers
+        peer = absent[self._probe_turn % len(absent)]
+        self._probe_turn += 1
+        try:
+            await self.neighbors_of(peer, tries=1)
+        except PEER_FAILURES:
+            return  # gone, or still cut off
+        node.detector.answered(peer.id)  # alive: no longer kept out as dead
+        if not await self.check_loop(start=peer):
+            self._same_ring[peer.id] = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
 
     async def _rejoin(self) -> None:
         """Every neighbour is lost: join again through the peers we remember and the bootstrap
@@ -427,30 +484,38 @@ class Maintenance:
         """Start a loop check beside the round (its lookup may wait on a far node that is
         gone: the round must not), unless one runs still."""
         if self._loop_check is None or self._loop_check.done():
-            self._loop_check = self.node.background(self.check_loop())
+            self._loop_check = self.node.background(self._check_loop_once())
 
-    async def check_loop(self) -> None:
-        """Ask a node from elsewhere (a finger or a remembered peer) who follows us.
+    async def _check_loop_once(self) -> None:
+        await self.check_loop()
+
+    async def check_loop(self, start: Peer | None = None) -> bool:
+        """Ask a node from elsewhere (``start``, or a finger or a remembered peer) who
+        follows us; whether it named a node between us and our successor.
 
         After many joins at once, the ring can wind twice around the id space: two loops whose
         nodes interleave, each consistent on its own (every pred and succ pair agrees), which
-        stabilization alone never undoes (Zave: a ring must be ordered). A lookup of the point
-        just after us, started at a node of the other loop, finds a node between us and our
-        successor; it becomes a contact that the next stabilize walks back to."""
+        stabilization alone never undoes (Zave: a ring must be ordered). Two rings after a
+        partition are the same problem. A lookup of the point just after us, started at a
+        node of the other loop (ring), finds a node between us and our successor: it becomes
+        a contact that our next stabilize walks back to, and the node before it there is
+        notified of us (it keeps us as a contact: its next stabilize walks to us). Each node
+        that does this joins the two at its place; stabilization carries the rest along."""
         ls = self.node.leafset
         succ = ls.successor
         if succ is None:
-            return
-        near = {p.id for p in ls.peers()} | {self.node.id}
-        now = asyncio.get_running_loop().time()
-        far = [
-            p
-            for p in (*self.node.fingers.distinct(), *self.node.memory.peers())
-            if p.id not in near and not self.node.detector.recently_dead(p.id, now)
-        ]
-        if not far:
-            return
-        start = self.node.rng.choice(far)
+            return False
+        if start is None:
+            near = {p.id for p in ls.peers()} | {self.node.id}
+            now = asyncio.get_running_loop().time()
+            far = [
+                p
+                for p in (*self.node.fingers.distinct(), *self.node.memory.peers())
+                if p.id not in near and not self.node.detector.recently_dead(p.id, now)
+            ]
+            if not far:
+                return False
+            start = self.node.rng.choice(far)
         try:
             found = await self.node.lookup_id(
                 (self.node.id + 1) % ids.RING, start=start.addr, confirm=False
@@ -459,13 +524,29 @@ class Maintenance:
             # Most likely the start is gone (a remembered peer that left): twice in a row and
             # it is not tried for a while.
             self.node.peer_failed(start)
-            return
+            return False
         owner = found.owner
-        if owner.id != self.node.id and ids.in_interval(owner.id, self.node.id, succ.id):
-            self._notifiers.pop(owner.id, None)
-            self._notifiers[owner.id] = (owner, asyncio.get_running_loop().time())
-            if len(self._notifiers) > self.MAX_NOTIFIERS:
-                self._notifiers.popitem(last=False)
+        if owner.id == self.node.id or not ids.in_interval(owner.id, self.node.id, succ.id):
+            return False
+        self.merges += 1
+        self.node.log.info(
+            "%s knows %s, between us and our successor %s: another loop or ring; joining it",
+            start,
+            owner,
+            succ,
+        )
+        self._notifiers.pop(owner.id, None)
+        self._notifiers[owner.id] = (owner, asyncio.get_running_loop().time())
+        if len(self._notifiers) > self.MAX_NOTIFIERS:
+            self._notifiers.popitem(last=False)
+        try:
+            _, preds, _ = await self.neighbors_of(owner, tries=2)
+        except PEER_FAILURES:
+            return True
+        if preds and preds[0].id != self.node.id:
+            await self.notify(preds[0])  # it keeps us as a contact (see _rpc_notify)
+        self.calm = 0  # fast rounds while the two zip together
+        return True
 
     def _nearest_after(self, low: int, high: int) -> Peer | None:
         """The known node nearest after ``low`` and strictly before ``high``, if any."""
