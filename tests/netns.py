@@ -129,12 +129,16 @@ class NetnsHosts:
         self.close()
 
     def _claim(self) -> None:
-        for number in random.sample(range(256), min(self.claim_tries, 256)):
+        """Take a free instance number N by creating its switch namespace (atomic)."""
+        for number in random.SystemRandom().sample(range(256), min(self.claim_tries, 256)):
             name = f"{PREFIX}{number}-sw"
-            if _ip("netns", "add", name, check=False).returncode == 0:
+            made = _ip("netns", "add", name, check=False)
+            if made.returncode == 0:
                 self.number, self.switch = number, name
                 self.created.append(name)
                 return
+            if "File exists" not in made.stderr:
+                raise RuntimeError(f"ip netns add {name}: {made.stderr.strip()}")
         raise RuntimeError(f"no free test network: {self.claim_tries} switch names were taken")
 
     def _build(self) -> None:

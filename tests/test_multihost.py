@@ -24,7 +24,7 @@ from netns import NetnsHosts, namespaces, netns_available
 from udpdht import ids
 
 ok, why = netns_available()
-pytestmark = [pytest.mark.skipif(not ok, reason=why), pytest.mark.slow]
+pytestmark = pytest.mark.skipif(not ok, reason=why)
 
 PORT = 7000
 POLL = 0.5  # seconds between looks at the ring
@@ -110,11 +110,6 @@ def wait_ring(bed: Bed, group: list[int], within: float) -> float:
         time.sleep(POLL)
 
 
-def bind_args(addr: str) -> list[str]:
-    """How a node on a host is told its address."""
-    return ["--host", addr]
-
-
 @contextlib.contextmanager
 def five_hosts(tmp_path: Path, count: int = 5) -> Iterator[Bed]:
     """``count`` hosts, a node on each (joined through host 0's), all ended and deleted after:
@@ -123,7 +118,9 @@ def five_hosts(tmp_path: Path, count: int = 5) -> Iterator[Bed]:
         names = hosts.names
         nodes = []
         for i, addr in enumerate(hosts.addrs):
-            args = [*bind_args(addr), "--data-dir", data_dir(tmp_path, f"host{i}")]
+            # Bound to every address of its host, named to its peers by the host's own.
+            args = ["--host", "0.0.0.0", "--advertise", f"{addr}:{PORT}"]
+            args += ["--data-dir", data_dir(tmp_path, f"host{i}")]
             if i:
                 args += ["--bootstrap", f"{hosts.addrs[0]}:{PORT}"]
             nodes.append(
@@ -168,6 +165,7 @@ def test_five_hosts_form_one_ring_and_read_each_others_keys(tmp_path: Path) -> N
         assert misread(bed, keys, reads) == []
 
 
+@pytest.mark.slow  # 11-16 s: a ring, then its repair
 def test_a_killed_hosts_node_is_repaired_around(tmp_path: Path) -> None:
     started = time.monotonic()
     with five_hosts(tmp_path) as bed:
@@ -183,8 +181,9 @@ PARTITION = 30.0  # seconds hosts 4 and 5 are cut off while host 1 writes
 HEAL_WITHIN = 90.0
 
 
+@pytest.mark.slow  # about a minute: 30 s cut off, then healing
 @pytest.mark.xfail(
-    reason="partition healing (remembered peers probed, rings merged) is not in the node yet",
+    reason="partition healing (issue #12) is in progress; until then a cut may outlast 90 s",
     strict=False,
 )
 def test_a_partition_of_two_hosts_against_three_heals(tmp_path: Path) -> None:
