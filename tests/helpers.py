@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,15 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": _SANDBOX}
 
 
 def udpdht(
-    *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run one `udpdht` command to completion (``env``: variables to add to its environment)."""
+    """Run one `udpdht` command to completion (``env``: variables to add to its environment;
+    ``prefix``: what runs it, e.g. ``ip netns exec NS``)."""
     return subprocess.run(
-        [sys.executable, "-m", "udpdht", *args],
+        [*prefix, sys.executable, "-m", "udpdht", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -98,14 +102,15 @@ class NodeProcess:
         return self.proc.returncode, self.output()
 
 
-def spawn(*args: str, loop: str = "auto") -> subprocess.Popen[str]:
+def spawn(*args: str, loop: str = "auto", prefix: Sequence[str] = ()) -> subprocess.Popen[str]:
     """Start `udpdht ARGS` in the background, stdout and stderr together in one text pipe;
-    ``loop``: the event loop it runs on (auto, asyncio or uvloop: $UDPDHT_LOOP).
+    ``loop``: the event loop it runs on (auto, asyncio or uvloop: $UDPDHT_LOOP); ``prefix``:
+    what runs it (e.g. ``ip netns exec NS``, which execs it: the child is the node itself).
 
     The caller ends it (node_process does; a test using this directly must too).
     """
     return subprocess.Popen(
-        [sys.executable, "-m", "udpdht", *args],
+        [*prefix, sys.executable, "-m", "udpdht", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -115,10 +120,14 @@ def spawn(*args: str, loop: str = "auto") -> subprocess.Popen[str]:
 
 @contextmanager
 def node_process(
-    *args: str, port: int = 0, startup_timeout: float = 20.0, loop: str = "auto"
+    *args: str,
+    port: int = 0,
+    startup_timeout: float = 20.0,
+    loop: str = "auto",
+    prefix: Sequence[str] = (),
 ) -> Iterator[NodeProcess]:
     """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit."""
-    proc = spawn("node", "--port", str(port), *args, loop=loop)
+    proc = spawn("node", "--port", str(port), *args, loop=loop, prefix=prefix)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + startup_timeout
@@ -145,7 +154,7 @@ def data_dir(tmp_path: Path, name: str) -> str:
     return str(path)
 
 
-def _ideal(statuses: list[dict[str, Any]]) -> bool:
+def is_ideal(statuses: list[dict[str, Any]]) -> bool:
     """Whether these status objects (every live node) describe the ideal ring."""
     order = sorted(st["id"] for st in statuses)
     n = len(order)
@@ -174,7 +183,7 @@ async def wait_processes_ideal(nodes: list[NodeProcess], within: float) -> None:
     """Wait until these node processes (every live one) form the ideal ring."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not _ideal(await statuses(nodes)):
+    while not is_ideal(await statuses(nodes)):
         assert loop.time() < deadline, "the ring did not reach its ideal state in time"
         await asyncio.sleep(0.5)
 
