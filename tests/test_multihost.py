@@ -177,7 +177,7 @@ def test_a_killed_hosts_node_is_repaired_around(tmp_path: Path) -> None:
         assert misread(bed, keys, [(i, key) for i in bed.live() for key in keys]) == []
 
 
-PARTITION = 30.0  # seconds hosts 4 and 5 are cut off while host 1 writes
+PARTITION = 20.0  # seconds hosts 4 and 5 are cut off while host 1 writes
 HEAL_WITHIN = 60.0  # the bound: one ring within a minute
 
 
