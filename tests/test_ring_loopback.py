@@ -150,6 +150,36 @@ async def test_a_node_restarted_after_a_crash_rejoins_through_the_peers_it_remem
             assert await client.get("after-restart") == 1
 
 
+async def test_a_node_stopped_by_sigterm_rejoins_when_started_again(tmp_path: Path) -> None:
+    # A restart or an upgrade (systemctl restart): the node leaves gracefully, its keys handed
+    # over, but keeps the peers it knew; started again without --bootstrap it rejoins (before
+    # issue #12 it forgot them, and a seed restarted this way began a second ring).
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(node_process("--data-dir", str(tmp_path / "0")))
+        boot = ["--bootstrap", first.addr_text]
+        nodes = [first] + [
+            stack.enter_context(node_process("--data-dir", str(tmp_path / str(i)), *boot))
+            for i in (1, 2)
+        ]
+        await wait_processes_ideal(nodes, within=30)
+        async with Client(first.addr) as client:
+            for i in range(20):
+                await client.put(f"k{i}", i)
+        victim = nodes[1]
+        victim.signal(signal.SIGTERM)
+        assert victim.wait()[0] == 0
+        again = stack.enter_context(
+            node_process("--data-dir", str(tmp_path / "1"), port=victim.addr[1])
+        )
+        assert "remembers 2 peers of its ring; rejoins through them" in again.output()
+        await wait_processes_ideal([first, again, nodes[2]], within=30)
+        async with Client(nodes[2].addr) as client:
+            assert [await client.get(f"k{i}") for i in range(20)] == list(range(20))
+            await client.put("after", "restart")
+        async with Client(again.addr) as client:
+            assert await client.get("after") == "restart"
+
+
 @pytest.mark.slow
 async def test_a_whole_ring_restarted_after_a_crash_forms_again(tmp_path: Path) -> None:
     # Every node remembers the others, and each finds them rejoining too: the lowest id of
