@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -123,3 +124,52 @@ def shows(output: Callable[[], str], *texts: str, within: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_a_wildcard_node_says_so_when_its_host_sends_from_another_address() -> None:
+    # Bound to 0.0.0.0 and advertising 127.0.0.2, it sends to 127.0.0.1 from 127.0.0.1: its
+    # peers would drop all of it (the id is SHA-1 of 127.0.0.2:port). It warns at start.
+    with node_process() as seed:
+        args = ["--host", "0.0.0.0", "--advertise", "127.0.0.2", "--bootstrap", seed.addr_text]
+        with node_process(*args) as node:
+            assert shows(node.output, "this host sends to 127.0.0.1 from 127.0.0.1, not from")
+            assert "--host 127.0.0.2" in node.output()
+
+
+async def test_a_wildcard_node_with_no_route_to_its_bootstrap_says_that(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No route: the kernel names no source address (route_from falls back to loopback). The
+    # error says so, not "add --advertise". (Nothing is sent: the check is before the node.)
+    import argparse
+
+    from udpdht import cli_node
+    from udpdht.cli import UsageError
+
+    monkeypatch.setattr(cli_node, "route_from", lambda v6, target=None: "127.0.0.1")
+    args = argparse.Namespace(
+        advertise=None, host="0.0.0.0", port=7000, bootstrap=[("10.255.255.1", 7000)]
+    )
+    with pytest.raises(UsageError, match=r"no route to the bootstrap 10\.255\.255\.1"):
+        await cli_node._advertised(args, None)
+
+
+def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(tmp_path: Path) -> None:
+    # It remembers its ring: --bootstrap is where to go when none of those answers, not a
+    # join that must succeed (a dead bootstrap made it exit after rejoining).
+    d = str(tmp_path / "data")
+    with node_process() as seed:
+        with node_process("--data-dir", d, "--bootstrap", seed.addr_text) as first:
+            port = first.addr[1]
+            assert shows(first.output, "joined the ring")  # (its signal handlers are set)
+            first.signal(signal.SIGTERM)
+            assert first.wait()[0] == 0
+        dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+        dead.bind(("127.0.0.1", 0))
+        try:
+            boot = f"127.0.0.1:{dead.getsockname()[1]}"
+            with node_process("--data-dir", d, "--bootstrap", boot, port=port) as again:
+                assert shows(again.output, "joined the ring")
+                assert again.proc.poll() is None
+        finally:
+            dead.close()

@@ -152,10 +152,39 @@ async def _advertised(
         host = route_from(v6=":" in target, target=target)
         if not ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(target).is_loopback:
             return (host, 0), f"the address this host sends from towards {target}"
+        raise UsageError(
+            f"this host has no route to the bootstrap {target}, so no address to advertise "
+            "to it: check the network, or give --advertise HOST[:PORT]"
+        )
     raise UsageError(
         f"--host {args.host} listens on every address, but peers need the one address to "
         "reach this node at (its id is SHA-1 of it): add --advertise HOST[:PORT]"
     )
+
+
+def _warn_if_sent_from_elsewhere(node: Node, bootstraps: list[Address]) -> None:
+    """A node bound to a wildcard sends from the address the kernel picks: when that is not
+    the one it advertises, its peers drop what it sends (its id is SHA-1 of the other)."""
+    bound = node.endpoint.addr[0]
+    if not bootstraps or not ipaddress.ip_address(bound).is_unspecified:
+        return
+    target = bootstraps[0][0]
+    if (":" in target) != (":" in node.addr[0]):
+        return
+    source = route_from(v6=":" in target, target=target)
+    no_route = (
+        ipaddress.ip_address(source).is_loopback and not ipaddress.ip_address(target).is_loopback
+    )
+    if source != node.addr[0] and not no_route:
+        log.warning(
+            "this host sends to %s from %s, not from the advertised %s: peers will drop what "
+            "this node sends; bind that address (--host %s) or advertise %s",
+            target,
+            source,
+            node.addr[0],
+            node.addr[0],
+            source,
+        )
 
 
 def _announce(fmt: Format, text: str) -> None:
@@ -203,6 +232,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     _announce(fmt, f"admin cookie: {cookie_path}")
     if why:
         log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
+    _warn_if_sent_from_elsewhere(node, args.bootstrap)
     exporter = await _serve_metrics(metrics, node, args.metrics, fmt) if metrics else None
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
@@ -218,7 +248,9 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        if args.bootstrap:
+        if args.bootstrap and not node.member:
+            # (A node that remembers peers of its ring rejoins through them, and through the
+            # bootstrap addresses when none of them answers: Maintenance._rejoin.)
             try:
                 await _join_any(node, args.bootstrap)
             except BaseException:

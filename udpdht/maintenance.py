@@ -161,9 +161,10 @@ class Maintenance:
         if peers:
             self.node.member = True
         self.node.memory.remember(peers, self.node.id)
-        if now >= self._next_save:
+        # Written when changed, at most every SAVE_PEERS_EVERY: the first peers as soon as
+        # there are any (a round that found none must not put the first write off for 30 s).
+        if now >= self._next_save and self.node.memory.save():
             self._next_save = now + self.SAVE_PEERS_EVERY
-            self.node.memory.save()
 
     async def stabilize(self) -> None:
         ls = self.node.leafset
