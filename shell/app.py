@@ -10,29 +10,47 @@ import asyncio
 import contextlib
 import logging
 import os
+import pydoc
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
+from prompt_toolkit.lexers import Lexer
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.shortcuts import CompleteStyle
+from prompt_toolkit.styles import Style
 
 from udpdht import DhtError
 from udpdht.admin import read_cookie
 from udpdht.net import Address, format_addr, resolve
 
 from . import render
-from .commands import COMMANDS, NODES_ACTIONS, Command, CommandError, parse, split
+from .commands import (
+    ALIASES,
+    COMMANDS,
+    FORMATS,
+    NODES_ACTIONS,
+    WATCHABLE,
+    Command,
+    CommandError,
+    arg_hint,
+    parse,
+    split,
+)
 from .session import EMBEDDED_SIZE, Session
 
 # --- where output goes -------------------------------------------------------------------------
@@ -57,9 +75,24 @@ class TerminalConsole:
 
     def __init__(self, output: Output | None = None) -> None:
         self.output = output  # None: the terminal
+        self._held: list[tuple[str, str]] | None = None  # while a pager has the terminal
 
     def _print(self, style: str, text: str) -> None:
+        if self._held is not None:
+            self._held.append((style, text))
+            return
         print_formatted_text(FormattedText([(style, text)]), output=self.output)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep what is printed meanwhile (node events) until the end, for a pager."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for style, text in held:
+                self._print(style, text)
 
     def out(self, text: str) -> None:
         self._print("", text)
@@ -197,7 +230,7 @@ class ShellCompleter(Completer):
     @staticmethod
     def _takes_more(before: list[str], word: str) -> bool:
         """Whether a completed ``word`` is followed by more arguments."""
-        if not before:
+        if not before or (before[0] == "watch" and len(before) == 2):
             spec = COMMANDS.get(word)
             return spec is not None and " " in spec.usage
         return before == ["nodes"] and word in ("add", "kill")
@@ -208,37 +241,190 @@ class ShellCompleter(Completer):
         name, position = before[0], len(before)
         session = self.session
         if position == 1 and name in self.ADDRESS_COMMANDS:
-            return [(addr, "") for addr in reversed(session.addrs)]
+            labels = {e.addr: f"embedded #{e.index}" for e in session.embedded or []}
+            labels[session.attached_text] = "attached"
+            return [(addr, labels.get(addr, "seen")) for addr in reversed(session.live_addrs())]
         if position == 1 and name in self.KEY_COMMANDS:
-            return [(key, "") for key in reversed(session.keys)]
+            return [(key, "key used here") for key in reversed(session.keys)]
+        if position == 1 and name == "format":
+            return [(style, "current" if style == session.format else "") for style in FORMATS]
+        if name == "watch" and position == 2:
+            return [(cmd, COMMANDS[cmd].summary) for cmd in WATCHABLE]
         if position == 1 and name == "help":
             return [(cmd, COMMANDS[cmd].summary) for cmd in COMMANDS]
         if position == 1 and name == "nodes":
-            return [(action, "") for action in NODES_ACTIONS]
+            meta = {"list": "the nodes and their state", "add": "start N more", "kill": "crash one"}
+            return [(action, meta[action]) for action in NODES_ACTIONS]
         if position == 2 and before[1] == "kill" and session.embedded:
             return [(str(e.index), e.addr) for e in session.embedded if e.state == "up"]
         return []
 
 
-def toolbar_text(session: Session) -> FormattedText:
-    """The bottom line: attached node, id, successor, last RTT (and the embedded ring)."""
-    parts = [f" attached {session.attached_text}"]
-    parts.append(f"id {session.node_id[:8]}" if session.node_id else "id ?")
-    parts.append(f"successor {session.successor or '-'}")
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` columns, an ellipsis showing the cut."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def toolbar_text(session: Session, width: int = 80) -> FormattedText:
+    """The bottom line, within ``width`` columns: attached node, id, successor, last RTT, the
+    embedded ring; or, when the attached node stops answering, which neighbour to attach to.
+
+    Long parts are shortened first (an address keeps its port), then the least useful dropped.
+    """
+    width = max(width - 1, 10)  # the terminal's last column would wrap
+    if not session.answering and session.client is not None:
+        go_on = (
+            f" 'attach {session.suggestion}' to go on"
+            if session.suggestion
+            else " looking for a live neighbour…"
+        )
+        alarm = f" {session.attached_text} not answering "
+        return FormattedText(
+            [("bg:ansired fg:ansiwhite", _fit(alarm, width)), ("", _fit(go_on, width - len(alarm)))]
+        )
     rtt = render.duration(session.last_rtt) if session.last_rtt is not None else "-"
-    parts.append(f"rtt {rtt}")
+    # (label, short label, value), most useful first.
+    parts = [
+        ("attached", "at", session.attached_text),
+        ("id", "id", session.node_id[:8] if session.node_id else "?"),
+        ("successor", "succ", session.successor or "-"),
+        ("rtt", "rtt", rtt),
+    ]
     if session.embedded is not None:
         up = sum(e.state == "up" for e in session.embedded)
-        parts.append(f"embedded ring: {up} up")
-    fragments = [("", " │ ".join(parts) + " ")]
-    if not session.answering:
-        fragments.append(("bg:ansired fg:ansiwhite", " not answering "))
-    return FormattedText(fragments)
+        parts.append(("embedded ring:", "ring:", f"{up} up"))
+    if session.format != "table":
+        parts.append(("format", "fmt", session.format))
+    sep = " │ "
+    for short in (False, True):
+        for keep in range(len(parts), 0, -1):
+            text = " " + sep.join(
+                f"{small if short else label} {value}" for label, small, value in parts[:keep]
+            )
+            if len(text) <= width:
+                return FormattedText([("", text + " ")])
+    return FormattedText([("", _fit(text, width))])
+
+
+# --- highlighting and argument hints -----------------------------------------------------------
+
+_TOKEN = re.compile(r"""\s+|'[^']*'?|"(?:\\.|[^"\\])*"?|[^\s'"]+(?:'[^']*'?|"[^"]*"?)?""")
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
+_NODE_ID = re.compile(r"^[0-9a-f]{8,40}$")
+_NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?$")
+
+STYLE = Style.from_dict(
+    {
+        "command": "ansigreen bold",
+        "unknown": "ansired",
+        "flag": "ansiyellow",
+        "address": "ansicyan",
+        "id": "ansimagenta",
+        "number": "ansiblue",
+        "string": "ansibrightgreen",
+        "hint": "ansibrightblack",
+    }
+)
+
+
+def highlight(line: str) -> StyleAndTextTuples:
+    """A typed line in styled pieces: the command word, flags, addresses, node ids, numbers
+    and quoted strings (and, after ``watch N``, the repeated command)."""
+    fragments: StyleAndTextTuples = []
+    index = 0  # of the word, spaces not counted
+    command: str | None = None
+    for match in _TOKEN.finditer(line):
+        word = match.group()
+        if word.isspace():
+            fragments.append(("", word))
+            continue
+        at_command = index == 0 or (command == "watch" and index == 2)
+        if at_command:
+            command = ALIASES.get(word, word)
+            style = "class:command" if command in COMMANDS else "class:unknown"
+        elif word.startswith("--") and len(word) > 2:
+            style = "class:flag"
+        elif word[0] in "'\"":
+            style = "class:string"
+        elif _ADDRESS.match(word):
+            style = "class:address"
+        elif _NODE_ID.match(word):
+            style = "class:id"
+        elif _NUMBER.match(word):
+            style = "class:number"
+        else:
+            style = ""
+        fragments.append((style, word))
+        index += 1
+    covered = sum(len(text) for _, text, *_ in fragments)
+    if covered < len(line):  # (a stray character the pattern missed: shown as it is)
+        fragments.append(("", line[covered:]))
+    return fragments
+
+
+class ShellLexer(Lexer):
+    """prompt_toolkit's hook for :func:`highlight`."""
+
+    def lex_document(self, document: Document) -> Callable[[int], StyleAndTextTuples]:
+        lines = document.lines
+
+        def get_line(lineno: int) -> StyleAndTextTuples:
+            return highlight(lines[lineno]) if lineno < len(lines) else []
+
+        return get_line
+
+
+class ArgHints(Processor):
+    """The arguments still to type, greyed after the cursor (as redis-cli does), unless a
+    suggestion from history is shown there."""
+
+    def apply_transformation(self, ti: TransformationInput) -> Transformation:
+        buffer = ti.buffer_control.buffer
+        document = ti.document
+        if (
+            ti.lineno != document.line_count - 1
+            or not document.is_cursor_at_the_end
+            or (buffer.suggestion is not None and buffer.suggestion.text)
+        ):
+            return Transformation(ti.fragments)
+        hint = arg_hint(document.text)
+        if not hint:
+            return Transformation(ti.fragments)
+        return Transformation([*ti.fragments, ("class:hint", hint)])
+
+
+# --- history -----------------------------------------------------------------------------------
+
+HISTORY_SIZE = 1000  # entries the history file keeps
 
 
 def history_path() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "udpdht" / "shell_history"
+
+
+def trim_history(path: Path, keep: int = HISTORY_SIZE) -> None:
+    """Keep only the last ``keep`` entries of a prompt_toolkit history file."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    entries: list[list[str]] = []
+    previous = ""
+    for line in lines:
+        # An entry: its "# time" line, then one "+" line per line of the command.
+        if line.startswith("#") or (line.startswith("+") and not previous.startswith("+")):
+            entries.append([])
+        if line and entries:
+            entries[-1].append(line)
+        previous = line
+    if len(entries) <= keep:
+        return
+    text = "".join("\n" + "\n".join(entry) + "\n" for entry in entries[-keep:])
+    temporary = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(OSError):
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
 
 
 def _history() -> History:
@@ -248,6 +434,7 @@ def _history() -> History:
         path.touch(exist_ok=True)
     except OSError:
         return InMemoryHistory()
+    trim_history(path)
     return FileHistory(str(path))
 
 
@@ -260,13 +447,16 @@ async def _refresh_forever(session: Session, period: float = 1.0) -> None:
         await asyncio.sleep(period)
 
 
-async def _run_cancellable(session: Session, cmd: Command, handle_sigint: bool) -> str:
-    """Run one command; Ctrl-C (SIGINT, when ``handle_sigint``) cancels it. Its output.
+async def _run_cancellable(
+    work: Awaitable[str], name: str, handle_sigint: bool, stops: bool = False
+) -> str:
+    """Run ``work`` (a command); Ctrl-C (SIGINT, when ``handle_sigint``) cancels it. Its output.
 
-    Raises CommandError for a failure, or an interruption.
+    Raises CommandError for a failure, or an interruption (unless ``stops``: Ctrl-C is how
+    the command ends, as for ``watch``; then the output is "").
     """
     loop = asyncio.get_running_loop()
-    task = loop.create_task(session.execute(cmd))
+    task = loop.create_task(_as_coroutine(work))
     saved = signal.getsignal(signal.SIGINT) if handle_sigint else None
     if handle_sigint:
         loop.add_signal_handler(signal.SIGINT, task.cancel)
@@ -276,11 +466,54 @@ async def _run_cancellable(session: Session, cmd: Command, handle_sigint: bool) 
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise
-        raise CommandError(f"'{cmd.name}' interrupted") from None
+        if stops:
+            return ""
+        raise CommandError(f"'{name}' interrupted") from None
     finally:
         if handle_sigint:
             loop.remove_signal_handler(signal.SIGINT)
             signal.signal(signal.SIGINT, saved)
+
+
+async def _as_coroutine(work: Awaitable[str]) -> str:
+    return await work
+
+
+async def watch(
+    session: Session, console: Console, cmd: Command, label: str, rounds: int | None = None
+) -> str:
+    """``watch N CMD``: run CMD every N seconds, each round headed by the time, until
+    cancelled (Ctrl-C) or after ``rounds``. A failed round is shown and the watch goes on."""
+    assert cmd.inner is not None and cmd.interval is not None
+    done = 0
+    while rounds is None or done < rounds:
+        if done:
+            await asyncio.sleep(cmd.interval)
+        done += 1
+        stamp = time.strftime("%H:%M:%S")
+        console.note(f"── {stamp}  every {cmd.interval:g} s: {label}   (Ctrl-C stops)")
+        try:
+            text = await session.execute(cmd.inner)
+        except CommandError as exc:
+            console.error(str(exc))
+        else:
+            if text:
+                console.out(text)
+    return ""
+
+
+Pager = Callable[[str], Awaitable[None]]
+
+
+async def system_pager(text: str) -> None:
+    """Page ``text`` with $PAGER (less by default), in a thread: the embedded ring keeps
+    running meanwhile. Ctrl-C belongs to the pager while it runs."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    try:
+        await asyncio.to_thread(pydoc.pager, text)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def interact(
@@ -292,14 +525,23 @@ async def interact(
     history: History | None = None,
     handle_sigint: bool = False,
     banner: Iterable[str] = (),
+    pager: Pager | None = None,
 ) -> int:
-    """The interactive loop, until quit, exit or Ctrl-D. Returns the exit status (0)."""
+    """The interactive loop, until quit, exit or Ctrl-D. Returns the exit status (0).
+
+    Output longer than the terminal is shown through ``pager`` (None: no paging).
+    """
     prompt: PromptSession[str] = PromptSession(
         FormattedText([("ansigreen bold", "udpdht"), ("", "> ")]),
         completer=ShellCompleter(session),
         complete_while_typing=False,
+        complete_style=CompleteStyle.MULTI_COLUMN,
+        auto_suggest=AutoSuggestFromHistory(),
+        lexer=ShellLexer(),
+        input_processors=[ArgHints()],
+        style=STYLE,
         history=history if history is not None else InMemoryHistory(),
-        bottom_toolbar=lambda: toolbar_text(session),
+        bottom_toolbar=lambda: toolbar_text(session, prompt.app.output.get_size().columns),
         refresh_interval=1.0,
         input=input,
         output=output,
@@ -328,20 +570,42 @@ async def interact(
                 if cmd.name == "quit":
                     break
                 start = loop.time()
+                if cmd.name == "watch":
+                    label = line.split(None, 2)[2]
+                    work = watch(session, console, cmd, label)
+                else:
+                    work = session.execute(cmd)
                 try:
-                    text = await _run_cancellable(session, cmd, handle_sigint)
+                    text = await _run_cancellable(
+                        work, cmd.name, handle_sigint, stops=cmd.name == "watch"
+                    )
                 except CommandError as exc:
                     console.error(str(exc))
                     text = ""
-                if text:
+                rows = prompt.app.output.get_size().rows
+                if pager is not None and text and text.count("\n") + 1 > rows - 2:
+                    await _page(pager, console, text)
+                elif text:
                     console.out(text)
-                if cmd.name != "help":
+                if cmd.name == "watch":
+                    console.note("(watch stopped)")
+                elif cmd.name != "help":
                     console.note(f"({render.duration(loop.time() - start)})")
     finally:
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
     return 0
+
+
+async def _page(pager: Pager, console: Console, text: str) -> None:
+    held = console.held() if isinstance(console, TerminalConsole) else contextlib.nullcontext()
+    try:
+        with held:
+            await pager(text)
+    except Exception as exc:  # a pager that cannot start: the text all the same
+        console.error(f"pager failed ({exc}); the output follows")
+        console.out(text)
 
 
 async def _lines(readline: Callable[[], str]) -> AsyncIterator[str]:
@@ -439,7 +703,12 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
             return await run_script(session, sys.stdin.readline, PlainConsole(sys.stdout, err))
         banner = [first, "type 'help' for the commands, Tab to complete, Ctrl-D to leave"]
         return await interact(
-            session, TerminalConsole(), history=_history(), handle_sigint=True, banner=banner
+            session,
+            TerminalConsole(),
+            history=_history(),
+            handle_sigint=True,
+            banner=banner,
+            pager=system_pager,
         )
     finally:
         await session.close()

@@ -35,6 +35,9 @@ class Command:
     action: str | None = None  # nodes: list, add, kill
     number: int | None = None  # nodes add N, nodes kill I
     topic: str | None = None  # help CMD
+    style: str | None = None  # format: table, json, plain (None: show the current one)
+    interval: float | None = None  # watch N CMD
+    inner: Command | None = None  # watch N CMD: the command repeated
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,21 @@ SPECS: tuple[Spec, ...] = (
         "that join the ring. nodes kill I: stop node I at once, as a crash would. "
         "Only in the embedded ring (started when the shell has no --attach).",
     ),
+    Spec(
+        "watch",
+        "watch SECONDS COMMAND",
+        "run COMMAND every SECONDS until Ctrl-C",
+        "For example 'watch 2 status' or 'watch 1 lookup k'. Each round is headed by the time; "
+        "a failure is shown and the watch goes on. On a terminal only.",
+    ),
+    Spec(
+        "format",
+        "format [table | json | plain]",
+        "how status, lookup and stats print (default: table)",
+        "table: aligned for reading; json: one JSON object (as 'udpdht status --json' prints); "
+        "plain: one 'name<TAB>value' line per field, for cut and awk. Without an argument, "
+        "shows the current format.",
+    ),
     Spec("help", "help [COMMAND]", "list the commands, or explain one"),
     Spec("quit", "quit", "leave the shell (also: exit, Ctrl-D)"),
 )
@@ -111,7 +129,20 @@ SPECS: tuple[Spec, ...] = (
 COMMANDS: dict[str, Spec] = {spec.name: spec for spec in SPECS}
 ALIASES: dict[str, str] = {"exit": "quit", "?": "help", "del": "delete"}
 NODES_ACTIONS: tuple[str, ...] = ("list", "add", "kill")
+FORMATS: tuple[str, ...] = ("table", "json", "plain")
 MAX_ADD = 32  # nodes one 'nodes add' may start
+WATCHABLE: tuple[str, ...] = (
+    "get",
+    "lookup",
+    "status",
+    "ring",
+    "leafset",
+    "fingers",
+    "stats",
+    "ping",
+)
+MIN_WATCH = 0.1  # seconds: the shortest 'watch' period
+MAX_WATCH = 86_400.0
 
 
 def command_names() -> list[str]:
@@ -266,6 +297,37 @@ def _help(name: str, args: list[str]) -> Command:
     return Command(name, topic=topic)
 
 
+def _format(name: str, args: list[str]) -> Command:
+    _arity(name, args, 0, 1, "at most one format")
+    if not args:
+        return Command(name)
+    if args[0] not in FORMATS:
+        hint = _suggest(args[0], FORMATS)
+        also = f"; did you mean 'format {hint}'?" if hint else f"; {_usage(name)}"
+        raise CommandError(f"unknown format {args[0]!r}{also}")
+    return Command(name, style=args[0])
+
+
+def _watch(name: str, args: list[str]) -> Command:
+    _arity(name, args, 2, len(args), "SECONDS and a COMMAND")
+    try:
+        interval = float(args[0])
+    except ValueError:
+        interval = math.nan
+    if not MIN_WATCH <= interval <= MAX_WATCH:  # (false for nan)
+        raise CommandError(
+            f"SECONDS must be a number {MIN_WATCH:g}..{MAX_WATCH:g}, got {args[0]!r}; "
+            f"{_usage(name)}"
+        )
+    inner = parse(shlex.join(args[1:]))
+    if inner.name not in WATCHABLE and not (inner.name == "nodes" and inner.action == "list"):
+        raise CommandError(
+            f"'watch' repeats commands that only look ({', '.join(WATCHABLE)}, nodes list); "
+            f"not {inner.name!r}"
+        )
+    return Command(name, interval=interval, inner=inner)
+
+
 PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
     "get": _key_only,
     "put": _put,
@@ -281,6 +343,8 @@ PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
     "join": _addr_only,
     "leave": _no_args,
     "nodes": _nodes,
+    "watch": _watch,
+    "format": _format,
     "help": _help,
     "quit": _no_args,
 }
@@ -321,3 +385,67 @@ def help_text(topic: str | None = None) -> str:
     if aliases:
         lines.append("  also: " + ", ".join(aliases))
     return "\n".join(lines)
+
+
+# --- argument hints ----------------------------------------------------------------------------
+
+# What follows an action of 'nodes', for the hint once the action is typed.
+_ACTION_USAGE = {"add": ["[N]"], "kill": ["I"], "list": []}
+
+
+def _usage_tokens(usage: str) -> list[str]:
+    """The words of a usage line after the command name, a bracketed group as one word."""
+    tokens: list[str] = []
+    depth = 0
+    current = ""
+    for ch in usage.partition(" ")[2]:
+        if ch == " " and depth == 0:
+            if current:
+                tokens.append(current)
+            current = ""
+            continue
+        depth += (ch == "[") - (ch == "]")
+        current += ch
+    if current:
+        tokens.append(current)
+    return tokens
+
+
+def arg_hint(text: str) -> str:
+    """What is still to type after ``text``, as redis-cli hints it: ``put k`` -> `` VALUE
+    [--json] [--ttl SECONDS]``. Empty when nothing is known to follow."""
+    try:
+        words = split(text)
+    except CommandError:
+        return ""
+    if not words:
+        return ""
+    name = ALIASES.get(words[0], words[0])
+    if name not in COMMANDS:
+        return ""
+    args = words[1:]
+    typing = not text[-1:].isspace()  # the last word is still being typed
+    if name == "watch" and len(args) >= 2:
+        return arg_hint(" ".join(args[1:]) + ("" if typing else " "))
+    tokens = _usage_tokens(COMMANDS[name].usage)
+    if name == "nodes" and args and args[0] in _ACTION_USAGE:
+        tokens, args = _ACTION_USAGE[args[0]], args[1:]
+    positional = [t for t in tokens if not t.startswith("[--")]
+    options = [t for t in tokens if t.startswith("[--")]
+    count = 0
+    used: set[str] = set()
+    words_left = iter(args)
+    for word in words_left:
+        if word.startswith("--") and len(word) > 2:
+            flag = word.partition("=")[0]
+            used.add(flag)
+            if flag == "--ttl" and "=" not in word:
+                next(words_left, None)
+        else:
+            count += 1
+    if count > len(positional):
+        return ""
+    rest = positional[count:] + [t for t in options if t[1:-1].split()[0] not in used]
+    if not rest:
+        return ""
+    return (" " if typing else "") + " ".join(rest)

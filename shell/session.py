@@ -18,7 +18,7 @@ from udpdht.admin import find_cookie
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 
-from . import render
+from . import formats, render
 from .commands import Command, CommandError, help_text
 
 EMBEDDED_SIZE = 5
@@ -69,9 +69,14 @@ class Session:
         # Set while the shell itself reports what nodes are doing (starting many at once):
         # their routine log records would only repeat it.
         self.quiet = False
-        # What completion offers, most recent last.
+        # What completion offers, most recent last; addresses that did not answer are not.
         self.addrs: dict[str, None] = {}
         self.keys: dict[str, None] = {}
+        self.dead: set[str] = set()
+        # While the attached node does not answer: a neighbour of it that does (toolbar).
+        self.suggestion: str | None = None
+        self._neighbours: list[str] = []  # the attached node's, from its last status
+        self.format = "table"  # format table|json|plain: how status, lookup and stats print
         self._handlers: dict[str, Callable[[Command], Awaitable[str]]] = {
             "get": self._get,
             "put": self._put,
@@ -87,6 +92,8 @@ class Session:
             "join": self._join,
             "leave": self._leave,
             "nodes": self._nodes,
+            "format": self._format,
+            "watch": self._watch,
         }
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -166,8 +173,10 @@ class Session:
             start = loop.time()
             st = await asyncio.wait_for(client.status(), within)
             rtt = loop.time() - start
-        except BaseException:
+        except BaseException as exc:
             await client.close()
+            if isinstance(exc, (DhtError, TimeoutError)):
+                self.dead.add(format_addr(addr))
             raise
         old, self.client, self.attached = self.client, client, addr
         if old is not None:
@@ -197,8 +206,11 @@ class Session:
             succs = st["successors"]
             self.successor = succs[0]["addr"] if succs else None
             self.answering = True
+            self.suggestion = None
+            self._neighbours = [p["addr"] for p in [*succs, *st["predecessors"]]]
             if rtt is not None:
                 self.last_rtt = rtt
+        self.dead.discard(st["addr"])  # it answered
         self.remember_addr(st["addr"])
         for peer in [*st["successors"], *st["predecessors"], *st["fingers"]]:
             self.remember_addr(peer["addr"])
@@ -206,6 +218,10 @@ class Session:
     def remember_addr(self, addr: str) -> None:
         self.addrs.pop(addr, None)
         self.addrs[addr] = None
+
+    def live_addrs(self) -> list[str]:
+        """The addresses completion offers, most recent last: none that stopped answering."""
+        return [addr for addr in self.addrs if addr not in self.dead]
 
     def remember_key(self, key: str) -> None:
         self.keys.pop(key, None)
@@ -223,9 +239,29 @@ class Session:
         except (DhtError, TimeoutError, RuntimeError, OSError):
             if client is self.client:
                 self.answering = False
+                self.dead.add(self.attached_text)
+                await self._suggest_neighbour(client)
             return
         if client is self.client:
             self._note_status(st, loop.time() - start)
+
+    async def _suggest_neighbour(self, client: Client) -> None:
+        """Find a neighbour of the silent attached node that answers, for the toolbar."""
+        if self.suggestion is not None and self.suggestion not in self.dead:
+            return
+        self.suggestion = None
+        candidates = [*self._neighbours, *(e.addr for e in self.embedded or [] if e.state == "up")]
+        for text in dict.fromkeys(candidates):
+            if text in self.dead or text == self.attached_text:
+                continue
+            try:
+                await asyncio.wait_for(client.ping(parse_addr(text)), PROBE_TIMEOUT / 2)
+            except (DhtError, TimeoutError, ValueError, OSError):
+                self.dead.add(text)
+                continue
+            if client is self.client and not self.answering:
+                self.suggestion = text
+            return
 
     # --- running commands ----------------------------------------------------------------------
 
@@ -272,6 +308,8 @@ class Session:
         self.remember_key(cmd.key)
         for hop in found.hops:
             self.remember_addr(format_addr(hop.peer.addr))
+        if self.format != "table":
+            return formats.as_text(formats.lookup_object(cmd.key, found), self.format)
         return "\n".join(render.lookup_lines(cmd.key, found))
 
     async def _fresh_status(self) -> dict[str, Any]:
@@ -282,7 +320,10 @@ class Session:
         return st
 
     async def _status(self, cmd: Command) -> str:
-        return "\n".join(render.status_lines(await self._fresh_status()))
+        st = await self._fresh_status()
+        if self.format != "table":
+            return formats.as_text(st, self.format)
+        return "\n".join(render.status_lines(st))
 
     async def _leafset(self, cmd: Command) -> str:
         return "\n".join(render.leafset_lines(await self._fresh_status()))
@@ -291,7 +332,24 @@ class Session:
         return "\n".join(render.fingers_lines(await self._fresh_status()))
 
     async def _stats(self, cmd: Command) -> str:
-        return "\n".join(render.stats_lines(await self._fresh_status()))
+        st = await self._fresh_status()
+        if self.format != "table":
+            obj = {"id": st["id"], "addr": st["addr"], "rpc": st["rpc"], "store": st["store"]}
+            return formats.as_text(obj, self.format)
+        return "\n".join(render.stats_lines(st))
+
+    async def _format(self, cmd: Command) -> str:
+        if cmd.style is None:
+            return (
+                f"format {self.format} (status, lookup and stats; also: "
+                + ", ".join(s for s in formats.STYLES if s != self.format)
+                + ")"
+            )
+        self.format = cmd.style
+        return f"status, lookup and stats now print as {cmd.style}"
+
+    async def _watch(self, cmd: Command) -> str:
+        raise CommandError("'watch' runs until Ctrl-C, so only in the interactive shell")
 
     async def walk(self, limit: int = 64) -> list[dict[str, Any]]:
         """``Client.ring``, with each unreachable node's error made one sentence."""
@@ -309,8 +367,13 @@ class Session:
     async def _ping(self, cmd: Command) -> str:
         client = self._client()
         target = await resolve(cmd.addr) if cmd.addr is not None else client.addr
-        node_id, rtt = await client.ping(target)
         text = format_addr(target)
+        try:
+            node_id, rtt = await client.ping(target)
+        except (DhtError, TimeoutError):
+            self.dead.add(text)
+            raise
+        self.dead.discard(text)
         self.remember_addr(text)
         if target == client.addr:
             self.last_rtt = rtt
@@ -344,6 +407,7 @@ class Session:
         else:
             await self._until_silent(client, LEAVE_TIMEOUT)
         self.addrs.pop(gone, None)
+        self.dead.add(gone)
         new = await self._reattach(p["addr"] for p in st["successors"])
         text = f"{gone} left the ring; its keys went to its successors"
         if new is None:
@@ -438,6 +502,7 @@ class Session:
                 prefer = [p["addr"] for p in st["successors"]]
         await entry.node.stop()
         entry.state = "killed"
+        self.dead.add(entry.addr)
         text = f"killed node #{index} at {entry.addr} without warning; the ring repairs itself"
         if was_attached:
             new = await self._reattach(prefer)
