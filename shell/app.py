@@ -296,8 +296,8 @@ def toolbar_text(session: Session, width: int = 80) -> FormattedText:
     if session.format != "table":
         parts.append(("format", "fmt", session.format))
     sep = " │ "
-    for short in (False, True):
-        for keep in range(len(parts), 0, -1):
+    for keep in range(len(parts), 0, -1):
+        for short in (False, True):
             text = " " + sep.join(
                 f"{small if short else label} {value}" for label, small, value in parts[:keep]
             )
@@ -413,7 +413,7 @@ def trim_history(path: Path, keep: int = HISTORY_SIZE) -> None:
     previous = ""
     for line in lines:
         # An entry: its "# time" line, then one "+" line per line of the command.
-        if line.startswith("#") or (line.startswith("+") and not previous.startswith("+")):
+        if line.startswith("#") or (line.startswith("+") and previous[:1] not in ("+", "#")):
             entries.append([])
         if line and entries:
             entries[-1].append(line)
@@ -516,21 +516,15 @@ async def system_pager(text: str) -> None:
         loop.remove_signal_handler(signal.SIGINT)
 
 
-async def interact(
+def make_prompt(
     session: Session,
-    console: Console,
     *,
     input: Input | None = None,
     output: Output | None = None,
     history: History | None = None,
-    handle_sigint: bool = False,
-    banner: Iterable[str] = (),
-    pager: Pager | None = None,
-) -> int:
-    """The interactive loop, until quit, exit or Ctrl-D. Returns the exit status (0).
-
-    Output longer than the terminal is shown through ``pager`` (None: no paging).
-    """
+) -> PromptSession[str]:
+    """The prompt: completion menu in columns, suggestions from history, argument hints,
+    highlighting, and the toolbar."""
     prompt: PromptSession[str] = PromptSession(
         FormattedText([("ansigreen bold", "udpdht"), ("", "> ")]),
         completer=ShellCompleter(session),
@@ -546,6 +540,25 @@ async def interact(
         input=input,
         output=output,
     )
+    return prompt
+
+
+async def interact(
+    session: Session,
+    console: Console,
+    *,
+    input: Input | None = None,
+    output: Output | None = None,
+    history: History | None = None,
+    handle_sigint: bool = False,
+    banner: Iterable[str] = (),
+    pager: Pager | None = None,
+) -> int:
+    """The interactive loop, until quit, exit or Ctrl-D. Returns the exit status (0).
+
+    Output longer than the terminal is shown through ``pager`` (None: no paging).
+    """
+    prompt = make_prompt(session, input=input, output=output, history=history)
     for line in banner:
         console.out(line)
     loop = asyncio.get_running_loop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
 import subprocess
 import sys
@@ -11,26 +13,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ENV
+from helpers import ENV, wait_until
 from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.output.plain_text import PlainTextOutput
+from prompt_toolkit.output.vt100 import Vt100_Output
 
 from shell import render
 from shell.app import (
     PlainConsole,
     ShellCompleter,
     TerminalConsole,
+    highlight,
     history_path,
     interact,
     main,
+    make_prompt,
     node_events,
     run_script,
     toolbar_text,
+    trim_history,
+    watch,
 )
-from shell.commands import COMMANDS, Command, CommandError, help_text, parse
+from shell.commands import COMMANDS, Command, CommandError, arg_hint, help_text, parse
 from shell.session import Session
 from udpdht import Node
 from udpdht.lookup import Hop, Lookup
@@ -84,6 +93,13 @@ from udpdht.routing import Peer
         ("quit", Command("quit")),
         ("exit", Command("quit")),
         ("  get   spaced  ", Command("get", key="spaced")),
+        ("format", Command("format")),
+        ("format json", Command("format", style="json")),
+        ("watch 2 status", Command("watch", interval=2.0, inner=Command("status"))),
+        (
+            "watch 0.5 lookup 'a b'",
+            Command("watch", interval=0.5, inner=Command("lookup", key="a b")),
+        ),
     ],
 )
 def test_parse(line: str, expected: Command) -> None:
@@ -124,6 +140,14 @@ def test_parse(line: str, expected: Command) -> None:
         ("nodes kil 1", "unknown action 'kil' for 'nodes'; did you mean 'nodes kill'?"),
         ("help nothing", "unknown command 'nothing'"),
         ("quit now", "too many arguments for 'quit'"),
+        ("format xml", "unknown format 'xml'; usage: format [table | json | plain]"),
+        ("format jsno", "did you mean 'format json'?"),
+        ("watch", "'watch' needs SECONDS and a COMMAND"),
+        ("watch 2", "'watch' needs SECONDS and a COMMAND"),
+        ("watch 0 status", "SECONDS must be a number 0.1..86400, got '0'"),
+        ("watch x status", "SECONDS must be a number"),
+        ("watch 1 put k v", "'watch' repeats commands that only look"),
+        ("watch 1 sttaus", "did you mean 'status'?"),
     ],
 )
 def test_parse_errors_are_one_sentence(line: str, message: str) -> None:
@@ -379,3 +403,234 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
     assert lines[-1] == "5 nodes, 2 keys   (* attached)"
     assert "\x1b[" not in result.stdout  # plain text: no colours
     assert result.stderr == ""
+
+
+# --- typing comfort: hints, history, highlighting, the menu, the toolbar -----------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "hint"),
+    [
+        ("put", " KEY VALUE [--json] [--ttl SECONDS]"),
+        ("put ", "KEY VALUE [--json] [--ttl SECONDS]"),
+        ("put k ", "VALUE [--json] [--ttl SECONDS]"),
+        ("put k v --ttl 3 ", "[--json]"),
+        ("get ", "KEY"),
+        ("get k", ""),  # nothing more to type
+        ("ping ", "[HOST:PORT]"),
+        ("nodes kill", " I"),
+        ("watch ", "SECONDS COMMAND"),
+        ("watch 2 lookup ", "KEY"),
+        ("status ", ""),
+        ("frob ", ""),
+        ("put 'unclosed", ""),
+    ],
+)
+def test_argument_hints(typed: str, hint: str) -> None:
+    assert arg_hint(typed) == hint
+
+
+def test_history_file_keeps_the_last_entries(tmp_path: Path) -> None:
+    path = tmp_path / "shell_history"
+    history = FileHistory(str(path))
+    history.store_string("put two 'lines\nof text'")
+    for i in range(30):
+        history.store_string(f"get k{i}")
+    trim_history(path, keep=10)
+    kept = list(FileHistory(str(path)).load_history_strings())  # most recent first
+    assert kept == [f"get k{i}" for i in range(29, 19, -1)]
+    trim_history(path, keep=10)  # already within the cap: unchanged
+    assert list(FileHistory(str(path)).load_history_strings()) == kept
+    history = FileHistory(str(path))
+    history.store_string("put two 'lines\nof text'")
+    trim_history(path, keep=2)
+    assert list(FileHistory(str(path)).load_history_strings()) == [
+        "put two 'lines\nof text'",
+        "get k29",
+    ]
+
+
+def test_highlighting() -> None:
+    line = "put 'my key' --ttl 60 127.0.0.1:7001 [::1]:7000 8e215b02 frob"
+    styles = {text: style for style, text, *_ in highlight(line) if text.strip()}
+    assert styles == {
+        "put": "class:command",
+        "'my key'": "class:string",
+        "--ttl": "class:flag",
+        "60": "class:number",
+        "127.0.0.1:7001": "class:address",
+        "[::1]:7000": "class:address",
+        "8e215b02": "class:id",
+        "frob": "",
+    }
+    assert "".join(text for _, text, *_ in highlight(line)) == line  # nothing lost
+    assert highlight("sttaus")[0] == ("class:unknown", "sttaus")
+    assert [s for s, t, *_ in highlight("watch 2 status") if t.strip()] == [
+        "class:command",
+        "class:number",
+        "class:command",
+    ]
+
+
+def _menu(session: Session, text: str) -> dict[str, str]:
+    completer = ShellCompleter(session)
+    found = completer.get_completions(Document(text), CompleteEvent(completion_requested=True))
+    return {c.display_text: c.display_meta_text for c in found}
+
+
+def test_completion_menu_has_descriptions_and_no_dead_addresses() -> None:
+    session = Session()
+    session.remember_addr("127.0.0.1:7001")
+    session.remember_addr("127.0.0.1:7002")
+    menu = _menu(session, "")
+    assert menu["put"] == COMMANDS["put"].summary and menu["watch"] == COMMANDS["watch"].summary
+    assert _menu(session, "attach ") == {"127.0.0.1:7002": "seen", "127.0.0.1:7001": "seen"}
+    session.dead.add("127.0.0.1:7001")  # it stopped answering
+    assert list(_menu(session, "attach ")) == ["127.0.0.1:7002"]
+    assert _menu(session, "format ") == {"table": "current", "json": "", "plain": ""}
+    assert "status" in _menu(session, "watch 2 ") and "put" not in _menu(session, "watch 2 ")
+
+
+def _toolbar(session: Session, width: int) -> str:
+    return "".join(text for _, text, *_ in toolbar_text(session, width))
+
+
+def test_toolbar_fits_the_terminal() -> None:
+    session = Session()
+    session.attached = ("2001:db8:85a3::8a2e:370:7334", 65000)
+    session.node_id = "ab" * 20
+    session.successor = "[2001:db8:85a3::8a2e:370:7335]:65001"
+    session.last_rtt = 0.0123
+    session.answering = True
+    session.embedded = []
+    wide = _toolbar(session, 200)
+    assert "attached [2001:db8:85a3::8a2e:370:7334]:65000" in wide and "12.3 ms" in wide
+    for width in (80, 60, 40, 20):
+        text = _toolbar(session, width)
+        assert len(text) < width, text
+        assert "[2001:db8:85a3::8a2e:370:7334]:65000"[: width - 10] in text
+    assert "│ successor [2001:db8:85a3::8a2e:370:7335]:65001 │" in wide
+    assert _toolbar(session, 80) == " attached [2001:db8:85a3::8a2e:370:7334]:65000 │ id abababab "
+    tighter = _toolbar(session, len(wide) - 5)  # short labels, every value still there
+    assert tighter.startswith(" at [2001:") and "│ succ [2001:" in tighter and "12.3 ms" in tighter
+
+
+# --- watch, format, the pager ------------------------------------------------------------------
+
+
+async def test_watch_repeats_until_stopped(embedded: Session) -> None:
+    buf = io.StringIO()
+    console = TerminalConsole(PlainTextOutput(buf))
+    cmd = parse("watch 0.1 get w")
+    await watch(embedded, console, cmd, "get w", rounds=2)
+    out = buf.getvalue()
+    assert out.count("every 0.1 s: get w   (Ctrl-C stops)") == 2
+    assert out.count("'w': not found") == 2  # a failed round does not end the watch
+    await embedded.execute(parse("put w 1"))
+    task = asyncio.create_task(watch(embedded, console, cmd, "get w"))
+    await wait_until(lambda: buf.getvalue().count("\n1\r\n") >= 2 or "\n1\r\n" in buf.getvalue())
+    task.cancel()  # what Ctrl-C does
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(CommandError, match="only in the interactive shell"):
+        await embedded.execute(cmd)  # a script would never end
+
+
+async def test_output_formats(embedded: Session) -> None:
+    session = embedded
+    assert (await session.execute(parse("format"))).startswith("format table")
+    await session.execute(parse("put f 1"))
+    await session.execute(parse("format json"))
+    st = json.loads(await session.execute(parse("status")))
+    assert st["addr"] == session.attached_text and "store" in st
+    found = json.loads(await session.execute(parse("lookup f")))
+    assert found["key"] == "f" and found["owner"]["addr"].startswith("127.0.0.1:")
+    assert "rpc" in json.loads(await session.execute(parse("stats")))
+    await session.execute(parse("format plain"))
+    fields = dict(
+        line.split("\t", 1) for line in (await session.execute(parse("status"))).splitlines()
+    )
+    assert fields["addr"] == session.attached_text and fields["store.primary"].isdigit()
+    lookup = await session.execute(parse("lookup f"))
+    assert "\nowner.addr\t127.0.0.1:" in lookup
+    assert "format plain" in _toolbar(session, 200)
+    await session.execute(parse("format table"))
+    assert (await session.execute(parse("status"))).startswith("node ")
+
+
+class SmallOutput(DummyOutput):
+    def get_size(self) -> Size:
+        return Size(rows=12, columns=80)
+
+
+async def test_long_output_is_paged() -> None:
+    session = Session()  # attached to nothing: help is enough here
+    paged: list[str] = []
+
+    async def pager(text: str) -> None:
+        paged.append(text)
+
+    buf = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("help\rhelp put\rquit\r")
+        code = await interact(
+            session,
+            TerminalConsole(PlainTextOutput(buf)),
+            input=pipe,
+            output=SmallOutput(),
+            pager=pager,
+        )
+    assert code == 0
+    assert paged == [help_text()]  # longer than the 12-row terminal
+    assert help_text("put").replace("\n", "\r\n") in buf.getvalue()  # short: printed as is
+
+
+async def test_typing_shows_hints_and_suggestions_from_history() -> None:
+    screen = io.StringIO()
+    history = InMemoryHistory()
+    history.append_string("lookup greeting")
+    with create_pipe_input() as pipe:
+        prompt = make_prompt(
+            Session(),
+            input=pipe,
+            output=Vt100_Output(screen, lambda: Size(rows=24, columns=80)),
+            history=history,
+        )
+        typed = asyncio.create_task(prompt.prompt_async())
+        pipe.send_text("put ")
+        await wait_until(lambda: "KEY VALUE [--json] [--ttl SECONDS]" in screen.getvalue())
+        pipe.send_text("k v\r")
+        assert await typed == "put k v"
+        typed = asyncio.create_task(prompt.prompt_async())
+        pipe.send_text("look")
+        buffer = prompt.default_buffer
+        await wait_until(lambda: buffer.text == "look" and buffer.suggestion is not None)
+        assert buffer.suggestion is not None and buffer.suggestion.text == "up greeting"
+        pipe.send_text("\x1b[C\r")  # Right arrow takes the suggestion
+        assert await typed == "lookup greeting"
+
+
+# --- a dead attached node ----------------------------------------------------------------------
+
+
+async def test_dead_attached_node_offers_a_live_neighbour(embedded: Session) -> None:
+    session = embedded
+    assert session.embedded is not None
+    victim = session.embedded[0]
+    assert session.attached_text == victim.addr
+    await victim.node.stop()  # dies behind the shell's back
+    victim.state = "killed"
+    await session.refresh()
+    assert not session.answering
+    assert victim.addr not in _menu(session, "attach ")
+    await wait_until(lambda: session.suggestion is not None, within=10.0)
+    live = {e.addr for e in session.embedded if e.state == "up"}
+    assert session.suggestion in live
+    bar = _toolbar(session, 80)
+    assert f"{victim.addr} not answering" in bar
+    assert f"'attach {session.suggestion}' to go on" in bar and len(bar) < 80
+    neighbour = session.suggestion
+    out = await session.execute(parse(f"attach {neighbour}"))
+    assert out.startswith(f"attached to {neighbour}")
+    assert "not answering" not in _toolbar(session, 80)
+    assert neighbour not in session.dead and victim.addr in session.dead
