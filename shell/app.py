@@ -233,7 +233,7 @@ class ShellCompleter(Completer):
         if not before or (before[0] == "watch" and len(before) == 2):
             spec = COMMANDS.get(word)
             return spec is not None and " " in spec.usage
-        return before == ["nodes"] and word in ("add", "kill")
+        return before == ["nodes"] and word in ("add", "kill", "join")
 
     def _candidates(self, before: list[str]) -> list[tuple[str, str]]:
         if not before:
@@ -253,10 +253,17 @@ class ShellCompleter(Completer):
         if position == 1 and name == "help":
             return [(cmd, COMMANDS[cmd].summary) for cmd in COMMANDS]
         if position == 1 and name == "nodes":
-            meta = {"list": "the nodes and their state", "add": "start N more", "kill": "crash one"}
+            meta = {
+                "list": "the nodes and their state",
+                "add": "start N more",
+                "kill": "crash one",
+                "join": "bring one back",
+            }
             return [(action, meta[action]) for action in NODES_ACTIONS]
         if position == 2 and before[1] == "kill" and session.embedded:
             return [(str(e.index), e.addr) for e in session.embedded if e.state == "up"]
+        if position == 2 and before[1] == "join" and session.embedded:
+            return [(str(e.index), e.state) for e in session.embedded if e.state != "up"]
         return []
 
 
@@ -511,7 +518,7 @@ async def system_pager(text: str) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     try:
-        await asyncio.to_thread(pydoc.pager, text)
+        await asyncio.to_thread(pydoc.pager, text if text.endswith("\n") else text + "\n")
     finally:
         loop.remove_signal_handler(signal.SIGINT)
 

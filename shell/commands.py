@@ -101,10 +101,12 @@ SPECS: tuple[Spec, ...] = (
     ),
     Spec(
         "nodes",
-        "nodes [list | add [N] | kill I]",
+        "nodes [list | add [N] | kill I | join I]",
         "manage the embedded ring's nodes",
         "nodes list: the embedded nodes and their state. nodes add N: start N more nodes "
         "that join the ring. nodes kill I: stop node I at once, as a crash would. "
+        "nodes join I: bring node I back (after 'leave' or 'kill') at its old address, so with "
+        "its old id, joining through the attached node. "
         "Only in the embedded ring (started when the shell has no --attach).",
     ),
     Spec(
@@ -128,7 +130,7 @@ SPECS: tuple[Spec, ...] = (
 
 COMMANDS: dict[str, Spec] = {spec.name: spec for spec in SPECS}
 ALIASES: dict[str, str] = {"exit": "quit", "?": "help", "del": "delete"}
-NODES_ACTIONS: tuple[str, ...] = ("list", "add", "kill")
+NODES_ACTIONS: tuple[str, ...] = ("list", "add", "kill", "join")
 FORMATS: tuple[str, ...] = ("table", "json", "plain")
 MAX_ADD = 32  # nodes one 'nodes add' may start
 WATCHABLE: tuple[str, ...] = (
@@ -279,8 +281,8 @@ def _nodes(name: str, args: list[str]) -> Command:
         _arity(name, rest, 0, 1, "at most one number")
         count = _count(name, rest[0], "N", 1, MAX_ADD) if rest else 1
         return Command(name, action=action, number=count)
-    if action == "kill":
-        _arity(name, rest, 1, 1, "the number I of the node to kill")
+    if action in ("kill", "join"):
+        _arity(name, rest, 1, 1, f"the number I of the node to {action}")
         return Command(name, action=action, number=_count(name, rest[0], "I", 0, 10_000))
     hint = _suggest(action, NODES_ACTIONS)
     also = f"; did you mean 'nodes {hint}'?" if hint else f"; {_usage(name)}"
@@ -390,7 +392,7 @@ def help_text(topic: str | None = None) -> str:
 # --- argument hints ----------------------------------------------------------------------------
 
 # What follows an action of 'nodes', for the hint once the action is typed.
-_ACTION_USAGE = {"add": ["[N]"], "kill": ["I"], "list": []}
+_ACTION_USAGE = {"add": ["[N]"], "kill": ["I"], "join": ["I"], "list": []}
 
 
 def _usage_tokens(usage: str) -> list[str]:

@@ -25,6 +25,7 @@ EMBEDDED_SIZE = 5
 PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
 SETTLE_TIMEOUT = 15.0  # seconds the embedded ring may take to close and settle after starting
 LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
+REBIND_TRIES = 40  # 'nodes join I': tries to bind the node's old port, 50 ms apart
 
 
 @dataclass
@@ -410,6 +411,8 @@ class Session:
         self.dead.add(gone)
         new = await self._reattach(p["addr"] for p in st["successors"])
         text = f"{gone} left the ring; its keys went to its successors"
+        if embedded is not None:
+            text += f" ('nodes join {embedded.index}' brings it back)"
         if new is None:
             return text + "; no other node answers, so 'attach HOST:PORT' to go on"
         return text + f"; now attached to {new}"
@@ -439,6 +442,9 @@ class Session:
         if cmd.action == "kill":
             assert cmd.number is not None
             return await self._nodes_kill(cmd.number)
+        if cmd.action == "join":
+            assert cmd.number is not None
+            return await self._nodes_join(cmd.number)
         return await self._nodes_list()
 
     async def _add_nodes(self, count: int, bootstrap: Address | None) -> list[EmbeddedNode]:
@@ -486,12 +492,55 @@ class Session:
             lines.append(f"a walk round the ring finds {found} of {up} nodes so far")
         return "\n".join(lines)
 
-    async def _nodes_kill(self, index: int) -> str:
+    def _embedded_entry(self, index: int) -> EmbeddedNode:
         assert self.embedded is not None
         if not 0 <= index < len(self.embedded):
             last = len(self.embedded) - 1
             raise CommandError(f"there is no embedded node #{index} (they are #0..#{last})")
-        entry = self.embedded[index]
+        return self.embedded[index]
+
+    async def _nodes_join(self, index: int) -> str:
+        """Bring back a node that left or was killed: same address, so the same id."""
+        entry = self._embedded_entry(index)
+        if entry.state == "up":
+            raise CommandError(f"embedded node #{index} is up already; 'nodes kill {index}' first")
+        via = self._embedded_at(self.attached_text)
+        live = [e for e in self.embedded or [] if e.state == "up"]
+        bootstrap = via if via is not None and via.state == "up" else (live[0] if live else None)
+        host, port = entry.node.addr
+        node = Node(host, port, config=LOCAL_RING)
+        for attempt in range(REBIND_TRIES):  # a socket closed a moment ago may not be free yet
+            try:
+                await node.start()
+                break
+            except OSError as exc:
+                if attempt == REBIND_TRIES - 1:
+                    raise CommandError(
+                        f"cannot bring node #{index} back at {entry.addr}: {exc.strerror or exc}"
+                    ) from None
+                node = Node(host, port, config=LOCAL_RING)
+                await asyncio.sleep(0.05)
+        try:
+            if bootstrap is not None:
+                await node.join(bootstrap.node.addr)
+        except BaseException:
+            await node.stop()
+            raise
+        was = entry.state
+        entry.node, entry.state = node, "up"
+        self.dead.discard(entry.addr)
+        self.remember_addr(entry.addr)
+        how = f"joined the ring through {bootstrap.addr}" if bootstrap else "started a new ring"
+        text = f"node #{index} at {entry.addr} (id {ids.short(node.id)}), {was} before, {how}"
+        if not self.answering or self.client is None:
+            new = await self._reattach([entry.addr])
+            if new is not None:
+                text += f"; now attached to {new}"
+        return text
+
+    async def _nodes_kill(self, index: int) -> str:
+        assert self.embedded is not None
+        entry = self._embedded_entry(index)
         if entry.state != "up":
             raise CommandError(f"embedded node #{index} has already {entry.state}")
         was_attached = entry.addr == self.attached_text

@@ -86,6 +86,7 @@ from udpdht.routing import Peer
         ("nodes add", Command("nodes", action="add", number=1)),
         ("nodes add 3", Command("nodes", action="add", number=3)),
         ("nodes kill 0", Command("nodes", action="kill", number=0)),
+        ("nodes join 2", Command("nodes", action="join", number=2)),
         ("help", Command("help")),
         ("help put", Command("help", topic="put")),
         ("help exit", Command("help", topic="quit")),
@@ -287,7 +288,10 @@ async def test_typed_session(embedded: Session) -> None:
     assert f"address      {first}" in out
     assert "owner  " in out and "key    'greeting' -> " in out
     assert "5 nodes, 1 key" in out
-    assert f"{first} left the ring; its keys went to its successors; now attached to " in out
+    assert (
+        f"{first} left the ring; its keys went to its successors ('nodes join 0' brings it" in out
+    )
+    assert "back); now attached to " in out
     assert "left the ring\n" in out  # the node's own log record, shown as an event
     assert "4 nodes, 1 key" in out
     assert session.attached_text != first
@@ -634,3 +638,26 @@ async def test_dead_attached_node_offers_a_live_neighbour(embedded: Session) -> 
     assert out.startswith(f"attached to {neighbour}")
     assert "not answering" not in _toolbar(session, 80)
     assert neighbour not in session.dead and victim.addr in session.dead
+
+
+async def test_a_node_that_left_comes_back(embedded: Session) -> None:
+    session = embedded
+    assert session.embedded is not None
+    first = session.attached_text
+    await session.execute(parse("put back again"))
+    with pytest.raises(CommandError, match="is up already"):
+        await session.execute(parse("nodes join 0"))
+    out = await session.execute(parse("leave"))
+    assert "('nodes join 0' brings it back)" in out
+    assert "join" in _menu(session, "nodes ") and list(_menu(session, "nodes join ")) == ["0"]
+    out = await session.execute(parse("nodes join 0"))
+    assert out.startswith(f"node #0 at {first} (id "), out
+    assert "left before, joined the ring through 127.0.0.1:" in out
+    assert "5 of 5 embedded nodes up" in await session.execute(parse("nodes list"))
+    out = await session.execute(parse(f"attach {first}"))  # the same node, the same id
+    assert out.startswith(
+        f"attached to {first} (id {session.embedded[0].node.peer.info()['id'][:8]}"
+    )
+    assert await session.execute(parse("get back")) == "again"
+    await session.execute(parse("nodes kill 3"))
+    assert "killed before" in await session.execute(parse("nodes join 3"))
