@@ -455,7 +455,11 @@ async def _refresh_forever(session: Session, period: float = 1.0) -> None:
 
 
 async def _run_cancellable(
-    work: Awaitable[str], name: str, handle_sigint: bool, stops: bool = False
+    work: Awaitable[str],
+    name: str,
+    handle_sigint: bool,
+    stops: bool = False,
+    interrupted: Callable[[str], str] | None = None,
 ) -> str:
     """Run ``work`` (a command); Ctrl-C (SIGINT, when ``handle_sigint``) cancels it. Its output.
 
@@ -475,7 +479,8 @@ async def _run_cancellable(
             raise
         if stops:
             return ""
-        raise CommandError(f"'{name}' interrupted") from None
+        message = interrupted(name) if interrupted is not None else f"'{name}' interrupted"
+        raise CommandError(message) from None
     finally:
         if handle_sigint:
             loop.remove_signal_handler(signal.SIGINT)
@@ -597,7 +602,11 @@ async def interact(
                     work = session.execute(cmd)
                 try:
                     text = await _run_cancellable(
-                        work, cmd.name, handle_sigint, stops=cmd.name == "watch"
+                        work,
+                        cmd.name,
+                        handle_sigint,
+                        stops=cmd.name == "watch",
+                        interrupted=session.interrupted,
                     )
                 except CommandError as exc:
                     console.error(str(exc))

@@ -78,6 +78,8 @@ class Session:
         self.suggestion: str | None = None
         self._neighbours: list[str] = []  # the attached node's, from its last status
         self.format = "table"  # format table|json|plain: how status, lookup and stats print
+        # How far a running 'leave' got, for what Ctrl-C during it says: (address, phase).
+        self._leaving: tuple[str, str] | None = None
         self._handlers: dict[str, Callable[[Command], Awaitable[str]]] = {
             "get": self._get,
             "put": self._put,
@@ -394,19 +396,51 @@ class Session:
         after = f"; its successor is {successor}" if successor is not None else ""
         return f"{self.attached_text} joined the ring of {format_addr(target)}{after}"
 
+    def interrupted(self, name: str) -> str:
+        """What Ctrl-C during command ``name`` did, in one sentence."""
+        if name != "leave" or self._leaving is None:
+            return f"'{name}' interrupted"
+        gone, phase = self._leaving
+        self._leaving = None
+        if phase == "asked":
+            return f"'leave' interrupted; {gone} may still leave: 'status' tells"
+        if phase == "handing over":
+            return f"'leave' interrupted; {gone} goes on handing its keys over, then stops"
+        embedded = self._embedded_at(gone)
+        back = f" ('nodes join {embedded.index}' brings it back)" if embedded else ""
+        return (
+            f"Ctrl-C came after the hand-off had finished: {gone} left the ring with its keys "
+            f"handed over{back}; 'attach HOST:PORT' to go on"
+        )
+
     async def _leave(self, cmd: Command) -> str:
         client = self._client()
         st = await client.status()
         gone = self.attached_text
-        await client.leave()
-        # The node leaves just after replying; wait until it has handed its keys over.
-        embedded = self._embedded_at(gone)
-        if embedded is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(embedded.node.finished.wait(), LEAVE_TIMEOUT)
-            embedded.state = "left"
-        else:
-            await self._until_silent(client, LEAVE_TIMEOUT)
+        try:
+            self._leaving = (gone, "asked")
+            await client.leave()
+            self._leaving = (gone, "handing over")
+            # The node leaves just after replying; wait until it has handed its keys over.
+            embedded = self._embedded_at(gone)
+            if embedded is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(embedded.node.finished.wait(), LEAVE_TIMEOUT)
+                embedded.state = "left"
+            else:
+                await self._until_silent(client, LEAVE_TIMEOUT)
+            self._leaving = (gone, "done")
+            self.dead.add(gone)
+            text = await self._after_leave(gone, st, embedded)
+        except Exception:  # (not on Ctrl-C: interrupted() says how far it got)
+            self._leaving = None
+            raise
+        self._leaving = None
+        return text
+
+    async def _after_leave(
+        self, gone: str, st: dict[str, Any], embedded: EmbeddedNode | None
+    ) -> str:
         self.addrs.pop(gone, None)
         self.dead.add(gone)
         new = await self._reattach(p["addr"] for p in st["successors"])

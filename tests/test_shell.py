@@ -6,6 +6,8 @@ import asyncio
 import io
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +30,7 @@ from shell.app import (
     PlainConsole,
     ShellCompleter,
     TerminalConsole,
+    _run_cancellable,
     highlight,
     history_path,
     interact,
@@ -661,3 +664,30 @@ async def test_a_node_that_left_comes_back(embedded: Session) -> None:
     assert await session.execute(parse("get back")) == "again"
     await session.execute(parse("nodes kill 3"))
     assert "killed before" in await session.execute(parse("nodes join 3"))
+
+
+async def test_ctrl_c_after_the_hand_off_says_the_node_left(
+    embedded: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = embedded
+    gone = session.attached_text
+    stuck = asyncio.Event()  # re-attaching after the hand-off never ends: Ctrl-C comes then
+
+    async def after_leave(*args: object) -> str:
+        await stuck.wait()
+        return ""
+
+    monkeypatch.setattr(session, "_after_leave", after_leave)
+    work = session.execute(parse("leave"))
+    task = asyncio.create_task(
+        _run_cancellable(work, "leave", True, interrupted=session.interrupted)
+    )
+    await wait_until(lambda: session._leaving == (gone, "done"), within=10.0)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+    with pytest.raises(CommandError) as info:
+        await task
+    assert str(info.value) == (
+        f"Ctrl-C came after the hand-off had finished: {gone} left the ring with its keys "
+        "handed over ('nodes join 0' brings it back); 'attach HOST:PORT' to go on"
+    )
+    assert session.interrupted("leave") == "'leave' interrupted"  # that leave is over
