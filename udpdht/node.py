@@ -33,6 +33,7 @@ from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
+from .text import plural
 
 log = logging.getLogger("udpdht.node")
 
@@ -227,17 +228,21 @@ class Node:
             for name in Replicator.METHODS:
                 ep.register(name, self._store_opening, idempotent=True)
             store = await asyncio.to_thread(DiskStore, self.data_dir)
+            self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
         if self.memory.load():
             # We were part of a ring before this start: rejoin it, never start a second one.
             self.member = True
-            self.log.info("remembers %d peers of its ring; rejoins through them", len(self.memory))
+            self.log.info(
+                "remembers %s of its ring; rejoins through them", plural(len(self.memory), "peer")
+            )
         if self._maintenance_on:
             loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(self.maintenance.run()))
             self._tasks.append(loop.create_task(self._sync_store()))
-        self.log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
+        # (udpdht node prints where it listens: logged at INFO too, the line showed twice.)
+        self.log.debug("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
     def _advertised_addr(self, bound: Address) -> Address:
         if self.advertised is None:
