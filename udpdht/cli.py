@@ -174,16 +174,15 @@ def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPar
 def _key_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that asks one node about one key: ``NAME --node H:P KEY``."""
     p = _client_command(sub, name, help_text)
-    p.add_argument("key", metavar="KEY")
+    p.add_argument("key", metavar="KEY", help="the key: a string (at most 1024 bytes in UTF-8)")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="udpdht", description="A peer-to-peer distributed hash table over UDP.")
     parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    # Not required: `udpdht` alone prints this help (main).
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p: argparse.ArgumentParser = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -281,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = _key_command(sub, "put", "store a value under a key")
-    p.add_argument("value", metavar="VALUE")
+    p.add_argument("value", metavar="VALUE", help="the value: a string, or JSON with --json")
     p.add_argument("--json", action="store_true", help="VALUE is JSON (else: a string)")
     p.add_argument(
         "--ttl", type=_ttl, metavar="SECONDS", help="expire after this long (at most 366 days)"
@@ -300,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lookup)
 
     p = sub.add_parser("cluster", help="run N nodes in one process, forming one ring")
-    p.add_argument("count", type=_cluster_size, metavar="N")
+    p.add_argument("count", type=_cluster_size, metavar="N", help="how many nodes (1..500)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
         "--base-port",
@@ -309,13 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="ports P, P+1, ... (default 0: free ports chosen by the system)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default info)",
+    )
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("shell", help="interactive shell (no --attach: an embedded local ring)")
     p.add_argument("--attach", type=_addr, metavar="H:P", help="a running node to attach to")
     p.add_argument("--cookie", metavar="FILE", help="the node's cookie file, for admin commands")
     p.set_defaults(func=cmd_shell)
+
+    # The client commands the shell also has (udpdht/cli_client.py; argparse only until run).
+    from . import cli_client, cli_help
+
+    cli_client.add_ring(sub)
+    cli_client.add_ping(sub)
+    cli_client.add_keys(sub)
+    cli_client.add_leave(sub)
+    cli_client.add_shutdown(sub)
+    cli_help.document(sub)  # each command's description and examples
     return parser
 
 
@@ -545,6 +559,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `udpdht` alone: the help, and a usage status (as git does)
+        parser.print_help()
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         layers: Layers | None = getattr(args, "layers", None)
