@@ -299,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_lookup)
 
+    p = _client_command(sub, "draw", "draw the ring around a node: the circle, keys, fingers")
+    p.add_argument("--svg", metavar="FILE", help="write the picture to FILE as SVG instead")
+    p.add_argument(
+        "--width",
+        type=_width,
+        metavar="N",
+        help="columns of the text picture (default 80, or the terminal's width if narrower)",
+    )
+    p.set_defaults(func=cmd_draw)
+
     p = sub.add_parser("cluster", help="run N nodes in one process, forming one ring")
     p.add_argument("count", type=_cluster_size, metavar="N")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -513,6 +523,56 @@ async def _lookup(args: argparse.Namespace) -> int:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     return _run(_within(args, _lookup(args)))
+
+
+def _width(text: str) -> int:
+    if not text.isdigit() or not 40 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"width must be a number 40..1000, got {text}")
+    return int(text)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+async def _draw(args: argparse.Namespace) -> int:
+    """The attached node, its leafset and fingers (each asked for its key count) as a picture."""
+    import asyncio
+    import shutil
+
+    from . import ringdraw
+    from .net import parse_addr
+
+    async with _client(args) as client:
+        st = await client.status()
+
+        async def ask(addr: str) -> dict[str, Any]:
+            try:  # a node that does not answer at once is drawn with '?' keys
+                async with asyncio.timeout(1.0):
+                    return await client.node_status(parse_addr(addr), tries=2)
+            except (DhtError, TimeoutError, ValueError) as exc:
+                return {"addr": addr, "error": str(exc)}
+
+        peers = [*st["successors"], *st["predecessors"], *st["fingers"]]
+        addrs = sorted({p["addr"] for p in peers} - {st["addr"]})
+        others = await asyncio.gather(*(ask(a) for a in addrs))
+    nodes, fingers = ringdraw.from_statuses(st, others)
+    if args.svg:
+        try:
+            await asyncio.to_thread(_write_text, args.svg, ringdraw.draw_svg(nodes, fingers))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.svg}: {exc.strerror}") from None
+        print(f"wrote a picture of {len(nodes)} nodes to {args.svg}")
+        return 0
+    width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print("\n".join(ringdraw.draw_text(nodes, fingers, width=width, color=color)))
+    return 0
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    return _run(_within(args, _draw(args)))
 
 
 def _cluster_size(text: str) -> int:
