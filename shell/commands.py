@@ -67,9 +67,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("status", "status", "summary of the attached node"),
     Spec(
         "ring",
-        "ring",
-        "walk the ring through successors, from the attached node",
-        "Shows each node with the keys it holds as primary and as replica.",
+        "ring [--list]",
+        "draw the ring and list its nodes, walking successors from the attached node",
+        "Draws the id circle (id 0 at the top, ids increasing clockwise) with each node, the "
+        "keys it holds as primary and the attached node's fingers as lines, then lists each "
+        "node with the keys it holds as primary and as replica. --list: the list alone.",
     ),
     Spec("leafset", "leafset", "the attached node's successors and predecessors"),
     Spec("fingers", "fingers", "the attached node's distinct fingers"),
@@ -256,6 +258,16 @@ def _nodes(name: str, args: list[str]) -> Command:
     raise CommandError(f"unknown action {action!r} for 'nodes'{also}")
 
 
+def _ring(name: str, args: list[str]) -> Command:
+    if args and args[0] == "--list":
+        _arity(name, args, 1, 1, "nothing but --list")
+        return Command(name, action="list")
+    if args and args[0].startswith("-"):
+        raise CommandError(f"unknown option {args[0]!r} for 'ring'; {_usage(name)}")
+    _arity(name, args, 0, 0, "no arguments but --list")
+    return Command(name)
+
+
 def _help(name: str, args: list[str]) -> Command:
     _arity(name, args, 0, 1, "at most one command name")
     if not args:
@@ -272,7 +284,7 @@ PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
     "delete": _key_only,
     "lookup": _key_only,
     "status": _no_args,
-    "ring": _no_args,
+    "ring": _ring,
     "leafset": _no_args,
     "fingers": _no_args,
     "stats": _no_args,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from udpdht import Client, DhtError, KeyNotFound, Node, ids
+from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
@@ -304,7 +305,12 @@ class Session:
             if "error" not in st:
                 self._note_status(st)
         labels = {e.addr: f"#{e.index}" for e in self.embedded or []}
-        return "\n".join(render.ring_lines(entries, self.attached_text, labels))
+        lines = render.ring_lines(entries, self.attached_text, labels)
+        if cmd.action != "list" and entries and "error" not in entries[0]:
+            nodes, fingers = ringdraw.from_statuses(entries[0], entries[1:])
+            width = max(ringdraw.MIN_WIDTH, min(80, shutil.get_terminal_size().columns))
+            lines = [*ringdraw.draw_text(nodes, fingers, width=width), "", *lines]
+        return "\n".join(lines)
 
     async def _ping(self, cmd: Command) -> str:
         client = self._client()

@@ -63,6 +63,7 @@ from udpdht.routing import Peer
         ("lookup 'a b'", Command("lookup", key="a b")),
         ("status", Command("status")),
         ("ring", Command("ring")),
+        ("ring --list", Command("ring", action="list")),
         ("leafset", Command("leafset")),
         ("fingers", Command("fingers")),
         ("stats", Command("stats")),
@@ -111,6 +112,8 @@ def test_parse(line: str, expected: Command) -> None:
         ("lookup", "'lookup' needs a KEY"),
         ("status now", "too many arguments for 'status'"),
         ("ring 3", "too many arguments for 'ring'"),
+        ("ring --draw", "unknown option '--draw' for 'ring'"),
+        ("ring --list 3", "too many arguments for 'ring'"),
         ("leave now", "too many arguments for 'leave'"),
         ("attach", "'attach' needs an address HOST:PORT"),
         ("attach nowhere", "bad address 'nowhere': expected HOST:PORT"),
@@ -263,6 +266,8 @@ async def test_typed_session(embedded: Session) -> None:
     assert f"address      {first}" in out
     assert "owner  " in out and "key    'greeting' -> " in out
     assert "5 nodes, 1 key" in out
+    assert "5 nodes shown, 1 key" in out  # the picture above the listing
+    assert "@ attached node " in out and "id 0 at the top" in out
     assert f"{first} left the ring; its keys went to its successors; now attached to " in out
     assert "left the ring\n" in out  # the node's own log record, shown as an event
     assert "4 nodes, 1 key" in out

@@ -529,6 +529,40 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return _run(_within(args, _lookup(args)))
 
 
+def _width(text: str) -> int:
+    if not text.isdigit() or not 40 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"width must be a number 40..1000, got {text}")
+    return int(text)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+async def show_ring_picture(
+    args: argparse.Namespace, attached: dict[str, Any], others: list[dict[str, Any]]
+) -> None:
+    """``ring --draw`` / ``--svg FILE``: the ring (the attached node's status, the others')
+    as a picture on the terminal or in an SVG file."""
+    import asyncio
+    import shutil
+
+    from . import ringdraw
+
+    nodes, fingers = ringdraw.from_statuses(attached, others)
+    if args.svg:
+        try:
+            await asyncio.to_thread(_write_text, args.svg, ringdraw.draw_svg(nodes, fingers))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.svg}: {exc.strerror}") from None
+        print(f"wrote a picture of {len(nodes)} nodes to {args.svg}")
+        return
+    width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print("\n".join(ringdraw.draw_text(nodes, fingers, width=width, color=color)))
+
+
 def _cluster_size(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 500:
         raise argparse.ArgumentTypeError(f"N must be 1..500, got {text}")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli import UsageError, _client, _client_command, _run, _within
+from .cli import UsageError, _client, _client_command, _run, _width, _within, show_ring_picture
 
 if TYPE_CHECKING:
     from .client import Client
@@ -46,8 +46,18 @@ def add_ring(sub: Any) -> argparse.ArgumentParser:
         help=f"list at most N nodes (default {RING_LIMIT})",
     )
     _json_flag(p)
-    # ---- RING PICTURE: the `--draw` and `--svg FILE` options are added here (the ring-picture
-    # work owns them); _ring() below hands them the walk. ----
+    p.add_argument(
+        "--draw",
+        action="store_true",
+        help="draw the ring as a picture: the id circle, keys per node, the node's fingers",
+    )
+    p.add_argument("--svg", metavar="FILE", help="write that picture to FILE as SVG")
+    p.add_argument(
+        "--width",
+        type=_width,
+        metavar="N",
+        help="columns of the picture (default 80, or the terminal's width if narrower)",
+    )
     p.set_defaults(func=cmd_ring)
     return p
 
@@ -84,8 +94,9 @@ async def _ring(args: argparse.Namespace) -> int:
     if entries and "error" in entries[0]:  # the attached node itself did not answer
         raise DhtError(entries[0]["error"])
     attached = entries[0]["addr"]
-    # ---- RING PICTURE: with --draw / --svg FILE, draw `entries` here (the ring-picture work).
-    if args.json:
+    if args.draw or args.svg:
+        await show_ring_picture(args, entries[0], entries[1:])
+    elif args.json:
         print(json.dumps(ring_json(entries, attached)))
     else:
         print("\n".join(render.ring_lines(entries, attached)))
