@@ -99,6 +99,8 @@ def test_json_forms() -> None:
         ('{"$map": [[1]]}', "[key, value] pairs"),
         ('{"$map": [[[1], 2]]}', "cannot be a list"),
         ('{"$float": "nan"}', '"NaN", "Infinity", "-Infinity"'),
+        ('"\\ud800"', "lone surrogate"),
+        ('{"\\udc00": 1}', "lone surrogate"),
     ],
 )
 def test_json_refusals(text: str, error: str) -> None:

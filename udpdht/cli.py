@@ -495,6 +495,8 @@ def _read_input(args: argparse.Namespace) -> bytes:
             raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     else:
         where = "stdin"
+        if sys.stdin.isatty():  # not a silent wait: say what it waits for
+            print("reading the value from stdin; end it with Ctrl-D", file=sys.stderr)
         data = sys.stdin.buffer.read(MAX_VALUE + 1)
     if len(data) > MAX_VALUE:
         raise UsageError(

@@ -78,6 +78,15 @@ def _check_int(value: int) -> int:
     return value
 
 
+def _check_str(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ascii(text[exc.start])
+        raise ValueFormatError(f"a string holds {bad}, a lone surrogate: not UTF-8") from None
+    return text
+
+
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
@@ -108,8 +117,10 @@ def to_plain(value: Any) -> Any:
 
 def from_plain(data: Any) -> Any:
     """The inverse of :func:`to_plain`: JSON data (as ``json.loads`` gives it) to a value."""
-    if data is None or isinstance(data, (bool, str, float)):
+    if data is None or isinstance(data, (bool, float)):
         return data
+    if isinstance(data, str):
+        return _check_str(data)
     if isinstance(data, int):
         return _check_int(data)
     if isinstance(data, list):
@@ -119,7 +130,7 @@ def from_plain(data: Any) -> Any:
             ((tag, inner),) = data.items()
             if tag in _SPECIAL:
                 return _special(tag, inner)
-        return {k: from_plain(v) for k, v in data.items()}
+        return {_check_str(k): from_plain(v) for k, v in data.items()}
     raise ValueFormatError(f"a {type(data).__name__} is not JSON data")
 
 
