@@ -8,7 +8,6 @@ splits them, so ``put "my key" "a value with spaces"`` works.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import shlex
 import textwrap
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from udpdht import values
 from udpdht.net import Address, parse_addr
 
 
@@ -54,8 +54,9 @@ SPECS: tuple[Spec, ...] = (
         "put KEY VALUE [--json] [--ttl SECONDS]",
         "store VALUE under KEY",
         "VALUE is stored as the string typed; with --json it is parsed as JSON first "
-        "(put cfg --json '{\"a\": 1}'). --ttl makes the value expire. Quote words with "
-        "spaces; '--' ends the options.",
+        '(put cfg --json \'{"a": 1}\'; bytes as {"$bytes": "<base64>"}). A string '
+        "shows as it is, other types as (TYPE) JSON: (int) 42. --ttl makes the value "
+        "expire. Quote words with spaces; '--' ends the options.",
     ),
     Spec("delete", "delete KEY", "delete KEY and its value"),
     Spec(
@@ -221,11 +222,9 @@ def _put(name: str, args: list[str]) -> Command:
     value: Any = text
     if as_json:
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(
-                f"VALUE is not valid JSON: {exc.msg} at column {exc.colno}"
-            ) from None
+            value = values.from_json(text)
+        except values.ValueFormatError as exc:
+            raise CommandError(f"VALUE: {exc}") from None
     return Command(name, key=_key(name, key), value=value, ttl=ttl)
 
 

@@ -103,7 +103,7 @@ def test_parse(line: str, expected: Command) -> None:
         ("get ''", "non-empty KEY"),
         ("put k", "'put' needs a KEY and a VALUE; usage: put KEY VALUE"),
         ("put my key a value", "too many arguments for 'put'"),
-        ("put k --json '{bad'", "VALUE is not valid JSON"),
+        ("put k --json '{bad'", "VALUE: not valid JSON"),
         ("put k v --ttl", "--ttl needs a number of seconds"),
         ("put k v --ttl -3", "--ttl must be a positive number"),
         ("put k --force v", "unknown option '--force' for 'put'"),
@@ -150,8 +150,10 @@ def test_help_for_each_command(name: str) -> None:
 
 def test_render_values_and_durations() -> None:
     assert render.value_text("plain") == "plain"
-    assert render.value_text({"a": [1, None]}) == '{"a": [1, null]}'
-    assert render.value_text(b"\xff") == "b'\\xff'"
+    assert render.value_text("42") == "42"  # a string as it is; other types say theirs
+    assert render.value_text(42) == "(int) 42"
+    assert render.value_text({"a": [1, None]}) == '(map) {"a": [1, null]}'
+    assert render.value_text(b"\xff") == "(bytes) /w=="
     assert render.duration(0.0123) == "12.3 ms"
     assert render.duration(5.2) == "5.20 s"
     assert render.uptime(3725) == "1 h 02 min"
@@ -380,7 +382,7 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:4] == ["stored 'a'", "1", "stored 'my key'", "[1, 2]"]
+    assert lines[:4] == ["stored 'a'", "1", "stored 'my key'", "(list) [1, 2]"]
     assert lines[-1] == "5 nodes, 2 keys   (* attached)"
     assert "\x1b[" not in result.stdout  # plain text: no colours
     assert result.stderr == ""

@@ -280,15 +280,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = _key_command(sub, "put", "store a value under a key")
-    p.add_argument("value", metavar="VALUE", help="the value: a string, or JSON with --json")
-    p.add_argument("--json", action="store_true", help="VALUE is JSON (else: a string)")
+    p.description = PUT_DESCRIPTION
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument(
+        "value",
+        metavar="VALUE",
+        nargs="?",
+        help="the value: a string, or JSON with --json; '-' reads it from stdin",
+    )
+    p.add_argument(
+        "--file", metavar="FILE", help="read the value from FILE (its bytes, unless --text/--json)"
+    )
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--json",
+        action="store_true",
+        help='the value is JSON: any msgpack type, bytes as {"$bytes": "<base64>"}',
+    )
+    kind.add_argument(
+        "--text", action="store_true", help="stdin or FILE is UTF-8 text: store a string"
+    )
     p.add_argument(
         "--ttl", type=_ttl, metavar="SECONDS", help="expire after this long (at most 366 days)"
     )
     p.set_defaults(func=cmd_put)
 
     p = _key_command(sub, "get", "print the value of a key (exit 1 when absent)")
-    p.add_argument("--json", action="store_true", help="print the value as JSON")
+    p.description = GET_DESCRIPTION
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json",
+        action="store_true",
+        help='print the value as JSON that put --json reads back (bytes: {"$bytes": ...})',
+    )
+    shape.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the value's bytes exactly (a string as UTF-8), no newline; other types "
+        "are an error",
+    )
+    p.add_argument(
+        "--meta",
+        action="store_true",
+        help="also show the type, version, writer and time left to live (with --raw: on stderr)",
+    )
     p.set_defaults(func=cmd_get)
 
     p = _key_command(sub, "delete", "delete a key")
@@ -431,21 +467,94 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _run(_within(args, _status(args)))
 
 
-def _parse_value(args: argparse.Namespace) -> Any:
-    if not args.json:
-        return args.value
-    import json
+PUT_DESCRIPTION = """store a value under a key
 
+VALUE is stored as a string; with --json it is JSON and may be any msgpack type.
+From stdin ('-') or --file FILE the value is the input's bytes, exactly, unless
+--text (a UTF-8 string) or --json (JSON) says otherwise. A value is at most 60,000
+bytes once encoded.
+
+examples:
+  udpdht put greeting hello            # the string "hello"
+  udpdht put n 42 --json               # the integer 42 (without --json: the string "42")
+  udpdht put blob --file photo.jpg     # bytes
+  echo '{"a": [1, 2]}' | udpdht put cfg - --json"""
+
+GET_DESCRIPTION = """print the value of a key (exit 1 when absent)
+
+A string prints as it is; any other type as (TYPE) JSON, so "42" and 42 differ:
+  hello                (a string)      (int) 42          (bool) true
+  (bytes) aGk=         (base64)        (list) [1, "a"]   (nil) null
+--json prints JSON that put --json reads back to the same value: bytes are
+{"$bytes": "<base64>"}, maps with non-string keys {"$map": [[k, v], ...]}, NaN and
+infinities {"$float": "NaN"}. --raw writes the bytes themselves.
+
+examples:
+  udpdht get greeting
+  udpdht get blob --raw > photo.jpg
+  udpdht get cfg --json | udpdht put cfg-copy - --json
+  udpdht get session --meta            # version, writer, time left to live"""
+
+
+def _read_input(args: argparse.Namespace) -> bytes:
+    """The bytes of stdin (VALUE '-') or of --file, refused early when over the value limit."""
+    from .limits import MAX_VALUE
+
+    if args.file is not None:
+        where = args.file
+        try:
+            with open(args.file, "rb") as f:
+                data = f.read(MAX_VALUE + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    else:
+        where = "stdin"
+        if sys.stdin.isatty():  # not a silent wait: say what it waits for
+            print("reading the value from stdin; end it with Ctrl-D", file=sys.stderr)
+        data = sys.stdin.buffer.read(MAX_VALUE + 1)
+    if len(data) > MAX_VALUE:
+        raise UsageError(
+            f"{where} holds more than {MAX_VALUE:,} bytes; a value is at most {MAX_VALUE:,} "
+            "bytes encoded"
+        )
+    return data
+
+
+def _parse_value(args: argparse.Namespace) -> Any:
+    """The value to store, from VALUE, stdin or --file, as --json / --text say."""
+    from .values import ValueFormatError, from_json
+
+    from_input = args.file is not None or args.value == "-"
+    if args.file is not None and args.value is not None:
+        raise UsageError("give VALUE or --file FILE, not both")
+    if args.file is None and args.value is None:
+        raise UsageError("VALUE is missing (or '-' to read stdin, or --file FILE)")
+    if args.text and not from_input:
+        raise UsageError("--text applies to stdin ('-') or --file; VALUE is text already")
+    data: str | bytes = _read_input(args) if from_input else args.value
+    where = args.file or ("stdin" if from_input else "VALUE")
     try:
-        return json.loads(args.value)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"VALUE is not valid JSON: {exc}") from None
+        if args.json:
+            return from_json(data)
+    except ValueFormatError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if isinstance(data, str) or not args.text:
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--text: the input is not UTF-8 (byte {exc.start})") from None
 
 
 async def _put(args: argparse.Namespace) -> int:
+    from .errors import ValueTooLarge
+
     value = _parse_value(args)
     async with _client(args) as client:
-        await client.put(args.key, value, ttl=args.ttl)
+        try:
+            await client.put(args.key, value, ttl=args.ttl)
+        except ValueTooLarge as exc:
+            raise UsageError(f"{exc} (the store's limit per value)") from None
     print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 
@@ -454,24 +563,28 @@ def cmd_put(args: argparse.Namespace) -> int:
     return _run(_within(args, _put(args)))
 
 
-def show_value(value: Any) -> str:
-    """A value for the terminal: strings as they are, everything else as JSON where it can."""
-    if isinstance(value, str):
-        return value
-    import json
-
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
 async def _get(args: argparse.Namespace) -> int:
     import json
 
+    from .values import raw, show, show_meta, to_json, to_plain
+
     async with _client(args) as client:
-        value = await client.get(args.key)
-    print(json.dumps(value, default=repr) if args.json else show_value(value))
+        stored = await client.get_record(args.key)
+    if args.raw:
+        data = raw(stored.value)  # before any output: an error leaves stdout empty
+        if args.meta:
+            print(show_meta(stored), file=sys.stderr)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    elif args.json and args.meta:
+        print(json.dumps({"value": to_plain(stored.value), **stored.meta()}, ensure_ascii=False))
+    elif args.json:
+        print(to_json(stored.value))
+    else:
+        print(show(stored.value))
+        if args.meta:
+            print(show_meta(stored))
     return 0
 
 

@@ -17,6 +17,7 @@ from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
+from .values import StoredValue
 
 
 def key_bytes(key: str | bytes) -> bytes:
@@ -139,6 +140,19 @@ class Client:
         """The value stored under ``key``; raises KeyNotFound when there is none."""
         reply = await self.call("get", {"key": key_bytes(key)})
         return wire.unpack_value(reply["value"])
+
+    async def get_record(self, key: str | bytes) -> StoredValue:
+        """The value stored under ``key`` with its version, writer and expiry (``get --meta``);
+        raises KeyNotFound when there is none."""
+        reply = await self.call("get", {"key": key_bytes(key)})
+        stamp, writer = reply["version"]
+        expires = reply.get("expires")
+        return StoredValue(
+            value=wire.unpack_value(reply["value"]),
+            stamp=int(stamp),
+            writer=bytes(writer).hex(),
+            expires=None if expires is None else float(expires),
+        )
 
     async def delete(self, key: str | bytes) -> bool:
         """Delete ``key``; returns whether it had a value."""
