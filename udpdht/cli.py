@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=0,
         metavar="P",
-        help="ports P, P+1, ... (default 0: free ports chosen by the system)",
+        help="ports P, P+1, ..., P+N-1, all within 1024..65535 (default 0: free ports chosen "
+        "by the system)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_cluster)

@@ -403,6 +403,26 @@ def cmd_node(args: argparse.Namespace) -> int:
     return run_loop(_run_node(args, fmt))
 
 
+def check_cluster_ports(base: int, count: int) -> None:
+    """A UsageError unless ports ``base .. base+count-1`` are all unprivileged ports (0: free
+    ports chosen by the system)."""
+    if base == 0:
+        return
+    last = base + count - 1
+    top = 65535 - count + 1
+    if last > 65535:
+        raise UsageError(
+            f"--base-port {base} with {count} nodes needs ports up to {last}, past 65535: "
+            f"give at most {top} (or 0 for free ports)"
+        )
+    if base < 1024:
+        raise UsageError(
+            f"--base-port {base}: ports below 1024 are reserved for system services: "
+            f"give 1024..{top} (or 0 for free ports)"
+        )
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
+    check_cluster_ports(args.base_port, args.count)
     _setup_logging(args.log_level)
     return run_loop(_run_cluster(args))
