@@ -264,7 +264,9 @@ class Session:
         assert cmd.key is not None
         existed = await self._client().delete(cmd.key)
         self.keys.pop(cmd.key, None)
-        return f"deleted {cmd.key!r}" if existed else f"{cmd.key!r} had no value; nothing deleted"
+        if not existed:  # the CLI's words (udpdht delete exits 1)
+            raise CommandError(f"{cmd.key!r}: not found (nothing to delete)")
+        return f"deleted {cmd.key!r}"
 
     async def _lookup(self, cmd: Command) -> str:
         assert cmd.key is not None

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the value as JSON")
     p.set_defaults(func=cmd_get)
 
-    p = _key_command(sub, "delete", "delete a key")
+    p = _key_command(sub, "delete", "delete a key (exit 1 when absent)")
     p.set_defaults(func=cmd_delete)
 
     p = _key_command(sub, "lookup", "find the node that owns a key, with the hop trace")
@@ -469,7 +469,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 async def _delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         existed = await client.delete(args.key)
-    print(f"deleted {args.key!r}" if existed else f"{args.key!r} had no value (nothing to delete)")
+    if not existed:  # as get: exit 1, and the same words as the shell
+        print(f"udpdht: {args.key!r}: not found (nothing to delete)", file=sys.stderr)
+        return 1
+    print(f"deleted {args.key!r}")
     return 0
 
 
