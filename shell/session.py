@@ -15,6 +15,7 @@ from typing import Any
 
 from udpdht import Client, DhtError, KeyNotFound, Node, ids
 from udpdht.admin import find_cookie
+from udpdht.cli_errors import in_words
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 
@@ -242,7 +243,7 @@ class Session:
         except KeyNotFound:
             raise CommandError(f"{cmd.key!r}: not found") from None
         except (DhtError, ValueError) as exc:
-            raise CommandError(_sentence(str(exc))) from None
+            raise CommandError(in_words(exc)) from None
         except TimeoutError:
             raise CommandError(f"{self.attached_text} did not answer in time") from None
         except OSError as exc:

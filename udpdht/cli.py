@@ -144,7 +144,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line on stderr (exit 2), not a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"udpdht: error: {message} (see {self.prog} --help)\n")
 
 
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -547,6 +547,12 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli_errors import quiet_on_broken_pipe
+
+    return quiet_on_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -564,18 +570,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"udpdht: {getattr(args, 'key', 'key')!r}: not found", file=sys.stderr)
         return 1
     except DhtError as exc:
-        print(f"udpdht: error: {exc}", file=sys.stderr)
+        from .cli_errors import in_words
+
+        print(f"udpdht: error: {in_words(exc)}", file=sys.stderr)
         return 1
     except ValueError as exc:  # e.g. a host name that does not resolve
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader went away (`udpdht status | head`): say nothing, as Unix tools do, and
-        # keep Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

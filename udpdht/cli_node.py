@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
+from .cli_errors import joined_words
 from .datadir import DataDirError, remembered_address
 from .errors import DhtError
 from .net import Address, format_addr, resolve, route_from, tune_gc
@@ -117,8 +118,13 @@ def _refuse_wildcard(host: str) -> None:
 
 
 def _why(exc: OSError) -> str:
-    """'address already in use', not uvloop's 'could not bind to local_addr'."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
+    """'address already in use', not uvloop's 'could not bind to local_addr (...)': uvloop's
+    OSError has no errno, the one it was raised from has."""
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, OSError) and error.errno:
+            text = os.strerror(error.errno)
+            return text[:1].lower() + text[1:]
+    return str(exc)
 
 
 LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
@@ -330,14 +336,14 @@ def _unpublish_cookie(node: Node) -> None:
 
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     """Join through the first bootstrap that answers; DhtError naming them all if none does."""
-    errors = []
+    failures: list[tuple[Address, BaseException]] = []
     for addr in bootstraps:
         try:
             await node.join(addr)
             return
         except DhtError as exc:
-            errors.append(f"{format_addr(addr)}: {exc}")
-    raise DhtError("could not join the ring: " + "; ".join(errors))
+            failures.append((addr, exc))
+    raise DhtError("could not join the ring: " + joined_words(failures))
 
 
 async def _run_cluster(args: argparse.Namespace) -> int:
