@@ -16,6 +16,7 @@ from typing import Any
 
 from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
+from udpdht.cli_errors import in_words
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 
@@ -243,7 +244,7 @@ class Session:
         except KeyNotFound:
             raise CommandError(f"{cmd.key!r}: not found") from None
         except (DhtError, ValueError) as exc:
-            raise CommandError(_sentence(str(exc))) from None
+            raise CommandError(in_words(exc)) from None
         except TimeoutError:
             raise CommandError(f"{self.attached_text} did not answer in time") from None
         except OSError as exc:
@@ -265,7 +266,9 @@ class Session:
         assert cmd.key is not None
         existed = await self._client().delete(cmd.key)
         self.keys.pop(cmd.key, None)
-        return f"deleted {cmd.key!r}" if existed else f"{cmd.key!r} had no value; nothing deleted"
+        if not existed:  # the CLI's words (udpdht delete exits 1)
+            raise CommandError(f"{cmd.key!r}: not found (nothing to delete)")
+        return f"deleted {cmd.key!r}"
 
     async def _lookup(self, cmd: Command) -> str:
         assert cmd.key is not None

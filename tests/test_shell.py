@@ -304,7 +304,9 @@ async def test_embedded_nodes_add_and_kill(embedded: Session) -> None:
 
 
 async def test_scripted_run_reports_failures(embedded: Session) -> None:
-    script = io.StringIO("put a 1\n\n# comment\nget a\nget b\nbogus\ndelete a\nquit\nget a\n")
+    script = io.StringIO(
+        "put a 1\n\n# comment\nget a\nget b\nbogus\ndelete a\ndelete a\nquit\nget a\n"
+    )
     out, err = io.StringIO(), io.StringIO()
     code = await run_script(embedded, script.readline, PlainConsole(out, err))
     assert code == 1
@@ -312,6 +314,7 @@ async def test_scripted_run_reports_failures(embedded: Session) -> None:
     assert err.getvalue().splitlines() == [
         "line 5: 'b': not found",
         "line 6: unknown command 'bogus'; type 'help' for the list",
+        "line 8: 'a': not found (nothing to delete)",  # the CLI's words
     ]
 
 

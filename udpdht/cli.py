@@ -144,7 +144,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line on stderr (exit 2), not a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"udpdht: error: {message} (see {self.prog} --help)\n")
 
 
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_get)
 
-    p = _key_command(sub, "delete", "delete a key")
+    p = _key_command(sub, "delete", "delete a key (exit 1 when absent)")
     p.set_defaults(func=cmd_delete)
 
     p = _key_command(sub, "lookup", "find the node that owns a key, with the hop trace")
@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=0,
         metavar="P",
-        help="ports P, P+1, ... (default 0: free ports chosen by the system)",
+        help="ports P, P+1, ..., P+N-1, all within 1024..65535 (default 0: free ports chosen "
+        "by the system)",
     )
     p.add_argument(
         "--log-level",
@@ -595,7 +596,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 async def _delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         existed = await client.delete(args.key)
-    print(f"deleted {args.key!r}" if existed else f"{args.key!r} had no value (nothing to delete)")
+    if not existed:  # as get: exit 1, and the same words as the shell
+        print(f"udpdht: {args.key!r}: not found (nothing to delete)", file=sys.stderr)
+        return 1
+    print(f"deleted {args.key!r}")
     return 0
 
 
@@ -704,6 +708,12 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli_errors import quiet_on_broken_pipe
+
+    return quiet_on_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # `udpdht` alone: the help, and a usage status (as git does)
@@ -724,18 +734,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"udpdht: {getattr(args, 'key', 'key')!r}: not found", file=sys.stderr)
         return 1
     except DhtError as exc:
-        print(f"udpdht: error: {exc}", file=sys.stderr)
+        from .cli_errors import in_words
+
+        print(f"udpdht: error: {in_words(exc)}", file=sys.stderr)
         return 1
     except ValueError as exc:  # e.g. a host name that does not resolve
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader went away (`udpdht status | head`): say nothing, as Unix tools do, and
-        # keep Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -63,6 +63,22 @@ def _key_bytes(key: str | bytes) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
 
 
+def _same_family(bootstrap: Address, own: Address) -> None:
+    """A DhtError saying why a node cannot join through an address of the other IP family:
+    its peers must reach each other, and a ring's addresses are all IPv4 or all IPv6."""
+    try:
+        theirs = ipaddress.ip_address(bootstrap[0]).version
+        ours = ipaddress.ip_address(own[0]).version
+    except ValueError:  # not IP literals (a test network's names): nothing to compare
+        return
+    if theirs != ours:
+        raise DhtError(
+            f"{format_addr(bootstrap)} is an IPv{theirs} address and this node's "
+            f"({format_addr(own)}) is IPv{ours}: the nodes of one ring all use one address "
+            f"family, so bootstrap through an IPv{ours} node (or run this one on IPv{theirs})"
+        )
+
+
 class Node:
     """A DHT node. ``port=0`` binds an ephemeral port; ``node.addr`` tells which."""
 
@@ -334,6 +350,7 @@ class Node:
         """Join the ring that ``bootstrap`` belongs to."""
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
+            _same_family(bootstrap, self.addr)
         # Unconfirmed: the successor proves itself below by answering ``neighbors``.
         found = await self.lookup_id(self.id, start=bootstrap, confirm=False)
         owner: Peer | None = found.owner
@@ -622,7 +639,11 @@ class Node:
         try:
             await self.join(addr)
         except (DhtError, *PEER_FAILURES) as exc:
-            raise Unavailable(f"could not join through {format_addr(addr)}: {exc}") from None
+            from .cli_errors import in_words
+
+            raise Unavailable(
+                f"could not join through {format_addr(addr)}: {in_words(exc)}"
+            ) from None
         succ = self.leafset.successor
         return {"successor": succ.to_wire() if succ is not None else None}
 
