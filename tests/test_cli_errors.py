@@ -3,7 +3,9 @@ prefix (``udpdht: error:``), no internals (RpcTimeout, hops, ids) and no traceba
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import re
 import socket
 import subprocess
@@ -206,3 +208,36 @@ def test_no_route_is_said_without_ids_or_hops() -> None:
     assert in_words(remote) == (
         "the nodes on the way to the key did not answer; the ring may be repairing: try again"
     )
+
+
+# --- a wait on a terminal says what it waits for ------------------------------------------------
+
+
+def test_a_wait_on_a_terminal_says_what_it_waits_for() -> None:
+    # Issue #13: anything to a dead node took ~9 s in silence. On a terminal, after a second,
+    # stderr says which node the command waits for, and the line is wiped at the end.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    master, slave = pty.openpty()
+    try:
+        command = ["status", "--node", f"127.0.0.1:{port}", "--timeout", "2.5"]
+        done = subprocess.run(
+            [sys.executable, "-m", "udpdht", *command],
+            stderr=slave,
+            stdout=subprocess.DEVNULL,
+            env=ENV,
+            timeout=30,
+        )
+        os.close(slave)
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
+            while chunk := os.read(master, 4096):
+                seen += chunk
+    finally:
+        os.close(master)
+        silent.close()
+    text = seen.decode(errors="replace")
+    assert done.returncode == 1
+    assert f"waiting for 127.0.0.1:{port}… 1 s (Ctrl-C to stop)" in text
+    assert text.rstrip().endswith(f"127.0.0.1:{port} did not answer within 2.5 s")

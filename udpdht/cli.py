@@ -13,6 +13,7 @@ tests/test_startup.py checks that ``--help`` loads none of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -437,22 +438,55 @@ def _node_from_env() -> Address:
 
 
 async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
-    """``coro``, given up after ``--timeout`` seconds with one line naming the node."""
-    if args.timeout is None:
-        return await coro
+    """``coro``, given up after ``--timeout`` seconds with one line naming the node; on a
+    terminal, a wait of over a second says what it waits for (``_waiting``)."""
     import asyncio
 
     from .net import format_addr
 
-    deadline = asyncio.timeout(args.timeout)
+    shown = format_addr(args.node)
+    ticker = asyncio.ensure_future(_waiting(shown)) if sys.stderr.isatty() else None
     try:
-        async with deadline:
+        if args.timeout is None:
             return await coro
-    except TimeoutError:
-        if not deadline.expired():
-            raise
-        shown = format_addr(args.node)
-        raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
+        deadline = asyncio.timeout(args.timeout)
+        try:
+            async with deadline:
+                return await coro
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
+WAIT_SHOWN_AFTER = 1.0  # seconds of silence before a command on a terminal says it waits
+
+
+async def _waiting(node: str) -> None:
+    """``waiting for 127.0.0.1:7109… 3 s (Ctrl-C to stop)`` on stderr, rewritten in place
+    every half second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    shown = False
+    try:
+        await asyncio.sleep(WAIT_SHOWN_AFTER)
+        while True:
+            waited = loop.time() - start
+            sys.stderr.write(f"\rwaiting for {node}… {waited:.0f} s (Ctrl-C to stop)\033[K")
+            sys.stderr.flush()
+            shown = True
+            await asyncio.sleep(0.5)
+    finally:
+        if shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 async def _status(args: argparse.Namespace) -> int:
