@@ -113,7 +113,7 @@ from attack import (  # bench/attack.py
     view,
     wait_formed,
 )
-from common import progress  # bench/common.py
+from common import HelpFormatter, progress  # bench/common.py
 
 from udpdht import Client
 from udpdht.storage import DiskStore, Record, Version
@@ -1357,7 +1357,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Replay the security audit's findings.")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="Replay the security audit's findings."
+    )
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
     parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="findings to run, e.g. 1,3")
     parser.add_argument("--quick", action="store_true", help="smaller counts, shorter waits")

@@ -8,6 +8,23 @@ from pathlib import Path
 from typing import Any
 
 
+class HelpFormatter(argparse.RawTextHelpFormatter):
+    """Help as written (line breaks kept), each option's default after it: ``(default: 3)``;
+    switches and options with no default say nothing more."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+            or action.nargs == 0
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def progress(text: str) -> None:
     """Progress goes to stderr, so that stdout holds only the table or the JSON object."""
     print(text, file=sys.stderr, flush=True)

@@ -74,7 +74,7 @@ from attack import (  # bench/attack.py
     view,
     wait_formed,
 )
-from common import positive, progress  # bench/common.py
+from common import HelpFormatter, positive, progress  # bench/common.py
 
 from udpdht import Client
 
@@ -301,7 +301,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="One million hostile datagrams at one node.")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="One million hostile datagrams at one node."
+    )
     parser.add_argument("--count", type=positive, default=1_000_000, help="datagrams to send")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
     parser.add_argument("--senders", type=positive, default=2, help="sender processes")

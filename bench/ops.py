@@ -97,7 +97,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attack import Cluster, NodeProc, install_signal_handlers, percentile  # bench/attack.py
-from common import positive, progress, pyplot, save_plot  # bench/common.py
+from common import HelpFormatter, positive, progress, pyplot, save_plot  # bench/common.py
 
 import udpdht
 from udpdht import Client
@@ -748,7 +748,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="N=20, 100 ops, 1 round; ring 300 ops")
     p.add_argument("--sizes", type=positive, nargs="+", help="servers per process (20 100 200)")
@@ -757,7 +757,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=0.0, help="seconds to wait after the build")
     p.add_argument("--idle", type=float, help="seconds of the idle window (5)")
     p.add_argument("--deadline", type=float, default=600.0, help="a library child's lifetime")
-    p.add_argument("--ring-nodes", type=positive, default=16, help="node processes (16)")
+    p.add_argument("--ring-nodes", type=positive, default=16, help="node processes")
     p.add_argument("--ring-ops", type=positive, help="puts (and gets) per level (2000)")
     p.add_argument("--ring-idle", type=float, help="seconds at rest before the load (10)")
     p.add_argument(

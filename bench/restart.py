@@ -53,6 +53,7 @@ from attack import (
     ring_order,
     start_ring,
 )
+from common import HelpFormatter
 
 from udpdht import Client, ids
 from udpdht.rpc import RpcConfig
@@ -209,12 +210,12 @@ def render(out: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--nodes", type=int, default=8, help="node processes (8)")
+    p.add_argument("--nodes", type=int, default=8, help="node processes")
     p.add_argument("--down", type=float, nargs="+", default=[2.0, 20.0], help="seconds down")
-    p.add_argument("--rounds", type=int, default=1, help="rings built, one after another (1)")
-    p.add_argument("--puts", type=int, default=400, help="keys of the victim's range (400)")
+    p.add_argument("--rounds", type=int, default=1, help="rings built, one after another")
+    p.add_argument("--puts", type=int, default=400, help="keys of the victim's range")
     p.add_argument("--window", type=float, default=15.0, help="seconds of puts per restart")
     p.add_argument("--pause", type=float, default=0.05, help="seconds between puts")
     p.add_argument("--op-timeout", type=float, default=0.5, help="seconds a put may take")

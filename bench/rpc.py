@@ -61,7 +61,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress  # bench/common.py
+from common import HelpFormatter, positive, progress  # bench/common.py
 
 from udpdht import wire
 from udpdht.errors import DhtError
@@ -507,7 +507,8 @@ def report(rows: list[Row], loops: list[str], settings: Settings) -> dict[str, A
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="RpcEndpoint vs a bare asyncio UDP echo with the same codec, side by side."
+        formatter_class=HelpFormatter,
+        description="RpcEndpoint vs a bare asyncio UDP echo with the same codec, side by side.",
     )
     parser.add_argument("--calls", type=positive, default=20_000, help="timed calls per run")
     parser.add_argument("--rounds", type=positive, default=2, help="echo/rpc pairs per config")

@@ -78,7 +78,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress  # bench/common.py
+from common import HelpFormatter, positive, progress  # bench/common.py
 
 from udpdht import Server, ids, wire
 from udpdht.net import run as run_loop
@@ -744,7 +744,8 @@ def table(data: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Sets then gets through udpdht.Server right after N servers joined."
+        formatter_class=HelpFormatter,
+        description="Sets then gets through udpdht.Server right after N servers joined.",
     )
     parser.add_argument("--nodes", type=positive, help="servers (default 200; 50 with --quick)")
     parser.add_argument("--keys", type=positive, default=300, help="keys set then got")

@@ -61,7 +61,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress, pyplot, save_plot  # bench/common.py
+from common import HelpFormatter, positive, progress, pyplot, save_plot  # bench/common.py
 
 from udpdht import ids
 from udpdht.net import run_virtual
@@ -318,8 +318,9 @@ def seconds(text: str) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         description="Chord §6.4: lookups before and after repair when a fraction p of the "
-        "nodes crash at once, on a simulated ring."
+        "nodes crash at once, on a simulated ring.",
     )
     parser.add_argument("--nodes", type=positive, help="ring size (default 1000; 300 --quick)")
     parser.add_argument(

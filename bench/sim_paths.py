@@ -54,7 +54,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress, pyplot, save_plot  # bench/common.py
+from common import HelpFormatter, positive, progress, pyplot, save_plot  # bench/common.py
 
 from udpdht import ids
 from udpdht.net import run_virtual
@@ -262,7 +262,8 @@ def plot(rows: list[Row], path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Chord §6.3: lookup path length against ring size on an ideal simulated ring."
+        formatter_class=HelpFormatter,
+        description="Chord §6.3: lookup path length against ring size on an ideal simulated ring.",
     )
     parser.add_argument("--min-exp", type=positive, default=3, help="smallest N is 2^MIN_EXP")
     parser.add_argument("--max-exp", type=positive, default=12, help="largest N is 2^MAX_EXP")

@@ -56,7 +56,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress  # bench/common.py
+from common import HelpFormatter, positive, progress  # bench/common.py
 
 from udpdht import ids
 from udpdht.net import run_virtual
@@ -260,7 +260,8 @@ def table(protocol: list[dict[str, Any]], ideal: list[dict[str, Any]], max_s: fl
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="How large a ring the simulator runs: by protocol, and from an ideal start."
+        formatter_class=HelpFormatter,
+        description="How large a ring the simulator runs: by protocol, and from an ideal start.",
     )
     parser.add_argument(
         "--sizes", type=positive, nargs="*", help="ring sizes built by the protocol"

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import positive, progress  # bench/common.py
+from common import HelpFormatter, positive, progress  # bench/common.py
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_MS = 100.0
@@ -322,7 +322,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="3 rounds, 1 import-time run")
     p.add_argument("--rounds", type=positive, help="timed rounds (10; --quick: 3)")

@@ -85,7 +85,7 @@ from attack import (  # bench/attack.py
     now_ms,
     percentile,
 )
-from common import positive, progress, pyplot, save_plot  # bench/common.py
+from common import HelpFormatter, positive, progress, pyplot, save_plot  # bench/common.py
 
 from udpdht import Client, ids
 from udpdht.storage import DiskStore, Record, Version
@@ -471,14 +471,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="10k and 100k keys")
     p.add_argument("--sizes", type=positive, nargs="+", help="key counts (default 100000 1000000)")
-    p.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window (30)")
+    p.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")
     p.add_argument("--status-calls", type=positive, default=20, help="status calls per node")
-    p.add_argument("--puts", type=positive, default=2000, help="puts (2000)")
-    p.add_argument("--concurrency", type=positive, default=32, help="puts in flight (32)")
+    p.add_argument("--puts", type=positive, default=2000, help="puts")
+    p.add_argument("--concurrency", type=positive, default=32, help="puts in flight")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     p.add_argument("--max-wait", type=float, default=600.0, help="deadline of each wait (s)")
     p.add_argument("--plot", type=Path, help="write a PNG of each figure against the key count")

@@ -57,7 +57,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import positive, progress  # bench/common.py
+from common import HelpFormatter, positive, progress  # bench/common.py
 
 from udpdht import ids
 from udpdht.storage import DiskStore, MemoryStore, Record, Store, Version
@@ -278,7 +278,9 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Storage engine operations on a large store.")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="Storage engine operations on a large store."
+    )
     parser.add_argument("--runs", type=positive, default=5, help="runs per operation (median)")
     parser.add_argument("--quick", action="store_true", help="smoke test: a tenth of the data")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")

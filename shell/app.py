@@ -36,6 +36,7 @@ from prompt_toolkit.styles import Style
 
 from udpdht import DhtError
 from udpdht.admin import read_cookie
+from udpdht.cli_errors import in_words
 from udpdht.net import Address, format_addr, resolve
 
 from . import render
@@ -711,12 +712,12 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
         try:
             cookie = read_cookie(cookie_file)
         except ValueError as exc:
-            print(f"udpdht shell: {exc}", file=err)
+            print(f"udpdht: error: {exc}", file=err)
             return 2
     try:
         target = await resolve(attach) if attach is not None else None
     except ValueError as exc:
-        print(f"udpdht shell: {exc}", file=err)
+        print(f"udpdht: error: {exc}", file=err)
         return 2
     session = Session(cookie=cookie, cookie_addr=target)
     try:
@@ -726,7 +727,9 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
             first = await _start(session, target)
         except (DhtError, OSError, TimeoutError) as exc:
             where = format_addr(target) if target is not None else "the embedded ring"
-            print(f"udpdht shell: cannot attach to {where}: {exc}", file=err)
+            why = in_words(exc)  # "H:P did not answer ..." names the node itself
+            why = why if why.startswith(where) else f"cannot attach to {where}: {why}"
+            print(f"udpdht: error: {why}", file=err)
             return 1
         if not tty:
             return await run_script(session, sys.stdin.readline, PlainConsole(sys.stdout, err))

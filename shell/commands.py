@@ -8,7 +8,6 @@ splits them, so ``put "my key" "a value with spaces"`` works.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import shlex
 import textwrap
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from udpdht import values
 from udpdht.net import Address, parse_addr
 
 
@@ -57,8 +57,9 @@ SPECS: tuple[Spec, ...] = (
         "put KEY VALUE [--json] [--ttl SECONDS]",
         "store VALUE under KEY",
         "VALUE is stored as the string typed; with --json it is parsed as JSON first "
-        "(put cfg --json '{\"a\": 1}'). --ttl makes the value expire. Quote words with "
-        "spaces; '--' ends the options.",
+        '(put cfg --json \'{"a": 1}\'; bytes as {"$bytes": "<base64>"}). A string '
+        "shows as it is, other types as (TYPE) JSON: (int) 42. --ttl makes the value "
+        "expire. Quote words with spaces; '--' ends the options.",
     ),
     Spec("delete", "delete KEY", "delete KEY and its value"),
     Spec(
@@ -70,9 +71,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("status", "status", "summary of the attached node"),
     Spec(
         "ring",
-        "ring",
-        "walk the ring through successors, from the attached node",
-        "Shows each node with the keys it holds as primary and as replica.",
+        "ring [--list]",
+        "draw the ring and list its nodes, walking successors from the attached node",
+        "Draws the id circle (id 0 at the top, ids increasing clockwise) with each node, the "
+        "keys it holds as primary and the attached node's fingers as lines, then lists each "
+        "node with the keys it holds as primary and as replica. --list: the list alone.",
     ),
     Spec("leafset", "leafset", "the attached node's successors and predecessors"),
     Spec("fingers", "fingers", "the attached node's distinct fingers"),
@@ -252,11 +255,9 @@ def _put(name: str, args: list[str]) -> Command:
     value: Any = text
     if as_json:
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(
-                f"VALUE is not valid JSON: {exc.msg} at column {exc.colno}"
-            ) from None
+            value = values.from_json(text)
+        except values.ValueFormatError as exc:
+            raise CommandError(f"VALUE: {exc}") from None
     return Command(name, key=_key(name, key), value=value, ttl=ttl)
 
 
@@ -287,6 +288,16 @@ def _nodes(name: str, args: list[str]) -> Command:
     hint = _suggest(action, NODES_ACTIONS)
     also = f"; did you mean 'nodes {hint}'?" if hint else f"; {_usage(name)}"
     raise CommandError(f"unknown action {action!r} for 'nodes'{also}")
+
+
+def _ring(name: str, args: list[str]) -> Command:
+    if args and args[0] == "--list":
+        _arity(name, args, 1, 1, "nothing but --list")
+        return Command(name, action="list")
+    if args and args[0].startswith("-"):
+        raise CommandError(f"unknown option {args[0]!r} for 'ring'; {_usage(name)}")
+    _arity(name, args, 0, 0, "no arguments but --list")
+    return Command(name)
 
 
 def _help(name: str, args: list[str]) -> Command:
@@ -336,7 +347,7 @@ PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
     "delete": _key_only,
     "lookup": _key_only,
     "status": _no_args,
-    "ring": _no_args,
+    "ring": _ring,
     "leafset": _no_args,
     "fingers": _no_args,
     "stats": _no_args,

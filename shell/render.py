@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from udpdht import ids
+from udpdht import ids, values
 from udpdht.lookup import Lookup
 
 
@@ -29,18 +28,9 @@ def uptime(seconds: float) -> str:
 
 
 def value_text(value: Any) -> str:
-    """A stored value: a string as it is, anything else as JSON where it can be."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return repr(value)
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+    """A stored value, by the rule of ``udpdht get``: a string as it is, anything else as
+    ``(TYPE) JSON`` (bytes: ``(bytes) BASE64``); see :mod:`udpdht.values`."""
+    return values.show(value)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: str = "") -> list[str]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from udpdht import Client, DhtError, KeyNotFound, Node, ids
+from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
+from udpdht.cli_errors import in_words
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 
@@ -281,7 +283,7 @@ class Session:
         except KeyNotFound:
             raise CommandError(f"{cmd.key!r}: not found") from None
         except (DhtError, ValueError) as exc:
-            raise CommandError(_sentence(str(exc))) from None
+            raise CommandError(in_words(exc)) from None
         except TimeoutError:
             raise CommandError(f"{self.attached_text} did not answer in time") from None
         except OSError as exc:
@@ -303,7 +305,9 @@ class Session:
         assert cmd.key is not None
         existed = await self._client().delete(cmd.key)
         self.keys.pop(cmd.key, None)
-        return f"deleted {cmd.key!r}" if existed else f"{cmd.key!r} had no value; nothing deleted"
+        if not existed:  # the CLI's words (udpdht delete exits 1)
+            raise CommandError(f"{cmd.key!r}: not found (nothing to delete)")
+        return f"deleted {cmd.key!r}"
 
     async def _lookup(self, cmd: Command) -> str:
         assert cmd.key is not None
@@ -365,7 +369,12 @@ class Session:
             if "error" not in st:
                 self._note_status(st)
         labels = {e.addr: f"#{e.index}" for e in self.embedded or []}
-        return "\n".join(render.ring_lines(entries, self.attached_text, labels))
+        lines = render.ring_lines(entries, self.attached_text, labels)
+        if cmd.action != "list" and entries and "error" not in entries[0]:
+            nodes, fingers = ringdraw.from_statuses(entries[0], entries[1:])
+            width = max(ringdraw.MIN_WIDTH, min(80, shutil.get_terminal_size().columns))
+            lines = [*ringdraw.draw_text(nodes, fingers, width=width), "", *lines]
+        return "\n".join(lines)
 
     async def _ping(self, cmd: Command) -> str:
         client = self._client()

@@ -228,7 +228,7 @@ def test_metrics_on_a_taken_address_is_one_line_error() -> None:
     assert done.returncode == 2
     last = done.stderr.rstrip("\n").rpartition("\n")[2]
     assert (
-        last == f"udpdht: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        last == f"udpdht: error: cannot serve metrics on 127.0.0.1:{port}: address already in use"
     )
     assert "Traceback" not in done.stderr
 

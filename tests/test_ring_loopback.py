@@ -209,3 +209,26 @@ async def test_a_whole_ring_restarted_after_a_crash_forms_again(tmp_path: Path) 
         async with Client(again[2].addr) as client:
             for i in range(20):
                 assert await client.get(f"before-{i}") == i
+
+
+async def test_a_node_logs_what_happens_once_each_in_words(tmp_path: Path) -> None:
+    # Issue #13: joins as well as departures, what it loaded from disk, no line twice (the
+    # "listening on" line was both logged and printed), "1 record", not "1 records".
+    data = str(tmp_path / "a")
+    with node_process("--data-dir", data) as first:
+        async with Client(first.addr) as client:
+            await client.put("one", 1)
+        await wait_processes_ideal([first], within=10)
+        first.signal(signal.SIGTERM)
+        assert first.wait()[0] == 0
+    with node_process("--data-dir", data, "--new-ring", port=first.addr[1]) as again:
+        with node_process("--bootstrap", again.addr_text) as joiner:
+            await wait_processes_ideal([again, joiner], within=20)
+            await wait_until(lambda: f"successor is now {ids.short(joiner.id)}" in again.output())
+        await wait_until(lambda: f"peer {ids.short(joiner.id)}" in again.output())  # it left
+        lines = again.output().splitlines()
+    assert "loaded 1 record from" in again.output()
+    assert f"predecessor is now {ids.short(joiner.id)}" in again.output()
+    said = [line[13:] for line in lines if line[:2].isdigit()]  # log lines, without the time
+    assert len(said) == len(set(said)), said
+    assert sum("listening on" in line for line in lines) == 1

@@ -75,6 +75,7 @@ from udpdht.routing import Peer
         ("lookup 'a b'", Command("lookup", key="a b")),
         ("status", Command("status")),
         ("ring", Command("ring")),
+        ("ring --list", Command("ring", action="list")),
         ("leafset", Command("leafset")),
         ("fingers", Command("fingers")),
         ("stats", Command("stats")),
@@ -122,7 +123,7 @@ def test_parse(line: str, expected: Command) -> None:
         ("get ''", "non-empty KEY"),
         ("put k", "'put' needs a KEY and a VALUE; usage: put KEY VALUE"),
         ("put my key a value", "too many arguments for 'put'"),
-        ("put k --json '{bad'", "VALUE is not valid JSON"),
+        ("put k --json '{bad'", "VALUE: not valid JSON"),
         ("put k v --ttl", "--ttl needs a number of seconds"),
         ("put k v --ttl -3", "--ttl must be a positive number"),
         ("put k --force v", "unknown option '--force' for 'put'"),
@@ -131,6 +132,8 @@ def test_parse(line: str, expected: Command) -> None:
         ("lookup", "'lookup' needs a KEY"),
         ("status now", "too many arguments for 'status'"),
         ("ring 3", "too many arguments for 'ring'"),
+        ("ring --draw", "unknown option '--draw' for 'ring'"),
+        ("ring --list 3", "too many arguments for 'ring'"),
         ("leave now", "too many arguments for 'leave'"),
         ("attach", "'attach' needs an address HOST:PORT"),
         ("attach nowhere", "bad address 'nowhere': expected HOST:PORT"),
@@ -175,8 +178,10 @@ def test_help_for_each_command(name: str) -> None:
 
 def test_render_values_and_durations() -> None:
     assert render.value_text("plain") == "plain"
-    assert render.value_text({"a": [1, None]}) == '{"a": [1, null]}'
-    assert render.value_text(b"\xff") == "b'\\xff'"
+    assert render.value_text("42") == "42"  # a string as it is; other types say theirs
+    assert render.value_text(42) == "(int) 42"
+    assert render.value_text({"a": [1, None]}) == '(map) {"a": [1, null]}'
+    assert render.value_text(b"\xff") == "(bytes) /w=="
     assert render.duration(0.0123) == "12.3 ms"
     assert render.duration(5.2) == "5.20 s"
     assert render.uptime(3725) == "1 h 02 min"
@@ -291,6 +296,8 @@ async def test_typed_session(embedded: Session) -> None:
     assert f"address      {first}" in out
     assert "owner  " in out and "key    'greeting' -> " in out
     assert "5 nodes, 1 key" in out
+    assert "5 nodes shown, 1 key" in out  # the picture above the listing
+    assert "@ attached node " in out and "id 0 at the top" in out
     assert (
         f"{first} left the ring; its keys went to its successors ('nodes join 0' brings it" in out
     )
@@ -328,7 +335,9 @@ async def test_embedded_nodes_add_and_kill(embedded: Session) -> None:
 
 
 async def test_scripted_run_reports_failures(embedded: Session) -> None:
-    script = io.StringIO("put a 1\n\n# comment\nget a\nget b\nbogus\ndelete a\nquit\nget a\n")
+    script = io.StringIO(
+        "put a 1\n\n# comment\nget a\nget b\nbogus\ndelete a\ndelete a\nquit\nget a\n"
+    )
     out, err = io.StringIO(), io.StringIO()
     code = await run_script(embedded, script.readline, PlainConsole(out, err))
     assert code == 1
@@ -336,6 +345,7 @@ async def test_scripted_run_reports_failures(embedded: Session) -> None:
     assert err.getvalue().splitlines() == [
         "line 5: 'b': not found",
         "line 6: unknown command 'bogus'; type 'help' for the list",
+        "line 8: 'a': not found (nothing to delete)",  # the CLI's words
     ]
 
 
@@ -406,7 +416,7 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:4] == ["stored 'a'", "1", "stored 'my key'", "[1, 2]"]
+    assert lines[:4] == ["stored 'a'", "1", "stored 'my key'", "(list) [1, 2]"]
     assert lines[-1] == "5 nodes, 2 keys   (* attached)"
     assert "\x1b[" not in result.stdout  # plain text: no colours
     assert result.stderr == ""

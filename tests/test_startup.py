@@ -113,6 +113,9 @@ HELP_CASES = [
     pytest.param(["get", "--help"], ["usage: udpdht get", "--node H:P", "KEY"], id="get-help"),
     pytest.param(["put", "--help"], ["usage: udpdht put", "--ttl SECONDS"], id="put-help"),
     pytest.param(["node", "--help"], ["usage: udpdht node", "--bootstrap"], id="node-help"),
+    pytest.param(["ring", "--help"], ["usage: udpdht ring", "examples:"], id="ring-help"),
+    pytest.param(["keys", "--help"], ["usage: udpdht keys", "--after KEY"], id="keys-help"),
+    pytest.param(["leave", "--help"], ["usage: udpdht leave", "--cookie FILE"], id="leave-help"),
     pytest.param(["--version"], [f"udpdht {udpdht.__version__}"], id="version"),
 ]
 
@@ -136,6 +139,22 @@ def test_help_through_python_m_loads_nothing_heavy(argv: list[str], expected: li
         assert text in done.stdout
     assert "udpdht.cli" in modules  # the listing is read right
     assert loaded(sorted(modules - baseline), HEAVY) == []
+
+
+def test_udpdht_alone_prints_the_help_and_loads_nothing_heavy() -> None:
+    code, modules, stdout, _ = probe("from udpdht.cli import main\nsys.exit(main([]))")
+    assert code == 2 and stdout.startswith("usage: udpdht")
+    assert loaded(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize("command", ["ring", "keys"])
+def test_shell_like_commands_load_no_node_store_or_prompt(command: str) -> None:
+    """``ring`` and ``keys`` format with shell/render.py, which needs no prompt_toolkit."""
+    argv = [command, "--node", "127.0.0.1:9", "--timeout", "0.2"]  # nothing answers there
+    code, modules, _, stderr = probe(f"from udpdht.cli import main\nsys.exit(main({argv!r}))")
+    assert code == 1 and "did not answer" in stderr
+    assert "udpdht.client" in modules
+    assert loaded(modules, NODE_ONLY) == []
 
 
 def test_client_loads_no_node_store_or_shell() -> None:

@@ -108,7 +108,7 @@ def test_put_get_delete_from_the_command_line() -> None:
         got = udpdht("get", "--node", node, "greeting")
         assert got.returncode == 0 and got.stdout == "hello world\n"
         assert udpdht("put", "--node", node, "cfg", '{"a": [1, 2]}', "--json").returncode == 0
-        assert udpdht("get", "--node", node, "cfg").stdout.strip() == '{"a": [1, 2]}'
+        assert udpdht("get", "--node", node, "cfg").stdout.strip() == '(map) {"a": [1, 2]}'
         bad = udpdht("put", "--node", node, "cfg", "{not json", "--json")
         assert bad.returncode == 2 and "not valid JSON" in bad.stderr
         deleted = udpdht("delete", "--node", node, "greeting")

@@ -13,6 +13,7 @@ tests/test_startup.py checks that ``--help`` loads none of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -144,7 +145,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line on stderr (exit 2), not a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"udpdht: error: {message} (see {self.prog} --help)\n")
 
 
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -174,16 +175,15 @@ def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPar
 def _key_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that asks one node about one key: ``NAME --node H:P KEY``."""
     p = _client_command(sub, name, help_text)
-    p.add_argument("key", metavar="KEY")
+    p.add_argument("key", metavar="KEY", help="the key: a string (at most 1024 bytes in UTF-8)")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="udpdht", description="A peer-to-peer distributed hash table over UDP.")
     parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    # Not required: `udpdht` alone prints this help (main).
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p: argparse.ArgumentParser = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -281,18 +281,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = _key_command(sub, "put", "store a value under a key")
-    p.add_argument("value", metavar="VALUE")
-    p.add_argument("--json", action="store_true", help="VALUE is JSON (else: a string)")
+    p.description = PUT_DESCRIPTION
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument(
+        "value",
+        metavar="VALUE",
+        nargs="?",
+        help="the value: a string, or JSON with --json; '-' reads it from stdin",
+    )
+    p.add_argument(
+        "--file", metavar="FILE", help="read the value from FILE (its bytes, unless --text/--json)"
+    )
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--json",
+        action="store_true",
+        help='the value is JSON: any msgpack type, bytes as {"$bytes": "<base64>"}',
+    )
+    kind.add_argument(
+        "--text", action="store_true", help="stdin or FILE is UTF-8 text: store a string"
+    )
     p.add_argument(
         "--ttl", type=_ttl, metavar="SECONDS", help="expire after this long (at most 366 days)"
     )
     p.set_defaults(func=cmd_put)
 
     p = _key_command(sub, "get", "print the value of a key (exit 1 when absent)")
-    p.add_argument("--json", action="store_true", help="print the value as JSON")
+    p.description = GET_DESCRIPTION
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json",
+        action="store_true",
+        help='print the value as JSON that put --json reads back (bytes: {"$bytes": ...})',
+    )
+    shape.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the value's bytes exactly (a string as UTF-8), no newline; other types "
+        "are an error",
+    )
+    p.add_argument(
+        "--meta",
+        action="store_true",
+        help="also show the type, version, writer and time left to live (with --raw: on stderr)",
+    )
     p.set_defaults(func=cmd_get)
 
-    p = _key_command(sub, "delete", "delete a key")
+    p = _key_command(sub, "delete", "delete a key (exit 1 when absent)")
     p.set_defaults(func=cmd_delete)
 
     p = _key_command(sub, "lookup", "find the node that owns a key, with the hop trace")
@@ -300,22 +336,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lookup)
 
     p = sub.add_parser("cluster", help="run N nodes in one process, forming one ring")
-    p.add_argument("count", type=_cluster_size, metavar="N")
+    p.add_argument("count", type=_cluster_size, metavar="N", help="how many nodes (1..500)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
         "--base-port",
         type=_port,
         default=0,
         metavar="P",
-        help="ports P, P+1, ... (default 0: free ports chosen by the system)",
+        help="ports P, P+1, ..., P+N-1, all within 1024..65535 (default 0: free ports chosen "
+        "by the system)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default info)",
+    )
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("shell", help="interactive shell (no --attach: an embedded local ring)")
     p.add_argument("--attach", type=_addr, metavar="H:P", help="a running node to attach to")
     p.add_argument("--cookie", metavar="FILE", help="the node's cookie file, for admin commands")
     p.set_defaults(func=cmd_shell)
+
+    # The client commands the shell also has (udpdht/cli_client.py; argparse only until run).
+    from . import cli_client, cli_help
+
+    cli_client.add_ring(sub)
+    cli_client.add_ping(sub)
+    cli_client.add_keys(sub)
+    cli_client.add_leave(sub)
+    cli_client.add_shutdown(sub)
+    cli_help.document(sub)  # each command's description and examples
     return parser
 
 
@@ -386,22 +438,55 @@ def _node_from_env() -> Address:
 
 
 async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
-    """``coro``, given up after ``--timeout`` seconds with one line naming the node."""
-    if args.timeout is None:
-        return await coro
+    """``coro``, given up after ``--timeout`` seconds with one line naming the node; on a
+    terminal, a wait of over a second says what it waits for (``_waiting``)."""
     import asyncio
 
     from .net import format_addr
 
-    deadline = asyncio.timeout(args.timeout)
+    shown = format_addr(args.node)
+    ticker = asyncio.ensure_future(_waiting(shown)) if sys.stderr.isatty() else None
     try:
-        async with deadline:
+        if args.timeout is None:
             return await coro
-    except TimeoutError:
-        if not deadline.expired():
-            raise
-        shown = format_addr(args.node)
-        raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
+        deadline = asyncio.timeout(args.timeout)
+        try:
+            async with deadline:
+                return await coro
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
+WAIT_SHOWN_AFTER = 1.0  # seconds of silence before a command on a terminal says it waits
+
+
+async def _waiting(node: str) -> None:
+    """``waiting for 127.0.0.1:7109… 3 s (Ctrl-C to stop)`` on stderr, rewritten in place
+    every half second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    shown = False
+    try:
+        await asyncio.sleep(WAIT_SHOWN_AFTER)
+        while True:
+            waited = loop.time() - start
+            sys.stderr.write(f"\rwaiting for {node}… {waited:.0f} s (Ctrl-C to stop)\033[K")
+            sys.stderr.flush()
+            shown = True
+            await asyncio.sleep(0.5)
+    finally:
+        if shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -417,21 +502,94 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _run(_within(args, _status(args)))
 
 
-def _parse_value(args: argparse.Namespace) -> Any:
-    if not args.json:
-        return args.value
-    import json
+PUT_DESCRIPTION = """store a value under a key
 
+VALUE is stored as a string; with --json it is JSON and may be any msgpack type.
+From stdin ('-') or --file FILE the value is the input's bytes, exactly, unless
+--text (a UTF-8 string) or --json (JSON) says otherwise. A value is at most 60,000
+bytes once encoded.
+
+examples:
+  udpdht put greeting hello            # the string "hello"
+  udpdht put n 42 --json               # the integer 42 (without --json: the string "42")
+  udpdht put blob --file photo.jpg     # bytes
+  echo '{"a": [1, 2]}' | udpdht put cfg - --json"""
+
+GET_DESCRIPTION = """print the value of a key (exit 1 when absent)
+
+A string prints as it is; any other type as (TYPE) JSON, so "42" and 42 differ:
+  hello                (a string)      (int) 42          (bool) true
+  (bytes) aGk=         (base64)        (list) [1, "a"]   (nil) null
+--json prints JSON that put --json reads back to the same value: bytes are
+{"$bytes": "<base64>"}, maps with non-string keys {"$map": [[k, v], ...]}, NaN and
+infinities {"$float": "NaN"}. --raw writes the bytes themselves.
+
+examples:
+  udpdht get greeting
+  udpdht get blob --raw > photo.jpg
+  udpdht get cfg --json | udpdht put cfg-copy - --json
+  udpdht get session --meta            # version, writer, time left to live"""
+
+
+def _read_input(args: argparse.Namespace) -> bytes:
+    """The bytes of stdin (VALUE '-') or of --file, refused early when over the value limit."""
+    from .limits import MAX_VALUE
+
+    if args.file is not None:
+        where = args.file
+        try:
+            with open(args.file, "rb") as f:
+                data = f.read(MAX_VALUE + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    else:
+        where = "stdin"
+        if sys.stdin.isatty():  # not a silent wait: say what it waits for
+            print("reading the value from stdin; end it with Ctrl-D", file=sys.stderr)
+        data = sys.stdin.buffer.read(MAX_VALUE + 1)
+    if len(data) > MAX_VALUE:
+        raise UsageError(
+            f"{where} holds more than {MAX_VALUE:,} bytes; a value is at most {MAX_VALUE:,} "
+            "bytes encoded"
+        )
+    return data
+
+
+def _parse_value(args: argparse.Namespace) -> Any:
+    """The value to store, from VALUE, stdin or --file, as --json / --text say."""
+    from .values import ValueFormatError, from_json
+
+    from_input = args.file is not None or args.value == "-"
+    if args.file is not None and args.value is not None:
+        raise UsageError("give VALUE or --file FILE, not both")
+    if args.file is None and args.value is None:
+        raise UsageError("VALUE is missing (or '-' to read stdin, or --file FILE)")
+    if args.text and not from_input:
+        raise UsageError("--text applies to stdin ('-') or --file; VALUE is text already")
+    data: str | bytes = _read_input(args) if from_input else args.value
+    where = args.file or ("stdin" if from_input else "VALUE")
     try:
-        return json.loads(args.value)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"VALUE is not valid JSON: {exc}") from None
+        if args.json:
+            return from_json(data)
+    except ValueFormatError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if isinstance(data, str) or not args.text:
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--text: the input is not UTF-8 (byte {exc.start})") from None
 
 
 async def _put(args: argparse.Namespace) -> int:
+    from .errors import ValueTooLarge
+
     value = _parse_value(args)
     async with _client(args) as client:
-        await client.put(args.key, value, ttl=args.ttl)
+        try:
+            await client.put(args.key, value, ttl=args.ttl)
+        except ValueTooLarge as exc:
+            raise UsageError(f"{exc} (the store's limit per value)") from None
     print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 
@@ -440,24 +598,28 @@ def cmd_put(args: argparse.Namespace) -> int:
     return _run(_within(args, _put(args)))
 
 
-def show_value(value: Any) -> str:
-    """A value for the terminal: strings as they are, everything else as JSON where it can."""
-    if isinstance(value, str):
-        return value
-    import json
-
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
 async def _get(args: argparse.Namespace) -> int:
     import json
 
+    from .values import raw, show, show_meta, to_json, to_plain
+
     async with _client(args) as client:
-        value = await client.get(args.key)
-    print(json.dumps(value, default=repr) if args.json else show_value(value))
+        stored = await client.get_record(args.key)
+    if args.raw:
+        data = raw(stored.value)  # before any output: an error leaves stdout empty
+        if args.meta:
+            print(show_meta(stored), file=sys.stderr)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    elif args.json and args.meta:
+        print(json.dumps({"value": to_plain(stored.value), **stored.meta()}, ensure_ascii=False))
+    elif args.json:
+        print(to_json(stored.value))
+    else:
+        print(show(stored.value))
+        if args.meta:
+            print(show_meta(stored))
     return 0
 
 
@@ -468,7 +630,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 async def _delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         existed = await client.delete(args.key)
-    print(f"deleted {args.key!r}" if existed else f"{args.key!r} had no value (nothing to delete)")
+    if not existed:  # as get: exit 1, and the same words as the shell
+        print(f"udpdht: {args.key!r}: not found (nothing to delete)", file=sys.stderr)
+        return 1
+    print(f"deleted {args.key!r}")
     return 0
 
 
@@ -515,6 +680,40 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return _run(_within(args, _lookup(args)))
 
 
+def _width(text: str) -> int:
+    if not text.isdigit() or not 40 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"width must be a number 40..1000, got {text}")
+    return int(text)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+async def show_ring_picture(
+    args: argparse.Namespace, attached: dict[str, Any], others: list[dict[str, Any]]
+) -> None:
+    """``ring --draw`` / ``--svg FILE``: the ring (the attached node's status, the others')
+    as a picture on the terminal or in an SVG file."""
+    import asyncio
+    import shutil
+
+    from . import ringdraw
+
+    nodes, fingers = ringdraw.from_statuses(attached, others)
+    if args.svg:
+        try:
+            await asyncio.to_thread(_write_text, args.svg, ringdraw.draw_svg(nodes, fingers))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.svg}: {exc.strerror}") from None
+        print(f"wrote a picture of {len(nodes)} nodes to {args.svg}")
+        return
+    width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print("\n".join(ringdraw.draw_text(nodes, fingers, width=width, color=color)))
+
+
 def _cluster_size(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 500:
         raise argparse.ArgumentTypeError(f"N must be 1..500, got {text}")
@@ -543,8 +742,17 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli_errors import quiet_on_broken_pipe
+
+    return quiet_on_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `udpdht` alone: the help, and a usage status (as git does)
+        parser.print_help()
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         layers: Layers | None = getattr(args, "layers", None)
@@ -560,18 +768,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"udpdht: {getattr(args, 'key', 'key')!r}: not found", file=sys.stderr)
         return 1
     except DhtError as exc:
-        print(f"udpdht: error: {exc}", file=sys.stderr)
+        from .cli_errors import in_words
+
+        print(f"udpdht: error: {in_words(exc)}", file=sys.stderr)
         return 1
     except ValueError as exc:  # e.g. a host name that does not resolve
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader went away (`udpdht status | head`): say nothing, as Unix tools do, and
-        # keep Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
+from .cli_errors import joined_words
 from .datadir import DataDirError, remembered_address
 from .errors import DhtError
 from .net import Address, format_addr, resolve, route_from, tune_gc
@@ -117,8 +118,13 @@ def _refuse_wildcard(host: str) -> None:
 
 
 def _why(exc: OSError) -> str:
-    """'address already in use', not uvloop's 'could not bind to local_addr'."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
+    """'address already in use', not uvloop's 'could not bind to local_addr (...)': uvloop's
+    OSError has no errno, the one it was raised from has."""
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, OSError) and error.errno:
+            text = os.strerror(error.errno)
+            return text[:1].lower() + text[1:]
+    return str(exc)
 
 
 LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
@@ -330,14 +336,14 @@ def _unpublish_cookie(node: Node) -> None:
 
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     """Join through the first bootstrap that answers; DhtError naming them all if none does."""
-    errors = []
+    failures: list[tuple[Address, BaseException]] = []
     for addr in bootstraps:
         try:
             await node.join(addr)
             return
         except DhtError as exc:
-            errors.append(f"{format_addr(addr)}: {exc}")
-    raise DhtError("could not join the ring: " + "; ".join(errors))
+            failures.append((addr, exc))
+    raise DhtError("could not join the ring: " + joined_words(failures))
 
 
 async def _run_cluster(args: argparse.Namespace) -> int:
@@ -403,6 +409,26 @@ def cmd_node(args: argparse.Namespace) -> int:
     return run_loop(_run_node(args, fmt))
 
 
+def check_cluster_ports(base: int, count: int) -> None:
+    """A UsageError unless ports ``base .. base+count-1`` are all unprivileged ports (0: free
+    ports chosen by the system)."""
+    if base == 0:
+        return
+    last = base + count - 1
+    top = 65535 - count + 1
+    if last > 65535:
+        raise UsageError(
+            f"--base-port {base} with {count} nodes needs ports up to {last}, past 65535: "
+            f"give at most {top} (or 0 for free ports)"
+        )
+    if base < 1024:
+        raise UsageError(
+            f"--base-port {base}: ports below 1024 are reserved for system services: "
+            f"give 1024..{top} (or 0 for free ports)"
+        )
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
+    check_cluster_ports(args.base_port, args.count)
     _setup_logging(args.log_level)
     return run_loop(_run_cluster(args))

@@ -17,6 +17,7 @@ from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
+from .values import StoredValue
 
 
 def key_bytes(key: str | bytes) -> bytes:
@@ -96,6 +97,25 @@ class Client:
         reply = await self.endpoint.call(target, "ping")
         return ids.from_bytes(reply["id"]), loop.time() - start
 
+    async def ping_info(self) -> dict[str, Any]:
+        """Ping the attached node: ``{"id": hex, "addr": "H:P", "rtt_s": s, "isolated": bool}``
+        (``addr``: the address the node names itself by)."""
+        start = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
+        reply = await self.endpoint.call(self.addr, "ping", {"addr": True})
+        rtt = time.perf_counter() - start
+        named = reply.get("addr")
+        addr = (
+            format_addr((named[0], named[1]))
+            if isinstance(named, list) and len(named) == 2
+            else format_addr(self.addr)
+        )
+        return {
+            "id": ids.to_hex(ids.from_bytes(reply["id"])),
+            "addr": addr,
+            "rtt_s": rtt,
+            "isolated": bool(reply.get("isolated", False)),
+        }
+
     async def status(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("status")
         return result
@@ -121,10 +141,59 @@ class Client:
         reply = await self.call("get", {"key": key_bytes(key)})
         return wire.unpack_value(reply["value"])
 
+    async def get_record(self, key: str | bytes) -> StoredValue:
+        """The value stored under ``key`` with its version, writer and expiry (``get --meta``);
+        raises KeyNotFound when there is none."""
+        reply = await self.call("get", {"key": key_bytes(key)})
+        stamp, writer = reply["version"]
+        expires = reply.get("expires")
+        return StoredValue(
+            value=wire.unpack_value(reply["value"]),
+            stamp=int(stamp),
+            writer=bytes(writer).hex(),
+            expires=None if expires is None else float(expires),
+        )
+
     async def delete(self, key: str | bytes) -> bool:
         """Delete ``key``; returns whether it had a value."""
         reply = await self.call("delete", {"key": key_bytes(key)})
         return bool(reply["existed"])
+
+    async def keys(
+        self, limit: int = 100, *, after: str | bytes | None = None, max_pages: int = 10_000
+    ) -> tuple[list[dict[str, Any]], bytes | None]:
+        """The keys the attached node holds (as primary or replica), ``limit`` at most, in ring
+        order of their ids from 0, after key ``after``; and the key to continue after (None: no
+        more). Each entry: ``{"key": bytes, "key_id": hex, "bytes": value size, "expires_at":
+        wall-clock seconds or None}``; deleted keys (tombstones) are left out.
+
+        Uses the read-only ``store_scan`` method (PROTOCOL.md section 10.4), one page at a time.
+        """
+        zero = ids.to_bytes(0)
+        cursor = None if after is None else key_bytes(after)
+        out: list[dict[str, Any]] = []
+        for _ in range(max_pages):
+            args = {"lo": zero, "hi": zero, "after": cursor, "values": True}
+            reply = await self.call("store_scan", args)
+            items, nxt = reply["items"], reply["next"]
+            for item in items:
+                key, value, _stamp, _writer, expires = item
+                if value is None:
+                    continue
+                if len(out) >= limit:  # one more is there: continue after the last one listed
+                    return out, out[-1]["key"] if out else cursor
+                out.append(
+                    {
+                        "key": key,
+                        "key_id": ids.to_hex(ids.hash_key(key)),
+                        "bytes": len(value),
+                        "expires_at": expires,
+                    }
+                )
+            if nxt is None:
+                return out, None
+            cursor = nxt
+        return out, cursor
 
     # --- admin: needs the node's cookie -------------------------------------------------------
 

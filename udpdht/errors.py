@@ -65,6 +65,7 @@ class SendFailed(RpcTimeout):
         DhtError.__init__(self, f"cannot send {method!r} to {addr[0]!r} port {addr[1]}: {reason}")
         self.addr = addr
         self.method = method
+        self.reason = reason
         self.tries = 0
         self.elapsed = 0.0
 

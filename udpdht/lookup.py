@@ -45,7 +45,12 @@ class Lookup(NamedTuple):
 
 
 class LookupFailed(Unavailable):
-    """Every candidate on the way to a key failed."""
+    """Every candidate on the way to a key failed. ``cause``: when the lookup began at an
+    address (a join) and that node failed before any hop, its error (RpcTimeout...), so that
+    the user learns that the bootstrap is silent rather than that no route was found."""
+
+    hops: int = 0
+    cause: BaseException | None = None
 
 
 def plausible_owner(key: int, answerer: Peer, owner: Peer, known: Iterable[Peer]) -> Peer | None:
@@ -92,6 +97,7 @@ async def iterative_lookup(
     claim: Lookup | None = None  # the last claim not (yet) confirmed: better than nothing
     hops: list[Hop] = []
     failures: list[str] = []
+    start_error: BaseException | None = None  # the start's own failure, if it failed first
     for _ in range(node.config.max_hops):
         peer = next((p for p in first if p.addr not in tried), None)
         if peer is None:
@@ -123,6 +129,8 @@ async def iterative_lookup(
                 raise ValueError("it answered with another node's id")
         except PEER_FAILURES as exc:
             failures.append(f"{peer}: {type(exc).__name__}")
+            if start is not None and peer.addr == start and not hops:
+                start_error = exc
             known.pop(peer.id, None)  # not a touchstone any more
             if peer.id == -1:
                 continue
@@ -161,4 +169,9 @@ async def iterative_lookup(
         # its own responsibility when it is sent a read or a write.
         return claim
     tried_text = "; ".join(failures[-4:]) or "no candidate"
-    raise LookupFailed(f"no live route to {ids.short(key)} after {len(hops)} hops ({tried_text})")
+    failed = LookupFailed(
+        f"no live route to {ids.short(key)} after {len(hops)} hops ({tried_text})"
+    )
+    failed.hops = len(hops)
+    failed.cause = start_error if not hops else None
+    raise failed

@@ -89,6 +89,7 @@ class Maintenance:
         self._probe_turn = 0  # which absent remembered peer is probed next
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
+        self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
 
     def register(self) -> None:
@@ -144,6 +145,7 @@ class Maintenance:
                     self._next_probe = start + self.PROBE_EVERY * (0.5 + self.node.rng.random())
                     self._probe_soon()
                 self.node.replicator.track_view()
+                self._tell_neighbours()
                 quiet = self._shape() == shape and self.failures == failures
                 self.calm = self.calm + 1 if quiet else 0
             except asyncio.CancelledError:
@@ -151,6 +153,17 @@ class Maintenance:
             except Exception:  # a bug here must not silently stop maintenance for good
                 self.node.log.exception("maintenance round failed")
             self.node.log.debug("maintenance round took %.3f s", loop.time() - start)
+
+    def _tell_neighbours(self) -> None:
+        """Log a new predecessor or successor (a node joined next to us, or one left and the
+        next took its place): once per change, at the end of the round that saw it."""
+        ls = self.node.leafset
+        now = (ls.predecessor, ls.successor)
+        for what, old, new in zip(("predecessor", "successor"), self._told, now, strict=True):
+            if new is not None and (old is None or old.id != new.id):
+                was = f" (was {old})" if old is not None else ""
+                self.node.log.info("%s is now %s%s", what, new, was)
+        self._told = now
 
     def _shape(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         ls = self.node.leafset

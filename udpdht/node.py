@@ -33,6 +33,7 @@ from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
+from .text import plural
 
 log = logging.getLogger("udpdht.node")
 
@@ -60,6 +61,22 @@ LOCAL_RING = NodeConfig(stabilize_period=0.25)
 
 def _key_bytes(key: str | bytes) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def _same_family(bootstrap: Address, own: Address) -> None:
+    """A DhtError saying why a node cannot join through an address of the other IP family:
+    its peers must reach each other, and a ring's addresses are all IPv4 or all IPv6."""
+    try:
+        theirs = ipaddress.ip_address(bootstrap[0]).version
+        ours = ipaddress.ip_address(own[0]).version
+    except ValueError:  # not IP literals (a test network's names): nothing to compare
+        return
+    if theirs != ours:
+        raise DhtError(
+            f"{format_addr(bootstrap)} is an IPv{theirs} address and this node's "
+            f"({format_addr(own)}) is IPv{ours}: the nodes of one ring all use one address "
+            f"family, so bootstrap through an IPv{ours} node (or run this one on IPv{theirs})"
+        )
 
 
 class Node:
@@ -227,17 +244,21 @@ class Node:
             for name in Replicator.METHODS:
                 ep.register(name, self._store_opening, idempotent=True)
             store = await asyncio.to_thread(DiskStore, self.data_dir)
+            self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
         if self.memory.load():
             # We were part of a ring before this start: rejoin it, never start a second one.
             self.member = True
-            self.log.info("remembers %d peers of its ring; rejoins through them", len(self.memory))
+            self.log.info(
+                "remembers %s of its ring; rejoins through them", plural(len(self.memory), "peer")
+            )
         if self._maintenance_on:
             loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(self.maintenance.run()))
             self._tasks.append(loop.create_task(self._sync_store()))
-        self.log.info("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
+        # (udpdht node prints where it listens: logged at INFO too, the line showed twice.)
+        self.log.debug("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
 
     def _advertised_addr(self, bound: Address) -> Address:
         if self.advertised is None:
@@ -329,6 +350,7 @@ class Node:
         """Join the ring that ``bootstrap`` belongs to."""
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
+            _same_family(bootstrap, self.addr)
         # Unconfirmed: the successor proves itself below by answering ``neighbors``.
         found = await self.lookup_id(self.id, start=bootstrap, confirm=False)
         owner: Peer | None = found.owner
@@ -617,7 +639,11 @@ class Node:
         try:
             await self.join(addr)
         except (DhtError, *PEER_FAILURES) as exc:
-            raise Unavailable(f"could not join through {format_addr(addr)}: {exc}") from None
+            from .cli_errors import in_words
+
+            raise Unavailable(
+                f"could not join through {format_addr(addr)}: {in_words(exc)}"
+            ) from None
         succ = self.leafset.successor
         return {"successor": succ.to_wire() if succ is not None else None}
 

@@ -57,6 +57,7 @@ from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
 from .routing import Peer
 from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version, split_range
+from .text import plural
 
 if TYPE_CHECKING:
     from .node import Node
@@ -513,7 +514,8 @@ class Replicator:
                 if room < 0:
                     if whole:
                         raise StoreFull(f"store full: no room for these records ({quota} bytes)")
-                    self.node.log.warning("store full: %d records dropped", len(fresh) - len(fits))
+                    dropped = plural(len(fresh) - len(fits), "record")
+                    self.node.log.warning("store full: %s dropped", dropped)
                     break
                 fits.append((record, held))
             fresh = fits
@@ -1039,15 +1041,18 @@ class Replicator:
             state["error"] = f"{type(exc).__name__}: {exc}"
             self._handoff_failed_at = loop.time()  # see settled
             self.node.log.warning(
-                "hand-off from %s stopped after %d records: %s (repair brings the rest)",
+                "hand-off from %s stopped after %s: %s (repair brings the rest)",
                 successor,
-                state["records"],
+                plural(int(state["records"]), "record"),
                 exc,
             )
             raise
         state["done"] = True  # we hold all of our range (see settled)
         self.node.log.info(
-            "took %d records from %s in %.1f s", state["records"], successor, state["seconds"]
+            "took %s from %s in %.1f s",
+            plural(int(state["records"]), "record"),
+            successor,
+            state["seconds"],
         )
         return int(state["records"])
 
@@ -1068,12 +1073,14 @@ class Replicator:
             if cursor is None or not targets:
                 break
         if targets:
-            self.node.log.info("handed %d records to %d successor(s)", handed, len(targets))
+            self.node.log.info(
+                "handed %s to %s", plural(handed, "record"), plural(len(targets), "successor")
+            )
         else:
             self.node.log.warning(
-                "no successor took the hand-off: %d records stay here only (on disk if this "
+                "no successor took the hand-off: %s stay here only (on disk if this "
                 "node has a data dir), and the replicas repair what they can",
-                len(self.store),
+                plural(len(self.store), "record"),
             )
 
     # Anti-entropy compares ranges top-down: one digest for the whole range, and where two

@@ -1,0 +1,156 @@
+"""The client commands the shell also has (`ring`, `ping`, `keys`, `leave`, `shutdown`), and
+every subcommand's `--help`, as a user runs them: `udpdht` processes against node processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal
+
+from udpdht.cli import build_parser
+
+KEYS = ["alpha", "beta", "gamma", "delta", "epsilon"]
+
+
+@pytest.fixture
+def two_nodes() -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    """A two-node ring (memory stores, cookies in the tests' default place) holding KEYS."""
+    with node_process() as a, node_process("--bootstrap", a.addr_text) as b:
+        asyncio.run(wait_processes_ideal([a, b], within=15.0))
+        for key in KEYS:
+            done = udpdht("put", "--node", a.addr_text, key, f"value of {key}")
+            assert done.returncode == 0, done.stderr
+        yield a, b
+
+
+def test_ring_lists_both_nodes_in_text_and_json(two_nodes: tuple[NodeProcess, ...]) -> None:
+    a, b = two_nodes
+    text = udpdht("ring", "--node", a.addr_text)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    attached = [line for line in lines if line.startswith("*")]
+    assert len(attached) == 1 and a.addr_text in attached[0]
+    assert any(b.addr_text in line for line in lines)
+    assert "2 nodes, 5 keys" in lines[-1]  # r = 3 > 2 nodes: each key's primary is one of them
+
+    done = udpdht("ring", "--node", b.addr_text, "--json")
+    assert done.returncode == 0, done.stderr
+    ring = json.loads(done.stdout)
+    assert ring["attached"] == b.addr_text
+    assert [n["addr"] for n in ring["nodes"]] == [b.addr_text, a.addr_text]  # ring order from b
+    assert [n["attached"] for n in ring["nodes"]] == [True, False]
+    assert sum(n["primary"] for n in ring["nodes"]) == len(KEYS)
+    assert all(n["replica"] + n["primary"] == len(KEYS) for n in ring["nodes"])
+
+
+def test_ping_says_id_and_round_trip(two_nodes: tuple[NodeProcess, ...]) -> None:
+    a, _ = two_nodes
+    text = udpdht("ping", "--node", a.addr_text)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"{a.addr_text} (id {a.id:040x}"[: len(a.addr_text) + 13] + ")")
+    assert "answered in" in text.stdout and "isolated" not in text.stdout
+    done = udpdht("ping", "--node", a.addr_text, "--json")
+    info = json.loads(done.stdout)
+    assert info["id"] == f"{a.id:040x}" and info["addr"] == a.addr_text
+    assert info["isolated"] is False and 0 < info["rtt_s"] < 5
+
+
+def test_keys_pages_through_what_a_node_holds(two_nodes: tuple[NodeProcess, ...]) -> None:
+    a, b = two_nodes
+    udpdht("delete", "--node", a.addr_text, "beta")  # deleted keys are not listed
+    live = sorted(set(KEYS) - {"beta"})
+    for node in (a, b):  # with 2 nodes and r = 3 each holds every key
+        done = udpdht("keys", "--node", node.addr_text, "--json")
+        assert done.returncode == 0, done.stderr
+        listing = json.loads(done.stdout)
+        assert sorted(k["key"] for k in listing["keys"]) == live and listing["next"] is None
+        roles = {k["key"]: k["role"] for k in listing["keys"]}
+        assert set(roles.values()) <= {"primary", "replica"}
+        ids = [k["id"] for k in listing["keys"]]
+        assert ids == sorted(ids)  # ring order of the key ids, from 0
+
+    # Pages of 3: the text says how to go on; --after KEY does.
+    first = udpdht("keys", "--node", a.addr_text, "--limit", "3")
+    assert first.returncode == 0, first.stderr
+    *rows, summary, more = first.stdout.splitlines()
+    assert len(rows) == 1 + 3 and summary.startswith("3 keys of " + a.addr_text)
+    assert more.startswith("more: add --after ")
+    last = more.removeprefix("more: add --after ")
+    second = udpdht("keys", "--node", a.addr_text, "--limit", "3", "--after", last, "--json")
+    page = json.loads(second.stdout)
+    assert page["next"] is None
+    seen = [row.split()[0] for row in rows[1:]] + [k["key"] for k in page["keys"]]
+    assert sorted(seen) == live and len(seen) == len(live)
+
+
+def test_keys_of_an_empty_node() -> None:
+    with node_process() as node:
+        done = udpdht("keys", "--node", node.addr_text)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{node.addr_text} holds no keys\n"
+
+
+def test_leave_hands_keys_over_and_the_node_exits(two_nodes: tuple[NodeProcess, ...]) -> None:
+    a, b = two_nodes
+    done = udpdht("leave", "--node", a.addr_text)  # its cookie from the default place
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{a.addr_text} (id ") and "left the ring" in done.stdout
+    code, output = a.wait()
+    assert code == 0 and "leaving the ring at an admin's request" in output
+    for key in KEYS:
+        assert udpdht("get", "--node", b.addr_text, key).stdout == f"value of {key}\n"
+
+
+def test_shutdown_json_and_the_node_exits() -> None:
+    with node_process() as node:
+        done = udpdht("shutdown", "--node", node.addr_text, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {
+            "addr": node.addr_text,
+            "id": f"{node.id:040x}",
+            "command": "shutdown",
+            "stopped": True,
+        }
+        code, output = node.wait()
+        assert code == 0 and "shutting down at an admin's request" in output
+
+
+def test_admin_without_a_cookie_is_one_line(tmp_path: Path) -> None:
+    with node_process() as node:
+        done = udpdht("leave", "--node", node.addr_text, env={"XDG_DATA_HOME": str(tmp_path)})
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and "pass --cookie FILE" in done.stderr
+        wrong = tmp_path / "cookie"
+        wrong.write_text("00" * 32 + "\n")
+        done = udpdht("shutdown", "--node", node.addr_text, "--cookie", str(wrong))
+        assert done.returncode == 1 and "signature does not match" in done.stderr
+        assert udpdht("ping", "--node", node.addr_text).returncode == 0  # still running
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            choices: dict[str, argparse.ArgumentParser] = action.choices
+            return choices
+    raise AssertionError("no subcommands")
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_subcommand_help_has_description_arguments_and_example(name: str) -> None:
+    sub = _subcommands()[name]
+    text = sub.format_help()
+    assert sub.description and sub.epilog and "examples:\n  udpdht " + name in text
+    undocumented = [a.dest for a in sub._actions if not a.help]
+    assert undocumented == []
+
+
+def test_udpdht_alone_prints_the_help() -> None:
+    done = udpdht()
+    assert done.returncode == 2 and done.stderr == ""
+    assert done.stdout.startswith("usage: udpdht") and "keys" in done.stdout

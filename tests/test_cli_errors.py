@@ -1,0 +1,243 @@
+"""The `udpdht` command's errors as a user reads them: one line, in the user's words, one
+prefix (``udpdht: error:``), no internals (RpcTimeout, hops, ids) and no traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from helpers import ENV, node_process, udpdht
+
+from udpdht import Node
+from udpdht.cli_node import _join_any
+from udpdht.errors import DhtError
+from udpdht.rpc import RpcConfig
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A UDP port that is bound (so nothing else answers there) but never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+# --- ports ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "base", "message"),
+    [
+        (
+            "5",
+            "65533",
+            "--base-port 65533 with 5 nodes needs ports up to 65537, past 65535: "
+            "give at most 65531 (or 0 for free ports)",
+        ),
+        (
+            "3",
+            "1",
+            "--base-port 1: ports below 1024 are reserved for system services: "
+            "give 1024..65533 (or 0 for free ports)",
+        ),
+    ],
+)
+def test_cluster_refuses_ports_out_of_range(count: str, base: str, message: str) -> None:
+    result = udpdht("cluster", count, "--base-port", base)
+    assert (result.returncode, result.stderr, result.stdout) == (
+        2,
+        f"udpdht: error: {message}\n",
+        "",
+    )
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_port_in_use_says_so(loop: str) -> None:
+    pytest.importorskip(loop)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = udpdht("node", "--port", str(port), env={"UDPDHT_LOOP": loop})
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    last = result.stderr.rstrip("\n").rpartition("\n")[2]
+    assert last == f"udpdht: error: cannot listen on 127.0.0.1:{port}: address already in use"
+
+
+# --- one prefix ----------------------------------------------------------------------------------
+
+
+def test_usage_mistake_of_a_subcommand_has_the_common_prefix() -> None:
+    result = udpdht("get", "--node", "127.0.0.1:7000")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "udpdht: error: the following arguments are required: KEY (see udpdht get --help)\n"
+    )
+
+
+# --- a node that does not answer ----------------------------------------------------------------
+
+_UNANSWERED = r"127\.0\.0\.1:{port} did not answer \({tries} tries, \d+\.\d s\)"
+
+
+def test_client_command_to_a_dead_node(silent_port: int) -> None:
+    result = udpdht("status", "--node", f"127.0.0.1:{silent_port}", "--tries", "2")
+    assert result.returncode == 1
+    line = _UNANSWERED.format(port=silent_port, tries=2)
+    assert re.fullmatch(rf"udpdht: error: {line}; is a node running there\?\n", result.stderr)
+
+
+async def test_join_through_a_dead_node_names_it(silent_port: int) -> None:
+    async with Node("127.0.0.1", 0, rpc_config=RpcConfig(tries=2, initial_rto=0.1)) as node:
+        with pytest.raises(DhtError) as info:
+            await _join_any(node, [("127.0.0.1", silent_port)])
+    line = _UNANSWERED.format(port=silent_port, tries=2)
+    expected = rf"could not join the ring: {line}; is a node running there\?"
+    assert re.fullmatch(expected, str(info.value)), str(info.value)
+
+
+async def test_join_through_several_dead_nodes_asks_once(silent_port: int) -> None:
+    async with Node("127.0.0.1", 0, rpc_config=RpcConfig(tries=2, initial_rto=0.1)) as node:
+        with pytest.raises(DhtError) as info:
+            await _join_any(node, [("127.0.0.1", silent_port), ("127.0.0.1", silent_port)])
+    line = _UNANSWERED.format(port=silent_port, tries=2)
+    expected = rf"could not join the ring: {line}; {line}; are nodes running there\?"
+    assert re.fullmatch(expected, str(info.value)), str(info.value)
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_join_across_address_families_says_why(silent_port: int) -> None:
+    result = udpdht(
+        "node", "--host", "::1", "--port", "0", "--bootstrap", f"127.0.0.1:{silent_port}"
+    )
+    assert result.returncode == 1
+    last = result.stderr.rstrip("\n").rpartition("\n")[2]
+    pattern = (
+        rf"udpdht: error: could not join the ring: 127\.0\.0\.1:{silent_port} is an IPv4 "
+        r"address and this node's \(\[::1\]:\d+\) is IPv6: the nodes of one ring all use one "
+        r"address family, so bootstrap through an IPv6 node \(or run this one on IPv4\)"
+    )
+    assert re.fullmatch(pattern, last), last
+    assert "Traceback" not in result.stderr
+
+
+# --- with a node ---------------------------------------------------------------------------------
+
+
+def _to_closed_pipe(*args: str, unbuffered: bool) -> tuple[int, str]:
+    """Run `udpdht ARGS` with stdout a pipe whose reader is gone before it writes (as `| head -c
+    20` after its 20 bytes); its exit status and stderr. Buffered, the broken pipe shows only
+    when Python flushes stdout at exit."""
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read, write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "udpdht", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    finally:
+        os.close(write)
+        os.close(read)  # before the child has even started Python: its first write fails
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def node_addr() -> Iterator[str]:
+    with node_process() as node:
+        yield node.addr_text
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+@pytest.mark.parametrize("args", [["status", "--json"], ["status"], ["--help"]])
+def test_closed_pipe_ends_quietly(node_addr: str, args: list[str], unbuffered: bool) -> None:
+    if args[0] == "status":
+        args = [*args, "--node", node_addr]
+    code, err = _to_closed_pipe(*args, unbuffered=unbuffered)
+    assert err == ""
+    assert code in (0, 141)  # --help: argparse gives up printing quietly by itself
+
+
+def test_delete_of_an_absent_key_exits_1_like_get(node_addr: str) -> None:
+    result = udpdht("delete", "--node", node_addr, "never-stored")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "udpdht: 'never-stored': not found (nothing to delete)\n"
+    assert udpdht("put", "--node", node_addr, "k", "v").returncode == 0
+    deleted = udpdht("delete", "--node", node_addr, "k")
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "deleted 'k'\n", "")
+
+
+def test_no_route_is_said_without_ids_or_hops() -> None:
+    from udpdht.cli_errors import in_words
+    from udpdht.errors import Unavailable
+
+    remote = Unavailable(
+        "no live route to 8e215b02 after 2 hops (ab12cd34@10.0.0.1:7000: RpcTimeout)"
+    )
+    assert in_words(remote) == (
+        "the nodes on the way to the key did not answer; the ring may be repairing: try again"
+    )
+
+
+# --- a wait on a terminal says what it waits for ------------------------------------------------
+
+
+def test_a_wait_on_a_terminal_says_what_it_waits_for() -> None:
+    # Issue #13: anything to a dead node took ~9 s in silence. On a terminal, after a second,
+    # stderr says which node the command waits for, and the line is wiped at the end.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    master, slave = pty.openpty()
+    try:
+        command = ["status", "--node", f"127.0.0.1:{port}", "--timeout", "2.5"]
+        done = subprocess.run(
+            [sys.executable, "-m", "udpdht", *command],
+            stderr=slave,
+            stdout=subprocess.DEVNULL,
+            env=ENV,
+            timeout=30,
+        )
+        os.close(slave)
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
+            while chunk := os.read(master, 4096):
+                seen += chunk
+    finally:
+        os.close(master)
+        silent.close()
+    text = seen.decode(errors="replace")
+    assert done.returncode == 1
+    assert f"waiting for 127.0.0.1:{port}… 1 s (Ctrl-C to stop)" in text
+    assert text.rstrip().endswith(f"127.0.0.1:{port} did not answer within 2.5 s")

@@ -1,0 +1,373 @@
+"""The client commands the shell also has: ``ring``, ``ping``, ``keys``, ``leave``, ``shutdown``.
+
+Each command's parser is built by its own small function (``add_ring``, ``add_ping``, ...) that
+:func:`udpdht.cli.build_parser` calls; building them loads only argparse (``--help`` stays
+fast, tests/test_startup.py). What a command runs, the client and the event loop, is imported
+when it runs. Text output reuses the shell's formatting (shell/render.py), so the CLI and the
+shell show a ring or a ping the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .cli import UsageError, _client, _client_command, _run, _width, _within, show_ring_picture
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .net import Address
+
+LEAVE_WAIT = 10.0  # seconds `leave` / `shutdown` wait for the node to stop answering
+RING_LIMIT = 64  # nodes a ring walk lists by default
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a number 1..100000, got {text!r}")
+    return int(text)
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+# --- ring ----------------------------------------------------------------------------------------
+
+
+def add_ring(sub: Any) -> argparse.ArgumentParser:
+    p = _client_command(sub, "ring", "list the ring's nodes in ring order, with their keys")
+    p.add_argument(
+        "--limit",
+        type=_count,
+        default=RING_LIMIT,
+        metavar="N",
+        help=f"list at most N nodes (default {RING_LIMIT})",
+    )
+    _json_flag(p)
+    p.add_argument(
+        "--draw",
+        action="store_true",
+        help="draw the ring as a picture: the id circle, keys per node, the node's fingers",
+    )
+    p.add_argument("--svg", metavar="FILE", help="write that picture to FILE as SVG")
+    p.add_argument(
+        "--width",
+        type=_width,
+        metavar="N",
+        help="columns of the picture (default 80, or the terminal's width if narrower)",
+    )
+    p.set_defaults(func=cmd_ring)
+    return p
+
+
+def ring_json(entries: list[dict[str, Any]], attached: str) -> dict[str, Any]:
+    nodes = []
+    for st in entries:
+        if "error" in st:
+            nodes.append({"addr": st["addr"], "error": st["error"], "attached": False})
+            continue
+        nodes.append(
+            {
+                "id": st["id"],
+                "addr": st["addr"],
+                "attached": st["addr"] == attached,
+                "isolated": bool(st.get("isolated", False)),
+                "predecessor": st["predecessor"]["addr"] if st["predecessor"] else None,
+                "primary": st["store"]["primary"],
+                "replica": st["store"]["replica"],
+            }
+        )
+    return {"attached": attached, "nodes": nodes}
+
+
+async def _ring(args: argparse.Namespace) -> int:
+    import json
+
+    from shell import render
+
+    from .errors import DhtError
+
+    async with _client(args) as client:
+        entries = await client.ring(args.limit)
+    if entries and "error" in entries[0]:  # the attached node itself did not answer
+        raise DhtError(entries[0]["error"])
+    attached = entries[0]["addr"]
+    if args.draw or args.svg:
+        await show_ring_picture(args, entries[0], entries[1:])
+    elif args.json:
+        print(json.dumps(ring_json(entries, attached)))
+    else:
+        print("\n".join(render.ring_lines(entries, attached)))
+    return 0
+
+
+def cmd_ring(args: argparse.Namespace) -> int:
+    return _run(_within(args, _ring(args)))
+
+
+# --- ping ----------------------------------------------------------------------------------------
+
+
+def add_ping(sub: Any) -> argparse.ArgumentParser:
+    p = _client_command(sub, "ping", "a node's round-trip time and id, and whether it is isolated")
+    _json_flag(p)
+    p.set_defaults(func=cmd_ping)
+    return p
+
+
+def ping_text(info: dict[str, Any]) -> str:
+    from shell import render
+
+    text = f"{info['addr']} (id {info['id'][:8]}) answered in {render.duration(info['rtt_s'])}"
+    if info["isolated"]:
+        text += "; it is isolated: it lost contact with its ring and is rejoining"
+    return text
+
+
+async def _ping(args: argparse.Namespace) -> int:
+    import json
+
+    async with _client(args) as client:
+        info = await client.ping_info()
+    print(json.dumps(info) if args.json else ping_text(info))
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    return _run(_within(args, _ping(args)))
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def add_keys(sub: Any) -> argparse.ArgumentParser:
+    p = _client_command(sub, "keys", "list the keys a node holds, a page at a time")
+    p.add_argument(
+        "--limit",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="list at most N keys (default 100); the last line says how to ask for the next page",
+    )
+    p.add_argument(
+        "--after",
+        metavar="KEY",
+        help="start after this key (the one the previous page ended with)",
+    )
+    _json_flag(p)
+    p.set_defaults(func=cmd_keys)
+    return p
+
+
+def _key_text(key: bytes) -> str | None:
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _role(key_id: int, st: dict[str, Any]) -> str:
+    """``primary`` when the node owns the key (its id in ``(predecessor, node]``)."""
+    from . import ids
+
+    pred = st["predecessor"]
+    if pred is None:  # alone (or not yet linked): it answers for every key
+        return "primary"
+    own = ids.in_interval(key_id, int(pred["id"], 16), int(st["id"], 16), right_open=False)
+    return "primary" if own else "replica"
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from shell import render
+
+    async with _client(args) as client:
+        st = await client.status()
+        found, nxt = await client.keys(args.limit, after=args.after)
+    now = time.time()
+    rows = []
+    for entry in found:
+        text = _key_text(entry["key"])
+        rows.append(
+            {
+                "key": text,
+                "key_hex": entry["key"].hex(),
+                "id": entry["key_id"],
+                "bytes": entry["bytes"],
+                "role": _role(int(entry["key_id"], 16), st),
+                "expires_at": entry["expires_at"],
+            }
+        )
+    next_text = None if nxt is None else _key_text(nxt)
+    if args.json:
+        out = {
+            "node": st["addr"],
+            "keys": rows,
+            "next": next_text,
+            "next_hex": None if nxt is None else nxt.hex(),
+        }
+        print(json.dumps(out))
+        return 0
+    if not rows:
+        where = f" after {args.after!r}" if args.after is not None else ""
+        print(f"{st['addr']} holds no keys{where}")
+        return 0
+    cells = [
+        [
+            r["key"] if r["key"] is not None else "0x" + r["key_hex"],
+            r["id"][:8],
+            str(r["bytes"]),
+            r["role"],
+            "-" if r["expires_at"] is None else f"{max(0.0, r['expires_at'] - now):.0f} s",
+        ]
+        for r in rows
+    ]
+    lines = render.table(["key", "id", "bytes", "role", "expires in"], cells, right="bytes")
+    primary = sum(r["role"] == "primary" for r in rows)
+    lines.append(
+        f"{len(rows)} key{'' if len(rows) == 1 else 's'} of {st['addr']} "
+        f"({primary} primary, {len(rows) - primary} replica), in ring order of their ids"
+    )
+    if nxt is not None:
+        if next_text is not None:
+            lines.append(f"more: add --after {_shell_quote(next_text)}")
+        else:
+            lines.append("more keys follow (the last key is not UTF-8: see --json's next_hex)")
+    print("\n".join(lines))
+    return 0
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    return _run(_within(args, _keys(args)))
+
+
+# --- leave, shutdown (admin: the node's cookie) --------------------------------------------------
+
+
+def _admin_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = _client_command(sub, name, help_text)
+    p.add_argument(
+        "--cookie",
+        metavar="FILE",
+        help="the node's cookie file (default, for a node on this host: 'cookie' in its "
+        "default data dir, $XDG_DATA_HOME/udpdht/PORT/cookie)",
+    )
+    _json_flag(p)
+    return p
+
+
+def add_leave(sub: Any) -> argparse.ArgumentParser:
+    p = _admin_command(sub, "leave", "make a node hand its keys over, leave the ring and exit")
+    p.set_defaults(func=cmd_leave)
+    return p
+
+
+def add_shutdown(sub: Any) -> argparse.ArgumentParser:
+    p = _admin_command(sub, "shutdown", "stop a node at once, without handing its keys over")
+    p.set_defaults(func=cmd_shutdown)
+    return p
+
+
+def _is_local(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cookie(args: argparse.Namespace, node: Address) -> bytes:
+    """The cookie from --cookie, or the one a node on this host keeps in its default place."""
+    from .admin import COOKIE_FILE, default_data_dir, read_cookie
+
+    if args.cookie is not None:
+        try:
+            return read_cookie(args.cookie)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    path = default_data_dir(node[1]) / COOKIE_FILE
+    if _is_local(node[0]):
+        try:
+            return read_cookie(path)
+        except ValueError:
+            pass
+        where = f"none readable at {path}"
+    else:
+        where = "a node on another host keeps it in its data dir"
+    raise UsageError(f"{args.command} needs the node's cookie ({where}): pass --cookie FILE")
+
+
+async def _until_silent(client: Client, within: float) -> bool:
+    """Whether the client's node stopped answering within ``within`` seconds."""
+    import asyncio
+
+    from .errors import DhtError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        try:
+            await asyncio.wait_for(client.endpoint.call(client.addr, "ping", tries=1), 0.5)
+        except (DhtError, TimeoutError):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    import json
+
+    from .client import Client
+    from .net import format_addr
+    from .rpc import RpcConfig
+
+    cookie = _cookie(args, args.node)
+    config = RpcConfig(tries=args.tries) if args.tries else None
+    async with Client(args.node, cookie=cookie, rpc_config=config) as client:
+        info = await client.ping_info()
+        if args.command == "leave":
+            await client.leave()
+        else:
+            await client.shutdown()
+        stopped = await _until_silent(client, LEAVE_WAIT)
+    addr = info["addr"] or format_addr(args.node)
+    if args.json:
+        print(
+            json.dumps(
+                {"addr": addr, "id": info["id"], "command": args.command, "stopped": stopped}
+            )
+        )
+        return 0 if stopped else 1
+    who = f"{addr} (id {info['id'][:8]})"
+    if not stopped:
+        print(
+            f"udpdht: error: {who} accepted '{args.command}' but still answers after "
+            f"{LEAVE_WAIT:g} s",
+            file=sys.stderr,
+        )
+        return 1
+    if args.command == "leave":
+        print(f"{who} left the ring; its keys went to its successors")
+    else:
+        print(f"{who} stopped; its replicas elsewhere keep its keys while the ring repairs")
+    return 0
+
+
+def cmd_leave(args: argparse.Namespace) -> int:
+    return _run(_within(args, _admin(args)))
+
+
+cmd_shutdown = cmd_leave

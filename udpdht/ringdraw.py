@@ -1,0 +1,351 @@
+"""A picture of the ring: text for the terminal, or SVG. Pure: no I/O, no clock.
+
+The id circle is drawn as a clock face: id 0 at the top, ids increasing clockwise, each node at
+the angle ``2π · id / 2^160``. The attached node is highlighted and its fingers are drawn as
+chords from it. The caller gathers the nodes (``udpdht draw``, the shell's ``ring``);
+:func:`from_statuses` turns status objects (INTERFACES.md) into this module's input.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from . import ids
+
+DEFAULT_WIDTH = 80
+MIN_WIDTH = 40
+ID_DIGITS = 6  # hex digits of an id in a label
+
+ATTACHED = "@"
+NODE = "o"
+OUTLINE = "."
+ORIENTATION = "id 0 at the top, ids increase clockwise"
+
+_ANSI = {
+    "attached": "\x1b[1;33m",  # bold yellow
+    "chord": "\x1b[36m",  # cyan
+    "outline": "\x1b[2m",  # dim
+    "node": "\x1b[1m",  # bold
+}
+_RESET = "\x1b[0m"
+
+
+@dataclass(frozen=True)
+class RingNode:
+    """One node to draw: ``keys`` is how many keys it holds as primary (None: unknown)."""
+
+    node_id: int
+    addr: str
+    keys: int | None = None
+    attached: bool = False
+
+    def label(self) -> str:
+        keys = "?" if self.keys is None else str(self.keys)
+        return f"{ids.to_hex(self.node_id)[:ID_DIGITS]} {keys}"
+
+
+def angle(node_id: int) -> float:
+    """The clockwise angle of ``node_id`` from the top, in radians: 0 at id 0."""
+    return 2 * math.pi * (node_id / ids.RING)
+
+
+def point(node_id: int, cx: float, cy: float, rx: float, ry: float) -> tuple[float, float]:
+    """Where ``node_id`` sits on an ellipse centred at (cx, cy), y growing downwards."""
+    theta = angle(node_id)
+    return cx + rx * math.sin(theta), cy - ry * math.cos(theta)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The character grid of a text picture ``width`` columns wide (2:1, as cells are tall)."""
+
+    width: int
+
+    @property
+    def label_room(self) -> int:
+        return ID_DIGITS + 6  # "3fa2c1 12345" and a space either side
+
+    @property
+    def rx(self) -> float:
+        return (self.width - 1 - 2 * self.label_room) / 2
+
+    @property
+    def ry(self) -> float:
+        return self.rx / 2
+
+    @property
+    def height(self) -> int:
+        return round(2 * self.ry) + 3  # a row above and below for labels
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.width - 1) / 2, (self.height - 1) / 2
+
+    def cell(self, node_id: int) -> tuple[int, int]:
+        """The (column, row) of ``node_id``."""
+        x, y = point(node_id, *self.centre, self.rx, self.ry)
+        return round(x), round(y)
+
+
+def _line_cells(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
+    """Bresenham's cells from ``a`` to ``b``, both ends included."""
+    (x0, y0), (x1, y1) = a, b
+    dx, dy = abs(x1 - x0), -abs(y1 - y0)
+    sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
+    err = dx + dy
+    out = []
+    for _ in range(dx - dy + 1):  # at most that many steps
+        out.append((x0, y0))
+        if (x0, y0) == (x1, y1):
+            break
+        e2 = 2 * err
+        if e2 >= dy:
+            err += dy
+            x0 += sx
+        if e2 <= dx:
+            err += dx
+            y0 += sy
+    return out
+
+
+def _chord_char(a: tuple[int, int], b: tuple[int, int]) -> str:
+    """The character that looks like the line from ``a`` to ``b`` (a row is two columns tall)."""
+    dx, dy = b[0] - a[0], (b[1] - a[1]) * 2
+    slope = math.degrees(math.atan2(-dy, dx)) % 180
+    if slope < 22.5 or slope >= 157.5:
+        return "-"
+    if slope < 67.5:
+        return "/"
+    if slope < 112.5:
+        return "|"
+    return "\\"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _summary(nodes: Sequence[RingNode]) -> str:
+    known = [n.keys for n in nodes if n.keys is not None]
+    text = f"{_count(len(nodes), 'node')} shown, {_count(sum(known), 'key')}"
+    unknown = len(nodes) - len(known)
+    if unknown:
+        text += f" ({unknown} did not say: '?')"
+    return text
+
+
+def _legend(nodes: Sequence[RingNode], fingers: Sequence[int], shared: bool = False) -> list[str]:
+    me = next((n for n in nodes if n.attached), None)
+    first = f"{NODE} a node"
+    if me is not None:
+        short = ids.to_hex(me.node_id)[:ID_DIGITS]
+        first = f"{ATTACHED} attached node {short} ({me.addr}), {first}"
+    if shared:
+        first += ", 2-9 (+): nodes too close to tell apart"
+    chords = (
+        f"lines: the attached node's {_count(len(fingers), 'finger')}"
+        if fingers
+        else "the attached node has no fingers yet"
+    )
+    return [first, f"labels: id prefix, keys held as primary; {chords}", ORIENTATION]
+
+
+def _unique(nodes: Iterable[RingNode]) -> list[RingNode]:
+    seen: dict[int, RingNode] = {}
+    for n in nodes:
+        if n.node_id not in seen or n.attached:
+            seen[n.node_id] = n
+    return sorted(seen.values(), key=lambda n: n.node_id)
+
+
+def draw_text(
+    nodes: Sequence[RingNode],
+    fingers: Sequence[int] = (),
+    *,
+    width: int = DEFAULT_WIDTH,
+    color: bool = False,
+) -> list[str]:
+    """The ring as lines of at most ``width`` visible characters (ANSI colours if ``color``)."""
+    if width < MIN_WIDTH:
+        raise ValueError(f"a picture needs at least {MIN_WIDTH} columns, not {width}")
+    nodes = _unique(nodes)
+    lay = Layout(width)
+    grid = [[" "] * width for _ in range(lay.height)]
+    style: list[list[str | None]] = [[None] * width for _ in range(lay.height)]
+
+    def put(col: int, row: int, ch: str, kind: str | None) -> None:
+        if 0 <= row < lay.height and 0 <= col < width:
+            grid[row][col] = ch
+            style[row][col] = kind
+
+    me = next((n for n in nodes if n.attached), None)
+    chord_ends = sorted({f for f in fingers if me is None or f != me.node_id})
+    # Chords first: the outline, the markers and the labels are drawn over them.
+    if me is not None:
+        start = lay.cell(me.node_id)
+        for finger in chord_ends:
+            end = lay.cell(finger)
+            ch = _chord_char(start, end)
+            for col, row in _line_cells(start, end)[1:-1]:
+                put(col, row, ch, "chord")
+    cx, cy = lay.centre
+    steps = max(64, int(8 * (lay.rx + lay.ry)))
+    for i in range(steps):
+        x = cx + lay.rx * math.sin(2 * math.pi * i / steps)
+        y = cy - lay.ry * math.cos(2 * math.pi * i / steps)
+        col, row = round(x), round(y)
+        if grid[row][col] == " ":
+            put(col, row, OUTLINE, "outline")
+    # Markers: a cell several nodes share shows how many; the attached node's always shows.
+    taken: set[tuple[int, int]] = set()
+    per_cell: dict[tuple[int, int], int] = {}
+    for n in nodes:
+        per_cell[lay.cell(n.node_id)] = per_cell.get(lay.cell(n.node_id), 0) + 1
+    for (col, row), count in per_cell.items():
+        put(col, row, NODE if count == 1 else (str(count) if count < 10 else "+"), "node")
+        taken.add((col, row))
+    if me is not None:
+        put(*lay.cell(me.node_id), ATTACHED, "attached")
+    # Labels outside the circle, next to their node; one that finds no room is left out.
+    left_out = 0
+    order = sorted(nodes, key=lambda n: not n.attached)  # the attached node's label first
+    for n in order:
+        text = n.label()
+        col, row = lay.cell(n.node_id)
+        right = math.sin(angle(n.node_id)) >= -1e-9
+        first = col + 2 if right else col - 1 - len(text)
+        outward = -1 if row <= cy else 1
+        spots = [(row, first)] + [(row + outward * k, first) for k in (1, 2)]
+        spots += [(row - outward, first)]
+        for r, c in spots:
+            cells = [(c + i, r) for i in range(-1, len(text) + 1)]
+            if not (0 <= r < lay.height and c >= 0 and c + len(text) <= width):
+                continue
+            if any(cell in taken for cell in cells):
+                continue
+            for i, ch in enumerate(text):
+                put(c + i, r, ch, "attached" if n.attached else None)
+            taken.update(cells)
+            break
+        else:
+            left_out += 1
+
+    lines = []
+    for row in range(lay.height):
+        if not color:
+            lines.append("".join(grid[row]).rstrip())
+            continue
+        out, current = [], None
+        for ch, kind in zip(grid[row], style[row], strict=True):
+            if kind != current:
+                out.append(_RESET if current else "")
+                out.append(_ANSI[kind] if kind else "")
+                current = kind
+            out.append(ch)
+        if current:
+            out.append(_RESET)
+        lines.append("".join(out).rstrip())
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    summary = _summary(nodes)
+    if left_out:
+        summary += f"; {_count(left_out, 'label')} left out (no room)"
+    shared = any(count > 1 for count in per_cell.values())
+    for paragraph in [summary, *_legend(nodes, chord_ends, shared)]:
+        lines.extend(textwrap.wrap(paragraph, width))
+    return lines
+
+
+def draw_svg(nodes: Sequence[RingNode], fingers: Sequence[int] = (), *, size: int = 640) -> str:
+    """The same picture as an SVG document (a string)."""
+    nodes = _unique(nodes)
+    me = next((n for n in nodes if n.attached), None)
+    chord_ends = sorted({f for f in fingers if me is None or f != me.node_id})
+    top = 50  # the title
+    r = size / 2 - 110  # room for the labels
+    cx, cy = size / 2, top + r + 45
+    legend = [_summary(nodes), *_legend(nodes, chord_ends)]
+    height = round(cy + r + 45 + 15 * len(legend))
+    title = f"udpdht ring: {_count(len(nodes), 'node')}"
+    if me is not None:
+        title += f", attached to {me.addr}"
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{height}"'
+        f' viewBox="0 0 {size} {height}" font-family="monospace" font-size="11">',
+        f"<title>{escape(title)}</title>",
+        f'<rect width="{size}" height="{height}" fill="white"/>',
+        f'<text x="{cx:.1f}" y="28" text-anchor="middle" font-size="16">{escape(title)}</text>',
+        f'<circle class="ring" cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="none"'
+        ' stroke="#999" stroke-width="1.5"/>',
+        f'<line x1="{cx:.1f}" y1="{cy - r:.1f}" x2="{cx:.1f}" y2="{cy - r + 8:.1f}"'
+        ' stroke="#999"/>',
+        f'<text x="{cx:.1f}" y="{cy - r + 22:.1f}" text-anchor="middle" fill="#999">id 0</text>',
+    ]
+    if me is not None:
+        x0, y0 = point(me.node_id, cx, cy, r, r)
+        for finger in chord_ends:
+            x1, y1 = point(finger, cx, cy, r, r)
+            out.append(
+                f'<line class="finger" x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}"'
+                ' stroke="#1f77b4" stroke-width="1.2" stroke-opacity="0.8"/>'
+            )
+    for n in nodes:
+        x, y = point(n.node_id, cx, cy, r, r)
+        theta = angle(n.node_id)
+        lx, ly = point(n.node_id, cx, cy, r + 14, r + 14)
+        anchor = "start" if math.sin(theta) > 0.2 else "end" if math.sin(theta) < -0.2 else "middle"
+        ly += 4 + (4 if math.cos(theta) < -0.5 else 0)
+        kind, radius, fill = ("node attached", 8, "#d62728") if n.attached else ("node", 5, "#333")
+        tip = f"{ids.to_hex(n.node_id)} {n.addr}"
+        tip += "" if n.keys is None else f", {_count(n.keys, 'key')} as primary"
+        out.append(
+            f'<circle class={quoteattr(kind)} cx="{x:.1f}" cy="{y:.1f}" r="{radius}" '
+            f'fill="{fill}"><title>{escape(tip)}</title></circle>'
+        )
+        weight = ' font-weight="bold" fill="#d62728"' if n.attached else ""
+        out.append(
+            f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}"{weight}>'
+            f"{escape(n.label())}</text>"
+        )
+    for i, text in enumerate(legend):
+        y = round(cy + r + 45 + 15 * i)
+        words = text.replace(f"{ATTACHED} ", "red: ", 1).replace(f"{NODE} a node", "dark: a node")
+        out.append(f'<text x="10" y="{y}">{escape(words)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def from_statuses(
+    attached: Mapping[str, Any], others: Iterable[Mapping[str, Any]] = ()
+) -> tuple[list[RingNode], list[int]]:
+    """The nodes and fingers to draw from status objects.
+
+    ``attached``: the attached node's status; ``others``: the status of other nodes (entries
+    with an ``error`` and no ``id`` are skipped). The nodes are the attached one, its leafset,
+    its fingers and every other node given; a node whose status is not given has unknown keys.
+    """
+    keys: dict[str, int | None] = {}
+    found: dict[str, str] = {}  # id hex -> addr
+    for st in [attached, *others]:
+        if "id" not in st or "store" not in st:
+            continue
+        keys[st["id"]] = int(st["store"]["primary"])
+        found[st["id"]] = st["addr"]
+    peers = [*attached["successors"], *attached["predecessors"], *attached["fingers"]]
+    if attached.get("predecessor"):
+        peers.append(attached["predecessor"])
+    for peer in peers:
+        found.setdefault(peer["id"], peer["addr"])
+    nodes = [
+        RingNode(ids.from_hex(h), addr, keys.get(h), attached=h == attached["id"])
+        for h, addr in found.items()
+    ]
+    fingers = [ids.from_hex(f["id"]) for f in attached["fingers"]]
+    return _unique(nodes), fingers
