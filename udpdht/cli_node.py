@@ -246,7 +246,15 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
 
     def on_signal() -> None:
         if stop.is_set():  # the second Ctrl-C: no more waiting
-            print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
+            if node.handed_off:
+                print(
+                    "udpdht: stopping now: the keys were handed over already; the neighbours "
+                    "learn of the departure when they next ask",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            else:
+                print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
             os._exit(130)
         log.info("leaving the ring (send the signal again to stop at once)")
         stop.set()

@@ -156,6 +156,7 @@ class Node:
         self.cookie = cookie
         self._verifier: Verifier | None = None
         self.finished = asyncio.Event()  # set once the node has stopped (leave, shutdown, stop)
+        self.handed_off = False  # a leave has handed the store over (the rest is messages)
         #: Called after each lookup this node runs (lookup_id: its own, a client's, the store's
         #: and maintenance's) with the Lookup, or None when it failed, and the seconds it took.
         #: Metrics feed on it (udpdht.metrics); with none, lookups are not even timed.
@@ -397,6 +398,7 @@ class Node:
             if task is not asyncio.current_task():
                 task.cancel()
         await self.replicator.before_leave()
+        self.handed_off = True
         ls = self.leafset
         me = ids.to_bytes(self.id)
         # The successor learns our predecessors, the predecessor our successors; in a ring of
