@@ -29,7 +29,7 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(PY) -m pytest -q -n 2
 
-# The tier for edits: every test but the large simulations and process rings (about a minute).
+# The tier for edits: every test not marked slow (about a minute; README "Tests in tiers").
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
 

@@ -30,6 +30,10 @@ from udpdht import Client, ids
 from udpdht.admin import COOKIE_FILE, read_cookie, sign
 from udpdht.errors import StoreFull, Unauthorized
 
+# Every attack is replayed on real node processes, on both event loops: 28 s in all, so
+# `make test-fast` leaves them to `make test`.
+pytestmark = pytest.mark.slow
+
 LOOPS = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
 BIG = os.urandom(59_990)  # a value of (almost) the largest size
 

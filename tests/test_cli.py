@@ -48,6 +48,7 @@ def test_node_stops_cleanly_on_signal(sig: signal.Signals) -> None:
         assert "Traceback" not in output
 
 
+@pytest.mark.slow  # 9 s: the client's 6 tries to a silent node
 def test_status_of_silent_node_is_one_line_error() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))  # a port that is bound, so nothing else answers, but silent

@@ -213,6 +213,7 @@ def test_no_route_is_said_without_ids_or_hops() -> None:
 # --- a wait on a terminal says what it waits for ------------------------------------------------
 
 
+@pytest.mark.slow  # 3 s: a command waits out its timeout
 def test_a_wait_on_a_terminal_says_what_it_waits_for() -> None:
     # Issue #13: anything to a dead node took ~9 s in silence. On a terminal, after a second,
     # stderr says which node the command waits for, and the line is wiped at the end.

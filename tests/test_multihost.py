@@ -156,6 +156,7 @@ def misread(bed: Bed, keys: dict[str, str], reads: list[tuple[int, str]]) -> lis
     ]
 
 
+@pytest.mark.slow  # 5-9 s: five namespace hosts and their node processes
 def test_five_hosts_form_one_ring_and_read_each_others_keys(tmp_path: Path) -> None:
     started = time.monotonic()
     with five_hosts(tmp_path) as bed:

@@ -95,6 +95,7 @@ async def test_sigterm_is_a_graceful_leave() -> None:
             assert st["rpc"]["timeouts"] == 0
 
 
+@pytest.mark.slow  # 5 s: waits out the bootstrap's tries
 def test_node_with_unreachable_bootstrap_fails_clearly() -> None:
     with node_process() as lonely:
         lonely.signal(signal.SIGKILL)
@@ -121,6 +122,7 @@ async def test_client_ring_walk_steps_over_a_crashed_node() -> None:
         assert "did not answer" in entries[2]["error"]
 
 
+@pytest.mark.slow  # 4 s: a ring of processes, a crash and a restart
 async def test_a_node_restarted_after_a_crash_rejoins_through_the_peers_it_remembers(
     tmp_path: Path,
 ) -> None:
@@ -150,6 +152,7 @@ async def test_a_node_restarted_after_a_crash_rejoins_through_the_peers_it_remem
             assert await client.get("after-restart") == 1
 
 
+@pytest.mark.slow  # 4 s: a ring of processes, a leave and a restart
 async def test_a_node_stopped_by_sigterm_rejoins_when_started_again(tmp_path: Path) -> None:
     # A restart or an upgrade (systemctl restart): the node leaves gracefully, its keys handed
     # over, but keeps the peers it knew; started again without --bootstrap it rejoins (before
@@ -211,6 +214,7 @@ async def test_a_whole_ring_restarted_after_a_crash_forms_again(tmp_path: Path) 
                 assert await client.get(f"before-{i}") == i
 
 
+@pytest.mark.slow  # 5 s: two restarts and a failure detected
 async def test_a_node_logs_what_happens_once_each_in_words(tmp_path: Path) -> None:
     # Issue #13: joins as well as departures, what it loaded from disk, no line twice (the
     # "listening on" line was both logged and printed), "1 record", not "1 records".

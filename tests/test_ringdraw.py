@@ -156,7 +156,8 @@ def test_from_statuses_takes_leafset_fingers_and_key_counts() -> None:
     assert fingers == [QUARTER, 2 * QUARTER]
 
 
-def test_udpdht_draw_against_a_real_ring(tmp_path: Path) -> None:
+@pytest.mark.slow  # 3 s: a ring of two processes
+def test_ring_draw_against_a_real_ring(tmp_path: Path) -> None:
     with node_process() as first, node_process("--bootstrap", first.addr_text) as second:
         for i in range(6):
             assert udpdht("put", "--node", first.addr_text, f"k{i}", "v").returncode == 0

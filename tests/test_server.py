@@ -144,6 +144,7 @@ def listed_anywhere(node_id: bytes, servers: list[Server]) -> bool:
 # --- the script, unchanged -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5 s: 20 servers join and settle
 async def test_a_kademlia_script_runs_unchanged_on_20_servers() -> None:
     script = load_script("from udpdht import Server")
     servers: list[Any] = []
@@ -245,6 +246,7 @@ async def test_unsupported_values_raise_like_kademlia() -> None:
 # --- bootstrap -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5 s: waits out a dead bootstrap's tries
 async def test_bootstrap_returns_the_nodes_it_reached() -> None:
     dead = (LOCAL, free_ports(1)[0])  # nobody listens there
     lonely = Server(config=FAST)
@@ -337,6 +339,7 @@ def test_arguments_map_onto_the_ring() -> None:
 # --- state files -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 2 s: servers stop and start again
 async def test_state_file_is_json_and_load_state_rejoins(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     lone = Server(config=FAST)
