@@ -9,6 +9,7 @@ from typing import Any
 
 from udpdht import ids, values
 from udpdht.lookup import Lookup
+from udpdht.text import plural
 
 
 def duration(seconds: float) -> str:
@@ -54,8 +55,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: str = ""
     return [line(headers), *(line(row) for row in rows)]
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def _count(n: int, noun: str, many: str | None = None) -> str:
+    return plural(n, noun, many)
 
 
 def _peer(peer: Mapping[str, Any] | None) -> str:
@@ -91,15 +92,19 @@ def ring_lines(
     """The ring walk of ``Client.ring()``; ``labels`` names nodes by address (embedded ring)."""
     labels = labels or {}
     rows = []
-    primary = 0
+    primary = copies = 0
+    wanted = 1
     for pos, st in enumerate(entries):
         mark = "*" if st["addr"] == attached else " "
         label = labels.get(st["addr"], "")
         if "error" in st:
-            rows.append([mark, str(pos), "?", st["addr"], "-", "-", label])
+            rows.append([mark, str(pos), "?", st["addr"], "-", "-", "silent", label])
             continue
         store = st["store"]
         primary += store["primary"]
+        copies += store["primary"] + store["replica"]
+        wanted = max(wanted, int(store.get("replicas", 1)))
+        state = "isolated" if st.get("isolated") else "" if st.get("settled", True) else "settling"
         rows.append(
             [
                 mark,
@@ -108,16 +113,34 @@ def ring_lines(
                 st["addr"],
                 str(store["primary"]),
                 str(store["replica"]),
+                state,
                 label,
             ]
         )
-    headers = ["", "pos", "id", "address", "primary", "replica", "node" if labels else ""]
+    headers = ["", "pos", "id", "address", "primary", "replica", "state", "node" if labels else ""]
     lines = table(headers, rows, right="pos primary replica")
     good = [st for st in entries if "error" not in st]
     summary = f"{_count(len(good), 'node')}, {_count(primary, 'key')}"
     silent = [st["addr"] for st in entries if "error" in st]
     if silent:
         summary += "; not answering: " + ", ".join(silent)
+    notes: list[str] = []
+    # Right after a change (a node killed, joined or gone) the counts move while repair copies
+    # keys to their new holders: say so, rather than let "0 keys" look like a loss.
+    short = min(len(good), wanted) * primary - copies
+    if silent:
+        notes.append(
+            "repairing: the keys of a node that does not answer are served by the nodes after "
+            "it, and counted again once they take its range over (seconds)"
+        )
+    elif short > 0:
+        notes.append(
+            f"repairing: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} still to "
+            f"make ({wanted} wanted of each); the counts settle within seconds"
+        )
+    elif any(not st.get("settled", True) for st in good):
+        notes.append("settling: keys are moving to their holders after a change")
+    lines.extend(notes)  # (above the summary, which stays the last line)
     lines.append(summary + "   (* attached)")
     return lines
 

@@ -199,6 +199,28 @@ def test_render_ring_with_a_silent_node() -> None:
     assert lines[-1].startswith("1 node, 2 keys; not answering: 127.0.0.1:7001")
 
 
+def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
+    # Issue #13: right after `nodes kill 2` the counts dropped and read like lost keys. With
+    # copies missing (3 keys, r=3, 3 nodes: 9 wanted, 7 held) the listing says repair is on.
+    def node(i: int, primary: int, replica: int, settled: bool = True) -> dict[str, Any]:
+        store = {"primary": primary, "replica": replica, "bytes": 1, "replicas": 3}
+        return {
+            "id": f"{i:02x}" * 20,
+            "addr": f"127.0.0.1:700{i}",
+            "store": store,
+            "settled": settled,
+        }
+
+    lines = render.ring_lines([node(1, 1, 2), node(2, 2, 1), node(3, 0, 1)], "127.0.0.1:7001")
+    assert "repairing: 2 copies of 3 keys still to make (3 wanted of each)" in lines[-2]
+    assert lines[-1].startswith("3 nodes, 3 keys")
+    settling = [node(1, 1, 2), node(2, 1, 2, settled=False), node(3, 1, 2)]
+    lines = render.ring_lines(settling, "127.0.0.1:7001")
+    assert "settling" in lines[2] and lines[-2].startswith("settling: keys are moving")
+    whole = render.ring_lines([node(1, 1, 2), node(2, 1, 2), node(3, 1, 2)], "127.0.0.1:7001")
+    assert not any(line.startswith(("repairing", "settling")) for line in whole)
+
+
 def test_render_lookup_trace() -> None:
     a = Peer(0xAB << 152, ("127.0.0.1", 7001))
     b = Peer(0xCD << 152, ("127.0.0.1", 7002))

@@ -412,6 +412,7 @@ class Replicator:
             "replica": stats.count - primary,
             "bytes": stats.bytes,
             "tombstones": stats.tombstones,
+            "replicas": self.config.replicas,  # copies of each key the ring keeps (r)
         }
 
     # --- checks at the door --------------------------------------------------------------------
