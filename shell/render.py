@@ -121,6 +121,9 @@ def ring_lines(
     lines = table(headers, rows, right="pos primary replica")
     good = [st for st in entries if "error" not in st]
     summary = f"{_count(len(good), 'node')}, {_count(primary, 'key')}"
+    tombstones = sum(int(st["store"].get("tombstones", 0)) for st in good)
+    if tombstones:  # counted in primary and replica until purged
+        summary += f" (deleted ones included until purged: {tombstones} held)"
     silent = [st["addr"] for st in entries if "error" in st]
     if silent:
         summary += "; not answering: " + ", ".join(silent)

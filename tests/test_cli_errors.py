@@ -7,13 +7,14 @@ import contextlib
 import os
 import pty
 import re
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
-from helpers import ENV, node_process, udpdht
+from helpers import ENV, node_process, spawn, udpdht
 
 from udpdht import Node
 from udpdht.cli_node import _join_any
@@ -242,3 +243,29 @@ def test_a_wait_on_a_terminal_says_what_it_waits_for() -> None:
     assert done.returncode == 1
     assert f"waiting for 127.0.0.1:{port}… 1 s (Ctrl-C to stop)" in text
     assert text.rstrip().endswith(f"127.0.0.1:{port} did not answer within 2.5 s")
+
+
+def test_ctrl_c_while_joining_stops_the_node_at_once() -> None:
+    # Issue #13's trial: one Ctrl-C during a join through a silent node said "leaving the
+    # ring" and went on waiting for the join. Now it ends the join, and says so.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    boot = f"127.0.0.1:{silent.getsockname()[1]}"
+    proc = spawn("node", "--port", "0", "--bootstrap", boot)
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while "joining the ring through" not in seen:
+            line = proc.stdout.readline()
+            assert line, f"the node ended before joining: {seen}"
+            seen += line
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=5)  # not the join's ~5 s of tries
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        silent.close()
+    assert proc.returncode == 130
+    assert "udpdht: interrupted while joining the ring" in rest
+    assert "leaving the ring" not in seen + rest

@@ -589,7 +589,8 @@ async def _put(args: argparse.Namespace) -> int:
         try:
             await client.put(args.key, value, ttl=args.ttl)
         except ValueTooLarge as exc:
-            raise UsageError(f"{exc} (the store's limit per value)") from None
+            what = "key" if str(exc).startswith("a key") else "value"
+            raise UsageError(f"{exc} (the store's limit per {what})") from None
     print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 

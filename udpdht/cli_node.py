@@ -256,7 +256,8 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             else:
                 print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
             os._exit(130)
-        log.info("leaving the ring (send the signal again to stop at once)")
+        if node.member:
+            log.info("leaving the ring (send the signal again to stop at once)")
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,11 +266,23 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         if args.bootstrap and not node.member:
             # (A node that remembers peers of its ring rejoins through them, and through the
             # bootstrap addresses when none of them answers: Maintenance._rejoin.)
+            joining = loop.create_task(_join_any(node, args.bootstrap))
+            signalled = loop.create_task(stop.wait())
             try:
-                await _join_any(node, args.bootstrap)
+                await asyncio.wait([joining, signalled], return_when=asyncio.FIRST_COMPLETED)
+                if not joining.done():  # Ctrl-C while joining: no ring to leave yet
+                    joining.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await joining
+                    await node.stop()
+                    print("udpdht: interrupted while joining the ring", file=sys.stderr)
+                    return 130
+                joining.result()  # the join's error, if it failed
             except BaseException:
                 await node.stop()
                 raise
+            finally:
+                signalled.cancel()
         # Run until a signal, or until an admin makes the node leave or shut down.
         finished = loop.create_task(node.finished.wait())
         signalled = loop.create_task(stop.wait())
@@ -346,6 +359,7 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     """Join through the first bootstrap that answers; DhtError naming them all if none does."""
     failures: list[tuple[Address, BaseException]] = []
     for addr in bootstraps:
+        log.info("joining the ring through %s…", format_addr(addr))
         try:
             await node.join(addr)
             return

@@ -124,7 +124,8 @@ async def resolve(addr: Address) -> Address:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except OSError as exc:
-        raise ValueError(f"cannot resolve host {host!r}: {exc}") from None
+        why = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+        raise ValueError(f"cannot resolve host {host!r}: {why.lower()}") from None
     # Prefer IPv4: a name like "localhost" usually means the node bound 127.0.0.1.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     return str(infos[0][4][0]), port
