@@ -10,6 +10,7 @@ from typing import Any
 from udpdht import ids, values
 from udpdht.lookup import Lookup
 from udpdht.text import plural
+from udpdht.values import span
 
 
 def duration(seconds: float) -> str:
@@ -20,12 +21,7 @@ def duration(seconds: float) -> str:
 
 
 def uptime(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return span(seconds, tenths=False)
 
 
 def value_text(value: Any) -> str:

@@ -267,3 +267,13 @@ class Stranger:
         self.send(self.request(method, args, rid=random.getrandbits(63), token=token), to)
         got = self.answers(within, until_first=True)
         return got[0] if got else (None, None, 0)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1 (IPv6 tests are skipped where it cannot)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

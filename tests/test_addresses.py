@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import node_process, udpdht, wait_until
+from helpers import has_ipv6_loopback, node_process, udpdht, wait_until
 
 from udpdht import Client, ids
 from udpdht.datadir import DataDir, DataDirError, remembered_address
@@ -42,20 +41,11 @@ def test_a_wildcard_node_without_an_address_to_advertise_is_refused() -> None:
     assert done.stderr.count("\n") == 1
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 async def test_wildcard_nodes_advertise_their_address_and_form_one_ring() -> None:
     # A seed on 0.0.0.0 named by --advertise; a dual-stack node on :: (IPv4 peers arrive as
     # ::ffff:a.b.c.d and are a.b.c.d to the node); one on 0.0.0.0 with only --bootstrap,
     # which advertises the address its host sends from towards the bootstrap.
-    hosts = ["0.0.0.0", "::" if _ipv6_loopback() else "0.0.0.0", "0.0.0.0"]
+    hosts = ["0.0.0.0", "::" if has_ipv6_loopback() else "0.0.0.0", "0.0.0.0"]
     with node_process("--host", hosts[0], "--advertise", "127.0.0.1") as seed:
         assert seed.addr[0] == "127.0.0.1"
         assert shows(seed.output, f"listening on 127.0.0.1:{seed.addr[1]} (bound to 0.0.0.0:")
@@ -154,7 +144,9 @@ async def test_a_wildcard_node_with_no_route_to_its_bootstrap_says_that(
         await cli_node._advertised(args, None)
 
 
-def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(tmp_path: Path) -> None:
+def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(
+    tmp_path: Path, silent_port: int
+) -> None:
     # It remembers its ring: --bootstrap is where to go when none of those answers, not a
     # join that must succeed (a dead bootstrap made it exit after rejoining).
     d = str(tmp_path / "data")
@@ -164,12 +156,7 @@ def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(tmp_path: Path)
             assert shows(first.output, "joined the ring")  # (its signal handlers are set)
             first.signal(signal.SIGTERM)
             assert first.wait()[0] == 0
-        dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
-        dead.bind(("127.0.0.1", 0))
-        try:
-            boot = f"127.0.0.1:{dead.getsockname()[1]}"
-            with node_process("--data-dir", d, "--bootstrap", boot, port=port) as again:
-                assert shows(again.output, "joined the ring")
-                assert again.proc.poll() is None
-        finally:
-            dead.close()
+        boot = f"127.0.0.1:{silent_port}"
+        with node_process("--data-dir", d, "--bootstrap", boot, port=port) as again:
+            assert shows(again.output, "joined the ring")
+            assert again.proc.poll() is None

@@ -14,24 +14,12 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from helpers import ENV, node_process, spawn, udpdht
+from helpers import ENV, has_ipv6_loopback, node_process, spawn, udpdht
 
 from udpdht import Node
 from udpdht.cli_node import _join_any
 from udpdht.errors import DhtError
 from udpdht.rpc import RpcConfig
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A UDP port that is bound (so nothing else answers there) but never answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
 
 # --- ports ---------------------------------------------------------------------------------------
 
@@ -118,16 +106,7 @@ async def test_join_through_several_dead_nodes_asks_once(silent_port: int) -> No
     assert re.fullmatch(expected, str(info.value)), str(info.value)
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
 def test_join_across_address_families_says_why(silent_port: int) -> None:
     result = udpdht(
         "node", "--host", "::1", "--port", "0", "--bootstrap", f"127.0.0.1:{silent_port}"
@@ -215,12 +194,10 @@ def test_no_route_is_said_without_ids_or_hops() -> None:
 
 
 @pytest.mark.slow  # 3 s: a command waits out its timeout
-def test_a_wait_on_a_terminal_says_what_it_waits_for() -> None:
+def test_a_wait_on_a_terminal_says_what_it_waits_for(silent_port: int) -> None:
     # Issue #13: anything to a dead node took ~9 s in silence. On a terminal, after a second,
     # stderr says which node the command waits for, and the line is wiped at the end.
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
-    silent.bind(("127.0.0.1", 0))
-    port = silent.getsockname()[1]
+    port = silent_port
     master, slave = pty.openpty()
     try:
         command = ["status", "--node", f"127.0.0.1:{port}", "--timeout", "2.5"]
@@ -238,19 +215,16 @@ def test_a_wait_on_a_terminal_says_what_it_waits_for() -> None:
                 seen += chunk
     finally:
         os.close(master)
-        silent.close()
     text = seen.decode(errors="replace")
     assert done.returncode == 1
     assert f"waiting for 127.0.0.1:{port}… 1 s (Ctrl-C to stop)" in text
     assert text.rstrip().endswith(f"127.0.0.1:{port} did not answer within 2.5 s")
 
 
-def test_ctrl_c_while_joining_stops_the_node_at_once() -> None:
+def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
     # Issue #13's trial: one Ctrl-C during a join through a silent node said "leaving the
     # ring" and went on waiting for the join. Now it ends the join, and says so.
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
-    silent.bind(("127.0.0.1", 0))
-    boot = f"127.0.0.1:{silent.getsockname()[1]}"
+    boot = f"127.0.0.1:{silent_port}"
     proc = spawn("node", "--port", "0", "--bootstrap", boot)
     try:
         assert proc.stdout is not None
@@ -265,7 +239,6 @@ def test_ctrl_c_while_joining_stops_the_node_at_once() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        silent.close()
     assert proc.returncode == 130
     assert "udpdht: interrupted while joining the ring" in rest
     assert "leaving the ring" not in seen + rest

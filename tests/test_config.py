@@ -7,11 +7,9 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -187,17 +185,6 @@ def test_node_is_required_unless_udpdht_node_is_set() -> None:
         # --node wins over the variable: a bad variable is not even read.
         status = udpdht("status", "--node", node.addr_text, env={"UDPDHT_NODE": "nonsense"})
         assert status.returncode == 0, status.stderr
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A UDP port bound by this test and never answered: nothing else can answer there."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
 
 
 def test_timeout_ends_a_client_command_with_one_line(silent_port: int) -> None:

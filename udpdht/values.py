@@ -259,7 +259,7 @@ def show_meta(stored: StoredValue, now: float | None = None) -> str:
     left = stored.ttl_left(now)
     expiry = "never"
     if left is not None:
-        expiry = f"in {_span(left)} (at {_iso(stored.expires or 0.0)})"
+        expiry = f"in {span(left)} (at {_iso(stored.expires or 0.0)})"
     return "\n".join(
         [
             f"type     {type_name(stored.value)}",
@@ -270,10 +270,10 @@ def show_meta(stored: StoredValue, now: float | None = None) -> str:
     )
 
 
-def _span(seconds: float) -> str:
-    """``42.0 s``, ``3 min 05 s``, ``2 h 10 min``, ``5 d 03 h``."""
+def span(seconds: float, *, tenths: bool = True) -> str:
+    """``42.0 s`` (``42 s`` without ``tenths``), ``3 min 05 s``, ``2 h 10 min``, ``5 d 03 h``."""
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return f"{seconds:.1f} s" if tenths else f"{int(seconds)} s"
     whole = int(seconds)
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
