@@ -228,8 +228,10 @@ async def test_a_node_logs_what_happens_once_each_in_words(tmp_path: Path) -> No
     with node_process("--data-dir", data, "--new-ring", port=first.addr[1]) as again:
         with node_process("--bootstrap", again.addr_text) as joiner:
             await wait_processes_ideal([again, joiner], within=20)
-            await wait_until(lambda: f"successor is now {ids.short(joiner.id)}" in again.output())
-        await wait_until(lambda: f"peer {ids.short(joiner.id)}" in again.output())  # it left
+            await wait_until(
+                lambda: f"successor is now {ids.short(joiner.id)}" in again.output(), within=20
+            )
+        await wait_until(lambda: f"peer {ids.short(joiner.id)}" in again.output(), within=30)
         lines = again.output().splitlines()
     assert "loaded 1 record from" in again.output()
     assert f"predecessor is now {ids.short(joiner.id)}" in again.output()
