@@ -191,3 +191,12 @@ def test_ring_draw_against_a_real_ring(tmp_path: Path) -> None:
         narrow = udpdht("ring", "--draw", "--node", first.addr_text, "--width", "20")
         assert narrow.returncode == 2 and "width must be" in narrow.stderr
         assert json.loads(udpdht("status", "--node", second.addr_text, "--json").stdout)
+
+
+def test_a_node_in_the_attached_nodes_spot_is_not_hidden() -> None:
+    # The '@' covers its cell's count: its label says how many others share the spot.
+    me = RingNode(1 << 150, "127.0.0.1:7000", 0, attached=True)
+    twin = RingNode((1 << 150) + 1, "127.0.0.1:7001", 0)
+    far = RingNode(1 << 159, "127.0.0.1:7002", 0)
+    text = "\n".join(draw_text([me, twin, far]))
+    assert "@" in text and "(+1 here)" in text

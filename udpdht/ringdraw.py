@@ -217,6 +217,8 @@ def draw_text(
     for n in order:
         text = n.label()
         col, row = lay.cell(n.node_id)
+        if n.attached and per_cell[col, row] > 1:  # '@' covers the count of its cell
+            text += f" (+{per_cell[col, row] - 1} here)"
         right = math.sin(angle(n.node_id)) >= -1e-9
         first = col + 2 if right else col - 1 - len(text)
         outward = -1 if row <= cy else 1
