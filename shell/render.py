@@ -62,22 +62,39 @@ def _peer(peer: Mapping[str, Any] | None) -> str:
 
 
 def status_lines(st: Mapping[str, Any]) -> list[str]:
+    """A node's status as the shell's ``status`` and ``udpdht status`` show it (``--json`` and
+    ``format json`` have every field)."""
     store = st["store"]
     rpc = st["rpc"]
-    succs = st["successors"]
-    return [
+    succs, preds = st["successors"], st["predecessors"]
+
+    def some(peers: Sequence[Mapping[str, Any]]) -> str:
+        shown = ", ".join(_peer(p) for p in peers[:3])
+        return (shown + (f", … {len(peers)} in all" if len(peers) > 3 else "")) or "-"
+
+    handoff = st.get("handoff")
+    if st.get("settled", True):
+        state = "settled: its answers for its range count"
+    elif handoff and not handoff.get("done") and not handoff.get("error"):
+        state = f"taking its range over from {handoff.get('from', '?')}"
+    else:
+        state = "settling: its neighbourhood changed lately; reads ask the other holders too"
+    lines = [
         f"node         {st['id']}",
         f"address      {st['addr']}   (up {uptime(st['uptime_s'])})",
+        f"state        {state}",
         f"predecessor  {_peer(st['predecessor'])}",
-        f"successor    {_peer(succs[0] if succs else None)}",
-        f"leafset      {len(succs)} successors, {len(st['predecessors'])} predecessors",
+        f"successors   {some(succs)}",
+        f"predecessors {some(preds)}",
         f"fingers      {len(st['fingers'])} distinct",
         f"store        {store['primary']} primary, {store['replica']} replica, "
         f"{store.get('tombstones', 0)} tombstones, {store['bytes']} bytes",
         f"rpc          {rpc.get('sent', 0)} sent, {rpc.get('received', 0)} received, "
         f"{rpc.get('retries', 0)} retries, {rpc.get('timeouts', 0)} timeouts",
-    ] + (["isolated     lost contact with its ring; rejoining (serves no key until then)"]
-         if st.get("isolated") else [])  # fmt: skip
+    ]
+    if st.get("isolated"):
+        lines[2] = "state        ISOLATED: lost contact with its ring; rejoining (serves no key)"
+    return lines
 
 
 def ring_lines(
@@ -158,7 +175,11 @@ def lookup_lines(key: str, found: Lookup) -> list[str]:
     else:
         lines.append("0 hops: the attached node knew the owner from its own tables")
     if found.successors:
-        lines.append("next   " + ", ".join(str(p) for p in found.successors[:3]))
+        lines.append(
+            "next   "
+            + ", ".join(str(p) for p in found.successors[:3])
+            + "   (the nodes after the owner: its copies go to the first ones)"
+        )
     return lines
 
 

@@ -230,7 +230,7 @@ def test_render_lookup_trace() -> None:
     assert lines[2] == "  hop 1  ab000000@127.0.0.1:7001     1.2 ms"
     assert lines[3] == "  hop 2  cd000000@127.0.0.1:7002     0.4 ms"
     assert lines[4] == "2 hops, 1.6 ms of round trips"
-    assert lines[5] == "next   ab000000@127.0.0.1:7001"
+    assert lines[5].startswith("next   ab000000@127.0.0.1:7001   (the nodes after the owner")
 
 
 def _completions(session: Session, text: str) -> list[str]:

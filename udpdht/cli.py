@@ -391,32 +391,10 @@ def cmd_node(args: argparse.Namespace) -> int:
 # --- client commands ---------------------------------------------------------------------------
 
 
-def _peer_line(peer: dict[str, Any] | None) -> str:
-    if peer is None:
-        return "-"
-    return f"{peer['id'][:8]} {peer['addr']}"
-
-
 def render_status(st: dict[str, Any]) -> str:
-    rpc = st["rpc"]
-    store = st["store"]
-    lines = [
-        f"node         {st['id']}",
-        f"address      {st['addr']}    up {st['uptime_s']:.1f} s",
-        f"predecessor  {_peer_line(st['predecessor'])}",
-        f"successors   {', '.join(_peer_line(p) for p in st['successors']) or '-'}",
-        f"predecessors {', '.join(_peer_line(p) for p in st['predecessors']) or '-'}",
-        f"fingers      {len(st['fingers'])} distinct",
-        f"store        {store['primary']} primary, {store['replica']} replica, "
-        f"{store.get('tombstones', 0)} tombstones, {store['bytes']} bytes",
-        "rpc          " + ", ".join(f"{k}={v}" for k, v in rpc.items()),
-    ]
-    if st.get("isolated"):
-        lines.insert(2, ISOLATED)
-    return "\n".join(lines)
+    from shell import render  # the shell's words: status reads the same in both
 
-
-ISOLATED = "ISOLATED     lost contact with its ring; rejoining (serves no key until then)"
+    return "\n".join(render.status_lines(st))
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -643,15 +621,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def render_lookup(key: str, found: Lookup) -> str:
-    from . import ids
+    from shell import render  # the shell's words: a lookup reads the same in both
 
-    lines = [f"key {key!r} -> {ids.to_hex(ids.hash_key(key))}"]
-    lines.append(f"owner {found.owner}")
-    for i, hop in enumerate(found.hops, 1):
-        lines.append(f"  hop {i}: {hop.peer}  {hop.rtt_s * 1000:.1f} ms")
-    if not found.hops:
-        lines.append("  (answered by the attached node's own tables)")
-    return "\n".join(lines)
+    return "\n".join(render.lookup_lines(key, found))
 
 
 async def _lookup(args: argparse.Namespace) -> int:
