@@ -601,6 +601,11 @@ async def interact(
                     work = watch(session, console, cmd, label)
                 else:
                     work = session.execute(cmd)
+                slow = (
+                    None
+                    if cmd.name == "watch"
+                    else loop.create_task(_say_if_slow(session, console))
+                )
                 try:
                     text = await _run_cancellable(
                         work,
@@ -612,6 +617,9 @@ async def interact(
                 except CommandError as exc:
                     console.error(str(exc))
                     text = ""
+                finally:
+                    if slow is not None:
+                        slow.cancel()
                 rows = prompt.app.output.get_size().rows
                 if pager is not None and text and text.count("\n") + 1 > rows - 2:
                     await _page(pager, console, text)
@@ -626,6 +634,16 @@ async def interact(
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
     return 0
+
+
+SLOW_COMMAND = 1.0  # seconds a command runs before the shell says what it waits for
+
+
+async def _say_if_slow(session: Session, console: Console) -> None:
+    """Once a command has run SLOW_COMMAND seconds: which node it waits for (a node that does
+    not answer takes seconds to give up on: the wait must not look like a hang)."""
+    await asyncio.sleep(SLOW_COMMAND)
+    console.note(f"waiting for {session.attached_text}… (Ctrl-C to stop)")
 
 
 async def _page(pager: Pager, console: Console, text: str) -> None:
@@ -723,6 +741,8 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
     try:
         if tty and target is None:
             print(f"starting an embedded ring of {EMBEDDED_SIZE} nodes on 127.0.0.1…", flush=True)
+        elif tty and target is not None:  # a node that does not answer takes seconds to say so
+            print(f"attaching to {format_addr(target)}… (Ctrl-C to stop)", flush=True)
         try:
             first = await _start(session, target)
         except (DhtError, OSError, TimeoutError) as exc:

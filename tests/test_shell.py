@@ -25,7 +25,7 @@ from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.output.plain_text import PlainTextOutput
 from prompt_toolkit.output.vt100 import Vt100_Output
 
-from shell import render
+from shell import app, render
 from shell.app import (
     PlainConsole,
     ShellCompleter,
@@ -723,3 +723,19 @@ async def test_ctrl_c_after_the_hand_off_says_the_node_left(
         "handed over ('nodes join 0' brings it back); 'attach HOST:PORT' to go on"
     )
     assert session.interrupted("leave") == "'leave' interrupted"  # that leave is over
+
+
+async def test_a_slow_command_says_what_it_waits_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue #13: a command to a node that stopped answering waited ~5-9 s in silence.
+    notes: list[str] = []
+
+    class Notes:
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    class Attached:
+        attached_text = "127.0.0.1:7009"
+
+    monkeypatch.setattr(app, "SLOW_COMMAND", 0.01)
+    await app._say_if_slow(Attached(), Notes())  # type: ignore[arg-type]
+    assert notes == ["waiting for 127.0.0.1:7009… (Ctrl-C to stop)"]
