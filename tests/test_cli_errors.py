@@ -3,6 +3,7 @@ prefix (``udpdht: error:``), no internals (RpcTimeout, hops, ids) and no traceba
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pty
@@ -242,3 +243,43 @@ def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
     assert proc.returncode == 130
     assert "udpdht: interrupted while joining the ring" in rest
     assert "leaving the ring" not in seen + rest
+
+
+async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
+    # Issue #13's trial: with 3 of 5 nodes killed, a put through a live node outlasted the
+    # client's tries and was reported as "did not answer; is a node running there?" while the
+    # node was up (it stays silent to retries of a request it is still working on). A node
+    # that answers a ping is now said to be busy, not down.
+    from udpdht.net import UdpNetwork
+    from udpdht.rpc import RpcEndpoint
+
+    async def slow(args: dict[str, object], src: object) -> None:
+        await asyncio.sleep(60)
+
+    ep = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    ep.register("ping", lambda args, src: {"id": bytes(20)}, idempotent=True)
+    ep.register("put", slow)
+    try:
+        node = f"127.0.0.1:{ep.addr[1]}"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "udpdht",
+            "put",
+            "--node",
+            node,
+            "k",
+            "v",
+            "--tries",
+            "2",
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=ENV,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        ep.close()
+    assert proc.returncode == 1
+    assert err.decode().startswith(
+        f"udpdht: error: {node} answers, but did not finish the write within "
+    ), err

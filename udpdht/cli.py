@@ -16,8 +16,8 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .client import Client
     from .lookup import Lookup
     from .net import Address
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -565,7 +567,7 @@ async def _put(args: argparse.Namespace) -> int:
     value = _parse_value(args)
     async with _client(args) as client:
         try:
-            await client.put(args.key, value, ttl=args.ttl)
+            await _slow_write(client, client.put(args.key, value, ttl=args.ttl), "write")
         except ValueTooLarge as exc:
             what = "key" if str(exc).startswith("a key") else "value"
             raise UsageError(f"{exc} (the store's limit per {what})") from None
@@ -606,9 +608,31 @@ def cmd_get(args: argparse.Namespace) -> int:
     return _run(_within(args, _get(args)))
 
 
+async def _slow_write(client: Client, write: Awaitable[T], what: str) -> T:
+    """``write``; when the node did not answer it, a ping tells a dead node from one still
+    busy with the write (it waits for peers that stopped answering, and stays silent to the
+    client's retries meanwhile): the latter is not "did not answer; is a node running there?".
+    """
+    from .errors import RpcTimeout
+    from .net import format_addr
+
+    try:
+        return await write
+    except RpcTimeout as exc:
+        try:
+            await client.endpoint.call(client.addr, "ping", tries=1)
+        except DhtError:
+            raise exc from None  # it is down, or unreachable: the usual words
+        raise DhtError(
+            f"{format_addr(client.addr)} answers, but did not finish the {what} within "
+            f"{exc.elapsed:.1f} s (it waits for nodes that stopped answering); the {what} may "
+            "have landed or not: read the key to see, or try again in a few seconds"
+        ) from None
+
+
 async def _delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        existed = await client.delete(args.key)
+        existed = await _slow_write(client, client.delete(args.key), "delete")
     if not existed:  # as get: exit 1, and the same words as the shell
         print(f"udpdht: {args.key!r}: not found (nothing to delete)", file=sys.stderr)
         return 1
