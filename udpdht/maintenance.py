@@ -323,7 +323,7 @@ class Maintenance:
         except PEER_FAILURES:
             return  # gone, or still cut off
         node.detector.answered(peer.id)  # alive: no longer kept out as dead
-        if not await self.check_loop(start=peer):
+        if await self.check_loop(start=peer) is False:  # (None: its lookup failed; try later)
             self._same_ring[peer.id] = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
 
     async def _rejoin(self) -> None:
@@ -503,9 +503,9 @@ class Maintenance:
     async def _check_loop_once(self) -> None:
         await self.check_loop()
 
-    async def check_loop(self, start: Peer | None = None) -> bool:
+    async def check_loop(self, start: Peer | None = None) -> bool | None:
         """Ask a node from elsewhere (``start``, or a finger or a remembered peer) who
-        follows us; whether it named a node between us and our successor.
+        follows us; whether it named a node between us and our successor (None: no answer).
 
         After many joins at once, the ring can wind twice around the id space: two loops whose
         nodes interleave, each consistent on its own (every pred and succ pair agrees), which
@@ -518,7 +518,7 @@ class Maintenance:
         ls = self.node.leafset
         succ = ls.successor
         if succ is None:
-            return False
+            return None
         if start is None:
             near = {p.id for p in ls.peers()} | {self.node.id}
             now = asyncio.get_running_loop().time()
@@ -528,7 +528,7 @@ class Maintenance:
                 if p.id not in near and not self.node.detector.recently_dead(p.id, now)
             ]
             if not far:
-                return False
+                return None
             start = self.node.rng.choice(far)
         try:
             found = await self.node.lookup_id(
@@ -538,7 +538,7 @@ class Maintenance:
             # Most likely the start is gone (a remembered peer that left): twice in a row and
             # it is not tried for a while.
             self.node.peer_failed(start)
-            return False
+            return None
         owner = found.owner
         if owner.id == self.node.id or not ids.in_interval(owner.id, self.node.id, succ.id):
             return False
