@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,17 @@ class HelpFormatter(argparse.RawTextHelpFormatter):
         ):
             return text
         return text + " (default: %(default)s)"
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    """min / median / max of ``values`` (None when there are none)."""
+    if not values:
+        return None
+    return {
+        "min": min(values),
+        "median": round(statistics.median(values), 3),
+        "max": max(values),
+    }
 
 
 def progress(text: str) -> None:

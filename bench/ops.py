@@ -82,7 +82,6 @@ import logging
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -97,7 +96,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attack import Cluster, NodeProc, install_signal_handlers, percentile  # bench/attack.py
-from common import HelpFormatter, positive, progress, pyplot, save_plot  # bench/common.py
+from common import HelpFormatter, positive, progress, pyplot, save_plot, spread  # bench/common.py
 
 import udpdht
 from udpdht import Client
@@ -331,16 +330,6 @@ def server_part(args: argparse.Namespace) -> list[dict[str, Any]]:
                         + f" ({time.monotonic() - t0:.0f} s)"
                     )
     return runs
-
-
-def spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {
-        "min": min(values),
-        "median": round(statistics.median(values), 3),
-        "max": max(values),
-    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,14 +52,10 @@ from attack import (
     ring_order,
     start_ring,
 )
-from common import HelpFormatter
+from common import HelpFormatter, progress, spread
 
 from udpdht import Client, ids
 from udpdht.rpc import RpcConfig
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 async def one_restart(
@@ -175,15 +170,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _mmm(values: list[Any]) -> dict[str, Any]:
+    """min / median / max of the runs that measured it, and how many never did."""
     got = [v for v in values if v is not None]
-    if not got:
-        return {"min": None, "median": None, "max": None, "missing": len(values)}
-    return {
-        "min": min(got),
-        "median": round(statistics.median(got), 2),
-        "max": max(got),
-        "missing": len(values) - len(got),
-    }
+    empty = {"min": None, "median": None, "max": None}
+    return {**(spread(got) or empty), "missing": len(values) - len(got)}
 
 
 def render(out: dict[str, Any]) -> str:
