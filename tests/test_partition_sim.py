@@ -13,6 +13,7 @@ import asyncio
 import random
 
 import pytest
+from helpers import wait_until
 
 from udpdht import Unavailable
 from udpdht.net import run_virtual
@@ -60,7 +61,8 @@ def test_a_partition_heals_into_one_ring_with_every_acknowledged_write(
         sim = Sim(seed=seed, store_config=STORE)
         nodes = await sim.build_ideal(count, maintenance=True)
         rng = random.Random(seed)
-        await asyncio.sleep(5)  # some rounds: each node remembers its leafset
+        # Each node remembers the others (its leafset, after a round): the probes need them.
+        await wait_until(lambda: all(len(n.memory) == count - 1 for n in nodes), within=30)
         acked: dict[str, str] = {}
         await write_for(nodes, 3, "before", acked, rng)
         cut = rng.sample(nodes, cut_off)
