@@ -557,7 +557,9 @@ class Maintenance:
             _, preds, _ = await self.neighbors_of(owner, tries=2)
         except PEER_FAILURES:
             return True
-        if preds and preds[0].id != self.node.id:
+        # Only a node we would follow is worth telling (we lie between it and the owner): a
+        # stranger's answer cannot send our notify anywhere else.
+        if preds and ids.in_interval(self.node.id, preds[0].id, owner.id):
             await self.notify(preds[0])  # it keeps us as a contact (see _rpc_notify)
         self.calm = 0  # fast rounds while the two zip together
         return True
