@@ -330,6 +330,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self.addr: Address = ("", 0)
         #: Loop time of the last event-loop stall seen (a timeout that fired late).
         self.last_stall = float("-inf")
+        #: Another protocol on this socket: gets each datagram whose first byte is 0x00 or
+        #: 0x01 (rpcudp's, the `kademlia` package's; ours start with 0x9_), after the rate
+        #: limits. ``kad.endpoint.KadEndpoint.host`` sends through :meth:`send_raw`.
+        self.foreign: Callable[[bytes, Address], None] | None = None
 
     @classmethod
     async def bind(
@@ -725,6 +729,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if self._limited and not _looks_like_answer(data) and not self._admit(addr):
             self.stats.rate_limited += 1
             return
+        if data[:1] < b"\x02" and self.foreign is not None:  # rpcudp's first bytes (kad/codec.py)
+            self.foreign(data, addr)
+            return
         try:
             msg = wire.decode(data)
         except DhtError:
@@ -748,6 +755,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+
+    def send_raw(self, data: bytes, addr: Address) -> str | None:
+        """Send a datagram built elsewhere (the ``foreign`` protocol's); None when it went,
+        else why it could not."""
+        return self._send(data, addr)
 
     def _send(self, data: bytes, addr: Address) -> str | None:
         """Send one datagram; None when it went, else why it could not (counted)."""
