@@ -643,7 +643,11 @@ async def _say_if_slow(session: Session, console: Console) -> None:
     """Once a command has run SLOW_COMMAND seconds: which node it waits for (a node that does
     not answer takes seconds to give up on: the wait must not look like a hang)."""
     await asyncio.sleep(SLOW_COMMAND)
-    console.note(f"waiting for {session.attached_text}… (Ctrl-C to stop)")
+    client = session.client
+    if client is not None and client.busy():
+        console.note(f"{session.attached_text} is still working on it… (Ctrl-C to stop)")
+    else:
+        console.note(f"waiting for {session.attached_text}… (Ctrl-C to stop)")
 
 
 async def _page(pager: Pager, console: Console, text: str) -> None:

@@ -248,8 +248,9 @@ def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
 async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
     # Issue #13's trial: with 3 of 5 nodes killed, a put through a live node outlasted the
     # client's tries and was reported as "did not answer; is a node running there?" while the
-    # node was up (it stays silent to retries of a request it is still working on). A node
-    # that answers a ping is now said to be busy, not down.
+    # node was up (it stayed silent to retries of a request it was still working on). A node
+    # now answers such retries "working" (PROTOCOL.md §6): the client keeps waiting, and when
+    # its --timeout runs out it says the node is busy with the request, not down.
     from udpdht.net import UdpNetwork
     from udpdht.rpc import RpcEndpoint
 
@@ -272,6 +273,8 @@ async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
             "v",
             "--tries",
             "2",
+            "--timeout",
+            "4",
             stderr=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             env=ENV,
@@ -281,5 +284,5 @@ async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
         ep.close()
     assert proc.returncode == 1
     assert err.decode().startswith(
-        f"udpdht: error: {node} answers, but did not finish the write within "
+        f"udpdht: error: {node} was still working on it after 4 s (--timeout); "
     ), err

@@ -632,3 +632,53 @@ def test_a_slow_peer_does_not_cause_a_retransmission_storm() -> None:
     assert timeouts == 0
     assert retries_without > 100  # every queued call resent, several times
     assert retries < retries_without / 10  # measured: 16 against 250
+
+
+def test_a_slow_handler_says_it_is_working_and_the_caller_waits_past_its_tries() -> None:
+    """A request that takes longer than the caller's whole retry schedule: each resend is
+    answered WORKING, so the caller neither gives up nor runs the handler twice."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=5)
+        config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0)
+        client, server = await sim_pair(net, config)
+        runs = 0
+
+        async def slow(args: dict[str, Any], peer: Address) -> str:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(10.0)  # 3 tries give up after 0.5 + 1 + 2 = 3.5 s
+            return "done"
+
+        server.register("slow", slow)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await client.call(server.addr, "slow") == "done"
+        assert loop.time() - start == pytest.approx(10.0, abs=0.1)
+        assert runs == 1
+        assert server.stats.working_sent >= 3 and client.stats.timeouts == 0
+        seen = client.last_working
+        assert seen is not None and seen[0] == server.addr and seen[1] == "slow"
+
+    run_virtual(main())
+
+
+def test_a_peer_that_keeps_saying_working_is_given_up_on_after_max_working() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=6)
+        config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0, max_working=6.0)
+        client, server = await sim_pair(net, config)
+        stop = asyncio.Event()
+
+        async def forever(args: dict[str, Any], peer: Address) -> None:
+            await stop.wait()
+
+        server.register("forever", forever)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RpcTimeout):
+            await client.call(server.addr, "forever")
+        assert 6.0 <= loop.time() - start <= 6.0 + config.max_rto * 1.5
+        stop.set()
+
+    run_virtual(main())

@@ -733,9 +733,22 @@ async def test_a_slow_command_says_what_it_waits_for(monkeypatch: pytest.MonkeyP
         def note(self, text: str) -> None:
             notes.append(text)
 
+    class Busy:
+        def __init__(self, busy: bool) -> None:
+            self.is_busy = busy
+
+        def busy(self) -> bool:
+            return self.is_busy
+
     class Attached:
         attached_text = "127.0.0.1:7009"
 
+        def __init__(self, busy: bool) -> None:
+            self.client = Busy(busy)
+
     monkeypatch.setattr(app, "SLOW_COMMAND", 0.01)
-    await app._say_if_slow(Attached(), Notes())  # type: ignore[arg-type]
+    await app._say_if_slow(Attached(False), Notes())  # type: ignore[arg-type]
     assert notes == ["waiting for 127.0.0.1:7009… (Ctrl-C to stop)"]
+    # A node that answered a retry "still working" is busy, not gone (PROTOCOL.md §6).
+    await app._say_if_slow(Attached(True), Notes())  # type: ignore[arg-type]
+    assert notes[1] == "127.0.0.1:7009 is still working on it… (Ctrl-C to stop)"

@@ -65,13 +65,15 @@ def decode_or_none(data: bytes) -> wire.Message | None:
         msg = wire.decode(data)
     except DecodeError:
         return None
-    assert type(msg) in (Request, Reply, ErrorReply)
+    assert type(msg) in (Request, Reply, ErrorReply, wire.Working)
     assert type(msg.rid) is int and 0 <= msg.rid <= MAX_RID
     if type(msg) is Request:
         assert type(msg.method) is str and 1 <= len(msg.method) <= wire.MAX_METHOD
         assert type(msg.args) is dict and all(type(k) is str for k in msg.args)
     elif type(msg) is ErrorReply:
         assert type(msg.code) is int and type(msg.message) is str
+    elif type(msg) is wire.Working:
+        assert type(msg.elapsed_ms) is int and 0 <= msg.elapsed_ms <= MAX_RID
     return msg
 
 
@@ -122,8 +124,10 @@ methods = st.text(min_size=1, max_size=wire.MAX_METHOD)
 
 @st.composite
 def encoded_messages(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from([wire.REQUEST, wire.REPLY, wire.ERROR]))
+    kind = draw(st.sampled_from([wire.REQUEST, wire.REPLY, wire.ERROR, wire.WORKING]))
     rid = draw(rids)
+    if kind == wire.WORKING:
+        return wire.encode_working(rid, draw(st.integers(0, MAX_RID)))
     if kind == wire.REQUEST:
         return wire.encode_request(rid, draw(methods), draw(args_maps))
     if kind == wire.REPLY:
@@ -137,7 +141,7 @@ def encoded_messages(draw: st.DrawFn) -> bytes:
 def test_protocol_constants() -> None:
     # PROTOCOL.md quotes these numbers; change both together.
     assert wire.VERSION == 1
-    assert (wire.REQUEST, wire.REPLY, wire.ERROR, wire.RETRY) == (0, 1, 2, 3)
+    assert (wire.REQUEST, wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING) == (0, 1, 2, 3, 4)
     assert wire.MAX_TOKEN == 32
     assert wire.MAX_MESSAGE == 65507
     assert wire.MAX_METHOD == 64
@@ -325,6 +329,10 @@ def model(obj: Any) -> wire.Message | None:
         return Reply(rid, obj[3])
     if kind == 3 and len(obj) == 4:
         return wire.Retry(rid, obj[3]) if token(obj[3]) else None
+    if kind == 4 and len(obj) == 4:
+        elapsed = obj[3]
+        ok = type(elapsed) is int and 0 <= elapsed <= MAX_RID
+        return wire.Working(rid, elapsed) if ok else None
     if kind == 2 and len(obj) in (5, 6):
         code, message = obj[3], obj[4]
         if type(code) is not int or type(message) is not str:
@@ -344,7 +352,7 @@ any_field = st.one_of(
 )
 # A kind of type bool or float is left out here: see test_kind_must_be_an_integer.
 kind_field = st.one_of(
-    st.sampled_from([0, 1, 2, 3, -1]),
+    st.sampled_from([0, 1, 2, 3, 4, -1]),
     any_field.filter(lambda v: type(v) not in (bool, float)),
 )
 

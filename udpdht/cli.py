@@ -403,7 +403,9 @@ def _client(args: argparse.Namespace) -> Client:
     from .client import Client  # the event loop, msgpack, the RPC layer: only to talk to a node
     from .rpc import RpcConfig
 
-    return Client(args.node, rpc_config=RpcConfig(tries=args.tries) if args.tries else None)
+    client = Client(args.node, rpc_config=RpcConfig(tries=args.tries) if args.tries else None)
+    args.client = client  # for _waiting: is the node busy with us, or silent?
+    return client
 
 
 def _node_from_env() -> Address:
@@ -425,7 +427,7 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
     from .net import format_addr
 
     shown = format_addr(args.node)
-    ticker = asyncio.ensure_future(_waiting(shown)) if sys.stderr.isatty() else None
+    ticker = asyncio.ensure_future(_waiting(shown, args)) if sys.stderr.isatty() else None
     try:
         if args.timeout is None:
             return await coro
@@ -436,6 +438,12 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
         except TimeoutError:
             if not deadline.expired():
                 raise
+            client = getattr(args, "client", None)
+            if client is not None and client.busy():
+                raise DhtError(
+                    f"{shown} was still working on it after {args.timeout:g} s (--timeout); "
+                    "it may yet finish: a write can land after this, so read the key to see"
+                ) from None
             raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
     finally:
         if ticker is not None:
@@ -447,9 +455,10 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
 WAIT_SHOWN_AFTER = 1.0  # seconds of silence before a command on a terminal says it waits
 
 
-async def _waiting(node: str) -> None:
+async def _waiting(node: str, args: argparse.Namespace) -> None:
     """``waiting for 127.0.0.1:7109… 3 s (Ctrl-C to stop)`` on stderr, rewritten in place
-    every half second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends."""
+    every half second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends;
+    ``127.0.0.1:7109 is still working on it…`` while the node says so (it is busy, not gone)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -459,7 +468,13 @@ async def _waiting(node: str) -> None:
         await asyncio.sleep(WAIT_SHOWN_AFTER)
         while True:
             waited = loop.time() - start
-            sys.stderr.write(f"\rwaiting for {node}… {waited:.0f} s (Ctrl-C to stop)\033[K")
+            client = getattr(args, "client", None)
+            what = (
+                f"{node} is still working on it"
+                if client and client.busy()
+                else (f"waiting for {node}")
+            )
+            sys.stderr.write(f"\r{what}… {waited:.0f} s (Ctrl-C to stop)\033[K")
             sys.stderr.flush()
             shown = True
             await asyncio.sleep(0.5)

@@ -50,6 +50,7 @@ class Client:
         self._rng = rng
         self._endpoint: RpcEndpoint | None = None
         self._node_id: int | None = None  # the attached node's id, once learnt (admin signs it)
+        self._last_working: tuple[Address, str, float] | None = None
 
     async def open(self) -> None:
         if isinstance(self._network, UdpNetwork):
@@ -61,9 +62,19 @@ class Client:
             self._network, (local_host, 0), config=self._rpc_config, rng=self._rng
         )
 
+    def busy(self, within: float = 3.0) -> bool:
+        """Whether the attached node said, in the last ``within`` seconds, that it is still
+        working on one of our requests (it is alive and slow, not gone: PROTOCOL.md §6)."""
+        ep = self._endpoint
+        seen = ep.last_working if ep is not None else self._last_working
+        if seen is None or seen[0] != self.addr:
+            return False
+        return asyncio.get_running_loop().time() - seen[2] < within
+
     async def close(self) -> None:
         ep, self._endpoint = self._endpoint, None
         if ep is not None:
+            self._last_working = ep.last_working  # busy() still answers after the close
             ep.close()
             await ep.wait_closed()
 

@@ -115,6 +115,7 @@ class RpcConfig:
     max_window: int = 1024
     min_window: int = 4
     max_backoff: float = 8.0  # a slow peer's RTO grows at most this many times (1: never)
+    max_working: float = 30.0  # how long a peer that says WORKING is waited for in all
 
 
 #: What a node runs with unless told otherwise: rate limits at OpenDHT's figures.
@@ -136,6 +137,7 @@ class RpcStats:
     busy: int = 0  # requests answered BUSY because max_handlers were running
     tokens_sent: int = 0  # answers replaced by a retry token (unproven address, large answer)
     resends_refused: int = 0  # retransmissions not answered again (max_resends reached)
+    working_sent: int = 0  # WORKING answers to resends of requests still running
     send_errors: int = 0  # datagrams not sent: a bad destination or an error from the socket
     bytes_sent: int = 0  # payload bytes of the datagrams sent (UDP/IP headers not included)
     bytes_received: int = 0  # ... of the datagrams that decoded
@@ -179,7 +181,7 @@ _IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
 # First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
 # version 1, kind 1..3.
 _ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
-_ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY})
+_ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING})
 
 
 def _looks_like_answer(data: bytes) -> bool:
@@ -208,6 +210,7 @@ class _Transaction:
         "started",
         "token_retries",
         "tries",
+        "working_at",
     )
 
     def __init__(
@@ -232,6 +235,7 @@ class _Transaction:
         self.attempt = 0
         self.token_retries = 0
         self.slot = 0  # the timer wheel's slot holding our id (0: none)
+        self.working_at = -1.0  # when the peer last said it is still running the call
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
         self.started = self.sent_at = endpoint._loop.time()
 
@@ -248,7 +252,7 @@ class _Transaction:
     def expired(self) -> None:
         ep = self.endpoint
         ep._timed_out(self)
-        if self.attempt >= self.tries:
+        if self.attempt >= self.tries and not self._still_working():
             ep.stats.timeouts += 1
             elapsed = ep._loop.time() - self.started
             self.future.set_exception(RpcTimeout(self.addr, self.method, self.attempt, elapsed))
@@ -257,6 +261,15 @@ class _Transaction:
         # Doubled, or the peer's backed-off RTO if that is longer (it is slow, see _timed_out).
         self.rto = min(max(self.rto * 2, ep.rto_for(self.addr)), ep.config.max_rto)
         self.send()
+
+    def _still_working(self) -> bool:
+        """The peer answered our last send with WORKING, and not for too long: keep waiting
+        (resending on the capped timeout, as a probe that it is still alive)."""
+        ep = self.endpoint
+        return (
+            self.working_at >= self.sent_at
+            and ep._loop.time() - self.started < ep.config.max_working
+        )
 
     def resolve(self, msg: wire.Reply | wire.ErrorReply) -> None:
         if self.future.done():
@@ -334,6 +347,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         #: 0x01 (rpcudp's, the `kademlia` package's; ours start with 0x9_), after the rate
         #: limits. ``kad.endpoint.KadEndpoint.host`` sends through :meth:`send_raw`.
         self.foreign: Callable[[bytes, Address], None] | None = None
+        #: The last WORKING answer: (peer, method, loop time). A client shows it ("busy").
+        self.last_working: tuple[Address, str, float] | None = None
 
     @classmethod
     async def bind(
@@ -381,12 +396,19 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if cached is not None:
             self.stats.duplicates += 1
             data, expiry, resends = cached
-            if data is not _IN_PROGRESS:
-                if resends >= self.config.max_resends:
-                    self.stats.resends_refused += 1
-                    return
-                self._replies[key] = (data, expiry, resends + 1)  # keeps its place
-                self._answer(data, req, addr, size)
+            if data is _IN_PROGRESS:
+                # Still running: say so. Smaller than any request, so no guard needs to hold it
+                # back; the caller stops asking when it gives up (max_working).
+                started = expiry - self.config.reply_cache_ttl
+                self.stats.working_sent += 1
+                elapsed_ms = int(1000 * (self._loop.time() - started))
+                self._send(wire.encode_working(req.rid, elapsed_ms), addr)
+                return
+            if resends >= self.config.max_resends:
+                self.stats.resends_refused += 1
+                return
+            self._replies[key] = (data, expiry, resends + 1)  # keeps its place
+            self._answer(data, req, addr, size)
             return
         entry = self._handlers.get(req.method)
         if entry is None:
@@ -711,6 +733,18 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._tokens[addr] = msg.token
         tx.retry_with(msg.token)
 
+    def _on_working(self, msg: wire.Working, addr: Address) -> None:
+        tx = self._pending.get(msg.rid)
+        if tx is None or tx.addr != addr:
+            self.stats.unexpected_replies += 1
+            return
+        now = self._loop.time()
+        tx.working_at = now
+        self.last_working = (addr, tx.method, now)
+        est = self._rtts.get(addr)
+        if est is not None:
+            est.heard = now  # alive: a later expiry backs its RTO off instead
+
     # --- the datagram protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -745,6 +779,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._on_request(cast(wire.Request, msg), addr, len(data))
         elif kind is wire.Retry:
             self._on_retry(cast(wire.Retry, msg), addr)
+        elif kind is wire.Working:
+            self._on_working(cast(wire.Working, msg), addr)
         else:
             self._on_response(cast(wire.Reply | wire.ErrorReply, msg), addr)
 

@@ -10,6 +10,8 @@ PROTOCOL.md is the specification; this module is its reference implementation::
                                                  to go instead)
     retry    [1, 3, rid, token]                 "answer too large for an unproven address:
                                                  send the request again with this token"
+    working  [1, 4, rid, elapsed_ms]            "still running your request (for this long)":
+                                                 the answer to a resend of a slow call
 
 The decoder is strict: anything else, including bytes msgpack accepts but that do not have this
 shape, raises :class:`~udpdht.errors.DecodeError` and nothing else, so the receive path needs
@@ -30,6 +32,7 @@ REQUEST = 0
 REPLY = 1
 ERROR = 2
 RETRY = 3
+WORKING = 4
 
 #: The largest UDP payload over IPv4; nothing larger can be one datagram.
 MAX_MESSAGE = 65507
@@ -66,7 +69,15 @@ class Retry(NamedTuple):
     token: bytes
 
 
-Message = Request | Reply | ErrorReply | Retry
+class Working(NamedTuple):
+    """The responder is still running this request (a resend of it arrived): the caller
+    knows it is alive and busy, not gone, and keeps waiting (rpc.py, PROTOCOL.md §6)."""
+
+    rid: int
+    elapsed_ms: int
+
+
+Message = Request | Reply | ErrorReply | Retry | Working
 
 
 _STR_ONLY = {str}
@@ -126,6 +137,10 @@ def encode_retry(rid: int, token: bytes) -> bytes:
     return _pack([VERSION, RETRY, rid, token])
 
 
+def encode_working(rid: int, elapsed_ms: int) -> bytes:
+    return _pack([VERSION, WORKING, rid, max(0, min(int(elapsed_ms), MAX_RID))])
+
+
 def pack_value(value: Any, limit: int) -> bytes:
     """A user's value as stored: its msgpack encoding, at most ``limit`` bytes."""
     return _encode(value, limit, ValueTooLarge, "value")
@@ -183,6 +198,11 @@ def decode(data: bytes) -> Message:
         return Reply(rid, msg[3])
     if kind == RETRY and len(msg) == 4:
         return Retry(rid, _token(msg[3]))
+    if kind == WORKING and len(msg) == 4:
+        elapsed = msg[3]
+        if type(elapsed) is not int or not 0 <= elapsed <= MAX_RID:
+            raise DecodeError("a working message's elapsed time is an unsigned integer")
+        return Working(rid, elapsed)
     if kind == ERROR and len(msg) in (5, 6):
         code, message = msg[3], msg[4]
         if type(code) is not int or type(message) is not str:
