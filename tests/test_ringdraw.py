@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -125,6 +126,20 @@ def test_svg_parses_with_one_circle_per_node_and_the_chords() -> None:
     assert title is not None and title.text == "udpdht ring: 4 nodes, attached to 127.0.0.1:7000"
     texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
     assert "c00000 ?" in texts and "400000 5" in texts
+
+
+def test_svg_labels_of_nodes_with_close_ids_do_not_overlap() -> None:
+    # Nodes a few thousandths of the ring apart used to print their labels on one spot.
+    fracs = [0.01, 0.012, 0.014, 0.016, 0.25, 0.26, 0.5, 0.505, 0.51, 0.99, 0.995, 0.998]
+    nodes = [RingNode(int(f * ids.RING), f"127.0.0.1:{7000 + i}", i) for i, f in enumerate(fracs)]
+    root = ET.fromstring(draw_svg(nodes))
+    labels = [t for t in root.iter(f"{SVG}text") if re.fullmatch(r"[0-9a-f]{6} \d+", t.text or "")]
+    assert len(labels) == len(nodes)
+    for side in ("start", "end"):
+        ys = sorted(float(t.get("y", "")) for t in labels if t.get("text-anchor") == side)
+        assert all(b - a >= 12.9 for a, b in itertools.pairwise(ys)), (side, ys)
+    # each label that had to move is tied to its node by a leader line
+    assert any(x.get("class") == "leader" for x in root.iter(f"{SVG}line"))
 
 
 def test_svg_escapes_addresses() -> None:

@@ -265,6 +265,42 @@ def draw_text(
     return lines
 
 
+LABEL_GAP = 13.0  # px between the baselines of two labels on one side (font-size 11)
+
+
+def _label_places(
+    nodes: Sequence[RingNode], cx: float, cy: float, r: float, *, bottom: float
+) -> dict[int, tuple[float, float, str, bool]]:
+    """Where each node's label goes: (x, baseline y, text-anchor, moved). Labels sit just
+    outside the circle, on the right for the right half, on the left for the left half; on each
+    side they are spread so that no two are closer than LABEL_GAP (nodes with close ids would
+    print their labels on top of each other), and ``moved`` says a label left its spot."""
+    sides: dict[str, list[tuple[float, float, int]]] = {"start": [], "end": []}
+    for n in nodes:
+        theta = angle(n.node_id)
+        lx, ly = point(n.node_id, cx, cy, r + 14, r + 14)
+        ly += 4 + (4 if math.cos(theta) < -0.5 else 0)
+        sides["start" if math.sin(theta) >= 0 else "end"].append((ly, lx, n.node_id))
+    places: dict[int, tuple[float, float, str, bool]] = {}
+    for anchor, items in sides.items():
+        items.sort()
+        ys = [y for y, _, _ in items]
+        for i in range(1, len(ys)):  # push down what is too close to the one above
+            ys[i] = max(ys[i], ys[i - 1] + LABEL_GAP)
+        if ys and ys[-1] > bottom:  # past the room below the circle: push up from there
+            ys[-1] = bottom
+            for i in range(len(ys) - 2, -1, -1):
+                ys[i] = min(ys[i], ys[i + 1] - LABEL_GAP)
+        for (y0, x, node_id), y in zip(items, ys, strict=True):
+            moved = abs(y - y0) > 1.0
+            if moved:  # keep clear of the circle: as far out as the label's new height needs
+                dy = min(abs(y - cy), r + 14)
+                reach = math.sqrt(max((r + 14) ** 2 - dy**2, 0.0)) + 12
+                x = cx + reach if anchor == "start" else cx - reach
+            places[node_id] = (x, y, anchor, moved)
+    return places
+
+
 def draw_svg(nodes: Sequence[RingNode], fingers: Sequence[int] = (), *, size: int = 640) -> str:
     """The same picture as an SVG document (a string)."""
     nodes = _unique(nodes)
@@ -298,12 +334,16 @@ def draw_svg(nodes: Sequence[RingNode], fingers: Sequence[int] = (), *, size: in
                 f'<line class="finger" x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}"'
                 ' stroke="#1f77b4" stroke-width="1.2" stroke-opacity="0.8"/>'
             )
+    places = _label_places(nodes, cx, cy, r, bottom=cy + r + 30)
     for n in nodes:
         x, y = point(n.node_id, cx, cy, r, r)
-        theta = angle(n.node_id)
-        lx, ly = point(n.node_id, cx, cy, r + 14, r + 14)
-        anchor = "start" if math.sin(theta) > 0.2 else "end" if math.sin(theta) < -0.2 else "middle"
-        ly += 4 + (4 if math.cos(theta) < -0.5 else 0)
+        lx, ly, anchor, moved = places[n.node_id]
+        if moved:  # pushed off its spot by a neighbour's label: a leader line back to the node
+            ex, ey = point(n.node_id, cx, cy, r + 10, r + 10)
+            out.append(
+                f'<line class="leader" x1="{ex:.1f}" y1="{ey:.1f}" x2="{lx:.1f}" y2="{ly - 4:.1f}"'
+                ' stroke="#bbb" stroke-width="0.8"/>'
+            )
         kind, radius, fill = ("node attached", 8, "#d62728") if n.attached else ("node", 5, "#333")
         tip = f"{ids.to_hex(n.node_id)} {n.addr}"
         tip += "" if n.keys is None else f", {_count(n.keys, 'key')} as primary"
