@@ -752,7 +752,10 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
         except (DhtError, OSError, TimeoutError) as exc:
             where = format_addr(target) if target is not None else "the embedded ring"
             why = in_words(exc)  # "H:P did not answer ..." names the node itself
-            why = why if why.startswith(where) else f"cannot attach to {where}: {why}"
+            if not (why.startswith(where) or where in why):
+                why = f"cannot attach to {where}: {why}"
+            elif not why.startswith(where):
+                why = f"cannot attach: {why}"
             print(f"udpdht: error: {why}", file=err)
             return 1
         if not tty:

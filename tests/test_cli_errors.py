@@ -286,3 +286,45 @@ async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
     assert err.decode().startswith(
         f"udpdht: error: {node} was still working on it after 4 s (--timeout); "
     ), err
+
+
+def _closed_port(family: socket.AddressFamily, host: str) -> int:
+    """A UDP port nothing listens on (bound, then closed; the kernel hands it out again only
+    after its other free ports)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_closed_port_is_said_to_be_closed_without_waiting_out_the_tries(loop_name: str) -> None:
+    # Issue #13's third trial: a command to an address with no node sat silent ~9 s (6 tries).
+    # The host answers such a datagram with ICMP "port unreachable", which a probe from a
+    # connected socket hears: the command says so at once. (--timeout 5: were the probe not
+    # heard, the command would end "did not answer within 5 s" instead.)
+    targets = [("127.0.0.1", _closed_port(socket.AF_INET, "127.0.0.1"))]
+    if has_ipv6_loopback():
+        targets.append(("::1", _closed_port(socket.AF_INET6, "::1")))
+    for host, port in targets:
+        node = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        for command in (["ping"], ["get", "k"], ["put", "k", "v"], ["status"]):
+            done = udpdht(
+                *command, "--node", node, "--timeout", "5", env={"UDPDHT_LOOP": loop_name}
+            )
+            assert done.returncode == 1, done.stderr
+            assert done.stderr == (
+                f"udpdht: error: nothing is listening at {node} (its host says the port is "
+                "closed); is a node running there?\n"
+            )
+
+
+def test_a_silent_address_is_not_said_to_be_closed() -> None:
+    # A socket that is open but never answers (a node that hangs, a firewall that drops) draws
+    # no ICMP: the usual "did not answer", after the tries.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        node = f"127.0.0.1:{s.getsockname()[1]}"
+        done = udpdht("ping", "--node", node, "--tries", "2")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"udpdht: error: {node} did not answer (2 tries, "), done.stderr

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import RemoteError, RpcTimeout, SendFailed
+from .errors import Refused, RemoteError, RpcTimeout, SendFailed
 
 #: A lookup that found no node on the way answering (the ids and hops are for the log).
 NO_ROUTE = "the nodes on the way to the key did not answer; the ring may be repairing: try again"
@@ -41,6 +41,9 @@ def in_words(exc: BaseException, *, hint: bool = True) -> str:
 
     if isinstance(exc, SendFailed):
         return f"cannot send to {shown(exc.addr)}: {exc.reason}"
+    if isinstance(exc, Refused):
+        text = f"nothing is listening at {shown(exc.addr)} (its host says the port is closed)"
+        return text + "; is a node running there?" if hint else text
     if isinstance(exc, RpcTimeout):
         return unanswered(exc, hint=hint)
     if isinstance(exc, LookupFailed):
@@ -58,9 +61,9 @@ def joined_words(failures: list[tuple[tuple[str, int], BaseException]]) -> str:
     parts = []
     for addr, exc in failures:
         text = in_words(exc, hint=False)
-        parts.append(text if text.startswith(shown(addr)) else f"{shown(addr)}: {text}")
+        parts.append(text if shown(addr) in text else f"{shown(addr)}: {text}")
     text = "; ".join(parts)
-    if all(type(exc) is RpcTimeout or _silent_start(exc) for _, exc in failures):
+    if all(type(exc) in (RpcTimeout, Refused) or _silent_start(exc) for _, exc in failures):
         text += "; is a node running there?" if len(failures) == 1 else "; are nodes running there?"
     return text
 

@@ -27,6 +27,7 @@ from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
+from .client import unless_refused
 from .datadir import DataDirError, remembered_address
 from .errors import DhtError
 from .net import Address, format_addr, resolve, route_from, tune_gc
@@ -361,7 +362,7 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     for addr in bootstraps:
         log.info("joining the ring through %s…", format_addr(addr))
         try:
-            await node.join(addr)
+            await unless_refused(node.join(addr), addr, "join")
             return
         except DhtError as exc:
             failures.append((addr, exc))

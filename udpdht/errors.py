@@ -70,6 +70,20 @@ class SendFailed(RpcTimeout):
         self.elapsed = 0.0
 
 
+class Refused(RpcTimeout):
+    """Nothing listens at the address: its host answered a probe with ICMP "port unreachable"
+    (a client learns this in a fraction of a second instead of waiting out every try)."""
+
+    def __init__(self, addr: tuple[str, int], method: str, elapsed: float) -> None:
+        host, port = addr
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        DhtError.__init__(self, f"nothing listens at {shown} (port unreachable): {method!r}")
+        self.addr = addr
+        self.method = method
+        self.tries = 1
+        self.elapsed = elapsed
+
+
 class TooManyPending(DhtError):
     """The endpoint already has its maximum of requests in flight."""
 

@@ -180,6 +180,39 @@ class UdpNetwork:
         return transport
 
 
+async def port_refused(addr: Address, probe: bytes, *, wait: float = 0.5) -> bool:
+    """Whether nothing listens at ``addr``: ``probe`` goes out from a socket of its own,
+    connected to ``addr``, so that the kernel reports the ICMP "port unreachable" a closed port
+    draws (an unconnected socket, the endpoints' kind, never learns of it). False when
+    anything answers, when nothing comes back within ``wait`` seconds (a host that drops
+    quietly, a firewall), or when the probe cannot be sent."""
+    loop = asyncio.get_running_loop()
+    verdict: asyncio.Future[bool] = loop.create_future()
+
+    class _Probe(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, src: tuple[Any, ...]) -> None:
+            if not verdict.done():
+                verdict.set_result(False)
+
+        def error_received(self, exc: Exception) -> None:
+            if not verdict.done():
+                verdict.set_result(isinstance(exc, ConnectionRefusedError))
+
+    try:
+        transport, _ = await loop.create_datagram_endpoint(_Probe, remote_addr=addr)
+    except OSError:
+        return False
+    try:
+        transport.sendto(probe)
+        return await asyncio.wait_for(verdict, wait)
+    except ConnectionRefusedError:  # uvloop raises from sendto what asyncio hands over
+        return True
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        transport.close()
+
+
 #: ``UDPDHT_LOOP=asyncio`` forces the standard loop even where uvloop is installed (tests
 #: replay attacks on both: a failed ``sendto`` is fatal to an asyncio transport, not to uvloop's).
 LOOP_ENV = "UDPDHT_LOOP"
