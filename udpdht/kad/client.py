@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DecodeError, DhtError, KeyNotFound, RpcTimeout, Unavailable
-from ..net import Address, format_addr, resolve
+from ..net import Address, check_peer_addr, format_addr, resolve
 from . import codec
 from .endpoint import KadConfig, KadEndpoint
 from .lookup import ALPHA, Answer, Contact, K, RoutingTable, Trace, bucket_of, iterative_lookup
@@ -119,15 +119,16 @@ class KadClient:
         """Where the client's socket is bound (kademlia nodes see this address)."""
         return self.endpoint.addr
 
-    async def open(self) -> Contact:
-        """Bind, then ping the bootstrap node; its contact. KadTimeout when it is silent."""
+    async def open(self) -> tuple[Contact, float]:
+        """Bind, then ping the bootstrap node: its contact and the round-trip time. KadTimeout
+        when it is silent."""
         self.bootstrap_addr = await resolve(self.bootstrap_addr)
         if self.endpoint.addr is None:
             host = "::" if ":" in self.bootstrap_addr[0] else "0.0.0.0"
             await self.endpoint.bind(host, 0)
-        node, _ = await self.ping_node(self.bootstrap_addr)
+        node, rtt = await self.ping_node(self.bootstrap_addr)
         self.bootstrap_node = node
-        return node
+        return node, rtt
 
     async def close(self) -> None:
         self.endpoint.close()
@@ -218,6 +219,21 @@ class KadClient:
 
     async def ping(self, addr: Address | None = None) -> tuple[Contact, float]:
         return await self.ping_node(addr or self.bootstrap_addr)
+
+    async def stun(self, addr: Address | None = None) -> Address:
+        """Our address as the node at ``addr`` (default: the bootstrap node) sees it."""
+        raw = await self.endpoint.call(
+            addr or self.bootstrap_addr,
+            "stun",
+            tries=self.query_tries,
+            deadline=self.query_deadline,
+        )
+        try:
+            if type(raw) is not list or len(raw) != 2:
+                raise ValueError("not [ip, port]")
+            return check_peer_addr(raw[0], raw[1])
+        except ValueError as exc:
+            raise DhtError(f"a stun answer that is not an address: {exc}") from None
 
     async def _ask(self, peer: Contact, method: str, target: bytes) -> Answer:
         """One find_node / find_value question of a lookup; never raises."""

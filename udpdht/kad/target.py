@@ -61,3 +61,34 @@ def parse_target(text: str) -> tuple[str, int]:
 def kad_text(addr: tuple[str, int]) -> str:
     """``kad://127.0.0.1:8468``."""
     return SCHEME + _shown(addr[0], addr[1])
+
+
+#: Why the kademlia protocol cannot do a command, and what to use instead (one line each).
+#: The shell and the CLI say these words; "ttl" is ``put --ttl``, "meta" ``get --meta``.
+CANNOT: dict[str, str] = {
+    "delete": "it has no delete request; its nodes keep a value until they drop it (a week, "
+    "in the kademlia package), so 'put' the key again to replace the value",
+    "ttl": "its store takes no TTL (its nodes keep a value a week and republish it hourly); "
+    "put without --ttl",
+    "meta": "it keeps no version, writer or expiry with a value; get without --meta",
+    "status": "a kademlia node has no status request; 'ping' shows that it answers, and the "
+    "shell's 'routing HOST:PORT' what its table holds",
+    "stats": "a kademlia node has no counters to ask for; 'ping' shows that it answers",
+    "ring": "a kademlia network is no ring to walk; the shell's 'routing' lists the contacts "
+    "learned, by bucket, and 'routing HOST:PORT' probes a node's table",
+    "leafset": "kademlia nodes have no leafset; 'routing HOST:PORT' probes a node's table",
+    "fingers": "kademlia nodes have no fingers; 'routing HOST:PORT' probes a node's table",
+    "keys": "it has no request that lists a node's keys; 'get KEY' reads one",
+    "join": "it has no admin requests (a kademlia node joins by bootstrapping itself)",
+    "leave": "it has no admin requests (a kademlia node cannot be told to leave)",
+    "shutdown": "it has no admin requests (a kademlia node cannot be stopped from outside)",
+    "nodes": "'nodes' manages the embedded udpdht ring; 'attach HOST:PORT' to one of its "
+    "nodes first",
+}
+
+
+def cannot(command: str) -> str:
+    """One line: the kademlia protocol cannot do ``command``, why, and what to use."""
+    why = CANNOT.get(command, "it has no request for that")
+    what = {"ttl": "put --ttl", "meta": "get --meta"}.get(command, command)
+    return f"the kademlia protocol cannot do '{what}': {why}"
