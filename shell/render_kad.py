@@ -20,7 +20,9 @@ from .render import duration, table, value_text
 def _returned(q: Query) -> str:
     a = q.answer
     if a.outcome == "value":
-        return "the value"
+        if not a.contacts:
+            return "the value"
+        return f"the value (+ {plural(len(a.contacts), 'contact')}, {q.new} new, by find_node)"
     if a.outcome == "contacts":
         if not a.contacts:
             return "no contacts"
@@ -97,6 +99,7 @@ def lookup_object(key: str, trace: Trace) -> dict[str, Any]:
 
     info = trace.info()
     info["value"] = to_plain(trace.value) if trace.found else None
+    del info["target"]
     return {"key": key, "key_id": trace.target.hex(), **info}
 
 

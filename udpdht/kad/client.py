@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import DecodeError, DhtError, KeyNotFound, RpcTimeout, Unavailable
@@ -29,8 +29,13 @@ from .endpoint import KadConfig, KadEndpoint
 from .lookup import ALPHA, Answer, Contact, K, RoutingTable, Trace, bucket_of, iterative_lookup
 
 #: How long one question of a lookup may take, and its sends: a node that does not answer
-#: holds up its round this long (kademlia's own wait is 5 s, one send).
+#: holds up its round this long (kademlia's own wait is 5 s, one send). Within these bounds
+#: the wait follows the round-trip times seen (3 RTOs, RTO = SRTT + 4 RTTVAR as in TCP): a
+#: network keeps the address of every client that has gone (kademlia adds whoever asks it
+#: anything), and on loopback each such ghost would otherwise cost a lookup a whole second.
 QUERY_DEADLINE = 1.0
+MIN_QUERY_DEADLINE = 0.2
+MIN_RTO = 0.05
 QUERY_TRIES = 3
 #: The bootstrap ping: the user's --tries / --timeout override these.
 PING_DEADLINE = 3.5
@@ -103,7 +108,9 @@ class KadClient:
         self.ping_deadline = ping_deadline
         self.query_deadline = query_deadline
         self.query_tries = query_tries
-        self.endpoint = KadEndpoint(self.id, config=KadConfig(timeout=ping_deadline))
+        self.endpoint = KadEndpoint(self.id, config=KadConfig(timeout=ping_deadline, rto=0.25))
+        self.srtt: float | None = None
+        self.rttvar = 0.0
         self.table = RoutingTable(self.id, k)
         self.local: OrderedDict[bytes, Any] = OrderedDict()  # what nodes stored here
         self.bootstrap_node: Contact | None = None
@@ -146,6 +153,21 @@ class KadClient:
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    def _rtt_sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.endpoint.config.rto = max(MIN_RTO, self.srtt + 4 * self.rttvar)
+
+    def query_wait(self) -> float:
+        """How long a lookup's question waits for its answer, resends included."""
+        if self.srtt is None:
+            return self.query_deadline
+        wait = 3 * self.endpoint.config.rto
+        return min(self.query_deadline, max(MIN_QUERY_DEADLINE, wait))
 
     # --- answering what kademlia nodes ask -----------------------------------------------------
 
@@ -207,6 +229,7 @@ class KadClient:
                 raise KadTimeout(exc.addr, exc.method, exc.tries, exc.elapsed) from None
             raise
         rtt = self._now() - start
+        self._rtt_sample(rtt)
         try:
             node = Contact(codec.node_id(raw), addr)
         except DecodeError:
@@ -226,7 +249,7 @@ class KadClient:
             addr or self.bootstrap_addr,
             "stun",
             tries=self.query_tries,
-            deadline=self.query_deadline,
+            deadline=self.query_wait(),
         )
         try:
             if type(raw) is not list or len(raw) != 2:
@@ -245,12 +268,13 @@ class KadClient:
                 self.id,
                 target,
                 tries=self.query_tries,
-                deadline=self.query_deadline,
+                deadline=self.query_wait(),
             )
         except DhtError as exc:
             self.table.failed(peer.id)
             return Answer("no answer", error=str(exc))
         rtt = self._now() - start
+        self._rtt_sample(rtt)
         if method == "find_value" and type(raw) is dict:
             if "value" not in raw or type(raw["value"]) not in codec.VALUE_TYPES:
                 return Answer("bad answer", rtt=rtt, error="a value kademlia cannot hold")
@@ -275,10 +299,19 @@ class KadClient:
     async def lookup(
         self, target: bytes, *, method: str = "find_node", stop_at_value: bool = True
     ) -> Trace:
-        """An iterative lookup of ``target`` with ``method`` (find_node or find_value)."""
+        """An iterative lookup of ``target`` with ``method`` (find_node or find_value).
+
+        ``stop_at_value`` False (``lookup KEY``): a find_value lookup that goes on to the k
+        nearest; a node that answers with the value is asked find_node too, for contacts."""
 
         async def ask(peer: Contact) -> Answer:
-            return await self._ask(peer, method, target)
+            answer = await self._ask(peer, method, target)
+            if answer.outcome != "value" or stop_at_value:
+                return answer
+            # A holder answers find_value with the value alone: to go on past it, ask it
+            # find_node as well (one question more, in the same row of the trace).
+            more = await self._ask(peer, "find_node", target)
+            return replace(answer, contacts=more.contacts)
 
         trace = await iterative_lookup(
             target,
@@ -336,7 +369,7 @@ class KadClient:
                     target,
                     value,
                     tries=self.query_tries,
-                    deadline=self.query_deadline,
+                    deadline=self.query_wait(),
                 )
             except DhtError:
                 self.table.failed(peer.id)
