@@ -96,7 +96,7 @@ class KadClient:
         k: int = K,
         alpha: int = ALPHA,
         ping_tries: int = PING_TRIES,
-        ping_deadline: float = PING_DEADLINE,
+        ping_deadline: float | None = None,
         query_deadline: float = QUERY_DEADLINE,
         query_tries: int = QUERY_TRIES,
     ) -> None:
@@ -105,10 +105,11 @@ class KadClient:
         self.k = k
         self.alpha = alpha
         self.ping_tries = ping_tries
-        self.ping_deadline = ping_deadline
+        # (0.5 s for one try, 1.5 for two, at most PING_DEADLINE: the resends double)
+        self.ping_deadline = ping_deadline or min(PING_DEADLINE, 0.5 * 2**ping_tries - 0.5)
         self.query_deadline = query_deadline
         self.query_tries = query_tries
-        self.endpoint = KadEndpoint(self.id, config=KadConfig(timeout=ping_deadline, rto=0.25))
+        self.endpoint = KadEndpoint(self.id, config=KadConfig(timeout=self.ping_deadline, rto=0.25))
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.table = RoutingTable(self.id, k)

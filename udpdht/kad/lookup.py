@@ -275,7 +275,7 @@ class RoutingTable:
     def nearest(
         self, target: bytes, count: int | None = None, exclude: Address | None = None
     ) -> list[Contact]:
-        found = [c for c in self.contacts() if c.id != target and c.addr != exclude]
+        found = [c for c in self.contacts() if c.addr != exclude]
         found.sort(key=lambda c: codec.distance(c.id, target))
         return found[: count or self.k]
 
