@@ -9,9 +9,11 @@ alone (no sockets), and the words for what kademlia cannot do.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import random
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,8 +23,12 @@ import kademlia.utils
 import pytest
 from helpers import ENV
 from kademlia.network import Server as KademliaServer
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output.plain_text import PlainTextOutput
+from prompt_toolkit.output.vt100 import Vt100_Output
 
-from shell.app import ShellCompleter, prompt_text, toolbar_text
+from shell.app import ShellCompleter, TerminalConsole, interact, prompt_text, toolbar_text
 from shell.commands import KAD_COMMANDS, CommandError, help_text, parse
 from shell.session import Session
 from udpdht import Node
@@ -433,3 +439,31 @@ async def test_shell_attach_kad_in_a_child(kad_network: KadNetwork) -> None:
         "again to replace the value"
     )
     assert net.holders("shell-put") == ["from the shell"] * NETWORK_SIZE
+
+
+async def test_typed_session_on_a_kademlia_network(kad_network: KadNetwork) -> None:
+    """A person at the prompt: the prompt says kademlia; commands run."""
+    session = await _attached(kad_network)
+    buf = io.StringIO()
+    screen = io.StringIO()
+    lines = ["put typed 'by hand'", "get typed", "status", "lookup typed", "quit"]
+    try:
+        with create_pipe_input() as pipe:
+            pipe.send_text("".join(line + "\r" for line in lines))
+            code = await interact(
+                session,
+                TerminalConsole(PlainTextOutput(buf)),
+                input=pipe,
+                output=Vt100_Output(screen, lambda: Size(rows=40, columns=100)),
+            )
+    finally:
+        await session.close()
+    out = buf.getvalue().replace("\r\n", "\n")
+    assert code == 0
+    assert f"stored 'typed' on {NETWORK_SIZE} nodes nearest the key\n" in out
+    assert "by hand\n" in out
+    assert "the kademlia protocol cannot do 'status'" in out
+    assert "key      'typed' -> " in out
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # (colours, moves)
+    assert "udpdht kad> put typed" in shown  # (the bottom bar: test_help_completion_prompt...)
+    assert kad_network.holders("typed") == ["by hand"] * NETWORK_SIZE
