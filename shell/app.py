@@ -37,6 +37,7 @@ from prompt_toolkit.styles import Style
 from udpdht import DhtError
 from udpdht.admin import read_cookie
 from udpdht.cli_errors import in_words
+from udpdht.kad.target import KadAddr, kad_text
 from udpdht.net import Address, format_addr, resolve
 
 from . import render
@@ -49,8 +50,10 @@ from .commands import (
     Command,
     CommandError,
     arg_hint,
+    available,
     parse,
     split,
+    summary,
 )
 from .session import EMBEDDED_SIZE, Session
 
@@ -204,7 +207,7 @@ def _quote(word: str) -> str:
 class ShellCompleter(Completer):
     """Commands first; then each command's arguments (addresses, keys, actions, topics)."""
 
-    ADDRESS_COMMANDS = ("attach", "join", "ping")
+    ADDRESS_COMMANDS = ("attach", "join", "ping", "routing")
     KEY_COMMANDS = ("get", "delete", "lookup", "put")
 
     def __init__(self, session: Session) -> None:
@@ -237,10 +240,19 @@ class ShellCompleter(Completer):
         return before == ["nodes"] and word in ("add", "kill", "join")
 
     def _candidates(self, before: list[str]) -> list[tuple[str, str]]:
-        if not before:
-            return [(name, COMMANDS[name].summary) for name in COMMANDS]
-        name, position = before[0], len(before)
         session = self.session
+        mode = session.mode
+        if not before:
+            return [(name, summary(name, mode)) for name in COMMANDS if available(name, mode)]
+        name, position = before[0], len(before)
+        if position == 1 and mode == "kad" and name in ("ping", "routing"):
+            return [(addr, "kademlia node") for addr in reversed(self._kad_addrs())]
+        if position == 1 and name == "attach" and session.kad_addrs:
+            kad = [(kad_text(_split_addr(a)), "kademlia node") for a in self._kad_addrs()]
+            udp = [(a, "udpdht node") for a in session.live_addrs() if a != session.attached_text]
+            return [*reversed(kad), *reversed(udp)]
+        if position == 1 and name == "findnode" and session.kad is not None:
+            return [(c.hex, str(c)) for c in session.kad.table.contacts()]
         if position == 1 and name in self.ADDRESS_COMMANDS:
             labels = {e.addr: f"embedded #{e.index}" for e in session.embedded or []}
             labels[session.attached_text] = "attached"
@@ -250,7 +262,7 @@ class ShellCompleter(Completer):
         if position == 1 and name == "format":
             return [(style, "current" if style == session.format else "") for style in FORMATS]
         if name == "watch" and position == 2:
-            return [(cmd, COMMANDS[cmd].summary) for cmd in WATCHABLE]
+            return [(cmd, summary(cmd, mode)) for cmd in WATCHABLE if available(cmd, mode)]
         if position == 1 and name == "help":
             return [(cmd, COMMANDS[cmd].summary) for cmd in COMMANDS]
         if position == 1 and name == "nodes":
@@ -267,6 +279,15 @@ class ShellCompleter(Completer):
             return [(str(e.index), e.state) for e in session.embedded if e.state != "up"]
         return []
 
+    def _kad_addrs(self) -> list[str]:
+        return [a for a in self.session.kad_addrs if a not in self.session.dead]
+
+
+def _split_addr(text: str) -> Address:
+    from udpdht.net import parse_addr
+
+    return parse_addr(text)
+
 
 def _fit(text: str, width: int) -> str:
     """``text`` cut to ``width`` columns, an ellipsis showing the cut."""
@@ -280,7 +301,7 @@ def toolbar_text(session: Session, width: int = 80) -> FormattedText:
     Long parts are shortened first (an address keeps its port), then the least useful dropped.
     """
     width = max(width - 1, 10)  # the terminal's last column would wrap
-    if not session.answering and session.client is not None:
+    if not session.answering and session.connected:
         go_on = (
             f" 'attach {session.suggestion}' to go on"
             if session.suggestion
@@ -292,6 +313,15 @@ def toolbar_text(session: Session, width: int = 80) -> FormattedText:
         )
     rtt = render.duration(session.last_rtt) if session.last_rtt is not None else "-"
     # (label, short label, value), most useful first.
+    if session.kad is not None:
+        parts = [
+            ("kademlia via", "kad", format_addr(session.kad.bootstrap_addr)),
+            ("node", "node", session.node_id[:8] if session.node_id else "?"),
+            ("our id", "us", session.kad.id.hex()[:8]),
+            ("contacts", "ct", str(len(session.kad.table))),
+            ("rtt", "rtt", rtt),
+        ]
+        return _toolbar_line(session, parts, width)
     parts = [
         ("attached", "at", session.attached_text),
         ("id", "id", session.node_id[:8] if session.node_id else "?"),
@@ -301,6 +331,10 @@ def toolbar_text(session: Session, width: int = 80) -> FormattedText:
     if session.embedded is not None:
         up = sum(e.state == "up" for e in session.embedded)
         parts.append(("embedded ring:", "ring:", f"{up} up"))
+    return _toolbar_line(session, parts, width)
+
+
+def _toolbar_line(session: Session, parts: list[tuple[str, str, str]], width: int) -> FormattedText:
     if session.format != "table":
         parts.append(("format", "fmt", session.format))
     sep = " │ "
@@ -529,6 +563,15 @@ async def system_pager(text: str) -> None:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def prompt_text(session: Session) -> FormattedText:
+    """``udpdht> ``, or ``udpdht kad> `` on a kademlia network."""
+    if session.kad is not None:
+        return FormattedText(
+            [("ansigreen bold", "udpdht"), ("ansimagenta bold", " kad"), ("", "> ")]
+        )
+    return FormattedText([("ansigreen bold", "udpdht"), ("", "> ")])
+
+
 def make_prompt(
     session: Session,
     *,
@@ -539,7 +582,7 @@ def make_prompt(
     """The prompt: completion menu in columns, suggestions from history, argument hints,
     highlighting, and the toolbar."""
     prompt: PromptSession[str] = PromptSession(
-        FormattedText([("ansigreen bold", "udpdht"), ("", "> ")]),
+        lambda: prompt_text(session),
         completer=ShellCompleter(session),
         complete_while_typing=False,
         complete_style=CompleteStyle.MULTI_COLUMN,
@@ -721,6 +764,14 @@ async def _start(session: Session, attach: Address | None) -> str:
     if attach is None:
         await session.start_embedded(EMBEDDED_SIZE)
         return f"embedded ring of {EMBEDDED_SIZE} nodes; attached to {session.attached_text}"
+    if isinstance(attach, KadAddr):
+        st = await session.attach_kad(attach)
+        assert session.kad is not None
+        return (
+            f"attached to the kademlia network of {st['addr']} (node {st['id'][:8]}); our id "
+            f"{session.kad.id.hex()[:8]}, {len(session.kad.table)} contacts; kademlia's protocol "
+            "has get, put, lookup, ping, findnode, routing and whoami"
+        )
     await session.attach(attach)
     assert session.client is not None
     admin = "" if session.client.cookie is not None else " (no cookie: admin commands refused)"
@@ -738,6 +789,8 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
             return 2
     try:
         target = await resolve(attach) if attach is not None else None
+        if isinstance(attach, KadAddr) and target is not None:
+            target = KadAddr(*target)
     except ValueError as exc:
         print(f"udpdht: error: {exc}", file=err)
         return 2
@@ -746,7 +799,8 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
         if tty and target is None:
             print(f"starting an embedded ring of {EMBEDDED_SIZE} nodes on 127.0.0.1…", flush=True)
         elif tty and target is not None:  # a node that does not answer takes seconds to say so
-            print(f"attaching to {format_addr(target)}… (Ctrl-C to stop)", flush=True)
+            shown = str(target) if isinstance(target, KadAddr) else format_addr(target)
+            print(f"attaching to {shown}… (Ctrl-C to stop)", flush=True)
         try:
             first = await _start(session, target)
         except (DhtError, OSError, TimeoutError) as exc:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from udpdht import values
+from udpdht.kad.target import cannot, parse_target
 from udpdht.net import Address, parse_addr
 
 
@@ -38,6 +39,7 @@ class Command:
     style: str | None = None  # format: table, json, plain (None: show the current one)
     interval: float | None = None  # watch N CMD
     inner: Command | None = None  # watch N CMD: the command repeated
+    target: bytes | None = None  # findnode ID: 20 bytes
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,34 @@ SPECS: tuple[Spec, ...] = (
     Spec("ping", "ping [HOST:PORT]", "round-trip time to a node (default: the attached one)"),
     Spec(
         "attach",
-        "attach HOST:PORT",
-        "talk to another node from now on",
-        "The node must answer a ping; otherwise the shell stays attached where it was.",
+        "attach HOST:PORT | kad://HOST:PORT",
+        "talk to another node from now on (kad://: a kademlia network)",
+        "The node must answer a ping; otherwise the shell stays attached where it was. "
+        "kad://HOST:PORT attaches to a network of the `kademlia` package through that node: "
+        "then get, put, ping, lookup, findnode, routing and whoami speak kademlia's protocol, "
+        "and the commands it has no request for say so. 'attach HOST:PORT' goes back to a "
+        "udpdht node.",
+    ),
+    Spec(
+        "findnode",
+        "findnode ID",
+        "the k kademlia nodes nearest ID (40 hex digits), with the lookup's trace",
+        "Kademlia's find_node lookup (α = 3, k = 20, XOR distance). Only on a kademlia "
+        "network (attach kad://HOST:PORT).",
+    ),
+    Spec(
+        "routing",
+        "routing [HOST:PORT]",
+        "the kademlia contacts learned, by bucket; or probe a node's table",
+        "Without an address: the contacts this shell has heard from, by bucket (the leading "
+        "bits their ids share with ours). With HOST:PORT: asks that node find_node for ids "
+        "spread across the id space and lists what it returned, by bucket of its id. Only "
+        "on a kademlia network (attach kad://HOST:PORT).",
+    ),
+    Spec(
+        "whoami",
+        "whoami",
+        "this shell's own id and address, and what it is attached to",
     ),
     Spec(
         "join",
@@ -132,6 +159,59 @@ SPECS: tuple[Spec, ...] = (
 )
 
 COMMANDS: dict[str, Spec] = {spec.name: spec for spec in SPECS}
+
+#: The two modes: attached to a udpdht node, or (``attach kad://H:P``) to a kademlia network.
+MODES = ("udpdht", "kad")
+#: What works on a kademlia network; every other command says why it cannot (kad.target).
+KAD_COMMANDS: tuple[str, ...] = (
+    "get",
+    "put",
+    "lookup",
+    "ping",
+    "findnode",
+    "routing",
+    "whoami",
+    "attach",
+    "watch",
+    "format",
+    "help",
+    "quit",
+)
+#: What works only there.
+KAD_ONLY: tuple[str, ...] = ("findnode", "routing")
+#: What the commands do on a kademlia network, where it differs.
+KAD_SUMMARY: dict[str, str] = {
+    "get": "print the value of KEY (kademlia's find_value lookup)",
+    "put": "store VALUE under KEY on the k nodes nearest it (no --ttl here)",
+    "lookup": "kademlia's lookup of KEY: who was asked in each round, what each returned",
+    "ping": "round-trip time to a kademlia node (default: the one attached through)",
+    "format": "how lookup and findnode print (default: table)",
+}
+UDPDHT_ONLY_WHY = (
+    "it is kademlia's: 'attach kad://HOST:PORT' first (on a udpdht ring, 'lookup KEY' finds a "
+    "key's owner, and 'fingers' and 'leafset' show a node's table)"
+)
+
+
+def available(name: str, mode: str) -> bool:
+    """Whether command ``name`` works in ``mode`` (udpdht or kad)."""
+    if mode == "kad":
+        return name in KAD_COMMANDS
+    return name not in KAD_ONLY
+
+
+def unavailable(name: str, mode: str) -> str:
+    """Why ``name`` does not work in ``mode``, in one line."""
+    if mode == "kad":
+        return cannot(name)
+    return f"'{name}' works only on a kademlia network: {UDPDHT_ONLY_WHY}"
+
+
+def summary(name: str, mode: str = "udpdht") -> str:
+    spec = COMMANDS[name]
+    return KAD_SUMMARY.get(name, spec.summary) if mode == "kad" else spec.summary
+
+
 ALIASES: dict[str, str] = {"exit": "quit", "?": "help", "del": "delete"}
 NODES_ACTIONS: tuple[str, ...] = ("list", "add", "kill", "join")
 FORMATS: tuple[str, ...] = ("table", "json", "plain")
@@ -145,6 +225,9 @@ WATCHABLE: tuple[str, ...] = (
     "fingers",
     "stats",
     "ping",
+    "routing",
+    "whoami",
+    "findnode",
 )
 MIN_WATCH = 0.1  # seconds: the shortest 'watch' period
 MAX_WATCH = 86_400.0
@@ -202,6 +285,14 @@ def _addr(text: str) -> Address:
         raise CommandError(str(exc)) from None
 
 
+def _target(text: str) -> Address:
+    """``HOST:PORT`` or ``kad://HOST:PORT`` (a :class:`KadAddr`)."""
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _count(name: str, text: str, what: str, low: int, high: int) -> int:
     if not text.isdigit() or not low <= int(text) <= high:
         raise CommandError(f"{what} must be a number {low}..{high}, got {text!r}; {_usage(name)}")
@@ -228,7 +319,30 @@ def _addr_only(name: str, args: list[str]) -> Command:
 
 def _ping(name: str, args: list[str]) -> Command:
     _arity(name, args, 0, 1, "at most one address")
-    return Command(name, addr=_addr(args[0]) if args else None)
+    return Command(name, addr=_target(args[0]) if args else None)
+
+
+def _attach(name: str, args: list[str]) -> Command:
+    _arity(name, args, 1, 1, "an address HOST:PORT or kad://HOST:PORT")
+    return Command(name, addr=_target(args[0]))
+
+
+def _findnode(name: str, args: list[str]) -> Command:
+    _arity(name, args, 1, 1, "a node ID")
+    text = args[0].lower().removeprefix("0x")
+    if len(text) != 40 or any(ch not in "0123456789abcdef" for ch in text):
+        raise CommandError(
+            f"ID is a node id of 40 hex digits, got {args[0]!r} (for a key, 'lookup KEY')"
+        )
+    return Command(name, target=bytes.fromhex(text))
+
+
+def _routing(name: str, args: list[str]) -> Command:
+    _arity(name, args, 0, 1, "at most one address")
+    if not args:
+        return Command(name)
+    host, port = _target(args[0])  # kad:// or not: 'routing' speaks kademlia either way
+    return Command(name, addr=(host, port))
 
 
 def _put(name: str, args: list[str]) -> Command:
@@ -352,7 +466,10 @@ PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
     "fingers": _no_args,
     "stats": _no_args,
     "ping": _ping,
-    "attach": _addr_only,
+    "attach": _attach,
+    "findnode": _findnode,
+    "routing": _routing,
+    "whoami": _no_args,
     "join": _addr_only,
     "leave": _no_args,
     "nodes": _nodes,
@@ -383,15 +500,33 @@ def parse(line: str) -> Command:
     return PARSERS[name](name, args)
 
 
-def help_text(topic: str | None = None) -> str:
-    """``help``: every command with its summary; ``help CMD``: its usage and details."""
+def help_text(topic: str | None = None, mode: str = "udpdht") -> str:
+    """``help``: the commands of the mode with their summaries (and which others exist);
+    ``help CMD``: its usage and details, and why it does not work in this mode if it does not.
+    """
     if topic is None:
-        width = max(len(spec.usage) for spec in SPECS)
-        lines = [f"  {spec.usage:<{width}}  {spec.summary}" for spec in SPECS]
+        specs = [spec for spec in SPECS if available(spec.name, mode)]
+        width = max(len(spec.usage) for spec in specs)
+        lines = []
+        if mode == "kad":
+            lines.append("on a kademlia network (kad://), these commands work:")
+        lines += [f"  {spec.usage:<{width}}  {summary(spec.name, mode)}" for spec in specs]
+        others = [spec.name for spec in SPECS if not available(spec.name, mode)]
+        if mode == "kad":
+            lines.append(
+                "not on a kademlia network: " + ", ".join(others) + " ('help CMD' says why); "
+                "'attach HOST:PORT' goes back to a udpdht node"
+            )
+        else:
+            lines.append(
+                "on a kademlia network ('attach kad://HOST:PORT'): " + ", ".join(others) + " too"
+            )
         lines.append("Tab completes commands, addresses and keys; Ctrl-D or 'quit' leaves.")
         return "\n".join(lines)
     spec = COMMANDS[ALIASES.get(topic, topic)]
-    lines = [f"usage: {spec.usage}", f"  {spec.summary}"]
+    lines = [f"usage: {spec.usage}", f"  {summary(spec.name, mode)}"]
+    if not available(spec.name, mode):
+        lines.append("  " + unavailable(spec.name, mode))
     if spec.details:
         lines.append(textwrap.fill(spec.details, 88, initial_indent="  ", subsequent_indent="  "))
     aliases = [alias for alias, target in ALIASES.items() if target == spec.name]

@@ -17,11 +17,13 @@ from typing import Any
 from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
+from udpdht.kad.client import KadClient
+from udpdht.kad.target import KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 
-from . import formats, render
-from .commands import Command, CommandError, help_text
+from . import formats, render, render_kad
+from .commands import Command, CommandError, available, help_text, unavailable
 
 EMBEDDED_SIZE = 5
 PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
@@ -61,6 +63,9 @@ class Session:
     def __init__(self, *, cookie: bytes | None = None, cookie_addr: Address | None = None) -> None:
         self.client: Client | None = None
         self.attached: Address | None = None
+        # Attached to a kademlia network (attach kad://H:P): its client; then `client` is None.
+        self.kad: KadClient | None = None
+        self.kad_addrs: dict[str, None] = {}  # kademlia nodes heard from, most recent last
         self.embedded: list[EmbeddedNode] | None = None
         self.cookie = cookie  # from --cookie, for cookie_addr (or any node without its own)
         self.cookie_addr = cookie_addr
@@ -99,13 +104,35 @@ class Session:
             "nodes": self._nodes,
             "format": self._format,
             "watch": self._watch,
+            "whoami": self._whoami,
+        }
+        self._kad_handlers: dict[str, Callable[[Command], Awaitable[str]]] = {
+            "get": self._kad_get,
+            "put": self._kad_put,
+            "lookup": self._kad_lookup,
+            "ping": self._kad_ping,
+            "findnode": self._kad_findnode,
+            "routing": self._kad_routing,
+            "whoami": self._kad_whoami,
         }
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     @property
+    def mode(self) -> str:
+        """``kad`` while attached to a kademlia network, else ``udpdht``."""
+        return "kad" if self.kad is not None else "udpdht"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the shell is attached to anything (a udpdht node or a kademlia network)."""
+        return self.client is not None or self.kad is not None
+
+    @property
     def attached_text(self) -> str:
-        return format_addr(self.attached) if self.attached is not None else "-"
+        if self.attached is None:
+            return "-"
+        return kad_text(self.attached) if self.kad is not None else format_addr(self.attached)
 
     async def start_embedded(self, size: int = EMBEDDED_SIZE) -> None:
         """Start ``size`` nodes on 127.0.0.1 in this process, wait for the ring, attach."""
@@ -139,6 +166,9 @@ class Session:
         client, self.client = self.client, None
         if client is not None:
             await client.close()
+        kad, self.kad = self.kad, None
+        if kad is not None:
+            await kad.close()
         if self.embedded:
             live = [e for e in self.embedded if e.state == "up"]
             await asyncio.gather(*(e.node.stop() for e in live), return_exceptions=True)
@@ -151,6 +181,11 @@ class Session:
         if self.client is None:
             raise CommandError("not attached to any node: use 'attach HOST:PORT'")
         return self.client
+
+    def _kad(self) -> KadClient:
+        if self.kad is None:
+            raise CommandError("not attached to a kademlia network: use 'attach kad://HOST:PORT'")
+        return self.kad
 
     def _embedded_at(self, addr: str) -> EmbeddedNode | None:
         for e in self.embedded or []:
@@ -169,7 +204,12 @@ class Session:
         return local or self.cookie
 
     async def attach(self, addr: Address, *, within: float | None = None) -> dict[str, Any]:
-        """Talk to the node at ``addr`` from now on, once it has answered; its status."""
+        """Talk to the node at ``addr`` from now on, once it has answered; its status.
+
+        A :class:`KadAddr` attaches to a kademlia network (:meth:`attach_kad`); the status is
+        then ``{"addr", "id", "rtt_s"}`` of the node pinged."""
+        if isinstance(addr, KadAddr):
+            return await self.attach_kad(addr, within=within)
         addr = await resolve(addr)
         client = Client(addr, cookie=self.cookie_for(addr))
         await client.open()
@@ -186,8 +226,47 @@ class Session:
         old, self.client, self.attached = self.client, client, addr
         if old is not None:
             await old.close()
+        await self._leave_kad()
         self._note_status(st, rtt)
         return st
+
+    async def _leave_kad(self) -> None:
+        kad, self.kad = self.kad, None
+        if kad is not None:
+            await kad.close()
+            self.node_id = None
+
+    async def attach_kad(self, addr: Address, *, within: float | None = None) -> dict[str, Any]:
+        """Join the kademlia network of the node at ``addr`` as a client: ping it, then look up
+        our own id to learn the contacts near us (what kademlia's bootstrap does)."""
+        host, port = await resolve((addr[0], addr[1]))
+        kad = KadClient((host, port))
+        try:
+            node, rtt = await asyncio.wait_for(kad.open(), within)
+            await asyncio.wait_for(kad.find_node(kad.id), within)
+        except BaseException as exc:
+            await kad.close()
+            if isinstance(exc, (DhtError, TimeoutError)):
+                self.dead.add(format_addr((host, port)))
+            raise
+        old, self.client = self.client, None
+        if old is not None:
+            await old.close()
+        await self._leave_kad()
+        self.kad, self.attached = kad, KadAddr(host, port)
+        self.node_id = node.hex
+        self.successor = None
+        self.answering, self.suggestion, self.last_rtt = True, None, rtt
+        self._neighbours = []
+        self._note_kad(kad)
+        return {"addr": format_addr((host, port)), "id": node.hex, "rtt_s": rtt}
+
+    def _note_kad(self, kad: KadClient) -> None:
+        for contact in kad.table.contacts():
+            text = format_addr(contact.addr)
+            self.kad_addrs.pop(text, None)
+            self.kad_addrs[text] = None
+            self.dead.discard(text)
 
     async def _reattach(self, prefer: Iterable[str]) -> str | None:
         """After the attached node went away: attach to one that answers; its address."""
@@ -233,7 +312,11 @@ class Session:
         self.keys[key] = None
 
     async def refresh(self) -> None:
-        """Ask the attached node for its status (for the toolbar); never raises a DhtError."""
+        """Ask the attached node for its status (for the toolbar); never raises a DhtError.
+        On a kademlia network: ping the node attached through."""
+        if self.kad is not None:
+            await self._refresh_kad(self.kad)
+            return
         client = self.client
         if client is None:
             return
@@ -249,6 +332,24 @@ class Session:
             return
         if client is self.client:
             self._note_status(st, loop.time() - start)
+
+    async def _refresh_kad(self, kad: KadClient) -> None:
+        try:
+            _, rtt = await kad.ping_node(kad.bootstrap_addr, tries=2, deadline=PROBE_TIMEOUT)
+        except (DhtError, OSError):
+            if kad is self.kad:
+                self.answering = False
+                self.dead.add(format_addr(kad.bootstrap_addr))
+                self.suggestion = next(
+                    (a for a in reversed(self.kad_addrs) if a not in self.dead), None
+                )
+                if self.suggestion is not None:
+                    self.suggestion = "kad://" + self.suggestion
+            return
+        if kad is self.kad:
+            self.answering, self.last_rtt, self.suggestion = True, rtt, None
+            self.dead.discard(format_addr(kad.bootstrap_addr))
+            self._note_kad(kad)
 
     async def _suggest_neighbour(self, client: Client) -> None:
         """Find a neighbour of the silent attached node that answers, for the toolbar."""
@@ -273,11 +374,14 @@ class Session:
     async def execute(self, cmd: Command) -> str:
         """Run ``cmd``; its output. Raises CommandError, whose message is one sentence."""
         if cmd.name == "help":
-            return help_text(cmd.topic)
+            return help_text(cmd.topic, self.mode)
         if cmd.name == "quit":
             return ""
+        self._check_mode(cmd)
+        kad_handler = self._kad_handlers.get(cmd.name) if self.kad is not None else None
+        handler = kad_handler or self._handlers[cmd.name]
         try:
-            return await self._handlers[cmd.name](cmd)
+            return await handler(cmd)
         except CommandError:
             raise
         except KeyNotFound:
@@ -288,6 +392,16 @@ class Session:
             raise CommandError(f"{self.attached_text} did not answer in time") from None
         except OSError as exc:
             raise CommandError(_sentence(f"network error: {exc.strerror or exc}")) from None
+
+    def _check_mode(self, cmd: Command) -> None:
+        """CommandError, before anything is sent, for what the mode cannot do."""
+        for one in (cmd, cmd.inner):
+            if one is None:
+                continue
+            if not available(one.name, self.mode):
+                raise CommandError(unavailable(one.name, self.mode))
+            if self.kad is not None and one.name == "put" and one.ttl is not None:
+                raise CommandError(cannot("ttl"))
 
     async def _get(self, cmd: Command) -> str:
         assert cmd.key is not None
@@ -377,6 +491,10 @@ class Session:
         return "\n".join(lines)
 
     async def _ping(self, cmd: Command) -> str:
+        if isinstance(cmd.addr, KadAddr):
+            raise CommandError(
+                f"{cmd.addr} is a kademlia node: 'attach {cmd.addr}' first, then 'ping'"
+            )
         client = self._client()
         target = await resolve(cmd.addr) if cmd.addr is not None else client.addr
         text = format_addr(target)
@@ -394,6 +512,12 @@ class Session:
     async def _attach(self, cmd: Command) -> str:
         assert cmd.addr is not None
         st = await self.attach(cmd.addr)
+        if self.kad is not None:
+            return (
+                f"attached to the kademlia network of {st['addr']} (node {st['id'][:8]}); "
+                f"our id {self.kad.id.hex()[:8]}, {len(self.kad.table)} contacts so far; "
+                "'help' lists what works here"
+            )
         admin = "" if self._client().cookie is not None else "; no cookie, so no admin commands"
         return f"attached to {st['addr']} (id {st['id'][:8]}){admin}"
 
@@ -628,3 +752,99 @@ class Session:
             for e, (primary, replica) in zip(self.embedded, found, strict=True)
         ]
         return "\n".join(render.nodes_lines(rows))
+
+    async def _whoami(self, cmd: Command) -> str:
+        client = self._client()
+        return "\n".join(
+            [
+                "client   this shell: a udpdht client (no id of its own: it only asks)",
+                f"attached {self.attached_text} (node {(self.node_id or '?')[:8]})",
+                f"socket   {format_addr(client.endpoint.addr)}   (where the node's answers come)",
+            ]
+        )
+
+    # --- on a kademlia network (attach kad://H:P) ----------------------------------------------
+
+    def _kad_target(self, cmd: Command, kad: KadClient) -> Address:
+        if cmd.addr is None:
+            return kad.bootstrap_addr
+        return (cmd.addr[0], cmd.addr[1])
+
+    async def _kad_get(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        kad = self._kad()
+        try:
+            value, _ = await kad.get(cmd.key)
+        finally:
+            self._note_kad(kad)
+        self.remember_key(cmd.key)
+        return render.value_text(value)
+
+    async def _kad_put(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        kad = self._kad()
+        try:
+            result = await kad.put(cmd.key, cmd.value)
+        except TypeError as exc:  # refused before sending: the reason
+            raise CommandError(f"not sent: {exc}") from None
+        finally:
+            self._note_kad(kad)
+        self.remember_key(cmd.key)
+        return render_kad.put_text(cmd.key, result)
+
+    async def _kad_lookup(self, cmd: Command) -> str:
+        assert cmd.key is not None
+        kad = self._kad()
+        from udpdht.kad.client import digest
+
+        trace = await kad.lookup(digest(cmd.key), method="find_value", stop_at_value=False)
+        self._note_kad(kad)
+        self.remember_key(cmd.key)
+        if self.format != "table":
+            return formats.as_text(render_kad.lookup_object(cmd.key, trace), self.format)
+        return "\n".join(render_kad.lookup_lines(cmd.key, trace))
+
+    async def _kad_findnode(self, cmd: Command) -> str:
+        assert cmd.target is not None
+        kad = self._kad()
+        trace = await kad.find_node(cmd.target)
+        self._note_kad(kad)
+        if self.format != "table":
+            return formats.as_text(trace.info(), self.format)
+        return "\n".join(render_kad.findnode_lines(trace))
+
+    async def _kad_ping(self, cmd: Command) -> str:
+        kad = self._kad()
+        target = await resolve(self._kad_target(cmd, kad))
+        text = format_addr(target)
+        try:
+            node, rtt = await kad.ping_node(target)
+        except DhtError:
+            self.dead.add(text)
+            raise
+        self.dead.discard(text)
+        self._note_kad(kad)
+        if target == kad.bootstrap_addr:
+            self.last_rtt = rtt
+        return render_kad.ping_text(node, rtt)
+
+    async def _kad_routing(self, cmd: Command) -> str:
+        kad = self._kad()
+        if cmd.addr is None:
+            return "\n".join(render_kad.routing_lines(kad.id, kad.table))
+        probe = await kad.probe(await resolve(self._kad_target(cmd, kad)))
+        self._note_kad(kad)
+        return "\n".join(render_kad.probe_lines(probe))
+
+    async def _kad_whoami(self, cmd: Command) -> str:
+        kad = self._kad()
+        try:
+            seen = format_addr(await kad.stun())
+            addr = f"{seen}   (as {format_addr(kad.bootstrap_addr)} sees it: kademlia's stun)"
+        except DhtError as exc:
+            bound = format_addr(kad.addr) if kad.addr else "-"
+            addr = f"{bound} (bound; stun failed: {in_words(exc, hint=False)})"
+        lines = render_kad.whoami_lines(
+            kad.id, addr, self.attached_text, len(kad.table), len(kad.local)
+        )
+        return "\n".join(lines)

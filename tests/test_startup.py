@@ -157,6 +157,15 @@ def test_shell_like_commands_load_no_node_store_or_prompt(command: str) -> None:
     assert loaded(modules, NODE_ONLY) == []
 
 
+def test_kad_client_commands_load_no_node_store_or_prompt() -> None:
+    """``get --node kad://`` (udpdht/cli_kad.py, shell/render_kad.py) runs no node either."""
+    argv = ["get", "--node", "kad://127.0.0.1:9", "k", "--tries", "1"]  # nothing answers there
+    code, modules, _, stderr = probe(f"from udpdht.cli import main\nsys.exit(main({argv!r}))")
+    assert code == 1 and "is a kademlia node running there?" in stderr
+    assert "udpdht.kad.client" in modules
+    assert loaded(modules, NODE_ONLY) == []
+
+
 def test_client_loads_no_node_store_or_shell() -> None:
     """The client commands' import: what talks to a node, not what runs one."""
     code, modules, _, _ = probe("from udpdht.client import Client")

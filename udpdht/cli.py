@@ -45,6 +45,16 @@ def _addr(text: str) -> Address:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _target(text: str) -> Address:
+    """``HOST:PORT``, or ``kad://HOST:PORT`` for a kademlia network (a ``KadAddr``)."""
+    from .kad.target import parse_target
+
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _listen_addr(text: str) -> Address:
     """``HOST:PORT`` to listen at; port 0: any free port."""
     from .net import parse_addr
@@ -155,9 +165,10 @@ def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPar
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
     p.add_argument(
         "--node",
-        type=_addr,
+        type=_target,
         metavar="H:P",
-        help=f"the node to ask (default: ${NODE_ENV}; one of the two is needed)",
+        help=f"the node to ask (default: ${NODE_ENV}; one of the two is needed); "
+        "kad://H:P: a kademlia network, for get, put, lookup and ping",
     )
     p.add_argument(
         "--timeout",
@@ -357,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("shell", help="interactive shell (no --attach: an embedded local ring)")
-    p.add_argument("--attach", type=_addr, metavar="H:P", help="a running node to attach to")
+    p.add_argument(
+        "--attach",
+        type=_target,
+        metavar="H:P",
+        help="a running node to attach to; kad://H:P: a kademlia network",
+    )
     p.add_argument("--cookie", metavar="FILE", help="the node's cookie file, for admin commands")
     p.set_defaults(func=cmd_shell)
 
@@ -414,7 +430,7 @@ def _node_from_env() -> Address:
     if not text:
         raise UsageError(f"--node H:P is required (or set {NODE_ENV})")
     try:
-        return _addr(text)
+        return _target(text)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(f"{NODE_ENV}: {exc}") from None
 
@@ -772,6 +788,12 @@ def _main(argv: Sequence[str] | None) -> int:
             args.warnings = layers.resolve(args, os.environ)
         if "node" in vars(args) and args.node is None:  # a client command
             args.node = _node_from_env()
+        from .kad.target import KadAddr
+
+        if isinstance(getattr(args, "node", None), KadAddr):  # kad://: a kademlia network
+            from .cli_kad import command
+
+            func = command(args)
         return func(args)
     except (UsageError, ConfigError) as exc:
         print(f"udpdht: error: {exc}", file=sys.stderr)

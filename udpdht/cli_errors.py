@@ -28,10 +28,12 @@ def shown(addr: tuple[str, int]) -> str:
 
 
 def unanswered(exc: RpcTimeout, *, hint: bool = True) -> str:
-    """``127.0.0.1:7109 did not answer (6 tries, 8.7 s); is a node running there?``"""
+    """``127.0.0.1:7109 did not answer (6 tries, 8.7 s); is a node running there?`` (a
+    kademlia node's timeout asks whether a kademlia node is running there)."""
     tries = f"{exc.tries} tr{'y' if exc.tries == 1 else 'ies'}"
     text = f"{shown(exc.addr)} did not answer ({tries}, {exc.elapsed:.1f} s)"
-    return text + "; is a node running there?" if hint else text
+    kind = getattr(exc, "peer_kind", "a node")
+    return text + f"; is {kind} running there?" if hint else text
 
 
 def in_words(exc: BaseException, *, hint: bool = True) -> str:

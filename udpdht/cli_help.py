@@ -32,11 +32,15 @@ HELP: dict[str, tuple[str, list[str]]] = {
         [
             "udpdht put --node 127.0.0.1:7000 greeting hello",
             "udpdht put --node 127.0.0.1:7000 config '{\"n\": 3}' --json --ttl 3600",
+            "udpdht put --node kad://127.0.0.1:8468 greeting hello   # a kademlia network",
         ],
     ),
     "get": (
         "Print the value stored under a key; exit status 1 when the key has no value.",
-        ["udpdht get --node 127.0.0.1:7000 greeting"],
+        [
+            "udpdht get --node 127.0.0.1:7000 greeting",
+            "udpdht get --node kad://127.0.0.1:8468 greeting   # a kademlia network",
+        ],
     ),
     "delete": (
         "Delete a key (on every replica).",
@@ -44,7 +48,10 @@ HELP: dict[str, tuple[str, list[str]]] = {
     ),
     "lookup": (
         "Find the node that owns a key, and show the hops the asked node took to find it.",
-        ["udpdht lookup --node 127.0.0.1:7000 greeting"],
+        [
+            "udpdht lookup --node 127.0.0.1:7000 greeting",
+            "udpdht lookup --node kad://127.0.0.1:8468 greeting   # kademlia's lookup, traced",
+        ],
     ),
     "ring": (
         "Walk the ring from a node along its successors and list each node in ring order: its "
@@ -55,7 +62,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
     "ping": (
         "Ping a node: the round-trip time, its id, and whether it is isolated (it lost "
         "contact with its ring and is rejoining).",
-        ["udpdht ping --node 127.0.0.1:7000"],
+        ["udpdht ping --node 127.0.0.1:7000", "udpdht ping --node kad://127.0.0.1:8468"],
     ),
     "keys": (
         "List the keys a node holds, as primary (it owns them) or replica, in ring order of "
@@ -86,8 +93,13 @@ HELP: dict[str, tuple[str, list[str]]] = {
     ),
     "shell": (
         "An interactive shell. Without --attach it starts an embedded ring of 5 nodes in "
-        "this process to play with; with --attach it talks to a running node.",
-        ["udpdht shell", "udpdht shell --attach 127.0.0.1:7000"],
+        "this process to play with; with --attach it talks to a running node, or with "
+        "--attach kad://H:P to a network of the kademlia package.",
+        [
+            "udpdht shell",
+            "udpdht shell --attach 127.0.0.1:7000",
+            "udpdht shell --attach kad://127.0.0.1:8468",
+        ],
     ),
 }
 

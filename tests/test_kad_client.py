@@ -1,0 +1,469 @@
+"""The shell and the CLI on a network of the real `kademlia` package (``kad://H:P``).
+
+Ten ``kademlia.network.Server``s run in the test's event loop on loopback; the udpdht side is
+a shell Session in the same process, or the real ``udpdht`` command in a child process (the
+loop keeps serving the network while the child runs). Also: the lookup and the routing table
+alone (no sockets), and the words for what kademlia cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import random
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import kademlia.utils
+import pytest
+from helpers import ENV
+from kademlia.network import Server as KademliaServer
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output.plain_text import PlainTextOutput
+from prompt_toolkit.output.vt100 import Vt100_Output
+
+from shell.app import ShellCompleter, TerminalConsole, interact, prompt_text, toolbar_text
+from shell.commands import KAD_COMMANDS, CommandError, help_text, parse
+from shell.session import Session
+from udpdht import Node
+from udpdht.errors import RpcTimeout
+from udpdht.kad import codec
+from udpdht.kad.client import KadClient, digest
+from udpdht.kad.endpoint import KadEndpoint
+from udpdht.kad.lookup import Answer, Contact, RoutingTable, bucket_of, iterative_lookup
+from udpdht.kad.target import KadAddr, parse_target
+from udpdht.net import Address, format_addr
+from udpdht.server import digest as server_digest
+
+NETWORK_SIZE = 10
+
+
+@dataclass
+class KadNetwork:
+    servers: list[KademliaServer]
+    addrs: list[Address]
+
+    @property
+    def url(self) -> str:
+        host, port = self.addrs[0]
+        return f"kad://{host}:{port}"
+
+    def holders(self, key: str) -> list[Any]:
+        """The values the servers keep locally under ``key``."""
+        dkey = kademlia.utils.digest(key)
+        return [s.storage.get(dkey) for s in self.servers if s.storage.get(dkey) is not None]
+
+    async def get_over_the_wire(self, server: int, key: str) -> Any:
+        """kademlia's own get from one server, without its local copy (so it asks others)."""
+        self.servers[server].storage.data.pop(kademlia.utils.digest(key), None)
+        return await asyncio.wait_for(self.servers[server].get(key), 10)
+
+
+@pytest.fixture
+async def kad_network() -> AsyncIterator[KadNetwork]:
+    for name in ("kademlia", "rpcudp"):  # their warnings about silent peers are expected here
+        logging.getLogger(name).setLevel(logging.ERROR)
+    servers: list[KademliaServer] = []
+    try:
+        for _ in range(NETWORK_SIZE):
+            server = KademliaServer()
+            servers.append(server)
+            await server.listen(0, interface="127.0.0.1")
+        addrs = [s.transport.get_extra_info("sockname")[:2] for s in servers]
+        for server in servers[1:]:
+            await asyncio.wait_for(server.bootstrap([addrs[0]]), 10)
+        yield KadNetwork(servers, addrs)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def _attached(net: KadNetwork, entry: int = 0) -> Session:
+    session = Session()
+    host, port = net.addrs[entry]
+    await session.execute(parse(f"attach kad://{host}:{port}"))
+    assert session.mode == "kad"
+    return session
+
+
+# --- keys, lookups, tables without sockets -----------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["hello", "", "ünïcode", b"\x00bytes", "5"])
+def test_digest_is_kademlias(key: str | bytes) -> None:
+    assert digest(key) == kademlia.utils.digest(key) == server_digest(key)
+
+
+def test_kad_addresses_parse() -> None:
+    assert parse_target("kad://127.0.0.1:8468") == KadAddr("127.0.0.1", 8468)
+    assert isinstance(parse_target("KAD://[::1]:1"), KadAddr)
+    assert type(parse_target("127.0.0.1:7000")) is tuple
+    with pytest.raises(ValueError, match="unknown scheme 'udp://'"):
+        parse_target("udp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="after kad://"):
+        parse_target("kad://nowhere")
+
+
+def _random_network(size: int, seed: int) -> dict[bytes, Contact]:
+    rng = random.Random(seed)
+    ids = {rng.randbytes(20) for _ in range(size)}
+    return {nid: Contact(nid, ("127.0.0.1", 1000 + i)) for i, nid in enumerate(sorted(ids))}
+
+
+async def test_lookup_finds_the_k_nearest_and_keeps_its_trace() -> None:
+    """On 300 simulated nodes that each know their 20 nearest and 20 others, the lookup ends
+    with the true 20 nearest; the first round asks α = 3; a silent node is marked so."""
+    nodes = _random_network(300, seed=1)
+    rng = random.Random(2)
+    silent = set(rng.sample(sorted(nodes), 10))
+
+    def nearest_to(nid: bytes) -> list[bytes]:
+        return sorted(nodes, key=lambda o: codec.distance(o, nid))[1:21]
+
+    tables = {nid: nearest_to(nid) + rng.sample(sorted(nodes), 20) for nid in nodes}
+    target = rng.randbytes(20)
+
+    async def ask(c: Contact) -> Answer:
+        if c.id in silent:
+            return Answer("no answer", error="silent")
+        near = sorted(tables[c.id], key=lambda o: codec.distance(o, target))[:20]
+        return Answer("contacts", contacts=tuple(nodes[o] for o in near), rtt=0.001)
+
+    start = [nodes[n] for n in rng.sample(sorted(set(nodes) - silent), 3)]
+    clock = iter(range(10_000))
+    trace = await iterative_lookup(target, start, ask, clock=lambda: float(next(clock)))
+    live = sorted(set(nodes) - silent, key=lambda o: codec.distance(o, target))
+    assert [c.id for c in trace.nearest] == live[:20]
+    assert [q.round for q in trace.queries].count(1) == 3
+    assert trace.stopped == "the 20 nearest answered"
+    assert all(q.answer.outcome == "no answer" for q in trace.queries if q.peer.id in silent)
+    assert trace.rounds == max(q.round for q in trace.queries)
+
+
+async def test_find_value_stops_at_the_first_holder_or_goes_on() -> None:
+    nodes = _random_network(50, seed=3)
+    target = b"\x42" * 20
+    holder = min(nodes, key=lambda o: codec.distance(o, target))
+    everyone = tuple(nodes.values())
+
+    async def ask(c: Contact) -> Answer:
+        if c.id == holder:
+            return Answer("value", value="v", contacts=everyone, rtt=0.001)
+        return Answer("contacts", contacts=everyone, rtt=0.001)
+
+    far = max(nodes, key=lambda o: codec.distance(o, target))
+    first = await iterative_lookup(target, [nodes[far]], ask, method="find_value")
+    assert first.found and first.value == "v" and first.holders == [nodes[holder]]
+    assert first.stopped.endswith("had the value")
+    full = await iterative_lookup(
+        target, [nodes[far]], ask, method="find_value", stop_at_value=False
+    )
+    assert full.found and len(full.nearest) == 20 and full.nearest[0].id == holder
+
+
+def test_routing_table_buckets_by_common_prefix() -> None:
+    own = b"\x00" * 20
+    table = RoutingTable(own, k=2)
+    far = [Contact(bytes([0x80 + i]) + b"\x00" * 19, ("127.0.0.1", 2000 + i)) for i in range(3)]
+    near = Contact(b"\x00" * 19 + b"\x01", ("127.0.0.1", 3000))
+    for i, c in enumerate([*far, near]):
+        table.seen(c, float(i))
+    assert bucket_of(own, far[0].id) == 0 and bucket_of(own, near.id) == 159
+    assert [i for i, _ in table.by_bucket()] == [159, 0]
+    assert len(table) == 3  # bucket 0 holds k = 2: the least recently seen went
+    assert far[0].id not in table and far[2].id in table
+    table.failed(near.id)
+    assert near.id not in table and len(table) == 2
+
+
+# --- the shell on a kademlia network -----------------------------------------------------------
+
+
+async def test_shell_puts_what_kademlia_gets_and_gets_what_it_sets(kad_network: KadNetwork) -> None:
+    net = kad_network
+    await net.servers[4].set("from-kademlia", "set by kademlia")
+    session = await _attached(net)
+    try:
+        assert await session.execute(parse("get from-kademlia")) == "set by kademlia"
+        out = await session.execute(parse("put from-udpdht 'put by udpdht'"))
+        assert out == f"stored 'from-udpdht' on {NETWORK_SIZE} nodes nearest the key"
+        assert await net.get_over_the_wire(7, "from-udpdht") == "put by udpdht"
+        await session.execute(parse("put number --json 42"))
+        assert await net.get_over_the_wire(2, "number") == 42
+        with pytest.raises(CommandError, match="'absent': not found"):
+            await session.execute(parse("get absent"))
+    finally:
+        await session.close()
+
+
+async def test_shell_lookup_shows_who_was_asked_and_what_each_returned(
+    kad_network: KadNetwork,
+) -> None:
+    net = kad_network
+    await net.servers[1].set("traced", "here")
+    session = await _attached(net, entry=3)
+    try:
+        text = await session.execute(parse("lookup traced"))
+        lines = text.splitlines()
+        assert lines[0].startswith("key      'traced' -> " + digest("traced").hex()[:16])
+        assert lines[1].split() == ["round", "id", "address", "prefix", "rtt", "returned"]
+        rows = [line for line in lines[2:] if line.startswith("  ") and line.split()[0].isdigit()]
+        asked = {row.split()[2] for row in rows}
+        assert asked == {f"127.0.0.1:{port}" for _, port in net.addrs}  # all ten: k = 20
+        assert all("the value" in row for row in rows)
+        assert any(line.startswith("value    here   (from ") for line in lines)
+        assert f"stopped: the {NETWORK_SIZE} nearest answered" in lines[-2]
+        session.format = "json"
+        data = json.loads(await session.execute(parse("lookup traced")))
+        assert data["key_id"] == digest("traced").hex() and data["value"] == "here"
+        assert {q["outcome"] for q in data["queries"]} == {"value"}
+        assert len(data["holders"]) == NETWORK_SIZE
+    finally:
+        await session.close()
+
+
+async def test_shell_findnode_routing_whoami_and_ping(kad_network: KadNetwork) -> None:
+    net = kad_network
+    session = await _attached(net)
+    try:
+        target = net.servers[5].node.id
+        text = await session.execute(parse(f"findnode {target.hex()}"))
+        assert text.splitlines()[0] == f"target   {target.hex()}"
+        nearest = next(line for line in text.splitlines() if line.startswith("nearest"))
+        assert nearest.split()[1].rstrip(",") == f"127.0.0.1:{net.addrs[5][1]}"
+        routing = await session.execute(parse("routing"))
+        assert routing.splitlines()[-1].startswith(f"{NETWORK_SIZE} contacts in ")
+        host, port = net.addrs[6]
+        probe = await session.execute(parse(f"routing {host}:{port}"))
+        assert probe.splitlines()[0].startswith(f"table of {host}:{port} (kademlia node ")
+        assert f"{NETWORK_SIZE - 1} contacts in " in probe.splitlines()[-1]  # all but itself
+        assert session.kad is not None
+        who = await session.execute(parse("whoami"))
+        assert session.kad.id.hex() in who
+        assert f"127.0.0.1:{session.kad.addr[1] if session.kad.addr else 0}" in who  # stun
+        out = await session.execute(parse(f"ping {host}:{port}"))
+        assert out.startswith(f"{host}:{port} (kademlia node {net.servers[6].node.id.hex()[:8]})")
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("delete k", "cannot do 'delete': it has no delete request"),
+        ("put k v --ttl 60", "cannot do 'put --ttl': its store takes no TTL"),
+        ("status", "cannot do 'status'"),
+        ("stats", "cannot do 'stats'"),
+        ("ring", "cannot do 'ring': a kademlia network is no ring"),
+        ("leafset", "cannot do 'leafset'"),
+        ("fingers", "cannot do 'fingers'"),
+        ("leave", "cannot do 'leave'"),
+        ("join 127.0.0.1:9", "cannot do 'join'"),
+        ("nodes", "cannot do 'nodes'"),
+        ("watch 1 status", "cannot do 'status'"),
+    ],
+)
+async def test_what_kademlia_cannot_do_says_so(
+    kad_network: KadNetwork, line: str, words: str
+) -> None:
+    session = await _attached(kad_network)
+    try:
+        assert session.kad is not None
+        sent = session.kad.endpoint.stats.sent
+        with pytest.raises(CommandError) as err:
+            await session.execute(parse(line))
+        assert "the kademlia protocol " + words in str(err.value)
+        assert "\n" not in str(err.value)
+        assert session.kad.endpoint.stats.sent == sent  # nothing was asked
+    finally:
+        await session.close()
+
+
+async def test_a_list_is_refused_before_sending(kad_network: KadNetwork) -> None:
+    session = await _attached(kad_network)
+    try:
+        assert session.kad is not None
+        sent = session.kad.endpoint.stats.sent
+        with pytest.raises(CommandError, match=r"not sent: kademlia stores only .* not list"):
+            await session.execute(parse("put k --json '[1, 2]'"))
+        with pytest.raises(CommandError, match="not dict"):
+            await session.execute(parse("""put k --json '{"a": 1}'"""))
+        assert session.kad.endpoint.stats.sent == sent
+        assert kad_network.holders("k") == []
+    finally:
+        await session.close()
+
+
+async def test_help_completion_prompt_and_toolbar_follow_the_mode(
+    kad_network: KadNetwork,
+) -> None:
+    session = Session()
+    with pytest.raises(CommandError, match="'findnode' works only on a kademlia network"):
+        await session.execute(parse("findnode " + "0" * 40))
+    assert "on a kademlia network ('attach kad://HOST:PORT'): findnode, routing too" in (
+        help_text()
+    )
+    session = await _attached(kad_network)
+    try:
+        shown = help_text(None, "kad")
+        assert "not on a kademlia network: delete, status" in shown
+        assert not any(line.split()[:1] == ["leave"] for line in shown.splitlines())
+        completer = ShellCompleter(session)
+        names = {w for w, _ in completer._candidates([])}
+        assert names == set(KAD_COMMANDS)
+        assert {w for w, _ in completer._candidates(["ping"])} == {
+            f"127.0.0.1:{p}" for _, p in kad_network.addrs
+        }
+        assert "kad" in "".join(text for _, text, *_ in prompt_text(session))
+        bar = "".join(text for _, text, *_ in toolbar_text(session, 120))
+        assert f"kademlia via 127.0.0.1:{kad_network.addrs[0][1]}" in bar
+        assert f"contacts {NETWORK_SIZE}" in bar
+        async with Node("127.0.0.1", 0) as node:
+            text = format_addr(node.addr)
+            out = await session.execute(parse(f"attach {text}"))
+            assert out.startswith(f"attached to {text}") and session.mode == "udpdht"
+            assert (
+                session.kad is None
+                and "".join(t for _, t, *_ in prompt_text(session)) == "udpdht> "
+            )
+    finally:
+        await session.close()
+
+
+async def test_the_client_answers_what_kademlia_nodes_ask(kad_network: KadNetwork) -> None:
+    """welcome_if_new makes kademlia nodes call any newcomer back: the client answers."""
+    async with KadClient(kad_network.addrs[0]) as client:
+        assert client.addr is not None
+        me = ("127.0.0.1", client.addr[1])
+        proto = kad_network.servers[3].protocol
+        asker = kad_network.servers[3].node.id
+        assert await proto.ping(me, asker) == (True, client.id)
+        key = digest("pushed")
+        assert await proto.store(me, asker, key, "value") == (True, True)
+        assert await proto.find_value(me, asker, key) == (True, {"value": "value"})
+        ok, contacts = await proto.find_node(me, asker, key)
+        assert ok and 0 < len(contacts) <= codec.K
+        assert all(c[1:] != list(kad_network.addrs[3]) for c in contacts)  # not the asker
+        assert await proto.stun(me) == (True, list(kad_network.addrs[3]))
+        other = KadEndpoint(b"\x01" * 20)
+        await other.bind("127.0.0.1", 0)
+        try:  # a list: no answer (as kademlia's own nodes give none to what they cannot serve)
+            with pytest.raises(RpcTimeout):
+                await other.call(me, "store", asker, key, [1], deadline=0.3)
+        finally:
+            other.close()
+        assert client.endpoint.stats.refused == 1 and client.local[key] == "value"
+
+
+# --- the real command, in a child process --------------------------------------------------------
+
+
+async def _udpdht(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "udpdht",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**ENV, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate((stdin or "").encode()), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_on_a_kademlia_network(kad_network: KadNetwork) -> None:
+    net = kad_network
+    await net.servers[2].set("greeting", "hello from kademlia")
+    code, out, err = await _udpdht("get", "--node", net.url, "greeting")
+    assert (code, out, err) == (0, "hello from kademlia\n", "")
+    code, out, _ = await _udpdht("put", "--node", net.url, "cli-key", "cli value")
+    assert (code, out) == (0, f"stored 'cli-key' on {NETWORK_SIZE} nodes nearest the key\n")
+    assert net.holders("cli-key") == ["cli value"] * NETWORK_SIZE
+    code, out, _ = await _udpdht("lookup", "--json", "greeting", env={"UDPDHT_NODE": net.url})
+    data = json.loads(out)
+    assert code == 0 and data["value"] == "hello from kademlia" and data["rounds"] >= 1
+    code, out, _ = await _udpdht("ping", "--node", net.url, "--json")
+    assert code == 0 and json.loads(out)["id"] == net.servers[0].node.id.hex()
+    for args, words in [
+        (("status",), "cannot do 'status'"),
+        (("delete", "greeting"), "cannot do 'delete'"),
+        (("put", "k", "v", "--ttl", "5"), "cannot do 'put --ttl'"),
+        (("put", "k", "[1]", "--json"), "nothing sent: kademlia stores only"),
+        (("keys",), "cannot do 'keys'"),
+    ]:
+        code, out, err = await _udpdht(*args[:1], "--node", net.url, *args[1:])
+        assert code == 2 and out == "", args
+        assert err.startswith("udpdht: error: ") and words in err and err.count("\n") == 1
+
+
+async def test_cli_names_a_silent_kademlia_node(silent_port: int) -> None:
+    code, _, err = await _udpdht(
+        "get", "--node", f"kad://127.0.0.1:{silent_port}", "k", "--tries", "1"
+    )
+    assert code == 1
+    assert err.startswith(f"udpdht: error: 127.0.0.1:{silent_port} did not answer (1 try, ")
+    assert err.endswith("; is a kademlia node running there?\n")
+
+
+async def test_shell_attach_kad_in_a_child(kad_network: KadNetwork) -> None:
+    """``udpdht shell --attach kad://H:P`` reading commands from a pipe."""
+    net = kad_network
+    await net.servers[8].set("shell-get", "from kademlia")
+    script = "get shell-get\nput shell-put 'from the shell'\nlookup shell-put\ndelete shell-put\n"
+    code, out, err = await _udpdht("shell", "--attach", net.url, stdin=script)
+    assert code == 1, err  # the delete failed
+    lines = out.splitlines()
+    assert lines[0] == "from kademlia"
+    assert lines[1] == f"stored 'shell-put' on {NETWORK_SIZE} nodes nearest the key"
+    assert lines[2].startswith("key      'shell-put' -> ")
+    assert any(line.startswith("value    from the shell") for line in lines)
+    assert err.strip() == (
+        "line 4: the kademlia protocol cannot do 'delete': it has no delete request; its nodes "
+        "keep a value until they drop it (a week, in the kademlia package), so 'put' the key "
+        "again to replace the value"
+    )
+    assert net.holders("shell-put") == ["from the shell"] * NETWORK_SIZE
+
+
+async def test_typed_session_on_a_kademlia_network(kad_network: KadNetwork) -> None:
+    """A person at the prompt: the prompt says kademlia; commands run."""
+    session = await _attached(kad_network)
+    buf = io.StringIO()
+    screen = io.StringIO()
+    lines = ["put typed 'by hand'", "get typed", "status", "lookup typed", "quit"]
+    try:
+        with create_pipe_input() as pipe:
+            pipe.send_text("".join(line + "\r" for line in lines))
+            code = await interact(
+                session,
+                TerminalConsole(PlainTextOutput(buf)),
+                input=pipe,
+                output=Vt100_Output(screen, lambda: Size(rows=40, columns=100)),
+            )
+    finally:
+        await session.close()
+    out = buf.getvalue().replace("\r\n", "\n")
+    assert code == 0
+    assert f"stored 'typed' on {NETWORK_SIZE} nodes nearest the key\n" in out
+    assert "by hand\n" in out
+    assert "the kademlia protocol cannot do 'status'" in out
+    assert "key      'typed' -> " in out
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # (colours, moves)
+    assert "udpdht kad> put typed" in shown  # (the bottom bar: test_help_completion_prompt...)
+    assert kad_network.holders("typed") == ["by hand"] * NETWORK_SIZE
