@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import ids, wire
 from ..errors import DecodeError, DhtError, KeyNotFound, ValueTooLarge
 from ..net import Address, format_addr
+from ..ratelimit import source_of
 from ..routing import Peer
 from ..storage import MAX_VALUE
 from . import codec
@@ -193,8 +194,12 @@ class KadService:
 
     #: Nodes not heard from for longer (seconds) are not named in find_node answers.
     VIEW_AGE = 60.0
-    #: Stores and finds running at once for one source IP; more are dropped (busy).
+    #: Stores and finds running at once for one source (its IP; IP and port on 127.0.0.1, as
+    #: the rate limits); more wait their turn, up to PER_SOURCE_WAITING; more still are
+    #: dropped (busy). A kademlia client's burst of gets waits; a flood takes 128 slots at
+    #: most of the endpoint's 256.
     PER_SOURCE = 32
+    PER_SOURCE_WAITING = 96
 
     def __init__(
         self, node: Node, config: KadConfig | None = None, guard: GuardConfig | None = None
@@ -213,7 +218,8 @@ class KadService:
             not_kademlia_values=0,  # find_value of a value kademlia cannot hold
             busy=0,  # a source's PER_SOURCE stores and finds already running
         )
-        self._running: Counter[str] = Counter()  # source IP -> handlers running
+        self._running: Counter[Hashable] = Counter()  # source -> handlers running
+        self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # source -> turns
         # (key, encoded value) -> the put storing it now
         self._storing: dict[tuple[bytes, bytes], asyncio.Future[Any]] = {}
 
@@ -273,28 +279,60 @@ class KadService:
     def _limited(
         self, handler: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any] | None]:
-        """At most PER_SOURCE of a source's stores and finds at once: one source cannot take
-        every handler slot of the endpoint."""
+        """At most PER_SOURCE of a source's stores and finds run at once, and PER_SOURCE_WAITING
+        wait: one source cannot take every handler slot of the endpoint."""
 
         def run(addr: Address, *args: Any) -> Awaitable[Any]:
-            source = addr[0]
-            if self._running[source] >= self.PER_SOURCE:
+            source = source_of(addr)
+            if (
+                self._running[source] >= self.PER_SOURCE
+                and len(self._waiting.get(source, ())) >= self.PER_SOURCE_WAITING
+            ):
                 self.counts["busy"] += 1
                 raise Ignore("too many requests of this source running")
-            self._running[source] += 1
-            return self._counted(source, handler(addr, *args))
+            return self._in_turn(source, handler, addr, args)
 
         return run
 
-    async def _counted(self, source: str, work: Awaitable[Any]) -> Any:
+    async def _in_turn(
+        self,
+        source: Hashable,
+        handler: Callable[..., Awaitable[Any]],
+        addr: Address,
+        args: tuple[Any, ...],
+    ) -> Any:
+        if self._running[source] >= self.PER_SOURCE:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(source, deque()).append(turn)
+            try:
+                await turn  # a finishing handler hands its slot over
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release(source)  # handed over just before the cancellation
+                raise
+        else:
+            self._running[source] += 1
         try:
-            return await work
+            return await handler(addr, *args)
         finally:
-            left = self._running[source] - 1
-            if left > 0:
-                self._running[source] = left
-            else:
-                del self._running[source]
+            self._release(source)
+
+    def _release(self, source: Hashable) -> None:
+        """A handler of ``source`` finished: its slot goes to the next waiting, if any."""
+        waiting = self._waiting.get(source)
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():  # (a cancelled one is done)
+                turn.set_result(None)
+                if not waiting:
+                    del self._waiting[source]
+                return
+        self._waiting.pop(source, None)
+        left = self._running[source] - 1
+        if left > 0:
+            self._running[source] = left
+        else:
+            del self._running[source]
 
     def _stored(self, job: tuple[bytes, bytes], done: asyncio.Future[Any]) -> None:
         self._storing.pop(job, None)
