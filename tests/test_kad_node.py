@@ -339,6 +339,43 @@ async def test_node_processes_serve_kademlia_and_udpdht_reads_its_values(
     assert st["kad"]["enabled"] and st["kad"]["requests"]["store"] >= 30
 
 
+@pytest.mark.slow  # ten node processes started one after another: about 15 s
+async def test_done_when_2_on_ten_node_processes() -> None:
+    """Issue #14's "Done when" (2) on `udpdht node` processes: a kademlia node bootstrapped
+    from one node of ten sets 100 keys and gets all 100 back; udpdht reads them through
+    another node, and kademlia reads what udpdht wrote."""
+    with ExitStack() as stack:
+        first = stack.enter_context(node_process())
+        nodes = [first] + [
+            stack.enter_context(node_process("--bootstrap", first.addr_text)) for _ in range(9)
+        ]
+        await wait_until_all_joined(nodes)
+        values = {f"ten-{i}": f"value {i}" if i % 2 else i for i in range(100)}
+        async with kademlia(nodes[0].addr, forgetful=True) as kad:
+            for batch in range(0, 100, 10):
+                keys = list(values)[batch : batch + 10]
+                assert all(await asyncio.gather(*(kad.set(k, values[k]) for k in keys)))
+            assert await asyncio.gather(*(kad.get(k) for k in values)) == list(values.values())
+            async with Client(nodes[6].addr) as client:
+                for key, value in values.items():
+                    assert await client.get(digest(key)) == value
+                await client.put(digest("from-udpdht"), "native")
+            assert await kad.get("from-udpdht") == "native"
+        for node in nodes:
+            assert "Traceback" not in node.output()
+
+
+async def wait_until_all_joined(nodes: list[NodeProcess], within: float = 30.0) -> None:
+    """Until every node knows a successor and a predecessor (each has joined the ring)."""
+    deadline = time.monotonic() + within
+    while True:
+        sts = await asyncio.gather(*(status(n) for n in nodes))
+        if all(st["successors"] and st["predecessors"] for st in sts):
+            return
+        assert time.monotonic() < deadline, "the nodes did not all join in time"
+        await asyncio.sleep(0.2)
+
+
 def hostile() -> list[bytes]:
     """Kademlia datagrams no node should act on (each a separate case)."""
     me, key = os.urandom(20), os.urandom(20)
