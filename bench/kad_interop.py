@@ -284,7 +284,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"kademlia's protocol on loopback: {result['ops']} sets then gets, one at a time "
         f"(ms; {result['warmup']} warm-up ops not counted)",
-        "  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)),
+        "  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip(),
     ]
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
