@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         "node moved: it gets a new id and rejoins under it)",
     )
     p.add_argument(
+        "--no-kad",
+        action="store_true",
+        help="do not answer the kademlia package's protocol on this port (by default a node "
+        "answers its ping, stun, find_node, find_value and store: docs/kademlia-interop.md)",
+    )
+    p.add_argument(
         "--max-store-bytes",
         type=_bytes,
         metavar="N",

@@ -76,6 +76,10 @@ RPC_COUNTERS: dict[str, tuple[str, str]] = {
         "resends_refused",
         "Retransmitted requests not answered again (the resend limit reached).",
     ),
+    "working_sent": (
+        "working_sent",
+        "Retransmitted requests answered WORKING: their handler was still running.",
+    ),
     "send_errors": (
         "send_errors",
         "Datagrams not sent: a bad destination or an error from the socket.",
@@ -139,6 +143,8 @@ class Snapshot:
     peer_failures: int
     repair: dict[str, Any]
     writes_rate_limited: int
+    writes_unchanged: int
+    kad: dict[str, Any] | None  # KadService.status(); None with --no-kad
 
 
 def snapshot(node: Node) -> Snapshot | None:
@@ -165,6 +171,8 @@ def snapshot(node: Node) -> Snapshot | None:
         peer_failures=node.maintenance.failures,
         repair=replicator.repair_stats(),
         writes_rate_limited=replicator.writes_rate_limited,
+        writes_unchanged=replicator.writes_unchanged,
+        kad=node.kad.status() if node.kad is not None else None,
     )
 
 
@@ -240,6 +248,7 @@ class NodeCollector(Collector):
         yield from self._rpc(snap)
         yield from self._store(snap)
         yield from self._ring(snap)
+        yield from self._kad(snap)
         for field, (name, doc) in REPAIR_COUNTERS.items():
             yield _counter(name, doc, snap.repair.get(field, 0))
         yield _gauge(
@@ -282,6 +291,53 @@ class NodeCollector(Collector):
             "store_writes_rate_limited",
             "Writes refused RateLimited: their sender's write budget was spent.",
             snap.writes_rate_limited,
+        )
+        yield _counter(
+            "store_writes_unchanged",
+            "Writes that found the same value at the primary and wrote nothing (kademlia's "
+            "store of a value already there).",
+            snap.writes_unchanged,
+        )
+
+    @staticmethod
+    def _kad(snap: Snapshot) -> Iterator[Metric]:
+        kad = snap.kad
+        if kad is None:
+            return
+        requests = CounterMetricFamily(
+            "udpdht_kad_requests",
+            "Requests of the kademlia protocol received, by method (well-formed ones).",
+            labels=["method"],
+        )
+        for method, count in kad["requests"].items():
+            requests.add_metric([method], count)
+        yield requests
+        refused = CounterMetricFamily(
+            "udpdht_kad_refused",
+            "Kademlia requests left unanswered, by reason: malformed arguments, a value "
+            "kademlia cannot hold, a write budget spent, a store the ring did not take, too "
+            "many of one source at once.",
+            labels=["reason"],
+        )
+        for reason in ("malformed", "values_refused", "writes_rate_limited", "stores_failed"):
+            refused.add_metric([reason], kad[reason])
+        refused.add_metric(["busy"], kad["busy"])
+        yield refused
+        endpoint, guard = kad["endpoint"], kad["guard"]
+        yield _counter(
+            "kad_dropped_malformed",
+            "Datagrams of the kademlia protocol that did not decode.",
+            endpoint["dropped_malformed"],
+        )
+        yield _counter(
+            "kad_address_probes",
+            "Pings sent to prove an address before a large kademlia answer goes to it.",
+            guard["probes"],
+        )
+        yield _counter(
+            "kad_answers_dropped_unproven",
+            "Large kademlia answers not sent: the address did not answer our ping.",
+            guard["dropped"],
         )
 
     @staticmethod

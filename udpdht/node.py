@@ -25,6 +25,7 @@ from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir
 from .errors import BadRequest, Busy, DhtError, Unavailable
+from .kad.service import KadService
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, iterative_lookup
 from .maintenance import Maintenance
 from .membership import FailureDetector, PeerMemory
@@ -51,6 +52,8 @@ class NodeConfig:
     # must turn this off on every node, and loses that protection (SECURITY.md).
     verify_ids: bool = True
     failure_strikes: int = 2  # failed calls in a row before a peer is declared dead
+    # Answer the `kademlia` package's protocol on the node's port too (kad/service.py).
+    kad: bool = True
 
 
 #: For a ring whose nodes share one process on loopback (`udpdht cluster`, the shell's embedded
@@ -161,6 +164,8 @@ class Node:
         #: and maintenance's) with the Lookup, or None when it failed, and the seconds it took.
         #: Metrics feed on it (udpdht.metrics); with none, lookups are not even timed.
         self.lookup_observers: list[Callable[[Lookup | None, float], None]] = []
+        #: The `kademlia` protocol on this node's port (NodeConfig.kad), once started.
+        self.kad: KadService | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -248,6 +253,9 @@ class Node:
             self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
+        if self.config.kad:
+            self.kad = KadService(self)
+            self.kad.attach()
         if self.memory.load():
             # We were part of a ring before this start: rejoin it, never start a second one.
             self.member = True
@@ -324,6 +332,9 @@ class Node:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.kad is not None:
+            self.kad.close()
+            self.kad = None
         ep, self._endpoint = self._endpoint, None
         if ep is not None:
             ep.close()
@@ -434,10 +445,14 @@ class Node:
             raise RuntimeError("node is not started")
         return self._replicator
 
-    async def put(self, key: str | bytes, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` (any msgpack value) under ``key`` on its r replicas."""
+    async def put(
+        self, key: str | bytes, value: Any, ttl: float | None = None, *, unless_same: bool = False
+    ) -> None:
+        """Store ``value`` (any msgpack value) under ``key`` on its r replicas. ``unless_same``:
+        if the key's primary holds this very value already (with no expiry), nothing is
+        written (no new version; see Replicator.put)."""
         data = wire.pack_value(value, MAX_VALUE)
-        await self.replicator.put(_key_bytes(key), data, ttl)
+        await self.replicator.put(_key_bytes(key), data, ttl, unless_same=unless_same)
 
     async def get(self, key: str | bytes) -> Any:
         """The value of ``key``; KeyNotFound when it has none."""
@@ -691,4 +706,5 @@ class Node:
             "handoff": self.replicator.handoff,
             "repair": self.replicator.repair_stats(),
             "rpc": self.endpoint.stats.as_dict(),
+            "kad": self.kad.status() if self.kad is not None else {"enabled": False},
         }

@@ -205,6 +205,10 @@ class Replicator:
         }  # fmt: skip
         #: Writes refused RateLimited because their sender's write budget was spent (_charge).
         self.writes_rate_limited = 0
+        #: Writes asked ``unless_same`` that found the same value here: nothing written.
+        self.writes_unchanged = 0
+        # Writes of this primary being copied to the replicas, by key (see _write_here).
+        self._copying: dict[bytes, asyncio.Future[list[bool]]] = {}
         # When our join's hand-off last failed (see settled): repair brings the rest of our
         # range, and until it has had time to, our "nothing here" does not count.
         self._handoff_failed_at = float("-inf")
@@ -465,6 +469,11 @@ class Replicator:
     def _from_neighbour(self, src: Address) -> bool:
         return any(p.addr == src for p in self.node.leafset.peers())
 
+    def charge(self, src: Address, size: int) -> None:
+        """Count a write that came another way (kademlia's ``store``, kad/service.py) against
+        its sender's budget like a put; RateLimited when it is spent."""
+        self._charge(src, size)
+
     def _charge(self, src: Address, size: int) -> None:
         """Count a write against its sender's budget (leafset neighbours replicate to us and
         are not counted); RateLimited when it is spent."""
@@ -527,17 +536,24 @@ class Replicator:
 
     # --- the coordinator: what a client asks any node to do ------------------------------------
 
-    async def put(self, key: bytes, value: bytes | None, ttl: float | None) -> tuple[Version, bool]:
+    async def put(
+        self, key: bytes, value: bytes | None, ttl: float | None, *, unless_same: bool = False
+    ) -> tuple[Version, bool]:
         """Write (``value`` None: delete) through the key's primary.
 
-        Returns the new version and whether a live value existed before.
+        Returns the new version and whether a live value existed before. ``unless_same``: a
+        primary that already holds this very value (same bytes, no expiry) answers with its
+        version and writes nothing, so that the same value stored many times at once (a
+        `kademlia` client stores it on up to 20 nodes, kad/service.py) is one write.
         """
         check_key(key)
         if value is not None:
             check_value(value)
         self._check_ttl(ttl)
         key_id = ids.hash_key(key)
-        args = {"key": key, "value": value, "ttl": ttl}
+        args: dict[str, Any] = {"key": key, "value": value, "ttl": ttl}
+        if unless_same:
+            args["unless_same"] = True
         last: Exception | None = None
         # The first targets are not confirmed (our view's guess, or a lookup): the primary
         # checks its own responsibility, and a node that is not the primary names the one it
@@ -565,7 +581,7 @@ class Replicator:
             for target in targets:
                 try:
                     if target.id == self.node.id:
-                        reply = await self._write_here(key, value, ttl)
+                        reply = await self._write_here(key, value, ttl, unless_same=unless_same)
                     else:
                         reply = await self.node.call_peer(target, "store_write", args)
                     stamp, writer = reply["version"]
@@ -784,7 +800,7 @@ class Replicator:
     # --- the primary ---------------------------------------------------------------------------
 
     async def _write_here(
-        self, key: bytes, value: bytes | None, ttl: float | None
+        self, key: bytes, value: bytes | None, ttl: float | None, *, unless_same: bool = False
     ) -> dict[str, Any]:
         key_id = ids.hash_key(key)
         if not self.is_primary(key_id):
@@ -795,6 +811,23 @@ class Replicator:
             self.node.log.warning("replacing a record of %r stamped in the future", key[:60])
             self.store.remove(key)
             current = None
+        if (
+            unless_same
+            and value is not None
+            and ttl is None
+            and current is not None
+            and current.value == value
+            and current.expires_at is None
+        ):
+            # The same value again: no new version, no replication. An acknowledgement still
+            # means "on every live replica": wait for the write that put it here, if it is
+            # still being copied.
+            copying = self._copying.get(key)
+            if copying is not None:
+                await asyncio.shield(copying)
+            self.writes_unchanged += 1
+            v = current.version
+            return {"version": [v.stamp, v.writer], "existed": True, "unchanged": True}
         version = Version.next_after(
             current.version if current else None, int(now * 1000), self._me
         )
@@ -808,7 +841,13 @@ class Replicator:
         existed = current is not None and not current.is_tombstone and current.live(now)
         # Replicate before acknowledging: an acknowledged write is on every live replica.
         replicas = [p for p in self.next_nodes(self.config.replicas - 1) if p.id != self.node.id]
-        await asyncio.gather(*(self._push_soon(record, peer) for peer in replicas))
+        copies = asyncio.gather(*(self._push_soon(record, peer) for peer in replicas))
+        self._copying[key] = copies
+        try:
+            await copies
+        finally:
+            if self._copying.get(key) is copies:
+                del self._copying[key]
         return {"version": [version.stamp, version.writer], "existed": existed}
 
     def _push_soon(self, record: Record, peer: Peer) -> asyncio.Future[bool]:
@@ -898,7 +937,8 @@ class Replicator:
         if not self.is_primary(ids.hash_key(key)):  # before it costs the sender anything
             raise self._not_responsible(ids.hash_key(key), "the primary")
         self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
-        return await self._write_here(key, value, ttl)
+        unless_same = args.get("unless_same") is True
+        return await self._write_here(key, value, ttl, unless_same=unless_same)
 
     def _rpc_read(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         keys = args.get("keys")

@@ -414,3 +414,37 @@ class RingView:
                 if len(out) == count:
                     break
         return out
+
+    def xor_nearest(self, key: int, count: int, since: float) -> list[Peer]:
+        """The ``count`` nodes nearest to ``key`` by XOR (Kademlia's distance), nearest first,
+        among those heard from since loop time ``since``, ourselves included.
+
+        The ids are sorted, so the nodes that share a prefix with ``key`` are one slice of
+        them: a descent that takes, at each bit, the half on ``key``'s side before the other
+        visits the slices in order of distance and stops once it has enough, without a scan
+        of the whole view (at most MAX_STALE stale entries are stepped over).
+        """
+        ids_ = self._ids
+        out: list[Peer] = []
+        stale = 0
+        # (first index, end index, lowest id of the slice, the bit that splits it)
+        stack = [(0, len(ids_), 0, ids.BITS - 1)]
+        while stack and len(out) < count and stale <= self.MAX_STALE:
+            lo, hi, base, bit = stack.pop()
+            if lo >= hi:
+                continue
+            if bit < 0 or hi - lo <= count - len(out):
+                # The whole slice is nearer than anything left on the stack.
+                for i in sorted(range(lo, hi), key=lambda i: ids_[i] ^ key):
+                    peer, heard = self._peers[ids_[i]]
+                    if heard >= since:
+                        out.append(peer)
+                    else:
+                        stale += 1
+                continue
+            split = base | (1 << bit)
+            mid = bisect.bisect_left(ids_, split, lo, hi)
+            low, high = (lo, mid, base, bit - 1), (mid, hi, split, bit - 1)
+            # The half whose bit agrees with key's is nearer: popped first.
+            stack += [high, low] if not key >> bit & 1 else [low, high]
+        return out[:count]

@@ -7,7 +7,10 @@ rpcudp's (:meth:`KadEndpoint.host`, ``codec.is_kad``), so one port speaks both p
 Beyond rpcudp: a call is resent with the *same* message id on a doubling timeout until its
 deadline (rpcudp sends once and waits 5 s), a reply counts only from the address called, and a
 resent request is answered from a cache of recent replies instead of being run twice (while
-the first run is still going, the resend is dropped).
+the first run is still going, the resend is dropped; a cached reply goes out at most
+``max_resends`` more times). Every reply passes :attr:`KadEndpoint.reply_gate` first, when one
+is set: a node's guard against amplification (kad/service.py) holds large replies to addresses
+that have not shown they receive.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class KadStats:
     timeouts: int = 0
     answered: int = 0
     duplicates: int = 0
+    resends_refused: int = 0  # a cached reply already sent max_resends more times
     dropped_malformed: int = 0
     unknown_method: int = 0
     refused: int = 0  # a handler raised: no reply
@@ -67,6 +71,7 @@ class KadConfig:
     max_running: int = 256  # async handlers running at once; requests past it are dropped
     reply_cache: int = 2048  # recent replies kept for resent requests
     reply_ttl: float = 30.0
+    max_resends: int = 8  # times a cached reply is sent again (replayed requests cost little)
 
 
 @dataclass
@@ -88,13 +93,20 @@ class KadEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._handlers: dict[str, Handler] = {}
         self._pending: dict[bytes, _Call] = {}
-        # (address, msg id) -> the reply sent (None while the handler still runs), and when
-        self._recent: OrderedDict[tuple[Address, bytes], tuple[bytes | None, float]] = OrderedDict()
+        # (address, msg id) -> the reply sent (None while the handler still runs), when, and
+        # how many times it was sent again
+        self._recent: OrderedDict[tuple[Address, bytes], tuple[bytes | None, float, int]] = (
+            OrderedDict()
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self.addr: Address | None = None
         #: Called with (address, method, args) for every well-formed request, before its
         #: handler: what a kademlia node does in ``welcome_if_new``.
         self.on_request: Callable[[Address, str, list[Any]], None] | None = None
+        #: Called with (address, size of the request, reply datagram) before each reply goes
+        #: out, a resent one included; False: not now (the gate sends it later with
+        #: :meth:`transmit`, or drops it).
+        self.reply_gate: Callable[[Address, int, bytes], bool] | None = None
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -166,16 +178,21 @@ class KadEndpoint:
             del self._pending[msg.msg_id]
             call.future.set_result(msg.result)
             return
-        self._on_request(cast(codec.KadRequest, msg), addr)
+        self._on_request(cast(codec.KadRequest, msg), addr, len(data))
 
-    def _on_request(self, req: codec.KadRequest, addr: Address) -> None:
+    def _on_request(self, req: codec.KadRequest, addr: Address, size: int) -> None:
         key = (addr, req.msg_id)
         now = time.monotonic()
         seen = self._recent.get(key)
         if seen is not None and now - seen[1] < self.config.reply_ttl:
             self.stats.duplicates += 1
-            if seen[0] is not None:
-                self._transmit(seen[0], addr)
+            data, when, resends = seen
+            if data is not None:
+                if resends >= self.config.max_resends:
+                    self.stats.resends_refused += 1
+                    return
+                self._recent[key] = (data, when, resends + 1)
+                self._send_reply(data, addr, size)
             return
         handler = self._handlers.get(req.method)
         if handler is None:
@@ -195,13 +212,15 @@ class KadEndpoint:
                     result.close()
                 return
             self._remember(key, None, now)
-            task = asyncio.ensure_future(self._finish(req, addr, result))
+            task = asyncio.ensure_future(self._finish(req, addr, size, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        self._reply(req, addr, result)
+        self._reply(req, addr, size, result)
 
-    async def _finish(self, req: codec.KadRequest, addr: Address, result: Awaitable[Any]) -> None:
+    async def _finish(
+        self, req: codec.KadRequest, addr: Address, size: int, result: Awaitable[Any]
+    ) -> None:
         try:
             value = await result
         except asyncio.CancelledError:
@@ -210,28 +229,39 @@ class KadEndpoint:
             self._recent.pop((addr, req.msg_id), None)
             self._refused(req, addr, exc)
             return
-        self._reply(req, addr, value)
+        self._reply(req, addr, size, value)
 
     def _refused(self, req: codec.KadRequest, addr: Address, exc: Exception) -> None:
         self.stats.refused += 1
         log.debug("no answer to %s from %s: %s", req.method, format_addr(addr), exc)
 
-    def _reply(self, req: codec.KadRequest, addr: Address, result: Any) -> None:
+    def _reply(self, req: codec.KadRequest, addr: Address, size: int, result: Any) -> None:
         try:
             data = codec.encode_reply(req.msg_id, result)
         except DhtError as exc:
+            self._recent.pop((addr, req.msg_id), None)
             self._refused(req, addr, exc)
             return
         self._remember((addr, req.msg_id), data, time.monotonic())
-        if self._transmit(data, addr):
+        if self._send_reply(data, addr, size):
             self.stats.answered += 1
+
+    def _send_reply(self, data: bytes, addr: Address, size: int) -> bool:
+        gate = self.reply_gate
+        if gate is not None and not gate(addr, size, data):
+            return False
+        return self._transmit(data, addr)
 
     def _remember(self, key: tuple[Address, bytes], data: bytes | None, now: float) -> None:
         recent = self._recent
-        recent[key] = (data, now)
+        recent[key] = (data, now, 0)
         recent.move_to_end(key)
         while len(recent) > self.config.reply_cache:
             recent.popitem(last=False)
+
+    def transmit(self, data: bytes, addr: Address) -> bool:
+        """Send a datagram as it is (a reply a gate held); whether it went."""
+        return self._transmit(data, addr)
 
     def _transmit(self, data: bytes, addr: Address) -> bool:
         send = self._send
