@@ -11,6 +11,9 @@ What is measured
     * ``kad->kad``: a `kademlia.network.Server` client on a network of kademlia Servers.
     * ``kad->udpdht``: the same client on a ring of udpdht nodes (each answers kademlia's
       protocol on its own port: udpdht/kad/service.py), bootstrapped from one of them.
+    * ``udpdht->kad``: udpdht's own kad:// client (udpdht/kad/client.py: what the shell and
+      ``udpdht get --node kad://`` use) on the kademlia network.
+    * ``udpdht->udpdht``: that client on the udpdht ring, through kademlia's protocol.
 
     The client bootstraps from the network's first node, runs ``--warmup`` (10) sets and gets
     that are not counted (a udpdht node proves the client's address with one ping before its
@@ -96,10 +99,48 @@ async def kademlia_client(bootstrap: Address) -> AsyncIterator[KadClient]:
         server.stop()
 
 
-#: The cases, in the order they run (a client of udpdht's own can be added as one more).
+class _OurKadClient:
+    """udpdht's kad:// client (udpdht/kad/client.py, what `udpdht shell --attach kad://`
+    and `udpdht get --node kad://` use) behind kademlia's Server API."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def set(self, key: str, value: Any) -> bool:
+        result = await self.client.put(key, value)
+        return bool(result.stored)
+
+    async def get(self, key: str) -> Any:
+        from udpdht.errors import KeyNotFound
+
+        try:
+            value, _ = await self.client.get(key)
+        except KeyNotFound:
+            return None
+        return value
+
+
+@asynccontextmanager
+async def udpdht_kad_client(bootstrap: Address) -> AsyncIterator[KadClient]:
+    """udpdht's kad:// client, bootstrapped (a ping, then a lookup of its own id, as kademlia's
+    bootstrap does) from ``bootstrap``."""
+    from udpdht.kad.client import KadClient as OurClient
+
+    client = OurClient(bootstrap)
+    await client.open()
+    try:
+        await client.find_node(client.id)
+        yield _OurKadClient(client)
+    finally:
+        await client.close()
+
+
+#: The cases, in the order they run: each client on each kind of network.
 CASES = [
     Case("kad->kad", "kademlia", "kademlia.network.Server", kademlia_client),
     Case("kad->udpdht", "udpdht", "kademlia.network.Server", kademlia_client),
+    Case("udpdht->kad", "kademlia", "udpdht kad:// client", udpdht_kad_client),
+    Case("udpdht->udpdht", "udpdht", "udpdht kad:// client", udpdht_kad_client),
 ]
 
 

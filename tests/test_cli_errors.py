@@ -319,6 +319,16 @@ def test_a_closed_port_is_said_to_be_closed_without_waiting_out_the_tries(loop_n
             )
 
 
+def test_a_closed_port_under_kad_is_said_to_be_closed_too() -> None:
+    port = _closed_port(socket.AF_INET, "127.0.0.1")
+    done = udpdht("get", "k", "--node", f"kad://127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"udpdht: error: nothing is listening at 127.0.0.1:{port} (its host says the port is "
+        "closed); is a kademlia node running there?\n"
+    )
+
+
 def test_a_silent_address_is_not_said_to_be_closed() -> None:
     # A socket that is open but never answers (a node that hangs, a firewall that drops) draws
     # no ICMP: the usual "did not answer", after the tries.

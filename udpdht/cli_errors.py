@@ -45,7 +45,8 @@ def in_words(exc: BaseException, *, hint: bool = True) -> str:
         return f"cannot send to {shown(exc.addr)}: {exc.reason}"
     if isinstance(exc, Refused):
         text = f"nothing is listening at {shown(exc.addr)} (its host says the port is closed)"
-        return text + "; is a node running there?" if hint else text
+        kind = getattr(exc, "peer_kind", "a node")
+        return text + f"; is {kind} running there?" if hint else text
     if isinstance(exc, RpcTimeout):
         return unanswered(exc, hint=hint)
     if isinstance(exc, LookupFailed):

@@ -23,14 +23,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import ids
+from . import ids, wire
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
-from .client import unless_refused
 from .datadir import DataDirError, remembered_address
 from .errors import DhtError
-from .net import Address, format_addr, resolve, route_from, tune_gc
+from .net import Address, format_addr, resolve, route_from, tune_gc, unless_refused
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
@@ -362,7 +361,8 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     for addr in bootstraps:
         log.info("joining the ring through %s…", format_addr(addr))
         try:
-            await unless_refused(node.join(addr), addr, "join")
+            probe = wire.encode_request(0, "ping", {})
+            await unless_refused(node.join(addr), addr, "join", probe)
             return
         except DhtError as exc:
             failures.append((addr, exc))

@@ -6,16 +6,15 @@ import asyncio
 import ipaddress
 import random
 import time
-from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import DhtError, Refused, RemoteError, Unauthorized, ValueTooLarge
+from .errors import DhtError, RemoteError, Unauthorized, ValueTooLarge
 from .limits import MAX_KEY, MAX_VALUE
 from .lookup import Hop, Lookup
-from .net import Address, Network, UdpNetwork, format_addr, parse_addr, port_refused, resolve
+from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve, unless_refused
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 from .values import StoredValue
@@ -27,36 +26,6 @@ def key_bytes(key: str | bytes) -> bytes:
     if not 0 < len(data) <= MAX_KEY:
         raise ValueTooLarge(f"a key is 1..{MAX_KEY} bytes, this one {len(data)}")
     return data
-
-
-T = TypeVar("T")
-
-#: Seconds without an answer from an address before its port is probed (``net.port_refused``):
-#: a node answers well within this on a LAN, so the probe costs nothing in the usual case and
-#: saves the whole retry schedule (~9 s) when nothing listens there.
-PROBE_AFTER = 0.2
-
-
-async def unless_refused(call: Awaitable[T], addr: Address, method: str) -> T:
-    """``call`` (to ``addr``, on real sockets), failing with Refused as soon as the address's
-    host says that nothing listens there; ``call`` is cancelled then."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    task = asyncio.ensure_future(call)
-
-    async def probe() -> bool:
-        await asyncio.sleep(PROBE_AFTER)
-        return await port_refused(addr, wire.encode_request(0, "ping", {}))
-
-    prober = asyncio.ensure_future(probe())
-    try:
-        await asyncio.wait((task, prober), return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and prober.result():
-            raise Refused(addr, method, loop.time() - start)
-        return await task
-    finally:
-        task.cancel()
-        prober.cancel()
 
 
 class Client:
@@ -141,7 +110,8 @@ class Client:
         if addr in self._heard or not isinstance(self._network, UdpNetwork):
             return await ep.call(addr, method, args, **kw)
         try:
-            result = await unless_refused(ep.call(addr, method, args, **kw), addr, method)
+            probe = wire.encode_request(0, "ping", {})
+            result = await unless_refused(ep.call(addr, method, args, **kw), addr, method, probe)
         except RemoteError:
             self._heard.add(addr)
             raise

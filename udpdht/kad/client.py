@@ -22,8 +22,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import DecodeError, DhtError, KeyNotFound, RpcTimeout, Unavailable
-from ..net import Address, check_peer_addr, format_addr, resolve
+from ..errors import DecodeError, DhtError, KeyNotFound, Refused, RpcTimeout, Unavailable
+from ..net import Address, check_peer_addr, format_addr, resolve, unless_refused
 from . import codec
 from .endpoint import KadConfig, KadEndpoint
 from .lookup import ALPHA, Answer, Contact, K, RoutingTable, Trace, bucket_of, iterative_lookup
@@ -56,6 +56,12 @@ def digest(key: str | bytes) -> bytes:
 
 class KadTimeout(RpcTimeout):
     """A kademlia node that did not answer: words name the kademlia protocol."""
+
+    peer_kind = "a kademlia node"
+
+
+class KadRefused(Refused):
+    """Nothing listens where a kademlia node was expected."""
 
     peer_kind = "a kademlia node"
 
@@ -134,7 +140,13 @@ class KadClient:
         if self.endpoint.addr is None:
             host = "::" if ":" in self.bootstrap_addr[0] else "0.0.0.0"
             await self.endpoint.bind(host, 0)
-        node, rtt = await self.ping_node(self.bootstrap_addr)
+        probe = codec.encode_request(os.urandom(codec.ID_BYTES), "ping", [self.id])
+        try:
+            node, rtt = await unless_refused(
+                self.ping_node(self.bootstrap_addr), self.bootstrap_addr, "ping", probe
+            )
+        except Refused as exc:
+            raise KadRefused(exc.addr, exc.method, exc.elapsed) from None
         self.bootstrap_node = node
         return node, rtt
 
