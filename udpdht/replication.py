@@ -717,8 +717,11 @@ class Replicator:
             # writes acknowledged before it took over: the other holders are asked too (and
             # the last one named as the primary, after three redirects, as a holder).
             others = targets[1:r] if asked else targets[:r]
+            # Few tries each when several are asked at once (a dead one costs 0.3 s, not 1.7).
+            few = len(others) > 1
             results = await asyncio.gather(
-                *(self._read(p, key, primary=False) for p in others), return_exceptions=True
+                *(self._read(p, key, primary=False, few=few) for p in others),
+                return_exceptions=True,
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
         best = newest_agreed(record for record, _ in answers)
@@ -728,8 +731,9 @@ class Replicator:
             # "No value" needs a settled holder, and none that answered unsettled: a holder
             # whose neighbourhood is still changing is a sign that writes may lie elsewhere.
             raise Unavailable(
-                f"the {min(r, len(targets))} nodes that hold the key could not say yet that it "
-                "has no value (not reached, or their part of the ring still settles); try again"
+                "no value found, but the nodes that hold the key cannot say yet that it has "
+                "none: not all answered, or the ring near the key is still repairing after a "
+                "change; try again in a few seconds"
             )
         if best is None:
             after = targets[r:]
@@ -776,11 +780,14 @@ class Replicator:
                 self._apply_all([record])
             await self._push([record], [p for p in holders if p.id != self.node.id])
 
-    async def _read(self, peer: Peer, key: bytes, *, primary: bool) -> tuple[Record | None, bool]:
+    async def _read(
+        self, peer: Peer, key: bytes, *, primary: bool, few: bool = False
+    ) -> tuple[Record | None, bool]:
         """A holder's record for ``key`` and whether it is settled in its range (see get).
 
-        ``primary``: ask it as the key's primary, with few tries. NotResponsible when the node
-        does not hold the key (as primary, if asked as one) by its own view.
+        ``primary``: ask it as the key's primary, with few tries (``few``: as few, for a holder
+        asked beside others). NotResponsible when the node does not hold the key (as primary,
+        if asked as one) by its own view.
         """
         if peer.id == self.node.id:
             key_id = ids.hash_key(key)
@@ -788,7 +795,7 @@ class Replicator:
                 raise self._not_responsible(key_id, "the primary" if primary else "a holder")
             return self.store.get(key), self.settled()
         args = {"keys": [key], ("primary" if primary else "holder"): True}
-        tries = self.node.config.lookup_tries if primary else 0
+        tries = self.node.config.lookup_tries if primary or few else 0
         try:
             reply = await self.node.call_peer(peer, "store_read", args, tries=tries)
         except RpcTimeout:
