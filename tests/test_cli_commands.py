@@ -162,9 +162,9 @@ def test_ring_limit_says_the_list_was_cut(two_nodes: tuple[NodeProcess, ...]) ->
     assert whole.stdout.splitlines()[-1].startswith("2 nodes, 5 keys")  # not cut: it closes
     drawn = udpdht("ring", "--node", a.addr_text, "--limit", "1", "--draw", "--width", "80")
     assert drawn.returncode == 0, drawn.stderr
-    text = " ".join(drawn.stdout.split())
-    assert "2 nodes shown," in text and "('?': 1 beyond the walk's limit (1))" in text
-    assert "did not" not in text
+    picture = " ".join(drawn.stdout.split())
+    assert "2 nodes shown," in picture and "('?': 1 beyond the walk's limit (1))" in picture
+    assert "did not" not in picture
 
 
 def test_keys_shortens_a_long_key_and_lookup_names_the_asked_node() -> None:
