@@ -177,7 +177,8 @@ def ring_lines(
     # (a node joining), its copies still show that it exists.
     per_key = max(1, min(len(good), wanted))
     known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
-    keys = max(primary, -(-copies // per_key)) if known else primary
+    # (A walk cut short saw only some holders of its keys: no estimate, no repair note.)
+    keys = max(primary, -(-copies // per_key)) if known and not cut else primary
     if cut:
         summary = (
             f"{_count(len(good), 'node')} listed (the walk stops at {limit}; the ring has "
@@ -222,7 +223,7 @@ def ring_lines(
             f"settling: {_count(keys - primary, 'key')} without a primary in this walk yet "
             "(a node is taking its range over), counted from their copies"
         )
-    elif short > 0 and keys == primary:
+    elif short > 0 and keys == primary and not cut:
         notes.append(
             f"repairing: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} still to "
             f"make ({wanted} wanted of each); the counts settle within seconds"

@@ -263,6 +263,12 @@ def test_render_ring_counts_keys_while_a_node_joins_and_says_what_it_counts() ->
         "3 nodes, 12 keys (deleted keys are counted until purged: 3 tombstones held, copies "
         "included)"
     )
+    # A walk cut at its limit saw only some of the copies: no repair is inferred from them.
+    cut = render.ring_lines([node(1, 1, 0, 5), node(2, 0, 2, 1)], "127.0.0.1:7001", limit=2)
+    assert cut[-1].startswith(
+        "2 nodes listed (the walk stops at 2; the ring has more), 1 key held as primary by them"
+    )
+    assert not any(line.startswith(("repairing", "settling")) for line in cut)
     silent = [node(1, 1, 0, 3), {"addr": "127.0.0.1:7002", "error": "no answer"}]
     notes = render.ring_lines(silent, "127.0.0.1:7001")
     assert notes[-2].endswith("which take its range over within seconds")  # no "(seconds)"
