@@ -647,7 +647,7 @@ async def interact(
                 slow = (
                     None
                     if cmd.name == "watch"
-                    else loop.create_task(_say_if_slow(session, console))
+                    else loop.create_task(_say_if_slow(session, console, cmd))
                 )
                 try:
                     text = await _run_cancellable(
@@ -682,12 +682,16 @@ async def interact(
 SLOW_COMMAND = 1.0  # seconds a command runs before the shell says what it waits for
 
 
-async def _say_if_slow(session: Session, console: Console) -> None:
+async def _say_if_slow(session: Session, console: Console, cmd: Command | None = None) -> None:
     """Once a command has run SLOW_COMMAND seconds: which node it waits for (a node that does
-    not answer takes seconds to give up on: the wait must not look like a hang)."""
+    not answer takes seconds to give up on: the wait must not look like a hang). That is the
+    attached node, but for 'ping HOST:PORT' and 'attach HOST:PORT': the node named."""
     await asyncio.sleep(SLOW_COMMAND)
     client = session.client
-    if client is not None and client.busy():
+    named = cmd is not None and cmd.name in ("ping", "attach") and cmd.addr is not None
+    if named and cmd is not None and cmd.addr is not None:
+        console.note(f"waiting for {format_addr(cmd.addr)}… (Ctrl-C to stop)")
+    elif client is not None and client.busy():
         console.note(f"{session.attached_text} is still working on it… (Ctrl-C to stop)")
     else:
         console.note(f"waiting for {session.attached_text}… (Ctrl-C to stop)")

@@ -34,7 +34,8 @@ class Command:
     ttl: float | None = None  # put --ttl
     addr: Address | None = None  # attach, join, ping
     action: str | None = None  # nodes: list, add, kill
-    number: int | None = None  # nodes add N, nodes kill I
+    number: int | None = None  # nodes add N, nodes kill I, keys --limit N
+    after: str | None = None  # keys --after KEY
     topic: str | None = None  # help CMD
     style: str | None = None  # format: table, json, plain (None: show the current one)
     interval: float | None = None  # watch N CMD
@@ -51,6 +52,9 @@ class Spec:
     summary: str  # one line
     details: str = ""  # more, for ``help CMD``
 
+
+KEYS_PAGE = 100  # keys one 'keys' lists unless --limit says otherwise
+MAX_KEYS_PAGE = 100_000
 
 SPECS: tuple[Spec, ...] = (
     Spec("get", "get KEY", "print the value stored under KEY"),
@@ -82,6 +86,15 @@ SPECS: tuple[Spec, ...] = (
     Spec("leafset", "leafset", "the attached node's successors and predecessors"),
     Spec("fingers", "fingers", "the attached node's distinct fingers"),
     Spec("stats", "stats", "the attached node's RPC counters and store counts"),
+    Spec(
+        "keys",
+        "keys [--limit N] [--after KEY]",
+        "list the keys the attached node holds, a page at a time",
+        "As 'udpdht keys': each key with its id, size, role (primary: the node owns it; "
+        f"replica) and time left to live, in ring order of their ids, N at a time (default "
+        f"{KEYS_PAGE}); the last line says the 'keys --after KEY' that goes on. Deleted keys "
+        "are not listed.",
+    ),
     Spec("ping", "ping [HOST:PORT]", "round-trip time to a node (default: the attached one)"),
     Spec(
         "attach",
@@ -128,6 +141,13 @@ SPECS: tuple[Spec, ...] = (
         "make the attached node leave the ring gracefully (admin)",
         "The node hands its keys to its successors and stops; the shell then attaches to "
         "its successor.",
+    ),
+    Spec(
+        "shutdown",
+        "shutdown",
+        "stop the attached node at once, without handing its keys over (admin)",
+        "As 'udpdht shutdown', or a crash: its replicas keep its keys while the ring repairs. "
+        "The shell then attaches to its successor.",
     ),
     Spec(
         "nodes",
@@ -219,6 +239,7 @@ MAX_ADD = 32  # nodes one 'nodes add' may start
 WATCHABLE: tuple[str, ...] = (
     "get",
     "lookup",
+    "keys",
     "status",
     "ring",
     "leafset",
@@ -371,8 +392,33 @@ def _put(name: str, args: list[str]) -> Command:
         try:
             value = values.from_json(text)
         except values.ValueFormatError as exc:
-            raise CommandError(f"VALUE: {exc}") from None
+            hint = ""
+            if str(exc).startswith("not valid JSON") and '"' not in text:
+                # The line's words are split as a shell splits them: "..." lost its quotes.
+                hint = (
+                    "; double quotes group words here, as in sh, so the JSON lost its own: "
+                    "put it in single quotes, as in put k '{\"a\": [1, 2]}' --json"
+                )
+            raise CommandError(f"VALUE: {exc}{hint}") from None
     return Command(name, key=_key(name, key), value=value, ttl=ttl)
+
+
+def _keys(name: str, args: list[str]) -> Command:
+    limit, after = KEYS_PAGE, None
+    words = iter(args)
+    for word in words:
+        flag, eq, text = word.partition("=")
+        if flag in ("--limit", "--after"):
+            value = text if eq else next(words, None)
+            if value is None:
+                raise CommandError(f"{flag} needs a value; {_usage(name)}")
+            if flag == "--limit":
+                limit = _count(name, value, "--limit", 1, MAX_KEYS_PAGE)
+            else:
+                after = _key(name, value)
+        else:
+            raise CommandError(f"unknown argument {word!r} for 'keys'; {_usage(name)}")
+    return Command(name, number=limit, after=after)
 
 
 def _ttl(text: str) -> float:
@@ -472,6 +518,8 @@ PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
     "whoami": _no_args,
     "join": _addr_only,
     "leave": _no_args,
+    "shutdown": _no_args,
+    "keys": _keys,
     "nodes": _nodes,
     "watch": _watch,
     "format": _format,
@@ -559,6 +607,9 @@ def _usage_tokens(usage: str) -> list[str]:
     return tokens
 
 
+_VALUED = ("--ttl", "--limit", "--after")  # options followed by a value
+
+
 def arg_hint(text: str) -> str:
     """What is still to type after ``text``, as redis-cli hints it: ``put k`` -> `` VALUE
     [--json] [--ttl SECONDS]``. Empty when nothing is known to follow."""
@@ -587,7 +638,7 @@ def arg_hint(text: str) -> str:
         if word.startswith("--") and len(word) > 2:
             flag = word.partition("=")[0]
             used.add(flag)
-            if flag == "--ttl" and "=" not in word:
+            if flag in _VALUED and "=" not in word:
                 next(words_left, None)
         else:
             count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,11 +75,13 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
 
     handoff = st.get("handoff")
     if st.get("settled", True):
-        state = "settled: its answers for its range count"
+        state = "ready: in its place in the ring, it answers for its keys"
     elif handoff and not handoff.get("done") and not handoff.get("error"):
         state = f"taking its range over from {handoff.get('from', '?')}"
     else:
         state = "settling: its neighbourhood changed lately; reads ask the other holders too"
+    tombstones = int(store.get("tombstones", 0))
+    deleted = f"{tombstones} of them deleted (kept until purged), " if tombstones else ""
     lines = [
         f"node         {st['id']}",
         f"address      {st['addr']}   (up {uptime(st['uptime_s'])})",
@@ -87,22 +90,58 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"successors   {some(succs)}",
         f"predecessors {some(preds)}",
         f"fingers      {len(st['fingers'])} distinct",
-        f"store        {store['primary']} primary, {store['replica']} replica, "
-        f"{store.get('tombstones', 0)} tombstones, {store['bytes']} bytes",
+        f"store        {_count(store['primary'], 'key')} as primary, {store['replica']} as "
+        f"replica, {deleted}{_count(store['bytes'], 'byte')}",
         f"rpc          {rpc.get('sent', 0)} sent, {rpc.get('received', 0)} received, "
         f"{rpc.get('retries', 0)} retries, {rpc.get('timeouts', 0)} timeouts",
     ]
     if st.get("isolated"):
-        lines[2] = "state        ISOLATED: lost contact with its ring; rejoining (serves no key)"
+        lines[2] = f"state        isolated: {ISOLATED_HINT}"
     return lines
+
+
+#: What an isolated node means, and the way out when its ring is gone for good.
+ISOLATED_HINT = (
+    "it lost contact with its ring and serves no key until it rejoins; if the rest of its "
+    "ring is gone for good, restart it with 'udpdht node --new-ring' (it keeps its data)"
+)
+
+
+def walk_cut(entries: Sequence[Mapping[str, Any]], limit: int) -> bool:
+    """Whether a ring walk of at most ``limit`` entries stopped at the limit, not where the
+    ring closes."""
+    if len(entries) < limit or not entries:
+        return False
+    last = entries[-1]
+    succs = last.get("successors") or []
+    return "error" in last or not succs or succs[0]["addr"] != entries[0]["addr"]
+
+
+def _joining(entries: Sequence[Mapping[str, Any]], cut: bool) -> list[str]:
+    """Nodes a walk did not reach though a node of it names them its predecessor: nodes that
+    are joining (the node before them does not know them yet)."""
+    walked = {st["addr"] for st in entries}
+    good = [st for st in entries if "error" not in st]
+    pairs = list(itertools.pairwise(good))
+    if not cut and len(good) > 1:
+        pairs.append((good[-1], good[0]))
+    found = []
+    for before, st in pairs:
+        pred = st.get("predecessor")
+        if pred and pred["addr"] not in walked and pred["addr"] != before["addr"]:
+            found.append(f"{pred['addr']} (before {st['addr']})")
+    return found
 
 
 def ring_lines(
     entries: Sequence[Mapping[str, Any]],
     attached: str,
     labels: Mapping[str, str] | None = None,
+    *,
+    limit: int | None = None,
 ) -> list[str]:
-    """The ring walk of ``Client.ring()``; ``labels`` names nodes by address (embedded ring)."""
+    """The ring walk of ``Client.ring()``; ``labels`` names nodes by address (embedded ring);
+    ``limit``: the walk's, to say when it stopped there rather than where the ring closes."""
     labels = labels or {}
     rows = []
     primary = copies = 0
@@ -133,10 +172,26 @@ def ring_lines(
     headers = ["", "pos", "id", "address", "primary", "replica", "state", "node" if labels else ""]
     lines = table(headers, rows, right="pos primary replica")
     good = [st for st in entries if "error" not in st]
-    summary = f"{_count(len(good), 'node')}, {_count(primary, 'key')}"
+    cut = limit is not None and walk_cut(entries, limit)
+    # Each key has at most `per_key` copies: while a key's new owner has not taken it over
+    # (a node joining), its copies still show that it exists.
+    per_key = max(1, min(len(good), wanted))
+    known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
+    # (A walk cut short saw only some holders of its keys: no estimate, no repair note.)
+    keys = max(primary, -(-copies // per_key)) if known and not cut else primary
+    if cut:
+        summary = (
+            f"{_count(len(good), 'node')} listed (the walk stops at {limit}; the ring has "
+            f"more), {_count(keys, 'key')} held as primary by {'it' if len(good) == 1 else 'them'}"
+        )
+    else:
+        summary = f"{_count(len(good), 'node')}, {_count(keys, 'key')}"
     tombstones = sum(int(st["store"].get("tombstones", 0)) for st in good)
     if tombstones:  # counted in primary and replica until purged
-        summary += f" (deleted ones included until purged: {tombstones} held)"
+        summary += (
+            f" (deleted keys are counted until purged: {_count(tombstones, 'tombstone')} held, "
+            "copies included)"
+        )
     silent = [st["addr"] for st in entries if "error" in st]
     if silent:
         summary += "; not answering: " + ", ".join(silent)
@@ -144,24 +199,44 @@ def ring_lines(
     # Right after a change (a node killed, joined or gone) the counts move while repair copies
     # keys to their new holders: say so, rather than let "0 keys" look like a loss.
     short = min(len(good), wanted) * primary - copies
+    joining = _joining(entries, cut)
+    if joining:
+        notes.append(
+            "joining: "
+            + ", ".join(joining)
+            + ", not yet reached by the walk; the ring takes "
+            + ("it" if len(joining) == 1 else "them")
+            + " in within seconds"
+        )
     if silent:
         notes.append(
             "repairing: the keys of a node that does not answer are served by the nodes after "
-            "it, and counted again once they take its range over (seconds)"
+            "it, which take its range over within seconds"
+            + (
+                f" ({_count(keys - primary, 'key')} counted from copies meanwhile)"
+                if keys > primary
+                else ""
+            )
         )
-    elif short > 0:
+    elif keys > primary:
+        notes.append(
+            f"settling: {_count(keys - primary, 'key')} without a primary in this walk yet "
+            "(a node is taking its range over), counted from their copies"
+        )
+    elif short > 0 and keys == primary and not cut:
         notes.append(
             f"repairing: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} still to "
             f"make ({wanted} wanted of each); the counts settle within seconds"
         )
-    elif any(not st.get("settled", True) for st in good):
+    elif keys == primary and any(not st.get("settled", True) for st in good):
         notes.append("settling: keys are moving to their holders after a change")
     lines.extend(notes)  # (above the summary, which stays the last line)
     lines.append(summary + "   (* attached)")
     return lines
 
 
-def lookup_lines(key: str, found: Lookup) -> list[str]:
+def lookup_lines(key: str, found: Lookup, asker: str = "the attached node") -> list[str]:
+    """A lookup's owner and hops; ``asker``: who routed it, as the reader knows it."""
     lines = [
         f"key    {key!r} -> {ids.short(ids.hash_key(key), 16)}…",
         f"owner  {found.owner}",
@@ -173,7 +248,7 @@ def lookup_lines(key: str, found: Lookup) -> list[str]:
     if found.hops:
         lines.append(f"{_count(len(found.hops), 'hop')}, {duration(total)} of round trips")
     else:
-        lines.append("0 hops: the attached node knew the owner from its own tables")
+        lines.append(f"0 hops: {asker} knew the owner from its own tables")
     if found.successors:
         lines.append(
             "next   "
@@ -181,6 +256,100 @@ def lookup_lines(key: str, found: Lookup) -> list[str]:
             + "   (the nodes after the owner: its copies go to the first ones)"
         )
     return lines
+
+
+KEY_WIDTH = 40  # columns of a key in the keys table; a longer one is shortened with "…"
+
+
+def key_text(key: bytes) -> str | None:
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _role(key_id: int, st: Mapping[str, Any]) -> str:
+    """``primary`` when the node owns the key (its id in ``(predecessor, node]``)."""
+    pred = st["predecessor"]
+    if pred is None:  # alone (or not yet linked): it answers for every key
+        return "primary"
+    own = ids.in_interval(key_id, int(pred["id"], 16), int(st["id"], 16), right_open=False)
+    return "primary" if own else "replica"
+
+
+def key_rows(found: Sequence[Mapping[str, Any]], st: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``Client.keys`` entries of the node whose status is ``st`` as rows of ``keys --json``:
+    key (None when not UTF-8), key_hex, id, bytes, role, expires_at."""
+    return [
+        {
+            "key": key_text(entry["key"]),
+            "key_hex": entry["key"].hex(),
+            "id": entry["key_id"],
+            "bytes": entry["bytes"],
+            "role": _role(int(entry["key_id"], 16), st),
+            "expires_at": entry["expires_at"],
+        }
+        for entry in found
+    ]
+
+
+def _key_cell(row: Mapping[str, Any]) -> str:
+    text: str | None = row["key"]
+    if text is None:
+        text = "0x" + row["key_hex"]
+    elif not text.isprintable():  # a newline or a tab would break the table
+        text = repr(text)[1:-1]
+    return text if len(text) <= KEY_WIDTH else text[: KEY_WIDTH - 1] + "…"
+
+
+def keys_lines(
+    node: str,
+    rows: Sequence[Mapping[str, Any]],
+    now: float,
+    *,
+    after: str | None = None,
+    more: str | None = None,
+    more_binary: bool = False,
+) -> list[str]:
+    """A page of a node's keys as ``udpdht keys`` and the shell's ``keys`` show it; ``more``:
+    what to type for the next page; ``more_binary``: a next page follows, but its key is not
+    UTF-8. Long keys are shortened with "…" (``--json`` has them whole)."""
+    if not rows:
+        where = f" after {after!r}" if after is not None else ""
+        return [f"{node} holds no keys{where}"]
+    cells = [
+        [
+            _key_cell(r),
+            r["id"][:8],
+            str(r["bytes"]),
+            r["role"],
+            "-" if r["expires_at"] is None else f"{max(0.0, r['expires_at'] - now):.0f} s",
+        ]
+        for r in rows
+    ]
+    lines = table(["key", "id", "bytes", "role", "expires in"], cells, right="bytes")
+    primary = sum(r["role"] == "primary" for r in rows)
+    lines.append(
+        f"{_count(len(rows), 'key')} of {node} ({primary} as primary, {len(rows) - primary} as "
+        "replica), in ring order of their ids"
+    )
+    if more is not None:
+        lines.append(f"more: {more}")
+    elif more_binary:
+        lines.append("more keys follow (the last key is not UTF-8: see --json's next_hex)")
+    return lines
+
+
+def admin_done(who: str, command: str, alone: bool) -> str:
+    """What a node did on ``leave`` or ``shutdown`` (``udpdht`` and the shell say the same)."""
+    if alone:
+        return (
+            f"{who} {'left and ' if command == 'leave' else ''}stopped; it was alone in its "
+            "ring, so no other node holds its keys (its data dir keeps them, if it has one)"
+        )
+    if command == "leave":
+        return f"{who} left the ring; its keys went to its successors"
+    return f"{who} stopped; its replicas elsewhere keep its keys while the ring repairs"
 
 
 def leafset_lines(st: Mapping[str, Any]) -> list[str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shlex
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,19 +19,24 @@ from typing import Any
 from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
+from udpdht.errors import RpcTimeout
 from udpdht.kad.client import KadClient
 from udpdht.kad.target import KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 
 from . import formats, render, render_kad
-from .commands import Command, CommandError, available, help_text, unavailable
+from .commands import KEYS_PAGE, Command, CommandError, available, help_text, unavailable
 
 EMBEDDED_SIZE = 5
 PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
 SETTLE_TIMEOUT = 15.0  # seconds the embedded ring may take to close and settle after starting
 LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
 REBIND_TRIES = 40  # 'nodes join I': tries to bind the node's old port, 50 ms apart
+WAKE_TIMEOUT = 0.5  # seconds a silent attached node has to answer before a command fails
+RING_WALK = 64  # nodes 'ring' walks
+# Commands that need no answer from the attached node (ping HOST:PORT asks another).
+LOCAL_COMMANDS = frozenset({"attach", "nodes", "format", "watch", "help", "quit"})
 
 
 @dataclass
@@ -38,7 +45,7 @@ class EmbeddedNode:
 
     index: int
     node: Node
-    state: str = "up"  # up, killed (crashed on purpose), left (gracefully)
+    state: str = "up"  # up, killed (crashed on purpose), left (gracefully), stopped (shutdown)
 
     @property
     def addr(self) -> str:
@@ -101,6 +108,8 @@ class Session:
             "attach": self._attach,
             "join": self._join,
             "leave": self._leave,
+            "shutdown": self._shutdown,
+            "keys": self._keys,
             "nodes": self._nodes,
             "format": self._format,
             "watch": self._watch,
@@ -381,12 +390,17 @@ class Session:
         kad_handler = self._kad_handlers.get(cmd.name) if self.kad is not None else None
         handler = kad_handler or self._handlers[cmd.name]
         try:
+            await self._still_silent(cmd)
             return await handler(cmd)
         except CommandError:
             raise
         except KeyNotFound:
             raise CommandError(f"{cmd.key!r}: not found") from None
         except (DhtError, ValueError) as exc:
+            client = self.client
+            if isinstance(exc, RpcTimeout) and client is not None and exc.addr == client.addr:
+                self.answering = False  # the next command asks quickly first (_still_silent)
+                self.dead.add(self.attached_text)
             raise CommandError(in_words(exc)) from None
         except TimeoutError:
             raise CommandError(f"{self.attached_text} did not answer in time") from None
@@ -402,6 +416,26 @@ class Session:
                 raise CommandError(unavailable(one.name, self.mode))
             if self.kad is not None and one.name == "put" and one.ttl is not None:
                 raise CommandError(cannot("ttl"))
+
+    async def _still_silent(self, cmd: Command) -> None:
+        """When the attached node is known to have stopped answering: one quick ping first,
+        and at once a CommandError that says where to go on if it is still silent (rather than
+        seconds of waiting for the tries of every command to run out)."""
+        client = self.client
+        if client is None or self.answering or cmd.name in LOCAL_COMMANDS:
+            return
+        if cmd.name == "ping" and cmd.addr is not None:
+            return
+        try:
+            await asyncio.wait_for(client.endpoint.call(client.addr, "ping", tries=1), WAKE_TIMEOUT)
+        except (DhtError, TimeoutError, OSError):
+            go_on = self.suggestion or "HOST:PORT"
+            raise CommandError(
+                f"{self.attached_text} is not answering; 'attach {go_on}' to go on"
+            ) from None
+        if client is self.client:  # it is back
+            self.answering = True
+            self.dead.discard(self.attached_text)
 
     async def _get(self, cmd: Command) -> str:
         assert cmd.key is not None
@@ -432,6 +466,26 @@ class Session:
         if self.format != "table":
             return formats.as_text(formats.lookup_object(cmd.key, found), self.format)
         return "\n".join(render.lookup_lines(cmd.key, found))
+
+    async def _keys(self, cmd: Command) -> str:
+        """A page of the attached node's keys, as 'udpdht keys' shows it."""
+        client = self._client()
+        st = await client.status()
+        limit = cmd.number or KEYS_PAGE
+        found, nxt = await client.keys(limit, after=cmd.after)
+        rows = render.key_rows(found, st)
+        for row in rows:
+            if row["key"] is not None:
+                self.remember_key(row["key"])
+        next_text = None if nxt is None else render.key_text(nxt)
+        more = None
+        if next_text is not None:
+            more = f"keys --after {shlex.quote(next_text)}"
+            more += f" --limit {limit}" if limit != KEYS_PAGE else ""
+        lines = render.keys_lines(
+            st["addr"], rows, time.time(), after=cmd.after, more=more, more_binary=nxt is not None
+        )
+        return "\n".join(lines)
 
     async def _fresh_status(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -472,7 +526,7 @@ class Session:
     async def _watch(self, cmd: Command) -> str:
         raise CommandError("'watch' runs until Ctrl-C, so only in the interactive shell")
 
-    async def walk(self, limit: int = 64) -> list[dict[str, Any]]:
+    async def walk(self, limit: int = RING_WALK) -> list[dict[str, Any]]:
         """``Client.ring``, with each unreachable node's error made one sentence."""
         entries = await self._client().ring(limit)
         return [{**e, "error": _sentence(e["error"])} if "error" in e else e for e in entries]
@@ -483,9 +537,9 @@ class Session:
             if "error" not in st:
                 self._note_status(st)
         labels = {e.addr: f"#{e.index}" for e in self.embedded or []}
-        lines = render.ring_lines(entries, self.attached_text, labels)
+        lines = render.ring_lines(entries, self.attached_text, labels, limit=RING_WALK)
         if cmd.action != "list" and entries and "error" not in entries[0]:
-            nodes, fingers = ringdraw.from_statuses(entries[0], entries[1:])
+            nodes, fingers = ringdraw.from_statuses(entries[0], entries[1:], limit=RING_WALK)
             width = max(ringdraw.MIN_WIDTH, min(80, shutil.get_terminal_size().columns))
             lines = [*ringdraw.draw_text(nodes, fingers, width=width), "", *lines]
         return "\n".join(lines)
@@ -571,13 +625,34 @@ class Session:
         self._leaving = None
         return text
 
+    async def _shutdown(self, cmd: Command) -> str:
+        """Stop the attached node at once, as 'udpdht shutdown' does; then attach elsewhere."""
+        client = self._client()
+        st = await client.status()
+        gone = self.attached_text
+        await client.shutdown()
+        embedded = self._embedded_at(gone)
+        if embedded is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(embedded.node.finished.wait(), LEAVE_TIMEOUT)
+            await embedded.node.stop()
+            embedded.state = "stopped"
+        else:
+            await self._until_silent(client, LEAVE_TIMEOUT)
+        return await self._after_leave(gone, st, embedded, "shutdown")
+
     async def _after_leave(
-        self, gone: str, st: dict[str, Any], embedded: EmbeddedNode | None
+        self,
+        gone: str,
+        st: dict[str, Any],
+        embedded: EmbeddedNode | None,
+        command: str = "leave",
     ) -> str:
         self.addrs.pop(gone, None)
         self.dead.add(gone)
         new = await self._reattach(p["addr"] for p in st["successors"])
-        text = f"{gone} left the ring; its keys went to its successors"
+        alone = not st["successors"] and not st["predecessors"] and not st.get("isolated")
+        text = render.admin_done(gone, command, alone)
         if embedded is not None:
             text += f" ('nodes join {embedded.index}' brings it back)"
         if new is None:

@@ -115,9 +115,73 @@ def test_shutdown_json_and_the_node_exits() -> None:
             "id": f"{node.id:040x}",
             "command": "shutdown",
             "stopped": True,
+            "alone": True,
         }
         code, output = node.wait()
         assert code == 0 and "shutting down at an admin's request" in output
+
+
+def test_a_node_alone_is_not_said_to_have_replicas_and_restarts_saying_so(
+    tmp_path: Path,
+) -> None:
+    # trial 3, item 12: shutdown of a ring of one spoke of "its replicas elsewhere", and a
+    # node restarted after an admin's leave started a ring of its own without a word.
+    where = str(tmp_path / "data")
+    with node_process("--data-dir", where) as node:
+        assert udpdht("put", "--node", node.addr_text, "k", "v").returncode == 0
+        done = udpdht("leave", "--node", node.addr_text, "--cookie", f"{where}/cookie")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == (
+            f"{node.addr_text} (id {node.id:040x}"[: len(node.addr_text) + 13]
+            + ") left and stopped; it was alone in its ring, so no other node holds its keys "
+            "(its data dir keeps them, if it has one)\n"
+        )
+        assert node.wait()[0] == 0
+    with node_process("--data-dir", where) as again:
+        assert udpdht("get", "--node", again.addr_text, "k").stdout == "v\n"
+        done = udpdht("shutdown", "--node", again.addr_text, "--cookie", f"{where}/cookie")
+        assert done.returncode == 0, done.stderr
+        assert "stopped; it was alone in its ring" in done.stdout
+        assert "replicas" not in done.stdout
+        _, output = again.wait()
+    assert (
+        "starting a new ring of one with the 1 record its data dir holds (it remembers no "
+        "ring: it left its ring, or never had one); --bootstrap H:P joins a running ring "
+        "instead" in output
+    )
+
+
+def test_ring_limit_says_the_list_was_cut(two_nodes: tuple[NodeProcess, ...]) -> None:
+    a, _ = two_nodes
+    text = udpdht("ring", "--node", a.addr_text, "--limit", "1")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[-1].startswith(
+        "1 node listed (the walk stops at 1; the ring has more), "
+    )
+    whole = udpdht("ring", "--node", a.addr_text, "--limit", "2")
+    assert whole.stdout.splitlines()[-1].startswith("2 nodes, 5 keys")  # not cut: it closes
+    drawn = udpdht("ring", "--node", a.addr_text, "--limit", "1", "--draw", "--width", "80")
+    assert drawn.returncode == 0, drawn.stderr
+    picture = " ".join(drawn.stdout.split())
+    assert "2 nodes shown," in picture and "('?': 1 beyond the walk's limit (1))" in picture
+    assert "did not" not in picture
+
+
+def test_keys_shortens_a_long_key_and_lookup_names_the_asked_node() -> None:
+    long_key = "k" * 1024
+    with node_process() as node:
+        for key in (long_key, "short"):
+            assert udpdht("put", "--node", node.addr_text, key, "v").returncode == 0
+        done = udpdht("keys", "--node", node.addr_text)
+        found = udpdht("lookup", "--node", node.addr_text, "short")
+        listing = udpdht("keys", "--node", node.addr_text, "--json")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) < 100
+    assert any(line.startswith("k" * 39 + "…  ") for line in lines)
+    assert long_key in [k["key"] for k in json.loads(listing.stdout)["keys"]]  # whole in JSON
+    assert "0 hops: the asked node knew the owner from its own tables" in found.stdout
+    assert "attached" not in found.stdout
 
 
 def test_admin_without_a_cookie_is_one_line(tmp_path: Path) -> None:

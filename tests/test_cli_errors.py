@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import ENV, has_ipv6_loopback, node_process, spawn, udpdht
@@ -75,6 +76,72 @@ def test_usage_mistake_of_a_subcommand_has_the_common_prefix() -> None:
     assert result.stderr == (
         "udpdht: error: the following arguments are required: KEY (see udpdht get --help)\n"
     )
+
+
+@pytest.mark.parametrize("command", ["get", "put", "delete", "lookup"])
+def test_an_empty_key_is_a_usage_error_for_every_key_command(command: str) -> None:
+    # trial 3, item 12: `get ""` exited 1, `put "" v` 2: the same mistake, the same status.
+    args = [command, "", "v"] if command == "put" else [command, ""]
+    result = udpdht(*args, "--node", "127.0.0.1:9")  # refused before any node is asked
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"udpdht: error: argument KEY: KEY is empty; a key is 1 to 1024 bytes "
+        f"(see udpdht {command} --help)\n"
+    )
+    long = udpdht(command, "x" * 1025, *(["v"] if command == "put" else []), "--node", "h:9")
+    assert long.returncode == 2 and "KEY is 1,025 bytes in UTF-8" in long.stderr
+
+
+def test_extra_words_point_to_the_subcommand_help() -> None:
+    result = udpdht("put", "k", "v", "extra", "--node", "127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "udpdht: error: too many arguments: extra (quote a VALUE that has spaces) "
+        "(see udpdht put --help)\n"
+    )
+    result = udpdht("status", "now", "--node", "127.0.0.1:9")
+    assert (
+        result.stderr == "udpdht: error: unrecognized arguments: now (see udpdht status --help)\n"
+    )
+
+
+def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:
+    # trial 3, item 12: --host 10.99.99.99 (no such address here) created an empty data dir.
+    given = tmp_path / "new" / "data"
+    result = udpdht("node", "--host", "10.99.99.99", "--port", "0", "--data-dir", str(given))
+    assert result.returncode == 2 and "cannot listen on 10.99.99.99:0" in result.stderr
+    assert not (tmp_path / "new").exists()
+    xdg = tmp_path / "xdg"
+    result = udpdht(
+        "node", "--host", "10.99.99.99", "--port", "7999", env={"XDG_DATA_HOME": str(xdg)}
+    )
+    assert result.returncode == 2 and not (xdg / "udpdht" / "7999").exists()
+
+
+def test_an_isolated_node_says_the_way_out() -> None:
+    from shell import render
+    from udpdht.cli_errors import in_words
+    from udpdht.errors import Unavailable
+
+    text = in_words(Unavailable("put: this node has lost contact with its ring and is rejoining"))
+    assert text.startswith("put: this node has lost contact with its ring and is rejoining; ")
+    assert "restart it with 'udpdht node --new-ring' (it keeps its data)" in text
+    st = {
+        "id": "ab" * 20,
+        "addr": "127.0.0.1:7000",
+        "uptime_s": 5,
+        "isolated": True,
+        "settled": True,
+        "predecessor": None,
+        "successors": [],
+        "predecessors": [],
+        "fingers": [],
+        "store": {"primary": 1, "replica": 0, "bytes": 9, "tombstones": 0},
+        "rpc": {},
+    }
+    state = render.status_lines(st)[2]
+    assert state.startswith("state        isolated: it lost contact with its ring")
+    assert "--new-ring" in state and "ISOLATED" not in state
 
 
 # --- a node that does not answer ----------------------------------------------------------------

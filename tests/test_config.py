@@ -41,7 +41,7 @@ def settings(output: str) -> dict[str, tuple[str, str]]:
             continue
         key, _, rest = line.partition(" = ")
         value, _, origin = rest.rpartition("  # ")
-        found[key] = (value, origin)
+        found[key] = (value, origin.partition("; ")[0])  # (after "; ": what the value means)
     return found
 
 
@@ -161,7 +161,7 @@ def test_print_config_fed_back_gives_the_same_settings(
     assert code == 0
     assert tomllib.loads(second) == tomllib.loads(first)
     assert tomllib.loads(first)["data-dir"] == odd_dir
-    assert tomllib.loads(first)["advertise"] == "[fd00::5]:0"  # port 0: the bound one
+    assert tomllib.loads(first)["advertise"] == "fd00::5"  # port 0: the one bound at start
     assert {origin for _, origin in settings(second).values()} <= {f"config {again}", "default"}
 
 
@@ -253,3 +253,39 @@ def test_json_log_keeps_an_exception_as_a_string() -> None:
     line = json.loads(_JsonFormat().format(record))
     assert line["message"] == "failed" and line["node"] is None
     assert "RuntimeError: boom" in line["exception"]
+
+
+def test_print_config_shows_the_port_and_data_dir_the_node_would_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    code, out, _ = print_config(capsys, "--advertise", "127.0.0.1", "--port", "7005")
+    assert code == 0
+    found = settings(out)
+    assert found["advertise"] == ('"127.0.0.1:7005"', "flag")  # not :0
+    assert found["data-dir"] == (f'"{tmp_path}/udpdht/7005"', "default")
+    assert tomllib.loads(out)["data-dir"] == f"{tmp_path}/udpdht/7005"
+    code, out, _ = print_config(capsys, "--port", "0", "--advertise", "127.0.0.1")
+    assert code == 0
+    assert 'advertise = "127.0.0.1"  # flag; with the port bound at start (--port 0)' in out
+    assert "# data-dir is not set: memory only (--port 0 and no data dir)  # default" in out
+    code, out, _ = print_config(capsys)
+    assert "# advertise is not set: peers reach it at 127.0.0.1:7000 (--host, --port)" in out
+
+
+def test_node_help_states_the_defaults_in_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["node", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "UDP port (default 7000; 0: any free port)" in text
+    assert "default: $XDG_DATA_HOME/udpdht/PORT" in text
+    assert "StoreFull" not in text and "refused ('store full')" in text
+
+
+def test_an_unknown_variable_is_not_matched_on_the_prefix_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("UDPDHT_BOGUS", "1")
+    code, _, err = print_config(capsys)
+    assert code == 0
+    assert err == "udpdht: warning: ignoring UDPDHT_BOGUS: not a setting of udpdht node\n"

@@ -69,7 +69,7 @@ def test_text_picture_shows_every_node_the_attached_one_and_chords() -> None:
     # The chord to the opposite node is a vertical line between them.
     assert all(lines[r][att[0]] == "|" for r in range(att[1] + 2, bottom[1] - 1))
     assert "\\" in text and "/" in text  # the chords to the right and left quarters
-    assert "4 nodes shown, 8 keys (1 did not say: '?')" in text
+    assert "4 nodes shown, 8 keys held by 3 ('?': 1 did not say)" in text
     assert "attached node 000000 (127.0.0.1:7000)" in text
     assert "the attached node's 3 fingers" in text
 
@@ -169,6 +169,36 @@ def test_from_statuses_takes_leafset_fingers_and_key_counts() -> None:
         (3 * QUARTER, None, False),
     ]
     assert fingers == [QUARTER, 2 * QUARTER]
+    # Why a '?': the silent node did not answer; the one the walk never asked was not reached.
+    text = " ".join(draw_text(nodes, fingers))
+    assert (
+        "4 nodes shown, 13 keys held by 2 ('?': 1 not reached by the walk, 1 did not answer)"
+        in text
+    )
+    # A walk cut at --limit 2 (the attached node and one more): the rest are beyond it.
+    nodes, _ = from_statuses(me, [other], limit=2)
+    assert [n.unknown for n in nodes if n.keys is None] == ["beyond the walk's limit (2)"] * 2
+    text = "\n".join(draw_text(nodes, fingers))
+    assert "4 nodes shown, 13 keys held by 2 ('?': 2 beyond the walk's limit (2))" in text
+    assert "did not" not in text
+
+
+def test_narrow_picture_keeps_the_attached_label_on_its_row() -> None:
+    # A node right beside the attached one, on the side its label goes: the label moves to
+    # the inner side of the '@', on the same row, not a row away.
+    lay = Layout(40)
+    step = ids.RING >> 12
+    bottom_left = range(ids.RING // 2 + step, 5 * ids.RING // 8, step)  # labels go to the left
+    me_id, beside = next(
+        (i, i + step)
+        for i in bottom_left
+        if lay.cell(i + step) == (lay.cell(i)[0] - 1, lay.cell(i)[1])
+    )
+    me = RingNode(me_id, "127.0.0.1:7000", 9, attached=True)
+    lines = draw_text([me, RingNode(beside, "127.0.0.1:7001", 1)], width=40)
+    marker_row = next(i for i, line in enumerate(lines) if "@" in line)
+    assert me.label() in lines[marker_row]
+    assert lines[marker_row].index("@") < lines[marker_row].index(me.label())
 
 
 @pytest.mark.slow  # 3 s: a ring of two processes

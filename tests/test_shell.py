@@ -85,6 +85,10 @@ from udpdht.routing import Peer
         ("attach [::1]:7000", Command("attach", addr=("::1", 7000))),
         ("join localhost:7000", Command("join", addr=("localhost", 7000))),
         ("leave", Command("leave")),
+        ("shutdown", Command("shutdown")),
+        ("keys", Command("keys", number=100)),
+        ("keys --limit 3 --after 'a b'", Command("keys", number=3, after="a b")),
+        ("keys --limit=2", Command("keys", number=2)),
         ("nodes", Command("nodes", action="list")),
         ("nodes list", Command("nodes", action="list")),
         ("nodes add", Command("nodes", action="add", number=1)),
@@ -155,6 +159,17 @@ def test_parse(line: str, expected: Command) -> None:
         ("watch x status", "SECONDS must be a number"),
         ("watch 1 put k v", "'watch' repeats commands that only look"),
         ("watch 1 sttaus", "did you mean 'status'?"),
+        ("keys --limit 0", "--limit must be a number 1..100000, got '0'"),
+        ("keys --after", "--after needs a value; usage: keys [--limit N] [--after KEY]"),
+        ("keys --after ''", "'keys' needs a non-empty KEY"),
+        ("keys 5", "unknown argument '5' for 'keys'"),
+        ("get ''", "'get' needs a non-empty KEY"),
+        (
+            'put j {"a":[1,2]} --json',  # the shell's own quotes took the JSON's away
+            "VALUE: not valid JSON: Expecting property name enclosed in double quotes at line 1 "
+            "column 2; double quotes group words here, as in sh, so the JSON lost its own: put "
+            "it in single quotes, as in put k '{\"a\": [1, 2]}' --json",
+        ),
     ],
 )
 def test_parse_errors_are_one_sentence(line: str, message: str) -> None:
@@ -221,6 +236,95 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     assert not any(line.startswith(("repairing", "settling")) for line in whole)
 
 
+def test_render_ring_counts_keys_while_a_node_joins_and_says_what_it_counts() -> None:
+    # trial 3, item 8: after 'nodes join 2' the listing said "4 nodes, 0 keys": the joining
+    # node's successor had given up its range, the walk had not reached the node yet.
+    def node(i: int, primary: int, replica: int, pred: int, tombstones: int = 0) -> dict[str, Any]:
+        store = {"primary": primary, "replica": replica, "bytes": 1, "replicas": 3}
+        return {
+            "id": f"{i:02x}" * 20,
+            "addr": f"127.0.0.1:700{i}",
+            "store": {**store, "tombstones": tombstones},
+            "predecessor": {"id": f"{pred:02x}" * 20, "addr": f"127.0.0.1:700{pred}"},
+            "successors": [{"addr": f"127.0.0.1:700{i % 5 + 1}"}],
+        }
+
+    walk = [node(1, 0, 1, 5), node(3, 0, 1, 2), node(4, 0, 1, 3), node(5, 0, 0, 4)]
+    lines = render.ring_lines(walk, "127.0.0.1:7001")
+    assert lines[-3] == (
+        "joining: 127.0.0.1:7002 (before 127.0.0.1:7003), not yet reached by the walk; the "
+        "ring takes it in within seconds"
+    )
+    assert lines[-2].startswith("settling: 1 key without a primary in this walk yet")
+    assert lines[-1].startswith("4 nodes, 1 key ")
+    deleted = [node(1, 4, 8, 3, tombstones=3), node(2, 4, 8, 1), node(3, 4, 8, 2)]
+    summary = render.ring_lines(deleted, "127.0.0.1:7001")[-1]
+    assert summary.startswith(
+        "3 nodes, 12 keys (deleted keys are counted until purged: 3 tombstones held, copies "
+        "included)"
+    )
+    # A walk cut at its limit saw only some of the copies: no repair is inferred from them.
+    cut = render.ring_lines([node(1, 1, 0, 5), node(2, 0, 2, 1)], "127.0.0.1:7001", limit=2)
+    assert cut[-1].startswith(
+        "2 nodes listed (the walk stops at 2; the ring has more), 1 key held as primary by them"
+    )
+    assert not any(line.startswith(("repairing", "settling")) for line in cut)
+    silent = [node(1, 1, 0, 3), {"addr": "127.0.0.1:7002", "error": "no answer"}]
+    notes = render.ring_lines(silent, "127.0.0.1:7001")
+    assert notes[-2].endswith("which take its range over within seconds")  # no "(seconds)"
+
+
+def test_render_status_in_plain_words() -> None:
+    st: dict[str, Any] = {
+        "id": "ab" * 20,
+        "addr": "127.0.0.1:7000",
+        "uptime_s": 5,
+        "settled": True,
+        "predecessor": None,
+        "successors": [],
+        "predecessors": [],
+        "fingers": [],
+        "store": {"primary": 1, "replica": 0, "bytes": 9, "tombstones": 1},
+        "rpc": {},
+    }
+    lines = render.status_lines(st)
+    assert lines[2] == "state        ready: in its place in the ring, it answers for its keys"
+    assert lines[7] == (
+        "store        1 key as primary, 0 as replica, 1 of them deleted (kept until purged), "
+        "9 bytes"
+    )
+
+
+def test_render_keys_shortens_long_keys() -> None:
+    rows = [
+        {
+            "key": "k" * 1024,
+            "key_hex": "",
+            "id": "1" * 40,
+            "bytes": 9,
+            "role": "primary",
+            "expires_at": None,
+        },
+        {
+            "key": "a\nb",
+            "key_hex": "",
+            "id": "2" * 40,
+            "bytes": 9,
+            "role": "replica",
+            "expires_at": 70.0,
+        },
+    ]
+    lines = render.keys_lines("127.0.0.1:7000", rows, 10.0, more="keys --after 'a\nb'")
+    assert max(len(line) for line in lines[:3]) <= 80  # the table's rows fit a terminal
+    assert lines[1].startswith("k" * 39 + "…  11111111")
+    assert lines[2].startswith("a\\nb ")  # a newline shown, not printed
+    assert (
+        lines[3]
+        == "2 keys of 127.0.0.1:7000 (1 as primary, 1 as replica), in ring order of their ids"
+    )
+    assert lines[4] == "more: keys --after 'a\nb'"
+
+
 def test_render_lookup_trace() -> None:
     a = Peer(0xAB << 152, ("127.0.0.1", 7001))
     b = Peer(0xCD << 152, ("127.0.0.1", 7002))
@@ -231,6 +335,8 @@ def test_render_lookup_trace() -> None:
     assert lines[3] == "  hop 2  cd000000@127.0.0.1:7002     0.4 ms"
     assert lines[4] == "2 hops, 1.6 ms of round trips"
     assert lines[5].startswith("next   ab000000@127.0.0.1:7001   (the nodes after the owner")
+    direct = render.lookup_lines("k", Lookup(b, [], [a]), asker="the asked node")
+    assert direct[2] == "0 hops: the asked node knew the owner from its own tables"
 
 
 def _completions(session: Session, text: str) -> list[str]:
@@ -676,6 +782,55 @@ async def test_dead_attached_node_offers_a_live_neighbour(embedded: Session) -> 
     assert neighbour not in session.dead and victim.addr in session.dead
 
 
+async def test_a_command_to_a_node_known_silent_fails_at_once(embedded: Session) -> None:
+    # trial 3, item 4: every command waited 5-6 s for a node the toolbar already said was gone.
+    session = embedded
+    assert session.embedded is not None
+    await session.execute(parse("put k v"))
+    victim = session.embedded[0]
+    await victim.node.stop()  # dies behind the shell's back
+    victim.state = "killed"
+    await session.refresh()
+    await wait_until(lambda: session.suggestion is not None, within=10.0)
+    loop = asyncio.get_running_loop()
+    for line in ("get k", "status", "keys", "ring"):
+        start = loop.time()
+        with pytest.raises(CommandError) as info:
+            await session.execute(parse(line))
+        assert loop.time() - start < 2.0
+        assert str(info.value) == (
+            f"{victim.addr} is not answering; 'attach {session.suggestion}' to go on"
+        )
+    await session.execute(parse("nodes join 0"))  # back at its address: commands run again
+    assert await session.execute(parse("get k")) == "v"
+    assert session.answering
+
+
+async def test_keys_and_shutdown_in_the_shell(embedded: Session) -> None:
+    # trial 3, README mismatch 1: the shell has what 'udpdht keys' and 'udpdht shutdown' do.
+    session = embedded
+    keys = [f"key{i}" for i in range(20)]  # each node holds 3 of 5 on average: 12
+    for key in keys:
+        await session.execute(parse(f"put {key} v"))
+    out = await session.execute(parse("keys"))
+    assert out.splitlines()[0].split() == ["key", "id", "bytes", "role", "expires", "in"]
+    assert f"of {session.attached_text} (" in out.splitlines()[-1]
+    listed = {line.split()[0] for line in out.splitlines()[1:-1]}
+    page = await session.execute(parse("keys --limit 1"))
+    assert page.splitlines()[-1].startswith("more: keys --after ")
+    assert page.splitlines()[-1].endswith(" --limit 1")
+    assert listed <= set(keys)
+    gone = session.attached_text
+    out = await session.execute(parse("shutdown"))
+    assert out.startswith(
+        f"{gone} stopped; its replicas elsewhere keep its keys while the ring repairs"
+    )
+    assert "now attached to " in out and session.attached_text != gone
+    assert "stopped" in await session.execute(parse("nodes list"))
+    assert await session.execute(parse("get key0")) == "v"
+    assert "stopped before" in await session.execute(parse("nodes join 0"))
+
+
 async def test_a_node_that_left_comes_back(embedded: Session) -> None:
     session = embedded
     assert session.embedded is not None
@@ -750,6 +905,11 @@ async def test_a_slow_command_says_what_it_waits_for(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(app, "SLOW_COMMAND", 0.01)
     await app._say_if_slow(Attached(False), Notes())  # type: ignore[arg-type]
     assert notes == ["waiting for 127.0.0.1:7009… (Ctrl-C to stop)"]
+    # trial 3, item 5: 'ping HOST:PORT' (and 'attach HOST:PORT') wait for the node named.
+    for line in ("ping 127.0.0.1:7199", "attach 127.0.0.1:7199"):
+        await app._say_if_slow(Attached(True), Notes(), parse(line))  # type: ignore[arg-type]
+        assert notes[-1] == "waiting for 127.0.0.1:7199… (Ctrl-C to stop)"
+    notes.clear()
     # A node that answered a retry "still working" is busy, not gone (PROTOCOL.md §6).
     await app._say_if_slow(Attached(True), Notes())  # type: ignore[arg-type]
-    assert notes[1] == "127.0.0.1:7009 is still working on it… (Ctrl-C to stop)"
+    assert notes[0] == "127.0.0.1:7009 is still working on it… (Ctrl-C to stop)"

@@ -98,6 +98,9 @@ def test_json_forms() -> None:
         ('{"$bytes": 3}', "base64 string"),
         ('{"$map": [[1]]}', "[key, value] pairs"),
         ('{"$map": [[[1], 2]]}', "cannot be a list"),
+        ('{"$map": [[1, "one"], [true, 2]]}', '"$map": keys 1 and true would be one key'),
+        ('{"$map": [[1.0, "a"], [1, "b"]]}', '"$map": keys 1.0 and 1 would be one key'),
+        ('{"$map": [["k", 1], ["k", 2]]}', '"$map": key "k" is given twice'),
         ('{"$float": "nan"}', '"NaN", "Infinity", "-Infinity"'),
         ('"\\ud800"', "lone surrogate"),
         ('{"\\udc00": 1}', "lone surrogate"),
@@ -122,6 +125,8 @@ def test_extreme_ints_are_accepted() -> None:
         ("", ""),
         (42, "(int) 42"),
         (1.5, "(float) 1.5"),
+        (math.nan, "(float) NaN"),
+        (-math.inf, "(float) -Infinity"),
         (True, "(bool) true"),
         (None, "(nil) null"),
         (b"\x00\xff", "(bytes) AP8="),
@@ -259,6 +264,20 @@ def test_put_and_get_mistakes_are_one_line(node: NodeProcess, args: list[str], e
     result = udpdht(*args, "--node", node.addr_text)
     assert result.returncode == 2
     assert error in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_map_whose_keys_collide_is_refused_and_not_stored(node: NodeProcess) -> None:
+    result = udpdht(
+        "put", "mm", '{"$map": [[1, "one"], [true, 2]]}', "--json", "--node", node.addr_text
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        'udpdht: error: VALUE: "$map": keys 1 and true would be one key (1, true and 1.0 are '
+        "equal keys here); give each key once\n"
+    )
+    assert run(node, "get", "mm").returncode == 1  # nothing was stored
+    ok(run(node, "put", "mm", '{"$map": [[1, "one"], [2, "two"]]}', "--json"))
+    assert ok(run(node, "get", "mm")) == b'(map) {"$map": [[1, "one"], [2, "two"]]}\n'
 
 
 def test_get_meta_shows_version_writer_and_ttl(node: NodeProcess) -> None:

@@ -154,10 +154,30 @@ def _duration(seconds: float) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line on stderr (exit 2), not a usage block."""
+    """argparse, but a mistake is one line on stderr (exit 2), not a usage block; words left
+    over after a subcommand's arguments point to that subcommand's --help."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"udpdht: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = self._subcommand(getattr(parsed, "command", None))
+            words = " ".join(extra)
+            if sub is not None and sub.prog.endswith(" put"):
+                sub.error(f"too many arguments: {words} (quote a VALUE that has spaces)")
+            (sub or self).error(f"unrecognized arguments: {words}")
+        return parsed
+
+    def _subcommand(self, name: str | None) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name is not None:
+                found: argparse.ArgumentParser | None = action.choices.get(name)
+                return found
+        return None
 
 
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -185,10 +205,30 @@ def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPar
     return p
 
 
+def _key(text: str) -> str:
+    """A KEY argument: 1 to MAX_KEY bytes of UTF-8. A mistake on the command line (exit 2) for
+    every key command alike, found before any node is asked."""
+    from .limits import MAX_KEY
+
+    if not text:
+        raise argparse.ArgumentTypeError(f"KEY is empty; a key is 1 to {MAX_KEY} bytes")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("KEY is not valid UTF-8") from None
+    if size > MAX_KEY:
+        raise argparse.ArgumentTypeError(
+            f"KEY is {size:,} bytes in UTF-8; a key is at most {MAX_KEY} bytes"
+        )
+    return text
+
+
 def _key_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that asks one node about one key: ``NAME --node H:P KEY``."""
     p = _client_command(sub, name, help_text)
-    p.add_argument("key", metavar="KEY", help="the key: a string (at most 1024 bytes in UTF-8)")
+    p.add_argument(
+        "key", type=_key, metavar="KEY", help="the key: a string (1 to 1024 bytes in UTF-8)"
+    )
     return p
 
 
@@ -200,14 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p: argparse.ArgumentParser = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=7000, help="UDP port (0: any free port)")
+    p.add_argument(
+        "--port", type=_port, default=7000, help="UDP port (default 7000; 0: any free port)"
+    )
     p.add_argument(
         "--advertise",
         type=_advertise,
         metavar="HOST[:PORT]",
-        help="the address peers reach this node at (its id is SHA-1 of it; default port: the "
-        "bound one); needed with a wildcard --host (0.0.0.0, ::) unless --bootstrap is given "
-        "(then: the address this host sends from towards it) or the data dir remembers one",
+        help="the address peers reach this node at (its id is SHA-1 of it; default: --host "
+        "and the bound port); needed with a wildcard --host (0.0.0.0, ::) unless --bootstrap "
+        "is given (then: the address this host sends from towards it) or the data dir "
+        "remembers one",
     )
     p.add_argument(
         "--bootstrap",
@@ -215,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="H:P",
-        help="join the ring through one of these nodes (tried in order); none: a new ring",
+        help="join the ring through one of these nodes (tried in order; default none: a new "
+        "ring, or the ring the data dir remembers)",
     )
     p.add_argument(
         "--leafset",
@@ -227,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="where the node keeps its values (default: a folder per port under "
-        "$XDG_DATA_HOME/udpdht; with --port 0, memory only)",
+        help="where the node keeps its values (default: $XDG_DATA_HOME/udpdht/PORT, else "
+        "~/.local/share/udpdht/PORT; with --port 0, memory only)",
     )
     p.add_argument(
         "--replicas",
@@ -240,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--new-ring",
         action="store_true",
-        help="forget the peers this data dir remembers and start a new ring (by default a "
-        "restarted node rejoins its ring through them, and serves nothing until it has)",
+        help="forget the peers this data dir remembers and start a new ring, keeping the data "
+        "(by default a restarted node rejoins its ring through them, and serves nothing until "
+        "it has)",
     )
     p.add_argument(
         "--new-address",
@@ -260,13 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bytes,
         metavar="N",
         help="the store's quota, keys and values counted (e.g. 512M, 20G; default: none); "
-        "writes past it fail with StoreFull",
+        "writes past it are refused ('store full')",
     )
     p.add_argument(
         "--metrics",
         type=_listen_addr,
         metavar="H:P",
-        help="serve Prometheus metrics over HTTP at this address (needs the metrics extra)",
+        help="serve Prometheus metrics over HTTP at this address (default: none; needs the "
+        "metrics extra)",
     )
     p.add_argument(
         "--log-level",
@@ -405,11 +451,53 @@ def cmd_node(args: argparse.Namespace) -> int:
         for warning in args.warnings:
             print(f"udpdht: warning: {warning}", file=sys.stderr)
         layers: Layers = args.layers
-        print(layers.to_toml(args), end="")
+        shown, notes = as_run(args)
+        print(layers.to_toml(shown, notes), end="")
         return 0
     from .cli_node import cmd_node as run  # the node, its store, the event loop: loaded here
 
     return run(args)
+
+
+def as_run(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, str]]:
+    """The settings as the node would run with them (``--print-config``): the advertised port
+    filled in, the default data dir spelt out; and a note for what is decided only at start."""
+    import ipaddress
+
+    from .admin import default_data_dir
+
+    shown = argparse.Namespace(**vars(args))
+    notes: dict[str, str] = {}
+    if args.data_dir is None and args.port != 0:
+        shown.data_dir = str(default_data_dir(args.port))
+    elif args.data_dir is None:
+        notes["data_dir"] = "memory only (--port 0 and no data dir)"
+    try:
+        wildcard = ipaddress.ip_address(args.host).is_unspecified
+    except ValueError:
+        wildcard = False
+    if args.advertise is not None:
+        host, port = args.advertise
+        if port == 0 and args.port != 0:
+            shown.advertise = (host, args.port)  # "the bound port" is --port
+        elif port == 0:
+            shown.advertise = host  # read back the same: the port bound at start
+            notes["advertise"] = "with the port bound at start (--port 0)"
+    elif wildcard:
+        notes["advertise"] = (
+            "peers are told the address the data dir remembers, or the one this host sends "
+            "from towards the first bootstrap"
+        )
+    else:
+        from .net import format_addr
+
+        where = (
+            f"{format_addr((args.host, args.port))} (--host, --port)"
+            if args.port
+            else f"{args.host}, on the port bound at start"
+        )
+        notes["advertise"] = f"peers reach it at {where}"
+    return shown, notes
 
 
 # --- client commands ---------------------------------------------------------------------------
@@ -684,7 +772,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def render_lookup(key: str, found: Lookup) -> str:
     from shell import render  # the shell's words: a lookup reads the same in both
 
-    return "\n".join(render.lookup_lines(key, found))
+    return "\n".join(render.lookup_lines(key, found, asker="the asked node"))
 
 
 async def _lookup(args: argparse.Namespace) -> int:
@@ -726,16 +814,20 @@ def _write_text(path: str, text: str) -> None:
 
 
 async def show_ring_picture(
-    args: argparse.Namespace, attached: dict[str, Any], others: list[dict[str, Any]]
+    args: argparse.Namespace,
+    attached: dict[str, Any],
+    others: list[dict[str, Any]],
+    *,
+    limit: int | None = None,
 ) -> None:
     """``ring --draw`` / ``--svg FILE``: the ring (the attached node's status, the others')
-    as a picture on the terminal or in an SVG file."""
+    as a picture on the terminal or in an SVG file; ``limit``: the walk's (--limit)."""
     import asyncio
     import shutil
 
     from . import ringdraw
 
-    nodes, fingers = ringdraw.from_statuses(attached, others)
+    nodes, fingers = ringdraw.from_statuses(attached, others, limit=limit)
     if args.svg:
         try:
             await asyncio.to_thread(_write_text, args.svg, ringdraw.draw_svg(nodes, fingers))

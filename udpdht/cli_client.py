@@ -95,11 +95,11 @@ async def _ring(args: argparse.Namespace) -> int:
         raise DhtError(entries[0]["error"])
     attached = entries[0]["addr"]
     if args.draw or args.svg:
-        await show_ring_picture(args, entries[0], entries[1:])
+        await show_ring_picture(args, entries[0], entries[1:], limit=args.limit)
     elif args.json:
         print(json.dumps(ring_json(entries, attached)))
     else:
-        print("\n".join(render.ring_lines(entries, attached)))
+        print("\n".join(render.ring_lines(entries, attached, limit=args.limit)))
     return 0
 
 
@@ -161,24 +161,6 @@ def add_keys(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _key_text(key: bytes) -> str | None:
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def _role(key_id: int, st: dict[str, Any]) -> str:
-    """``primary`` when the node owns the key (its id in ``(predecessor, node]``)."""
-    from . import ids
-
-    pred = st["predecessor"]
-    if pred is None:  # alone (or not yet linked): it answers for every key
-        return "primary"
-    own = ids.in_interval(key_id, int(pred["id"], 16), int(st["id"], 16), right_open=False)
-    return "primary" if own else "replica"
-
-
 async def _keys(args: argparse.Namespace) -> int:
     import json
     import time
@@ -188,21 +170,8 @@ async def _keys(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         st = await client.status()
         found, nxt = await client.keys(args.limit, after=args.after)
-    now = time.time()
-    rows = []
-    for entry in found:
-        text = _key_text(entry["key"])
-        rows.append(
-            {
-                "key": text,
-                "key_hex": entry["key"].hex(),
-                "id": entry["key_id"],
-                "bytes": entry["bytes"],
-                "role": _role(int(entry["key_id"], 16), st),
-                "expires_at": entry["expires_at"],
-            }
-        )
-    next_text = None if nxt is None else _key_text(nxt)
+    rows = render.key_rows(found, st)
+    next_text = None if nxt is None else render.key_text(nxt)
     if args.json:
         out = {
             "node": st["addr"],
@@ -212,31 +181,10 @@ async def _keys(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out))
         return 0
-    if not rows:
-        where = f" after {args.after!r}" if args.after is not None else ""
-        print(f"{st['addr']} holds no keys{where}")
-        return 0
-    cells = [
-        [
-            r["key"] if r["key"] is not None else "0x" + r["key_hex"],
-            r["id"][:8],
-            str(r["bytes"]),
-            r["role"],
-            "-" if r["expires_at"] is None else f"{max(0.0, r['expires_at'] - now):.0f} s",
-        ]
-        for r in rows
-    ]
-    lines = render.table(["key", "id", "bytes", "role", "expires in"], cells, right="bytes")
-    primary = sum(r["role"] == "primary" for r in rows)
-    lines.append(
-        f"{len(rows)} key{'' if len(rows) == 1 else 's'} of {st['addr']} "
-        f"({primary} primary, {len(rows) - primary} replica), in ring order of their ids"
+    more = None if next_text is None else f"add --after {_shell_quote(next_text)}"
+    lines = render.keys_lines(
+        st["addr"], rows, time.time(), after=args.after, more=more, more_binary=nxt is not None
     )
-    if nxt is not None:
-        if next_text is not None:
-            lines.append(f"more: add --after {_shell_quote(next_text)}")
-        else:
-            lines.append("more keys follow (the last key is not UTF-8: see --json's next_hex)")
     print("\n".join(lines))
     return 0
 
@@ -338,16 +286,24 @@ async def _admin(args: argparse.Namespace) -> int:
     config = RpcConfig(tries=args.tries) if args.tries else None
     async with Client(args.node, cookie=cookie, rpc_config=config) as client:
         info = await client.ping_info()
+        st = await client.status()
         if args.command == "leave":
             await client.leave()
         else:
             await client.shutdown()
         stopped = await _until_silent(client, LEAVE_WAIT)
     addr = info["addr"] or format_addr(args.node)
+    alone = not st["successors"] and not st["predecessors"] and not st.get("isolated")
     if args.json:
         print(
             json.dumps(
-                {"addr": addr, "id": info["id"], "command": args.command, "stopped": stopped}
+                {
+                    "addr": addr,
+                    "id": info["id"],
+                    "command": args.command,
+                    "stopped": stopped,
+                    "alone": alone,
+                }
             )
         )
         return 0 if stopped else 1
@@ -359,10 +315,9 @@ async def _admin(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.command == "leave":
-        print(f"{who} left the ring; its keys went to its successors")
-    else:
-        print(f"{who} stopped; its replicas elsewhere keep its keys while the ring repairs")
+    from shell import render
+
+    print(render.admin_done(who, args.command, alone))
     return 0
 
 

@@ -55,7 +55,17 @@ def in_words(exc: BaseException, *, hint: bool = True) -> str:
         return NO_ROUTE
     if isinstance(exc, RemoteError) and exc.message.startswith("no live route to "):
         return NO_ROUTE  # the attached node's LookupFailed, as its error reply
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, RemoteError) and "lost contact with its ring" in text:
+        text += ISOLATED_WAY_OUT  # (it lasts until a peer of its ring answers again)
+    return text
+
+
+#: What to do about a node that lost its ring (Node.isolated): its ring may be gone for good.
+ISOLATED_WAY_OUT = (
+    "; it serves again once a node of its ring answers: if the others are gone for good, "
+    "restart it with 'udpdht node --new-ring' (it keeps its data), or try another node"
+)
 
 
 def joined_words(failures: list[tuple[tuple[str, int], BaseException]]) -> str:

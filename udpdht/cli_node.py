@@ -27,12 +27,13 @@ from . import ids, wire
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
-from .datadir import DataDirError, remembered_address
+from .datadir import LOCK_FILE, DataDirError, remembered_address
 from .errors import DhtError
 from .net import Address, format_addr, resolve, route_from, tune_gc, unless_refused
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
+from .text import plural
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -222,12 +223,16 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     )
     if args.new_ring:
         node.memory.forget()
+    made = _missing_dirs(data_dir)
     try:
         await node.start()
     except OSError as exc:
+        _remove_empty(made)  # a node that never ran leaves no data dir behind
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
     except (DataDirError, ValueError) as exc:
+        _remove_empty(made)
         raise UsageError(str(exc)) from None
+    _say_if_a_new_ring_of_old_data(node, args)
     fmt.node = ids.short(node.id)
     cookie_path = _publish_cookie(node)
     bound = node.endpoint.addr
@@ -303,6 +308,48 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         if exporter is not None:
             await asyncio.to_thread(exporter.close)
     return 0
+
+
+def _missing_dirs(path: Path | None) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    while path is not None and not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove what a failed start created of ``made``: the lock file, then the folders, if
+    nothing else is in them."""
+    for path in made:
+        with contextlib.suppress(OSError):
+            if path == made[0]:
+                (path / LOCK_FILE).unlink(missing_ok=True)
+            path.rmdir()
+
+
+def _say_if_a_new_ring_of_old_data(node: Node, args: argparse.Namespace) -> None:
+    """A node that remembers no ring (it left one, or --new-ring) starts a ring of its own
+    even with records on disk: say so, since the ring it left may well still be running."""
+    if node.member or args.bootstrap or node.data_dir is None:
+        return
+    store = node.status()["store"]
+    held = int(store["primary"]) + int(store["replica"])
+    if not held:
+        return
+    why = (
+        "--new-ring"
+        if args.new_ring
+        else "it remembers no ring: it left its ring, or never had one"
+    )
+    log.log(
+        logging.INFO if args.new_ring else logging.WARNING,
+        "starting a new ring of one with the %s its data dir holds (%s); --bootstrap H:P "
+        "joins a running ring instead",
+        plural(held, "record"),
+        why,
+    )
 
 
 def _metrics_module() -> ModuleType:

@@ -165,7 +165,9 @@ class Layers:
                 continue
             option = by_env.get(name)
             if option is None:
-                hint = _did_you_mean(name, [*by_env, *OTHER_ENV])
+                # Compared without the prefix they all share: UDPDHT_BOGUS is not UDPDHT_HOST.
+                names = [n.removeprefix(ENV_PREFIX) for n in [*by_env, *OTHER_ENV]]
+                hint = _did_you_mean(name.removeprefix(ENV_PREFIX), names, ENV_PREFIX)
                 warnings.append(f"ignoring {name}: not a setting of udpdht node{hint}")
                 continue
             try:
@@ -201,25 +203,29 @@ class Layers:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
         return values
 
-    def to_toml(self, args: argparse.Namespace) -> str:
-        """The resolved settings as a config file, each line saying where its value came from."""
+    def to_toml(self, args: argparse.Namespace, notes: Mapping[str, str] | None = None) -> str:
+        """The resolved settings as a config file, each line saying where its value came from
+        (and ``notes[dest]``, what that value means, when given)."""
         lines = ["# udpdht node settings: flags > environment > config file > defaults"]
         if args.config:
             lines.append(f"# read from {args.config}")
+        notes = notes or {}
         for dest, option in self.options.items():
             value, origin = getattr(args, dest), args.origins[dest]
             if value is None:  # TOML has no null: the option is simply not set
-                lines.append(f"# {option.name} is not set  # {origin}")
+                note = f": {notes[dest]}" if dest in notes else ""
+                lines.append(f"# {option.name} is not set{note}  # {origin}")
             else:
-                lines.append(f"{option.name} = {_toml(value)}  # {origin}")
+                note = f"; {notes[dest]}" if dest in notes else ""
+                lines.append(f"{option.name} = {_toml(value)}  # {origin}{note}")
         return "\n".join(lines) + "\n"
 
 
-def _did_you_mean(word: str, known: Iterable[str]) -> str:
+def _did_you_mean(word: str, known: Iterable[str], prefix: str = "") -> str:
     import difflib
 
     close = difflib.get_close_matches(word, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 def _toml(value: Any) -> str:

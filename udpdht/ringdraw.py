@@ -37,12 +37,14 @@ _RESET = "\x1b[0m"
 
 @dataclass(frozen=True)
 class RingNode:
-    """One node to draw: ``keys`` is how many keys it holds as primary (None: unknown)."""
+    """One node to draw: ``keys`` is how many keys it holds as primary (None: unknown, and
+    ``unknown`` says why: "did not answer", "beyond the walk's limit", ...)."""
 
     node_id: int
     addr: str
     keys: int | None = None
     attached: bool = False
+    unknown: str = "did not say"
 
     def label(self) -> str:
         keys = "?" if self.keys is None else str(self.keys)
@@ -133,9 +135,13 @@ def _count(n: int, noun: str) -> str:
 def _summary(nodes: Sequence[RingNode]) -> str:
     known = [n.keys for n in nodes if n.keys is not None]
     text = f"{_count(len(nodes), 'node')} shown, {_count(sum(known), 'key')}"
-    unknown = len(nodes) - len(known)
-    if unknown:
-        text += f" ({unknown} did not say: '?')"
+    why: dict[str, int] = {}
+    for n in nodes:
+        if n.keys is None:
+            why[n.unknown] = why.get(n.unknown, 0) + 1
+    if why:
+        text += f" held by {len(known)} ('?': " + ", ".join(f"{k} {w}" for w, k in why.items())
+        text += ")"
     return text
 
 
@@ -222,7 +228,10 @@ def draw_text(
         right = math.sin(angle(n.node_id)) >= -1e-9
         first = col + 2 if right else col - 1 - len(text)
         outward = -1 if row <= cy else 1
-        spots = [(row, first)] + [(row + outward * k, first) for k in (1, 2)]
+        spots = [(row, first)]
+        if n.attached:  # on its own row, on the inner side, rather than a row off its marker
+            spots.append((row, col - 1 - len(text) if right else col + 2))
+        spots += [(row + outward * k, first) for k in (1, 2)]
         spots += [(row - outward, first)]
         for r, c in spots:
             cells = [(c + i, r) for i in range(-1, len(text) + 1)]
@@ -365,28 +374,44 @@ def draw_svg(nodes: Sequence[RingNode], fingers: Sequence[int] = (), *, size: in
 
 
 def from_statuses(
-    attached: Mapping[str, Any], others: Iterable[Mapping[str, Any]] = ()
+    attached: Mapping[str, Any],
+    others: Iterable[Mapping[str, Any]] = (),
+    *,
+    limit: int | None = None,
 ) -> tuple[list[RingNode], list[int]]:
     """The nodes and fingers to draw from status objects.
 
     ``attached``: the attached node's status; ``others``: the status of other nodes (entries
-    with an ``error`` and no ``id`` are skipped). The nodes are the attached one, its leafset,
-    its fingers and every other node given; a node whose status is not given has unknown keys.
+    with an ``error`` and no ``id`` did not answer). The nodes are the attached one, its
+    leafset, its fingers and every other node given; a node whose status is not given has
+    unknown keys, and says why: it did not answer, or the walk did not reach it (``limit``:
+    the walk's, when it stopped there).
     """
     keys: dict[str, int | None] = {}
     found: dict[str, str] = {}  # id hex -> addr
+    others = list(others)
+    silent = {st["addr"] for st in others if "error" in st}
     for st in [attached, *others]:
         if "id" not in st or "store" not in st:
             continue
         keys[st["id"]] = int(st["store"]["primary"])
         found[st["id"]] = st["addr"]
+    walked = 1 + len(others)
+    cut = limit is not None and walked >= limit
+    beyond = f"beyond the walk's limit ({limit})" if cut else "not reached by the walk"
     peers = [*attached["successors"], *attached["predecessors"], *attached["fingers"]]
     if attached.get("predecessor"):
         peers.append(attached["predecessor"])
     for peer in peers:
         found.setdefault(peer["id"], peer["addr"])
     nodes = [
-        RingNode(ids.from_hex(h), addr, keys.get(h), attached=h == attached["id"])
+        RingNode(
+            ids.from_hex(h),
+            addr,
+            keys.get(h),
+            attached=h == attached["id"],
+            unknown="did not answer" if addr in silent else beyond,
+        )
         for h, addr in found.items()
     ]
     fingers = [ids.from_hex(f["id"]) for f in attached["fingers"]]

@@ -152,12 +152,25 @@ def _special(tag: str, inner: Any) -> Any:
     ):
         raise ValueFormatError('"$map" needs a list of [key, value] pairs')
     out: dict[Any, Any] = {}
+    written: dict[Any, Any] = {}  # each key of out as the input wrote it
     for k, v in inner:
         key = from_plain(k)
         if isinstance(key, (list, dict)):
             raise ValueFormatError('"$map": a key cannot be a list or a map')
+        if key in out:  # 1, true and 1.0 are one key to Python: a value would be lost
+            first, again = _key_text(written[key]), _key_text(k)
+            same = f"key {first} is given twice" if first == again else f"keys {first} and {again}"
+            raise ValueFormatError(
+                f'"$map": {same} would be one key (1, true and 1.0 are equal keys here); '
+                "give each key once"
+            )
+        written[key] = k
         out[key] = from_plain(v)
     return out
+
+
+def _key_text(plain: Any) -> str:
+    return _short(json.dumps(plain, ensure_ascii=False))
 
 
 def to_json(value: Any, *, indent: int | None = None) -> str:
@@ -193,6 +206,8 @@ def show(value: Any) -> str:
     kind = type_name(value)
     if kind == "bytes":
         return f"(bytes) {base64.b64encode(bytes(value)).decode('ascii')}"
+    if kind == "float" and not math.isfinite(value):  # (its JSON form is for --json)
+        return f"(float) {to_plain(value)['$float']}"
     return f"({kind}) {to_json(value)}"
 
 
