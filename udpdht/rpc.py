@@ -241,7 +241,7 @@ class _Transaction:
         self.tries = tries
         self.rto = rto
         self.flow = flow  # the peer's window, ours while we are in flight
-        self.attempt = 0
+        self.attempt = 1  # sends so far (RpcEndpoint.call makes the first one)
         self.token_retries = 0
         self.slot = 0  # the timer wheel's slot our current send times out in (0: none)
         self.working_at = -1.0  # when the peer last said it is still running the call
@@ -652,7 +652,17 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self, rid, addr, method, args, data, tries or cfg.tries, rto, flow, now
             )
             pending[rid] = tx
-            tx.send(now)
+            # The first send, as tx.send() does the later ones (inline: every call runs it).
+            reason = self._send(data, addr)
+            if reason is not None:
+                raise SendFailed(addr, method, reason)
+            when = now + rto * (1.0 + cfg.jitter * self._rng.random())
+            slot = tx.slot = math.ceil(when / self.TICK)
+            bucket = self._wheel.get(slot)
+            if bucket is not None:
+                bucket.append(rid)
+            else:
+                self._schedule(tx, when)
             return await tx.future
         finally:
             if tx is not None:
