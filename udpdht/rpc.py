@@ -5,9 +5,11 @@ deadline, resends on each expiry with a doubled timeout plus jitter, and fails w
 :class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry is removed in
 ``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
 (slots of ``TICK`` seconds holding request ids, one armed timer for the earliest slot): a call
-that finishes takes its id out of its slot, so nothing of it outlives it (a heap of deadlines
-kept every finished call alive until its deadline, and freed thousands at once), and a per-call
-timer handle cost more than the rest of the call's bookkeeping.
+that finishes leaves only its id (an int, which the garbage collector does not track) in its
+slot until the slot fires, and the expiry skips ids of calls that are gone (a heap of
+deadlines kept every finished call alive until its deadline, and freed thousands at once;
+taking each id out again cost more than leaving it; a per-call timer handle cost more than
+the rest of the call's bookkeeping).
 A reply is accepted only for a pending request id and only from the address the request went
 to.
 
