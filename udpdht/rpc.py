@@ -5,9 +5,11 @@ deadline, resends on each expiry with a doubled timeout plus jitter, and fails w
 :class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry is removed in
 ``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
 (slots of ``TICK`` seconds holding request ids, one armed timer for the earliest slot): a call
-that finishes takes its id out of its slot, so nothing of it outlives it (a heap of deadlines
-kept every finished call alive until its deadline, and freed thousands at once), and a per-call
-timer handle cost more than the rest of the call's bookkeeping.
+that finishes leaves only its id (an int, which the garbage collector does not track) in its
+slot until the slot fires, and the expiry skips ids of calls that are gone (a heap of
+deadlines kept every finished call alive until its deadline, and freed thousands at once;
+taking each id out again cost more than leaving it; a per-call timer handle cost more than
+the rest of the call's bookkeeping).
 A reply is accepted only for a pending request id and only from the address the request went
 to.
 
@@ -150,18 +152,22 @@ class _Rtt:
     """What we know of one peer's round trips: the smoothed estimate, and the back-off of
     the RTO while it answers slowly."""
 
-    __slots__ = ("backoff", "heard", "rttvar", "srtt")
+    __slots__ = ("backoff", "heard", "rto", "rttvar", "srtt")
 
-    def __init__(self, sample: float, now: float) -> None:
+    def __init__(self, sample: float, now: float, config: RpcConfig) -> None:
         self.srtt = sample
         self.rttvar = sample / 2
         self.backoff = 1.0
         self.heard = now  # loop time of its last answer to any call
+        self.rto = 0.0
+        self.set_rto(config)
 
-    def update(self, sample: float) -> None:
-        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
-        self.srtt = 0.875 * self.srtt + 0.125 * sample
-        self.backoff = 1.0
+    def set_rto(self, config: RpcConfig) -> None:
+        """Kept with the estimate, not computed per call: every call reads it (the update
+        per answer is RpcEndpoint._answered)."""
+        self.rto = min(
+            max(self.srtt + 4 * self.rttvar, config.min_rto) * self.backoff, config.max_rto
+        )
 
 
 class _Flow:
@@ -178,6 +184,7 @@ class _Flow:
 
 
 _IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
+_UNCHECKED = "?"  # _sendable's answer for a destination not checked yet
 # First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
 # version 1, kind 1..3.
 _ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
@@ -192,7 +199,7 @@ class _Transaction:
     """One call: resends on a doubling timeout until a reply or the last try.
 
     Its timeouts live in the endpoint's timer wheel under its request id (one armed timer per
-    endpoint, not one per call); it takes itself out of its slot when it finishes.
+    endpoint, not one per call); when it ends, only its id (an int) stays there, until its slot.
     """
 
     __slots__ = (
@@ -201,6 +208,7 @@ class _Transaction:
         "attempt",
         "data",
         "endpoint",
+        "flow",
         "future",
         "method",
         "rid",
@@ -223,6 +231,8 @@ class _Transaction:
         data: bytes,
         tries: int,
         rto: float,
+        flow: _Flow,
+        now: float,
     ) -> None:
         self.endpoint = endpoint
         self.rid = rid
@@ -232,17 +242,18 @@ class _Transaction:
         self.data = data
         self.tries = tries
         self.rto = rto
-        self.attempt = 0
+        self.flow = flow  # the peer's window, ours while we are in flight
+        self.attempt = 1  # sends so far (RpcEndpoint.call makes the first one)
         self.token_retries = 0
-        self.slot = 0  # the timer wheel's slot holding our id (0: none)
+        self.slot = 0  # the timer wheel's slot our current send times out in (0: none)
         self.working_at = -1.0  # when the peer last said it is still running the call
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
-        self.started = self.sent_at = endpoint._loop.time()
+        self.started = self.sent_at = now
 
-    def send(self) -> None:
+    def send(self, now: float) -> None:
         ep = self.endpoint
         self.attempt += 1
-        now = self.sent_at = ep._loop.time()
+        self.sent_at = now
         reason = ep._send(self.data, self.addr)
         if reason is not None:
             self.future.set_exception(SendFailed(self.addr, self.method, reason))
@@ -260,7 +271,7 @@ class _Transaction:
         ep.stats.retries += 1
         # Doubled, or the peer's backed-off RTO if that is longer (it is slow, see _timed_out).
         self.rto = min(max(self.rto * 2, ep.rto_for(self.addr)), ep.config.max_rto)
-        self.send()
+        self.send(ep._loop.time())
 
     def _still_working(self) -> bool:
         """The peer answered our last send with WORKING, and not for too long: keep waiting
@@ -270,17 +281,6 @@ class _Transaction:
             self.working_at >= self.sent_at
             and ep._loop.time() - self.started < ep.config.max_working
         )
-
-    def resolve(self, msg: wire.Reply | wire.ErrorReply) -> None:
-        if self.future.done():
-            return
-        ep = self.endpoint
-        ep._answered(self, self.attempt == 1)
-        if type(msg) is wire.Reply:
-            self.future.set_result(msg.result)
-        else:
-            assert isinstance(msg, wire.ErrorReply)
-            self.future.set_exception(remote_error(msg.code, msg.message, msg.data))
 
     def retry_with(self, token: bytes) -> None:
         """The peer asks us to prove our address: send the same request with its token."""
@@ -313,7 +313,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
         self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
-        self._wheel: dict[int, set[int]] = {}  # slot -> ids of the calls that time out in it
+        # slot -> ids of the calls that time out in it (and of calls that ended since)
+        self._wheel: dict[int, list[int]] = {}
         self._slots: list[int] = []  # a heap of the wheel's slots
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot = 0
@@ -332,6 +333,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._loop.time())
         self._limited = bool(cfg.source_rate or cfg.global_rate)
+        # Answers up to this many times their request's size need no token (inf: no guard).
+        self._amplification = cfg.amplification or math.inf
         self._handlers_running = 0
         self._log_budget = TokenBucket(10.0, 0.0)  # handler tracebacks: a few, not megabytes
         self._tasks: set[asyncio.Task[None]] = set()
@@ -392,7 +395,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
         key = (addr, req.rid)
-        cached = self._replies.get(key)
+        entry = self._handlers.get(req.method)
+        # An idempotent method's answers are never cached: nothing to look up.
+        cached = None if entry is not None and entry[2] else self._replies.get(key)
         if cached is not None:
             self.stats.duplicates += 1
             data, expiry, resends = cached
@@ -410,7 +415,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._replies[key] = (data, expiry, resends + 1)  # keeps its place
             self._answer(data, req, addr, size)
             return
-        entry = self._handlers.get(req.method)
         if entry is None:
             data = self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method")
             self._remember(key, data)
@@ -437,10 +441,16 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         except Exception as exc:
             data = self._error_from(req, exc)
         else:
-            data = self._encode_result(req, result)
+            try:
+                data = wire.encode_reply(req.rid, result)
+            except (MessageTooLarge, EncodeError) as exc:
+                data = self._encode_failed(req, exc)
         if not idempotent:
             self._remember(key, data)
-        self._answer(data, req, addr, size)
+        if len(data) > self._amplification * size:  # (the common case needs no token check)
+            self._answer(data, req, addr, size)
+        else:
+            self._send(data, addr)
 
     async def _serve_async(
         self,
@@ -470,10 +480,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _encode_result(self, req: wire.Request, result: Any) -> bytes:
         try:
             return wire.encode_reply(req.rid, result)
-        except MessageTooLarge as exc:
+        except (MessageTooLarge, EncodeError) as exc:
+            return self._encode_failed(req, exc)
+
+    def _encode_failed(self, req: wire.Request, exc: MessageTooLarge | EncodeError) -> bytes:
+        if isinstance(exc, MessageTooLarge):
             return self._error(req, ErrorCode.TOO_LARGE, str(exc))
-        except EncodeError as exc:
-            return self._error_from(req, exc)
+        return self._error_from(req, exc)
 
     def _error_from(self, req: wire.Request, exc: Exception) -> bytes:
         if isinstance(exc, RemoteError):
@@ -521,24 +534,23 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     # --- timeouts ------------------------------------------------------------------------------
 
     def _schedule(self, tx: _Transaction, when: float) -> None:
-        """Put ``tx`` in the wheel's slot for ``when`` (the first slot boundary after it)."""
-        self._unschedule(tx)
+        """Put ``tx`` in the wheel's slot for ``when`` (the first slot boundary after it).
+
+        Nothing takes it out again: a call that ends, or is sent again into a later slot,
+        leaves its id behind, and the expiry skips ids whose call is gone or now waits on
+        another slot (a 64-bit int, untracked by the garbage collector, kept until its slot
+        fires, at most ``max_rto`` × 1.2 later; cheaper than removing it from every call).
+        """
         slot = math.ceil(when / self.TICK)
+        tx.slot = slot
         bucket = self._wheel.get(slot)
         if bucket is None:
-            bucket = self._wheel[slot] = set()
+            self._wheel[slot] = [tx.rid]
             heapq.heappush(self._slots, slot)
             if self._timer is None or slot < self._timer_slot:
                 self._arm(slot)
-        bucket.add(tx.rid)
-        tx.slot = slot
-
-    def _unschedule(self, tx: _Transaction) -> None:
-        if tx.slot:
-            bucket = self._wheel.get(tx.slot)
-            if bucket is not None:
-                bucket.discard(tx.rid)
-            tx.slot = 0
+        else:
+            bucket.append(tx.rid)
 
     def _arm(self, slot: int) -> None:
         if self._timer is not None:
@@ -556,10 +568,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self.last_stall = now
         tick = self.TICK
         while slots and slots[0] * tick <= now:  # as armed: no rounding of now / tick
-            bucket = wheel.pop(heapq.heappop(slots), ())
-            for rid in bucket:
+            slot = heapq.heappop(slots)
+            for rid in wheel.pop(slot, ()):
                 tx = pending.get(rid)
-                if tx is not None and not tx.future.done():
+                # (a call that ended, or whose resend waits on a later slot, is skipped)
+                if tx is not None and tx.slot == slot and not tx.future.done():
                     tx.slot = 0
                     tx.expired()  # a resend goes into a later slot
         if slots:
@@ -570,16 +583,26 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cfg = self.config
         now = self._loop.time()
         cache[key] = (data, now + cfg.reply_cache_ttl, 0)
-        self._reply_bytes += len(data)
-        if len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes:
-            while cache and (
-                len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes
-            ):
-                self._reply_bytes -= len(cache.popitem(last=False)[1][0])
-        if now >= self._next_purge:  # age out at most once a second: off the per-call path
+        size = self._reply_bytes + len(data)
+        if len(cache) > cfg.reply_cache_entries:  # full: the oldest goes (each time, once full)
+            size -= len(cache.popitem(False)[1][0])
+        self._reply_bytes = size
+        if size > cfg.reply_cache_bytes or now >= self._next_purge:
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        """Evict the oldest answers while over a bound, and (at most once a second, off the
+        per-call path) those that expired."""
+        cache = self._replies
+        cfg = self.config
+        while cache and (
+            len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes
+        ):
+            self._reply_bytes -= len(cache.popitem(False)[1][0])
+        if now >= self._next_purge:
             self._next_purge = now + 1.0
             while cache and next(iter(cache.values()))[1] < now:
-                self._reply_bytes -= len(cache.popitem(last=False)[1][0])
+                self._reply_bytes -= len(cache.popitem(False)[1][0])
 
     def _forget(self, key: tuple[Address, int]) -> None:
         entry = self._replies.pop(key, None)
@@ -605,31 +628,47 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """
         if self._transport is None:
             raise DhtError("endpoint is closed")
-        if len(self._pending) + self._waiting >= self.config.max_pending:
-            raise TooManyPending(f"{len(self._pending)} calls already in flight")
+        cfg = self.config
+        pending = self._pending
+        if len(pending) + self._waiting >= cfg.max_pending:
+            raise TooManyPending(f"{len(pending)} calls already in flight")
         if args is None:
             args = {}
         flow = self._flows.get(addr)
         if flow is None:
-            flow = self._flows[addr] = _Flow(self.config.window, self.config.max_window)
+            flow = self._flows[addr] = _Flow(cfg.window, cfg.max_window)
         if flow.inflight >= flow.window:
             await self._wait_turn(flow)
         flow.inflight += 1
-        rid = self._rid()
-        while rid in self._pending:
+        rids = self._rids  # (always empty with a seeded generator)
+        rid = rids.pop() if rids else self._rid()
+        while rid in pending:
             rid = self._rid()
         tx = None
         try:
             data = wire.encode_request(rid, method, args, self._tokens.get(addr))
-            tries = tries or self.config.tries
-            tx = _Transaction(self, rid, addr, method, args, data, tries, self.rto_for(addr))
-            self._pending[rid] = tx
-            tx.send()
+            est = self._rtts.get(addr)
+            rto = cfg.initial_rto if est is None else est.rto
+            now = self._loop.time()
+            tx = _Transaction(
+                self, rid, addr, method, args, data, tries or cfg.tries, rto, flow, now
+            )
+            pending[rid] = tx
+            # The first send, as tx.send() does the later ones (inline: every call runs it).
+            reason = self._send(data, addr)
+            if reason is not None:
+                raise SendFailed(addr, method, reason)
+            when = now + rto * (1.0 + cfg.jitter * self._rng.random())
+            slot = tx.slot = math.ceil(when / self.TICK)
+            bucket = self._wheel.get(slot)
+            if bucket is not None:
+                bucket.append(rid)
+            else:
+                self._schedule(tx, when)
             return await tx.future
         finally:
             if tx is not None:
-                del self._pending[rid]
-                self._unschedule(tx)
+                del pending[rid]  # (its id stays in the timer wheel until the slot fires)
             flow.inflight -= 1
             if flow.waiters:
                 self._next_turn(flow)
@@ -662,24 +701,34 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 turn.set_result(None)
                 return
 
-    def _answered(self, tx: _Transaction, first_try: bool) -> None:
+    def _answered(self, tx: _Transaction, now: float) -> None:
         """``tx`` got its answer: feed the RTT estimate (Karn: only from a request sent once)
         and open the peer's window (by one below its threshold, else by one per window)."""
-        now = self._loop.time()
+        cfg = self.config
         est = self._rtts.get(tx.addr)
-        if first_try:
-            if est is not None:
-                est.update(now - tx.sent_at)
-            else:
-                if len(self._rtts) >= self.config.max_peers:
+        if est is None:
+            if tx.attempt == 1:
+                if len(self._rtts) >= cfg.max_peers:
                     del self._rtts[next(iter(self._rtts))]
-                est = self._rtts[tx.addr] = _Rtt(now - tx.sent_at, now)
-        if est is not None:
+                self._rtts[tx.addr] = _Rtt(now - tx.sent_at, now, cfg)
+        else:
+            if tx.attempt == 1:  # RFC 6298 (inline: it runs for every answer)
+                sample = now - tx.sent_at
+                srtt = est.srtt
+                diff = srtt - sample
+                rttvar = est.rttvar = 0.75 * est.rttvar + 0.25 * (diff if diff >= 0 else -diff)
+                srtt = est.srtt = 0.875 * srtt + 0.125 * sample
+                est.backoff = 1.0
+                rto = srtt + 4 * rttvar
+                if rto < cfg.min_rto:
+                    rto = cfg.min_rto
+                est.rto = rto if rto < cfg.max_rto else cfg.max_rto
             est.heard = now
-        flow = self._flows.get(tx.addr)
-        if flow is not None and flow.window < self.config.max_window:
-            step = 1.0 if flow.window < flow.threshold else 1.0 / flow.window
-            flow.window = min(flow.window + step, self.config.max_window)
+        flow = tx.flow
+        window = flow.window
+        if window < cfg.max_window:
+            window += 1.0 if window < flow.threshold else 1.0 / window
+            flow.window = window if window < cfg.max_window else cfg.max_window
 
     def _timed_out(self, tx: _Transaction) -> None:
         """A send of ``tx`` got no answer in time. If its peer answered others since, it is
@@ -689,8 +738,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if est is None or est.heard < tx.sent_at:
             return  # no sign of life: a loss, or a dead peer (found as fast as ever)
         est.backoff = min(est.backoff * 2, self.config.max_backoff)
-        flow = self._flows.get(tx.addr)
-        if flow is not None and now - flow.cut_at > self.rto_for(tx.addr):
+        est.set_rto(self.config)
+        flow = tx.flow
+        if now - flow.cut_at > est.rto:
             flow.window = flow.threshold = max(flow.window / 2, self.config.min_window)
             flow.cut_at = now
 
@@ -705,11 +755,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def rto_for(self, addr: Address) -> float:
         """The first timeout a call to ``addr`` would use now."""
-        cfg = self.config
         est = self._rtts.get(addr)
-        if est is None:
-            return cfg.initial_rto
-        return min(max(est.srtt + 4 * est.rttvar, cfg.min_rto) * est.backoff, cfg.max_rto)
+        return self.config.initial_rto if est is None else est.rto
 
     def srtt(self, addr: Address) -> float | None:
         """The smoothed round-trip time to ``addr``, if it ever answered a first try."""
@@ -721,7 +768,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if tx is None or tx.addr != addr:
             self.stats.unexpected_replies += 1
             return
-        tx.resolve(msg)
+        future = tx.future
+        if future.done():
+            return
+        self._answered(tx, self._loop.time())
+        if type(msg) is wire.Reply:
+            future.set_result(msg.result)
+        else:
+            assert type(msg) is wire.ErrorReply
+            future.set_exception(remote_error(msg.code, msg.message, msg.data))
 
     def _on_retry(self, msg: wire.Retry, addr: Address) -> None:
         tx = self._pending.get(msg.rid)
@@ -763,7 +818,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if self._limited and not _looks_like_answer(data) and not self._admit(addr):
             self.stats.rate_limited += 1
             return
-        if data[:1] < b"\x02" and self.foreign is not None:  # rpcudp's first bytes (kad/codec.py)
+        if self.foreign is not None and data[:1] < b"\x02":  # rpcudp's first bytes (kad/codec.py)
             self.foreign(data, addr)
             return
         try:
@@ -774,15 +829,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         stats = self.stats
         stats.received += 1
         stats.bytes_received += len(data)
-        kind = type(msg)
-        if kind is wire.Request:
-            self._on_request(cast(wire.Request, msg), addr, len(data))
-        elif kind is wire.Retry:
-            self._on_retry(cast(wire.Retry, msg), addr)
-        elif kind is wire.Working:
-            self._on_working(cast(wire.Working, msg), addr)
-        else:
-            self._on_response(cast(wire.Reply | wire.ErrorReply, msg), addr)
+        if type(msg) is wire.Request:
+            self._on_request(msg, addr, len(data))
+        elif type(msg) is wire.Reply or type(msg) is wire.ErrorReply:
+            self._on_response(msg, addr)
+        elif type(msg) is wire.Retry:
+            self._on_retry(msg, addr)
+        elif type(msg) is wire.Working:
+            self._on_working(msg, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) carry no request id on an unconnected socket; the
@@ -802,8 +856,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         transport = self._transport
         if transport is None:
             return "the endpoint is closed"
-        why = self._sendable.get(addr, "?")
-        if why == "?":
+        why = self._sendable.get(addr, _UNCHECKED)
+        if why is _UNCHECKED:
             why = self._check_destination(addr)
         if why is None:
             try:
