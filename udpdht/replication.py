@@ -676,7 +676,8 @@ class Replicator:
             try:
                 return await self._get_once(key)
             except Unavailable:
-                if loop.time() + self.SETTLE_POLL > deadline:
+                # An isolated node will not settle by waiting a few rounds: say so at once.
+                if self.node.isolated or loop.time() + self.SETTLE_POLL > deadline:
                     raise
             await asyncio.sleep(self.SETTLE_POLL)
         raise Unavailable("the key's holders did not settle")
