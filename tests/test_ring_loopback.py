@@ -119,7 +119,10 @@ async def test_client_ring_walk_steps_over_a_crashed_node() -> None:
             ids.to_hex(ring[3].id),
             ids.to_hex(ring[4].id),
         ]
-        assert "did not answer" in entries[2]["error"]
+        # (its closed port is heard at once: "nothing listens at ...", else "did not answer")
+        assert (
+            "nothing listens at" in entries[2]["error"] or "did not answer" in entries[2]["error"]
+        )
 
 
 @pytest.mark.slow  # 4 s: a ring of processes, a crash and a restart
