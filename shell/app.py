@@ -418,7 +418,11 @@ class ShellLexer(Lexer):
 
 class ArgHints(Processor):
     """The arguments still to type, greyed after the cursor (as redis-cli does), unless a
-    suggestion from history is shown there."""
+    suggestion from history is shown there; only the options that work in the session's mode
+    (no ``--ttl`` on a kademlia network)."""
+
+    def __init__(self, mode: Callable[[], str] = lambda: "udpdht") -> None:
+        self.mode = mode
 
     def apply_transformation(self, ti: TransformationInput) -> Transformation:
         buffer = ti.buffer_control.buffer
@@ -429,7 +433,7 @@ class ArgHints(Processor):
             or (buffer.suggestion is not None and buffer.suggestion.text)
         ):
             return Transformation(ti.fragments)
-        hint = arg_hint(document.text)
+        hint = arg_hint(document.text, self.mode())
         if not hint:
             return Transformation(ti.fragments)
         return Transformation([*ti.fragments, ("class:hint", hint)])
@@ -588,7 +592,7 @@ def make_prompt(
         complete_style=CompleteStyle.MULTI_COLUMN,
         auto_suggest=AutoSuggestFromHistory(),
         lexer=ShellLexer(),
-        input_processors=[ArgHints()],
+        input_processors=[ArgHints(lambda: session.mode)],
         style=STYLE,
         history=history if history is not None else InMemoryHistory(),
         bottom_toolbar=lambda: toolbar_text(session, prompt.app.output.get_size().columns),
@@ -632,7 +636,7 @@ async def interact(
                 if not line or line.startswith("#"):
                     continue
                 try:
-                    cmd = parse(line)
+                    cmd = parse(line, session.mode)
                 except CommandError as exc:
                     console.error(str(exc))
                     continue
@@ -747,7 +751,7 @@ async def run_script(session: Session, readline: Callable[[], str], console: Con
             if not line or line.startswith("#"):
                 continue
             try:
-                cmd = parse(line)
+                cmd = parse(line, session.mode)
                 if cmd.name == "quit":
                     break
                 text = await session.execute(cmd)

@@ -32,6 +32,7 @@ class Command:
     key: str | None = None  # get, put, delete, lookup
     value: Any = None  # put
     ttl: float | None = None  # put --ttl
+    meta: bool = False  # get --meta
     addr: Address | None = None  # attach, join, ping
     action: str | None = None  # nodes: list, add, kill
     number: int | None = None  # nodes add N, nodes kill I, keys --limit N
@@ -57,7 +58,12 @@ KEYS_PAGE = 100  # keys one 'keys' lists unless --limit says otherwise
 MAX_KEYS_PAGE = 100_000
 
 SPECS: tuple[Spec, ...] = (
-    Spec("get", "get KEY", "print the value stored under KEY"),
+    Spec(
+        "get",
+        "get KEY [--meta]",
+        "print the value stored under KEY",
+        "--meta: also its type, version, writer and expiry (as 'udpdht get --meta').",
+    ),
     Spec(
         "put",
         "put KEY VALUE [--json] [--ttl SECONDS]",
@@ -199,10 +205,19 @@ KAD_COMMANDS: tuple[str, ...] = (
 )
 #: What works only there.
 KAD_ONLY: tuple[str, ...] = ("findnode", "routing")
+#: The usage lines on a kademlia network, where they differ: only the options that work there.
+KAD_USAGE: dict[str, str] = {"get": "get KEY", "put": "put KEY VALUE [--json]"}
+#: ``help CMD`` on a kademlia network, where it differs.
+KAD_DETAILS: dict[str, str] = {
+    "get": "No --meta here: kademlia keeps no version, writer or expiry with a value.",
+    "put": "VALUE is stored as the string typed; with --json it is parsed as JSON first. "
+    "Kademlia keeps an int, float, bool, str or bytes (not a list, a map or null) of about "
+    "8 KB at most: its requests are at most 8,192 bytes. No --ttl here: its store takes none.",
+}
 #: What the commands do on a kademlia network, where it differs.
 KAD_SUMMARY: dict[str, str] = {
     "get": "print the value of KEY (kademlia's find_value lookup)",
-    "put": "store VALUE under KEY on the k nodes nearest it (no --ttl here)",
+    "put": "store VALUE under KEY on the k nodes nearest it",
     "lookup": "kademlia's lookup of KEY: who was asked in each round, what each returned",
     "ping": "round-trip time to a kademlia node (default: the one attached through)",
     "format": "how lookup and findnode print (default: table)",
@@ -225,6 +240,13 @@ def unavailable(name: str, mode: str) -> str:
     if mode == "kad":
         return cannot(name)
     return f"'{name}' works only on a kademlia network: {UDPDHT_ONLY_WHY}"
+
+
+def usage(name: str, mode: str = "udpdht") -> str:
+    """The usage line of ``name`` in ``mode``: on a kademlia network, without the options it
+    cannot do (``put --ttl``, ``get --meta``)."""
+    spec = COMMANDS[name]
+    return KAD_USAGE.get(name, spec.usage) if mode == "kad" else spec.usage
 
 
 def summary(name: str, mode: str = "udpdht") -> str:
@@ -326,6 +348,16 @@ def _count(name: str, text: str, what: str, low: int, high: int) -> int:
 def _no_args(name: str, args: list[str]) -> Command:
     _arity(name, args, 0, 0, "no arguments")
     return Command(name)
+
+
+def _get(name: str, args: list[str]) -> Command:
+    meta = "--meta" in args
+    positional = [a for a in args if a != "--meta"]
+    for word in positional:
+        if word.startswith("--") and len(word) > 2:
+            raise CommandError(f"unknown option {word!r} for 'get'; {_usage(name)}")
+    _arity(name, positional, 1, 1, "a KEY")
+    return Command(name, key=_key(name, positional[0]), meta=meta)
 
 
 def _key_only(name: str, args: list[str]) -> Command:
@@ -502,7 +534,7 @@ def _watch(name: str, args: list[str]) -> Command:
 
 
 PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
-    "get": _key_only,
+    "get": _get,
     "put": _put,
     "delete": _key_only,
     "lookup": _key_only,
@@ -536,8 +568,9 @@ def _unknown(word: str) -> str:
     return f"unknown command {word!r}; type 'help' for the list"
 
 
-def parse(line: str) -> Command:
-    """The command on ``line``; CommandError (one sentence) if it cannot be run as typed."""
+def parse(line: str, mode: str = "udpdht") -> Command:
+    """The command on ``line``; CommandError (one sentence) if it cannot be run as typed.
+    ``mode`` kad: the usage a mistake quotes is the kademlia network's (no --ttl, no --meta)."""
     words = split(line)
     if not words:
         raise CommandError("empty line: type a command, or 'help' for the list")
@@ -545,7 +578,15 @@ def parse(line: str) -> Command:
     name = ALIASES.get(word, word)
     if name not in PARSERS:
         raise CommandError(_unknown(word))
-    return PARSERS[name](name, args)
+    try:
+        return PARSERS[name](name, args)
+    except CommandError as exc:
+        if mode != "kad":
+            raise
+        text = str(exc)
+        for spec in SPECS:
+            text = text.replace(f"usage: {spec.usage}", f"usage: {usage(spec.name, mode)}")
+        raise CommandError(text) from None
 
 
 def help_text(topic: str | None = None, mode: str = "udpdht") -> str:
@@ -554,11 +595,13 @@ def help_text(topic: str | None = None, mode: str = "udpdht") -> str:
     """
     if topic is None:
         specs = [spec for spec in SPECS if available(spec.name, mode)]
-        width = max(len(spec.usage) for spec in specs)
+        width = max(len(usage(spec.name, mode)) for spec in specs)
         lines = []
         if mode == "kad":
             lines.append("on a kademlia network (kad://), these commands work:")
-        lines += [f"  {spec.usage:<{width}}  {summary(spec.name, mode)}" for spec in specs]
+        lines += [
+            f"  {usage(spec.name, mode):<{width}}  {summary(spec.name, mode)}" for spec in specs
+        ]
         others = [spec.name for spec in SPECS if not available(spec.name, mode)]
         if mode == "kad":
             lines.append(
@@ -572,11 +615,12 @@ def help_text(topic: str | None = None, mode: str = "udpdht") -> str:
         lines.append("Tab completes commands, addresses and keys; Ctrl-D or 'quit' leaves.")
         return "\n".join(lines)
     spec = COMMANDS[ALIASES.get(topic, topic)]
-    lines = [f"usage: {spec.usage}", f"  {summary(spec.name, mode)}"]
+    lines = [f"usage: {usage(spec.name, mode)}", f"  {summary(spec.name, mode)}"]
     if not available(spec.name, mode):
         lines.append("  " + unavailable(spec.name, mode))
-    if spec.details:
-        lines.append(textwrap.fill(spec.details, 88, initial_indent="  ", subsequent_indent="  "))
+    details = KAD_DETAILS.get(spec.name, spec.details) if mode == "kad" else spec.details
+    if details:
+        lines.append(textwrap.fill(details, 88, initial_indent="  ", subsequent_indent="  "))
     aliases = [alias for alias, target in ALIASES.items() if target == spec.name]
     if aliases:
         lines.append("  also: " + ", ".join(aliases))
@@ -610,9 +654,10 @@ def _usage_tokens(usage: str) -> list[str]:
 _VALUED = ("--ttl", "--limit", "--after")  # options followed by a value
 
 
-def arg_hint(text: str) -> str:
+def arg_hint(text: str, mode: str = "udpdht") -> str:
     """What is still to type after ``text``, as redis-cli hints it: ``put k`` -> `` VALUE
-    [--json] [--ttl SECONDS]``. Empty when nothing is known to follow."""
+    [--json] [--ttl SECONDS]`` (on a kademlia network, ``mode`` kad: `` VALUE [--json]``).
+    Empty when nothing is known to follow."""
     try:
         words = split(text)
     except CommandError:
@@ -625,8 +670,8 @@ def arg_hint(text: str) -> str:
     args = words[1:]
     typing = not text[-1:].isspace()  # the last word is still being typed
     if name == "watch" and len(args) >= 2:
-        return arg_hint(" ".join(args[1:]) + ("" if typing else " "))
-    tokens = _usage_tokens(COMMANDS[name].usage)
+        return arg_hint(" ".join(args[1:]) + ("" if typing else " "), mode)
+    tokens = _usage_tokens(usage(name, mode))
     if name == "nodes" and args and args[0] in _ACTION_USAGE:
         tokens, args = _ACTION_USAGE[args[0]], args[1:]
     positional = [t for t in tokens if not t.startswith("[--")]

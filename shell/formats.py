@@ -2,7 +2,8 @@
 
 ``table`` (the default) is :mod:`shell.render`'s. These take the same data as a plain
 JSON-able object: ``json`` prints it indented, ``plain`` prints one ``name<TAB>value`` line per
-leaf, nested names joined with dots (``store.primary``, ``hops.0.addr``), for cut and awk.
+leaf, nested names joined with dots (``store.primary``, ``hops.0.addr``), for cut and awk;
+``-`` for null and for an empty list or map, so that every line has a value field.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ def lookup_object(key: str, found: Lookup) -> dict[str, Any]:
 def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict):
         if not value:
-            yield prefix, ""
+            yield prefix, None  # (none: "-", as for null)
         for name, item in value.items():
             yield from _leaves(item, f"{prefix}.{name}" if prefix else str(name))
     elif isinstance(value, list):
         if not value:
-            yield prefix, ""
+            yield prefix, None  # (none: "-", as for null)
         for i, item in enumerate(value):
             yield from _leaves(item, f"{prefix}.{i}" if prefix else str(i))
     else:

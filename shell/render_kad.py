@@ -112,7 +112,9 @@ def put_text(key: str, result: PutResult) -> str:
 
 
 def ping_text(node: Contact, rtt: float) -> str:
-    return f"{_addr(node)} (kademlia node {node.hex[:8]}) answered in {duration(rtt)}"
+    # (No "kademlia node": a udpdht node answers kademlia's ping too, and the answer does not
+    # tell the two apart.)
+    return f"{_addr(node)} (id {node.hex[:8]}) answered kademlia's ping in {duration(rtt)}"
 
 
 def routing_lines(own: bytes, table_: RoutingTable) -> list[str]:
@@ -135,7 +137,7 @@ def routing_lines(own: bytes, table_: RoutingTable) -> list[str]:
 
 def probe_lines(probe: Probe) -> list[str]:
     groups = probe.by_bucket()
-    lines = [f"table of {_addr(probe.node)} (kademlia node {probe.node.hex[:8]}), by probing:"]
+    lines = [f"table of {_addr(probe.node)} (id {probe.node.hex[:8]}), by probing:"]
     rows = []
     for index, contacts in groups:
         for i, c in enumerate(contacts):

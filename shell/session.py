@@ -20,7 +20,7 @@ from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
 from udpdht.errors import RpcTimeout
-from udpdht.kad.client import KadClient
+from udpdht.kad.client import KadClient, NotSent
 from udpdht.kad.target import KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
@@ -416,6 +416,8 @@ class Session:
                 raise CommandError(unavailable(one.name, self.mode))
             if self.kad is not None and one.name == "put" and one.ttl is not None:
                 raise CommandError(cannot("ttl"))
+            if self.kad is not None and one.name == "get" and one.meta:
+                raise CommandError(cannot("meta"))
 
     async def _still_silent(self, cmd: Command) -> None:
         """When the attached node is known to have stopped answering: one quick ping first,
@@ -439,6 +441,12 @@ class Session:
 
     async def _get(self, cmd: Command) -> str:
         assert cmd.key is not None
+        if cmd.meta:
+            from udpdht.values import show_meta
+
+            stored = await self._client().get_record(cmd.key)
+            self.remember_key(cmd.key)
+            return render.value_text(stored.value) + "\n" + show_meta(stored)
         value = await self._client().get(cmd.key)
         self.remember_key(cmd.key)
         return render.value_text(value)
@@ -514,14 +522,15 @@ class Session:
         return "\n".join(render.stats_lines(st))
 
     async def _format(self, cmd: Command) -> str:
+        which = "lookup and findnode" if self.kad is not None else "status, lookup and stats"
         if cmd.style is None:
             return (
-                f"format {self.format} (status, lookup and stats; also: "
+                f"format {self.format} ({which}; also: "
                 + ", ".join(s for s in formats.STYLES if s != self.format)
                 + ")"
             )
         self.format = cmd.style
-        return f"status, lookup and stats now print as {cmd.style}"
+        return f"{which} now print as {cmd.style}"
 
     async def _watch(self, cmd: Command) -> str:
         raise CommandError("'watch' runs until Ctrl-C, so only in the interactive shell")
@@ -860,7 +869,7 @@ class Session:
         kad = self._kad()
         try:
             result = await kad.put(cmd.key, cmd.value)
-        except TypeError as exc:  # refused before sending: the reason
+        except NotSent as exc:  # refused before sending: the reason
             raise CommandError(f"not sent: {exc}") from None
         finally:
             self._note_kad(kad)

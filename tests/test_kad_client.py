@@ -29,7 +29,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 from shell.app import ShellCompleter, TerminalConsole, interact, prompt_text, toolbar_text
-from shell.commands import KAD_COMMANDS, CommandError, help_text, parse
+from shell.commands import KAD_COMMANDS, CommandError, arg_hint, help_text, parse
 from shell.session import Session
 from udpdht import Node
 from udpdht.errors import RpcTimeout
@@ -108,6 +108,33 @@ def test_kad_addresses_parse() -> None:
         parse_target("udp://127.0.0.1:1")
     with pytest.raises(ValueError, match="after kad://"):
         parse_target("kad://nowhere")
+    for typo in ("kad:/127.0.0.1:7200", "kad:127.0.0.1:7200", "kad:///127.0.0.1:7200"):
+        with pytest.raises(ValueError) as err:
+            parse_target(typo)
+        assert str(err.value) == (
+            f"bad address {typo!r}: write kad://HOST:PORT, with two slashes, for a kademlia "
+            "network (HOST:PORT alone is a udpdht node)"
+        )
+    assert parse_target("kad:7200") == ("kad", 7200)  # a host named kad
+
+
+def test_the_kad_shell_offers_only_the_options_that_work() -> None:
+    """help, the greyed hint and a usage mistake: no --ttl, no --meta on a kademlia network
+    (and both on a udpdht node)."""
+    shown = help_text(None, "kad")
+    assert "--ttl" not in shown and "--meta" not in shown
+    assert "  put KEY VALUE [--json]  " in shown
+    put_help = help_text("put", "kad")
+    assert put_help.startswith("usage: put KEY VALUE [--json]\n") and "8,192 bytes" in put_help
+    assert help_text("get", "kad").startswith("usage: get KEY\n")
+    assert arg_hint("put k", "kad") == " VALUE [--json]"
+    assert arg_hint("put k", "udpdht") == " VALUE [--json] [--ttl SECONDS]"
+    assert arg_hint("get ", "kad") == "KEY" and arg_hint("get ", "udpdht") == "KEY [--meta]"
+    with pytest.raises(CommandError) as err:
+        parse("put k", "kad")
+    assert str(err.value) == "'put' needs a KEY and a VALUE; usage: put KEY VALUE [--json]"
+    with pytest.raises(CommandError, match=r"usage: put KEY VALUE \[--json\] \[--ttl SECONDS\]$"):
+        parse("put k")
 
 
 def _random_network(size: int, seed: int) -> dict[bytes, Contact]:
@@ -244,14 +271,15 @@ async def test_shell_findnode_routing_whoami_and_ping(kad_network: KadNetwork) -
         assert routing.splitlines()[-1].startswith(f"{NETWORK_SIZE} contacts in ")
         host, port = net.addrs[6]
         probe = await session.execute(parse(f"routing {host}:{port}"))
-        assert probe.splitlines()[0].startswith(f"table of {host}:{port} (kademlia node ")
+        assert probe.splitlines()[0].startswith(f"table of {host}:{port} (id ")
         assert f"{NETWORK_SIZE - 1} contacts in " in probe.splitlines()[-1]  # all but itself
         assert session.kad is not None
         who = await session.execute(parse("whoami"))
         assert session.kad.id.hex() in who
         assert f"127.0.0.1:{session.kad.addr[1] if session.kad.addr else 0}" in who  # stun
         out = await session.execute(parse(f"ping {host}:{port}"))
-        assert out.startswith(f"{host}:{port} (kademlia node {net.servers[6].node.id.hex()[:8]})")
+        node_id = net.servers[6].node.id.hex()[:8]
+        assert out.startswith(f"{host}:{port} (id {node_id}) answered kademlia's ping in ")
     finally:
         await session.close()
 
@@ -299,6 +327,34 @@ async def test_a_list_is_refused_before_sending(kad_network: KadNetwork) -> None
             await session.execute(parse("""put k --json '{"a": 1}'"""))
         assert session.kad.endpoint.stats.sent == sent
         assert kad_network.holders("k") == []
+    finally:
+        await session.close()
+
+
+async def test_kad_refusals_get_meta_size_and_formats(kad_network: KadNetwork) -> None:
+    session = await _attached(kad_network)
+    try:
+        assert session.kad is not None
+        sent = session.kad.endpoint.stats.sent
+        with pytest.raises(CommandError) as err:
+            await session.execute(parse("get k --meta", "kad"))
+        assert str(err.value).startswith("the kademlia protocol cannot do 'get --meta': ")
+        with pytest.raises(CommandError) as err:
+            await session.execute(parse("put big " + "x" * 9000))
+        assert str(err.value) == (
+            "not sent: the value is 9,000 bytes; a kademlia request is at most 8,192 bytes "
+            "(kademlia's rpcudp refuses larger ones), so a value of about 8 KB at most"
+        )
+        assert session.kad.endpoint.stats.sent == sent  # nothing was asked
+        assert await session.execute(parse("format json")) == (
+            "lookup and findnode now print as json"
+        )
+        assert json.loads(await session.execute(parse("lookup nosuch")))["value"] is None
+        await session.execute(parse("format plain"))
+        lines = (await session.execute(parse("lookup nosuch"))).splitlines()
+        fields = dict(line.split("\t", 1) for line in lines)
+        assert fields["holders"] == "-" and fields["value"] == "-"
+        assert all(value for value in fields.values())  # every line has a value field
     finally:
         await session.close()
 
@@ -407,7 +463,12 @@ async def test_cli_on_a_kademlia_network(kad_network: KadNetwork) -> None:
         (("status",), "cannot do 'status'"),
         (("delete", "greeting"), "cannot do 'delete'"),
         (("put", "k", "v", "--ttl", "5"), "cannot do 'put --ttl'"),
-        (("put", "k", "[1]", "--json"), "nothing sent: kademlia stores only"),
+        (("put", "k", "[1]", "--json"), "not sent: kademlia stores only"),
+        (
+            ("put", "k", "x" * 20000),
+            "not sent: the value is 20,000 bytes; a kademlia request is at most 8,192 bytes",
+        ),
+        (("get", "k", "--meta"), "cannot do 'get --meta'"),
         (("keys",), "cannot do 'keys'"),
     ]:
         code, out, err = await _udpdht(*args[:1], "--node", net.url, *args[1:])

@@ -561,8 +561,9 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
         ("put ", "KEY VALUE [--json] [--ttl SECONDS]"),
         ("put k ", "VALUE [--json] [--ttl SECONDS]"),
         ("put k v --ttl 3 ", "[--json]"),
-        ("get ", "KEY"),
-        ("get k", ""),  # nothing more to type
+        ("get ", "KEY [--meta]"),
+        ("get k", " [--meta]"),  # (an option: nothing more is needed)
+        ("get k --meta", ""),  # nothing more to type
         ("ping ", "[HOST:PORT]"),
         ("nodes kill", " I"),
         ("watch ", "SECONDS COMMAND"),
@@ -913,3 +914,15 @@ async def test_a_slow_command_says_what_it_waits_for(monkeypatch: pytest.MonkeyP
     # A node that answered a retry "still working" is busy, not gone (PROTOCOL.md §6).
     await app._say_if_slow(Attached(True), Notes())  # type: ignore[arg-type]
     assert notes[0] == "127.0.0.1:7009 is still working on it… (Ctrl-C to stop)"
+
+
+async def test_get_meta_shows_the_version_writer_and_expiry(embedded: Session) -> None:
+    session = embedded
+    await session.execute(parse("put m 'with meta' --ttl 600"))
+    out = (await session.execute(parse("get m --meta"))).splitlines()
+    assert out[0] == "with meta"
+    assert out[1] == "type     str" and out[2].startswith("version  ")
+    assert out[3].startswith("writer   ") and out[4].startswith("expires  in ")
+    assert await session.execute(parse("get --meta m")) == "\n".join(out)
+    with pytest.raises(CommandError, match="unknown option '--mta' for 'get'"):
+        parse("get m --mta")

@@ -69,13 +69,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 async def _put(args: argparse.Namespace) -> int:
     from shell import render_kad
 
-    from .kad import codec
+    from .kad.client import NotSent, check_store
 
     value = _parse_value(args)
     try:
-        codec.check_value(value)
-    except TypeError as exc:
-        raise UsageError(f"nothing sent: {exc}") from None
+        check_store(args.key, value)
+    except NotSent as exc:  # before anything is sent: a refusal, as a usage mistake (exit 2)
+        raise UsageError(f"not sent: {exc}") from None
     async with _kad(args) as kad:
         result = await kad.put(args.key, value)
     print(render_kad.put_text(args.key, result))

@@ -22,7 +22,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import DecodeError, DhtError, KeyNotFound, Refused, RpcTimeout, Unavailable
+from ..errors import (
+    DecodeError,
+    DhtError,
+    KeyNotFound,
+    MessageTooLarge,
+    Refused,
+    RpcTimeout,
+    Unavailable,
+)
 from ..net import Address, check_peer_addr, format_addr, resolve, unless_refused
 from . import codec
 from .endpoint import KadConfig, KadEndpoint
@@ -52,6 +60,32 @@ def digest(key: str | bytes) -> bytes:
     computes it: bytes as they are, a string in UTF-8, then SHA-1."""
     data = key if isinstance(key, bytes) else str(key).encode("utf8")
     return hashlib.sha1(data).digest()
+
+
+class NotSent(ValueError):
+    """A put refused before anything is sent, with the reason (a type or size kademlia cannot
+    take): the shell says ``not sent: …``, the CLI the same and exits 2."""
+
+
+def check_store(key: str | bytes, value: Any) -> bytes:
+    """The ``store`` request of ``value`` under ``key``, as it would go out; NotSent when
+    kademlia cannot take it: a type it cannot keep, or a request over rpcudp's 8,192 bytes
+    (kademlia's sender refuses larger ones, so no kademlia node ever gets one)."""
+    try:
+        codec.check_value(value)
+    except TypeError as exc:
+        raise NotSent(str(exc)) from None
+    try:
+        return codec.encode_request(
+            bytes(codec.ID_BYTES), "store", [bytes(codec.ID_BYTES), digest(key), value]
+        )
+    except MessageTooLarge as exc:
+        size = len(value.encode("utf8")) if isinstance(value, str) else len(value)
+        what = f"the value is {size:,} bytes" if isinstance(value, (str, bytes)) else str(exc)
+        raise NotSent(
+            f"{what}; a kademlia request is at most {codec.MAX_REQUEST_BODY:,} bytes "
+            "(kademlia's rpcudp refuses larger ones), so a value of about 8 KB at most"
+        ) from None
 
 
 class KadTimeout(RpcTimeout):
@@ -363,11 +397,11 @@ class KadClient:
 
     async def put(self, key: str | bytes, value: Any) -> PutResult:
         """Store ``value`` under ``key`` on the k nodes nearest it (a find_node lookup, then
-        ``store`` on each). A value kademlia cannot keep is refused before anything is sent
-        (TypeError, with the reason). Unavailable when no node took it."""
-        codec.check_value(value)
+        ``store`` on each). A value kademlia cannot keep (its type, or over about 8 KB) is
+        refused before anything is sent (NotSent, with the reason). Unavailable when no node
+        took it."""
+        check_store(key, value)
         target = digest(key)
-        codec.encode_request(os.urandom(codec.ID_BYTES), "store", [self.id, target, value])
         trace = await self.lookup(target)
         if not trace.nearest:
             raise self._no_answer(trace)

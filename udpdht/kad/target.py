@@ -42,13 +42,26 @@ def parse_target(text: str) -> tuple[str, int]:
     from ..net import parse_addr  # asyncio: only once an address is parsed
 
     stripped = text.strip()
+    mistyped = ValueError(
+        f"bad address {text!r}: write {SCHEME}HOST:PORT, with two slashes, for a kademlia "
+        "network (HOST:PORT alone is a udpdht node)"
+    )
     if is_kad(stripped):
         rest = stripped[len(SCHEME) :]
+        if rest.startswith("/"):  # kad:///H:P
+            raise mistyped
         try:
             host, port = parse_addr(rest)
         except ValueError as exc:
             raise ValueError(f"{exc} (after {SCHEME})") from None
         return KadAddr(host, port)
+    scheme, colon, rest = stripped.partition(":")
+    if (
+        "://" not in stripped
+        and colon
+        and ((scheme.lower() == "kad" and not rest.isdigit()) or rest.startswith("/"))
+    ):
+        raise mistyped  # kad:/H:P, kad:H:P (not an IPv6 address)
     if "://" in stripped:
         scheme = stripped.partition("://")[0]
         raise ValueError(
