@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -355,6 +356,25 @@ async def test_kad_refusals_get_meta_size_and_formats(kad_network: KadNetwork) -
         fields = dict(line.split("\t", 1) for line in lines)
         assert fields["holders"] == "-" and fields["value"] == "-"
         assert all(value for value in fields.values())  # every line has a value field
+    finally:
+        await session.close()
+
+
+async def test_shell_ping_and_routing_to_a_closed_port_say_so_at_once(
+    kad_network: KadNetwork,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # bound, then closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    session = await _attached(kad_network)
+    try:  # (the words come only from the port's probe: not after the ping's 4 tries, 3.5 s)
+        for line in (f"ping 127.0.0.1:{port}", f"routing 127.0.0.1:{port}"):
+            with pytest.raises(CommandError) as err:
+                await session.execute(parse(line, "kad"))
+            assert str(err.value) == (
+                f"nothing is listening at 127.0.0.1:{port} (its host says the port is closed); "
+                "is a kademlia node running there?"
+            )
     finally:
         await session.close()
 

@@ -174,13 +174,7 @@ class KadClient:
         if self.endpoint.addr is None:
             host = "::" if ":" in self.bootstrap_addr[0] else "0.0.0.0"
             await self.endpoint.bind(host, 0)
-        probe = codec.encode_request(os.urandom(codec.ID_BYTES), "ping", [self.id])
-        try:
-            node, rtt = await unless_refused(
-                self.ping_node(self.bootstrap_addr), self.bootstrap_addr, "ping", probe
-            )
-        except Refused as exc:
-            raise KadRefused(exc.addr, exc.method, exc.elapsed) from None
+        node, rtt = await self.ping_node(self.bootstrap_addr)
         self.bootstrap_node = node
         return node, rtt
 
@@ -261,16 +255,22 @@ class KadClient:
     async def ping_node(
         self, addr: Address, *, tries: int | None = None, deadline: float | None = None
     ) -> tuple[Contact, float]:
-        """Ping the node at ``addr``: its contact and the round-trip time."""
+        """Ping the node at ``addr``: its contact and the round-trip time. KadRefused in about
+        half a second when its host says that nothing listens there (``net.unless_refused``;
+        nothing more is sent when the node answers at once), KadTimeout when it is silent."""
         start = self._now()
+        call = self.endpoint.call(
+            addr,
+            "ping",
+            self.id,
+            tries=tries or self.ping_tries,
+            deadline=deadline or self.ping_deadline,
+        )
+        probe = codec.encode_request(os.urandom(codec.ID_BYTES), "ping", [self.id])
         try:
-            raw = await self.endpoint.call(
-                addr,
-                "ping",
-                self.id,
-                tries=tries or self.ping_tries,
-                deadline=deadline or self.ping_deadline,
-            )
+            raw = await unless_refused(call, addr, "ping", probe)
+        except Refused as exc:
+            raise KadRefused(exc.addr, exc.method, exc.elapsed) from None
         except RpcTimeout as exc:
             if type(exc) is RpcTimeout:  # (a SendFailed says why at once: kept as it is)
                 raise KadTimeout(exc.addr, exc.method, exc.tries, exc.elapsed) from None
