@@ -19,7 +19,7 @@ from typing import Any
 from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
-from udpdht.errors import RpcTimeout
+from udpdht.errors import Refused, RpcTimeout
 from udpdht.kad.client import KadClient, NotSent
 from udpdht.kad.target import KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
@@ -62,6 +62,18 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+async def _say_wrong_protocol(addr: Address, exc: BaseException) -> None:
+    """After ``attach`` met silence at ``addr``: when the other protocol answers there, raise
+    the error that says which to use (kad/crosscheck.py) instead of "did not answer"."""
+    if isinstance(exc, Refused) or not isinstance(exc, (RpcTimeout, TimeoutError)):
+        return
+    from udpdht.kad.crosscheck import wrong_protocol
+
+    wrong = await wrong_protocol(addr, after=0, shell=True)
+    if wrong is not None:
+        raise wrong from None
 
 
 class Session:
@@ -231,6 +243,7 @@ class Session:
             await client.close()
             if isinstance(exc, (DhtError, TimeoutError)):
                 self.dead.add(format_addr(addr))
+            await _say_wrong_protocol(addr, exc)
             raise
         old, self.client, self.attached = self.client, client, addr
         if old is not None:
@@ -257,6 +270,7 @@ class Session:
             await kad.close()
             if isinstance(exc, (DhtError, TimeoutError)):
                 self.dead.add(format_addr((host, port)))
+            await _say_wrong_protocol(KadAddr(host, port), exc)
             raise
         old, self.client = self.client, None
         if old is not None:

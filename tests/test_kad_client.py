@@ -36,10 +36,12 @@ from udpdht import Node
 from udpdht.errors import RpcTimeout
 from udpdht.kad import codec
 from udpdht.kad.client import KadClient, digest
+from udpdht.kad.crosscheck import WrongProtocol, speaks
 from udpdht.kad.endpoint import KadEndpoint
 from udpdht.kad.lookup import Answer, Contact, RoutingTable, bucket_of, iterative_lookup
 from udpdht.kad.target import KadAddr, parse_target
 from udpdht.net import Address, format_addr
+from udpdht.node import NodeConfig
 from udpdht.server import digest as server_digest
 
 NETWORK_SIZE = 10
@@ -551,3 +553,49 @@ async def test_typed_session_on_a_kademlia_network(kad_network: KadNetwork) -> N
     shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # (colours, moves)
     assert "udpdht kad> put typed" in shown  # (the bottom bar: test_help_completion_prompt...)
     assert kad_network.holders("typed") == ["by hand"] * NETWORK_SIZE
+
+
+# --- the wrong protocol (kad/crosscheck.py) ------------------------------------------------------
+
+
+async def test_a_command_in_the_wrong_protocol_says_which_to_use() -> None:
+    """A kademlia node asked in udpdht's protocol, a --no-kad udpdht node asked in kademlia's:
+    the CLI and the shell's attach say which to use, not "is a node running there?"."""
+    logging.getLogger("rpcudp").setLevel(logging.ERROR)  # ("received datagram too small")
+    kad = KademliaServer()
+    await kad.listen(0, interface="127.0.0.1")
+    try:
+        kad_port = kad.transport.get_extra_info("sockname")[1]
+        async with (
+            Node("127.0.0.1", 0, config=NodeConfig(kad=False)) as plain,
+            Node("127.0.0.1", 0) as both,
+        ):
+            port = plain.addr[1]
+            assert await speaks(("127.0.0.1", kad_port)) == "kademlia"
+            assert await speaks(plain.addr) == "udpdht"
+            assert await speaks(both.addr) == "both"
+            code, out, err = await _udpdht("get", "--node", f"127.0.0.1:{kad_port}", "k")
+            assert (code, out) == (1, "")
+            assert err == (
+                f"udpdht: error: 127.0.0.1:{kad_port} answers kademlia's protocol, not "
+                f"udpdht's: use --node kad://127.0.0.1:{kad_port}\n"
+            )
+            for tries in ((), ("--tries", "1")):  # (also when the silence ends it sooner)
+                code, out, err = await _udpdht(
+                    "get", "--node", f"kad://127.0.0.1:{port}", "k", *tries
+                )
+                assert (code, out) == (1, "")
+                assert err == (
+                    f"udpdht: error: 127.0.0.1:{port} is a udpdht node that does not answer "
+                    f"kademlia (started with --no-kad?): use --node 127.0.0.1:{port}\n"
+                )
+            session = Session()
+            try:
+                with pytest.raises(WrongProtocol, match=f"use 'attach kad://127.0.0.1:{kad_port}'"):
+                    await session.attach(("127.0.0.1", kad_port), within=0.5)
+                with pytest.raises(WrongProtocol, match=f"use 'attach 127.0.0.1:{port}'$"):
+                    await session.attach(KadAddr("127.0.0.1", port), within=0.5)
+            finally:
+                await session.close()
+    finally:
+        kad.stop()

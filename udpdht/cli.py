@@ -540,11 +540,11 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
     ticker = asyncio.ensure_future(_waiting(shown, args)) if sys.stderr.isatty() else None
     try:
         if args.timeout is None:
-            return await coro
+            return await _checked(args, coro)
         deadline = asyncio.timeout(args.timeout)
         try:
             async with deadline:
-                return await coro
+                return await _checked(args, coro)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -560,6 +560,41 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+
+
+async def _checked(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
+    """``coro``; but once it has run a second, one ping of each protocol to ``--node``
+    (kad/crosscheck.py): an address that answers only the other protocol ends the command
+    with the one to use (``… answers kademlia's protocol, not udpdht's: use --node kad://…``)
+    rather than "did not answer" after all the tries. A command answered within the second
+    sends nothing more. A silence that ends the command sooner (``--tries 1``) is checked
+    then."""
+    import asyncio
+
+    from .errors import Refused, RpcTimeout
+    from .kad.crosscheck import wrong_protocol
+
+    task = asyncio.ensure_future(coro)
+    checker = asyncio.ensure_future(wrong_protocol(args.node))
+    try:
+        await asyncio.wait((task, checker), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            wrong = checker.result()
+            if wrong is not None:
+                raise wrong
+        try:
+            return await task
+        except RpcTimeout as exc:
+            if isinstance(exc, Refused) or checker.done() or exc.addr[1] != args.node[1]:
+                raise
+            checker.cancel()
+            wrong = await wrong_protocol(args.node, after=0)
+            if wrong is not None:
+                raise wrong from None
+            raise
+    finally:
+        task.cancel()
+        checker.cancel()
 
 
 WAIT_SHOWN_AFTER = 1.0  # seconds of silence before a command on a terminal says it waits
