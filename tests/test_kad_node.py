@@ -259,6 +259,35 @@ async def test_find_node_names_ring_nodes_nearest_by_xor_and_not_the_asker() -> 
             asker.close()
 
 
+async def test_find_node_names_only_peers_that_answer_kademlia() -> None:
+    """A --no-kad node and a node that left are in the ring's tables (or were) but never in a
+    find_node answer: a kademlia client bootstraps without waiting 5 s for either."""
+    async with udpdht_ring(3) as servers:
+        first = servers[0].dht
+        assert first is not None and first.kad is not None
+        async with Node(LOCAL, 0, config=NodeConfig(kad=False, stabilize_period=0.25)) as plain:
+            await plain.join(first.addr)
+            await wait_until(lambda: plain.addr in [p.addr for p in first.leafset.peers()])
+            leaver = Server(config=LOCAL_RING)
+            await leaver.listen(0, LOCAL)
+            assert await leaver.bootstrap([first.addr]) and leaver.dht is not None
+            gone = leaver.dht.addr
+            await wait_until(lambda: gone in [p.addr for p in first.leafset.peers()])
+            async with kademlia() as client:
+                key = client.node.id
+                ok, named = await client.protocol.find_node(first.addr, key, key)
+                assert ok and gone in [(c[1], c[2]) for c in named]
+                assert plain.addr not in [(c[1], c[2]) for c in named]  # --no-kad: left out
+                assert plain.addr in [p.addr for p in first.kad.candidates(key)]  # (considered)
+                await leaver.astop()  # a native "leaving" to its neighbours
+                ok, named = await client.protocol.find_node(first.addr, key, key)
+                assert ok and {(c[1], c[2]) for c in named} == {
+                    addr_of(s) for s in servers
+                }  # the node that left is dropped at once
+                found = await client.bootstrap([first.addr])  # (nothing silent to wait 5 s for)
+                assert {(c.ip, c.port) for c in found} == {addr_of(s) for s in servers}
+
+
 async def test_a_value_kademlia_cannot_hold_is_invisible_to_it() -> None:
     """A list written natively is no kademlia value: find_value answers as if absent."""
     async with udpdht_ring(3) as servers, kademlia(addr_of(servers[0])) as client:

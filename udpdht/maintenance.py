@@ -664,6 +664,7 @@ class Maintenance:
         the datagram's source. (Anyone else naming it would make us drop a live neighbour.)
         """
         gone_id = arg_id(args, "id")
+        self.node.forget_left(gone_id, src)  # (guesses and kademlia's find_node: node.py)
         ls = self.node.leafset
         gone = next(
             (p for p in [*ls.peers(), *self.node.fingers.distinct()] if p.id == gone_id), None

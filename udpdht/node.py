@@ -520,6 +520,16 @@ class Node:
             )
         return Peer(claimed, addr)
 
+    def forget_left(self, peer_id: int, src: Address) -> None:
+        """The node at ``src`` says that it leaves: drop it from the view (guesses) and from
+        the peers kademlia's find_node may name (kad/service.py), when it is ``src`` that
+        those name under this id (no one else can make us drop it)."""
+        seen = self.view.get(peer_id)
+        if seen is not None and seen.addr == src:
+            self.view.remove(peer_id)
+        if self.kad is not None:
+            self.kad.left(peer_id, src)
+
     def peer_failed(self, peer: Peer, exc: BaseException | None = None) -> None:
         """A call to ``peer`` failed with ``exc`` (None: no answer). It is forgotten, wherever
         it appears, once the failure detector has consistent evidence: two failures in a row

@@ -401,6 +401,11 @@ class RingView:
             return
         del self._ids[bisect.bisect_left(self._ids, peer_id)]
 
+    def get(self, peer_id: int) -> Peer | None:
+        """The peer of that id, if the view holds it."""
+        entry = self._peers.get(peer_id)
+        return entry[0] if entry is not None else None
+
     def holders(self, key: int, count: int, since: float) -> list[Peer]:
         """The first ``count`` nodes at or after ``key`` clockwise (the key's primary first, by
         this view) among those heard from since loop time ``since``, ourselves included."""

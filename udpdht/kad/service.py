@@ -10,7 +10,10 @@ native rate limits) and serves kademlia's five RPCs from the ring:
   knows (its leafset, fingers and the nodes heard from in the last minute, itself included),
   nearest to ``key`` by XOR, without the caller. A kademlia client thus only ever stores on and
   reads from ring nodes; the clients that called us are never named (their storage is not the
-  ring's).
+  ring's). Only peers that answered *our kademlia ping* lately are named (:class:`KadPeers`):
+  not a node started with ``--no-kad``, not one that left (a native ``leaving``) or stopped
+  answering. A peer is pinged when first considered (an answer waits up to
+  :attr:`KadPeers.wait` for those pings), again after :attr:`KadPeers.recheck` seconds.
 * ``find_value(id, key)`` -> ``{"value": v}`` from a get on the ring of the 20-byte ``key``, the
   very key ``udpdht.Server`` keeps a value under (``server.dht.get(digest(k))``); when the ring
   has none (or a value of a type kademlia cannot hold, or cannot be read now), the
@@ -189,6 +192,128 @@ class AddressCheck:
         return {**self.stats, "proven_now": len(self._proven), "probing": len(self._held)}
 
 
+@dataclass(frozen=True)
+class PeersConfig:
+    fresh_for: float = 600.0  # seconds an answered ping lets a peer be named
+    recheck: float = 120.0  # seconds after which a named peer is pinged again (in background)
+    failed_for: float = 120.0  # seconds a peer that did not answer is neither named nor pinged
+    wait: float = 0.5  # an answer waits this long, at most, for the pings of new peers
+    tries: int = 2  # sends of one ping
+    max_known: int = 1024  # peers remembered either way (LRU)
+    max_checks: int = 32  # pings in flight
+
+
+class KadPeers:
+    """Which ring peers answer kademlia: a bounded, time-limited record of the answers to our
+    kademlia ``ping``. find_node names only the peers in it (and the node itself), so that a
+    kademlia client is never sent to a node that ignores it (``--no-kad``) or has gone."""
+
+    def __init__(
+        self,
+        endpoint: KadEndpoint,
+        own_id: Callable[[], bytes],
+        on_answer: Callable[[Address], None],
+        config: PeersConfig | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.own_id = own_id
+        self.on_answer = on_answer
+        self.config = config or PeersConfig()
+        self._answered: OrderedDict[int, tuple[Address, float]] = OrderedDict()  # id -> when
+        self._failed: OrderedDict[int, tuple[Address, float]] = OrderedDict()  # id -> until
+        self._checks: dict[int, asyncio.Task[None]] = {}
+        self.stats: Counter[str] = Counter(pings=0, answered=0, failed=0, forgotten=0)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def state(self, peer: Peer) -> str:
+        """``ok`` (named), ``stale`` (named, pinged again in background), ``failed`` (not
+        named) or ``unknown`` (not named until its ping answers)."""
+        now = self._now()
+        seen = self._answered.get(peer.id)
+        if seen is not None and seen[0] == peer.addr:
+            age = now - seen[1]
+            if age < self.config.recheck:
+                return "ok"
+            if age < self.config.fresh_for:
+                return "stale"
+            del self._answered[peer.id]
+        failed = self._failed.get(peer.id)
+        if failed is not None and failed[0] == peer.addr:
+            if failed[1] > now:
+                return "failed"
+            del self._failed[peer.id]
+        return "unknown"
+
+    def check(self, peer: Peer) -> asyncio.Task[None] | None:
+        """Ping ``peer`` in the background (once at a time); the task, or None when too many
+        are in flight."""
+        task = self._checks.get(peer.id)
+        if task is not None:
+            return task
+        if len(self._checks) >= self.config.max_checks:
+            return None
+        task = asyncio.ensure_future(self._ping(peer))
+        self._checks[peer.id] = task
+        task.add_done_callback(lambda done: self._done(peer.id, done))
+        return task
+
+    def _done(self, peer_id: int, task: asyncio.Task[None]) -> None:
+        if self._checks.get(peer_id) is task:
+            del self._checks[peer_id]
+
+    async def _ping(self, peer: Peer) -> None:
+        cfg = self.config
+        self.stats["pings"] += 1
+        try:
+            reply = await self.endpoint.call(
+                peer.addr, "ping", self.own_id(), deadline=cfg.wait * 2, tries=cfg.tries
+            )
+            ok = codec.node_id(reply) == ids.to_bytes(peer.id)  # the ring node, not another
+        except DhtError as exc:
+            log.debug("%s did not answer our kademlia ping: %s", peer, exc)
+            ok = False
+        now = self._now()
+        if ok:
+            self.stats["answered"] += 1
+            self._failed.pop(peer.id, None)
+            self._remember(self._answered, peer.id, (peer.addr, now))
+            self.on_answer(peer.addr)  # (it receives: large answers may go to it at once)
+        else:
+            self.stats["failed"] += 1
+            self._answered.pop(peer.id, None)
+            self._remember(self._failed, peer.id, (peer.addr, now + cfg.failed_for))
+
+    def _remember(
+        self, table: OrderedDict[int, tuple[Address, float]], key: int, value: tuple[Address, float]
+    ) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.config.max_known:
+            table.popitem(last=False)
+
+    def forget(self, peer_id: int, addr: Address) -> None:
+        """The peer at ``addr`` said it leaves: not named from now on (until its ping answers
+        again, should it come back)."""
+        seen = self._answered.get(peer_id)
+        if seen is None or seen[0] != addr:
+            return
+        del self._answered[peer_id]
+        self.stats["forgotten"] += 1
+        task = self._checks.pop(peer_id, None)
+        if task is not None:
+            task.cancel()
+
+    def close(self) -> None:
+        for task in list(self._checks.values()):
+            task.cancel()
+        self._checks.clear()
+
+    def as_dict(self) -> dict[str, int]:
+        return {**self.stats, "named_now": len(self._answered), "checking": len(self._checks)}
+
+
 class KadService:
     """Kademlia's RPCs served by a udpdht node, on the node's own socket (see the module)."""
 
@@ -202,11 +327,16 @@ class KadService:
     PER_SOURCE_WAITING = 96
 
     def __init__(
-        self, node: Node, config: KadConfig | None = None, guard: GuardConfig | None = None
+        self,
+        node: Node,
+        config: KadConfig | None = None,
+        guard: GuardConfig | None = None,
+        peers: PeersConfig | None = None,
     ) -> None:
         self.node = node
         self.endpoint = KadEndpoint(ids.to_bytes(node.id), config=config)
         self.guard = AddressCheck(self.endpoint, self._own_id, guard)
+        self.peers = KadPeers(self.endpoint, self._own_id, self.guard.prove, peers)
         self.requests: Counter[str] = Counter({m: 0 for m in METHODS})
         self.counts: Counter[str] = Counter(
             malformed=0,  # arguments not of the method's shape: no answer
@@ -237,7 +367,7 @@ class KadService:
         ep.on_request = self._on_request
         ep.serve("ping", self._ping)
         ep.serve("stun", self._stun)
-        ep.serve("find_node", self._find_node)
+        ep.serve("find_node", self._limited(self._find_node))
         ep.serve("find_value", self._limited(self._find_value))
         ep.serve("store", self._limited(self._store))
         rpc.foreign = ep.feed
@@ -247,6 +377,7 @@ class KadService:
         if rpc is not None and rpc.foreign == self.endpoint.feed:
             rpc.foreign = None
         self.guard.close()
+        self.peers.close()
         self.endpoint.close()
 
     def status(self) -> dict[str, Any]:
@@ -255,8 +386,13 @@ class KadService:
             "requests": dict(self.requests),
             **self.counts,
             "guard": self.guard.as_dict(),
+            "peers": self.peers.as_dict(),
             "endpoint": self.endpoint.stats.as_dict(),
         }
+
+    def left(self, peer_id: int, addr: Address) -> None:
+        """A native ``leaving`` from ``addr``: find_node names that peer no more."""
+        self.peers.forget(peer_id, addr)
 
     def _on_request(self, addr: Address, method: str, args: list[Any]) -> None:
         self.requests[method] += 1
@@ -349,13 +485,13 @@ class KadService:
         self._args(args, 0)
         return [addr[0], addr[1]]
 
-    def _find_node(self, addr: Address, *args: Any) -> list[list[Any]]:
+    async def _find_node(self, addr: Address, *args: Any) -> list[list[Any]]:
         _, key = self._args(args, 2)
-        return self.nearest(key, addr)
+        return await self.nearest(key, addr)
 
-    def nearest(self, key: bytes, exclude: Address | None = None) -> list[list[Any]]:
-        """Up to k ``[id, ip, port]`` of the ring nodes this node knows nearest to ``key`` by
-        XOR (itself included, ``exclude`` and suspected nodes not)."""
+    def candidates(self, key: bytes, exclude: Address | None = None) -> list[Peer]:
+        """The ring nodes this node knows, nearest to ``key`` by XOR (itself included,
+        ``exclude`` and suspected nodes not), whether they answer kademlia or not."""
         node = self.node
         target = int.from_bytes(key, "big")
         since = asyncio.get_running_loop().time() - self.VIEW_AGE
@@ -368,24 +504,56 @@ class KadService:
         ):
             if peer.id >= 0 and peer.addr != exclude and not node.detector.suspected(peer.id):
                 seen.setdefault(peer.id, peer)
-        best = sorted(seen.values(), key=lambda p: p.id ^ target)[: codec.K]
-        return [p.to_wire() for p in best]
+        return sorted(seen.values(), key=lambda p: p.id ^ target)
+
+    async def nearest(self, key: bytes, exclude: Address | None = None) -> list[list[Any]]:
+        """Up to k ``[id, ip, port]`` of :meth:`candidates` that answer kademlia (KadPeers):
+        the node's own, and the peers whose kademlia ping answered lately. A peer not pinged
+        yet is pinged now, and the answer waits up to ``PeersConfig.wait`` for it."""
+        own = self.node.peer
+        named: list[Peer] = []
+        waiting: list[asyncio.Task[None]] = []
+        for peer in self.candidates(key, exclude):
+            if len(named) + len(waiting) >= codec.K:
+                break
+            state = "ok" if peer.id == own.id else self.peers.state(peer)
+            if state in ("ok", "stale"):
+                named.append(peer)
+                if state == "stale":
+                    self.peers.check(peer)
+            elif state == "unknown":
+                task = self.peers.check(peer)
+                if task is not None:
+                    waiting.append(task)
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.peers.config.wait)
+            return self._named(key, exclude)
+        return [p.to_wire() for p in named]
+
+    def _named(self, key: bytes, exclude: Address | None) -> list[list[Any]]:
+        own = self.node.peer.id
+        best = [
+            p
+            for p in self.candidates(key, exclude)
+            if p.id == own or self.peers.state(p) in ("ok", "stale")
+        ]
+        return [p.to_wire() for p in best[: codec.K]]
 
     async def _find_value(self, addr: Address, *args: Any) -> Any:
         _, key = self._args(args, 2)
         try:
             value = await self.node.get(key)
         except KeyNotFound:
-            return self.nearest(key, addr)
+            return await self.nearest(key, addr)
         except DhtError as exc:  # Unavailable: the ring cannot tell now; the others may
             self.counts["reads_failed"] += 1
             log.debug("find_value %s: %s", key.hex(), exc)
-            return self.nearest(key, addr)
+            return await self.nearest(key, addr)
         try:
             codec.check_value(value)
         except TypeError:  # a list, a map, nil... written natively: kademlia cannot hold it
             self.counts["not_kademlia_values"] += 1
-            return self.nearest(key, addr)
+            return await self.nearest(key, addr)
         return {"value": value}
 
     async def _store(self, addr: Address, *args: Any) -> bool:
