@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import pydoc
 import re
 import signal
@@ -445,8 +444,10 @@ HISTORY_SIZE = 1000  # entries the history file keeps
 
 
 def history_path() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "udpdht" / "shell_history"
+    """``$XDG_STATE_HOME/udpdht/shell_history`` (beside the kad:// identity, kad/identity.py)."""
+    from udpdht.kad.identity import state_dir
+
+    return state_dir() / "shell_history"
 
 
 def trim_history(path: Path, keep: int = HISTORY_SIZE) -> None:
@@ -802,7 +803,7 @@ async def main(attach: Address | None, cookie_file: str | None, tty: bool) -> in
     except ValueError as exc:
         print(f"udpdht: error: {exc}", file=err)
         return 2
-    session = Session(cookie=cookie, cookie_addr=target)
+    session = Session(cookie=cookie, cookie_addr=target, kad_identity=True)
     try:
         if tty and target is None:
             print(f"starting an embedded ring of {EMBEDDED_SIZE} nodes on 127.0.0.1…", flush=True)

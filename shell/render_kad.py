@@ -152,9 +152,13 @@ def probe_lines(probe: Probe) -> list[str]:
     return lines
 
 
-def whoami_lines(own: bytes, addr: str, attached: str, contacts: int, local: int) -> list[str]:
+def whoami_lines(
+    own: bytes, addr: str, attached: str, contacts: int, local: int, *, kept: object = None
+) -> list[str]:
+    """``kept``: where the id (and port) is kept between sessions; None: random, this once."""
+    where = f"yours, kept in {kept}" if kept is not None else "random, for this session"
     return [
-        f"id       {own.hex()}   (random, for this session)",
+        f"id       {own.hex()}   ({where})",
         f"address  {addr}",
         f"network  {attached}",
         f"contacts {contacts}   ('routing' lists them)",

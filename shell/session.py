@@ -21,6 +21,7 @@ from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
 from udpdht.errors import Refused, RpcTimeout
 from udpdht.kad.client import KadClient, NotSent
+from udpdht.kad.identity import claim
 from udpdht.kad.target import KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
@@ -79,8 +80,17 @@ async def _say_wrong_protocol(addr: Address, exc: BaseException) -> None:
 class Session:
     """The attached client, the embedded ring if any, and what completion and the toolbar use."""
 
-    def __init__(self, *, cookie: bytes | None = None, cookie_addr: Address | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cookie: bytes | None = None,
+        cookie_addr: Address | None = None,
+        kad_identity: bool = False,
+    ) -> None:
         self.client: Client | None = None
+        # On a kademlia network, use the user's kademlia id and port (kad/identity.py), as the
+        # CLI does: one contact for the network to keep, not one more per session.
+        self.kad_identity = kad_identity
         self.attached: Address | None = None
         # Attached to a kademlia network (attach kad://H:P): its client; then `client` is None.
         self.kad: KadClient | None = None
@@ -262,7 +272,7 @@ class Session:
         """Join the kademlia network of the node at ``addr`` as a client: ping it, then look up
         our own id to learn the contacts near us (what kademlia's bootstrap does)."""
         host, port = await resolve((addr[0], addr[1]))
-        kad = KadClient((host, port))
+        kad = KadClient((host, port), identity=claim() if self.kad_identity else None)
         try:
             node, rtt = await asyncio.wait_for(kad.open(), within)
             await asyncio.wait_for(kad.find_node(kad.id), within)
@@ -942,7 +952,8 @@ class Session:
         except DhtError as exc:
             bound = format_addr(kad.addr) if kad.addr else "-"
             addr = f"{bound} (bound; stun failed: {in_words(exc, hint=False)})"
+        kept = kad.identity.path if kad.identity is not None else None
         lines = render_kad.whoami_lines(
-            kad.id, addr, self.attached_text, len(kad.table), len(kad.local)
+            kad.id, addr, self.attached_text, len(kad.table), len(kad.local), kept=kept
         )
         return "\n".join(lines)

@@ -42,7 +42,12 @@ async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
 # Nodes started by tests never write under the real home directory.
 _SANDBOX = tempfile.mkdtemp(prefix="udpdht-tests-")
 atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": _SANDBOX}
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "XDG_DATA_HOME": _SANDBOX,
+    "XDG_STATE_HOME": _SANDBOX,  # (the shell's history, the kad:// client's identity)
+}
 
 
 def udpdht(

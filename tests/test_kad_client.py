@@ -17,7 +17,9 @@ import re
 import socket
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kademlia.utils
@@ -38,6 +40,7 @@ from udpdht.kad import codec
 from udpdht.kad.client import KadClient, digest
 from udpdht.kad.crosscheck import WrongProtocol, speaks
 from udpdht.kad.endpoint import KadEndpoint
+from udpdht.kad.identity import claim
 from udpdht.kad.lookup import Answer, Contact, RoutingTable, bucket_of, iterative_lookup
 from udpdht.kad.target import KadAddr, parse_target
 from udpdht.net import Address, format_addr
@@ -599,3 +602,59 @@ async def test_a_command_in_the_wrong_protocol_says_which_to_use() -> None:
                 await session.close()
     finally:
         kad.stop()
+
+
+# --- one identity per user (kad/identity.py) -----------------------------------------------------
+
+
+def test_the_kad_identity_is_kept_and_not_fought_over(tmp_path: Path) -> None:
+    first = claim(tmp_path)
+    assert first.owner and first.port is None
+    first.bound(40123)
+    beside = claim(tmp_path)  # a command running at the same time: the id, not the port
+    assert (beside.id, beside.port, beside.owner) == (first.id, None, False)
+    beside.bound(40999)  # (not its to record)
+    first.release()
+    again = claim(tmp_path)
+    assert (again.id, again.port, again.owner) == (first.id, 40123, True)
+    again.release()
+    (tmp_path / "kad_identity").write_text("not json")
+    fresh = claim(tmp_path)  # a damaged record: a new identity, recorded
+    assert fresh.owner and fresh.id != first.id and claim(tmp_path).id == fresh.id
+    fresh.release()
+
+
+async def test_cli_commands_leave_one_contact_not_one_each(
+    kad_network: KadNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each kad:// command is the same id on the same port: the network keeps one contact for
+    the user, however many commands ran (not one silent ghost per command)."""
+    net = kad_network
+    monkeypatch.setenv("XDG_STATE_HOME", ENV["XDG_STATE_HOME"])  # (the commands' state dir)
+    for _ in range(3):
+        code, _, err = await _udpdht("get", "--node", net.url, "nosuch")
+        assert code == 1 and "not found" in err
+    own = {s.node.id for s in net.servers}
+    strangers = {
+        (c.id, c.ip, c.port)
+        for s in net.servers
+        for bucket in s.protocol.router.buckets
+        for c in bucket.get_nodes()
+        if c.id not in own
+    }
+    assert len(strangers) == 1, strangers
+    async with _attached_as_user(net) as session:  # the shell is the same user too
+        assert session.kad is not None and session.kad.addr is not None
+        ((node_id, _, port),) = strangers
+        assert (session.kad.id, session.kad.addr[1]) == (node_id, port)
+        assert "(yours, kept in " in await session.execute(parse("whoami"))
+
+
+@asynccontextmanager
+async def _attached_as_user(net: KadNetwork) -> AsyncIterator[Session]:
+    session = Session(kad_identity=True)
+    try:
+        await session.execute(parse(net.url.join(["attach ", ""])))
+        yield session
+    finally:
+        await session.close()

@@ -39,10 +39,15 @@ def command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
 
 
 def _kad(args: argparse.Namespace) -> KadClient:
+    """The client, with the user's kademlia id and port (kad/identity.py): each command is the
+    same contact to the network, not a new one left behind."""
+    from .kad.identity import claim
+
     host, port = args.node
+    identity = claim()
     if args.tries:
-        return KadClient((host, port), ping_tries=args.tries)
-    return KadClient((host, port))
+        return KadClient((host, port), ping_tries=args.tries, identity=identity)
+    return KadClient((host, port), identity=identity)
 
 
 async def _get(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """A client of a `kademlia` network: what the shell and the CLI use with ``kad://H:P``.
 
-:class:`KadClient` has an endpoint (``endpoint.py``) on a socket of its own, an ephemeral port
-of the bootstrap node's address family, and a random 20-byte id. It bootstraps by pinging the
+:class:`KadClient` has an endpoint (``endpoint.py``) on a socket of its own, of the bootstrap
+node's address family, and a 20-byte id: the user's own id and port (``identity.py``) for the
+CLI and the shell, else a random id on an ephemeral port. It bootstraps by pinging the
 given node; ``get`` is a find_value lookup, ``put`` a find_node lookup then ``store`` on the k
 nearest, as ``kademlia.network.Server`` does them, and each lookup keeps its trace
 (``lookup.py``).
@@ -10,7 +11,8 @@ A kademlia node adds whoever asks it anything to its routing table (``welcome_if
 it out to others as a contact, and may push it stored keys: so the client *answers* what nodes
 ask back (``ping``, ``store`` into a small bounded dict, ``find_node``, ``find_value``,
 ``stun``), as a short-lived kademlia node would. Once it has gone, the network's lookups wait
-for it until they give up on it (kademlia: one 5 s wait, then it is dropped).
+for it until they give up on it (kademlia: one 5 s wait, then it is dropped): with the user's
+identity, that is one contact per user and host, not one per command.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..errors import (
 from ..net import Address, check_peer_addr, format_addr, resolve, unless_refused
 from . import codec
 from .endpoint import KadConfig, KadEndpoint
+from .identity import Identity
 from .lookup import ALPHA, Answer, Contact, K, RoutingTable, Trace, bucket_of, iterative_lookup
 
 #: How long one question of a lookup may take, and its sends: a node that does not answer
@@ -139,9 +142,13 @@ class KadClient:
         ping_deadline: float | None = None,
         query_deadline: float = QUERY_DEADLINE,
         query_tries: int = QUERY_TRIES,
+        identity: Identity | None = None,
     ) -> None:
         self.bootstrap_addr = bootstrap
-        self.id = node_id or os.urandom(codec.ID_BYTES)
+        #: The user's kademlia id and port (identity.py), kept from one command to the next;
+        #: None: a random id and an ephemeral port.
+        self.identity = identity
+        self.id = node_id or (identity.id if identity else None) or os.urandom(codec.ID_BYTES)
         self.k = k
         self.alpha = alpha
         self.ping_tries = ping_tries
@@ -173,13 +180,21 @@ class KadClient:
         self.bootstrap_addr = await resolve(self.bootstrap_addr)
         if self.endpoint.addr is None:
             host = "::" if ":" in self.bootstrap_addr[0] else "0.0.0.0"
-            await self.endpoint.bind(host, 0)
+            port = self.identity.port if self.identity is not None else None
+            try:
+                bound = await self.endpoint.bind(host, port or 0)
+            except OSError:  # the user's port is taken: any other, the same id
+                bound = await self.endpoint.bind(host, 0)
+            if self.identity is not None:
+                self.identity.bound(bound[1])
         node, rtt = await self.ping_node(self.bootstrap_addr)
         self.bootstrap_node = node
         return node, rtt
 
     async def close(self) -> None:
         self.endpoint.close()
+        if self.identity is not None:
+            self.identity.release()  # (another command may have the port now)
 
     async def __aenter__(self) -> KadClient:
         try:
