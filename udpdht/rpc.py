@@ -201,6 +201,7 @@ class _Transaction:
         "endpoint",
         "future",
         "method",
+        "pad",
         "rid",
         "rto",
         "sent_at",
@@ -232,6 +233,7 @@ class _Transaction:
         self.attempt = 0
         self.token_retries = 0
         self.slot = 0  # the timer wheel's slot holding our id (0: none)
+        self.pad = False  # whether the caller asked for padding (RpcEndpoint.call)
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
         self.started = self.sent_at = endpoint._loop.time()
 
@@ -315,6 +317,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._waiting = 0  # calls waiting for a turn in their peer's window
         self._tokens: dict[Address, bytes] = {}  # tokens peers gave us, sent with each request
         self._sendable: dict[Address, str | None] = {}  # destination -> why not (None: fine)
+        #: The largest answer (bytes) seen to each method called with ``pad`` (see call).
+        self._answer_sizes: dict[str, int] = {}
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._loop.time())
@@ -569,8 +573,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         args: dict[str, Any] | None = None,
         *,
         tries: int | None = None,
+        pad: bool = False,
     ) -> Any:
         """Send ``method(args)`` to ``addr`` and return the result.
+
+        ``pad``: when we hold no token for ``addr``, pad the request (an argument ``pad`` the
+        peer ignores) so that the largest answer seen so far to ``method`` fits in 3 times its
+        size: the answer then comes at once instead of after a retry and a resend (PROTOCOL.md
+        section 6a.1). A request is padded to MAX_PAD bytes at most; a larger answer takes the
+        retry.
 
         Raises RpcTimeout after ``tries`` sends without a reply (SendFailed, a subclass, at once
         when the address cannot be sent to), a RemoteError subclass for an error reply,
@@ -594,9 +605,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             rid = self._rid()
         tx = None
         try:
-            data = wire.encode_request(rid, method, args, self._tokens.get(addr))
+            token = self._tokens.get(addr)
+            data = wire.encode_request(rid, method, args, token)
+            if pad and token is None:
+                data = self._padded(rid, method, args, data)
             tries = tries or self.config.tries
             tx = _Transaction(self, rid, addr, method, args, data, tries, self.rto_for(addr))
+            tx.pad = pad
             self._pending[rid] = tx
             tx.send()
             return await tx.future
@@ -609,6 +624,24 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._next_turn(flow)
             elif not flow.inflight:
                 self._flows.pop(addr, None)
+
+    MAX_PAD = 320  # a request padded to at most this: a find's or a neighbors' answer fits
+    PAD_FACTOR = 3  # the amplification factor a responder applies (PROTOCOL.md section 6a.1)
+
+    def _padded(self, rid: int, method: str, args: dict[str, Any], data: bytes) -> bytes:
+        """``data``, or the same request padded to a third of the largest answer seen to
+        ``method`` (see call), which is at most MAX_PAD bytes."""
+        need = -(-self._answer_sizes.get(method, 0) // self.PAD_FACTOR)
+        short = need - len(data)
+        if short <= 0 or "pad" in args:
+            return data
+        size = max(short - 6, 0)  # "pad" and a bin8 header add 6 bytes (7 past 255)
+        for _ in range(2):
+            padded = wire.encode_request(rid, method, {**args, "pad": bytes(size)})
+            if len(padded) >= need:
+                break
+            size += need - len(padded)
+        return padded
 
     async def _wait_turn(self, flow: _Flow) -> None:
         """Wait until ``flow`` has room in its window (woken by a call that ends)."""
@@ -690,11 +723,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         est = self._rtts.get(addr)
         return None if est is None else est.srtt
 
-    def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address) -> None:
+    def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address, size: int) -> None:
         tx = self._pending.get(msg.rid)
         if tx is None or tx.addr != addr:
             self.stats.unexpected_replies += 1
             return
+        # (Only sizes padding can cover: one huge answer must not turn padding off.)
+        if tx.pad and self._answer_sizes.get(tx.method, 0) < size <= self.PAD_FACTOR * self.MAX_PAD:
+            self._answer_sizes[tx.method] = size
         tx.resolve(msg)
 
     def _on_retry(self, msg: wire.Retry, addr: Address) -> None:
@@ -739,7 +775,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         elif kind is wire.Retry:
             self._on_retry(cast(wire.Retry, msg), addr)
         else:
-            self._on_response(cast(wire.Reply | wire.ErrorReply, msg), addr)
+            self._on_response(cast(wire.Reply | wire.ErrorReply, msg), addr, len(data))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) carry no request id on an unconnected socket; the
