@@ -441,6 +441,35 @@ def test_a_bad_destination_fails_its_call_and_never_the_socket(loop_name: str) -
     _run_on(loop_name, main())
 
 
+def test_a_padded_request_gets_its_answer_without_a_retry() -> None:
+    """After one answer of a few hundred bytes, a caller pads its first request to another
+    peer so that the answer fits in 3 times it: one round trip, not a retry and a resend."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=43)
+        client, first = await sim_pair(net)
+        second = await RpcEndpoint.bind(net, (net.host, 0))
+        answer = b"x" * 600
+        for server in (first, second):
+            server.register("find", lambda args, peer: answer)
+        assert await client.call(first.addr, "find", {"k": 1}, pad=True) == answer
+        assert first.stats.tokens_sent == 1  # the first answer of its size: a retry
+        sent = client.stats.sent
+        assert await client.call(second.addr, "find", {"k": 1}, pad=True) == answer
+        assert second.stats.tokens_sent == 0 and client.stats.sent == sent + 1
+        # Unpadded (the default), a third peer still asks for a token first.
+        third = await RpcEndpoint.bind(net, (net.host, 0))
+        third.register("find", lambda args, peer: answer)
+        assert await client.call(third.addr, "find", {"k": 1}) == answer
+        assert third.stats.tokens_sent == 1
+        # An answer too large for MAX_PAD is not learned: no padding, the retry as before.
+        third.register("scan", lambda args, peer: b"x" * 10_000)
+        assert await client.call(third.addr, "scan", {}, pad=True) == b"x" * 10_000
+        assert "scan" not in client._answer_sizes
+
+    run_virtual(main())
+
+
 def test_a_large_answer_goes_only_to_an_address_that_proved_itself() -> None:
     async def main() -> None:
         net = SimNetwork(seed=41)

@@ -118,7 +118,9 @@ async def iterative_lookup(
         tries = node.config.lookup_tries if fallback else 0
         sent = loop.time()
         try:
-            reply = await node.call_peer(peer, "find", {"key": ids.to_bytes(key)}, tries=tries)
+            reply = await node.call_peer(
+                peer, "find", {"key": ids.to_bytes(key)}, tries=tries, pad=True
+            )
             done, nodes = bool(reply["done"]), node.parse_peers(reply["nodes"])
             their_id = ids.from_bytes(reply["id"])
             if peer.id == -1:

@@ -450,7 +450,7 @@ class Maintenance:
         Raises one of PEER_FAILURES.
         """
         reply = await self.node.call_peer(
-            peer, "neighbors", {"id": ids.to_bytes(self.node.id)}, tries=tries
+            peer, "neighbors", {"id": ids.to_bytes(self.node.id)}, tries=tries, pad=True
         )
         if reply["id"] != ids.to_bytes(peer.id):
             raise ValueError(f"{peer} answered with another node's id")

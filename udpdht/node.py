@@ -479,11 +479,18 @@ class Node:
     # --- calling peers: what lookup.py, replication.py and maintenance.py use of a node -------
 
     async def call_peer(
-        self, peer: Peer, method: str, args: dict[str, Any] | None = None, *, tries: int = 0
+        self,
+        peer: Peer,
+        method: str,
+        args: dict[str, Any] | None = None,
+        *,
+        tries: int = 0,
+        pad: bool = False,
     ) -> Any:
         """Call a peer; a reply clears the failures counted against it (an error reply does
-        not: a peer that only ever says no is of no use either)."""
-        result = await self.endpoint.call(peer.addr, method, args, tries=tries or None)
+        not: a peer that only ever says no is of no use either). ``pad``: see RpcEndpoint.call
+        (for the ring's own calls with answers of a few hundred bytes: find, neighbors)."""
+        result = await self.endpoint.call(peer.addr, method, args, tries=tries or None, pad=pad)
         self.detector.answered(peer.id)
         if peer.id >= 0:  # (-1: a node known by its address only, until it answers)
             self.view.add(peer, asyncio.get_running_loop().time())

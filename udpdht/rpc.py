@@ -211,6 +211,7 @@ class _Transaction:
         "flow",
         "future",
         "method",
+        "pad",
         "rid",
         "rto",
         "sent_at",
@@ -247,6 +248,7 @@ class _Transaction:
         self.token_retries = 0
         self.slot = 0  # the timer wheel's slot our current send times out in (0: none)
         self.working_at = -1.0  # when the peer last said it is still running the call
+        self.pad = False  # whether the caller asked for padding (RpcEndpoint.call)
         self.future: asyncio.Future[Any] = endpoint._loop.create_future()
         self.started = self.sent_at = now
 
@@ -329,6 +331,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._waiting = 0  # calls waiting for a turn in their peer's window
         self._tokens: dict[Address, bytes] = {}  # tokens peers gave us, sent with each request
         self._sendable: dict[Address, str | None] = {}  # destination -> why not (None: fine)
+        #: The largest answer (bytes) seen to each method called with ``pad`` (see call).
+        self._answer_sizes: dict[str, int] = {}
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._loop.time())
@@ -618,8 +622,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         args: dict[str, Any] | None = None,
         *,
         tries: int | None = None,
+        pad: bool = False,
     ) -> Any:
         """Send ``method(args)`` to ``addr`` and return the result.
+
+        ``pad``: when we hold no token for ``addr``, pad the request (an argument ``pad`` the
+        peer ignores) so that the largest answer seen so far to ``method`` fits in 3 times its
+        size: the answer then comes at once instead of after a retry and a resend (PROTOCOL.md
+        section 6a.1). A request is padded to MAX_PAD bytes at most; a larger answer takes the
+        retry.
 
         Raises RpcTimeout after ``tries`` sends without a reply (SendFailed, a subclass, at once
         when the address cannot be sent to), a RemoteError subclass for an error reply,
@@ -646,13 +657,17 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             rid = self._rid()
         tx = None
         try:
-            data = wire.encode_request(rid, method, args, self._tokens.get(addr))
+            token = self._tokens.get(addr)
+            data = wire.encode_request(rid, method, args, token)
+            if pad and token is None:
+                data = self._padded(rid, method, args, data)
             est = self._rtts.get(addr)
             rto = cfg.initial_rto if est is None else est.rto
             now = self._loop.time()
             tx = _Transaction(
                 self, rid, addr, method, args, data, tries or cfg.tries, rto, flow, now
             )
+            tx.pad = pad
             pending[rid] = tx
             # The first send, as tx.send() does the later ones (inline: every call runs it).
             reason = self._send(data, addr)
@@ -674,6 +689,24 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._next_turn(flow)
             elif not flow.inflight:
                 self._flows.pop(addr, None)
+
+    MAX_PAD = 320  # a request padded to at most this: a find's or a neighbors' answer fits
+    PAD_FACTOR = 3  # the amplification factor a responder applies (PROTOCOL.md section 6a.1)
+
+    def _padded(self, rid: int, method: str, args: dict[str, Any], data: bytes) -> bytes:
+        """``data``, or the same request padded to a third of the largest answer seen to
+        ``method`` (see call), which is at most MAX_PAD bytes."""
+        need = -(-self._answer_sizes.get(method, 0) // self.PAD_FACTOR)
+        short = need - len(data)
+        if short <= 0 or "pad" in args:
+            return data
+        size = max(short - 6, 0)  # "pad" and a bin8 header add 6 bytes (7 past 255)
+        for _ in range(2):
+            padded = wire.encode_request(rid, method, {**args, "pad": bytes(size)})
+            if len(padded) >= need:
+                break
+            size += need - len(padded)
+        return padded
 
     async def _wait_turn(self, flow: _Flow) -> None:
         """Wait until ``flow`` has room in its window (woken by a call that ends)."""
@@ -763,7 +796,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         est = self._rtts.get(addr)
         return None if est is None else est.srtt
 
-    def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address) -> None:
+    def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address, size: int) -> None:
         tx = self._pending.get(msg.rid)
         if tx is None or tx.addr != addr:
             self.stats.unexpected_replies += 1
@@ -771,6 +804,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         future = tx.future
         if future.done():
             return
+        # (Only sizes padding can cover: one huge answer must not turn padding off.)
+        if tx.pad and self._answer_sizes.get(tx.method, 0) < size <= self.PAD_FACTOR * self.MAX_PAD:
+            self._answer_sizes[tx.method] = size
         self._answered(tx, self._loop.time())
         if type(msg) is wire.Reply:
             future.set_result(msg.result)
@@ -832,7 +868,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if type(msg) is wire.Request:
             self._on_request(msg, addr, len(data))
         elif type(msg) is wire.Reply or type(msg) is wire.ErrorReply:
-            self._on_response(msg, addr)
+            self._on_response(msg, addr, len(data))
         elif type(msg) is wire.Retry:
             self._on_retry(msg, addr)
         elif type(msg) is wire.Working:
