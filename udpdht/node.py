@@ -490,7 +490,10 @@ class Node:
         """Call a peer; a reply clears the failures counted against it (an error reply does
         not: a peer that only ever says no is of no use either). ``pad``: see RpcEndpoint.call
         (for the ring's own calls with answers of a few hundred bytes: find, neighbors)."""
-        result = await self.endpoint.call(peer.addr, method, args, tries=tries or None, pad=pad)
+        ep = self._endpoint
+        if ep is None:  # stopped (left, shut down) while a request of its was under way
+            raise DhtError("this node has stopped")
+        result = await ep.call(peer.addr, method, args, tries=tries or None, pad=pad)
         self.detector.answered(peer.id)
         if peer.id >= 0:  # (-1: a node known by its address only, until it answers)
             self.view.add(peer, asyncio.get_running_loop().time())
