@@ -244,19 +244,24 @@ class Stranger:
     ) -> list[tuple[str | None, Any, int]]:
         """Every datagram that arrives within ``within`` seconds: (kind, payload, size)."""
         out: list[tuple[str | None, Any, int]] = []
+        for data in self.datagrams(within, until=1 if until_first else None):
+            msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            kind = self.KINDS.get(msg[1])
+            out.append((kind, msg[3] if kind != "error" else (msg[3], msg[4]), len(data)))
+        return out
+
+    def datagrams(self, within: float, *, until: int | None = None) -> list[bytes]:
+        """Every datagram that arrives within ``within`` seconds (or until ``until`` have)."""
+        out: list[bytes] = []
         deadline = time.monotonic() + within
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and len(out) != until:
             self.sock.settimeout(left)
             try:
                 data, _ = self.sock.recvfrom(65535)
             except TimeoutError:
                 break
             self.received += len(data)
-            msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            kind = self.KINDS.get(msg[1])
-            out.append((kind, msg[3] if kind != "error" else (msg[3], msg[4]), len(data)))
-            if until_first:
-                break
+            out.append(data)
         return out
 
     def ask(

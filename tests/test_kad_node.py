@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -20,7 +19,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from helpers import NodeProcess, node_process, wait_until
+from helpers import NodeProcess, Stranger, node_process, wait_until
 from kademlia.network import Server as KademliaServer
 from kademlia.storage import ForgetfulStorage
 
@@ -82,42 +81,14 @@ def addr_of(server: Server) -> Address:
     return server.dht.addr
 
 
-class KadStranger:
+class KadStranger(Stranger):
     """A raw UDP socket that sends rpcudp datagrams by hand and never answers anything unless
     told: what an attacker (or a spoofed victim) has. Counts the bytes both ways."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOCAL, 0))
-        self.addr: Address = self.sock.getsockname()[:2]
-        self.sent = 0
-        self.received = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
     @staticmethod
-    def request(method: Any, args: Any, msg_id: bytes | None = None) -> bytes:
+    def kad_request(method: Any, args: Any, msg_id: bytes | None = None) -> bytes:
         body: bytes = msgpack.packb([method, args], use_bin_type=True)
         return b"\x00" + (msg_id or os.urandom(20)) + body
-
-    def send(self, data: bytes, to: Address) -> None:
-        self.sent += len(data)
-        self.sock.sendto(data, to)
-
-    def datagrams(self, within: float) -> list[bytes]:
-        """Every datagram that arrives within ``within`` seconds."""
-        out: list[bytes] = []
-        deadline = time.monotonic() + within
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data, _ = self.sock.recvfrom(65535)
-            except TimeoutError:
-                break
-            self.received += len(data)
-            out.append(data)
-        return out
 
     def replies(self, within: float, until: int | None = None) -> list[Any]:
         """The results of the replies (not requests) that arrive within ``within`` s (or
@@ -238,7 +209,7 @@ async def test_find_node_names_ring_nodes_nearest_by_xor_and_not_the_asker() -> 
         asker = KadStranger()
         try:
             key = os.urandom(20)
-            asker.send(asker.request("find_node", [os.urandom(20), key]), node.addr)
+            asker.send(asker.kad_request("find_node", [os.urandom(20), key]), node.addr)
             # The answer is large for its request: it comes once we answer the node's ping.
             # (The socket blocks: in a thread, so that the nodes' loop runs meanwhile.)
             (contacts,) = await asyncio.to_thread(asker.answer_pings, 1.0, node.addr)
@@ -250,8 +221,8 @@ async def test_find_node_names_ring_nodes_nearest_by_xor_and_not_the_asker() -> 
                 (ids.to_bytes(p.id), *p.addr) for p in ring
             ]
             # ping and stun are small: answered at once, to anyone.
-            asker.send(asker.request("stun", []), node.addr)
-            asker.send(asker.request("ping", [os.urandom(20)]), node.addr)
+            asker.send(asker.kad_request("stun", []), node.addr)
+            asker.send(asker.kad_request("ping", [os.urandom(20)]), node.addr)
             replies = await asyncio.to_thread(asker.replies, 1.0, 2)
             assert [LOCAL, asker.addr[1]] in replies
             assert ids.to_bytes(node.id) in replies
@@ -302,7 +273,7 @@ async def test_no_kad_leaves_kademlia_datagrams_unanswered() -> None:
     async with Node(port=0, config=NodeConfig(kad=False)) as node:
         stranger = KadStranger()
         try:
-            stranger.send(stranger.request("ping", [os.urandom(20)]), node.addr)
+            stranger.send(stranger.kad_request("ping", [os.urandom(20)]), node.addr)
             assert await asyncio.to_thread(stranger.datagrams, 0.5) == []
             assert node.status()["kad"] == {"enabled": False}
             assert node.endpoint.stats.dropped_malformed == 1
@@ -408,7 +379,7 @@ async def wait_until_all_joined(nodes: list[NodeProcess], within: float = 30.0) 
 def hostile() -> list[bytes]:
     """Kademlia datagrams no node should act on (each a separate case)."""
     me, key = os.urandom(20), os.urandom(20)
-    req = KadStranger.request
+    req = KadStranger.kad_request
     deep = b"\x91" * 60_000 + b"\xc0"  # [[[[...]]]], as deep as one datagram holds
     return [
         b"\x00",  # truncated: a header only
@@ -480,9 +451,9 @@ async def test_a_spoofed_find_node_gets_the_victim_no_more_than_three_times_its_
     victim = KadStranger()
     try:
         requests = [
-            victim.request("find_node", [os.urandom(20), os.urandom(20)]) for _ in range(20)
+            victim.kad_request("find_node", [os.urandom(20), os.urandom(20)]) for _ in range(20)
         ]
-        requests += [victim.request("find_value", [os.urandom(20), digest("big")])] * 5
+        requests += [victim.kad_request("find_value", [os.urandom(20), digest("big")])] * 5
         for data in requests:
             victim.send(data, ring[0].addr)
         got = victim.datagrams(2.5)  # (a probe gives up after 2 s)
@@ -496,7 +467,7 @@ async def test_a_spoofed_find_node_gets_the_victim_no_more_than_three_times_its_
     # 10 s: a client that answers does so at once).
     honest = KadStranger()
     try:
-        data = honest.request("find_value", [os.urandom(20), digest("big")], os.urandom(20))
+        data = honest.kad_request("find_value", [os.urandom(20), digest("big")], os.urandom(20))
         honest.send(data, ring[0].addr)
         assert {"value": "x" * 7000} in honest.answer_pings(3.0, ring[0].addr)
         for _ in range(20):  # the same request again: at most 8 more answers
@@ -521,7 +492,8 @@ async def test_a_flood_of_find_value_from_one_source_does_not_starve_the_others(
         # A burst first, then a steady stream while the others use the node.
         for _ in range(2000):
             flooder.send(
-                flooder.request("find_value", [os.urandom(20), random.choice(keys)]), target.addr
+                flooder.kad_request("find_value", [os.urandom(20), random.choice(keys)]),
+                target.addr,
             )
             sent += 1
 
@@ -530,7 +502,7 @@ async def test_a_flood_of_find_value_from_one_source_does_not_starve_the_others(
             for _ in range(40):
                 for _ in range(50):
                     flooder.send(
-                        flooder.request("find_value", [os.urandom(20), random.choice(keys)]),
+                        flooder.kad_request("find_value", [os.urandom(20), random.choice(keys)]),
                         target.addr,
                     )
                     sent += 1
@@ -556,7 +528,7 @@ def test_no_kad_option_on_a_node_process(loop: str) -> None:
     with node_process("--no-kad", loop=loop) as node:
         stranger = KadStranger()
         try:
-            stranger.send(stranger.request("ping", [os.urandom(20)]), node.addr)
+            stranger.send(stranger.kad_request("ping", [os.urandom(20)]), node.addr)
             assert stranger.datagrams(0.5) == []
         finally:
             stranger.close()
