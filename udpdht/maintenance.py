@@ -90,6 +90,7 @@ class Maintenance:
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
+        self._checked_change = float("nan")  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
 
     def register(self) -> None:
@@ -126,10 +127,15 @@ class Maintenance:
                 shape = self._shape()
                 failures = self.failures
                 await self.stabilize()
-                # Every round while our neighbourhood is young (after joins, when loops form),
-                # a share of them once it has been quiet for long.
+                # Once per change of our neighbourhood while it is young (after joins, when
+                # loops form), starting near us; in a share of all rounds from a random far
+                # node (the net for what the first misses: loops, rings after a partition).
                 young = self.node.replicator.quiet_for() < self.YOUNG * period
-                if young or self.node.rng.random() < self.LOOP_CHECK:
+                changed_at = self.node.replicator.changed_at()
+                if young and changed_at != self._checked_change:
+                    if self._check_loop_soon(near=True):
+                        self._checked_change = changed_at
+                elif self.node.rng.random() < self.LOOP_CHECK:
                     self._check_loop_soon()
                 pred_heard, at = self.pred_heard
                 pred = self.node.leafset.predecessor
@@ -494,18 +500,21 @@ class Maintenance:
     LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
     YOUNG = 10  # ... or every round, until our neighbourhood has been quiet this many periods
 
-    def _check_loop_soon(self) -> None:
+    def _check_loop_soon(self, *, near: bool = False) -> bool:
         """Start a loop check beside the round (its lookup may wait on a far node that is
-        gone: the round must not), unless one runs still."""
+        gone: the round must not), unless one runs still; whether it started."""
         if self._loop_check is None or self._loop_check.done():
-            self._loop_check = self.node.background(self._check_loop_once())
+            self._loop_check = self.node.background(self._check_loop_once(near))
+            return True
+        return False
 
-    async def _check_loop_once(self) -> None:
-        await self.check_loop()
+    async def _check_loop_once(self, near: bool) -> None:
+        await self.check_loop(near=near)
 
-    async def check_loop(self, start: Peer | None = None) -> bool | None:
-        """Ask a node from elsewhere (``start``, or a finger or a remembered peer) who
-        follows us; whether it named a node between us and our successor (None: no answer).
+    async def check_loop(self, start: Peer | None = None, *, near: bool = False) -> bool | None:
+        """Ask a node from elsewhere (``start``, or a finger or a remembered peer: at random,
+        or with ``near`` the one nearest before us) who follows us; whether it named a node
+        between us and our successor (None: no answer).
 
         After many joins at once, the ring can wind twice around the id space: two loops whose
         nodes interleave, each consistent on its own (every pred and succ pair agrees), which
@@ -520,16 +529,21 @@ class Maintenance:
         if succ is None:
             return None
         if start is None:
-            near = {p.id for p in ls.peers()} | {self.node.id}
+            ours = {p.id for p in ls.peers()} | {self.node.id}
             now = asyncio.get_running_loop().time()
             far = [
                 p
                 for p in (*self.node.fingers.distinct(), *self.node.memory.peers())
-                if p.id not in near and not self.node.detector.recently_dead(p.id, now)
+                if p.id not in ours and not self.node.detector.recently_dead(p.id, now)
             ]
             if not far:
                 return None
-            start = self.node.rng.choice(far)
+            if near:
+                # Fewer hops (the far nodes nearest before us are mostly remembered peers that
+                # joins pushed out of our leafset), and as likely to be of another loop.
+                start = min(far, key=lambda p: ids.distance(p.id, self.node.id))
+            else:
+                start = self.node.rng.choice(far)
         try:
             found = await self.node.lookup_id(
                 (self.node.id + 1) % ids.RING, start=start.addr, confirm=False

@@ -304,6 +304,11 @@ class Replicator:
         """Seconds since our neighbourhood last changed."""
         return asyncio.get_running_loop().time() - self._seen[1]
 
+    def changed_at(self) -> float:
+        """The loop time at which our neighbourhood last changed (-inf: marked synced, as in
+        the simulator's ideal ring)."""
+        return self._seen[1]
+
     def _view(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """Our neighbourhood: the ids of our first r predecessors and r successors."""
         ls = self.node.leafset
