@@ -201,12 +201,14 @@ def ring_lines(
     short = min(len(good), wanted) * primary - copies
     joining = _joining(entries, cut)
     if joining:
+        # A predecessor the walk did not reach is a node joining, or one that stopped and that
+        # its successor has not given up on yet: the walk cannot tell which without asking.
         notes.append(
-            "joining: "
+            "not reached by the walk: "
             + ", ".join(joining)
-            + ", not yet reached by the walk; the ring takes "
-            + ("it" if len(joining) == 1 else "them")
-            + " in within seconds"
+            + ", named by "
+            + ("its successor" if len(joining) == 1 else "their successors")
+            + " (a node joining, or one that just stopped); the ring settles within seconds"
         )
     if silent:
         notes.append(

@@ -252,8 +252,8 @@ def test_render_ring_counts_keys_while_a_node_joins_and_says_what_it_counts() ->
     walk = [node(1, 0, 1, 5), node(3, 0, 1, 2), node(4, 0, 1, 3), node(5, 0, 0, 4)]
     lines = render.ring_lines(walk, "127.0.0.1:7001")
     assert lines[-3] == (
-        "joining: 127.0.0.1:7002 (before 127.0.0.1:7003), not yet reached by the walk; the "
-        "ring takes it in within seconds"
+        "not reached by the walk: 127.0.0.1:7002 (before 127.0.0.1:7003), named by its "
+        "successor (a node joining, or one that just stopped); the ring settles within seconds"
     )
     assert lines[-2].startswith("settling: 1 key without a primary in this walk yet")
     assert lines[-1].startswith("4 nodes, 1 key ")
