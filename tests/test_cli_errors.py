@@ -406,3 +406,45 @@ def test_a_silent_address_is_not_said_to_be_closed() -> None:
         done = udpdht("ping", "--node", node, "--tries", "2")
     assert done.returncode == 1
     assert done.stderr.startswith(f"udpdht: error: {node} did not answer (2 tries, "), done.stderr
+
+
+async def test_a_slow_answer_wipes_the_waiting_line_before_it_is_printed() -> None:
+    # The fourth trial: under a terminal the screen ended "…is still working on it… 2 s
+    # (Ctrl-C to stop)stored 'l'": the line was wiped after the answer, not before.
+    from udpdht.net import UdpNetwork
+    from udpdht.rpc import RpcEndpoint
+
+    async def slow(args: dict[str, object], src: object) -> dict[str, object]:
+        await asyncio.sleep(1.6)
+        return {"version": [1, b"w" * 20], "existed": False}
+
+    ep = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    ep.register("put", slow)
+    master, slave = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "udpdht",
+            "put",
+            "--node",
+            f"127.0.0.1:{ep.addr[1]}",
+            "k",
+            "v",
+            stdout=slave,
+            stderr=slave,
+            env=ENV,
+        )
+        await asyncio.wait_for(proc.wait(), 30)
+        os.close(slave)
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
+            while chunk := os.read(master, 4096):
+                seen += chunk
+    finally:
+        os.close(master)
+        ep.close()
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0
+    assert "still working on it… 1 s" in text
+    assert "\r\x1b[Kstored 'k'" in text, repr(text)

@@ -180,15 +180,19 @@ class _Parser(argparse.ArgumentParser):
         return None
 
 
+#: The client commands that also work on a kademlia network (--node kad://H:P).
+KAD_COMMANDS = frozenset({"get", "put", "lookup", "ping"})
+
+
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that talks to one node: ``NAME [--node H:P] [--timeout S] [--tries N]``."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    kad = "; kad://H:P: a node of a kademlia network" if name in KAD_COMMANDS else ""
     p.add_argument(
         "--node",
         type=_target,
         metavar="H:P",
-        help=f"the node to ask (default: ${NODE_ENV}; one of the two is needed); "
-        "kad://H:P: a kademlia network, for get, put, lookup and ping",
+        help=f"the node to ask (default: ${NODE_ENV}; one of the two is needed){kad}",
     )
     p.add_argument(
         "--timeout",
@@ -538,6 +542,9 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
 
     shown = format_addr(args.node)
     ticker = asyncio.ensure_future(_waiting(shown, args)) if sys.stderr.isatty() else None
+    stdout = sys.stdout
+    if ticker is not None:  # the answer's first line wipes the waiting line, not the reverse
+        sys.stdout = _WipesWaiting(stdout, ticker)
     try:
         if args.timeout is None:
             return await _checked(args, coro)
@@ -556,10 +563,37 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
                 ) from None
             raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
     finally:
+        sys.stdout = stdout
         if ticker is not None:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+
+
+class _WipesWaiting:
+    """stdout while a command may show ``waiting for…`` on stderr: the first write ends the
+    waiting line (its ``finally`` wipes it) before the answer is printed."""
+
+    def __init__(self, out: Any, ticker: Any) -> None:
+        self._out = out
+        self._ticker = ticker
+
+    def write(self, text: str) -> int:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+            if WAITING_SHOWN[0]:
+                sys.stderr.write("\r\033[K")
+                sys.stderr.flush()
+                WAITING_SHOWN[0] = False
+        return int(self._out.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+
+#: Whether a ``waiting for…`` line is on the terminal now (written by _waiting).
+WAITING_SHOWN = [False]
 
 
 async def _checked(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
@@ -602,13 +636,12 @@ WAIT_SHOWN_AFTER = 1.0  # seconds of silence before a command on a terminal says
 
 async def _waiting(node: str, args: argparse.Namespace) -> None:
     """``waiting for 127.0.0.1:7109… 3 s (Ctrl-C to stop)`` on stderr, rewritten in place
-    every half second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends;
+    every second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends;
     ``127.0.0.1:7109 is still working on it…`` while the node says so (it is busy, not gone)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     start = loop.time()
-    shown = False
     try:
         await asyncio.sleep(WAIT_SHOWN_AFTER)
         while True:
@@ -620,13 +653,14 @@ async def _waiting(node: str, args: argparse.Namespace) -> None:
                 else (f"waiting for {node}")
             )
             sys.stderr.write(f"\r{what}… {waited:.0f} s (Ctrl-C to stop)\033[K")
+            WAITING_SHOWN[0] = True
             sys.stderr.flush()
-            shown = True
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0 - (loop.time() - start) % 1.0)  # once a second, on time
     finally:
-        if shown:
+        if WAITING_SHOWN[0]:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+            WAITING_SHOWN[0] = False
 
 
 async def _status(args: argparse.Namespace) -> int:

@@ -57,7 +57,12 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Walk the ring from a node along its successors and list each node in ring order: its "
         "id, address and the keys it holds as primary and as replica. The asked node is "
         "marked with *; a node that does not answer is listed as such and the walk goes on.",
-        ["udpdht ring --node 127.0.0.1:7000", "udpdht ring --node 127.0.0.1:7000 --json"],
+        [
+            "udpdht ring --node 127.0.0.1:7000",
+            "udpdht ring --node 127.0.0.1:7000 --draw        # the circle, in the terminal",
+            "udpdht ring --node 127.0.0.1:7000 --svg ring.svg  # the same picture as an SVG",
+            "udpdht ring --node 127.0.0.1:7000 --json",
+        ],
     ),
     "ping": (
         "Ping a node: the round-trip time, its id, and whether it is isolated (it lost "
