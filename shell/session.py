@@ -455,6 +455,9 @@ class Session:
         try:
             await asyncio.wait_for(client.endpoint.call(client.addr, "ping", tries=1), WAKE_TIMEOUT)
         except (DhtError, TimeoutError, OSError):
+            if self.suggestion is None:  # no toolbar found one (piped input): look now
+                with contextlib.suppress(DhtError, TimeoutError, OSError):
+                    await self._suggest_neighbour(client)
             go_on = self.suggestion or "HOST:PORT"
             raise CommandError(
                 f"{self.attached_text} is not answering; 'attach {go_on}' to go on"

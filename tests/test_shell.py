@@ -926,3 +926,23 @@ async def test_get_meta_shows_the_version_writer_and_expiry(embedded: Session) -
     assert await session.execute(parse("get --meta m")) == "\n".join(out)
     with pytest.raises(CommandError, match="unknown option '--mta' for 'get'"):
         parse("get m --mta")
+
+
+async def test_piped_commands_to_a_silent_node_name_a_live_neighbour(embedded: Session) -> None:
+    # The fourth trial: piped (no toolbar looking for one), the hint read "'attach HOST:PORT'".
+    session = embedded
+    assert session.embedded is not None
+    victim = session.embedded[0]
+    await victim.node.stop()
+    victim.state = "killed"
+    session.answering, session.suggestion = False, None  # what a failed command leaves
+    with pytest.raises(CommandError) as info:
+        await session.execute(parse("get k"))
+    live = {e.addr for e in session.embedded if e.state == "up"}
+    found = _suggestion(session)  # (a call: mypy took it for None since the line above)
+    assert found in live
+    assert str(info.value) == f"{victim.addr} is not answering; 'attach {found}' to go on"
+
+
+def _suggestion(session: Session) -> str | None:
+    return session.suggestion
