@@ -262,6 +262,15 @@ def test_no_route_is_said_without_ids_or_hops() -> None:
 
 
 @pytest.mark.slow  # 3 s: a command waits out its timeout
+def _drain(master: int) -> str:
+    """All a pseudo-terminal's child wrote, once the child ended and our end of it closed."""
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
+        while chunk := os.read(master, 4096):
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
 def test_a_wait_on_a_terminal_says_what_it_waits_for(silent_port: int) -> None:
     # Issue #13: anything to a dead node took ~9 s in silence. On a terminal, after a second,
     # stderr says which node the command waits for, and the line is wiped at the end.
@@ -277,13 +286,9 @@ def test_a_wait_on_a_terminal_says_what_it_waits_for(silent_port: int) -> None:
             timeout=30,
         )
         os.close(slave)
-        seen = b""
-        with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
-            while chunk := os.read(master, 4096):
-                seen += chunk
+        text = _drain(master)
     finally:
         os.close(master)
-    text = seen.decode(errors="replace")
     assert done.returncode == 1
     assert f"waiting for 127.0.0.1:{port}… 1 s (Ctrl-C to stop)" in text
     assert text.rstrip().endswith(f"127.0.0.1:{port} did not answer within 2.5 s")
@@ -437,14 +442,10 @@ async def test_a_slow_answer_wipes_the_waiting_line_before_it_is_printed() -> No
         )
         await asyncio.wait_for(proc.wait(), 30)
         os.close(slave)
-        seen = b""
-        with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
-            while chunk := os.read(master, 4096):
-                seen += chunk
+        text = _drain(master)
     finally:
         os.close(master)
         ep.close()
-    text = seen.decode(errors="replace")
     assert proc.returncode == 0
     assert "still working on it… 1 s" in text
     assert "\r\x1b[Kstored 'k'" in text, repr(text)
