@@ -12,8 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ENV, has_ipv6_loopback, node_process, spawn, udpdht
@@ -317,43 +318,46 @@ def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
     assert "leaving the ring" not in seen + rest
 
 
+@contextlib.asynccontextmanager
+async def _slow_put_node(seconds: float) -> AsyncIterator[str]:
+    """A fake node on loopback whose ``put`` answers after ``seconds`` (it answers ``ping``
+    at once); yields its address, H:P."""
+    from udpdht.net import UdpNetwork
+    from udpdht.rpc import RpcEndpoint
+
+    async def slow(args: dict[str, object], src: object) -> dict[str, object]:
+        await asyncio.sleep(seconds)
+        return {"version": [1, b"w" * 20], "existed": False}
+
+    ep = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
+    ep.register("ping", lambda args, src: {"id": bytes(20)}, idempotent=True)
+    ep.register("put", slow)
+    try:
+        yield f"127.0.0.1:{ep.addr[1]}"
+    finally:
+        ep.close()
+
+
+async def _udpdht_put(node: str, *extra: str, **streams: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "udpdht", "put", "--node", node, "k", "v", *extra, env=ENV, **streams
+    )
+
+
 async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
     # Issue #13's trial: with 3 of 5 nodes killed, a put through a live node outlasted the
     # client's tries and was reported as "did not answer; is a node running there?" while the
     # node was up (it stayed silent to retries of a request it was still working on). A node
     # now answers such retries "working" (PROTOCOL.md §6): the client keeps waiting, and when
     # its --timeout runs out it says the node is busy with the request, not down.
-    from udpdht.net import UdpNetwork
-    from udpdht.rpc import RpcEndpoint
-
-    async def slow(args: dict[str, object], src: object) -> None:
-        await asyncio.sleep(60)
-
-    ep = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
-    ep.register("ping", lambda args, src: {"id": bytes(20)}, idempotent=True)
-    ep.register("put", slow)
-    try:
-        node = f"127.0.0.1:{ep.addr[1]}"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "udpdht",
-            "put",
-            "--node",
+    async with _slow_put_node(60) as node:
+        proc = await _udpdht_put(
             node,
-            "k",
-            "v",
-            "--tries",
-            "2",
-            "--timeout",
-            "4",
+            *("--tries", "2", "--timeout", "4"),
             stderr=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
-            env=ENV,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        ep.close()
     assert proc.returncode == 1
     assert err.decode().startswith(
         f"udpdht: error: {node} was still working on it after 4 s (--timeout); "
@@ -416,36 +420,15 @@ def test_a_silent_address_is_not_said_to_be_closed() -> None:
 async def test_a_slow_answer_wipes_the_waiting_line_before_it_is_printed() -> None:
     # The fourth trial: under a terminal the screen ended "…is still working on it… 2 s
     # (Ctrl-C to stop)stored 'l'": the line was wiped after the answer, not before.
-    from udpdht.net import UdpNetwork
-    from udpdht.rpc import RpcEndpoint
-
-    async def slow(args: dict[str, object], src: object) -> dict[str, object]:
-        await asyncio.sleep(1.6)
-        return {"version": [1, b"w" * 20], "existed": False}
-
-    ep = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
-    ep.register("put", slow)
     master, slave = pty.openpty()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "udpdht",
-            "put",
-            "--node",
-            f"127.0.0.1:{ep.addr[1]}",
-            "k",
-            "v",
-            stdout=slave,
-            stderr=slave,
-            env=ENV,
-        )
-        await asyncio.wait_for(proc.wait(), 30)
+        async with _slow_put_node(1.6) as node:
+            proc = await _udpdht_put(node, stdout=slave, stderr=slave)
+            await asyncio.wait_for(proc.wait(), 30)
         os.close(slave)
         text = _drain(master)
     finally:
         os.close(master)
-        ep.close()
     assert proc.returncode == 0
     assert "still working on it… 1 s" in text
     assert "\r\x1b[Kstored 'k'" in text, repr(text)
