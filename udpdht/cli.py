@@ -184,6 +184,15 @@ class _Parser(argparse.ArgumentParser):
 KAD_COMMANDS = frozenset({"get", "put", "lookup", "ping"})
 
 
+def _log_level(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default info)",
+    )
+
+
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that talks to one node: ``NAME [--node H:P] [--timeout S] [--tries N]``."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
@@ -318,12 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics over HTTP at this address (default: none; needs the "
         "metrics extra)",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="how much to log (default info)",
-    )
+    _log_level(p)
     p.add_argument(
         "--log-format",
         default="text",
@@ -415,12 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ports P, P+1, ..., P+N-1, all within 1024..65535 (default 0: free ports chosen "
         "by the system)",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="how much to log (default info)",
-    )
+    _log_level(p)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("shell", help="interactive shell (no --attach: an embedded local ring)")
@@ -663,13 +662,22 @@ async def _waiting(node: str, args: argparse.Namespace) -> None:
             WAITING_SHOWN[0] = False
 
 
-async def _status(args: argparse.Namespace) -> int:
+async def show_answer(
+    args: argparse.Namespace,
+    ask: Callable[[Client], Awaitable[Any]],
+    text: Callable[[Any], str],
+) -> int:
+    """Ask the node one thing; print the answer as JSON (``--json``) or as ``text`` renders it."""
     import json
 
     async with _client(args) as client:
-        st = await client.status()
-    print(json.dumps(st) if args.json else render_status(st))
+        answer = await ask(client)
+    print(json.dumps(answer) if args.json else text(answer))
     return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    return await show_answer(args, lambda client: client.status(), render_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

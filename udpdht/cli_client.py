@@ -13,7 +13,16 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli import UsageError, _client, _client_command, _run, _width, _within, show_ring_picture
+from .cli import (
+    UsageError,
+    _client,
+    _client_command,
+    _run,
+    _width,
+    _within,
+    show_answer,
+    show_ring_picture,
+)
 
 if TYPE_CHECKING:
     from .client import Client
@@ -127,12 +136,7 @@ def ping_text(info: dict[str, Any]) -> str:
 
 
 async def _ping(args: argparse.Namespace) -> int:
-    import json
-
-    async with _client(args) as client:
-        info = await client.ping_info()
-    print(json.dumps(info) if args.json else ping_text(info))
-    return 0
+    return await show_answer(args, lambda client: client.ping_info(), ping_text)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
