@@ -8,6 +8,7 @@ import contextlib
 import os
 import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -319,14 +320,14 @@ def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _slow_put_node(seconds: float) -> AsyncIterator[str]:
-    """A fake node on loopback whose ``put`` answers after ``seconds`` (it answers ``ping``
-    at once); yields its address, H:P."""
+async def _slow_put_node(answer: asyncio.Event) -> AsyncIterator[str]:
+    """A fake node on loopback whose ``put`` answers once ``answer`` is set (it answers
+    ``ping`` at once); yields its address, H:P."""
     from udpdht.net import UdpNetwork
     from udpdht.rpc import RpcEndpoint
 
     async def slow(args: dict[str, object], src: object) -> dict[str, object]:
-        await asyncio.sleep(seconds)
+        await answer.wait()
         return {"version": [1, b"w" * 20], "existed": False}
 
     ep = await RpcEndpoint.bind(UdpNetwork(), ("127.0.0.1", 0))
@@ -350,7 +351,7 @@ async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
     # node was up (it stayed silent to retries of a request it was still working on). A node
     # now answers such retries "working" (PROTOCOL.md §6): the client keeps waiting, and when
     # its --timeout runs out it says the node is busy with the request, not down.
-    async with _slow_put_node(60) as node:
+    async with _slow_put_node(asyncio.Event()) as node:  # never answers
         proc = await _udpdht_put(
             node,
             *("--tries", "2", "--timeout", "4"),
@@ -421,14 +422,29 @@ async def test_a_slow_answer_wipes_the_waiting_line_before_it_is_printed() -> No
     # The fourth trial: under a terminal the screen ended "…is still working on it… 2 s
     # (Ctrl-C to stop)stored 'l'": the line was wiped after the answer, not before.
     master, slave = pty.openpty()
+    answer = asyncio.Event()
+    seen = ""
     try:
-        async with _slow_put_node(1.6) as node:
+        async with _slow_put_node(answer) as node:
             proc = await _udpdht_put(node, stdout=slave, stderr=slave)
+            # The node answers once the command has said it is still working on it.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while "still working on it… 1 s" not in seen:
+                assert loop.time() < deadline, repr(seen)
+                readable, _, _ = await loop.run_in_executor(
+                    None, select.select, [master], [], [], 0.5
+                )
+                if readable:
+                    seen += os.read(master, 4096).decode(errors="replace")
+            answer.set()
             await asyncio.wait_for(proc.wait(), 30)
         os.close(slave)
-        text = _drain(master)
+        slave = -1
+        text = seen + _drain(master)
     finally:
         os.close(master)
+        if slave >= 0:
+            os.close(slave)
     assert proc.returncode == 0
-    assert "still working on it… 1 s" in text
     assert "\r\x1b[Kstored 'k'" in text, repr(text)

@@ -13,7 +13,6 @@ tests/test_startup.py checks that ``--help`` loads none of them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -512,12 +511,22 @@ def render_status(st: dict[str, Any]) -> str:
     return "\n".join(render.status_lines(st))
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _client(args: argparse.Namespace, cookie: bytes | None = None) -> Client:
+    """The command's client of ``--node``. Commands print their answer once it is closed: it
+    then ends the ``waiting for…`` line first (_Waiting.stop), so the answer starts clean."""
     from .client import Client  # the event loop, msgpack, the RPC layer: only to talk to a node
     from .rpc import RpcConfig
 
-    client = Client(args.node, rpc_config=RpcConfig(tries=args.tries) if args.tries else None)
-    args.client = client  # for _waiting: is the node busy with us, or silent?
+    class CommandClient(Client):
+        async def close(self) -> None:
+            waiting: _Waiting | None = getattr(args, "waiting", None)
+            if waiting is not None:
+                waiting.stop()
+            await super().close()
+
+    config = RpcConfig(tries=args.tries) if args.tries else None
+    client = CommandClient(args.node, cookie=cookie, rpc_config=config)
+    args.client = client  # for _Waiting: is the node busy with us, or silent?
     return client
 
 
@@ -540,10 +549,7 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
     from .net import format_addr
 
     shown = format_addr(args.node)
-    ticker = asyncio.ensure_future(_waiting(shown, args)) if sys.stderr.isatty() else None
-    stdout = sys.stdout
-    if ticker is not None:  # the answer's first line wipes the waiting line, not the reverse
-        sys.stdout = _WipesWaiting(stdout, ticker)
+    waiting = args.waiting = _Waiting(shown, args) if sys.stderr.isatty() else None
     try:
         if args.timeout is None:
             return await _checked(args, coro)
@@ -562,37 +568,8 @@ async def _within(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> i
                 ) from None
             raise DhtError(f"{shown} did not answer within {args.timeout:g} s") from None
     finally:
-        sys.stdout = stdout
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-
-
-class _WipesWaiting:
-    """stdout while a command may show ``waiting for…`` on stderr: the first write ends the
-    waiting line (its ``finally`` wipes it) before the answer is printed."""
-
-    def __init__(self, out: Any, ticker: Any) -> None:
-        self._out = out
-        self._ticker = ticker
-
-    def write(self, text: str) -> int:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-            if WAITING_SHOWN[0]:
-                sys.stderr.write("\r\033[K")
-                sys.stderr.flush()
-                WAITING_SHOWN[0] = False
-        return int(self._out.write(text))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._out, name)
-
-
-#: Whether a ``waiting for…`` line is on the terminal now (written by _waiting).
-WAITING_SHOWN = [False]
+        if waiting is not None:
+            waiting.stop()
 
 
 async def _checked(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
@@ -633,33 +610,44 @@ async def _checked(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> 
 WAIT_SHOWN_AFTER = 1.0  # seconds of silence before a command on a terminal says it waits
 
 
-async def _waiting(node: str, args: argparse.Namespace) -> None:
+class _Waiting:
     """``waiting for 127.0.0.1:7109… 3 s (Ctrl-C to stop)`` on stderr, rewritten in place
-    every second once a command has waited WAIT_SHOWN_AFTER, and wiped when it ends;
-    ``127.0.0.1:7109 is still working on it…`` while the node says so (it is busy, not gone)."""
-    import asyncio
+    every second once a command has waited WAIT_SHOWN_AFTER; ``127.0.0.1:7109 is still
+    working on it…`` while the node says so (busy, not gone). :meth:`stop` wipes it: the
+    command's client calls it when it closes, before the answer is printed (_client)."""
 
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    try:
+    def __init__(self, node: str, args: argparse.Namespace) -> None:
+        import asyncio
+
+        self.node = node
+        self.args = args
+        self.shown = False
+        self.task: asyncio.Task[None] | None = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         await asyncio.sleep(WAIT_SHOWN_AFTER)
         while True:
             waited = loop.time() - start
-            client = getattr(args, "client", None)
-            what = (
-                f"{node} is still working on it"
-                if client and client.busy()
-                else (f"waiting for {node}")
-            )
+            client = getattr(self.args, "client", None)
+            busy = client is not None and client.busy()
+            what = f"{self.node} is still working on it" if busy else f"waiting for {self.node}"
             sys.stderr.write(f"\r{what}… {waited:.0f} s (Ctrl-C to stop)\033[K")
-            WAITING_SHOWN[0] = True
             sys.stderr.flush()
+            self.shown = True
             await asyncio.sleep(1.0 - (loop.time() - start) % 1.0)  # once a second, on time
-    finally:
-        if WAITING_SHOWN[0]:
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self.shown:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
-            WAITING_SHOWN[0] = False
+            self.shown = False
 
 
 async def show_answer(

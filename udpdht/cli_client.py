@@ -282,13 +282,9 @@ async def _until_silent(client: Client, within: float) -> bool:
 async def _admin(args: argparse.Namespace) -> int:
     import json
 
-    from .client import Client
     from .net import format_addr
-    from .rpc import RpcConfig
 
-    cookie = _cookie(args, args.node)
-    config = RpcConfig(tries=args.tries) if args.tries else None
-    async with Client(args.node, cookie=cookie, rpc_config=config) as client:
+    async with _client(args, cookie=_cookie(args, args.node)) as client:
         info = await client.ping_info()
         st = await client.status()
         if args.command == "leave":
