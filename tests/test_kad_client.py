@@ -179,6 +179,25 @@ async def test_lookup_finds_the_k_nearest_and_keeps_its_trace() -> None:
     assert trace.rounds == max(q.round for q in trace.queries)
 
 
+async def test_answers_that_name_one_address_under_many_ids_get_it_asked_once() -> None:
+    # A stranger's answers name a victim's address under ever new ids (each nearer the target):
+    # the lookup asks that address once, not once per claimed id.
+    target = b"\x00" * 20
+    victim: Address = ("127.0.0.9", 7000)
+    liar = Contact(b"\xff" * 20, ("127.0.0.8", 7000))
+    claims = iter(range(1, 200))
+    asked: list[Address] = []
+
+    async def ask(c: Contact) -> Answer:
+        asked.append(c.addr)
+        fake = tuple(Contact(next(claims).to_bytes(20, "big"), victim) for _ in range(20))
+        return Answer("contacts", contacts=fake, rtt=0.001)
+
+    clock = iter(range(10_000))
+    await iterative_lookup(target, [liar], ask, clock=lambda: float(next(clock)))
+    assert asked.count(victim) == 1, asked
+
+
 async def test_find_value_stops_at_the_first_holder_or_goes_on() -> None:
     nodes = _random_network(50, seed=3)
     target = b"\x42" * 20

@@ -125,7 +125,14 @@ def test_contacts_keep_well_formed_ones_only() -> None:
         [bytes(20), 5, 1],
     ]
     assert codec.contacts(raw) == [(bytes(20), "127.0.0.1", 7000)]
-    assert len(codec.contacts([good] * 100)) == codec.K
+    many = [[bytes([i]) * 20, "127.0.0.1", 7000 + i] for i in range(100)]
+    assert len(codec.contacts(many)) == codec.K
+    # One address under many ids (or one id at many addresses) counts once: a lookup must not
+    # be steered into sending one victim a question per claimed id.
+    same_addr = [[bytes([i]) * 20, "127.0.0.1", 7000] for i in range(20)]
+    assert codec.contacts(same_addr) == [(bytes(20), "127.0.0.1", 7000)]
+    same_id = [[bytes(20), "127.0.0.1", 7000 + i] for i in range(20)]
+    assert codec.contacts(same_id) == [(bytes(20), "127.0.0.1", 7000)]
     with pytest.raises(DecodeError):
         codec.contacts({"value": 1})
 

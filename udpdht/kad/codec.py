@@ -121,6 +121,8 @@ def decode(data: bytes) -> KadMessage:
     kind = data[0]
     if kind > REPLY:
         raise DecodeError("not a kademlia message (first byte is not 0 or 1)")
+    if kind == REQUEST and len(data) - HEADER > MAX_REQUEST_BODY:  # before decoding it
+        raise DecodeError(f"a kademlia request body is at most {MAX_REQUEST_BODY} bytes")
     msg_id = data[1:HEADER]
     try:
         body = msgpack.unpackb(
@@ -132,8 +134,6 @@ def decode(data: bytes) -> KadMessage:
         raise DecodeError(f"not msgpack: {type(exc).__name__}") from None
     if kind == REPLY:
         return KadReply(msg_id, body)
-    if len(data) - HEADER > MAX_REQUEST_BODY:
-        raise DecodeError(f"a kademlia request body is at most {MAX_REQUEST_BODY} bytes")
     if type(body) is not list or len(body) != 2:
         raise DecodeError("a kademlia request is an array [method, args]")
     method, args = body
@@ -169,15 +169,23 @@ def contact(raw: Any) -> Contact:
 
 
 def contacts(raw: Any) -> list[Contact]:
-    """A find_node answer: at most K well-formed contacts (bad ones are skipped)."""
+    """A find_node answer: at most K well-formed contacts, each id and each address once (bad
+    ones and repeats are skipped: an answer naming one address under 20 ids must not make a
+    lookup send it 20 questions)."""
     if type(raw) is not list:
         raise DecodeError("a find_node answer is an array of contacts")
     found: list[Contact] = []
+    seen: set[object] = set()
     for item in raw[: 4 * K]:
         try:
-            found.append(contact(item))
+            one = contact(item)
         except DecodeError:
             continue
+        addr = one[1:]
+        if one[0] in seen or addr in seen:
+            continue
+        seen.update((one[0], addr))
+        found.append(one)
         if len(found) == K:
             break
     return found

@@ -163,14 +163,16 @@ async def iterative_lookup(
     began = now()
     trace = Trace(target, method)
     known: dict[bytes, Contact] = {}
+    addrs: set[Address] = set()  # each address asked once, whatever ids answers give it
     state: dict[bytes, str] = {}  # id -> asked, answered, failed
 
     def dist(c: Contact) -> int:
         return codec.distance(c.id, target)
 
     for c in start:
-        if c.id != own_id:
+        if c.id != own_id and c.addr not in addrs:
             known.setdefault(c.id, c)
+            addrs.add(c.addr)
     best: int | None = None  # the nearest distance seen before the round
     while True:
         shortlist = sorted((c for c in known.values() if state.get(c.id) != "failed"), key=dist)
@@ -206,9 +208,10 @@ async def iterative_lookup(
                     if not trace.found:
                         trace.found, trace.value = True, answer.value
                 for c in answer.contacts:
-                    if c.id == own_id or c.id in known:
+                    if c.id == own_id or c.id in known or c.addr in addrs:
                         continue
                     known[c.id] = c
+                    addrs.add(c.addr)
                     new += 1
                     nearer = nearer or dist(c) < best
             trace.queries.append(Query(peer, trace.rounds, sent, answer, new, nearer))
