@@ -70,6 +70,7 @@ class KadConfig:
     max_pending: int = 4096  # calls in flight
     max_running: int = 256  # async handlers running at once; requests past it are dropped
     reply_cache: int = 2048  # recent replies kept for resent requests
+    reply_cache_bytes: int = 4 << 20  # ... and their bytes at most (a 60 KB value each: 70)
     reply_ttl: float = 30.0
     max_resends: int = 8  # times a cached reply is sent again (replayed requests cost little)
 
@@ -98,6 +99,7 @@ class KadEndpoint:
         self._recent: OrderedDict[tuple[Address, bytes], tuple[bytes | None, float, int]] = (
             OrderedDict()
         )
+        self._recent_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.addr: Address | None = None
         #: Called with (address, method, args) for every well-formed request, before its
@@ -182,7 +184,7 @@ class KadEndpoint:
 
     def _on_request(self, req: codec.KadRequest, addr: Address, size: int) -> None:
         key = (addr, req.msg_id)
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         seen = self._recent.get(key)
         if seen is not None and now - seen[1] < self.config.reply_ttl:
             self.stats.duplicates += 1
@@ -226,7 +228,7 @@ class KadEndpoint:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._recent.pop((addr, req.msg_id), None)
+            self._forget((addr, req.msg_id))
             self._refused(req, addr, exc)
             return
         self._reply(req, addr, size, value)
@@ -239,10 +241,10 @@ class KadEndpoint:
         try:
             data = codec.encode_reply(req.msg_id, result)
         except DhtError as exc:
-            self._recent.pop((addr, req.msg_id), None)
+            self._forget((addr, req.msg_id))
             self._refused(req, addr, exc)
             return
-        self._remember((addr, req.msg_id), data, time.monotonic())
+        self._remember((addr, req.msg_id), data, asyncio.get_running_loop().time())
         if self._send_reply(data, addr, size):
             self.stats.answered += 1
 
@@ -253,11 +255,21 @@ class KadEndpoint:
         return self._transmit(data, addr)
 
     def _remember(self, key: tuple[Address, bytes], data: bytes | None, now: float) -> None:
+        """Keep ``data`` (None: still running) for resends of the request; the cache is bounded
+        in entries and in bytes, oldest out first."""
+        self._forget(key)
         recent = self._recent
         recent[key] = (data, now, 0)
-        recent.move_to_end(key)
-        while len(recent) > self.config.reply_cache:
-            recent.popitem(last=False)
+        self._recent_bytes += len(data or b"")
+        cfg = self.config
+        while len(recent) > cfg.reply_cache or self._recent_bytes > cfg.reply_cache_bytes:
+            _, (old, _, _) = recent.popitem(last=False)
+            self._recent_bytes -= len(old or b"")
+
+    def _forget(self, key: tuple[Address, bytes]) -> None:
+        entry = self._recent.pop(key, None)
+        if entry is not None:
+            self._recent_bytes -= len(entry[0] or b"")
 
     def transmit(self, data: bytes, addr: Address) -> bool:
         """Send a datagram as it is (a reply a gate held); whether it went."""
