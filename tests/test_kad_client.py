@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import random
 import re
 import socket
@@ -677,3 +678,36 @@ async def _attached_as_user(net: KadNetwork) -> AsyncIterator[Session]:
         yield session
     finally:
         await session.close()
+
+
+async def test_a_stranger_cannot_push_real_contacts_out_of_the_clients_table(
+    kad_network: KadNetwork,
+) -> None:
+    # A review measured it: 20 pings from one address, each under a new id in one bucket,
+    # emptied that bucket of the nodes that had answered us. Requests now only add a sender
+    # where there is room, and each address once.
+    client = KadClient(kad_network.addrs[0])
+    await client.open()
+    try:
+        await client.find_node(client.id)
+        before = {c.addr for c in client.table.contacts()}
+        assert len(before) >= NETWORK_SIZE - 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.1", 0))
+            assert client.addr is not None
+            for i in range(40):  # ids sharing no prefix with ours, then ids next to ours
+                claimed = bytes([client.id[0] ^ 0x80]) + i.to_bytes(19, "big")
+                if i >= 20:
+                    claimed = client.id[:19] + bytes([client.id[19] ^ (i - 19)])
+                ping = codec.encode_request(os.urandom(20), "ping", [claimed])
+                stranger.sendto(ping, ("127.0.0.1", client.addr[1]))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while client.endpoint.stats.answered < 40:  # every ping was answered
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            strangers = [c for c in client.table.contacts() if c.addr == stranger.getsockname()]
+        assert len(strangers) <= 1
+        assert before <= {c.addr for c in client.table.contacts()}
+    finally:
+        await client.close()

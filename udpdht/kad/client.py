@@ -228,14 +228,19 @@ class KadClient:
     # --- answering what kademlia nodes ask -----------------------------------------------------
 
     def _welcome(self, addr: Address, method: str, args: list[Any]) -> None:
-        """Every well-formed request: its sender (id first) goes into the table."""
+        """Every well-formed request: its sender (id first) goes into the table, where there is
+        room, and once per address: ids are the sender's claim, so a stranger must not be able
+        to fill our buckets with one address under many ids and push out nodes that answered
+        us (a full bucket keeps its contacts; answers to our own calls still refresh them)."""
         if method == "stun" or not args:
             return
         try:
             sender = codec.node_id(args[0])
         except DecodeError:
             return
-        self.table.seen(Contact(sender, addr), self._now())
+        if any(c.addr == addr and c.id != sender for c in self.table.contacts()):
+            return
+        self.table.seen(Contact(sender, addr), self._now(), evict=False)
 
     def _rpc_ping(self, addr: Address, sender: Any) -> bytes:
         codec.node_id(sender)

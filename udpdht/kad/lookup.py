@@ -254,10 +254,20 @@ class RoutingTable:
     def __contains__(self, node_id: bytes) -> bool:
         return node_id in self.buckets.get(bucket_of(self.own_id, node_id), {})
 
-    def seen(self, contact: Contact, when: float, rtt: float | None = None) -> None:
+    def seen(
+        self, contact: Contact, when: float, rtt: float | None = None, *, evict: bool = True
+    ) -> None:
+        """Note ``contact`` as heard from. A new one in a full bucket replaces the least
+        recently seen contact, unless ``evict`` is False (a contact that only sent us a request
+        under an id it chose: it may not push out contacts that answered us)."""
         if contact.id == self.own_id:
             return
-        bucket = self.buckets.setdefault(bucket_of(self.own_id, contact.id), OrderedDict())
+        index = bucket_of(self.own_id, contact.id)
+        bucket = self.buckets.get(index)
+        if bucket is None:
+            bucket = self.buckets[index] = OrderedDict()
+        elif contact.id not in bucket and len(bucket) >= self.k and not evict:
+            return
         old = bucket.pop(contact.id, None)
         if old is None and len(bucket) >= self.k:
             bucket.popitem(last=False)
