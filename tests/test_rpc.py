@@ -674,8 +674,13 @@ def test_a_slow_handler_says_it_is_working_and_the_caller_waits_past_its_tries()
 
     async def main() -> None:
         net = SimNetwork(seed=5)
-        config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0)
+        # A small reply cache: the finished answers of other calls must not push the running
+        # request out (it would run twice); max_working on: this caller waits on WORKING.
+        config = RpcConfig(
+            tries=3, initial_rto=0.5, jitter=0.0, max_working=30.0, reply_cache_entries=2
+        )
         client, server = await sim_pair(net, config)
+        server.register("quick", lambda args, peer: "ok")  # not idempotent: its answer is cached
         runs = 0
 
         async def slow(args: dict[str, Any], peer: Address) -> str:
@@ -686,13 +691,43 @@ def test_a_slow_handler_says_it_is_working_and_the_caller_waits_past_its_tries()
 
         server.register("slow", slow)
         loop = asyncio.get_running_loop()
+        rto = client.rto_for(server.addr)
         start = loop.time()
-        assert await client.call(server.addr, "slow") == "done"
+        slow_call = asyncio.ensure_future(client.call(server.addr, "slow"))
+        for _ in range(5):  # answers that fill the small reply cache meanwhile
+            assert await client.call(server.addr, "quick") == "ok"
+        assert await slow_call == "done"
         assert loop.time() - start == pytest.approx(10.0, abs=0.1)
         assert runs == 1
+        # A WORKING answer is an answer: the peer is not taken for a slow one.
+        assert client.rto_for(server.addr) <= rto
         assert server.stats.working_sent >= 3 and client.stats.timeouts == 0
         seen = client.last_working
         assert seen is not None and seen[0] == server.addr and seen[1] == "slow"
+
+    run_virtual(main())
+
+
+def test_a_caller_that_does_not_wait_on_working_gives_up_on_schedule() -> None:
+    # Node-to-node calls (max_working 0): a stranger answering every resend WORKING must not
+    # stretch a lookup hop past its tries (a review measured 30.7 s for a 2-try call).
+    async def main() -> None:
+        net = SimNetwork(seed=7)
+        config = RpcConfig(tries=2, initial_rto=0.5, jitter=0.0)
+        client, server = await sim_pair(net, config)
+        stop = asyncio.Event()
+
+        async def forever(args: dict[str, Any], peer: Address) -> None:
+            await stop.wait()
+
+        server.register("forever", forever)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RpcTimeout):
+            await client.call(server.addr, "forever")
+        assert loop.time() - start == pytest.approx(1.5, abs=0.05)  # 0.5 + 1
+        assert server.stats.working_sent >= 1
+        stop.set()
 
     run_virtual(main())
 

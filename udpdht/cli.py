@@ -514,8 +514,9 @@ def render_status(st: dict[str, Any]) -> str:
 def _client(args: argparse.Namespace, cookie: bytes | None = None) -> Client:
     """The command's client of ``--node``. Commands print their answer once it is closed: it
     then ends the ``waiting for…`` line first (_Waiting.stop), so the answer starts clean."""
-    from .client import Client  # the event loop, msgpack, the RPC layer: only to talk to a node
-    from .rpc import RpcConfig
+    import dataclasses
+
+    from .client import CLIENT_RPC, Client  # the event loop, msgpack, the RPC layer: on demand
 
     class CommandClient(Client):
         async def close(self) -> None:
@@ -524,7 +525,7 @@ def _client(args: argparse.Namespace, cookie: bytes | None = None) -> Client:
                 waiting.stop()
             await super().close()
 
-    config = RpcConfig(tries=args.tries) if args.tries else None
+    config = dataclasses.replace(CLIENT_RPC, tries=args.tries) if args.tries else None
     client = CommandClient(args.node, cookie=cookie, rpc_config=config)
     args.client = client  # for _Waiting: is the node busy with us, or silent?
     return client

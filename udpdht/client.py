@@ -28,6 +28,11 @@ def key_bytes(key: str | bytes) -> bytes:
     return data
 
 
+#: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
+#: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s.
+CLIENT_RPC = RpcConfig(tries=6, max_working=30.0)
+
+
 class Client:
     """``async with Client(("127.0.0.1", 7000)) as c: await c.status()``."""
 
@@ -46,7 +51,7 @@ class Client:
         # The attached node coordinates each request with other nodes (a lookup, the primary,
         # its replicas), which can take longer than one peer's round trip: wait longer than a
         # node waits for a peer before calling the node dead.
-        self._rpc_config = rpc_config or RpcConfig(tries=6)
+        self._rpc_config = rpc_config or CLIENT_RPC
         self._rng = rng
         self._endpoint: RpcEndpoint | None = None
         self._node_id: int | None = None  # the attached node's id, once learnt (admin signs it)

@@ -597,7 +597,7 @@ class Replicator:
                         reply = await self._write_here(key, value, ttl, unless_same=unless_same)
                     else:
                         # Few tries when another target follows (a dead primary costs 0.3 s, not
-                        # 1.7); a live one still busy with it answers "working" and is waited for.
+                        # 1.7).
                         few = self.node.config.lookup_tries if i < len(targets) - 1 else 0
                         reply = await self.node.call_peer(target, "store_write", args, tries=few)
                     stamp, writer = reply["version"]

@@ -2,7 +2,8 @@
 
 A call is a *transaction* (after aioice's ``stun.Transaction``): it sends the request, sets a
 deadline, resends on each expiry with a doubled timeout plus jitter, and fails with
-:class:`~udpdht.errors.RpcTimeout` after the last try. Its pending entry is removed in
+:class:`~udpdht.errors.RpcTimeout` after the last try (a caller with ``max_working`` waits
+longer on a peer that answers its resends "working"). Its pending entry is removed in
 ``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
 (slots of ``TICK`` seconds holding request ids, one armed timer for the earliest slot): a call
 that finishes leaves only its id (an int, which the garbage collector does not track) in its
@@ -28,9 +29,10 @@ until a fresh sample comes, as RFC 6298 §5.5 does. A peer that answers nothing 
 RTO, so a dead one is found as fast as before.
 
 The serving side remembers the encoded reply to each (peer, request id) for a while, so a
-retried request is answered again instead of executed twice; a request whose handler is still
-running is dropped as a duplicate. A handler that raises produces an error reply, never a dead
-task: the caller gets :class:`~udpdht.errors.RemoteError` at once instead of a timeout.
+retried request is answered again instead of executed twice; a resend of a request whose
+handler is still running is answered WORKING (kind 4). A handler that raises produces an
+error reply, never a dead task: the caller gets :class:`~udpdht.errors.RemoteError` at once
+instead of a timeout.
 
 Every sender is a stranger, so the endpoint also defends itself (PROTOCOL.md §6a, SECURITY.md):
 
@@ -117,7 +119,9 @@ class RpcConfig:
     max_window: int = 1024
     min_window: int = 4
     max_backoff: float = 8.0  # a slow peer's RTO grows at most this many times (1: never)
-    max_working: float = 30.0  # how long a peer that says WORKING is waited for in all
+    # How long in all a call whose peer answers WORKING is waited for; 0: WORKING is ignored
+    # (node-to-node calls: a stranger must not stretch a lookup hop to 30 s). Clients: 30 s.
+    max_working: float = 0.0
 
 
 #: What a node runs with unless told otherwise: rate limits at OpenDHT's figures.
@@ -131,7 +135,7 @@ class RpcStats:
     retries: int = 0  # resends of a request after a timeout
     timeouts: int = 0  # calls that failed with RpcTimeout
     dropped_malformed: int = 0  # datagrams that did not decode
-    duplicates: int = 0  # retried requests answered from the cache (or dropped while running)
+    duplicates: int = 0  # retried requests answered from the cache (or WORKING while running)
     unexpected_replies: int = 0  # replies for no pending call, or from the wrong address
     errors_sent: int = 0  # error replies sent
     handler_failures: int = 0  # handlers that raised something other than a RemoteError
@@ -183,10 +187,9 @@ class _Flow:
         self.waiters: deque[asyncio.Future[None]] | None = None  # made when first needed
 
 
-_IN_PROGRESS = b""  # reply-cache marker: the handler has not answered yet
 _UNCHECKED = "?"  # _sendable's answer for a destination not checked yet
 # First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
-# version 1, kind 1..3.
+# version 1, kind 1..4.
 _ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
 _ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING})
 
@@ -264,7 +267,8 @@ class _Transaction:
 
     def expired(self) -> None:
         ep = self.endpoint
-        ep._timed_out(self)
+        if self.working_at < self.sent_at:  # (a WORKING answer to this send is an answer)
+            ep._timed_out(self)
         if self.attempt >= self.tries and not self._still_working():
             ep.stats.timeouts += 1
             elapsed = ep._loop.time() - self.started
@@ -321,10 +325,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot = 0
         self._pending: dict[int, _Transaction] = {}
-        # (peer, rid) -> (answer, expiry, resends); answer is _IN_PROGRESS while running.
+        # (peer, rid) -> (answer, expiry, resends) of finished requests (running ones: _running).
         # Tuples of bytes and floats: the garbage collector stops tracking them.
         self._replies: OrderedDict[tuple[Address, int], tuple[bytes, float, int]] = OrderedDict()
         self._reply_bytes = 0
+        self._running: dict[tuple[Address, int], float] = {}  # (peer, rid) -> when it started
         self._next_purge = 0.0
         self._rtts: dict[Address, _Rtt] = {}
         self._flows: dict[Address, _Flow] = {}  # peers with calls in flight (or waiting)
@@ -402,17 +407,19 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         entry = self._handlers.get(req.method)
         # An idempotent method's answers are never cached: nothing to look up.
         cached = None if entry is not None and entry[2] else self._replies.get(key)
-        if cached is not None:
-            self.stats.duplicates += 1
-            data, expiry, resends = cached
-            if data is _IN_PROGRESS:
+        if cached is None and self._running:
+            started = self._running.get(key)
+            if started is not None:
                 # Still running: say so. Smaller than any request, so no guard needs to hold it
                 # back; the caller stops asking when it gives up (max_working).
-                started = expiry - self.config.reply_cache_ttl
+                self.stats.duplicates += 1
                 self.stats.working_sent += 1
                 elapsed_ms = int(1000 * (self._loop.time() - started))
                 self._send(wire.encode_working(req.rid, elapsed_ms), addr)
                 return
+        if cached is not None:
+            self.stats.duplicates += 1
+            data, expiry, resends = cached
             if resends >= self.config.max_resends:
                 self.stats.resends_refused += 1
                 return
@@ -431,8 +438,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 # Short: under load, best if it fits in 3x the request, needing no token.
                 self._answer(self._error(req, ErrorCode.BUSY, "busy, try later"), req, addr, size)
                 return
-            if not idempotent:
-                self._remember(key, _IN_PROGRESS)
+            if not idempotent:  # (bounded by max_handlers; never evicted while it runs)
+                self._running[key] = self._loop.time()
             self._handlers_running += 1
             task = self._loop.create_task(
                 self._serve_async(handler, req, addr, key, idempotent, size)
@@ -467,18 +474,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     ) -> None:
         try:
             result = await handler(req.args, addr)
-        except asyncio.CancelledError:
-            self._forget(key)
-            raise
         except Exception as exc:
             data = self._error_from(req, exc)
         else:
             data = self._encode_result(req, result)
         finally:
             self._handlers_running -= 1
-        if not idempotent and key in self._replies:  # (gone if evicted meanwhile)
-            self._replies[key] = (data, self._loop.time() + self.config.reply_cache_ttl, 0)
-            self._reply_bytes += len(data)
+            self._running.pop(key, None)
+        if not idempotent:
+            self._remember(key, data)
         self._answer(data, req, addr, size)
 
     def _encode_result(self, req: wire.Request, result: Any) -> bytes:
@@ -607,11 +611,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._next_purge = now + 1.0
             while cache and next(iter(cache.values()))[1] < now:
                 self._reply_bytes -= len(cache.popitem(False)[1][0])
-
-    def _forget(self, key: tuple[Address, int]) -> None:
-        entry = self._replies.pop(key, None)
-        if entry is not None:
-            self._reply_bytes -= len(entry[0])
 
     # --- calling -------------------------------------------------------------------------------
 
@@ -829,12 +828,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if tx is None or tx.addr != addr:
             self.stats.unexpected_replies += 1
             return
+        if self.config.max_working <= 0:
+            return  # this endpoint's calls do not wait on WORKING
         now = self._loop.time()
         tx.working_at = now
         self.last_working = (addr, tx.method, now)
-        est = self._rtts.get(addr)
-        if est is not None:
-            est.heard = now  # alive: a later expiry backs its RTO off instead
 
     # --- the datagram protocol -----------------------------------------------------------------
 
