@@ -906,7 +906,7 @@ class Session:
     async def _kad_lookup(self, cmd: Command) -> str:
         assert cmd.key is not None
         kad = self._kad()
-        from udpdht.kad.client import digest
+        from udpdht.ids import digest
 
         trace = await kad.lookup(digest(cmd.key), method="find_value", stop_at_value=False)
         self._note_kad(kad)

@@ -37,8 +37,9 @@ from shell.commands import KAD_COMMANDS, CommandError, arg_hint, help_text, pars
 from shell.session import Session
 from udpdht import Node
 from udpdht.errors import RpcTimeout
+from udpdht.ids import digest
 from udpdht.kad import codec
-from udpdht.kad.client import KadClient, digest
+from udpdht.kad.client import KadClient
 from udpdht.kad.crosscheck import WrongProtocol, speaks
 from udpdht.kad.endpoint import KadEndpoint
 from udpdht.kad.identity import claim

@@ -94,7 +94,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 async def _lookup(args: argparse.Namespace) -> int:
     from shell import render_kad
 
-    from .kad.client import digest
+    from .ids import digest
 
     async with _kad(args) as kad:
         trace = await kad.lookup(digest(args.key), method="find_value", stop_at_value=False)

@@ -81,3 +81,11 @@ def from_hex(s: str) -> int:
 def short(i: int, digits: int = 8) -> str:
     """A shortened id for display."""
     return to_hex(i)[:digits]
+
+
+def digest(key: object) -> bytes:
+    """A key's 20-byte SHA-1 digest, exactly as ``kademlia.utils.digest`` computes it: bytes
+    are hashed as they are, anything else as ``str(key)`` in UTF-8 (so ``5`` and ``"5"`` are
+    one key). ``udpdht.Server`` and the kad:// client both keep values under it."""
+    data = key if isinstance(key, bytes) else str(key).encode("utf8")
+    return hashlib.sha1(data).digest()

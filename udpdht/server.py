@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import ipaddress
 import json
 import logging
@@ -41,6 +40,8 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
+from .ids import digest
+from .kad.codec import VALUE_TYPES
 from .lookup import PEER_FAILURES
 from .net import Address, check_peer_addr, format_addr, resolve, route_from
 from .node import Node, NodeConfig
@@ -53,7 +54,6 @@ T = TypeVar("T")
 
 #: What kademlia's ``set`` accepts (``kademlia.network.check_dht_value_type``): exact types.
 Value = int | float | bool | str | bytes
-_VALUE_TYPES = (int, float, bool, str, bytes)
 
 #: Copies of each value when ``ksize`` allows (see :class:`Server`).
 DEFAULT_REPLICAS = 3
@@ -62,17 +62,9 @@ DEFAULT_REPLICAS = 3
 STATE_FORMAT = "udpdht.Server/1"
 
 
-def digest(key: object) -> bytes:
-    """A key's 20-byte SHA-1 digest, exactly as ``kademlia.utils.digest`` computes it: bytes
-    are hashed as they are, anything else as ``str(key)`` in UTF-8 (so ``5`` and ``"5"`` are
-    one key)."""
-    data = key if isinstance(key, bytes) else str(key).encode("utf8")
-    return hashlib.sha1(data).digest()
-
-
 def check_dht_value_type(value: object) -> bool:
     """Whether ``set`` takes this value: an int, float, bool, str or bytes (not a subclass)."""
-    return type(value) in _VALUE_TYPES
+    return type(value) in VALUE_TYPES
 
 
 class NodeInfo(NamedTuple):

@@ -18,7 +18,6 @@ identity, that is one contact per user and host, not one per command.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from ..errors import (
     RpcTimeout,
     Unavailable,
 )
+from ..ids import digest
 from ..net import Address, check_peer_addr, format_addr, resolve, unless_refused
 from . import codec
 from .endpoint import KadConfig, KadEndpoint
@@ -56,13 +56,6 @@ LOCAL_KEYS = 1024
 #: ``probe``: ids asked around the node's own (one per bit of common prefix) and spread evenly.
 PROBE_DEPTH = 24
 PROBE_SPREAD = 16
-
-
-def digest(key: str | bytes) -> bytes:
-    """A key's 20-byte id, exactly as ``kademlia.utils.digest`` (and ``udpdht.server.digest``)
-    computes it: bytes as they are, a string in UTF-8, then SHA-1."""
-    data = key if isinstance(key, bytes) else str(key).encode("utf8")
-    return hashlib.sha1(data).digest()
 
 
 class NotSent(ValueError):
