@@ -353,8 +353,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = _key_command(sub, "put", "store a value under a key")
-    p.description = PUT_DESCRIPTION
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument(
         "value",
         metavar="VALUE",
@@ -379,8 +377,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_put)
 
     p = _key_command(sub, "get", "print the value of a key (exit 1 when absent)")
-    p.description = GET_DESCRIPTION
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     shape = p.add_mutually_exclusive_group()
     shape.add_argument(
         "--json",
@@ -671,35 +667,6 @@ async def _status(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     return _run(_within(args, _status(args)))
-
-
-PUT_DESCRIPTION = """store a value under a key
-
-VALUE is stored as a string; with --json it is JSON and may be any msgpack type.
-From stdin ('-') or --file FILE the value is the input's bytes, exactly, unless
---text (a UTF-8 string) or --json (JSON) says otherwise. A value is at most 60,000
-bytes once encoded.
-
-examples:
-  udpdht put greeting hello            # the string "hello"
-  udpdht put n 42 --json               # the integer 42 (without --json: the string "42")
-  udpdht put blob --file photo.jpg     # bytes
-  echo '{"a": [1, 2]}' | udpdht put cfg - --json"""
-
-GET_DESCRIPTION = """print the value of a key (exit 1 when absent)
-
-A string prints as it is; any other type as (TYPE) JSON, so "42" and 42 differ:
-  hello                (a string)      (int) 42          (bool) true
-  (bytes) aGk=         (base64)        (list) [1, "a"]   (nil) null
---json prints JSON that put --json reads back to the same value: bytes are
-{"$bytes": "<base64>"}, maps with non-string keys {"$map": [[k, v], ...]}, NaN and
-infinities {"$float": "NaN"}. --raw writes the bytes themselves.
-
-examples:
-  udpdht get greeting
-  udpdht get blob --raw > photo.jpg
-  udpdht get cfg --json | udpdht put cfg-copy - --json
-  udpdht get session --meta            # version, writer, time left to live"""
 
 
 def _read_input(args: argparse.Namespace) -> bytes:

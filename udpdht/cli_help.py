@@ -28,7 +28,9 @@ HELP: dict[str, tuple[str, list[str]]] = {
     ),
     "put": (
         "Store a value under a key, on every replica before returning. Any node of the ring "
-        "can take the request.",
+        "can take the request. VALUE is a string; with --json it is JSON and may be any "
+        'type (bytes as {"$bytes": "<base64>"}). From stdin (-) or --file FILE the value is '
+        "the input's bytes, unless --text (a UTF-8 string) or --json says otherwise.",
         [
             "udpdht put --node 127.0.0.1:7000 greeting hello",
             "udpdht put --node 127.0.0.1:7000 config '{\"n\": 3}' --json --ttl 3600",
@@ -36,7 +38,10 @@ HELP: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "get": (
-        "Print the value stored under a key; exit status 1 when the key has no value.",
+        "Print the value stored under a key; exit status 1 when the key has no value. A "
+        'string prints as it is, any other type as (TYPE) JSON, so "42" and 42 differ; '
+        "--json prints JSON only, --raw the bytes of a bytes value, --meta its version, "
+        "writer and time to live.",
         [
             "udpdht get --node 127.0.0.1:7000 greeting",
             "udpdht get --node kad://127.0.0.1:8468 greeting   # a kademlia network",
