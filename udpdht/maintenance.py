@@ -90,7 +90,7 @@ class Maintenance:
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
-        self._checked_change = float("nan")  # the neighbourhood change last loop-checked
+        self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
 
     def register(self) -> None:
@@ -133,8 +133,7 @@ class Maintenance:
                 young = self.node.replicator.quiet_for() < self.YOUNG * period
                 changed_at = self.node.replicator.changed_at()
                 if young and changed_at != self._checked_change:
-                    if self._check_loop_soon(near=True):
-                        self._checked_change = changed_at
+                    self._check_loop_soon(changed_at)
                 elif self.node.rng.random() < self.LOOP_CHECK:
                     self._check_loop_soon()
                 pred_heard, at = self.pred_heard
@@ -500,16 +499,17 @@ class Maintenance:
     LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
     YOUNG = 10  # ... or every round, until our neighbourhood has been quiet this many periods
 
-    def _check_loop_soon(self, *, near: bool = False) -> bool:
+    def _check_loop_soon(self, change: float | None = None) -> None:
         """Start a loop check beside the round (its lookup may wait on a far node that is
-        gone: the round must not), unless one runs still; whether it started."""
+        gone: the round must not), unless one runs still. ``change``: the neighbourhood change
+        it is for (it starts near us); counted as checked only once the check got an answer."""
         if self._loop_check is None or self._loop_check.done():
-            self._loop_check = self.node.background(self._check_loop_once(near))
-            return True
-        return False
+            self._loop_check = self.node.background(self._check_loop_once(change))
 
-    async def _check_loop_once(self, near: bool) -> None:
-        await self.check_loop(near=near)
+    async def _check_loop_once(self, change: float | None) -> None:
+        result = await self.check_loop(near=change is not None)
+        if change is not None and result is not None:
+            self._checked_change = change
 
     async def check_loop(self, start: Peer | None = None, *, near: bool = False) -> bool | None:
         """Ask a node from elsewhere (``start``, or a finger or a remembered peer: at random,
