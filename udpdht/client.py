@@ -11,7 +11,7 @@ from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import DhtError, RemoteError, Unauthorized, ValueTooLarge
+from .errors import DhtError, RemoteError, RpcTimeout, Unauthorized, ValueTooLarge
 from .limits import MAX_KEY, MAX_VALUE
 from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve, unless_refused
@@ -112,8 +112,14 @@ class Client:
         """``endpoint.call``, failing with Refused at once when the address's host says that
         nothing listens there (real sockets only)."""
         ep = self.endpoint
-        if addr in self._heard or not isinstance(self._network, UdpNetwork):
+        if not isinstance(self._network, UdpNetwork):
             return await ep.call(addr, method, args, **kw)
+        if addr in self._heard:
+            try:
+                return await ep.call(addr, method, args, **kw)
+            except RpcTimeout:  # it went silent: probe it again next time (a long shell)
+                self._heard.discard(addr)
+                raise
         try:
             probe = wire.encode_request(0, "ping", {})
             result = await unless_refused(ep.call(addr, method, args, **kw), addr, method, probe)
