@@ -709,46 +709,38 @@ def test_a_slow_handler_says_it_is_working_and_the_caller_waits_past_its_tries()
     run_virtual(main())
 
 
+def _time_to_give_up_on_a_peer_that_keeps_working(config: RpcConfig, seed: int) -> float:
+    """How long (virtual s) a call lasts to a peer whose handler never ends, so that it
+    answers every resend WORKING; the call must end in RpcTimeout."""
+
+    async def main() -> float:
+        client, server = await sim_pair(SimNetwork(seed=seed), config)
+        stop = asyncio.Event()
+
+        async def forever(args: dict[str, Any], peer: Address) -> None:
+            await stop.wait()
+
+        server.register("forever", forever)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RpcTimeout):
+            await client.call(server.addr, "forever")
+        assert server.stats.working_sent >= 1
+        stop.set()
+        return loop.time() - start
+
+    return run_virtual(main())
+
+
 def test_a_caller_that_does_not_wait_on_working_gives_up_on_schedule() -> None:
     # Node-to-node calls (max_working 0): a stranger answering every resend WORKING must not
     # stretch a lookup hop past its tries (a review measured 30.7 s for a 2-try call).
-    async def main() -> None:
-        net = SimNetwork(seed=7)
-        config = RpcConfig(tries=2, initial_rto=0.5, jitter=0.0)
-        client, server = await sim_pair(net, config)
-        stop = asyncio.Event()
-
-        async def forever(args: dict[str, Any], peer: Address) -> None:
-            await stop.wait()
-
-        server.register("forever", forever)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        with pytest.raises(RpcTimeout):
-            await client.call(server.addr, "forever")
-        assert loop.time() - start == pytest.approx(1.5, abs=0.05)  # 0.5 + 1
-        assert server.stats.working_sent >= 1
-        stop.set()
-
-    run_virtual(main())
+    config = RpcConfig(tries=2, initial_rto=0.5, jitter=0.0)
+    took = _time_to_give_up_on_a_peer_that_keeps_working(config, seed=7)
+    assert took == pytest.approx(1.5, abs=0.05)  # 0.5 + 1
 
 
 def test_a_peer_that_keeps_saying_working_is_given_up_on_after_max_working() -> None:
-    async def main() -> None:
-        net = SimNetwork(seed=6)
-        config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0, max_working=6.0)
-        client, server = await sim_pair(net, config)
-        stop = asyncio.Event()
-
-        async def forever(args: dict[str, Any], peer: Address) -> None:
-            await stop.wait()
-
-        server.register("forever", forever)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        with pytest.raises(RpcTimeout):
-            await client.call(server.addr, "forever")
-        assert 6.0 <= loop.time() - start <= 6.0 + config.max_rto * 1.5
-        stop.set()
-
-    run_virtual(main())
+    config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0, max_working=6.0)
+    took = _time_to_give_up_on_a_peer_that_keeps_working(config, seed=6)
+    assert 6.0 <= took <= 6.0 + config.max_rto * 1.5
