@@ -87,7 +87,7 @@ from .errors import (
     remote_error,
 )
 from .net import Address, Network, check_peer_addr, format_addr
-from .ratelimit import Buckets, TokenBucket, source_of
+from .ratelimit import Buckets, TokenBucket
 
 log = logging.getLogger("udpdht.rpc")
 
@@ -197,10 +197,6 @@ class _Flow:
 # version 1, kind 1..4.
 _ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
 _ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING})
-
-
-def _looks_like_answer(data: bytes) -> bool:
-    return len(data) > 3 and data[1] == 1 and data[0] in _ANSWER_ARRAYS and data[2] in _ANSWERS
 
 
 class _Transaction:
@@ -361,7 +357,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._answer_sizes: dict[str, int] = {}
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
-        self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._time())
+        self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
+        self._everyone = TokenBucket(self._burst, self._time())
         self._limited = bool(cfg.source_rate or cfg.global_rate)
         # Answers up to this many times their request's size need no token (inf: no guard).
         self._amplification = cfg.amplification or math.inf
@@ -420,11 +417,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cfg = self.config
         now = self._time()
         # The source's own bucket first: a flooding source over its share is dropped without
-        # spending the budget everyone shares.
-        if cfg.source_rate and not self._sources.take(source_of(addr), now):
-            return False
-        burst = cfg.global_burst or 2 * cfg.global_rate
-        return not cfg.global_rate or self._everyone.take(cfg.global_rate, burst, now)
+        # spending the budget everyone shares. (ratelimit.source_of, inline: every datagram.)
+        if cfg.source_rate:
+            host = addr[0]
+            source = addr if host == "127.0.0.1" or host == "::1" else host
+            if not self._sources.take(source, now):
+                return False
+        return not cfg.global_rate or self._everyone.take(cfg.global_rate, self._burst, now)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
         key = (addr, req.rid)
@@ -928,7 +927,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # lookup per datagram. Every datagram counts but the answers to our own calls, told
         # by their first bytes (one that merely looks like an answer is matched against our
         # calls in flight and dropped, which is as cheap).
-        if self._limited and not _looks_like_answer(data) and not self._admit(addr):
+        if (
+            self._limited
+            # not an answer by its first bytes (_ANSWER_ARRAYS, version, kind); inline: every one
+            and not (
+                len(data) > 3 and data[1] == 1 and data[0] in _ANSWER_ARRAYS and data[2] in _ANSWERS
+            )
+            and not self._admit(addr)
+        ):
             self.stats.rate_limited += 1
             return
         if self.foreign is not None and data[:1] < b"\x02":  # rpcudp's first bytes (kad/codec.py)
