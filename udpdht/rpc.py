@@ -15,7 +15,8 @@ A reply is accepted only for a pending request id and only from the address the 
 to.
 
 The first timeout of a call comes from a per-peer estimate (Jacobson/Karels, RFC 6298:
-``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule).
+``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule),
+one sample per round trip however many calls are in flight (RFC 6298 section 3).
 
 Load must never turn into a retransmission storm, so each peer also has a *window*: the calls
 to it in flight at once, like TCP's congestion window: it starts at ``window``, grows by one per
