@@ -341,12 +341,12 @@ def test_pending_table_and_reply_cache_are_bounded() -> None:
         await asyncio.gather(*hanging, return_exceptions=True)
         for i in range(500):
             await client.call(server.addr, "echo", {"x": b"v" * 1000, "i": i})
-        assert len(server._replies) <= 100
-        assert server._reply_bytes <= 50_000
-        # Old entries also age out: after the TTL, one more request leaves one entry.
-        await asyncio.sleep(config.reply_cache_ttl + 1)
+        assert server.cached_replies() <= 100
+        assert server._reply_bytes + server._reply_bytes_old <= 50_000
+        # Old entries also age out: after twice the TTL, one more request leaves one entry.
+        await asyncio.sleep(2 * config.reply_cache_ttl + 1)
         await client.call(server.addr, "echo", {"x": 1})
-        assert len(server._replies) == 1
+        assert server.cached_replies() == 1
 
     run_virtual(main())
 
@@ -509,6 +509,48 @@ def test_a_cached_answer_is_sent_again_a_bounded_number_of_times() -> None:
         await asyncio.sleep(0.5)
         assert server.stats.duplicates == 29
         assert server.stats.resends_refused == 29 - server.config.max_resends
+
+    run_virtual(main())
+
+
+def test_a_cached_answer_is_kept_for_its_ttl_and_while_answers_after_it_are_few() -> None:
+    """The reply cache keeps an answer at least reply_cache_ttl, and while fewer than half of
+    reply_cache_entries answers came after it; past both, the request runs again."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=12)
+        config = RpcConfig(reply_cache_entries=10)
+        client, server = await sim_pair(net, config)
+        runs = 0
+
+        def write(args: dict[str, Any], peer: Address) -> int:
+            nonlocal runs
+            runs += 1
+            return runs
+
+        server.register("write", write)
+        server.register("other", lambda args, peer: "ok")  # cached too
+        request = wire.encode_request(9, "write", {})
+
+        async def replay() -> None:
+            client._send(request, server.addr)
+            await asyncio.sleep(0.1)
+
+        await replay()
+        for _ in range(4):  # fewer than half of the 10 entries after it
+            await client.call(server.addr, "other")
+        await replay()
+        await asyncio.sleep(config.reply_cache_ttl - 1)
+        await replay()
+        assert runs == 1 and server.stats.duplicates == 2
+        await asyncio.sleep(config.reply_cache_ttl + 1)  # past twice the TTL: aged out
+        await replay()
+        assert runs == 2
+        for _ in range(10):  # as many answers after it as the bound: pushed out
+            await client.call(server.addr, "other")
+        await replay()
+        assert runs == 3 and server.stats.duplicates == 2
+        assert server.cached_replies() <= 10
 
     run_virtual(main())
 

@@ -15,7 +15,8 @@ A reply is accepted only for a pending request id and only from the address the 
 to.
 
 The first timeout of a call comes from a per-peer estimate (Jacobson/Karels, RFC 6298:
-``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule).
+``RTO = SRTT + 4·RTTVAR``, clamped), fed only by replies to requests sent once (Karn's rule),
+one sample per round trip however many calls are in flight (RFC 6298 section 3).
 
 Load must never turn into a retransmission storm, so each peer also has a *window*: the calls
 to it in flight at once, like TCP's congestion window: it starts at ``window``, grows by one per
@@ -57,6 +58,7 @@ Every sender is a stranger, so the endpoint also defends itself (PROTOCOL.md §6
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import hmac
@@ -67,7 +69,8 @@ import os
 import random
 import socket
 import struct
-from collections import OrderedDict, deque
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -85,7 +88,7 @@ from .errors import (
     remote_error,
 )
 from .net import Address, Network, check_peer_addr, format_addr
-from .ratelimit import Buckets, TokenBucket, source_of
+from .ratelimit import Buckets, TokenBucket
 
 log = logging.getLogger("udpdht.rpc")
 
@@ -102,9 +105,12 @@ class RpcConfig:
     max_rto: float = 2.0  # ceiling for any single wait
     jitter: float = 0.2  # each wait is stretched by up to this fraction, at random
     max_pending: int = 10_000  # calls in flight at once
-    reply_cache_entries: int = 8192
+    # The reply cache holds two generations of answers, each at most half of these bounds: the
+    # newest 8,192 answers (and 4 MiB of them) are always kept (see RpcEndpoint._remember).
+    reply_cache_entries: int = 16_384
     reply_cache_bytes: int = 8 << 20
-    reply_cache_ttl: float = 30.0  # longer than any caller keeps retrying
+    reply_cache_ttl: float = 30.0  # an answer is kept at least this long (longer than any
+    # caller keeps retrying), and dropped within twice this
     max_resends: int = 8  # times one cached answer is sent again (retransmissions of a call)
     max_peers: int = 8192  # RTT estimates (and address tokens) kept
     max_handlers: int = 512  # coroutine handlers running at once; past that, BUSY
@@ -156,19 +162,20 @@ class _Rtt:
     """What we know of one peer's round trips: the smoothed estimate, and the back-off of
     the RTO while it answers slowly."""
 
-    __slots__ = ("backoff", "heard", "rto", "rttvar", "srtt")
+    __slots__ = ("backoff", "heard", "rto", "rttvar", "srtt", "timed")
 
     def __init__(self, sample: float, now: float, config: RpcConfig) -> None:
         self.srtt = sample
         self.rttvar = sample / 2
         self.backoff = 1.0
         self.heard = now  # loop time of its last answer to any call
+        self.timed = now  # ... of the last answer that gave a sample
         self.rto = 0.0
         self.set_rto(config)
 
     def set_rto(self, config: RpcConfig) -> None:
         """Kept with the estimate, not computed per call: every call reads it (the update
-        per answer is RpcEndpoint._answered)."""
+        per answer is in RpcEndpoint._on_response)."""
         self.rto = min(
             max(self.srtt + 4 * self.rttvar, config.min_rto) * self.backoff, config.max_rto
         )
@@ -187,15 +194,10 @@ class _Flow:
         self.waiters: deque[asyncio.Future[None]] | None = None  # made when first needed
 
 
-_UNCHECKED = "?"  # _sendable's answer for a destination not checked yet
 # First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
 # version 1, kind 1..4.
 _ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
 _ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING})
-
-
-def _looks_like_answer(data: bytes) -> bool:
-    return len(data) > 3 and data[1] == 1 and data[0] in _ANSWER_ARRAYS and data[2] in _ANSWERS
 
 
 class _Transaction:
@@ -210,7 +212,6 @@ class _Transaction:
         "args",
         "attempt",
         "data",
-        "endpoint",
         "flow",
         "future",
         "method",
@@ -227,7 +228,6 @@ class _Transaction:
 
     def __init__(
         self,
-        endpoint: RpcEndpoint,
         rid: int,
         addr: Address,
         method: str,
@@ -237,8 +237,10 @@ class _Transaction:
         rto: float,
         flow: _Flow,
         now: float,
+        slot: int,
+        pad: bool,
+        future: asyncio.Future[Any],
     ) -> None:
-        self.endpoint = endpoint
         self.rid = rid
         self.addr = addr
         self.method = method
@@ -249,53 +251,47 @@ class _Transaction:
         self.flow = flow  # the peer's window, ours while we are in flight
         self.attempt = 1  # sends so far (RpcEndpoint.call makes the first one)
         self.token_retries = 0
-        self.slot = 0  # the timer wheel's slot our current send times out in (0: none)
+        self.slot = slot  # the timer wheel's slot our current send times out in (0: none)
         self.working_at = -1.0  # when the peer last said it is still running the call
-        self.pad = False  # whether the caller asked for padding (RpcEndpoint.call)
-        self.future: asyncio.Future[Any] = endpoint._loop.create_future()
+        self.pad = pad  # whether the caller asked for padding (RpcEndpoint.call)
+        self.future = future
         self.started = self.sent_at = now
 
-    def send(self, now: float) -> None:
-        ep = self.endpoint
+    def send(self, ep: RpcEndpoint, now: float) -> None:
         self.attempt += 1
         self.sent_at = now
         reason = ep._send(self.data, self.addr)
         if reason is not None:
             self.future.set_exception(SendFailed(self.addr, self.method, reason))
             return
-        ep._schedule(self, now + self.rto * (1.0 + ep.config.jitter * ep._rng.random()))
+        ep._schedule(self, now + self.rto * (1.0 + ep.config.jitter * ep._random()))
 
-    def expired(self) -> None:
-        ep = self.endpoint
+    def expired(self, ep: RpcEndpoint) -> None:
         if self.working_at < self.sent_at:  # (a WORKING answer to this send is an answer)
             ep._timed_out(self)
-        if self.attempt >= self.tries and not self._still_working():
+        if self.attempt >= self.tries and not self._still_working(ep):
             ep.stats.timeouts += 1
-            elapsed = ep._loop.time() - self.started
+            elapsed = ep._time() - self.started
             self.future.set_exception(RpcTimeout(self.addr, self.method, self.attempt, elapsed))
             return
         ep.stats.retries += 1
         # Doubled, or the peer's backed-off RTO if that is longer (it is slow, see _timed_out).
         self.rto = min(max(self.rto * 2, ep.rto_for(self.addr)), ep.config.max_rto)
-        self.send(ep._loop.time())
+        self.send(ep, ep._time())
 
-    def _still_working(self) -> bool:
+    def _still_working(self, ep: RpcEndpoint) -> bool:
         """The peer answered our last send with WORKING, and not for too long: keep waiting
         (resending on the capped timeout, as a probe that it is still alive)."""
-        ep = self.endpoint
-        return (
-            self.working_at >= self.sent_at
-            and ep._loop.time() - self.started < ep.config.max_working
-        )
+        return self.working_at >= self.sent_at and ep._time() - self.started < ep.config.max_working
 
-    def retry_with(self, token: bytes) -> None:
+    def retry_with(self, ep: RpcEndpoint, token: bytes) -> None:
         """The peer asks us to prove our address: send the same request with its token."""
         if self.future.done() or self.token_retries >= 2:  # a peer that keeps asking: time out
             return
         self.token_retries += 1
         self.data = wire.encode_request(self.rid, self.method, self.args, token)
-        self.sent_at = self.endpoint._loop.time()  # the RTT sample, if any, starts here
-        reason = self.endpoint._send(self.data, self.addr)
+        self.sent_at = ep._time()  # the RTT sample, if any, starts here
+        reason = ep._send(self.data, self.addr)
         if reason is not None:
             self.future.set_exception(SendFailed(self.addr, self.method, reason))
 
@@ -308,12 +304,22 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        # The stock asyncio loop's time() and create_future() are Python methods around
+        # time.monotonic() and Future(loop=...): called directly, they save a frame each on
+        # every call. Any other loop (uvloop's, the simulator's virtual clock) keeps its own.
+        self._time: Callable[[], float] = loop.time
+        self._new_future: Callable[[], asyncio.Future[Any]] = loop.create_future
+        if type(loop).time is asyncio.BaseEventLoop.time:
+            self._time = time.monotonic
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self._new_future = functools.partial(asyncio.Future, loop=loop)
         # Request ids guard against forged replies, so they come from the OS: a peer we call
         # sees hundreds of our ids, enough to predict a Mersenne Twister's next ones and forge
         # another peer's reply. The simulator passes a seeded Random so that runs repeat
         # exactly (ids, jitter and the token secret); jitter needs no secrecy.
         self._rng: random.Random = rng or random.Random()
+        self._random = self._rng.random  # (for the jitter of each wait)
         self._rid: Callable[[], int] = self._seeded_rid if rng is not None else self._os_rid
         self._rids: list[int] = []  # unused ids from the OS, drawn 256 at a time
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
@@ -325,22 +331,35 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot = 0
         self._pending: dict[int, _Transaction] = {}
-        # (peer, rid) -> (answer, expiry, resends) of finished requests (running ones: _running).
-        # Tuples of bytes and floats: the garbage collector stops tracking them.
-        self._replies: OrderedDict[tuple[Address, int], tuple[bytes, float, int]] = OrderedDict()
-        self._reply_bytes = 0
+        # (peer, rid) -> the answer of a finished request (running ones: _running), in two
+        # generations: new answers go into _replies, which becomes _replies_old when it holds
+        # half of a bound or when the ager fires; the old one is then dropped whole. An answer
+        # sent again is stored as (answer, times resent). Plain dicts, nothing evicted per
+        # answer (an OrderedDict's insert and eviction of the oldest cost ~0.5 us an answer).
+        self._replies: dict[tuple[Address, int], bytes | tuple[bytes, int]] = {}
+        self._replies_old: dict[tuple[Address, int], bytes | tuple[bytes, int]] = {}
+        self._reply_bytes = 0  # of _replies
+        self._reply_bytes_old = 0
+        # A generation is at most half of each bound.
+        self._young_entries = self.config.reply_cache_entries // 2
+        self._young_bytes = self.config.reply_cache_bytes / 2
+        self._ager: asyncio.TimerHandle | None = None  # armed while anything is cached
+        # A dropped generation, freed one entry per new answer: freeing 8,192 at once paused
+        # the loop for 1-2 ms. (Not looked up; empty again before the next one is dropped.)
+        self._dropped: dict[tuple[Address, int], bytes | tuple[bytes, int]] = {}
         self._running: dict[tuple[Address, int], float] = {}  # (peer, rid) -> when it started
-        self._next_purge = 0.0
         self._rtts: dict[Address, _Rtt] = {}
         self._flows: dict[Address, _Flow] = {}  # peers with calls in flight (or waiting)
         self._waiting = 0  # calls waiting for a turn in their peer's window
         self._tokens: dict[Address, bytes] = {}  # tokens peers gave us, sent with each request
-        self._sendable: dict[Address, str | None] = {}  # destination -> why not (None: fine)
+        # destination -> the address the socket sends to, or why it cannot (a str)
+        self._sendable: dict[Address, Address | str] = {}
         #: The largest answer (bytes) seen to each method called with ``pad`` (see call).
         self._answer_sizes: dict[str, int] = {}
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
-        self._everyone = TokenBucket(cfg.global_burst or 2 * cfg.global_rate, self._loop.time())
+        self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
+        self._everyone = TokenBucket(self._burst, self._time())
         self._limited = bool(cfg.source_rate or cfg.global_rate)
         # Answers up to this many times their request's size need no token (inf: no guard).
         self._amplification = cfg.amplification or math.inf
@@ -349,6 +368,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._family_v6 = False
+        self._v4_socket = False  # known to be an IPv4 socket (set by bind)
         #: Bound to ``::`` without IPV6_V6ONLY: IPv4 peers too, as ``::ffff:a.b.c.d`` on the
         #: socket; they are ``a.b.c.d`` everywhere else (ids, tables, rate limits).
         self._dual = False
@@ -376,6 +396,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         sockname = transport.get_extra_info("sockname")
         endpoint.addr = (str(sockname[0]), int(sockname[1]))
         endpoint._family_v6 = ":" in endpoint.addr[0]
+        sock = transport.get_extra_info("socket")
+        endpoint._v4_socket = sock is not None and sock.family == socket.AF_INET
         endpoint._dual = endpoint.addr[0] == "::" and _dual_stack(transport)
         return endpoint
 
@@ -394,43 +416,42 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _admit(self, addr: Address) -> bool:
         """Whether a datagram from ``addr`` fits the rate limits (token buckets)."""
         cfg = self.config
-        now = self._loop.time()
+        now = self._time()
         # The source's own bucket first: a flooding source over its share is dropped without
-        # spending the budget everyone shares.
-        if cfg.source_rate and not self._sources.take(source_of(addr), now):
-            return False
-        burst = cfg.global_burst or 2 * cfg.global_rate
-        return not cfg.global_rate or self._everyone.take(cfg.global_rate, burst, now)
+        # spending the budget everyone shares. (ratelimit.source_of, inline: every datagram.)
+        if cfg.source_rate:
+            host = addr[0]
+            source = addr if host == "127.0.0.1" or host == "::1" else host
+            if not self._sources.take(source, now):
+                return False
+        return not cfg.global_rate or self._everyone.take(cfg.global_rate, self._burst, now)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
         key = (addr, req.rid)
         entry = self._handlers.get(req.method)
-        # An idempotent method's answers are never cached: nothing to look up.
-        cached = None if entry is not None and entry[2] else self._replies.get(key)
-        if cached is None and self._running:
-            started = self._running.get(key)
-            if started is not None:
-                # Still running: say so. Smaller than any request, so no guard needs to hold it
-                # back; the caller stops asking when it gives up (max_working).
-                self.stats.duplicates += 1
-                self.stats.working_sent += 1
-                elapsed_ms = int(1000 * (self._loop.time() - started))
-                self._send(wire.encode_working(req.rid, elapsed_ms), addr)
+        # An idempotent method's answers are never cached, nor its runs kept: nothing to look up.
+        if entry is None or not entry[2]:
+            cached = self._replies.get(key)
+            if cached is None and self._replies_old:
+                cached = self._replies_old.get(key)
+            if cached is not None:
+                self._resend(key, cached, req, addr, size)
                 return
-        if cached is not None:
-            self.stats.duplicates += 1
-            data, expiry, resends = cached
-            if resends >= self.config.max_resends:
-                self.stats.resends_refused += 1
+            if self._running:
+                started = self._running.get(key)
+                if started is not None:
+                    # Still running: say so. Smaller than any request, so no guard needs to hold
+                    # it back; the caller stops asking when it gives up (max_working).
+                    self.stats.duplicates += 1
+                    self.stats.working_sent += 1
+                    elapsed_ms = int(1000 * (self._time() - started))
+                    self._send(wire.encode_working(req.rid, elapsed_ms), addr)
+                    return
+            if entry is None:
+                data = self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method")
+                self._remember(key, data)
+                self._answer(data, req, addr, size)
                 return
-            self._replies[key] = (data, expiry, resends + 1)  # keeps its place
-            self._answer(data, req, addr, size)
-            return
-        if entry is None:
-            data = self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method")
-            self._remember(key, data)
-            self._answer(data, req, addr, size)
-            return
         handler, is_coroutine, idempotent = entry
         if is_coroutine:
             if self._handlers_running >= self.config.max_handlers:
@@ -439,7 +460,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._answer(self._error(req, ErrorCode.BUSY, "busy, try later"), req, addr, size)
                 return
             if not idempotent:  # (bounded by max_handlers; never evicted while it runs)
-                self._running[key] = self._loop.time()
+                self._running[key] = self._time()
             self._handlers_running += 1
             task = self._loop.create_task(
                 self._serve_async(handler, req, addr, key, idempotent, size)
@@ -502,7 +523,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if isinstance(exc, TooManyPending):  # our own calls are saturated: a load, not a bug
             return self._error(req, ErrorCode.BUSY, f"busy: {exc}")
         self.stats.handler_failures += 1
-        if self._log_budget.take(10 / 60, 10.0, self._loop.time()):  # ten a minute at most
+        if self._log_budget.take(10 / 60, 10.0, self._time()):  # ten a minute at most
             log.error("handler for %r failed", req.method, exc_info=exc)
         return self._error(req, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
@@ -525,7 +546,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     # --- address tokens ------------------------------------------------------------------------
 
     def _period(self) -> int:
-        return int(self._loop.time() // self.config.token_period)
+        return int(self._time() // self.config.token_period)
 
     def _token(self, addr: Address, period: int) -> bytes:
         text = f"{addr[0]}\x00{addr[1]}\x00{period}".encode()
@@ -569,7 +590,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _on_deadline(self) -> None:
         self._timer = None
         slots, wheel, pending = self._slots, self._wheel, self._pending
-        now = self._loop.time()
+        now = self._time()
         if slots and now - slots[0] * self.TICK > self.STALL:
             # We fired late: the event loop was busy, so a timeout now says little about the
             # peer. Nodes read last_stall before declaring a peer dead.
@@ -577,40 +598,85 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         tick = self.TICK
         while slots and slots[0] * tick <= now:  # as armed: no rounding of now / tick
             slot = heapq.heappop(slots)
-            for rid in wheel.pop(slot, ()):
+            ids = wheel.pop(slot, None)
+            # Most of these calls ended long ago: when all did (asked in C), nothing to walk.
+            if ids is None or pending.keys().isdisjoint(ids):
+                continue
+            for rid in ids:
                 tx = pending.get(rid)
                 # (a call that ended, or whose resend waits on a later slot, is skipped)
                 if tx is not None and tx.slot == slot and not tx.future.done():
                     tx.slot = 0
-                    tx.expired()  # a resend goes into a later slot
+                    tx.expired(self)  # a resend goes into a later slot
         if slots:
             self._arm(slots[0])
 
     def _remember(self, key: tuple[Address, int], data: bytes) -> None:
-        cache = self._replies
-        cfg = self.config
-        now = self._loop.time()
-        cache[key] = (data, now + cfg.reply_cache_ttl, 0)
-        size = self._reply_bytes + len(data)
-        if len(cache) > cfg.reply_cache_entries:  # full: the oldest goes (each time, once full)
-            size -= len(cache.popitem(False)[1][0])
-        self._reply_bytes = size
-        if size > cfg.reply_cache_bytes or now >= self._next_purge:
-            self._trim(now)
+        """Cache the answer to ``key``'s request.
 
-    def _trim(self, now: float) -> None:
-        """Evict the oldest answers while over a bound, and (at most once a second, off the
-        per-call path) those that expired."""
-        cache = self._replies
-        cfg = self.config
-        while cache and (
-            len(cache) > cfg.reply_cache_entries or self._reply_bytes > cfg.reply_cache_bytes
-        ):
-            self._reply_bytes -= len(cache.popitem(False)[1][0])
-        if now >= self._next_purge:
-            self._next_purge = now + 1.0
-            while cache and next(iter(cache.values()))[1] < now:
-                self._reply_bytes -= len(cache.popitem(False)[1][0])
+        The young generation takes it; once it holds half of ``reply_cache_entries`` or of
+        ``reply_cache_bytes`` it becomes the old one and the old one is dropped, so the cache
+        never holds more than the bounds and always the newest half. Every ``reply_cache_ttl``
+        the same happens by age (the ager), so an answer stays at least that long, at most
+        twice that (unless the bounds push it out sooner). A dropped generation is freed one
+        entry per new answer (see _dropped).
+        """
+        young = self._replies
+        size = self._reply_bytes + len(data)
+        if len(young) >= self._young_entries or size > self._young_bytes:
+            self._age_replies()
+            if self._reply_bytes_old + len(data) > self.config.reply_cache_bytes:  # (over half)
+                self._age_replies()
+            young, size = self._replies, len(data)
+        young[key] = data
+        self._reply_bytes = size
+        if self._dropped:
+            self._dropped.popitem()
+        if self._ager is None:
+            self._ager = self._loop.call_later(self.config.reply_cache_ttl, self._on_ager)
+
+    def _age_replies(self) -> None:
+        """The young generation becomes the old one; the old one is dropped."""
+        self._dropped = self._replies_old
+        self._replies_old, self._reply_bytes_old = self._replies, self._reply_bytes
+        self._replies, self._reply_bytes = {}, 0
+
+    def _on_ager(self) -> None:
+        idle = not self._replies  # no new answer for a while: no one waits on freeing at once
+        self._age_replies()
+        if idle:
+            self._dropped = {}
+        self._ager = (
+            self._loop.call_later(self.config.reply_cache_ttl, self._on_ager)
+            if self._replies_old
+            else None
+        )
+
+    def _resend(
+        self,
+        key: tuple[Address, int],
+        cached: bytes | tuple[bytes, int],
+        req: wire.Request,
+        addr: Address,
+        size: int,
+    ) -> None:
+        """A retransmission of a finished request: its cached answer again (max_resends)."""
+        self.stats.duplicates += 1
+        if type(cached) is bytes:
+            data, resends = cached, 0
+        else:
+            data, resends = cast(tuple[bytes, int], cached)
+        if resends >= self.config.max_resends:
+            self.stats.resends_refused += 1
+            return
+        # In the generation that holds it: it keeps its age.
+        cache = self._replies if key in self._replies else self._replies_old
+        cache[key] = (data, resends + 1)
+        self._answer(data, req, addr, size)
+
+    def cached_replies(self) -> int:
+        """How many answers the reply cache holds now (both generations)."""
+        return len(self._replies) + len(self._replies_old)
 
     # --- calling -------------------------------------------------------------------------------
 
@@ -662,18 +728,28 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 data = self._padded(rid, method, args, data)
             est = self._rtts.get(addr)
             rto = cfg.initial_rto if est is None else est.rto
-            now = self._loop.time()
-            tx = _Transaction(
-                self, rid, addr, method, args, data, tries or cfg.tries, rto, flow, now
-            )
-            tx.pad = pad
-            pending[rid] = tx
+            now = self._time()
             # The first send, as tx.send() does the later ones (inline: every call runs it).
+            when = now + rto * (1.0 + cfg.jitter * self._random())
+            slot = math.ceil(when / self.TICK)
+            tx = _Transaction(
+                rid,
+                addr,
+                method,
+                args,
+                data,
+                tries or cfg.tries,
+                rto,
+                flow,
+                now,
+                slot,
+                pad,
+                self._new_future(),
+            )
+            pending[rid] = tx
             reason = self._send(data, addr)
             if reason is not None:
                 raise SendFailed(addr, method, reason)
-            when = now + rto * (1.0 + cfg.jitter * self._rng.random())
-            slot = tx.slot = math.ceil(when / self.TICK)
             bucket = self._wheel.get(slot)
             if bucket is not None:
                 bucket.append(rid)
@@ -733,39 +809,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 turn.set_result(None)
                 return
 
-    def _answered(self, tx: _Transaction, now: float) -> None:
-        """``tx`` got its answer: feed the RTT estimate (Karn: only from a request sent once)
-        and open the peer's window (by one below its threshold, else by one per window)."""
-        cfg = self.config
-        est = self._rtts.get(tx.addr)
-        if est is None:
-            if tx.attempt == 1:
-                if len(self._rtts) >= cfg.max_peers:
-                    del self._rtts[next(iter(self._rtts))]
-                self._rtts[tx.addr] = _Rtt(now - tx.sent_at, now, cfg)
-        else:
-            if tx.attempt == 1:  # RFC 6298 (inline: it runs for every answer)
-                sample = now - tx.sent_at
-                srtt = est.srtt
-                diff = srtt - sample
-                rttvar = est.rttvar = 0.75 * est.rttvar + 0.25 * (diff if diff >= 0 else -diff)
-                srtt = est.srtt = 0.875 * srtt + 0.125 * sample
-                est.backoff = 1.0
-                rto = srtt + 4 * rttvar
-                if rto < cfg.min_rto:
-                    rto = cfg.min_rto
-                est.rto = rto if rto < cfg.max_rto else cfg.max_rto
-            est.heard = now
-        flow = tx.flow
-        window = flow.window
-        if window < cfg.max_window:
-            window += 1.0 if window < flow.threshold else 1.0 / window
-            flow.window = window if window < cfg.max_window else cfg.max_window
-
     def _timed_out(self, tx: _Transaction) -> None:
         """A send of ``tx`` got no answer in time. If its peer answered others since, it is
         alive but slow: back its RTO off, and halve its window (once a round trip)."""
-        now = self._loop.time()
+        now = self._time()
         est = self._rtts.get(tx.addr)
         if est is None or est.heard < tx.sent_at:
             return  # no sign of life: a loss, or a dead peer (found as fast as ever)
@@ -806,7 +853,38 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # (Only sizes padding can cover: one huge answer must not turn padding off.)
         if tx.pad and self._answer_sizes.get(tx.method, 0) < size <= self.PAD_FACTOR * self.MAX_PAD:
             self._answer_sizes[tx.method] = size
-        self._answered(tx, self._loop.time())
+        # Feed the RTT estimate and open the peer's window (by one below its threshold, else by
+        # one per window). Inline: every answer. A sample comes only from a request sent once
+        # (Karn) and after the last sample came: one a round trip, as TCP without timestamps
+        # takes them (RFC 6298 section 3 asks for at least that), however many calls are in
+        # flight; the estimate is then per round trip, as its gains (1/8, 1/4) assume.
+        now = self._time()
+        cfg = self.config
+        est = self._rtts.get(addr)
+        if est is None:
+            if tx.attempt == 1:
+                if len(self._rtts) >= cfg.max_peers:
+                    del self._rtts[next(iter(self._rtts))]
+                self._rtts[addr] = _Rtt(now - tx.sent_at, now, cfg)
+        else:
+            if tx.attempt == 1 and tx.sent_at >= est.timed:  # RFC 6298
+                est.timed = now
+                sample = now - tx.sent_at
+                srtt = est.srtt
+                diff = srtt - sample
+                rttvar = est.rttvar = 0.75 * est.rttvar + 0.25 * (diff if diff >= 0 else -diff)
+                srtt = est.srtt = 0.875 * srtt + 0.125 * sample
+                est.backoff = 1.0
+                rto = srtt + 4 * rttvar
+                if rto < cfg.min_rto:
+                    rto = cfg.min_rto
+                est.rto = rto if rto < cfg.max_rto else cfg.max_rto
+            est.heard = now
+        flow = tx.flow
+        window = flow.window
+        if window < cfg.max_window:
+            window += 1.0 if window < flow.threshold else 1.0 / window
+            flow.window = window if window < cfg.max_window else cfg.max_window
         if type(msg) is wire.Reply:
             future.set_result(msg.result)
         else:
@@ -821,7 +899,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if len(self._tokens) >= self.config.max_peers and addr not in self._tokens:
             del self._tokens[next(iter(self._tokens))]
         self._tokens[addr] = msg.token
-        tx.retry_with(msg.token)
+        tx.retry_with(self, msg.token)
 
     def _on_working(self, msg: wire.Working, addr: Address) -> None:
         tx = self._pending.get(msg.rid)
@@ -830,7 +908,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             return
         if self.config.max_working <= 0:
             return  # this endpoint's calls do not wait on WORKING
-        now = self._loop.time()
+        now = self._time()
         tx.working_at = now
         self.last_working = (addr, tx.method, now)
 
@@ -841,7 +919,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if len(addr) != 2:  # IPv6 sockets report (host, port, flowinfo, scope_id)
+        # IPv6 sockets report (host, port, flowinfo, scope_id); IPv4 ones never need the check.
+        if not self._v4_socket and len(addr) != 2:
             addr = (addr[0], addr[1])
             if self._dual and addr[0].startswith("::ffff:"):  # an IPv4 peer of a dual socket
                 addr = (addr[0][7:], addr[1])
@@ -849,7 +928,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # lookup per datagram. Every datagram counts but the answers to our own calls, told
         # by their first bytes (one that merely looks like an answer is matched against our
         # calls in flight and dropped, which is as cheap).
-        if self._limited and not _looks_like_answer(data) and not self._admit(addr):
+        if (
+            self._limited
+            # not an answer by its first bytes (_ANSWER_ARRAYS, version, kind); inline: every one
+            and not (
+                len(data) > 3 and data[1] == 1 and data[0] in _ANSWER_ARRAYS and data[2] in _ANSWERS
+            )
+            and not self._admit(addr)
+        ):
             self.stats.rate_limited += 1
             return
         if self.foreign is not None and data[:1] < b"\x02":  # rpcudp's first bytes (kad/codec.py)
@@ -860,13 +946,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         except DhtError:
             self.stats.dropped_malformed += 1
             return
+        size = len(data)
         stats = self.stats
         stats.received += 1
-        stats.bytes_received += len(data)
+        stats.bytes_received += size
         if type(msg) is wire.Request:
-            self._on_request(msg, addr, len(data))
+            self._on_request(msg, addr, size)
         elif type(msg) is wire.Reply or type(msg) is wire.ErrorReply:
-            self._on_response(msg, addr, len(data))
+            self._on_response(msg, addr, size)
         elif type(msg) is wire.Retry:
             self._on_retry(msg, addr)
         elif type(msg) is wire.Working:
@@ -890,12 +977,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         transport = self._transport
         if transport is None:
             return "the endpoint is closed"
-        why = self._sendable.get(addr, _UNCHECKED)
-        if why is _UNCHECKED:
-            why = self._check_destination(addr)
-        if why is None:
+        to = self._sendable.get(addr)
+        if to is None:
+            to = self._check_destination(addr)
+        if type(to) is tuple:
             try:
-                transport.sendto(data, addr if not self._dual or ":" in addr[0] else _mapped(addr))
+                transport.sendto(data, to)
             except Exception as exc:  # uvloop raises here what asyncio hands to error_received
                 why = f"{type(exc).__name__}: {exc}"
             else:
@@ -903,22 +990,29 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 stats.sent += 1
                 stats.bytes_sent += len(data)
                 return None
+        else:
+            why = str(to)
         self.stats.send_errors += 1
         return why
 
-    def _check_destination(self, addr: Address) -> str | None:
+    def _check_destination(self, addr: Address) -> Address | str:
+        """Where the socket sends a datagram for ``addr`` (itself, or its IPv4-mapped form on
+        a dual-stack socket), or why it cannot; remembered per destination."""
+        to: Address | str
         try:
             check_peer_addr(*addr)
         except (TypeError, ValueError) as exc:
-            why: str | None = str(exc)
+            to = str(exc)
         else:
             v6 = ":" in addr[0]
-            ok = v6 == self._family_v6 or self._dual
-            why = None if ok else "the address is not of this socket's family"
+            if v6 != self._family_v6 and not self._dual:
+                to = "the address is not of this socket's family"
+            else:
+                to = (addr[0], addr[1]) if not self._dual or v6 else _mapped(addr)
         if len(self._sendable) >= self.config.max_peers:
             self._sendable.clear()
-        self._sendable[addr] = why
-        return why
+        self._sendable[addr] = to
+        return to
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -934,6 +1028,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._timer = None
         self._wheel.clear()
         self._slots.clear()
+        if self._ager is not None:
+            self._ager.cancel()
+            self._ager = None
         for flow in self._flows.values():
             for turn in flow.waiters or ():
                 if not turn.done():
