@@ -16,7 +16,8 @@ how to make Chord correct", 2017), and checks what peers claim before it acts on
 * **check_predecessor** pings the predecessor; one declared dead is dropped and the next takes
   its place (node.Node.peer_failed: two failures in a row, not one).
 * **fix_fingers** refreshes one finger per round that needs a lookup; fingers the leafset can
-  answer for are filled for free.
+  answer for are filled for free. The lookup asks our best guess at the owner first (the
+  finger as it stands, or a node heard from since that is nearer): one hop, mostly.
 * **leaving** is taken only from the leaving node itself.
 * **rejoin**: a node that had peers and lost them all joins again through the peers it
   remembers and its bootstrap addresses, instead of serving as a ring of one.
@@ -141,7 +142,7 @@ class Maintenance:
                 if pred is None or pred.id != pred_heard or start - at > self.round_period():
                     await self.check_predecessor()
                 self._finger_wait -= 1
-                if self._finger_wait <= 0 or young:
+                if self._finger_wait <= 0:
                     changed = await self.fix_fingers()
                     skip = 1 if changed else min(2 * self._finger_skip, self.MAX_FINGER_SKIP)
                     self._finger_skip = self._finger_wait = skip
@@ -420,7 +421,10 @@ class Maintenance:
                 try:
                     # Unconfirmed, but checked against what we know (lookup.plausible_owner):
                     # a finger is only a shortcut; the owner of a key is always confirmed.
-                    owner = (await self.node.lookup_id(start, confirm=False)).owner
+                    # Our best guess at the owner is asked first (_finger_guess): it mostly
+                    # names the owner from its own leafset, one hop instead of several.
+                    via = self._finger_guess(start, self.node.fingers.entries[i])
+                    owner = (await self.node.lookup_id(start, confirm=False, via=via)).owner
                 except (LookupFailed, *PEER_FAILURES):
                     return True  # (a failure is news: look again next round)
                 looked_up = True
@@ -434,6 +438,22 @@ class Maintenance:
             if looked_up or nxt >= ids.BITS:
                 return changed
         return changed
+
+    FINGER_VIEW_AGE = 60.0  # seconds: a node not heard from for longer is not guessed
+
+    def _finger_guess(self, start: int, current: Peer | None) -> Peer | None:
+        """The node to ask first for the owner of a finger's ``start``: the first node at or
+        after it among those heard from lately (node.view), or the finger as it stands if that
+        is nearer. Either is at or just after the owner (nodes that joined before it since lie
+        in its leafset), so it mostly names the owner itself."""
+        since = asyncio.get_running_loop().time() - self.FINGER_VIEW_AGE
+        seen = self.node.view.holders(start, 1, since)
+        guess = seen[0] if seen and seen[0].id != self.node.id else None
+        if guess is None or (
+            current is not None and ids.distance(start, current.id) <= ids.distance(start, guess.id)
+        ):
+            return current
+        return guess
 
     def agreed(self) -> bool:
         """Whether our predecessor and our successor both named us lately (their successor,
