@@ -29,8 +29,9 @@ leafset changed (or a peer failed) rounds come twice as often, so a ring settles
 joins; once the leafset has stayed the same for ``CALM_ROUNDS`` rounds they come half as often
 (any change brings the full rate back at once); the predecessor is pinged only when it has
 not notified us within the round (its notify is the liveness evidence a ping would fetch); and
-finger refreshes that find nothing new come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round (a
-finger that changes brings every round back).
+finger refreshes that fill no empty finger come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round
+(an empty finger brings every round back: a nearer owner found for a finger does not, as its old
+node was a valid shortcut still).
 """
 
 from __future__ import annotations
@@ -129,13 +130,15 @@ class Maintenance:
                 failures = self.failures
                 await self.stabilize()
                 # Once per change of our neighbourhood while it is young (after joins, when
-                # loops form), starting near us; in a share of all rounds from a random far
-                # node (the net for what the first misses: loops, rings after a partition).
+                # loops form), starting near us; once it is quiet, in a share of the rounds from
+                # a random far node (the net for what the first misses: loops, rings after a
+                # partition). While young, those found nothing the first did not, at twice
+                # the hops (1,000 nodes by joins: 166k datagrams instead of 191k).
                 young = self.node.replicator.quiet_for() < self.YOUNG * period
                 changed_at = self.node.replicator.changed_at()
                 if young and changed_at != self._checked_change:
                     self._check_loop_soon(changed_at)
-                elif self.node.rng.random() < self.LOOP_CHECK:
+                elif not young and self.node.rng.random() < self.LOOP_CHECK:
                     self._check_loop_soon()
                 pred_heard, at = self.pred_heard
                 pred = self.node.leafset.predecessor
@@ -409,7 +412,7 @@ class Maintenance:
 
     async def fix_fingers(self) -> bool:
         """Refresh fingers from where the last round stopped, up to one lookup's worth;
-        whether a finger changed."""
+        whether it filled an empty finger (or its lookup failed): news worth the next round."""
         changed = False
         for _ in range(ids.BITS):
             i = self._next_finger
@@ -430,7 +433,7 @@ class Maintenance:
                 looked_up = True
             if owner.id != self.node.id:
                 old = self.node.fingers.entries[i]
-                changed = changed or old is None or old.id != owner.id
+                changed = changed or old is None  # (a nearer owner: set, but no news)
                 nxt = self.node.fingers.set(i, owner)
             else:
                 nxt = i + 1
@@ -517,7 +520,7 @@ class Maintenance:
         return self._nearest_after(asker, self.node.id)
 
     LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
-    YOUNG = 10  # ... or every round, until our neighbourhood has been quiet this many periods
+    YOUNG = 10  # ... or once per change instead, until our neighbourhood has been quiet this long
 
     def _check_loop_soon(self, change: float | None = None) -> None:
         """Start a loop check beside the round (its lookup may wait on a far node that is
