@@ -7,7 +7,8 @@ how to make Chord correct", 2017), and checks what peers claim before it acts on
   others at once and take the nearest that does (a run of dead successors costs one timeout).
   The successor list becomes ``[s] + s's list`` (cut to L/2, cut where it wraps past us). If
   ``s`` knows of nodes between us and it, the nearest is asked directly and adopted only if it
-  answers. Then ``s`` is notified.
+  answers. Then ``s`` is notified, unless that would change nothing (it noted our
+  ``neighbors`` call as its predecessor's, and holds our predecessors already).
 * **rectify** (on a notify from ``n``): ``n`` becomes the predecessor if there is none, if it
   lies between the current one and us, or if the current one no longer answers, and only once
   ``n`` has answered ``neighbors`` naming us as its successor (a stranger's socket that answers
@@ -28,7 +29,8 @@ What a round costs follows what changes, not the clock. For ``FAST_ROUNDS`` roun
 leafset changed (or a peer failed) rounds come twice as often, so a ring settles sooner after
 joins; once the leafset has stayed the same for ``CALM_ROUNDS`` rounds they come half as often
 (any change brings the full rate back at once); the predecessor is pinged only when it has
-not notified us within the round (its notify is the liveness evidence a ping would fetch); and
+not notified us, nor asked our neighbours as its successor's, within the round (the liveness
+evidence a ping would fetch); and
 finger refreshes that fill no empty finger come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round
 (an empty finger brings every round back: a nearer owner found for a finger does not, as its old
 node was a valid shortcut still).
@@ -45,8 +47,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import ids
 from .errors import BadRequest, DhtError
 from .lookup import PEER_FAILURES, LookupFailed
-from .net import Address, format_addr
-from .routing import Peer, arg_id
+from .net import Address, check_peer_addr, format_addr
+from .routing import Peer, arg_id, ordered_run
 
 if TYPE_CHECKING:
     from .node import Node
@@ -76,12 +78,16 @@ class Maintenance:
         self._rejoin_wait = node.config.stabilize_period
         self._next_save = 0.0
         self._checks: dict[tuple[str, int], asyncio.Task[Any]] = {}  # see _shared
-        #: The predecessor that last told us we are its successor (a notify), and when: the
+        #: The predecessor that last told us we are its successor (a notify, or a ``neighbors``
+        #: call as its successor's: _noted), and when: the
         #: link between us is mutual, so the range we are primary for is what it thinks too.
         self.pred_heard: tuple[int, float] = (-1, float("-inf"))
         #: The successor that last named us its predecessor (its ``neighbors`` answer), and
         #: when: it no longer takes writes for our range.
         self.succ_heard: tuple[int, float] = (-1, float("-inf"))
+        #: The successor whose last ``neighbors`` answer said that it noted us as its
+        #: predecessor (``pred``: our call counted as a notify's liveness evidence).
+        self._noted_by: int | None = None
         self._loop_check: asyncio.Task[None] | None = None
         self.calm = 0  # rounds since the leafset last changed (or a peer failed)
         self._finger_skip = 1  # run fix_fingers one round in this many
@@ -208,7 +214,16 @@ class Maintenance:
         if preds and preds[0].id == self.node.id:
             self.succ_heard = (succ.id, asyncio.get_running_loop().time())
         self.node.member = True
-        await self.notify(succ)
+        # A notify that would change nothing is left out: the successor has noted our call as
+        # its predecessor's (pred_heard), and its predecessor list is what the notify would
+        # make it. (Half the datagrams of a round with nothing new.)
+        if self._noted_by != succ.id or [p.id for p in preds] != [
+            p.id
+            for p in ordered_run(
+                succ.id, [self.node.peer, *ls.predecessors], ls.half, clockwise=False
+            )
+        ]:
+            await self.notify(succ)
 
     async def walk_back(
         self,
@@ -250,7 +265,7 @@ class Maintenance:
                 break
             nearest = min(between, key=lambda p: ids.distance(self.node.id, p.id))
             try:
-                nearer_succs, preds, hint = await self.neighbors_of(nearest)
+                nearer_succs, preds, hint = await self.neighbors_of(nearest, successor=True)
             except PEER_FAILURES as exc:
                 self.node.peer_failed(nearest, exc)
                 break
@@ -265,7 +280,7 @@ class Maintenance:
         so that a run of dead successors costs one timeout, not one each."""
         first = candidates[0]
         try:
-            return first, await self.neighbors_of(first)
+            return first, await self.neighbors_of(first, successor=True)
         except PEER_FAILURES as exc:
             self.node.peer_failed(first, exc)
         rest = candidates[1 : self.node.leafset.half + 2]
@@ -471,17 +486,22 @@ class Maintenance:
         return p == pred.id and s == succ.id and p_at >= fresh and s_at >= fresh
 
     async def neighbors_of(
-        self, peer: Peer, *, tries: int = 0
+        self, peer: Peer, *, tries: int = 0, successor: bool = False
     ) -> tuple[list[Peer], list[Peer], Peer | None]:
         """A peer's successor list, predecessor list, and its hint for us (see _hint_for).
+        ``successor``: stabilize asks the node it takes for its successor (``succ``): if we
+        are its predecessor, it notes our call as a notify's liveness evidence and says so.
 
         Raises one of PEER_FAILURES.
         """
-        reply = await self.node.call_peer(
-            peer, "neighbors", {"id": ids.to_bytes(self.node.id)}, tries=tries, pad=True
-        )
+        args: dict[str, Any] = {"id": ids.to_bytes(self.node.id)}
+        if successor:
+            args["succ"] = True
+        reply = await self.node.call_peer(peer, "neighbors", args, tries=tries, pad=True)
         if reply["id"] != ids.to_bytes(peer.id):
             raise ValueError(f"{peer} answered with another node's id")
+        if successor:
+            self._noted_by = peer.id if reply.get("pred") is True else None
         hint = reply.get("hint")
         hints = self.node.parse_peers([hint]) if hint is not None else []  # a failed id check: none
         return (
@@ -505,9 +525,25 @@ class Maintenance:
             "preds": [p.to_wire() for p in ls.predecessors],
         }
         if "id" in args:
-            hint = self._hint_for(arg_id(args, "id"))
+            asker = arg_id(args, "id")
+            hint = self._hint_for(asker)
             reply["hint"] = hint.to_wire() if hint is not None else None
+            if args.get("succ") is True:
+                reply["pred"] = self._noted(asker, src)
         return reply
+
+    def _noted(self, asker: int, src: Address) -> bool:
+        """Our predecessor asks us for our neighbours as its successor (stabilize): the
+        liveness evidence a notify brings (pred_heard), noted; whether it was ours."""
+        pred = self.node.leafset.predecessor
+        try:
+            addr = check_peer_addr(*src)
+        except ValueError:
+            return False
+        if pred is None or pred.id != asker or pred.addr != addr:
+            return False
+        self.pred_heard = (pred.id, asyncio.get_running_loop().time())
+        return True
 
     def _hint_for(self, asker: int) -> Peer | None:
         """The nearest node we know that follows ``asker`` and precedes us.
