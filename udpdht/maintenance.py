@@ -32,8 +32,8 @@ joins; once the leafset has stayed the same for ``CALM_ROUNDS`` rounds they come
 not notified us, nor asked our neighbours as its successor's, within the round (the liveness
 evidence a ping would fetch); and
 finger refreshes that fill no empty finger come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round
-(an empty finger brings every round back: a nearer owner found for a finger does not, as its old
-node was a valid shortcut still).
+(an empty finger, or a peer declared dead, brings every round back: a nearer owner found for a
+finger does not, as its old node was a valid shortcut still).
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class Maintenance:
         self.calm = 0  # rounds since the leafset last changed (or a peer failed)
         self._finger_skip = 1  # run fix_fingers one round in this many
         self._finger_wait = 0  # rounds until the next fix_fingers
+        self._fingers_doubted = float("-inf")  # fix_fingers every round until then (forget)
         self.failures = 0  # peers that failed to answer (Node.peer_failed counts them)
         self._next_probe = 0.0  # loop time of the next probe of a remembered peer
         self._probe_turn = 0  # which absent remembered peer is probed next
@@ -113,8 +114,12 @@ class Maintenance:
         self._next_finger = 0
 
     def forget(self, peer_id: int) -> None:
-        """A peer declared dead or gone: no hint may point at it any more."""
+        """A peer declared dead: no hint may point at it any more; and nodes are gone, so
+        fingers may point at others of them still: they are refreshed every round for YOUNG
+        periods."""
         self._notifiers.pop(peer_id, None)
+        now = asyncio.get_running_loop().time()
+        self._fingers_doubted = now + self.YOUNG * self.node.config.stabilize_period
 
     def round_period(self) -> float:
         """The mean seconds between rounds now: half the configured period right after a
@@ -151,7 +156,8 @@ class Maintenance:
                 if pred is None or pred.id != pred_heard or start - at > self.round_period():
                     await self.check_predecessor()
                 self._finger_wait -= 1
-                if self._finger_wait <= 0:
+                # Every round while a peer declared dead lately casts doubt on them (forget).
+                if self._finger_wait <= 0 or start < self._fingers_doubted:
                     changed = await self.fix_fingers()
                     skip = 1 if changed else min(2 * self._finger_skip, self.MAX_FINGER_SKIP)
                     self._finger_skip = self._finger_wait = skip
