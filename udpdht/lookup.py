@@ -71,14 +71,22 @@ def plausible_owner(key: int, answerer: Peer, owner: Peer, known: Iterable[Peer]
 
 
 async def iterative_lookup(
-    node: Node, key: int, *, start: Address | None = None, confirm: bool = True
+    node: Node,
+    key: int,
+    *,
+    start: Address | None = None,
+    confirm: bool = True,
+    via: Peer | None = None,
 ) -> Lookup:
     """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
 
     Each hop returns a few candidates; one that does not answer is dropped and the next-best
     asked. ``start`` begins at a node given by address (joining: we know no one yet).
     ``confirm``: the owner must confirm its ownership itself (one more call unless the last
-    hop was the owner).
+    hop was the owner). ``via``: a node of our tables to ask first, before those our tables
+    route to (a refresh of a finger asks the finger itself, which names a node that joined
+    just before it from its own leafset: one hop instead of a lookup's several); an answer
+    that does not end the lookup is one more source of candidates.
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
@@ -93,7 +101,8 @@ async def iterative_lookup(
             known[p.id] = p
     else:
         queue = [Peer(-1, start)]  # id unknown until it answers; we are not in the ring yet
-    first: list[Peer] = []  # nodes to ask before the queue: owners to confirm, contradictions
+    # nodes to ask before the queue: owners to confirm, contradictions (and ``via``)
+    first: list[Peer] = [via] if via is not None and start is None else []
     claim: Lookup | None = None  # the last claim not (yet) confirmed: better than nothing
     hops: list[Hop] = []
     failures: list[str] = []

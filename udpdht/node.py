@@ -593,19 +593,25 @@ class Node:
         return await self.lookup_id(ids.hash_key(key))
 
     async def lookup_id(
-        self, key: int, *, start: Address | None = None, confirm: bool = True
+        self,
+        key: int,
+        *,
+        start: Address | None = None,
+        confirm: bool = True,
+        via: Peer | None = None,
     ) -> Lookup:
         """Find the owner of a ring position; ``start`` begins at a node given by address.
 
         ``confirm``: ask the owner itself before believing whoever named it (lookup.py). The
         store skips it: the owner checks its own responsibility when it gets the read or write.
+        ``via``: a node of our tables to ask first (lookup.iterative_lookup).
         """
         if not self.lookup_observers:
-            return await iterative_lookup(self, key, start=start, confirm=confirm)
+            return await iterative_lookup(self, key, start=start, confirm=confirm, via=via)
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
-            found = await iterative_lookup(self, key, start=start, confirm=confirm)
+            found = await iterative_lookup(self, key, start=start, confirm=confirm, via=via)
         except Exception:
             self._observe_lookup(None, loop.time() - began)
             raise

@@ -243,13 +243,17 @@ class FingerTable:
 
         Returns the index of the next finger that still needs a lookup (160 when none).
         """
-        self.entries[i] = peer  # even when it wraps past the start: a valid candidate still
+        entries = self.entries
+        changed = entries[i] != peer
+        entries[i] = peer  # even when it wraps past the start: a valid candidate still
         span = ids.distance(self.own, peer.id)
         j = i + 1
         while j < ids.BITS and (1 << j) <= span:  # start(j) is own + 2**j
-            self.entries[j] = peer
+            changed = changed or entries[j] != peer
+            entries[j] = peer
             j += 1
-        self._refresh()
+        if changed:  # (else distinct() stays the same list: next_hop's index stays valid)
+            self._refresh()
         return j
 
     def remove(self, node_id: int) -> bool:
