@@ -31,9 +31,10 @@ joins; once the leafset has stayed the same for ``CALM_ROUNDS`` rounds they come
 (any change brings the full rate back at once); the predecessor is pinged only when it has
 not notified us, nor asked our neighbours as its successor's, within the round (the liveness
 evidence a ping would fetch); and
-finger refreshes that fill no empty finger come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round
-(an empty finger, or a peer declared dead, brings every round back: a nearer owner found for a
-finger does not, as its old node was a valid shortcut still).
+finger refreshes that change no finger come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round
+(a finger that changes, or a peer declared dead, brings every round back: after a thousand
+joins through one node, fingers that found nearer owners but backed off still took 11 hops a
+lookup once the leafsets were ideal, against 4.6).
 """
 
 from __future__ import annotations
@@ -433,7 +434,7 @@ class Maintenance:
 
     async def fix_fingers(self) -> bool:
         """Refresh fingers from where the last round stopped, up to one lookup's worth;
-        whether it filled an empty finger (or its lookup failed): news worth the next round."""
+        whether a finger changed (or its lookup failed): news worth the next round."""
         changed = False
         for _ in range(ids.BITS):
             i = self._next_finger
@@ -454,7 +455,8 @@ class Maintenance:
                 looked_up = True
             if owner.id != self.node.id:
                 old = self.node.fingers.entries[i]
-                changed = changed or old is None  # (a nearer owner: set, but no news)
+                # A nearer owner is news too: while joins go on, fingers that move keep moving.
+                changed = changed or old is None or old.id != owner.id
                 nxt = self.node.fingers.set(i, owner)
             else:
                 nxt = i + 1
