@@ -241,6 +241,25 @@ async def test_a_fake_node_cannot_take_a_place_in_front_of_a_victim(
     await healthy(ring)
 
 
+async def test_a_stranger_cannot_vouch_for_a_victims_predecessor(
+    ring: list[NodeProcess],
+) -> None:
+    """Stabilize's ``neighbors`` call with ``succ`` counts, like a notify, as the liveness of the
+    caller when it is the callee's predecessor (then no ping checks it). A stranger naming the
+    predecessor's id, or its own, from its own address is not the predecessor: no ``pred``."""
+    victim = ring[1]
+    (before,) = await statuses([victim])
+    pred_id = ids.to_bytes(ids.from_hex(before["predecessor"]["id"]))
+    with Stranger() as s:
+        for claimed in (pred_id, s.id):
+            args = {"id": claimed, "succ": True}
+            kind, answer, _ = s.ask(victim.addr, "neighbors", args)
+            if kind == "retry":  # the answer is larger than the request: prove the address
+                kind, answer, _ = s.ask(victim.addr, "neighbors", args, token=answer)
+            assert kind == "reply" and answer["pred"] is False, claimed
+    await healthy(ring)
+
+
 async def test_a_flood_of_notifies_costs_one_ping_and_no_tracebacks(
     ring: list[NodeProcess],
 ) -> None:
