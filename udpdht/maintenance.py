@@ -32,9 +32,8 @@ joins; once the leafset has stayed the same for ``CALM_ROUNDS`` rounds they come
 not notified us, nor asked our neighbours as its successor's, within the round (the liveness
 evidence a ping would fetch); and
 finger refreshes that change no finger come every 2nd, 4th … ``MAX_FINGER_SKIP``-th round
-(a finger that changes, or a peer declared dead, brings every round back: after a thousand
-joins through one node, fingers that found nearer owners but backed off still took 11 hops a
-lookup once the leafsets were ideal, against 4.6).
+(a finger that changes, a nearer owner included, or a peer declared dead brings every round
+back; PROTOCOL.md section 9.8 says why a nearer owner counts).
 """
 
 from __future__ import annotations
