@@ -424,3 +424,48 @@ def test_a_fake_node_named_in_lookup_answers_costs_one_failed_call_and_is_forgot
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_strangers_flood_of_notifies_costs_a_node_few_early_stabilizes() -> None:
+    # A notify from a node between us and our successor starts a stabilize at once (a node
+    # joined there). A stranger whose id lands there, notifying 200 times in a virtual second
+    # and never answering the walk's ``neighbors``, gets at most one stabilize per EARLY_GAP;
+    # it is never adopted, and the ring stays as it was.
+    async def main() -> None:
+        sim = Sim(seed=44, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=True)
+        victim = nodes[7]
+        succ = victim.leafset.successor
+        assert succ is not None
+        stranger = await sim.spawn(maintenance=False)
+        for _ in range(500):  # bounded: about one in 30 lands between the victim and succ
+            if ids.in_interval(stranger.id, victim.id, succ.id):
+                break
+            await stranger.stop()
+            stranger = await sim.spawn(maintenance=False)
+        assert ids.in_interval(stranger.id, victim.id, succ.id)
+
+        def silent(args: dict[str, Any], src: Address) -> dict[str, Any]:
+            raise Unavailable("not telling")
+
+        stranger.endpoint.register("neighbors", silent, idempotent=True)
+        before = victim.maintenance.early_stabilizes
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        args = {"id": ids.to_bytes(stranger.id), "preds": []}
+        calls = []
+        for _ in range(200):
+            call = stranger.endpoint.call(victim.addr, "notify", args, tries=1)
+            calls.append(asyncio.ensure_future(call))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*calls, return_exceptions=True)
+        await asyncio.sleep(1.0)
+        elapsed = loop.time() - start
+        early = victim.maintenance.early_stabilizes - before
+        assert 0 < early <= elapsed / victim.maintenance.EARLY_GAP + 1
+        assert victim.leafset.successor == succ
+        assert sim.ideal_problems() == []
+        await stranger.stop()
+        await sim.stop()
+
+    run_virtual(main())

@@ -339,3 +339,33 @@ def test_a_quiet_ring_stabilizes_without_notifies_and_stays_agreed() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_joins_one_after_another_leave_a_whole_ring_without_waiting_for_rounds(seed: int) -> None:
+    """Each join tells the nodes around it (the successor's former predecessor, via ``was``;
+    early stabilize walks to the joiner), so the ring is whole as the joins return, not a
+    round or more later: with no maintenance rounds at all, after 60 joins one after another
+    through random members, every node's successor and predecessor are the true ones."""
+
+    async def main() -> None:
+        sim = Sim(seed=seed)
+        members = [await sim.spawn(maintenance=False)]
+        for _ in range(60):
+            node = await sim.spawn(maintenance=False)
+            await node.join(sim.rng.choice(members).addr)
+            members.append(node)
+        await asyncio.sleep(0.5)  # the early stabilizes under way end (no round runs)
+        ring = sorted(n.id for n in members)
+        wrong = []
+        for node in members:
+            i = ring.index(node.id)
+            succ, pred = node.leafset.successor, node.leafset.predecessor
+            if succ is None or succ.id != ring[(i + 1) % len(ring)]:
+                wrong.append(f"{ids.short(node.id)} successor")
+            if pred is None or pred.id != ring[i - 1]:
+                wrong.append(f"{ids.short(node.id)} predecessor")
+        assert wrong == []
+        await asyncio.gather(*(n.stop() for n in members))
+
+    run_virtual(main())

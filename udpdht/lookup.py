@@ -90,7 +90,7 @@ async def iterative_lookup(
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
-    answered: set[Address] = set()  # the nodes that answered this lookup
+    answered: set[Address] = set()  # the nodes that answered this lookup "done"
     known: dict[int, Peer] = {}  # every node this lookup heard of: the claims' touchstone
     if start is None:
         done, nodes = node.local_find(key)
@@ -154,7 +154,8 @@ async def iterative_lookup(
             continue
         now = loop.time()
         hops.append(Hop(peer, now - sent))
-        answered.add(peer.addr)
+        if done:  # (one that answered "not done" said that it does not own the key)
+            answered.add(peer.addr)
         known[peer.id] = peer
         detector = node.detector
         for p in nodes:

@@ -101,6 +101,14 @@ class Maintenance:
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
+        self._stabilizing = asyncio.Lock()  # one stabilize at a time: a round's or an early one
+        self._last_stabilize = float("-inf")  # loop time the last stabilize started
+        self._early: asyncio.Task[None] | None = None  # see _stabilize_soon
+        self._early_again = False  # a node between us and our successor came meanwhile
+        self.early_stabilizes = 0  # stabilizes started by such a node, not by the clock
+        #: (new predecessor, the one it replaced, when): a notify sent again (its answer was
+        #: lost) gets the same ``was``.
+        self._replaced: tuple[int, Peer, float] | None = None
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -201,6 +209,41 @@ class Maintenance:
             self._next_save = now + self.SAVE_PEERS_EVERY
 
     async def stabilize(self) -> None:
+        async with self._stabilizing:
+            self._last_stabilize = asyncio.get_running_loop().time()
+            await self._stabilize()
+
+    EARLY_GAP = 0.05  # seconds from one stabilize to an early one, at least
+    MAX_EARLY = 8  # early stabilizes one after another at most, before the task ends
+
+    def stabilize_soon(self) -> None:
+        """A node between us and our successor told us of itself (it joined just after us,
+        or a loop check found us): walk to it now instead of at the next round, so that the
+        ring is whole when the join returns rather than a round or more later (100 servers
+        that join one after another in one process: 5 of 100 successors right when the last
+        join returned). The walk is stabilize's own, so the node is adopted only once it
+        answers; strangers can make us stabilize at most once per EARLY_GAP."""
+        if self._early is not None and not self._early.done():
+            self._early_again = True
+            return
+        self._early = self.node.background(self._stabilize_early())
+
+    async def _stabilize_early(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(self.MAX_EARLY):
+            self._early_again = False
+            wait = self._last_stabilize + self.EARLY_GAP - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.early_stabilizes += 1
+            try:
+                await self.stabilize()
+            except (DhtError, *PEER_FAILURES) as exc:
+                self.node.log.debug("early stabilize failed: %s", exc)
+            if not self._early_again:
+                return
+
+    async def _stabilize(self) -> None:
         ls = self.node.leafset
         # The first successor that answers. One that does not is skipped this round (and
         # dropped once the failure detector is sure); the list is rebuilt from the one that
@@ -518,11 +561,25 @@ class Maintenance:
         )
 
     async def notify(self, peer: Peer) -> None:
+        """Tell ``peer`` that we take it for our successor. If it took us for its predecessor
+        in place of another live node (its answer's ``was``), that node still takes ``peer``
+        for its successor: it is told of us too, and walks to us at once (rectify)."""
         preds = [p.to_wire() for p in self.node.leafset.predecessors]
-        with contextlib.suppress(*PEER_FAILURES):
-            await self.node.call_peer(
+        try:
+            reply = await self.node.call_peer(
                 peer, "notify", {"id": ids.to_bytes(self.node.id), "preds": preds}
             )
+            was = reply.get("was")
+            before = self.node.parse_peers([was]) if was is not None else []
+        except PEER_FAILURES:
+            return
+        # Only a node before us (it was the predecessor of our successor): an answer cannot
+        # send our notify anywhere else.
+        if before and ids.in_interval(self.node.id, before[0].id, peer.id):
+            with contextlib.suppress(*PEER_FAILURES):
+                await self.node.call_peer(
+                    before[0], "notify", {"id": ids.to_bytes(self.node.id), "preds": preds}
+                )
 
     def _rpc_neighbors(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         ls = self.node.leafset
@@ -680,7 +737,15 @@ class Maintenance:
         if pred is not None and pred.id == peer.id:  # our predecessor, as every round
             ls.set_predecessors([peer, *preds])
             self.pred_heard = (peer.id, loop.time())
-            return {}
+            return self._was(peer)
+        succ = ls.successor
+        if succ is not None and ids.in_interval(peer.id, self.node.id, succ.id):
+            # A node between us and our successor (it joined next to us: section 9.5): our
+            # successor, once it answers. No predecessor of ours unless ours is dead, which
+            # check_predecessor finds, so no ping.
+            self.stabilize_soon()
+            if pred is not None and not ids.in_interval(peer.id, pred.id, self.node.id):
+                return {}
         if (
             pred is not None
             and not ids.in_interval(peer.id, pred.id, self.node.id)
@@ -699,7 +764,25 @@ class Maintenance:
         ls.set_predecessors([peer, *verified])
         self.pred_heard = (peer.id, loop.time())  # it named us its successor: mutual
         self.node.member = True
-        return {}
+        if ls.successor is None:  # a ring of one no more: it is our successor too, now
+            self.stabilize_soon()
+        if pred is not None and pred.id != peer.id:
+            # The node it replaces still takes us for its successor: the notifier tells it
+            # of itself (notify), so that it does not wait for its next round to learn.
+            self._replaced = (peer.id, pred, loop.time())
+        return self._was(peer)
+
+    def _was(self, peer: Peer) -> dict[str, Any]:
+        """The answer to a notify from our predecessor ``peer``: ``was``, the node it replaced
+        lately, if any. Also for a notify sent again, or twice at once (its first answer was
+        lost or late: the caller may see only the second)."""
+        replaced = self._replaced
+        if replaced is None or replaced[0] != peer.id:
+            return {}
+        if asyncio.get_running_loop().time() - replaced[2] > self.node.config.stabilize_period:
+            self._replaced = None
+            return {}
+        return {"was": replaced[1].to_wire()}
 
     async def _verify_predecessor(self, peer: Peer) -> list[Peer] | None:
         """``peer``'s predecessors if it answers ``neighbors`` naming us as its successor, else

@@ -363,8 +363,9 @@ class Node:
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
             _same_family(bootstrap, self.addr)
-        # Unconfirmed: the successor proves itself below by answering ``neighbors``.
-        found = await self.lookup_id(self.id, start=bootstrap, confirm=False)
+        # Confirmed: the owner itself says so. While a ring forms, the nodes asked may not
+        # know nodes that joined a moment ago; their successors do (PROTOCOL.md 9.5).
+        found = await self.lookup_id(self.id, start=bootstrap, confirm=True)
         owner: Peer | None = found.owner
         if found.owner.id == self.id and found.owner.addr == self.addr:
             # Our own entry from before a restart, still in the ring's tables: our successor
@@ -391,7 +392,13 @@ class Node:
         self.log.info("joined the ring: successor %s", owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
         # for our share of its keys, so the records fetched next include every acknowledged one.
+        # (It names the predecessor it had, which is told of us too: it takes us for its
+        # successor at once, an early stabilize, section 9.7, instead of at its next round.)
         await self.maintenance.notify(owner)
+        if any(ids.in_interval(p.id, self.id, owner.id) for p in preds):
+            # The owner knows nodes between us and it (they joined a moment ago, and the
+            # nodes our lookup asked did not know them yet): walk back to them now.
+            self.maintenance.stabilize_soon()
         # A hand-off that fails is logged and shown in status ("handoff"); the node is in the
         # ring all the same, its reads ask the replicas until it is settled, and repair brings
         # the rest of its range.

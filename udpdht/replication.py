@@ -585,12 +585,19 @@ class Replicator:
         # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later).
         loop = asyncio.get_running_loop()
         patient_until = loop.time() + self.WRITE_PATIENCE * period
+        closer = False  # the last refusal named a node nearer the key than itself
+        paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
             if attempt >= attempts and loop.time() >= patient_until:
                 break
-            if not settled and attempt > 1:
-                await asyncio.sleep(min(self.SETTLING_PAUSE * 2 ** (attempt - 2), period))
+            if not settled and attempt > 1 and not closer:
+                # (No pause while each refusal names a node nearer the key: the write walks
+                # back along the ring to a node that knows more, as fast as the ring answers.)
+                await asyncio.sleep(min(self.SETTLING_PAUSE * 2**paused, period))
+                paused += 1
+            closer = False
             redirect: list[Peer] = []
+            refuser: Peer | None = None  # a node that refused and named no one
             for i, target in enumerate(targets):
                 try:
                     if target.id == self.node.id:
@@ -605,6 +612,11 @@ class Replicator:
                 except Busy as exc:  # NotResponsible included
                     last = exc
                     redirect = self._named(exc, key_id)
+                    closer = bool(redirect) and ids.distance(key_id, redirect[0].id) < ids.distance(
+                        key_id, target.id
+                    )
+                    if isinstance(exc, NotResponsible) and target.id != self.node.id:
+                        refuser = target
                     break
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
@@ -619,7 +631,8 @@ class Replicator:
             refusals += 1
             if (settled and refusals > 2) or attempt >= attempts - 1:
                 await asyncio.sleep(min(self.RETRY_PAUSE * 2 ** max(refusals - 3, 0), period))
-            targets = (await self._targets(key_id, confirm=True))[: self.config.replicas]
+            found = await self._targets(key_id, confirm=True, refused=refuser)
+            targets = found[: self.config.replicas]
         self.node.log.debug("write of %r given up: %s", key[:60], last)
         if isinstance(last, Busy):
             raise Unavailable(
@@ -650,13 +663,20 @@ class Replicator:
 
     VIEW_AGE = 60.0  # seconds: nodes not heard from for longer are not guessed
 
-    async def _targets(self, key_id: int, *, confirm: bool, guess: bool = True) -> list[Peer]:
+    async def _targets(
+        self, key_id: int, *, confirm: bool, guess: bool = True, refused: Peer | None = None
+    ) -> list[Peer]:
         """The key's owner and the nodes after it (its successor list): the first r hold the
         key. Unconfirmed: by our view of the ring when it can tell (no call; ``guess``), else
-        a lookup."""
+        a lookup. ``refused``: a node that refused the key and named no one; if our tables
+        name it again, the lookup starts there instead (while a ring forms, a leafset whose
+        lists still miss nodes that joined a moment ago claims to know the owner: asked
+        again, our tables name the same wrong node until the next rounds mend them)."""
         if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
             return holders
         found = await self.node.lookup_id(key_id, confirm=confirm)
+        if refused is not None and found.owner.id == refused.id:
+            found = await self.node.lookup_id(key_id, confirm=confirm, start=refused.addr)
         return [found.owner, *found.successors]
 
     def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
@@ -733,7 +753,10 @@ class Replicator:
                 # Few tries when the others can answer instead: a dead primary costs little.
                 answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
             except NotResponsible as exc:
-                targets = self._named(exc, key_id) or await self._targets(key_id, confirm=True)
+                refuser = targets[0] if targets[0].id != self.node.id else None
+                targets = self._named(exc, key_id) or await self._targets(
+                    key_id, confirm=True, refused=refuser
+                )
                 continue
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
