@@ -539,3 +539,21 @@ def test_a_put_right_after_its_primary_crashed_waits_for_the_takeover() -> None:
             await wait_replicated(sim, [key], within=30)  # repaired before the next crash
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("seed", [23, 27])
+def test_writes_right_after_a_second_node_joins_a_ring_of_one_succeed(seed: int) -> None:
+    # Seeds where the write reached the new node before it knew its predecessor: it refused,
+    # naming no one, and the lookup made again from it found no route (it knew only the
+    # coordinator). The coordinator's own answer stands then, and the next attempt lands.
+    async def main() -> None:
+        sim = Sim(seed=seed)
+        a = await sim.first()
+        b = await sim.join(a)
+        for i in range(5):
+            await a.put(f"k{i}", "v")
+            await b.put(f"j{i}", "w")
+        assert [await b.get(f"k{i}") for i in range(5)] == ["v"] * 5
+        await sim.stop()
+
+    run_virtual(main())

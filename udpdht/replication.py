@@ -676,7 +676,10 @@ class Replicator:
             return holders
         found = await self.node.lookup_id(key_id, confirm=confirm)
         if refused is not None and found.owner.id == refused.id:
-            found = await self.node.lookup_id(key_id, confirm=confirm, start=refused.addr)
+            # (If that fails too, as in a ring of two whose nodes have not met yet, our tables'
+            # answer stands: the caller retries as before.)
+            with contextlib.suppress(DhtError):
+                found = await self.node.lookup_id(key_id, confirm=confirm, start=refused.addr)
         return [found.owner, *found.successors]
 
     def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
