@@ -359,9 +359,6 @@ def next_hop(
     # And our farthest predecessor, a node between the key and us: it contradicts a claim
     # that we own the key (a stale successor list elsewhere, while a ring forms), and the
     # asker goes there instead of taking that claim (lookup.plausible_owner).
-    far = ls.predecessors[-1] if ls.predecessors else None
-    if far is not None and far not in candidates:
-        candidates.append(far)
     return False, candidates
 
 
