@@ -356,9 +356,6 @@ def next_hop(
     walk = closest_preceding(own.id, key, ls.successors, 1)
     if walk and walk[0] not in candidates:
         candidates.append(walk[0])
-    # And our farthest predecessor, a node between the key and us: it contradicts a claim
-    # that we own the key (a stale successor list elsewhere, while a ring forms), and the
-    # asker goes there instead of taking that claim (lookup.plausible_owner).
     return False, candidates
 
 
