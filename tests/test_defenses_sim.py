@@ -56,8 +56,8 @@ def test_a_node_that_claims_every_key_captures_none() -> None:
         await sim.build_ideal(200)
         liar = sim.rng.choice(list(sim.joined.values()))
 
-        def claim_everything(key: int) -> tuple[bool, list[Peer]]:
-            return True, [liar.peer]  # "done: the owner is me", whatever the key
+        def claim_everything(key: int, *, strict: bool = False) -> tuple[bool, list[Peer]]:
+            return True, [liar.peer]  # "done: the owner is me", whatever the key (and mode)
 
         liar.local_find = claim_everything  # type: ignore[method-assign]
         rng = random.Random(32)

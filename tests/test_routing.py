@@ -27,6 +27,7 @@ from udpdht.routing import (
     Peer,
     RingView,
     closest_preceding,
+    next_hop,
     ordered_run,
     peers_from_wire,
 )
@@ -567,3 +568,21 @@ def test_ring_view_guesses_the_holders_from_the_nodes_heard_lately() -> None:
     for node_id in (900, 950, 990):  # bounded: the oldest ids do not pile up
         view.add(Peer(node_id, ("10.0.0.3", node_id)), now=5.0)
     assert len(view) <= 4 and 500 in [p.id for p in view.holders(0, 4, since=0.0)]
+
+
+def test_a_strict_step_answers_from_the_pointers_only() -> None:
+    # A node at 100 whose successor list (200, 300, 400, 500) spans key 350: from its lists it
+    # knows the owner (400). A strict step does not: its successor pointer does not bracket
+    # the key, so it names 300, the listed node nearest before it, as the next hop. (While a
+    # ring forms the lists lag behind joins: a node that joined at 360 is not in them yet.)
+    ls = LeafSet(peer(100), 8)
+    ls.set_successors([peer(i) for i in (200, 300, 400, 500)])
+    ls.set_predecessors([peer(i) for i in (90, 80, 70, 60)])
+    fingers = FingerTable(100)
+    assert next_hop(ls, fingers, 350, width=3, min_owners=2) == (True, [peer(400), peer(500)])
+    done, nodes = next_hop(ls, fingers, 350, width=3, min_owners=2, strict=True)
+    assert not done and nodes[0] == peer(300)
+    # The pointers still answer: the key just after us, or just before us.
+    assert next_hop(ls, fingers, 150, width=3, min_owners=2, strict=True) == (True, ls.successors)
+    done, nodes = next_hop(ls, fingers, 95, width=3, min_owners=2, strict=True)
+    assert done and nodes[0] == peer(100)

@@ -77,6 +77,7 @@ async def iterative_lookup(
     start: Address | None = None,
     confirm: bool = True,
     via: Peer | None = None,
+    strict: bool = False,
 ) -> Lookup:
     """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
 
@@ -86,14 +87,19 @@ async def iterative_lookup(
     hop was the owner). ``via``: a node of our tables to ask first, before those our tables
     route to (a refresh of a finger asks the finger itself, which names a node that joined
     just before it from its own leafset: one hop instead of a lookup's several); an answer
-    that does not end the lookup is one more source of candidates.
+    that does not end the lookup is one more source of candidates. ``strict``: every node
+    asked (ourselves included) answers "done" only from its successor and predecessor
+    pointers, not from its lists (routing.next_hop).
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
     answered: set[Address] = set()  # the nodes that answered this lookup "done"
     known: dict[int, Peer] = {}  # every node this lookup heard of: the claims' touchstone
+    ask: dict[str, object] = {"key": ids.to_bytes(key)}
+    if strict:
+        ask["strict"] = True
     if start is None:
-        done, nodes = node.local_find(key)
+        done, nodes = node.local_find(key, strict=strict)
         if done:
             return Lookup(nodes[0], [], nodes[1:])  # our own tables: no claim to check
         queue = nodes
@@ -114,7 +120,7 @@ async def iterative_lookup(
         if peer is None and start is None and not hops:
             # Every first candidate failed; they are gone from our tables now, so our
             # tables may offer others (kept alive, the successors at worst).
-            done, nodes = node.local_find(key)
+            done, nodes = node.local_find(key, strict=strict)
             if done:
                 return Lookup(nodes[0], hops, nodes[1:])
             queue = nodes
@@ -127,9 +133,7 @@ async def iterative_lookup(
         tries = node.config.lookup_tries if fallback else 0
         sent = loop.time()
         try:
-            reply = await node.call_peer(
-                peer, "find", {"key": ids.to_bytes(key)}, tries=tries, pad=True
-            )
+            reply = await node.call_peer(peer, "find", ask, tries=tries, pad=True)
             done, nodes = bool(reply["done"]), node.parse_peers(reply["nodes"])
             their_id = ids.from_bytes(reply["id"])
             if peer.id == -1:

@@ -583,7 +583,7 @@ class Node:
 
     # --- lookups -------------------------------------------------------------------------------
 
-    def local_find(self, key: int) -> tuple[bool, list[Peer]]:
+    def local_find(self, key: int, *, strict: bool = False) -> tuple[bool, list[Peer]]:
         """One routing step at this node (see routing.next_hop)."""
         if self.isolated:
             raise Unavailable("this node has lost contact with its ring and is rejoining")
@@ -593,6 +593,7 @@ class Node:
             key,
             width=self.config.lookup_width,
             min_owners=self.store_config.replicas,
+            strict=strict,
         )
 
     async def lookup(self, key: str | bytes) -> Lookup:
@@ -606,19 +607,25 @@ class Node:
         start: Address | None = None,
         confirm: bool = True,
         via: Peer | None = None,
+        strict: bool = False,
     ) -> Lookup:
         """Find the owner of a ring position; ``start`` begins at a node given by address.
 
         ``confirm``: ask the owner itself before believing whoever named it (lookup.py). The
         store skips it: the owner checks its own responsibility when it gets the read or write.
-        ``via``: a node of our tables to ask first (lookup.iterative_lookup).
+        ``via``: a node of our tables to ask first (lookup.iterative_lookup). ``strict``: see
+        routing.next_hop.
         """
         if not self.lookup_observers:
-            return await iterative_lookup(self, key, start=start, confirm=confirm, via=via)
+            return await iterative_lookup(
+                self, key, start=start, confirm=confirm, via=via, strict=strict
+            )
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
-            found = await iterative_lookup(self, key, start=start, confirm=confirm, via=via)
+            found = await iterative_lookup(
+                self, key, start=start, confirm=confirm, via=via, strict=strict
+            )
         except Exception:
             self._observe_lookup(None, loop.time() - began)
             raise
@@ -649,7 +656,7 @@ class Node:
         return self.status()
 
     def _rpc_find(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        done, nodes = self.local_find(arg_id(args, "key"))
+        done, nodes = self.local_find(arg_id(args, "key"), strict=args.get("strict") is True)
         # The owner and what follows it: enough for the replicas, and a bounded answer.
         nodes = nodes[: self.leafset.half + 1]
         return {"id": ids.to_bytes(self.id), "done": done, "nodes": [p.to_wire() for p in nodes]}

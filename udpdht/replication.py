@@ -592,6 +592,8 @@ class Replicator:
         loop = asyncio.get_running_loop()
         patient_until = loop.time() + self.WRITE_PATIENCE * period
         closer = False  # the last refusal named a node nearer the key than itself
+        refusers: set[int] = set()  # nodes that said they are not the key's primary
+        once = [True]  # one strict lookup at most (_targets)
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
             if attempt >= attempts and loop.time() >= patient_until:
@@ -603,7 +605,6 @@ class Replicator:
                 paused += 1
             closer = False
             redirect: list[Peer] = []
-            refuser: Peer | None = None  # a node that refused and named no one
             for i, target in enumerate(targets):
                 try:
                     if target.id == self.node.id:
@@ -621,8 +622,8 @@ class Replicator:
                     closer = bool(redirect) and ids.distance(key_id, redirect[0].id) < ids.distance(
                         key_id, target.id
                     )
-                    if isinstance(exc, NotResponsible) and target.id != self.node.id:
-                        refuser = target
+                    if isinstance(exc, NotResponsible):
+                        refusers.add(target.id)
                     break
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
@@ -637,7 +638,7 @@ class Replicator:
             refusals += 1
             if (settled and refusals > 2) or attempt >= attempts - 1:
                 await asyncio.sleep(min(self.RETRY_PAUSE * 2 ** max(refusals - 3, 0), period))
-            found = await self._targets(key_id, confirm=True, refused=refuser)
+            found = await self._targets(key_id, confirm=True, refused=refusers, strict=once)
             targets = found[: self.config.replicas]
         self.node.log.debug("write of %r given up: %s", key[:60], last)
         if isinstance(last, Busy):
@@ -670,22 +671,33 @@ class Replicator:
     VIEW_AGE = 60.0  # seconds: nodes not heard from for longer are not guessed
 
     async def _targets(
-        self, key_id: int, *, confirm: bool, guess: bool = True, refused: Peer | None = None
+        self,
+        key_id: int,
+        *,
+        confirm: bool,
+        guess: bool = True,
+        refused: Container[int] = (),
+        strict: list[bool] | None = None,
     ) -> list[Peer]:
         """The key's owner and the nodes after it (its successor list): the first r hold the
         key. Unconfirmed: by our view of the ring when it can tell (no call; ``guess``), else
-        a lookup. ``refused``: a node that refused the key and named no one; if our tables
-        name it again, the lookup starts there instead (while a ring forms, a leafset whose
-        lists still miss nodes that joined a moment ago claims to know the owner: asked
-        again, our tables name the same wrong node until the next rounds mend them)."""
+        a lookup. ``refused``: the nodes that said they are not the key's primary; if the lookup
+        names one of them, and the caller has made no strict lookup for this key yet (it
+        empties ``strict``, a one-use token: strict lookups walk node by node, and while
+        hundreds of nodes join at once their cost adds up), it is made again, strict
+        (routing.next_hop): while a ring
+        forms, successor lists that still miss nodes that joined a moment ago claim to know
+        the owner, and asked again, they name the same wrong node until the next rounds mend
+        them; the successor pointers are right sooner."""
         if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
             return holders
         found = await self.node.lookup_id(key_id, confirm=confirm)
-        if refused is not None and found.owner.id == refused.id:
+        if strict and found.owner.id in refused:
+            strict.clear()
             # (If that fails too, as in a ring of two whose nodes have not met yet, our tables'
             # answer stands: the caller retries as before.)
             with contextlib.suppress(DhtError):
-                found = await self.node.lookup_id(key_id, confirm=confirm, start=refused.addr)
+                found = await self.node.lookup_id(key_id, confirm=confirm, strict=True)
         return [found.owner, *found.successors]
 
     def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
@@ -757,14 +769,16 @@ class Replicator:
         r = self.config.replicas
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         asked = False  # whether targets[0] was asked as the primary (and answered or failed)
+        refusers: set[int] = set()  # nodes that said they are not the key's primary
+        once = [True]  # one strict lookup at most (_targets)
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
             try:
                 # Few tries when the others can answer instead: a dead primary costs little.
                 answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
             except NotResponsible as exc:
-                refuser = targets[0] if targets[0].id != self.node.id else None
+                refusers.add(targets[0].id)
                 targets = self._named(exc, key_id) or await self._targets(
-                    key_id, confirm=True, refused=refuser
+                    key_id, confirm=True, refused=refusers, strict=once
                 )
                 continue
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense

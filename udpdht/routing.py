@@ -326,11 +326,20 @@ def _closest_known(ls: LeafSet, fingers: FingerTable, key: int, count: int) -> l
 
 
 def next_hop(
-    ls: LeafSet, fingers: FingerTable, key: int, *, width: int, min_owners: int
+    ls: LeafSet,
+    fingers: FingerTable,
+    key: int,
+    *,
+    width: int,
+    min_owners: int,
+    strict: bool = False,
 ) -> tuple[bool, list[Peer]]:
     """One routing step at a node: ``(True, [owner, ...])`` when its tables know the owner of
     ``key`` (with ``min_owners`` - 1 nodes after it where it can), else ``(False, candidates)``:
     up to ``width`` nodes closer to the key, best first, plus one successor as a last resort.
+    ``strict``: only the node whose successor or predecessor pointer brackets the key knows
+    its owner (not one whose successor list spans it: while a ring forms, the far entries of
+    the lists lag behind the joins, while the pointers are right within a round trip).
     """
     own = ls.own
     succ, pred = ls.successor, ls.predecessor
@@ -342,7 +351,7 @@ def next_hop(
         return True, ls.successors
     if pred is not None and ids.in_interval(key, pred.id, own.id, right_open=False):
         return True, [own, *ls.successors]
-    if ls.covers(key):
+    if not strict and ls.covers(key):
         # Answer only with the owner's r-1 successors too (a read or write needs them when
         # the owner is dead); near the leafset's far end, one more hop knows them.
         owners = ls.owner(key)
