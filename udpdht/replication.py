@@ -591,19 +591,20 @@ class Replicator:
         # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later).
         loop = asyncio.get_running_loop()
         patient_until = loop.time() + self.WRITE_PATIENCE * period
-        closer = False  # the last refusal named a node nearer the key than itself
+        refused = False  # the last attempt ended in a NOT_RESPONSIBLE
         refusers: set[int] = set()  # nodes that said they are not the key's primary
         once = [True]  # one strict lookup at most (_targets)
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
             if attempt >= attempts and loop.time() >= patient_until:
                 break
-            if not settled and attempt > 1 and not closer:
-                # (No pause while each refusal names a node nearer the key: the write walks
-                # back along the ring to a node that knows more, as fast as the ring answers.)
+            if not settled and attempt > 1 and not (refused and targets[0].id not in refusers):
+                # (No pause after a refusal that led to a node not asked yet, named by it or
+                # found by a lookup: the write goes on as fast as the ring answers. A pause
+                # when it would ask a node again that refused, or after no answer.)
                 await asyncio.sleep(min(self.SETTLING_PAUSE * 2**paused, period))
                 paused += 1
-            closer = False
+            refused = False
             redirect: list[Peer] = []
             for i, target in enumerate(targets):
                 try:
@@ -619,11 +620,9 @@ class Replicator:
                 except Busy as exc:  # NotResponsible included
                     last = exc
                     redirect = self._named(exc, key_id)
-                    closer = bool(redirect) and ids.distance(key_id, redirect[0].id) < ids.distance(
-                        key_id, target.id
-                    )
                     if isinstance(exc, NotResponsible):
                         refusers.add(target.id)
+                        refused = True
                     break
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
