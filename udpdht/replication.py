@@ -67,6 +67,17 @@ BATCH_BYTES = 60_000
 ITEM_OVERHEAD = 64  # what each record of a batch counts besides its key and value
 
 
+class _Refusals:
+    """The nodes that refused one read or write of a key (NOT_RESPONSIBLE: not its primary by
+    their view), and whether the operation's one strict lookup is spent (Replicator._retarget)."""
+
+    __slots__ = ("nodes", "strict_spent")
+
+    def __init__(self) -> None:
+        self.nodes: set[int] = set()
+        self.strict_spent = False
+
+
 class _GuessMissed(Exception):
     """A read from our view's guess of a key's holders found no settled answer: the ring's own
     routing (a lookup) is asked instead. Never leaves the Replicator."""
@@ -592,13 +603,13 @@ class Replicator:
         loop = asyncio.get_running_loop()
         patient_until = loop.time() + self.WRITE_PATIENCE * period
         refused = False  # the last attempt ended in a NOT_RESPONSIBLE
-        refusers: set[int] = set()  # nodes that said they are not the key's primary
-        once = [True]  # one strict lookup at most (_targets)
+        refused_by = _Refusals()
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
             if attempt >= attempts and loop.time() >= patient_until:
                 break
-            if not settled and attempt > 1 and not (refused and targets[0].id not in refusers):
+            fresh = refused and targets[0].id not in refused_by.nodes
+            if not settled and attempt > 1 and not fresh:
                 # (No pause after a refusal that led to a node not asked yet, named by it or
                 # found by a lookup: the write goes on as fast as the ring answers. A pause
                 # when it would ask a node again that refused, or after no answer.)
@@ -621,7 +632,7 @@ class Replicator:
                     last = exc
                     redirect = self._named(exc, key_id)
                     if isinstance(exc, NotResponsible):
-                        refusers.add(target.id)
+                        refused_by.nodes.add(target.id)
                         refused = True
                     break
                 except (RpcTimeout, *MALFORMED) as exc:
@@ -637,8 +648,7 @@ class Replicator:
             refusals += 1
             if (settled and refusals > 2) or attempt >= attempts - 1:
                 await asyncio.sleep(min(self.RETRY_PAUSE * 2 ** max(refusals - 3, 0), period))
-            found = await self._targets(key_id, confirm=True, refused=refusers, strict=once)
-            targets = found[: self.config.replicas]
+            targets = (await self._retarget(key_id, refused_by))[: self.config.replicas]
         self.node.log.debug("write of %r given up: %s", key[:60], last)
         if isinstance(last, Busy):
             raise Unavailable(
@@ -669,34 +679,31 @@ class Replicator:
 
     VIEW_AGE = 60.0  # seconds: nodes not heard from for longer are not guessed
 
-    async def _targets(
-        self,
-        key_id: int,
-        *,
-        confirm: bool,
-        guess: bool = True,
-        refused: Container[int] = (),
-        strict: list[bool] | None = None,
-    ) -> list[Peer]:
+    async def _targets(self, key_id: int, *, confirm: bool, guess: bool = True) -> list[Peer]:
         """The key's owner and the nodes after it (its successor list): the first r hold the
         key. Unconfirmed: by our view of the ring when it can tell (no call; ``guess``), else
-        a lookup. ``refused``: the nodes that said they are not the key's primary; if the lookup
-        names one of them, and the caller has made no strict lookup for this key yet (it
-        empties ``strict``, a one-use token: strict lookups walk node by node, and while
-        hundreds of nodes join at once their cost adds up), it is made again, strict
-        (routing.next_hop): while a ring
-        forms, successor lists that still miss nodes that joined a moment ago claim to know
-        the owner, and asked again, they name the same wrong node until the next rounds mend
-        them; the successor pointers are right sooner."""
+        a lookup."""
         if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
             return holders
         found = await self.node.lookup_id(key_id, confirm=confirm)
-        if strict and found.owner.id in refused:
-            strict.clear()
-            # (If that fails too, as in a ring of two whose nodes have not met yet, our tables'
+        return [found.owner, *found.successors]
+
+    async def _retarget(self, key_id: int, refusals: _Refusals) -> list[Peer]:
+        """The targets after a refusal that named no plausible holder (or after every target
+        failed): a confirmed lookup's owner and the nodes after it. If that names a node that
+        refused this operation, and it has made no strict lookup yet, one is made instead
+        (routing.next_hop): while a ring forms, successor lists that still miss nodes that
+        joined a moment ago claim to know the owner and, asked again, name the same wrong node
+        until the next rounds mend them, while the successor pointers are right sooner. One
+        at most: strict lookups walk node by node, and while hundreds of nodes join at once
+        their cost adds up (PROTOCOL.md 10.5)."""
+        found = await self.node.lookup_id(key_id, confirm=True)
+        if found.owner.id in refusals.nodes and not refusals.strict_spent:
+            refusals.strict_spent = True
+            # (If that fails too, as in a ring of two whose nodes have not met yet, the first
             # answer stands: the caller retries as before.)
             with contextlib.suppress(DhtError):
-                found = await self.node.lookup_id(key_id, confirm=confirm, strict=True)
+                found = await self.node.lookup_id(key_id, confirm=True, strict=True)
         return [found.owner, *found.successors]
 
     def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
@@ -768,17 +775,14 @@ class Replicator:
         r = self.config.replicas
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         asked = False  # whether targets[0] was asked as the primary (and answered or failed)
-        refusers: set[int] = set()  # nodes that said they are not the key's primary
-        once = [True]  # one strict lookup at most (_targets)
+        refused_by = _Refusals()
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
             try:
                 # Few tries when the others can answer instead: a dead primary costs little.
                 answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
             except NotResponsible as exc:
-                refusers.add(targets[0].id)
-                targets = self._named(exc, key_id) or await self._targets(
-                    key_id, confirm=True, refused=refusers, strict=once
-                )
+                refused_by.nodes.add(targets[0].id)
+                targets = self._named(exc, key_id) or await self._retarget(key_id, refused_by)
                 continue
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
