@@ -602,20 +602,19 @@ class Replicator:
         # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later).
         loop = asyncio.get_running_loop()
         patient_until = loop.time() + self.WRITE_PATIENCE * period
-        refused = False  # the last attempt ended in a NOT_RESPONSIBLE
         refused_by = _Refusals()
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
             if attempt >= attempts and loop.time() >= patient_until:
                 break
-            fresh = refused and targets[0].id not in refused_by.nodes
+            # (``last``: how the attempt before ended; a refusal ends one, a timeout does not.)
+            fresh = isinstance(last, NotResponsible) and targets[0].id not in refused_by.nodes
             if not settled and attempt > 1 and not fresh:
                 # (No pause after a refusal that led to a node not asked yet, named by it or
                 # found by a lookup: the write goes on as fast as the ring answers. A pause
                 # when it would ask a node again that refused, or after no answer.)
                 await asyncio.sleep(min(self.SETTLING_PAUSE * 2**paused, period))
                 paused += 1
-            refused = False
             redirect: list[Peer] = []
             for i, target in enumerate(targets):
                 try:
@@ -633,7 +632,6 @@ class Replicator:
                     redirect = self._named(exc, key_id)
                     if isinstance(exc, NotResponsible):
                         refused_by.nodes.add(target.id)
-                        refused = True
                     break
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc

@@ -88,7 +88,7 @@ from .errors import (
     remote_error,
 )
 from .net import Address, Network, check_peer_addr, format_addr
-from .ratelimit import Buckets, TokenBucket
+from .ratelimit import Buckets, TokenBucket, source_of
 
 log = logging.getLogger("udpdht.rpc")
 
@@ -418,12 +418,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cfg = self.config
         now = self._time()
         # The source's own bucket first: a flooding source over its share is dropped without
-        # spending the budget everyone shares. (ratelimit.source_of, inline: every datagram.)
-        if cfg.source_rate:
-            host = addr[0]
-            source = addr if host == "127.0.0.1" or host == "::1" else host
-            if not self._sources.take(source, now):
-                return False
+        # spending the budget everyone shares.
+        if cfg.source_rate and not self._sources.take(source_of(addr), now):
+            return False
         return not cfg.global_rate or self._everyone.take(cfg.global_rate, self._burst, now)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
