@@ -470,3 +470,40 @@ def test_a_strangers_flood_of_notifies_costs_a_node_few_early_stabilizes() -> No
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_successor_that_lies_in_was_cannot_send_our_notify_elsewhere() -> None:
+    # A notify's answer may name the predecessor the successor replaced (``was``): the
+    # notifier then notifies it too, but only its own predecessor or a node between it and
+    # that predecessor. A lying successor naming a node after the notifier (the liar's own
+    # successor) or one further back gets no notify sent there; naming the predecessor, the
+    # notify goes.
+    async def main() -> None:
+        sim = Sim(seed=45, store_config=STORE)
+        nodes = sorted(await sim.build_ideal(20), key=lambda n: n.id)
+        far, pred, notifier, liar, after = nodes[3], nodes[4], nodes[5], nodes[6], nodes[7]
+        assert notifier.leafset.predecessor == pred.peer
+        named: list[Peer] = []
+
+        def lying_notify(args: dict[str, Any], src: Address) -> dict[str, Any]:
+            return {"was": named[0].to_wire()}
+
+        liar.endpoint.register("notify", lying_notify, idempotent=True)
+        notifies_to: list[Address] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data)
+            if src == notifier.addr and isinstance(msg, wire.Request) and msg.method == "notify":
+                notifies_to.append(dst)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        cases = ((after, [liar.addr]), (far, [liar.addr]), (pred, [liar.addr, pred.addr]))
+        for target, expected in cases:
+            named[:] = [target.peer]
+            notifies_to.clear()
+            await notifier.maintenance.notify(liar.peer)
+            assert notifies_to == expected, ids.short(target.id)
+        await sim.stop()
+
+    run_virtual(main())

@@ -103,7 +103,7 @@ class Maintenance:
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
         self._stabilizing = asyncio.Lock()  # one stabilize at a time: a round's or an early one
         self._last_stabilize = float("-inf")  # loop time the last stabilize started
-        self._early: asyncio.Task[None] | None = None  # see _stabilize_soon
+        self._early: asyncio.Task[None] | None = None  # see stabilize_soon
         self._early_again = False  # a node between us and our successor came meanwhile
         self.early_stabilizes = 0  # stabilizes started by such a node, not by the clock
         #: (new predecessor, the one it replaced, when): a notify sent again (its answer was
@@ -564,22 +564,26 @@ class Maintenance:
         """Tell ``peer`` that we take it for our successor. If it took us for its predecessor
         in place of another live node (its answer's ``was``), that node still takes ``peer``
         for its successor: it is told of us too, and walks to us at once (rectify)."""
-        preds = [p.to_wire() for p in self.node.leafset.predecessors]
+        args = {
+            "id": ids.to_bytes(self.node.id),
+            "preds": [p.to_wire() for p in self.node.leafset.predecessors],
+        }
         try:
-            reply = await self.node.call_peer(
-                peer, "notify", {"id": ids.to_bytes(self.node.id), "preds": preds}
-            )
-            was = reply.get("was")
+            was = (await self.node.call_peer(peer, "notify", args)).get("was")
             before = self.node.parse_peers([was]) if was is not None else []
         except PEER_FAILURES:
             return
-        # Only a node before us (it was the predecessor of our successor): an answer cannot
-        # send our notify anywhere else.
-        if before and ids.in_interval(self.node.id, before[0].id, peer.id):
+        # Only our predecessor or a node between it and us (the successor's former predecessor
+        # is one of those): an answer cannot send our notify anywhere else. (Any node but
+        # those between us and the successor lies "before us" going round the circle.)
+        pred = self.node.leafset.predecessor
+        if (
+            before
+            and pred is not None
+            and ids.in_interval(before[0].id, pred.id, self.node.id, left_open=False)
+        ):
             with contextlib.suppress(*PEER_FAILURES):
-                await self.node.call_peer(
-                    before[0], "notify", {"id": ids.to_bytes(self.node.id), "preds": preds}
-                )
+                await self.node.call_peer(before[0], "notify", args)
 
     def _rpc_neighbors(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         ls = self.node.leafset
