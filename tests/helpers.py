@@ -42,8 +42,13 @@ async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
 # Nodes started by tests never write under the real home directory.
 _SANDBOX = tempfile.mkdtemp(prefix="udpdht-tests-")
 atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
+# Every `udpdht` command and node process a test runs (hundreds) keeps its compiled bytecode
+# in the sandbox too: where PYTHONDONTWRITEBYTECODE is set (as on the machines CI runs on),
+# each would otherwise compile the package from source again (70-80 ms of a 0.23 s
+# `udpdht put`), and the checkout stays free of __pycache__ either way.
 ENV = {
-    **os.environ,
+    **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    "PYTHONPYCACHEPREFIX": os.path.join(_SANDBOX, "pycache"),
     "PYTHONUNBUFFERED": "1",
     "XDG_DATA_HOME": _SANDBOX,
     "XDG_STATE_HOME": _SANDBOX,  # (the shell's history, the kad:// client's identity)
