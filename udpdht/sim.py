@@ -175,8 +175,7 @@ class Sim:
 
     def responsible(self, key: bytes) -> list[Peer]:
         """The r live members that should hold ``key``: its successor and the next r-1."""
-        ring = self.live_peers()
-        keys = [p.id for p in ring]
+        ring, keys = self._ring()
         start = bisect.bisect_left(keys, ids.hash_key(key))
         r = min(self.store_config.replicas, len(ring))
         return [ring[(start + i) % len(ring)] for i in range(r)]
@@ -251,16 +250,19 @@ class Sim:
 
     def live_peers(self) -> list[Peer]:
         """The joined live nodes in ring order (cached until membership changes)."""
+        return self._ring()[0]
+
+    def _ring(self) -> tuple[list[Peer], list[int]]:
+        """live_peers and their ids (the checks of thousands of keys ask for each key)."""
         members = tuple(self.joined)
         if self._ring_cache is None or self._ring_cache[0] != members:
             ring = sorted((n.peer for n in self.joined.values()), key=lambda p: p.id)
             self._ring_cache = (members, ring, [p.id for p in ring])
-        return self._ring_cache[1]
+        return self._ring_cache[1], self._ring_cache[2]
 
     def true_owner(self, key: int) -> Peer:
-        ring = self.live_peers()
-        assert self._ring_cache is not None
-        return ring[bisect.bisect_left(self._ring_cache[2], key) % len(ring)]
+        ring, keys = self._ring()
+        return ring[bisect.bisect_left(keys, key) % len(ring)]
 
     def ring_problems(self) -> list[str]:
         return ring_problems(self.joined.values())
