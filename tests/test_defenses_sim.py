@@ -214,6 +214,47 @@ def test_one_replica_with_a_newer_forged_version_is_outvoted() -> None:
     run_virtual(main())
 
 
+def test_a_read_through_an_unsettled_primary_asks_the_last_holder_only_when_two_differ() -> None:
+    # While a ring settles every get passes an unsettled primary; it used to cost a read of
+    # each of the r holders. When the primary and the next holder agree, the last one cannot
+    # change the answer (newest_agreed needs two): it is asked only when they differ.
+    async def main() -> None:
+        sim = Sim(seed=40, store_config=STORE)
+        nodes = await sim.build_ideal(12, maintenance=True)
+        holders = [sim.joined[p.id] for p in sim.responsible(b"k")]
+        coordinator = next(n for n in nodes if n not in holders)
+        now = asyncio.get_running_loop().time()
+        for node in nodes:  # its view knows every node: the read goes to the primary first
+            coordinator.view.add(node.peer, now)
+        await nodes[0].put("k", "genuine")
+        reads: list[Address] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data) if src == coordinator.addr else None
+            if isinstance(msg, wire.Request) and msg.method == "store_read":
+                reads.append(dst)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        unsettle(holders[0])
+        assert await coordinator.get("k") == "genuine"
+        assert reads == [holders[0].addr, holders[1].addr]
+
+        genuine = holders[1].replicator.store.get(b"k")
+        assert genuine is not None
+        older = genuine.version._replace(stamp=genuine.version.stamp - 1)
+        holders[1].replicator.store.remove(b"k")  # as if it had missed the last write
+        holders[1].replicator.store.put(genuine._replace(value=b"\xa3old", version=older))
+        reads.clear()
+        unsettle(holders[0])
+        assert await coordinator.get("k") == "genuine"  # the third agrees with the primary
+        assert reads == [holders[0].addr, holders[1].addr, holders[2].addr]
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_newest_agreed_prefers_a_version_two_nodes_hold() -> None:
     def rec(stamp: int) -> Record:
         return Record(b"k", b"\xc0", Version(stamp, bytes(20)), None)
