@@ -161,14 +161,9 @@ async def iterative_lookup(
         if done:  # (one that answered "not done" said that it does not own the key)
             answered.add(peer.addr)
         known[peer.id] = peer
-        detector = node.detector
         for p in nodes:
             known.setdefault(p.id, p)
-            # Named by a node of the ring: a guess for the view, dropped if a call to it fails,
-            # and not taken again on hearsay while it is suspected or lately dead (a liar
-            # naming a node that does not exist costs each coordinator one failed call).
-            if not detector.suspected(p.id) and not detector.recently_dead(p.id, now):
-                node.view.add(p, now)
+        node.heard_of(nodes, now)
         if done and nodes:
             owner = nodes[0]
             against = plausible_owner(key, peer, owner, known.values())

@@ -15,7 +15,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -505,6 +505,16 @@ class Node:
         if peer.id >= 0:  # (-1: a node known by its address only, until it answers)
             self.view.add(peer, asyncio.get_running_loop().time())
         return result
+
+    def heard_of(self, peers: Iterable[Peer], now: float) -> None:
+        """``peers`` were named by a node of the ring (in a lookup's answer, or as the holders
+        of a key): guesses for the view, dropped if a call to one fails, and not taken again
+        on hearsay while suspected or lately dead (a liar naming a node that does not exist
+        costs each coordinator one failed call)."""
+        detector = self.detector
+        for p in peers:
+            if not detector.suspected(p.id) and not detector.recently_dead(p.id, now):
+                self.view.add(p, now)
 
     def parse_peers(self, items: Any) -> list[Peer]:
         """A peer list a peer sent: bounded by L, every entry checked (routing.peers_from_wire).
