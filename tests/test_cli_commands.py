@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal
 
+from udpdht import Client
 from udpdht.cli import build_parser
 
 KEYS = ["alpha", "beta", "gamma", "delta", "epsilon"]
@@ -21,10 +22,14 @@ KEYS = ["alpha", "beta", "gamma", "delta", "epsilon"]
 def two_nodes() -> Iterator[tuple[NodeProcess, NodeProcess]]:
     """A two-node ring (memory stores, cookies in the tests' default place) holding KEYS."""
     with node_process() as a, node_process("--bootstrap", a.addr_text) as b:
-        asyncio.run(wait_processes_ideal([a, b], within=15.0))
-        for key in KEYS:
-            done = udpdht("put", "--node", a.addr_text, key, f"value of {key}")
-            assert done.returncode == 0, done.stderr
+
+        async def setup() -> None:
+            await wait_processes_ideal([a, b], within=15.0)
+            async with Client(a.addr) as client:  # (`udpdht put` has tests of its own)
+                for key in KEYS:
+                    await client.put(key, f"value of {key}")
+
+        asyncio.run(setup())
         yield a, b
 
 
