@@ -25,11 +25,11 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy tests
 	$(VENV)/bin/mypy bench
 
-# The whole suite: style, types, then every test (on two workers: about 3.5 minutes).
+# The whole suite: style, types, then every test (on two workers: about 4 minutes).
 test: lint typecheck
 	$(PY) -m pytest -q -n 2
 
-# The tier for edits: every test not marked slow (about a minute; README "Tests in tiers").
+# The tier for edits: every test not marked slow (about 1.5 minutes; README "Tests in tiers").
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
