@@ -43,7 +43,7 @@ async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
 _SANDBOX = tempfile.mkdtemp(prefix="udpdht-tests-")
 atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
 # Every `udpdht` command and node process a test runs (hundreds) keeps its compiled bytecode
-# in the sandbox too: where PYTHONDONTWRITEBYTECODE is set (as on the machines CI runs on),
+# in the sandbox too: where PYTHONDONTWRITEBYTECODE is set (as on the development machine),
 # each would otherwise compile the package from source again (70-80 ms of a 0.23 s
 # `udpdht put`), and the checkout stays free of __pycache__ either way.
 ENV = {

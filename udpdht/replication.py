@@ -800,12 +800,12 @@ class Replicator:
                 # It has a version: if the next holder has the same, the one left cannot
                 # change what newest_agreed picks (a version two agree on), and is asked only
                 # if they differ. (One read less for each get while a ring settles.)
-                with contextlib.suppress(DhtError, *MALFORMED):
+                agreed = False
+                with contextlib.suppress(DhtError, *MALFORMED):  # (a failure: ask the last)
                     answers.append(await self._read(others[0], key, primary=False, few=True))
                     second = answers[-1][0]
-                    if second is not None and second.version == first.version:
-                        others = others[:1]
-                others = others[1:]
+                    agreed = second is not None and second.version == first.version
+                others = [] if agreed else others[1:]
             # Few tries each when several are asked at once (a dead one costs 0.3 s, not 1.7).
             few = len(others) > 1
             results = await asyncio.gather(
