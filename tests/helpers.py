@@ -29,6 +29,29 @@ Address = tuple[str, int]
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
+def closed_port(family: socket.AddressFamily = socket.AF_INET, host: str = "127.0.0.1") -> int:
+    """A UDP port nothing listens on: free now, and below the kernel's range of ephemeral
+    ports, so that no test running beside this one binds it meanwhile by asking for port 0.
+    (A port bound and closed is handed out again: once a node of another test answered
+    there, "unknown method", where the test expected "the port is closed".)"""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):  # bounded: a free port turns up within a few draws
+        port = rng.randrange(10000, low) if low > 10100 else 0
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # taken: draw again
+            chosen: int = s.getsockname()[1]
+            return chosen
+    raise RuntimeError("no free UDP port below the ephemeral range")
+
+
 async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
     """Wait until ``cond()`` holds, failing after ``within`` seconds of loop time."""
     loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ENV, has_ipv6_loopback, node_process, spawn, udpdht
+from helpers import ENV, closed_port, has_ipv6_loopback, node_process, spawn, udpdht
 
 from udpdht import Node
 from udpdht.cli_node import _join_any
@@ -365,24 +365,15 @@ async def test_a_node_busy_with_a_write_is_not_said_to_be_down() -> None:
     ), err
 
 
-def _closed_port(family: socket.AddressFamily, host: str) -> int:
-    """A UDP port nothing listens on (bound, then closed; the kernel hands it out again only
-    after its other free ports)."""
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 def test_a_closed_port_is_said_to_be_closed_without_waiting_out_the_tries(loop_name: str) -> None:
     # Issue #13's third trial: a command to an address with no node sat silent ~9 s (6 tries).
     # The host answers such a datagram with ICMP "port unreachable", which a probe from a
     # connected socket hears: the command says so at once. (--timeout 5: were the probe not
     # heard, the command would end "did not answer within 5 s" instead.)
-    targets = [("127.0.0.1", _closed_port(socket.AF_INET, "127.0.0.1"), ["ping", "get", "put"])]
+    targets = [("127.0.0.1", closed_port(), ["ping", "get", "put"])]
     if has_ipv6_loopback():
-        targets.append(("::1", _closed_port(socket.AF_INET6, "::1"), ["get"]))
+        targets.append(("::1", closed_port(socket.AF_INET6, "::1"), ["get"]))
     args = {"ping": ["ping"], "get": ["get", "k"], "put": ["put", "k", "v"]}
     for host, port, names in targets:
         node = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -398,7 +389,7 @@ def test_a_closed_port_is_said_to_be_closed_without_waiting_out_the_tries(loop_n
 
 
 def test_a_closed_port_under_kad_is_said_to_be_closed_too() -> None:
-    port = _closed_port(socket.AF_INET, "127.0.0.1")
+    port = closed_port()
     done = udpdht("get", "k", "--node", f"kad://127.0.0.1:{port}")
     assert done.returncode == 1
     assert done.stderr == (

@@ -25,7 +25,7 @@ from typing import Any
 
 import kademlia.utils
 import pytest
-from helpers import ENV
+from helpers import ENV, closed_port
 from kademlia.network import Server as KademliaServer
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.input import create_pipe_input
@@ -389,9 +389,7 @@ async def test_kad_refusals_get_meta_size_and_formats(kad_network: KadNetwork) -
 async def test_shell_ping_and_routing_to_a_closed_port_say_so_at_once(
     kad_network: KadNetwork,
 ) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # bound, then closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = closed_port()
     session = await _attached(kad_network)
     try:  # (the words come only from the port's probe: not after the ping's 4 tries, 3.5 s)
         for line in (f"ping 127.0.0.1:{port}", f"routing 127.0.0.1:{port}"):
