@@ -34,6 +34,21 @@ def unsettle(node: Node) -> None:
     replicator._synced = None
 
 
+def requests_from(sim: Sim, src: Address, method: str) -> list[Address]:
+    """A list that from now on gets the destination of every ``method`` request ``src`` sends
+    (the network's drop filter, dropping nothing; ``set_drop_filter(None)`` ends it)."""
+    sent: list[Address] = []
+
+    def watch(source: Address, dst: Address, data: bytes) -> bool:
+        msg = wire.decode(data) if source == src else None
+        if isinstance(msg, wire.Request) and msg.method == method:
+            sent.append(dst)
+        return False
+
+    sim.net.set_drop_filter(watch)
+    return sent
+
+
 def test_plausible_owner_catches_a_claim_that_the_key_is_elsewhere() -> None:
     def p(i: int) -> Peer:
         return Peer(i, ("10.0.0.1", i))
@@ -227,15 +242,7 @@ def test_a_read_through_an_unsettled_primary_asks_the_last_holder_only_when_two_
         for node in nodes:  # its view knows every node: the read goes to the primary first
             coordinator.view.add(node.peer, now)
         await nodes[0].put("k", "genuine")
-        reads: list[Address] = []
-
-        def watch(src: Address, dst: Address, data: bytes) -> bool:
-            msg = wire.decode(data) if src == coordinator.addr else None
-            if isinstance(msg, wire.Request) and msg.method == "store_read":
-                reads.append(dst)
-            return False
-
-        sim.net.set_drop_filter(watch)
+        reads = requests_from(sim, coordinator.addr, "store_read")
         unsettle(holders[0])
         assert await coordinator.get("k") == "genuine"
         assert reads == [holders[0].addr, holders[1].addr]
@@ -530,15 +537,7 @@ def test_a_successor_that_lies_in_was_cannot_send_our_notify_elsewhere() -> None
             return {"was": named[0].to_wire()}
 
         liar.endpoint.register("notify", lying_notify, idempotent=True)
-        notifies_to: list[Address] = []
-
-        def watch(src: Address, dst: Address, data: bytes) -> bool:
-            msg = wire.decode(data)
-            if src == notifier.addr and isinstance(msg, wire.Request) and msg.method == "notify":
-                notifies_to.append(dst)
-            return False
-
-        sim.net.set_drop_filter(watch)
+        notifies_to = requests_from(sim, notifier.addr, "notify")
         cases = ((after, [liar.addr]), (far, [liar.addr]), (pred, [liar.addr, pred.addr]))
         for target, expected in cases:
             named[:] = [target.peer]
