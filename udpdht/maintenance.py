@@ -101,6 +101,10 @@ class Maintenance:
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
+        #: The share of quiet rounds that run a loop check from a random far node: LOOP_CHECK,
+        #: halved by each such check that finds nothing, down to LOOP_CHECK_MIN (see
+        #: _check_loop_once).
+        self.loop_share = self.LOOP_CHECK
         self._stabilizing = asyncio.Lock()  # one stabilize at a time: a round's or an early one
         self._last_stabilize = float("-inf")  # loop time the last stabilize started
         self._early: asyncio.Task[None] | None = None  # see stabilize_soon
@@ -157,7 +161,7 @@ class Maintenance:
                 changed_at = self.node.replicator.changed_at()
                 if young and changed_at != self._checked_change:
                     self._check_loop_soon(changed_at)
-                elif not young and self.node.rng.random() < self.LOOP_CHECK:
+                elif not young and self.node.rng.random() < self.loop_share:
                     self._check_loop_soon()
                 pred_heard, at = self.pred_heard
                 pred = self.node.leafset.predecessor
@@ -624,6 +628,7 @@ class Maintenance:
         return self._nearest_after(asker, self.node.id)
 
     LOOP_CHECK = 0.25  # the share of rounds that look for nodes between us and our successor
+    LOOP_CHECK_MIN = 1 / 32  # ... halved by each that finds nothing, down to this
     YOUNG = 10  # ... or once per change instead, until our neighbourhood has been quiet this long
 
     def _check_loop_soon(self, change: float | None = None) -> None:
@@ -635,6 +640,10 @@ class Maintenance:
 
     async def _check_loop_once(self, change: float | None) -> None:
         result = await self.check_loop(near=change is not None)
+        if result:
+            self.loop_share = self.LOOP_CHECK
+        elif result is False and change is None:
+            self.loop_share = max(self.loop_share / 2, self.LOOP_CHECK_MIN)
         if change is not None and result is not None:
             self._checked_change = change
 
