@@ -114,6 +114,10 @@ REPAIR_COUNTERS: dict[str, tuple[str, str]] = {
         "repair_sync_failures",
         "Comparisons with a peer that failed (no answer, an error, nonsense).",
     ),
+    "comparisons_skipped": (
+        "repair_comparisons_skipped",
+        "Rounds that compared nothing: the last ones found every copy in sync, nothing changed.",
+    ),
 }
 
 #: Lookup hop counts: a ring of n nodes takes about log2(n)/2 hops.

@@ -477,7 +477,7 @@ class Node:
         while True:
             await asyncio.sleep(period * (0.5 + self.rng.random()))
             try:
-                await self.replicator.sync_round()
+                await self.replicator.sync_round(compare=self.replicator.compare_due())
             except asyncio.CancelledError:
                 raise
             except Exception:

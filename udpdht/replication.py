@@ -212,7 +212,7 @@ class Replicator:
         self.handoff: dict[str, Any] | None = None
         self._repair: dict[str, Any] = {
             "rounds": 0, "last_round_ms": 0.0, "max_round_ms": 0.0, "parts_compared": 0,
-            "pushed": 0, "pulled": 0, "moved": 0, "sync_failures": 0,
+            "pushed": 0, "pulled": 0, "moved": 0, "sync_failures": 0, "comparisons_skipped": 0,
         }  # fmt: skip
         #: Writes refused RateLimited because their sender's write budget was spent (_charge).
         self.writes_rate_limited = 0
@@ -230,6 +230,14 @@ class Replicator:
         self._seen: tuple[tuple[tuple[int, ...], tuple[int, ...]] | None, float] = (None, 0.0)
         self._early: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
+        # Rounds whose comparisons found every copy in sync in an unchanged neighbourhood,
+        # one after another; the neighbourhood and our range's digest after the last; the
+        # rounds that compare (one in _every); rounds since the last that did (compare_due).
+        self._quiet_rounds = 0
+        self._quiet_state: tuple[object, bytes] | None = None
+        self._every = 1
+        self._skipped = 0
+        self._in_sync = 0  # comparisons whose first digests were the same (_sync_range)
 
     #: The methods :meth:`register` serves (the node answers them BUSY until the store opens).
     METHODS = (
@@ -1234,8 +1242,27 @@ class Replicator:
     LEAF = 256
     MAX_PARTS = 256  # parts compared per peer and round, at most: the rest waits for the next
 
-    async def sync_round(self) -> None:
-        """One anti-entropy round: purge, sync our primary range, move what is not ours."""
+    # Comparisons that find every copy in sync, round after round, in a neighbourhood that
+    # does not change, are spaced out: after QUIET_SYNCS such rounds, one round in 2, then
+    # in MAX_SYNC_EVERY compares. A change of the neighbourhood or of our range's digest
+    # (a write, an expiry) makes the next round compare (compare_due).
+    QUIET_SYNCS = 2
+    MAX_SYNC_EVERY = 4
+
+    def compare_due(self) -> bool:
+        """Whether this round compares our range with the replicas (Node._sync_store): every
+        round unless the last ones found nothing to do and nothing changed since."""
+        self._skipped += 1
+        if self._skipped >= self._every or self._quiet_state is None:
+            return True
+        pred = self.node.leafset.predecessor
+        if pred is None or self._view() != self._quiet_state[0]:
+            return True
+        return self.store.digest(pred.id, self.node.id)[0] != self._quiet_state[1]
+
+    async def sync_round(self, *, compare: bool = True) -> None:
+        """One anti-entropy round: purge, sync our primary range (``compare``), move what is
+        not ours."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         now = self.node.wall_clock()
@@ -1243,7 +1270,10 @@ class Replicator:
         ls = self.node.leafset
         pred = ls.predecessor
         view, agreed = self._view(), self.node.maintenance.agreed()
-        if pred is not None:
+        if not compare:
+            self._repair["comparisons_skipped"] += 1
+        elif pred is not None:
+            in_sync = self._in_sync
             replicas = ls.successors[: self.config.replicas - 1]
             # What we pull from a later replica goes to the earlier ones in the same round:
             # they are compared again (one digest each when nothing else differs).
@@ -1265,12 +1295,27 @@ class Replicator:
                     pulled_after = i
                 if i == 0 and complete and agreed and self._view() == view:
                     self._synced = view  # see settled
+            # Quiet: each replica's copy had our digest at once, the first time round.
+            quiet = (
+                self._in_sync - in_sync == len(replicas) > 0
+                and self._view() == view
+                and (self._quiet_state is None or self._quiet_state[0] == view)
+            )
+            self._note_round(quiet, view, pred.id)
         await self._move_strays()
         took = (loop.time() - start) * 1000
         stats = self._repair
         stats["rounds"] += 1
         stats["last_round_ms"] = round(took, 3)
         stats["max_round_ms"] = round(max(stats["max_round_ms"], took), 3)
+
+    def _note_round(self, quiet: bool, view: object, pred_id: int) -> None:
+        """After a round's comparisons: count it quiet or start over (see compare_due)."""
+        self._quiet_rounds = self._quiet_rounds + 1 if quiet else 0
+        extra = self._quiet_rounds - self.QUIET_SYNCS
+        self._every = 1 if extra < 0 else min(2 << extra, self.MAX_SYNC_EVERY)
+        self._skipped = 0
+        self._quiet_state = (view, self.store.digest(pred_id, self.node.id)[0])
 
     def repair_stats(self) -> dict[str, Any]:
         """What anti-entropy did (status ``repair``): rounds, the last and longest round's
@@ -1289,6 +1334,7 @@ class Replicator:
         )
         self._repair["parts_compared"] += 1
         if reply["digest"] == mine:
+            self._in_sync += 1
             return True
         if max(count, int(reply["count"])) <= self.LEAF:
             await self._sync_leaf(peer, lo, hi)
