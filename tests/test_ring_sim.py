@@ -344,6 +344,33 @@ def test_a_quiet_ring_backs_its_loop_checks_off_and_still_finds_a_loop() -> None
     run_virtual(main())
 
 
+def test_a_finger_far_past_its_owner_is_refreshed_from_a_node_before_it() -> None:
+    # After many joins a finger can lie far past the owner of its start: asked first, it
+    # routes clockwise from there, round the ring (about log n hops). A node heard from just
+    # before the start finds the owner in its successor list: one hop.
+    async def main() -> None:
+        sim = Sim(seed=5)
+        nodes = await sim.build_ideal(300)
+        ring = sorted(nodes, key=lambda n: n.id)
+        node = ring[0]
+        i = ids.BITS - 2  # a quarter of the ring away: far outside its leafset
+        start = node.fingers.start(i)
+        owner = sim.true_owner(start)
+        at = [n.id for n in ring].index(owner.id)
+        node.fingers.set(i, ring[(at + 40) % len(ring)].peer)  # 40 nodes past the owner
+        now = asyncio.get_running_loop().time()
+        node.view.add(ring[at - 2].peer, now)  # heard from, two nodes before the start
+        hops: list[int] = []
+        node.lookup_observers.append(lambda found, _: hops.append(len(found.hops) if found else -1))
+        node.maintenance._next_finger = i
+        await node.maintenance.fix_fingers()
+        assert node.fingers.entries[i] == owner
+        assert hops == [1]
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_quiet_ring_stabilizes_without_notifies_and_stays_agreed() -> None:
     # Once the ring is ideal, a successor notes its predecessor's `neighbors` call (`succ`)
     # as the notify it would get: rounds send no notify, and every node's range still counts

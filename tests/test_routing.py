@@ -570,6 +570,23 @@ def test_ring_view_guesses_the_holders_from_the_nodes_heard_lately() -> None:
     assert len(view) <= 4 and 500 in [p.id for p in view.holders(0, 4, since=0.0)]
 
 
+def test_ring_view_names_the_nearest_node_before_a_key() -> None:
+    own = Peer(500, ("10.0.0.1", 1))
+    view = RingView(own)
+
+    def before(key: int, since: float) -> int | None:
+        found = view.preceding(key, since)
+        return None if found is None else found.id
+
+    assert before(300, since=0.0) == 500  # alone: ourselves
+    for i, node_id in enumerate((100, 300, 700)):
+        view.add(Peer(node_id, ("10.0.0.2", 10 + i)), now=float(i))
+    assert before(650, since=0.0) == 500
+    assert before(300, since=0.0) == 100  # strictly before
+    assert before(50, since=0.0) == 700  # wraps
+    assert before(200, since=1.0) == 700  # 100 heard too long ago
+
+
 def test_a_strict_step_answers_from_the_pointers_only() -> None:
     # A node at 100 whose successor list (200, 300, 400, 500) spans key 350: from its lists it
     # knows the owner (400). A strict step does not: its successor pointer does not bracket

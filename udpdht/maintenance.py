@@ -514,18 +514,32 @@ class Maintenance:
     FINGER_VIEW_AGE = 60.0  # seconds: a node not heard from for longer is not guessed
 
     def _finger_guess(self, start: int, current: Peer | None) -> Peer | None:
-        """The node to ask first for the owner of a finger's ``start``: the first node at or
-        after it among those heard from lately (node.view), or the finger as it stands if that
-        is nearer. Either is at or just after the owner (nodes that joined before it since lie
-        in its leafset), so it mostly names the owner itself."""
+        """The node to ask first for the owner of a finger's ``start``.
+
+        The first node at or after it among those heard from lately (node.view), or the
+        finger as it stands if that is nearer, is at or just after the owner, and names it
+        from its predecessor list in one hop, unless more nodes than that list holds joined
+        between (then it routes clockwise from past the start: about log n hops). So when it
+        lies farther from the start than our own successor list spans (L/2 - 1 of our gaps),
+        the nearest node before the start that we heard from is asked instead: from there
+        the owner is a few nodes on, found in one hop from its successor list, or a few hops
+        if nodes joined between (1,000 joins: 1.7 hops a finger lookup instead of 2.3)."""
         since = asyncio.get_running_loop().time() - self.FINGER_VIEW_AGE
+        me = self.node.id
         seen = self.node.view.holders(start, 1, since)
-        guess = seen[0] if seen and seen[0].id != self.node.id else None
+        guess = seen[0] if seen and seen[0].id != me else None
         if guess is None or (
             current is not None and ids.distance(start, current.id) <= ids.distance(start, guess.id)
         ):
-            return current
-        return guess
+            guess = current
+        before = self.node.view.preceding(start, since)
+        if before is None or before.id == me:
+            return guess
+        succs = self.node.leafset.successors
+        if guess is None or not succs:
+            return before
+        reach = ids.distance(me, succs[-1].id) // len(succs) * (len(succs) - 1)
+        return before if ids.distance(start, guess.id) > reach else guess
 
     def agreed(self) -> bool:
         """Whether our predecessor and our successor both named us lately (their successor,

@@ -433,6 +433,18 @@ class RingView:
                     break
         return out
 
+    def preceding(self, key: int, since: float) -> Peer | None:
+        """The nearest node strictly before ``key`` (counter-clockwise) among those heard from
+        since loop time ``since``, ourselves included; None if the view has none."""
+        ids_ = self._ids
+        n = len(ids_)
+        i = bisect.bisect_left(ids_, key)
+        for k in range(1, min(n, self.MAX_STALE) + 1):  # bounded: no scan of a stale view
+            peer, heard = self._peers[ids_[(i - k) % n]]
+            if heard >= since:
+                return peer
+        return None
+
     def xor_nearest(self, key: int, count: int, since: float) -> list[Peer]:
         """The ``count`` nodes nearest to ``key`` by XOR (Kademlia's distance), nearest first,
         among those heard from since loop time ``since``, ourselves included.
