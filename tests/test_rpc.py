@@ -443,27 +443,48 @@ def test_a_bad_destination_fails_its_call_and_never_the_socket(loop_name: str) -
 
 
 def test_a_padded_request_gets_its_answer_without_a_retry() -> None:
-    """After one answer of a few hundred bytes, a caller pads its first request to another
-    peer so that the answer fits in 3 times it: one round trip, not a retry and a resend."""
+    """A caller pads a request to a peer it has no token for so that the answer fits in 3
+    times it: one round trip, not a retry and a resend. Before any answer to the method it
+    pads to MAX_PAD; then to a third of the largest answer seen, plus PAD_SLACK (answers grow
+    as a ring fills in)."""
 
     async def main() -> None:
         net = SimNetwork(seed=43)
         client, first = await sim_pair(net)
-        second = await RpcEndpoint.bind(net, (net.host, 0))
-        answer = b"x" * 600
-        for server in (first, second):
-            server.register("find", lambda args, peer: answer)
-        assert await client.call(first.addr, "find", {"k": 1}, pad=True) == answer
-        assert first.stats.tokens_sent == 1  # the first answer of its size: a retry
-        sent = client.stats.sent
-        assert await client.call(second.addr, "find", {"k": 1}, pad=True) == answer
-        assert second.stats.tokens_sent == 0 and client.stats.sent == sent + 1
-        # Unpadded (the default), a third peer still asks for a token first.
+        peers = [first] + [await RpcEndpoint.bind(net, (net.host, 0)) for _ in range(3)]
+        size = 600
+
+        def find(args: dict[str, Any], peer: Address) -> bytes:
+            return b"x" * size
+
+        for server in peers:
+            server.register("find", find)
+        sizes: list[int] = []  # of every datagram sent
+
+        def record(src: Address, dst: Address, data: bytes) -> bool:
+            sizes.append(len(data))
+            return False
+
+        net.set_drop_filter(record)
+        assert await client.call(peers[0].addr, "find", {"k": 1}, pad=True) == b"x" * 600
+        assert peers[0].stats.tokens_sent == 0 and sizes[0] >= RpcEndpoint.MAX_PAD
+        # Learned: the next request is smaller, and an answer a little larger still fits.
+        size = 600 + RpcEndpoint.PAD_SLACK
+        assert await client.call(peers[1].addr, "find", {"k": 1}, pad=True) == b"x" * size
+        assert peers[1].stats.tokens_sent == 0 and sizes[2] < RpcEndpoint.MAX_PAD
+        # Much larger: a retry, and it is learned.
+        size = 900
+        assert await client.call(peers[2].addr, "find", {"k": 1}, pad=True) == b"x" * size
+        assert peers[2].stats.tokens_sent == 1
+        assert await client.call(peers[3].addr, "find", {"k": 1}, pad=True) == b"x" * size
+        assert peers[3].stats.tokens_sent == 0
+        net.set_drop_filter(None)
+        # Unpadded (the default), a peer still asks for a token first.
         third = await RpcEndpoint.bind(net, (net.host, 0))
-        third.register("find", lambda args, peer: answer)
-        assert await client.call(third.addr, "find", {"k": 1}) == answer
+        third.register("find", find)
+        assert await client.call(third.addr, "find", {"k": 1}) == b"x" * size
         assert third.stats.tokens_sent == 1
-        # An answer too large for MAX_PAD is not learned: no padding, the retry as before.
+        # An answer too large for MAX_PAD is not learned: the retry as before.
         third.register("scan", lambda args, peer: b"x" * 10_000)
         assert await client.call(third.addr, "scan", {}, pad=True) == b"x" * 10_000
         assert "scan" not in client._answer_sizes
