@@ -239,6 +239,20 @@ def test_lookup_is_iterative_with_a_trace() -> None:
     run_virtual(main())
 
 
+def split_into_two_loops(sim: Sim, nodes: list[Node], seed: int) -> None:
+    """Make ``nodes`` two loops whose nodes alternate round the ring, each ideal on its own;
+    each node remembers one node of the other loop (as a bootstrap gives)."""
+    ring = sorted(nodes, key=lambda n: n.id)
+    odd, even = ring[0::2], ring[1::2]
+    sim.install_ideal_routing(odd)
+    sim.install_ideal_routing(even)
+    rng = random.Random(seed)
+    for mine, other in ((odd, even), (even, odd)):
+        for node in mine:
+            node.memory.remember([rng.choice(other).peer], node.id)
+    assert sim.ideal_problems()  # two loops, not one ring
+
+
 def test_two_interleaved_loops_become_one_ring() -> None:
     # Many joins at once can leave the ring winding twice around the id space: two loops
     # whose nodes alternate, each consistent on its own (every predecessor and successor
@@ -247,16 +261,7 @@ def test_two_interleaved_loops_become_one_ring() -> None:
     # Each node knows one node of the other loop (a remembered peer, as a bootstrap gives).
     async def main() -> None:
         sim = Sim(seed=17)
-        nodes = await sim.build_ideal(40, maintenance=True)
-        ring = sorted(nodes, key=lambda n: n.id)
-        odd, even = ring[0::2], ring[1::2]
-        sim.install_ideal_routing(odd)
-        sim.install_ideal_routing(even)
-        rng = random.Random(17)
-        for mine, other in ((odd, even), (even, odd)):
-            for node in mine:
-                node.memory.remember([rng.choice(other).peer], node.id)
-        assert sim.ideal_problems()  # two rings, not one
+        split_into_two_loops(sim, await sim.build_ideal(40, maintenance=True), seed=17)
         await sim.wait_ideal(within=120)
         await sim.stop()
 
@@ -329,15 +334,7 @@ def test_a_quiet_ring_backs_its_loop_checks_off_and_still_finds_a_loop() -> None
         await asyncio.sleep(60.0)
         rate = (sim.net.stats.sent - before) / 60 / len(nodes)
         assert rate < 2.5, f"{rate:.2f} datagrams per node per second at rest"
-        ring = sorted(nodes, key=lambda n: n.id)
-        odd, even = ring[0::2], ring[1::2]
-        sim.install_ideal_routing(odd)
-        sim.install_ideal_routing(even)
-        rng = random.Random(21)
-        for mine, other in ((odd, even), (even, odd)):
-            for node in mine:
-                node.memory.remember([rng.choice(other).peer], node.id)
-        assert sim.ideal_problems()  # two loops, not one ring
+        split_into_two_loops(sim, nodes, seed=21)
         await sim.wait_ideal(within=120)
         await sim.stop()
 
