@@ -452,8 +452,11 @@ async def test_stop_outside_the_event_loop_runs_the_leave() -> None:
             return server
 
         server = await asyncio.to_thread(script)
-        assert server.dht is not None and not server.dht.running
-        assert not listed_anywhere(server.node.id, servers)
+        assert server.dht is not None and not server.dht.running and server.dht.handed_off
+        # Told, every neighbour drops it at once; one whose stabilize got an answer made just
+        # before its successor heard the news takes it back, until the next answer (the list
+        # adopted is the successor's own: Zave). Under a loaded test run that happened once.
+        await wait_until(lambda: not listed_anywhere(server.node.id, servers), within=5.0)
         assert await servers[1].get("old-style") == "ok"
 
 
