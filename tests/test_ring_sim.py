@@ -323,17 +323,22 @@ def test_a_calm_ring_costs_less_and_still_repairs_a_crash_at_once() -> None:
 def test_a_quiet_ring_backs_its_loop_checks_off_and_still_finds_a_loop() -> None:
     # A quiet ring ran a loop check from a random far node in a quarter of its rounds: at
     # 100 nodes, 2.95 datagrams per node per second at rest, a third of them those checks'
-    # lookups. Each check that finds nothing now halves the share, down to 1/32 (2.08). A loop
-    # that forms later is still found and joined into one ring.
+    # lookups. Each check that finds nothing now halves the share, down to 1/32 (2.08; with
+    # quiet anti-entropy rounds spaced out too, 1.47; 50 nodes: 2.73 before both, 1.47). A
+    # loop that forms later is still found and joined into one ring.
     async def main() -> None:
         sim = Sim(seed=21)
-        nodes = await sim.build_ideal(100, maintenance=True)
-        floor = Maintenance.LOOP_CHECK_MIN
-        await wait_until(lambda: all(n.maintenance.loop_share == floor for n in nodes), 300)
+        nodes = await sim.build_ideal(50, maintenance=True)
+
+        def backed_off() -> bool:  # 90 % at the floor (after 89 virtual s; all: 206)
+            floor = Maintenance.LOOP_CHECK_MIN
+            return sum(n.maintenance.loop_share == floor for n in nodes) >= 0.9 * len(nodes)
+
+        await wait_until(backed_off, 300)
         before = sim.net.stats.sent
-        await asyncio.sleep(60.0)
-        rate = (sim.net.stats.sent - before) / 60 / len(nodes)
-        assert rate < 2.5, f"{rate:.2f} datagrams per node per second at rest"
+        await asyncio.sleep(30.0)
+        rate = (sim.net.stats.sent - before) / 30 / len(nodes)
+        assert rate < 2.0, f"{rate:.2f} datagrams per node per second at rest"
         split_into_two_loops(sim, nodes, seed=21)
         await sim.wait_ideal(within=120)
         await sim.stop()
