@@ -231,11 +231,10 @@ class Replicator:
         self._early: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
         # Rounds whose comparisons found every copy in sync in an unchanged neighbourhood,
-        # one after another; the neighbourhood and our range's digest after the last; the
-        # rounds that compare (one in _every); rounds since the last that did (compare_due).
+        # one after another; the neighbourhood and our range's digest after the last; rounds
+        # since the last that compared (see _compare_due).
         self._quiet_rounds = 0
         self._quiet_state: tuple[object, bytes] | None = None
-        self._every = 1
         self._skipped = 0
         self._in_sync = 0  # comparisons whose first digests were the same (_sync_range)
 
@@ -1245,24 +1244,26 @@ class Replicator:
     # Comparisons that find every copy in sync, round after round, in a neighbourhood that
     # does not change, are spaced out: after QUIET_SYNCS such rounds, one round in 2, then
     # in MAX_SYNC_EVERY compares. A change of the neighbourhood or of our range's digest
-    # (a write, an expiry) makes the next round compare (compare_due).
+    # (a write, an expiry) makes the next round compare (_compare_due).
     QUIET_SYNCS = 2
     MAX_SYNC_EVERY = 4
 
-    def compare_due(self) -> bool:
-        """Whether this round compares our range with the replicas (Node._sync_store): every
-        round unless the last ones found nothing to do and nothing changed since."""
-        self._skipped += 1
-        if self._skipped >= self._every or self._quiet_state is None:
+    def _compare_due(self) -> bool:
+        """Whether a round that may skip its comparisons compares: unless the last rounds
+        found nothing to do and nothing changed since, it does."""
+        extra = self._quiet_rounds - self.QUIET_SYNCS
+        every = 1 if extra < 0 else min(2 << extra, self.MAX_SYNC_EVERY)
+        if self._skipped + 1 >= every or self._quiet_state is None:
             return True
         pred = self.node.leafset.predecessor
         if pred is None or self._view() != self._quiet_state[0]:
             return True
         return self.store.digest(pred.id, self.node.id)[0] != self._quiet_state[1]
 
-    async def sync_round(self, *, compare: bool = True) -> None:
-        """One anti-entropy round: purge, sync our primary range (``compare``), move what is
-        not ours."""
+    async def sync_round(self, *, may_skip: bool = False) -> None:
+        """One anti-entropy round: purge, sync our primary range, move what is not ours.
+        ``may_skip`` (the node's own rounds): leave the sync out while the last rounds found
+        every copy in sync and nothing changed (_compare_due)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         now = self.node.wall_clock()
@@ -1270,7 +1271,8 @@ class Replicator:
         ls = self.node.leafset
         pred = ls.predecessor
         view, agreed = self._view(), self.node.maintenance.agreed()
-        if not compare:
+        if may_skip and not self._compare_due():
+            self._skipped += 1
             self._repair["comparisons_skipped"] += 1
         elif pred is not None:
             in_sync = self._in_sync
@@ -1310,10 +1312,8 @@ class Replicator:
         stats["max_round_ms"] = round(max(stats["max_round_ms"], took), 3)
 
     def _note_round(self, quiet: bool, view: object, pred_id: int) -> None:
-        """After a round's comparisons: count it quiet or start over (see compare_due)."""
+        """After a round's comparisons: count it quiet or start over (see _compare_due)."""
         self._quiet_rounds = self._quiet_rounds + 1 if quiet else 0
-        extra = self._quiet_rounds - self.QUIET_SYNCS
-        self._every = 1 if extra < 0 else min(2 << extra, self.MAX_SYNC_EVERY)
         self._skipped = 0
         self._quiet_state = (view, self.store.digest(pred_id, self.node.id)[0])
 
