@@ -612,3 +612,31 @@ def test_a_quiet_store_compares_less_often_and_still_repairs() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_ring_that_nobody_reads_settles_soon_after_its_last_join() -> None:
+    # A node is settled (its "no value" counts) once its neighbourhood has been quiet for
+    # QUIET periods and it has then compared its range with its successor's copy. That
+    # comparison used to start only when a read asked (or at the next anti-entropy round,
+    # 2.5-7.5 s away): until then every read through it asked a second holder. Maintenance
+    # now starts it as soon as the rest holds.
+    async def main() -> None:
+        sim = store_sim(73)
+        await sim.first()
+        await sim.join_many(29, spread=0.5)
+        await sim.wait_ideal(60.0)
+        nodes = list(sim.joined.values())
+        period = nodes[0].config.stabilize_period
+        # Quiet for QUIET periods since the last change near any node, then a round (at most
+        # 1.5 periods away: rounds are not calm yet) and a round trip. Asked once, at the end:
+        # asking is what used to start the comparison (seeds 73, 74: the last of the 30 was
+        # settled 6.7 and 4.9 s after the last change, past this bound of 3.5 s).
+        last_change = max(n.replicator.changed_at() for n in nodes)
+        loop = asyncio.get_running_loop()
+        bound = last_change + nodes[0].replicator.QUIET * period + 2 * period
+        await asyncio.sleep(max(0.0, bound - loop.time()))
+        unsettled = [n for n in nodes if not n.replicator.settled()]
+        assert unsettled == [], f"{len(unsettled)} of {len(nodes)} nodes not settled"
+        await sim.stop()
+
+    run_virtual(main())
