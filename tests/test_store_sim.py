@@ -459,6 +459,48 @@ def test_a_get_goes_straight_to_the_primary_its_view_knows() -> None:
     run_virtual(main())
 
 
+def test_a_read_refused_by_a_node_not_met_yet_costs_no_retry() -> None:
+    # A coordinator whose view misses a key's primary reads from the node after it, which
+    # refuses and names the holders: an answer 4 times a small read's size, which a node
+    # sends only to an address that proved itself with a token (PROTOCOL.md 6a). The read
+    # is padded when the coordinator holds no token, so the refusal comes at once: two
+    # reads, not a retry, a resend and then the second read.
+    async def main() -> None:
+        sim = store_sim(52)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        await wait_until(lambda: all(n.replicator.settled() for n in nodes), within=60)
+        coordinator = nodes[0]
+        keys = [f"k{i}".encode() for i in range(60)]
+        far = [k for k in keys if not coordinator.leafset.covers(ids.hash_key(k))][:8]
+        assert len(far) >= 5
+        for key in far:
+            await nodes[5].put(key, "v")
+        sent: list[str | None] = []
+        retries = 0
+
+        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+            nonlocal retries
+            if src == coordinator.addr:
+                sent.append(_method(data))
+            elif dst == coordinator.addr and isinstance(wire.decode(data), wire.Retry):
+                retries += 1
+            return False
+
+        sim.net.set_drop_filter(watch)
+        for key in far:
+            now = asyncio.get_running_loop().time()
+            for node in nodes:
+                coordinator.view.add(node.peer, now)
+            coordinator.view.remove(sim.responsible(key)[0].id)  # guessed: the node after
+            assert await coordinator.get(key) == "v"
+        sim.net.set_drop_filter(None)
+        assert retries == 0
+        assert sent.count("store_read") == 2 * len(far)  # the refusal, then the primary
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_writes_to_one_primary_at_once_share_their_pushes() -> None:
     # Many writes to the same primary at once: each replica gets them in a few store_push
     # calls, not one per write (the primary batches what waits while a push is in flight).

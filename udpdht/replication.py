@@ -893,7 +893,9 @@ class Replicator:
         args = {"keys": [key], ("primary" if primary else "holder"): True}
         tries = self.node.config.lookup_tries if primary or few else 0
         try:
-            reply = await self.node.call_peer(peer, "store_read", args, tries=tries)
+            # Padded when we hold no token (rpc.call): a refusal naming the holders is 4 times
+            # a small read, and would come only after a retry and a resend.
+            reply = await self.node.call_peer(peer, "store_read", args, tries=tries, pad=True)
         except RpcTimeout:
             self.node.peer_failed(peer)
             raise
