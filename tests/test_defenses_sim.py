@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from helpers import wait_until
+from hypothesis import given
+from hypothesis import strategies as st
 
 from udpdht import Unavailable, ids, wire
 from udpdht.lookup import plausible_owner
@@ -271,6 +273,22 @@ def test_newest_agreed_prefers_a_version_two_nodes_hold() -> None:
     assert newest_agreed([rec(1), rec(5), rec(5)]) == rec(5)
     assert newest_agreed([None, rec(5), rec(3)]) == rec(5)  # no two agree: the newest
     assert newest_agreed([rec(2), None, None]) == rec(2)
+    assert newest_agreed([rec(3), rec(4)]) == rec(4)  # two that differ: the newest
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(1, 4)), max_size=6))
+def test_newest_agreed_is_the_newest_version_two_hold_else_the_newest(
+    stamps: list[int | None],
+) -> None:
+    # The rule in full, against the short cuts taken for one and two answers.
+    answers = [
+        None if s is None else Record(b"k", b"\xc0", Version(s, bytes(20)), None) for s in stamps
+    ]
+    held = [s for s in stamps if s is not None]
+    agreed = [s for s in set(held) if held.count(s) >= 2]
+    want = max(agreed) if agreed else max(held, default=None)
+    got = newest_agreed(answers)
+    assert (got.version.stamp if got is not None else None) == want
 
 
 def test_replicas_that_answer_nonsense_cost_a_write_or_a_read_nothing() -> None:

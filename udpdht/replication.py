@@ -160,8 +160,11 @@ def newest_agreed(answers: Iterable[Record | None]) -> Record | None:
     record is not signed), so one replica alone, newer than the others, might be a liar that
     stamped a value a moment ago; when the others agree on an older one, theirs wins."""
     records = [r for r in answers if r is not None]
-    if not records:
-        return None
+    if len(records) < 3:  # (most reads: one answer, or two; inline, as Counter costs more)
+        if len(records) < 2:
+            return records[0] if records else None
+        first, second = records
+        return first if first.version >= second.version else second
     counts = Counter(r.version for r in records)
     agreed = [v for v, n in counts.items() if n >= 2]
     wanted = max(agreed) if agreed else max(counts)
@@ -228,6 +231,10 @@ class Replicator:
         # the tasks of an early comparison and of an early move of strays.
         self._synced: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._seen: tuple[tuple[tuple[int, ...], tuple[int, ...]] | None, float] = (None, 0.0)
+        # _view's last answer and the leafset's two lists it was made from
+        self._view_of: tuple[
+            list[Peer], list[Peer], tuple[tuple[int, ...], tuple[int, ...]] | None
+        ] = ([], [], None)
         self._early: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
         # Rounds whose comparisons found every copy in sync in an unchanged neighbourhood,
@@ -336,10 +343,19 @@ class Replicator:
     def _view(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """Our neighbourhood: the ids of our first r predecessors and r successors."""
         ls = self.node.leafset
-        if ls.predecessor is None or ls.successor is None:
-            return None
-        r = self.config.replicas
-        return tuple(p.id for p in ls.predecessors[:r]), tuple(p.id for p in ls.successors[:r])
+        preds, succs, view = self._view_of
+        # The leafset replaces its lists, never changes them in place: the same two lists,
+        # the same view. (Asked on every read a primary answers: see settled.)
+        if preds is ls.predecessors and succs is ls.successors:
+            return view
+        preds, succs = ls.predecessors, ls.successors
+        if not preds or not succs:
+            view = None
+        else:
+            r = self.config.replicas
+            view = tuple(p.id for p in preds[:r]), tuple(p.id for p in succs[:r])
+        self._view_of = (preds, succs, view)
+        return view
 
     def mark_synced(self) -> None:
         """Our range is in sync with our successor's copy, and our neighbourhood has not
