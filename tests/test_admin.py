@@ -113,3 +113,12 @@ def test_cluster_runs_one_ring_and_stops_on_ctrl_c() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)
+
+
+def test_a_file_that_is_not_a_cookie_is_named_so_binary_or_text(tmp_path: Path) -> None:
+    # A new user's binary file gave "'utf-8' codec can't decode byte 0x82 ...".
+    for name, content in (("binary", bytes(range(128, 160))), ("text", b"not hex at all\n")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="is not a udpdht cookie file"):
+            read_cookie(path)

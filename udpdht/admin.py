@@ -74,12 +74,12 @@ def write_cookie(path: Path, cookie: bytes) -> None:
 def read_cookie(path: str | Path) -> bytes:
     """Read a cookie file (64 hex digits); ValueError with a clear message otherwise."""
     try:
-        text = Path(path).read_text().strip()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read cookie file {path}: {exc.strerror or exc}") from None
-    try:
-        cookie = bytes.fromhex(text)
-    except ValueError:
+    try:  # (a binary file is no cookie either: the same message, not a decode error)
+        cookie = bytes.fromhex(raw.decode("ascii").strip())
+    except ValueError:  # UnicodeDecodeError included
         cookie = b""
     if len(cookie) != COOKIE_BYTES:
         raise ValueError(f"{path} is not a udpdht cookie file (expected {2 * COOKIE_BYTES} hex)")
