@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -200,6 +201,10 @@ def test_tries_is_the_number_of_sends(silent_port: int) -> None:
     result = udpdht("get", "k", "--tries", "1", env={"UDPDHT_NODE": f"127.0.0.1:{silent_port}"})
     assert result.returncode == 1
     assert f"127.0.0.1:{silent_port} did not answer (1 try, " in result.stderr
+    # The seconds said are those waited: the try's 0.3 s and the second that the check of
+    # both protocols waits after it (it said 0.3 s after 1.7 s).
+    said = re.search(r"1 try, (\d+\.\d) s\)", result.stderr)
+    assert said is not None and float(said.group(1)) >= 1.0, result.stderr
 
 
 @pytest.mark.parametrize(
