@@ -36,7 +36,7 @@ class Command:
     addr: Address | None = None  # attach, join, ping
     action: str | None = None  # nodes: list, add, kill
     number: int | None = None  # nodes add N, nodes kill I, keys --limit N
-    after: str | None = None  # keys --after KEY
+    after: str | bytes | None = None  # keys --after KEY, or --after-hex HEX (bytes)
     topic: str | None = None  # help CMD
     style: str | None = None  # format: table, json, plain (None: show the current one)
     interval: float | None = None  # watch N CMD
@@ -94,11 +94,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("stats", "stats", "the attached node's RPC counters and store counts"),
     Spec(
         "keys",
-        "keys [--limit N] [--after KEY]",
+        "keys [--limit N] [--after KEY | --after-hex HEX]",
         "list the keys the attached node holds, a page at a time",
         "As 'udpdht keys': each key with its id, size, role (primary: the node owns it; "
         f"replica) and time left to live, in ring order of their ids, N at a time (default "
-        f"{KEYS_PAGE}); the last line says the 'keys --after KEY' that goes on. Deleted keys "
+        f"{KEYS_PAGE}); the last line says the 'keys --after KEY' that goes on ('--after-hex "
+        "HEX' when that key is not UTF-8 text, as kademlia's hashed keys are). Deleted keys "
         "are not listed.",
     ),
     Spec("ping", "ping [HOST:PORT]", "round-trip time to a node (default: the attached one)"),
@@ -321,6 +322,17 @@ def _key(name: str, text: str) -> str:
     return text
 
 
+def _hex_key(text: str) -> bytes:
+    """A key given in hex (``--after-hex``): one that is not UTF-8 text."""
+    try:
+        key = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise CommandError(f"--after-hex needs the key in hex digits, got {text!r}") from None
+    if not key:
+        raise CommandError("--after-hex needs a non-empty key")
+    return key
+
+
 def _addr(text: str) -> Address:
     try:
         return parse_addr(text)
@@ -436,18 +448,23 @@ def _put(name: str, args: list[str]) -> Command:
 
 
 def _keys(name: str, args: list[str]) -> Command:
-    limit, after = KEYS_PAGE, None
+    limit: int = KEYS_PAGE
+    after: str | bytes | None = None
     words = iter(args)
     for word in words:
         flag, eq, text = word.partition("=")
-        if flag in ("--limit", "--after"):
+        if flag in ("--limit", "--after", "--after-hex"):
             value = text if eq else next(words, None)
             if value is None:
                 raise CommandError(f"{flag} needs a value; {_usage(name)}")
             if flag == "--limit":
                 limit = _count(name, value, "--limit", 1, MAX_KEYS_PAGE)
-            else:
+            elif after is not None:
+                raise CommandError(f"give --after or --after-hex, once; {_usage(name)}")
+            elif flag == "--after":
                 after = _key(name, value)
+            else:
+                after = _hex_key(value)
         else:
             raise CommandError(f"unknown argument {word!r} for 'keys'; {_usage(name)}")
     return Command(name, number=limit, after=after)
@@ -651,7 +668,7 @@ def _usage_tokens(usage: str) -> list[str]:
     return tokens
 
 
-_VALUED = ("--ttl", "--limit", "--after")  # options followed by a value
+_VALUED = ("--ttl", "--limit", "--after", "--after-hex")  # options followed by a value
 
 
 def arg_hint(text: str, mode: str = "udpdht") -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,15 +309,18 @@ def keys_lines(
     rows: Sequence[Mapping[str, Any]],
     now: float,
     *,
-    after: str | None = None,
+    after: str | bytes | None = None,
     more: str | None = None,
-    more_binary: bool = False,
 ) -> list[str]:
     """A page of a node's keys as ``udpdht keys`` and the shell's ``keys`` show it; ``more``:
-    what to type for the next page; ``more_binary``: a next page follows, but its key is not
-    UTF-8. Long keys are shortened with "…" (``--json`` has them whole)."""
+    what to type for the next page. Long keys are shortened with "…" (``--json`` has them
+    whole)."""
     if not rows:
-        where = f" after {after!r}" if after is not None else ""
+        where = ""
+        if isinstance(after, bytes):
+            where = f" after 0x{after.hex()}"
+        elif after is not None:
+            where = f" after {after!r}"
         return [f"{node} holds no keys{where}"]
     cells = [
         [
@@ -337,9 +340,14 @@ def keys_lines(
     )
     if more is not None:
         lines.append(f"more: {more}")
-    elif more_binary:
-        lines.append("more keys follow (the last key is not UTF-8: see --json's next_hex)")
     return lines
+
+
+def next_page(nxt: bytes, quote: Callable[[str], str]) -> str:
+    """The option that asks for the page after key ``nxt``: ``--after KEY`` (quoted for the
+    shell that reads it), or ``--after-hex HEX`` for a key that is not UTF-8 text."""
+    text = key_text(nxt)
+    return f"--after-hex {nxt.hex()}" if text is None else f"--after {quote(text)}"
 
 
 def admin_done(who: str, command: str, alone: bool) -> str:

@@ -512,14 +512,11 @@ class Session:
         for row in rows:
             if row["key"] is not None:
                 self.remember_key(row["key"])
-        next_text = None if nxt is None else render.key_text(nxt)
         more = None
-        if next_text is not None:
-            more = f"keys --after {shlex.quote(next_text)}"
+        if nxt is not None:
+            more = f"keys {render.next_page(nxt, shlex.quote)}"
             more += f" --limit {limit}" if limit != KEYS_PAGE else ""
-        lines = render.keys_lines(
-            st["addr"], rows, time.time(), after=cmd.after, more=more, more_binary=nxt is not None
-        )
+        lines = render.keys_lines(st["addr"], rows, time.time(), after=cmd.after, more=more)
         return "\n".join(lines)
 
     async def _fresh_status(self) -> dict[str, Any]:

@@ -93,6 +93,35 @@ def test_keys_pages_through_what_a_node_holds(two_nodes: tuple[NodeProcess, ...]
     assert sorted(seen) == live and len(seen) == len(live)
 
 
+def test_keys_pages_past_keys_that_are_not_text() -> None:
+    # Keys written by kademlia clients are raw SHA-1 digests. A page that ended with one said
+    # "see --json's next_hex", which nothing read; now its last line says --after-hex.
+    binary = [bytes([0xFF, i, 0x80]) for i in range(4)]
+    with node_process() as node:
+
+        async def put() -> None:
+            async with Client(node.addr) as client:
+                for key in [*binary, b"text-key"]:
+                    await client.put(key, "v")
+
+        asyncio.run(put())
+        seen: list[str] = []
+        option: list[str] = []
+        for _ in range(10):  # 5 keys, one a page: bounded
+            done = udpdht("keys", "--node", node.addr_text, "--limit", "1", *option)
+            assert done.returncode == 0, done.stderr
+            lines = done.stdout.splitlines()  # header, the key, "1 key of ...", "more: ..."
+            seen.append(lines[1].split()[0])
+            more = lines[3] if len(lines) > 3 else ""
+            if not more:
+                break
+            assert more.startswith(("more: add --after ", "more: add --after-hex ")), more
+            option = more.removeprefix("more: add ").split(" ", 1)
+        last = udpdht("keys", "--node", node.addr_text, "--after-hex", "zz")
+    assert sorted(seen) == sorted(["0x" + k.hex() for k in binary] + ["text-key"])
+    assert last.returncode == 2 and "expected hex digits" in last.stderr
+
+
 def test_keys_of_an_empty_node() -> None:
     with node_process() as node:
         done = udpdht("keys", "--node", node.addr_text)

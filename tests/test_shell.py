@@ -160,7 +160,10 @@ def test_parse(line: str, expected: Command) -> None:
         ("watch 1 put k v", "'watch' repeats commands that only look"),
         ("watch 1 sttaus", "did you mean 'status'?"),
         ("keys --limit 0", "--limit must be a number 1..100000, got '0'"),
-        ("keys --after", "--after needs a value; usage: keys [--limit N] [--after KEY]"),
+        (
+            "keys --after",
+            "--after needs a value; usage: keys [--limit N] [--after KEY | --after-hex HEX]",
+        ),
         ("keys --after ''", "'keys' needs a non-empty KEY"),
         ("keys 5", "unknown argument '5' for 'keys'"),
         ("get ''", "'get' needs a non-empty KEY"),

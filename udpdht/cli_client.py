@@ -155,10 +155,17 @@ def add_keys(sub: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="list at most N keys (default 100); the last line says how to ask for the next page",
     )
-    p.add_argument(
+    after = p.add_mutually_exclusive_group()
+    after.add_argument(
         "--after",
         metavar="KEY",
         help="start after this key (the one the previous page ended with)",
+    )
+    after.add_argument(
+        "--after-hex",
+        metavar="HEX",
+        type=_hex_key,
+        help="the same for a key that is not UTF-8 text (kademlia's hashed keys), in hex",
     )
     _json_flag(p)
     p.set_defaults(func=cmd_keys)
@@ -173,7 +180,8 @@ async def _keys(args: argparse.Namespace) -> int:
 
     async with _client(args) as client:
         st = await client.status()
-        found, nxt = await client.keys(args.limit, after=args.after)
+        after = args.after if args.after is not None else args.after_hex
+        found, nxt = await client.keys(args.limit, after=after)
     rows = render.key_rows(found, st)
     next_text = None if nxt is None else render.key_text(nxt)
     if args.json:
@@ -185,12 +193,21 @@ async def _keys(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out))
         return 0
-    more = None if next_text is None else f"add --after {_shell_quote(next_text)}"
-    lines = render.keys_lines(
-        st["addr"], rows, time.time(), after=args.after, more=more, more_binary=nxt is not None
-    )
+    more = None if nxt is None else f"add {render.next_page(nxt, _shell_quote)}"
+    lines = render.keys_lines(st["addr"], rows, time.time(), after=after, more=more)
     print("\n".join(lines))
     return 0
+
+
+def _hex_key(text: str) -> bytes:
+    """``--after-hex``'s key: hex digits (``0x`` allowed), at least one byte."""
+    try:
+        key = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hex digits, got {text!r}") from None
+    if not key:
+        raise argparse.ArgumentTypeError("expected a non-empty key")
+    return key
 
 
 def _shell_quote(text: str) -> str:
