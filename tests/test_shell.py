@@ -44,7 +44,7 @@ from shell.app import (
 )
 from shell.commands import COMMANDS, KAD_ONLY, Command, CommandError, arg_hint, help_text, parse
 from shell.session import Session
-from udpdht import Node
+from udpdht import Node, ids
 from udpdht.lookup import Hop, Lookup
 from udpdht.routing import Peer
 
@@ -464,6 +464,26 @@ async def test_embedded_nodes_add_and_kill(embedded: Session) -> None:
     assert "fingers" in await session.execute(parse("fingers"))  # maybe none yet
     assert "successors (" in await session.execute(parse("leafset"))
     assert "timeouts" in await session.execute(parse("stats"))
+
+
+async def test_a_write_right_after_its_primary_is_killed_waits_for_the_takeover(
+    embedded: Session,
+) -> None:
+    # A new user's trial: in the shell, `nodes kill I` of a key's primary, then `put` of the
+    # same key failed at once ("the nodes near it do not agree yet ..."), while `udpdht put`
+    # against node daemons waited for the takeover and succeeded (README: a write "waits for
+    # that rather than fail"). The embedded ring's rounds are 4 times as fast, and the write's
+    # patience was counted in rounds, but finding a node dead takes call timeouts.
+    session = embedded
+    await session.execute(parse("put hello world"))
+    assert session.embedded is not None
+    key_id = ids.hash_key(b"hello")
+    primary = next(
+        i for i, e in enumerate(session.embedded) if e.node.replicator.is_primary(key_id)
+    )
+    await session.execute(parse(f"nodes kill {primary}"))
+    await session.execute(parse("put hello w2"))
+    assert await session.execute(parse("get hello")) == "w2"
 
 
 async def test_scripted_run_reports_failures(embedded: Session) -> None:

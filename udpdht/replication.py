@@ -622,9 +622,11 @@ class Replicator:
         # However many attempts, a write keeps at it for WRITE_PATIENCE stabilize periods: a
         # primary that died is replaced only once its successor's failure detector gives up
         # on it, and meanwhile every node refuses the key (the third new-user trial: puts
-        # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later).
+        # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later). At least
+        # MIN_WRITE_PATIENCE seconds: the detector waits on call timeouts, not on rounds (the
+        # shell's embedded ring, 4 rounds a second, gave up on such writes after 2.5 s).
         loop = asyncio.get_running_loop()
-        patient_until = loop.time() + self.WRITE_PATIENCE * period
+        patient_until = loop.time() + max(self.WRITE_PATIENCE * period, self.MIN_WRITE_PATIENCE)
         refused_by = _Refusals()
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
@@ -684,6 +686,7 @@ class Replicator:
     RETRY_PAUSE = 0.05  # seconds before a settled write's third lookup, doubled for each after
     WRITE_PATIENCE = 10  # stabilize periods a write keeps trying (a dead primary's successor
     # takes over once its failure detector gives up: 1.1-9.7 s in tests/test_store_sim.py)
+    MIN_WRITE_PATIENCE = 10.0  # seconds, however short the period
     MAX_WRITE_ATTEMPTS = 40  # attempts at most, however patient
     SETTLING_ATTEMPTS = 8  # attempts of a write while the coordinator is not settled
     SETTLING_PAUSE = 0.1  # seconds before its third attempt, doubled for each after (<= period)
