@@ -229,6 +229,14 @@ def test_ttl_expires_everywhere_and_republish_keeps_expiry() -> None:
             lambda: all(n.replicator.store.get(b"brief") is None for n in sim.joined.values()),
             within=30,
         )
+
+        # Counted by no node once its time is up, whether its round has come or not (status
+        # and a ring walk: one node still counting it read as "1 copy still to make").
+        await node.put("blink", "here", ttl=1)
+        assert len(sim.copies(b"blink")) == R
+        await asyncio.sleep(1.1)
+        counts = [n.replicator.counts() for n in sim.joined.values()]
+        assert sum(c["primary"] + c["replica"] for c in counts) == 0
         await sim.stop()
 
     run_virtual(main())

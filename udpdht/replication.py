@@ -448,8 +448,12 @@ class Replicator:
 
     def counts(self) -> dict[str, int]:
         """What the store holds (status ``store``), in O(1) whatever its size: records we are
-        primary for and the others, their bytes. Tombstones and expired records not yet
-        purged count too (counting only live values would mean reading every record)."""
+        primary for and the others, their bytes. Tombstones count too (counting only live
+        values would mean reading every record); expired records are purged first (a
+        bounded share, as a round does): a key whose time ran out, counted by the nodes
+        whose next round had not come while the others had dropped it, read in a ring
+        walk as a copy still to make."""
+        self.store.purge(self.node.wall_clock(), limit=self.COUNT_PURGE)
         stats = self.store.stats()
         pred = self.node.leafset.predecessor
         if pred is None:
@@ -463,6 +467,8 @@ class Replicator:
             "tombstones": stats.tombstones,
             "replicas": self.config.replicas,  # copies of each key the ring keeps (r)
         }
+
+    COUNT_PURGE = 1000  # expired records purged at most when the counts are asked for
 
     # --- checks at the door --------------------------------------------------------------------
 
