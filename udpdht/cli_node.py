@@ -171,7 +171,10 @@ async def _advertised(
 
 def _warn_if_sent_from_elsewhere(node: Node, bootstraps: list[Address]) -> None:
     """A node bound to a wildcard sends from the address the kernel picks: when that is not
-    the one it advertises, its peers drop what it sends (its id is SHA-1 of the other)."""
+    the one it advertises, its peers refuse what it says of itself (a notify, a leave: its id
+    is SHA-1 of the other address), while its calls are still answered: it may never take its
+    place in the ring (a ring of two on loopback: not in 10 s), and its leave is taken for a
+    crash."""
     bound = node.endpoint.addr[0]
     if not bootstraps or not ipaddress.ip_address(bound).is_unspecified:
         return
@@ -184,8 +187,10 @@ def _warn_if_sent_from_elsewhere(node: Node, bootstraps: list[Address]) -> None:
     )
     if source != node.addr[0] and not no_route:
         log.warning(
-            "this host sends to %s from %s, not from the advertised %s: peers will drop what "
-            "this node sends; bind that address (--host %s) or advertise %s",
+            "this host sends to %s from %s, not from the advertised %s: peers will refuse "
+            "what this node says of itself (its id is SHA-1 of the advertised address), so it "
+            "may never take its place in the ring; bind that address (--host %s) or "
+            "advertise %s",
             target,
             source,
             node.addr[0],
