@@ -733,7 +733,16 @@ async def _put(args: argparse.Namespace) -> int:
             await _slow_write(client, client.put(args.key, value, ttl=args.ttl), "write")
         except ValueTooLarge as exc:
             what = "key" if str(exc).startswith("a key") else "value"
-            raise UsageError(f"{exc} (the store's limit per {what})") from None
+            text = f"{exc} (the store's limit per {what})"
+            if what == "value" and isinstance(value, (bytes, str)):
+                # The limit counts the encoded value: a file of exactly 60,000 bytes is refused
+                # as 60,003, which the user never wrote (a new user's trial).
+                raw = len(value) if isinstance(value, bytes) else len(value.encode())
+                text += (
+                    f"; {raw:,} bytes of {'data' if isinstance(value, bytes) else 'text'} "
+                    "and the header that says what they are"
+                )
+            raise UsageError(text) from None
     print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 
