@@ -139,9 +139,11 @@ def ring_lines(
     labels: Mapping[str, str] | None = None,
     *,
     limit: int | None = None,
+    marked: str = "attached",
 ) -> list[str]:
     """The ring walk of ``Client.ring()``; ``labels`` names nodes by address (embedded ring);
-    ``limit``: the walk's, to say when it stopped there rather than where the ring closes."""
+    ``limit``: the walk's, to say when it stopped there rather than where the ring closes;
+    ``marked``: what the ``*`` marks (the shell's attached node, the node the CLI asked)."""
     labels = labels or {}
     rows = []
     primary = copies = 0
@@ -233,7 +235,7 @@ def ring_lines(
     elif keys == primary and any(not st.get("settled", True) for st in good):
         notes.append("settling: keys are moving to their holders after a change")
     lines.extend(notes)  # (above the summary, which stays the last line)
-    lines.append(summary + "   (* attached)")
+    lines.append(summary + f"   (* {marked})")
     return lines
 
 
@@ -388,7 +390,7 @@ def fingers_lines(st: Mapping[str, Any]) -> list[str]:
         for i, f in enumerate(fingers, 1)
     ]
     lines = table(["#", "id", "address", "distance"], rows, right="# distance")
-    lines.append(f"{len(fingers)} distinct fingers of {st['id'][:8]} {st['addr']}")
+    lines.append(f"{_count(len(fingers), 'distinct finger')} of {st['id'][:8]} {st['addr']}")
     return lines
 
 

@@ -42,6 +42,7 @@ def test_ring_lists_both_nodes_in_text_and_json(two_nodes: tuple[NodeProcess, ..
     assert len(attached) == 1 and a.addr_text in attached[0]
     assert any(b.addr_text in line for line in lines)
     assert "2 nodes, 5 keys" in lines[-1]  # r = 3 > 2 nodes: each key's primary is one of them
+    assert lines[-1].endswith("(* the node asked)")  # the CLI attaches to nothing
 
     done = udpdht("ring", "--node", b.addr_text, "--json")
     assert done.returncode == 0, done.stderr
@@ -205,7 +206,8 @@ def test_keys_shortens_a_long_key_and_lookup_names_the_asked_node() -> None:
     long_key = "k" * 1024
     with node_process() as node:
         for key in (long_key, "short"):
-            assert udpdht("put", "--node", node.addr_text, key, "v").returncode == 0
+            put = udpdht("put", "--node", node.addr_text, key, "v")
+            assert put.returncode == 0 and len(put.stdout) < 100  # echoed shortened, as keys
         done = udpdht("keys", "--node", node.addr_text)
         found = udpdht("lookup", "--node", node.addr_text, "short")
         listing = udpdht("keys", "--node", node.addr_text, "--json")

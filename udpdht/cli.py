@@ -724,6 +724,14 @@ def _parse_value(args: argparse.Namespace) -> Any:
         raise UsageError(f"--text: the input is not UTF-8 (byte {exc.start})") from None
 
 
+SHOWN_KEY = 60  # characters of a key echoed back at most (a key may have 1,024)
+
+
+def _shown_key(key: str) -> str:
+    """``key`` quoted as the command echoes it, shortened with "…" past SHOWN_KEY."""
+    return repr(key if len(key) <= SHOWN_KEY else key[: SHOWN_KEY - 1] + "…")
+
+
 async def _put(args: argparse.Namespace) -> int:
     from .errors import ValueTooLarge
 
@@ -743,7 +751,7 @@ async def _put(args: argparse.Namespace) -> int:
                     "and the header that says what they are"
                 )
             raise UsageError(text) from None
-    print(f"stored {args.key!r}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
+    print(f"stored {_shown_key(args.key)}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
     return 0
 
 
@@ -806,9 +814,9 @@ async def _delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         existed = await _slow_write(client, client.delete(args.key), "delete")
     if not existed:  # as get: exit 1, and the same words as the shell
-        print(f"udpdht: {args.key!r}: not found (nothing to delete)", file=sys.stderr)
+        print(f"udpdht: {_shown_key(args.key)}: not found (nothing to delete)", file=sys.stderr)
         return 1
-    print(f"deleted {args.key!r}")
+    print(f"deleted {_shown_key(args.key)}")
     return 0
 
 
@@ -944,7 +952,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
     except KeyNotFound:
-        print(f"udpdht: {getattr(args, 'key', 'key')!r}: not found", file=sys.stderr)
+        print(f"udpdht: {_shown_key(getattr(args, 'key', 'key'))}: not found", file=sys.stderr)
         return 1
     except DhtError as exc:
         from .cli_errors import in_words

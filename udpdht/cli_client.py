@@ -108,7 +108,11 @@ async def _ring(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps(ring_json(entries, attached)))
     else:
-        print("\n".join(render.ring_lines(entries, attached, limit=args.limit)))
+        print(
+            "\n".join(
+                render.ring_lines(entries, attached, limit=args.limit, marked="the node asked")
+            )
+        )
     return 0
 
 

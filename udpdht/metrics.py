@@ -160,7 +160,7 @@ def snapshot(node: Node) -> Snapshot | None:
     return Snapshot(
         id=ids.to_hex(node.id),
         address=format_addr(node.addr),
-        uptime_s=node.uptime(),
+        uptime_s=round(node.uptime(), 3),  # (not 1.7259999999987485)
         rpc=node.endpoint.stats.as_dict(),
         store=replicator.counts(),
         quota_bytes=replicator.config.max_store_bytes,
