@@ -623,6 +623,28 @@ async def test_a_command_in_the_wrong_protocol_says_which_to_use() -> None:
         kad.stop()
 
 
+async def test_asking_a_kademlia_node_in_the_wrong_protocol_leaves_one_contact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check pings in kademlia's protocol, and a kademlia node adds whoever pings it. With
+    # a new id each time, each mistake left one more dead contact, and lookups on that
+    # network waited for each (a new user's trial: 406 ms instead of 9 after two).
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    logging.getLogger("rpcudp").setLevel(logging.ERROR)
+    kad = KademliaServer()
+    await kad.listen(0, interface="127.0.0.1")
+    try:
+        kad_port = kad.transport.get_extra_info("sockname")[1]
+        for _ in range(3):
+            assert await speaks(("127.0.0.1", kad_port)) == "kademlia"
+        contacts = [n for b in kad.protocol.router.buckets for n in b.get_nodes()]
+        mine = claim(tmp_path / "udpdht")
+        mine.release()
+        assert [(bytes(n.id), n.port) for n in contacts] == [(mine.id, mine.port)]
+    finally:
+        kad.stop()
+
+
 # --- one identity per user (kad/identity.py) -----------------------------------------------------
 
 
