@@ -674,8 +674,9 @@ def test_a_ring_that_nobody_reads_settles_soon_after_its_last_join() -> None:
         sim = store_sim(73)
         await sim.first()
         await sim.join_many(29, spread=0.5)
-        await sim.wait_ideal(60.0)
         nodes = list(sim.joined.values())
+        await put_all(sim, [f"k{i}".encode() for i in range(100)], random.Random(73))
+        await sim.wait_ideal(60.0)
         period = nodes[0].config.stabilize_period
         # Quiet for QUIET periods since the last change near any node, then a round (at most
         # 1.5 periods away: rounds are not calm yet) and a round trip. Asked once, at the end:

@@ -177,9 +177,7 @@ class Maintenance:
                 if start >= self._next_probe:
                     self._next_probe = start + self.PROBE_EVERY * (0.5 + self.node.rng.random())
                     self._probe_soon()
-                # (settled() also starts the comparison with our successor that settling
-                # needs once the rest holds: a node settles without waiting for a read to ask.)
-                self.node.replicator.settled()
+                self.node.replicator.keep_settling()
                 self._tell_neighbours()
                 quiet = self._shape() == shape and self.failures == failures
                 self.calm = self.calm + 1 if quiet else 0

@@ -292,6 +292,17 @@ class Replicator:
                 self._strays_soon()
             self._seen = (view, now)
 
+    def keep_settling(self) -> None:
+        """The end of a maintenance round: note our neighbourhood, and when we hold records,
+        ask settled(), which starts the comparison with our successor that settling needs
+        once the rest holds: reads then find us settled without having had to ask first. A
+        node that holds nothing leaves that to the first read (a ring built with no data
+        makes no comparisons: 1,000 nodes by joins sent 3-5 % more datagrams with them)."""
+        if self.store.stats().count:
+            self.settled()
+        else:
+            self.track_view()
+
     def settled(self) -> bool:
         """Whether our "nothing here" means that a key of our range has no value.
 
