@@ -91,7 +91,13 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"predecessors {some(preds)}",
         f"fingers      {len(st['fingers'])} distinct",
         f"store        {_count(store['primary'], 'key')} as primary, {store['replica']} as "
-        f"replica, {deleted}{_count(store['bytes'], 'byte')}",
+        f"replica, {deleted}{_count(store['bytes'], 'byte')}"
+        + (
+            f"; full: {_count(store.get('refused', 0), 'record')} refused for its quota "
+            "(--max-store-bytes), the last within a minute"
+            if store.get("full")
+            else ""
+        ),
         f"rpc          {rpc.get('sent', 0)} sent, {rpc.get('received', 0)} received, "
         f"{rpc.get('retries', 0)} retries, {rpc.get('timeouts', 0)} timeouts",
     ]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import dataclasses
+import logging
 import random
 
 import pytest
 from helpers import wait_until
 
-from udpdht import DhtError, KeyNotFound, ValueTooLarge, ids, wire
+from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
 from udpdht.net import run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
@@ -691,3 +694,45 @@ def test_a_ring_that_nobody_reads_settles_soon_after_its_last_join() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+# A replica whose store is full (--max-store-bytes) (a new user's report: a node with a 1 KiB
+# quota in a ring, 20 puts of 200 bytes through it).
+QUOTA = 1024
+
+
+async def ring_with_a_full_node(seed: int) -> tuple[Sim, list[Node], Node]:
+    """Five nodes, the third with a 1 KiB quota; 20 puts of 200 bytes through the first (the
+    ones the full node refuses as primary fail StoreFull)."""
+    sim = store_sim(seed)
+    nodes = await sim.build_ideal(5, maintenance=True)
+    full = nodes[2]
+    full.replicator.config = dataclasses.replace(full.replicator.config, max_store_bytes=QUOTA)
+    for i in range(20):
+        with contextlib.suppress(StoreFull):
+            await nodes[0].put(f"q{i}", "x" * 200)
+    return sim, nodes, full
+
+
+def test_a_full_replica_says_so_in_its_status_and_once_in_its_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It refused writes and copies and logged nothing: nobody knew why keys lacked a copy.
+    async def main() -> None:
+        sim, _, full = await ring_with_a_full_node(81)
+        refused = full.replicator.counts()["refused"]
+        assert refused > 0 and full.replicator.counts()["full"]
+        # Repair's rounds push it the copies it lacks; it refuses them, and says so only once
+        # a minute, however many.
+        await wait_until(lambda: full.replicator.counts()["refused"] > refused, 30.0)
+        said = [
+            r.getMessage()
+            for r in caplog.records
+            if "store full" in r.getMessage() and getattr(r, "node", None) == ids.short(full.id)
+        ]
+        assert len(said) == 1, said
+        assert f"of {QUOTA} bytes used, --max-store-bytes" in said[0]
+        await sim.stop()
+
+    with caplog.at_level(logging.WARNING, logger="udpdht.node"):
+        run_virtual(main())

@@ -292,6 +292,17 @@ class NodeCollector(Collector):
                 "store_quota_bytes", "The store's quota (--max-store-bytes).", snap.quota_bytes
             )
         yield _counter(
+            "store_records_refused_full",
+            "Records refused or dropped for the quota: writes, copies for other nodes, repair's "
+            "pulls. A replica that refuses leaves keys short of a copy.",
+            snap.store.get("refused", 0),
+        )
+        yield _gauge(
+            "store_full",
+            "1 while the store refused a record for its quota within the last minute, else 0.",
+            int(snap.store.get("full", 0)),
+        )
+        yield _counter(
             "store_writes_rate_limited",
             "Writes refused RateLimited: their sender's write budget was spent.",
             snap.writes_rate_limited,

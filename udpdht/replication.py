@@ -221,6 +221,12 @@ class Replicator:
         self.writes_rate_limited = 0
         #: Writes asked ``unless_same`` that found the same value here: nothing written.
         self.writes_unchanged = 0
+        #: Records refused or dropped because the store was full (_refuse_for_quota).
+        self.refused_full = 0
+        # When the last was, when we last said so in the log, and how many came since.
+        self._full_at = float("-inf")
+        self._full_logged_at = float("-inf")
+        self._full_unlogged = 0
         # Writes of this primary being copied to the replicas, by key (see _write_here).
         self._copying: dict[bytes, asyncio.Future[list[bool]]] = {}
         # When our join's hand-off last failed (see settled): repair brings the rest of our
@@ -477,9 +483,40 @@ class Replicator:
             "bytes": stats.bytes,
             "tombstones": stats.tombstones,
             "replicas": self.config.replicas,  # copies of each key the ring keeps (r)
+            "refused": self.refused_full,
+            "full": self.full(),
         }
 
     COUNT_PURGE = 1000  # expired records purged at most when the counts are asked for
+
+    FULL_FOR = 60.0  # seconds a store counts as full after it last refused a record
+    FULL_LOG_EVERY = 60.0  # seconds between two log lines about a full store, at least
+
+    def full(self) -> bool:
+        """Whether the store refused a record for its quota lately (status ``store.full``)."""
+        return asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR
+
+    def _refuse_for_quota(self, count: int) -> None:
+        """Count records refused (or dropped) because the store is full, and say so in the log,
+        at most once a minute. A replica that refuses leaves keys short of a copy that repair
+        cannot make until it has room: its operator must hear of it, but not once a record."""
+        now = asyncio.get_running_loop().time()
+        self.refused_full += count
+        self._full_unlogged += count
+        self._full_at = now
+        if now - self._full_logged_at < self.FULL_LOG_EVERY:
+            return
+        since = "" if self._full_logged_at == float("-inf") else " since the last report"
+        self.node.log.warning(
+            "store full (%d of %s bytes used, --max-store-bytes): %s refused%s; the keys this "
+            "node holds lack their copy here until it has room",
+            self.store.stats().bytes,
+            self.config.max_store_bytes,
+            plural(self._full_unlogged, "record"),
+            since,
+        )
+        self._full_logged_at = now
+        self._full_unlogged = 0
 
     # --- checks at the door --------------------------------------------------------------------
 
@@ -556,6 +593,7 @@ class Replicator:
         growth = record.size() - (held.size() if held is not None else 0)
         used = self.store.stats().bytes
         if growth > 0 and used + growth > quota:
+            self._refuse_for_quota(1)
             raise StoreFull(f"store full: {used} of {quota} bytes used (--max-store-bytes)")
 
     def _newer(self, records: Iterable[Record]) -> list[tuple[Record, Record | None]]:
@@ -584,10 +622,9 @@ class Replicator:
             for record, held in fresh:
                 room -= record.size() - (held.size() if held is not None else 0)
                 if room < 0:
+                    self._refuse_for_quota(len(fresh) if whole else len(fresh) - len(fits))
                     if whole:
                         raise StoreFull(f"store full: no room for these records ({quota} bytes)")
-                    dropped = plural(len(fresh) - len(fits), "record")
-                    self.node.log.warning("store full: %s dropped", dropped)
                     break
                 fits.append((record, held))
             fresh = fits
