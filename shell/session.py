@@ -480,9 +480,10 @@ class Session:
 
     async def _put(self, cmd: Command) -> str:
         assert cmd.key is not None
-        await self._client().put(cmd.key, cmd.value, ttl=cmd.ttl)
+        short = await self._client().put(cmd.key, cmd.value, ttl=cmd.ttl)
         self.remember_key(cmd.key)
-        return f"stored {cmd.key!r}" + (f" for {cmd.ttl:g} s" if cmd.ttl else "")
+        stored = f"stored {cmd.key!r}" + (f" for {cmd.ttl:g} s" if cmd.ttl else "")
+        return stored if short is None else f"{stored}\nwarning: {short}"
 
     async def _delete(self, cmd: Command) -> str:
         assert cmd.key is not None

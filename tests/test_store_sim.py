@@ -13,7 +13,7 @@ import pytest
 from helpers import wait_until
 
 from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
-from udpdht.net import run_virtual
+from udpdht.net import format_addr, run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
 from udpdht.sim import Sim
@@ -736,3 +736,33 @@ def test_a_full_replica_says_so_in_its_status_and_once_in_its_log(
 
     with caplog.at_level(logging.WARNING, logger="udpdht.node"):
         run_virtual(main())
+
+
+def test_a_put_a_full_replica_refused_is_acknowledged_with_the_copies_made() -> None:
+    # "stored" came back for writes that a full replica had refused: the acknowledgement
+    # promised a copy that did not exist, and that repair could not make.
+    async def main() -> None:
+        sim, nodes, full = await ring_with_a_full_node(82)
+        value = wire.pack_value("y" * 200, 60_000)
+        checked = 0
+        for i in range(20):
+            key = f"w{i}".encode()
+            holders = [p.id for p in sim.responsible(key)]
+            if full.id not in holders[1:]:
+                continue  # (the full node as primary refuses the write itself: StoreFull)
+            written = await nodes[0].replicator.put(key, value, None)
+            assert written.short == {
+                "copies": 2,
+                "wanted": 3,
+                "full": [format_addr(full.addr)],
+            }
+            assert len(sim.copies(key)) == 2
+            checked += 1
+        assert checked > 0
+        # A write its replicas all took says nothing more.
+        others = (b"n%d" % i for i in range(100))
+        key = next(k for k in others if full.id not in {p.id for p in sim.responsible(k)})
+        assert (await nodes[0].replicator.put(key, value, None)).short is None
+        await sim.stop()
+
+    run_virtual(main())

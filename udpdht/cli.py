@@ -738,7 +738,7 @@ async def _put(args: argparse.Namespace) -> int:
     value = _parse_value(args)
     async with _client(args) as client:
         try:
-            await _slow_write(client, client.put(args.key, value, ttl=args.ttl), "write")
+            short = await _slow_write(client, client.put(args.key, value, ttl=args.ttl), "write")
         except ValueTooLarge as exc:
             what = "key" if str(exc).startswith("a key") else "value"
             text = f"{exc} (the store's limit per {what})"
@@ -752,6 +752,8 @@ async def _put(args: argparse.Namespace) -> int:
                 )
             raise UsageError(text) from None
     print(f"stored {_shown_key(args.key)}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
+    if short is not None:  # stored and readable, but with fewer copies than it should have
+        print(f"udpdht: warning: {_shown_key(args.key)} is stored {short}", file=sys.stderr)
     return 0
 
 

@@ -27,7 +27,8 @@ HELP: dict[str, tuple[str, list[str]]] = {
         ["udpdht status --node 127.0.0.1:7000", "udpdht status --node 127.0.0.1:7000 --json"],
     ),
     "put": (
-        "Store a value under a key, on every replica before returning. Any node of the ring "
+        "Store a value under a key, on every replica before returning; a replica that did not "
+        "take it (no answer, or its store is full) is named in a warning. Any node of the ring "
         "can take the request. VALUE is a string; with --json it is JSON and may be any "
         'type (bytes as {"$bytes": "<base64>"}). From stdin (-) or --file FILE the value is '
         "the input's bytes, unless --text (a UTF-8 string) or --json says otherwise.",

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import random
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,34 @@ def key_bytes(key: str | bytes) -> bytes:
     if not 0 < len(data) <= MAX_KEY:
         raise ValueTooLarge(f"a key is 1..{MAX_KEY} bytes, this one {len(data)}")
     return data
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A put acknowledged with fewer copies than wanted (PROTOCOL.md 10.5): ``copies`` made,
+    the primary's included, of ``wanted``; ``full``: the replicas that refused theirs because
+    their store is full ("H:P"). The others did not answer, or did not take it yet."""
+
+    copies: int
+    wanted: int
+    full: tuple[str, ...]
+
+    def __str__(self) -> str:
+        parts = []
+        if self.full:
+            one = len(self.full) == 1
+            parts.append(
+                f"{', '.join(self.full)} {'is' if one else 'are'} full (--max-store-bytes) and "
+                f"refused it: repair cannot make {'that copy' if one else 'those copies'} until "
+                f"{'it has' if one else 'they have'} room"
+            )
+        others = self.wanted - self.copies - len(self.full)
+        if others > 0:
+            parts.append(
+                f"{others} did not take it (no answer, or the ring is changing): repair makes "
+                f"the {'copy' if others == 1 else 'copies'} once the ring has settled"
+            )
+        return f"on {self.copies} of {self.wanted} nodes only: " + "; ".join(parts)
 
 
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
@@ -166,15 +195,24 @@ class Client:
         hops = [Hop(Peer.from_wire(peer), float(rtt)) for peer, rtt in reply["hops"]]
         return Lookup(Peer.from_wire(reply["owner"]), hops, peers_from_wire(reply["successors"]))
 
-    async def put(self, key: str | bytes, value: Any, *, ttl: float | None = None) -> None:
+    async def put(
+        self, key: str | bytes, value: Any, *, ttl: float | None = None
+    ) -> Shortfall | None:
         """Store ``value`` (any msgpack value) under ``key``, on r replicas before returning.
 
         ``ttl``: seconds until the value expires (None: never). Raises ValueTooLarge, before
-        sending anything, for a value over 60,000 encoded bytes or a key over 1 KiB.
+        sending anything, for a value over 60,000 encoded bytes or a key over 1 KiB. Returns
+        None when every replica took the value, else how many copies were made (Shortfall:
+        a replica did not answer, or its store is full).
         """
         data = wire.pack_value(value, MAX_VALUE)
         args: dict[str, Any] = {"key": key_bytes(key), "value": data, "ttl": ttl}
-        await self.call("put", args)
+        reply = await self.call("put", args)
+        copies, wanted, full = reply.get("copies"), reply.get("wanted"), reply.get("full")
+        if type(copies) is not int or type(wanted) is not int or not 0 < copies < wanted:
+            return None
+        named = full if isinstance(full, list) else []
+        return Shortfall(copies, wanted, tuple(str(a) for a in named[:wanted]))
 
     async def get(self, key: str | bytes) -> Any:
         """The value stored under ``key``; raises KeyNotFound when there is none."""

@@ -469,8 +469,8 @@ class Node:
 
     async def delete(self, key: str | bytes) -> bool:
         """Delete ``key``; returns whether it had a value."""
-        _, existed = await self.replicator.put(_key_bytes(key), None, None)
-        return existed
+        written = await self.replicator.put(_key_bytes(key), None, None)
+        return written.existed
 
     async def _sync_store(self) -> None:
         period = self.store_config.sync_period

@@ -6,9 +6,10 @@ predecessor, and is primary for ``(pred_1, self]``.
 
 * **put/delete** go through any node (the coordinator), which looks up the primary and sends it
   the write. The primary stamps a version, stores, and pushes the record to its r-1 successors
-  before it answers, so an acknowledged write is on every live replica. A node that is not the
-  primary (routing moved on) answers ``Busy`` and the coordinator looks up again, confirmed
-  by the owner this time.
+  before it answers, so an acknowledged write is on every live replica; the acknowledgement
+  says how many copies were made when one did not take it (a store full: its quota). A node
+  that is not the primary (routing moved on) answers ``Busy`` and the coordinator looks up
+  again, confirmed by the owner this time.
 * **get** asks the primary, which checks that it is the primary by its own view and says
   whether it has held its range long enough to have every acknowledged write ("settled"). If
   the primary is dead, has nothing, or is new to its range, the replicas are asked too, and the
@@ -81,6 +82,17 @@ class _Refusals:
 class _GuessMissed(Exception):
     """A read from our view's guess of a key's holders found no settled answer: the ring's own
     routing (a lookup) is asked instead. Never leaves the Replicator."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write did: its version, whether a live value was there before, and ``short``
+    when the primary made fewer copies than it wanted: ``{"copies", "wanted", "full"}`` as in
+    its reply (PROTOCOL.md 10.5), None when every replica took the write."""
+
+    version: Version
+    existed: bool
+    short: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,8 @@ class Replicator:
         self._full_at = float("-inf")
         self._full_logged_at = float("-inf")
         self._full_unlogged = 0
+        # Replicas that refused our records for their quota, by id: when they last did.
+        self._peer_full_at: dict[int, float] = {}
         # Writes of this primary being copied to the replicas, by key (see _write_here).
         self._copying: dict[bytes, asyncio.Future[list[bool]]] = {}
         # When our join's hand-off last failed (see settled): repair brings the rest of our
@@ -565,6 +579,12 @@ class Replicator:
             out.append(record)
         return out
 
+    def _peer_full(self, peer: Peer) -> None:
+        """Note that ``peer`` refused our records for its quota just now."""
+        if len(self._peer_full_at) > 64:  # (a few replicas at a time: forget the old ones)
+            self._peer_full_at.clear()
+        self._peer_full_at[peer.id] = asyncio.get_running_loop().time()
+
     def _from_neighbour(self, src: Address) -> bool:
         return any(p.addr == src for p in self.node.leafset.peers())
 
@@ -637,13 +657,14 @@ class Replicator:
 
     async def put(
         self, key: bytes, value: bytes | None, ttl: float | None, *, unless_same: bool = False
-    ) -> tuple[Version, bool]:
+    ) -> Written:
         """Write (``value`` None: delete) through the key's primary.
 
-        Returns the new version and whether a live value existed before. ``unless_same``: a
-        primary that already holds this very value (same bytes, no expiry) answers with its
-        version and writes nothing, so that the same value stored many times at once (a
-        `kademlia` client stores it on up to 20 nodes, kad/service.py) is one write.
+        Returns the new version, whether a live value existed before, and whether fewer copies
+        than wanted were made (Written). ``unless_same``: a primary that already holds this
+        very value (same bytes, no expiry) answers with its version and writes nothing, so
+        that the same value stored many times at once (a `kademlia` client stores it on up to
+        20 nodes, kad/service.py) is one write.
         """
         check_key(key)
         if value is not None:
@@ -704,8 +725,7 @@ class Replicator:
                         # 1.7).
                         few = self.node.config.lookup_tries if i < len(targets) - 1 else 0
                         reply = await self.node.call_peer(target, "store_write", args, tries=few)
-                    stamp, writer = reply["version"]
-                    return Version(int(stamp), bytes(writer)), bool(reply["existed"])
+                    return self._written(reply)
                 except Busy as exc:  # NotResponsible included
                     last = exc
                     redirect = self._named(exc, key_id)
@@ -736,6 +756,19 @@ class Replicator:
             "could not write the key: the nodes that hold it did not answer; try again in a "
             "few seconds"
         )
+
+    @staticmethod
+    def _written(reply: dict[str, Any]) -> Written:
+        """A primary's ``store_write`` reply as a Written (what it names, checked: the reply
+        goes on to a client)."""
+        stamp, writer = reply["version"]
+        copies, wanted, full = reply.get("copies"), reply.get("wanted"), reply.get("full")
+        short = None
+        if type(copies) is int and type(wanted) is int and 0 < copies < wanted:
+            named = full if isinstance(full, list) else []
+            addrs = [a for a in named[:wanted] if isinstance(a, str) and len(a) <= 64]
+            short = {"copies": copies, "wanted": wanted, "full": addrs}
+        return Written(Version(int(stamp), bytes(writer)), bool(reply["existed"]), short)
 
     RETRY_PAUSE = 0.05  # seconds before a settled write's third lookup, doubled for each after
     WRITE_PATIENCE = 10  # stabilize periods a write keeps trying (a dead primary's successor
@@ -1017,16 +1050,30 @@ class Replicator:
         self._make_room(record, current)
         self.store.put(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
-        # Replicate before acknowledging: an acknowledged write is on every live replica.
+        # Replicate before acknowledging: an acknowledged write is on every live replica that
+        # has room for it (the acknowledgement names the others).
         replicas = [p for p in self.next_nodes(self.config.replicas - 1) if p.id != self.node.id]
+        sent_at = asyncio.get_running_loop().time()
         copies = asyncio.gather(*(self._push_soon(record, peer) for peer in replicas))
         self._copying[key] = copies
         try:
-            await copies
+            took = await copies
         finally:
             if self._copying.get(key) is copies:
                 del self._copying[key]
-        return {"version": [version.stamp, version.writer], "existed": existed}
+        reply: dict[str, Any] = {"version": [version.stamp, version.writer], "existed": existed}
+        if not all(took):
+            # Fewer copies than wanted: the acknowledgement says so. A replica that did not
+            # answer gets its copy from repair once it is back or replaced; one whose store is
+            # full refuses repair's copies too, until it has room: it is named.
+            reply["copies"] = 1 + sum(took)
+            reply["wanted"] = 1 + len(replicas)
+            reply["full"] = [
+                format_addr(p.addr)
+                for p, ok in zip(replicas, took, strict=True)
+                if not ok and self._peer_full_at.get(p.id, float("-inf")) >= sent_at
+            ]
+        return reply
 
     def _push_soon(self, record: Record, peer: Peer) -> asyncio.Future[bool]:
         """Push ``record`` to ``peer`` with the other writes of this moment: one ``store_push``
@@ -1077,6 +1124,12 @@ class Replicator:
             except (RpcTimeout, *MALFORMED) as exc:
                 self.node.peer_failed(peer, exc)
                 return None
+            except StoreFull as exc:
+                # Its quota is spent (it says so in its own log): a write names it, and repair
+                # holds back its copies for a while (_sync_leaf).
+                self._peer_full(peer)
+                self.node.log.debug("push to %s refused: %s", peer, exc)
+                return None
             except DhtError as exc:
                 self.node.log.debug("push to %s failed: %s", peer, exc)
                 return None
@@ -1096,8 +1149,10 @@ class Replicator:
         self._check_ttl(ttl)
         check_value(value)
         self._charge(src, len(key) + len(value))
-        version, _ = await self.put(key, value, ttl)
-        return {"version": [version.stamp, version.writer]}
+        written = await self.put(key, value, ttl)
+        v = written.version
+        # Fewer copies than wanted: the client hears how many, and which nodes are full.
+        return {"version": [v.stamp, v.writer], **(written.short or {})}
 
     async def _rpc_get(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         record = await self.get(_arg_key(args))
@@ -1108,8 +1163,8 @@ class Replicator:
         key = _arg_key(args)
         self._charge(src, len(key) + ITEM_OVERHEAD)
         # A tombstone is written even for an absent key: it shadows any stray older replica.
-        _, existed = await self.put(key, None, None)
-        return {"existed": existed}
+        written = await self.put(key, None, None)
+        return {"existed": written.existed}
 
     async def _rpc_write(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
