@@ -722,9 +722,9 @@ def test_a_full_replica_says_so_in_its_status_and_once_in_its_log(
         sim, _, full = await ring_with_a_full_node(81)
         refused = full.replicator.counts()["refused"]
         assert refused > 0 and full.replicator.counts()["full"]
-        # Repair's rounds push it the copies it lacks; it refuses them, and says so only once
-        # a minute, however many.
-        await wait_until(lambda: full.replicator.counts()["refused"] > refused, 30.0)
+        # Repair's rounds push it the copies it lacks (after a pause: it refused the writes'
+        # copies); it refuses them, and says so only once a minute, however many.
+        await wait_until(lambda: full.replicator.counts()["refused"] > refused, 45.0)
         said = [
             r.getMessage()
             for r in caplog.records
@@ -763,6 +763,29 @@ def test_a_put_a_full_replica_refused_is_acknowledged_with_the_copies_made() -> 
         others = (b"n%d" % i for i in range(100))
         key = next(k for k in others if full.id not in {p.id for p in sim.responsible(k)})
         assert (await nodes[0].replicator.put(key, value, None)).short is None
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_repair_does_not_push_a_full_replica_the_same_records_every_round() -> None:
+    # The primaries pushed the copies the full node lacked every round (about 5 s), and it
+    # refused them every time: their bytes for nothing, and repair.pushed grew as if it worked.
+    async def main() -> None:
+        sim, nodes, full = await ring_with_a_full_node(81)
+        lacking = [
+            key
+            for key in (f"q{i}".encode() for i in range(20))
+            if full.id in [p.id for p in sim.responsible(key)[1:]]
+            and full.replicator.store.get(key) is None
+        ]
+        assert lacking
+        before = full.replicator.counts()["refused"]
+        await asyncio.sleep(60.0)  # 12 rounds (virtual time): 12 pushes of each, before
+        # After a refusal the copies wait 6 rounds (30 s): 2 or 3 pushes of each in 60 s.
+        assert full.replicator.counts()["refused"] - before <= 3 * len(lacking)
+        waited = sum(n.replicator.repair_stats()["refused_full"] for n in nodes)
+        assert waited >= len(lacking)  # and the primaries count what they could not copy
         await sim.stop()
 
     run_virtual(main())

@@ -114,6 +114,11 @@ REPAIR_COUNTERS: dict[str, tuple[str, str]] = {
         "repair_sync_failures",
         "Comparisons with a peer that failed (no answer, an error, nonsense).",
     ),
+    "refused_full": (
+        "repair_records_refused_full",
+        "Records a peer lacked that it refused because its store is full, or that waited "
+        "after such a refusal.",
+    ),
     "comparisons_skipped": (
         "repair_comparisons_skipped",
         "Rounds that compared nothing: the last ones found every copy in sync, nothing changed.",

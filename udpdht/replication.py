@@ -228,6 +228,7 @@ class Replicator:
         self._repair: dict[str, Any] = {
             "rounds": 0, "last_round_ms": 0.0, "max_round_ms": 0.0, "parts_compared": 0,
             "pushed": 0, "pulled": 0, "moved": 0, "sync_failures": 0, "comparisons_skipped": 0,
+            "refused_full": 0,
         }  # fmt: skip
         #: Writes refused RateLimited because their sender's write budget was spent (_charge).
         self.writes_rate_limited = 0
@@ -1370,6 +1371,7 @@ class Replicator:
     SPLIT = 16
     LEAF = 256
     MAX_PARTS = 256  # parts compared per peer and round, at most: the rest waits for the next
+    FULL_PAUSE = 6  # sync periods repair holds back its pushes to a peer that refused some (full)
 
     # Comparisons that find every copy in sync, round after round, in a neighbourhood that
     # does not change, are spaced out: after QUIET_SYNCS such rounds, one round in 2, then
@@ -1513,12 +1515,25 @@ class Replicator:
                 break
         push_keys = [k for k, v in ours.items() if k not in theirs or v > theirs[k]]
         pull = [k for k, v in theirs.items() if k not in ours or v > ours[k]]
+        # A peer whose store is full refuses what it lacks, round after round: sending the same
+        # records every round costs their bytes each time for nothing. After a refusal they
+        # wait FULL_PAUSE rounds (counted in refused_full meanwhile), then one batch tries again.
+        loop = asyncio.get_running_loop()
+        full_at = self._peer_full_at.get(peer.id, float("-inf"))
+        full = loop.time() - full_at < self.FULL_PAUSE * self.config.sync_period
+        sent = 0
         for start in range(0, len(push_keys), 500):
+            if full:
+                break
             held = (self.store.get(k) for k in push_keys[start : start + 500])
             push = [r for r in held if r is not None]
             if push:
-                await self._push(push, [peer])
+                took = await self._push(push, [peer])
                 self._repair["pushed"] += len(push)
+                full = not took and self._peer_full_at.get(peer.id, full_at) > full_at
+                sent += 0 if full else len(push)
+        if full:
+            self._repair["refused_full"] += len(push_keys) - sent
         start = 0
         while start < len(pull):
             keys = pull[start : start + 500]
