@@ -165,6 +165,8 @@ def ring_lines(
         copies += store["primary"] + store["replica"]
         wanted = max(wanted, int(store.get("replicas", 1)))
         state = "isolated" if st.get("isolated") else "" if st.get("settled", True) else "settling"
+        if store.get("full") and not st.get("isolated"):
+            state = "full"  # (it refuses copies: that lasts, where settling passes)
         rows.append(
             [
                 mark,
@@ -207,6 +209,7 @@ def ring_lines(
     # Right after a change (a node killed, joined or gone) the counts move while repair copies
     # keys to their new holders: say so, rather than let "0 keys" look like a loss.
     short = min(len(good), wanted) * primary - copies
+    full = [st["addr"] for st in good if st["store"].get("full")]  # (their quota refuses copies)
     joining = _joining(entries, cut)
     if joining:
         # A predecessor the walk did not reach is a node joining, or one that stopped and that
@@ -232,6 +235,16 @@ def ring_lines(
         notes.append(
             f"settling: {_count(keys - primary, 'key')} without a primary in this walk yet "
             "(a node is taking its range over), counted from their copies"
+        )
+    elif short > 0 and keys == primary and not cut and full:
+        # Repair cannot make the copies a full node refuses: "settle within seconds" would
+        # promise what does not come. Name it instead.
+        one = len(full) == 1
+        notes.append(
+            f"under-replicated: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} "
+            f"missing ({wanted} wanted of each): {', '.join(full)} {'is' if one else 'are'} full "
+            f"(--max-store-bytes) and refuse{'s' if one else ''} them; repair makes them once "
+            f"{'it has' if one else 'they have'} room"
         )
     elif short > 0 and keys == primary and not cut:
         notes.append(

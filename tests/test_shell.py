@@ -239,6 +239,40 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     assert not any(line.startswith(("repairing", "settling")) for line in whole)
 
 
+def test_render_ring_names_a_full_node_instead_of_promising_the_counts_settle() -> None:
+    # A node whose store is full refuses the copies it should hold: "the counts settle within
+    # seconds" stayed on screen for good. The listing names it (and marks it "full").
+    def node(i: int, primary: int, replica: int, full: bool = False) -> dict[str, Any]:
+        store = {"primary": primary, "replica": replica, "bytes": 1, "replicas": 3}
+        return {
+            "id": f"{i:02x}" * 20,
+            "addr": f"127.0.0.1:700{i}",
+            "store": {**store, "full": full},
+        }
+
+    walk = [node(1, 1, 2), node(2, 2, 1), node(3, 0, 1, full=True)]
+    lines = render.ring_lines(walk, "127.0.0.1:7001")
+    assert "full" in lines[3]
+    assert lines[-2] == (
+        "under-replicated: 2 copies of 3 keys missing (3 wanted of each): 127.0.0.1:7003 is "
+        "full (--max-store-bytes) and refuses them; repair makes them once it has room"
+    )
+    status = render.status_lines(
+        {
+            "id": "03" * 20,
+            "addr": "127.0.0.1:7003",
+            "uptime_s": 1.0,
+            "predecessor": None,
+            "successors": [],
+            "predecessors": [],
+            "fingers": [],
+            "store": {**walk[2]["store"], "refused": 12},
+            "rpc": {},
+        }
+    )
+    assert any("full: 12 records refused for its quota" in line for line in status)
+
+
 def test_render_ring_counts_keys_while_a_node_joins_and_says_what_it_counts() -> None:
     # trial 3, item 8: after 'nodes join 2' the listing said "4 nodes, 0 keys": the joining
     # node's successor had given up its range, the walk had not reached the node yet.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -145,3 +147,48 @@ async def test_store_calls_while_the_store_opens_are_busy_not_unknown(
         opened.set()
         await starting
         await node.stop()
+
+
+def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:
+    # A new user's report: a node with --max-store-bytes 1K in a ring, 200-byte puts. The ones
+    # it refused as a replica said "stored" with a copy missing, and `ring` said the copies
+    # still to make would settle within seconds, forever.
+    with (
+        node_process() as a,
+        node_process("--bootstrap", a.addr_text) as b,
+        node_process("--bootstrap", a.addr_text, "--max-store-bytes", "1K") as full,
+    ):
+        asyncio.run(wait_processes_ideal([a, b, full], within=15.0))
+        # 5 fit; then puts go on until two have found it full as a replica (as primary, it
+        # refuses the write itself; the ids are random, so its share of keys is too).
+        done: dict[str, subprocess.CompletedProcess[str]] = {}
+        for i in range(60):
+            done[f"q{i}"] = udpdht("put", "--node", a.addr_text, f"q{i}", "x" * 200)
+            if sum("is full" in d.stderr for d in done.values() if d.returncode == 0) == 2:
+                break
+        refused = [k for k, d in done.items() if d.returncode != 0]
+        assert all("store full" in done[k].stderr for k in refused)
+        stored = [k for k, d in done.items() if d.returncode == 0]
+
+        async def held_by_full() -> set[str]:
+            async with Client(full.addr) as client:
+                entries, _ = await client.keys()
+            return {e["key"].decode() for e in entries}
+
+        # (A ring of 3 with 3 copies of each key: every stored key belongs on the full node.)
+        lacking = [k for k in stored if k not in asyncio.run(held_by_full())]
+        assert len(lacking) == 2
+        for key in stored:
+            assert done[key].stdout == f"stored '{key}'\n"
+            warning = done[key].stderr
+            if key in lacking:
+                assert "on 2 of 3 nodes only" in warning and f"{full.addr_text} is full" in warning
+            else:
+                assert warning == ""
+        ring = udpdht("ring", "--node", a.addr_text)
+        assert ring.returncode == 0
+        assert f"{full.addr_text} is full (--max-store-bytes)" in ring.stdout
+        assert "settle within seconds" not in ring.stdout
+        status = udpdht("status", "--node", full.addr_text, "--json")
+        assert json.loads(status.stdout)["store"]["full"] is True
+        assert any("store full" in line for line in full.lines)  # its log says why
