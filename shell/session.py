@@ -483,7 +483,7 @@ class Session:
         short = await self._client().put(cmd.key, cmd.value, ttl=cmd.ttl)
         self.remember_key(cmd.key)
         stored = f"stored {cmd.key!r}" + (f" for {cmd.ttl:g} s" if cmd.ttl else "")
-        return stored if short is None else f"{stored}\nwarning: {short}"
+        return stored if short is None else f"{stored}\nwarning: {cmd.key!r} is stored {short}"
 
     async def _delete(self, cmd: Command) -> str:
         assert cmd.key is not None
