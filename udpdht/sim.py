@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import ids
-from .net import SimNetwork
+from .net import Address, SimNetwork
 from .node import Node, NodeConfig
 from .replication import StoreConfig
 from .routing import Peer
@@ -70,16 +70,18 @@ class Sim:
 
     # --- building ------------------------------------------------------------------------------
 
-    async def spawn(self, *, maintenance: bool = True, node_id: int | None = None) -> Node:
+    async def spawn(
+        self, *, maintenance: bool = True, node_id: int | None = None, addr: Address | None = None
+    ) -> Node:
         """Start one node, not yet part of any ring.
 
         Each node is a machine of its own (SimNetwork gives it an address drawn from the seed)
         and, as for real, its id is SHA-1 of that address, which its peers check. A ``node_id``
         places it at a chosen id instead: the Sim's config must then have verify_ids off.
+        ``addr``: the address of a node that stopped, to start it again there (the same id).
         """
         node = Node(
-            self.net.host,
-            0,
+            *(addr or (self.net.host, 0)),
             node_id=node_id,
             config=self.config,
             store_config=self.store_config,
