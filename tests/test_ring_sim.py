@@ -14,9 +14,11 @@ import pytest
 from helpers import wait_until
 
 from udpdht import ids, wire
+from udpdht.errors import RemoteError
 from udpdht.maintenance import Maintenance
 from udpdht.net import SimNetwork, check_peer_addr, run_virtual
 from udpdht.node import Node, NodeConfig
+from udpdht.rpc import RpcEndpoint
 from udpdht.sim import Sim
 
 
@@ -109,6 +111,62 @@ def test_graceful_leave_closes_the_ring_at_once() -> None:
         assert leaver.peer not in pred.leafset.successors + succ.leafset.predecessors
         await sim.wait_ideal(within=30)
         assert sim.violations == []
+        await sim.stop()
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize("seed", [71, 72, 73])
+def test_a_node_that_left_and_starts_again_alone_stays_a_ring_of_its_own(seed: int) -> None:
+    # Found on a 6-node loopback ring: `udpdht leave`, then `udpdht node` without --bootstrap
+    # on the same data dir warned "starting a new ring of one", and about 10 s later the ring
+    # merged it back, its old records with it. Its former neighbours still remembered it: their
+    # probes of remembered peers and their loop checks took it for a node of their ring cut off
+    # from it. A node that left is forgotten; one that crashed is not (the next test).
+    async def main() -> None:
+        sim = Sim(seed=seed)
+        nodes = await sim.build_ideal(6, maintenance=True)
+        await wait_until(lambda: all(len(n.memory) == 5 for n in nodes), within=30)
+        leaver = nodes[2]
+        await sim.leave(leaver)  # an admin's leave: it forgets its peers too
+        again = await sim.spawn(addr=leaver.addr)  # at its old address: its old id
+        assert again.id == leaver.id
+        # Many probe periods (PROBE_EVERY) and loop checks; the merge took 4 to 6 s before.
+        await asyncio.sleep(60)
+        assert again.leafset.peers() == [] and not again.isolated
+        assert (await again.lookup_id(12345)).owner == again.peer  # a ring of one
+        for node in sim.joined.values():
+            assert again.peer not in [*node.leafset.peers(), *node.fingers.distinct()]
+            assert node.maintenance.merges == 0
+            assert leaver.id not in {p.id for p in node.memory.peers()}  # (what did it)
+        await sim.wait_ideal(within=10)  # and the five are a ring of their own
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_node_that_crashed_and_starts_again_alone_is_merged_back() -> None:
+    # What the memory of peers is for: a crash sends no `leaving`, so the ring remembers the
+    # node, and takes it back when it comes back alone (a lost peers.json, --new-ring). A
+    # stranger cannot make the ring forget it: `leaving` counts only from the node's address.
+    async def main() -> None:
+        sim = Sim(seed=74)
+        nodes = await sim.build_ideal(6, maintenance=True)
+        await wait_until(lambda: all(len(n.memory) == 5 for n in nodes), within=30)
+        victim = nodes[2]
+        await sim.crash(victim)
+        await sim.wait_ideal(within=30)  # the five closed the ring round it
+        witness = nodes[0]
+        assert victim.peer in witness.memory.peers()
+        assert victim.peer not in [*witness.leafset.peers(), *witness.fingers.distinct()]
+        stranger = await RpcEndpoint.bind(sim.net, (sim.net.host, 0))
+        with pytest.raises(RemoteError, match="only the leaving node"):
+            await stranger.call(witness.addr, "leaving", {"id": ids.to_bytes(victim.id)})
+        stranger.close()
+        assert victim.peer in witness.memory.peers()
+        again = await sim.spawn(addr=victim.addr)
+        sim.joined[again.id] = again
+        await sim.wait_ideal(within=30)
         await sim.stop()
 
     run_virtual(main())

@@ -69,6 +69,7 @@ class Maintenance:
     SAME_RING_SKIP = 600.0  # seconds a probed peer found in our own ring is not probed again
     CALM_ROUNDS = 10  # rounds with the same leafset before rounds come half as often
     MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
+    LEFT_MEMORY = 30.0  # seconds a node that left is not remembered again (see _rpc_leaving)
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -98,6 +99,7 @@ class Maintenance:
         self._probe_turn = 0  # which absent remembered peer is probed next
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
+        self._left: dict[int, float] = {}  # nodes that told us they left: not remembered until
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
@@ -206,7 +208,11 @@ class Maintenance:
         peers = self.node.leafset.peers()
         if peers:
             self.node.member = True
-        self.node.memory.remember(peers, self.node.id)
+        # A node that left may still be named by a neighbour's list that crossed its
+        # `leaving` (until it fails its calls): it must not come back into the memory.
+        self.node.memory.remember(
+            [p for p in peers if not self.left_lately(p.id, now)], self.node.id
+        )
         # Written when changed, at most every SAVE_PEERS_EVERY: the first peers as soon as
         # there are any (a round that found none must not put the first write off for 30 s).
         if now >= self._next_save and self.node.memory.save():
@@ -684,7 +690,9 @@ class Maintenance:
             far = [
                 p
                 for p in (*self.node.fingers.distinct(), *self.node.memory.peers())
-                if p.id not in ours and not self.node.detector.recently_dead(p.id, now)
+                if p.id not in ours
+                and not self.node.detector.recently_dead(p.id, now)
+                and not self.left_lately(p.id, now)
             ]
             if not far:
                 return None
@@ -727,6 +735,10 @@ class Maintenance:
             await self.notify(preds[0])  # it keeps us as a contact (see _rpc_notify)
         self.calm = 0  # fast rounds while the two zip together
         return True
+
+    def left_lately(self, peer_id: int, now: float) -> bool:
+        """Whether ``peer_id`` told us lately that it left the ring (see _rpc_leaving)."""
+        return self._left.get(peer_id, 0.0) > now
 
     def _nearest_after(self, low: int, high: int) -> Peer | None:
         """The known node nearest after ``low`` and strictly before ``high``, if any."""
@@ -850,15 +862,22 @@ class Maintenance:
     def _rpc_leaving(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """A neighbour leaves and hands us its lists, so the ring closes at once.
 
-        Only the leaving node may say so: the id must be a node of our tables whose address is
-        the datagram's source. (Anyone else naming it would make us drop a live neighbour.)
+        Only the leaving node may say so: the id must be a node of our tables (the remembered
+        peers included) whose address is the datagram's source. (Anyone else naming it would
+        make us drop a live neighbour.)
+
+        It is forgotten everywhere, the remembered peers too: it left the ring on purpose. Kept
+        there, it would be probed, and loop checks would start at it: started again alone (a
+        new ring of one, as the README promises a node that left and is started without
+        --bootstrap), it would be taken for a node of our ring cut off from it, and merged
+        back. A node that crashes sends no `leaving`: it stays remembered, and is merged back
+        when it comes back alone, which is what the memory is for.
         """
         gone_id = arg_id(args, "id")
         self.node.forget_left(gone_id, src)  # (guesses and kademlia's find_node: node.py)
         ls = self.node.leafset
-        gone = next(
-            (p for p in [*ls.peers(), *self.node.fingers.distinct()] if p.id == gone_id), None
-        )
+        known = [*ls.peers(), *self.node.fingers.distinct(), *self.node.memory.peers()]
+        gone = next((p for p in known if p.id == gone_id), None)
         if gone is None:
             return {}  # not ours to forget: nothing to do
         if gone.addr != src:
@@ -876,6 +895,11 @@ class Maintenance:
         ls.remove(gone.id)
         self.node.fingers.remove(gone.id)
         self._notifiers.pop(gone.id, None)  # and no hint may point at it any more
+        self.node.memory.drop(gone.id)
+        now = asyncio.get_running_loop().time()
+        for peer_id in [i for i, until in self._left.items() if until < now]:
+            del self._left[peer_id]  # (bounded: only nodes of our tables get here)
+        self._left[gone.id] = now + self.LEFT_MEMORY
         if was_neighbour:
             self.node.log.info("peer %s left", gone)
             if not ls.successors and not ls.predecessors:

@@ -103,6 +103,15 @@ class PeerMemory:
             self._peers.popitem(last=False)
             self._dirty = True
 
+    def drop(self, peer_id: int) -> bool:
+        """Forget one peer (it left its ring for good); returns whether it was remembered.
+        Peers that crashed stay: the probes of remembered peers and the loop checks find
+        them again once they are back, which is what the memory is for."""
+        if self._peers.pop(peer_id, None) is None:
+            return False
+        self._dirty = True
+        return True
+
     def forget(self) -> None:
         """Forget every peer, here and (at the next save) in the file; a later :meth:`load`
         finds nothing."""
