@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 
 import pytest
@@ -145,7 +146,9 @@ def test_a_node_that_left_and_starts_again_alone_stays_a_ring_of_its_own(seed: i
     run_virtual(main())
 
 
-def test_a_node_that_crashed_and_starts_again_alone_is_merged_back() -> None:
+def test_a_node_that_crashed_and_starts_again_alone_is_merged_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # What the memory of peers is for: a crash sends no `leaving`, so the ring remembers the
     # node, and takes it back when it comes back alone (a lost peers.json, --new-ring). A
     # stranger cannot make the ring forget it: `leaving` counts only from the node's address.
@@ -169,7 +172,16 @@ def test_a_node_that_crashed_and_starts_again_alone_is_merged_back() -> None:
         await sim.wait_ideal(within=30)
         await sim.stop()
 
-    run_virtual(main())
+    with caplog.at_level(logging.INFO, logger="udpdht"):
+        run_virtual(main())
+    said = [r.getMessage() for r in caplog.records]
+    # The node that found it names it once, as what it is: the start of the lookup, and the
+    # node found (a ring of one answers for every place itself).
+    found = [m for m in said if "another loop or ring" in m]
+    assert found, said
+    assert all("found that node itself" in m for m in found), found
+    # And the node taken in says so, beyond a new predecessor.
+    assert any("this ring of one joins that ring" in m for m in said), said
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -715,12 +715,22 @@ class Maintenance:
         if owner.id == self.node.id or not ids.in_interval(owner.id, self.node.id, succ.id):
             return False
         self.merges += 1
-        self.node.log.info(
-            "%s knows %s, between us and our successor %s: another loop or ring; joining it",
-            start,
-            owner,
-            succ,
-        )
+        if owner.id == start.id:
+            # (A ring of one answers for every key itself: a node restarted alone, mostly.)
+            self.node.log.info(
+                "a lookup of our place started at %s found that node itself, between us and "
+                "our successor %s: it is in another loop or ring; joining it",
+                start,
+                succ,
+            )
+        else:
+            self.node.log.info(
+                "a lookup of our place started at %s found %s, between us and our successor "
+                "%s: another loop or ring; joining it",
+                start,
+                owner,
+                succ,
+            )
         self._notifiers.pop(owner.id, None)
         self._notifiers[owner.id] = (owner, asyncio.get_running_loop().time())
         if len(self._notifiers) > self.MAX_NOTIFIERS:
@@ -800,6 +810,8 @@ class Maintenance:
             peer.id, pred.id, self.node.id, left_open=False
         ):
             return {}  # [pred, self): it, or one between
+        if not ls.successors and not ls.predecessors:
+            self._log_merged(peer, verified)
         ls.set_predecessors([peer, *verified])
         self.pred_heard = (peer.id, loop.time())  # it named us its successor: mutual
         self.node.member = True
@@ -810,6 +822,23 @@ class Maintenance:
             # of itself (notify), so that it does not wait for its next round to learn.
             self._replaced = (peer.id, pred, loop.time())
         return self._was(peer)
+
+    def _log_merged(self, peer: Peer, preds: list[Peer]) -> None:
+        """We were alone, and ``peer`` (with its predecessors ``preds``) takes us for its
+        successor. A node joining our ring of one has no predecessor but us; one that has
+        others is of a ring of its own, which found us (its loop check, or tables that still
+        named us): say so, since the merge is its doing and our log would otherwise show only
+        a new predecessor."""
+        if not any(p.id != self.node.id for p in preds):
+            return  # a node joining us: it logs the join, and we our new predecessor
+        if self.node.member:  # isolated: our ring, or one of its nodes, found us again
+            self.node.log.info("%s takes this node for its successor: back in a ring", peer)
+        else:
+            self.node.log.info(
+                "%s, of another ring, takes this node for its successor: this ring of one "
+                "joins that ring",
+                peer,
+            )
 
     def _was(self, peer: Peer) -> dict[str, Any]:
         """The answer to a notify from our predecessor ``peer``: ``was``, the node it replaced
