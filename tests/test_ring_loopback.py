@@ -186,6 +186,44 @@ async def test_a_node_stopped_by_sigterm_rejoins_when_started_again(tmp_path: Pa
             assert await client.get("after") == "restart"
 
 
+@pytest.mark.slow  # 20 s: a ring of processes, a leave, a restart, and a wait for merges
+async def test_a_node_that_left_and_is_started_again_alone_stays_a_ring_of_one(
+    tmp_path: Path,
+) -> None:
+    # A user's report on a 6-node loopback ring: `udpdht leave`, then `udpdht node` without
+    # --bootstrap on the same data dir said "starting a new ring of one", and about 10 s later
+    # the others merged it back, its old records with it ("X knows X ... joining it").
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(node_process("--data-dir", str(tmp_path / "0")))
+        boot = ["--bootstrap", first.addr_text]
+        nodes = [first] + [
+            stack.enter_context(node_process("--data-dir", str(tmp_path / str(i)), *boot))
+            for i in (1, 2, 3)
+        ]
+        await wait_processes_ideal(nodes, within=30)
+        async with Client(first.addr) as client:
+            for i in range(20):
+                await client.put(f"k{i}", i)
+        await wait_until(lambda: (tmp_path / "0" / "peers.json").exists(), within=40)
+        leaver, rest = nodes[2], [n for n in nodes if n is not nodes[2]]
+        cookie = str(tmp_path / "2" / "cookie")
+        assert udpdht("leave", "--node", leaver.addr_text, "--cookie", cookie).returncode == 0
+        assert leaver.wait()[0] == 0
+        again = stack.enter_context(
+            node_process("--data-dir", str(tmp_path / "2"), port=leaver.addr[1])
+        )
+        assert "starting a new ring of one" in again.output()
+        await asyncio.sleep(15)  # three probe periods and more: merged within 10 s before
+        (alone,) = await statuses([again])
+        assert alone["successors"] == [] and alone["predecessors"] == []
+        assert not alone["isolated"]
+        await wait_processes_ideal(rest, within=5)  # and the three are a ring of their own
+        async with Client(rest[0].addr) as client:
+            assert [await client.get(f"k{i}") for i in range(20)] == list(range(20))
+        for node in [*rest, again]:
+            assert "another loop or ring" not in node.output()
+
+
 @pytest.mark.slow
 async def test_a_whole_ring_restarted_after_a_crash_forms_again(tmp_path: Path) -> None:
     # Every node remembers the others, and each finds them rejoining too: the lowest id of
