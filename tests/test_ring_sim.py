@@ -146,6 +146,21 @@ def test_a_node_that_left_and_starts_again_alone_stays_a_ring_of_its_own(seed: i
     run_virtual(main())
 
 
+def test_nodes_that_stop_together_to_start_again_keep_each_other_in_mind() -> None:
+    # `udpdht node` on SIGTERM leaves but keeps its peers, so that a restart rejoins: a whole
+    # ring stopped at once (docker compose down, then up) finds itself again through them. The
+    # `leaving` of the others, arriving meanwhile, must not take them out of its memory.
+    async def main() -> None:
+        sim = Sim(seed=75)
+        nodes = await sim.build_ideal(6, maintenance=True)
+        await wait_until(lambda: all(len(n.memory) == 5 for n in nodes), within=30)
+        await asyncio.gather(*(n.leave(forget=False) for n in nodes))
+        for node in nodes:
+            assert len(node.memory) == 5
+
+    run_virtual(main())
+
+
 def test_a_node_that_crashed_and_starts_again_alone_is_merged_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

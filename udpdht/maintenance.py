@@ -924,7 +924,10 @@ class Maintenance:
         ls.remove(gone.id)
         self.node.fingers.remove(gone.id)
         self._notifiers.pop(gone.id, None)  # and no hint may point at it any more
-        self.node.memory.drop(gone.id)
+        if not self.node.leaving:
+            # (A node leaving too keeps it: stopped to start again, it may find it again
+            # through it, as a whole ring stopped at once and started again does.)
+            self.node.memory.drop(gone.id)
         now = asyncio.get_running_loop().time()
         for peer_id in [i for i, until in self._left.items() if until < now]:
             del self._left[peer_id]  # (bounded: only nodes of our tables get here)

@@ -159,6 +159,7 @@ class Node:
         self.cookie = cookie
         self._verifier: Verifier | None = None
         self.finished = asyncio.Event()  # set once the node has stopped (leave, shutdown, stop)
+        self.leaving = False  # a leave has begun (maintenance.Maintenance._rpc_leaving)
         self.handed_off = False  # a leave has handed the store over (the rest is messages)
         #: Called after each lookup this node runs (lookup_id: its own, a client's, the store's
         #: and maintenance's) with the Lookup, or None when it failed, and the seconds it took.
@@ -412,6 +413,7 @@ class Node:
         ring unless told where to join (the node left for good). A node stopped to be started
         again (``udpdht node`` on SIGTERM: a restart, an upgrade) keeps them and rejoins.
         """
+        self.leaving = True
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
