@@ -19,6 +19,8 @@ from udpdht import values
 from udpdht.kad.target import cannot, parse_target
 from udpdht.net import Address, parse_addr
 
+from . import render
+
 
 class CommandError(Exception):
     """A line that cannot be run as typed; the message is one sentence."""
@@ -322,17 +324,6 @@ def _key(name: str, text: str) -> str:
     return text
 
 
-def _hex_key(text: str) -> bytes:
-    """A key given in hex (``--after-hex``): one that is not UTF-8 text."""
-    try:
-        key = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raise CommandError(f"--after-hex needs the key in hex digits, got {text!r}") from None
-    if not key:
-        raise CommandError("--after-hex needs a non-empty key")
-    return key
-
-
 def _addr(text: str) -> Address:
     try:
         return parse_addr(text)
@@ -464,7 +455,10 @@ def _keys(name: str, args: list[str]) -> Command:
             elif flag == "--after":
                 after = _key(name, value)
             else:
-                after = _hex_key(value)
+                try:
+                    after = render.hex_key(value)
+                except ValueError as exc:
+                    raise CommandError(f"--after-hex: {exc}") from None
         else:
             raise CommandError(f"unknown argument {word!r} for 'keys'; {_usage(name)}")
     return Command(name, number=limit, after=after)

@@ -364,6 +364,17 @@ def keys_lines(
     return lines
 
 
+def hex_key(text: str) -> bytes:
+    """The key of ``--after-hex HEX`` (``0x`` allowed); ValueError unless hex of a byte or more."""
+    try:
+        key = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise ValueError(f"expected the key in hex digits, got {text!r}") from None
+    if not key:
+        raise ValueError("expected a non-empty key")
+    return key
+
+
 def next_page(nxt: bytes, quote: Callable[[str], str]) -> str:
     """The option that asks for the page after key ``nxt``: ``--after KEY`` (quoted for the
     shell that reads it), or ``--after-hex HEX`` for a key that is not UTF-8 text."""

@@ -204,14 +204,12 @@ async def _keys(args: argparse.Namespace) -> int:
 
 
 def _hex_key(text: str) -> bytes:
-    """``--after-hex``'s key: hex digits (``0x`` allowed), at least one byte."""
+    from shell import render
+
     try:
-        key = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected hex digits, got {text!r}") from None
-    if not key:
-        raise argparse.ArgumentTypeError("expected a non-empty key")
-    return key
+        return render.hex_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _shell_quote(text: str) -> str:
