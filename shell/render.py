@@ -377,9 +377,13 @@ def hex_key(text: str) -> bytes:
 
 def next_page(nxt: bytes, quote: Callable[[str], str]) -> str:
     """The option that asks for the page after key ``nxt``: ``--after KEY`` (quoted for the
-    shell that reads it), or ``--after-hex HEX`` for a key that is not UTF-8 text."""
+    shell that reads it; ``--after=KEY`` for a key that starts with "-", which would read as
+    an option), or ``--after-hex HEX`` for a key that is not UTF-8 text or holds a character
+    no one can type (a NUL, a newline: the table shows them escaped)."""
     text = key_text(nxt)
-    return f"--after-hex {nxt.hex()}" if text is None else f"--after {quote(text)}"
+    if text is None or not text.isprintable():
+        return f"--after-hex {nxt.hex()}"
+    return f"--after={quote(text)}" if text.startswith("-") else f"--after {quote(text)}"
 
 
 def admin_done(who: str, command: str, alone: bool) -> str:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -1003,3 +1004,14 @@ async def test_piped_commands_to_a_silent_node_name_a_live_neighbour(embedded: S
 
 def _suggestion(session: Session) -> str | None:
     return session.suggestion
+
+
+def test_the_next_page_option_can_be_typed_whatever_the_key() -> None:
+    # A new user's trial: `more: add --after -dash` read as a missing argument, and a key
+    # holding a NUL was printed raw, which no one can type.
+    quote = shlex.quote
+    assert render.next_page(b"plain", quote) == "--after plain"
+    assert render.next_page(b"two words", quote) == "--after 'two words'"
+    assert render.next_page(b"-dash", quote) == "--after=-dash"
+    assert render.next_page(b"\x00zero", quote) == "--after-hex 007a65726f"
+    assert render.next_page(b"\xff\x01", quote) == "--after-hex ff01"

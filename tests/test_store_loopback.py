@@ -167,7 +167,7 @@ def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:
             if sum("is full" in d.stderr for d in done.values() if d.returncode == 0) == 2:
                 break
         refused = [k for k, d in done.items() if d.returncode != 0]
-        assert all("store full" in done[k].stderr for k in refused)
+        assert all(f"store full at {full.addr_text}" in done[k].stderr for k in refused)
         stored = [k for k, d in done.items() if d.returncode == 0]
 
         async def held_by_full() -> set[str]:
@@ -189,6 +189,8 @@ def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:
         assert ring.returncode == 0
         assert f"{full.addr_text} is full (--max-store-bytes)" in ring.stdout
         assert "settle within seconds" not in ring.stdout
+        listed = json.loads(udpdht("ring", "--node", a.addr_text, "--json").stdout)["nodes"]
+        assert [n["addr"] for n in listed if n["full"]] == [full.addr_text]
         status = udpdht("status", "--node", full.addr_text, "--json")
         assert json.loads(status.stdout)["store"]["full"] is True
         assert any("store full" in line for line in full.lines)  # its log says why

@@ -86,6 +86,7 @@ def ring_json(entries: list[dict[str, Any]], attached: str) -> dict[str, Any]:
                 "predecessor": st["predecessor"]["addr"] if st["predecessor"] else None,
                 "primary": st["store"]["primary"],
                 "replica": st["store"]["replica"],
+                "full": bool(st["store"].get("full", False)),  # its quota refused records lately
             }
         )
     return {"attached": attached, "nodes": nodes}

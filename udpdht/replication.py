@@ -615,7 +615,10 @@ class Replicator:
         used = self.store.stats().bytes
         if growth > 0 and used + growth > quota:
             self._refuse_for_quota(1)
-            raise StoreFull(f"store full: {used} of {quota} bytes used (--max-store-bytes)")
+            raise StoreFull(
+                f"store full at {format_addr(self.node.addr)}: {used} of {quota} bytes used "
+                "(--max-store-bytes)"
+            )
 
     def _newer(self, records: Iterable[Record]) -> list[tuple[Record, Record | None]]:
         """The checked records newer than what we hold, each with what it replaces. A record
