@@ -184,6 +184,8 @@ def test_a_node_alone_is_not_said_to_have_replicas_and_restarts_saying_so(
         "ring: it left its ring, or never had one); --bootstrap H:P joins a running ring "
         "instead" in output
     )
+    line = next(x for x in output.splitlines() if "starting a new ring of one" in x)
+    assert "--------" not in line  # the line names the node (its id), as the others do
 
 
 def test_ring_limit_says_the_list_was_cut(two_nodes: tuple[NodeProcess, ...]) -> None:

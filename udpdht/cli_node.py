@@ -348,7 +348,7 @@ def _say_if_a_new_ring_of_old_data(node: Node, args: argparse.Namespace) -> None
         if args.new_ring
         else "it remembers no ring: it left its ring, or never had one"
     )
-    log.log(
+    node.log.log(  # (the node's own logger: the line names the node)
         logging.INFO if args.new_ring else logging.WARNING,
         "starting a new ring of one with the %s its data dir holds (%s); --bootstrap H:P "
         "joins a running ring instead",
