@@ -22,6 +22,7 @@ from udpdht.node import Node
 from udpdht.replication import StoreConfig, newest_agreed
 from udpdht.routing import Peer
 from udpdht.rpc import RpcEndpoint
+from udpdht.shortfall import Shortfall
 from udpdht.sim import Sim
 from udpdht.storage import Record, Version
 
@@ -562,6 +563,36 @@ def test_a_successor_that_lies_in_was_cannot_send_our_notify_elsewhere() -> None
             notifies_to.clear()
             await notifier.maintenance.notify(liar.peer)
             assert notifies_to == expected, ids.short(target.id)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_primary_that_lies_about_missing_copies_gets_nothing_onto_a_terminal() -> None:
+    # A put's acknowledgement may name the replicas that were full (PROTOCOL.md 10.5): the
+    # coordinator passes that on to a client, and the CLI prints it. A primary that is a
+    # stranger could name anything there: terminal escapes, counts that make no sense.
+    async def main() -> None:
+        sim = Sim(seed=83, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        primary = sim.joined[sim.responsible(b"k")[0].id]
+        lies: list[dict[str, Any]] = [
+            {"copies": 1, "wanted": 3, "full": ["\x1b[2J\x1b[31mrm -rf /", "10.0.0.1:7000"]},
+            {"copies": 1, "wanted": 10**18, "full": []},
+            {"copies": 5, "wanted": 3, "full": []},
+            {"copies": "1", "wanted": 3, "full": "10.0.0.1:7000"},
+            {"copies": 1, "wanted": 2, "full": [["10.0.0.1", 7000], "example.com:80"]},
+        ]
+        said: list[Shortfall | None] = []
+        for lie in lies:
+
+            async def lying(args: dict[str, Any], src: Address, lie: dict[str, Any] = lie) -> Any:
+                return {"version": [1, bytes(20)], "existed": False, **lie}
+
+            primary.endpoint.register("store_write", lying)
+            coordinator = next(n for n in nodes if n is not primary)
+            said.append((await coordinator.replicator.put(b"k", b"\xa1v", None)).short)
+        assert said == [Shortfall(1, 3, ("10.0.0.1:7000",)), None, None, None, Shortfall(1, 2)]
         await sim.stop()
 
     run_virtual(main())

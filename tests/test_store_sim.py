@@ -16,6 +16,7 @@ from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
 from udpdht.net import format_addr, run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
+from udpdht.shortfall import Shortfall
 from udpdht.sim import Sim
 from udpdht.storage import Record, Version
 
@@ -751,11 +752,7 @@ def test_a_put_a_full_replica_refused_is_acknowledged_with_the_copies_made() -> 
             if full.id not in holders[1:]:
                 continue  # (the full node as primary refuses the write itself: StoreFull)
             written = await nodes[0].replicator.put(key, value, None)
-            assert written.short == {
-                "copies": 2,
-                "wanted": 3,
-                "full": [format_addr(full.addr)],
-            }
+            assert written.short == Shortfall(2, 3, (format_addr(full.addr),))
             assert len(sim.copies(key)) == 2
             checked += 1
         assert checked > 0

@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import random
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +17,7 @@ from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve, unless_refused
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
+from .shortfall import Shortfall
 from .values import StoredValue
 
 
@@ -27,34 +27,6 @@ def key_bytes(key: str | bytes) -> bytes:
     if not 0 < len(data) <= MAX_KEY:
         raise ValueTooLarge(f"a key is 1..{MAX_KEY} bytes, this one {len(data)}")
     return data
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    """A put acknowledged with fewer copies than wanted (PROTOCOL.md 10.5): ``copies`` made,
-    the primary's included, of ``wanted``; ``full``: the replicas that refused theirs because
-    their store is full ("H:P"). The others did not answer, or did not take it yet."""
-
-    copies: int
-    wanted: int
-    full: tuple[str, ...]
-
-    def __str__(self) -> str:
-        parts = []
-        if self.full:
-            one = len(self.full) == 1
-            parts.append(
-                f"{', '.join(self.full)} {'is' if one else 'are'} full (--max-store-bytes) and "
-                f"refused it: repair cannot make {'that copy' if one else 'those copies'} until "
-                f"{'it has' if one else 'they have'} room"
-            )
-        others = self.wanted - self.copies - len(self.full)
-        if others > 0:
-            parts.append(
-                f"{others} did not take it (no answer, or the ring is changing): repair makes "
-                f"the {'copy' if others == 1 else 'copies'} once the ring has settled"
-            )
-        return f"on {self.copies} of {self.wanted} nodes only: " + "; ".join(parts)
 
 
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
@@ -208,11 +180,7 @@ class Client:
         data = wire.pack_value(value, MAX_VALUE)
         args: dict[str, Any] = {"key": key_bytes(key), "value": data, "ttl": ttl}
         reply = await self.call("put", args)
-        copies, wanted, full = reply.get("copies"), reply.get("wanted"), reply.get("full")
-        if type(copies) is not int or type(wanted) is not int or not 0 < copies < wanted:
-            return None
-        named = full if isinstance(full, list) else []
-        return Shortfall(copies, wanted, tuple(str(a) for a in named[:wanted]))
+        return Shortfall.from_reply(reply) if isinstance(reply, dict) else None
 
     async def get(self, key: str | bytes) -> Any:
         """The value stored under ``key``; raises KeyNotFound when there is none."""

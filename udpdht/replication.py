@@ -57,6 +57,7 @@ from .lookup import MALFORMED, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
 from .routing import Peer
+from .shortfall import Shortfall
 from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version, split_range
 from .text import plural
 
@@ -87,12 +88,12 @@ class _GuessMissed(Exception):
 @dataclass(frozen=True)
 class Written:
     """What a write did: its version, whether a live value was there before, and ``short``
-    when the primary made fewer copies than it wanted: ``{"copies", "wanted", "full"}`` as in
-    its reply (PROTOCOL.md 10.5), None when every replica took the write."""
+    when the primary made fewer copies than it wanted (PROTOCOL.md 10.5), None when every
+    replica took the write."""
 
     version: Version
     existed: bool
-    short: dict[str, Any] | None = None
+    short: Shortfall | None = None
 
 
 @dataclass(frozen=True)
@@ -763,15 +764,10 @@ class Replicator:
 
     @staticmethod
     def _written(reply: dict[str, Any]) -> Written:
-        """A primary's ``store_write`` reply as a Written (what it names, checked: the reply
-        goes on to a client)."""
+        """A primary's ``store_write`` reply as a Written (its shortfall checked: it goes on to
+        a client, and to a terminal)."""
         stamp, writer = reply["version"]
-        copies, wanted, full = reply.get("copies"), reply.get("wanted"), reply.get("full")
-        short = None
-        if type(copies) is int and type(wanted) is int and 0 < copies < wanted:
-            named = full if isinstance(full, list) else []
-            addrs = [a for a in named[:wanted] if isinstance(a, str) and len(a) <= 64]
-            short = {"copies": copies, "wanted": wanted, "full": addrs}
+        short = Shortfall.from_reply(reply)
         return Written(Version(int(stamp), bytes(writer)), bool(reply["existed"]), short)
 
     RETRY_PAUSE = 0.05  # seconds before a settled write's third lookup, doubled for each after
@@ -1070,13 +1066,12 @@ class Replicator:
             # Fewer copies than wanted: the acknowledgement says so. A replica that did not
             # answer gets its copy from repair once it is back or replaced; one whose store is
             # full refuses repair's copies too, until it has room: it is named.
-            reply["copies"] = 1 + sum(took)
-            reply["wanted"] = 1 + len(replicas)
-            reply["full"] = [
+            full = [
                 format_addr(p.addr)
                 for p, ok in zip(replicas, took, strict=True)
                 if not ok and self._peer_full_at.get(p.id, float("-inf")) >= sent_at
             ]
+            reply.update(Shortfall(1 + sum(took), 1 + len(replicas), tuple(full)).to_wire())
         return reply
 
     def _push_soon(self, record: Record, peer: Peer) -> asyncio.Future[bool]:
@@ -1156,7 +1151,10 @@ class Replicator:
         written = await self.put(key, value, ttl)
         v = written.version
         # Fewer copies than wanted: the client hears how many, and which nodes are full.
-        return {"version": [v.stamp, v.writer], **(written.short or {})}
+        return {
+            "version": [v.stamp, v.writer],
+            **(written.short.to_wire() if written.short else {}),
+        }
 
     async def _rpc_get(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         record = await self.get(_arg_key(args))

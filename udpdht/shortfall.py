@@ -1,0 +1,67 @@
+"""What a put's acknowledgement says when the primary made fewer copies than it wanted.
+
+The primary adds ``copies``, ``wanted`` and ``full`` (the replicas that refused theirs because
+their store is full, as "H:P") to its ``store_write`` reply; the coordinator passes them on in
+its ``put`` reply, and the CLI and the shell print them (PROTOCOL.md 10.5). Every hop reads
+them with :meth:`Shortfall.from_reply`: a primary may be a stranger, and what it names here
+ends up on a user's terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .net import check_peer_addr, format_addr, parse_addr
+
+#: Copies a key can be wanted on at most (replicas are 1..L/2+1, and L is at most 64).
+MAX_WANTED = 33
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """``copies`` made, the primary's included, of ``wanted``; ``full``: the replicas that
+    refused theirs because their store is full ("H:P"). The others did not answer, or did
+    not take it yet."""
+
+    copies: int
+    wanted: int
+    full: tuple[str, ...] = ()
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any]) -> Shortfall | None:
+        """The shortfall a reply names, checked; None when it names none (every copy made) or
+        names one that makes no sense. Only unicast IP addresses are kept of ``full``."""
+        copies, wanted, full = reply.get("copies"), reply.get("wanted"), reply.get("full")
+        if type(copies) is not int or type(wanted) is not int:
+            return None
+        if not 0 < copies < wanted <= MAX_WANTED:
+            return None
+        named: list[str] = []
+        for item in full[:wanted] if isinstance(full, list) else []:
+            if type(item) is str and len(item) <= 64:
+                try:
+                    named.append(format_addr(check_peer_addr(*parse_addr(item))))
+                except ValueError:
+                    continue  # (not an address: nothing of it is shown)
+        return cls(copies, wanted, tuple(named))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"copies": self.copies, "wanted": self.wanted, "full": list(self.full)}
+
+    def __str__(self) -> str:
+        parts = []
+        if self.full:
+            one = len(self.full) == 1
+            parts.append(
+                f"{', '.join(self.full)} {'is' if one else 'are'} full (--max-store-bytes) and "
+                f"refused it: repair cannot make {'that copy' if one else 'those copies'} until "
+                f"{'it has' if one else 'they have'} room"
+            )
+        others = self.wanted - self.copies - len(self.full)
+        if others > 0:
+            parts.append(
+                f"{others} did not take it (no answer, or the ring is changing): repair makes "
+                f"the {'copy' if others == 1 else 'copies'} once the ring has settled"
+            )
+        return f"on {self.copies} of {self.wanted} nodes only: " + "; ".join(parts)
