@@ -322,7 +322,12 @@ def _key_cell(row: Mapping[str, Any]) -> str:
         text = "0x" + row["key_hex"]
     elif not text.isprintable():  # a newline or a tab would break the table
         text = repr(text)[1:-1]
-    return text if len(text) <= KEY_WIDTH else text[: KEY_WIDTH - 1] + "…"
+    return shortened(text, KEY_WIDTH)
+
+
+def shortened(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with "…" when longer (a key may have 1,024)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def keys_lines(

@@ -729,7 +729,9 @@ SHOWN_KEY = 60  # characters of a key echoed back at most (a key may have 1,024)
 
 def _shown_key(key: str) -> str:
     """``key`` quoted as the command echoes it, shortened with "…" past SHOWN_KEY."""
-    return repr(key if len(key) <= SHOWN_KEY else key[: SHOWN_KEY - 1] + "…")
+    from shell.render import shortened  # (at print time: --help does not load the shell)
+
+    return repr(shortened(key, SHOWN_KEY))
 
 
 async def _put(args: argparse.Namespace) -> int:
