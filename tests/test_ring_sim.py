@@ -117,6 +117,50 @@ def test_graceful_leave_closes_the_ring_at_once() -> None:
     run_virtual(main())
 
 
+def test_a_list_that_still_names_a_node_that_left_does_not_bring_it_back() -> None:
+    # tests/test_server.py once saw a leaver back in a neighbour's leafset right after its
+    # `leaving`: a list sent before its sender heard of the leaving put it back for a round.
+    async def main() -> None:
+        sim = Sim(seed=9)
+        await sim.build_ideal(12, maintenance=False)
+        ring = sim.live_peers()
+        p1, leaver, s1, s2 = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+        await sim.leave(leaver)
+        assert leaver.peer not in p1.leafset.peers() + s1.leafset.peers() + s2.leafset.peers()
+        # s1's lists as they were before it heard: what its answers and notifies that crossed
+        # the leaving carry.
+        s1.leafset.set_predecessors([leaver.peer, *s1.leafset.predecessors])
+
+        timeouts = p1.endpoint.stats.timeouts
+        await s1.maintenance.notify(s2.peer)  # s1 tells s2 of its predecessors
+        await p1.maintenance.stabilize()  # and answers p1's stabilize with them
+        assert leaver.peer not in p1.leafset.peers() + s2.leafset.peers()
+        assert p1.leafset.successor == s1.peer
+        assert p1.endpoint.stats.timeouts == timeouts  # no walk to the leaver, no timeout
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_node_that_left_and_joins_again_at_once_is_taken_back_at_once() -> None:
+    # The other side of the test before: lists that name a node which left a moment ago are
+    # taken without it, but a node that comes back that soon (a restart) says so itself.
+    async def main() -> None:
+        sim = Sim(seed=10)
+        await sim.build_ideal(12, maintenance=True)
+        ring = sim.live_peers()
+        p1, leaver, s1 = (sim.joined[ring[i].id] for i in (3, 4, 5))
+        await sim.leave(leaver)
+        again = await sim.spawn(addr=leaver.addr)
+        await again.join(s1.addr)
+        sim.joined[again.id] = again
+        assert p1.leafset.successor == again.peer and s1.leafset.predecessor == again.peer
+        await sim.wait_ideal(within=10)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 @pytest.mark.parametrize("seed", [71, 72, 73])
 def test_a_node_that_left_and_starts_again_alone_stays_a_ring_of_its_own(seed: int) -> None:
     # Found on a 6-node loopback ring: `udpdht leave`, then `udpdht node` without --bootstrap

@@ -70,6 +70,7 @@ class Maintenance:
     CALM_ROUNDS = 10  # rounds with the same leafset before rounds come half as often
     MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
     LEFT_MEMORY = 30.0  # seconds a node that left is not remembered again (see _rpc_leaving)
+    STALE_LISTS = 0.5  # stabilize periods a neighbour's list is taken without a node that left
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -579,10 +580,24 @@ class Maintenance:
         hint = reply.get("hint")
         hints = self.node.parse_peers([hint]) if hint is not None else []  # a failed id check: none
         return (
-            self.node.parse_peers(reply["succs"]),
-            self.node.parse_peers(reply["preds"]),
-            next(iter(hints), None),
+            self._without_left(self.node.parse_peers(reply["succs"])),
+            self._without_left(self.node.parse_peers(reply["preds"])),
+            next(iter(self._without_left(hints)), None),
         )
+
+    def _without_left(self, peers: list[Peer]) -> list[Peer]:
+        """A neighbour's list without the nodes that told us in the last STALE_LISTS periods
+        that they left. The list may have been sent before its sender heard of the leaving
+        (an answer that crossed it, a notify of the sender's round), or the sender's
+        ``leaving`` was lost: taken as it is, it would put the node back for a round, and a
+        walk to it would wait out a timeout. A node that comes back that soon is taken from
+        its own notify (_rpc_notify), and from anyone's list after that."""
+        if not self._left:
+            return peers
+        # (_left holds when each is forgotten: LEFT_MEMORY after its leaving came)
+        after = asyncio.get_running_loop().time() + self.LEFT_MEMORY
+        after -= self.STALE_LISTS * self.node.config.stabilize_period
+        return [p for p in peers if self._left.get(p.id, 0.0) <= after]
 
     async def notify(self, peer: Peer) -> None:
         """Tell ``peer`` that we take it for our successor. If it took us for its predecessor
@@ -773,9 +788,10 @@ class Maintenance:
         us with a socket that only answers ``ping`` and make every write to our range fail.
         """
         peer = self.node.sender(args, src)
-        preds = self.node.arg_peers(args, "preds")
         if peer.id == self.node.id:
             return {}
+        self._left.pop(peer.id, None)  # it left, and is back: its own word
+        preds = self._without_left(self.node.arg_peers(args, "preds"))
         loop = asyncio.get_running_loop()
         self._notifiers.pop(peer.id, None)
         self._notifiers[peer.id] = (peer, loop.time())
