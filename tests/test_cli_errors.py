@@ -158,6 +158,15 @@ def test_client_command_to_a_dead_node(silent_port: int) -> None:
     assert re.fullmatch(rf"udpdht: error: {line}; is a node running there\?\n", result.stderr)
 
 
+def test_ring_waits_on_a_silent_node_as_every_command_does(silent_port: int) -> None:
+    # A new user's trial: `ring` gave up on a silent node after 2 tries (1 s) whatever
+    # --tries said, in words of its own. Three tries here: the walk's own 2 would not do.
+    result = udpdht("ring", "--node", f"127.0.0.1:{silent_port}", "--tries", "3")
+    assert result.returncode == 1
+    line = _UNANSWERED.format(port=silent_port, tries=3)
+    assert re.fullmatch(rf"udpdht: error: {line}; is a node running there\?\n", result.stderr)
+
+
 async def test_join_through_a_dead_node_names_it(silent_port: int) -> None:
     async with Node("127.0.0.1", 0, rpc_config=RpcConfig(tries=2, initial_rto=0.1)) as node:
         with pytest.raises(DhtError) as info:

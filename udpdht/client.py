@@ -283,15 +283,20 @@ class Client:
     async def ring(self, limit: int = 64, *, tries: int = 2) -> list[dict[str, Any]]:
         """Status of each node round the ring from the attached one, following successors.
 
-        A node that does not answer within ``tries`` sends is listed as
-        ``{"addr": ..., "error": ...}`` and the walk goes on from the previous node's next
-        successor, so a ring under repair shows where it is broken. Stops when the walk comes
-        back to a node already seen, or after ``limit`` entries.
+        The attached node is asked as every request of this client is (its tries; its
+        failure raises, as ``status`` does). Any other node that does not answer within
+        ``tries`` sends is listed as ``{"addr": ..., "error": ...}`` and the walk goes on from
+        the previous node's next successor, so a ring under repair shows where it is broken.
+        Stops when the walk comes back to a node already seen, or after ``limit`` entries.
         """
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
+        first = await self.status()
+        out: list[dict[str, Any]] = [first]
+        seen: set[str] = {first["id"]}
         dead: set[Address] = set()
-        addr, fallbacks = self.addr, list[Address]()
+        succs = [parse_addr(p["addr"]) for p in first["successors"]]
+        if not succs:
+            return out
+        addr, fallbacks = succs[0], succs[1:]
         while len(out) < limit:
             try:
                 st = await self.node_status(addr, tries=tries)
