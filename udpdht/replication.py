@@ -933,9 +933,9 @@ class Replicator:
             # "No value" needs a settled holder, and none that answered unsettled: a holder
             # whose neighbourhood is still changing is a sign that writes may lie elsewhere.
             raise Unavailable(
-                "no value found, but the nodes that hold the key cannot say yet that it has "
-                "none: not all answered, or the ring near the key is still repairing after a "
-                "change; try again in a few seconds"
+                "cannot tell yet whether the key has a value: not all the nodes that hold it "
+                "answered, or the ring near it is still repairing after a change; try again "
+                "in a few seconds"
             )
         if best is None:
             after = targets[r:]
