@@ -231,6 +231,7 @@ def test_metrics_on_a_taken_address_is_one_line_error() -> None:
         last == f"udpdht: error: cannot serve metrics on 127.0.0.1:{port}: address already in use"
     )
     assert "Traceback" not in done.stderr
+    assert done.stdout == ""  # no "listening on" before it: the node never ran (a user's trial)
 
 
 def test_metrics_address_must_be_host_and_port() -> None:

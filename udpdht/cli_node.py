@@ -240,6 +240,9 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     _say_if_a_new_ring_of_old_data(node, args)
     fmt.node = ids.short(node.id)
     cookie_path = _publish_cookie(node)
+    # Before any of the lines that say the node runs: a metrics address that cannot be bound
+    # stops it with only the error said.
+    exporter = await _serve_metrics(metrics, node, args.metrics) if metrics else None
     bound = node.endpoint.addr
     also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
     _announce(fmt, f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}{also}")
@@ -248,8 +251,9 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     _announce(fmt, f"admin cookie: {cookie_path}")
     if why:
         log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
+    if exporter is not None:
+        _announce(fmt, f"metrics: {exporter.url}")
     _warn_if_sent_from_elsewhere(node, args.bootstrap)
-    exporter = await _serve_metrics(metrics, node, args.metrics, fmt) if metrics else None
     tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -370,11 +374,9 @@ def _metrics_module() -> ModuleType:
     return metrics
 
 
-async def _serve_metrics(
-    metrics: ModuleType, node: Node, addr: Address, fmt: Format
-) -> MetricsServer:
-    """Serve the node's metrics at ``addr`` and say where; a UsageError (after stopping the
-    node) when the address cannot be bound."""
+async def _serve_metrics(metrics: ModuleType, node: Node, addr: Address) -> MetricsServer:
+    """Serve the node's metrics at ``addr``; a UsageError (after stopping the node) when the
+    address cannot be bound."""
     try:
         exporter: MetricsServer = metrics.serve(node, addr)
     except OSError as exc:
@@ -382,7 +384,6 @@ async def _serve_metrics(
         _unpublish_cookie(node)
         why = exc.strerror if isinstance(exc, socket.gaierror) else _why(exc)
         raise UsageError(f"cannot serve metrics on {format_addr(addr)}: {why}") from None
-    _announce(fmt, f"metrics: {exporter.url}")
     return exporter
 
 
