@@ -17,6 +17,7 @@ from typing import Any
 
 from udpdht import values
 from udpdht.kad.target import cannot, parse_target
+from udpdht.limits import parse_ttl
 from udpdht.net import Address, parse_addr
 
 from . import render
@@ -413,6 +414,8 @@ def _put(name: str, args: list[str]) -> Command:
             as_json = True
         elif word == "--ttl" or word.startswith("--ttl="):
             text = word.partition("=")[2] if "=" in word else next(words, "")
+            if not text:
+                raise CommandError("--ttl needs a number of seconds")
             ttl = _ttl(text)
         elif word.startswith("--") and len(word) > 2:
             raise CommandError(
@@ -466,12 +469,9 @@ def _keys(name: str, args: list[str]) -> Command:
 
 def _ttl(text: str) -> float:
     try:
-        ttl = float(text)
-    except ValueError:
-        raise CommandError(f"--ttl needs a number of seconds, got {text!r}") from None
-    if not (math.isfinite(ttl) and 0 < ttl < 1e10):
-        raise CommandError(f"--ttl must be a positive number of seconds, got {text!r}")
-    return ttl
+        return parse_ttl(text)
+    except ValueError as exc:
+        raise CommandError(f"--ttl: {exc}") from None
 
 
 def _nodes(name: str, args: list[str]) -> Command:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from . import __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import DhtError, KeyNotFound
-from .limits import MAX_TTL
+from .limits import parse_ttl
 
 if TYPE_CHECKING:
     from .client import Client
@@ -116,16 +116,9 @@ def _bytes(text: str) -> int:
 
 def _ttl(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    longest = MAX_TTL  # StoreConfig.max_ttl, the longest a node accepts
-    if not 0 < value <= longest:  # NaN and inf fail here too
-        raise argparse.ArgumentTypeError(
-            f"a TTL is more than 0 and at most {longest:,.0f} s ({longest / 86400:.0f} days), "
-            f"not {text}"
-        )
-    return value
+        return parse_ttl(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:

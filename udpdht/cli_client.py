@@ -97,7 +97,6 @@ async def _ring(args: argparse.Namespace) -> int:
 
     from shell import render
 
-
     async with _client(args) as client:
         entries = await client.ring(args.limit)
     attached = entries[0]["addr"]

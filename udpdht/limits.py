@@ -10,3 +10,18 @@ from __future__ import annotations
 MAX_KEY = 1024  # bytes of a key
 MAX_VALUE = 60_000  # bytes of a value, msgpack-encoded
 MAX_TTL = 366 * 24 * 3600.0  # seconds: the longest TTL a put may ask for (StoreConfig.max_ttl)
+
+
+def parse_ttl(text: str) -> float:
+    """A TTL typed by a user (the CLI's and the shell's ``--ttl``), in seconds; ValueError
+    saying what a TTL may be."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= MAX_TTL:  # NaN and inf fail here too
+        raise ValueError(
+            f"a TTL is more than 0 and at most {MAX_TTL:,.0f} s ({MAX_TTL / 86400:.0f} days), "
+            f"not {text}"
+        )
+    return value
