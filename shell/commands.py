@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from udpdht import values
+from udpdht.admin import read_cookie
 from udpdht.kad.target import cannot, parse_target
 from udpdht.limits import parse_ttl
 from udpdht.net import Address, parse_addr
@@ -45,6 +46,7 @@ class Command:
     interval: float | None = None  # watch N CMD
     inner: Command | None = None  # watch N CMD: the command repeated
     target: bytes | None = None  # findnode ID: 20 bytes
+    cookie: bytes | None = None  # attach --cookie FILE: the node's cookie, read from FILE
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("ping", "ping [HOST:PORT]", "round-trip time to a node (default: the attached one)"),
     Spec(
         "attach",
-        "attach HOST:PORT | kad://HOST:PORT",
+        "attach HOST:PORT [--cookie FILE] | kad://HOST:PORT",
         "talk to another node from now on (kad://: a kademlia network)",
         "The node must answer a ping; otherwise the shell stays attached where it was. "
+        "--cookie FILE: the node's admin cookie (the file 'cookie' in its data dir), for "
+        "leave and shutdown; a node on this host with its default data dir needs none. "
         "kad://HOST:PORT attaches to a network of the `kademlia` package through that node: "
         "then get, put, ping, lookup, findnode, routing and whoami speak kademlia's protocol, "
         "and the commands it has no request for say so. 'attach HOST:PORT' goes back to a "
@@ -380,8 +384,24 @@ def _ping(name: str, args: list[str]) -> Command:
 
 
 def _attach(name: str, args: list[str]) -> Command:
-    _arity(name, args, 1, 1, "an address HOST:PORT or kad://HOST:PORT")
-    return Command(name, addr=_target(args[0]))
+    positional: list[str] = []
+    cookie: bytes | None = None
+    words = iter(args)
+    for word in words:
+        if word == "--cookie" or word.startswith("--cookie="):
+            path = word.partition("=")[2] if "=" in word else next(words, "")
+            if not path:
+                raise CommandError("--cookie needs the node's cookie FILE")
+            try:
+                cookie = read_cookie(path)
+            except ValueError as exc:
+                raise CommandError(f"--cookie: {exc}") from None
+        elif word.startswith("--") and len(word) > 2:
+            raise CommandError(f"unknown option {word!r} for 'attach'; {_usage(name)}")
+        else:
+            positional.append(word)
+    _arity(name, positional, 1, 1, "an address HOST:PORT or kad://HOST:PORT")
+    return Command(name, addr=_target(positional[0]), cookie=cookie)
 
 
 def _findnode(name: str, args: list[str]) -> Command:

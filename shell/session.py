@@ -234,15 +234,18 @@ class Session:
         local = find_cookie(addr[1]) if _is_loopback(addr[0]) else None
         return local or self.cookie
 
-    async def attach(self, addr: Address, *, within: float | None = None) -> dict[str, Any]:
+    async def attach(
+        self, addr: Address, *, within: float | None = None, cookie: bytes | None = None
+    ) -> dict[str, Any]:
         """Talk to the node at ``addr`` from now on, once it has answered; its status.
+        ``cookie``: its admin cookie (``attach --cookie FILE``), kept for it once it answers.
 
         A :class:`KadAddr` attaches to a kademlia network (:meth:`attach_kad`); the status is
         then ``{"addr", "id", "rtt_s"}`` of the node pinged."""
         if isinstance(addr, KadAddr):
             return await self.attach_kad(addr, within=within)
         addr = await resolve(addr)
-        client = Client(addr, cookie=self.cookie_for(addr))
+        client = Client(addr, cookie=cookie or self.cookie_for(addr))
         await client.open()
         try:
             loop = asyncio.get_running_loop()
@@ -256,6 +259,8 @@ class Session:
             await _say_wrong_protocol(addr, exc)
             raise
         old, self.client, self.attached = self.client, client, addr
+        if cookie is not None:
+            self.cookie, self.cookie_addr = cookie, addr
         if old is not None:
             await old.close()
         await self._leave_kad()
@@ -599,7 +604,9 @@ class Session:
 
     async def _attach(self, cmd: Command) -> str:
         assert cmd.addr is not None
-        st = await self.attach(cmd.addr)
+        if cmd.cookie is not None and isinstance(cmd.addr, KadAddr):
+            raise CommandError("a kademlia network has no admin commands: no --cookie for it")
+        st = await self.attach(cmd.addr, cookie=cmd.cookie)
         if self.kad is not None:
             return (
                 f"attached to the kademlia network of {st['addr']} (node {st['id'][:8]}); "
@@ -612,7 +619,7 @@ class Session:
     async def _join(self, cmd: Command) -> str:
         assert cmd.addr is not None
         target = await resolve(cmd.addr)
-        successor = await self._client().join(target)
+        successor = await self._admin_client("join").join(target)
         self.remember_addr(format_addr(target))
         after = f"; its successor is {successor}" if successor is not None else ""
         return f"{self.attached_text} joined the ring of {format_addr(target)}{after}"
@@ -634,8 +641,18 @@ class Session:
             f"handed over{back}; 'attach HOST:PORT' to go on"
         )
 
-    async def _leave(self, cmd: Command) -> str:
+    def _admin_client(self, name: str) -> Client:
+        """The client, which must hold the attached node's cookie for ``name``."""
         client = self._client()
+        if client.cookie is None:
+            raise CommandError(
+                f"{name} needs the node's cookie (the file 'cookie' in its data dir): "
+                f"attach {self.attached_text} --cookie FILE"
+            )
+        return client
+
+    async def _leave(self, cmd: Command) -> str:
+        client = self._admin_client("leave")
         st = await client.status()
         gone = self.attached_text
         try:
@@ -661,7 +678,7 @@ class Session:
 
     async def _shutdown(self, cmd: Command) -> str:
         """Stop the attached node at once, as 'udpdht shutdown' does; then attach elsewhere."""
-        client = self._client()
+        client = self._admin_client("shutdown")
         st = await client.status()
         gone = self.attached_text
         await client.shutdown()

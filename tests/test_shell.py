@@ -554,6 +554,34 @@ async def test_attached_without_cookie(monkeypatch: pytest.MonkeyPatch, tmp_path
             await session.close()
 
 
+async def test_attach_takes_the_cookie_its_hint_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A new user's trial: without the cookie, 'leave' said "pass it with --cookie FILE", which
+    # 'attach' refused ("too many arguments"): only `udpdht shell --cookie` took one.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # no cookie file to find
+    async with Node("127.0.0.1", 0) as node:
+        assert node.cookie is not None
+        where = f"127.0.0.1:{node.addr[1]}"
+        cookie_file = tmp_path / "cookie"
+        cookie_file.write_text(node.cookie.hex() + "\n")
+        session = Session()
+        try:
+            await session.execute(parse(f"attach {where}"))
+            hint = f"leave needs the node's cookie .*: attach {where} --cookie FILE"
+            with pytest.raises(CommandError, match=hint):
+                await session.execute(parse("leave"))
+            with pytest.raises(CommandError, match="--cookie: cannot read cookie file"):
+                parse(f"attach {where} --cookie {tmp_path / 'nothing'}")
+            out = await session.execute(parse(f"attach {where} --cookie {cookie_file}"))
+            assert "no cookie" not in out
+            out = await session.execute(parse("leave"))
+            assert "left" in out
+            assert not node.running
+        finally:
+            await session.close()
+
+
 async def test_join_with_the_cookie(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     async with Node("127.0.0.1", 0) as a, Node("127.0.0.1", 0) as b:
