@@ -243,7 +243,7 @@ def test_size_limits_are_clear(node: NodeProcess, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count(b"\n") == 1 and b"more than 60,000 bytes" in result.stderr
     result = run(node, "put", "big", "-", stdin=b"x" * (MAX_VALUE - 2))  # fits, not encoded
-    assert result.returncode == 2 and b"exceeds 60000" in result.stderr
+    assert result.returncode == 2 and b"exceeds 60,000" in result.stderr
     assert b"limit per value" in result.stderr
     assert b"59,998 bytes of data and the header" in result.stderr  # why not 59,998 alone
     result = run(node, "put", "big", str(2**64), "--json")

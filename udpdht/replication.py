@@ -119,7 +119,7 @@ def check_key(key: bytes) -> None:
     if not key:
         raise BadRequest("a key cannot be empty")
     if len(key) > MAX_KEY:
-        raise ValueTooLarge(f"key of {len(key)} bytes exceeds {MAX_KEY}")
+        raise ValueTooLarge(f"key of {len(key):,} bytes exceeds {MAX_KEY:,}")
 
 
 def _arg_key(args: dict[str, Any]) -> bytes:
@@ -132,7 +132,7 @@ def _arg_key(args: dict[str, Any]) -> bytes:
 
 def check_value(value: bytes) -> None:
     if len(value) > MAX_VALUE:
-        raise ValueTooLarge(f"value of {len(value)} encoded bytes exceeds {MAX_VALUE}")
+        raise ValueTooLarge(f"value of {len(value):,} encoded bytes exceeds {MAX_VALUE:,}")
 
 
 def batches(records: Iterable[Record]) -> Iterable[list[Record]]:

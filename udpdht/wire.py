@@ -98,7 +98,7 @@ def _encode(obj: Any, limit: int, too_large: type[DhtError], what: str) -> bytes
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"{what} cannot be encoded: {exc}") from None
     if len(data) > limit:
-        raise too_large(f"{what} of {len(data)} bytes exceeds {limit}")
+        raise too_large(f"{what} of {len(data):,} bytes exceeds {limit:,}")
     return data
 
 
