@@ -90,7 +90,7 @@ def test_environment_lists_and_underscore_keys(
     ("text", "message"),
     [
         ("prot = 7000\n", "unknown key 'prot' (did you mean 'port'?)"),
-        ("port = 99999\n", "port: port must be 0..65535, got '99999'"),
+        ("port = 99999\n", "port: port must be a number 0..65535, got '99999'"),
         ('log-level = "loud"\n', "log-level: must be one of debug, info, warning, error"),
         ('new-ring = "yes"\n', 'new-ring: expected true or false, not "yes"'),
         ("bootstrap = [7000]\n", "bootstrap: expected a list of strings, not a list"),

@@ -66,7 +66,7 @@ def _listen_addr(text: str) -> Address:
 
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}")
+        raise argparse.ArgumentTypeError(f"port must be a number 0..65535, got {text!r}")
     return int(text)
 
 
