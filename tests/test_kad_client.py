@@ -36,7 +36,8 @@ from shell.app import ShellCompleter, TerminalConsole, interact, prompt_text, to
 from shell.commands import KAD_COMMANDS, CommandError, arg_hint, help_text, parse
 from shell.session import Session
 from udpdht import Node
-from udpdht.errors import RpcTimeout
+from udpdht.cli_node import _join_any
+from udpdht.errors import DhtError, RpcTimeout
 from udpdht.ids import digest
 from udpdht.kad import codec
 from udpdht.kad.client import KadClient
@@ -47,6 +48,7 @@ from udpdht.kad.lookup import Answer, Contact, RoutingTable, bucket_of, iterativ
 from udpdht.kad.target import KadAddr, parse_target
 from udpdht.net import Address, format_addr
 from udpdht.node import NodeConfig
+from udpdht.rpc import RpcConfig
 from udpdht.server import digest as server_digest
 
 NETWORK_SIZE = 10
@@ -611,6 +613,16 @@ async def test_a_command_in_the_wrong_protocol_says_which_to_use() -> None:
                     f"udpdht: error: 127.0.0.1:{port} is a udpdht node that does not answer "
                     f"kademlia (started with --no-kad?): use --node 127.0.0.1:{port}\n"
                 )
+            # `udpdht node --bootstrap` a kademlia node: not "is a node running there?" (a
+            # new user's trial)
+            async with Node("127.0.0.1", 0, rpc_config=RpcConfig(tries=2, initial_rto=0.1)) as n:
+                with pytest.raises(DhtError) as info:
+                    await _join_any(n, [("127.0.0.1", kad_port)])
+            assert str(info.value) == (
+                f"could not join the ring: 127.0.0.1:{kad_port} answers kademlia's protocol, "
+                "not udpdht's: a udpdht node joins a ring of udpdht nodes; kademlia's nodes "
+                "can bootstrap from a udpdht node instead (docs/kademlia-interop.md)"
+            )
             session = Session()
             try:
                 with pytest.raises(WrongProtocol, match=f"use 'attach kad://127.0.0.1:{kad_port}'"):

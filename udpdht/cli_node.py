@@ -418,8 +418,22 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
             await unless_refused(node.join(addr), addr, "join", probe)
             return
         except DhtError as exc:
-            failures.append((addr, exc))
+            failures.append((addr, await _kademlia_instead(addr) or exc))
     raise DhtError("could not join the ring: " + joined_words(failures))
+
+
+async def _kademlia_instead(addr: Address) -> DhtError | None:
+    """Why a join through ``addr`` failed when a node of the ``kademlia`` package answers
+    there (kad/crosscheck.py): a udpdht node joins udpdht nodes, the other way round works."""
+    from .kad.crosscheck import speaks
+
+    if await speaks(addr) != "kademlia":
+        return None
+    return DhtError(
+        f"{format_addr(addr)} answers kademlia's protocol, not udpdht's: a udpdht node joins "
+        "a ring of udpdht nodes; kademlia's nodes can bootstrap from a udpdht node instead "
+        "(docs/kademlia-interop.md)"
+    )
 
 
 async def _run_cluster(args: argparse.Namespace) -> int:
