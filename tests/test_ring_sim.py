@@ -190,6 +190,36 @@ def test_a_node_that_left_and_starts_again_alone_stays_a_ring_of_its_own(seed: i
     run_virtual(main())
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_ring_of_two_whose_node_restarts_forms_again_without_waiting_out_the_back_off(
+    seed: int,
+) -> None:
+    # A new user's trial: a ring of two, one node killed and started again from its data dir:
+    # the two took 17 s to be one ring again. The survivor, isolated, had backed off to 10 s
+    # between rejoin attempts; the restarted one found it rejoining with a lower id and
+    # waited for it to start the ring again, which it did only at its next attempt.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sim = Sim(seed=seed)
+        a, b = await sim.build_ideal(2, maintenance=True)
+        await asyncio.sleep(5.0)  # a ring of two for a while: each remembers the other
+        await sim.crash(b)
+        await wait_until(lambda: a.isolated, within=30)
+        await asyncio.sleep(30)  # its back-off is at its longest by now
+        again = await sim.spawn(addr=b.addr)  # as started again from its data dir:
+        again.memory.remember([a.peer], again.id)  # it remembers its ring
+        again.member = True
+        start = loop.time()
+        await wait_until(
+            lambda: a.leafset.successor == again.peer and again.leafset.successor == a.peer,
+            within=30,
+        )
+        assert loop.time() - start < 5  # 16-18 s before, 1.1-3.4 s now
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_nodes_that_stop_together_to_start_again_keep_each_other_in_mind() -> None:
     # `udpdht node` on SIGTERM leaves but keeps its peers, so that a restart rejoins: a whole
     # ring stopped at once (docker compose down, then up) finds itself again through them. The

@@ -410,6 +410,17 @@ class Maintenance:
         if await self.check_loop(start=peer) is False:  # (None: its lookup failed; try later)
             self._same_ring[peer.id] = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
 
+    def heard_while_isolated(self, src: Address) -> None:
+        """A node we remember (or a bootstrap) asked about us while we are rejoining: it is
+        back, and rejoining too (its _rejoin pings us) or whole again. Our next round tries at
+        once, not after the back-off: the lowest id of those rejoining starts the ring again
+        there, and its own pings bring the others on in turn (a ring of two whose nodes both
+        restarted: 16-18 s to form again before, the back-off's; PROTOCOL.md 9.10)."""
+        known = src in self.node.bootstrap or any(p.addr == src for p in self.node.memory.peers())
+        if known:
+            self._next_rejoin = 0.0
+            self._rejoin_wait = self.node.config.stabilize_period
+
     async def _rejoin(self) -> None:
         """Every neighbour is lost: join again through the peers we remember and the bootstrap
         addresses, a few per round, backing off up to MAX_REJOIN_WAIT between attempts.

@@ -657,6 +657,7 @@ class Node:
         reply: dict[str, Any] = {"id": ids.to_bytes(self.id)}
         if self.isolated:  # a node rejoining tells the others (maintenance.Maintenance._rejoin)
             reply["isolated"] = True
+            self.maintenance.heard_while_isolated(src)
         if args.get("addr") is True:
             # The address we name ourselves by: a caller that reached us under another one (a
             # wildcard socket has several) learns the one our id belongs to. Only on request:
