@@ -28,7 +28,7 @@ from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
 from .datadir import LOCK_FILE, DataDirError, remembered_address
-from .errors import DhtError
+from .errors import DhtError, RpcTimeout
 from .net import Address, format_addr, resolve, route_from, tune_gc, unless_refused
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
@@ -418,7 +418,10 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
             await unless_refused(node.join(addr), addr, "join", probe)
             return
         except DhtError as exc:
-            failures.append((addr, await _kademlia_instead(addr) or exc))
+            # (Only after silence: a closed port, or a udpdht node's refusal, says enough.)
+            silent = RpcTimeout in (type(exc), type(getattr(exc, "cause", None)))
+            wrong = await _kademlia_instead(addr) if silent else None
+            failures.append((addr, wrong or exc))
     raise DhtError("could not join the ring: " + joined_words(failures))
 
 
