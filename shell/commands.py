@@ -76,7 +76,8 @@ SPECS: tuple[Spec, ...] = (
         "VALUE is stored as the string typed; with --json it is parsed as JSON first "
         '(put cfg --json \'{"a": 1}\'; bytes as {"$bytes": "<base64>"}). A string '
         "shows as it is, other types as (TYPE) JSON: (int) 42. --ttl makes the value "
-        "expire. Quote words with spaces; '--' ends the options.",
+        "expire after SECONDS (at most 366 days). Quote words with spaces; '--' ends the "
+        "options.",
     ),
     Spec("delete", "delete KEY", "delete KEY and its value"),
     Spec(
@@ -114,7 +115,7 @@ SPECS: tuple[Spec, ...] = (
         "talk to another node from now on (kad://: a kademlia network)",
         "The node must answer a ping; otherwise the shell stays attached where it was. "
         "--cookie FILE: the node's admin cookie (the file 'cookie' in its data dir), for "
-        "leave and shutdown; a node on this host with its default data dir needs none. "
+        "leave, shutdown and join; a node on this host with its default data dir needs none. "
         "kad://HOST:PORT attaches to a network of the `kademlia` package through that node: "
         "then get, put, ping, lookup, findnode, routing and whoami speak kademlia's protocol, "
         "and the commands it has no request for say so. 'attach HOST:PORT' goes back to a "
@@ -154,14 +155,15 @@ SPECS: tuple[Spec, ...] = (
         "leave",
         "make the attached node leave the ring gracefully (admin)",
         "The node hands its keys to its successors and stops; the shell then attaches to "
-        "its successor.",
+        "its successor. Admin: it needs the node's cookie (see help attach).",
     ),
     Spec(
         "shutdown",
         "shutdown",
         "stop the attached node at once, without handing its keys over (admin)",
         "As 'udpdht shutdown', or a crash: its replicas keep its keys while the ring repairs. "
-        "The shell then attaches to its successor.",
+        "The shell then attaches to its successor. Admin: it needs the node's cookie (see "
+        "help attach).",
     ),
     Spec(
         "nodes",

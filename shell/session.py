@@ -25,6 +25,7 @@ from udpdht.kad.identity import claim
 from udpdht.kad.target import KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
+from udpdht.text import duration
 
 from . import formats, render, render_kad
 from .commands import KEYS_PAGE, Command, CommandError, available, help_text, unavailable
@@ -487,7 +488,7 @@ class Session:
         assert cmd.key is not None
         short = await self._client().put(cmd.key, cmd.value, ttl=cmd.ttl)
         self.remember_key(cmd.key)
-        stored = f"stored {cmd.key!r}" + (f" for {cmd.ttl:g} s" if cmd.ttl else "")
+        stored = f"stored {cmd.key!r}" + (f" for {duration(cmd.ttl)}" if cmd.ttl else "")
         return stored if short is None else f"{stored}\nwarning: {cmd.key!r} is stored {short}"
 
     async def _delete(self, cmd: Command) -> str:

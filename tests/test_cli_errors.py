@@ -158,6 +158,16 @@ def test_client_command_to_a_dead_node(silent_port: int) -> None:
     assert re.fullmatch(rf"udpdht: error: {line}; is a node running there\?\n", result.stderr)
 
 
+def test_bootstrap_to_a_kademlia_address_says_why_not() -> None:
+    # A user's trial: "write IPv6 addresses as [HOST]:PORT" for --bootstrap kad://H:P.
+    result = udpdht("node", "--port", "0", "--bootstrap", "kad://127.0.0.1:47401")
+    assert result.returncode == 2
+    assert "'kad://127.0.0.1:47401' is a kademlia network's address: a udpdht node joins" in (
+        result.stderr
+    )
+    assert "IPv6" not in result.stderr
+
+
 def test_ring_waits_on_a_silent_node_as_every_command_does(silent_port: int) -> None:
     # A new user's trial: `ring` gave up on a silent node after 2 tries (1 s) whatever
     # --tries said, in words of its own. Three tries here: the walk's own 2 would not do.

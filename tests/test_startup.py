@@ -188,7 +188,7 @@ def test_node_loads_metrics_only_when_asked() -> None:
         (["status", "--node", "nonsense"], "bad address 'nonsense': expected HOST:PORT"),
         (
             ["put", "--node", "127.0.0.1:9", "k", "v", "--ttl", "0"],
-            "a TTL is more than 0 and at most 31,622,400 s (366 days), not 0",
+            "a TTL must be more than 0 and at most 31,622,400 s (366 days), not 0",
         ),
     ],
 )

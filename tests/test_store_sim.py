@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import re
 
 import pytest
 from helpers import wait_until
@@ -713,6 +714,25 @@ async def ring_with_a_full_node(seed: int) -> tuple[Sim, list[Node], Node]:
         with contextlib.suppress(StoreFull):
             await nodes[0].put(f"q{i}", "x" * 200)
     return sim, nodes, full
+
+
+def test_a_write_its_full_primary_refuses_says_what_does_not_fit() -> None:
+    # A user's trial: "store full at H:P: 60122 of 102400 bytes used" read as if there were
+    # room; and "0 of 10,240 used" for a value larger than the whole quota.
+    async def main() -> None:
+        sim = store_sim(84)
+        (node,) = await sim.build_ideal(1, maintenance=False)
+        node.replicator.config = dataclasses.replace(node.replicator.config, max_store_bytes=QUOTA)
+        with pytest.raises(StoreFull) as info:
+            await node.put("big", "x" * 2000)
+        assert re.search(
+            r"this write needs 2,0\d\d bytes more, and 1,024 of its 1,024 are "
+            r"free \(--max-store-bytes\)",
+            str(info.value),
+        ), str(info.value)
+        await sim.stop()
+
+    run_virtual(main())
 
 
 def test_a_full_replica_says_so_in_its_status_and_once_in_its_log(

@@ -22,6 +22,7 @@ from . import __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import DhtError, KeyNotFound
 from .limits import parse_ttl
+from .text import duration
 
 if TYPE_CHECKING:
     from .client import Client
@@ -42,6 +43,17 @@ def _addr(text: str) -> Address:
         return parse_addr(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ring_addr(text: str) -> Address:
+    """A udpdht node to join (``--bootstrap``): ``kad://`` is a kademlia network's, which a
+    udpdht node cannot join (a user's trial: it read as a badly written IPv6 address)."""
+    if text.lower().startswith("kad://"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a kademlia network's address: a udpdht node joins a ring of udpdht "
+            "nodes (kademlia's nodes can bootstrap from a udpdht node instead)"
+        )
+    return _addr(text)
 
 
 def _target(text: str) -> Address:
@@ -135,14 +147,6 @@ def _tries(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 100:
         raise argparse.ArgumentTypeError(f"tries must be a number 1..100, got {text}")
     return int(text)
-
-
-def _duration(seconds: float) -> str:
-    """``90 s``, ``2.5 h``, ``366 days``: a TTL as a person reads it."""
-    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:g} s"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bootstrap",
-        type=_addr,
+        type=_ring_addr,
         nargs="+",
         default=[],
         metavar="H:P",
@@ -746,7 +750,7 @@ async def _put(args: argparse.Namespace) -> int:
                     "and the header that says what they are"
                 )
             raise UsageError(text) from None
-    print(f"stored {_shown_key(args.key)}" + (f" for {_duration(args.ttl)}" if args.ttl else ""))
+    print(f"stored {_shown_key(args.key)}" + (f" for {duration(args.ttl)}" if args.ttl else ""))
     if short is not None:  # stored and readable, but with fewer copies than it should have
         print(f"udpdht: warning: {_shown_key(args.key)} is stored {short}", file=sys.stderr)
     return 0

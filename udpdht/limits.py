@@ -18,10 +18,12 @@ def parse_ttl(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value <= MAX_TTL:  # NaN and inf fail here too
+        value = float("nan")
+    if value != value:  # not a number, or NaN
+        raise ValueError(f"expected a number of seconds, got {text!r}")
+    if not 0 < value <= MAX_TTL:  # inf fails here too
         raise ValueError(
-            f"a TTL is more than 0 and at most {MAX_TTL:,.0f} s ({MAX_TTL / 86400:.0f} days), "
-            f"not {text}"
+            f"a TTL must be more than 0 and at most {MAX_TTL:,.0f} s "
+            f"({MAX_TTL / 86400:.0f} days), not {text}"
         )
     return value

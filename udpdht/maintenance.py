@@ -49,6 +49,7 @@ from .errors import BadRequest, DhtError
 from .lookup import PEER_FAILURES, LookupFailed
 from .net import Address, check_peer_addr, format_addr
 from .routing import Peer, arg_id, ordered_run
+from .text import plural
 
 if TYPE_CHECKING:
     from .node import Node
@@ -454,9 +455,10 @@ class Maintenance:
         if lost and self.node.id < min(lost):
             self.node.member = False
             self.node.log.warning(
-                "the ring is gone: the %d known peers that answered are rejoining too; this "
-                "node, the lowest id of them, starts it again",
-                len(lost),
+                "the ring is gone: the %s that answered %s rejoining too; this node, the "
+                "lowest id of them, starts it again",
+                plural(len(lost), "known peer"),
+                "is" if len(lost) == 1 else "are",
             )
             return
         self._rejoin_wait = min(2 * self._rejoin_wait, self.MAX_REJOIN_WAIT)

@@ -617,8 +617,9 @@ class Replicator:
         if growth > 0 and used + growth > quota:
             self._refuse_for_quota(1)
             raise StoreFull(
-                f"store full at {format_addr(self.node.addr)}: {used:,} of {quota:,} bytes "
-                f"used (--max-store-bytes), and this value needs {growth:,} more"
+                f"store full at {format_addr(self.node.addr)}: this write needs {growth:,} "
+                f"bytes more, and {max(quota - used, 0):,} of its {quota:,} are free "
+                "(--max-store-bytes)"
             )
 
     def _newer(self, records: Iterable[Record]) -> list[tuple[Record, Record | None]]:
