@@ -221,7 +221,17 @@ def ring_lines(
             + ("its successor" if len(joining) == 1 else "their successors")
             + " (a node joining, or one that just stopped); the ring settles within seconds"
         )
-    if silent:
+    isolated = [st["addr"] for st in good if st.get("isolated")]
+    if isolated:
+        # (Its keys have no primary while it is cut off: not a range being taken over.)
+        one = len(isolated) == 1
+        it, its, has = ("it", "its", "has") if one else ("they", "their", "have")
+        notes.append(
+            f"isolated: {', '.join(isolated)} {has} lost contact with {its} ring and "
+            f"serve{'s' if one else ''} no key until {it} rejoin{'s' if one else ''}; the keys "
+            f"counted are those {it} still hold{'s' if one else ''}"
+        )
+    elif silent:
         notes.append(
             "repairing: the keys of a node that does not answer are served by the nodes after "
             "it, which take its range over within seconds"

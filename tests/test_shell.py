@@ -243,6 +243,19 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     assert not any(line.startswith(("repairing", "settling")) for line in whole)
 
 
+def test_render_ring_of_an_isolated_node_says_it_is_cut_off_not_settling() -> None:
+    # A user's trial: the node asked had lost its ring, and the note said "settling: 13 keys
+    # without a primary in this walk yet (a node is taking its range over)".
+    store = {"primary": 0, "replica": 13, "bytes": 1, "replicas": 3}
+    alone = {"id": "01" * 20, "addr": "127.0.0.1:7001", "store": store, "isolated": True}
+    lines = render.ring_lines([alone], "127.0.0.1:7001")
+    assert lines[-2] == (
+        "isolated: 127.0.0.1:7001 has lost contact with its ring and serves no key until it "
+        "rejoins; the keys counted are those it still holds"
+    )
+    assert not any(line.startswith("settling") for line in lines)
+
+
 def test_render_ring_names_a_full_node_instead_of_promising_the_counts_settle() -> None:
     # A node whose store is full refuses the copies it should hold: "the counts settle within
     # seconds" stayed on screen for good. The listing names it (and marks it "full").
