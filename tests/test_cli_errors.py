@@ -168,6 +168,16 @@ def test_bootstrap_to_a_kademlia_address_says_why_not() -> None:
     assert "IPv6" not in result.stderr
 
 
+def test_shell_on_a_kademlia_network_takes_no_cookie(tmp_path: Path) -> None:
+    # As the shell's own 'attach kad://H:P --cookie FILE' (a user's trial: one refused it, the
+    # command line took it silently).
+    result = udpdht("shell", "--attach", "kad://127.0.0.1:47401", "--cookie", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "udpdht: error: a kademlia network has no admin commands: no --cookie for it\n"
+    )
+
+
 def test_ring_waits_on_a_silent_node_as_every_command_does(silent_port: int) -> None:
     # A new user's trial: `ring` gave up on a silent node after 2 tries (1 s) whatever
     # --tries said, in words of its own. Three tries here: the walk's own 2 would not do.

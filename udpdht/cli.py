@@ -911,6 +911,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from shell.app import run as run_shell  # prompt_toolkit loads only for the shell
 
+    from .kad.target import KadAddr
+
+    if args.cookie is not None and isinstance(args.attach, KadAddr):
+        raise UsageError("a kademlia network has no admin commands: no --cookie for it")
     return int(run_shell(args.attach, args.cookie))
 
 
