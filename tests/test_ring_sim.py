@@ -16,6 +16,7 @@ from helpers import wait_until
 
 from udpdht import ids, wire
 from udpdht.errors import RemoteError
+from udpdht.lookup import Lookup
 from udpdht.maintenance import Maintenance
 from udpdht.net import SimNetwork, check_peer_addr, run_virtual
 from udpdht.node import Node, NodeConfig
@@ -137,6 +138,32 @@ def test_a_list_that_still_names_a_node_that_left_does_not_bring_it_back() -> No
         assert leaver.peer not in p1.leafset.peers() + s2.leafset.peers()
         assert p1.leafset.successor == s1.peer
         assert p1.endpoint.stats.timeouts == timeouts  # no walk to the leaver, no timeout
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_finger_lookup_answered_with_a_node_that_left_does_not_make_it_a_finger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # tests/test_server.py once found a leaver still listed right after its leave, in a
+    # 5-node ring where every node is told: an answer sent before its sender heard of the
+    # leaving names it. Here every finger lookup is answered with the leaver.
+    async def main() -> None:
+        sim = Sim(seed=11)
+        await sim.build_ideal(40, maintenance=False)
+        ring = sim.live_peers()
+        leaver, told = sim.joined[ring[10].id], sim.joined[ring[11].id]
+        await sim.leave(leaver)
+        assert leaver.peer not in told.fingers.distinct()
+
+        async def stale_answer(key: int, **_: object) -> Lookup:
+            return Lookup(leaver.peer, [], [])
+
+        monkeypatch.setattr(told, "lookup_id", stale_answer)
+        for _ in range(ids.BITS):  # every finger the leafset does not cover
+            await told.maintenance.fix_fingers()
+        assert leaver.peer not in told.fingers.distinct()
         await sim.stop()
 
     run_virtual(main())

@@ -519,6 +519,8 @@ class Maintenance:
                 except (LookupFailed, *PEER_FAILURES):
                     return True  # (a failure is news: look again next round)
                 looked_up = True
+                if self.left_lately(owner.id, asyncio.get_running_loop().time()):
+                    return True  # an answer that crossed its leaving: look again next round
             if owner.id != self.node.id:
                 old = self.node.fingers.entries[i]
                 # A nearer owner is news too: while joins go on, fingers that move keep moving.
