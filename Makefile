@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy tests
 	$(VENV)/bin/mypy bench
 
-# The whole suite: style, types, then every test (on two workers: 4-6 minutes).
+# The whole suite: style, types, then every test (on two workers: 3-6 minutes).
 test: lint typecheck
 	$(PY) -m pytest -q -n 2
 
