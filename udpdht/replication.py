@@ -930,9 +930,16 @@ class Replicator:
         best = newest_agreed(record for record, _ in answers)
         if guessed and (best is None or best.is_tombstone or not best.live(self.node.wall_clock())):
             raise _GuessMissed  # no value where our view points: look where a lookup leads
-        if best is None and not (answers and all(settled for _, settled in answers)):
-            # "No value" needs a settled holder, and none that answered unsettled: a holder
-            # whose neighbourhood is still changing is a sign that writes may lie elsewhere.
+        # "No value" needs a settled holder, and none that answered unsettled: a holder whose
+        # neighbourhood is still changing is a sign that writes may lie elsewhere.
+        all_settled = bool(answers) and all(settled for _, settled in answers)
+        if best is None and not all_settled and targets[r:]:
+            # Where first: on the nodes after the holders (one that took the write as the
+            # primary by a view that did not know the true one yet), asked at once as for a
+            # settled "nothing" (read repair gives it to the holders); only if they have none
+            # either is the read made again once the holders have settled (get).
+            best = await self._read_strays(key, targets[:r], targets[r:])
+        if best is None and not all_settled:
             raise Unavailable(
                 "cannot tell yet whether the key has a value: not all the nodes that hold it "
                 "answered, or the ring near it is still repairing after a change; try again "
