@@ -101,7 +101,7 @@ class Maintenance:
         self._probe_turn = 0  # which absent remembered peer is probed next
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
-        self._left: dict[int, float] = {}  # nodes that told us they left: not remembered until
+        self._left: dict[int, float] = {}  # nodes that told us they left: when (see left_lately)
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
@@ -609,10 +609,10 @@ class Maintenance:
         its own notify (_rpc_notify), and from anyone's list after that."""
         if not self._left:
             return peers
-        # (_left holds when each is forgotten: LEFT_MEMORY after its leaving came)
-        after = asyncio.get_running_loop().time() + self.LEFT_MEMORY
-        after -= self.STALE_LISTS * self.node.config.stabilize_period
-        return [p for p in peers if self._left.get(p.id, 0.0) <= after]
+        since = (
+            asyncio.get_running_loop().time() - self.STALE_LISTS * self.node.config.stabilize_period
+        )
+        return [p for p in peers if self._left.get(p.id, float("-inf")) < since]
 
     async def notify(self, peer: Peer) -> None:
         """Tell ``peer`` that we take it for our successor. If it took us for its predecessor
@@ -778,7 +778,7 @@ class Maintenance:
 
     def left_lately(self, peer_id: int, now: float) -> bool:
         """Whether ``peer_id`` told us lately that it left the ring (see _rpc_leaving)."""
-        return self._left.get(peer_id, 0.0) > now
+        return self._left.get(peer_id, float("-inf")) > now - self.LEFT_MEMORY
 
     def _nearest_after(self, low: int, high: int) -> Peer | None:
         """The known node nearest after ``low`` and strictly before ``high``, if any."""
@@ -960,9 +960,9 @@ class Maintenance:
             # through it, as a whole ring stopped at once and started again does.)
             self.node.memory.drop(gone.id)
         now = asyncio.get_running_loop().time()
-        for peer_id in [i for i, until in self._left.items() if until < now]:
+        for peer_id in [i for i, at in self._left.items() if at < now - self.LEFT_MEMORY]:
             del self._left[peer_id]  # (bounded: only nodes of our tables get here)
-        self._left[gone.id] = now + self.LEFT_MEMORY
+        self._left[gone.id] = now
         if was_neighbour:
             self.node.log.info("peer %s left", gone)
             if not ls.successors and not ls.predecessors:
