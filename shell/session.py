@@ -22,7 +22,7 @@ from udpdht.cli_errors import in_words
 from udpdht.errors import Refused, RpcTimeout
 from udpdht.kad.client import KadClient, NotSent
 from udpdht.kad.identity import claim
-from udpdht.kad.target import KadAddr, cannot, kad_text
+from udpdht.kad.target import NO_ADMIN, KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 from udpdht.text import duration
@@ -606,7 +606,7 @@ class Session:
     async def _attach(self, cmd: Command) -> str:
         assert cmd.addr is not None
         if cmd.cookie is not None and isinstance(cmd.addr, KadAddr):
-            raise CommandError("a kademlia network has no admin commands: no --cookie for it")
+            raise CommandError(NO_ADMIN)
         st = await self.attach(cmd.addr, cookie=cmd.cookie)
         if self.kad is not None:
             return (

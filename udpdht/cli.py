@@ -48,11 +48,10 @@ def _addr(text: str) -> Address:
 def _ring_addr(text: str) -> Address:
     """A udpdht node to join (``--bootstrap``): ``kad://`` is a kademlia network's, which a
     udpdht node cannot join (a user's trial: it read as a badly written IPv6 address)."""
-    if text.lower().startswith("kad://"):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is a kademlia network's address: a udpdht node joins a ring of udpdht "
-            "nodes (kademlia's nodes can bootstrap from a udpdht node instead)"
-        )
+    from .kad.target import NOT_A_RING, SCHEME
+
+    if text.lower().startswith(SCHEME):
+        raise argparse.ArgumentTypeError(f"{text!r} is a kademlia network's address: {NOT_A_RING}")
     return _addr(text)
 
 
@@ -911,10 +910,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from shell.app import run as run_shell  # prompt_toolkit loads only for the shell
 
-    from .kad.target import KadAddr
+    from .kad.target import NO_ADMIN, KadAddr
 
     if args.cookie is not None and isinstance(args.attach, KadAddr):
-        raise UsageError("a kademlia network has no admin commands: no --cookie for it")
+        raise UsageError(NO_ADMIN)
     return int(run_shell(args.attach, args.cookie))
 
 

@@ -429,14 +429,11 @@ async def _kademlia_instead(addr: Address) -> DhtError | None:
     """Why a join through ``addr`` failed when a node of the ``kademlia`` package answers
     there (kad/crosscheck.py): a udpdht node joins udpdht nodes, the other way round works."""
     from .kad.crosscheck import speaks
+    from .kad.target import NOT_A_RING
 
     if await speaks(addr) != "kademlia":
         return None
-    return DhtError(
-        f"{format_addr(addr)} answers kademlia's protocol, not udpdht's: a udpdht node joins "
-        "a ring of udpdht nodes; kademlia's nodes can bootstrap from a udpdht node instead "
-        "(docs/kademlia-interop.md)"
-    )
+    return DhtError(f"{format_addr(addr)} answers kademlia's protocol, not udpdht's: {NOT_A_RING}")
 
 
 async def _run_cluster(args: argparse.Namespace) -> int:

@@ -14,6 +14,14 @@ from typing import NamedTuple
 
 SCHEME = "kad://"
 
+#: Why a udpdht node cannot join through a kademlia node (``udpdht node --bootstrap``).
+NOT_A_RING = (
+    "a udpdht node joins a ring of udpdht nodes; kademlia's nodes can bootstrap from a udpdht "
+    "node instead (docs/kademlia-interop.md)"
+)
+#: Why an admin cookie means nothing on a kademlia network (the shell's ``--cookie``).
+NO_ADMIN = "a kademlia network has no admin commands: no --cookie for it"
+
 #: What the kademlia protocol can do from the shell and the CLI (the rest say they cannot).
 KAD_CLIENT_COMMANDS = ("get", "put", "lookup", "ping")
 
