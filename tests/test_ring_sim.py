@@ -182,7 +182,9 @@ def test_a_node_that_left_and_joins_again_at_once_is_taken_back_at_once() -> Non
         await again.join(s1.addr)
         sim.joined[again.id] = again
         assert p1.leafset.successor == again.peer and s1.leafset.predecessor == again.peer
-        await sim.wait_ideal(within=10)
+        # 2.5 s, as with no window at all; a window of 2 periods instead of half of one kept
+        # the rest of the leafsets from taking it for 5.5 s.
+        await sim.wait_ideal(within=4)
         await sim.stop()
 
     run_virtual(main())
@@ -229,10 +231,12 @@ def test_a_ring_of_two_whose_node_restarts_forms_again_without_waiting_out_the_b
         loop = asyncio.get_running_loop()
         sim = Sim(seed=seed)
         a, b = await sim.build_ideal(2, maintenance=True)
-        await asyncio.sleep(5.0)  # a ring of two for a while: each remembers the other
+        # A ring of two for a round: members that remember each other.
+        await wait_until(lambda: a.member and b.peer in a.memory.peers(), within=30)
         await sim.crash(b)
         await wait_until(lambda: a.isolated, within=30)
-        await asyncio.sleep(30)  # its back-off is at its longest by now
+        longest = Maintenance.MAX_REJOIN_WAIT  # its back-off between rejoin attempts
+        await wait_until(lambda: a.maintenance._rejoin_wait >= longest, within=60)
         again = await sim.spawn(addr=b.addr)  # as started again from its data dir:
         again.memory.remember([a.peer], again.id)  # it remembers its ring
         again.member = True
@@ -242,6 +246,29 @@ def test_a_ring_of_two_whose_node_restarts_forms_again_without_waiting_out_the_b
             within=30,
         )
         assert loop.time() - start < 5  # 16-18 s before, 1.1-3.4 s now
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_strangers_ping_does_not_cut_an_isolated_nodes_back_off() -> None:
+    # The other side of the test before: only a peer it remembers (or a bootstrap address)
+    # makes an isolated node try to rejoin at once; anyone else's pings could otherwise make
+    # it try every round, 8 pings each.
+    async def main() -> None:
+        sim = Sim(seed=4)
+        a, b = await sim.build_ideal(2, maintenance=True)
+        await wait_until(lambda: a.member and b.peer in a.memory.peers(), within=30)
+        await sim.crash(b)
+        longest = Maintenance.MAX_REJOIN_WAIT
+        await wait_until(lambda: a.isolated and a.maintenance._rejoin_wait >= longest, 60)
+        stranger = await sim.spawn()
+        next_try = a.maintenance._next_rejoin
+        for _ in range(5):
+            reply = await stranger.endpoint.call(a.addr, "ping", {})
+            assert reply.get("isolated") is True
+        assert a.maintenance._next_rejoin == next_try
+        assert a.maintenance._rejoin_wait >= longest
         await sim.stop()
 
     run_virtual(main())
