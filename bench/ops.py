@@ -1,4 +1,4 @@
-"""Sets and gets through kademlia's Server API, udpdht beside kademlia; then a ring of processes.
+"""Sets and gets through kademlia's Server API: udpdht, kademlia and the limit; then a ring.
 
 What is measured
     **Part A: the Server API, side by side** (issue #11). For each ring size N of ``--sizes``
@@ -35,9 +35,17 @@ What is measured
     the asking server's own storage: at N <= 20 every server holds every value and its gets
     never leave the process's dict. udpdht keeps 3 copies and always asks the key's holders.
 
+    **The limit** (``limit``, bench/limit.py; ``--no-limit`` skips it) runs beside them, a
+    third child a round, each library first in turn: N servers with the same API that do the
+    least a DHT could, one request and one reply per set or get, straight to the key's one
+    holder (``sha1(key) mod N``, from a directory shared in memory), on udpdht's codec, with no
+    replicas, retries, timeouts, checks or maintenance. What it does beside kademlia bounds
+    the ratio any design with a round trip per operation could reach here; udpdht / limit is
+    what udpdht's own work costs on top of the wire.
+
     The parent reports per (N, library, phase) min / median / max over the rounds, and per N
-    and phase the ratio udpdht / kademlia: of the median throughputs, and per round (the two
-    children of one round ran back to back) min / median / max.
+    and phase the ratios udpdht / kademlia, limit / kademlia and udpdht / limit: of the median
+    throughputs, and per round (the children of one round ran back to back) min / median / max.
 
     **Part B: a ring of node processes, udpdht only.** ``--ring-nodes`` (16) ``udpdht node``
     processes (bench/attack.py's Cluster: temp dir, ephemeral ports on 127.0.0.1; the first
@@ -97,15 +105,21 @@ except ImportError:
 
 from attack import Cluster, NodeProc, install_signal_handlers, percentile  # bench/attack.py
 from common import HelpFormatter, positive, progress, pyplot, save_plot, spread  # bench/common.py
+from limit import LimitServer  # bench/limit.py
 
 import udpdht
 from udpdht import Client
 
 HOST = "127.0.0.1"
-LIBS = ("udpdht", "kademlia")
+LIBS = ("udpdht", "kademlia", "limit")
 PHASES = ("set", "get", "cget")
 PHASE_TITLES = {"set": "set, sequential", "get": "get, sequential", "cget": "get, all at once"}
 RPC_FIELDS = ("sent", "retries", "timeouts", "busy", "errors_sent")
+RATIO_ROWS = (
+    ("ratio", "udpdht/kad"),
+    ("limit_ratio", "limit/kad"),
+    ("udpdht_over_limit", "udpdht/limit"),
+)
 TARGET_N = 100
 TARGET_RATIO = {"set": 20.0, "get": 3.0, "cget": 3.0}
 TARGET_LEVEL = 64
@@ -130,9 +144,12 @@ def latencies(values: list[float]) -> dict[str, float | None]:
 # --- Part A: one library in a child process ----------------------------------------------------
 
 
-def new_server(lib: str) -> Any:
+def new_server(lib: str, directory: list[tuple[str, int]]) -> Any:
+    """A server of ``lib``; ``directory``: the limit's addresses, shared by its servers."""
     if lib == "udpdht":
         return udpdht.Server(ksize=20, alpha=3)
+    if lib == "limit":
+        return LimitServer(directory)
     from kademlia.network import Server as KademliaServer
 
     return KademliaServer(ksize=20, alpha=3)
@@ -140,7 +157,7 @@ def new_server(lib: str) -> Any:
 
 def port_of(lib: str, server: Any) -> int:
     """The port ``listen(0)`` bound (the kernel chose it)."""
-    if lib == "udpdht":
+    if lib in ("udpdht", "limit"):
         return int(server.port)
     return int(server.transport.get_extra_info("sockname")[1])
 
@@ -211,12 +228,13 @@ async def child_run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     servers: list[Any] = []
     addrs: list[tuple[str, int]] = []
+    directory: list[tuple[str, int]] = []  # the limit's global knowledge
     empty = 0
     out: dict[str, Any] = {"lib": lib, "n": n, "seed": args.seed}
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
         for i in range(n):
-            server = new_server(lib)
+            server = new_server(lib, directory)
             servers.append(server)
             await server.listen(0, HOST)
             if addrs and not await server.bootstrap([rng.choice(addrs)]):
@@ -311,10 +329,15 @@ def run_child(lib: str, n: int, seed: int, args: argparse.Namespace) -> dict[str
 
 def server_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
+    libs = LIBS[:2] if args.no_limit else LIBS
     for n in args.sizes:
         for rnd in range(1, args.rounds + 1):
             seed = n * 1000 + rnd
-            order = LIBS if rnd % 2 else LIBS[::-1]
+            # Each library first in turn; udpdht and kademlia swap places every round.
+            shift = (rnd - 1) % len(libs)
+            order = libs[shift:] + libs[:shift]
+            if len(libs) == 2 and rnd % 2 == 0:
+                order = libs[::-1]
             for lib in order:
                 progress(f"[N={n} round {rnd}/{args.rounds}] {lib}")
                 t0 = time.monotonic()
@@ -366,28 +389,36 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                         f: spread([x["rpc_per_op"][f] for x in ph]) for f in RPC_FIELDS
                     }
             per[lib] = lib_out
-        if all(lib in per for lib in LIBS):
-            ratios: dict[str, Any] = {}
-            for p in PHASES:
-                by_round = {
-                    (r["round"], r["lib"]): r[p]["ops_per_s"] for r in ok if p in r
-                }  # fmt: skip
-                paired = [
-                    by_round[(rnd, "udpdht")] / by_round[(rnd, "kademlia")]
-                    for rnd in sorted({rnd for rnd, _ in by_round})
-                    if (rnd, "udpdht") in by_round and (rnd, "kademlia") in by_round
-                ]
-                u, k = per["udpdht"][p], per["kademlia"][p]
-                ratios[p] = {
-                    "of_medians": round(u["ops_per_s"]["median"] / k["ops_per_s"]["median"], 3),
-                    "per_round": spread([round(x, 3) for x in paired]),
-                    "cpu_per_op_of_medians": round(
-                        u["cpu_ms_per_op"]["median"] / k["cpu_ms_per_op"]["median"], 3
-                    ),
-                }
-            per["ratio"] = ratios
+        # "ratio": udpdht / kademlia; "limit_ratio": limit / kademlia, udpdht / limit.
+        if "udpdht" in per and "kademlia" in per:
+            per["ratio"] = {p: _ratio(ok, per, p, "udpdht", "kademlia") for p in PHASES}
+        if "limit" in per and "kademlia" in per:
+            per["limit_ratio"] = {p: _ratio(ok, per, p, "limit", "kademlia") for p in PHASES}
+        if "limit" in per and "udpdht" in per:
+            per["udpdht_over_limit"] = {p: _ratio(ok, per, p, "udpdht", "limit") for p in PHASES}
         out[str(n)] = per
     return out
+
+
+def _ratio(
+    runs: list[dict[str, Any]], per: dict[str, Any], p: str, lib: str, over: str
+) -> dict[str, Any]:
+    """``lib``'s throughput in phase ``p`` over ``over``'s: of the medians, and per round (the
+    children of one round ran back to back); CPU per op of the medians."""
+    by_round = {(r["round"], r["lib"]): r[p]["ops_per_s"] for r in runs if p in r}
+    paired = [
+        by_round[(rnd, lib)] / by_round[(rnd, over)]
+        for rnd in sorted({rnd for rnd, _ in by_round})
+        if (rnd, lib) in by_round and (rnd, over) in by_round
+    ]
+    a, b = per[lib][p], per[over][p]
+    return {
+        "of_medians": round(a["ops_per_s"]["median"] / b["ops_per_s"]["median"], 3),
+        "per_round": spread([round(x, 3) for x in paired]),
+        "cpu_per_op_of_medians": round(
+            a["cpu_ms_per_op"]["median"] / b["cpu_ms_per_op"]["median"], 3
+        ),
+    }
 
 
 def targets(summary: dict[str, Any], ring: dict[str, Any] | None) -> list[tuple[str, bool]]:
@@ -618,13 +649,14 @@ def table(result: dict[str, Any]) -> str:
                         _mmm(x["cpu_ms_per_op"]), f"{x['correct']}/{x['ops']}",
                         f"{x['wrong']} wrong, {errs} exc" if x["wrong"] or errs else "0",
                     ])  # fmt: skip
-                if "ratio" in per:
-                    ra = per["ratio"][p]
-                    rows.append([
-                        n, PHASE_TITLES[p], "udpdht/kad", f"{ra['of_medians']:.2f}x",
-                        "", "", "", f"{ra['cpu_per_op_of_medians']:.2f}x",
-                        "", f"rounds {_mmm(ra['per_round'])}",
-                    ])  # fmt: skip
+                for name, label in RATIO_ROWS:
+                    if name in per:
+                        ra = per[name][p]
+                        rows.append([
+                            n, PHASE_TITLES[p], label, f"{ra['of_medians']:.2f}x",
+                            "", "", "", f"{ra['cpu_per_op_of_medians']:.2f}x",
+                            "", f"rounds {_mmm(ra['per_round'])}",
+                        ])  # fmt: skip
             for lib in LIBS:
                 if lib in per:
                     rows.append([
@@ -699,7 +731,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     summary = (result.get("server") or {}).get("summary", {})
     xs = [int(n) for n in summary]
     for ax, p in zip(axes.flat, PHASES, strict=False):
-        for lib, colour in zip(LIBS, ("tab:blue", "tab:orange"), strict=True):
+        for lib, colour in zip(LIBS, ("tab:blue", "tab:orange", "tab:gray"), strict=True):
             pts = [(int(n), per[lib][p]["ops_per_s"]) for n, per in summary.items() if lib in per]
             if not pts:
                 continue
@@ -729,7 +761,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     else:
         ax.axis("off")
-    fig.suptitle("bench/ops.py: udpdht vs kademlia through the Server API, 127.0.0.1")
+    fig.suptitle(
+        "bench/ops.py: udpdht vs kademlia through the Server API (limit: one round trip), 127.0.0.1"
+    )
     save_plot(fig, path)
 
 
@@ -763,6 +797,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--report", type=Path, metavar="JSON",
         help="measure nothing: the table (or --plot) of what a --json run printed",
     )  # fmt: skip
+    p.add_argument(
+        "--no-limit", action="store_true", help="skip the limit (bench/limit.py) in Part A"
+    )
     p.add_argument("--verbose", action="store_true", help="the libraries' logs on stderr")
     p.add_argument("--child", choices=LIBS, help=argparse.SUPPRESS)
     p.add_argument("--n", type=positive, default=20, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""bench/ops.py runs both libraries in child processes and reports them side by side."""
+"""bench/ops.py runs the libraries and the limit in child processes, side by side."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow  # about 6 s, mostly udpdht's first set waiting for a fresh ring
-def test_ops_bench_smoke_reports_both_libraries_and_their_ratio() -> None:
+def test_ops_bench_smoke_reports_the_libraries_the_limit_and_their_ratios() -> None:
     pytest.importorskip("kademlia.network")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(ROOT / "bench" / "ops.py"), "--server-only", "--json"]
@@ -22,11 +22,12 @@ def test_ops_bench_smoke_reports_both_libraries_and_their_ratio() -> None:
     done = subprocess.run(cmd, capture_output=True, env=env, timeout=120, check=True)
     result = json.loads(done.stdout)
     runs = result["server"]["runs"]
-    assert sorted(r["lib"] for r in runs) == ["kademlia", "udpdht"]
+    assert sorted(r["lib"] for r in runs) == ["kademlia", "limit", "udpdht"]
     assert not [r for r in runs if "error" in r]
     for r in runs:
         assert r["set"]["ops"] == r["get"]["ops"] == r["cget"]["ops"] == 5
         assert r["set"]["correct"] == 5  # both libraries store in a ring of three
     per = result["server"]["summary"]["3"]
-    assert set(per["ratio"]) == {"set", "get", "cget"}
+    assert set(per["ratio"]) == set(per["limit_ratio"]) == {"set", "get", "cget"}
+    assert per["limit"]["get"]["correct"] == 5  # the limit stores and reads back too
     assert per["failed_runs"] == 0
