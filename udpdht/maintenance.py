@@ -19,6 +19,9 @@ how to make Chord correct", 2017), and checks what peers claim before it acts on
 * **fix_fingers** refreshes one finger per round that needs a lookup; fingers the leafset can
   answer for are filled for free. The lookup asks our best guess at the owner first (the
   finger as it stands, or a node heard from since that is nearer): one hop, mostly.
+* **walk_view** (rings of up to WALK_MAX nodes, while the node coordinates reads and writes):
+  the successor lists, asked round the ring, fill the ring view that coordinators guess a key's
+  primary from, so a guess is right the first time (PROTOCOL.md section 9.6c).
 * **leaving** is taken only from the leaving node itself.
 * **rejoin**: a node that had peers and lost them all joins again through the peers it
   remembers and its bootstrap addresses, instead of serving as a ring of one.
@@ -45,7 +48,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import ids
-from .errors import BadRequest, DhtError
+from .errors import BadRequest, DhtError, RpcTimeout
 from .lookup import PEER_FAILURES, LookupFailed
 from .net import Address, check_peer_addr, format_addr
 from .routing import Peer, arg_id, ordered_run
@@ -71,6 +74,10 @@ class Maintenance:
     CALM_ROUNDS = 10  # rounds with the same leafset before rounds come half as often
     MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
     LEFT_MEMORY = 30.0  # seconds a node that left is not remembered again (see _rpc_leaving)
+    WALK_MAX = 256  # rings estimated larger than this are not walked (see walk_view)
+    WALK_EVERY = 40.0  # seconds between walks at least (the view trusts what it heard 60 s)
+    WALK_GROWTH = 1.5  # ... or sooner, once the ring has grown this much since the last
+    WALK_REFUSALS = 2  # refusals of our reads and writes since the last walk that call for one
     STALE_LISTS = 0.5  # stabilize periods a neighbour's list is taken without a node that left
 
     def __init__(self, node: Node) -> None:
@@ -101,6 +108,9 @@ class Maintenance:
         self._probe_turn = 0  # which absent remembered peer is probed next
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
+        self._walk: asyncio.Task[None] | None = None  # see walk_view
+        #: The last walk: when, the ring's size then, the refusals our reads and writes had had.
+        self._walked: tuple[float, int, int] = (float("-inf"), 0, 0)
         self._left: dict[int, float] = {}  # nodes that told us they left: when (see left_lately)
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
@@ -181,6 +191,7 @@ class Maintenance:
                 if start >= self._next_probe:
                     self._next_probe = start + self.PROBE_EVERY * (0.5 + self.node.rng.random())
                     self._probe_soon()
+                self._walk_if_due(start)
                 self.node.replicator.keep_settling()
                 self._tell_neighbours()
                 quiet = self._shape() == shape and self.failures == failures
@@ -410,6 +421,90 @@ class Maintenance:
         node.detector.answered(peer.id)  # alive: no longer kept out as dead
         if await self.check_loop(start=peer) is False:  # (None: its lookup failed; try later)
             self._same_ring[peer.id] = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
+
+    def ring_size(self) -> int:
+        """The number of nodes in the ring as our leafset suggests: all of them when the ring
+        is smaller than the leafset, else its nodes over the share of the circle they span."""
+        ls = self.node.leafset
+        succs, preds = ls.successors, ls.predecessors
+        if len(succs) < ls.half or len(preds) < ls.half:
+            return 1 + len({p.id for p in ls.peers()})
+        span = ids.distance(preds[-1].id, succs[-1].id) or 1
+        return max(1, (len(succs) + len(preds)) * ids.RING // span)
+
+    def _walk_if_due(self, now: float) -> None:
+        """Start a walk of the ring (walk_view) when our view is worth filling and due for it:
+        a ring small enough (WALK_MAX), a neighbourhood calm for a few rounds (no walks while
+        nodes join around us), a view that missed lately (WALK_REFUSALS refusals of our reads
+        and writes since the last walk: the primary was not in it) or a node started within
+        the last minute, and WALK_EVERY since the last walk, or a ring grown by WALK_GROWTH
+        since (at least 2 periods after the last). What a walk costs follows what the view
+        lacks: a node that coordinates nothing, or whose guesses are right, walks no more."""
+        node = self.node
+        if (self._walk is not None and not self._walk.done()) or node.isolated:
+            return
+        size = self.ring_size()
+        if size <= 2 * node.leafset.half or size > self.WALK_MAX or self.calm < self.FAST_ROUNDS:
+            return  # the leafset covers the ring; too large a ring; joins around us
+        last, walked_size, refused = self._walked
+        young = node.uptime() < node.replicator.VIEW_AGE  # (a view it trusts 60 s is filling)
+        if not young and node.replicator.refused - refused < self.WALK_REFUSALS:
+            return  # the view's guesses are right (or no one asks this node to coordinate)
+        period = node.config.stabilize_period
+        grown = size > self.WALK_GROWTH * walked_size and now - last > 2 * period
+        if now - last < self.WALK_EVERY and not grown:
+            return
+        self._walked = (now, size, node.replicator.refused)
+        self._walk = node.background(self._walk_quietly())
+
+    async def _walk_quietly(self) -> None:
+        await self.walk_view()
+
+    async def walk_view(self) -> int:
+        """Walk the ring from our last successor back round to us, each step asking the last
+        node named for its ``neighbors``, and take every successor named into our view (as a
+        lookup's answer is taken: guesses, dropped when a call fails; node.heard_of). Returns
+        the calls that were answered.
+
+        A coordinator sends a read or a write straight to the primary its view guesses; a
+        view that lacks the primary costs a refusal and a second round trip (at N=100 a
+        node's view held 44-69 of the 100 eight seconds after they joined: 0.46 refusals a
+        get). The walk costs about N / (L/2) calls, so only rings of up to WALK_MAX nodes are
+        walked; larger ones route through fingers and lookups. Each step is a call to the
+        node that named the next: one that does not answer, or answers for another id, ends
+        the walk (and counts as its failure), so a liar's list costs at most one failed call
+        of ours. Bounded: at most ring_size() / (L/2) + 4 steps.
+        """
+        node = self.node
+        ls = node.leafset
+        if not ls.successors:
+            return 0
+        me = node.id
+        node.heard_of(ls.successors, asyncio.get_running_loop().time())  # the walk starts after
+        cursor = ls.successors[-1]
+        answered = 0
+        for _ in range(self.ring_size() // max(ls.half, 1) + 4):
+            if cursor.id == me:
+                break
+            try:
+                reply = await node.call_peer(cursor, "neighbors", {}, tries=2, pad=True)
+                if reply["id"] != ids.to_bytes(cursor.id):
+                    raise ValueError(f"{cursor} answered with another node's id")
+                succs = self._without_left(node.parse_peers(reply["succs"]))
+            except PEER_FAILURES as exc:
+                node.peer_failed(cursor, None if isinstance(exc, RpcTimeout) else exc)
+                break
+            answered += 1
+            ahead: list[Peer] = []
+            for p in succs:  # in ring order: up to where the list passes us
+                if not ids.in_interval(p.id, cursor.id, me):
+                    break
+                ahead.append(p)
+            node.heard_of(ahead, asyncio.get_running_loop().time())
+            if len(ahead) < len(succs) or not ahead:
+                break  # the list reached us: round
+            cursor = ahead[-1]
+        return answered
 
     def heard_while_isolated(self, src: Address) -> None:
         """A node we remember (or a bootstrap) asked about us while we are rejoining: it is

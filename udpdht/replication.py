@@ -224,6 +224,9 @@ class Replicator:
         self._outbox: dict[int, list[tuple[Record, asyncio.Future[bool]]]] = {}
         self._budgets = Buckets(config.write_rate, config.write_burst)
         self._strays_after: Cursor | None = None  # where the next round's strays start
+        #: NOT_RESPONSIBLE answers to our reads and writes: a view (or a lookup) that missed
+        #: the key's primary (maintenance.Maintenance.walk_view fills the view after a few).
+        self.refused = 0
         #: The last join's hand-off: from whom, records, pages, seconds, done, error.
         self.handoff: dict[str, Any] | None = None
         self._repair: dict[str, Any] = {
@@ -822,7 +825,10 @@ class Replicator:
         """The nodes a NotResponsible names as the key's holders (owner first), when the claim
         is plausible: checked like a lookup's answer (lookup.plausible_owner) against every
         node we know. Empty otherwise: the caller looks up again."""
-        if not isinstance(exc, NotResponsible) or not isinstance(exc.data, dict):
+        if not isinstance(exc, NotResponsible):
+            return []
+        self.refused += 1
+        if not isinstance(exc.data, dict):
             return []
         try:
             nodes = self.node.parse_peers(exc.data.get("nodes"))

@@ -1,0 +1,136 @@
+"""A node of a small ring walks it to fill its ring view (maintenance.walk_view), on the simulator.
+
+A coordinator sends a read or a write straight to the primary its view guesses; a view that
+lacks the primary costs a refusal and a second round trip. In a ring of up to WALK_MAX nodes a
+node whose view is in use walks the successor lists round the ring once its neighbourhood is
+calm, so that its guesses are right the first time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from helpers import wait_until
+
+from udpdht import ids, wire
+from udpdht.maintenance import Maintenance
+from udpdht.net import Address, run_virtual
+from udpdht.node import Node
+from udpdht.replication import StoreConfig
+from udpdht.routing import Peer
+from udpdht.sim import Sim
+
+STORE = StoreConfig(replicas=3, sync_period=5.0)
+
+
+def fresh_view(node: Node) -> set[int]:
+    """The ids of the nodes the view would guess now (heard of within its 60 s)."""
+    since = asyncio.get_running_loop().time() - node.replicator.VIEW_AGE
+    return {p.id for p in node.view.holders(node.id, len(node.view), since)}
+
+
+def walk_calls(sim: Sim) -> list[tuple[Address, Address]]:
+    """From now on, (source, destination) of every walk step: a ``neighbors`` request without
+    an ``id`` (stabilize and the loop check send theirs)."""
+    calls: list[tuple[Address, Address]] = []
+
+    def watch(src: Address, dst: Address, data: bytes) -> bool:
+        msg = wire.decode(data)
+        if isinstance(msg, wire.Request) and msg.method == "neighbors" and "id" not in msg.args:
+            calls.append((src, dst))
+        return False
+
+    sim.net.set_drop_filter(watch)
+    return calls
+
+
+def test_the_nodes_of_a_small_ring_walk_it_and_guess_every_primary_right() -> None:
+    async def main() -> None:
+        sim = Sim(seed=5, store_config=STORE)
+        await sim.first()
+        await sim.join_many(59, spread=3.0)
+        calls = walk_calls(sim)
+        await sim.wait_ideal(60)
+        live = {n.id for n in sim.nodes}
+
+        def whole(node: Node) -> bool:  # (hearsay is not taken of a node it suspects)
+            return fresh_view(node) >= {i for i in live if not node.detector.suspected(i)}
+
+        # Every view holds the whole ring (without walks: about half of it).
+        await wait_until(lambda: all(whole(n) for n in sim.nodes), within=30)
+        # A walk is about N / (L/2) calls, and a node walks a few times as the ring grows.
+        per_node = len(calls) / len(sim.nodes)
+        assert 0 < per_node <= 4 * (len(live) // 8 + 4), per_node
+        # Reads through nodes that never saw the keys go to the primary at once: no refusal.
+        for i in range(30):
+            await sim.nodes[i].put(f"k{i}".encode(), i)
+        refusals = sum(n.endpoint.stats.errors_sent for n in sim.nodes)
+        for i in range(30):
+            assert await sim.nodes[(i + 7) % len(sim.nodes)].get(f"k{i}".encode()) == i
+        assert sum(n.endpoint.stats.errors_sent for n in sim.nodes) == refusals
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_ring_larger_than_walk_max_is_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Maintenance, "WALK_MAX", 20)  # (a ring of 60 stands for one of 600)
+
+    async def main() -> None:
+        sim = Sim(seed=6, store_config=STORE)
+        calls = walk_calls(sim)
+        nodes = await sim.build_ideal(60, maintenance=True)
+        await asyncio.sleep(30)  # (young nodes: a walk would come in this time)
+        # (Each node's estimate of the ring's size, from its leafset, is above 20.)
+        assert min(n.maintenance.ring_size() for n in nodes) > 20
+        assert calls == []
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_liars_successor_list_costs_a_walk_one_failed_call() -> None:
+    # A node of the ring answers a walk's `neighbors` with nodes that do not exist (any
+    # address, with the id it hashes to), placed after itself. A walk that reaches it takes
+    # them as guesses and steps to the last, which does not answer: the walk ends there, after
+    # one call's sends to it, and that node leaves the view at once.
+    async def main() -> None:
+        sim = Sim(seed=7, store_config=STORE)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        walker = nodes[0]
+        ring = sorted(nodes, key=lambda n: ids.distance(walker.id, n.id))
+        liar = ring[16]  # the walk's second step: ring[8] names ring[9..16], then ring[16]
+        addrs = ((f"10.254.{i // 250}.{i % 250 + 1}", 7000) for i in range(10_000))
+        candidates = (Peer(ids.node_id_for(*a), a) for a in addrs)
+        fakes = [p for p in candidates if ids.in_interval(p.id, liar.id, walker.id)][:8]
+        fakes.sort(key=lambda p: ids.distance(liar.id, p.id))
+        honest = liar.maintenance._rpc_neighbors
+
+        def lying_neighbors(args: dict[str, Any], src: Address) -> dict[str, Any]:
+            reply = honest(args, src)
+            if "id" not in args:  # a walk's step
+                reply["succs"] = [p.to_wire() for p in fakes]
+            return reply
+
+        liar.endpoint.register("neighbors", lying_neighbors, idempotent=True)
+        to_fakes: list[Address] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            if src == walker.addr and dst in {p.addr for p in fakes}:
+                to_fakes.append(dst)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        assert await walker.maintenance.walk_view() == 2  # ring[8] and the liar answered
+        assert fakes[-1].addr in to_fakes  # the walk's step to the last fake
+        # Each fake costs at most one call (two sends): the walk's, or a finger's guess.
+        assert max(to_fakes.count(a) for a in to_fakes) <= 2
+        assert fakes[-1].id not in fresh_view(walker)
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
