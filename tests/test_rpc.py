@@ -668,7 +668,7 @@ def test_a_finished_call_keeps_nothing_alive_in_the_timer_wheel() -> None:
         gc.collect()  # no transaction (its future, its result) outlives its call
         assert not [o for o in gc.get_objects() if type(o) is rpc._Transaction]
         await asyncio.sleep(2 * client.config.max_rto)  # (virtual) every slot's deadline passes
-        assert not client._wheel and client._timer is None
+        assert not client._wheel and client._armed is None  # (no call of the ticker's left)
         assert client.stats.retries == client.stats.timeouts == 0
 
     run_virtual(main())

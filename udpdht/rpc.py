@@ -5,7 +5,9 @@ deadline, resends on each expiry with a doubled timeout plus jitter, and fails w
 :class:`~udpdht.errors.RpcTimeout` after the last try (a caller with ``max_working`` waits
 longer on a peer that answers its resends "working"). Its pending entry is removed in
 ``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
-(slots of ``TICK`` seconds holding request ids, one armed timer for the earliest slot): a call
+(slots of ``TICK`` seconds holding request ids; one loop timer for the earliest slot of all
+the endpoints on a loop, so that 100 servers in one process or thousands of simulated nodes
+arm one timer a tick, not one per call each: _Ticker): a call
 that finishes leaves only its id (an int, which the garbage collector does not track) in its
 slot until the slot fires, and the expiry skips ids of calls that are gone (a heap of
 deadlines kept every finished call alive until its deadline, and freed thousands at once;
@@ -70,6 +72,7 @@ import random
 import socket
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -328,8 +331,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # slot -> ids of the calls that time out in it (and of calls that ended since)
         self._wheel: dict[int, list[int]] = {}
         self._slots: list[int] = []  # a heap of the wheel's slots
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_slot = 0
+        self._ticker = _ticker(loop)  # the loop's timer, shared by its endpoints
+        self._armed: int | None = None  # the slot the ticker calls us at next
         self._pending: dict[int, _Transaction] = {}
         # (peer, rid) -> the answer of a finished request (running ones: _running), in two
         # generations: new answers go into _replies, which becomes _replies_old when it holds
@@ -573,19 +576,16 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if bucket is None:
             self._wheel[slot] = [tx.rid]
             heapq.heappush(self._slots, slot)
-            if self._timer is None or slot < self._timer_slot:
-                self._arm(slot)
+            self._arm()
         else:
             bucket.append(tx.rid)
 
-    def _arm(self, slot: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(slot * self.TICK, self._on_deadline)
-        self._timer_slot = slot
-
-    def _on_deadline(self) -> None:
-        self._timer = None
+    def on_tick(self, slot: int) -> None:
+        """The ticker's call for ``slot``: expire the calls whose slots are due. (A slot we
+        were registered for before an earlier one came is called too, and skipped.)"""
+        if slot != self._armed:
+            return
+        self._armed = None
         slots, wheel, pending = self._slots, self._wheel, self._pending
         now = self._time()
         if slots and now - slots[0] * self.TICK > self.STALL:
@@ -605,8 +605,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 if tx is not None and tx.slot == slot and not tx.future.done():
                     tx.slot = 0
                     tx.expired(self)  # a resend goes into a later slot
-        if slots:
-            self._arm(slots[0])
+        self._arm()
+
+    def _arm(self) -> None:
+        """Have the ticker call us at our earliest slot, unless it will at one as early."""
+        slots = self._slots
+        if slots and (self._armed is None or slots[0] < self._armed):
+            self._armed = slots[0]
+            self._ticker.arm(self, slots[0])
 
     def _remember(self, key: tuple[Address, int], data: bytes) -> None:
         """Cache the answer to ``key``'s request.
@@ -1026,9 +1032,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def close(self) -> None:
         """Stop serving; pending calls fail, running handlers are cancelled."""
         transport, self._transport = self._transport, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._armed = None  # (the ticker's calls for our slots find nothing to do)
         self._wheel.clear()
         self._slots.clear()
         if self._ager is not None:
@@ -1049,6 +1053,73 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     async def wait_closed(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Ticker:
+    """One loop timer for every endpoint on a loop: the endpoints register the earliest slot
+    of their wheels, and the timer fires at the earliest slot of all and calls each endpoint
+    registered for a slot that is due (RpcEndpoint.on_tick), which registers its next one.
+
+    With 100 servers in one process (kademlia's test scripts, bench/ops.py) or thousands of
+    nodes on the simulator, each endpoint's calls are few and far between, so a timer per
+    endpoint was a timer (a handle pushed on and popped off the loop's heap, Python
+    comparisons each way) per call. Now the loop holds one for the whole process.
+    """
+
+    __slots__ = ("_due", "_loop", "_slots", "_timer", "_timer_slot")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[int, list[RpcEndpoint]] = {}  # slot -> endpoints to call then
+        self._slots: list[int] = []  # a heap of the slots in _due
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_slot = 0
+
+    def arm(self, endpoint: RpcEndpoint, slot: int) -> None:
+        due = self._due.get(slot)
+        if due is not None:
+            due.append(endpoint)
+            return
+        self._due[slot] = [endpoint]
+        heapq.heappush(self._slots, slot)
+        if self._timer is None or slot < self._timer_slot:
+            self._set(slot)
+
+    def _set(self, slot: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(slot * RpcEndpoint.TICK, self._fire)
+        self._timer_slot = slot
+
+    def _fire(self) -> None:
+        self._timer = None
+        slots, due = self._slots, self._due
+        now = self._loop.time()
+        tick = RpcEndpoint.TICK
+        while slots and slots[0] * tick <= now:  # as armed: no rounding of now / tick
+            slot = heapq.heappop(slots)
+            for endpoint in due.pop(slot, ()):
+                endpoint.on_tick(slot)  # (may arm later slots: pushed on the heap)
+        if slots:
+            self._keep(slots[0])
+
+    def _keep(self, slot: int) -> None:
+        """The timer set for ``slot`` (endpoints called above may have set it already)."""
+        if self._timer is None or self._timer_slot != slot:
+            self._set(slot)
+
+
+#: Each loop's ticker (weakly: a loop that is gone takes its ticker with it).
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ticker(loop: asyncio.AbstractEventLoop) -> _Ticker:
+    ticker = _TICKERS.get(loop)
+    if ticker is None:
+        ticker = _TICKERS[loop] = _Ticker(loop)
+    return ticker
 
 
 def _dual_stack(transport: asyncio.BaseTransport) -> bool:
