@@ -377,8 +377,8 @@ def test_a_read_sent_to_nodes_that_do_not_hold_the_key_follows_their_directions(
         strangers = [n.peer for n in nodes if n.id not in holders and n is not coordinator][:3]
         stale = [strangers]
 
-        def stale_view(key_id: int) -> list[Peer] | None:  # its guess of the holders
-            return stale.pop() if stale else real(key_id)
+        def stale_view(key_id: int, *, beyond: bool = True) -> list[Peer] | None:  # its guess
+            return stale.pop() if stale else real(key_id, beyond=beyond)
 
         real = coordinator.replicator.guess_holders
         coordinator.replicator.guess_holders = stale_view  # type: ignore[method-assign]

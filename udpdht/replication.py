@@ -782,15 +782,18 @@ class Replicator:
     SETTLING_ATTEMPTS = 8  # attempts of a write while the coordinator is not settled
     SETTLING_PAUSE = 0.1  # seconds before its third attempt, doubled for each after (<= period)
 
-    def guess_holders(self, key_id: int) -> list[Peer] | None:
+    def guess_holders(self, key_id: int, *, beyond: bool = True) -> list[Peer] | None:
         """The key's primary and the nodes after it by our view of the ring (routing.RingView),
-        or None when our own leafset knows better (or the view is of no use: a lookup)."""
+        or None when our own leafset knows better (or the view is of no use: a lookup).
+        ``beyond``: L/2 nodes past the r holders too (a write's next targets when the first
+        fail); a read of a guess asks the r holders only."""
         node = self.node
         if node.isolated or node.leafset.covers(key_id) or len(node.view) < 2:
             return None
         since = asyncio.get_running_loop().time() - self.VIEW_AGE
-        guess = node.view.holders(key_id, self.config.replicas + node.leafset.half, since)
-        return guess if len(guess) >= self.config.replicas else None
+        r = self.config.replicas
+        guess = node.view.holders(key_id, r + node.leafset.half if beyond else r, since)
+        return guess if len(guess) >= r else None
 
     VIEW_AGE = 60.0  # seconds: nodes not heard from for longer are not guessed
 
@@ -878,7 +881,7 @@ class Replicator:
 
     async def _get_once(self, key: bytes) -> Record:
         key_id = ids.hash_key(key)
-        guessed = self.guess_holders(key_id)
+        guessed = self.guess_holders(key_id, beyond=False)
         if guessed is not None:
             # Our view's guess first: one round trip when it is right. When it finds no value
             # (or no settled holder), the ring's own routing decides: while the ring settles
