@@ -208,6 +208,46 @@ def test_timeout_after_configured_tries() -> None:
     run_virtual(main())
 
 
+def test_the_endpoints_of_a_loop_share_a_timer_and_each_call_times_out_on_time() -> None:
+    # Thirty endpoints on one loop (as 100 servers in one process, or the simulator) call a
+    # peer that is gone, at staggered instants and with different tries: one loop timer
+    # serves them all (rpc._Ticker), and each call still fails after its own tries, at the
+    # time its own doubling waits say; one endpoint closed meanwhile disturbs no other.
+    async def main() -> None:
+        net = SimNetwork(seed=31)
+        config = RpcConfig(initial_rto=0.5, jitter=0.0)
+        loop = asyncio.get_running_loop()
+        gone = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(0))
+        gone.close()
+        eps = [
+            await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(i + 1))
+            for i in range(30)
+        ]
+        ended: dict[int, float] = {}
+
+        async def call(i: int) -> None:
+            await asyncio.sleep(0.013 * i)  # (each in a slot of its own, some shared)
+            start = loop.time()
+            tries = 1 + i % 3
+            with pytest.raises((RpcTimeout, DhtError)):
+                await eps[i].call(gone.addr, "ping", tries=tries)
+            ended[i] = loop.time() - start
+
+        tasks = [asyncio.ensure_future(call(i)) for i in range(30)]
+        await asyncio.sleep(0.2)
+        eps[7].close()  # its call fails at once ("endpoint closed"); the others go on
+        await asyncio.gather(*tasks)
+        for i, took in ended.items():
+            if i == 7:
+                continue
+            waits = sum(0.5 * 2**k for k in range(1 + i % 3))  # 0.5, 1.5 or 3.5 s
+            assert waits <= took <= waits + 2 * RpcEndpoint.TICK, (i, took)
+            assert eps[i].stats.timeouts == 1 and eps[i].stats.sent == 1 + i % 3
+        assert len(rpc._TICKERS) >= 1 and rpc._TICKERS[loop]._timer is None  # nothing left
+
+    run_virtual(main())
+
+
 def test_every_call_succeeds_with_30_percent_loss_both_ways() -> None:
     async def main() -> None:
         net = SimNetwork(seed=7, loss=0.3, latency=(0.01, 0.05))
