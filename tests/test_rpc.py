@@ -6,6 +6,7 @@ import asyncio
 import gc
 import random
 import socket
+import weakref
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
@@ -243,9 +244,31 @@ def test_the_endpoints_of_a_loop_share_a_timer_and_each_call_times_out_on_time()
             waits = sum(0.5 * 2**k for k in range(1 + i % 3))  # 0.5, 1.5 or 3.5 s
             assert waits <= took <= waits + 2 * RpcEndpoint.TICK, (i, took)
             assert eps[i].stats.timeouts == 1 and eps[i].stats.sent == 1 + i % 3
-        assert len(rpc._TICKERS) >= 1 and rpc._TICKERS[loop]._timer is None  # nothing left
+        assert rpc._ticker(loop)._timer is None  # nothing left to fire
 
     run_virtual(main())
+
+
+def test_a_loop_that_had_calls_in_flight_is_freed_with_its_endpoints() -> None:
+    # The loop's shared timer (rpc._Ticker) lives on the loop: a loop run and closed while a
+    # call was in flight (a script's asyncio.run, each test's loop) is freed, endpoints and
+    # all. (Kept in a registry beside the loops, every such loop stayed alive.)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        net = SimNetwork(seed=32)
+        client, server = await sim_pair(net)
+        server.close()
+        call = asyncio.ensure_future(client.call(server.addr, "ping"))
+        await asyncio.sleep(0.01)  # sent: its timeout is on the ticker
+        call.cancel()
+        client.close()
+
+    for _ in range(3):
+        run_virtual(main())
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]
 
 
 def test_every_call_succeeds_with_30_percent_loss_both_ways() -> None:

@@ -72,7 +72,6 @@ import random
 import socket
 import struct
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -1109,16 +1108,17 @@ class _Ticker:
             self._set(slot)
 
 
-#: Each loop's ticker (weakly: a loop that is gone takes its ticker with it).
-_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
-    weakref.WeakKeyDictionary()
-)
+_TICKER_ATTR = "_udpdht_ticker"  # the attribute of a loop that holds its ticker
 
 
 def _ticker(loop: asyncio.AbstractEventLoop) -> _Ticker:
-    ticker = _TICKERS.get(loop)
+    """The loop's ticker, kept on the loop itself: a registry beside the loops (even a weak
+    one: the ticker, its timer and the endpoints it waits to call all hold the loop) kept
+    every loop that ever had a call in flight alive, with its endpoints and their nodes."""
+    ticker: _Ticker | None = getattr(loop, _TICKER_ATTR, None)
     if ticker is None:
-        ticker = _TICKERS[loop] = _Ticker(loop)
+        ticker = _Ticker(loop)
+        setattr(loop, _TICKER_ATTR, ticker)
     return ticker
 
 
