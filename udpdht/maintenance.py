@@ -108,7 +108,7 @@ class Maintenance:
         self._probe_turn = 0  # which absent remembered peer is probed next
         self._probe: asyncio.Task[None] | None = None
         self._same_ring: dict[int, float] = {}  # probed peers found in our ring: skip until
-        self._walk: asyncio.Task[None] | None = None  # see walk_view
+        self._walk: asyncio.Task[int] | None = None  # see walk_view
         #: The last walk: when, the ring's size then, the refusals our reads and writes had had.
         self._walked: tuple[float, int, int] = (float("-inf"), 0, 0)
         self._left: dict[int, float] = {}  # nodes that told us they left: when (see left_lately)
@@ -455,10 +455,7 @@ class Maintenance:
         if now - last < self.WALK_EVERY and not grown:
             return
         self._walked = (now, size, node.replicator.refused)
-        self._walk = node.background(self._walk_quietly())
-
-    async def _walk_quietly(self) -> None:
-        await self.walk_view()
+        self._walk = node.background(self.walk_view())
 
     async def walk_view(self) -> int:
         """Walk the ring from our last successor back round to us, each step asking the last
@@ -495,13 +492,12 @@ class Maintenance:
                 node.peer_failed(cursor, None if isinstance(exc, RpcTimeout) else exc)
                 break
             answered += 1
-            ahead: list[Peer] = []
-            for p in succs:  # in ring order: up to where the list passes us
-                if not ids.in_interval(p.id, cursor.id, me):
-                    break
-                ahead.append(p)
+            # In ring order from the cursor (a list that is not, a liar's, is cut where it
+            # turns back: the walk only moves on), up to where it passes us.
+            run = ordered_run(cursor.id, succs, len(succs), clockwise=True)
+            ahead = [p for p in run if ids.in_interval(p.id, cursor.id, me)]
             node.heard_of(ahead, asyncio.get_running_loop().time())
-            if len(ahead) < len(succs) or not ahead:
+            if len(ahead) < len(run) or not ahead:
                 break  # the list reached us: round
             cursor = ahead[-1]
         return answered

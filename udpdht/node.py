@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
@@ -37,6 +37,7 @@ from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 from .text import plural
 
 log = logging.getLogger("udpdht.node")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Node:
         self.bootstrap: list[Address] = list(bootstrap)
         self._endpoint: RpcEndpoint | None = None
         self._started_at = 0.0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._tasks_kept = 16  # (see background)
         self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
@@ -314,7 +315,7 @@ class Node:
     def _store_opening(args: dict[str, Any], src: Address) -> None:
         raise Busy("the node is opening its store; try again in a moment")
 
-    def background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` as a task of this node: cancelled when the node stops."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
