@@ -603,3 +603,11 @@ def test_a_strict_step_answers_from_the_pointers_only() -> None:
     assert next_hop(ls, fingers, 150, width=3, min_owners=2, strict=True) == (True, ls.successors)
     done, nodes = next_hop(ls, fingers, 95, width=3, min_owners=2, strict=True)
     assert done and nodes[0] == peer(100)
+
+
+@pytest.mark.parametrize("n", [5, 17, 100, 1000])
+def test_a_leafset_of_an_evenly_spaced_ring_tells_its_size(n: int) -> None:
+    # (maintenance's walk of a small ring asks it: rings above WALK_MAX are not walked)
+    nodes = [i * (ids.RING // n) for i in range(n)]
+    ls = true_leafset(nodes, nodes[n // 2], 16)
+    assert ls.ring_size() == n

@@ -85,7 +85,7 @@ def test_a_ring_larger_than_walk_max_is_not_walked(monkeypatch: pytest.MonkeyPat
         nodes = await sim.build_ideal(60, maintenance=True)
         await asyncio.sleep(30)  # (young nodes: a walk would come in this time)
         # (Each node's estimate of the ring's size, from its leafset, is above 20.)
-        assert min(n.maintenance.ring_size() for n in nodes) > 20
+        assert min(n.leafset.ring_size() for n in nodes) > 20
         assert calls == []
         sim.net.set_drop_filter(None)
         await sim.stop()

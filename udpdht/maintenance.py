@@ -422,16 +422,6 @@ class Maintenance:
         if await self.check_loop(start=peer) is False:  # (None: its lookup failed; try later)
             self._same_ring[peer.id] = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
 
-    def ring_size(self) -> int:
-        """The number of nodes in the ring as our leafset suggests: all of them when the ring
-        is smaller than the leafset, else its nodes over the share of the circle they span."""
-        ls = self.node.leafset
-        succs, preds = ls.successors, ls.predecessors
-        if len(succs) < ls.half or len(preds) < ls.half:
-            return 1 + len({p.id for p in ls.peers()})
-        span = ids.distance(preds[-1].id, succs[-1].id) or 1
-        return max(1, (len(succs) + len(preds)) * ids.RING // span)
-
     def _walk_if_due(self, now: float) -> None:
         """Start a walk of the ring (walk_view) when our view is worth filling and due for it:
         a ring small enough (WALK_MAX), a neighbourhood calm for a few rounds (no walks while
@@ -443,7 +433,7 @@ class Maintenance:
         node = self.node
         if (self._walk is not None and not self._walk.done()) or node.isolated:
             return
-        size = self.ring_size()
+        size = node.leafset.ring_size()
         if size <= 2 * node.leafset.half or size > self.WALK_MAX or self.calm < self.FAST_ROUNDS:
             return  # the leafset covers the ring; too large a ring; joins around us
         last, walked_size, refused = self._walked
@@ -470,7 +460,7 @@ class Maintenance:
         walked; larger ones route through fingers and lookups. Each step is a call to the
         node that named the next: one that does not answer, or answers for another id, ends
         the walk (and counts as its failure), so a liar's list costs at most one failed call
-        of ours. Bounded: at most ring_size() / (L/2) + 4 steps.
+        of ours. Bounded: at most LeafSet.ring_size() / (L/2) + 4 steps.
         """
         node = self.node
         ls = node.leafset
@@ -480,7 +470,7 @@ class Maintenance:
         node.heard_of(ls.successors, asyncio.get_running_loop().time())  # the walk starts after
         cursor = ls.successors[-1]
         answered = 0
-        for _ in range(self.ring_size() // max(ls.half, 1) + 4):
+        for _ in range(ls.ring_size() // max(ls.half, 1) + 4):
             if cursor.id == me:
                 break
             try:

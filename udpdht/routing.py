@@ -192,6 +192,15 @@ class LeafSet:
         low = self.predecessors[-1].id if self.predecessors else self.own.id
         return ids.in_interval(key, low, self.successors[-1].id, right_open=False)
 
+    def ring_size(self) -> int:
+        """The number of nodes in the ring as the leafset suggests: all of them when the ring
+        is smaller than the leafset, else its nodes over the share of the circle they span."""
+        succs, preds = self.successors, self.predecessors
+        if len(succs) < self.half or len(preds) < self.half:
+            return 1 + len({p.id for p in self.peers()})
+        span = ids.distance(preds[-1].id, succs[-1].id) or 1
+        return max(1, (len(succs) + len(preds)) * ids.RING // span)
+
     def owner(self, key: int) -> list[Peer]:
         """For a covered key: its owner first, then the nodes after it (fallbacks).
 
