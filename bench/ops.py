@@ -333,11 +333,9 @@ def server_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     for n in args.sizes:
         for rnd in range(1, args.rounds + 1):
             seed = n * 1000 + rnd
-            # Each library first in turn; udpdht and kademlia swap places every round.
+            # Each library first in turn (with two: they swap places every round).
             shift = (rnd - 1) % len(libs)
             order = libs[shift:] + libs[:shift]
-            if len(libs) == 2 and rnd % 2 == 0:
-                order = libs[::-1]
             for lib in order:
                 progress(f"[N={n} round {rnd}/{args.rounds}] {lib}")
                 t0 = time.monotonic()

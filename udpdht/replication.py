@@ -827,7 +827,8 @@ class Replicator:
     def _named(self, exc: RemoteError, key_id: int) -> list[Peer]:
         """The nodes a NotResponsible names as the key's holders (owner first), when the claim
         is plausible: checked like a lookup's answer (lookup.plausible_owner) against every
-        node we know. Empty otherwise: the caller looks up again."""
+        node we know. Empty otherwise: the caller looks up again. Every NotResponsible is
+        counted in ``refused`` here, where reads and writes alike take their refusals."""
         if not isinstance(exc, NotResponsible):
             return []
         self.refused += 1
