@@ -134,3 +134,37 @@ def test_a_liars_successor_list_costs_a_walk_one_failed_call() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_walk_round_the_ring_spares_the_probes_of_the_peers_it_passed() -> None:
+    # Every node remembers the peers its leafset held (for a restart, and to find the other
+    # side after a partition: probe_remembered asks those absent from its tables whether
+    # they are in another ring, a `neighbors` and a lookup each). A walk that came round the
+    # ring passed through them: none is left to probe, until one is declared dead.
+    async def main() -> None:
+        sim = Sim(seed=8, store_config=STORE)
+        await sim.first()
+        await sim.join_many(59, spread=3.0)
+        await sim.wait_ideal(60)
+        live = {n.id for n in sim.nodes}
+
+        def whole(node: Node) -> bool:  # (hearsay is not taken of a node it suspects)
+            return fresh_view(node) >= {i for i in live if not node.detector.suspected(i)}
+
+        await wait_until(lambda: all(whole(n) for n in sim.nodes), within=30)
+
+        def outside_tables(node: Node) -> list[Peer]:
+            tables = {p.id for p in [*node.leafset.peers(), *node.fingers.distinct()]}
+            return [p for p in node.memory.peers() if p.id not in tables]
+
+        # (Remembered peers outside the tables are there to probe: joins pushed them out.)
+        assert sum(len(outside_tables(n)) for n in sim.nodes) >= len(sim.nodes)
+        assert all(n.maintenance.absent_peers() == [] for n in sim.nodes)
+        node = next(n for n in sim.nodes if outside_tables(n))
+        peer = outside_tables(node)[0]
+        node.peer_failed(peer)
+        node.peer_failed(peer)  # (two failures in a row: declared dead)
+        assert peer in node.maintenance.absent_peers()
+        await sim.stop()
+
+    run_virtual(main())

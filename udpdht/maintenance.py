@@ -144,6 +144,7 @@ class Maintenance:
         fingers may point at others of them still: they are refreshed every round for YOUNG
         periods."""
         self._notifiers.pop(peer_id, None)
+        self._same_ring.pop(peer_id, None)  # it may be cut off, in a ring of its own: probe it
         now = asyncio.get_running_loop().time()
         self._fingers_doubted = now + self.YOUNG * self.node.config.stabilize_period
 
@@ -470,8 +471,10 @@ class Maintenance:
         node.heard_of(ls.successors, asyncio.get_running_loop().time())  # the walk starts after
         cursor = ls.successors[-1]
         answered = 0
+        walked = [p.id for p in ls.successors]
         for _ in range(ls.ring_size() // max(ls.half, 1) + 4):
             if cursor.id == me:
+                self._round_walked(walked)
                 break
             try:
                 reply = await node.call_peer(cursor, "neighbors", {}, tries=2, pad=True)
@@ -487,10 +490,23 @@ class Maintenance:
             run = ordered_run(cursor.id, succs, len(succs), clockwise=True)
             ahead = [p for p in run if ids.in_interval(p.id, cursor.id, me)]
             node.heard_of(ahead, asyncio.get_running_loop().time())
+            walked += [p.id for p in ahead]
             if len(ahead) < len(run) or not ahead:
-                break  # the list reached us: round
+                self._round_walked(walked)  # the list reached us: round
+                break
             cursor = ahead[-1]
         return answered
+
+    def _round_walked(self, walked: list[int]) -> None:
+        """A walk came round to us through these nodes: they are of our own ring, so
+        probe_remembered need not ask whether they are (for SAME_RING_SKIP). In a ring that
+        is walked, the probes of the remembered peers fingers do not hold cost more than the
+        walk did: a lookup and a ``neighbors`` each, one every PROBE_EVERY seconds, until
+        each was found in our ring (100 servers 20-30 s after they started: 0.55 of a node's
+        3.2 calls a second)."""
+        until = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
+        for peer_id in walked:
+            self._same_ring[peer_id] = until
 
     def heard_while_isolated(self, src: Address) -> None:
         """A node we remember (or a bootstrap) asked about us while we are rejoining: it is
