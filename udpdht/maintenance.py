@@ -660,15 +660,17 @@ class Maintenance:
         reach = ids.distance(me, succs[-1].id) // len(succs) * (len(succs) - 1)
         return before if ids.distance(start, guess.id) > reach else guess
 
-    def agreed(self) -> bool:
+    def agreed(self, now: float | None = None) -> bool:
         """Whether our predecessor and our successor both named us lately (their successor,
         their predecessor): the range we are primary for is what they think too."""
         ls = self.node.leafset
         pred, succ = ls.predecessor, ls.successor
         if pred is None or succ is None:
             return False
+        if now is None:
+            now = asyncio.get_running_loop().time()
         # Three rounds of theirs, which come half as often when calm (see round_period).
-        fresh = asyncio.get_running_loop().time() - 6 * self.node.config.stabilize_period
+        fresh = now - 6 * self.node.config.stabilize_period
         (p, p_at), (s, s_at) = self.pred_heard, self.succ_heard
         return p == pred.id and s == succ.id and p_at >= fresh and s_at >= fresh
 

@@ -304,13 +304,14 @@ class Replicator:
             return self.node.leafset.successor is None and not self.node.isolated
         return ids.in_interval(key_id, pred.id, self.node.id, right_open=False)
 
-    def track_view(self) -> None:
+    def track_view(self, now: float | None = None) -> None:
         """Note when our neighbourhood last changed (the node calls this every round). A
         changed neighbourhood may leave us records that are no longer ours: they move on soon
         (_move_strays). A range that grew because nodes before us failed was ours as a
         replica already; settled() asks for a quiet neighbourhood and a comparison with the
         successor before our "nothing here" counts again."""
-        now = asyncio.get_running_loop().time()
+        if now is None:
+            now = asyncio.get_running_loop().time()
         view = self._view()
         if view != self._seen[0]:
             if self._seen[0] is not None:
@@ -342,15 +343,15 @@ class Replicator:
         the nodes around us know each other and have moved what they took for us; and since
         then we have compared our range with our successor's copy (a repair round, or an
         early one this starts)."""
-        self.track_view()
-        now = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()  # (once: every read a primary answers)
+        self.track_view(now)
         if self.handoff is not None and not self.handoff["done"] and not self.handoff["error"]:
             return False  # our range is on its way to us
         if now - self._handoff_failed_at < self.config.settle_time:
             return False  # it failed lately: repair brings the rest
         if self.node.leafset.predecessor is None:
             return not self.node.member  # a ring of one holds all there is
-        if not self.node.maintenance.agreed():
+        if not self.node.maintenance.agreed(now):
             return False
         if now - self._seen[1] < self.QUIET * self.node.config.stabilize_period:
             return False
@@ -887,8 +888,10 @@ class Replicator:
             # Our view's guess first: one round trip when it is right. When it finds no value
             # (or no settled holder), the ring's own routing decides: while the ring settles
             # a write may sit where a lookup leads, not where our view points.
-            with contextlib.suppress(_GuessMissed):
+            try:
                 return await self._read_targets(key, key_id, guessed, guessed=True)
+            except _GuessMissed:  # (not contextlib.suppress: every get runs this)
+                pass
         targets = await self._targets(key_id, confirm=False, guess=False)
         return await self._read_targets(key, key_id, targets, guessed=False)
 
@@ -937,8 +940,10 @@ class Replicator:
                 return_exceptions=True,
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
-        best = newest_agreed(record for record, _ in answers)
-        if guessed and (best is None or best.is_tombstone or not best.live(self.node.wall_clock())):
+        best = answers[0][0] if len(answers) == 1 else newest_agreed(r for r, _ in answers)
+        if best is not None and best.value is not None and best.live(self.node.wall_clock()):
+            return best  # a live value (most reads: the primary's, asked alone)
+        if guessed:
             raise _GuessMissed  # no value where our view points: look where a lookup leads
         # "No value" needs a settled holder, and none that answered unsettled: a holder whose
         # neighbourhood is still changing is a sign that writes may lie elsewhere.
