@@ -90,6 +90,7 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"successors   {some(succs)}",
         f"predecessors {some(preds)}",
         f"fingers      {len(st['fingers'])} distinct",
+        *_view_line(st.get("view")),
         f"store        {_count(store['primary'], 'key')} as primary, {store['replica']} as "
         f"replica, {deleted}{_count(store['bytes'], 'byte')}"
         + (
@@ -104,6 +105,18 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
     if st.get("isolated"):
         lines[2] = f"state        isolated: {ISOLATED_HINT}"
     return lines
+
+
+def _view_line(view: Any) -> list[str]:
+    """The ring view's line of status (none from a node too old to say)."""
+    if not isinstance(view, Mapping) or type(view.get("nodes")) is not int:
+        return []
+    walks, ago = view.get("walks"), view.get("last_walk_s")
+    line = f"ring view    {_count(view['nodes'], 'node')} heard from within a minute"
+    if type(walks) is int and walks > 0 and isinstance(ago, int | float):
+        times = "once" if walks == 1 else f"{walks} times"
+        line += f"; walked round the ring {times}, the last {uptime(ago)} ago"
+    return [line]
 
 
 #: What an isolated node means, and the way out when its ring is gone for good.

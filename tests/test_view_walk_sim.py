@@ -60,6 +60,12 @@ def test_the_nodes_of_a_small_ring_walk_it_and_guess_every_primary_right() -> No
 
         # Every view holds the whole ring (without walks: about half of it).
         await wait_until(lambda: all(whole(n) for n in sim.nodes), within=30)
+        # Status says so: the nodes a guess may name, and the walks that came round.
+        views = [n.status()["view"] for n in sim.nodes]
+        assert all(v["nodes"] >= len(live) - 2 for v in views), views
+        walked = [v for v in views if v["walks"] >= 1]  # (a walk can end early: a node failed)
+        assert len(walked) >= len(views) - 3, views
+        assert all(0 <= v["last_walk_s"] <= 60 for v in walked), views
         # A walk is about N / (L/2) calls, and a node walks a few times as the ring grows.
         per_node = len(calls) / len(sim.nodes)
         assert 0 < per_node <= 4 * (len(live) // 8 + 4), per_node

@@ -111,6 +111,8 @@ class Maintenance:
         self._walk: asyncio.Task[int] | None = None  # see walk_view
         #: The last walk: when, the ring's size then, the refusals our reads and writes had had.
         self._walked: tuple[float, int, int] = (float("-inf"), 0, 0)
+        self.walks = 0  # walks that came round the ring (walk_view)
+        self._walked_round_at = float("-inf")  # when the last of them did
         self._left: dict[int, float] = {}  # nodes that told us they left: when (see left_lately)
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
@@ -448,6 +450,18 @@ class Maintenance:
         self._walked = (now, size, node.replicator.refused)
         self._walk = node.background(self.walk_view())
 
+    def view_status(self) -> dict[str, Any]:
+        """The ring view as status shows it: the nodes a guess may name now (heard from
+        within the last minute, ourselves included), the walks that came round the ring to
+        fill it, and how long ago the last did (None: never)."""
+        node = self.node
+        now = asyncio.get_running_loop().time()
+        return {
+            "nodes": node.view.heard_since(now - node.replicator.VIEW_AGE),
+            "walks": self.walks,
+            "last_walk_s": round(now - self._walked_round_at, 1) if self.walks else None,
+        }
+
     async def walk_view(self) -> int:
         """Walk the ring from our last successor back round to us, each step asking the last
         node named for its ``neighbors``, and take every successor named into our view (as a
@@ -491,9 +505,11 @@ class Maintenance:
             ahead = [p for p in run if ids.in_interval(p.id, cursor.id, me)]
             node.heard_of(ahead, asyncio.get_running_loop().time())
             walked += [p.id for p in ahead]
-            if len(ahead) < len(run) or not ahead:
+            if len(ahead) < len(run):
                 self._round_walked(walked)  # the list reached us: round
                 break
+            if not ahead:
+                break  # an empty list: the walk can go no further
             cursor = ahead[-1]
         return answered
 
@@ -504,7 +520,10 @@ class Maintenance:
         walk did: a lookup and a ``neighbors`` each, one every PROBE_EVERY seconds, until
         each was found in our ring (100 servers 20-30 s after they started: 0.55 of a node's
         3.2 calls a second)."""
-        until = asyncio.get_running_loop().time() + self.SAME_RING_SKIP
+        now = asyncio.get_running_loop().time()
+        self.walks += 1
+        self._walked_round_at = now
+        until = now + self.SAME_RING_SKIP
         for peer_id in walked:
             self._same_ring[peer_id] = until
 

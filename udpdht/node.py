@@ -753,6 +753,7 @@ class Node:
             "successors": [p.info() for p in ls.successors],
             "predecessors": [p.info() for p in ls.predecessors],
             "fingers": [p.info() for p in self.fingers.distinct()],
+            "view": self.maintenance.view_status(),
             "isolated": self.isolated,
             "store": self.replicator.counts(),
             # Whether this node's "no value" for a key of its range counts (replication.settled).
