@@ -6,7 +6,10 @@ What is measured
     waiting for its reply before sending the next request). For every call the client records
     its latency with ``time.perf_counter``; for every measurement it records the calls per
     second and the CPU time of this process per call over the timed section (untimed warm-up
-    batches run first). CPU per call is the steadier figure when the host is busy.
+    batches run first). CPU per call is the steadier figure when the host is busy. In
+    two-process mode the server child's CPU per call is measured too (its
+    ``time.process_time()``, asked over a ``cpu`` call before and after each timed batch): the
+    throughput is that of the busier of the two processes, and the table shows which it is.
 
 The two implementations
     * ``rpc``: an :class:`~udpdht.rpc.RpcEndpoint` serving a plain (sync) handler, called with
@@ -51,7 +54,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -143,6 +146,9 @@ class EchoClient(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+CPU_METHOD = "cpu"
+
+
 def echo_handler(args: dict[str, Any], peer: Address) -> Any:
     return args
 
@@ -163,6 +169,9 @@ async def bind_echo_client() -> EchoClient:
 async def bind_rpc_server() -> RpcEndpoint:
     server = await RpcEndpoint.bind(UdpNetwork(), (HOST, 0))
     server.register(METHOD, echo_handler)
+    # The serving process's CPU seconds (two-process mode asks its child before and after each
+    # timed batch, outside the timing: what serving one kind of call cost that process).
+    server.register(CPU_METHOD, lambda args, peer: time.process_time(), idempotent=True)
     return server
 
 
@@ -177,6 +186,7 @@ class Sample:
     p50_us: float
     p99_us: float
     cpu_us: float  # CPU time of this process per call: steadier than wall time on a busy host
+    server_cpu_us: float | None = None  # the server child's per call (two-process mode)
 
 
 @dataclass
@@ -212,11 +222,19 @@ class Row:
             # in one-process mode, the client only in two-process mode.
             "rpc_cpu_us_per_call": round(min(s.cpu_us for s in self.rpc), 2),
             "echo_cpu_us_per_call": round(min(s.cpu_us for s in self.echo), 2),
+            # The server child's CPU per call, best round (two-process mode; else None).
+            "rpc_server_cpu_us_per_call": _least(s.server_cpu_us for s in self.rpc),
+            "echo_server_cpu_us_per_call": _least(s.server_cpu_us for s in self.echo),
             "rpc_rounds_per_s": [round(s.per_s, 1) for s in self.rpc],
             "echo_rounds_per_s": [round(s.per_s, 1) for s in self.echo],
             "rpc_retries": self.rpc_retries,
             "rpc_timeouts": self.rpc_timeouts,
         }
+
+
+def _least(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(min(known), 2) if known else None
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -249,20 +267,31 @@ async def _batch(
 
 
 async def measure(
-    call: Call, addr: Address, args: dict[str, Any], calls: int, warmup: int, concurrency: int
+    call: Call,
+    addr: Address,
+    args: dict[str, Any],
+    calls: int,
+    warmup: int,
+    concurrency: int,
+    server_cpu: Callable[[], Awaitable[float]] | None = None,
 ) -> Sample:
+    """One timed batch; ``server_cpu``: reads the serving process's CPU seconds (its change
+    over the batch, per call, is the sample's ``server_cpu_us``)."""
     result = await call(addr, METHOD, args)
     if result != args:
         raise RuntimeError(f"echo returned {result!r}, expected {args!r}")
     await _batch(call, addr, args, warmup, concurrency)
     gc.collect()
+    served = await server_cpu() if server_cpu is not None else 0.0
     elapsed, cpu, latencies = await _batch(call, addr, args, calls, concurrency)
+    served = (await server_cpu() - served) if server_cpu is not None else -1.0
     latencies.sort()
     return Sample(
         per_s=calls / elapsed,
         p50_us=percentile(latencies, 0.50) * 1e6,
         p99_us=percentile(latencies, 0.99) * 1e6,
         cpu_us=cpu / calls * 1e6,
+        server_cpu_us=served / calls * 1e6 if served >= 0 else None,
     )
 
 
@@ -321,16 +350,33 @@ async def bench_mode(
             ("rpc", client.call, rpc_addr, row.rpc),
         ]
         await warm_up([(call, addr) for _, call, addr, _ in impls], args, settings)
+        server_cpu = None
+        if mode == TWO:
+
+            async def server_cpu() -> float:
+                return float(await client.call(rpc_addr, CPU_METHOD))
+
         for n in range(settings.rounds):
             for kind, call, addr, samples in impls:
                 sample = await measure(
-                    call, addr, args, settings.calls, settings.warmup, settings.concurrency
+                    call,
+                    addr,
+                    args,
+                    settings.calls,
+                    settings.warmup,
+                    settings.concurrency,
+                    server_cpu,
                 )
                 samples.append(sample)
+                served = (
+                    f" (server {sample.server_cpu_us:5.1f})"
+                    if sample.server_cpu_us is not None
+                    else ""
+                )
                 progress(
                     f"  {loop_name:7} {mode:11} round {n + 1}/{settings.rounds} {kind:4}: "
                     f"{sample.per_s:9.0f} calls/s  p50 {sample.p50_us:7.1f} us  "
-                    f"p99 {sample.p99_us:7.1f} us  cpu {sample.cpu_us:5.1f} us/call"
+                    f"p99 {sample.p99_us:7.1f} us  cpu {sample.cpu_us:5.1f}{served} us/call"
                 )
         row.rpc_retries = client.stats.retries
         row.rpc_timeouts = client.stats.timeouts
@@ -450,7 +496,8 @@ def headline(rows: list[Row], loops: list[str]) -> Row:
 def table(rows: list[Row], settings: Settings) -> str:
     header = (
         f"{'loop':8} {'mode':12} {'rpc/s':>9} {'echo/s':>9} {'ratio':>6} "
-        f"{'rpc p50':>8} {'rpc p99':>8} {'echo p50':>9} {'echo p99':>9} {'per round':>15}"
+        f"{'rpc p50':>8} {'rpc p99':>8} {'echo p50':>9} {'echo p99':>9} {'per round':>15} "
+        f"{'rpc cpu':>11} {'echo cpu':>11}"
     )
     lines = [
         f"{settings.calls} calls per measurement, concurrency {settings.concurrency}, "
@@ -464,15 +511,25 @@ def table(rows: list[Row], settings: Settings) -> str:
             f"{d['loop']:8} {d['mode']:12} {d['rpc_per_s']:9.0f} {d['echo_per_s']:9.0f} "
             f"{d['ratio']:6.2f} {d['p50_us']:8.1f} {d['p99_us']:8.1f} "
             f"{d['echo_p50_us']:9.1f} {d['echo_p99_us']:9.1f} "
-            f"{min(d['round_ratios']):6.2f}-{max(d['round_ratios']):.2f}"
+            f"{min(d['round_ratios']):6.2f}-{max(d['round_ratios']):.2f} "
+            f"{_cpu(d, 'rpc'):>11} {_cpu(d, 'echo'):>11}"
         )
         if row.rpc_retries or row.rpc_timeouts:
             lines.append(f"  (rpc retries {row.rpc_retries}, timeouts {row.rpc_timeouts})")
+    lines.append(
+        "cpu: us a call of the measuring process (client and server in one-process mode), "
+        "/ the server child's (two-process), best round"
+    )
     lines.append(
         f"targets: rpc/echo >= {TARGET_RATIO}, rpc p99 <= {TARGET_P99} x echo p99 "
         f"(garbage collection: {settings.gc})"
     )
     return "\n".join(lines)
+
+
+def _cpu(d: dict[str, Any], kind: str) -> str:
+    mine, served = d[f"{kind}_cpu_us_per_call"], d[f"{kind}_server_cpu_us_per_call"]
+    return f"{mine:.1f}" if served is None else f"{mine:.1f}/{served:.1f}"
 
 
 def report(rows: list[Row], loops: list[str], settings: Settings) -> dict[str, Any]:
