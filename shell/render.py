@@ -112,7 +112,7 @@ def _view_line(view: Any) -> list[str]:
     if not isinstance(view, Mapping) or type(view.get("nodes")) is not int:
         return []
     walks, ago = view.get("walks"), view.get("last_walk_s")
-    line = f"ring view    {_count(view['nodes'], 'node')} heard from within a minute"
+    line = f"ring view    {_count(view['nodes'], 'node')} known (leafset, and heard from lately)"
     if type(walks) is int and walks > 0 and isinstance(ago, int | float):
         times = "once" if walks == 1 else f"{walks} times"
         line += f"; walked round the ring {times}, the last {uptime(ago)} ago"

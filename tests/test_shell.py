@@ -350,11 +350,13 @@ def test_render_status_in_plain_words() -> None:
     # The ring view: what a node guesses primaries from, and whether walks filled it.
     st["view"] = {"nodes": 40, "walks": 2, "last_walk_s": 23.9}
     assert render.status_lines(st)[7] == (
-        "ring view    40 nodes heard from within a minute; walked round the ring 2 times, "
-        "the last 23 s ago"
+        "ring view    40 nodes known (leafset, and heard from lately); walked round the ring "
+        "2 times, the last 23 s ago"
     )
     st["view"] = {"nodes": 1, "walks": 0, "last_walk_s": None}
-    assert render.status_lines(st)[7] == "ring view    1 node heard from within a minute"
+    assert render.status_lines(st)[7] == (
+        "ring view    1 node known (leafset, and heard from lately)"
+    )
 
 
 def test_render_keys_shortens_long_keys() -> None:

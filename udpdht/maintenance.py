@@ -451,13 +451,16 @@ class Maintenance:
         self._walk = node.background(self.walk_view())
 
     def view_status(self) -> dict[str, Any]:
-        """The ring view as status shows it: the nodes a guess may name now (heard from
-        within the last minute, ourselves included), the walks that came round the ring to
-        fill it, and how long ago the last did (None: never)."""
+        """The ring view as status shows it: the nodes a coordinator places without a lookup
+        (its leafset, and those of the view heard from within the last minute; ourselves
+        included), the walks that came round the ring to fill it, and how long ago the last
+        did (None: never)."""
         node = self.node
         now = asyncio.get_running_loop().time()
+        known = node.view.heard_since(now - node.replicator.VIEW_AGE)
+        known.update(p.id for p in node.leafset.peers())
         return {
-            "nodes": node.view.heard_since(now - node.replicator.VIEW_AGE),
+            "nodes": len(known),
             "walks": self.walks,
             "last_walk_s": round(now - self._walked_round_at, 1) if self.walks else None,
         }

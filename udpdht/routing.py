@@ -430,10 +430,10 @@ class RingView:
             return
         del self._ids[bisect.bisect_left(self._ids, peer_id)]
 
-    def heard_since(self, since: float) -> int:
-        """How many nodes, ourselves included, were heard from since loop time ``since`` (the
+    def heard_since(self, since: float) -> set[int]:
+        """The ids of the nodes, ourselves included, heard from since loop time ``since`` (the
         nodes a guess may name; O(n): for status)."""
-        return sum(1 for _, heard in self._peers.values() if heard >= since)
+        return {peer_id for peer_id, (_, heard) in self._peers.items() if heard >= since}
 
     def get(self, peer_id: int) -> Peer | None:
         """The peer of that id, if the view holds it."""
