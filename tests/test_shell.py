@@ -353,6 +353,12 @@ def test_render_status_in_plain_words() -> None:
         "ring view    40 nodes known (leafset, and heard from lately); walked round the ring "
         "2 times, the last 23 s ago"
     )
+    # A node may send anything: times no clock gives are shown as unknown, not a crash.
+    st["uptime_s"] = float("nan")
+    st["view"] = {"nodes": 40, "walks": 2, "last_walk_s": float("inf")}
+    lines = render.status_lines(st)
+    assert lines[1] == "address      127.0.0.1:7000   (up ? s)"
+    assert lines[7].endswith("walked round the ring 2 times, the last ? s ago")
     st["view"] = {"nodes": 1, "walks": 0, "last_walk_s": None}
     assert render.status_lines(st)[7] == (
         "ring view    1 node known (leafset, and heard from lately)"

@@ -286,7 +286,10 @@ def show_meta(stored: StoredValue, now: float | None = None) -> str:
 
 
 def span(seconds: float, *, tenths: bool = True) -> str:
-    """``42.0 s`` (``42 s`` without ``tenths``), ``3 min 05 s``, ``2 h 10 min``, ``5 d 03 h``."""
+    """``42.0 s`` (``42 s`` without ``tenths``), ``3 min 05 s``, ``2 h 10 min``, ``5 d 03 h``;
+    ``? s`` for what no clock says (negative, infinite, NaN: a status a stranger sent)."""
+    if not 0 <= seconds < 1e12:  # (NaN compares false)
+        return "? s"
     if seconds < 60:
         return f"{seconds:.1f} s" if tenths else f"{int(seconds)} s"
     whole = int(seconds)
