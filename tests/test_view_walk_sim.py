@@ -31,6 +31,27 @@ def fresh_view(node: Node) -> set[int]:
     return {p.id for p in node.view.holders(node.id, len(node.view), since)}
 
 
+async def joined_ring(seed: int, nodes: int = 60) -> Sim:
+    """A ring of ``nodes`` built by joins, on the simulator (not yet ideal)."""
+    sim = Sim(seed=seed, store_config=STORE)
+    await sim.first()
+    await sim.join_many(nodes - 1, spread=3.0)
+    return sim
+
+
+async def views_whole(sim: Sim) -> set[int]:
+    """Wait until the ring is ideal and every node's view holds all of it that it does not
+    suspect (hearsay is not taken of a node it suspects); the ids of the ring's nodes."""
+    await sim.wait_ideal(60)
+    live = {n.id for n in sim.nodes}
+
+    def whole(node: Node) -> bool:
+        return fresh_view(node) >= {i for i in live if not node.detector.suspected(i)}
+
+    await wait_until(lambda: all(whole(n) for n in sim.nodes), within=30)
+    return live
+
+
 def walk_calls(sim: Sim) -> list[tuple[Address, Address]]:
     """From now on, (source, destination) of every walk step: a ``neighbors`` request without
     an ``id`` (stabilize and the loop check send theirs)."""
@@ -48,18 +69,10 @@ def walk_calls(sim: Sim) -> list[tuple[Address, Address]]:
 
 def test_the_nodes_of_a_small_ring_walk_it_and_guess_every_primary_right() -> None:
     async def main() -> None:
-        sim = Sim(seed=5, store_config=STORE)
-        await sim.first()
-        await sim.join_many(59, spread=3.0)
+        sim = await joined_ring(seed=5)
         calls = walk_calls(sim)
-        await sim.wait_ideal(60)
-        live = {n.id for n in sim.nodes}
-
-        def whole(node: Node) -> bool:  # (hearsay is not taken of a node it suspects)
-            return fresh_view(node) >= {i for i in live if not node.detector.suspected(i)}
-
         # Every view holds the whole ring (without walks: about half of it).
-        await wait_until(lambda: all(whole(n) for n in sim.nodes), within=30)
+        live = await views_whole(sim)
         # Status says so: the nodes a guess may name, and the walks that came round.
         views = [n.status()["view"] for n in sim.nodes]
         assert all(v["nodes"] >= len(live) - 2 for v in views), views
@@ -148,16 +161,8 @@ def test_a_walk_round_the_ring_spares_the_probes_of_the_peers_it_passed() -> Non
     # they are in another ring, a `neighbors` and a lookup each). A walk that came round the
     # ring passed through them: none is left to probe, until one is declared dead.
     async def main() -> None:
-        sim = Sim(seed=8, store_config=STORE)
-        await sim.first()
-        await sim.join_many(59, spread=3.0)
-        await sim.wait_ideal(60)
-        live = {n.id for n in sim.nodes}
-
-        def whole(node: Node) -> bool:  # (hearsay is not taken of a node it suspects)
-            return fresh_view(node) >= {i for i in live if not node.detector.suspected(i)}
-
-        await wait_until(lambda: all(whole(n) for n in sim.nodes), within=30)
+        sim = await joined_ring(seed=8)
+        await views_whole(sim)
 
         def outside_tables(node: Node) -> list[Peer]:
             tables = {p.id for p in [*node.leafset.peers(), *node.fingers.distinct()]}

@@ -518,11 +518,11 @@ class Maintenance:
 
     def _round_walked(self, walked: list[int]) -> None:
         """A walk came round to us through these nodes: they are of our own ring, so
-        probe_remembered need not ask whether they are (for SAME_RING_SKIP). In a ring that
-        is walked, the probes of the remembered peers fingers do not hold cost more than the
-        walk did: a lookup and a ``neighbors`` each, one every PROBE_EVERY seconds, until
-        each was found in our ring (100 servers 20-30 s after they started: 0.55 of a node's
-        3.2 calls a second)."""
+        probe_remembered need not ask whether they are (for SAME_RING_SKIP), as if each had
+        been probed. Otherwise, in a ring small enough to walk, the probes cost more than the
+        walk: a ``neighbors`` call and a lookup for each remembered peer outside our tables,
+        one every PROBE_EVERY seconds (100 servers 20-30 s after they started: 0.55 of a
+        node's 3.2 calls a second)."""
         now = asyncio.get_running_loop().time()
         self.walks += 1
         self._walked_round_at = now
