@@ -940,7 +940,7 @@ class Replicator:
                 return_exceptions=True,
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
-        best = answers[0][0] if len(answers) == 1 else newest_agreed(r for r, _ in answers)
+        best = newest_agreed(record for record, _ in answers)
         if best is not None and best.value is not None and best.live(self.node.wall_clock()):
             return best  # a live value (most reads: the primary's, asked alone)
         if guessed:
