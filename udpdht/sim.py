@@ -67,6 +67,9 @@ class Sim:
         self.violations: list[str] = []
         self.checks = 0
         self._ring_cache: tuple[tuple[int, ...], list[Peer], list[int]] | None = None
+        # joined's nodes in its order, for a join's random ``via`` (None: made again when next
+        # needed). A list made for each join touches every node: quadratic in a ring's size.
+        self._members: list[Node] | None = None
 
     # --- building ------------------------------------------------------------------------------
 
@@ -98,16 +101,28 @@ class Sim:
     async def first(self) -> Node:
         """The node that starts a ring: a ring of one."""
         node = await self.spawn()
-        self.joined[node.id] = node
+        self._admit(node)
         return node
+
+    def _admit(self, node: Node) -> None:
+        """``node`` is a member of the ring now (in ``joined``)."""
+        members = self._members
+        if node.id in self.joined or members is None or len(members) != len(self.joined):
+            self._members = None  # (taken again in place: joined keeps the old position)
+        else:
+            members.append(node)
+        self.joined[node.id] = node
 
     async def join(self, via: Node | None = None) -> Node:
         """Start a node and join it through ``via`` (a random member by default)."""
         if via is None:
-            via = self.rng.choice(list(self.joined.values()))
+            members = self._members
+            if members is None or len(members) != len(self.joined):
+                members = self._members = list(self.joined.values())
+            via = self.rng.choice(members)
         node = await self.spawn()
         await node.join(via.addr)
-        self.joined[node.id] = node
+        self._admit(node)
         return node
 
     async def join_many(self, count: int, via: Node | None = None, spread: float = 0.0) -> None:
@@ -128,7 +143,7 @@ class Sim:
         nodes = [await self.spawn(maintenance=maintenance) for _ in range(count)]
         self.install_ideal_routing(nodes)
         for node in nodes:
-            self.joined[node.id] = node
+            self._admit(node)
         return nodes
 
     @staticmethod
@@ -187,6 +202,7 @@ class Sim:
     def _forget(self, node: Node) -> None:
         self.nodes.remove(node)
         self.joined.pop(node.id, None)
+        self._members = None
 
     async def crash(self, node: Node) -> None:
         """Stop a node without a word to anyone."""
@@ -301,6 +317,7 @@ class Sim:
         await asyncio.gather(*(n.stop() for n in self.nodes))
         self.nodes.clear()
         self.joined.clear()
+        self._members = None
 
 
 def ring_problems(nodes: Iterable[Node]) -> list[str]:
