@@ -15,7 +15,12 @@ from udpdht.values import span
 
 
 def duration(seconds: float) -> str:
-    """``12.3 ms`` or ``1.52 s``."""
+    """``12.3 ms``, ``1.52 s``, ``0.08 ms`` below a millisecond; ``< 1 ms`` for 0, which is
+    what uvloop's clock (whole milliseconds) gives a round trip on one machine."""
+    if seconds <= 0.0:
+        return "< 1 ms"
+    if seconds < 0.001:
+        return f"{seconds * 1000:.2g} ms"
     if seconds < 1.0:
         return f"{seconds * 1000:.1f} ms"
     return f"{seconds:.2f} s"

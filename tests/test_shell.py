@@ -206,6 +206,9 @@ def test_render_values_and_durations() -> None:
     assert render.value_text(b"\xff") == "(bytes) /w=="
     assert render.duration(0.0123) == "12.3 ms"
     assert render.duration(5.2) == "5.20 s"
+    # A hop on one machine: not "0.0 ms" (uvloop's clock counts whole milliseconds: 0).
+    assert render.duration(0.00008) == "0.08 ms"
+    assert render.duration(0.0) == "< 1 ms"
     assert render.uptime(3725) == "1 h 02 min"
 
 
