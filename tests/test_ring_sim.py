@@ -648,3 +648,34 @@ def test_joins_one_after_another_leave_a_whole_ring_without_waiting_for_rounds(s
         await asyncio.gather(*(n.stop() for n in members))
 
     run_virtual(main())
+
+
+def test_joins_after_crashes_go_through_live_members_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Sim.join picks its via from a list it keeps beside ``joined`` (made per join, it was
+    # quadratic in the ring's size): a crashed member must leave it, or joins time out on it.
+    vias: list[tuple[str, int]] = []
+    real_join = Node.join
+
+    async def join(node: Node, via: tuple[str, int]) -> None:
+        vias.append(via)
+        await real_join(node, via)
+
+    async def main() -> None:
+        sim = Sim(seed=3)
+        await sim.first()
+        await sim.join_many(11)
+        await sim.wait_ideal(within=60)
+        for victim in list(sim.joined.values())[::2]:
+            await sim.crash(victim)
+        await sim.wait_ideal(within=60)  # (a join through the ring mid-repair may time out)
+        monkeypatch.setattr(Node, "join", join)
+        for _ in range(12):
+            await sim.join()
+        live = {n.addr for n in sim.joined.values()}
+        assert len(vias) == 12 and all(via in live for via in vias)
+        assert len(sim.joined) == 6 + 12
+        await sim.stop()
+
+    run_virtual(main())
