@@ -67,8 +67,9 @@ class Sim:
         self.violations: list[str] = []
         self.checks = 0
         self._ring_cache: tuple[tuple[int, ...], list[Peer], list[int]] | None = None
-        # joined's nodes in its order, for a join's random ``via`` (None: made again when next
-        # needed). A list made for each join touches every node: quadratic in a ring's size.
+        # joined's nodes in its order, for a join's random ``via``: appended to as nodes join,
+        # None (made again when next needed) once one leaves. A list made for each join
+        # touched every node: quadratic in a ring's size.
         self._members: list[Node] | None = None
 
     # --- building ------------------------------------------------------------------------------
@@ -106,20 +107,18 @@ class Sim:
 
     def _admit(self, node: Node) -> None:
         """``node`` is a member of the ring now (in ``joined``)."""
-        members = self._members
-        if node.id in self.joined or members is None or len(members) != len(self.joined):
+        if node.id in self.joined:
             self._members = None  # (taken again in place: joined keeps the old position)
-        else:
-            members.append(node)
+        elif self._members is not None:
+            self._members.append(node)
         self.joined[node.id] = node
 
     async def join(self, via: Node | None = None) -> Node:
         """Start a node and join it through ``via`` (a random member by default)."""
         if via is None:
-            members = self._members
-            if members is None or len(members) != len(self.joined):
-                members = self._members = list(self.joined.values())
-            via = self.rng.choice(members)
+            if self._members is None:
+                self._members = list(self.joined.values())
+            via = self.rng.choice(self._members)
         node = await self.spawn()
         await node.join(via.addr)
         self._admit(node)
