@@ -28,7 +28,7 @@ STORE = StoreConfig(replicas=3, sync_period=5.0)
 def fresh_view(node: Node) -> set[int]:
     """The ids of the nodes the view would guess now (heard of within its 60 s)."""
     since = asyncio.get_running_loop().time() - node.replicator.VIEW_AGE
-    return {p.id for p in node.view.holders(node.id, len(node.view), since)}
+    return node.view.heard_since(since)
 
 
 async def joined_ring(seed: int, nodes: int = 60) -> Sim:
