@@ -14,6 +14,7 @@ import pytest
 from helpers import wait_until
 
 from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
+from udpdht.errors import BadRequest
 from udpdht.net import format_addr, run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
@@ -210,6 +211,48 @@ def test_delete_writes_a_tombstone_that_shadows_stale_replicas() -> None:
         with pytest.raises(KeyNotFound):
             await node.get("doomed")
         assert await node.delete("never-there") is False
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_delete_whose_first_answer_is_lost_still_says_the_key_existed() -> None:
+    # A new-user trial: deletes right after a kill -9 said "not found" for 2 keys of 12 that
+    # were there. The coordinator's call to the primary timed out while the primary copied
+    # the tombstone to the dead replica (node-to-node calls do not wait on WORKING), and its
+    # next attempt found that tombstone. Here the primary's first answers are lost instead.
+    async def main() -> None:
+        sim = store_sim(31)
+        await sim.build_ideal(20, maintenance=True)
+        holders = sim.responsible(b"doomed")
+        coordinator = next(n for n in sim.joined.values() if n.peer not in holders)
+        await coordinator.put("doomed", 1)
+        primary = holders[0]
+        lost: list[int] = []
+
+        def lose_the_first_answers(src: object, dst: object, data: bytes) -> bool:
+            if src != primary.addr or dst != coordinator.addr or len(lost) >= 2:
+                return False
+            msg = wire.decode(data)
+            if type(msg) is wire.Reply and isinstance(msg.result, dict) and "existed" in msg.result:
+                lost.append(msg.rid)  # the answer and the cached one sent again
+                return True
+            return False
+
+        sim.net.set_drop_filter(lose_the_first_answers)
+        assert await coordinator.delete("doomed") is True
+        assert len(lost) == 2  # (the first attempt did time out)
+        sim.net.set_drop_filter(None)
+        with pytest.raises(KeyNotFound):
+            await coordinator.get("doomed")
+        # Written once: the primary holds the first attempt's tombstone, not a second one.
+        stamps = {n.replicator.store.get(b"doomed").version for n in sim.copies(b"doomed")}  # type: ignore[union-attr]
+        assert len(stamps) == 1
+        # What a stranger may put there: bytes, 1 to 16 of them.
+        for wid in ("text", b"", bytes(17)):
+            bad = {"key": b"doomed", "value": None, "ttl": None, "wid": wid}
+            with pytest.raises(BadRequest, match="'wid'"):
+                await coordinator.call_peer(primary, "store_write", bad)
         await sim.stop()
 
     run_virtual(main())

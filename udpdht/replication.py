@@ -33,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import Counter
+import os
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -248,6 +249,9 @@ class Replicator:
         self._peer_full_at: dict[int, float] = {}
         # Writes of this primary being copied to the replicas, by key (see _write_here).
         self._copying: dict[bytes, asyncio.Future[list[bool]]] = {}
+        # The replies of the latest writes, by key and the coordinator's write id (see
+        # _write_here): an attempt made again finds what the first one did.
+        self._writes: OrderedDict[tuple[bytes, bytes], dict[str, Any]] = OrderedDict()
         # When our join's hand-off last failed (see settled): repair brings the rest of our
         # range, and until it has had time to, our "nothing here" does not count.
         self._handoff_failed_at = float("-inf")
@@ -681,7 +685,11 @@ class Replicator:
             check_value(value)
         self._check_ttl(ttl)
         key_id = ids.hash_key(key)
-        args: dict[str, Any] = {"key": key, "value": value, "ttl": ttl}
+        # One id for every attempt of this write: a primary that gets it again (our call
+        # timed out while it copied the record to a replica that is gone) answers what the
+        # first attempt found, not "existed: false" for the tombstone that attempt wrote.
+        wid = os.urandom(8)
+        args: dict[str, Any] = {"key": key, "value": value, "ttl": ttl, "wid": wid}
         if unless_same:
             args["unless_same"] = True
         last: Exception | None = None
@@ -729,7 +737,9 @@ class Replicator:
             for i, target in enumerate(targets):
                 try:
                     if target.id == self.node.id:
-                        reply = await self._write_here(key, value, ttl, unless_same=unless_same)
+                        reply = await self._write_here(
+                            key, value, ttl, unless_same=unless_same, wid=wid
+                        )
                     else:
                         # Few tries when another target follows (a dead primary costs 0.3 s, not
                         # 1.7).
@@ -1033,12 +1043,33 @@ class Replicator:
 
     # --- the primary ---------------------------------------------------------------------------
 
+    MAX_WRITE_IDS = 4096  # write replies kept for attempts made again (see _write_here)
+
     async def _write_here(
-        self, key: bytes, value: bytes | None, ttl: float | None, *, unless_same: bool = False
+        self,
+        key: bytes,
+        value: bytes | None,
+        ttl: float | None,
+        *,
+        unless_same: bool = False,
+        wid: bytes | None = None,
     ) -> dict[str, Any]:
         key_id = ids.hash_key(key)
         if not self.is_primary(key_id):
             raise self._not_responsible(key_id, "the primary")
+        first = self._writes.get((key, wid)) if wid is not None else None
+        if first is not None:
+            # The same write again (``wid``: the coordinator's id for it): its call timed out
+            # while we copied the record (a replica that is gone costs a push's retries, and
+            # node-to-node calls do not wait on WORKING). Written once: answer what the first
+            # attempt found (after its copies, as it does), not "existed: false" for the
+            # tombstone of a delete. (A new-user trial: deletes right after a kill -9 said
+            # "not found" for 2 keys of 12 that were there.)
+            copying = self._copying.get(key)
+            if copying is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(copying)
+            return dict(first)
         now = self.node.wall_clock()
         current = self.store.get(key)
         if current is not None and current.version.stamp > self._latest_stamp():
@@ -1073,6 +1104,11 @@ class Replicator:
         self._make_room(record, current)
         self.store.put(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
+        reply: dict[str, Any] = {"version": [version.stamp, version.writer], "existed": existed}
+        if wid is not None:  # (the same dict: an attempt made again gets the shortfall too)
+            self._writes[(key, wid)] = reply
+            if len(self._writes) > self.MAX_WRITE_IDS:
+                self._writes.popitem(last=False)
         # Replicate before acknowledging: an acknowledged write is on every live replica that
         # has room for it (the acknowledgement names the others).
         replicas = [p for p in self.next_nodes(self.config.replicas - 1) if p.id != self.node.id]
@@ -1084,7 +1120,6 @@ class Replicator:
         finally:
             if self._copying.get(key) is copies:
                 del self._copying[key]
-        reply: dict[str, Any] = {"version": [version.stamp, version.writer], "existed": existed}
         if not all(took):
             # Fewer copies than wanted: the acknowledgement says so. A replica that did not
             # answer gets its copy from repair once it is back or replaced; one whose store is
@@ -1202,7 +1237,10 @@ class Replicator:
             raise self._not_responsible(ids.hash_key(key), "the primary")
         self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
         unless_same = args.get("unless_same") is True
-        return await self._write_here(key, value, ttl, unless_same=unless_same)
+        wid = args.get("wid")
+        if wid is not None and (type(wid) is not bytes or not 0 < len(wid) <= 16):
+            raise BadRequest("'wid' must be 1..16 bytes")
+        return await self._write_here(key, value, ttl, unless_same=unless_same, wid=wid)
 
     def _rpc_read(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         keys = args.get("keys")
