@@ -71,7 +71,7 @@ def test_text_picture_shows_every_node_the_attached_one_and_chords() -> None:
     assert "\\" in text and "/" in text  # the chords to the right and left quarters
     assert "4 nodes shown, 8 keys held by 3 ('?': 1 did not say)" in text
     assert "attached node 000000 (127.0.0.1:7000)" in text
-    assert "the attached node's 3 fingers" in text
+    assert "3 fingers of the attached node" in text
 
 
 @pytest.mark.parametrize("width", [40, 61, 80, 120])
@@ -123,7 +123,7 @@ def test_svg_parses_with_one_circle_per_node_and_the_chords() -> None:
     assert float(attached[0].get("cy", "")) < float(ring.get("cy", ""))
     assert len([x for x in root.iter(f"{SVG}line") if x.get("class") == "finger"]) == 3
     title = root.find(f"{SVG}title")
-    assert title is not None and title.text == "udpdht ring: 4 nodes, attached to 127.0.0.1:7000"
+    assert title is not None and title.text == "udpdht ring: 4 nodes, attached node 127.0.0.1:7000"
     texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
     assert "c00000 ?" in texts and "400000 5" in texts
 
@@ -222,13 +222,20 @@ def test_ring_draw_against_a_real_ring(tmp_path: Path) -> None:
         assert all(len(line) <= 80 for line in lines)
         assert len(_find(lines, ATTACHED)) == 1 and "\x1b[" not in out  # not a terminal
         assert f"{ids.to_hex(first.id)[:6]} " in out and f"{ids.to_hex(second.id)[:6]} " in out
-        assert f"attached node {ids.to_hex(first.id)[:6]} ({first.addr_text})" in out
+        # The CLI attaches to nothing: the node it asked, in the words of its list ("*")
+        assert f"node asked {ids.to_hex(first.id)[:6]} ({first.addr_text})" in out
+        assert "attached" not in out
 
         svg = tmp_path / "ring.svg"
         result = udpdht("ring", "--node", first.addr_text, "--svg", str(svg))
         assert result.returncode == 0 and str(svg) in result.stdout
         root = ET.parse(svg).getroot()
         assert len([c for c in root.iter(f"{SVG}circle") if "node" in c.get("class", "")]) == 2
+        title = root.find(f"{SVG}title")
+        assert (
+            title is not None
+            and title.text == f"udpdht ring: 2 nodes, node asked {first.addr_text}"
+        )
 
         bad = udpdht("ring", "--node", first.addr_text, "--svg", str(tmp_path / "no" / "x.svg"))
         assert bad.returncode == 2 and "cannot write" in bad.stderr

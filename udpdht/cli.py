@@ -885,14 +885,16 @@ async def show_ring_picture(
     nodes, fingers = ringdraw.from_statuses(attached, others, limit=limit)
     if args.svg:
         try:
-            await asyncio.to_thread(_write_text, args.svg, ringdraw.draw_svg(nodes, fingers))
+            svg = ringdraw.draw_svg(nodes, fingers, who=ringdraw.ASKED_NODE)
+            await asyncio.to_thread(_write_text, args.svg, svg)
         except OSError as exc:
             raise UsageError(f"cannot write {args.svg}: {exc.strerror}") from None
         print(f"wrote a picture of {len(nodes)} nodes to {args.svg}")
         return
     width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    print("\n".join(ringdraw.draw_text(nodes, fingers, width=width, color=color)))
+    lines = ringdraw.draw_text(nodes, fingers, width=width, color=color, who=ringdraw.ASKED_NODE)
+    print("\n".join(lines))
 
 
 def _cluster_size(text: str) -> int:

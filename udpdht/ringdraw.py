@@ -23,6 +23,8 @@ ID_DIGITS = 6  # hex digits of an id in a label
 
 ATTACHED = "@"
 NODE = "o"
+ATTACHED_NODE = "attached node"  # what the legend calls the node highlighted: the shell's words
+ASKED_NODE = "node asked"  # ... and the CLI's (it attaches to nothing: "* the node asked")
 OUTLINE = "."
 ORIENTATION = "id 0 at the top, ids increase clockwise"
 
@@ -145,18 +147,20 @@ def _summary(nodes: Sequence[RingNode]) -> str:
     return text
 
 
-def _legend(nodes: Sequence[RingNode], fingers: Sequence[int], shared: bool = False) -> list[str]:
+def _legend(
+    nodes: Sequence[RingNode], fingers: Sequence[int], who: str, shared: bool = False
+) -> list[str]:
     me = next((n for n in nodes if n.attached), None)
     first = f"{NODE} a node"
     if me is not None:
         short = ids.to_hex(me.node_id)[:ID_DIGITS]
-        first = f"{ATTACHED} attached node {short} ({me.addr}), {first}"
+        first = f"{ATTACHED} {who} {short} ({me.addr}), {first}"
     if shared:
         first += ", 2-9 (+): nodes too close to tell apart"
     chords = (
-        f"lines: the attached node's {_count(len(fingers), 'finger')}"
+        f"lines: {_count(len(fingers), 'finger')} of the {who}"
         if fingers
-        else "the attached node has no fingers yet"
+        else f"the {who} has no fingers yet"
     )
     return [first, f"labels: id prefix, keys held as primary; {chords}", ORIENTATION]
 
@@ -175,8 +179,10 @@ def draw_text(
     *,
     width: int = DEFAULT_WIDTH,
     color: bool = False,
+    who: str = ATTACHED_NODE,
 ) -> list[str]:
-    """The ring as lines of at most ``width`` visible characters (ANSI colours if ``color``)."""
+    """The ring as lines of at most ``width`` visible characters (ANSI colours if ``color``);
+    ``who``: what the legend calls the highlighted node (the CLI's is the node asked)."""
     if width < MIN_WIDTH:
         raise ValueError(f"a picture needs at least {MIN_WIDTH} columns, not {width}")
     nodes = _unique(nodes)
@@ -269,7 +275,7 @@ def draw_text(
     if left_out:
         summary += f"; {_count(left_out, 'label')} left out (no room)"
     shared = any(count > 1 for count in per_cell.values())
-    for paragraph in [summary, *_legend(nodes, chord_ends, shared)]:
+    for paragraph in [summary, *_legend(nodes, chord_ends, who, shared)]:
         lines.extend(textwrap.wrap(paragraph, width))
     return lines
 
@@ -310,7 +316,13 @@ def _label_places(
     return places
 
 
-def draw_svg(nodes: Sequence[RingNode], fingers: Sequence[int] = (), *, size: int = 640) -> str:
+def draw_svg(
+    nodes: Sequence[RingNode],
+    fingers: Sequence[int] = (),
+    *,
+    size: int = 640,
+    who: str = ATTACHED_NODE,
+) -> str:
     """The same picture as an SVG document (a string)."""
     nodes = _unique(nodes)
     me = next((n for n in nodes if n.attached), None)
@@ -318,11 +330,11 @@ def draw_svg(nodes: Sequence[RingNode], fingers: Sequence[int] = (), *, size: in
     top = 50  # the title
     r = size / 2 - 110  # room for the labels
     cx, cy = size / 2, top + r + 45
-    legend = [_summary(nodes), *_legend(nodes, chord_ends)]
+    legend = [_summary(nodes), *_legend(nodes, chord_ends, who)]
     height = round(cy + r + 45 + 15 * len(legend))
     title = f"udpdht ring: {_count(len(nodes), 'node')}"
     if me is not None:
-        title += f", attached to {me.addr}"
+        title += f", {who} {me.addr}"
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{height}"'
         f' viewBox="0 0 {size} {height}" font-family="monospace" font-size="11">',
