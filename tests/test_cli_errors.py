@@ -105,6 +105,16 @@ def test_extra_words_point_to_the_subcommand_help() -> None:
     assert (
         result.stderr == "udpdht: error: unrecognized arguments: now (see udpdht status --help)\n"
     )
+    # A mistyped flag is named as a config file's or an environment variable's is (a
+    # new-user trial: --prot got no hint where prot = ... and UDPDHT_PROT did).
+    result = udpdht("node", "--prot", "47003")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "udpdht: error: unrecognized arguments: --prot 47003; did you mean --port? "
+        "(see udpdht node --help)\n"
+    )
+    result = udpdht("get", "k", "--nodee=127.0.0.1:9")
+    assert "did you mean --node?" in result.stderr
 
 
 def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:

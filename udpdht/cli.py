@@ -164,7 +164,8 @@ class _Parser(argparse.ArgumentParser):
             words = " ".join(extra)
             if sub is not None and sub.prog.endswith(" put"):
                 sub.error(f"too many arguments: {words} (quote a VALUE that has spaces)")
-            (sub or self).error(f"unrecognized arguments: {words}")
+            parser = sub or self
+            parser.error(f"unrecognized arguments: {words}{_did_you_mean(parser, extra)}")
         return parsed
 
     def _subcommand(self, name: str | None) -> argparse.ArgumentParser | None:
@@ -173,6 +174,21 @@ class _Parser(argparse.ArgumentParser):
                 found: argparse.ArgumentParser | None = action.choices.get(name)
                 return found
         return None
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
+    """A hint for the first of ``extra`` that looks like a mistyped option of ``parser``
+    ("; did you mean --port?"), as a config file's or an environment variable's mistyped
+    name gets one; "" when none looks like one."""
+    import difflib  # (only when something went wrong: not on every start)
+
+    options = [o for o in parser._option_string_actions if o.startswith("--")]
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
 
 
 #: The client commands that also work on a kademlia network (--node kad://H:P).
