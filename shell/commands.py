@@ -687,6 +687,26 @@ def _usage_tokens(usage: str) -> list[str]:
 _VALUED = ("--ttl", "--limit", "--after", "--after-hex")  # options followed by a value
 
 
+def _alternative(tokens: list[str], first: str) -> list[str]:
+    """Of a usage's alternatives (``A [--opt X] | kad://A``), the one whose first word
+    ``first`` is: the one whose literal prefix (``kad://``) it starts with, else the first
+    one that has no such prefix."""
+    alternatives: list[list[str]] = [[]]
+    for token in tokens:
+        if token == "|":
+            alternatives.append([])
+        else:
+            alternatives[-1].append(token)
+    plain = alternatives[0]
+    for alt in alternatives:
+        prefix = alt[0].partition("://")[0] + "://" if alt and "://" in alt[0] else ""
+        if prefix and first.startswith(prefix):
+            return alt
+        if not prefix and plain is alternatives[0] and alt:
+            plain = alt
+    return plain
+
+
 def arg_hint(text: str, mode: str = "udpdht") -> str:
     """What is still to type after ``text``, as redis-cli hints it: ``put k`` -> `` VALUE
     [--json] [--ttl SECONDS]`` (on a kademlia network, ``mode`` kad: `` VALUE [--json]``).
@@ -705,6 +725,10 @@ def arg_hint(text: str, mode: str = "udpdht") -> str:
     if name == "watch" and len(args) >= 2:
         return arg_hint(" ".join(args[1:]) + ("" if typing else " "), mode)
     tokens = _usage_tokens(usage(name, mode))
+    if "|" in tokens:  # (attach A [--cookie FILE] | kad://A): all, or the one being typed
+        if not args:
+            return (" " if typing else "") + " ".join(tokens)
+        tokens = _alternative(tokens, args[0])
     if name == "nodes" and args and args[0] in _ACTION_USAGE:
         tokens, args = _ACTION_USAGE[args[0]], args[1:]
     positional = [t for t in tokens if not t.startswith("[--")]

@@ -699,6 +699,10 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
         ("status ", ""),
         ("frob ", ""),
         ("put 'unclosed", ""),
+        ("attach ", "HOST:PORT [--cookie FILE] | kad://HOST:PORT"),
+        # (a new-user trial: after an address the hint went on "| kad://HOST:PORT ...")
+        ("attach 127.0.0.1:7000 ", "[--cookie FILE]"),
+        ("attach kad://127.0.0.1:7000 ", ""),
     ],
 )
 def test_argument_hints(typed: str, hint: str) -> None:
