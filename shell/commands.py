@@ -697,14 +697,10 @@ def _alternative(tokens: list[str], first: str) -> list[str]:
             alternatives.append([])
         else:
             alternatives[-1].append(token)
-    plain = alternatives[0]
     for alt in alternatives:
-        prefix = alt[0].partition("://")[0] + "://" if alt and "://" in alt[0] else ""
-        if prefix and first.startswith(prefix):
+        if alt and "://" in alt[0] and first.startswith(alt[0].partition("://")[0] + "://"):
             return alt
-        if not prefix and plain is alternatives[0] and alt:
-            plain = alt
-    return plain
+    return next((alt for alt in alternatives if alt and "://" not in alt[0]), alternatives[0])
 
 
 def arg_hint(text: str, mode: str = "udpdht") -> str:
