@@ -253,6 +253,18 @@ def test_a_delete_whose_first_answer_is_lost_still_says_the_key_existed() -> Non
             bad = {"key": b"doomed", "value": None, "ttl": None, "wid": wid}
             with pytest.raises(BadRequest, match="'wid'"):
                 await coordinator.call_peer(primary, "store_write", bad)
+        # However many ids a stranger sends, the primary keeps MAX_WRITE_IDS replies at most.
+        node = sim.joined[primary.id]
+        node.replicator.MAX_WRITE_IDS = 4
+        for i in range(10):
+            key = next(
+                k
+                for k in (f"w{i}-{j}".encode() for j in range(1000))
+                if node.replicator.is_primary(ids.hash_key(k))
+            )
+            args = {"key": key, "value": b"x", "ttl": None, "wid": bytes([i + 1])}
+            await coordinator.call_peer(primary, "store_write", args)
+        assert len(node.replicator._writes) == 4
         await sim.stop()
 
     run_virtual(main())

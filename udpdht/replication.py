@@ -1045,6 +1045,13 @@ class Replicator:
 
     MAX_WRITE_IDS = 4096  # write replies kept for attempts made again (see _write_here)
 
+    async def _copied(self, key: bytes) -> None:
+        """Wait for the copies of the write of ``key`` under way to the replicas, if any
+        (shielded: a waiter cancelled is not the write, whose copies go on)."""
+        copying = self._copying.get(key)
+        if copying is not None:
+            await asyncio.shield(copying)
+
     async def _write_here(
         self,
         key: bytes,
@@ -1065,10 +1072,7 @@ class Replicator:
             # attempt found (after its copies, as it does), not "existed: false" for the
             # tombstone of a delete. (A new-user trial: deletes right after a kill -9 said
             # "not found" for 2 keys of 12 that were there.)
-            copying = self._copying.get(key)
-            if copying is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(copying)
+            await self._copied(key)
             return dict(first)
         now = self.node.wall_clock()
         current = self.store.get(key)
@@ -1087,9 +1091,7 @@ class Replicator:
             # The same value again: no new version, no replication. An acknowledgement still
             # means "on every live replica": wait for the write that put it here, if it is
             # still being copied.
-            copying = self._copying.get(key)
-            if copying is not None:
-                await asyncio.shield(copying)
+            await self._copied(key)
             self.writes_unchanged += 1
             v = current.version
             return {"version": [v.stamp, v.writer], "existed": True, "unchanged": True}
@@ -1233,13 +1235,13 @@ class Replicator:
             value = _arg_bytes(args, "value", MAX_VALUE)
         ttl = args.get("ttl")
         self._check_ttl(ttl)
+        wid = args.get("wid")
+        if wid is not None and (type(wid) is not bytes or not 0 < len(wid) <= 16):
+            raise BadRequest("'wid' must be 1..16 bytes")
         if not self.is_primary(ids.hash_key(key)):  # before it costs the sender anything
             raise self._not_responsible(ids.hash_key(key), "the primary")
         self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
         unless_same = args.get("unless_same") is True
-        wid = args.get("wid")
-        if wid is not None and (type(wid) is not bytes or not 0 < len(wid) <= 16):
-            raise BadRequest("'wid' must be 1..16 bytes")
         return await self._write_here(key, value, ttl, unless_same=unless_same, wid=wid)
 
     def _rpc_read(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
