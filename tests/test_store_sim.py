@@ -15,6 +15,7 @@ from helpers import wait_until
 
 from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
 from udpdht.errors import BadRequest
+from udpdht.lookup import Lookup
 from udpdht.net import format_addr, run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
@@ -265,6 +266,43 @@ def test_a_delete_whose_first_answer_is_lost_still_says_the_key_existed() -> Non
             args = {"key": key, "value": b"x", "ttl": None, "wid": bytes([i + 1])}
             await coordinator.call_peer(primary, "store_write", args)
         assert len(node.replicator._writes) == 4
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_read_whose_lookups_lead_past_the_holders_asks_the_holders_a_refusal_names() -> None:
+    # Right after 100 servers joined, 1-2 gets in 300 waited 0.1-0.8 s (SETTLE_POLL rounds):
+    # the lookups of a ring that forms led past nodes that had joined a moment ago, every node
+    # asked refused, and the refusal of one that knew the key's holders, naming them, went
+    # unheeded. Here the coordinator's lookups are made that stale: three times nodes far from
+    # the key (as many as a read follows), then the nodes just past its holders.
+    async def main() -> None:
+        sim = store_sim(32)
+        await sim.build_ideal(60)
+        await next(iter(sim.joined.values())).put("fresh", "here")
+        ring, _ = sim._ring()
+        holders = sim.responsible(b"fresh")
+        h = ring.index(holders[0])
+        past = [ring[(h + R + i) % len(ring)] for i in range(4)]
+        # Nodes whose leafsets miss the key: they refuse and name no one.
+        far = [[ring[(h + 25 + 10 * j + i) % len(ring)] for i in range(4)] for j in range(3)]
+        coordinator = sim.joined[ring[(h + 15) % len(ring)].id]
+        stale = [*far, past]
+        looked_up = 0
+
+        async def lookup_id(key: int, **kwargs: object) -> Lookup:
+            nonlocal looked_up
+            owner, *after = stale[min(looked_up, 3)]
+            looked_up += 1
+            return Lookup(owner, [], after)
+
+        coordinator.lookup_id = lookup_id  # type: ignore[method-assign]
+        coordinator.replicator.guess_holders = lambda *a, **k: None  # type: ignore[method-assign]
+        assert await coordinator.get("fresh") == "here"
+        # In one read: its own lookup and three after refusals that named no one. (Before, the
+        # holders' refusals were dropped: the read was made again after SETTLE_POLL.)
+        assert looked_up == 4
         await sim.stop()
 
     run_virtual(main())
