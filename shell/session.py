@@ -493,11 +493,12 @@ class Session:
 
     async def _delete(self, cmd: Command) -> str:
         assert cmd.key is not None
-        existed = await self._client().delete(cmd.key)
+        existed, short = await self._client().delete_checked(cmd.key)
         self.keys.pop(cmd.key, None)
         if not existed:  # the CLI's words (udpdht delete exits 1)
             raise CommandError(f"{cmd.key!r}: not found (nothing to delete)")
-        return f"deleted {cmd.key!r}"
+        deleted = f"deleted {cmd.key!r}"
+        return deleted if short is None else f"{deleted}\nwarning: {cmd.key!r} is deleted {short}"
 
     async def _lookup(self, cmd: Command) -> str:
         assert cmd.key is not None

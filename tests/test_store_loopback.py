@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal, wait_until
 
-from udpdht import Client, KeyNotFound, ValueTooLarge
+from udpdht import Client, KeyNotFound, ValueTooLarge, ids
 from udpdht import node as node_module
 from udpdht.errors import Busy
 from udpdht.storage import DiskStore
@@ -147,6 +147,34 @@ async def test_store_calls_while_the_store_opens_are_busy_not_unknown(
         opened.set()
         await starting
         await node.stop()
+
+
+def test_a_delete_a_replica_did_not_take_says_so() -> None:
+    # A delete said "deleted" with no word of a replica that did not answer, where a put says
+    # "on 2 of 3 nodes only". Here a replica is frozen (SIGSTOP) while the key is deleted
+    # through its primary: the deletion holds (the primary answers "not found" after it), and
+    # the warning says the last copy comes by repair.
+    with (
+        node_process() as a,
+        node_process("--bootstrap", a.addr_text) as b,
+        node_process("--bootstrap", a.addr_text) as c,
+    ):
+        nodes = [a, b, c]
+        asyncio.run(wait_processes_ideal(nodes, within=15.0))
+        assert udpdht("put", "--node", a.addr_text, "k", "v").returncode == 0
+        key_id = ids.hash_key(b"k")
+        primary = min(nodes, key=lambda n: ids.distance(key_id, n.id))
+        frozen = next(n for n in nodes if n is not primary)
+        frozen.signal(signal.SIGSTOP)
+        try:
+            done = udpdht("delete", "--node", primary.addr_text, "k")
+        finally:
+            frozen.signal(signal.SIGCONT)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "deleted 'k'\n"
+        assert done.stderr.startswith("udpdht: warning: 'k' is deleted on 2 of 3 nodes only: ")
+        assert "1 did not take it" in done.stderr
+        assert udpdht("get", "--node", primary.addr_text, "k").returncode == 1
 
 
 def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:

@@ -828,11 +828,13 @@ async def _slow_write(client: Client, write: Awaitable[T], what: str) -> T:
 
 async def _delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        existed = await _slow_write(client, client.delete(args.key), "delete")
+        existed, short = await _slow_write(client, client.delete_checked(args.key), "delete")
     if not existed:  # as get: exit 1, and the same words as the shell
         print(f"udpdht: {_shown_key(args.key)}: not found (nothing to delete)", file=sys.stderr)
         return 1
     print(f"deleted {_shown_key(args.key)}")
+    if short is not None:  # gone for readers, but fewer replicas than wanted hold the deletion
+        print(f"udpdht: warning: {_shown_key(args.key)} is deleted {short}", file=sys.stderr)
     return 0
 
 

@@ -202,8 +202,14 @@ class Client:
 
     async def delete(self, key: str | bytes) -> bool:
         """Delete ``key``; returns whether it had a value."""
+        existed, _ = await self.delete_checked(key)
+        return existed
+
+    async def delete_checked(self, key: str | bytes) -> tuple[bool, Shortfall | None]:
+        """Delete ``key``; returns whether it had a value, and None when every replica took
+        the deletion, else how many did (Shortfall, as ``put``: the others get it by repair)."""
         reply = await self.call("delete", {"key": key_bytes(key)})
-        return bool(reply["existed"])
+        return bool(reply["existed"]), Shortfall.from_reply(reply)
 
     async def keys(
         self, limit: int = 100, *, after: str | bytes | None = None, max_pages: int = 10_000

@@ -1251,7 +1251,7 @@ class Replicator:
         self._charge(src, len(key) + ITEM_OVERHEAD)
         # A tombstone is written even for an absent key: it shadows any stray older replica.
         written = await self.put(key, None, None)
-        return {"existed": written.existed}
+        return {"existed": written.existed, **(written.short.to_wire() if written.short else {})}
 
     async def _rpc_write(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
