@@ -228,21 +228,23 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     )
     if args.new_ring:
         node.memory.forget()
+    # Before the node starts (it opens its data dir, loads its store and says so): a metrics
+    # address that cannot be bound stops it with only the error said, and nothing written.
+    # (Until the node runs, a scrape gets no node metrics: metrics.snapshot.)
+    exporter = _serve_metrics(metrics, node, args.metrics) if metrics else None
     made = _missing_dirs(data_dir)
     try:
         await node.start()
-    except OSError as exc:
+    except (OSError, DataDirError, ValueError) as exc:
         _remove_empty(made)  # a node that never ran leaves no data dir behind
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
-    except (DataDirError, ValueError) as exc:
-        _remove_empty(made)
+        if exporter is not None:
+            await asyncio.to_thread(exporter.close)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
         raise UsageError(str(exc)) from None
     _say_if_a_new_ring_of_old_data(node, args)
     fmt.node = ids.short(node.id)
     cookie_path = _publish_cookie(node)
-    # Before any of the lines that say the node runs: a metrics address that cannot be bound
-    # stops it with only the error said.
-    exporter = await _serve_metrics(metrics, node, args.metrics) if metrics else None
     bound = node.endpoint.addr
     also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
     _announce(fmt, f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}{also}")
@@ -374,14 +376,12 @@ def _metrics_module() -> ModuleType:
     return metrics
 
 
-async def _serve_metrics(metrics: ModuleType, node: Node, addr: Address) -> MetricsServer:
-    """Serve the node's metrics at ``addr``; a UsageError (after stopping the node) when the
+def _serve_metrics(metrics: ModuleType, node: Node, addr: Address) -> MetricsServer:
+    """Serve the node's metrics at ``addr`` (before the node starts); a UsageError when the
     address cannot be bound."""
     try:
         exporter: MetricsServer = metrics.serve(node, addr)
     except OSError as exc:
-        await node.stop()
-        _unpublish_cookie(node)
         why = exc.strerror if isinstance(exc, socket.gaierror) else _why(exc)
         raise UsageError(f"cannot serve metrics on {format_addr(addr)}: {why}") from None
     return exporter
