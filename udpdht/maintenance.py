@@ -609,13 +609,31 @@ class Maintenance:
         return peer.id, reply.get("isolated") is True
 
     async def check_predecessor(self) -> None:
-        pred = self.node.leafset.predecessor
+        """Ping our predecessor; if it fails, the other predecessors too, all at once.
+
+        After many nodes crash at once, the nodes before us in our list are often dead as
+        well, and each is dropped only after two failures: pinged one a round, a list of dead
+        ones took two rounds each to clear (half of 600 nodes crashed: 40 s with 16 nodes cut
+        off, their live predecessors walking back to the dead ones our list still named)."""
+        ls = self.node.leafset
+        pred = ls.predecessor
         if pred is None:
             return
         try:
             await self.node.call_peer(pred, "ping")
+            return
         except PEER_FAILURES as exc:
             self.node.peer_failed(pred, exc)
+        rest = [p for p in ls.predecessors if p.id != pred.id]
+        tries = self.node.config.lookup_tries
+        answers = await asyncio.gather(
+            *(self.node.call_peer(p, "ping", tries=tries) for p in rest), return_exceptions=True
+        )
+        for peer, answer in zip(rest, answers, strict=True):
+            if isinstance(answer, PEER_FAILURES):
+                self.node.peer_failed(peer, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
 
     async def fix_fingers(self) -> bool:
         """Refresh fingers from where the last round stopped, up to one lookup's worth;
