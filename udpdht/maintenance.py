@@ -340,7 +340,9 @@ class Maintenance:
                 break
             nearest = min(between, key=lambda p: ids.distance(self.node.id, p.id))
             try:
-                nearer_succs, preds, hint = await self.neighbors_of(nearest, successor=True)
+                nearer_succs, preds, hint = await self.neighbors_of(
+                    nearest, tries=self.node.config.lookup_tries, successor=True
+                )
             except PEER_FAILURES as exc:
                 self.node.peer_failed(nearest, exc)
                 break
@@ -359,8 +361,9 @@ class Maintenance:
         except PEER_FAILURES as exc:
             self.node.peer_failed(first, exc)
         rest = candidates[1 : self.node.leafset.half + 2]
+        tries = self.node.config.lookup_tries
         answers = await asyncio.gather(
-            *(self.neighbors_of(p) for p in rest), return_exceptions=True
+            *(self.neighbors_of(p, tries=tries) for p in rest), return_exceptions=True
         )
         found = None
         for peer, answer in zip(rest, answers, strict=True):
