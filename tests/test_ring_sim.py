@@ -93,7 +93,9 @@ def test_half_the_ring_crashes_at_once_and_it_repairs() -> None:
         assert only_outside_failure_model(sim.violations), sim.violations[:5]
         assert sim.ring_problems() == []
         await assert_lookups_correct(sim, 300, seed=7)
-        assert took < 200, f"repair took {took} virtual seconds"
+        # 121 virtual s while a dead predecessor was dropped one every two rounds and the
+        # calls beside the successor's made 4 sends each; 55 since (PROTOCOL.md 9.6, 9.8).
+        assert took < 90, f"repair took {took} virtual seconds"
         await sim.stop()
 
     run_virtual(main())
