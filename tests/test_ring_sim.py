@@ -83,13 +83,19 @@ def test_joins_one_by_one_and_in_waves_reach_the_ideal_ring(seed: int) -> None:
 
 
 @pytest.mark.slow
-def test_half_the_ring_crashes_at_once_and_it_repairs() -> None:
+def test_half_the_ring_crashes_at_once_and_it_repairs(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         sim = Sim(seed=6)
         await sim.build_ideal(600, maintenance=True)
         victims = sim.rng.sample(list(sim.joined.values()), 300)
         await sim.crash_many(victims)
-        took = await sim.wait_ideal(within=300)
+        with caplog.at_level(logging.INFO, logger="udpdht"):
+            took = await sim.wait_ideal(within=300)
+        # No loop check takes a dead node that stale tables named for one of another loop
+        # ("... another loop or ring; joining it": 40 such lines before it had to answer).
+        dead = {str(v.peer) for v in victims}
+        merges = [r.getMessage() for r in caplog.records if "another loop" in r.getMessage()]
+        assert not [m for m in merges if any(d in m.split(" found ")[-1] for d in dead)]
         assert only_outside_failure_model(sim.violations), sim.violations[:5]
         assert sim.ring_problems() == []
         await assert_lookups_correct(sim, 300, seed=7)
