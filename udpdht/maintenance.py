@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import ids
@@ -362,18 +362,25 @@ class Maintenance:
             self.node.peer_failed(first, exc)
         rest = candidates[1 : self.node.leafset.half + 2]
         tries = self.node.config.lookup_tries
-        answers = await asyncio.gather(
-            *(self.neighbors_of(p, tries=tries) for p in rest), return_exceptions=True
-        )
-        found = None
-        for peer, answer in zip(rest, answers, strict=True):
+        answers = await self._ask_all(rest, lambda p: self.neighbors_of(p, tries=tries))
+        return next(((p, a) for p, a in zip(rest, answers, strict=True) if a is not None), None)
+
+    async def _ask_all(
+        self, peers: list[Peer], ask: Callable[[Peer], Awaitable[T]]
+    ) -> list[T | None]:
+        """``ask(peer)`` of every peer at once: the answers, None for each peer that failed
+        (and has failed a call: node.peer_failed)."""
+        answers = await asyncio.gather(*(ask(p) for p in peers), return_exceptions=True)
+        out: list[T | None] = []
+        for peer, answer in zip(peers, answers, strict=True):
             if isinstance(answer, PEER_FAILURES):
                 self.node.peer_failed(peer, answer)
+                out.append(None)
             elif isinstance(answer, BaseException):
                 raise answer
-            elif found is None:
-                found = peer, answer
-        return found
+            else:
+                out.append(answer)
+        return out
 
     def _fallback_successors(self) -> list[Peer]:
         """With no successor left, the nodes we know of, nearest clockwise first."""
@@ -627,16 +634,9 @@ class Maintenance:
             return
         except PEER_FAILURES as exc:
             self.node.peer_failed(pred, exc)
-        rest = [p for p in ls.predecessors if p.id != pred.id]
         tries = self.node.config.lookup_tries
-        answers = await asyncio.gather(
-            *(self.node.call_peer(p, "ping", tries=tries) for p in rest), return_exceptions=True
-        )
-        for peer, answer in zip(rest, answers, strict=True):
-            if isinstance(answer, PEER_FAILURES):
-                self.node.peer_failed(peer, answer)
-            elif isinstance(answer, BaseException):
-                raise answer
+        rest = [p for p in ls.predecessors if p.id != pred.id]
+        await self._ask_all(rest, lambda p: self.node.call_peer(p, "ping", tries=tries))
 
     async def fix_fingers(self) -> bool:
         """Refresh fingers from where the last round stopped, up to one lookup's worth;

@@ -960,9 +960,10 @@ class Replicator:
                 return_exceptions=True,
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
-            asked_ids = refused_by.nodes | {p.id for p in others}
             if all(record is None for record, _ in answers) and (
-                named := self._named_holders(results, key_id, asked_ids)
+                named := self._named_holders(
+                    results, key_id, refused_by.nodes | {p.id for p in others}
+                )
             ):
                 # No one had a record, and one of the nodes refused: while a ring forms, a
                 # lookup can lead past nodes that joined a moment ago. One that knows the key's
