@@ -281,6 +281,10 @@ def ring_lines(
         )
     elif keys == primary and any(not st.get("settled", True) for st in good):
         notes.append("settling: keys are moving to their holders after a change")
+    elif not cut and good and all("settled" in st for st in good):
+        # Nothing under way: say so, rather than leave "whole" to the notes' absence (a new
+        # user's trial). (Older nodes' status has no "settled": no word either way.)
+        notes.append("settled: every node answered and holds its range, with every copy made")
     lines.extend(notes)  # (above the summary, which stays the last line)
     lines.append(summary + f"   (* {marked})")
     return lines

@@ -244,6 +244,10 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     assert "settling" in lines[2] and lines[-2].startswith("settling: keys are moving")
     whole = render.ring_lines([node(1, 1, 2), node(2, 1, 2), node(3, 1, 2)], "127.0.0.1:7001")
     assert not any(line.startswith(("repairing", "settling")) for line in whole)
+    # ... and says that nothing is under way, rather than leave it to the notes' absence (a
+    # new user's trial: "ring never says the ring is whole").
+    assert whole[-2] == "settled: every node answered and holds its range, with every copy made"
+    assert not any(line.startswith("settled") for line in lines)
 
 
 def test_render_ring_of_an_isolated_node_says_it_is_cut_off_not_settling() -> None:
