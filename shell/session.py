@@ -498,7 +498,9 @@ class Session:
         if not existed:  # the CLI's words (udpdht delete exits 1)
             raise CommandError(f"{cmd.key!r}: not found (nothing to delete)")
         deleted = f"deleted {cmd.key!r}"
-        return deleted if short is None else f"{deleted}\nwarning: {cmd.key!r} is deleted {short}"
+        if short is None:
+            return deleted
+        return f"{deleted}\nwarning: {cmd.key!r} is deleted {short.describe(deleted=True)}"
 
     async def _lookup(self, cmd: Command) -> str:
         assert cmd.key is not None

@@ -582,6 +582,7 @@ def test_a_primary_that_lies_about_missing_copies_gets_nothing_onto_a_terminal()
             {"copies": 5, "wanted": 3, "full": []},
             {"copies": "1", "wanted": 3, "full": "10.0.0.1:7000"},
             {"copies": 1, "wanted": 2, "full": [["10.0.0.1", 7000], "example.com:80"]},
+            {"copies": 1, "wanted": 3, "missed": ["10.0.0.2:7000", "\x1b[2J", "a" * 100, 7]},
         ]
         said: list[Shortfall | None] = []
         for lie in lies:
@@ -592,7 +593,14 @@ def test_a_primary_that_lies_about_missing_copies_gets_nothing_onto_a_terminal()
             primary.endpoint.register("store_write", lying)
             coordinator = next(n for n in nodes if n is not primary)
             said.append((await coordinator.replicator.put(b"k", b"\xa1v", None)).short)
-        assert said == [Shortfall(1, 3, ("10.0.0.1:7000",)), None, None, None, Shortfall(1, 2)]
+        assert said == [
+            Shortfall(1, 3, ("10.0.0.1:7000",)),
+            None,
+            None,
+            None,
+            Shortfall(1, 2),
+            Shortfall(1, 3, (), ("10.0.0.2:7000",)),
+        ]
         await sim.stop()
 
     run_virtual(main())

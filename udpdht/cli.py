@@ -834,7 +834,10 @@ async def _delete(args: argparse.Namespace) -> int:
         return 1
     print(f"deleted {_shown_key(args.key)}")
     if short is not None:  # gone for readers, but fewer replicas than wanted hold the deletion
-        print(f"udpdht: warning: {_shown_key(args.key)} is deleted {short}", file=sys.stderr)
+        print(
+            f"udpdht: warning: {_shown_key(args.key)} is deleted {short.describe(deleted=True)}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -1152,12 +1152,15 @@ class Replicator:
             # Fewer copies than wanted: the acknowledgement says so. A replica that did not
             # answer gets its copy from repair once it is back or replaced; one whose store is
             # full refuses repair's copies too, until it has room: it is named.
-            full = [
-                format_addr(p.addr)
-                for p, ok in zip(replicas, took, strict=True)
-                if not ok and self._peer_full_at.get(p.id, float("-inf")) >= sent_at
-            ]
-            reply.update(Shortfall(1 + sum(took), 1 + len(replicas), tuple(full)).to_wire())
+            lacking = [p for p, ok in zip(replicas, took, strict=True) if not ok]
+            full = [p for p in lacking if self._peer_full_at.get(p.id, float("-inf")) >= sent_at]
+            short = Shortfall(
+                1 + sum(took),
+                1 + len(replicas),
+                tuple(format_addr(p.addr) for p in full),
+                tuple(format_addr(p.addr) for p in lacking if p not in full),
+            )
+            reply.update(short.to_wire())
         return reply
 
     def _push_soon(self, record: Record, peer: Peer) -> asyncio.Future[bool]:

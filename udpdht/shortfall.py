@@ -21,35 +21,44 @@ MAX_WANTED = 33
 @dataclass(frozen=True)
 class Shortfall:
     """``copies`` made, the primary's included, of ``wanted``; ``full``: the replicas that
-    refused theirs because their store is full ("H:P"). The others did not answer, or did
-    not take it yet."""
+    refused theirs because their store is full ("H:P"); ``missed``: those that did not take
+    it (no answer, or the ring is changing), when the primary names them."""
 
     copies: int
     wanted: int
     full: tuple[str, ...] = ()
+    missed: tuple[str, ...] = ()
 
     @classmethod
     def from_reply(cls, reply: dict[str, Any]) -> Shortfall | None:
         """The shortfall a reply names, checked; None when it names none (every copy made) or
-        names one that makes no sense. Only unicast IP addresses are kept of ``full``."""
-        copies, wanted, full = reply.get("copies"), reply.get("wanted"), reply.get("full")
+        names one that makes no sense. Only unicast IP addresses are kept of ``full`` and
+        ``missed``."""
+        copies, wanted = reply.get("copies"), reply.get("wanted")
         if type(copies) is not int or type(wanted) is not int:
             return None
         if not 0 < copies < wanted <= MAX_WANTED:
             return None
-        named: list[str] = []
-        for item in full[:wanted] if isinstance(full, list) else []:
-            if type(item) is str and len(item) <= 64:
-                try:
-                    named.append(format_addr(check_peer_addr(*parse_addr(item))))
-                except ValueError:
-                    continue  # (not an address: nothing of it is shown)
-        return cls(copies, wanted, tuple(named))
+        full = _addresses(reply.get("full"), wanted)
+        missed = _addresses(reply.get("missed"), wanted)
+        return cls(copies, wanted, full, missed)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"copies": self.copies, "wanted": self.wanted, "full": list(self.full)}
+        out: dict[str, Any] = {
+            "copies": self.copies,
+            "wanted": self.wanted,
+            "full": list(self.full),
+        }
+        if self.missed:
+            out["missed"] = list(self.missed)
+        return out
 
     def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, *, deleted: bool = False) -> str:
+        """What a user reads: on how many nodes, and why the others lack it (``deleted``: the
+        write was a delete, which repair carries on to them, as it does a copy)."""
         parts = []
         if self.full:
             one = len(self.full) == 1
@@ -60,8 +69,27 @@ class Shortfall:
             )
         others = self.wanted - self.copies - len(self.full)
         if others > 0:
+            named = len(self.missed) == others
+            who = ", ".join(self.missed) if named else str(others)
+            there = " there" if named else ""
+            if deleted:
+                then = f"repair deletes it{there}"
+            else:
+                then = f"repair makes the {'copy' if others == 1 else 'copies'}{there}"
             parts.append(
-                f"{others} did not take it (no answer, or the ring is changing): repair makes "
-                f"the {'copy' if others == 1 else 'copies'} once the ring has settled"
+                f"{who} did not take it (no answer, or the ring is changing): {then} once the "
+                "ring has settled"
             )
         return f"on {self.copies} of {self.wanted} nodes only: " + "; ".join(parts)
+
+
+def _addresses(items: Any, limit: int) -> tuple[str, ...]:
+    """The unicast IP addresses ("H:P") of a list a primary sent, at most ``limit``."""
+    named: list[str] = []
+    for item in items[:limit] if isinstance(items, list) else []:
+        if type(item) is str and len(item) <= 64:
+            try:
+                named.append(format_addr(check_peer_addr(*parse_addr(item))))
+            except ValueError:
+                continue  # (not an address: nothing of it is shown)
+    return tuple(named)
