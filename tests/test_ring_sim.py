@@ -107,6 +107,30 @@ def test_half_the_ring_crashes_at_once_and_it_repairs(caplog: pytest.LogCaptureF
     run_virtual(main())
 
 
+def test_a_node_that_stalled_a_moment_ago_still_notices_its_predecessor_crash() -> None:
+    # Every failure within STALL_GRACE (10 s) of a stall of the node's own loop was discounted,
+    # calls begun after the stall too: a node that had been frozen itself a moment before took
+    # 10 s more to drop its crashed predecessor, and writes of that range failed meanwhile (4
+    # deletes in 58 through 4 node processes, one frozen after another). Only a stall during
+    # a call now discounts its failure.
+    async def main() -> None:
+        sim = Sim(seed=31)
+        await sim.build_ideal(8, maintenance=True)
+        await asyncio.sleep(5)
+        ring = sim.live_peers()
+        pred, node = sim.joined[ring[2].id], sim.joined[ring[3].id]
+        loop = asyncio.get_running_loop()
+        node.endpoint.last_stall = loop.time()  # its loop was late a moment ago
+        await sim.crash(pred)
+        start = loop.time()
+        await wait_until(lambda: node.leafset.predecessor != pred.peer, within=30)
+        took = loop.time() - start
+        assert took < node.STALL_GRACE
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_graceful_leave_closes_the_ring_at_once() -> None:
     async def main() -> None:
         sim = Sim(seed=8)

@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import ids
-from .errors import BadRequest, DhtError, RpcTimeout
+from .errors import BadRequest, DhtError
 from .lookup import PEER_FAILURES, LookupFailed
 from .net import Address, check_peer_addr, format_addr
 from .routing import Peer, arg_id, ordered_run
@@ -509,7 +509,7 @@ class Maintenance:
                     raise ValueError(f"{cursor} answered with another node's id")
                 succs = self._without_left(node.parse_peers(reply["succs"]))
             except PEER_FAILURES as exc:
-                node.peer_failed(cursor, None if isinstance(exc, RpcTimeout) else exc)
+                node.peer_failed(cursor, exc)
                 break
             answered += 1
             # In ring order from the cursor (a list that is not, a liar's, is cut where it

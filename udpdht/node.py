@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir
-from .errors import BadRequest, Busy, DhtError, Unavailable
+from .errors import BadRequest, Busy, DhtError, RpcTimeout, Unavailable
 from .kad.service import KadService
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, iterative_lookup
 from .maintenance import Maintenance
@@ -87,7 +87,8 @@ class Node:
     """A DHT node. ``port=0`` binds an ephemeral port; ``node.addr`` tells which."""
 
     FAILED_MEMORY = 30.0  # seconds a failed peer is not offered or taken as a hint
-    STALL_GRACE = 10.0  # seconds after a stall of our own loop when failures do not count
+    STALL_GRACE = 10.0  # seconds after a stall of our own loop when failures not tied to a call
+    # do not count (those of a call count unless the stall came while it was under way)
     PEERS_FILE = "peers.json"  # the remembered peers, in the data dir
 
     def __init__(
@@ -573,7 +574,7 @@ class Node:
         if isinstance(exc, MALFORMED):  # it answered, with nonsense: no need to ask again
             self.detector.declare_dead(peer.id, now)
         else:
-            stalled = now - self.endpoint.last_stall < self.STALL_GRACE if self.running else False
+            stalled = self._stalled_during(exc, now) if self.running else False
             if not self.detector.failed(peer.id, now, stalled=stalled):
                 self.log.debug("peer %s did not answer; suspected", peer)
                 return
@@ -582,6 +583,20 @@ class Node:
         self.maintenance.forget(peer.id)
         if in_leafset or in_fingers:
             self.log.info("peer %s failed; removed", peer)
+
+    def _stalled_during(self, exc: BaseException | None, now: float) -> bool:
+        """Whether our own loop stalled while the failed call was under way: its timeouts
+        then say nothing of the peer. A failure that names no call (``exc`` not a timeout)
+        counts any stall in the last STALL_GRACE seconds.
+
+        (Every failure within STALL_GRACE of a stall was once discounted, calls begun after it
+        too: a node that had been frozen itself then took 10 s more to notice that its
+        predecessor was frozen, and writes of that range failed meanwhile, 4 deletes in 58
+        through a ring of 4 with the key's primary frozen.)"""
+        last = self.endpoint.last_stall
+        if isinstance(exc, RpcTimeout):
+            return last >= now - exc.elapsed
+        return now - last < self.STALL_GRACE
 
     # --- maintenance (maintenance.py) -----------------------------------------------------------
 

@@ -1061,8 +1061,8 @@ class Replicator:
             # Padded when we hold no token (rpc.call): a refusal naming the holders is 4 times
             # a small read, and would come only after a retry and a resend.
             reply = await self.node.call_peer(peer, "store_read", args, tries=tries, pad=True)
-        except RpcTimeout:
-            self.node.peer_failed(peer)
+        except RpcTimeout as exc:
+            self.node.peer_failed(peer, exc)
             raise
         records = self._records(reply.get("records"), limit=1, keys=(key,))
         return (records[0] if records else None), reply.get("settled") is True
