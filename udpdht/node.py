@@ -87,8 +87,9 @@ class Node:
     """A DHT node. ``port=0`` binds an ephemeral port; ``node.addr`` tells which."""
 
     FAILED_MEMORY = 30.0  # seconds a failed peer is not offered or taken as a hint
-    STALL_GRACE = 10.0  # seconds after a stall of our own loop when failures not tied to a call
-    # do not count (those of a call count unless the stall came while it was under way)
+    # Seconds after a stall of our own loop when failures not tied to a call do not count
+    # (a call's failure counts unless the stall came while it was under way: _stalled_during).
+    STALL_GRACE = 10.0
     PEERS_FILE = "peers.json"  # the remembered peers, in the data dir
 
     def __init__(
