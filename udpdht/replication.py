@@ -96,6 +96,11 @@ class Written:
     existed: bool
     short: Shortfall | None = None
 
+    def shortfall_wire(self) -> dict[str, Any]:
+        """The shortfall's fields for a client's reply (``put``, ``delete``); none when every
+        replica took the write."""
+        return self.short.to_wire() if self.short is not None else {}
+
 
 @dataclass(frozen=True)
 class StoreConfig:
@@ -969,7 +974,9 @@ class Replicator:
                 # lookup can lead past nodes that joined a moment ago. One that knows the key's
                 # holders named them; they are asked now, not the whole read again after a
                 # pause (get: SETTLE_POLL; 0.1-0.8 s for 1-2 gets in 300 right after 100
-                # servers joined).
+                # servers joined). They are the targets from here: a settled "nothing" of
+                # theirs is checked on the nodes a lookup finds after them (below); an unsettled
+                # one makes the read again later (Unavailable).
                 targets = named
                 results = await asyncio.gather(
                     *(self._read(p, key, primary=False, few=True) for p in named),
@@ -1242,7 +1249,7 @@ class Replicator:
         # Fewer copies than wanted: the client hears how many, and which nodes are full.
         return {
             "version": [v.stamp, v.writer],
-            **(written.short.to_wire() if written.short else {}),
+            **written.shortfall_wire(),
         }
 
     async def _rpc_get(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
@@ -1255,7 +1262,7 @@ class Replicator:
         self._charge(src, len(key) + ITEM_OVERHEAD)
         # A tombstone is written even for an absent key: it shadows any stray older replica.
         written = await self.put(key, None, None)
-        return {"existed": written.existed, **(written.short.to_wire() if written.short else {})}
+        return {"existed": written.existed, **written.shortfall_wire()}
 
     async def _rpc_write(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
