@@ -604,3 +604,58 @@ def test_a_primary_that_lies_about_missing_copies_gets_nothing_onto_a_terminal()
         await sim.stop()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("junk", ["fake", "malformed", "too many"])
+def test_a_successor_that_lies_in_the_fingers_it_gives_a_joiner_costs_it_little(
+    junk: str,
+) -> None:
+    # A joining node takes its first fingers from its successor's `neighbors` answer. A liar
+    # there may name nodes that do not exist (ids that match their addresses), send a list that
+    # is not one, or a longer one than asked for. Fakes cost the joiner's lookups a failed call
+    # each and are dropped; anything else is ignored: the node joins, with no fingers yet.
+    async def main() -> None:
+        sim = Sim(seed=43, store_config=STORE)
+        nodes = await sim.build_ideal(300, maintenance=True)
+        joiner = await sim.spawn()
+        owner = next(n for n in nodes if n.id == sim.true_owner(joiner.id).id)
+        honest = owner.maintenance._rpc_neighbors
+        fakes = [
+            Peer(ids.node_id_for(f"10.254.0.{i}", 7000), (f"10.254.0.{i}", 7000))
+            for i in range(1, 11)
+        ]
+
+        def lying(args: dict[str, Any], src: Address) -> dict[str, Any]:
+            reply = honest(args, src)
+            if args.get("fingers") is True:
+                if junk == "fake":
+                    reply["fingers"] = [p.to_wire() for p in fakes]
+                elif junk == "malformed":
+                    reply["fingers"] = {"not": "a list"}
+                else:
+                    reply["fingers"] = [n.peer.to_wire() for n in nodes[:40]]
+            return reply
+
+        owner.endpoint.register("neighbors", lying, idempotent=True)
+        await joiner.join(owner.addr)
+        sim._admit(joiner)
+        assert joiner.member and joiner.leafset.successor == owner.peer
+        if junk != "fake":
+            far = [p for p in joiner.fingers.distinct() if p not in joiner.leafset.peers()]
+            assert far == []  # (none taken: only what its own lists named)
+            await sim.wait_ideal(within=30)
+            await sim.stop()
+            return
+        assert {p.id for p in fakes} & {p.id for p in joiner.fingers.distinct()}  # taken
+        rng = random.Random(43)
+        for _ in range(20):  # its lookups still find the owners; the fakes go
+            key = rng.getrandbits(ids.BITS)
+            found = await joiner.lookup_id(key)
+            assert found.owner.id == sim.true_owner(key).id
+        await wait_until(
+            lambda: not {p.id for p in fakes} & {p.id for p in joiner.fingers.distinct()},
+            within=30,
+        )
+        await sim.stop()
+
+    run_virtual(main())

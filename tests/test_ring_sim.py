@@ -711,3 +711,121 @@ def test_joins_after_crashes_go_through_live_members_only(
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_node_joining_a_large_ring_takes_its_first_fingers_from_its_successor() -> None:
+    # A node that joined had no fingers: its maintenance looked one up a round (log n
+    # rounds), and its own lookups took the long way meanwhile. Its successor now names its
+    # farthest fingers in the answer the joining node asks for its lists.
+    async def main() -> None:
+        sim = Sim(seed=31)
+        nodes = await sim.build_ideal(400)
+        node = await sim.spawn(maintenance=False)  # (no round: what the join itself brought)
+        await node.join(nodes[0].addr)
+        sim._admit(node)
+        far = [
+            i
+            for i in range(ids.BITS)
+            if not node.leafset.covers(node.fingers.start(i))
+            and ids.distance(node.id, node.fingers.start(i)) < ids.RING // 2
+        ]
+        right = [
+            i
+            for i in far
+            if (f := node.fingers.entries[i]) is not None
+            and f.id == sim.true_owner(node.fingers.start(i)).id
+        ]
+        assert len(far) >= 4  # (400 nodes: about 5 fingers between the leafset and half-way)
+        assert len(right) >= len(far) - 1, (len(right), len(far))
+        # So its lookups are as short as an older node's at once.
+        rng = random.Random(31)
+        keys = [rng.getrandbits(ids.BITS) for _ in range(100)]
+        ours = await asyncio.gather(*(node.lookup_id(k, confirm=False) for k in keys))
+        theirs = await asyncio.gather(*(nodes[1].lookup_id(k, confirm=False) for k in keys))
+        for key, found in zip(keys, ours, strict=True):
+            assert found.owner.id == sim.true_owner(key).id
+        mean = sum(len(f.hops) for f in ours) / len(keys)
+        assert mean <= sum(len(f.hops) for f in theirs) / len(keys) + 0.5, mean
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_node_joining_a_large_ring_costs_fewer_lookups_in_its_first_half_minute() -> None:
+    # Without fingers from its successor, a node joining a ring of 400 sent 29 finds in its
+    # first 30 s (a finger lookup every round until each was found); with them, 19.
+    async def main() -> None:
+        sim = Sim(seed=33)
+        nodes = await sim.build_ideal(400, maintenance=True)
+        await asyncio.sleep(5)
+        node = await sim.spawn()
+        finds: list[str] = []
+
+        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+            if src == node.addr:
+                msg = wire.decode(data)
+                if isinstance(msg, wire.Request) and msg.method == "find":
+                    finds.append(msg.method)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        await node.join(nodes[0].addr)
+        sim._admit(node)
+        await asyncio.sleep(30)
+        assert len(finds) <= 22, len(finds)
+        sim.net.set_drop_filter(None)
+        assert (await assert_lookups_correct(sim, 100, seed=33)) <= 4.5
+        await sim.stop()
+
+    run_virtual(main())
+
+
+@pytest.mark.slow
+def test_a_ring_at_rest_probes_its_remembered_peers_less_often_until_one_dies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each node probes the peers it remembers but no longer has in its tables (joins pushed
+    # them out), one every PROBE_EVERY (5 s): the net for a partition that healed (section
+    # 9.6b). 300 nodes joined: 6.5 probes a node in the minute after the ring was ideal. Each
+    # probe that finds its own ring again now doubles the wait, up to 8 times; a peer
+    # declared dead brings the first pace back at once.
+    probes: list[tuple[float, int]] = []
+    honest = Maintenance.probe_remembered
+
+    async def counted(self: Maintenance) -> None:
+        if self.absent_peers():
+            probes.append((asyncio.get_running_loop().time(), self.node.id))
+        await honest(self)
+
+    monkeypatch.setattr(Maintenance, "probe_remembered", counted)
+
+    async def main() -> None:
+        sim = Sim(seed=34)
+        await sim.first()
+        await sim.join_many(299, spread=10.0)
+        await sim.wait_ideal(within=60)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(60)
+        assert len(probes_since(start)) / len(sim.joined) < 3.5
+        victim = sim.nodes[7]
+        told = [n for n in sim.joined.values() if victim.peer in n.leafset.peers()]
+        await sim.crash(victim)
+        crashed = loop.time()
+        await sim.wait_ideal(within=30)  # (each of them declared it dead)
+        await asyncio.sleep(2 * Maintenance.PROBE_EVERY)
+        by_told = [i for _, i in probes_since(crashed) if i in {n.id for n in told}]
+        others = len(probes_since(crashed)) - len(by_told)
+        rate_told = len(by_told) / len(told)
+        rate_others = others / (len(sim.joined) - len(told))
+        print(
+            f"probes a node since the crash: {rate_told:.2f} by its neighbours, "
+            f"{rate_others:.2f} by the others"
+        )
+        assert rate_told > 2.6 * rate_others  # (without pulling the next probe in: 2.2 times)
+        await sim.stop()
+
+    def probes_since(t0: float) -> list[tuple[float, int]]:
+        return [(t, i) for t, i in probes if t >= t0]
+
+    run_virtual(main())

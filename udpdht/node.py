@@ -379,7 +379,7 @@ class Node:
             raise DhtError(f"node id {ids.to_hex(self.id)} is already taken by {found.owner}")
         if owner is None:
             raise DhtError("the ring knows no node but our own former self; try again later")
-        succs, preds, _ = await self.maintenance.neighbors_of(owner)
+        succs, preds, fingers = await self.maintenance.neighbors_when_joining(owner)
         # (A node that joined a moment ago may sit between us and the owner, which the
         # ring's older nodes do not know yet: our first stabilize walks back to it. Doing it
         # here instead slows a thousand joins through one node from 14 to 85 virtual s: the
@@ -392,6 +392,7 @@ class Node:
         self.leafset.set_predecessors(
             [p for p in preds if not ids.in_interval(p.id, self.id, owner.id, right_open=False)]
         )
+        self.maintenance.seed_fingers([owner, *succs, *preds, *fingers])
         self.member = True
         self.log.info("joined the ring: successor %s", owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
