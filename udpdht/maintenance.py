@@ -1031,19 +1031,28 @@ class Maintenance:
         return self._left.get(peer_id, float("-inf")) > now - self.LEFT_MEMORY
 
     def _nearest_after(self, low: int, high: int) -> Peer | None:
-        """The known node nearest after ``low`` and strictly before ``high``, if any."""
-        between = [p for p in self._contacts() if ids.in_interval(p.id, low, high)]
-        return min(between, key=lambda p: ids.distance(low, p.id), default=None)
-
-    def _contacts(self) -> list[Peer]:
-        """Nodes we know beyond the successor list: recent notifiers, predecessors, fingers."""
+        """The known node nearest after ``low`` and strictly before ``high``, if any, among
+        the recent notifiers, the predecessors and the fingers, leaving out the dead ones.
+        (Every ``neighbors`` call with an id asks this, _hint_for: one pass, no lists; the
+        dead are looked up only for a node nearer than the best so far.)"""
         now = asyncio.get_running_loop().time()
         horizon = 3 * self.node.config.stabilize_period
-        while self._notifiers and next(iter(self._notifiers.values()))[1] < now - horizon:
-            self._notifiers.popitem(last=False)
-        known = [p for p, _ in self._notifiers.values()]
-        known += self.node.leafset.predecessors + self.node.fingers.distinct()
-        return [p for p in known if not self.node.detector.recently_dead(p.id, now)]
+        notifiers = self._notifiers
+        while notifiers and next(iter(notifiers.values()))[1] < now - horizon:
+            notifiers.popitem(last=False)
+        dead = self.node.detector.recently_dead
+        mask = ids.MASK
+        best, best_gap = None, ((high - low) & mask) or ids.RING  # (low == high: all but low)
+        for group in (
+            [p for p, _ in notifiers.values()],
+            self.node.leafset.predecessors,
+            self.node.fingers.distinct(),
+        ):
+            for p in group:
+                gap = (p.id - low) & mask
+                if 0 < gap < best_gap and not dead(p.id, now):
+                    best, best_gap = p, gap
+        return best
 
     async def _rpc_notify(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """Rectify: adopt the notifier as predecessor when it is closer, or ours is dead.
