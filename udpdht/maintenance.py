@@ -822,9 +822,9 @@ class Maintenance:
             next(iter(self._without_left(hints)), None),
         )
 
-    # Fingers a neighbors answer names to a joining node, the farthest ones. Such an answer is
-    # mostly over 3 times the padded request: the joiner proves its address first (a retry and
-    # a resend, 2 datagrams a join), where each finger given spares a lookup of a few hops.
+    # Fingers a neighbors answer names to a joining node, the farthest ones. (Such an answer is
+    # mostly over 3 times the padded request, but by then the joiner mostly holds a token for
+    # that address, drawn by its confirmed lookup, which asked the same node: it comes at once.)
     FINGERS_GIVEN = 10
 
     def seed_fingers(self, known: list[Peer]) -> None:
