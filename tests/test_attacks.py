@@ -155,18 +155,19 @@ async def test_answers_to_unproven_addresses_are_at_most_three_times_the_request
     async with Client(a.addr) as client:
         await client.put(b"big", BIG)
     whole = ids.to_bytes(a.id)
-    asks: dict[str, dict[str, Any]] = {
-        "get": {"key": b"big"},
-        "store_read": {"keys": [b"big"]},
-        "store_scan": {"lo": whole, "hi": whole, "after": None, "values": True},
-        "status": {},
-        "neighbors": {"id": whole},
-        "find": {"key": whole},
-        "lookup": {"key": b"big"},
-    }
+    asks: list[tuple[str, dict[str, Any]]] = [
+        ("get", {"key": b"big"}),
+        ("store_read", {"keys": [b"big"]}),
+        ("store_scan", {"lo": whole, "hi": whole, "after": None, "values": True}),
+        ("status", {}),
+        ("neighbors", {"id": whole}),
+        ("neighbors", {"id": whole, "fingers": True}),  # a joiner's: the lists and 10 fingers
+        ("find", {"key": whole}),
+        ("lookup", {"key": b"big"}),
+    ]
     with Stranger() as s:
-        for method, args in asks.items():
-            request = Stranger.request(method, args, rid=7 + len(method))
+        for i, (method, args) in enumerate(asks):
+            request = Stranger.request(method, args, rid=7 + i)
             s.send(request, a.addr)
             first = s.answers(2.0, until_first=True)
             assert first and first[0][2] <= 3 * len(request), method
