@@ -22,7 +22,8 @@ from typing import Any
 
 import msgpack
 
-from udpdht import Client, ids
+from udpdht import Client, ids, wire
+from udpdht.sim import Sim
 
 Address = tuple[str, int]
 
@@ -315,3 +316,18 @@ def has_ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
+
+
+def requests_from(sim: Sim, src: Address, method: str) -> list[Address]:
+    """A list that from now on gets the destination of every ``method`` request ``src`` sends
+    (the network's drop filter, dropping nothing; ``set_drop_filter(None)`` ends it)."""
+    sent: list[Address] = []
+
+    def watch(source: Address, dst: Address, data: bytes) -> bool:
+        msg = wire.decode(data) if source == src else None
+        if isinstance(msg, wire.Request) and msg.method == method:
+            sent.append(dst)
+        return False
+
+    sim.net.set_drop_filter(watch)
+    return sent

@@ -11,7 +11,7 @@ import random
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import requests_from, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,21 +35,6 @@ def unsettle(node: Node) -> None:
     replicator = node.replicator
     replicator._seen = (replicator._view(), asyncio.get_running_loop().time())
     replicator._synced = None
-
-
-def requests_from(sim: Sim, src: Address, method: str) -> list[Address]:
-    """A list that from now on gets the destination of every ``method`` request ``src`` sends
-    (the network's drop filter, dropping nothing; ``set_drop_filter(None)`` ends it)."""
-    sent: list[Address] = []
-
-    def watch(source: Address, dst: Address, data: bytes) -> bool:
-        msg = wire.decode(data) if source == src else None
-        if isinstance(msg, wire.Request) and msg.method == method:
-            sent.append(dst)
-        return False
-
-    sim.net.set_drop_filter(watch)
-    return sent
 
 
 def test_plausible_owner_catches_a_claim_that_the_key_is_elsewhere() -> None:

@@ -12,7 +12,7 @@ import logging
 import random
 
 import pytest
-from helpers import wait_until
+from helpers import requests_from, wait_until
 
 from udpdht import ids, wire
 from udpdht.errors import RemoteError
@@ -759,16 +759,7 @@ def test_a_node_joining_a_large_ring_costs_fewer_lookups_in_its_first_half_minut
         nodes = await sim.build_ideal(400, maintenance=True)
         await asyncio.sleep(5)
         node = await sim.spawn()
-        finds: list[str] = []
-
-        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
-            if src == node.addr:
-                msg = wire.decode(data)
-                if isinstance(msg, wire.Request) and msg.method == "find":
-                    finds.append(msg.method)
-            return False
-
-        sim.net.set_drop_filter(watch)
+        finds = requests_from(sim, node.addr, "find")
         await node.join(nodes[0].addr)
         sim._admit(node)
         await asyncio.sleep(30)
