@@ -682,13 +682,7 @@ class Maintenance:
         changed = False
         ls = self.node.leafset
         small = ls.ring_size() <= self.WALK_MAX
-        # Moves by less than this are a few nodes joined: FINGER_SLACK mean gaps between the
-        # nodes along our successor list.
-        slack = (
-            self.FINGER_SLACK * ids.distance(ls.own.id, ls.successors[-1].id) // len(ls.successors)
-            if ls.successors
-            else 0
-        )
+        slack = self.FINGER_SLACK * ls.successor_gap()  # moves by less: a few nodes joined
         for _ in range(ids.BITS):
             i = self._next_finger
             start = self.node.fingers.start(i)
@@ -750,7 +744,7 @@ class Maintenance:
         succs = self.node.leafset.successors
         if guess is None or not succs:
             return before
-        reach = ids.distance(me, succs[-1].id) // len(succs) * (len(succs) - 1)
+        reach = self.node.leafset.successor_gap() * (len(succs) - 1)
         return before if ids.distance(start, guess.id) > reach else guess
 
     def agreed(self, now: float | None = None) -> bool:

@@ -215,6 +215,12 @@ class LeafSet:
         low = self.predecessors[-1].id if self.predecessors else self.own.id
         return ids.in_interval(key, low, self.successors[-1].id, right_open=False)
 
+    def successor_gap(self) -> int:
+        """The mean gap between consecutive nodes from us to our farthest successor (0 with no
+        successor): the distance a node's worth of the ring spans near us."""
+        succs = self.successors
+        return ids.distance(self.own.id, succs[-1].id) // len(succs) if succs else 0
+
     def ring_size(self) -> int:
         """The number of nodes in the ring as the leafset suggests: all of them when the ring
         is smaller than the leafset, else its nodes over the share of the circle they span."""
