@@ -324,7 +324,7 @@ async def test_a_store_quota_refuses_writes_past_it(tmp_path: Path) -> None:
 # --- fuzzing a live node ---------------------------------------------------------------------
 
 METHODS = [
-    *("ping", "status", "neighbors", "notify", "find", "leaving", "lookup"),
+    *("ping", "status", "neighbors", "notify", "succs", "find", "leaving", "lookup"),
     *("put", "get", "delete", "store_write", "store_read", "store_push", "store_digest"),
     *("store_scan", "admin_join", "admin_leave", "admin_shutdown", "no_such_method"),
 ]

@@ -524,6 +524,83 @@ def test_a_strangers_flood_of_notifies_costs_a_node_few_early_stabilizes() -> No
     run_virtual(main())
 
 
+def test_a_predecessors_flood_of_changing_notifies_is_passed_on_one_at_a_time() -> None:
+    # A notify that changes a node's first r predecessors is passed on to its successor at
+    # once (PROTOCOL.md 9.7, step 7). A predecessor that sends 200 at once, each changing the
+    # list, makes it send its successor a notify at a time, not 200: one, and one more for
+    # whatever came meanwhile.
+    async def main() -> None:
+        sim = Sim(seed=45, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=True)
+        victim = nodes[7]
+        pred = victim.leafset.predecessor
+        assert pred is not None
+        flooder = sim.joined[pred.id]
+        preds = [p.to_wire() for p in flooder.leafset.predecessors]
+        lists = [preds, preds[1:]]  # the victim's 2nd predecessor changes with each
+        before = victim.maintenance.forward_notifies
+        for i in range(200):  # all at once: raw datagrams, no window of the flooder's own
+            args = {"id": ids.to_bytes(flooder.id), "preds": lists[i % 2]}
+            flooder.endpoint.send_raw(wire.encode_request(i, "notify", args), victim.addr)
+        maintenance = victim.maintenance
+        await wait_until(lambda: maintenance.forward_notifies > before, 1.0)
+        await wait_until(lambda: maintenance._forward is None or maintenance._forward.done(), 2.0)
+        assert 1 <= victim.maintenance.forward_notifies - before <= 2
+        await sim.wait_ideal(within=10)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_successor_list_from_any_node_but_the_successor_changes_nothing() -> None:
+    # `succs` (PROTOCOL.md 9.3) sets a node's successor list only when its successor in use
+    # sends it: from a stranger, a predecessor or a node two places on, the list stays.
+    async def main() -> None:
+        sim = Sim(seed=46, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=False)
+        victim = nodes[7]
+        ring = sim.live_peers()
+        at = next(i for i, p in enumerate(ring) if p.id == victim.id)
+        stranger = await sim.spawn(maintenance=False)
+        fakes = [ring[(at + k) % len(ring)].to_wire() for k in (5, 9, 13)]
+        before = list(victim.leafset.successors)
+        for sender in (stranger, sim.joined[ring[at - 1].id], sim.joined[ring[at + 2].id]):
+            args = {"id": ids.to_bytes(sender.id), "succs": fakes}
+            assert await sender.endpoint.call(victim.addr, "succs", args) == {}
+            assert victim.leafset.successors == before
+        assert victim.maintenance.backward_pushes == 0
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_successors_flood_of_changing_lists_is_passed_back_one_at_a_time() -> None:
+    # A successor list that changes is sent back to the predecessor at once (PROTOCOL.md 9.6,
+    # step 5a). A successor that sends 200 changing lists at once makes the node send its
+    # own predecessor one, and one more for whatever came meanwhile.
+    async def main() -> None:
+        sim = Sim(seed=47, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=True)
+        victim = nodes[7]
+        succ = victim.leafset.successor
+        assert succ is not None
+        flooder = sim.joined[succ.id]
+        succs = [p.to_wire() for p in flooder.leafset.successors]
+        lists = [succs, succs[:1] + succs[2:]]  # the victim's 3rd successor changes with each
+        before = victim.maintenance.backward_pushes
+        for i in range(200):  # all at once: raw datagrams, no window of the flooder's own
+            args = {"id": ids.to_bytes(flooder.id), "succs": lists[i % 2]}
+            flooder.endpoint.send_raw(wire.encode_request(i, "succs", args), victim.addr)
+        maintenance = victim.maintenance
+        await wait_until(lambda: maintenance.backward_pushes > before, 1.0)
+        await wait_until(lambda: maintenance._backward is None or maintenance._backward.done(), 2.0)
+        assert 1 <= victim.maintenance.backward_pushes - before <= 2
+        await sim.wait_ideal(within=10)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_successor_that_lies_in_was_cannot_send_our_notify_elsewhere() -> None:
     # A notify's answer may name the predecessor the successor replaced (``was``): the
     # notifier then notifies it too, but only its own predecessor or a node between it and

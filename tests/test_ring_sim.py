@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from functools import partial
 
 import pytest
 from helpers import requests_from, wait_until
@@ -201,6 +202,59 @@ def test_a_finger_lookup_answered_with_a_node_that_left_does_not_make_it_a_finge
     run_virtual(main())
 
 
+def at_place(node: Node, side: str, k: int, peer: Node) -> bool:
+    """Whether ``peer`` is the k-th entry (from 0) of ``node``'s predecessor or successor list."""
+    found = node.leafset.predecessors if side == "preds" else node.leafset.successors
+    return len(found) > k and found[k] == peer.peer
+
+
+def test_a_join_reaches_the_predecessor_lists_of_the_replicas_after_it_in_round_trips() -> None:
+    # The joiner's notify changes its successor's first r predecessors, which passes it on to
+    # its own successor, and so on (PROTOCOL.md 9.7, step 7): the r nodes after the joiner,
+    # which hold its range's replicas, know it within round trips. Left to the rounds, the
+    # second took 0.6-1.7 s and the third 0.7-1.8 s (a round of its predecessor's each).
+    async def main() -> None:
+        for seed in (41, 42, 43):
+            sim = Sim(seed=seed)
+            await sim.build_ideal(24, maintenance=True)
+            await asyncio.sleep(10)  # calm: rounds 1-3 s apart
+            joiner = await sim.spawn()
+            await joiner.join(sim.live_peers()[0].addr)
+            sim._admit(joiner)
+            ring = sim.live_peers()
+            at = next(i for i, p in enumerate(ring) if p.id == joiner.id)
+            after = [sim.joined[ring[(at + k) % len(ring)].id] for k in (1, 2, 3)]
+            for k, node in enumerate(after):
+                await wait_until(partial(at_place, node, "preds", k, joiner), 0.1)
+            await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_join_reaches_the_successor_lists_of_the_nodes_before_it_in_round_trips() -> None:
+    # The joiner's predecessor walks to it at once (the join's notify and its `was`); its
+    # changed successor list goes to its own predecessor (`succs`, PROTOCOL.md 9.6, step 5a),
+    # and so on back: the L/2 nodes before the joiner list it within round trips. Left to
+    # the rounds, the second took 0.1-1.4 s and the eighth 8-9 s (0.09-0.16 s with it).
+    async def main() -> None:
+        for seed in (41, 42, 43):
+            sim = Sim(seed=seed)
+            await sim.build_ideal(24, maintenance=True)
+            await asyncio.sleep(10)  # calm: rounds 1-3 s apart
+            joiner = await sim.spawn()
+            await joiner.join(sim.live_peers()[0].addr)
+            sim._admit(joiner)
+            ring = sim.live_peers()
+            at = next(i for i, p in enumerate(ring) if p.id == joiner.id)
+            half = joiner.leafset.half
+            before = [sim.joined[ring[(at - k) % len(ring)].id] for k in range(1, half + 1)]
+            for k, node in enumerate(before):
+                await wait_until(partial(at_place, node, "succs", k, joiner), 0.2)
+            await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_node_that_left_and_joins_again_at_once_is_taken_back_at_once() -> None:
     # The other side of the test before: lists that name a node which left a moment ago are
     # taken without it, but a node that comes back that soon (a restart) says so itself.
@@ -213,7 +267,10 @@ def test_a_node_that_left_and_joins_again_at_once_is_taken_back_at_once() -> Non
         again = await sim.spawn(addr=leaver.addr)
         await again.join(s1.addr)
         sim.joined[again.id] = again
-        assert p1.leafset.successor == again.peer and s1.leafset.predecessor == again.peer
+        assert s1.leafset.predecessor == again.peer
+        # p1 walks to it in the early stabilize the join's notify starts: a round trip or two,
+        # which may end just after the join returns.
+        await wait_until(lambda: p1.leafset.successor == again.peer, within=0.2)
         # 2.5 s, as with no window at all; a window of 2 periods instead of half of one kept
         # the rest of the leafsets from taking it for 5.5 s.
         await sim.wait_ideal(within=4)
@@ -752,18 +809,22 @@ def test_a_node_joining_a_large_ring_takes_its_first_fingers_from_its_successor(
 
 
 def test_a_node_joining_a_large_ring_costs_fewer_lookups_in_its_first_half_minute() -> None:
-    # Without fingers from its successor, a node joining a ring of 400 sent 29 finds in its
-    # first 30 s (a finger lookup every round until each was found); with them, 19.
+    # Without fingers from its successor, a node joining a ring of 400 sent 18 finds in its
+    # first 30 s for its join and fingers (a finger lookup every round until each was found);
+    # with them, 9 (seeds 34, 35: 19 and 24 before, 9 and 12 with). Its loop checks, one per
+    # change of its neighbourhood while young, are left out: 10 to 24 more, by the seed,
+    # whatever the fingers.
     async def main() -> None:
         sim = Sim(seed=33)
         nodes = await sim.build_ideal(400, maintenance=True)
         await asyncio.sleep(5)
         node = await sim.spawn()
+        node.maintenance._check_loop_soon = lambda *_: None  # type: ignore[method-assign]
         finds = requests_from(sim, node.addr, "find")
         await node.join(nodes[0].addr)
         sim._admit(node)
         await asyncio.sleep(30)
-        assert len(finds) <= 22, len(finds)
+        assert len(finds) <= 12, len(finds)
         sim.net.set_drop_filter(None)
         assert (await assert_lookups_correct(sim, 100, seed=33)) <= 4.5
         await sim.stop()

@@ -132,6 +132,12 @@ class Maintenance:
         self._last_stabilize = float("-inf")  # loop time the last stabilize started
         self._early: asyncio.Task[None] | None = None  # see stabilize_soon
         self._early_again = False  # a node between us and our successor came meanwhile
+        self._forward: asyncio.Task[None] | None = None  # an early notify of our successor
+        self._forward_again = False
+        self.forward_notifies = 0  # early notifies of our successor (_pass_on)
+        self._backward: asyncio.Task[None] | None = None  # our list, to our predecessor
+        self._backward_again = False
+        self.backward_pushes = 0  # successor lists sent to our predecessor (_pass_back)
         self.early_stabilizes = 0  # stabilizes started by such a node, not by the clock
         #: (new predecessor, the one it replaced, when): a notify sent again (its answer was
         #: lost) gets the same ``was``.
@@ -143,6 +149,7 @@ class Maintenance:
         ep.register("neighbors", self._rpc_neighbors, idempotent=True)
         ep.register("notify", self._rpc_notify, idempotent=True)
         ep.register("leaving", self._rpc_leaving, idempotent=True)
+        ep.register("succs", self._rpc_succs, idempotent=True)
 
     def reset(self) -> None:
         """The node took a new id (it advertised another address): start the fingers over."""
@@ -294,7 +301,9 @@ class Maintenance:
             return  # alone: a ring of one, or one that waits to rejoin
         succ, (succs, preds, hint) = found
         succ, new_list, preds = await self.walk_back(succ, succs, preds, hint)
+        before = ls.successors
         ls.set_successors(new_list)
+        self._pass_back(before)
         if preds and preds[0].id == self.node.id:
             self.succ_heard = (succ.id, asyncio.get_running_loop().time())
         self.node.member = True
@@ -1071,7 +1080,9 @@ class Maintenance:
         ls = self.node.leafset
         pred = ls.predecessor
         if pred is not None and pred.id == peer.id:  # our predecessor, as every round
+            before = ls.predecessors
             ls.set_predecessors([peer, *preds])
+            self._pass_on(before)
             self.pred_heard = (peer.id, loop.time())
             return self._was(peer)
         succ = ls.successor
@@ -1099,7 +1110,9 @@ class Maintenance:
             return {}  # [pred, self): it, or one between
         if not ls.successors and not ls.predecessors:
             self._log_merged(peer, verified)
+        before = ls.predecessors
         ls.set_predecessors([peer, *verified])
+        self._pass_on(before)
         self.pred_heard = (peer.id, loop.time())  # it named us its successor: mutual
         self.node.member = True
         if ls.successor is None:  # a ring of one no more: it is our successor too, now
@@ -1109,6 +1122,77 @@ class Maintenance:
             # of itself (notify), so that it does not wait for its next round to learn.
             self._replaced = (peer.id, pred, loop.time())
         return self._was(peer)
+
+    def _pass_on(self, before: list[Peer]) -> None:
+        """Our first r predecessors changed (a node joined just before us, or before our
+        predecessor): tell our successor now, not at our next round, so that the news reaches
+        the r nodes whose replicas it concerns within round trips instead of rounds."""
+        r = self.node.replicator.config.replicas
+        after = self.node.leafset.predecessors
+        if [p.id for p in before[:r]] == [p.id for p in after[:r]]:
+            return
+        if len(after) < min(r, len(before)):
+            # Shorter than it was: a node that joined knowing no predecessors yet told us of
+            # itself. Passed on, it would cut the lists of r nodes short (and the joins
+            # through them would start with none); its own predecessor fills it in soon.
+            return
+        if self._forward is not None and not self._forward.done():
+            self._forward_again = True
+            return
+        self._forward = self.node.background(self._notify_forward())
+
+    async def _notify_forward(self) -> None:
+        for _ in range(self.MAX_EARLY):
+            self._forward_again = False
+            succ = self.node.leafset.successor
+            if succ is None:
+                return
+            self.forward_notifies += 1
+            await self.notify(succ)
+            if not self._forward_again:
+                return
+
+    def _pass_back(self, before: list[Peer]) -> None:
+        """Our successor list changed: send it to our predecessor now, which takes it as its
+        stabilize would take our answer, instead of at its next round."""
+        after = self.node.leafset.successors
+        if [p.id for p in before] == [p.id for p in after] or len(after) < len(before):
+            return
+        if self._backward is not None and not self._backward.done():
+            self._backward_again = True
+            return
+        self._backward = self.node.background(self._push_back())
+
+    async def _push_back(self) -> None:
+        for _ in range(self.MAX_EARLY):
+            self._backward_again = False
+            pred = self.node.leafset.predecessor
+            if pred is None:
+                return
+            self.backward_pushes += 1
+            args = {"id": ids.to_bytes(self.node.id), "succs": self.node.leafset.wire()[0]}
+            # Few tries: a lost push costs nothing that our predecessor's next round does not
+            # bring (older nodes answer "unknown method", ignored likewise).
+            tries = self.node.config.lookup_tries
+            with contextlib.suppress(DhtError, *PEER_FAILURES):
+                await self.node.call_peer(pred, "succs", args, tries=tries)
+            if not self._backward_again:
+                return
+
+    def _rpc_succs(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
+        """Our successor's new successor list (PROTOCOL.md 9.3, ``succs``): ours becomes
+        ``[successor] + list``, cut, as our stabilize would make it from its answer; from any
+        other node, nothing changes."""
+        peer = self.node.sender(args, src)
+        ls = self.node.leafset
+        succ = ls.successor
+        if succ is None or succ.id != peer.id or succ.addr != peer.addr:
+            return {}
+        succs = self._without_left(self.node.arg_peers(args, "succs"))
+        before = ls.successors
+        ls.set_successors([peer, *succs])
+        self._pass_back(before)
+        return {}
 
     def _log_merged(self, peer: Peer, preds: list[Peer]) -> None:
         """We were alone, and ``peer`` (with its predecessors ``preds``) takes us for its
