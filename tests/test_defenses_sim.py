@@ -524,28 +524,33 @@ def test_a_strangers_flood_of_notifies_costs_a_node_few_early_stabilizes() -> No
     run_virtual(main())
 
 
-def test_a_predecessors_flood_of_changing_notifies_is_passed_on_one_at_a_time() -> None:
-    # A notify that changes a node's first r predecessors is passed on to its successor at
-    # once (PROTOCOL.md 9.7, step 7). A predecessor that sends 200 at once, each changing the
-    # list, makes it send its successor a notify at a time, not 200: one, and one more for
-    # whatever came meanwhile.
+@pytest.mark.parametrize("method", ["notify", "succs"])
+def test_a_neighbours_flood_of_changing_lists_is_passed_on_one_at_a_time(method: str) -> None:
+    # A list that changes is passed on at once: a notify that changes a node's first r
+    # predecessors to its successor (PROTOCOL.md 9.7, step 7), a successor list that changes
+    # to its predecessor (`succs`, 9.6, step 5a). The neighbour they come from (predecessor,
+    # successor) sending 200 at once, each changing the list, makes the node send one, and
+    # one more for whatever came meanwhile, not 200.
     async def main() -> None:
         sim = Sim(seed=45, store_config=STORE)
         nodes = await sim.build_ideal(30, maintenance=True)
         victim = nodes[7]
-        pred = victim.leafset.predecessor
-        assert pred is not None
-        flooder = sim.joined[pred.id]
-        preds = [p.to_wire() for p in flooder.leafset.predecessors]
-        lists = [preds, preds[1:]]  # the victim's 2nd predecessor changes with each
-        before = victim.maintenance.forward_notifies
+        ls = victim.leafset
+        near = ls.predecessor if method == "notify" else ls.successor
+        assert near is not None
+        flooder = sim.joined[near.id]
+        name = "preds" if method == "notify" else "succs"
+        theirs = flooder.leafset.predecessors if method == "notify" else flooder.leafset.successors
+        wired = [p.to_wire() for p in theirs]
+        lists = [wired, wired[:1] + wired[2:]]  # an entry of the victim's list changes with each
+        relay = victim.maintenance.forward if method == "notify" else victim.maintenance.backward
+        before = relay.sent
         for i in range(200):  # all at once: raw datagrams, no window of the flooder's own
-            args = {"id": ids.to_bytes(flooder.id), "preds": lists[i % 2]}
-            flooder.endpoint.send_raw(wire.encode_request(i, "notify", args), victim.addr)
-        maintenance = victim.maintenance
-        await wait_until(lambda: maintenance.forward_notifies > before, 1.0)
-        await wait_until(lambda: maintenance._forward is None or maintenance._forward.done(), 2.0)
-        assert 1 <= victim.maintenance.forward_notifies - before <= 2
+            args = {"id": ids.to_bytes(flooder.id), name: lists[i % 2]}
+            flooder.endpoint.send_raw(wire.encode_request(i, method, args), victim.addr)
+        await wait_until(lambda: relay.sent > before, 1.0)
+        await wait_until(relay.idle, 2.0)
+        assert 1 <= relay.sent - before <= 2
         await sim.wait_ideal(within=10)
         await sim.stop()
 
@@ -568,34 +573,7 @@ def test_a_successor_list_from_any_node_but_the_successor_changes_nothing() -> N
             args = {"id": ids.to_bytes(sender.id), "succs": fakes}
             assert await sender.endpoint.call(victim.addr, "succs", args) == {}
             assert victim.leafset.successors == before
-        assert victim.maintenance.backward_pushes == 0
-        await sim.stop()
-
-    run_virtual(main())
-
-
-def test_a_successors_flood_of_changing_lists_is_passed_back_one_at_a_time() -> None:
-    # A successor list that changes is sent back to the predecessor at once (PROTOCOL.md 9.6,
-    # step 5a). A successor that sends 200 changing lists at once makes the node send its
-    # own predecessor one, and one more for whatever came meanwhile.
-    async def main() -> None:
-        sim = Sim(seed=47, store_config=STORE)
-        nodes = await sim.build_ideal(30, maintenance=True)
-        victim = nodes[7]
-        succ = victim.leafset.successor
-        assert succ is not None
-        flooder = sim.joined[succ.id]
-        succs = [p.to_wire() for p in flooder.leafset.successors]
-        lists = [succs, succs[:1] + succs[2:]]  # the victim's 3rd successor changes with each
-        before = victim.maintenance.backward_pushes
-        for i in range(200):  # all at once: raw datagrams, no window of the flooder's own
-            args = {"id": ids.to_bytes(flooder.id), "succs": lists[i % 2]}
-            flooder.endpoint.send_raw(wire.encode_request(i, "succs", args), victim.addr)
-        maintenance = victim.maintenance
-        await wait_until(lambda: maintenance.backward_pushes > before, 1.0)
-        await wait_until(lambda: maintenance._backward is None or maintenance._backward.done(), 2.0)
-        assert 1 <= victim.maintenance.backward_pushes - before <= 2
-        await sim.wait_ideal(within=10)
+        assert victim.maintenance.backward.sent == 0
         await sim.stop()
 
     run_virtual(main())

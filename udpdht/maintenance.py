@@ -63,6 +63,43 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class _Relay:
+    """Sends one thing at a time, now rather than at the next round: ``kick`` while a send
+    runs makes one more after it (news that came meanwhile), at most ``limit`` in a row; the
+    next ``kick`` then starts again. ``send`` returns False when there was no one to send to."""
+
+    __slots__ = ("_again", "_limit", "_send", "_spawn", "_task", "sent")
+
+    def __init__(
+        self,
+        send: Callable[[], Awaitable[bool]],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        limit: int,
+    ) -> None:
+        self._send, self._spawn, self._limit = send, spawn, limit
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self.sent = 0  # sends made (for tests and status)
+
+    def kick(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = self._spawn(self._run())
+
+    def idle(self) -> bool:
+        return self._task is None or self._task.done()
+
+    async def _run(self) -> None:
+        for _ in range(self._limit):
+            self._again = False
+            if not await self._send():
+                return
+            self.sent += 1
+            if not self._again:
+                return
+
+
 class Maintenance:
     """The ring side of a node: its maintenance rounds, and the handlers of ``neighbors``,
     ``notify`` and ``leaving``."""
@@ -132,12 +169,10 @@ class Maintenance:
         self._last_stabilize = float("-inf")  # loop time the last stabilize started
         self._early: asyncio.Task[None] | None = None  # see stabilize_soon
         self._early_again = False  # a node between us and our successor came meanwhile
-        self._forward: asyncio.Task[None] | None = None  # an early notify of our successor
-        self._forward_again = False
-        self.forward_notifies = 0  # early notifies of our successor (_pass_on)
-        self._backward: asyncio.Task[None] | None = None  # our list, to our predecessor
-        self._backward_again = False
-        self.backward_pushes = 0  # successor lists sent to our predecessor (_pass_back)
+        # Our predecessors to our successor (a notify), our successors to our predecessor
+        # (succs), as soon as they change: _pass_on and _pass_back.
+        self.forward = _Relay(self._notify_successor, node.background, self.MAX_EARLY)
+        self.backward = _Relay(self._send_successors, node.background, self.MAX_EARLY)
         self.early_stabilizes = 0  # stabilizes started by such a node, not by the clock
         #: (new predecessor, the one it replaced, when): a notify sent again (its answer was
         #: lost) gets the same ``was``.
@@ -1136,21 +1171,14 @@ class Maintenance:
             # itself. Passed on, it would cut the lists of r nodes short (and the joins
             # through them would start with none); its own predecessor fills it in soon.
             return
-        if self._forward is not None and not self._forward.done():
-            self._forward_again = True
-            return
-        self._forward = self.node.background(self._notify_forward())
+        self.forward.kick()
 
-    async def _notify_forward(self) -> None:
-        for _ in range(self.MAX_EARLY):
-            self._forward_again = False
-            succ = self.node.leafset.successor
-            if succ is None:
-                return
-            self.forward_notifies += 1
-            await self.notify(succ)
-            if not self._forward_again:
-                return
+    async def _notify_successor(self) -> bool:
+        succ = self.node.leafset.successor
+        if succ is None:
+            return False
+        await self.notify(succ)
+        return True
 
     def _pass_back(self, before: list[Peer]) -> None:
         """Our successor list changed: send it to our predecessor now, which takes it as its
@@ -1158,26 +1186,18 @@ class Maintenance:
         after = self.node.leafset.successors
         if [p.id for p in before] == [p.id for p in after] or len(after) < len(before):
             return
-        if self._backward is not None and not self._backward.done():
-            self._backward_again = True
-            return
-        self._backward = self.node.background(self._push_back())
+        self.backward.kick()
 
-    async def _push_back(self) -> None:
-        for _ in range(self.MAX_EARLY):
-            self._backward_again = False
-            pred = self.node.leafset.predecessor
-            if pred is None:
-                return
-            self.backward_pushes += 1
-            args = {"id": ids.to_bytes(self.node.id), "succs": self.node.leafset.wire()[0]}
-            # Few tries: a lost push costs nothing that our predecessor's next round does not
-            # bring (older nodes answer "unknown method", ignored likewise).
-            tries = self.node.config.lookup_tries
-            with contextlib.suppress(DhtError, *PEER_FAILURES):
-                await self.node.call_peer(pred, "succs", args, tries=tries)
-            if not self._backward_again:
-                return
+    async def _send_successors(self) -> bool:
+        pred = self.node.leafset.predecessor
+        if pred is None:
+            return False
+        args = {"id": ids.to_bytes(self.node.id), "succs": self.node.leafset.wire()[0]}
+        # Few tries: a lost list costs nothing that our predecessor's next round does not
+        # bring (older nodes answer "unknown method", ignored likewise).
+        with contextlib.suppress(DhtError, *PEER_FAILURES):
+            await self.node.call_peer(pred, "succs", args, tries=self.node.config.lookup_tries)
+        return True
 
     def _rpc_succs(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """Our successor's new successor list (PROTOCOL.md 9.3, ``succs``): ours becomes
