@@ -102,7 +102,7 @@ class _Relay:
 
 class Maintenance:
     """The ring side of a node: its maintenance rounds, and the handlers of ``neighbors``,
-    ``notify`` and ``leaving``."""
+    ``notify``, ``succs`` and ``leaving``."""
 
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
     SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
