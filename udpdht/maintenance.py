@@ -1159,12 +1159,14 @@ class Maintenance:
         return self._was(peer)
 
     def _pass_on(self, before: list[Peer]) -> None:
-        """Our first r predecessors changed (a node joined just before us, or before our
+        """Our predecessor list changed (a node joined just before us, or before our
         predecessor): tell our successor now, not at our next round, so that the news reaches
-        the r nodes whose replicas it concerns within round trips instead of rounds."""
+        the L/2 nodes after us within round trips instead of a round each (passing on only
+        changes of the first r left the lists' far ends skipping nodes, and rings by joins
+        took longer to be ideal)."""
         r = self.node.replicator.config.replicas
         after = self.node.leafset.predecessors
-        if [p.id for p in before[:r]] == [p.id for p in after[:r]]:
+        if [p.id for p in before] == [p.id for p in after]:
             return
         if len(after) < min(r, len(before)):
             # Shorter than it was: a node that joined knowing no predecessors yet told us of
