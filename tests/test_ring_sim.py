@@ -59,9 +59,14 @@ def test_1000_nodes_join_at_once_through_one_bootstrap() -> None:
         took = await sim.wait_ideal(within=120)
         assert sim.violations == []
         assert sim.checks > 5  # the invariants were checked all along, not just at the end
+        assert took < 60, f"took {took} virtual seconds"
+        await assert_lookups_correct(sim, 500, seed=2)
+        # The fingers follow the leafsets, which lists passed on at once make ideal after 4
+        # virtual s (8 before): lookups then took 6.1 hops, 3 s later 4.8 (4.7 at 10 s either
+        # way).
+        await asyncio.sleep(3)
         mean_hops = await assert_lookups_correct(sim, 500, seed=2)
         assert mean_hops <= 0.5 * 10  # ½·log2(1000): Chord's figure, leafset helps
-        assert took < 60, f"took {took} virtual seconds"
         await sim.stop()
 
     run_virtual(main())
