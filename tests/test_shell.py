@@ -535,7 +535,9 @@ async def test_embedded_nodes_add_and_kill(embedded: Session) -> None:
     out = await session.execute(parse("ping"))
     assert out.startswith(f"{session.attached_text} (id ") and "answered in" in out
     assert session.last_rtt is not None
-    assert "fingers" in await session.execute(parse("fingers"))  # maybe none yet
+    # "no fingers yet", "1 distinct finger of ..." or "N distinct fingers of ...": the count
+    # depends on how far maintenance has come.
+    assert "finger" in await session.execute(parse("fingers"))
     assert "successors (" in await session.execute(parse("leafset"))
     assert "timeouts" in await session.execute(parse("stats"))
 
