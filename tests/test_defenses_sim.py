@@ -512,7 +512,7 @@ def test_a_strangers_flood_of_notifies_costs_a_node_few_early_stabilizes() -> No
             await asyncio.sleep(0.005)
         await asyncio.gather(*calls, return_exceptions=True)
         maintenance = victim.maintenance
-        await wait_until(lambda: maintenance._early is None or maintenance._early.done(), 2.0)
+        await wait_until(maintenance.early.idle, 2.0)
         elapsed = loop.time() - start
         early = victim.maintenance.early_stabilizes - before
         assert 0 < early <= elapsed / victim.maintenance.EARLY_GAP + 1

@@ -226,11 +226,9 @@ def test_a_join_reaches_its_neighbours_lists_in_round_trips(side: str, within: f
     async def main() -> None:
         for seed in (41, 42, 43):
             sim = Sim(seed=seed)
-            await sim.build_ideal(24, maintenance=True)
+            nodes = await sim.build_ideal(24, maintenance=True)
             await asyncio.sleep(10)  # calm: rounds 1-3 s apart
-            joiner = await sim.spawn()
-            await joiner.join(sim.live_peers()[0].addr)
-            sim._admit(joiner)
+            joiner = await sim.join(via=min(nodes, key=lambda n: n.id))
             ring = sim.live_peers()
             at = next(i for i, p in enumerate(ring) if p.id == joiner.id)
             # The L/2 nodes after it (their predecessors), or the L/2 before it (successors).

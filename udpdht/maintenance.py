@@ -167,13 +167,13 @@ class Maintenance:
         self.loop_share = self.LOOP_CHECK
         self._stabilizing = asyncio.Lock()  # one stabilize at a time: a round's or an early one
         self._last_stabilize = float("-inf")  # loop time the last stabilize started
-        self._early: asyncio.Task[None] | None = None  # see stabilize_soon
-        self._early_again = False  # a node between us and our successor came meanwhile
-        # Our predecessors to our successor (a notify), our successors to our predecessor
-        # (succs), as soon as they change: _pass_on and _pass_back.
+        # What is done now rather than at the next round, one at a time (_Relay): a stabilize
+        # when a node between us and our successor told us of itself (stabilize_soon); our
+        # predecessors to our successor (a notify) and our successors to our predecessor
+        # (succs) when they change (_pass_on, _pass_back).
+        self.early = _Relay(self._stabilize_early, node.background, self.MAX_EARLY)
         self.forward = _Relay(self._notify_successor, node.background, self.MAX_EARLY)
         self.backward = _Relay(self._send_successors, node.background, self.MAX_EARLY)
-        self.early_stabilizes = 0  # stabilizes started by such a node, not by the clock
         #: (new predecessor, the one it replaced, when): a notify sent again (its answer was
         #: lost) gets the same ``was``.
         self._replaced: tuple[int, Peer, float] | None = None
@@ -300,25 +300,22 @@ class Maintenance:
         that join one after another in one process: 5 of 100 successors right when the last
         join returned). The walk is stabilize's own, so the node is adopted only once it
         answers; strangers can make us stabilize at most once per EARLY_GAP."""
-        if self._early is not None and not self._early.done():
-            self._early_again = True
-            return
-        self._early = self.node.background(self._stabilize_early())
+        self.early.kick()
 
-    async def _stabilize_early(self) -> None:
-        loop = asyncio.get_running_loop()
-        for _ in range(self.MAX_EARLY):
-            self._early_again = False
-            wait = self._last_stabilize + self.EARLY_GAP - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.early_stabilizes += 1
-            try:
-                await self.stabilize()
-            except (DhtError, *PEER_FAILURES) as exc:
-                self.node.log.debug("early stabilize failed: %s", exc)
-            if not self._early_again:
-                return
+    @property
+    def early_stabilizes(self) -> int:
+        """Stabilizes started by such a node, not by the clock."""
+        return self.early.sent
+
+    async def _stabilize_early(self) -> bool:
+        wait = self._last_stabilize + self.EARLY_GAP - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            await self.stabilize()
+        except (DhtError, *PEER_FAILURES) as exc:
+            self.node.log.debug("early stabilize failed: %s", exc)
+        return True
 
     async def _stabilize(self) -> None:
         ls = self.node.leafset
@@ -1166,7 +1163,7 @@ class Maintenance:
         took longer to be ideal)."""
         r = self.node.replicator.config.replicas
         after = self.node.leafset.predecessors
-        if [p.id for p in before] == [p.id for p in after]:
+        if before == after:
             return
         if len(after) < min(r, len(before)):
             # Shorter than it was: a node that joined knowing no predecessors yet told us of
@@ -1186,7 +1183,7 @@ class Maintenance:
         """Our successor list changed: send it to our predecessor now, which takes it as its
         stabilize would take our answer, instead of at its next round."""
         after = self.node.leafset.successors
-        if [p.id for p in before] == [p.id for p in after] or len(after) < len(before):
+        if before == after or len(after) < len(before):
             return
         self.backward.kick()
 
