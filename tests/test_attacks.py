@@ -112,6 +112,11 @@ async def test_hostile_peer_entries_never_reach_a_socket(ring: list[NodeProcess]
             b.addr, "notify", {"id": s.id, "preds": [stranger_peer("10.1.1.1", 7)] * 17}
         )
         assert kind == "error" and "at most 16" in answer[1]
+        # A successor list from a node that is not the successor: ignored, entries and all.
+        for host in BAD_HOSTS:
+            poisoned = {"id": s.id, "succs": [stranger_peer(host, 7)]}
+            kind, answer, _ = s.ask(b.addr, "succs", poisoned)
+            assert kind == "reply" and answer == {}, (host, answer)
     await asyncio.sleep(1.0)  # longer than the ring needed to go deaf before
     await healthy(ring)
 
