@@ -734,9 +734,9 @@ class Maintenance:
                 try:
                     # Unconfirmed, but checked against what we know (lookup.plausible_owner):
                     # a finger is only a shortcut; the owner of a key is always confirmed.
-                    # Our best guess at the owner is asked first (_finger_guess): it mostly
+                    # Our best guess at the owner is asked first (first_guess): it mostly
                     # names the owner from its own leafset, one hop instead of several.
-                    via = self._finger_guess(start, self.node.fingers.entries[i])
+                    via = self.first_guess(start, self.node.fingers.entries[i])
                     owner = (await self.node.lookup_id(start, confirm=False, via=via)).owner
                 except (LookupFailed, *PEER_FAILURES):
                     return True  # (a failure is news: look again next round)
@@ -760,17 +760,19 @@ class Maintenance:
 
     FINGER_VIEW_AGE = 60.0  # seconds: a node not heard from for longer is not guessed
 
-    def _finger_guess(self, start: int, current: Peer | None) -> Peer | None:
-        """The node to ask first for the owner of a finger's ``start``.
+    def first_guess(self, start: int, current: Peer | None = None) -> Peer | None:
+        """The node to ask first for the owner of ``start`` (a finger's start, or a key the
+        store looks up; lookup_id's ``via``).
 
         The first node at or after it among those heard from lately (node.view), or the
-        finger as it stands if that is nearer, is at or just after the owner, and names it
-        from its predecessor list in one hop, unless more nodes than that list holds joined
-        between (then it routes clockwise from past the start: about log n hops). So when it
-        lies farther from the start than our own successor list spans (L/2 - 1 of our gaps),
-        the nearest node before the start that we heard from is asked instead: from there
-        the owner is a few nodes on, found in one hop from its successor list, or a few hops
-        if nodes joined between (1,000 joins: 1.7 hops a finger lookup instead of 2.3)."""
+        finger as it stands (``current``) if that is nearer, is at or just after the owner,
+        and names it from its predecessor list in one hop, unless more nodes than that list
+        holds joined between (then it routes clockwise from past the start: about log n
+        hops). So when it lies farther from the start than our own successor list spans
+        (L/2 - 1 of our gaps), the nearest node before the start that we heard from is asked
+        instead: from there the owner is a few nodes on, found in one hop from its successor
+        list, or a few hops if nodes joined between (1,000 joins: 1.7 hops a finger lookup
+        instead of 2.3)."""
         since = asyncio.get_running_loop().time() - self.FINGER_VIEW_AGE
         me = self.node.id
         seen = self.node.view.holders(start, 1, since)

@@ -819,7 +819,10 @@ class Replicator:
         a lookup."""
         if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
             return holders
-        found = await self.node.lookup_id(key_id, confirm=confirm)
+        # The lookup asks our view's guess first, as fix_fingers does (Maintenance.first_guess):
+        # a node near the key names its owner from its own leafset, one hop.
+        via = self.node.maintenance.first_guess(key_id)
+        found = await self.node.lookup_id(key_id, confirm=confirm, via=via)
         return [found.owner, *found.successors]
 
     async def _retarget(self, key_id: int, refusals: _Refusals) -> list[Peer]:
@@ -831,7 +834,10 @@ class Replicator:
         until the next rounds mend them, while the successor pointers are right sooner. One
         at most: strict lookups walk node by node, and while hundreds of nodes join at once
         their cost adds up (PROTOCOL.md 10.5)."""
-        found = await self.node.lookup_id(key_id, confirm=True)
+        via = self.node.maintenance.first_guess(key_id)  # (see _targets), unless it refused
+        if via is not None and via.id in refusals.nodes:
+            via = None
+        found = await self.node.lookup_id(key_id, confirm=True, via=via)
         if found.owner.id in refusals.nodes and not refusals.strict_spent:
             refusals.strict_spent = True
             # (If that fails too, as in a ring of two whose nodes have not met yet, the first
