@@ -156,6 +156,31 @@ def test_an_isolated_node_says_the_way_out() -> None:
     assert "--new-ring" in state and "ISOLATED" not in state
 
 
+def test_the_picture_of_an_isolated_node_says_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    # A new user's trial: 'ring --draw' on a node cut off from its ring drew its remembered
+    # neighbours alone, with nothing to say it serves no key.
+    import argparse
+
+    from udpdht.cli import show_ring_picture
+
+    st: dict[str, Any] = {
+        "id": "ab" * 20,
+        "addr": "127.0.0.1:7000",
+        "isolated": True,
+        "predecessor": None,
+        "successors": [],
+        "predecessors": [],
+        "fingers": [],
+        "store": {"primary": 1, "replica": 0},
+    }
+    for isolated in (True, False):
+        args = argparse.Namespace(svg=None, width=60)
+        asyncio.run(show_ring_picture(args, {**st, "isolated": isolated}, []))
+        out = capsys.readouterr().out
+        said = "127.0.0.1:7000 is isolated: it lost contact with its ring and serves no key"
+        assert (said in out) is isolated, out
+
+
 # --- a node that does not answer ----------------------------------------------------------------
 
 _UNANSWERED = r"127\.0\.0\.1:{port} did not answer \({tries} tries, \d+\.\d s\)"

@@ -904,6 +904,11 @@ async def show_ring_picture(
     from . import ringdraw
 
     nodes, fingers = ringdraw.from_statuses(attached, others, limit=limit)
+    isolated = ""
+    if attached.get("isolated"):  # (a picture of its remembered neighbours alone would not say)
+        from shell.render import ISOLATED_HINT
+
+        isolated = f"{attached['addr']} is isolated: {ISOLATED_HINT}"
     if args.svg:
         try:
             svg = ringdraw.draw_svg(nodes, fingers, who=ringdraw.ASKED_NODE)
@@ -911,11 +916,13 @@ async def show_ring_picture(
         except OSError as exc:
             raise UsageError(f"cannot write {args.svg}: {exc.strerror}") from None
         print(f"wrote a picture of {len(nodes)} nodes to {args.svg}")
+        if isolated:
+            print(isolated)
         return
     width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     lines = ringdraw.draw_text(nodes, fingers, width=width, color=color, who=ringdraw.ASKED_NODE)
-    print("\n".join(lines))
+    print("\n".join([*lines, isolated] if isolated else lines))
 
 
 def _cluster_size(text: str) -> int:
