@@ -164,6 +164,25 @@ class Network(Protocol):
     ) -> asyncio.DatagramTransport: ...
 
 
+#: What a datagram transport of the stock asyncio loop receives into: one datagram's largest
+#: payload (65,507 bytes over IPv4, 65,527 over IPv6) fits.
+RECEIVE_SIZE = 65_536
+
+
+def fit_receive_size(transport: asyncio.BaseTransport) -> None:
+    """Have the stock asyncio loop receive ``transport``'s datagrams into RECEIVE_SIZE bytes.
+
+    It receives each into a fresh bytes object of its ``max_size``, 256 KiB, and then shrinks
+    it. glibc serves an allocation that large with mmap, the shrink with mremap and the free
+    with munmap: three system calls and a page fault for every datagram received (strace of
+    30,000 gets through 100 servers in one process: 60,674 of each). 64 KiB comes from the
+    heap instead, and the CPU of a get fell by a third. uvloop's transport reads into a buffer
+    of its own and has no ``max_size``: it is left as it is.
+    """
+    if getattr(transport, "max_size", 0) > RECEIVE_SIZE:
+        transport.max_size = RECEIVE_SIZE  # type: ignore[attr-defined]
+
+
 class UdpNetwork:
     """Real UDP: one socket per endpoint."""
 

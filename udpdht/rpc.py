@@ -89,7 +89,7 @@ from .errors import (
     TooManyPending,
     remote_error,
 )
-from .net import Address, Network, check_peer_addr, format_addr
+from .net import Address, Network, check_peer_addr, fit_receive_size, format_addr
 from .ratelimit import Buckets, TokenBucket, source_of
 
 log = logging.getLogger("udpdht.rpc")
@@ -925,6 +925,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport has the datagram methods but not the asyncio base class.
         self._transport = cast(asyncio.DatagramTransport, transport)
+        fit_receive_size(transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         # IPv6 sockets report (host, port, flowinfo, scope_id); IPv4 ones never need the check.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ..errors import DhtError, RpcTimeout, SendFailed
-from ..net import Address, format_addr
+from ..net import Address, fit_receive_size, format_addr
 from . import codec
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class KadEndpoint:
                 log.debug("socket error: %s", exc)
 
         transport, _ = await loop.create_datagram_endpoint(_Protocol, local_addr=(host, port))
+        fit_receive_size(transport)
         self._transport = transport
         sock = transport.get_extra_info("sockname")
         self.addr = (sock[0], sock[1])
