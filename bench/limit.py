@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from udpdht import wire
 from udpdht.errors import DhtError
-from udpdht.net import Address
+from udpdht.net import Address, fit_receive_size
 
 
 class LimitServer(asyncio.DatagramProtocol):
@@ -85,6 +85,7 @@ class LimitServer(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        fit_receive_size(transport)  # as udpdht's endpoints: the limit pays no cost they avoid
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
