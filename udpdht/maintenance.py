@@ -773,7 +773,7 @@ class Maintenance:
         instead: from there the owner is a few nodes on, found in one hop from its successor
         list, or a few hops if nodes joined between (1,000 joins: 1.7 hops a finger lookup
         instead of 2.3)."""
-        since = asyncio.get_running_loop().time() - self.FINGER_VIEW_AGE
+        since = self.node.clock() - self.FINGER_VIEW_AGE
         me = self.node.id
         seen = self.node.view.holders(start, 1, since)
         guess = seen[0] if seen and seen[0].id != me else None

@@ -320,7 +320,7 @@ class Replicator:
         replica already; settled() asks for a quiet neighbourhood and a comparison with the
         successor before our "nothing here" counts again."""
         if now is None:
-            now = asyncio.get_running_loop().time()
+            now = self.node.clock()
         view = self._view()
         if view != self._seen[0]:
             if self._seen[0] is not None:
@@ -352,7 +352,7 @@ class Replicator:
         the nodes around us know each other and have moved what they took for us; and since
         then we have compared our range with our successor's copy (a repair round, or an
         early one this starts)."""
-        now = asyncio.get_running_loop().time()  # (once: every read a primary answers)
+        now = self.node.clock()  # (once: every read a primary answers)
         self.track_view(now)
         if self.handoff is not None and not self.handoff["done"] and not self.handoff["error"]:
             return False  # our range is on its way to us
@@ -379,7 +379,7 @@ class Replicator:
 
     def quiet_for(self) -> float:
         """Seconds since our neighbourhood last changed."""
-        return asyncio.get_running_loop().time() - self._seen[1]
+        return self.node.clock() - self._seen[1]
 
     def changed_at(self) -> float:
         """The loop time at which our neighbourhood last changed (-inf: marked synced, as in
@@ -613,7 +613,7 @@ class Replicator:
         are not counted); RateLimited when it is spent."""
         if self._from_neighbour(src):
             return
-        now = asyncio.get_running_loop().time()
+        now = self.node.clock()
         if not self._budgets.take(source_of(src), now, float(size)):
             self.writes_rate_limited += 1
             rate = self.config.write_rate / (1 << 20)
@@ -723,12 +723,12 @@ class Replicator:
         # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later). At least
         # MIN_WRITE_PATIENCE seconds: the detector waits on call timeouts, not on rounds (the
         # shell's embedded ring, 4 rounds a second, gave up on such writes after 2.5 s).
-        loop = asyncio.get_running_loop()
-        patient_until = loop.time() + max(self.WRITE_PATIENCE * period, self.MIN_WRITE_PATIENCE)
+        clock = self.node.clock
+        patient_until = clock() + max(self.WRITE_PATIENCE * period, self.MIN_WRITE_PATIENCE)
         refused_by = _Refusals()
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
-            if attempt >= attempts and loop.time() >= patient_until:
+            if attempt >= attempts and clock() >= patient_until:
                 break
             # (``last``: how the attempt before ended; a refusal ends one, a timeout does not.)
             fresh = isinstance(last, NotResponsible) and targets[0].id not in refused_by.nodes
@@ -760,7 +760,7 @@ class Replicator:
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
                     self.node.peer_failed(target, exc)
-            if attempt >= attempts - 1 and loop.time() >= patient_until:
+            if attempt >= attempts - 1 and clock() >= patient_until:
                 break
             # Where the node that refused says, if it names a plausible owner; else look up
             # again, confirmed by the owner itself.
@@ -806,7 +806,7 @@ class Replicator:
         node = self.node
         if node.isolated or node.leafset.covers(key_id) or len(node.view) < 2:
             return None
-        since = asyncio.get_running_loop().time() - self.VIEW_AGE
+        since = self.node.clock() - self.VIEW_AGE
         r = self.config.replicas
         guess = node.view.holders(key_id, r + node.leafset.half if beyond else r, since)
         return guess if len(guess) >= r else None
@@ -866,7 +866,7 @@ class Replicator:
         if plausible_owner(key_id, nodes[0], nodes[0], known) is not None:
             return []
         nodes = nodes[: self.config.replicas]
-        self.node.heard_of(nodes, asyncio.get_running_loop().time())  # the next guess is right
+        self.node.heard_of(nodes, self.node.clock())  # the next guess is right
         return nodes
 
     def _named_holders(self, results: list[Any], key_id: int, asked: set[int]) -> list[Peer]:
@@ -895,17 +895,17 @@ class Replicator:
         are asked too, and the newest version two of the answers agree on wins.
         """
         check_key(key)
-        loop = asyncio.get_running_loop()
+        clock = self.node.clock
         # Holders that answer but are not settled yet settle within a few rounds (see
         # settled): wait that long before Unavailable.
         # (READ_PATIENCE periods at most: a client waits about 5 s for the answer.)
-        deadline = loop.time() + self.READ_PATIENCE * self.node.config.stabilize_period
+        deadline = clock() + self.READ_PATIENCE * self.node.config.stabilize_period
         for _ in range(100):  # bounded; the deadline ends it first
             try:
                 return await self._get_once(key)
             except Unavailable:
                 # An isolated node will not settle by waiting a few rounds: say so at once.
-                if self.node.isolated or loop.time() + self.SETTLE_POLL > deadline:
+                if self.node.isolated or clock() + self.SETTLE_POLL > deadline:
                     raise
             await asyncio.sleep(self.SETTLE_POLL)
         raise Unavailable("the key's holders did not settle")
@@ -1153,7 +1153,7 @@ class Replicator:
         # Replicate before acknowledging: an acknowledged write is on every live replica that
         # has room for it (the acknowledgement names the others).
         replicas = [p for p in self.next_nodes(self.config.replicas - 1) if p.id != self.node.id]
-        sent_at = asyncio.get_running_loop().time()
+        sent_at = self.node.clock()
         copies = asyncio.gather(*(self._push_soon(record, peer) for peer in replicas))
         self._copying[key] = copies
         try:

@@ -483,15 +483,15 @@ class Server:
         A put or get already retries a few times within itself; after many joins at once the
         ring can take longer than that to settle (successor lists travel one node per round).
         """
-        loop = asyncio.get_running_loop()
+        clock = node.clock
         period = node.config.stabilize_period
-        deadline = loop.time() + self.RETRY_ROUNDS * period
+        deadline = clock() + self.RETRY_ROUNDS * period
         pause = 0.05  # doubled after each try, up to a period: most waits are short
         while True:
             try:
                 return await op()
             except Unavailable as exc:
-                if loop.time() + pause > deadline or not node.running:
+                if clock() + pause > deadline or not node.running:
                     raise
                 log.info("ring not ready (%s); trying again", exc)
             await asyncio.sleep(pause)
