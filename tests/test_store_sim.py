@@ -598,6 +598,45 @@ def test_a_get_goes_straight_to_the_primary_its_view_knows() -> None:
     run_virtual(main())
 
 
+def test_a_write_while_the_ring_settles_looks_its_key_up_from_the_node_its_view_knows() -> None:
+    # While its part of the ring settles, a coordinator writes where a lookup leads. The
+    # lookup asks first the node its view knows nearest the key (as fix_fingers does for a
+    # finger), which names the owner from its own leafset: one hop, where routing by the
+    # fingers takes several (right after 100 servers joined: 1.3 finds a set instead of 2.2).
+    async def main() -> None:
+        sim = store_sim(61)
+        nodes = await sim.build_ideal(300)
+        by_id = {n.id: n for n in nodes}
+        coordinator = min(nodes, key=lambda n: n.id)
+        coordinator.replicator.settled = lambda: False  # type: ignore[method-assign]
+        now = asyncio.get_running_loop().time()
+        hops: list[int] = []
+        coordinator.lookup_observers.append(lambda f, _: hops.append(len(f.hops) if f else -1))
+        written = 0
+        for i in range(400):  # bounded: keys whose lookup by the fingers takes 2 hops or more
+            key = f"far-{i}".encode()
+            key_id = ids.hash_key(key)
+            if coordinator.leafset.covers(key_id):
+                continue
+            hops.clear()
+            await coordinator.lookup_id(key_id, confirm=False)  # by the fingers alone
+            if len(hops) != 1 or hops[0] < 2:
+                continue
+            owner = by_id[sim.true_owner(key_id).id]
+            coordinator.view.add(owner.peer, now)  # heard from lately
+            hops.clear()
+            await coordinator.put(key, "v")
+            assert hops == [1], (key, hops)  # the owner, asked first, confirms itself
+            assert owner.replicator.store.get(key) is not None
+            written += 1
+            if written == 5:
+                break
+        assert written == 5
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_read_refused_by_a_node_not_met_yet_costs_no_retry() -> None:
     # A coordinator whose view misses a key's primary reads from the node after it, which
     # refuses and names the holders: an answer 4 times a small read's size, which a node
