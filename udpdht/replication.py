@@ -820,9 +820,11 @@ class Replicator:
         if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
             return holders
         # The lookup asks our view's guess first, as fix_fingers does (Maintenance.first_guess):
-        # a node near the key names its owner from its own leafset, one hop.
-        via = self.node.maintenance.first_guess(key_id)
-        found = await self.node.lookup_id(key_id, confirm=confirm, via=via)
+        # a node near the key names its owner from its own leafset, one hop. (None when our
+        # leafset covers the key: the lookup answers from it, with no call.)
+        node = self.node
+        via = None if node.leafset.covers(key_id) else node.maintenance.first_guess(key_id)
+        found = await node.lookup_id(key_id, confirm=confirm, via=via)
         return [found.owner, *found.successors]
 
     async def _retarget(self, key_id: int, refusals: _Refusals) -> list[Peer]:
