@@ -164,10 +164,13 @@ def ring_lines(
     *,
     limit: int | None = None,
     marked: str = "attached",
+    notes_only: bool = False,
 ) -> list[str]:
     """The ring walk of ``Client.ring()``; ``labels`` names nodes by address (embedded ring);
     ``limit``: the walk's, to say when it stopped there rather than where the ring closes;
-    ``marked``: what the ``*`` marks (the shell's attached node, the node the CLI asked)."""
+    ``marked``: what the ``*`` marks (the shell's attached node, the node the CLI asked);
+    ``notes_only``: the notes alone (what is under way, why counts differ), without the table
+    and the summary (under a picture of the same walk)."""
     labels = labels or {}
     rows = []
     primary = copies = 0
@@ -285,6 +288,8 @@ def ring_lines(
         # Nothing under way: say so, rather than leave "whole" to the notes' absence (a new
         # user's trial). (Older nodes' status has no "settled": no word either way.)
         notes.append("settled: every node answered and holds its range, with every copy made")
+    if notes_only:
+        return notes
     lines.extend(notes)  # (above the summary, which stays the last line)
     lines.append(summary + f"   (* {marked})")
     return lines
