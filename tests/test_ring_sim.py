@@ -137,23 +137,37 @@ def test_a_node_that_stalled_a_moment_ago_still_notices_its_predecessor_crash() 
     run_virtual(main())
 
 
-def test_graceful_leave_closes_the_ring_at_once() -> None:
+def test_graceful_leave_closes_the_ring_at_once(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         sim = Sim(seed=8)
         await sim.build_ideal(40, maintenance=True)
         ring = sim.live_peers()
         leaver = sim.joined[ring[10].id]
         pred, succ = sim.joined[ring[9].id], sim.joined[ring[11].id]
+        # (A round's end logs the neighbours it has not logged yet: both have had one.)
+        told = (pred.maintenance, succ.maintenance)
+        await wait_until(lambda: None not in told[0]._told + told[1]._told, within=10)
+        caplog.clear()
         await sim.leave(leaver)
         # No maintenance round has run since: the neighbours were told directly.
         assert pred.leafset.successor == succ.peer
         assert succ.leafset.predecessor == pred.peer
         assert leaver.peer not in pred.leafset.successors + succ.leafset.predecessors
+        # ... and their logs say who took its place at once, after the line that says it left
+        # (a new user's trial: the new successor came only at the end of the next round).
+        said = [(r.node, r.getMessage()) for r in caplog.records]  # type: ignore[attr-defined]
+        for node, what, other in ((pred, "successor", succ), (succ, "predecessor", pred)):
+            mine = [m for who, m in said if who == ids.short(node.id)]
+            assert mine == [
+                f"peer {leaver.peer} left",
+                f"{what} is now {other.peer} (was {leaver.peer})",
+            ]
         await sim.wait_ideal(within=30)
         assert sim.violations == []
         await sim.stop()
 
-    run_virtual(main())
+    with caplog.at_level(logging.INFO, logger="udpdht"):
+        run_virtual(main())
 
 
 def test_a_list_that_still_names_a_node_that_left_does_not_bring_it_back() -> None:

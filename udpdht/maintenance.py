@@ -258,7 +258,8 @@ class Maintenance:
 
     def _tell_neighbours(self) -> None:
         """Log a new predecessor or successor (a node joined next to us, or one left and the
-        next took its place): once per change, at the end of the round that saw it."""
+        next took its place): once per change, at the end of the round that saw it (a leave:
+        at once, after the line that says it left)."""
         ls = self.node.leafset
         now = (ls.predecessor, ls.successor)
         for what, old, new in zip(("predecessor", "successor"), self._told, now, strict=True):
@@ -1326,6 +1327,7 @@ class Maintenance:
         self._left[gone.id] = now
         if was_neighbour:
             self.node.log.info("peer %s left", gone)
+            self._tell_neighbours()  # and who took its place, now rather than at the round's end
             if not ls.successors and not ls.predecessors:
                 self.node.member = False  # the others left on purpose: a ring of one, rightly
         return {}
