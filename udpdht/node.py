@@ -29,7 +29,15 @@ from .kad.service import KadService
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, iterative_lookup
 from .maintenance import Maintenance
 from .membership import FailureDetector, PeerMemory
-from .net import Address, Network, UdpNetwork, check_peer_addr, format_addr, resolve
+from .net import (
+    Address,
+    Network,
+    UdpNetwork,
+    check_peer_addr,
+    format_addr,
+    loop_clock,
+    resolve,
+)
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
@@ -230,9 +238,7 @@ class Node:
             self._endpoint = None
             self._release_data_dir()
             raise
-        loop = asyncio.get_running_loop()
-        # (The stock loop's time() is time.monotonic() behind a Python frame: called directly.)
-        self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self.clock = loop_clock(asyncio.get_running_loop())
         self._started_at = self.clock()
         # Reads are idempotent: a retry may simply run them again, so their replies are not
         # cached.

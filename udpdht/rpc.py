@@ -71,7 +71,6 @@ import os
 import random
 import socket
 import struct
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -89,7 +88,7 @@ from .errors import (
     TooManyPending,
     remote_error,
 )
-from .net import Address, Network, check_peer_addr, fit_receive_size, format_addr
+from .net import Address, Network, check_peer_addr, fit_receive_size, format_addr, loop_clock
 from .ratelimit import Buckets, TokenBucket, source_of
 
 log = logging.getLogger("udpdht.rpc")
@@ -310,10 +309,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # The stock asyncio loop's time() and create_future() are Python methods around
         # time.monotonic() and Future(loop=...): called directly, they save a frame each on
         # every call. Any other loop (uvloop's, the simulator's virtual clock) keeps its own.
-        self._time: Callable[[], float] = loop.time
+        self._time: Callable[[], float] = loop_clock(loop)
         self._new_future: Callable[[], asyncio.Future[Any]] = loop.create_future
-        if type(loop).time is asyncio.BaseEventLoop.time:
-            self._time = time.monotonic
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
             self._new_future = functools.partial(asyncio.Future, loop=loop)
         # Request ids guard against forged replies, so they come from the OS: a peer we call
