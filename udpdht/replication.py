@@ -54,7 +54,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .limits import MAX_TTL
-from .lookup import MALFORMED, plausible_owner
+from .lookup import MALFORMED, Lookup, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
 from .routing import Peer
@@ -819,13 +819,19 @@ class Replicator:
         a lookup."""
         if not confirm and guess and (holders := self.guess_holders(key_id)) is not None:
             return holders
-        # The lookup asks our view's guess first, as fix_fingers does (Maintenance.first_guess):
-        # a node near the key names its owner from its own leafset, one hop. (None when our
-        # leafset covers the key: the lookup answers from it, with no call.)
+        found = await self._lookup(key_id, confirm=confirm)
+        return [found.owner, *found.successors]
+
+    async def _lookup(self, key_id: int, *, confirm: bool, avoid: Container[int] = ()) -> Lookup:
+        """A lookup of the key that asks our view's guess first, as fix_fingers does
+        (Maintenance.first_guess): a node near the key names its owner from its own leafset,
+        one hop. No guess when our leafset covers the key (the lookup answers from it, with no
+        call), nor one in ``avoid`` (nodes that refused this operation)."""
         node = self.node
         via = None if node.leafset.covers(key_id) else node.maintenance.first_guess(key_id)
-        found = await node.lookup_id(key_id, confirm=confirm, via=via)
-        return [found.owner, *found.successors]
+        if via is not None and via.id in avoid:
+            via = None
+        return await node.lookup_id(key_id, confirm=confirm, via=via)
 
     async def _retarget(self, key_id: int, refusals: _Refusals) -> list[Peer]:
         """The targets after a refusal that named no plausible holder (or after every target
@@ -836,10 +842,7 @@ class Replicator:
         until the next rounds mend them, while the successor pointers are right sooner. One
         at most: strict lookups walk node by node, and while hundreds of nodes join at once
         their cost adds up (PROTOCOL.md 10.5)."""
-        via = self.node.maintenance.first_guess(key_id)  # (see _targets), unless it refused
-        if via is not None and via.id in refusals.nodes:
-            via = None
-        found = await self.node.lookup_id(key_id, confirm=True, via=via)
+        found = await self._lookup(key_id, confirm=True, avoid=refusals.nodes)
         if found.owner.id in refusals.nodes and not refusals.strict_spent:
             refusals.strict_spent = True
             # (If that fails too, as in a ring of two whose nodes have not met yet, the first
