@@ -131,6 +131,22 @@ def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:
     assert result.returncode == 2 and not (xdg / "udpdht" / "7999").exists()
 
 
+#: The status of a node cut off from its ring, alone (status_lines, the ring's picture).
+ISOLATED: dict[str, Any] = {
+    "id": "ab" * 20,
+    "addr": "127.0.0.1:7000",
+    "uptime_s": 5,
+    "isolated": True,
+    "settled": True,
+    "predecessor": None,
+    "successors": [],
+    "predecessors": [],
+    "fingers": [],
+    "store": {"primary": 1, "replica": 0, "bytes": 9, "tombstones": 0},
+    "rpc": {},
+}
+
+
 def test_an_isolated_node_says_the_way_out() -> None:
     from shell import render
     from udpdht.cli_errors import in_words
@@ -139,20 +155,7 @@ def test_an_isolated_node_says_the_way_out() -> None:
     text = in_words(Unavailable("put: this node has lost contact with its ring and is rejoining"))
     assert text.startswith("put: this node has lost contact with its ring and is rejoining; ")
     assert "restart it with 'udpdht node --new-ring' (it keeps its data)" in text
-    st = {
-        "id": "ab" * 20,
-        "addr": "127.0.0.1:7000",
-        "uptime_s": 5,
-        "isolated": True,
-        "settled": True,
-        "predecessor": None,
-        "successors": [],
-        "predecessors": [],
-        "fingers": [],
-        "store": {"primary": 1, "replica": 0, "bytes": 9, "tombstones": 0},
-        "rpc": {},
-    }
-    state = render.status_lines(st)[2]
+    state = render.status_lines(ISOLATED)[2]
     assert state.startswith("state        isolated: it lost contact with its ring")
     assert "--new-ring" in state and "ISOLATED" not in state
 
@@ -166,17 +169,7 @@ def test_the_picture_says_what_the_list_says_is_under_way(
     # Under the picture come the list's notes.
     from udpdht.cli import show_ring_picture
 
-    st: dict[str, Any] = {
-        "id": "ab" * 20,
-        "addr": "127.0.0.1:7000",
-        "isolated": True,
-        "settled": True,
-        "predecessor": None,
-        "successors": [],
-        "predecessors": [],
-        "fingers": [],
-        "store": {"primary": 4, "replica": 10, "replicas": 3},
-    }
+    st = {**ISOLATED, "store": {"primary": 4, "replica": 10, "replicas": 3}}
     silent = {"addr": "127.0.0.1:7001", "error": "no answer"}
 
     def picture(attached: dict[str, Any], *others: dict[str, Any]) -> str:
