@@ -286,14 +286,19 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             signalled = loop.create_task(stop.wait())
             try:
                 await asyncio.wait([joining, signalled], return_when=asyncio.FIRST_COMPLETED)
-                if not joining.done():  # Ctrl-C while joining: no ring to leave yet
+                if not joining.done():  # Ctrl-C while joining
                     joining.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await joining
-                    await node.stop()
-                    print("udpdht: interrupted while joining the ring", file=sys.stderr)
-                    return 130
-                joining.result()  # the join's error, if it failed
+                    if not node.member:  # no ring to leave yet
+                        await node.stop()
+                        print("udpdht: interrupted while joining the ring", file=sys.stderr)
+                        return 130
+                    # It took its place a moment before the signal (the join's last step,
+                    # telling its successor, was under way; on_signal said "leaving"): it
+                    # leaves as after any signal, handing back what it may have been handed.
+                else:
+                    joining.result()  # the join's error, if it failed
             except BaseException:
                 await node.stop()
                 raise
