@@ -679,6 +679,44 @@ def test_a_read_refused_by_a_node_not_met_yet_costs_no_retry() -> None:
     run_virtual(main())
 
 
+def test_a_read_of_a_key_at_the_leafsets_far_end_asks_its_primary_directly() -> None:
+    # The leafset names the owner of a key just before its farthest successor, but not the
+    # holders after it: the lookup that used to answer such keys asked a node for them, one
+    # more round trip a get. Our view of the ring names them: the primary is asked at once.
+    async def main() -> None:
+        sim = store_sim(53)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        await wait_until(lambda: all(n.replicator.settled() for n in nodes), within=60)
+        coordinator = nodes[0]
+
+        def at_far_end(key: bytes) -> bool:
+            key_id = ids.hash_key(key)
+            return coordinator.leafset.covers(key_id) and not coordinator.local_find(key_id)[0]
+
+        keys = [k for k in (f"k{i}".encode() for i in range(2000)) if at_far_end(k)][:6]
+        assert len(keys) == 6
+        for key in keys:
+            await nodes[20].put(key, "v")
+        now = asyncio.get_running_loop().time()
+        for node in nodes:
+            coordinator.view.add(node.peer, now)
+        sent: list[str | None] = []
+
+        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+            if src == coordinator.addr and _method(data) in ("find", "store_read"):
+                sent.append(_method(data))
+            return False
+
+        sim.net.set_drop_filter(watch)
+        for key in keys:
+            assert await coordinator.get(key) == "v"
+        sim.net.set_drop_filter(None)
+        assert sent == ["store_read"] * len(keys)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_writes_to_one_primary_at_once_share_their_pushes() -> None:
     # Many writes to the same primary at once: each replica gets them in a few store_push
     # calls, not one per write (the primary batches what waits while a push is in flight).

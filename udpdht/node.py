@@ -664,6 +664,15 @@ class Node:
         ``via``: a node of our tables to ask first (lookup.iterative_lookup). ``strict``: see
         routing.next_hop.
         """
+        if start is None and via is None and not strict and self.leafset.covers(key):
+            # Our leafset names the owner (a store's lookups for keys near us: a fifth of the
+            # gets in a ring of 100): answered here, without a lookup's bookkeeping.
+            done, nodes = self.local_find(key)
+            if done:
+                found = Lookup(nodes[0], [], nodes[1:])
+                if self.lookup_observers:
+                    self._observe_lookup(found, 0.0)
+                return found
         if not self.lookup_observers:
             return await iterative_lookup(
                 self, key, start=start, confirm=confirm, via=via, strict=strict

@@ -800,11 +800,16 @@ class Replicator:
 
     def guess_holders(self, key_id: int, *, beyond: bool = True) -> list[Peer] | None:
         """The key's primary and the nodes after it by our view of the ring (routing.RingView),
-        or None when our own leafset knows better (or the view is of no use: a lookup).
-        ``beyond``: L/2 nodes past the r holders too (a write's next targets when the first
-        fail); a read of a guess asks the r holders only."""
+        or None when our own leafset names them (a lookup answers from it, with no call) or
+        the view is of no use (a lookup). ``beyond``: L/2 nodes past the r holders too (a
+        write's next targets when the first fail); a read of a guess asks the r holders only.
+        """
         node = self.node
-        if node.isolated or node.leafset.covers(key_id) or len(node.view) < 2:
+        if node.isolated or len(node.view) < 2:
+            return None
+        if node.leafset.covers(key_id) and node.local_find(key_id)[0]:
+            # (Not a key near the leafset's far end, whose holders run past it: the lookup
+            # would ask a node for them, one more round trip than the view's guess.)
             return None
         since = self.node.clock() - self.VIEW_AGE
         r = self.config.replicas
