@@ -242,21 +242,6 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         if isinstance(exc, OSError):
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
         raise UsageError(str(exc)) from None
-    _say_if_a_new_ring_of_old_data(node, args)
-    fmt.node = ids.short(node.id)
-    cookie_path = _publish_cookie(node)
-    bound = node.endpoint.addr
-    also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
-    _announce(fmt, f"udpdht node {ids.to_hex(node.id)} listening on {format_addr(node.addr)}{also}")
-    kept = node.data_dir.resolve() if node.data_dir is not None else "memory only"
-    _announce(fmt, f"data: {kept}")
-    _announce(fmt, f"admin cookie: {cookie_path}")
-    if why:
-        log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
-    if exporter is not None:
-        _announce(fmt, f"metrics: {exporter.url}")
-    _warn_if_sent_from_elsewhere(node, args.bootstrap)
-    tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -276,9 +261,28 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             log.info("leaving the ring (send the signal again to stop at once)")
         stop.set()
 
+    # From the moment the node runs, before it says so: a SIGTERM right after the "listening"
+    # line (while start-up's collection ran) found no handler and killed it, exit 143, its
+    # cookie left behind (the fifth new-user trial).
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
+        _say_if_a_new_ring_of_old_data(node, args)
+        fmt.node = ids.short(node.id)
+        cookie_path = _publish_cookie(node)
+        bound = node.endpoint.addr
+        also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
+        listening = f"listening on {format_addr(node.addr)}{also}"
+        _announce(fmt, f"udpdht node {ids.to_hex(node.id)} {listening}")
+        kept = node.data_dir.resolve() if node.data_dir is not None else "memory only"
+        _announce(fmt, f"data: {kept}")
+        _announce(fmt, f"admin cookie: {cookie_path}")
+        if why:
+            log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
+        if exporter is not None:
+            _announce(fmt, f"metrics: {exporter.url}")
+        _warn_if_sent_from_elsewhere(node, args.bootstrap)
+        tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
         if args.bootstrap and not node.member:
             # (A node that remembers peers of its ring rejoins through them, and through the
             # bootstrap addresses when none of them answers: Maintenance._rejoin.)
