@@ -169,5 +169,7 @@ def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(
             assert first.wait()[0] == 0
         boot = f"127.0.0.1:{silent_port}"
         with node_process("--data-dir", d, "--bootstrap", boot, port=port) as again:
+            # (It says the address was heard, and when it would be tried.)
+            assert shows(again.output, f"rejoins through them, or through {boot} if none answers")
             assert shows(again.output, "joined the ring")
             assert again.proc.poll() is None

@@ -281,8 +281,14 @@ class Node:
         if self.memory.load():
             # We were part of a ring before this start: rejoin it, never start a second one.
             self.member = True
+            # (The bootstrap addresses are named too: they are tried only if none answers, and
+            # an operator who gave one should see that it was heard: the fifth new-user trial.)
+            boot = ", ".join(map(format_addr, self.bootstrap))
+            also = f", or through {boot} if none answers" if boot else ""
             self.log.info(
-                "remembers %s of its ring; rejoins through them", plural(len(self.memory), "peer")
+                "remembers %s of its ring; rejoins through them%s",
+                plural(len(self.memory), "peer"),
+                also,
             )
         if self._maintenance_on:
             loop = asyncio.get_running_loop()
