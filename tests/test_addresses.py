@@ -127,6 +127,16 @@ def shows(output: Callable[[], str], *texts: str, within: float = 10.0) -> bool:
     return True
 
 
+def test_a_node_that_joined_names_its_successor_once() -> None:
+    # The fifth new-user trial: "joined the ring: successor X" was followed, at the end of the
+    # first maintenance round, by "successor is now X".
+    with node_process() as seed, node_process("--bootstrap", seed.addr_text) as joiner:
+        successor = f"{ids.short(seed.id)}@{seed.addr_text}"
+        assert shows(joiner.output, f"joined the ring: successor {successor}")
+        assert shows(joiner.output, "predecessor is now")  # that round's end: it logs both
+        assert "successor is now" not in joiner.output()
+
+
 def test_a_wildcard_node_says_so_when_its_host_sends_from_another_address() -> None:
     # Bound to 0.0.0.0 and advertising 127.0.0.2, it sends to 127.0.0.1 from 127.0.0.1: its
     # peers would drop all of it (the id is SHA-1 of 127.0.0.2:port). It warns at start.

@@ -268,6 +268,12 @@ class Maintenance:
                 self.node.log.info("%s is now %s%s", what, new, was)
         self._told = now
 
+    def joined(self, successor: Peer) -> None:
+        """Our join logged the successor it took: the round's end need not say it again (the
+        fifth new-user trial: "successor is now X" right after "joined the ring: successor
+        X")."""
+        self._told = (self._told[0], successor)
+
     def _shape(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         ls = self.node.leafset
         return tuple(p.id for p in ls.successors), tuple(p.id for p in ls.predecessors)

@@ -419,6 +419,7 @@ class Node:
         self.maintenance.seed_fingers([owner, *succs, *preds, *fingers])
         self.member = True
         self.log.info("joined the ring: successor %s", owner)
+        self.maintenance.joined(owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
         # for our share of its keys, so the records fetched next include every acknowledged one.
         # (It names the predecessor it had, which is told of us too: it takes us for its
