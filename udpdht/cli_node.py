@@ -257,9 +257,17 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             else:
                 print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
             os._exit(130)
-        if node.member:
-            log.info("leaving the ring (send the signal again to stop at once)")
+        say_leaving()
         stop.set()
+
+    said_leaving = False
+
+    def say_leaving() -> None:
+        """Say once that the node leaves, if it has a place in a ring to leave."""
+        nonlocal said_leaving
+        if node.member and not said_leaving:
+            said_leaving = True
+            log.info("leaving the ring (send the signal again to stop at once)")
 
     # From the moment the node runs, before it says so: a SIGTERM right after the "listening"
     # line (while start-up's collection ran) found no handler and killed it, exit 143, its
@@ -294,13 +302,14 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
                     joining.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await joining
+                    # It may have taken its place a moment before the signal (the join's
+                    # last step, telling its successor, was under way): then it leaves as
+                    # after any signal, handing back what it may have been handed.
+                    say_leaving()
                     if not node.member:  # no ring to leave yet
                         await node.stop()
                         print("udpdht: interrupted while joining the ring", file=sys.stderr)
                         return 130
-                    # It took its place a moment before the signal (the join's last step,
-                    # telling its successor, was under way; on_signal said "leaving"): it
-                    # leaves as after any signal, handing back what it may have been handed.
                 else:
                     joining.result()  # the join's error, if it failed
             except BaseException:
