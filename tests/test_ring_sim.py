@@ -195,6 +195,27 @@ def test_a_list_that_still_names_a_node_that_left_does_not_bring_it_back() -> No
     run_virtual(main())
 
 
+def test_two_neighbours_leaving_at_once_do_not_hand_each_other_back() -> None:
+    # The fifth new-user trial, a whole `udpdht cluster` stopped at once: a node logged "peer
+    # A left", then "predecessor is now A" when B, A's successor, left a moment later with a
+    # predecessor list made before it heard of A's leaving. The leaver's lists are taken
+    # without the nodes that told us lately that they left, as every other list is.
+    async def main() -> None:
+        sim = Sim(seed=10)
+        await sim.build_ideal(12, maintenance=False)
+        ring = sim.live_peers()
+        p, a, b, s = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+        b_preds = list(b.leafset.predecessors)  # b's list before it heard of a's leaving
+        await sim.leave(a)
+        b.leafset.set_predecessors(b_preds)
+        await sim.leave(b)
+        assert s.leafset.predecessor == p.peer
+        assert a.peer not in s.leafset.peers()
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_finger_lookup_answered_with_a_node_that_left_does_not_make_it_a_finger(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1310,8 +1310,11 @@ class Maintenance:
             return {}  # not ours to forget: nothing to do
         if gone.addr != src:
             raise BadRequest("only the leaving node itself may say that it leaves")
-        preds = self.node.arg_peers(args, "preds") if "preds" in args else None
-        succs = self.node.arg_peers(args, "succs") if "succs" in args else None
+        # (Without the nodes that told us lately that they left: two neighbours leaving at once
+        # each send lists made before they heard of the other, as a cluster stopped at once
+        # does. Taken as they are, the first would come back as our neighbour.)
+        preds = self._without_left(self.node.arg_peers(args, "preds")) if "preds" in args else None
+        succs = self._without_left(self.node.arg_peers(args, "succs")) if "succs" in args else None
         was_neighbour = any(p.id == gone.id for p in ls.peers())
         if preds is not None and ls.predecessor is not None and ls.predecessor.id == gone.id:
             ls.set_predecessors(preds)
