@@ -128,7 +128,7 @@ def shows(output: Callable[[], str], *texts: str, within: float = 10.0) -> bool:
 
 
 def test_a_node_that_joined_names_its_successor_once() -> None:
-    # The fifth new-user trial: "joined the ring: successor X" was followed, at the end of the
+    # A new-user trial of issue #11: "joined the ring: successor X" was followed, at the end of the
     # first maintenance round, by "successor is now X".
     with node_process() as seed, node_process("--bootstrap", seed.addr_text) as joiner:
         successor = f"{ids.short(seed.id)}@{seed.addr_text}"

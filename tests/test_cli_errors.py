@@ -390,7 +390,7 @@ def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
 
 
 def test_a_sigterm_right_after_the_listening_line_stops_the_node_gracefully() -> None:
-    # The fifth new-user trial: SIGTERM sent as soon as "listening on" showed killed the node
+    # A new-user trial of issue #11: SIGTERM sent as soon as "listening on" showed killed the node
     # in 6 of 8 tries (exit 143, no log line, its cookie left behind): its handlers were set
     # only after start-up's output and garbage collection. They are set before it now.
     proc = spawn("node", "--port", "0")

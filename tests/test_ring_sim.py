@@ -196,7 +196,7 @@ def test_a_list_that_still_names_a_node_that_left_does_not_bring_it_back() -> No
 
 
 def test_two_neighbours_leaving_at_once_do_not_hand_each_other_back() -> None:
-    # The fifth new-user trial, a whole `udpdht cluster` stopped at once: a node logged "peer
+    # A new-user trial of issue #11, a whole `udpdht cluster` stopped at once: a node logged "peer
     # A left", then "predecessor is now A" when B, A's successor, left a moment later with a
     # predecessor list made before it heard of A's leaving. The leaver's lists are taken
     # without the nodes that told us lately that they left, as every other list is.

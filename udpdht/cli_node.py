@@ -271,7 +271,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
 
     # From the moment the node runs, before it says so: a SIGTERM right after the "listening"
     # line (while start-up's collection ran) found no handler and killed it, exit 143, its
-    # cookie left behind (the fifth new-user trial).
+    # cookie left behind (a new-user trial of issue #11).
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:

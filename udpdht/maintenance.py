@@ -269,9 +269,9 @@ class Maintenance:
         self._told = now
 
     def joined(self, successor: Peer) -> None:
-        """Our join logged the successor it took: the round's end need not say it again (the
-        fifth new-user trial: "successor is now X" right after "joined the ring: successor
-        X")."""
+        """Our join logged the successor it took: the round's end need not say it again (a
+        new-user trial of issue #11: "successor is now X" right after "joined the ring:
+        successor X")."""
         self._told = (self._told[0], successor)
 
     def _shape(self) -> tuple[tuple[int, ...], tuple[int, ...]]:

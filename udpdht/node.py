@@ -282,7 +282,7 @@ class Node:
             # We were part of a ring before this start: rejoin it, never start a second one.
             self.member = True
             # (The bootstrap addresses are named too: they are tried only if none answers, and
-            # an operator who gave one should see that it was heard: the fifth new-user trial.)
+            # an operator who gave one should see that it was heard: a new-user trial of issue #11.)
             boot = ", ".join(map(format_addr, self.bootstrap))
             also = f", or through {boot} if none answers" if boot else ""
             self.log.info(
