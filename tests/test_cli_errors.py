@@ -366,50 +366,51 @@ def test_a_wait_on_a_terminal_says_what_it_waits_for(silent_port: int) -> None:
     assert text.rstrip().endswith(f"127.0.0.1:{port} did not answer within 2.5 s")
 
 
-def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
-    # Issue #13's trial: one Ctrl-C during a join through a silent node said "leaving the
-    # ring" and went on waiting for the join. Now it ends the join, and says so.
-    boot = f"127.0.0.1:{silent_port}"
-    proc = spawn("node", "--port", "0", "--bootstrap", boot)
+def _signal_after(
+    text: str, sig: signal.Signals, *args: str, within: float
+) -> tuple[int, str, str]:
+    """Start `udpdht ARGS`, send ``sig`` as soon as it prints a line with ``text``, and wait up
+    to ``within`` s for it to end: its exit code, what it printed up to that line, and after."""
+    proc = spawn(*args)
     try:
         assert proc.stdout is not None
         seen = ""
-        while "joining the ring through" not in seen:
+        while text not in seen:
             line = proc.stdout.readline()
-            assert line, f"the node ended before joining: {seen}"
+            assert line, f"it ended before {text!r}: {seen}"
             seen += line
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=5)  # not the join's ~5 s of tries
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
-    assert "udpdht: interrupted while joining the ring" in rest
-    assert "leaving the ring" not in seen + rest
-
-
-def test_a_sigterm_right_after_the_listening_line_stops_the_node_gracefully() -> None:
-    # A new-user trial of issue #11: SIGTERM sent as soon as "listening on" showed killed the node
-    # in 6 of 8 tries (exit 143, no log line, its cookie left behind): its handlers were set
-    # only after start-up's output and garbage collection. They are set before it now.
-    proc = spawn("node", "--port", "0")
-    try:
-        assert proc.stdout is not None
-        seen = ""
-        while "listening on" not in seen:
-            line = proc.stdout.readline()
-            assert line, f"the node ended before it listened: {seen}"
-            seen += line
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        proc.send_signal(sig)
+        proc.wait(timeout=within)
         rest = proc.stdout.read()  # (communicate would skip what readline has buffered)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return proc.returncode, seen, rest
+
+
+def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
+    # Issue #13's trial: one Ctrl-C during a join through a silent node said "leaving the
+    # ring" and went on waiting for the join. Now it ends the join, and says so.
+    boot = f"127.0.0.1:{silent_port}"
+    code, seen, rest = _signal_after(
+        "joining the ring through", signal.SIGINT, "node", "--port", "0", "--bootstrap", boot,
+        within=5,  # not the join's ~5 s of tries
+    )  # fmt: skip
+    assert code == 130
+    assert "udpdht: interrupted while joining the ring" in rest
+    assert "leaving the ring" not in seen + rest
+
+
+def test_a_sigterm_right_after_the_listening_line_stops_the_node_gracefully() -> None:
+    # A new-user trial of issue #11: SIGTERM sent as soon as "listening on" showed killed the
+    # node in 6 of 8 tries (exit 143, no log line, its cookie left behind): its handlers were
+    # set only after start-up's output and garbage collection. They are set before it now.
+    code, seen, rest = _signal_after(
+        "listening on", signal.SIGTERM, "node", "--port", "0", within=20
+    )
     out = seen + rest
-    assert proc.returncode == 0, out
+    assert code == 0, out
     assert out.rstrip().endswith("stopped"), out
     cookie = re.search(r"admin cookie: (\S+)", out)
     assert cookie is not None, out
