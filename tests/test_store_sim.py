@@ -576,7 +576,7 @@ def test_a_get_goes_straight_to_the_primary_its_view_knows(where: str) -> None:
             key_id = ids.hash_key(key)
             if where == "beyond the leafset":
                 return not coordinator.leafset.covers(key_id)
-            return coordinator.leafset.covers(key_id) and not coordinator.local_find(key_id)[0]
+            return coordinator.leafset.covers(key_id) and coordinator.local_owner(key_id) is None
 
         keys = [f"k{i}".encode() for i in range(2000)]
         far = [k for k in keys if wanted_here(k)][:10]

@@ -651,6 +651,15 @@ class Node:
             strict=strict,
         )
 
+    def local_owner(self, key: int, *, strict: bool = False) -> Lookup | None:
+        """The owner of ``key`` and the nodes after it as our leafset names them, with no call;
+        None when it does not (the key lies outside its span, or so near its far end that it
+        cannot name the holders after the owner: a lookup asks a node)."""
+        if not self.leafset.covers(key):
+            return None  # (next_hop would only name candidates: not worth computing here)
+        done, nodes = self.local_find(key, strict=strict)
+        return Lookup(nodes[0], [], nodes[1:]) if done else None
+
     async def lookup(self, key: str | bytes) -> Lookup:
         """Find the owner of a key, with the hop trace."""
         return await self.lookup_id(ids.hash_key(key))
@@ -671,15 +680,13 @@ class Node:
         ``via``: a node of our tables to ask first (lookup.iterative_lookup). ``strict``: see
         routing.next_hop.
         """
-        if start is None and via is None and not strict and self.leafset.covers(key):
-            # Our leafset names the owner (a store's lookups for keys near us: a fifth of the
-            # gets in a ring of 100): answered here, without a lookup's bookkeeping.
-            done, nodes = self.local_find(key)
-            if done:
-                found = Lookup(nodes[0], [], nodes[1:])
-                if self.lookup_observers:
-                    self._observe_lookup(found, 0.0)
-                return found
+        # Our leafset names the owner (a store's lookups for keys near us: a fifth of the gets
+        # in a ring of 100): answered here, without a lookup's bookkeeping. (iterative_lookup
+        # answers so too, before it asks ``via``.)
+        if start is None and (found := self.local_owner(key, strict=strict)) is not None:
+            if self.lookup_observers:
+                self._observe_lookup(found, 0.0)
+            return found
         if not self.lookup_observers:
             return await iterative_lookup(
                 self, key, start=start, confirm=confirm, via=via, strict=strict

@@ -807,7 +807,7 @@ class Replicator:
         node = self.node
         if node.isolated or len(node.view) < 2:
             return None
-        if node.leafset.covers(key_id) and node.local_find(key_id)[0]:
+        if node.local_owner(key_id) is not None:
             # (Not a key near the leafset's far end, whose holders run past it: the lookup
             # would ask a node for them, one more round trip than the view's guess.)
             return None
