@@ -30,11 +30,14 @@ STORE = StoreConfig(replicas=3, sync_period=5.0)
 
 
 def unsettle(node: Node) -> None:
-    """As if the node's neighbourhood had just changed (a predecessor failed): for a while its
-    "nothing here" does not count, and reads through it ask the other holders too."""
+    """As if the node's neighbourhood had just changed (a predecessor failed, and the next one
+    named it at once): for a while its "nothing here" does not count, nor what it stamped
+    before (Replicator.fresh), and reads through it ask the other holders too."""
     replicator = node.replicator
-    replicator._seen = (replicator._view(), asyncio.get_running_loop().time())
+    now = asyncio.get_running_loop().time()
+    replicator._seen = (replicator._view(), now)
     replicator._synced = None
+    node.maintenance._pred_since = now  # a new agreement
 
 
 def test_plausible_owner_catches_a_claim_that_the_key_is_elsewhere() -> None:

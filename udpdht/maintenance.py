@@ -137,6 +137,8 @@ class Maintenance:
         #: The successor that last named us its predecessor (its ``neighbors`` answer), and
         #: when: it no longer takes writes for our range.
         self.succ_heard: tuple[int, float] = (-1, float("-inf"))
+        #: Since when each of the two has named us without a break (see agreement).
+        self._pred_since = self._succ_since = float("-inf")
         #: The successor whose last ``neighbors`` answer said that it noted us as its
         #: predecessor (``pred``: our call counted as a notify's liveness evidence).
         self._noted_by: int | None = None
@@ -344,7 +346,7 @@ class Maintenance:
         ls.set_successors(new_list)
         self._pass_back(before)
         if preds and preds[0].id == self.node.id:
-            self.succ_heard = (succ.id, asyncio.get_running_loop().time())
+            self.heard_succ(succ.id)
         self.node.member = True
         # A notify that would change nothing is left out: the successor has noted our call as
         # its predecessor's (pred_heard), and its predecessor list is what the notify would
@@ -800,16 +802,46 @@ class Maintenance:
     def agreed(self, now: float | None = None) -> bool:
         """Whether our predecessor and our successor both named us lately (their successor,
         their predecessor): the range we are primary for is what they think too."""
+        return self.agreement(now) is not None
+
+    def agreement(self, now: float | None = None) -> tuple[int, int, float] | None:
+        """When agreed: our predecessor's and our successor's ids, and since when both have
+        named us without a break (no other node named in between, no silence longer than
+        agreed allows). From then on no other node takes writes for our range as its primary
+        (our successor refuses them), so what we stamped since is the newest there is
+        (Replicator.fresh)."""
         ls = self.node.leafset
         pred, succ = ls.predecessor, ls.successor
         if pred is None or succ is None:
-            return False
+            return None
         if now is None:
             now = asyncio.get_running_loop().time()
-        # Three rounds of theirs, which come half as often when calm (see round_period).
-        fresh = now - 6 * self.node.config.stabilize_period
+        fresh = now - self.HEARD_WITHIN * self.node.config.stabilize_period
         (p, p_at), (s, s_at) = self.pred_heard, self.succ_heard
-        return p == pred.id and s == succ.id and p_at >= fresh and s_at >= fresh
+        if p != pred.id or s != succ.id or p_at < fresh or s_at < fresh:
+            return None
+        return p, s, max(self._pred_since, self._succ_since)
+
+    # Periods within which our neighbours must have named us: three rounds of theirs, which
+    # come half as often when calm (see round_period).
+    HEARD_WITHIN = 6
+
+    def heard_pred(self, peer_id: int) -> None:
+        """Our predecessor ``peer_id`` named us its successor just now."""
+        now = asyncio.get_running_loop().time()
+        self._pred_since = self._since(self.pred_heard, peer_id, self._pred_since, now)
+        self.pred_heard = (peer_id, now)
+
+    def heard_succ(self, peer_id: int) -> None:
+        """Our successor ``peer_id`` named us its predecessor just now."""
+        now = asyncio.get_running_loop().time()
+        self._succ_since = self._since(self.succ_heard, peer_id, self._succ_since, now)
+        self.succ_heard = (peer_id, now)
+
+    def _since(self, last: tuple[int, float], peer_id: int, since: float, now: float) -> float:
+        """Since when ``peer_id`` has named us without a break, now that it did again."""
+        unbroken = now - last[1] <= self.HEARD_WITHIN * self.node.config.stabilize_period
+        return since if last[0] == peer_id and unbroken else now
 
     async def neighbors_of(
         self, peer: Peer, *, tries: int = 0, successor: bool = False
@@ -914,10 +946,14 @@ class Maintenance:
             "preds": self.node.leafset.wire()[1],
         }
         try:
-            was = (await self.node.call_peer(peer, "notify", args)).get("was")
+            reply = await self.node.call_peer(peer, "notify", args)
+            was = reply.get("was")
             before = self.node.parse_peers([was]) if was is not None else []
         except PEER_FAILURES:
             return
+        succ = self.node.leafset.successor
+        if reply.get("pred") is True and succ is not None and succ.id == peer.id:
+            self.heard_succ(peer.id)  # it took us for its predecessor: mutual
         # Only our predecessor or a node between it and us (the successor's former predecessor
         # is one of those): an answer cannot send our notify anywhere else. (Any node but
         # those between us and the successor lies "before us" going round the circle.)
@@ -955,7 +991,7 @@ class Maintenance:
             return False
         if pred is None or pred.id != asker or pred.addr != addr:
             return False
-        self.pred_heard = (pred.id, asyncio.get_running_loop().time())
+        self.heard_pred(pred.id)
         return True
 
     def _hint_for(self, asker: int) -> Peer | None:
@@ -1124,7 +1160,7 @@ class Maintenance:
             before = ls.predecessors
             ls.set_predecessors([peer, *preds])
             self._pass_on(before)
-            self.pred_heard = (peer.id, loop.time())
+            self.heard_pred(peer.id)
             return self._was(peer)
         succ = ls.successor
         if succ is not None and ids.in_interval(peer.id, self.node.id, succ.id):
@@ -1154,7 +1190,7 @@ class Maintenance:
         before = ls.predecessors
         ls.set_predecessors([peer, *verified])
         self._pass_on(before)
-        self.pred_heard = (peer.id, loop.time())  # it named us its successor: mutual
+        self.heard_pred(peer.id)  # it named us its successor: mutual
         self.node.member = True
         if ls.successor is None:  # a ring of one no more: it is our successor too, now
             self.stabilize_soon()
@@ -1243,13 +1279,15 @@ class Maintenance:
         """The answer to a notify from our predecessor ``peer``: ``was``, the node it replaced
         lately, if any. Also for a notify sent again, or twice at once (its first answer was
         lost or late: the caller may see only the second)."""
+        # ``pred``: the notifier is our predecessor now; it counts that as our naming it, as
+        # from a neighbors answer in its next round (agreement), without waiting for that.
         replaced = self._replaced
         if replaced is None or replaced[0] != peer.id:
-            return {}
+            return {"pred": True}
         if asyncio.get_running_loop().time() - replaced[2] > self.node.config.stabilize_period:
             self._replaced = None
-            return {}
-        return {"was": replaced[1].to_wire()}
+            return {"pred": True}
+        return {"pred": True, "was": replaced[1].to_wire()}
 
     async def _verify_predecessor(self, peer: Peer) -> list[Peer] | None:
         """``peer``'s predecessors if it answers ``neighbors`` naming us as its successor, else

@@ -269,6 +269,10 @@ class Replicator:
         self._view_of: tuple[
             list[Peer], list[Peer], tuple[tuple[int, ...], tuple[int, ...]] | None
         ] = ([], [], None)
+        # Versions we stamped as primaries while our neighbours agreed on our range, and that
+        # agreement (Maintenance.agreement): see fresh.
+        self._fresh: dict[bytes, Version] = {}
+        self._fresh_under: tuple[int, int, float] | None = None
         self._early: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
         # Rounds whose comparisons found every copy in sync in an unchanged neighbourhood,
@@ -334,7 +338,8 @@ class Replicator:
         node that holds nothing leaves that to the first read (a ring built with no data
         makes no comparisons: 1,000 nodes by joins sent 3-5 % more datagrams with them)."""
         if self.store.stats().count:
-            self.settled()
+            if self.settled():
+                self._fresh.clear()  # settled: every record of our range counts (fresh)
         else:
             self.track_view()
 
@@ -368,6 +373,43 @@ class Replicator:
             self._sync_soon()
             return False
         return True
+
+    def answers_for(self, record: Record | None) -> bool:
+        """Whether our answer for a key of our range counts as a settled holder's: we are
+        settled, or our record is one we stamped lately as the primary (fresh)."""
+        return self.settled() or (record is not None and self.fresh(record))
+
+    def fresh(self, record: Record) -> bool:
+        """Whether ``record`` is the newest version of its key although we are not settled.
+
+        Settling takes a few quiet rounds after every change near us, and a ring that has just
+        formed takes its first writes before then: its gets asked two holders instead of one
+        (1 read in 2 right after 100 servers joined, bench/ops.py). But a write we stamped as
+        the key's primary after our predecessor and our successor both named us
+        (Maintenance.agreement) is newer than any acknowledged before we took our range, and
+        no other node takes writes for our range while that agreement holds: what we stamped
+        is the newest there is, as long as it is still our copy and the agreement has not
+        been broken since. (Versions are compared as the ring does: a copy that reached us
+        later with a newer stamp replaces ours, and then ours no longer counts.)"""
+        if self._fresh.get(record.key) != record.version:
+            return False
+        if self.node.maintenance.agreement() != self._fresh_under:
+            self._fresh.clear()  # broken since: our range may have moved (settled decides)
+            return False
+        return True
+
+    def _stamped(self, record: Record) -> None:
+        """We stamped ``record`` as its key's primary (see fresh)."""
+        under = self.node.maintenance.agreement()
+        if under is None:
+            return
+        if under != self._fresh_under:
+            self._fresh.clear()
+            self._fresh_under = under
+        if len(self._fresh) < self.MAX_FRESH or record.key in self._fresh:
+            self._fresh[record.key] = record.version
+
+    MAX_FRESH = 4096  # versions noted for fresh (more: reads ask a second holder meanwhile)
 
     # Stabilize periods a neighbourhood must stay unchanged to be settled. (3 until the ring
     # was whole as joins return, PROTOCOL.md 9.6: of 100 servers joined one after another,
@@ -1077,7 +1119,8 @@ class Replicator:
             key_id = ids.hash_key(key)
             if not (self.is_primary(key_id) if primary else self.holds(key_id)):
                 raise self._not_responsible(key_id, "the primary" if primary else "a holder")
-            return self.store.get(key), self.settled()
+            record = self.store.get(key)
+            return record, (self.answers_for(record) if primary else self.settled())
         args = {"keys": [key], ("primary" if primary else "holder"): True}
         tries = self.node.config.lookup_tries if primary or few else 0
         try:
@@ -1154,6 +1197,7 @@ class Replicator:
         record = Record(key, value, version, expires)
         self._make_room(record, current)
         self.store.put(record)
+        self._stamped(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
         reply: dict[str, Any] = {"version": [version.stamp, version.writer], "existed": existed}
         if wid is not None:  # (the same dict: an attempt made again gets the shortfall too)
@@ -1307,6 +1351,7 @@ class Replicator:
         out: list[list[object]] = []
         size = 0
         read = 0
+        record: Record | None = None
         for key in keys:
             if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY:
                 raise BadRequest(f"keys are 1..{MAX_KEY} bytes")
@@ -1324,7 +1369,9 @@ class Replicator:
                 out.append(record.to_wire())
             read += 1
         reply: dict[str, Any] = {"records": out, "read": read}
-        if as_primary or as_holder:
+        if as_primary and len(keys) == 1:
+            reply["settled"] = self.answers_for(record)  # (a coordinator's read: one key)
+        elif as_primary or as_holder:
             reply["settled"] = self.settled()
         return reply
 

@@ -151,7 +151,6 @@ class Sim:
         by_id = {p.id: i for i, p in enumerate(ring)}
         keys = [p.id for p in ring]
         n = len(ring)
-        now = asyncio.get_running_loop().time()
         for node in nodes:
             i = by_id[node.id]
             half = node.leafset.half
@@ -160,8 +159,8 @@ class Sim:
                 [ring[(i - k) % n] for k in range(1, min(half, n - 1) + 1)]
             )
             if n > 1:  # as if both neighbours had just named us, and repair had run
-                node.maintenance.pred_heard = (ring[(i - 1) % n].id, now)
-                node.maintenance.succ_heard = (ring[(i + 1) % n].id, now)
+                node.maintenance.heard_pred(ring[(i - 1) % n].id)
+                node.maintenance.heard_succ(ring[(i + 1) % n].id)
                 node.replicator.mark_synced()
             j = 0
             while j < ids.BITS:
