@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import pty
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from helpers import ENV, closed_port, has_ipv6_loopback, node_process, spawn, udpdht
 
-from udpdht import Node
+from udpdht import Node, ids
 from udpdht.cli_node import _join_any
 from udpdht.errors import DhtError
 from udpdht.rpc import RpcConfig
@@ -415,6 +416,28 @@ def test_a_sigterm_right_after_the_listening_line_stops_the_node_gracefully() ->
     cookie = re.search(r"admin cookie: (\S+)", out)
     assert cookie is not None, out
     assert not Path(cookie.group(1)).exists()  # a memory node's cookie goes at exit
+
+
+def test_a_node_out_of_contact_with_its_ring_stops_without_claiming_to_leave_it(
+    tmp_path: Path, silent_port: int
+) -> None:
+    # A new-user trial of issue #11: a node restarted alone, whose ring did not answer, said
+    # "leaving the ring" and "left the ring" when stopped, with no ring to leave.
+    data = tmp_path / "node"
+    data.mkdir()
+    peer = ids.to_hex(ids.node_id_for("127.0.0.1", silent_port))
+    peers = {"format": "udpdht.peers/1", "peers": [[peer, f"127.0.0.1:{silent_port}"]]}
+    (data / "peers.json").write_text(json.dumps(peers))
+    code, seen, rest = _signal_after(
+        "lost contact with the ring", signal.SIGTERM, "node", "--port", "0", "--data-dir",
+        str(data), within=20,
+    )  # fmt: skip
+    out = seen + rest
+    assert code == 0, out
+    assert "remembers 1 peer of its ring" in seen, out
+    assert "stopping: out of contact with its ring, it has no neighbour to leave" in rest, out
+    assert "leaving the ring" not in out and "left the ring" not in out, out
+    assert out.rstrip().endswith("stopped"), out
 
 
 async def test_a_signal_just_after_taking_its_place_leaves_the_ring_gracefully() -> None:

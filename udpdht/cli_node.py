@@ -263,10 +263,16 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     said_leaving = False
 
     def say_leaving() -> None:
-        """Say once that the node leaves, if it has a place in a ring to leave."""
+        """Say once that the node leaves, if it has a place in a ring to leave. (One that lost
+        contact with its ring has none: it said "leaving the ring ... left the ring", a
+        new-user trial of issue #11.)"""
         nonlocal said_leaving
-        if node.member and not said_leaving:
-            said_leaving = True
+        if not node.member or said_leaving:
+            return
+        said_leaving = True
+        if node.isolated:
+            log.info("stopping: out of contact with its ring, it has no neighbour to leave")
+        else:
             log.info("leaving the ring (send the signal again to stop at once)")
 
     # From the moment the node runs, before it says so: a SIGTERM right after the "listening"

@@ -460,9 +460,10 @@ class Node:
             messages[ls.successor.id][1]["preds"] = [p.to_wire() for p in ls.predecessors]
         if ls.predecessor is not None:
             messages[ls.predecessor.id][1]["succs"] = [p.to_wire() for p in ls.successors]
-        calls = [self.call_peer(peer, "leaving", args, tries=2) for peer, args in messages.values()]
-        await asyncio.gather(*calls, return_exceptions=True)
-        self.log.info("left the ring")
+        if messages:  # (none: alone, or out of contact with its ring; no ring to leave)
+            calls = [self.call_peer(peer, "leaving", a, tries=2) for peer, a in messages.values()]
+            await asyncio.gather(*calls, return_exceptions=True)
+            self.log.info("left the ring")
         if forget:
             self.memory.forget()  # we left for good: a restart starts afresh unless told where
         else:
