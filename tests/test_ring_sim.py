@@ -216,6 +216,32 @@ def test_two_neighbours_leaving_at_once_do_not_hand_each_other_back() -> None:
     run_virtual(main())
 
 
+@pytest.mark.parametrize("how", ["stopped to start again", "told to leave"])
+def test_a_node_stopped_to_start_again_stays_remembered_by_the_nodes_it_told(how: str) -> None:
+    # A new-user trial of issue #11: a ring whose nodes were all sent SIGTERM at once left
+    # its last node with no peer remembered (each `leaving` it heard made it forget one), so
+    # it came back as a new ring of one. A node stopped to start again (`udpdht node` on a
+    # signal) says it will be back, and stays remembered, as a node that crashed does; one
+    # told to leave (an admin's `leave`) is forgotten.
+    async def main() -> None:
+        sim = Sim(seed=12)
+        await sim.build_ideal(5, maintenance=False)
+        ring = sim.live_peers()
+        for node in sim.joined.values():
+            node.memory.remember(node.leafset.peers(), node.id)
+        leaver = sim.joined[ring[2].id]
+        told = [n for n in sim.joined.values() if n is not leaver]
+        sim._forget(leaver)
+        await leaver.leave(forget=how == "told to leave")
+        for node in told:
+            assert leaver.peer not in node.leafset.peers()  # (gone from the ring at once)
+            remembered = leaver.peer in node.memory.peers()
+            assert remembered == (how == "stopped to start again"), node
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_finger_lookup_answered_with_a_node_that_left_does_not_make_it_a_finger(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

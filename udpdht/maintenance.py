@@ -1332,12 +1332,13 @@ class Maintenance:
         peers included) whose address is the datagram's source. (Anyone else naming it would
         make us drop a live neighbour.)
 
-        It is forgotten everywhere, the remembered peers too: it left the ring on purpose. Kept
-        there, it would be probed, and loop checks would start at it: started again alone (a
-        new ring of one, as the README promises a node that left and is started without
-        --bootstrap), it would be taken for a node of our ring cut off from it, and merged
-        back. A node that crashes sends no `leaving`: it stays remembered, and is merged back
-        when it comes back alone, which is what the memory is for.
+        It is forgotten everywhere, the remembered peers too, when it left the ring on purpose
+        (an admin's ``leave``). Kept there, it would be probed, and loop checks would start at
+        it: started again alone (a new ring of one, as the README promises a node that left and
+        is started without --bootstrap), it would be taken for a node of our ring cut off from
+        it, and merged back. A node that crashes sends no `leaving`, and one stopped to start
+        again says ``back``: either stays remembered, and is merged back when it comes back
+        alone, which is what the memory is for.
         """
         gone_id = arg_id(args, "id")
         self.node.forget_left(gone_id, src)  # (guesses and kademlia's find_node: node.py)
@@ -1364,9 +1365,10 @@ class Maintenance:
         ls.remove(gone.id)
         self.node.fingers.remove(gone.id)
         self._notifiers.pop(gone.id, None)  # and no hint may point at it any more
-        if not self.node.leaving:
+        if not self.node.leaving and args.get("back") is not True:
             # (A node leaving too keeps it: stopped to start again, it may find it again
-            # through it, as a whole ring stopped at once and started again does.)
+            # through it, as a whole ring stopped at once and started again does. So does
+            # every node when the leaver says it will be back: stopped, not told to leave.)
             self.node.memory.drop(gone.id)
         now = asyncio.get_running_loop().time()
         for peer_id in [i for i, at in self._left.items() if at < now - self.LEFT_MEMORY]:

@@ -453,8 +453,12 @@ class Node:
         # The successor learns our predecessors, the predecessor our successors; in a ring of
         # two they are one node and get one message with both. Every other node of the leafset
         # just learns that we are gone, so none of them wastes a timeout on us.
+        # ``back``: stopped to start again, we stay in their remembered peers, as a node that
+        # crashed does (a whole ring stopped by SIGTERM at once: the last node to stop had
+        # heard every other one leave, forgot them all, and came back as a new ring of one).
+        hello: dict[str, Any] = {"id": me} if forget else {"id": me, "back": True}
         messages: dict[int, tuple[Peer, dict[str, Any]]] = {
-            p.id: (p, {"id": me}) for p in ls.peers()
+            p.id: (p, dict(hello)) for p in ls.peers()
         }
         if ls.successor is not None:
             messages[ls.successor.id][1]["preds"] = [p.to_wire() for p in ls.predecessors]
