@@ -435,7 +435,7 @@ def test_a_node_out_of_contact_with_its_ring_stops_without_claiming_to_leave_it(
     out = seen + rest
     assert code == 0, out
     assert "remembers 1 peer of its ring" in seen, out
-    assert "stopping: out of contact with its ring, it has no neighbour to leave" in rest, out
+    assert "stopping: it is rejoining its ring and has no neighbour yet to leave" in rest, out
     assert "leaving the ring" not in out and "left the ring" not in out, out
     assert out.rstrip().endswith("stopped"), out
 

@@ -271,7 +271,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             return
         said_leaving = True
         if node.isolated:
-            log.info("stopping: out of contact with its ring, it has no neighbour to leave")
+            log.info("stopping: it is rejoining its ring and has no neighbour yet to leave")
         else:
             log.info("leaving the ring (send the signal again to stop at once)")
 
