@@ -215,7 +215,9 @@ async def test_a_node_that_left_and_is_started_again_alone_stays_a_ring_of_one(
         assert "starting a new ring of one" in again.output()
         await asyncio.sleep(15)  # three probe periods and more: merged within 10 s before
         (alone,) = await statuses([again])
-        assert alone["successors"] == [] and alone["predecessors"] == []
+        # (It failed twice in a day's many runs, the leaver merged back: the logs say how.)
+        logs = "\n".join(f"--- {n.addr_text}\n{n.output()[-4000:]}" for n in [*rest, leaver, again])
+        assert alone["successors"] == [] and alone["predecessors"] == [], logs
         assert not alone["isolated"]
         await wait_processes_ideal(rest, within=5)  # and the three are a ring of their own
         async with Client(rest[0].addr) as client:
