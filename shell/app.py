@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pydoc
 import re
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.application.current import get_app
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
@@ -418,7 +420,9 @@ class ShellLexer(Lexer):
 class ArgHints(Processor):
     """The arguments still to type, greyed after the cursor (as redis-cli does), unless a
     suggestion from history is shown there; only the options that work in the session's mode
-    (no ``--ttl`` on a kademlia network)."""
+    (no ``--ttl`` on a kademlia network). Gone once the line is entered: the scrollback shows
+    what was typed (a new-user trial of issue #11 read "put hello world [--json] [--ttl
+    SECONDS]" above its output)."""
 
     def __init__(self, mode: Callable[[], str] = lambda: "udpdht") -> None:
         self.mode = mode
@@ -427,7 +431,8 @@ class ArgHints(Processor):
         buffer = ti.buffer_control.buffer
         document = ti.document
         if (
-            ti.lineno != document.line_count - 1
+            get_app().is_done
+            or ti.lineno != document.line_count - 1
             or not document.is_cursor_at_the_end
             or (buffer.suggestion is not None and buffer.suggestion.text)
         ):
@@ -559,9 +564,13 @@ Pager = Callable[[str], Awaitable[None]]
 
 async def system_pager(text: str) -> None:
     """Page ``text`` with $PAGER (less by default), in a thread: the embedded ring keeps
-    running meanwhile. Ctrl-C belongs to the pager while it runs."""
+    running meanwhile. Ctrl-C belongs to the pager while it runs. Unless $LESS says otherwise,
+    less keeps the page on the screen when it quits (-X; git sets FRX: a new-user trial saw
+    the ring's picture vanish with less's alternate screen), keeps colours (-R), and ends at
+    once if the text fits after all (-F)."""
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, lambda: None)
+    os.environ.setdefault("LESS", "FRX")
     try:
         await asyncio.to_thread(pydoc.pager, text if text.endswith("\n") else text + "\n")
     finally:
@@ -673,8 +682,8 @@ async def interact(
                     await _page(pager, console, text)
                 elif text:
                     console.out(text)
-                if cmd.name == "watch":
-                    console.note("(watch stopped)")
+                if cmd.name == "watch":  # (on a line of its own, not after the echoed ^C)
+                    console.note("\n(watch stopped)" if sys.stdout.isatty() else "(watch stopped)")
                 elif cmd.name != "help":
                     console.note(f"({render.duration(loop.time() - start)})")
     finally:

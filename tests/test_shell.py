@@ -884,8 +884,18 @@ async def test_typing_shows_hints_and_suggestions_from_history() -> None:
         typed = asyncio.create_task(prompt.prompt_async())
         pipe.send_text("put ")
         await wait_until(lambda: "KEY VALUE [--json] [--ttl SECONDS]" in screen.getvalue())
-        pipe.send_text("k v\r")
+        pipe.send_text("k v")
+        await wait_until(lambda: prompt.default_buffer.text == "put k v")
+        entered = len(screen.getvalue())
+        pipe.send_text("\r")
         assert await typed == "put k v"
+        # The line left in the scrollback (the last drawing of the prompt's line, made once it
+        # was entered) is what was typed, without the hint: a new-user trial read "put hello
+        # world [--json] [--ttl SECONDS]" above its output.
+        shown = screen.getvalue()
+        last = shown[: shown.index("\r\n", entered)]
+        last = last[last.rfind("udpdht") :]
+        assert "k v" in last and "--ttl" not in last, repr(last)
         typed = asyncio.create_task(prompt.prompt_async())
         pipe.send_text("look")
         buffer = prompt.default_buffer
