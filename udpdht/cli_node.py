@@ -430,6 +430,7 @@ def _unpublish_cookie(node: Node) -> None:
         if read_cookie(path) == node.cookie:  # not one a later node on this port wrote
             path.unlink()
             path.parent.rmdir()  # only if nothing else is kept there
+            path.parent.parent.rmdir()  # ... and the udpdht dir above, if that left it empty
 
 
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
