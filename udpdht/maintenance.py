@@ -802,7 +802,15 @@ class Maintenance:
     def agreed(self, now: float | None = None) -> bool:
         """Whether our predecessor and our successor both named us lately (their successor,
         their predecessor): the range we are primary for is what they think too."""
-        return self.agreement(now) is not None
+        ls = self.node.leafset
+        pred, succ = ls.predecessor, ls.successor
+        if pred is None or succ is None:
+            return False
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        fresh = now - self.HEARD_WITHIN * self.node.config.stabilize_period
+        (p, p_at), (s, s_at) = self.pred_heard, self.succ_heard
+        return p == pred.id and s == succ.id and p_at >= fresh and s_at >= fresh
 
     def agreement(self, now: float | None = None) -> tuple[int, int, float] | None:
         """When agreed: our predecessor's and our successor's ids, and since when both have
@@ -810,17 +818,9 @@ class Maintenance:
         agreed allows). From then on no other node takes writes for our range as its primary
         (our successor refuses them), so what we stamped since is the newest there is
         (Replicator.fresh)."""
-        ls = self.node.leafset
-        pred, succ = ls.predecessor, ls.successor
-        if pred is None or succ is None:
+        if not self.agreed(now):
             return None
-        if now is None:
-            now = asyncio.get_running_loop().time()
-        fresh = now - self.HEARD_WITHIN * self.node.config.stabilize_period
-        (p, p_at), (s, s_at) = self.pred_heard, self.succ_heard
-        if p != pred.id or s != succ.id or p_at < fresh or s_at < fresh:
-            return None
-        return p, s, max(self._pred_since, self._succ_since)
+        return self.pred_heard[0], self.succ_heard[0], max(self._pred_since, self._succ_since)
 
     # Periods within which our neighbours must have named us: three rounds of theirs, which
     # come half as often when calm (see round_period).
