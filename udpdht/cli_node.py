@@ -430,7 +430,8 @@ def _unpublish_cookie(node: Node) -> None:
         if read_cookie(path) == node.cookie:  # not one a later node on this port wrote
             path.unlink()
             path.parent.rmdir()  # only if nothing else is kept there
-            path.parent.parent.rmdir()  # ... and the udpdht dir above, if that left it empty
+            # (Not the udpdht dir above, even when this leaves it empty: another node starting
+            # at the same moment may be making its own dir there.)
 
 
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
