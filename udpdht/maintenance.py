@@ -342,7 +342,7 @@ class Maintenance:
             return  # alone: a ring of one, or one that waits to rejoin
         succ, (succs, preds, hint) = found
         succ, new_list, preds = await self.walk_back(succ, succs, preds, hint)
-        if self._without_left([succ]) == []:
+        if not self._without_left([succ]):
             # It said it left while we asked it (its answer crossed its `leaving`): taken, it
             # came back as our successor, and we a member, until it failed its calls; in a
             # ring of two the other node was then "isolated", refusing every read and write
