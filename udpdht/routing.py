@@ -223,10 +223,13 @@ class LeafSet:
 
     def ring_size(self) -> int:
         """The number of nodes in the ring as the leafset suggests: all of them when the ring
-        is smaller than the leafset, else its nodes over the share of the circle they span."""
+        is smaller than the leafset, else its nodes over the share of the circle they span.
+        (Lists that overlap, in a ring of L/2 + 2 to L nodes, name all of them: their span
+        then ends past its start, a sliver of the circle, and the estimate was 10^49.)"""
         succs, preds = self.successors, self.predecessors
-        if len(succs) < self.half or len(preds) < self.half:
-            return 1 + len({p.id for p in self.peers()})
+        known = {p.id for p in self.peers()}
+        if len(succs) < self.half or len(preds) < self.half or len(known) < len(succs) + len(preds):
+            return 1 + len(known)
         span = ids.distance(preds[-1].id, succs[-1].id) or 1
         return max(1, (len(succs) + len(preds)) * ids.RING // span)
 
