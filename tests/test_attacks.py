@@ -169,6 +169,8 @@ async def test_answers_to_unproven_addresses_are_at_most_three_times_the_request
         ("neighbors", {"id": whole, "fingers": True}),  # a joiner's: the lists and 10 fingers
         ("find", {"key": whole}),
         ("lookup", {"key": b"big"}),
+        ("view", {}),  # a page of 16 peers
+        ("hello", {"id": whole}),
     ]
     with Stranger() as s:
         for i, (method, args) in enumerate(asks):
@@ -329,7 +331,8 @@ async def test_a_store_quota_refuses_writes_past_it(tmp_path: Path) -> None:
 # --- fuzzing a live node ---------------------------------------------------------------------
 
 METHODS = [
-    *("ping", "status", "neighbors", "notify", "succs", "find", "leaving", "lookup"),
+    *("ping", "status", "neighbors", "notify", "succs", "find", "leaving", "lookup", "view"),
+    *("hello",),
     *("put", "get", "delete", "store_write", "store_read", "store_push", "store_digest"),
     *("store_scan", "admin_join", "admin_leave", "admin_shutdown", "no_such_method"),
 ]

@@ -702,3 +702,118 @@ def test_a_successor_that_lies_in_the_fingers_it_gives_a_joiner_costs_it_little(
         await sim.stop()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("junk", ["fakes", "the same page again"])
+def test_a_successor_that_lies_in_its_view_pages_costs_a_joiner_one_batch_of_hellos(
+    junk: str,
+) -> None:
+    # A node that joins a small ring takes its successor's view, a page at a time, and says
+    # hello to every node named (Maintenance.introduce). A liar there may name nodes that do not
+    # exist (ids that match their addresses), page after page, or send the same page again and
+    # again. The joiner stops at the first page out of order, and its hellos stop once more
+    # failed than answered: one batch, one send each. It joins all the same, and serves.
+    async def main() -> None:
+        sim = Sim(seed=44, store_config=STORE)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        joiner = await sim.spawn()
+        owner = next(n for n in nodes if n.id == sim.true_owner(joiner.id).id)
+        honest = owner.maintenance._rpc_view
+        addrs = [(f"10.254.{i // 250}.{i % 250 + 1}", 7000) for i in range(400)]
+        fakes = sorted((Peer(ids.node_id_for(*a), a) for a in addrs), key=lambda p: p.id)
+        pages: list[bytes] = []
+
+        def lying(args: dict[str, Any], src: Address) -> dict[str, Any]:
+            pages.append(args.get("after", b""))
+            if junk == "the same page again":
+                return honest({}, src)
+            after = ids.from_bytes(args["after"]) if "after" in args else -1
+            named = [p.to_wire() for p in fakes if p.id > after][:16]
+            return {"id": ids.to_bytes(owner.id), "nodes": named}
+
+        owner.endpoint.register("view", lying, idempotent=True)
+        hellos: list[Address] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data)
+            if src == joiner.addr and isinstance(msg, wire.Request) and msg.method == "hello":
+                hellos.append(dst)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        await joiner.join(owner.addr)
+        sim._admit(joiner)
+        intro = joiner.maintenance._intro
+        assert intro is not None
+        answered = await intro
+        if junk == "fakes":
+            assert len(pages) == 17  # (400 fakes: a ring too large to introduce itself to)
+            assert answered == 0 and hellos == []
+        else:
+            assert len(pages) == 2  # the second page repeats the first: out of order
+            # (Real nodes, once each: the page's 16, less the joiner if it names it.)
+            assert answered == len(hellos) == len(set(hellos)) and 15 <= len(hellos) <= 16
+        sim.net.set_drop_filter(None)
+        await joiner.put(b"after the join", "v")
+        assert await nodes[0].get(b"after the join") == "v"
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_stranger_that_says_hello_and_answers_nothing_costs_a_coordinator_one_failed_call() -> (
+    None
+):
+    # `hello` puts its sender into a node's ring view: a guess, as a lookup answer's nodes are.
+    # A stranger that says hello to every node and answers nothing is guessed as the primary
+    # of the keys just before its id: each coordinator's first call there fails, and it is
+    # dropped; said again, the hello is not taken from a node suspected (Node.heard_of).
+    async def main() -> None:
+        sim = Sim(seed=45, store_config=STORE)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        stranger = ("10.254.0.1", 7000)
+        sid = ids.node_id_for(*stranger)
+        hello = wire.encode_request(1, "hello", {"id": ids.to_bytes(sid)})
+        for n in nodes:
+            await wait_until(n.replicator.settled, within=30)
+            await n.maintenance.walk_view()  # (views that name the ring, as after a build)
+        for n in nodes:
+            sim.net.send(stranger, n.addr, hello)
+        await wait_until(lambda: all(n.view.get(sid) for n in nodes), within=5)
+        before = min((n.id for n in nodes), key=lambda i: ids.distance(i, sid))  # the node before
+        key = next(
+            k
+            for k in (f"k{i}".encode() for i in range(100_000))
+            if ids.in_interval(ids.hash_key(k), before, sid)
+        )
+
+        def guessed(n: Node) -> Address | None:
+            guess = n.replicator.guess_holders(ids.hash_key(key))
+            return guess[0].addr if guess else None
+
+        # (Those whose leafset spans the key ask no guess: their leafset names its owner.)
+        coordinators = [n for n in nodes if guessed(n) == stranger]
+        assert len(coordinators) >= 10
+        to_stranger: list[Address] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            if dst == stranger and isinstance(wire.decode(data), wire.Request):
+                to_stranger.append(src)  # (not the answers to its hellos)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        await coordinators[0].put(key, "v")
+        for n in coordinators:
+            assert await n.get(key) == "v"
+        tries = nodes[0].endpoint.config.tries
+        assert max(to_stranger.count(n.addr) for n in coordinators) <= tries
+        for n in coordinators:  # again: not taken, no call goes there
+            sim.net.send(stranger, n.addr, hello)
+        sent = len(to_stranger)
+        for n in coordinators:
+            assert await n.get(key) == "v"
+        assert len(to_stranger) == sent
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())

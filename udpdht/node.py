@@ -429,6 +429,7 @@ class Node:
             # The owner knows nodes between us and it (they joined a moment ago, and the
             # nodes our lookup asked did not know them yet): walk back to them now.
             self.maintenance.stabilize_soon()
+        self.maintenance.introduce_soon(owner)
         # A hand-off that fails is logged and shown in status ("handoff"); the node is in the
         # ring all the same, its reads ask the replicas until it is settled, and repair brings
         # the rest of its range.
