@@ -240,3 +240,58 @@ def test_nodes_joined_one_after_another_name_the_whole_ring_as_their_joins_end(
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_nodes_joining_at_once_through_one_node_introduce_few_of_themselves() -> None:
+    # 100 nodes join through one at the same moment: most take the same node for their
+    # successor, whose view names all of them. Each saying hello to all would be 5,810 calls
+    # (measured without the limit), in a ring not in order yet; a node gives VIEW_STARTS first
+    # pages of its view a period, and the rest walk once their neighbourhood is calm.
+    async def main() -> None:
+        sim = Sim(seed=1, store_config=STORE)
+        calls = hello_calls(sim)
+        first = await sim.first()
+        await sim.join_many(100, via=first)
+        await sim.wait_ideal(60)
+        assert len(calls) < 1000, len(calls)
+        sim.net.set_drop_filter(None)
+        await views_whole(sim)  # (and the walks fill every view)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_hello_that_goes_unanswered_casts_no_doubt_on_a_node() -> None:
+    # A hello has one try and comes while a ring is busy with joins: unanswered, it only takes
+    # the node out of the joiner's view (a guess), and tells its failure detector nothing (two
+    # such, and live nodes were declared dead: 200 servers joining through one, in one process,
+    # formed no ring in 3 minutes).
+    async def main() -> None:
+        sim = Sim(seed=13, store_config=STORE)
+        nodes = await sim.build_ideal(30, maintenance=True)
+        joiner = await sim.spawn()
+        owner = next(n for n in nodes if n.id == sim.true_owner(joiner.id).id)
+        ring = sorted(nodes, key=lambda n: ids.distance(owner.id, n.id))
+        deaf = ring[1]  # (the owner's successor: in the joiner's successor list)
+
+        dropped: list[bytes] = []
+
+        def drop(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data)
+            if dst == deaf.addr and isinstance(msg, wire.Request) and msg.method == "hello":
+                dropped.append(data)
+                return True
+            return False
+
+        sim.net.set_drop_filter(drop)
+        await joiner.join(owner.addr)
+        sim._admit(joiner)
+        assert joiner.maintenance._intro is not None
+        assert await joiner.maintenance._intro > 0  # (the others answered)
+        assert len(dropped) == 1
+        assert not joiner.detector.suspected(deaf.id)
+        assert deaf.peer in joiner.leafset.successors
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
