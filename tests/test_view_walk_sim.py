@@ -9,6 +9,7 @@ calm, so that its guesses are right the first time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,19 +53,40 @@ async def views_whole(sim: Sim) -> set[int]:
     return live
 
 
-def walk_calls(sim: Sim) -> list[tuple[Address, Address]]:
-    """From now on, (source, destination) of every walk step: a ``neighbors`` request without
-    an ``id`` (stabilize and the loop check send theirs)."""
+def requests_seen(sim: Sim, keep: Callable[[wire.Request], bool]) -> list[tuple[Address, Address]]:
+    """From now on, (source, destination) of every request that ``keep`` picks."""
     calls: list[tuple[Address, Address]] = []
 
     def watch(src: Address, dst: Address, data: bytes) -> bool:
         msg = wire.decode(data)
-        if isinstance(msg, wire.Request) and msg.method == "neighbors" and "id" not in msg.args:
+        if isinstance(msg, wire.Request) and keep(msg):
             calls.append((src, dst))
         return False
 
     sim.net.set_drop_filter(watch)
     return calls
+
+
+def walk_calls(sim: Sim) -> list[tuple[Address, Address]]:
+    """Every walk step from now on: a ``neighbors`` request without an ``id`` (stabilize and
+    the loop check send theirs)."""
+    return requests_seen(sim, lambda msg: msg.method == "neighbors" and "id" not in msg.args)
+
+
+def hello_calls(sim: Sim) -> list[tuple[Address, Address]]:
+    """Every ``hello`` request from now on."""
+    return requests_seen(sim, lambda msg: msg.method == "hello")
+
+
+async def reads_go_straight_to_primaries(sim: Sim, keys: int = 30) -> None:
+    """Reads through nodes that never saw the keys go to the primary at once: no refusal."""
+    nodes = sim.nodes
+    for i in range(keys):
+        await nodes[i].put(f"k{i}".encode(), i)
+    refusals = sum(n.endpoint.stats.errors_sent for n in nodes)
+    for i in range(keys):
+        assert await nodes[(i + 7) % len(nodes)].get(f"k{i}".encode()) == i
+    assert sum(n.endpoint.stats.errors_sent for n in nodes) == refusals
 
 
 def test_the_nodes_of_a_small_ring_walk_it_and_guess_every_primary_right() -> None:
@@ -84,13 +106,7 @@ def test_the_nodes_of_a_small_ring_walk_it_and_guess_every_primary_right() -> No
         # A walk is about N / (L/2) calls, and a node walks a few times as the ring grows.
         per_node = len(calls) / len(sim.nodes)
         assert 0 < per_node <= 4 * (len(live) // 8 + 4), per_node
-        # Reads through nodes that never saw the keys go to the primary at once: no refusal.
-        for i in range(30):
-            await sim.nodes[i].put(f"k{i}".encode(), i)
-        refusals = sum(n.endpoint.stats.errors_sent for n in sim.nodes)
-        for i in range(30):
-            assert await sim.nodes[(i + 7) % len(sim.nodes)].get(f"k{i}".encode()) == i
-        assert sum(n.endpoint.stats.errors_sent for n in sim.nodes) == refusals
+        await reads_go_straight_to_primaries(sim)
         sim.net.set_drop_filter(None)
         await sim.stop()
 
@@ -185,20 +201,6 @@ def test_a_walk_round_the_ring_spares_the_probes_of_the_peers_it_passed() -> Non
     run_virtual(main())
 
 
-def hello_calls(sim: Sim) -> list[tuple[Address, Address]]:
-    """From now on, (source, destination) of every ``hello`` request."""
-    calls: list[tuple[Address, Address]] = []
-
-    def watch(src: Address, dst: Address, data: bytes) -> bool:
-        msg = wire.decode(data)
-        if isinstance(msg, wire.Request) and msg.method == "hello":
-            calls.append((src, dst))
-        return False
-
-    sim.net.set_drop_filter(watch)
-    return calls
-
-
 @pytest.mark.parametrize("seed", [11, 12])
 def test_nodes_joined_one_after_another_name_the_whole_ring_as_their_joins_end(
     seed: int, monkeypatch: pytest.MonkeyPatch
@@ -230,12 +232,7 @@ def test_nodes_joined_one_after_another_name_the_whole_ring_as_their_joins_end(
         assert all(not m for m in missing.values()), {a: len(m) for a, m in missing.items() if m}
         # One hello per node a joiner found, no more: N(N-1)/2 for N nodes built this way.
         assert len(calls) <= len(live) * (len(live) - 1) // 2
-        refusals = sum(n.endpoint.stats.errors_sent for n in sim.nodes)
-        for i in range(30):
-            await sim.nodes[i].put(f"k{i}".encode(), i)
-        for i in range(30):
-            assert await sim.nodes[(i + 7) % len(sim.nodes)].get(f"k{i}".encode()) == i
-        assert sum(n.endpoint.stats.errors_sent for n in sim.nodes) == refusals
+        await reads_go_straight_to_primaries(sim)
         sim.net.set_drop_filter(None)
         await sim.stop()
 
