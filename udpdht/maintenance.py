@@ -586,7 +586,9 @@ class Maintenance:
         built in a moment has not filled yet): right after 100 servers joined, a node's
         view held 40-48 of them, and a get cost 0.6 refusals. A hello is one round trip per
         node: N for a join, and the view N / L. Nodes that joined at the same moment as we
-        did may be missed; the first walk finds them. Returns the hellos answered.
+        did may be missed, and a successor that many join next to at once gives us an empty
+        page (VIEW_STARTS, _rpc_view): the first walk finds those. Returns the hellos
+        answered.
 
         A liar's pages cost at most a failed hello per node named: the hellos stop once more
         failed than answered (a ring's nodes answer)."""

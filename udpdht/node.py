@@ -457,9 +457,9 @@ class Node:
         # ``back``: stopped to start again, we stay in their remembered peers, as a node that
         # crashed does (a whole ring stopped by SIGTERM at once: the last node to stop had
         # heard every other one leave, forgot them all, and came back as a new ring of one).
-        hello: dict[str, Any] = {"id": me} if forget else {"id": me, "back": True}
+        told: dict[str, Any] = {"id": me} if forget else {"id": me, "back": True}
         messages: dict[int, tuple[Peer, dict[str, Any]]] = {
-            p.id: (p, dict(hello)) for p in ls.peers()
+            p.id: (p, dict(told)) for p in ls.peers()
         }
         if ls.successor is not None:
             messages[ls.successor.id][1]["preds"] = [p.to_wire() for p in ls.predecessors]

@@ -502,21 +502,10 @@ class RingView:
     def page(self, after: int, count: int, since: float) -> list[Peer]:
         """Up to ``count`` nodes after the id ``after``, in id order to the end of the id
         space (no wrap), among those heard from since loop time ``since``, ourselves
-        included (at most MAX_STALE stale entries are stepped over)."""
-        ids_ = self._ids
-        out: list[Peer] = []
-        stale = 0
-        for i in range(bisect.bisect_right(ids_, after), len(ids_)):
-            peer, heard = self._peers[ids_[i]]
-            if heard >= since:
-                out.append(peer)
-                if len(out) == count:
-                    break
-            else:
-                stale += 1
-                if stale > self.MAX_STALE:
-                    break
-        return out
+        included: ``holders`` from just after ``after``, cut where it wraps."""
+        out = self.holders(after + 1, count, since)
+        wrapped = next((i for i, p in enumerate(out) if p.id <= after), len(out))
+        return out[:wrapped]
 
     def preceding(self, key: int, since: float) -> Peer | None:
         """The nearest node strictly before ``key`` (counter-clockwise) among those heard from
