@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from udpdht import Unavailable, ids, wire
 from udpdht.lookup import plausible_owner
 from udpdht.net import Address, run_virtual
-from udpdht.node import Node
+from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig, newest_agreed
 from udpdht.routing import Peer
 from udpdht.rpc import RpcEndpoint
@@ -813,6 +813,52 @@ def test_a_stranger_that_says_hello_and_answers_nothing_costs_a_coordinator_one_
         for n in coordinators:
             assert await n.get(key) == "v"
         assert len(to_stranger) == sent
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_stranger_that_says_hello_under_a_members_id_draws_none_of_its_reads() -> None:
+    # With ids not bound to addresses (verify_ids off, as the Server API has them), a hello
+    # may claim any id. Claiming a member's, from another address, it must not move that
+    # member in anyone's view: hearsay adds nodes, it does not readdress known ones
+    # (Node.heard_of). Else every coordinator's reads for the member's range went to the
+    # stranger, which could answer them as the primary.
+    async def main() -> None:
+        sim = Sim(seed=46, store_config=STORE, config=NodeConfig(verify_ids=False))
+        nodes = await sim.build_ideal(40, maintenance=True)
+        for n in nodes:
+            await wait_until(n.replicator.settled, within=30)
+            await n.maintenance.walk_view()  # (views that name the ring, as after a build)
+        victim = nodes[7]
+        stranger = ("10.254.0.1", 7000)
+        hello = wire.encode_request(1, "hello", {"id": ids.to_bytes(victim.id)})
+        to_stranger: list[Address] = []
+        answered: list[Address] = []
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            if dst == stranger:
+                msg = wire.decode(data)
+                (to_stranger if isinstance(msg, wire.Request) else answered).append(src)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        for n in nodes:
+            sim.net.send(stranger, n.addr, hello)
+        await wait_until(lambda: len(answered) == len(nodes), within=5)  # (each hello handled)
+        assert all(n.view.get(victim.id) in (None, victim.peer) for n in nodes)
+        keys = [
+            k
+            for k in (f"v{i}".encode() for i in range(2000))
+            if sim.true_owner(ids.hash_key(k)) == victim.peer
+        ][:5]
+        for key in keys:
+            await nodes[0].put(key, "v")
+        for n in nodes:
+            for key in keys:
+                assert await n.get(key) == "v"
+        assert to_stranger == []
         sim.net.set_drop_filter(None)
         await sim.stop()
 

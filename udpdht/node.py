@@ -547,11 +547,17 @@ class Node:
         """``peers`` were named by a node of the ring (in a lookup's answer, or as the holders
         of a key): guesses for the view, dropped if a call to one fails, and not taken again
         on hearsay while suspected or lately dead (a liar naming a node that does not exist
-        costs each coordinator one failed call)."""
-        detector = self.detector
+        costs each coordinator one failed call). Hearsay adds nodes; it never moves one the
+        view knows to another address (only that node's own answers do, call_peer): with ids
+        not bound to addresses (verify_ids off), a stranger's hello under a member's id would
+        otherwise draw that member's reads."""
+        detector, view = self.detector, self.view
         for p in peers:
+            known = view.get(p.id)
+            if known is not None and known.addr != p.addr:
+                continue
             if not detector.suspected(p.id) and not detector.recently_dead(p.id, now):
-                self.view.add(p, now)
+                view.add(p, now)
 
     def parse_peers(self, items: Any) -> list[Peer]:
         """A peer list a peer sent: bounded by L, every entry checked (routing.peers_from_wire).
