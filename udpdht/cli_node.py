@@ -334,14 +334,19 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
                 await asyncio.wait_for(node.leave(forget=False), LEAVE_DEADLINE)
             except TimeoutError:
                 log.warning("leave took over %.0f s; stopping without finishing it", LEAVE_DEADLINE)
-        log.info("stopped")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await node.stop()
-        _unpublish_cookie(node)
-        if exporter is not None:
-            await asyncio.to_thread(exporter.close)
+        # The handlers stay until the node has stopped: closing its store can take a while
+        # on a busy disk (the last checkpoint), and a second signal meanwhile must still end
+        # it at once, as the README says (a new-user trial: it did not, under load).
+        try:
+            await node.stop()
+            _unpublish_cookie(node)
+            if exporter is not None:
+                await asyncio.to_thread(exporter.close)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    log.info("stopped")  # (once it has: nothing of it runs after this line)
     return 0
 
 
