@@ -287,7 +287,14 @@ def ring_lines(
     elif not cut and good and all("settled" in st for st in good):
         # Nothing under way: say so, rather than leave "whole" to the notes' absence (a new
         # user's trial). (Older nodes' status has no "settled": no word either way.)
-        notes.append("settled: every node answered and holds its range, with every copy made")
+        made = "with every copy made"
+        if known and 0 < len(good) < wanted:  # (a ring smaller than r: fewer copies, not missing)
+            made += (
+                f" ({'the one node holds' if len(good) == 1 else f'its {len(good)} nodes hold'} "
+                f"{'the only copy' if len(good) == 1 else f'{len(good)} copies'} of each key; "
+                f"{wanted} once the ring has {wanted} nodes)"
+            )
+        notes.append(f"settled: every node answered and holds its range, {made}")
     if notes_only:
         return notes
     lines.extend(notes)  # (above the summary, which stays the last line)

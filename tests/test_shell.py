@@ -248,6 +248,15 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     # new user's trial: "ring never says the ring is whole").
     assert whole[-2] == "settled: every node answered and holds its range, with every copy made"
     assert not any(line.startswith("settled") for line in lines)
+    # A ring smaller than r is whole with fewer copies, and says why (a new user's trial: a
+    # one-node ring said "every copy made" of keys held once, with 3 copies configured).
+    alone = render.ring_lines([node(1, 2, 0)], "127.0.0.1:7001")
+    assert alone[-2] == (
+        "settled: every node answered and holds its range, with every copy made (the one node "
+        "holds the only copy of each key; 3 once the ring has 3 nodes)"
+    )
+    two = render.ring_lines([node(1, 1, 1), node(2, 1, 1)], "127.0.0.1:7001")
+    assert "(its 2 nodes hold 2 copies of each key; 3 once the ring has 3 nodes)" in two[-2]
 
 
 def test_render_ring_of_an_isolated_node_says_it_is_cut_off_not_settling() -> None:
