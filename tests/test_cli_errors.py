@@ -390,6 +390,25 @@ def _signal_after(
     return proc.returncode, seen, rest
 
 
+def test_a_failed_join_leaves_no_data_dir_behind_but_keeps_one_that_was_there(
+    tmp_path: Path,
+) -> None:
+    # A new-user trial of issue #11: a join through a wrong address failed, and left a data
+    # dir of an empty store, an address and a cookie, as if a node had run there.
+    boot = f"127.0.0.1:{closed_port()}"
+    new = tmp_path / "new" / "node"
+    failed = udpdht("node", "--port", "0", "--data-dir", str(new), "--bootstrap", boot)
+    assert failed.returncode == 1, failed.stderr
+    assert "could not join the ring: nothing is listening" in failed.stderr
+    assert not (tmp_path / "new").exists()  # the folders it made, too
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    failed = udpdht("node", "--port", "0", "--data-dir", str(kept), "--bootstrap", boot)
+    assert failed.returncode == 1, failed.stderr
+    assert (kept / "notes.txt").read_text() == "mine" and (kept / "store.sqlite3").exists()
+
+
 def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:
     # Issue #13's trial: one Ctrl-C during a join through a silent node said "leaving the
     # ring" and went on waiting for the join. Now it ends the join, and says so.

@@ -27,12 +27,13 @@ from . import ids, wire
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
-from .datadir import LOCK_FILE, DataDirError, remembered_address
+from .datadir import ADDRESS_FILE, LOCK_FILE, DataDirError, remembered_address
 from .errors import DhtError, RpcTimeout
 from .net import Address, format_addr, resolve, route_from, tune_gc, unless_refused
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
+from .storage import DiskStore
 from .text import plural
 
 if TYPE_CHECKING:
@@ -313,13 +314,13 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
                     # after any signal, handing back what it may have been handed.
                     say_leaving()
                     if not node.member:  # no ring to leave yet
-                        await node.stop()
+                        await _stop_unjoined(node, made)
                         print("udpdht: interrupted while joining the ring", file=sys.stderr)
                         return 130
                 else:
                     joining.result()  # the join's error, if it failed
             except BaseException:
-                await node.stop()
+                await _stop_unjoined(node, made)
                 raise
             finally:
                 signalled.cancel()
@@ -357,6 +358,22 @@ def _missing_dirs(path: Path | None) -> list[Path]:
         missing.append(path)
         path = path.parent
     return missing
+
+
+async def _stop_unjoined(node: Node, made: list[Path]) -> None:
+    """Stop a node whose join failed or was interrupted. A data dir this run made, if the
+    node took no record into it, goes too: as after a failed start, a node that never ran
+    leaves nothing behind (a new-user trial: a join through a wrong address left a data dir
+    of an empty store, an address and a cookie)."""
+    unused = bool(made) and not node.member and node.replicator.store.stats().count == 0
+    await node.stop()
+    if not unused:
+        return
+    for name in (LOCK_FILE, ADDRESS_FILE, COOKIE_FILE, Node.PEERS_FILE, DiskStore.FILENAME):
+        for suffix in ("", "-wal", "-shm", "-journal") if name == DiskStore.FILENAME else ("",):
+            with contextlib.suppress(OSError):
+                (made[0] / (name + suffix)).unlink(missing_ok=True)
+    _remove_empty(made)
 
 
 def _remove_empty(made: list[Path]) -> None:
