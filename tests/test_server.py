@@ -7,6 +7,7 @@ import enum
 import hashlib
 import ipaddress
 import json
+import logging
 import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -194,6 +195,19 @@ async def test_set_on_one_server_get_from_another_for_each_value_type() -> None:
         assert await b.set("k0", "newer")
         assert await a.get("k0") == "newer"
         assert await c.get("k0") == "newer"
+
+
+async def test_log_messages_name_the_server_they_come_from(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A new-user trial: with logging.basicConfig, two servers logged "joined the ring" and
+    # "handed 5 records to 1 successor" with no word of which had.
+    caplog.set_level(logging.INFO, logger="udpdht")
+    async with ring(2) as (a, b):
+        await settled([a, b])
+        joined = [r.getMessage() for r in caplog.records if "joined the ring" in r.getMessage()]
+        successor = f"{a.node.id.hex()[:8]}@{LOCAL}:{a.port}"
+        assert joined == [f"node {b.node.id.hex()[:8]}: joined the ring: successor {successor}"]
 
 
 async def test_keys_are_digested_like_kademlia() -> None:

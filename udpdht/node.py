@@ -15,7 +15,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +45,25 @@ from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 from .text import plural
 
 log = logging.getLogger("udpdht.node")
+
+
+class NodeLog(logging.LoggerAdapter[logging.Logger]):
+    """A node's logger: its records carry the node's id prefix as ``node`` (several nodes may
+    share a process; the CLI's format shows it). ``named``: the message starts with it too,
+    for a format that does not show it (a program's ``logging.basicConfig``, through the
+    Server API, logged "joined the ring" with no word of which node had)."""
+
+    def __init__(self, logger: logging.Logger, node: str, *, named: bool = False) -> None:
+        super().__init__(logger, {"node": node})
+        self.prefix = f"node {node}: " if named else ""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        msg, kwargs = super().process(msg, kwargs)
+        return (self.prefix + str(msg) if self.prefix else msg), kwargs
+
+
 T = TypeVar("T")
 
 
@@ -165,8 +184,10 @@ class Node:
         self.leafset = LeafSet(Peer(self.id, self.addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
         self.view = RingView(Peer(self.id, self.addr))  # nodes heard of lately (routing.RingView)
-        # Log records carry the node's id prefix (several nodes may share a process).
-        self.log = logging.LoggerAdapter(log, {"node": "--------"})
+        #: Whether log messages start with the node's id prefix too (the Server API's nodes:
+        #: a program's own log format does not show the records' ``node``).
+        self.named_logs = False
+        self.log = NodeLog(log, "--------")
         self.detector = FailureDetector(self.config.failure_strikes, self.FAILED_MEMORY)
         peers_file = self.data_dir / self.PEERS_FILE if self.data_dir is not None else None
         self.memory = PeerMemory(peers_file, verify_ids=self.config.verify_ids)
@@ -317,7 +338,7 @@ class Node:
         self.fingers = FingerTable(self.id)
         self.view = RingView(Peer(self.id, self.addr))  # nodes heard of lately (routing.RingView)
         self.maintenance.reset()
-        self.log = logging.LoggerAdapter(log, {"node": ids.short(self.id)})
+        self.log = NodeLog(log, ids.short(self.id), named=self.named_logs)
         if self._verifier is not None:  # an admin signature names this id
             self._verifier = Verifier(self._verifier.cookie, ids.to_bytes(self.id))
 

@@ -238,6 +238,7 @@ class Server:
             store_config=self.store_config,
             data_dir=self.data_dir,
         )
+        node.named_logs = True  # (its records' "node" shows in no format of the program's)
         await node.start()
         host = node.addr[0]
         self._wildcard = ipaddress.ip_address(host).is_unspecified
