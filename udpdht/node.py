@@ -316,7 +316,7 @@ class Node:
             self._tasks.append(loop.create_task(self.maintenance.run()))
             self._tasks.append(loop.create_task(self._sync_store()))
         # (udpdht node prints where it listens: logged at INFO too, the line showed twice.)
-        self.log.debug("node %s listening on %s", ids.short(self.id), format_addr(self.addr))
+        self.log.debug("listening on %s", format_addr(self.addr))
 
     def _advertised_addr(self, bound: Address) -> Address:
         if self.advertised is None:

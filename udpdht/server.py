@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, Self, TypeVar
 
-from . import ids
+from . import ids, wire
 from .errors import (
     BadRequest,
     DhtError,
@@ -43,8 +43,8 @@ from .errors import (
 from .ids import digest
 from .kad.codec import VALUE_TYPES
 from .lookup import PEER_FAILURES
-from .net import Address, check_peer_addr, format_addr, resolve, route_from
-from .node import Node, NodeConfig
+from .net import Address, check_peer_addr, format_addr, resolve, route_from, unless_refused
+from .node import Node, NodeConfig, NodeLog
 from .replication import StoreConfig
 from .routing import Peer
 
@@ -216,9 +216,18 @@ class Server:
 
     def _running(self) -> Node:
         node = self.dht
+        if node is not None and node.running and self._leave_task is not None:
+            # (A new-user trial: a get right after stop() answered, a set "failed" but landed.)
+            raise RuntimeError("the server is stopping: stop() was called")
         if node is None or not node.running:
             raise RuntimeError("the server is not listening: await server.listen(port) first")
         return node
+
+    @property
+    def _log(self) -> NodeLog:
+        """The server's logger: each message starts with its id prefix, as its node's do,
+        and its records carry it as ``node`` (for a format's ``%(node)s``)."""
+        return NodeLog(log, self._short_id(), named=True)
 
     async def listen(self, port: int, interface: str = "0.0.0.0") -> None:
         """Start listening on ``interface:port`` (port 0: an ephemeral one, see :attr:`port`).
@@ -249,7 +258,7 @@ class Server:
         self._leave_task = None
         self._leave_lock = asyncio.Lock()
         self.node = NodeInfo(ids.to_bytes(node.id), node.addr[0], node.addr[1])
-        log.info("server %s listening on %s", self._short_id(), format_addr(node.addr))
+        self._log.info("listening on %s", format_addr(node.addr))
 
     def stop(self) -> None:
         """Leave the ring gracefully: hand the keys over, tell the neighbours, close.
@@ -323,10 +332,10 @@ class Server:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("graceful leave failed; stopping at once")
+                self._log.exception("graceful leave failed; stopping at once")
             if node.running:
                 await node.stop()
-            log.info("server %s stopped", self._short_id())
+            self._log.info("stopped")
 
     # --- joining -------------------------------------------------------------------------------
 
@@ -345,11 +354,11 @@ class Server:
             try:
                 targets.append(await resolve((str(host), int(port))))
             except ValueError as exc:
-                log.warning("bootstrap: %s", exc)
+                self._log.warning("bootstrap: %s", exc)
         answers = await asyncio.gather(*(self._ping(node, addr) for addr in targets))
         reached = _unique(a for a in answers if a is not None and a.id != self.node.id)
         if not reached:
-            log.warning("bootstrap: none of %d addresses answered", len(targets))
+            self._log.warning("bootstrap: no address answered (%d tried)", len(targets))
             return []
         if node.leafset.successor is None:  # alone so far: join
             for info in reached:
@@ -358,7 +367,7 @@ class Server:
                 try:
                     await node.join((info.ip, info.port))
                 except (DhtError, *PEER_FAILURES) as exc:
-                    log.warning("bootstrap: could not join through %s: %s", info, exc)
+                    self._log.warning("bootstrap: could not join through %s: %s", info, exc)
                     continue
                 break
             else:
@@ -383,12 +392,16 @@ class Server:
         127.0.0.1 from its own machine, but its id, which its peers check against the source
         of its datagrams, is SHA-1 of the address it advertises."""
         try:
-            reply = await node.endpoint.call(addr, "ping", {"addr": True})
+            # A closed port fails at once, as with the CLI, not after 4 s of tries.
+            probe = wire.encode_request(0, "ping", {})
+            reply = await unless_refused(
+                node.endpoint.call(addr, "ping", {"addr": True}), addr, "ping", probe
+            )
             raw = reply["id"]
             if not isinstance(raw, bytes) or len(raw) != ids.ID_BYTES:
                 raise ValueError("a ping reply carries a 20-byte id")
         except (DhtError, KeyError, TypeError, ValueError) as exc:
-            log.info("bootstrap: %s did not answer: %s", format_addr(addr), exc)
+            self._log.info("bootstrap: no answer from %s: %s", format_addr(addr), exc)
             return None
         named = reply.get("addr")
         try:
@@ -432,7 +445,7 @@ class Server:
             await node.stabilize()
             await node.fix_fingers()
         except (DhtError, *PEER_FAILURES) as exc:
-            log.info("refresh_table: %s", exc)
+            self._log.info("refresh_table: %s", exc)
 
     # --- the store -----------------------------------------------------------------------------
 
@@ -446,7 +459,7 @@ class Server:
         except KeyNotFound:
             return None
         except DhtError as exc:
-            log.warning("get %r failed: %s", key, exc)
+            self._log.warning("get %r failed: %s", key, exc)
             return None
 
     async def set(self, key: object, value: Value) -> bool:
@@ -458,7 +471,7 @@ class Server:
         """
         if not check_dht_value_type(value):
             raise TypeError("Value must be of type int, float, bool, str, or bytes")
-        return await self.set_digest(digest(key), value)
+        return await self._set(digest(key), value, key)
 
     async def set_digest(self, dkey: bytes, value: Any) -> bool:
         """Store ``value`` under a digest; ``get(k)`` finds what ``set_digest(digest(k), v)``
@@ -466,15 +479,20 @@ class Server:
 
         Returns False when the ring could not take the write (the reason is logged).
         """
-        node = self._running()
         if not isinstance(dkey, bytes):
             raise TypeError("dkey must be bytes (a 20-byte SHA-1 digest)")
+        return await self._set(dkey, value, None)
+
+    async def _set(self, dkey: bytes, value: Any, key: object) -> bool:
+        """set_digest; a failure is logged under ``key`` (None: by the digest)."""
+        node = self._running()
         try:
             await self._retrying(node, lambda: node.put(dkey, value))
         except (ValueTooLarge, EncodeError, BadRequest):
             raise  # the caller's mistake (too large, not encodable, empty), not the ring's
         except DhtError as exc:
-            log.warning("set %s failed: %s", dkey.hex(), exc)
+            shown = f"{key!r}" if key is not None else f"digest {dkey.hex()}"
+            self._log.warning("set %s failed: %s", shown, exc)
             return False
         return True
 
@@ -494,7 +512,7 @@ class Server:
             except Unavailable as exc:
                 if clock() + pause > deadline or not node.running:
                     raise
-                log.info("ring not ready (%s); trying again", exc)
+                self._log.info("ring not ready (%s); trying again", exc)
             await asyncio.sleep(pause)
             pause = min(2 * pause, period)
 
@@ -513,7 +531,7 @@ class Server:
             "neighbors": [list(addr) for addr in self.bootstrappable_neighbors()],
         }
         if not data["neighbors"]:
-            log.warning("no known neighbors, so not writing to %s", fname)
+            self._log.warning("no known neighbors, so not writing to %s", fname)
             return
         path = Path(fname)
         tmp = path.with_name(path.name + ".tmp")
