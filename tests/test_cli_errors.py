@@ -406,7 +406,20 @@ def test_a_failed_join_leaves_no_data_dir_behind_but_keeps_one_that_was_there(
     (kept / "notes.txt").write_text("mine")
     failed = udpdht("node", "--port", "0", "--data-dir", str(kept), "--bootstrap", boot)
     assert failed.returncode == 1, failed.stderr
-    assert (kept / "notes.txt").read_text() == "mine" and (kept / "store.sqlite3").exists()
+    # Kept, and as it was: what the node wrote there went again (its address file tied the
+    # dir to the failed node's port: a node on another port was then refused as "moved").
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    # A data dir a node ran on keeps all it had, when a later join through it fails.
+    ran = tmp_path / "ran"
+    with node_process("--data-dir", str(ran)) as node:
+        assert udpdht("put", "--node", node.addr_text, "k", "v").returncode == 0
+        node.signal(signal.SIGTERM)
+        assert node.wait()[0] == 0
+    before = sorted(p.name for p in ran.iterdir())
+    assert "store.sqlite3" in before and "address" in before
+    failed = udpdht("node", "--port", "0", "--data-dir", str(ran), "--bootstrap", boot)
+    assert failed.returncode == 1, failed.stderr
+    assert sorted(p.name for p in ran.iterdir()) == before
 
 
 def test_ctrl_c_while_joining_stops_the_node_at_once(silent_port: int) -> None:

@@ -234,6 +234,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     # (Until the node runs, a scrape gets no node metrics: metrics.snapshot.)
     exporter = _serve_metrics(metrics, node, args.metrics) if metrics else None
     made = _missing_dirs(data_dir)
+    there = _node_files(data_dir)  # (what was there before: a failed first join keeps it)
     try:
         await node.start()
     except (OSError, DataDirError, ValueError) as exc:
@@ -314,13 +315,13 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
                     # after any signal, handing back what it may have been handed.
                     say_leaving()
                     if not node.member:  # no ring to leave yet
-                        await _stop_unjoined(node, made)
+                        await _stop_unjoined(node, made, there)
                         print("udpdht: interrupted while joining the ring", file=sys.stderr)
                         return 130
                 else:
                     joining.result()  # the join's error, if it failed
             except BaseException:
-                await _stop_unjoined(node, made)
+                await _stop_unjoined(node, made, there)
                 raise
             finally:
                 signalled.cancel()
@@ -360,19 +361,37 @@ def _missing_dirs(path: Path | None) -> list[Path]:
     return missing
 
 
-async def _stop_unjoined(node: Node, made: list[Path]) -> None:
-    """Stop a node whose join failed or was interrupted. A data dir this run made, if the
-    node took no record into it, goes too: as after a failed start, a node that never ran
-    leaves nothing behind (a new-user trial: a join through a wrong address left a data dir
-    of an empty store, an address and a cookie)."""
-    unused = bool(made) and not node.member and node.replicator.store.stats().count == 0
+#: The files a node keeps in its data dir.
+_NODE_FILES = (
+    LOCK_FILE,
+    ADDRESS_FILE,
+    COOKIE_FILE,
+    Node.PEERS_FILE,
+    *(DiskStore.FILENAME + suffix for suffix in ("", "-wal", "-shm", "-journal")),
+)
+
+
+def _node_files(data_dir: Path | None) -> set[str]:
+    """Which of a node's files ``data_dir`` holds now."""
+    if data_dir is None:
+        return set()
+    return {name for name in _NODE_FILES if (data_dir / name).exists()}
+
+
+async def _stop_unjoined(node: Node, made: list[Path], there: set[str]) -> None:
+    """Stop a node whose join failed or was interrupted. If it took no record, what this run
+    wrote in its data dir goes again (``there``: the files that were there before), and the
+    dirs it made: as after a failed start, a node that never ran leaves nothing behind. (A
+    new-user trial: a join through a wrong address left an empty store, an address and a
+    cookie, and the data dir then refused a node on another port as "moved".)"""
+    data_dir = node.data_dir
+    unused = not node.member and node.replicator.store.stats().count == 0
     await node.stop()
-    if not unused:
+    if data_dir is None or not unused:
         return
-    for name in (LOCK_FILE, ADDRESS_FILE, COOKIE_FILE, Node.PEERS_FILE, DiskStore.FILENAME):
-        for suffix in ("", "-wal", "-shm", "-journal") if name == DiskStore.FILENAME else ("",):
-            with contextlib.suppress(OSError):
-                (made[0] / (name + suffix)).unlink(missing_ok=True)
+    for name in set(_NODE_FILES) - there:
+        with contextlib.suppress(OSError):
+            (data_dir / name).unlink(missing_ok=True)
     _remove_empty(made)
 
 
