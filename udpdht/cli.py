@@ -22,7 +22,7 @@ from . import __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import DhtError, KeyNotFound
 from .limits import parse_ttl
-from .text import duration
+from .text import duration, plural
 
 if TYPE_CHECKING:
     from .client import Client
@@ -916,7 +916,7 @@ async def show_ring_picture(
             await asyncio.to_thread(_write_text, args.svg, svg)
         except OSError as exc:
             raise UsageError(f"cannot write {args.svg}: {exc.strerror}") from None
-        print("\n".join([f"wrote a picture of {len(nodes)} nodes to {args.svg}", *notes]))
+        print("\n".join([f"wrote a picture of {plural(len(nodes), 'node')} to {args.svg}", *notes]))
         return
     width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
