@@ -481,8 +481,7 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     for addr in bootstraps:
         log.info("joining the ring through %s…", format_addr(addr))
         try:
-            probe = wire.encode_request(0, "ping", {})
-            await unless_refused(node.join(addr), addr, "join", probe)
+            await unless_refused(node.join(addr), addr, "join", wire.PING_PROBE)
             return
         except DhtError as exc:
             # (Only after silence: a closed port, or a udpdht node's refusal, says enough.)

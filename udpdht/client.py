@@ -122,8 +122,9 @@ class Client:
                 self._heard.discard(addr)
                 raise
         try:
-            probe = wire.encode_request(0, "ping", {})
-            result = await unless_refused(ep.call(addr, method, args, **kw), addr, method, probe)
+            result = await unless_refused(
+                ep.call(addr, method, args, **kw), addr, method, wire.PING_PROBE
+            )
         except RemoteError:
             self._heard.add(addr)
             raise

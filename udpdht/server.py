@@ -393,10 +393,8 @@ class Server:
         of its datagrams, is SHA-1 of the address it advertises."""
         try:
             # A closed port fails at once, as with the CLI, not after 4 s of tries.
-            probe = wire.encode_request(0, "ping", {})
-            reply = await unless_refused(
-                node.endpoint.call(addr, "ping", {"addr": True}), addr, "ping", probe
-            )
+            ping = node.endpoint.call(addr, "ping", {"addr": True})
+            reply = await unless_refused(ping, addr, "ping", wire.PING_PROBE)
             raw = reply["id"]
             if not isinstance(raw, bytes) or len(raw) != ids.ID_BYTES:
                 raise ValueError("a ping reply carries a 20-byte id")

@@ -124,6 +124,11 @@ def encode_request(
     return _pack([VERSION, REQUEST, rid, method, args, token])
 
 
+#: A harmless request for ``net.unless_refused`` to send, from a socket of its own, to an
+#: address that may have nothing listening: a ping.
+PING_PROBE = encode_request(0, "ping", {})
+
+
 def encode_reply(rid: int, result: Any) -> bytes:
     return _pack([VERSION, REPLY, rid, result])
 
