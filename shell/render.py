@@ -157,6 +157,21 @@ def _joining(entries: Sequence[Mapping[str, Any]], cut: bool) -> list[str]:
     return found
 
 
+def _orphans(good: Sequence[Mapping[str, Any]]) -> int:
+    """The keys of primaries that did not answer the walk (a node stopped, or just joined),
+    counted from their copies: each node names how many records it holds of each of its
+    predecessors' ranges (status ``replica_of``); a range's keys are the most any holder
+    has. (After a crash its keys have one copy fewer until repair makes it: dividing all
+    copies by r counted a third of them.)"""
+    answered = {st["addr"] for st in good}
+    held: dict[str, int] = {}
+    for st in good:
+        for addr, records in st["store"].get("replica_of") or []:
+            if addr not in answered:
+                held[addr] = max(held.get(addr, 0), int(records))
+    return sum(held.values())
+
+
 def ring_lines(
     entries: Sequence[Mapping[str, Any]],
     attached: str,
@@ -209,7 +224,7 @@ def ring_lines(
     per_key = max(1, min(len(good), wanted))
     known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
     # (A walk cut short saw only some holders of its keys: no estimate, no repair note.)
-    keys = max(primary, -(-copies // per_key)) if known and not cut else primary
+    keys = max(primary + _orphans(good), -(-copies // per_key)) if known and not cut else primary
     if cut:
         summary = (
             f"{_count(len(good), 'node')} listed (the walk stops at {limit}; the ring has "
@@ -484,7 +499,10 @@ def stats_lines(st: Mapping[str, Any]) -> list[str]:
     lines = [f"rpc counters of {st['id'][:8]} {st['addr']}"]
     lines += [f"  {name:<{width}}  {value:>10}" for name, value in rpc.items()]
     lines.append("store")
-    lines += [f"  {name:<{width}}  {value:>10}" for name, value in store.items()]
+    for name, value in store.items():
+        if isinstance(value, list):  # replica_of: [address, records] pairs
+            value = ", ".join(f"{records} of {addr}" for addr, records in value) or "-"
+        lines.append(f"  {name:<{width}}  {value:>10}")
     return lines
 
 

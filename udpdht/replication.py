@@ -534,7 +534,7 @@ class Replicator:
             chosen.setdefault(peer.id, peer)
         return list(chosen.values())
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         """What the store holds (status ``store``), in O(1) whatever its size: records we are
         primary for and the others, their bytes. Tombstones count too (counting only live
         values would mean reading every record); expired records are purged first (a
@@ -551,6 +551,7 @@ class Replicator:
         return {
             "primary": primary,
             "replica": stats.count - primary,
+            "replica_of": self._replica_ranges(),
             "bytes": stats.bytes,
             "tombstones": stats.tombstones,
             "replicas": self.config.replicas,  # copies of each key the ring keeps (r)
@@ -559,6 +560,26 @@ class Replicator:
         }
 
     COUNT_PURGE = 1000  # expired records purged at most when the counts are asked for
+
+    def _replica_ranges(self) -> list[list[Any]]:
+        """``[address, records]`` for each of our r - 1 predecessors that we hold records of
+        its range for, nearest first: the copies we keep for it. A ring walk counts, from
+        these, the keys of a node that stopped answering (its successors still hold them, as
+        copies, until one takes its range over). Bounded work whatever the store's size
+        (count_range)."""
+        preds = self.node.leafset.predecessors
+        out: list[list[Any]] = []
+        seen = {self.node.id}
+        for i, primary in enumerate(preds[: self.config.replicas - 1]):
+            if primary.id in seen:
+                break  # (a ring smaller than the leafset: the list comes round)
+            seen.add(primary.id)
+            # (Past the list's end, or round to us: the range starts after us.)
+            before = preds[i + 1].id if i + 1 < len(preds) else self.node.id
+            records, _ = self.store.count_range(before, primary.id)
+            if records:
+                out.append([format_addr(primary.addr), records])
+        return out
 
     FULL_FOR = 60.0  # seconds a store counts as full after it last refused a record
     FULL_LOG_EVERY = 60.0  # seconds between two log lines about a full store, at least
