@@ -277,6 +277,17 @@ def ring_lines(
                 else ""
             )
         )
+    elif keys > primary and full:
+        # A full primary refused them (a join's hand-off, a write): no one is taking its range
+        # over, so "settling" would promise what does not come (a new user's trial).
+        one, lacking = len(full) == 1, keys - primary
+        whose = "its" if lacking == 1 else "their"
+        notes.append(
+            f"under-replicated: {_count(lacking, 'key')} without {whose} primary's copy, "
+            f"counted from the others: {', '.join(full)} {'is' if one else 'are'} "
+            f"full (--max-store-bytes) and refuse{'s' if one else ''} them; repair makes them "
+            f"once {'it has' if one else 'they have'} room"
+        )
     elif keys > primary:
         notes.append(
             f"settling: {_count(keys - primary, 'key')} without a primary in this walk yet "

@@ -258,6 +258,16 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     )
     two = render.ring_lines([node(1, 1, 1), node(2, 1, 1)], "127.0.0.1:7001")
     assert "(its 2 nodes hold 2 copies of each key; 3 once the ring has 3 nodes)" in two[-2]
+    # A full primary that refused a key (a join's hand-off of a value larger than its quota)
+    # is no range being taken over: a new user's trial read "settling" 30 s on.
+    full = node(3, 0, 2)
+    full["store"]["full"] = True
+    lines = render.ring_lines([node(1, 1, 2), node(2, 1, 2), full], "127.0.0.1:7001")
+    assert lines[-2] == (
+        "under-replicated: 1 key without its primary's copy, counted from the others: "
+        "127.0.0.1:7003 is full (--max-store-bytes) and refuses them; repair makes them once "
+        "it has room"
+    ), lines
 
 
 def test_render_ring_counts_a_crashed_nodes_keys_from_their_copies() -> None:

@@ -199,6 +199,7 @@ def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:
                 break
         refused = [k for k, d in done.items() if d.returncode != 0]
         assert all(f"store full at {full.addr_text}" in done[k].stderr for k in refused)
+        assert not any("store_write" in done[k].stderr for k in refused)  # (a user's trial)
         # (that it has no room for this value, not only how much it holds: a user's trial)
         assert all("bytes more, and " in done[k].stderr for k in refused)
         stored = [k for k, d in done.items() if d.returncode == 0]

@@ -1026,6 +1026,32 @@ def test_a_write_its_full_primary_refuses_says_what_does_not_fit() -> None:
     run_virtual(main())
 
 
+def test_a_record_larger_than_the_whole_quota_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A new user's trial: "store full (39 of 20480 bytes used)": a store nearly empty, full.
+    # The record it refused was larger than the whole quota; the line now says so.
+    async def main() -> None:
+        sim = store_sim(85)
+        first, second = await sim.build_ideal(2, maintenance=False)
+        second.replicator.config = dataclasses.replace(
+            second.replicator.config, max_store_bytes=QUOTA
+        )
+        with contextlib.suppress(StoreFull):  # (refused as the primary, or as the replica)
+            await first.put("big", "x" * 2000)
+        said = [
+            r.getMessage()
+            for r in caplog.records
+            if "store full" in r.getMessage() and getattr(r, "node", None) == ids.short(second.id)
+        ]
+        assert len(said) == 1, said
+        assert re.search(r"\(the largest needs 2,0\d\d bytes: more than the whole quota\)", said[0])
+        await sim.stop()
+
+    with caplog.at_level(logging.WARNING, logger="udpdht.node"):
+        run_virtual(main())
+
+
 def test_a_full_replica_says_so_in_its_status_and_once_in_its_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

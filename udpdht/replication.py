@@ -250,6 +250,7 @@ class Replicator:
         self._full_at = float("-inf")
         self._full_logged_at = float("-inf")
         self._full_unlogged = 0
+        self._full_largest = 0  # bytes of the largest refused, if over the quota (logged)
         # Replicas that refused our records for their quota, by id: when they last did.
         self._peer_full_at: dict[int, float] = {}
         # Writes of this primary being copied to the replicas, by key (see _write_here).
@@ -588,27 +589,38 @@ class Replicator:
         """Whether the store refused a record for its quota lately (status ``store.full``)."""
         return asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR
 
-    def _refuse_for_quota(self, count: int) -> None:
+    def _refuse_for_quota(self, count: int, size: int = 0) -> None:
         """Count records refused (or dropped) because the store is full, and say so in the log,
         at most once a minute. A replica that refuses leaves keys short of a copy that repair
-        cannot make until it has room: its operator must hear of it, but not once a record."""
+        cannot make until it has room: its operator must hear of it, but not once a record.
+        ``size``: the bytes the first of them needed (one larger than the whole quota is
+        named: "39 of 20480 bytes used" alone read as a store with room)."""
         now = asyncio.get_running_loop().time()
         self.refused_full += count
         self._full_unlogged += count
         self._full_at = now
+        quota = self.config.max_store_bytes
+        if quota is not None and size > quota:
+            self._full_largest = max(self._full_largest, size)
         if now - self._full_logged_at < self.FULL_LOG_EVERY:
             return
         since = "" if self._full_logged_at == float("-inf") else " since the last report"
+        largest = (
+            f" (the largest needs {self._full_largest:,} bytes: more than the whole quota)"
+            if self._full_largest
+            else ""
+        )
         self.node.log.warning(
-            "store full (%d of %s bytes used, --max-store-bytes): %s refused%s; the keys this "
-            "node holds lack their copy here until it has room",
+            "store full (%d of %s bytes used, --max-store-bytes): %s refused%s%s; the keys "
+            "this node holds lack their copy here until it has room",
             self.store.stats().bytes,
-            self.config.max_store_bytes,
+            quota,
             plural(self._full_unlogged, "record"),
             since,
+            largest,
         )
         self._full_logged_at = now
-        self._full_unlogged = 0
+        self._full_unlogged = self._full_largest = 0
 
     # --- checks at the door --------------------------------------------------------------------
 
@@ -691,7 +703,7 @@ class Replicator:
         growth = record.size() - (held.size() if held is not None else 0)
         used = self.store.stats().bytes
         if growth > 0 and used + growth > quota:
-            self._refuse_for_quota(1)
+            self._refuse_for_quota(1, growth)
             raise StoreFull(
                 f"store full at {format_addr(self.node.addr)}: this write needs {growth:,} "
                 f"bytes more, and {max(quota - used, 0):,} of its {quota:,} are free "
@@ -724,7 +736,8 @@ class Replicator:
             for record, held in fresh:
                 room -= record.size() - (held.size() if held is not None else 0)
                 if room < 0:
-                    self._refuse_for_quota(len(fresh) if whole else len(fresh) - len(fits))
+                    size = record.size() - (held.size() if held is not None else 0)
+                    self._refuse_for_quota(len(fresh) if whole else len(fresh) - len(fits), size)
                     if whole:
                         raise StoreFull(f"store full: no room for these records ({quota} bytes)")
                     break
@@ -823,6 +836,10 @@ class Replicator:
                     if isinstance(exc, NotResponsible):
                         refused_by.nodes.add(target.id)
                     break
+                except RemoteError as exc:  # the primary's own answer (a full store): ours,
+                    # without its method's name (a user read "put: store_write: store full")
+                    text = exc.message.removeprefix("store_write: ")
+                    raise type(exc)(text, exc.code, exc.data) from None
                 except (RpcTimeout, *MALFORMED) as exc:
                     last = exc
                     self.node.peer_failed(target, exc)
