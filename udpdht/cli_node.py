@@ -23,13 +23,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import ids, wire
+from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
 from .datadir import ADDRESS_FILE, LOCK_FILE, DataDirError, remembered_address
 from .errors import DhtError, RpcTimeout
-from .net import Address, format_addr, resolve, route_from, tune_gc, unless_refused
+from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig
 from .replication import StoreConfig
@@ -481,7 +481,7 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     for addr in bootstraps:
         log.info("joining the ring through %s…", format_addr(addr))
         try:
-            await unless_refused(node.join(addr), addr, "join", wire.PING_PROBE)
+            await node.join(addr)  # (Refused at once for a closed port)
             return
         except DhtError as exc:
             # (Only after silence: a closed port, or a udpdht node's refusal, says enough.)

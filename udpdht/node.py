@@ -26,7 +26,7 @@ from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir
 from .errors import BadRequest, Busy, DhtError, RpcTimeout, Unavailable
 from .kad.service import KadService
-from .lookup import MALFORMED, PEER_FAILURES, Lookup, iterative_lookup
+from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
 from .maintenance import Maintenance
 from .membership import FailureDetector, PeerMemory
 from .net import (
@@ -37,6 +37,7 @@ from .net import (
     format_addr,
     loop_clock,
     resolve,
+    unless_refused,
 )
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
@@ -408,13 +409,28 @@ class Node:
         await self.stop()
 
     async def join(self, bootstrap: Address) -> None:
-        """Join the ring that ``bootstrap`` belongs to."""
+        """Join the ring that ``bootstrap`` belongs to.
+
+        On real sockets, errors.Refused at once when the bootstrap's host says that nothing
+        listens there (a closed port); RpcTimeout when it does not answer at all."""
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
             _same_family(bootstrap, self.addr)
+            await unless_refused(self._join(bootstrap), bootstrap, "join", wire.PING_PROBE)
+        else:
+            await self._join(bootstrap)
+
+    async def _join(self, bootstrap: Address) -> None:
         # Confirmed: the owner itself says so. While a ring forms, the nodes asked may not
         # know nodes that joined a moment ago; their successors do (PROTOCOL.md 9.5).
-        found = await self.lookup_id(self.id, start=bootstrap, confirm=True)
+        try:
+            found = await self.lookup_id(self.id, start=bootstrap, confirm=True)
+        except LookupFailed as exc:
+            if exc.hops == 0 and isinstance(exc.cause, RpcTimeout):
+                # The bootstrap itself did not answer: say that, not "no live route to <id>
+                # after 0 hops" (a new user's trial).
+                raise exc.cause from None
+            raise
         owner: Peer | None = found.owner
         if found.owner.id == self.id and found.owner.addr == self.addr:
             # Our own entry from before a restart, still in the ring's tables: our successor
