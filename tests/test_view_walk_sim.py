@@ -219,9 +219,11 @@ def test_nodes_joined_one_after_another_name_the_whole_ring_as_their_joins_end(
         for _ in range(39):
             await sim.join()
 
-        def introduced() -> bool:
+        def introduced() -> bool:  # (and the hellos checked: _check_hello)
             return all(
-                n.maintenance._intro is None or n.maintenance._intro.done() for n in sim.nodes
+                (n.maintenance._intro is None or n.maintenance._intro.done())
+                and not n.maintenance._hello_checks
+                for n in sim.nodes
             )
 
         await wait_until(introduced, within=5)

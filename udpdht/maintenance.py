@@ -157,6 +157,7 @@ class Maintenance:
         self._walk: asyncio.Task[int] | None = None  # see walk_view
         self._intro: asyncio.Task[int] | None = None  # see introduce
         self._hellos: deque[Peer] = deque(maxlen=self.RECENT_HELLOS)  # see _rpc_hello
+        self._hello_checks: dict[int, asyncio.Task[None]] = {}  # see _check_hello
         self._view_starts: deque[float] = deque(maxlen=self.VIEW_STARTS)  # see _rpc_view
         #: The last walk: when, the ring's size then, the refusals our reads and writes had had,
         #: and whether it started before our neighbourhood was calm (CALM_ROUNDS).
@@ -681,17 +682,54 @@ class Maintenance:
         return {"id": ids.to_bytes(node.id), "nodes": [p.to_wire() for p in nodes]}
 
     def _rpc_hello(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
-        """A node that joined tells us of itself (introduce): our view takes it, a guess as a
-        lookup's answer is (Node.heard_of). With verify_ids its id is that of its address:
-        it gains no place that joining would not give it. The answer names the last nodes
-        that said hello before it (RECENT_HELLOS; a padded request: PROTOCOL.md 6a.1)."""
+        """A node that joined tells us of itself (introduce): once the ring vouches for it
+        (_check_hello), our view takes it, a guess as a lookup's answer is (Node.heard_of).
+        The answer names the last nodes that said hello before it and were vouched for
+        (RECENT_HELLOS; a padded request: PROTOCOL.md 6a.1)."""
         peer = self.node.sender(args, src)
         joined = [p.to_wire() for p in self._hellos if p.id != peer.id]
-        if peer.id != self.node.id:
-            self.node.heard_of([peer], asyncio.get_running_loop().time())
-            if all(p.id != peer.id for p in self._hellos):
-                self._hellos.append(peer)
+        known = self.node.view.get(peer.id)
+        if peer.id == self.node.id or (known is not None and known.addr == peer.addr):
+            pass  # (ourselves, or a node the ring named to us already)
+        elif peer.id not in self._hello_checks and len(self._hello_checks) < self.HELLO_CHECKS:
+            self._hello_checks[peer.id] = self.node.background(self._check_hello(peer))
         return {"id": ids.to_bytes(self.node.id), "joined": joined}
+
+    HELLO_CHECKS = 8  # hellos checked at once; more at once are not taken (walks find them)
+    HELLO_HOPS = 3  # calls a check makes at most
+
+    async def _check_hello(self, peer: Peer) -> None:
+        """Take the sender of a hello into our view once a node of the ring names it the owner
+        of its own id: the node our view places next to it (its successor, which it notified
+        before saying hello, or its predecessor, which that successor told), asked ``find``.
+        A stranger's hello alone put it in our view before, under an id it picked by choosing
+        its port: our reads and writes of the keys before that id then went to it, which
+        answered forged records as a settled primary and swallowed acknowledged writes (an
+        attack on real nodes). A few calls; a joiner the ring does not name yet is found by walks.
+        """
+        try:
+            via = self.first_guess(peer.id)
+            for _ in range(self.HELLO_HOPS):
+                if via is None or via.id in (peer.id, self.node.id):
+                    return
+                reply = await self.node.call_peer(
+                    via, "find", {"key": ids.to_bytes(peer.id)}, tries=2, pad=True
+                )
+                named = self.node.parse_peers(reply["nodes"])
+                if reply["done"] is True:
+                    break
+                via = named[0] if named else None  # (the node before it: the next hop)
+            else:
+                return
+        except (DhtError, *PEER_FAILURES):
+            return
+        finally:
+            self._hello_checks.pop(peer.id, None)
+        if not named or named[0].id != peer.id or named[0].addr != peer.addr:
+            return
+        self.node.heard_of([peer], asyncio.get_running_loop().time())
+        if all(p.id != peer.id for p in self._hellos):
+            self._hellos.append(peer)
 
     async def walk_view(self) -> int:
         """Walk the ring from our last successor back round to us, each step asking the last
