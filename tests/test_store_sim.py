@@ -799,7 +799,10 @@ def test_nodes_joined_one_after_another_agree_with_their_neighbours_as_their_joi
         await sim.first()
         for _ in range(60):  # as servers are started by a script: each once the last returned
             await sim.join()
-        assert all(n.maintenance.agreed() for n in sim.joined.values())
+        # (One may still wait on the answer to a notify under way: seeds 50-61, 0 or 1 node,
+        # each agreed within 0.03 s; a round comes every second.)
+        assert sum(not n.maintenance.agreed() for n in sim.joined.values()) <= 1
+        await wait_until(lambda: all(n.maintenance.agreed() for n in sim.joined.values()), 0.1)
         await sim.stop()
 
     run_virtual(main())
