@@ -177,6 +177,39 @@ def test_pushes_outside_the_range_a_node_holds_are_refused() -> None:
     run_virtual(main())
 
 
+def test_a_strangers_push_stamped_ahead_does_not_undo_a_later_acknowledged_write() -> None:
+    # An attack on real nodes: a stranger pushed a record of a key stamped 59 s ahead to its
+    # two replicas (within max_skew: taken); a put after it said "stored", and 8 s later repair
+    # had carried the stranger's version to the primary: every get returned it. A push from
+    # outside a node's leafset now takes only records stamped about now.
+    async def main() -> None:
+        sim = Sim(seed=47, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        for n in nodes:
+            await wait_until(n.replicator.settled, within=30)
+        holders = [sim.joined[p.id] for p in sim.responsible(b"k")]
+        stranger = await RpcEndpoint.bind(sim.net, (sim.net.host, 0))
+        ahead = int((sim.wall_clock() + 59) * 1000)
+        record = [b"k", b"\xa4evil", ahead, bytes(20), None]
+        for replica in holders[1:]:
+            reply = await stranger.call(replica.addr, "store_push", {"records": [record]})
+            assert reply == {"applied": 0, "refused": 1}
+        await nodes[0].put("k", "honest")
+        await asyncio.sleep(20)  # repair rounds
+        for n in nodes:
+            assert await n.get("k") == "honest"
+        # A record stamped now is taken, as a put of it would be (writes are open); a later
+        # put replaces it.
+        now = [b"k2", b"\xa3now", int(sim.wall_clock() * 1000), bytes(20), None]
+        primary2 = sim.joined[sim.responsible(b"k2")[1].id]
+        reply = await stranger.call(primary2.addr, "store_push", {"records": [now]})
+        assert reply == {"applied": 1, "refused": 0}
+        stranger.close()
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_read_asks_the_replicas_while_the_primary_is_new_to_its_range() -> None:
     async def main() -> None:
         sim = Sim(seed=37, store_config=STORE)

@@ -1416,9 +1416,19 @@ class Replicator:
             reply["settled"] = self.settled()
         return reply
 
+    STRANGER_SKEW = 2.0  # seconds ahead a record pushed by a node outside our leafset may be
+
     def _rpc_push(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         records = self._records(args.get("records"))
         kept = [r for r in records if self.accepts(r.key_id)]
+        if kept and all(p.addr != src for p in self.node.leafset.peers()):
+            # Not a neighbour (a primary copying its writes, repair, a hand-off): a coordinator's
+            # read repair, or a stranger. A stranger's record stamped up to max_skew ahead beat
+            # every write acknowledged in the next minute: repair carried it to the primary,
+            # and gets returned it while writers were told "stored" (an attack on real nodes).
+            # From such a sender, only records stamped about now.
+            latest = int((self.node.wall_clock() + self.STRANGER_SKEW) * 1000)
+            kept = [r for r in kept if r.version.stamp <= latest]
         self._charge(src, sum(r.size() for r in kept))
         # Room for all of them, or none: the sender learns exactly what was kept.
         applied = self._apply_all(kept, whole=True)
