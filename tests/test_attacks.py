@@ -288,6 +288,39 @@ async def test_a_flood_of_notifies_costs_one_ping_and_no_tracebacks(
     await healthy(ring)
 
 
+async def test_costly_datagrams_pay_for_their_cpu_and_fake_answers_count(
+    ring: list[NodeProcess],
+) -> None:
+    # An attack on real nodes: the rate limits counted datagrams, but one costs a thousand
+    # times another. 400 store_reads of 1,000 keys a second from one socket (6 ms of CPU each,
+    # inside the source's 1,024 a second) took the node's core; pings waited 300 ms, its peers
+    # declared it dead, and on uvloop it cut itself off. And a datagram that merely began like
+    # an answer passed every limit. Now a datagram pays for the CPU it took (rpc._charge), and
+    # only an answer to a call in flight is let through unlimited.
+    victim = ring[1]
+    (before,) = await statuses([victim])
+    keys = [i.to_bytes(2, "big") for i in range(1000)]
+    heavy = Stranger.request("store_read", {"keys": keys})
+    fake_answers = [
+        bytes(msgpack.packb([1, 1, 42, None])),
+        bytes(msgpack.packb([1, 1, 2**63 + 12345, None])),
+    ]
+    with Stranger() as reader, Stranger() as answerer:
+        start = time.monotonic()
+        for i in range(800):  # 2 s at 400 a second, as the attack sent
+            reader.send(heavy, victim.addr)
+            await asyncio.sleep(max(0.0, start + (i + 1) / 400 - time.monotonic()))
+        for i in range(5000):  # at once, from another socket
+            answerer.send(fake_answers[i % 2], victim.addr)
+    await asyncio.sleep(0.5)
+    (after,) = await statuses([victim])
+    dropped = after["rpc"]["rate_limited"] - before["rpc"]["rate_limited"]
+    # (The source's bucket holds 2,048 and earns 1,024 a second; a heavy read costs ~100.)
+    assert dropped >= 600 + 2000, dropped
+    assert after["rpc"]["handler_failures"] == 0
+    await healthy(ring)
+
+
 async def test_a_signed_admin_request_works_only_on_the_node_it_names(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

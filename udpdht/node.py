@@ -239,6 +239,7 @@ class Node:
             self._release_data_dir()
             raise
         self._endpoint = ep
+        ep.exempt = self._in_leafset  # (their pages take milliseconds: rpc._charge)
         try:
             self._set_address(self._advertised_addr(ep.addr))
             if (
@@ -579,6 +580,12 @@ class Node:
         if peer.id >= 0:  # (-1: a node known by its address only, until it answers)
             self.view.add(peer, self.clock())
         return result
+
+    def _in_leafset(self, addr: Address) -> bool:
+        ls = self.leafset
+        return any(p.addr == addr for p in ls.successors) or any(
+            p.addr == addr for p in ls.predecessors
+        )
 
     def heard_of(self, peers: Iterable[Peer], now: float) -> None:
         """``peers`` were named by a node of the ring (in a lookup's answer, or as the holders

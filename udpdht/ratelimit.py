@@ -27,6 +27,12 @@ class TokenBucket:
         self.tokens = tokens - cost
         return True
 
+    def charge(self, rate: float, burst: float, now: float, cost: float) -> None:
+        """Take ``cost`` tokens whether or not they are there (see Buckets.charge)."""
+        tokens = min(burst, self.tokens + (now - self.at) * rate)
+        self.at = now
+        self.tokens = max(tokens - cost, -burst)
+
 
 class Buckets:
     """One bucket per key (a source), at most ``max_keys`` kept: when full, the quarter seen
@@ -56,6 +62,14 @@ class Buckets:
             return False
         bucket.tokens = tokens - cost
         return True
+
+    def charge(self, key: Hashable, now: float, cost: float) -> None:
+        """Take ``cost`` more tokens from ``key``'s bucket (one it has) whether or not they are
+        there: a debt, down to minus the burst, that the next datagrams wait out (what a
+        request turned out to cost once handled, when that was more than its one token)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.charge(self.rate, self.burst, now, cost)
 
 
 def source_of(addr: tuple[str, int]) -> Hashable:
