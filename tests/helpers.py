@@ -188,14 +188,15 @@ def data_dir(tmp_path: Path, name: str) -> str:
     return str(path)
 
 
-def is_ideal(statuses: list[dict[str, Any]]) -> bool:
-    """Whether these status objects (every live node) describe the ideal ring."""
+def is_ideal(statuses: list[dict[str, Any]], half: int = 8) -> bool:
+    """Whether these status objects (every live node) describe the ideal ring (``half``: L/2,
+    the length of each leafset list)."""
     order = sorted(st["id"] for st in statuses)
     n = len(order)
     for st in statuses:
         i = order.index(st["id"])
-        want_s = [order[(i + k) % n] for k in range(1, n)][:8]
-        want_p = [order[(i - k) % n] for k in range(1, n)][:8]
+        want_s = [order[(i + k) % n] for k in range(1, n)][:half]
+        want_p = [order[(i - k) % n] for k in range(1, n)][:half]
         if [p["id"] for p in st["successors"]] != want_s:
             return False
         if [p["id"] for p in st["predecessors"]] != want_p:
@@ -213,11 +214,11 @@ async def statuses(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
     return list(await asyncio.gather(*(one(n) for n in nodes)))
 
 
-async def wait_processes_ideal(nodes: list[NodeProcess], within: float) -> None:
+async def wait_processes_ideal(nodes: list[NodeProcess], within: float, half: int = 8) -> None:
     """Wait until these node processes (every live one) form the ideal ring."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not is_ideal(await statuses(nodes)):
+    while not is_ideal(await statuses(nodes), half):
         assert loop.time() < deadline, "the ring did not reach its ideal state in time"
         await asyncio.sleep(0.5)
 

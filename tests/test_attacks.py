@@ -174,6 +174,51 @@ async def test_a_strangers_push_stamped_ahead_is_refused_and_a_later_put_wins(
     await healthy(ring)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_a_strangers_hello_draws_no_read_of_the_keys_before_its_id(
+    loop: str, tmp_path: Path
+) -> None:
+    # An attack on real nodes (10 processes, --leafset 4): a stranger that never joined picked
+    # a port whose id fell just after a key's and said hello to a coordinator half a ring
+    # away. The coordinator took it into its view, guessed it as the key's primary, and
+    # believed its forged record as a settled primary's (and acknowledged writes only it got).
+    # A hello's sender now enters a view once a node of the ring names it, which none does.
+    with ExitStack() as stack:
+        first = stack.enter_context(
+            node_process("--data-dir", str(tmp_path / "0"), "--leafset", "4", loop=loop)
+        )
+        nodes = [first]
+        for i in range(1, 8):
+            args = ("--data-dir", str(tmp_path / str(i)), "--leafset", "4")
+            nodes.append(
+                stack.enter_context(node_process(*args, "--bootstrap", first.addr_text, loop=loop))
+            )
+        await wait_processes_ideal(nodes, within=30, half=2)
+        with Stranger() as s:
+            sid = ids.node_id_for(*s.addr)
+            ring = sorted(nodes, key=lambda n: n.id)
+            after = next((n for n in ring if n.id > sid), ring[0])  # the key's true primary
+            before = ring[ring.index(after) - 1]
+            key = next(
+                k
+                for k in (f"k{i}".encode() for i in range(100_000))
+                if ids.in_interval(ids.hash_key(k), before.id, sid)
+            )
+            coordinator = ring[(ring.index(after) + 4) % 8]  # its leafset does not span the key
+            async with Client(coordinator.addr) as client:
+                await client.put(key, "honest")
+                s.send(Stranger.request("hello", {"id": s.id}), coordinator.addr)
+                # (Handled: answered, or a token asked for in place of a larger answer.)
+                assert [kind for kind, _, _ in s.answers(1.0)] in (["reply"], ["retry"])
+                assert await client.get(key) == "honest"
+                await client.put(key, "newer")
+            requests = [msgpack.unpackb(d) for d in s.datagrams(0.5)]
+            assert requests == []  # (no store_read, no store_write: nothing went its way)
+        for node in nodes:
+            async with Client(node.addr) as client:
+                assert await client.get(key) == "newer"
+
+
 async def test_answers_to_unproven_addresses_are_at_most_three_times_the_request(
     ring: list[NodeProcess],
 ) -> None:
