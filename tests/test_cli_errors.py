@@ -117,6 +117,19 @@ def test_extra_words_point_to_the_subcommand_help() -> None:
     )
     result = udpdht("get", "k", "--nodee=127.0.0.1:9")
     assert "did you mean --node?" in result.stderr
+    # A key that starts with '-' is read as an option (a new user's trial: 'udpdht get -dash'
+    # said only that KEY was required), and an option after '--' is a word like any other.
+    result = udpdht("get", "-dash")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "udpdht: error: the following arguments are required: KEY; '-dash' was read as an "
+        "option: put '--' before a key or value that starts with '-' (see udpdht get --help)\n"
+    )
+    result = udpdht("get", "--", "-dash", "--node", "127.0.0.1:9")
+    assert result.stderr == (
+        "udpdht: error: unrecognized arguments: --node 127.0.0.1:9; options go before '--' "
+        "(see udpdht get --help)\n"
+    )
 
 
 def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:

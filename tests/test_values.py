@@ -231,6 +231,11 @@ def test_put_from_a_file_bytes_or_text(node: NodeProcess, tmp_path: Path) -> Non
     assert ok(run(node, "get", "f-bytes", "--json")) == b'{"$bytes": "aMOpbGxvCg=="}\n'
     ok(run(node, "put", "f-text", "--file", str(path), "--text"))
     assert ok(run(node, "get", "f-text", "--json")) == '"héllo\\n"\n'.encode()
+    # A text that ends in its newline prints as it is, not with a blank line after it (a new
+    # user's trial: printf 'line1\nline2\n' | udpdht put txt - --text; udpdht get txt).
+    assert ok(run(node, "get", "f-text")) == "héllo\n".encode()
+    ok(run(node, "put", "lines", "-", "--text", stdin=b"line1\nline2\n"))
+    assert ok(run(node, "get", "lines")) == b"line1\nline2\n"
     path.write_bytes(b"\xff")
     bad = run(node, "put", "f-text", "--file", str(path), "--text")
     assert bad.returncode == 2 and b"not UTF-8" in bad.stderr

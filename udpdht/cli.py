@@ -148,16 +148,38 @@ def _tries(text: str) -> int:
     return int(text)
 
 
+_parsing: list[str] = []  # the words the command line is being parsed from (for hints)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line on stderr (exit 2), not a usage block; words left
     over after a subcommand's arguments point to that subcommand's --help."""
 
     def error(self, message: str) -> NoReturn:
+        if "arguments are required" in message:
+            message += self._dash_hint()
         self.exit(2, f"udpdht: error: {message} (see {self.prog} --help)\n")
+
+    def _dash_hint(self) -> str:
+        """A key that starts with '-' is taken for an option, and the command then lacks its
+        KEY (a new user's trial: 'udpdht get -dash'): say how to pass it."""
+        command = self.prog.split()[-1]  # (the words after it are this parser's)
+        words = _parsing[_parsing.index(command) + 1 :] if command in _parsing else _parsing
+        for word in words:
+            if word == "--":
+                break
+            unknown = word.split("=", 1)[0] not in self._option_string_actions
+            if word.startswith("-") and word != "-" and unknown:
+                return (
+                    f"; {word!r} was read as an option: put '--' before a key or value that "
+                    "starts with '-'"
+                )
+        return ""
 
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
+        _parsing[:] = list(sys.argv[1:] if args is None else args)
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             sub = self._subcommand(getattr(parsed, "command", None))
@@ -185,7 +207,10 @@ def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
     options = [o for o in parser._option_string_actions if o.startswith("--")]
     for word in extra:
         if word.startswith("--"):
-            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1)
+            name = word.split("=", 1)[0]
+            if name in options:  # (an option after '--', where every word is a key or value)
+                return "; options go before '--'"
+            close = difflib.get_close_matches(name, options, n=1)
             if close:
                 return f"; did you mean {close[0]}?"
     return ""
@@ -794,7 +819,9 @@ async def _get(args: argparse.Namespace) -> int:
     elif args.json:
         print(to_json(stored.value))
     else:
-        print(show(stored.value))
+        text = show(stored.value)
+        # (A text read from a file or a pipe ends in its newline: not a blank line after it.)
+        print(text, end="" if text.endswith("\n") else "\n")
         if args.meta:
             print(show_meta(stored))
     return 0
