@@ -794,6 +794,37 @@ def test_a_successor_that_lies_in_its_view_pages_costs_a_joiner_one_batch_of_hel
     run_virtual(main())
 
 
+STRANGER = ("10.254.0.1", 7000)  # an address no simulated node has
+
+
+async def stranger_says_hello(sim: Sim, nodes: list[Node], claimed: int) -> list[Address]:
+    """Settled nodes whose views name the ring (as after a build) each get a hello from
+    STRANGER claiming the id ``claimed``; returns, once every hello is answered and checked,
+    the list (kept up to date by a drop filter the caller removes) of the nodes that send the
+    stranger a request."""
+    for n in nodes:
+        await wait_until(n.replicator.settled, within=30)
+        await n.maintenance.walk_view()
+    to_stranger: list[Address] = []
+    answered: list[Address] = []
+
+    def watch(src: Address, dst: Address, data: bytes) -> bool:
+        if dst == STRANGER:
+            msg = wire.decode(data)
+            (to_stranger if isinstance(msg, wire.Request) else answered).append(src)
+        return False
+
+    sim.net.set_drop_filter(watch)
+    hello = wire.encode_request(1, "hello", {"id": ids.to_bytes(claimed)})
+    for n in nodes:
+        sim.net.send(STRANGER, n.addr, hello)
+    await wait_until(
+        lambda: len(answered) == len(nodes) and not any(n.maintenance._hello_checks for n in nodes),
+        within=5,
+    )
+    return to_stranger
+
+
 def test_a_strangers_hello_puts_it_in_no_view_and_draws_no_read_or_write() -> None:
     # An attack on real nodes: a stranger that never joined picked a port whose id lies just
     # after a key's, said hello to a coordinator, and was taken into its view: the coordinator
@@ -804,30 +835,8 @@ def test_a_strangers_hello_puts_it_in_no_view_and_draws_no_read_or_write() -> No
     async def main() -> None:
         sim = Sim(seed=45, store_config=STORE)
         nodes = await sim.build_ideal(40, maintenance=True)
-        stranger = ("10.254.0.1", 7000)
-        sid = ids.node_id_for(*stranger)
-        hello = wire.encode_request(1, "hello", {"id": ids.to_bytes(sid)})
-        for n in nodes:
-            await wait_until(n.replicator.settled, within=30)
-            await n.maintenance.walk_view()  # (views that name the ring, as after a build)
-        to_stranger: list[Address] = []
-        answered: list[Address] = []
-
-        def watch(src: Address, dst: Address, data: bytes) -> bool:
-            if dst == stranger:
-                msg = wire.decode(data)
-                (to_stranger if isinstance(msg, wire.Request) else answered).append(src)
-            return False
-
-        sim.net.set_drop_filter(watch)
-        for n in nodes:
-            sim.net.send(stranger, n.addr, hello)
-        await wait_until(
-            lambda: (
-                len(answered) == len(nodes) and not any(n.maintenance._hello_checks for n in nodes)
-            ),
-            within=5,
-        )
+        sid = ids.node_id_for(*STRANGER)
+        to_stranger = await stranger_says_hello(sim, nodes, sid)
         assert not any(n.view.get(sid) for n in nodes)
         before = min((n.id for n in nodes), key=lambda i: ids.distance(i, sid))  # the node before
         key = next(
@@ -837,7 +846,7 @@ def test_a_strangers_hello_puts_it_in_no_view_and_draws_no_read_or_write() -> No
         )
         for n in nodes:
             guess = n.replicator.guess_holders(ids.hash_key(key))
-            assert guess is None or all(p.addr != stranger for p in guess)
+            assert guess is None or all(p.addr != STRANGER for p in guess)
         await nodes[0].put(key, "v")
         for n in nodes:
             assert await n.get(key) == "v"
@@ -857,25 +866,8 @@ def test_a_stranger_that_says_hello_under_a_members_id_draws_none_of_its_reads()
     async def main() -> None:
         sim = Sim(seed=46, store_config=STORE, config=NodeConfig(verify_ids=False))
         nodes = await sim.build_ideal(40, maintenance=True)
-        for n in nodes:
-            await wait_until(n.replicator.settled, within=30)
-            await n.maintenance.walk_view()  # (views that name the ring, as after a build)
         victim = nodes[7]
-        stranger = ("10.254.0.1", 7000)
-        hello = wire.encode_request(1, "hello", {"id": ids.to_bytes(victim.id)})
-        to_stranger: list[Address] = []
-        answered: list[Address] = []
-
-        def watch(src: Address, dst: Address, data: bytes) -> bool:
-            if dst == stranger:
-                msg = wire.decode(data)
-                (to_stranger if isinstance(msg, wire.Request) else answered).append(src)
-            return False
-
-        sim.net.set_drop_filter(watch)
-        for n in nodes:
-            sim.net.send(stranger, n.addr, hello)
-        await wait_until(lambda: len(answered) == len(nodes), within=5)  # (each hello handled)
+        to_stranger = await stranger_says_hello(sim, nodes, victim.id)
         assert all(n.view.get(victim.id) in (None, victim.peer) for n in nodes)
         keys = [
             k
