@@ -700,15 +700,20 @@ class Maintenance:
 
     async def _check_hello(self, peer: Peer) -> None:
         """Take the sender of a hello into our view once a node of the ring names it the owner
-        of its own id: the node our view places next to it (its successor, which it notified
-        before saying hello, or its predecessor, which that successor told), asked ``find``.
+        of its own id: the node our view places after it (its successor, which it notified
+        before saying hello), asked ``find``, and the nodes that answer names if it does not
+        know.
         A stranger's hello alone put it in our view before, under an id it picked by choosing
         its port: our reads and writes of the keys before that id then went to it, which
         answered forged records as a settled primary and swallowed acknowledged writes (an
         attack on real nodes). A few calls; a joiner the ring does not name yet is found by walks.
         """
         try:
-            via = self.first_guess(peer.id)
+            # The node after it in our view: its successor, which knows it from its notify
+            # (one call); else the usual first guess, and the hops it names.
+            since = self.node.clock() - self.FINGER_VIEW_AGE
+            after = [p for p in self.node.view.holders(peer.id, 2, since) if p.id != peer.id]
+            via = after[0] if after else self.first_guess(peer.id)
             for _ in range(self.HELLO_HOPS):
                 if via is None or via.id in (peer.id, self.node.id):
                     return
