@@ -30,7 +30,7 @@ from udpdht import Client, ids
 from udpdht.admin import COOKIE_FILE, read_cookie, sign
 from udpdht.errors import StoreFull, Unauthorized
 
-# Every attack is replayed on real node processes, on both event loops: 28 s in all, so
+# Every attack is replayed on real node processes, on both event loops: 46 s in all, so
 # `make test-fast` leaves them to `make test`.
 pytestmark = pytest.mark.slow
 
