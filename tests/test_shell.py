@@ -308,6 +308,37 @@ def test_render_ring_counts_a_crashed_nodes_keys_from_their_copies() -> None:
     assert "counted from copies meanwhile" in lines[-2]
 
 
+def test_render_ring_counts_a_range_taken_over_once() -> None:
+    # A new user's trial: 3.6-5.4 s after a kill -9, 'ring' said 50 keys of 40. The dead node's
+    # successor had taken its range over (its primary count held those 10 keys), while the node
+    # after it still named the dead one among its predecessors and counted 10 records of its.
+    def node(i: int, primary: int, replica: int, pred: int, of: list[Any]) -> dict[str, Any]:
+        return {
+            "id": f"{i:02x}" * 20,
+            "addr": f"127.0.0.1:700{i}",
+            "predecessor": {"id": f"{pred:02x}" * 20, "addr": f"127.0.0.1:700{pred}"},
+            "store": {"primary": primary, "replica": replica, "replicas": 3, "replica_of": of},
+            "settled": True,
+        }
+
+    silent = {"addr": "127.0.0.1:7004", "error": "no answer"}
+    dead = ["127.0.0.1:7004", 10]
+    before = [  # 1 <- 2 <- 3 <- 4 (silent) <- 1: nobody took 4's range yet
+        node(1, 10, 20, 4, [dead, ["127.0.0.1:7003", 10]]),
+        node(2, 10, 20, 1, [["127.0.0.1:7001", 10], dead]),
+        node(3, 10, 20, 2, [["127.0.0.1:7002", 10], ["127.0.0.1:7001", 10]]),
+        silent,
+    ]
+    assert render.ring_lines(before, "127.0.0.1:7001")[-1].startswith("3 nodes, 40 keys")
+    after = [  # 1 took 4's range (its predecessor is 3 now); 2 still names 4 among its own
+        node(1, 20, 20, 3, [["127.0.0.1:7003", 10], ["127.0.0.1:7002", 10]]),
+        node(2, 10, 20, 1, [["127.0.0.1:7001", 20], dead]),
+        node(3, 10, 20, 2, [["127.0.0.1:7002", 10], ["127.0.0.1:7001", 20]]),
+        silent,
+    ]
+    assert render.ring_lines(after, "127.0.0.1:7001")[-1].startswith("3 nodes, 40 keys")
+
+
 def test_render_ring_of_an_isolated_node_says_it_is_cut_off_not_settling() -> None:
     # A user's trial: the node asked had lost its ring, and the note said "settling: 13 keys
     # without a primary in this walk yet (a node is taking its range over)".
