@@ -36,6 +36,7 @@ from .net import (
     check_peer_addr,
     format_addr,
     loop_clock,
+    parse_addr,
     resolve,
     unless_refused,
 )
@@ -409,11 +410,13 @@ class Node:
     ) -> None:
         await self.stop()
 
-    async def join(self, bootstrap: Address) -> None:
-        """Join the ring that ``bootstrap`` belongs to.
+    async def join(self, bootstrap: Address | str) -> None:
+        """Join the ring that ``bootstrap`` (``(host, port)`` or ``"HOST:PORT"``) belongs to.
 
         On real sockets, errors.Refused at once when the bootstrap's host says that nothing
         listens there (a closed port); RpcTimeout when it does not answer at all."""
+        if isinstance(bootstrap, str):
+            bootstrap = parse_addr(bootstrap)
         if isinstance(self.network, UdpNetwork):
             bootstrap = await resolve(bootstrap)
             _same_family(bootstrap, self.addr)
@@ -424,13 +427,17 @@ class Node:
     async def _join(self, bootstrap: Address) -> None:
         # Confirmed: the owner itself says so. While a ring forms, the nodes asked may not
         # know nodes that joined a moment ago; their successors do (PROTOCOL.md 9.5).
+        started = self.clock()
         try:
             found = await self.lookup_id(self.id, start=bootstrap, confirm=True)
         except LookupFailed as exc:
-            if exc.hops == 0 and isinstance(exc.cause, RpcTimeout):
+            cause = exc.cause
+            if exc.hops == 0 and isinstance(cause, RpcTimeout):
                 # The bootstrap itself did not answer: say that, not "no live route to <id>
-                # after 0 hops" (a new user's trial).
-                raise exc.cause from None
+                # after 0 hops", nor name the call it did not answer (a new user's trial).
+                if type(cause) is RpcTimeout:
+                    cause = RpcTimeout(bootstrap, "join", cause.tries, self.clock() - started)
+                raise cause from None
             raise
         owner: Peer | None = found.owner
         if found.owner.id == self.id and found.owner.addr == self.addr:
