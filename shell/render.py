@@ -100,7 +100,7 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"replica, {deleted}{_count(store['bytes'], 'byte')}"
         + (
             f"; full: {_count(store.get('refused', 0), 'record')} refused for its quota "
-            "(--max-store-bytes), the last within a minute"
+            "(--max-store-bytes; a record offered again counts again), the last within a minute"
             if store.get("full")
             else ""
         ),

@@ -611,11 +611,14 @@ class Replicator:
             else ""
         )
         self.node.log.warning(
-            "store full (%d of %s bytes used, --max-store-bytes): %s refused%s%s; the keys "
+            "store full (%d of %s bytes used, --max-store-bytes): %s%s%s; the keys "
             "this node holds lack their copy here until it has room",
             self.store.stats().bytes,
             quota,
-            plural(self._full_unlogged, "record"),
+            # (Offers, not keys: repair and retries offer a refused record again, and a user
+            # read "19 records refused" for one key missing.)
+            f"{plural(self._full_unlogged, 'record')} refused (a record offered again counts "
+            "again)",
             since,
             largest,
         )
