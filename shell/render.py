@@ -177,6 +177,25 @@ def _orphans(good: Sequence[Mapping[str, Any]]) -> int:
     return sum(held.values())
 
 
+def key_total(entries: Sequence[Mapping[str, Any]], limit: int | None = None) -> int:
+    """The keys a ring walk (``Client.ring()``, ``limit`` as there) counts: those held as
+    primary, and while a node joins or takes a range over, those not yet held by their new
+    primary, from their copies. Deleted keys count until their tombstones are purged."""
+    good = [st for st in entries if "error" not in st]
+    primary = sum(int(st["store"]["primary"]) for st in good)
+    if limit is not None and walk_cut(entries, limit):
+        return primary  # (a walk cut short saw only some holders of its keys: no estimate)
+    stores = [st["store"] for st in good]
+    if not any("replicas" in s for s in stores):  # (r: how many copies at most; older nodes)
+        return primary
+    copies = sum(int(s["primary"]) + int(s["replica"]) for s in stores)
+    wanted = max([1, *(int(s.get("replicas", 1)) for s in stores)])
+    # Each key has at most `per_key` copies: while a key's new owner has not taken it over
+    # (a node joining), its copies still show that it exists.
+    per_key = max(1, min(len(good), wanted))
+    return max(primary + _orphans(good), -(-copies // per_key))
+
+
 def ring_lines(
     entries: Sequence[Mapping[str, Any]],
     attached: str,
@@ -224,12 +243,8 @@ def ring_lines(
     lines = table(headers, rows, right="pos primary replica")
     good = [st for st in entries if "error" not in st]
     cut = limit is not None and walk_cut(entries, limit)
-    # Each key has at most `per_key` copies: while a key's new owner has not taken it over
-    # (a node joining), its copies still show that it exists.
-    per_key = max(1, min(len(good), wanted))
+    keys = key_total(entries, limit)
     known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
-    # (A walk cut short saw only some holders of its keys: no estimate, no repair note.)
-    keys = max(primary + _orphans(good), -(-copies // per_key)) if known and not cut else primary
     if cut:
         summary = (
             f"{_count(len(good), 'node')} listed (the walk stops at {limit}; the ring has "

@@ -52,6 +52,13 @@ def test_ring_lists_both_nodes_in_text_and_json(two_nodes: tuple[NodeProcess, ..
     assert [n["attached"] for n in ring["nodes"]] == [True, False]
     assert sum(n["primary"] for n in ring["nodes"]) == len(KEYS)
     assert all(n["replica"] + n["primary"] == len(KEYS) for n in ring["nodes"])
+    # What the text says under the list, for a script too (a new user's trial).
+    assert ring["keys"] == len(KEYS)
+    assert all(type(n["settled"]) is bool for n in ring["nodes"])
+    # (The text's notes, as of the JSON's own walk: the ring may have settled in between.)
+    assert ring["notes"] and all(
+        note.startswith(("settled: ", "settling: ", "repairing: ")) for note in ring["notes"]
+    )
 
 
 def test_ping_says_id_and_round_trip(two_nodes: tuple[NodeProcess, ...]) -> None:

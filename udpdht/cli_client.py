@@ -71,7 +71,13 @@ def add_ring(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def ring_json(entries: list[dict[str, Any]], attached: str) -> dict[str, Any]:
+def ring_json(
+    entries: list[dict[str, Any]], attached: str, limit: int | None = None
+) -> dict[str, Any]:
+    """``ring --json``: the nodes, and what the text says under them (a new user's trial: a
+    script saw neither the key total nor whether repair was under way)."""
+    from shell import render
+
     nodes = []
     for st in entries:
         if "error" in st:
@@ -87,9 +93,15 @@ def ring_json(entries: list[dict[str, Any]], attached: str) -> dict[str, Any]:
                 "primary": st["store"]["primary"],
                 "replica": st["store"]["replica"],
                 "full": bool(st["store"].get("full", False)),  # its quota refused records lately
+                "settled": bool(st.get("settled", True)),
             }
         )
-    return {"attached": attached, "nodes": nodes}
+    return {
+        "attached": attached,
+        "nodes": nodes,
+        "keys": render.key_total(entries, limit),
+        "notes": render.ring_lines(entries, attached, limit=limit, notes_only=True),
+    }
 
 
 async def _ring(args: argparse.Namespace) -> int:
@@ -103,7 +115,7 @@ async def _ring(args: argparse.Namespace) -> int:
     if args.draw or args.svg:
         await show_ring_picture(args, entries[0], entries[1:], limit=args.limit)
     elif args.json:
-        print(json.dumps(ring_json(entries, attached)))
+        print(json.dumps(ring_json(entries, attached, args.limit)))
     else:
         print(
             "\n".join(
