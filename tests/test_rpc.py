@@ -711,6 +711,73 @@ def test_requests_over_the_rate_limit_are_dropped() -> None:
     run_virtual(main())
 
 
+def test_an_answer_passes_the_rate_limit_only_from_the_address_called() -> None:
+    # An attack on real nodes: a node that called the attacker leaked a request id, and
+    # answers with it from another socket (64 KB of empty arrays each) passed every limit,
+    # 1,000 a second, 95 % of a core. The id lets an answer through only from the address
+    # that was called; from anywhere else it counts like any datagram.
+    async def main() -> None:
+        net = SimNetwork(seed=47)
+        limited = RpcConfig(tries=1, initial_rto=5.0, source_rate=10, source_burst=20)
+        caller = await RpcEndpoint.bind(net, (net.host, 0), config=limited)
+        called = await RpcEndpoint.bind(net, (net.host, 0))
+        other = await RpcEndpoint.bind(net, (net.host, 0))
+        seen: list[int] = []
+        release = asyncio.Event()
+
+        async def slow(args: dict[str, Any], peer: Address) -> str:
+            await release.wait()
+            return "mine"
+
+        def watch(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data)
+            if dst == called.addr and isinstance(msg, wire.Request):
+                seen.append(msg.rid)
+            return False
+
+        called.register("slow", slow)
+        net.set_drop_filter(watch)
+        call = asyncio.ensure_future(caller.call(called.addr, "slow", {}))
+        await wait_until(lambda: bool(seen), within=1)
+        forged = wire.encode_reply(seen[0], "forged")
+        for _ in range(50):
+            net.send(other.addr, caller.addr, forged)
+        await asyncio.sleep(0.1)
+        assert caller.stats.rate_limited == 30  # (past its burst of 20: counted as a request)
+        release.set()
+        assert await call == "mine"  # (from the address called: not counted)
+        assert caller.stats.rate_limited == 30
+
+    run_virtual(main())
+
+
+def test_a_neighbour_passes_when_everyones_budget_is_spent() -> None:
+    # An attack on real nodes: costly requests from 50 sockets, each inside its own share,
+    # drained the budget all sources share; the node dropped its neighbours' pings and the
+    # ring evicted it. The nodes of its leafset (``exempt``) still pass, within their share.
+    async def main() -> None:
+        net = SimNetwork(seed=48)
+        limited = RpcConfig(source_rate=100, global_rate=10, global_burst=10)
+        server = await RpcEndpoint.bind(net, (net.host, 0), config=limited)
+        server.register("echo", echo)
+        neighbour = await RpcEndpoint.bind(net, (net.host, 0), config=RpcConfig(tries=1))
+        strangers = [await RpcEndpoint.bind(net, (net.host, 0)) for _ in range(5)]
+        server.exempt = lambda addr: addr == neighbour.addr
+        request = wire.encode_request(1, "echo", {})
+        for s in strangers:
+            for _ in range(10):
+                net.send(s.addr, server.addr, request)
+        st = server.stats
+        await wait_until(lambda: st.rate_limited + st.received >= 50, within=2)
+        assert st.rate_limited >= 35  # (the shared burst of 10, then nothing)
+        assert await neighbour.call(server.addr, "echo", {"x": 1}) == 1
+        stranger = strangers[0]
+        with pytest.raises(RpcTimeout):
+            await stranger.call(server.addr, "echo", {"x": 2}, tries=1)
+
+    run_virtual(main())
+
+
 def test_error_answers_with_data_are_not_taken_for_requests_by_the_rate_limit() -> None:
     # An error reply carrying data (NOT_RESPONSIBLE names where to go) is a 6-element array:
     # the caller's rate limit must let it through as an answer to its own call, as it does
