@@ -11,7 +11,10 @@ What is measured
     * ``arrays``: a ``ping`` whose arguments carry 16,000 empty arrays (about 16 KB: the decoder
       builds each);
     * ``answers``: what looks like an answer (first bytes ``94 01 01 cf``) to no call of T's,
-      with the same 16,000 empty arrays.
+      with the same 16,000 empty arrays;
+    * ``gets``: a ``get`` of a key that no one wrote, a new request id each time (T runs it as
+      a coroutine: it reads every holder, and the nodes after them, before it says "not
+      found").
 
     Meanwhile an honest socket pings T every 50 ms (one try, 200 ms to answer). Reported per
     attack: T's CPU share over the attack (from ``/proc/PID/stat``), pings answered and lost,
@@ -53,11 +56,13 @@ from attack import (  # bench/attack.py
     pack,
 )
 
-ATTACKS = ("read1000", "arrays", "answers")
+ATTACKS = ("read1000", "arrays", "answers", "gets")
 EMPTY_ARRAYS: list[list[Any]] = [[]] * 16_000
 
 
-def datagram(shape: str) -> bytes:
+def datagram(shape: str, i: int = 0) -> bytes:
+    if shape == "gets":
+        return pack([1, 0, 2**63 + 4 + i, "get", {"key": f"absent-{i}".encode()}])
     if shape == "read1000":
         keys = [i.to_bytes(2, "big") for i in range(1000)]
         return pack([1, 0, 2**63 + 1, "store_read", {"keys": keys}])
@@ -105,7 +110,7 @@ async def one_attack(
         while (now := time.monotonic()) - start < seconds:
             due = int((now - start) * rate) + 1
             while sent < due:
-                attacker.send(data, target.addr)
+                attacker.send(datagram(shape, sent) if shape == "gets" else data, target.addr)
                 sent += 1
             await asyncio.sleep(0.002)
         share = (cpu_seconds(target.pid) - cpu0) / (time.monotonic() - start)
