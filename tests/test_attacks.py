@@ -384,6 +384,17 @@ async def test_costly_datagrams_pay_for_their_cpu_and_fake_answers_count(
     # (The source's bucket holds 2,048 and earns 1,024 a second; a heavy read costs ~100.)
     assert dropped >= 600 + 2000, dropped
     assert after["rpc"]["handler_failures"] == 0
+    # A coroutine handler's work counts too: gets of absent keys read every holder (the
+    # attack: 900 a second took 59 % of the target's core, nothing limited).
+    with Stranger() as getter:
+        start = time.monotonic()
+        for i in range(900):  # 1 s at 900 a second
+            request = Stranger.request("get", {"key": f"absent-{i}".encode()}, rid=2**63 + i)
+            getter.send(request, victim.addr)
+            await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
+    await asyncio.sleep(0.5)
+    (last,) = await statuses([victim])
+    assert last["rpc"]["rate_limited"] - after["rpc"]["rate_limited"] >= 50  # (0 before)
     await healthy(ring)
 
 
