@@ -240,7 +240,7 @@ class Node:
             self._release_data_dir()
             raise
         self._endpoint = ep
-        ep.exempt = self._in_leafset  # (their pages take milliseconds: rpc._charge)
+        ep.exempt = self.in_leafset  # (their pages take milliseconds: rpc._charge)
         try:
             self._set_address(self._advertised_addr(ep.addr))
             if (
@@ -588,11 +588,10 @@ class Node:
             self.view.add(peer, self.clock())
         return result
 
-    def _in_leafset(self, addr: Address) -> bool:
-        ls = self.leafset
-        return any(p.addr == addr for p in ls.successors) or any(
-            p.addr == addr for p in ls.predecessors
-        )
+    def in_leafset(self, addr: Address) -> bool:
+        """Whether ``addr`` is a node of our leafset (a neighbour: it replicates to us, hands
+        keys off, repairs; its requests are neither charged nor budgeted as a stranger's)."""
+        return any(p.addr == addr for p in self.leafset.peers())
 
     def heard_of(self, peers: Iterable[Peer], now: float) -> None:
         """``peers`` were named by a node of the ring (in a lookup's answer, or as the holders

@@ -678,9 +678,6 @@ class Replicator:
             self._peer_full_at.clear()
         self._peer_full_at[peer.id] = asyncio.get_running_loop().time()
 
-    def _from_neighbour(self, src: Address) -> bool:
-        return any(p.addr == src for p in self.node.leafset.peers())
-
     def charge(self, src: Address, size: int) -> None:
         """Count a write that came another way (kademlia's ``store``, kad/service.py) against
         its sender's budget like a put; RateLimited when it is spent."""
@@ -689,7 +686,7 @@ class Replicator:
     def _charge(self, src: Address, size: int) -> None:
         """Count a write against its sender's budget (leafset neighbours replicate to us and
         are not counted); RateLimited when it is spent."""
-        if self._from_neighbour(src):
+        if self.node.in_leafset(src):
             return
         now = self.node.clock()
         if not self._budgets.take(source_of(src), now, float(size)):
@@ -1424,7 +1421,7 @@ class Replicator:
     def _rpc_push(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         records = self._records(args.get("records"))
         kept = [r for r in records if self.accepts(r.key_id)]
-        if kept and all(p.addr != src for p in self.node.leafset.peers()):
+        if kept and not self.node.in_leafset(src):
             # Not a neighbour (a primary copying its writes, repair, a hand-off): a coordinator's
             # read repair, or a stranger. A stranger's record stamped up to max_skew ahead beat
             # every write acknowledged in the next minute: repair carried it to the primary,
