@@ -197,14 +197,14 @@ class _Flow:
         self.waiters: deque[asyncio.Future[None]] | None = None  # made when first needed
 
 
-# First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
-# version 1, kind 1..4.
 T = TypeVar("T")
 
 #: Seconds of CPU that the one token a datagram takes from the rate limits stands for: a
 #: datagram that takes longer to decode and handle is charged the rest (RpcEndpoint._charge).
 COST_UNIT = 60e-6
 
+# First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
+# version 1, kind 1..4.
 _ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
 _ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING})
 
@@ -963,9 +963,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             if self._dual and addr[0].startswith("::ffff:"):  # an IPv4 peer of a dual socket
                 addr = (addr[0][7:], addr[1])
         # Rate limits come first, before decoding: a flood over a source's share costs a dict
-        # lookup per datagram. Every datagram counts but the answers to our own calls, told
-        # by their first bytes (one that merely looks like an answer is matched against our
-        # calls in flight and dropped, which is as cheap).
+        # lookup per datagram. Every datagram counts but the answers to our own calls in
+        # flight (told before decoding, below); on real sockets what one costs past its token
+        # is charged after it is handled (_charge).
         if self._limited and not (
             # an answer to a call of ours in flight, by its first bytes (_ANSWER_ARRAYS,
             # version, kind), its request id (a uint64 at a fixed place) and its source, the
