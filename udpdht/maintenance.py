@@ -700,41 +700,43 @@ class Maintenance:
 
     async def _check_hello(self, peer: Peer) -> None:
         """Take the sender of a hello into our view once a node of the ring names it the owner
-        of its own id: the node our view places after it (its successor, which it notified
-        before saying hello), asked ``find``, and the nodes that answer names if it does not
-        know.
-        A stranger's hello alone put it in our view before, under an id it picked by choosing
-        its port: our reads and writes of the keys before that id then went to it, which
-        answered forged records as a settled primary and swallowed acknowledged writes (an
-        attack on real nodes). A few calls; a joiner the ring does not name yet is found by walks.
-        """
+        of its own id (_named_by_ring). A stranger's hello alone put it in our view before,
+        under an id it picked by choosing its port: our reads and writes of the keys before
+        that id then went to it, which answered forged records as a settled primary and
+        swallowed acknowledged writes (an attack on real nodes). A joiner the ring does not
+        name yet is found by walks."""
         try:
-            # The node after it in our view: its successor, which knows it from its notify
-            # (one call); else the usual first guess, and the hops it names.
-            since = self.node.clock() - self.FINGER_VIEW_AGE
-            after = [p for p in self.node.view.holders(peer.id, 2, since) if p.id != peer.id]
-            via = after[0] if after else self.first_guess(peer.id)
-            for _ in range(self.HELLO_HOPS):
-                if via is None or via.id in (peer.id, self.node.id):
-                    return
+            named = await self._named_by_ring(peer)
+        finally:
+            self._hello_checks.pop(peer.id, None)
+        if named:
+            self.node.heard_of([peer], self.node.clock())
+            if all(p.id != peer.id for p in self._hellos):
+                self._hellos.append(peer)
+
+    async def _named_by_ring(self, peer: Peer) -> bool:
+        """Whether a node of the ring names ``peer`` (same id and address) the owner of its
+        id: asked ``find``, the node our view places after it (its successor, which it
+        notified before saying hello: one call), else our usual first guess, and the node it
+        names next, HELLO_HOPS calls at most. Never ``peer`` itself."""
+        since = self.node.clock() - self.FINGER_VIEW_AGE
+        after = [p for p in self.node.view.holders(peer.id, 2, since) if p.id != peer.id]
+        via = after[0] if after else self.first_guess(peer.id)
+        for _ in range(self.HELLO_HOPS):
+            if via is None or via.id in (peer.id, self.node.id):
+                return False
+            try:
                 reply = await self.node.call_peer(
                     via, "find", {"key": ids.to_bytes(peer.id)}, tries=2, pad=True
                 )
                 named = self.node.parse_peers(reply["nodes"])
-                if reply["done"] is True:
-                    break
-                via = named[0] if named else None  # (the node before it: the next hop)
-            else:
-                return
-        except (DhtError, *PEER_FAILURES):
-            return
-        finally:
-            self._hello_checks.pop(peer.id, None)
-        if not named or named[0].id != peer.id or named[0].addr != peer.addr:
-            return
-        self.node.heard_of([peer], asyncio.get_running_loop().time())
-        if all(p.id != peer.id for p in self._hellos):
-            self._hellos.append(peer)
+                done = reply["done"] is True
+            except (DhtError, *PEER_FAILURES):
+                return False
+            if done:
+                return bool(named) and named[0].id == peer.id and named[0].addr == peer.addr
+            via = named[0] if named else None  # (the node before it: the next hop)
+        return False
 
     async def walk_view(self) -> int:
         """Walk the ring from our last successor back round to us, each step asking the last
