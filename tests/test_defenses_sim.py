@@ -765,15 +765,7 @@ def test_a_successor_that_lies_in_its_view_pages_costs_a_joiner_one_batch_of_hel
             return {"id": ids.to_bytes(owner.id), "nodes": named}
 
         owner.endpoint.register("view", lying, idempotent=True)
-        hellos: list[Address] = []
-
-        def watch(src: Address, dst: Address, data: bytes) -> bool:
-            msg = wire.decode(data)
-            if src == joiner.addr and isinstance(msg, wire.Request) and msg.method == "hello":
-                hellos.append(dst)
-            return False
-
-        sim.net.set_drop_filter(watch)
+        hellos = requests_from(sim, joiner.addr, "hello")
         await joiner.join(owner.addr)
         sim._admit(joiner)
         intro = joiner.maintenance._intro

@@ -12,12 +12,12 @@ import random
 import re
 
 import pytest
-from helpers import wait_until
+from helpers import requests_from, wait_until
 
 from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
 from udpdht.errors import BadRequest
 from udpdht.lookup import Lookup
-from udpdht.net import Address, format_addr, run_virtual
+from udpdht.net import format_addr, run_virtual
 from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig
 from udpdht.shortfall import Shortfall
@@ -660,15 +660,7 @@ def test_a_write_while_the_ring_settles_goes_to_the_primary_its_view_guesses() -
         coordinator = nodes[0]
         coordinator.replicator.settled = lambda: False  # type: ignore[method-assign]
         coordinator.heard_of([n.peer for n in nodes], asyncio.get_running_loop().time())
-        finds: list[bytes] = []
-
-        def watch(src: Address, dst: Address, data: bytes) -> bool:
-            msg = wire.decode(data)
-            if src == coordinator.addr and isinstance(msg, wire.Request) and msg.method == "find":
-                finds.append(data)
-            return False
-
-        sim.net.set_drop_filter(watch)
+        finds = requests_from(sim, coordinator.addr, "find")
         far = [
             k
             for k in (f"far-{i}".encode() for i in range(200))
