@@ -171,10 +171,27 @@ def _orphans(good: Sequence[Mapping[str, Any]]) -> int:
     named = {(st.get("predecessor") or {}).get("addr") for st in good}
     held: dict[str, int] = {}
     for st in good:
-        for addr, records in st["store"].get("replica_of") or []:
+        for addr, records in replica_of(st["store"]):
             if addr not in answered and addr in named:
-                held[addr] = max(held.get(addr, 0), int(records))
+                held[addr] = max(held.get(addr, 0), records)
     return sum(held.values())
+
+
+def replica_of(store: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """A status's ``store.replica_of`` pairs (address, records); entries that are not such a
+    pair are left out (a peer's word, shown and added up here)."""
+    items = store.get("replica_of")
+    if type(items) is not list:
+        return []
+    return [
+        (item[0], item[1])
+        for item in items
+        if type(item) is list
+        and len(item) == 2
+        and type(item[0]) is str
+        and type(item[1]) is int
+        and item[1] >= 0
+    ]
 
 
 def key_total(entries: Sequence[Mapping[str, Any]], limit: int | None = None) -> int:
@@ -531,8 +548,8 @@ def stats_lines(st: Mapping[str, Any]) -> list[str]:
     lines += [f"  {name:<{width}}  {value:>10}" for name, value in rpc.items()]
     lines.append("store")
     for name, value in store.items():
-        if isinstance(value, list):  # replica_of: [address, records] pairs
-            value = ", ".join(f"{records} of {addr}" for addr, records in value) or "-"
+        if name == "replica_of":  # [address, records] pairs
+            value = ", ".join(f"{n} of {addr}" for addr, n in replica_of(store)) or "-"
         lines.append(f"  {name:<{width}}  {value:>10}")
     return lines
 

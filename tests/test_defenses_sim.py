@@ -876,3 +876,43 @@ def test_a_stranger_that_says_hello_under_a_members_id_draws_none_of_its_reads()
         await sim.stop()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"id": 5},
+        {"id": "ab" * 20, "store": {"primary": "x", "replica": 0}, "successors": []},
+        {"id": "ab" * 20, "store": {"primary": 1, "replica": 0}, "successors": [{"addr": 7}]},
+        ["not", "a", "map"],
+    ],
+)
+def test_a_ring_walk_lists_a_malformed_status_as_an_error(status: Any) -> None:
+    # Any node of a ring answers its walk ('udpdht ring', the shell): one answering a status
+    # the walk cannot read ended the command with a traceback. It is listed as an error, the
+    # walk ends there, and what came before still renders; a malformed replica_of (status
+    # store, 3abebff) is left out of the counts.
+    from shell import render
+    from udpdht import Client
+
+    async def main() -> list[dict[str, Any]]:
+        sim = Sim(seed=49, store_config=STORE)
+        nodes = await sim.build_ideal(4)
+        ring = sorted(nodes, key=lambda n: n.id)
+        ring[2].endpoint.register("status", lambda args, src: status, idempotent=True)
+        ring[1].replicator.counts = lambda: {  # type: ignore[method-assign]
+            "primary": 0,
+            "replica": 0,
+            "replicas": 3,
+            "replica_of": [["127.0.0.1:1", "many"], "junk", ["127.0.0.1:2", -5]],
+        }
+        async with Client(ring[0].addr, network=sim.net) as client:
+            entries = await client.ring()
+        await sim.stop()
+        return entries
+
+    entries = run_virtual(main())
+    assert len(entries) == 3 and entries[2]["error"].startswith("a malformed status (")
+    lines = render.ring_lines(entries, entries[0]["addr"])
+    assert lines[-1].startswith("2 nodes, "), lines
+    assert "  replica_of           -" in render.stats_lines({**entries[1], "rpc": {}})

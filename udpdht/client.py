@@ -315,13 +315,35 @@ class Client:
                     break
                 addr = fallbacks.pop(0)
                 continue
+            try:
+                succs = _walkable(st)
+            except (KeyError, TypeError, ValueError) as exc:  # a peer's word: not trusted
+                out.append({"addr": format_addr(addr), "error": f"a malformed status ({exc})"})
+                break  # (its successors cannot be read: the walk ends here)
             if st["id"] in seen:
                 break
             seen.add(st["id"])
             out.append(st)
-            succs = [parse_addr(p["addr"]) for p in st["successors"]]
             succs = [a for a in succs if a not in dead]
             if not succs:
                 break
             addr, fallbacks = succs[0], succs[1:]
         return out
+
+
+def _walkable(st: Any) -> list[Address]:
+    """The successors a node's status names, once it has what a ring walk and its rendering
+    read (shell/render.py: id, store counts, successors); KeyError, TypeError or ValueError
+    when it does not (any node of the ring answers the walk: a stranger among them must not
+    end the command with a traceback)."""
+    if type(st) is not dict or type(st.get("id")) is not str or type(st.get("store")) is not dict:
+        raise TypeError("not a status object")
+    for name in ("primary", "replica"):
+        if type(st["store"][name]) is not int:
+            raise TypeError(f"store.{name} is not an integer")
+    succs = st["successors"]
+    if type(succs) is not list:
+        raise TypeError("successors is not a list")
+    if not all(type(p) is dict and type(p.get("addr")) is str for p in succs):
+        raise TypeError("a successor without an address")
+    return [parse_addr(p["addr"]) for p in succs]
