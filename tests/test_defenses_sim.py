@@ -916,3 +916,22 @@ def test_a_ring_walk_lists_a_malformed_status_as_an_error(status: Any) -> None:
     lines = render.ring_lines(entries, entries[0]["addr"])
     assert lines[-1].startswith("2 nodes, "), lines
     assert "  replica_of           -" in render.stats_lines({**entries[1], "rpc": {}})
+
+
+def test_a_ring_walk_from_a_node_with_a_malformed_status_says_so() -> None:
+    # The attached node's own status was read unchecked: one without "successors" (another
+    # program on that port, or a liar a user attached to) ended the walk with a KeyError
+    # traceback. It is a DecodeError now, which the CLI and the shell report as an error.
+    from udpdht import Client
+    from udpdht.errors import DecodeError
+
+    async def main() -> None:
+        sim = Sim(seed=50, store_config=STORE)
+        nodes = await sim.build_ideal(3)
+        nodes[0].endpoint.register("status", lambda args, src: {"id": 5}, idempotent=True)
+        async with Client(nodes[0].addr, network=sim.net) as client:
+            with pytest.raises(DecodeError, match="the attached node answered a malformed status"):
+                await client.ring()
+        await sim.stop()
+
+    run_virtual(main())

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import DhtError, RemoteError, RpcTimeout, Unauthorized, ValueTooLarge
+from .errors import DecodeError, DhtError, RemoteError, RpcTimeout, Unauthorized, ValueTooLarge
 from .limits import MAX_KEY, MAX_VALUE
 from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve, unless_refused
@@ -291,16 +291,20 @@ class Client:
         """Status of each node round the ring from the attached one, following successors.
 
         The attached node is asked as every request of this client is (its tries; its
-        failure raises, as ``status`` does). Any other node that does not answer within
-        ``tries`` sends is listed as ``{"addr": ..., "error": ...}`` and the walk goes on from
-        the previous node's next successor, so a ring under repair shows where it is broken.
+        failure raises, as ``status`` does; a malformed status of its raises DecodeError). Any
+        other node that does not answer within ``tries`` sends is listed as ``{"addr": ...,
+        "error": ...}`` and the walk goes on from the previous node's next successor, so a
+        ring under repair shows where it is broken.
         Stops when the walk comes back to a node already seen, or after ``limit`` entries.
         """
         first = await self.status()
+        try:
+            succs = _walkable(first)
+        except (KeyError, TypeError, ValueError) as exc:  # (not a udpdht node's status, say)
+            raise DecodeError(f"the attached node answered a malformed status ({exc})") from None
         out: list[dict[str, Any]] = [first]
         seen: set[str] = {first["id"]}
         dead: set[Address] = set()
-        succs = [parse_addr(p["addr"]) for p in first["successors"]]
         if not succs:
             return out
         addr, fallbacks = succs[0], succs[1:]
