@@ -988,3 +988,27 @@ def test_a_ring_at_rest_probes_its_remembered_peers_less_often_until_one_dies(
         return [(t, i) for t, i in probes if t >= t0]
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("seed", [81, 82])
+def test_a_join_right_after_its_successor_crashed_waits_for_the_repair(seed: int) -> None:
+    # A node joining just before a node that had crashed a moment ago was told, by a ring
+    # that had not noticed yet, that the dead node was its successor: the join failed after
+    # 4.7 s with "<the dead node> did not answer ...; is a node running there?", a node the
+    # user never named (a new user's trial, real processes). It tries again while the ring
+    # repairs, and joins.
+    async def main() -> None:
+        sim = Sim(seed=seed, config=NodeConfig(verify_ids=False))
+        nodes = await sim.build_ideal(8, maintenance=True)
+        victim = sorted(nodes, key=lambda n: n.id)[3]
+        await sim.crash(victim)
+        joiner = await sim.spawn(node_id=(victim.id - 1) % ids.RING)
+        via = next(n for n in nodes if n is not victim)
+        await joiner.join(via.addr)  # (raised RpcTimeout for the dead node before)
+        sim._admit(joiner)
+        await sim.wait_ideal(within=30)
+        assert joiner.leafset.successor is not None
+        assert joiner.leafset.successor.id != victim.id
+        await sim.stop()
+
+    run_virtual(main())

@@ -1048,13 +1048,14 @@ class Maintenance:
         return self._lists(reply)
 
     async def neighbors_when_joining(
-        self, owner: Peer
+        self, owner: Peer, *, tries: int = 0
     ) -> tuple[list[Peer], list[Peer], list[Peer]]:
         """The successor list, the predecessor list and the farthest fingers (at most
         FINGERS_GIVEN) of ``owner``, the node a joining node takes for its successor: the
-        lists are its first leafset, the fingers its first fingers (seed_fingers)."""
+        lists are its first leafset, the fingers its first fingers (seed_fingers). ``tries``:
+        sends (0: the RPC default)."""
         args = {"id": ids.to_bytes(self.node.id), "fingers": True}
-        reply = await self._neighbors_reply(owner, args, 0)
+        reply = await self._neighbors_reply(owner, args, tries)
         succs, preds, _ = self._lists(reply)
         try:
             fingers = peers_from_wire(

@@ -424,31 +424,30 @@ class Node:
         else:
             await self._join(bootstrap)
 
+    JOIN_PATIENCE = 10  # stabilize periods a join waits for the ring to repair at our place
+    JOIN_CANDIDATES = 3  # the owner of our id and the nodes after it, asked in turn (_join)
+
     async def _join(self, bootstrap: Address) -> None:
-        # Confirmed: the owner itself says so. While a ring forms, the nodes asked may not
-        # know nodes that joined a moment ago; their successors do (PROTOCOL.md 9.5).
         started = self.clock()
-        try:
-            found = await self.lookup_id(self.id, start=bootstrap, confirm=True)
-        except LookupFailed as exc:
-            cause = exc.cause
-            if exc.hops == 0 and isinstance(cause, RpcTimeout):
-                # The bootstrap itself did not answer: say that, not "no live route to <id>
-                # after 0 hops", nor name the call it did not answer (a new user's trial).
-                if type(cause) is RpcTimeout:
-                    cause = RpcTimeout(bootstrap, "join", cause.tries, self.clock() - started)
-                raise cause from None
-            raise
-        owner: Peer | None = found.owner
-        if found.owner.id == self.id and found.owner.addr == self.addr:
-            # Our own entry from before a restart, still in the ring's tables: our successor
-            # is the node after it.
-            owner = next((p for p in found.successors if p.id != self.id), None)
-        elif found.owner.id == self.id:
-            raise DhtError(f"node id {ids.to_hex(self.id)} is already taken by {found.owner}")
-        if owner is None:
-            raise DhtError("the ring knows no node but our own former self; try again later")
-        succs, preds, fingers = await self.maintenance.neighbors_when_joining(owner)
+        period = self.config.stabilize_period
+        deadline = started + self.JOIN_PATIENCE * period
+        for _ in range(4 * self.JOIN_PATIENCE):  # bounded; the deadline ends it first
+            candidates = await self._join_owner(bootstrap, started)
+            answer = await self._first_answering(candidates[: self.JOIN_CANDIDATES])
+            if answer is not None:
+                break
+            waited = self.clock() - started
+            if self.clock() + period / 2 > deadline:
+                raise Unavailable(
+                    f"the ring names {candidates[0]} this node's successor, and neither it nor "
+                    f"the nodes after it answered for {waited:.0f} s: the ring has not repaired "
+                    "itself there yet; try again later"
+                )
+            self.log.info("joining: %s, our successor by the ring, is silent", candidates[0])
+            await asyncio.sleep(period / 2)
+        else:
+            raise Unavailable("the ring did not repair itself at this node's place; try later")
+        owner, (succs, preds, fingers) = answer
         # (A node that joined a moment ago may sit between us and the owner, which the
         # ring's older nodes do not know yet: our first stabilize walks back to it. Doing it
         # here instead slows a thousand joins through one node from 14 to 85 virtual s: the
@@ -480,6 +479,53 @@ class Node:
         # the rest of its range.
         with contextlib.suppress(DhtError, *PEER_FAILURES):
             await self.replicator.after_join(owner)
+
+    async def _first_answering(
+        self, candidates: list[Peer]
+    ) -> tuple[Peer, tuple[list[Peer], list[Peer], list[Peer]]] | None:
+        """The first of ``candidates`` (the owner of our id, then the nodes after it) that
+        answers, with its lists (Maintenance.neighbors_when_joining); None: none did.
+
+        A ring that has not noticed yet that a node crashed names it as the owner for a while
+        (a new user's trial: a join just before a node killed with -9 failed after 4.7 s,
+        naming that node). Past a dead owner, the next node owns our id now; a live but slow
+        owner would lie between us and that node, which our first stabilize finds."""
+        for i, peer in enumerate(candidates):
+            tries = 0 if i == len(candidates) - 1 else self.config.lookup_tries
+            try:
+                return peer, await self.maintenance.neighbors_when_joining(peer, tries=tries)
+            except RpcTimeout as exc:
+                self.peer_failed(peer, exc)
+        return None
+
+    async def _join_owner(self, bootstrap: Address, started: float) -> list[Peer]:
+        """The node that owns our id, by a lookup from ``bootstrap`` (our successor to be),
+        and the nodes after it.
+
+        Confirmed: the owner itself says so. While a ring forms, the nodes asked may not know
+        nodes that joined a moment ago; their successors do (PROTOCOL.md 9.5)."""
+        try:
+            found = await self.lookup_id(self.id, start=bootstrap, confirm=True)
+        except LookupFailed as exc:
+            cause = exc.cause
+            if exc.hops == 0 and isinstance(cause, RpcTimeout):
+                # The bootstrap itself did not answer: say that, not "no live route to <id>
+                # after 0 hops", nor name the call it did not answer (a new user's trial).
+                if type(cause) is RpcTimeout:
+                    cause = RpcTimeout(bootstrap, "join", cause.tries, self.clock() - started)
+                raise cause from None
+            raise
+        owner: Peer | None = found.owner
+        if found.owner.id == self.id and found.owner.addr == self.addr:
+            # Our own entry from before a restart, still in the ring's tables: our successor
+            # is the node after it.
+            owner = next((p for p in found.successors if p.id != self.id), None)
+        elif found.owner.id == self.id:
+            raise DhtError(f"node id {ids.to_hex(self.id)} is already taken by {found.owner}")
+        if owner is None:
+            raise DhtError("the ring knows no node but our own former self; try again later")
+        after = [p for p in found.successors if p.id not in (self.id, owner.id)]
+        return [owner, *after]
 
     async def leave(self, *, forget: bool = True) -> None:
         """Leave gracefully: tell both neighbours so the ring closes at once, then stop.
