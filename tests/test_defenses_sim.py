@@ -682,6 +682,33 @@ def test_a_primary_that_lies_about_missing_copies_gets_nothing_onto_a_terminal()
     run_virtual(main())
 
 
+@pytest.mark.parametrize(
+    ("short", "deleted", "said"),
+    [
+        (
+            Shortfall(2, 3, (), ("127.0.0.1:7101",)),
+            False,
+            "127.0.0.1:7101 did not take it (no answer, or the ring is changing): repair makes "
+            "the copy there, or on the node that takes its place, once the ring has settled",
+        ),
+        (
+            Shortfall(1, 3, (), ("127.0.0.1:7101", "127.0.0.1:7102")),
+            False,
+            "repair makes the copies there, or on the nodes that take their places, once",
+        ),
+        (Shortfall(1, 3), False, "2 did not take it (no answer, or the ring is changing): "),
+        (Shortfall(2, 3, (), ("127.0.0.1:7101",)), True, "repair deletes it there once the ring"),
+    ],
+)
+def test_a_write_short_of_copies_says_where_repair_makes_them(
+    short: Shortfall, deleted: bool, said: str
+) -> None:
+    # A put right after a node was killed said "127.0.0.1:7101 did not take it ...: repair
+    # makes the copy there": the dead node (a new user's trial). The copy goes to the node
+    # that takes its place; a delete has nothing to undo on a node that is gone.
+    assert said in short.describe(deleted=deleted)
+
+
 @pytest.mark.parametrize("junk", ["fake", "malformed", "too many"])
 def test_a_successor_that_lies_in_the_fingers_it_gives_a_joiner_costs_it_little(
     junk: str,

@@ -73,9 +73,17 @@ class Shortfall:
             who = ", ".join(self.missed) if named else str(others)
             there = " there" if named else ""
             if deleted:
-                then = f"repair deletes it{there}"
+                then = f"repair deletes it{there}"  # (a node that is gone holds nothing)
             else:
-                then = f"repair makes the {'copy' if others == 1 else 'copies'}{there}"
+                # (Not just "there": the node may be gone, and the copy go to the next one.)
+                one = others == 1
+                then = f"repair makes the {'copy' if one else 'copies'}"
+                if named:
+                    then += (
+                        " there, or on the node that takes its place,"
+                        if one
+                        else " there, or on the nodes that take their places,"
+                    )
             parts.append(
                 f"{who} did not take it (no answer, or the ring is changing): {then} once the "
                 "ring has settled"
