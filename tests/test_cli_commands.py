@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import NodeProcess, node_process, udpdht, wait_processes_ideal
+from helpers import NodeProcess, data_dir, node_process, udpdht, wait_processes_ideal
 
 from udpdht import Client
 from udpdht.cli import build_parser
@@ -242,6 +242,18 @@ def test_admin_without_a_cookie_is_one_line(tmp_path: Path) -> None:
         done = udpdht("shutdown", "--node", node.addr_text, "--cookie", str(wrong))
         assert done.returncode == 1 and "signature does not match" in done.stderr
         assert udpdht("ping", "--node", node.addr_text).returncode == 0  # still running
+
+
+def test_admin_takes_the_data_dir_of_a_node_for_its_cookie(tmp_path: Path) -> None:
+    # A node started with --data-dir DIR keeps its cookie in DIR/cookie, which `leave` did
+    # not look for: "pass --cookie FILE", exit 2 (a new user's trial). --cookie DIR reads it.
+    home = data_dir(tmp_path, "node")
+    with node_process("--data-dir", home) as node:
+        done = udpdht("leave", "--node", node.addr_text, env={"XDG_DATA_HOME": str(tmp_path)})
+        assert done.returncode == 2 and "or the node's data dir (--cookie DIR)" in done.stderr
+        done = udpdht("leave", "--node", node.addr_text, "--cookie", home)
+        assert done.returncode == 0, done.stderr
+        node.proc.wait(timeout=20)
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

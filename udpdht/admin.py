@@ -72,9 +72,13 @@ def write_cookie(path: Path, cookie: bytes) -> None:
 
 
 def read_cookie(path: str | Path) -> bytes:
-    """Read a cookie file (64 hex digits); ValueError with a clear message otherwise."""
+    """Read a cookie file (64 hex digits), or the one in a node's data dir when ``path`` is a
+    directory; ValueError with a clear message otherwise."""
+    path = Path(path)
+    if path.is_dir():  # (a node started with --data-dir DIR keeps it in DIR/cookie)
+        path = path / COOKIE_FILE
     try:
-        raw = Path(path).read_bytes()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read cookie file {path}: {exc.strerror or exc}") from None
     try:  # (a binary file is no cookie either: the same message, not a decode error)

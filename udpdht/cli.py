@@ -461,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="H:P",
         help="a running node to attach to; kad://H:P: a kademlia network",
     )
-    p.add_argument("--cookie", metavar="FILE", help="the node's cookie file, for admin commands")
+    p.add_argument(
+        "--cookie", metavar="FILE", help="the node's cookie file or data dir, for admin commands"
+    )
     p.set_defaults(func=cmd_shell)
 
     # The client commands the shell also has (udpdht/cli_client.py; argparse only until run).

@@ -239,8 +239,8 @@ def _admin_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPars
     p.add_argument(
         "--cookie",
         metavar="FILE",
-        help="the node's cookie file (default, for a node on this host: 'cookie' in its "
-        "default data dir, $XDG_DATA_HOME/udpdht/PORT/cookie)",
+        help="the node's cookie file, or its data dir (default, for a node on this host: "
+        "'cookie' in its default data dir, $XDG_DATA_HOME/udpdht/PORT/cookie)",
     )
     _json_flag(p)
     return p
@@ -287,7 +287,10 @@ def _cookie(args: argparse.Namespace, node: Address) -> bytes:
         where = f"none readable at {path}"
     else:
         where = "a node on another host keeps it in its data dir"
-    raise UsageError(f"{args.command} needs the node's cookie ({where}): pass --cookie FILE")
+    raise UsageError(
+        f"{args.command} needs the node's cookie ({where}): pass --cookie FILE, or the node's "
+        "data dir (--cookie DIR)"
+    )
 
 
 async def _until_silent(client: Client, within: float) -> bool:
