@@ -157,24 +157,27 @@ def _joining(entries: Sequence[Mapping[str, Any]], cut: bool) -> list[str]:
     return found
 
 
-def _orphans(good: Sequence[Mapping[str, Any]]) -> int:
-    """The keys of primaries that did not answer the walk (a node stopped, or just joined)
-    and whose successor has not taken their range over, counted from their copies: each node
-    names how many records it holds of each of its predecessors' ranges (status
-    ``replica_of``); a range's keys are the most any holder has. (After a crash its keys
-    have one copy fewer until repair makes it: dividing all copies by r counted a third of
-    them.)"""
+def _by_range(good: Sequence[Mapping[str, Any]]) -> int:
+    """The keys of a walk's nodes whose statuses name their holdings by range (status
+    ``replica_of``: each node names how many records it holds of each of its predecessors'
+    ranges): a range's keys are the most that its primary or any other holder counts.
+
+    So a range counts what its copies hold while its primary lacks some (a node joining,
+    whose hand-off is under way; a full primary that refused them), and so does the range of
+    a primary that did not answer the walk (a node stopped) while its successor still names
+    it its predecessor (once it names another, it holds that range as primary and counts it
+    there: a new user's trial saw 50 keys of 40 for 2 s). Copies past r (strays not moved yet
+    after a change) add nothing: dividing all copies by r counted them, 37 keys of 31 for a
+    second after a node restarted on its data dir (a new user's trial); and after a crash,
+    when a key has one copy fewer until repair makes it, it counted a third of them."""
     answered = {st["addr"] for st in good}
-    # A range is still without its primary while the node after it names the silent one its
-    # predecessor; once it names another, it holds that range as primary and counts it there
-    # (counted here too, a new user's trial saw 50 keys of 40 for 2 s).
     named = {(st.get("predecessor") or {}).get("addr") for st in good}
-    held: dict[str, int] = {}
+    ranges = {st["addr"]: int(st["store"]["primary"]) for st in good}
     for st in good:
         for addr, records in replica_of(st["store"]):
-            if addr not in answered and addr in named:
-                held[addr] = max(held.get(addr, 0), records)
-    return sum(held.values())
+            if addr in answered or addr in named:
+                ranges[addr] = max(ranges.get(addr, 0), records)
+    return sum(ranges.values())
 
 
 def replica_of(store: Mapping[str, Any]) -> list[tuple[str, int]]:
@@ -203,14 +206,16 @@ def key_total(entries: Sequence[Mapping[str, Any]], limit: int | None = None) ->
     if limit is not None and walk_cut(entries, limit):
         return primary  # (a walk cut short saw only some holders of its keys: no estimate)
     stores = [st["store"] for st in good]
+    if any("replica_of" in s for s in stores):
+        return _by_range(good)
     if not any("replicas" in s for s in stores):  # (r: how many copies at most; older nodes)
         return primary
+    # Nodes from before replica_of: each key has at most `per_key` copies; while a key's new
+    # owner has not taken it over (a node joining), its copies still show that it exists.
     copies = sum(int(s["primary"]) + int(s["replica"]) for s in stores)
     wanted = max([1, *(int(s.get("replicas", 1)) for s in stores)])
-    # Each key has at most `per_key` copies: while a key's new owner has not taken it over
-    # (a node joining), its copies still show that it exists.
     per_key = max(1, min(len(good), wanted))
-    return max(primary + _orphans(good), -(-copies // per_key))
+    return max(primary, -(-copies // per_key))
 
 
 def ring_lines(
