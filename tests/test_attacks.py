@@ -9,12 +9,15 @@ where it matters (a ``sendto`` that raises is fatal to an asyncio transport, not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import math
 import os
+import re
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
@@ -217,6 +220,67 @@ async def test_a_strangers_hello_draws_no_read_of_the_keys_before_its_id(
         for node in nodes:
             async with Client(node.addr) as client:
                 assert await client.get(key) == "newer"
+
+
+def _metrics_addr(node: NodeProcess) -> tuple[str, int]:
+    """Where a node started with --metrics serves them (its start-up line)."""
+    deadline = time.monotonic() + 10
+    pattern = re.compile(r"^metrics: http://([\d.]+):(\d+)/metrics$", re.MULTILINE)
+    while (match := pattern.search(node.output())) is None:
+        assert time.monotonic() < deadline, node.output()
+        time.sleep(0.02)
+    return match.group(1), int(match.group(2))
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def _scrape(addr: tuple[str, int]) -> bytes:
+    with urllib.request.urlopen(f"http://{addr[0]}:{addr[1]}/metrics", timeout=5) as answer:
+        body: bytes = answer.read()
+        return body
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_held_metrics_connections_cost_a_node_neither_threads_nor_its_ring(
+    loop: str, tmp_path: Path
+) -> None:
+    # An attack on real nodes: 3,000 connections to --metrics, each sending half a request
+    # and holding, took 3,000 threads and 200 MB; closed, they made 3,000 scrapes, and the
+    # node's loop spent 90 s on them while its peers evicted it. Now at most 8 connections are
+    # served at once, each closed after 3 s without a request, and answers are reused for 1 s.
+    with node_process("--data-dir", str(tmp_path), "--metrics", "127.0.0.1:0", loop=loop) as node:
+        target = _metrics_addr(node)
+        held: list[socket.socket] = []
+        try:
+            for _ in range(300):
+                conn = socket.create_connection(target, timeout=2)
+                with contextlib.suppress(OSError):  # (one closed at once: past the cap)
+                    conn.sendall(b"GET /metr")
+                held.append(conn)
+            assert _threads(node.proc.pid) < 40  # (before: one a connection, 300 and more)
+
+            async def pings() -> None:
+                async with Client(node.addr) as client:
+                    for _ in range(20):
+                        await client.ping()  # (raises if the node does not answer)
+
+            asyncio.run(pings())
+        finally:
+            for conn in held:
+                conn.close()
+        deadline = time.monotonic() + 15
+        while True:  # the held connections time out; then a scrape is served
+            try:
+                text = _scrape(target)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "no scrape served after the connections closed"
+                time.sleep(0.2)
+        assert b"udpdht_rpc_datagrams_received_total" in text
+        assert "did not answer a scrape" not in node.output()
 
 
 async def test_answers_to_unproven_addresses_are_at_most_three_times_the_request(

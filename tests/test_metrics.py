@@ -74,7 +74,13 @@ async def test_node_process_serves_metrics_that_move_with_use() -> None:
                 await client.put(f"key-{i}", {"n": i})
             assert await client.get("key-3") == {"n": 3}
             await client.lookup("key-4")
+        # A scrape's answer is given again for MetricsServer.CACHE_S (1 s): the next one moves.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
         after = await asyncio.to_thread(fetch, url)
+        while after["udpdht_rpc_datagrams_received_total"] < 7 and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            after = await asyncio.to_thread(fetch, url)
 
         info = after.labelled("udpdht_node_info")
         assert info == {
