@@ -962,3 +962,36 @@ def test_a_ring_walk_from_a_node_with_a_malformed_status_says_so() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_leaving_from_a_spoofed_source_drops_no_live_node() -> None:
+    # An attack on real nodes (a raw socket, as root): `leaving` in a live node V's name, from
+    # V's own address, once a second to each of its neighbours. They dropped V, and took the
+    # lists it carried (a dead node just before V: one node's predecessor, another left with
+    # no successor); client gets failed meanwhile. `leaving` now runs only with a token for
+    # its source address, which a spoofer never sees; the real V's RPC layer answers a retry.
+    async def main() -> None:
+        sim = Sim(seed=51, store_config=STORE)
+        nodes = await sim.build_ideal(8, maintenance=True)
+        victim = nodes[3]
+        dead = Peer(ids.node_id_for("10.254.9.9", 7000), ("10.254.9.9", 7000))
+        args = {"id": ids.to_bytes(victim.id), "preds": [dead.to_wire()], "succs": [dead.to_wire()]}
+        neighbours = [n for n in nodes if victim.peer in n.leafset.peers()]
+        assert len(neighbours) >= 4
+        for rid, n in enumerate(neighbours, start=1):
+            sim.net.send(victim.addr, n.addr, wire.encode_request(rid, "leaving", args))
+        await asyncio.sleep(1.0)
+        for n in neighbours:
+            assert victim.peer in n.leafset.peers(), n
+            assert dead.id not in {p.id for p in n.leafset.peers()}, n
+        # The real V leaving is still heard, token round trip and all.
+        await victim.leave()
+        sim.joined.pop(victim.id)
+        sim.nodes.remove(victim)
+        await asyncio.sleep(0.5)
+        for n in neighbours:
+            assert victim.id not in {p.id for p in n.leafset.peers()}, n
+        await sim.wait_ideal(within=20)
+        await sim.stop()
+
+    run_virtual(main())

@@ -190,7 +190,7 @@ class Maintenance:
         # Applying notify or leaving twice is harmless: their replies are not cached.
         ep.register("neighbors", self._rpc_neighbors, idempotent=True)
         ep.register("notify", self._rpc_notify, idempotent=True)
-        ep.register("leaving", self._rpc_leaving, idempotent=True)
+        ep.register("leaving", self._rpc_leaving, idempotent=True, proven=True)
         ep.register("succs", self._rpc_succs, idempotent=True)
         ep.register("view", self._rpc_view, idempotent=True)
         ep.register("hello", self._rpc_hello, idempotent=True)

@@ -331,7 +331,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._rids: list[int] = []  # unused ids from the OS, drawn 256 at a time
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
-        self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
+        self._handlers: dict[str, tuple[Handler, bool, bool, bool]] = {}
         # slot -> ids of the calls that time out in it (and of calls that ended since)
         self._wheel: dict[int, list[int]] = {}
         self._slots: list[int] = []  # a heap of the wheel's slots
@@ -417,15 +417,26 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     # --- serving -------------------------------------------------------------------------------
 
-    def register(self, method: str, handler: Handler, *, idempotent: bool = False) -> None:
+    def register(
+        self, method: str, handler: Handler, *, idempotent: bool = False, proven: bool = False
+    ) -> None:
         """Serve ``method`` with ``handler`` (a plain function or a coroutine function).
 
         Replies of an ``idempotent`` method are not cached: a retried request simply runs
-        again, which costs less than remembering every answer of a read.
+        again, which costs less than remembering every answer of a read. A ``proven`` method
+        runs only for a request that carries a token for its source address (one that showed
+        it receives there, PROTOCOL.md 6a.1): any other gets a ``retry`` with the token, which
+        the caller's RPC layer sends the request again with. For what a request says of its
+        sender alone, by its address (``leaving``): a spoofed source never sees the token.
         """
         if not 0 < len(method) <= wire.MAX_METHOD:
             raise ValueError(f"method name must be 1..{wire.MAX_METHOD} characters")
-        self._handlers[method] = (handler, inspect.iscoroutinefunction(handler), idempotent)
+        self._handlers[method] = (
+            handler,
+            inspect.iscoroutinefunction(handler),
+            idempotent,
+            proven,
+        )
 
     def _admit(self, addr: Address) -> bool:
         """Whether a datagram from ``addr`` fits the rate limits (token buckets)."""
@@ -468,7 +479,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._remember(key, data)
                 self._answer(data, req, addr, size)
                 return
-        handler, is_coroutine, idempotent = entry
+        handler, is_coroutine, idempotent, proven = entry
+        if proven and not self._token_ok(addr, req.token):
+            # Its source must show that it receives at that address first: a forged `leaving`
+            # from a spoofed source dropped a live node from every neighbour, and planted dead
+            # ones in its place (an attack on real nodes, both loops).
+            self.stats.tokens_sent += 1
+            self._send(wire.encode_retry(req.rid, self._token(addr, self._period())), addr)
+            return
         if is_coroutine:
             if self._handlers_running >= self.config.max_handlers:
                 self.stats.busy += 1
