@@ -14,7 +14,9 @@ What is measured
       with the same 16,000 empty arrays;
     * ``gets``: a ``get`` of a key that no one wrote, a new request id each time (T runs it as
       a coroutine: it reads every holder, and the nodes after them, before it says "not
-      found").
+      found");
+    * ``kad_finds``: kademlia's ``find_value`` (the rpcudp protocol on the same port) of a
+      random key, a new message id each time (T reads the ring for it, as for a ``get``).
 
     Meanwhile an honest socket pings T every 50 ms (one try, 200 ms to answer). Reported per
     attack: T's CPU share over the attack (from ``/proc/PID/stat``), pings answered and lost,
@@ -56,11 +58,14 @@ from attack import (  # bench/attack.py
     pack,
 )
 
-ATTACKS = ("read1000", "arrays", "answers", "gets")
+ATTACKS = ("read1000", "arrays", "answers", "gets", "kad_finds")
+FRESH = ("gets", "kad_finds")  # attacks whose datagrams differ each time (a new request id)
 EMPTY_ARRAYS: list[list[Any]] = [[]] * 16_000
 
 
 def datagram(shape: str, i: int = 0) -> bytes:
+    if shape == "kad_finds":  # rpcudp: 0x00, a 20-byte message id, [method, args]
+        return b"\x00" + i.to_bytes(20, "big") + pack(["find_value", [bytes(20), os.urandom(20)]])
     if shape == "gets":
         return pack([1, 0, 2**63 + 4 + i, "get", {"key": f"absent-{i}".encode()}])
     if shape == "read1000":
@@ -110,7 +115,7 @@ async def one_attack(
         while (now := time.monotonic()) - start < seconds:
             due = int((now - start) * rate) + 1
             while sent < due:
-                attacker.send(datagram(shape, sent) if shape == "gets" else data, target.addr)
+                attacker.send(datagram(shape, sent) if shape in FRESH else data, target.addr)
                 sent += 1
             await asyncio.sleep(0.002)
         share = (cpu_seconds(target.pid) - cpu0) / (time.monotonic() - start)
