@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -47,6 +48,7 @@ from udpdht.storage import (
     Store,
     StoreStats,
     Version,
+    _Checkpointer,
     newer,
     record_hash,
 )
@@ -1153,3 +1155,26 @@ def test_infinite_expiry(tmp_path_factory: pytest.TempPathFactory, now: float) -
             store.put(rec(b"never-was", b"v", 1, expires_at=-math.inf))
             assert store.purge(now) == 1
             assert store.get(b"forever") == rec(b"forever", b"v", 1, expires_at=math.inf)
+
+
+def test_the_log_stays_bounded_under_writes_that_never_pause(tmp_path: Path) -> None:
+    # An attack on real nodes: kademlia stores of a few bytes from 8 sockets, each write
+    # appending pages to the write-ahead log, grew it to 103-113 MB: a PASSIVE checkpoint
+    # never catches up with writes that never pause, and the log only restarts after one
+    # that did. Past TRUNCATE_PAST bytes the checkpointer cuts it back.
+    limit = _Checkpointer.TRUNCATE_PAST
+    with closing(DiskStore(tmp_path)) as disk:
+        wal = disk.path.with_name(disk.path.name + "-wal")
+        largest = 0
+        start = time.monotonic()
+        for i in range(400_000):  # (bounded; about 4 s of writes end it first)
+            disk.put(rec(i.to_bytes(8, "big"), b"v", i + 1))
+            if i % 50 == 0:
+                time.sleep(0.0005)  # (a node's loop does other work between writes)
+            if i % 500 == 0:
+                largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+                if time.monotonic() - start > 4:
+                    break
+        written = i
+    assert written > 20_000  # (enough writes to pass the limit several times over)
+    assert largest < 2 * limit, f"the log reached {largest:,} bytes"
