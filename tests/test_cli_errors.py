@@ -647,3 +647,29 @@ async def test_a_slow_answer_wipes_the_waiting_line_before_it_is_printed() -> No
             os.close(slave)
     assert proc.returncode == 0
     assert "\r\x1b[Kstored 'k'" in text, repr(text)
+
+
+def test_a_node_of_another_ring_is_refused_and_says_which(tmp_path: Path) -> None:
+    # Rings with names (--ring) keep apart: a node of ring "b" cannot join ring "a" (every id
+    # check refuses it), and says why; a data dir of ring "a" will not start in another ring.
+    a_dir = str(tmp_path / "a")
+    with node_process("--data-dir", a_dir, "--ring", "a") as a:
+        joined = udpdht(
+            "node", "--port", "0", "--ring", "b", "--bootstrap", a.addr_text, timeout=30
+        )
+        assert joined.returncode != 0
+        assert (
+            f"could not join the ring: {a.addr_text}: its id is not that of its address in "
+            "the ring 'b': a node of a ring with another name (--ring)" in joined.stderr
+        )
+        unnamed = udpdht("node", "--port", "0", "--bootstrap", a.addr_text, timeout=30)
+        assert "a node of a ring with a name (--ring NAME)" in unnamed.stderr
+        assert a.proc.poll() is None
+    moved = udpdht("node", "--port", "0", "--data-dir", a_dir, timeout=30)
+    assert moved.returncode == 2
+    assert (
+        f"data dir {a_dir} belongs to a node of the ring 'a', not of the ring with no name"
+        in moved.stderr
+    )
+    bad = udpdht("node", "--ring", "a/b")
+    assert bad.returncode == 2 and "a ring's name is 1 to 64 letters" in bad.stderr

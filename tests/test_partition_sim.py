@@ -17,7 +17,7 @@ from helpers import wait_until
 
 from udpdht import Unavailable
 from udpdht.net import run_virtual
-from udpdht.node import Node
+from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig
 from udpdht.sim import Sim, ideal_problems
 
@@ -103,3 +103,37 @@ def test_a_partition_heals_into_one_ring_with_every_acknowledged_write(
         await sim.stop()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize(("ring_a", "ring_b", "merged"), [("a", "b", False), ("", "", True)])
+def test_a_node_of_another_ring_at_an_address_a_ring_remembers(
+    ring_a: str, ring_b: str, merged: bool
+) -> None:
+    # A new user's trial: a node of ring A was killed, and a node of another ring B started
+    # on its address a while later; A's nodes, probing the peers they remember, found it and
+    # took ring B into theirs (keys moved between the two). Rings with names of their own
+    # (--ring) never merge: a node's id includes its ring's name, and every id check refuses
+    # the other ring's. Two rings with no name still merge, as partitions heal.
+    async def main() -> tuple[set[int], set[int]]:
+        a = Sim(seed=52, config=NodeConfig(ring=ring_a))
+        nodes_a = await a.build_ideal(6, maintenance=True)
+        await asyncio.sleep(5)  # (a few rounds: each node remembers its leafset)
+        gone = nodes_a[2]
+        await a.crash(gone)
+        await a.wait_ideal(within=30)
+        b = Sim(seed=53, config=NodeConfig(ring=ring_b))
+        b.net = a.net  # (one network: both rings on it)
+        first = await b.spawn(addr=gone.addr)  # at the address ring A remembers
+        b._admit(first)
+        for _ in range(3):
+            await b.join(first)
+        await asyncio.sleep(60)  # probes of remembered peers: every 5 s, backing off
+        seen_by_a = {p.id for n in a.joined.values() for p in n.leafset.peers()}
+        seen_by_b = {p.id for n in b.joined.values() for p in n.leafset.peers()}
+        out = (seen_by_a & set(b.joined), seen_by_b & set(a.joined))
+        await a.stop()
+        await b.stop()
+        return out
+
+    a_saw_b, b_saw_a = run_virtual(main())
+    assert bool(a_saw_b) == merged and bool(b_saw_a) == merged, (a_saw_b, b_saw_a)

@@ -101,6 +101,15 @@ def _leafset(text: str) -> int:
     return int(text)
 
 
+def _ring_name(text: str) -> str:
+    from .ids import check_ring_name  # (light, but only a node's options need it)
+
+    try:
+        return check_ring_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _replicas(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 33:
         raise argparse.ArgumentTypeError(f"replicas must be a number 1..33, got {text}")
@@ -316,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         metavar="L",
         help="leafset size: L/2 successors and L/2 predecessors (even, 2..64; default 16)",
+    )
+    p.add_argument(
+        "--ring",
+        type=_ring_name,
+        default="",
+        metavar="NAME",
+        help="the ring's name (default: none); every node of a ring has the same, and nodes of "
+        "rings of other names never join it nor merge with it (a test ring beside a real one)",
     )
     p.add_argument(
         "--data-dir",

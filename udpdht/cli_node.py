@@ -221,7 +221,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         host=args.host,
         port=args.port,
         data_dir=data_dir,
-        config=NodeConfig(leafset=args.leafset, kad=not args.no_kad),
+        config=NodeConfig(leafset=args.leafset, kad=not args.no_kad, ring=args.ring),
         store_config=StoreConfig(replicas=args.replicas, max_store_bytes=args.max_store_bytes),
         bootstrap=args.bootstrap,
         advertise=advertise,

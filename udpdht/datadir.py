@@ -20,6 +20,7 @@ from .net import Address, format_addr, parse_addr
 
 LOCK_FILE = "lock"
 ADDRESS_FILE = "address"
+RING_FILE = "ring"
 
 
 class DataDirError(Exception):
@@ -91,6 +92,36 @@ class DataDir:
             tmp = self.path / (ADDRESS_FILE + ".tmp")
             tmp.write_text(format_addr(addr) + "\n")
             tmp.replace(self.path / ADDRESS_FILE)
+
+    def ring(self) -> str | None:
+        """The name of the ring the data dir's node belongs to ("": the ring with no name);
+        None when no node has started on it yet."""
+        try:
+            return (self.path / RING_FILE).read_text().strip()
+        except FileNotFoundError:
+            return "" if (self.path / ADDRESS_FILE).exists() else None
+        except OSError as exc:
+            raise DataDirError(f"cannot read {self.path / RING_FILE}: {exc}") from None
+
+    def claim_ring(self, ring: str) -> None:
+        """Record that the node belongs to the ring named ``ring``; DataDirError when the data
+        dir's node belongs to another (its id and its peers are that ring's)."""
+        known = self.ring()
+        if known is not None and known != ring:
+            said = f"--ring {known}" if known else "no --ring"
+            raise DataDirError(
+                f"data dir {self.path} belongs to a node of {_ring_text(known)}, not of "
+                f"{_ring_text(ring)}: its id and its peers are that ring's (start it with "
+                f"{said}, or give this node its own --data-dir)"
+            )
+        if ring and known != ring:
+            tmp = self.path / (RING_FILE + ".tmp")
+            tmp.write_text(ring + "\n")
+            tmp.replace(self.path / RING_FILE)
+
+
+def _ring_text(ring: str) -> str:
+    return f"the ring {ring!r}" if ring else "the ring with no name"
 
 
 def remembered_address(path: str | Path) -> Address | None:

@@ -25,10 +25,25 @@ def hash_key(key: str | bytes) -> int:
 
 
 @functools.lru_cache(maxsize=16384)
-def node_id_for(host: str, port: int) -> int:
-    """The default id of a node: SHA-1 of ``"host:port"`` (cached: receivers check every peer
-    entry they are sent against it)."""
-    return hash_key(f"{host}:{port}")
+def node_id_for(host: str, port: int, ring: str = "") -> int:
+    """The default id of a node: SHA-1 of ``"host:port"``, or of ``"RING/host:port"`` in a ring
+    with a name (NodeConfig.ring; cached: receivers check every peer entry they are sent
+    against it). A node of another ring has another id at the same address, so the checks of
+    ids against addresses keep rings of different names apart."""
+    return hash_key(f"{ring}/{host}:{port}" if ring else f"{host}:{port}")
+
+
+_RING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_ring_name(name: str) -> str:
+    """``name`` if it can name a ring ("" is the ring with no name); ValueError otherwise."""
+    if name and not _RING_NAME.fullmatch(name):
+        raise ValueError(
+            f"a ring's name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
+            f"or a digit, not {name[:70]!r}"
+        )
+    return name
 
 
 def distance(a: int, b: int) -> int:

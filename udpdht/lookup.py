@@ -53,6 +53,19 @@ class LookupFailed(Unavailable):
     cause: BaseException | None = None
 
 
+def _not_of_our_ring(ring: str) -> str:
+    """Why a node whose id does not match its address is not taken (a bootstrap, say)."""
+    if ring:
+        return (
+            f"its id is not that of its address in the ring {ring!r}: a node of a ring with "
+            "another name (--ring), or not a udpdht node"
+        )
+    return (
+        "its id is not SHA-1 of its address: a node of a ring with a name (--ring NAME), "
+        "or of one whose nodes chose their ids"
+    )
+
+
 def plausible_owner(key: int, answerer: Peer, owner: Peer, known: Iterable[Peer]) -> Peer | None:
     """Check a claim by ``answerer`` that ``owner`` owns ``key``.
 
@@ -138,8 +151,8 @@ async def iterative_lookup(
             their_id = ids.from_bytes(reply["id"])
             if peer.id == -1:
                 peer = Peer(their_id, peer.addr)
-                if node.config.verify_ids and not peer.id_matches_addr:
-                    raise ValueError("its id is not SHA-1 of its address")
+                if node.config.verify_ids and not peer.id_matches(node.config.ring):
+                    raise ValueError(_not_of_our_ring(node.config.ring))
             elif their_id != peer.id:
                 raise ValueError("it answered with another node's id")
         except PEER_FAILURES as exc:

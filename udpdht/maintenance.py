@@ -877,7 +877,7 @@ class Maintenance:
             peer = Peer(ids.from_bytes(reply["id"]), addr)
         except (DhtError, *PEER_FAILURES):
             return None
-        if self.node.config.verify_ids and not peer.id_matches_addr:
+        if self.node.config.verify_ids and not peer.id_matches(self.node.config.ring):
             return None
         return peer.id, reply.get("isolated") is True
 
@@ -1059,7 +1059,10 @@ class Maintenance:
         succs, preds, _ = self._lists(reply)
         try:
             fingers = peers_from_wire(
-                reply.get("fingers", []), self.FINGERS_GIVEN, verify_ids=self.node.config.verify_ids
+                reply.get("fingers", []),
+                self.FINGERS_GIVEN,
+                verify_ids=self.node.config.verify_ids,
+                ring=self.node.config.ring,
             )
         except ValueError as exc:  # only hints: the join goes on, and fix_fingers finds them
             self.node.log.debug("%s named no usable fingers: %s", owner, exc)

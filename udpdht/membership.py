@@ -77,10 +77,13 @@ class PeerMemory:
 
     FORMAT = "udpdht.peers/1"
 
-    def __init__(self, path: Path | None, size: int = 64, *, verify_ids: bool = True) -> None:
+    def __init__(
+        self, path: Path | None, size: int = 64, *, verify_ids: bool = True, ring: str = ""
+    ) -> None:
         self.path = path
         self.size = size
         self.verify_ids = verify_ids
+        self.ring = ring  # (the ring whose ids a remembered peer's must be)
         self._peers: OrderedDict[int, Peer] = OrderedDict()
         self._dirty = False
         self._forgotten = False
@@ -138,7 +141,7 @@ class PeerMemory:
                 peer = Peer(ids.from_hex(str(item[0])), check_peer_addr(host, port))
             except (ValueError, TypeError, IndexError, KeyError):
                 continue
-            if not self.verify_ids or peer.id_matches_addr:
+            if not self.verify_ids or peer.id_matches(self.ring):
                 loaded.append(peer)
         for peer in reversed(loaded):  # the file lists the most recent first
             self._peers[peer.id] = peer

@@ -81,6 +81,11 @@ class NodeConfig:
     # there. A ring whose nodes have chosen ids (Server(node_id=...), simulations at given ids)
     # must turn this off on every node, and loses that protection (SECURITY.md).
     verify_ids: bool = True
+    # The ring's name ("": none). A node's id is SHA-1 of "RING/host:port" in a named ring, so
+    # nodes of rings of other names, which every id check refuses, never join or merge with
+    # it: a node of another ring on an address this ring remembers took the two rings into
+    # one (a new user's trial). Every node of a ring has the same name (ids.node_id_for).
+    ring: str = ""
     failure_strikes: int = 2  # failed calls in a row before a peer is declared dead
     # Answer the `kademlia` package's protocol on the node's port too (kad/service.py).
     kad: bool = True
@@ -155,6 +160,7 @@ class Node:
         self._data: DataDir | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
+        ids.check_ring_name(self.config.ring)  # (ValueError: it goes into every id)
         self.store_config = store_config or StoreConfig()
         if not 1 <= self.store_config.replicas <= self.config.leafset // 2 + 1:
             raise ValueError("replicas must be 1..L/2+1: replicas live on the successor list")
@@ -192,7 +198,9 @@ class Node:
         self.log = NodeLog(log, "--------")
         self.detector = FailureDetector(self.config.failure_strikes, self.FAILED_MEMORY)
         peers_file = self.data_dir / self.PEERS_FILE if self.data_dir is not None else None
-        self.memory = PeerMemory(peers_file, verify_ids=self.config.verify_ids)
+        self.memory = PeerMemory(
+            peers_file, verify_ids=self.config.verify_ids, ring=self.config.ring
+        )
         # Whether we belong to a ring with other nodes. A member whose tables empty has lost
         # contact (a partition, an overload): it rejoins, and never serves as a ring of one.
         self.member = False
@@ -232,6 +240,11 @@ class Node:
             raise RuntimeError("node already started")
         if self.data_dir is not None:
             self._data = DataDir.open(self.data_dir)  # one node per data dir (DataDirError)
+            try:
+                self._data.claim_ring(self.config.ring)  # (its id and peers are that ring's)
+            except BaseException:
+                self._release_data_dir()
+                raise
         try:
             ep = await RpcEndpoint.bind(
                 self.network, (self.host, self.port), config=self.rpc_config, rng=self._seeded_rng
@@ -246,7 +259,7 @@ class Node:
             if (
                 self._fixed_id is not None
                 and self.config.verify_ids
-                and not self.peer.id_matches_addr
+                and not self.peer.id_matches(self.config.ring)
             ):
                 raise ValueError(
                     "a node with a chosen id needs NodeConfig(verify_ids=False), on every node "
@@ -336,7 +349,7 @@ class Node:
         """Name this node ``addr``; its id follows (unless chosen), and so do its tables."""
         self.addr = addr
         if self._fixed_id is None:
-            self.id = ids.node_id_for(*addr)
+            self.id = ids.node_id_for(addr[0], addr[1], self.config.ring)
         self.leafset = LeafSet(Peer(self.id, addr), self.config.leafset)
         self.fingers = FingerTable(self.id)
         self.view = RingView(Peer(self.id, self.addr))  # nodes heard of lately (routing.RingView)
@@ -660,7 +673,9 @@ class Node:
 
         Raises ValueError; a handler turns it into BadRequest, a caller into a peer failure.
         """
-        return peers_from_wire(items, self.config.leafset, verify_ids=self.config.verify_ids)
+        return peers_from_wire(
+            items, self.config.leafset, verify_ids=self.config.verify_ids, ring=self.config.ring
+        )
 
     def arg_peers(self, args: dict[str, Any], name: str) -> list[Peer]:
         try:
@@ -679,10 +694,13 @@ class Node:
             addr = check_peer_addr(*src)
         except ValueError as exc:
             raise BadRequest(f"cannot take the sender as a peer: {exc}") from None
-        if self.config.verify_ids and claimed != ids.node_id_for(*addr):
+        if self.config.verify_ids and claimed != ids.node_id_for(
+            addr[0], addr[1], self.config.ring
+        ):
             raise BadRequest(
                 f"id {ids.short(claimed)} is not this sender's: a node's id is SHA-1 of its "
-                f"address ({format_addr(addr)})"
+                f"address ({format_addr(addr)}), and of the ring's name in a ring with one "
+                "(a node of another ring has another id there)"
             )
         return Peer(claimed, addr)
 
@@ -914,6 +932,7 @@ class Node:
         return {
             "id": ids.to_hex(self.id),
             "addr": format_addr(self.addr),
+            "ring": self.config.ring,  # ("": the ring with no name)
             "uptime_s": round(self.uptime(), 3),
             "predecessor": pred.info() if pred is not None else None,
             "successors": [p.info() for p in ls.successors],

@@ -62,8 +62,13 @@ class Peer(NamedTuple):
 
     @property
     def id_matches_addr(self) -> bool:
-        """Whether the id is SHA-1 of the address (the default id, which a receiver can check)."""
+        """Whether the id is SHA-1 of the address (the default id, which a receiver can check)
+        in the ring with no name."""
         return self.id == ids.node_id_for(*self.addr)
+
+    def id_matches(self, ring: str) -> bool:
+        """Whether the id is the default id of its address in the ring named ``ring``."""
+        return self.id == ids.node_id_for(self.addr[0], self.addr[1], ring)
 
     def info(self) -> dict[str, str]:
         """The peer as status JSON shows it."""
@@ -88,11 +93,14 @@ _PARSED: dict[tuple[bytes, str, int], tuple[Peer, bool]] = {}
 _WIRED: dict[Peer, list[Any]] = {}
 
 
-def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) -> list[Peer]:
+def peers_from_wire(
+    items: Any, limit: int = 64, *, verify_ids: bool = False, ring: str = ""
+) -> list[Peer]:
     """Parse a peer list of at most ``limit`` entries; ValueError if it or any entry is malformed.
 
-    With ``verify_ids``, entries whose id is not SHA-1 of their address are left out: the sender
-    may have been fooled by a node at a chosen id, and the rest of its list is still good.
+    With ``verify_ids``, entries whose id is not SHA-1 of their address (in the ring named
+    ``ring``) are left out: the sender may have been fooled by a node at a chosen id, and the
+    rest of its list is still good.
     """
     if type(items) is not list or len(items) > limit:
         raise ValueError(f"expected a list of at most {limit} peers")
@@ -107,9 +115,9 @@ def peers_from_wire(items: Any, limit: int = 64, *, verify_ids: bool = False) ->
                 hit = _PARSED.get((raw, host, port))
         if hit is None:
             peer = Peer.from_wire(item)
-            if not verify_ids or peer.id_matches_addr:
+            if not verify_ids or peer.id_matches(ring):
                 peers.append(peer)
-        elif not verify_ids or hit[1]:
+        elif not verify_ids or (hit[0].id_matches(ring) if ring else hit[1]):
             peers.append(hit[0])
     return peers
 
