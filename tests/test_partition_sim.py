@@ -109,31 +109,46 @@ def test_a_partition_heals_into_one_ring_with_every_acknowledged_write(
 def test_a_node_of_another_ring_at_an_address_a_ring_remembers(
     ring_a: str, ring_b: str, merged: bool
 ) -> None:
-    # A new user's trial: a node of ring A was killed, and a node of another ring B started
-    # on its address a while later; A's nodes, probing the peers they remember, found it and
-    # took ring B into theirs (keys moved between the two). Rings with names of their own
-    # (--ring) never merge: a node's id includes its ring's name, and every id check refuses
-    # the other ring's. Two rings with no name still merge, as partitions heal.
-    async def main() -> tuple[set[int], set[int]]:
-        a = Sim(seed=52, config=NodeConfig(ring=ring_a))
+    # A new user's trial: a node of ring A was killed, and at once a node of another ring B
+    # started on its address. A's nodes, probing the peers they remember, found it and took
+    # ring B into theirs (keys moved between the two); with names (--ring), A's node before
+    # it kept the dead node as its successor for minutes (the newcomer answered its pings),
+    # and writes of its range went to ring B. Rings with names of their own never mix: a
+    # node's id includes the name, and an answer under another id fails the call. Two rings
+    # with no name still merge, as partitions heal.
+    async def main() -> tuple[set[int], set[int], list[bytes]]:
+        a = Sim(seed=52, config=NodeConfig(ring=ring_a), store_config=StoreConfig())
         nodes_a = await a.build_ideal(6, maintenance=True)
+        keys = [f"a{i}".encode() for i in range(40)]
+        for key in keys:
+            await nodes_a[0].put(key, "in a")
         await asyncio.sleep(5)  # (a few rounds: each node remembers its leafset)
         gone = nodes_a[2]
         await a.crash(gone)
-        await a.wait_ideal(within=30)
-        b = Sim(seed=53, config=NodeConfig(ring=ring_b))
+        b = Sim(seed=53, config=NodeConfig(ring=ring_b), store_config=StoreConfig())
         b.net = a.net  # (one network: both rings on it)
-        first = await b.spawn(addr=gone.addr)  # at the address ring A remembers
+        first = await b.spawn(addr=gone.addr)  # at once, at the address ring A knows
         b._admit(first)
         for _ in range(3):
             await b.join(first)
+        late = [f"late{i}".encode() for i in range(40)]
+        for key in late:  # written through ring A while it repairs
+            await nodes_a[1].put(key, "in a")
         await asyncio.sleep(60)  # probes of remembered peers: every 5 s, backing off
         seen_by_a = {p.id for n in a.joined.values() for p in n.leafset.peers()}
         seen_by_b = {p.id for n in b.joined.values() for p in n.leafset.peers()}
-        out = (seen_by_a & set(b.joined), seen_by_b & set(a.joined))
+        in_b = [k for k in keys + late for n in b.joined.values() if n.replicator.store.get(k)]
+        if not merged:
+            assert gone.id not in seen_by_a
+            await a.wait_ideal(within=10)
+            for key in keys + late:
+                assert await nodes_a[3].get(key) == "in a"
+        out = (seen_by_a & set(b.joined), seen_by_b & set(a.joined), in_b)
         await a.stop()
         await b.stop()
         return out
 
-    a_saw_b, b_saw_a = run_virtual(main())
+    a_saw_b, b_saw_a, in_b = run_virtual(main())
     assert bool(a_saw_b) == merged and bool(b_saw_a) == merged, (a_saw_b, b_saw_a)
+    if not merged:
+        assert in_b == []  # (keys of ring A held by ring B's nodes)

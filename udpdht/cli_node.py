@@ -27,7 +27,7 @@ from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import UsageError
 from .cli_errors import joined_words
-from .datadir import ADDRESS_FILE, LOCK_FILE, DataDirError, remembered_address
+from .datadir import ADDRESS_FILE, LOCK_FILE, RING_FILE, DataDirError, remembered_address
 from .errors import DhtError, RpcTimeout
 from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
@@ -365,6 +365,7 @@ def _missing_dirs(path: Path | None) -> list[Path]:
 _NODE_FILES = (
     LOCK_FILE,
     ADDRESS_FILE,
+    RING_FILE,
     COOKIE_FILE,
     Node.PEERS_FILE,
     *(DiskStore.FILENAME + suffix for suffix in ("", "-wal", "-shm", "-journal")),

@@ -97,6 +97,13 @@ class NodeConfig:
 LOCAL_RING = NodeConfig(stabilize_period=0.25)
 
 
+#: The calls that name the node they are for (``to``): the store's, whose data must go to that
+#: node and no other that took its address (RpcEndpoint.identity).
+_ADDRESSED = frozenset(
+    ("store_write", "store_push", "store_read", "store_digest", "store_digests", "store_scan")
+)
+
+
 def _key_bytes(key: str | bytes) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
 
@@ -355,6 +362,8 @@ class Node:
         self.view = RingView(Peer(self.id, self.addr))  # nodes heard of lately (routing.RingView)
         self.maintenance.reset()
         self.log = NodeLog(log, ids.short(self.id), named=self.named_logs)
+        if self._endpoint is not None:
+            self._endpoint.identity = ids.to_bytes(self.id)  # (requests for another id: refused)
         if self._verifier is not None:  # an admin signature names this id
             self._verifier = Verifier(self._verifier.cookie, ids.to_bytes(self.id))
 
@@ -641,7 +650,17 @@ class Node:
         ep = self._endpoint
         if ep is None:  # stopped (left, shut down) while a request of its was under way
             raise DhtError("this node has stopped")
+        if method in _ADDRESSED and peer.id >= 0:
+            args = {**(args or {}), "to": ids.to_bytes(peer.id)}  # (rpc: RpcEndpoint.identity)
         result = await ep.call(peer.addr, method, args, tries=tries or None, pad=pad)
+        if peer.id >= 0 and type(result) is dict:
+            said = result.get("id")  # (the answers that name their node: ping, neighbors, find)
+            if said is not None and said != ids.to_bytes(peer.id):
+                # Another node answers at that address: the one we know there is gone. A node
+                # of another ring on the port of one of ours that had crashed answered our
+                # pings, so ours stayed our predecessor for 4.5 minutes, and the writes of its
+                # range went to the other ring (a new user's trial).
+                raise ValueError(f"{peer} answered {method!r} with another node's id")
         self.detector.answered(peer.id)
         if peer.id >= 0:  # (-1: a node known by its address only, until it answers)
             self.view.add(peer, self.clock())

@@ -392,6 +392,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         #: 0x01 (rpcudp's, the `kademlia` package's; ours start with 0x9_), after the rate
         #: limits. ``kad.endpoint.KadEndpoint.host`` sends through :meth:`send_raw`.
         self.foreign: Callable[[bytes, Address], None] | None = None
+        #: The id of the node this endpoint serves (20 bytes; None: none). A request whose
+        #: ``to`` names another id is refused (code 1): it was meant for a node that is gone
+        #: from this address (PROTOCOL.md 6a.4b).
+        self.identity: bytes | None = None
         #: The last WORKING answer: (peer, method, loop time). A client shows it ("busy").
         self.last_working: tuple[Address, str, float] | None = None
 
@@ -454,6 +458,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         return self.exempt is not None and self.exempt(addr)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
+        if self.identity is not None and "to" in req.args and req.args["to"] != self.identity:
+            # Meant for the node that was here: a node of another ring on the port of one that
+            # had crashed took its ring's writes and pushes (a new user's trial).
+            why = "not the node called: it is gone from this address"
+            self._answer(self._error(req, ErrorCode.BAD_REQUEST, why), req, addr, size)
+            return
         key = (addr, req.rid)
         entry = self._handlers.get(req.method)
         # An idempotent method's answers are never cached, nor its runs kept: nothing to look up.
