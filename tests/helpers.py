@@ -308,6 +308,16 @@ class Stranger:
         got = self.answers(within, until_first=True)
         return got[0] if got else (None, None, 0)
 
+    def ask_proven(
+        self, to: Address, method: str, args: dict[str, Any], *, within: float = 2.0
+    ) -> tuple[str | None, Any, int]:
+        """``ask``, sent again with the token a ``retry`` gives (a method that needs its
+        source's address proven: ``store_push``, ``leaving``): the first answer after."""
+        kind, answer, size = self.ask(to, method, args, within=within)
+        if kind != "retry":
+            return kind, answer, size
+        return self.ask(to, method, args, within=within, token=answer)
+
 
 def has_ipv6_loopback() -> bool:
     """Whether this machine can bind ::1 (IPv6 tests are skipped where it cannot)."""

@@ -146,7 +146,7 @@ async def test_poisoned_versions_are_refused(ring: list[NodeProcess]) -> None:
     with Stranger() as s:
         for node in ring:
             for why, record in poisons.items():
-                kind, answer, _ = s.ask(node.addr, "store_push", {"records": [record]})
+                kind, answer, _ = s.ask_proven(node.addr, "store_push", {"records": [record]})
                 assert kind == "error" and answer[0] == 1, why  # BAD_REQUEST, nothing kept
     async with Client(ring[1].addr) as client:
         await client.put(key, "new")
@@ -168,7 +168,7 @@ async def test_a_strangers_push_stamped_ahead_is_refused_and_a_later_put_wins(
     ahead = [key, b"\xa4evil", int((time.time() + 59) * 1000), os.urandom(20), None]
     with Stranger() as s:
         for node in ring:
-            kind, answer, _ = s.ask(node.addr, "store_push", {"records": [ahead]})
+            kind, answer, _ = s.ask_proven(node.addr, "store_push", {"records": [ahead]})
             assert (kind, answer) == ("reply", {"applied": 0, "refused": 1})
     async with Client(ring[0].addr) as client:
         await client.put(key, "honest")

@@ -210,6 +210,33 @@ def test_a_strangers_push_stamped_ahead_does_not_undo_a_later_acknowledged_write
     run_virtual(main())
 
 
+def test_a_push_from_a_spoofed_neighbour_does_not_undo_an_acknowledged_write() -> None:
+    # An attack on real nodes (a raw socket, as root): a push to a key's two replicas from
+    # its primary's address, stamped 55 s ahead (a neighbour's push may be: hand-offs carry
+    # records as they are), then a put acknowledged; 315 of 350 gets answered the forgery. A
+    # push now needs its source's address token, which a spoofer never sees.
+    async def main() -> None:
+        sim = Sim(seed=54, store_config=STORE)
+        nodes = await sim.build_ideal(10, maintenance=True)
+        for n in nodes:
+            await wait_until(n.replicator.settled, within=30)
+        holders = [sim.joined[p.id] for p in sim.responsible(b"k")]
+        await nodes[0].put("k", "old")
+        ahead = int((sim.wall_clock() + 55) * 1000)
+        forged = [b"k", b"\xa6FORGED", ahead, ids.to_bytes(holders[0].id), None]
+        for rid, replica in enumerate(holders[1:], start=1):
+            data = wire.encode_request(rid, "store_push", {"records": [forged]})
+            sim.net.send(holders[0].addr, replica.addr, data)  # (the primary's address)
+        await asyncio.sleep(0.5)
+        await nodes[0].put("k", "honest-after")
+        await asyncio.sleep(20)  # repair rounds
+        for n in nodes:
+            assert await n.get("k") == "honest-after"
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_read_asks_the_replicas_while_the_primary_is_new_to_its_range() -> None:
     async def main() -> None:
         sim = Sim(seed=37, store_config=STORE)

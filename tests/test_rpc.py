@@ -6,6 +6,7 @@ import asyncio
 import gc
 import random
 import socket
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -970,3 +971,49 @@ def test_a_peer_that_keeps_saying_working_is_given_up_on_after_max_working() -> 
     config = RpcConfig(tries=3, initial_rto=0.5, jitter=0.0, max_working=6.0)
     took = _time_to_give_up_on_a_peer_that_keeps_working(config, seed=6)
     assert 6.0 <= took <= 6.0 + config.max_rto * 1.5
+
+
+async def test_a_neighbour_is_exempt_from_cpu_charges_only_with_a_token() -> None:
+    # An attack on real nodes: from a leafset neighbour's spoofed address, 300 reads of 1,000
+    # keys a second were never charged (the leafset is exempt: its hand-offs take ms) and took
+    # the node's whole core until its ring evicted it. The exemption now needs the address
+    # token, which a spoofer never sees; the neighbour's own calls carry it.
+    server = await RpcEndpoint.bind(
+        UdpNetwork(), ("127.0.0.1", 0), config=RpcConfig(source_rate=1000, global_rate=8000)
+    )
+    server.exempt = lambda addr: True  # (every source a neighbour)
+
+    def costly(args: dict[str, Any], peer: Address) -> str:
+        end = time.perf_counter() + 0.002  # 2 ms of CPU: 33 tokens' worth
+        while time.perf_counter() < end:
+            pass
+        return "done"
+
+    server.register("costly", costly, idempotent=True)
+    loop = asyncio.get_running_loop()
+
+    async def flood(token_for_it: bool) -> int:
+        """Answers to 100 costly requests from a socket of its own (its own bucket)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.bind(("127.0.0.1", 0))
+            raw.setblocking(False)
+            token = server._token(raw.getsockname(), server._period()) if token_for_it else None
+            for rid in range(1, 101):
+                data = wire.encode_request(rid, "costly", {}, token)
+                await loop.sock_sendto(raw, data, server.addr)
+            answers = 0
+            while answers < 100:
+                try:
+                    await asyncio.wait_for(loop.sock_recv(raw, 65535), 1.0)
+                except TimeoutError:
+                    break  # (the rest were dropped: over the source's share)
+                answers += 1
+            return answers
+
+    try:
+        assert await flood(token_for_it=True) == 100  # a neighbour: 200 ms of CPU, free
+        assert server.stats.rate_limited == 0
+        assert await flood(token_for_it=False) < 100  # a spoofed one: charged, then dropped
+        assert server.stats.rate_limited > 0
+    finally:
+        server.close()

@@ -772,6 +772,9 @@ def test_a_get_right_after_a_join_asks_the_new_primary_alone_for_what_it_stamped
         newcomer = await sim.spawn(node_id=next_id)
         await newcomer.join(joiner.addr)
         sim._admit(newcomer)
+        # (Once the joiner knows of it: the newcomer's successor names the joiner, which the
+        # newcomer then notifies, beside its join; until then the joiner's view is unchanged.)
+        await wait_until(lambda: joiner.leafset.successor == newcomer.peer, within=5)
         assert [await reads_of(k, "new") for k in stamped] == [2, 2, 2]
         await sim.stop()
 

@@ -718,9 +718,8 @@ class Node:
         ):
             raise BadRequest(
                 f"id {ids.short(claimed)} is not this sender's: a node's id is SHA-1 of its "
-                f"address ({format_addr(addr)}), and of the ring's name in a ring with one "
-                "(a node of another ring has another id there)"
-            )
+                f"address ({format_addr(addr)})"
+            )  # (short: within 3 times a small request, it needs no token)
         return Peer(claimed, addr)
 
     def forget_left(self, peer_id: int, src: Address) -> None:

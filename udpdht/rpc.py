@@ -396,6 +396,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         #: ``to`` names another id is refused (code 1): it was meant for a node that is gone
         #: from this address (PROTOCOL.md 6a.4b).
         self.identity: bytes | None = None
+        self._token_in: bytes | None = None  # the token of the request handled last (_charge)
         #: The last WORKING answer: (peer, method, loop time). A client shows it ("busy").
         self.last_working: tuple[Address, str, float] | None = None
 
@@ -458,6 +459,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         return self.exempt is not None and self.exempt(addr)
 
     def _on_request(self, req: wire.Request, addr: Address, size: int) -> None:
+        self._token_in = req.token  # (for _charge, once it is handled)
         if self.identity is not None and "to" in req.args and req.args["to"] != self.identity:
             # Meant for the node that was here: a node of another ring on the port of one that
             # had crashed took its ring's writes and pushes (a new user's trial).
@@ -539,7 +541,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     ) -> None:
         try:
             work = cast(Coroutine[Any, Any, Any], handler(req.args, addr))
-            result = await self.charged(work, addr)
+            result = await self.charged(work, addr, req.token)
         except Exception as exc:
             data = self._error_from(req, exc)
         else:
@@ -551,7 +553,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._remember(key, data)
         self._answer(data, req, addr, size)
 
-    async def charged(self, work: Coroutine[Any, Any, T], addr: Address) -> T:
+    async def charged(
+        self, work: Coroutine[Any, Any, T], addr: Address, token: bytes | None = None
+    ) -> T:
         """Await ``work``, a handler's for a request from ``addr``. On real sockets the CPU
         time of its steps (not the waits between) is charged to ``addr`` and to everyone's
         budget once it ends, past what its datagram paid (_charge): a stranger's gets of absent
@@ -566,7 +570,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             return await _timed_steps(work, spent)
         finally:
             if spent[0] > COST_UNIT:
-                self._charge(addr, spent[0], paid=0.0)
+                self._charge(addr, spent[0], paid=0.0, token=token)
 
     def _encode_result(self, req: wire.Request, result: Any) -> bytes:
         try:
@@ -1020,23 +1024,28 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self.stats.rate_limited += 1
                 return
             if self._timed:
+                self._token_in = None
                 start = time.perf_counter()
                 self._dispatch(data, addr)
                 spent = time.perf_counter() - start
                 if spent > COST_UNIT:
-                    self._charge(addr, spent)
+                    self._charge(addr, spent, token=self._token_in)
                 return
         self._dispatch(data, addr)
 
-    def _charge(self, addr: Address, spent: float, *, paid: float = 1.0) -> None:
+    def _charge(
+        self, addr: Address, spent: float, *, paid: float = 1.0, token: bytes | None = None
+    ) -> None:
         """A datagram took ``spent`` seconds of CPU to decode and handle, more than the one
         token it paid for stands for (COST_UNIT): its source and everyone's budget pay the rest,
         unless it is a node of our leafset (hand-offs and repair send pages that take
         milliseconds). One request for 1,000 keys or a datagram of 65,000 empty arrays costs
         about 6 ms, a thousand times a ping: counted by datagrams alone, 160 of them a second
         from one socket, well inside its share, took a node's whole core and its ring evicted
-        it (an attack on real nodes)."""
-        if self.exempt is not None and self.exempt(addr):
+        it (an attack on real nodes). A neighbour is exempt only with a ``token`` for its address
+        (6a.1): from a neighbour's spoofed address, 300 reads of 1,000 keys a second took the
+        node's whole core and its ring evicted it (an attack on real nodes, both loops)."""
+        if self.exempt is not None and self.exempt(addr) and self._token_ok(addr, token):
             return
         cost = spent / COST_UNIT - paid
         now = self._time()
