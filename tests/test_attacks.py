@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -282,6 +283,26 @@ def test_held_metrics_connections_cost_a_node_neither_threads_nor_its_ring(
                 time.sleep(0.2)
         assert b"udpdht_rpc_datagrams_received_total" in text
         assert "did not answer a scrape" not in node.output()
+        # A connection that sends a byte every second (the read timeout is per read) is cut
+        # 3 s after it opened, not held for good; nothing but /metrics is served.
+        with socket.create_connection(target, timeout=5) as drip:
+            opened = time.monotonic()
+            cut = False
+            for byte in b"GET /metrics HTTP/1.1\r\n":  # (bounded: 23 bytes, 23 s at most)
+                try:
+                    drip.sendall(bytes([byte]))
+                    cut = drip.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+                except BlockingIOError:
+                    cut = False  # (nothing to read: still open)
+                except OSError:
+                    cut = True  # (reset)
+                if cut:
+                    break
+                time.sleep(1.0)  # (the drip itself: the attack sends this slowly)
+            assert cut and time.monotonic() - opened < 6
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://{target[0]}:{target[1]}/other", timeout=5)
+        assert "Traceback" not in node.output()  # (a timed-out connection printed 17 lines)
 
 
 async def test_answers_to_unproven_addresses_are_at_most_three_times_the_request(
