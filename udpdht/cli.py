@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--advertise",
         type=_advertise,
         metavar="HOST[:PORT]",
-        help="the address peers reach this node at (its id is SHA-1 of it; default: --host "
+        help="the address peers reach this node at (its id is SHA-1 of it, and of --ring; "
+        "default: --host "
         "and the bound port); needed with a wildcard --host (0.0.0.0, ::) unless --bootstrap "
         "is given (then: the address this host sends from towards it) or the data dir "
         "remembers one",
