@@ -1022,3 +1022,29 @@ def test_a_leaving_from_a_spoofed_source_drops_no_live_node() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_writes_from_a_spoofed_neighbour_address_pay_the_write_budget() -> None:
+    # A leafset neighbour's writes are not charged to a write budget (it replicates to us).
+    # From its spoofed address (a raw socket, as root) nothing bounded a stranger's writes
+    # but the datagram rate: 60 KB values at 1,024 a second. The exemption now needs the
+    # address token, which the neighbour's own calls carry and a spoofer never sees.
+    async def main() -> None:
+        sim = Sim(seed=55, store_config=STORE)
+        nodes = await sim.build_ideal(6, maintenance=True)
+        primary = nodes[0]
+        neighbour = next(n for n in nodes if n.peer in primary.leafset.peers())
+        big = bytes(50_000)
+        keys = [
+            k
+            for k in (f"w{i}".encode() for i in range(20_000))
+            if primary.replicator.is_primary(ids.hash_key(k))
+        ][:500]
+        for rid, key in enumerate(keys, start=1):  # 25 MB at once: past the 16 MiB burst
+            data = wire.encode_request(rid, "store_write", {"key": key, "value": big})
+            sim.net.send(neighbour.addr, primary.addr, data)
+        await asyncio.sleep(1.0)
+        assert primary.replicator.writes_rate_limited > 0
+        await sim.stop()
+
+    run_virtual(main())

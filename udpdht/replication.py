@@ -58,6 +58,7 @@ from .lookup import MALFORMED, Lookup, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
 from .routing import Peer
+from .rpc import PROVEN
 from .shortfall import Shortfall
 from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version, split_range
 from .text import plural
@@ -292,12 +293,14 @@ class Replicator:
 
     def register(self) -> None:
         ep = self.node.endpoint
-        ep.register("put", self._rpc_put)
+        # (Told whether the source is proven: a leafset neighbour's writes are not charged to
+        # a budget, and from a spoofed neighbour address nothing would bound them.)
+        ep.register("put", self._rpc_put, told=True)
         # A get coordinates several calls: while one runs, a client's retry must not start
         # another, so its reply is cached like a write's (not marked idempotent).
         ep.register("get", self._rpc_get)
-        ep.register("delete", self._rpc_delete)
-        ep.register("store_write", self._rpc_write)
+        ep.register("delete", self._rpc_delete, told=True)
+        ep.register("store_write", self._rpc_write, told=True)
         ep.register("store_read", self._rpc_read, idempotent=True)
         # (Proven: a push from a leafset neighbour's address is believed further than a
         # stranger's, and a spoofed one, stamped 55 s ahead, undid an acknowledged put on the
@@ -684,12 +687,13 @@ class Replicator:
     def charge(self, src: Address, size: int) -> None:
         """Count a write that came another way (kademlia's ``store``, kad/service.py) against
         its sender's budget like a put; RateLimited when it is spent."""
-        self._charge(src, size)
+        self._charge(src, size, proven=False)
 
-    def _charge(self, src: Address, size: int) -> None:
+    def _charge(self, src: Address, size: int, *, proven: bool) -> None:
         """Count a write against its sender's budget (leafset neighbours replicate to us and
-        are not counted); RateLimited when it is spent."""
-        if self.node.in_leafset(src):
+        are not counted, when the request carried a token for their address: ``proven``);
+        RateLimited when it is spent."""
+        if proven and self.node.in_leafset(src):
             return
         now = self.node.clock()
         if not self._budgets.take(source_of(src), now, float(size)):
@@ -1347,7 +1351,7 @@ class Replicator:
         ttl = args.get("ttl")
         self._check_ttl(ttl)
         check_value(value)
-        self._charge(src, len(key) + len(value))
+        self._charge(src, len(key) + len(value), proven=args.get(PROVEN) is True)
         written = await self.put(key, value, ttl)
         v = written.version
         # Fewer copies than wanted: the client hears how many, and which nodes are full.
@@ -1363,7 +1367,7 @@ class Replicator:
 
     async def _rpc_delete(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
-        self._charge(src, len(key) + ITEM_OVERHEAD)
+        self._charge(src, len(key) + ITEM_OVERHEAD, proven=args.get(PROVEN) is True)
         # A tombstone is written even for an absent key: it shadows any stray older replica.
         written = await self.put(key, None, None)
         return {"existed": written.existed, **written.shortfall_wire()}
@@ -1380,7 +1384,8 @@ class Replicator:
             raise BadRequest("'wid' must be 1..16 bytes")
         if not self.is_primary(ids.hash_key(key)):  # before it costs the sender anything
             raise self._not_responsible(ids.hash_key(key), "the primary")
-        self._charge(src, len(key) + (len(value) if value is not None else ITEM_OVERHEAD))
+        size = len(key) + (len(value) if value is not None else ITEM_OVERHEAD)
+        self._charge(src, size, proven=args.get(PROVEN) is True)
         unless_same = args.get("unless_same") is True
         return await self._write_here(key, value, ttl, unless_same=unless_same, wid=wid)
 
@@ -1432,7 +1437,7 @@ class Replicator:
             # From such a sender, only records stamped about now.
             latest = int((self.node.wall_clock() + self.STRANGER_SKEW) * 1000)
             kept = [r for r in kept if r.version.stamp <= latest]
-        self._charge(src, sum(r.size() for r in kept))
+        self._charge(src, sum(r.size() for r in kept), proven=True)  # (store_push: proven)
         # Room for all of them, or none: the sender learns exactly what was kept.
         applied = self._apply_all(kept, whole=True)
         return {"applied": applied, "refused": len(records) - len(kept)}

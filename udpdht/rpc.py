@@ -199,6 +199,10 @@ class _Flow:
 
 T = TypeVar("T")
 
+#: The argument in which a ``told`` handler learns whether its request's source address is
+#: proven by a token (RpcEndpoint.register).
+PROVEN = ".proven"
+
 #: Seconds of CPU that the one token a datagram takes from the rate limits stands for: a
 #: datagram that takes longer to decode and handle is charged the rest (RpcEndpoint._charge).
 COST_UNIT = 60e-6
@@ -332,6 +336,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
         self._handlers: dict[str, tuple[Handler, bool, bool, bool]] = {}
+        self._told: set[str] = set()  # methods whose handlers learn if the source is proven
         # slot -> ids of the calls that time out in it (and of calls that ended since)
         self._wheel: dict[int, list[int]] = {}
         self._slots: list[int] = []  # a heap of the wheel's slots
@@ -423,7 +428,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     # --- serving -------------------------------------------------------------------------------
 
     def register(
-        self, method: str, handler: Handler, *, idempotent: bool = False, proven: bool = False
+        self,
+        method: str,
+        handler: Handler,
+        *,
+        idempotent: bool = False,
+        proven: bool = False,
+        told: bool = False,
     ) -> None:
         """Serve ``method`` with ``handler`` (a plain function or a coroutine function).
 
@@ -433,6 +444,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         it receives there, PROTOCOL.md 6a.1): any other gets a ``retry`` with the token, which
         the caller's RPC layer sends the request again with. For what a request says of its
         sender alone, by its address (``leaving``): a spoofed source never sees the token.
+        A ``told`` method runs for any request, and its handler finds in ``args[PROVEN]``
+        whether the request carried that token (True or False, set here: never the sender's
+        word), for privileges a source's address alone must not earn.
         """
         if not 0 < len(method) <= wire.MAX_METHOD:
             raise ValueError(f"method name must be 1..{wire.MAX_METHOD} characters")
@@ -442,6 +456,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             idempotent,
             proven,
         )
+        if told:
+            self._told.add(method)
+        else:
+            self._told.discard(method)
 
     def _admit(self, addr: Address) -> bool:
         """Whether a datagram from ``addr`` fits the rate limits (token buckets)."""
@@ -492,6 +510,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._answer(data, req, addr, size)
                 return
         handler, is_coroutine, idempotent, proven = entry
+        if req.method in self._told:
+            req.args[PROVEN] = self._token_ok(addr, req.token)  # (whatever the sender put there)
         if proven and not self._token_ok(addr, req.token):
             # Its source must show that it receives at that address first: a forged `leaving`
             # from a spoofed source dropped a live node from every neighbour, and planted dead
