@@ -582,7 +582,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         keys, each run as reads of every holder, 900 a second from one socket inside its share,
         took 59 % of a core here and 62 % of the rest of the ring's, uncharged; kademlia's
         find_value and store (kad/service.py), 3-4 times what ours cost (attacks on real
-        nodes)."""
+        nodes). ``token``: the request's address token (a leafset neighbour's work is free only
+        with one, _charge)."""
         if not self._timed:
             return await work
         spent = [0.0]
