@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__, ids
 from .net import Address, format_addr
+from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -495,14 +496,20 @@ class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     MAX_CONNECTIONS = 8
     request_queue_size = 64  # (the listen backlog: 5 dropped bursts of connections for 1 s)
+    #: Connections served a second, on average (a burst of twice that): past it, closed at
+    #: once. A scraper asks every few seconds; 16 in a loop, 288 scrapes a second, took most
+    #: of a core in these threads, with the node's loop waiting on the GIL.
+    RATE = 20.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
-        self.refused = 0  # connections closed at once: MAX_CONNECTIONS were open
+        self._pace = TokenBucket(2 * self.RATE, time.monotonic())  # (this thread's alone)
+        self.refused = 0  # connections closed at once: too many open, or too many lately
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        paced = self._pace.take(self.RATE, 2 * self.RATE, time.monotonic())
+        if not paced or not self._slots.acquire(blocking=False):
             self.refused += 1
             self.shutdown_request(request)
             return
