@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir
-from .errors import BadRequest, Busy, DhtError, RpcTimeout, Unavailable
+from .errors import BadRequest, Busy, DhtError, NotResponsible, RpcTimeout, Unavailable
 from .kad.service import KadService
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
 from .maintenance import Maintenance
@@ -42,7 +42,7 @@ from .net import (
 )
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
-from .rpc import NODE_RPC, RpcConfig, RpcEndpoint
+from .rpc import NODE_RPC, NOT_CALLED, RpcConfig, RpcEndpoint
 from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
 from .text import plural
 
@@ -652,7 +652,12 @@ class Node:
             raise DhtError("this node has stopped")
         if method in _ADDRESSED and peer.id >= 0:
             args = {**(args or {}), "to": ids.to_bytes(peer.id)}  # (rpc: RpcEndpoint.identity)
-        result = await ep.call(peer.addr, method, args, tries=tries or None, pad=pad)
+        try:
+            result = await ep.call(peer.addr, method, args, tries=tries or None, pad=pad)
+        except NotResponsible as exc:
+            if exc.message == NOT_CALLED:  # (another node at its address: it is gone)
+                self.peer_failed(peer, ValueError(f"{peer} is gone: {NOT_CALLED}"))
+            raise
         if peer.id >= 0 and type(result) is dict:
             said = result.get("id")  # (the answers that name their node: ping, neighbors, find)
             if said is not None and said != ids.to_bytes(peer.id):

@@ -199,6 +199,12 @@ class _Flow:
 
 T = TypeVar("T")
 
+#: The refusal of a request whose ``to`` names another node (RpcEndpoint.identity), with code
+#: NOT_RESPONSIBLE: the caller's write or read goes to the key's holders by a new lookup, as
+#: for any node that says a key is not its own (an error of its own failed the user's put at
+#: once, while the ring had not yet noticed that the node called was gone: a new user's trial).
+NOT_CALLED = "not the node called: it is gone from this address"
+
 #: The argument in which a ``told`` handler learns whether its request's source address is
 #: proven by a token (RpcEndpoint.register).
 PROVEN = ".proven"
@@ -481,8 +487,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if self.identity is not None and "to" in req.args and req.args["to"] != self.identity:
             # Meant for the node that was here: a node of another ring on the port of one that
             # had crashed took its ring's writes and pushes (a new user's trial).
-            why = "not the node called: it is gone from this address"
-            self._answer(self._error(req, ErrorCode.BAD_REQUEST, why), req, addr, size)
+            self._answer(self._error(req, ErrorCode.NOT_RESPONSIBLE, NOT_CALLED), req, addr, size)
             return
         key = (addr, req.rid)
         entry = self._handlers.get(req.method)
