@@ -341,8 +341,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._rids: list[int] = []  # unused ids from the OS, drawn 256 at a time
         self._secret = os.urandom(32) if rng is None else self._rng.randbytes(32)
         self.stats = RpcStats()
-        self._handlers: dict[str, tuple[Handler, bool, bool, bool]] = {}
-        self._told: set[str] = set()  # methods whose handlers learn if the source is proven
+        # method -> (handler, is a coroutine, idempotent, proven, told): see register
+        self._handlers: dict[str, tuple[Handler, bool, bool, bool, bool]] = {}
         # slot -> ids of the calls that time out in it (and of calls that ended since)
         self._wheel: dict[int, list[int]] = {}
         self._slots: list[int] = []  # a heap of the wheel's slots
@@ -461,11 +461,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             inspect.iscoroutinefunction(handler),
             idempotent,
             proven,
+            told,
         )
-        if told:
-            self._told.add(method)
-        else:
-            self._told.discard(method)
 
     def _admit(self, addr: Address) -> bool:
         """Whether a datagram from ``addr`` fits the rate limits (token buckets)."""
@@ -514,8 +511,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._remember(key, data)
                 self._answer(data, req, addr, size)
                 return
-        handler, is_coroutine, idempotent, proven = entry
-        if req.method in self._told:
+        handler, is_coroutine, idempotent, proven, told = entry
+        if told:
             req.args[PROVEN] = self._token_ok(addr, req.token)  # (whatever the sender put there)
         if proven and not self._token_ok(addr, req.token):
             # Its source must show that it receives at that address first: a forged `leaving`
