@@ -319,6 +319,19 @@ class Stranger:
         return self.ask(to, method, args, within=within, token=answer)
 
 
+_METRICS_LINE = re.compile(r"^metrics: (http://\S+/metrics)$", re.MULTILINE)
+
+
+def metrics_url(node: NodeProcess, within: float = 10.0) -> str:
+    """The address the node serves its metrics at, from its start-up line."""
+    deadline = time.monotonic() + within
+    while (match := _METRICS_LINE.search(node.output())) is None:
+        assert time.monotonic() < deadline, "no metrics line:\n" + node.output()
+        assert node.proc.poll() is None, "the node exited:\n" + node.output()
+        time.sleep(0.02)
+    return match.group(1)
+
+
 def has_ipv6_loopback() -> bool:
     """Whether this machine can bind ::1 (IPv6 tests are skipped where it cannot)."""
     try:

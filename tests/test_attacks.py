@@ -13,11 +13,11 @@ import contextlib
 import importlib.util
 import math
 import os
-import re
 import signal
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -26,7 +26,14 @@ from typing import Any
 
 import msgpack
 import pytest
-from helpers import NodeProcess, Stranger, node_process, statuses, wait_processes_ideal
+from helpers import (
+    NodeProcess,
+    Stranger,
+    metrics_url,
+    node_process,
+    statuses,
+    wait_processes_ideal,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -224,16 +231,6 @@ async def test_a_strangers_hello_draws_no_read_of_the_keys_before_its_id(
                 assert await client.get(key) == "newer"
 
 
-def _metrics_addr(node: NodeProcess) -> tuple[str, int]:
-    """Where a node started with --metrics serves them (its start-up line)."""
-    deadline = time.monotonic() + 10
-    pattern = re.compile(r"^metrics: http://([\d.]+):(\d+)/metrics$", re.MULTILINE)
-    while (match := pattern.search(node.output())) is None:
-        assert time.monotonic() < deadline, node.output()
-        time.sleep(0.02)
-    return match.group(1), int(match.group(2))
-
-
 def _threads(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
@@ -254,7 +251,9 @@ def test_held_metrics_connections_cost_a_node_neither_threads_nor_its_ring(
     # node's loop spent 90 s on them while its peers evicted it. Now at most 8 connections are
     # served at once, each closed after 3 s without a request, and answers are reused for 1 s.
     with node_process("--data-dir", str(tmp_path), "--metrics", "127.0.0.1:0", loop=loop) as node:
-        target = _metrics_addr(node)
+        url = urllib.parse.urlsplit(metrics_url(node))
+        assert url.hostname is not None and url.port is not None
+        target = (url.hostname, url.port)
         held: list[socket.socket] = []
         try:
             for _ in range(300):

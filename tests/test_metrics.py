@@ -10,12 +10,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import ENV, NodeProcess, node_process, udpdht, wait_until
+from helpers import ENV, metrics_url, node_process, udpdht, wait_until
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,7 +26,6 @@ from udpdht.replication import StoreConfig
 from udpdht.rpc import RpcStats
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-_METRICS_LINE = re.compile(r"^metrics: (http://\S+/metrics)$", re.MULTILINE)
 
 
 class Scrape:
@@ -53,16 +51,6 @@ def fetch(url: str) -> Scrape:
         assert reply.status == 200
         assert reply.headers["Content-Type"].startswith("text/plain")
         return Scrape(reply.read().decode())
-
-
-def metrics_url(node: NodeProcess, within: float = 10.0) -> str:
-    """The address the node serves its metrics at, from its start-up line."""
-    deadline = time.monotonic() + within
-    while (match := _METRICS_LINE.search(node.output())) is None:
-        assert time.monotonic() < deadline, "no metrics line:\n" + node.output()
-        assert node.proc.poll() is None, "the node exited:\n" + node.output()
-        time.sleep(0.02)
-    return match.group(1)
 
 
 async def test_node_process_serves_metrics_that_move_with_use() -> None:
