@@ -89,9 +89,7 @@ class DataDir:
                 "moved)"
             )
         if known != addr:
-            tmp = self.path / (ADDRESS_FILE + ".tmp")
-            tmp.write_text(format_addr(addr) + "\n")
-            tmp.replace(self.path / ADDRESS_FILE)
+            self._write(ADDRESS_FILE, format_addr(addr))
 
     def ring(self) -> str | None:
         """The name of the ring the data dir's node belongs to ("": the ring with no name);
@@ -115,9 +113,13 @@ class DataDir:
                 f"{said}, or give this node its own --data-dir)"
             )
         if ring and known != ring:
-            tmp = self.path / (RING_FILE + ".tmp")
-            tmp.write_text(ring + "\n")
-            tmp.replace(self.path / RING_FILE)
+            self._write(RING_FILE, ring)
+
+    def _write(self, name: str, line: str) -> None:
+        """Replace the file ``name`` with ``line`` whole (a crash leaves the old one or this)."""
+        tmp = self.path / (name + ".tmp")
+        tmp.write_text(line + "\n")
+        tmp.replace(self.path / name)
 
 
 def _ring_text(ring: str) -> str:
