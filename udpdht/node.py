@@ -455,7 +455,7 @@ class Node:
         deadline = started + self.JOIN_PATIENCE * period
         for _ in range(4 * self.JOIN_PATIENCE):  # bounded; the deadline ends it first
             candidates = await self._join_owner(bootstrap, started)
-            answer = await self._first_answering(candidates[: self.JOIN_CANDIDATES])
+            answer = await self._answering_successor(candidates[: self.JOIN_CANDIDATES])
             if answer is not None:
                 break
             waited = self.clock() - started
@@ -502,11 +502,13 @@ class Node:
         with contextlib.suppress(DhtError, *PEER_FAILURES):
             await self.replicator.after_join(owner)
 
-    async def _first_answering(
+    async def _answering_successor(
         self, candidates: list[Peer]
     ) -> tuple[Peer, tuple[list[Peer], list[Peer], list[Peer]]] | None:
         """The first of ``candidates`` (the owner of our id, then the nodes after it) that
-        answers, with its lists (Maintenance.neighbors_when_joining); None: none did.
+        answers, with its lists (Maintenance.neighbors_when_joining); None: none did. In turn,
+        not at once as Maintenance._first_answering asks a round's successors: the first is
+        the one, and usually answers.
 
         A ring that has not noticed yet that a node crashed names it as the owner for a while
         (a new user's trial: a join just before a node killed with -9 failed after 4.7 s,
