@@ -7,8 +7,11 @@ longer on a peer that answers its resends "working"). Its pending entry is remov
 ``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
 (slots of ``TICK`` seconds holding request ids; one loop timer for the earliest slot of all
 the endpoints on a loop, so that 100 servers in one process or thousands of simulated nodes
-arm one timer a tick, not one per call each: _Ticker): a call
-that finishes leaves only its id (an int, which the garbage collector does not track) in its
+arm one timer a tick, not one per call each: _Ticker). A call goes in only if it is still
+running at the first tick after its send: until then its id waits in a list of the calls sent
+since the last tick, and most calls are answered sooner, so they never cost a slot (working
+out the slot, its jitter and the insert were a tenth of a call's bookkeeping). A call that
+finishes leaves only its id (an int, which the garbage collector does not track) in its
 slot until the slot fires, and the expiry skips ids of calls that are gone (a heap of
 deadlines kept every finished call alive until its deadline, and freed thousands at once;
 taking each id out again cost more than leaving it; a per-call timer handle cost more than
@@ -76,6 +79,7 @@ import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import asdict, dataclass
+from math import ceil
 from typing import Any, TypeVar, cast
 
 from . import wire
@@ -161,49 +165,91 @@ class RpcStats:
         return asdict(self)
 
 
-class _Rtt:
-    """What we know of one peer's round trips: the smoothed estimate, and the back-off of
-    the RTO while it answers slowly."""
+class _Peer:
+    """What the endpoint knows of one peer it calls: where its socket sends to, the token the
+    peer gave us, its round trips, and its window of calls in flight. One record, found by
+    one lookup a call (four dicts cost a tuple hash and a lookup each, on every call)."""
 
-    __slots__ = ("backoff", "heard", "rto", "rttvar", "srtt", "timed")
+    __slots__ = (
+        "addr",
+        "backoff",
+        "cut_at",
+        "heard",
+        "inflight",
+        "rto",
+        "rttvar",
+        "srtt",
+        "threshold",
+        "timed",
+        "to",
+        "token",
+        "waiters",
+        "window",
+    )
 
-    def __init__(self, sample: float, now: float, config: RpcConfig) -> None:
-        self.srtt = sample
-        self.rttvar = sample / 2
+    def __init__(self, addr: Address, to: Address | str, config: RpcConfig) -> None:
+        self.addr = addr
+        self.to = to  # the address the socket sends to, or why it cannot (a str)
+        self.token: bytes | None = None  # the peer's address token for us (PROTOCOL 6a.1)
+        # Round trips: no estimate before the first answer to a first try.
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = config.initial_rto  # kept, not computed per call: every call reads it
+        self.backoff = 1.0  # × the RTO while the peer answers slowly (_timed_out)
+        self.heard = float("-inf")  # loop time of its last answer to any call
+        self.timed = float("-inf")  # ... of the last answer that gave a sample
+        # The window: calls in flight, and those waiting for a turn.
+        self.inflight = 0
+        self.window = float(config.window)
+        self.threshold = float(config.max_window)  # below it: +1 per answer (slow start)
+        self.cut_at = float("-inf")  # when the window was last halved
+        self.waiters: deque[asyncio.Future[None]] | None = None  # made when first needed
+
+    def idle(self, config: RpcConfig) -> None:
+        """No call in flight or waiting: the next one starts at the first window again."""
+        self.window = float(config.window)
+        self.threshold = float(config.max_window)
+        self.cut_at = float("-inf")
+
+    def sample(self, rtt: float, now: float, config: RpcConfig) -> None:
+        """A round trip measured (RFC 6298: Jacobson/Karels; ``backoff`` starts over)."""
+        self.timed = now
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            diff = self.srtt - rtt
+            self.rttvar = 0.75 * self.rttvar + 0.25 * (diff if diff >= 0 else -diff)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.backoff = 1.0
-        self.heard = now  # loop time of its last answer to any call
-        self.timed = now  # ... of the last answer that gave a sample
-        self.rto = 0.0
         self.set_rto(config)
 
     def set_rto(self, config: RpcConfig) -> None:
-        """Kept with the estimate, not computed per call: every call reads it (the update
-        per answer is in RpcEndpoint._on_response)."""
+        assert self.srtt is not None
         self.rto = min(
             max(self.srtt + 4 * self.rttvar, config.min_rto) * self.backoff, config.max_rto
         )
 
 
-class _Flow:
-    """Calls in flight to one peer, its window, and the calls waiting for a turn."""
-
-    __slots__ = ("cut_at", "inflight", "threshold", "waiters", "window")
-
-    def __init__(self, window: float, threshold: float) -> None:
-        self.inflight = 0
-        self.window = window
-        self.threshold = threshold  # below it the window grows by one per answer (slow start)
-        self.cut_at = float("-inf")  # when the window was last halved
-        self.waiters: deque[asyncio.Future[None]] | None = None  # made when first needed
-
-
 T = TypeVar("T")
+
+TICK = 0.01  # seconds: the timer wheel's slot; a timeout fires at most this late
+_PER_TICK = 1 / TICK
+
+
+def _slot_after(when: float) -> int:
+    """The timer wheel's slot that a timeout at loop time ``when`` fires in (the first slot
+    boundary at or past it)."""
+    return ceil(when * _PER_TICK)
+
 
 #: The refusal of a request whose ``to`` names another node (RpcEndpoint.identity), with code
 #: NOT_RESPONSIBLE: the caller's write or read goes to the key's holders by a new lookup, as
 #: for any node that says a key is not its own (an error of its own failed the user's put at
 #: once, while the ring had not yet noticed that the node called was gone: a new user's trial).
 NOT_CALLED = "not the node called: it is gone from this address"
+
+#: A cached answer: (the peer that asked, the answer, times it was sent again).
+_Cached = tuple[Address, bytes, int]
 
 #: The argument in which a ``told`` handler learns whether its request's source address is
 #: proven by a token (RpcEndpoint.register).
@@ -224,66 +270,53 @@ class _Transaction:
 
     Its timeouts live in the endpoint's timer wheel under its request id (one armed timer per
     endpoint, not one per call); when it ends, only its id (an int) stays there, until its slot.
+
+    RpcEndpoint.call fills one in field by field (object.__new__, then the slots): calling a
+    Python ``__init__`` cost more than the stores themselves (0.1 us on every call). The two
+    fields that only a resend or a peer's answer changes are class attributes until then.
     """
 
     __slots__ = (
-        "addr",
+        "__dict__",  # (token_retries and working_at, once set)
         "args",
         "attempt",
         "data",
-        "flow",
         "future",
         "method",
         "pad",
+        "peer",
         "rid",
         "rto",
         "sent_at",
         "slot",
         "started",
-        "token_retries",
         "tries",
-        "working_at",
     )
 
-    def __init__(
-        self,
-        rid: int,
-        addr: Address,
-        method: str,
-        args: dict[str, Any],
-        data: bytes,
-        tries: int,
-        rto: float,
-        flow: _Flow,
-        now: float,
-        slot: int,
-        pad: bool,
-        future: asyncio.Future[Any],
-    ) -> None:
-        self.rid = rid
-        self.addr = addr
-        self.method = method
-        self.args = args  # kept to send the request again with a token
-        self.data = data
-        self.tries = tries
-        self.rto = rto
-        self.flow = flow  # the peer's window, ours while we are in flight
-        self.attempt = 1  # sends so far (RpcEndpoint.call makes the first one)
-        self.token_retries = 0
-        self.slot = slot  # the timer wheel's slot our current send times out in (0: none)
-        self.working_at = -1.0  # when the peer last said it is still running the call
-        self.pad = pad  # whether the caller asked for padding (RpcEndpoint.call)
-        self.future = future
-        self.started = self.sent_at = now
+    rid: int
+    peer: _Peer  # the peer called, its window ours while we are in flight
+    method: str
+    args: dict[str, Any]  # kept to send the request again with a token
+    data: bytes
+    tries: int
+    rto: float
+    attempt: int  # sends so far (RpcEndpoint.call makes the first one)
+    slot: int  # the timer wheel's slot our current send times out in (0: none)
+    pad: bool  # whether the caller asked for padding (RpcEndpoint.call)
+    future: asyncio.Future[Any]
+    started: float
+    sent_at: float
+    token_retries = 0  # sends again with a token the peer asked for
+    working_at = -1.0  # when the peer last said it is still running the call
 
     def send(self, ep: RpcEndpoint, now: float) -> None:
         self.attempt += 1
         self.sent_at = now
-        reason = ep._send(self.data, self.addr)
+        reason = ep._send(self.data, self.peer.addr)
         if reason is not None:
-            self.future.set_exception(SendFailed(self.addr, self.method, reason))
+            self.future.set_exception(SendFailed(self.peer.addr, self.method, reason))
             return
-        ep._schedule(self, now + self.rto * (1.0 + ep.config.jitter * ep._random()))
+        ep._schedule(self, _slot_after(now + self.rto * (1.0 + ep.config.jitter * ep._random())))
 
     def expired(self, ep: RpcEndpoint) -> None:
         if self.working_at < self.sent_at:  # (a WORKING answer to this send is an answer)
@@ -291,11 +324,13 @@ class _Transaction:
         if self.attempt >= self.tries and not self._still_working(ep):
             ep.stats.timeouts += 1
             elapsed = ep._time() - self.started
-            self.future.set_exception(RpcTimeout(self.addr, self.method, self.attempt, elapsed))
+            self.future.set_exception(
+                RpcTimeout(self.peer.addr, self.method, self.attempt, elapsed)
+            )
             return
         ep.stats.retries += 1
         # Doubled, or the peer's backed-off RTO if that is longer (it is slow, see _timed_out).
-        self.rto = min(max(self.rto * 2, ep.rto_for(self.addr)), ep.config.max_rto)
+        self.rto = min(max(self.rto * 2, self.peer.rto), ep.config.max_rto)
         self.send(ep, ep._time())
 
     def _still_working(self, ep: RpcEndpoint) -> bool:
@@ -310,16 +345,20 @@ class _Transaction:
         self.token_retries += 1
         self.data = wire.encode_request(self.rid, self.method, self.args, token)
         self.sent_at = ep._time()  # the RTT sample, if any, starts here
-        reason = ep._send(self.data, self.addr)
+        reason = ep._send(self.data, self.peer.addr)
         if reason is not None:
-            self.future.set_exception(SendFailed(self.addr, self.method, reason))
+            self.future.set_exception(SendFailed(self.peer.addr, self.method, reason))
+
+
+#: A _Transaction with nothing set yet (see _Transaction).
+_new_transaction = functools.partial(object.__new__, _Transaction)
 
 
 class RpcEndpoint(asyncio.DatagramProtocol):
     """A datagram endpoint that both serves handlers and makes calls."""
 
     STALL = 0.25  # a deadline that fires this late (seconds) means the loop itself stalled
-    TICK = 0.01  # the timer wheel's slot: a timeout fires at most this late
+    TICK = TICK  # (the module's, for those that know it as RpcEndpoint.TICK)
 
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
@@ -346,16 +385,21 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # slot -> ids of the calls that time out in it (and of calls that ended since)
         self._wheel: dict[int, list[int]] = {}
         self._slots: list[int] = []  # a heap of the wheel's slots
+        # Ids of the calls sent since the last tick: the next one puts those still running in
+        # the wheel (_stage). Most calls end first, and never cost a slot.
+        self._sent: list[int] = []
         self._ticker = _ticker(loop)  # the loop's timer, shared by its endpoints
         self._armed: int | None = None  # the slot the ticker calls us at next
         self._pending: dict[int, _Transaction] = {}
-        # (peer, rid) -> the answer of a finished request (running ones: _running), in two
+        # rid -> (peer, the answer of its finished request, times sent again): a request's
+        # answer is its id's only if it came from the same peer (ids are 64-bit and random, so
+        # an int key, hashed for free, stands in for the pair; running ones: _running); in two
         # generations: new answers go into _replies, which becomes _replies_old when it holds
-        # half of a bound or when the ager fires; the old one is then dropped whole. An answer
-        # sent again is stored as (answer, times resent). Plain dicts, nothing evicted per
-        # answer (an OrderedDict's insert and eviction of the oldest cost ~0.5 us an answer).
-        self._replies: dict[tuple[Address, int], bytes | tuple[bytes, int]] = {}
-        self._replies_old: dict[tuple[Address, int], bytes | tuple[bytes, int]] = {}
+        # half of a bound or when the ager fires; the old one is then dropped whole. Plain
+        # dicts, nothing evicted per answer (an OrderedDict's insert and eviction of the oldest
+        # cost ~0.5 us an answer).
+        self._replies: dict[int, _Cached] = {}
+        self._replies_old: dict[int, _Cached] = {}
         self._reply_bytes = 0  # of _replies
         self._reply_bytes_old = 0
         # A generation is at most half of each bound.
@@ -364,16 +408,16 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._ager: asyncio.TimerHandle | None = None  # armed while anything is cached
         # A dropped generation, freed one entry per new answer: freeing 8,192 at once paused
         # the loop for 1-2 ms. (Not looked up; empty again before the next one is dropped.)
-        self._dropped: dict[tuple[Address, int], bytes | tuple[bytes, int]] = {}
-        self._running: dict[tuple[Address, int], float] = {}  # (peer, rid) -> when it started
-        self._rtts: dict[Address, _Rtt] = {}
-        self._flows: dict[Address, _Flow] = {}  # peers with calls in flight (or waiting)
+        self._dropped: dict[int, _Cached] = {}
+        self._running: dict[int, tuple[Address, float]] = {}  # rid -> (peer, when it started)
+        # The peers we call (at most max_peers, the oldest idle one dropped to make room).
+        self._peers: dict[Address, _Peer] = {}
         self._waiting = 0  # calls waiting for a turn in their peer's window
-        self._tokens: dict[Address, bytes] = {}  # tokens peers gave us, sent with each request
         # destination -> the address the socket sends to, or why it cannot (a str)
         self._sendable: dict[Address, Address | str] = {}
         #: The largest answer (bytes) seen to each method called with ``pad`` (see call).
         self._answer_sizes: dict[str, int] = {}
+        self._max_window = float(self.config.max_window)  # (read on every answer)
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
@@ -486,29 +530,29 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             # had crashed took its ring's writes and pushes (a new user's trial).
             self._answer(self._error(req, ErrorCode.NOT_RESPONSIBLE, NOT_CALLED), req, addr, size)
             return
-        key = (addr, req.rid)
+        rid = req.rid
         entry = self._handlers.get(req.method)
         # An idempotent method's answers are never cached, nor its runs kept: nothing to look up.
         if entry is None or not entry[2]:
-            cached = self._replies.get(key)
+            cached = self._replies.get(rid)
             if cached is None and self._replies_old:
-                cached = self._replies_old.get(key)
-            if cached is not None:
-                self._resend(key, cached, req, addr, size)
+                cached = self._replies_old.get(rid)
+            if cached is not None and cached[0] == addr:
+                self._resend(rid, cached, req, addr, size)
                 return
             if self._running:
-                started = self._running.get(key)
-                if started is not None:
+                running = self._running.get(rid)
+                if running is not None and running[0] == addr:
                     # Still running: say so. Smaller than any request, so no guard needs to hold
                     # it back; the caller stops asking when it gives up (max_working).
                     self.stats.duplicates += 1
                     self.stats.working_sent += 1
-                    elapsed_ms = int(1000 * (self._time() - started))
-                    self._send(wire.encode_working(req.rid, elapsed_ms), addr)
+                    elapsed_ms = int(1000 * (self._time() - running[1]))
+                    self._send(wire.encode_working(rid, elapsed_ms), addr)
                     return
             if entry is None:
                 data = self._error(req, ErrorCode.UNKNOWN_METHOD, "unknown method")
-                self._remember(key, data)
+                self._remember(rid, addr, data)
                 self._answer(data, req, addr, size)
                 return
         handler, is_coroutine, idempotent, proven, told = entry
@@ -528,11 +572,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._answer(self._error(req, ErrorCode.BUSY, "busy, try later"), req, addr, size)
                 return
             if not idempotent:  # (bounded by max_handlers; never evicted while it runs)
-                self._running[key] = self._time()
+                self._running[rid] = (addr, self._time())
             self._handlers_running += 1
-            task = self._loop.create_task(
-                self._serve_async(handler, req, addr, key, idempotent, size)
-            )
+            task = self._loop.create_task(self._serve_async(handler, req, addr, idempotent, size))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -546,18 +588,17 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             except (MessageTooLarge, EncodeError) as exc:
                 data = self._encode_failed(req, exc)
         if not idempotent:
-            self._remember(key, data)
+            self._remember(rid, addr, data)
         if len(data) > self._amplification * size:  # (the common case needs no token check)
             self._answer(data, req, addr, size)
-        else:
-            self._send(data, addr)
+        else:  # (to the source of a datagram the socket took: no check of the address)
+            self._send_to(data, addr if not self._dual or ":" in addr[0] else _mapped(addr))
 
     async def _serve_async(
         self,
         handler: Handler,
         req: wire.Request,
         addr: Address,
-        key: tuple[Address, int],
         idempotent: bool,
         size: int,
     ) -> None:
@@ -570,9 +611,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             data = self._encode_result(req, result)
         finally:
             self._handlers_running -= 1
-            self._running.pop(key, None)
+            self._running.pop(req.rid, None)
         if not idempotent:
-            self._remember(key, data)
+            self._remember(req.rid, addr, data)
         self._answer(data, req, addr, size)
 
     async def charged(
@@ -651,15 +692,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     # --- timeouts ------------------------------------------------------------------------------
 
-    def _schedule(self, tx: _Transaction, when: float) -> None:
-        """Put ``tx`` in the wheel's slot for ``when`` (the first slot boundary after it).
+    def _schedule(self, tx: _Transaction, slot: int) -> None:
+        """Put ``tx`` in the wheel's ``slot`` (_slot_after: the one its timeout falls in).
 
         Nothing takes it out again: a call that ends, or is sent again into a later slot,
         leaves its id behind, and the expiry skips ids whose call is gone or now waits on
         another slot (a 64-bit int, untracked by the garbage collector, kept until its slot
         fires, at most ``max_rto`` × 1.2 later; cheaper than removing it from every call).
         """
-        slot = math.ceil(when / self.TICK)
         tx.slot = slot
         bucket = self._wheel.get(slot)
         if bucket is None:
@@ -669,12 +709,35 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         else:
             bucket.append(tx.rid)
 
+    def _stage_soon(self, now: float) -> None:
+        """Have the ticker call us at the next slot: the calls sent until then that are still
+        running go in the wheel then (_stage)."""
+        slot = _slot_after(now) + 1
+        if slot not in self._wheel:
+            self._wheel[slot] = []
+            heapq.heappush(self._slots, slot)
+            self._arm()
+
+    def _stage(self) -> None:
+        """Put each call sent since the last tick that is still running in the wheel's slot
+        of its first timeout (its send, plus its RTO stretched by the jitter)."""
+        sent, self._sent = self._sent, []
+        pending = self._pending
+        jitter = self.config.jitter
+        for rid in pending.keys() & sent:  # (in C: the few still running)
+            tx = pending[rid]
+            if not tx.slot and not tx.future.done():
+                when = tx.sent_at + tx.rto * (1.0 + jitter * self._random())
+                self._schedule(tx, _slot_after(when))
+
     def on_tick(self, slot: int) -> None:
         """The ticker's call for ``slot``: expire the calls whose slots are due. (A slot we
         were registered for before an earlier one came is called too, and skipped.)"""
         if slot != self._armed:
             return
         self._armed = None
+        if self._sent:
+            self._stage()  # (a timeout already past goes in a slot due now, below)
         slots, wheel, pending = self._slots, self._wheel, self._pending
         now = self._time()
         if slots and now - slots[0] * self.TICK > self.STALL:
@@ -703,8 +766,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._armed = slots[0]
             self._ticker.arm(self, slots[0])
 
-    def _remember(self, key: tuple[Address, int], data: bytes) -> None:
-        """Cache the answer to ``key``'s request.
+    def _remember(self, rid: int, addr: Address, data: bytes) -> None:
+        """Cache the answer to request ``rid`` from ``addr``.
 
         The young generation takes it; once it holds half of ``reply_cache_entries`` or of
         ``reply_cache_bytes`` it becomes the old one and the old one is dropped, so the cache
@@ -720,7 +783,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             if self._reply_bytes_old + len(data) > self.config.reply_cache_bytes:  # (over half)
                 self._age_replies()
             young, size = self._replies, len(data)
-        young[key] = data
+        young[rid] = (addr, data, 0)
         self._reply_bytes = size
         if self._dropped:
             self._dropped.popitem()
@@ -745,25 +808,17 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         )
 
     def _resend(
-        self,
-        key: tuple[Address, int],
-        cached: bytes | tuple[bytes, int],
-        req: wire.Request,
-        addr: Address,
-        size: int,
+        self, rid: int, cached: _Cached, req: wire.Request, addr: Address, size: int
     ) -> None:
         """A retransmission of a finished request: its cached answer again (max_resends)."""
         self.stats.duplicates += 1
-        if type(cached) is bytes:
-            data, resends = cached, 0
-        else:
-            data, resends = cast(tuple[bytes, int], cached)
+        _, data, resends = cached
         if resends >= self.config.max_resends:
             self.stats.resends_refused += 1
             return
         # In the generation that holds it: it keeps its age.
-        cache = self._replies if key in self._replies else self._replies_old
-        cache[key] = (data, resends + 1)
+        cache = self._replies if rid in self._replies else self._replies_old
+        cache[rid] = (addr, data, resends + 1)
         self._answer(data, req, addr, size)
 
     def cached_replies(self) -> int:
@@ -802,60 +857,78 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             raise TooManyPending(f"{len(pending)} calls already in flight")
         if args is None:
             args = {}
-        flow = self._flows.get(addr)
-        if flow is None:
-            flow = self._flows[addr] = _Flow(cfg.window, cfg.max_window)
-        if flow.inflight >= flow.window:
-            await self._wait_turn(flow)
-        flow.inflight += 1
+        peer = self._peers.get(addr)
+        if peer is None:
+            peer = self._new_peer(addr)
+        if peer.inflight >= peer.window:
+            await self._wait_turn(peer)
+        peer.inflight += 1
         rids = self._rids  # (always empty with a seeded generator)
         rid = rids.pop() if rids else self._rid()
         while rid in pending:
             rid = self._rid()
         tx = None
         try:
-            token = self._tokens.get(addr)
+            token = peer.token
             data = wire.encode_request(rid, method, args, token)
             if pad and token is None:
                 data = self._padded(rid, method, args, data)
-            est = self._rtts.get(addr)
-            rto = cfg.initial_rto if est is None else est.rto
-            now = self._time()
+            to = peer.to
+            if type(to) is not tuple:
+                self.stats.send_errors += 1
+                raise SendFailed(addr, method, str(to))
             # The first send, as tx.send() does the later ones (inline: every call runs it).
-            when = now + rto * (1.0 + cfg.jitter * self._random())
-            slot = math.ceil(when / self.TICK)
-            tx = _Transaction(
-                rid,
-                addr,
-                method,
-                args,
-                data,
-                tries or cfg.tries,
-                rto,
-                flow,
-                now,
-                slot,
-                pad,
-                self._new_future(),
-            )
+            now = self._time()
+            tx = _new_transaction()
+            tx.rid = rid
+            tx.peer = peer
+            tx.method = method
+            tx.args = args
+            tx.data = data
+            tx.tries = tries or cfg.tries
+            tx.rto = peer.rto
+            tx.attempt = 1
+            tx.slot = 0  # (until the next tick puts it in the wheel, if it is still running)
+            tx.pad = pad
+            tx.future = future = self._new_future()
+            tx.started = tx.sent_at = now
             pending[rid] = tx
-            reason = self._send(data, addr)
-            if reason is not None:
-                raise SendFailed(addr, method, reason)
-            bucket = self._wheel.get(slot)
-            if bucket is not None:
-                bucket.append(rid)
-            else:
-                self._schedule(tx, when)
-            return await tx.future
+            transport = self._transport
+            if transport is None:  # (closed while this call waited for its turn)
+                raise DhtError("endpoint is closed")
+            try:
+                transport.sendto(data, to)
+            except Exception as exc:  # uvloop raises here what asyncio hands to error_received
+                self.stats.send_errors += 1
+                raise SendFailed(addr, method, f"{type(exc).__name__}: {exc}") from None
+            stats = self.stats
+            stats.sent += 1
+            stats.bytes_sent += len(data)
+            sent = self._sent
+            if not sent:
+                self._stage_soon(now)
+            sent.append(rid)
+            return await future
         finally:
             if tx is not None:
                 del pending[rid]  # (its id stays in the timer wheel until the slot fires)
-            flow.inflight -= 1
-            if flow.waiters:
-                self._next_turn(flow)
-            elif not flow.inflight:
-                self._flows.pop(addr, None)
+            peer.inflight -= 1
+            if peer.waiters:
+                self._next_turn(peer)
+            elif not peer.inflight:
+                peer.idle(cfg)
+
+    def _new_peer(self, addr: Address) -> _Peer:
+        peers = self._peers
+        if len(peers) >= self.config.max_peers:
+            # The oldest peer with no call in flight or waiting makes room (by the bound
+            # alone, more can have calls in flight: max_pending holds them).
+            for old, known in peers.items():
+                if not known.inflight and not known.waiters:
+                    del peers[old]
+                    break
+        peer = peers[addr] = _Peer(addr, self._check_destination(addr), self.config)
+        return peer
 
     MAX_PAD = 320  # a request padded to at most this: a find's or a neighbors' answer fits
     PAD_FACTOR = 3  # the amplification factor a responder applies (PROTOCOL.md section 6a.1)
@@ -881,27 +954,27 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             size += need - len(padded)
         return padded
 
-    async def _wait_turn(self, flow: _Flow) -> None:
-        """Wait until ``flow`` has room in its window (woken by a call that ends)."""
+    async def _wait_turn(self, peer: _Peer) -> None:
+        """Wait until ``peer`` has room in its window (woken by a call that ends)."""
         turn: asyncio.Future[None] = self._loop.create_future()
-        if flow.waiters is None:
-            flow.waiters = deque()
-        flow.waiters.append(turn)
+        if peer.waiters is None:
+            peer.waiters = deque()
+        peer.waiters.append(turn)
         self._waiting += 1
         try:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # woken, then cancelled: pass the turn on
-                self._next_turn(flow)
-            elif turn in flow.waiters:
-                flow.waiters.remove(turn)
+                self._next_turn(peer)
+            elif turn in peer.waiters:
+                peer.waiters.remove(turn)
             raise
         finally:
             self._waiting -= 1
 
-    def _next_turn(self, flow: _Flow) -> None:
-        waiters = flow.waiters
-        while waiters and flow.inflight < flow.window:
+    def _next_turn(self, peer: _Peer) -> None:
+        waiters = peer.waiters
+        while waiters and peer.inflight < peer.window:
             turn = waiters.popleft()
             if not turn.done():
                 turn.set_result(None)
@@ -911,15 +984,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """A send of ``tx`` got no answer in time. If its peer answered others since, it is
         alive but slow: back its RTO off, and halve its window (once a round trip)."""
         now = self._time()
-        est = self._rtts.get(tx.addr)
-        if est is None or est.heard < tx.sent_at:
+        peer = tx.peer
+        if peer.srtt is None or peer.heard < tx.sent_at:
             return  # no sign of life: a loss, or a dead peer (found as fast as ever)
-        est.backoff = min(est.backoff * 2, self.config.max_backoff)
-        est.set_rto(self.config)
-        flow = tx.flow
-        if now - flow.cut_at > est.rto:
-            flow.window = flow.threshold = max(flow.window / 2, self.config.min_window)
-            flow.cut_at = now
+        peer.backoff = min(peer.backoff * 2, self.config.max_backoff)
+        peer.set_rto(self.config)
+        if now - peer.cut_at > peer.rto:
+            peer.window = peer.threshold = max(peer.window / 2, self.config.min_window)
+            peer.cut_at = now
 
     def _os_rid(self) -> int:
         rids = self._rids
@@ -932,17 +1004,17 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def rto_for(self, addr: Address) -> float:
         """The first timeout a call to ``addr`` would use now."""
-        est = self._rtts.get(addr)
-        return self.config.initial_rto if est is None else est.rto
+        peer = self._peers.get(addr)
+        return self.config.initial_rto if peer is None else peer.rto
 
     def srtt(self, addr: Address) -> float | None:
         """The smoothed round-trip time to ``addr``, if it ever answered a first try."""
-        est = self._rtts.get(addr)
-        return None if est is None else est.srtt
+        peer = self._peers.get(addr)
+        return None if peer is None else peer.srtt
 
     def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address, size: int) -> None:
         tx = self._pending.get(msg.rid)
-        if tx is None or tx.addr != addr:
+        if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
             return
         future = tx.future
@@ -957,32 +1029,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # takes them (RFC 6298 section 3 asks for at least that), however many calls are in
         # flight; the estimate is then per round trip, as its gains (1/8, 1/4) assume.
         now = self._time()
-        cfg = self.config
-        est = self._rtts.get(addr)
-        if est is None:
-            if tx.attempt == 1:
-                if len(self._rtts) >= cfg.max_peers:
-                    del self._rtts[next(iter(self._rtts))]
-                self._rtts[addr] = _Rtt(now - tx.sent_at, now, cfg)
-        else:
-            if tx.attempt == 1 and tx.sent_at >= est.timed:  # RFC 6298
-                est.timed = now
-                sample = now - tx.sent_at
-                srtt = est.srtt
-                diff = srtt - sample
-                rttvar = est.rttvar = 0.75 * est.rttvar + 0.25 * (diff if diff >= 0 else -diff)
-                srtt = est.srtt = 0.875 * srtt + 0.125 * sample
-                est.backoff = 1.0
-                rto = srtt + 4 * rttvar
-                if rto < cfg.min_rto:
-                    rto = cfg.min_rto
-                est.rto = rto if rto < cfg.max_rto else cfg.max_rto
-            est.heard = now
-        flow = tx.flow
-        window = flow.window
-        if window < cfg.max_window:
-            window += 1.0 if window < flow.threshold else 1.0 / window
-            flow.window = window if window < cfg.max_window else cfg.max_window
+        peer = tx.peer
+        if tx.attempt == 1 and tx.sent_at >= peer.timed:
+            peer.sample(now - tx.sent_at, now, self.config)
+        peer.heard = now
+        window = peer.window
+        if window < self._max_window:
+            window += 1.0 if window < peer.threshold else 1.0 / window
+            peer.window = window if window < self._max_window else self._max_window
         if type(msg) is wire.Reply:
             future.set_result(msg.result)
         else:
@@ -991,17 +1045,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def _on_retry(self, msg: wire.Retry, addr: Address) -> None:
         tx = self._pending.get(msg.rid)
-        if tx is None or tx.addr != addr:
+        if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
             return
-        if len(self._tokens) >= self.config.max_peers and addr not in self._tokens:
-            del self._tokens[next(iter(self._tokens))]
-        self._tokens[addr] = msg.token
+        tx.peer.token = msg.token
         tx.retry_with(self, msg.token)
 
     def _on_working(self, msg: wire.Working, addr: Address) -> None:
         tx = self._pending.get(msg.rid)
-        if tx is None or tx.addr != addr:
+        if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
             return
         if self.config.max_working <= 0:
@@ -1027,6 +1079,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # lookup per datagram. Every datagram counts but the answers to our own calls in
         # flight (told before decoding, below); on real sockets what one costs past its token
         # is charged after it is handled (_charge).
+        start = 0.0  # when this datagram's CPU time is measured, to be charged to its source
         if self._limited and not (
             # an answer to a call of ours in flight, by its first bytes (_ANSWER_ARRAYS,
             # version, kind), its request id (a uint64 at a fixed place) and its source, the
@@ -1037,7 +1090,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             and data[2] in _ANSWERS
             and data[3] == 0xCF
             and (tx := self._pending.get(int.from_bytes(data[4:12], "big"))) is not None
-            and tx.addr == addr
+            and tx.peer.addr == addr
         ):
             # (Anything else counts, answers to no call of ours included: they used to pass by
             # their first bytes alone, 20,000 from one socket in 0.09 s, each decoded; and
@@ -1049,12 +1102,31 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             if self._timed:
                 self._token_in = None
                 start = time.perf_counter()
-                self._dispatch(data, addr)
-                spent = time.perf_counter() - start
-                if spent > COST_UNIT:
-                    self._charge(addr, spent, token=self._token_in)
-                return
-        self._dispatch(data, addr)
+        # Decoded and handed on here, not in a method of its own: a call less on every one.
+        if self.foreign is not None and data[:1] < b"\x02":  # rpcudp's first bytes (kad/codec.py)
+            self.foreign(data, addr)
+        else:
+            try:
+                msg = wire.decode(data)
+            except DhtError:
+                self.stats.dropped_malformed += 1
+            else:
+                size = len(data)
+                stats = self.stats
+                stats.received += 1
+                stats.bytes_received += size
+                if type(msg) is wire.Request:
+                    self._on_request(msg, addr, size)
+                elif type(msg) is wire.Reply or type(msg) is wire.ErrorReply:
+                    self._on_response(msg, addr, size)
+                elif type(msg) is wire.Retry:
+                    self._on_retry(msg, addr)
+                elif type(msg) is wire.Working:
+                    self._on_working(msg, addr)
+        if start:
+            spent = time.perf_counter() - start
+            if spent > COST_UNIT:
+                self._charge(addr, spent, token=self._token_in)
 
     def _charge(
         self, addr: Address, spent: float, *, paid: float = 1.0, token: bytes | None = None
@@ -1078,28 +1150,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if cfg.global_rate:
             self._everyone.charge(cfg.global_rate, self._burst, now, cost)
 
-    def _dispatch(self, data: bytes, addr: Address) -> None:
-        if self.foreign is not None and data[:1] < b"\x02":  # rpcudp's first bytes (kad/codec.py)
-            self.foreign(data, addr)
-            return
-        try:
-            msg = wire.decode(data)
-        except DhtError:
-            self.stats.dropped_malformed += 1
-            return
-        size = len(data)
-        stats = self.stats
-        stats.received += 1
-        stats.bytes_received += size
-        if type(msg) is wire.Request:
-            self._on_request(msg, addr, size)
-        elif type(msg) is wire.Reply or type(msg) is wire.ErrorReply:
-            self._on_response(msg, addr, size)
-        elif type(msg) is wire.Retry:
-            self._on_retry(msg, addr)
-        elif type(msg) is wire.Working:
-            self._on_working(msg, addr)
-
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) carry no request id on an unconnected socket; the
         # call they concern will time out on its own. Never let them reach the event loop.
@@ -1115,26 +1165,29 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def _send(self, data: bytes, addr: Address) -> str | None:
         """Send one datagram; None when it went, else why it could not (counted)."""
-        transport = self._transport
-        if transport is None:
-            return "the endpoint is closed"
         to = self._sendable.get(addr)
         if to is None:
             to = self._check_destination(addr)
-        if type(to) is tuple:
-            try:
-                transport.sendto(data, to)
-            except Exception as exc:  # uvloop raises here what asyncio hands to error_received
-                why = f"{type(exc).__name__}: {exc}"
-            else:
-                stats = self.stats
-                stats.sent += 1
-                stats.bytes_sent += len(data)
-                return None
-        else:
-            why = str(to)
-        self.stats.send_errors += 1
-        return why
+        if type(to) is not tuple:
+            self.stats.send_errors += 1
+            return str(to)
+        return self._send_to(data, to)
+
+    def _send_to(self, data: bytes, to: Address) -> str | None:
+        """Send one datagram to ``to``, an address the socket takes as it is (checked, or
+        the source of a datagram it received); None when it went, else why it could not."""
+        transport = self._transport
+        if transport is None:
+            return "the endpoint is closed"
+        try:
+            transport.sendto(data, to)
+        except Exception as exc:  # uvloop raises here what asyncio hands to error_received
+            self.stats.send_errors += 1
+            return f"{type(exc).__name__}: {exc}"
+        stats = self.stats
+        stats.sent += 1
+        stats.bytes_sent += len(data)
+        return None
 
     def _check_destination(self, addr: Address) -> Address | str:
         """Where the socket sends a datagram for ``addr`` (itself, or its IPv4-mapped form on
@@ -1167,11 +1220,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._armed = None  # (the ticker's calls for our slots find nothing to do)
         self._wheel.clear()
         self._slots.clear()
+        self._sent.clear()
         if self._ager is not None:
             self._ager.cancel()
             self._ager = None
-        for flow in self._flows.values():
-            for turn in flow.waiters or ():
+        for peer in self._peers.values():
+            for turn in peer.waiters or ():
                 if not turn.done():
                     turn.set_exception(DhtError("endpoint closed"))
         for tx in list(self._pending.values()):
