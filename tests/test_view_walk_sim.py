@@ -201,7 +201,7 @@ def test_a_walk_round_the_ring_spares_the_probes_of_the_peers_it_passed() -> Non
     run_virtual(main())
 
 
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [11, 12, 54])
 def test_nodes_joined_one_after_another_name_the_whole_ring_as_their_joins_end(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
