@@ -7,6 +7,7 @@ that need many nodes, a partition, or a node that lies in a precise way, determi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -21,7 +22,7 @@ from udpdht.net import Address, run_virtual
 from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig, newest_agreed
 from udpdht.routing import Peer
-from udpdht.rpc import RpcEndpoint
+from udpdht.rpc import NODE_RPC, RpcEndpoint
 from udpdht.shortfall import Shortfall
 from udpdht.sim import Sim
 from udpdht.storage import Record, Version
@@ -1045,6 +1046,44 @@ def test_writes_from_a_spoofed_neighbour_address_pay_the_write_budget() -> None:
             sim.net.send(neighbour.addr, primary.addr, data)
         await asyncio.sleep(1.0)
         assert primary.replicator.writes_rate_limited > 0
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_flood_in_a_neighbours_name_does_not_cut_it_off() -> None:
+    # An attack on real nodes (a raw socket, as root): pings from a neighbour N's address to
+    # V, past N's share of V's rate limit (1,024 a second). They spent that share, so V dropped
+    # N's own requests too, and N took V for dead (1 eviction in 4 runs). A request that
+    # carries the token of its source address now draws on a share of its own, which a spoofer
+    # (who never sees the token) cannot spend; N's calls carry V's token, and N gets a fresh
+    # one while its last is still good: the flood lasts three token periods.
+    async def main() -> None:
+        rpc = dataclasses.replace(NODE_RPC, token_period=10.0)
+        sim = Sim(seed=61, store_config=STORE, rpc_config=rpc)
+        nodes = await sim.build_ideal(8, maintenance=True)
+        await asyncio.sleep(10.0)  # a few rounds of maintenance: neighbours hold tokens
+        victim = nodes[3]
+        n_pred = victim.leafset.predecessor
+        n_succ = victim.leafset.successor
+        assert n_pred is not None and n_succ is not None
+        flooded = [n for n in nodes if n.peer in (n_pred, n_succ)]
+        limited = victim.endpoint.stats.rate_limited
+        ping = wire.encode_request(7, "ping", {})
+        for step in range(30_000):  # 4,000 a second in each neighbour's name, for 30 s
+            for _ in range(4):
+                for n in flooded:
+                    sim.net.send(n.addr, victim.addr, ping)
+            await asyncio.sleep(0.001)
+            if step % 500 == 0:
+                for n in flooded:
+                    assert victim.peer in n.leafset.peers(), (step, n)
+                    assert n.peer in victim.leafset.peers(), (step, n)
+        assert victim.endpoint.stats.rate_limited - limited > 150_000  # (the flood was dropped)
+        # ... and what keeps it so past this flood: each neighbour holds a token the victim
+        # takes now, three periods on (one that had expired could not get through to ask).
+        for n in flooded:
+            assert victim.endpoint._token_ok(n.addr, n.endpoint.token_for(victim.addr)), n
         await sim.stop()
 
     run_virtual(main())

@@ -117,6 +117,10 @@ class Maintenance:
     MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
     FINGER_SLACK = 16  # a finger that moved past about this many nodes is news (fix_fingers)
     LEFT_MEMORY = 30.0  # seconds a node that left is not remembered again (see _rpc_leaving)
+    # Asks for the address token of our predecessor and successor come this share of a token
+    # period apart (_keep_tokens; ours, 300 s, stands for theirs): less than one period, so
+    # the one we hold always passes their rate limits.
+    TOKEN_SHARE = 0.4
     WALK_MAX = 256  # rings estimated larger than this are not walked (see walk_view)
     WALK_EVERY = 40.0  # seconds between walks at least (the view trusts what it heard 60 s)
     WALK_GROWTH = 1.5  # ... or sooner, once the ring has grown this much since the last
@@ -184,6 +188,7 @@ class Maintenance:
         #: (new predecessor, the one it replaced, when): a notify sent again (its answer was
         #: lost) gets the same ``was``.
         self._replaced: tuple[int, Peer, float] | None = None
+        self._token_asked: dict[int, float] = {}  # neighbour id -> when (see _keep_tokens)
 
     def register(self) -> None:
         ep = self.node.endpoint
@@ -194,6 +199,7 @@ class Maintenance:
         ep.register("succs", self._rpc_succs, idempotent=True)
         ep.register("view", self._rpc_view, idempotent=True)
         ep.register("hello", self._rpc_hello, idempotent=True)
+        ep.register("token", self._rpc_token, idempotent=True, proven=True)
 
     def reset(self) -> None:
         """The node took a new id (it advertised another address): start the fingers over."""
@@ -257,6 +263,7 @@ class Maintenance:
                 self._walk_if_due(start)
                 self.node.replicator.keep_settling()
                 self._tell_neighbours()
+                self._keep_tokens(start)
                 quiet = self._shape() == shape and self.failures == failures
                 self.calm = self.calm + 1 if quiet else 0
             except asyncio.CancelledError:
@@ -276,6 +283,39 @@ class Maintenance:
                 was = f" (was {old})" if old is not None else ""
                 self.node.log.info("%s is now %s%s", what, new, was)
         self._told = now
+
+    def _keep_tokens(self, now: float) -> None:
+        """Ask our predecessor and successor for our address token (PROTOCOL.md 9.3, `token`)
+        when we hold none from them or asked TOKEN_EVERY ago: every request of ours to them
+        carries it, and draws on a share of their rate limit that a flood in our name
+        cannot spend (pings from a neighbour's address, past its share, had its own requests
+        dropped until its peer took it for dead: an attack on real nodes)."""
+        ls = self.node.leafset
+        ep = self.node.endpoint
+        every = self.TOKEN_SHARE * ep.config.token_period
+        asked: dict[int, float] = {}
+        for peer in (ls.predecessor, ls.successor):
+            if peer is None or peer.id in asked:
+                continue
+            last = self._token_asked.get(peer.id, float("-inf"))
+            # (none held: the last ask failed; again after a round, not at every one)
+            lacking = ep.token_for(peer.addr) is None and now - last >= self.round_period()
+            if now - last >= every or lacking:
+                last = now
+                self.node.background(self._ask_token(peer))
+            asked[peer.id] = last
+        self._token_asked = asked
+
+    async def _ask_token(self, peer: Peer) -> None:
+        """Call `token`: the peer's RPC layer answers a retry with our token first, which ours
+        keeps for that peer. Not a sign of life or death: the round's own calls judge that."""
+        with contextlib.suppress(DhtError, *MALFORMED):
+            await self.node.call_peer(peer, "token", tries=2)
+
+    async def _rpc_token(self, args: dict[str, Any], peer: Address) -> dict[str, Any]:
+        """Nothing: the request needs a fresh token for its source, so a caller without one
+        gets a retry that hands it over (PROTOCOL.md 9.3)."""
+        return {}
 
     def joined(self, successor: Peer) -> None:
         """Our join logged the successor it took: the round's end need not say it again (a

@@ -420,6 +420,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._max_window = float(self.config.max_window)  # (read on every answer)
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
+        # ... of the requests that prove their source (_admit): a share a spoofer cannot spend.
+        self._proven = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
+        # address -> (period, its token then, its token the period before) (_tokens_of)
+        self._known_tokens: dict[Address, tuple[int, bytes, bytes]] = {}
         self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
         self._everyone = TokenBucket(self._burst, self._time())
         self._limited = bool(cfg.source_rate or cfg.global_rate)
@@ -508,13 +512,22 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             told,
         )
 
-    def _admit(self, addr: Address) -> bool:
-        """Whether a datagram from ``addr`` fits the rate limits (token buckets)."""
+    def _admit(self, addr: Address, data: bytes) -> bool:
+        """Whether datagram ``data`` from ``addr`` fits the rate limits (token buckets)."""
         cfg = self.config
         now = self._time()
         # The source's own bucket first: a flooding source over its share is dropped without
         # spending the budget everyone shares.
-        if cfg.source_rate and not self._sources.take(source_of(addr), now):
+        # Spent, by the source or by anyone in its name: a source address is easily forged. A
+        # request that carries the address token of its source comes from there, and draws on
+        # a share of its own: pings in a neighbour's name, past its share, had its own requests
+        # dropped with theirs until its peer took it for dead (an attack on real nodes; the
+        # neighbour's calls carry our token).
+        if (
+            cfg.source_rate
+            and not self._sources.take(source_of(addr), now)
+            and not (self._carries_token(data, addr) and self._proven.take(source_of(addr), now))
+        ):
             return False
         if not cfg.global_rate or self._everyone.take(cfg.global_rate, self._burst, now):
             return True
@@ -558,7 +571,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         handler, is_coroutine, idempotent, proven, told = entry
         if told:
             req.args[PROVEN] = self._token_ok(addr, req.token)  # (whatever the sender put there)
-        if proven and not self._token_ok(addr, req.token):
+        if proven and not self._token_fresh(addr, req.token):
             # Its source must show that it receives at that address first: a forged `leaving`
             # from a spoofed source dropped a live node from every neighbour, and planted dead
             # ones in its place (an attack on real nodes, both loops).
@@ -679,15 +692,46 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         return int(self._time() // self.config.token_period)
 
     def _token(self, addr: Address, period: int) -> bytes:
+        """The address token of ``addr`` for ``period`` (a MAC under our secret)."""
         text = f"{addr[0]}\x00{addr[1]}\x00{period}".encode()
         return hashlib.blake2b(text, key=self._secret, digest_size=16).digest()
 
+    def _tokens_of(self, addr: Address) -> tuple[bytes, bytes]:
+        """The tokens ``addr`` may show now: this period's and the last one's (remembered
+        for the period: a flood in a source's name is checked at a lookup a datagram)."""
+        period = self._period()
+        known = self._known_tokens.get(addr)
+        if known is not None and known[0] == period:
+            return known[1], known[2]
+        if len(self._known_tokens) >= self.config.max_sources:
+            self._known_tokens.clear()
+        tokens = self._token(addr, period), self._token(addr, period - 1)
+        self._known_tokens[addr] = (period, *tokens)
+        return tokens
+
     def _token_ok(self, addr: Address, token: bytes | None) -> bool:
+        """Whether ``token`` proves ``addr`` (one given out this period or the last)."""
         if token is None:
             return False
-        period = self._period()
-        return hmac.compare_digest(token, self._token(addr, period)) or hmac.compare_digest(
-            token, self._token(addr, period - 1)
+        now, last = self._tokens_of(addr)
+        return hmac.compare_digest(token, now) or hmac.compare_digest(token, last)
+
+    def _token_fresh(self, addr: Address, token: bytes | None) -> bool:
+        """Whether ``token`` is this period's for ``addr``. A proven method asks for a fresh
+        one with a retry when it is last period's: the caller's next requests then carry a
+        token good for a period more (under a flood in its name, one that expired could not
+        get it through to ask for another)."""
+        return token is not None and hmac.compare_digest(token, self._tokens_of(addr)[0])
+
+    def _carries_token(self, data: bytes, addr: Address) -> bool:
+        """Whether request ``data``, not yet decoded, ends with a token that proves ``addr``:
+        ``[1, 0, rid, method, args, token]``, the token a bin8 of 16 bytes (_token)."""
+        return (
+            len(data) > 30
+            and data[0] == 0x96
+            and data[-18] == 0xC4
+            and data[-17] == 16
+            and self._token_ok(addr, data[-16:])
         )
 
     # --- timeouts ------------------------------------------------------------------------------
@@ -1007,6 +1051,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         peer = self._peers.get(addr)
         return self.config.initial_rto if peer is None else peer.rto
 
+    def token_for(self, addr: Address) -> bytes | None:
+        """The address token ``addr`` gave us, which our requests to it carry (if any)."""
+        peer = self._peers.get(addr)
+        return None if peer is None else peer.token
+
     def srtt(self, addr: Address) -> float | None:
         """The smoothed round-trip time to ``addr``, if it ever answered a first try."""
         peer = self._peers.get(addr)
@@ -1096,7 +1145,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             # their first bytes alone, 20,000 from one socket in 0.09 s, each decoded; and
             # from another address than the one called, with an id a node leaked by calling
             # the attacker: 64 KB answers at 1,000 a second, 95 % of a core.)
-            if not self._admit(addr):
+            if not self._admit(addr, data):
                 self.stats.rate_limited += 1
                 return
             if self._timed:
