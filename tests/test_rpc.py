@@ -589,6 +589,39 @@ def test_a_padded_request_gets_its_answer_without_a_retry() -> None:
     run_virtual(main())
 
 
+def test_only_the_first_requests_to_a_peer_are_padded() -> None:
+    """Padded every time, a coordinator's reads of the same primaries were padded (and encoded
+    twice) for good: no retry ever came to hand over a token. After PAD_CALLS a peer's
+    requests go as they are; a large answer then draws one retry, and the token spares the
+    rest."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=47)
+        client, server = await sim_pair(net)
+        size = 40  # (an answer within 3 times the request: no retry)
+        server.register("read", lambda args, peer: b"x" * size)
+        padded: list[bool] = []  # of each request sent, whether it has "pad"
+
+        def record(src: Address, dst: Address, data: bytes) -> bool:
+            msg = wire.decode(data)
+            if type(msg) is wire.Request:
+                padded.append("pad" in msg.args)
+            return False
+
+        net.set_drop_filter(record)
+        for _ in range(RpcEndpoint.PAD_CALLS + 2):
+            assert await client.call(server.addr, "read", {"k": 1}, pad=True) == b"x" * size
+        assert padded == [True] * RpcEndpoint.PAD_CALLS + [False, False]
+        assert server.stats.tokens_sent == 0
+        size = 2000  # past 3 times the unpadded request: one retry, then the token
+        for _ in range(3):
+            assert await client.call(server.addr, "read", {"k": 1}, pad=True) == b"x" * size
+        assert server.stats.tokens_sent == 1
+        assert sum(padded) == RpcEndpoint.PAD_CALLS  # (none since: the token)
+
+    run_virtual(main())
+
+
 def test_a_large_answer_goes_only_to_an_address_that_proved_itself() -> None:
     async def main() -> None:
         net = SimNetwork(seed=41)

@@ -176,6 +176,7 @@ class _Peer:
         "cut_at",
         "heard",
         "inflight",
+        "padded",
         "rto",
         "rttvar",
         "srtt",
@@ -191,6 +192,7 @@ class _Peer:
         self.addr = addr
         self.to = to  # the address the socket sends to, or why it cannot (a str)
         self.token: bytes | None = None  # the peer's address token for us (PROTOCOL 6a.1)
+        self.padded = 0  # requests padded for it (RpcEndpoint.call: PAD_CALLS at most)
         # Round trips: no estimate before the first answer to a first try.
         self.srtt: float | None = None
         self.rttvar = 0.0
@@ -886,7 +888,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         peer ignores) so that the largest answer seen so far to ``method`` fits in 3 times its
         size: the answer then comes at once instead of after a retry and a resend (PROTOCOL.md
         section 6a.1). A request is padded to MAX_PAD bytes at most; a larger answer takes the
-        retry.
+        retry. Only the first PAD_CALLS requests to a peer are padded.
 
         Raises RpcTimeout after ``tries`` sends without a reply (SendFailed, a subclass, at once
         when the address cannot be sent to), a RemoteError subclass for an error reply,
@@ -915,7 +917,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         try:
             token = peer.token
             data = wire.encode_request(rid, method, args, token)
-            if pad and token is None:
+            if pad and token is None and peer.padded < self.PAD_CALLS:
+                peer.padded += 1
                 data = self._padded(rid, method, args, data)
             to = peer.to
             if type(to) is not tuple:
@@ -974,6 +977,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         peer = peers[addr] = _Peer(addr, self._check_destination(addr), self.config)
         return peer
 
+    # Requests padded for one peer at most (while we hold no token of its): padding saves the
+    # first calls to a peer a retry's round trip, but padded every time, a coordinator's
+    # reads of the same primaries were padded and encoded twice for good (a large answer to
+    # an unpadded one draws the retry, and the token then spares the padding; a small one
+    # needs neither).
+    PAD_CALLS = 8
     MAX_PAD = 320  # a request padded to at most this: a find's or a neighbors' answer fits
     PAD_FACTOR = 3  # the amplification factor a responder applies (PROTOCOL.md section 6a.1)
     PAD_SLACK = 64  # bytes an answer may grow past the largest seen without drawing a retry
