@@ -827,7 +827,9 @@ def test_a_successor_that_lies_in_its_view_pages_costs_a_joiner_one_batch_of_hel
         assert intro is not None
         answered = await intro
         if junk == "fakes":
-            assert len(pages) == 17  # (400 fakes: a ring too large to introduce itself to)
+            # (400 fakes: a ring too large to introduce itself to. One page may be asked twice:
+            # past RpcEndpoint.PAD_CALLS padded requests, a large answer draws a retry first.)
+            assert len(set(pages)) == 17 and len(pages) <= 18
             assert answered == 0 and hellos == []
         else:
             assert len(pages) == 2  # the second page repeats the first: out of order
