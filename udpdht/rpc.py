@@ -958,7 +958,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             return await future
         finally:
             if tx is not None:
-                del pending[rid]  # (its id stays in the timer wheel until the slot fires)
+                del pending[rid]  # (its id stays in _sent or the wheel until a tick reads it)
             peer.inflight -= 1
             if peer.waiters:
                 self._next_turn(peer)
