@@ -1089,3 +1089,35 @@ def test_a_flood_in_a_neighbours_name_does_not_cut_it_off() -> None:
         await sim.stop()
 
     run_virtual(main())
+
+
+def test_a_flood_in_a_joiners_name_does_not_keep_it_out() -> None:
+    # An attack on real nodes (a raw socket, as root): pings in the name of a node about to
+    # join, at 12,000 a second to its bootstrap, from before it started. It holds no token
+    # yet, so every request of its drew on the share the flood kept empty: "could not join
+    # the ring" (both loops). A node now answers a few of the requests it drops with a retry
+    # that carries the source's token (2 a second per source), which the caller keeps.
+    async def main() -> None:
+        sim = Sim(seed=62, store_config=STORE)
+        nodes = await sim.build_ideal(8, maintenance=True)
+        joiner = await sim.spawn()
+        bootstrap = nodes[0]
+        ping = wire.encode_request(7, "ping", {})
+
+        async def flood() -> None:
+            for _ in range(40_000):  # 12,000 a second for 10 s, two datagrams every 1/6 ms
+                for _ in range(6):
+                    sim.net.send(joiner.addr, bootstrap.addr, ping)
+                    sim.net.send(joiner.addr, bootstrap.addr, ping)
+                    await asyncio.sleep(0.001 / 6)
+
+        flooding = asyncio.get_running_loop().create_task(flood())
+        await asyncio.sleep(1.0)  # (the joiner's share at the bootstrap is spent)
+        await asyncio.wait_for(joiner.join(bootstrap.addr), 8.0)
+        sim._admit(joiner)
+        await flooding
+        assert bootstrap.endpoint.stats.rate_limited > 100_000  # (the flood was dropped)
+        await sim.wait_ideal(within=20)
+        await sim.stop()
+
+    run_virtual(main())

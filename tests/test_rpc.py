@@ -740,7 +740,10 @@ def test_requests_over_the_rate_limit_are_dropped() -> None:
         )
         answered = [r for r in results if not isinstance(r, BaseException)]
         assert 20 <= len(answered) <= 22  # the burst, and what trickled in meanwhile
-        assert server.stats.rate_limited == 60 - len(answered)
+        # (Each dropped one counted; and two of them were answered by a retry with the token,
+        # 2 a second per source, whose resends may be dropped as well: _offer_token.)
+        dropped = 60 - len(answered)
+        assert server.stats.tokens_sent <= 2 and dropped <= server.stats.rate_limited <= dropped + 2
 
     run_virtual(main())
 

@@ -76,7 +76,7 @@ RPC_COUNTERS: dict[str, tuple[str, str]] = {
     "busy": ("busy", "Requests answered BUSY because the handlers were all running."),
     "tokens_sent": (
         "tokens_sent",
-        "Answers replaced by a retry token (unproven address, large answer).",
+        "Retries with a token sent: in place of an answer, or of a dropped request.",
     ),
     "resends_refused": (
         "resends_refused",

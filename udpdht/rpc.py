@@ -154,7 +154,8 @@ class RpcStats:
     handler_failures: int = 0  # handlers that raised something other than a RemoteError
     rate_limited: int = 0  # datagrams (all but answers) dropped by the rate limits
     busy: int = 0  # requests answered BUSY because max_handlers were running
-    tokens_sent: int = 0  # answers replaced by a retry token (unproven address, large answer)
+    tokens_sent: int = 0  # retries sent: for an answer (unproven address, large answer; a
+    # proven method) or a request dropped by the rate limits (_offer_token)
     resends_refused: int = 0  # retransmissions not answered again (max_resends reached)
     working_sent: int = 0  # WORKING answers to resends of requests still running
     send_errors: int = 0  # datagrams not sent: a bad destination or an error from the socket
@@ -314,6 +315,10 @@ class _Transaction:
     def send(self, ep: RpcEndpoint, now: float) -> None:
         self.attempt += 1
         self.sent_at = now
+        token = self.peer.token
+        if token is not None and not self.token_retries:
+            # A token that came since our first send (a peer's offer, _on_retry): sent along.
+            self.data = wire.encode_request(self.rid, self.method, self.args, token)
         reason = ep._send(self.data, self.peer.addr)
         if reason is not None:
             self.future.set_exception(SendFailed(self.peer.addr, self.method, reason))
@@ -424,6 +429,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         # ... of the requests that prove their source (_admit): a share a spoofer cannot spend.
         self._proven = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
+        self._offers = Buckets(self.OFFERS_PER_SOURCE, self.OFFERS_PER_SOURCE, cfg.max_sources)
+        self._all_offers = TokenBucket(self.OFFERS, self._time())
         # address -> (period, its token then, its token the period before) (_tokens_of)
         self._known_tokens: dict[Address, tuple[int, bytes, bytes]] = {}
         self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
@@ -530,6 +537,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             and not self._sources.take(source_of(addr), now)
             and not (self._carries_token(data, addr) and self._proven.take(source_of(addr), now))
         ):
+            self._offer_token(data, addr)
             return False
         if not cfg.global_rate or self._everyone.take(cfg.global_rate, self._burst, now):
             return True
@@ -725,11 +733,33 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         get it through to ask for another)."""
         return token is not None and hmac.compare_digest(token, self._tokens_of(addr)[0])
 
+    # Retries sent in place of dropped requests (_offer_token): per source, and in all.
+    OFFERS_PER_SOURCE = 2.0  # a second (a burst of as many)
+    OFFERS = 64.0  # a second from everyone (a burst of as many)
+
+    def _offer_token(self, data: bytes, addr: Address) -> None:
+        """A request from ``addr`` was dropped, its source's share spent: now and then answer a
+        ``retry`` with its source's token anyway, which the caller keeps (_on_retry) and its
+        next sends carry. A node not yet joined holds no token: a flood in its name kept
+        its every request out and it could not join (an attack on real nodes, both loops).
+        Two a second per source at most, 64 in all: what a spoofer gets sent to the address
+        it forges is that, 22 bytes each, whatever it sends."""
+        if not (len(data) > 12 and data[1] == 1 and data[2] == 0 and data[3] == 0xCF):
+            return
+        now = self._time()
+        if not self._offers.take(source_of(addr), now) or not self._all_offers.take(
+            self.OFFERS, self.OFFERS, now
+        ):
+            return
+        rid = int.from_bytes(data[4:12], "big")
+        if self._send(wire.encode_retry(rid, self._token(addr, self._period())), addr) is None:
+            self.stats.tokens_sent += 1
+
     def _carries_token(self, data: bytes, addr: Address) -> bool:
         """Whether request ``data``, not yet decoded, ends with a token that proves ``addr``:
         ``[1, 0, rid, method, args, token]``, the token a bin8 of 16 bytes (_token)."""
         return (
-            len(data) > 30
+            len(data) > 21
             and data[0] == 0x96
             and data[-18] == 0xC4
             and data[-17] == 16
@@ -1105,6 +1135,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         tx = self._pending.get(msg.rid)
         if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
+            # A peer we are calling offers our token in place of a request it dropped
+            # (_offer_token: under a flood in our name): kept, when we hold none, for our
+            # next sends (the token is checked by the peer; a forged one is no token).
+            peer = self._peers.get(addr)
+            if peer is not None and peer.inflight and peer.token is None:
+                peer.token = msg.token
             return
         tx.peer.token = msg.token
         tx.retry_with(self, msg.token)
