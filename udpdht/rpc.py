@@ -428,10 +428,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cfg = self.config
         self._sources = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         # ... of the requests that prove their source (_admit): a share a spoofer cannot spend.
-        self._proven = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
+        self._proven_shares = Buckets(cfg.source_rate, cfg.source_burst, cfg.max_sources)
         self._offers = Buckets(self.OFFERS_PER_SOURCE, self.OFFERS_PER_SOURCE, cfg.max_sources)
         self._all_offers = TokenBucket(self.OFFERS, self._time())
-        # address -> (period, its token then, its token the period before) (_tokens_of)
+        # address -> (period, its token then, its token the period before) (_expected_tokens)
         self._known_tokens: dict[Address, tuple[int, bytes, bytes]] = {}
         self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
         self._everyone = TokenBucket(self._burst, self._time())
@@ -532,10 +532,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # a share of its own: pings in a neighbour's name, past its share, had its own requests
         # dropped with theirs until its peer took it for dead (an attack on real nodes; the
         # neighbour's calls carry our token).
+        source = source_of(addr) if cfg.source_rate else None
         if (
-            cfg.source_rate
-            and not self._sources.take(source_of(addr), now)
-            and not (self._carries_token(data, addr) and self._proven.take(source_of(addr), now))
+            source is not None
+            and not self._sources.take(source, now)
+            and not (self._carries_token(data, addr) and self._proven_shares.take(source, now))
         ):
             self._offer_token(data, addr)
             return False
@@ -706,7 +707,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         text = f"{addr[0]}\x00{addr[1]}\x00{period}".encode()
         return hashlib.blake2b(text, key=self._secret, digest_size=16).digest()
 
-    def _tokens_of(self, addr: Address) -> tuple[bytes, bytes]:
+    def _expected_tokens(self, addr: Address) -> tuple[bytes, bytes]:
         """The tokens ``addr`` may show now: this period's and the last one's (remembered
         for the period: a flood in a source's name is checked at a lookup a datagram)."""
         period = self._period()
@@ -723,7 +724,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """Whether ``token`` proves ``addr`` (one given out this period or the last)."""
         if token is None:
             return False
-        now, last = self._tokens_of(addr)
+        now, last = self._expected_tokens(addr)
         return hmac.compare_digest(token, now) or hmac.compare_digest(token, last)
 
     def _token_fresh(self, addr: Address, token: bytes | None) -> bool:
@@ -731,7 +732,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         one with a retry when it is last period's: the caller's next requests then carry a
         token good for a period more (under a flood in its name, one that expired could not
         get it through to ask for another)."""
-        return token is not None and hmac.compare_digest(token, self._tokens_of(addr)[0])
+        return token is not None and hmac.compare_digest(token, self._expected_tokens(addr)[0])
 
     # Retries sent in place of dropped requests (_offer_token): per source, and in all.
     OFFERS_PER_SOURCE = 2.0  # a second (a burst of as many)
