@@ -286,10 +286,10 @@ class Maintenance:
 
     def _keep_tokens(self, now: float) -> None:
         """Ask our predecessor and successor for our address token (PROTOCOL.md 9.3, `token`)
-        when we hold none from them or asked TOKEN_EVERY ago: every request of ours to them
-        carries it, and draws on a share of their rate limit that a flood in our name
-        cannot spend (pings from a neighbour's address, past its share, had its own requests
-        dropped until its peer took it for dead: an attack on real nodes)."""
+        when we hold none from them or asked TOKEN_SHARE of a token period ago: every request
+        of ours to them carries it, and draws on a share of their rate limit that a flood in
+        our name cannot spend (pings from a neighbour's address, past its share, had its own
+        requests dropped until its peer took it for dead: an attack on real nodes)."""
         ls = self.node.leafset
         ep = self.node.endpoint
         every = self.TOKEN_SHARE * ep.config.token_period
@@ -312,9 +312,10 @@ class Maintenance:
         with contextlib.suppress(DhtError, *MALFORMED):
             await self.node.call_peer(peer, "token", tries=2)
 
-    async def _rpc_token(self, args: dict[str, Any], peer: Address) -> dict[str, Any]:
+    def _rpc_token(self, args: dict[str, Any], peer: Address) -> dict[str, Any]:
         """Nothing: the request needs a fresh token for its source, so a caller without one
-        gets a retry that hands it over (PROTOCOL.md 9.3)."""
+        gets a retry that hands it over (PROTOCOL.md 9.3). (A plain function: a coroutine
+        handler would cost a task and a handler slot for nothing.)"""
         return {}
 
     def joined(self, successor: Peer) -> None:

@@ -526,12 +526,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         cfg = self.config
         now = self._time()
         # The source's own bucket first: a flooding source over its share is dropped without
-        # spending the budget everyone shares.
-        # Spent, by the source or by anyone in its name: a source address is easily forged. A
-        # request that carries the address token of its source comes from there, and draws on
-        # a share of its own: pings in a neighbour's name, past its share, had its own requests
-        # dropped with theirs until its peer took it for dead (an attack on real nodes; the
-        # neighbour's calls carry our token).
+        # spending the budget everyone shares. That share can be spent by anyone in its name
+        # (a source address is easily forged), so a request that carries its source's address
+        # token draws on a share of its own: pings in a neighbour's name, past its share, had
+        # its own requests dropped with theirs until its peer took it for dead (an attack on
+        # real nodes; the neighbour's calls carry our token).
         source = source_of(addr) if cfg.source_rate else None
         if (
             source is not None
@@ -587,7 +586,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             # from a spoofed source dropped a live node from every neighbour, and planted dead
             # ones in its place (an attack on real nodes, both loops).
             self.stats.tokens_sent += 1
-            self._send(wire.encode_retry(req.rid, self._token(addr, self._period())), addr)
+            self._send(wire.encode_retry(req.rid, self._expected_tokens(addr)[0]), addr)
             return
         if is_coroutine:
             if self._handlers_running >= self.config.max_handlers:
@@ -691,7 +690,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         """Send an answer, or a retry token in its place when it would amplify too much."""
         limit = self.config.amplification
         if limit and len(data) > limit * size and not self._token_ok(addr, req.token):
-            data = wire.encode_retry(req.rid, self._token(addr, self._period()))
+            data = wire.encode_retry(req.rid, self._expected_tokens(addr)[0])
             if len(data) > limit * size:
                 return  # a request too small for even the retry: no client of ours sends one
             self.stats.tokens_sent += 1
@@ -753,7 +752,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         ):
             return
         rid = int.from_bytes(data[4:12], "big")
-        if self._send(wire.encode_retry(rid, self._token(addr, self._period())), addr) is None:
+        if self._send(wire.encode_retry(rid, self._expected_tokens(addr)[0]), addr) is None:
             self.stats.tokens_sent += 1
 
     def _carries_token(self, data: bytes, addr: Address) -> bool:
