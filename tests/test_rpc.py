@@ -622,6 +622,54 @@ def test_only_the_first_requests_to_a_peer_are_padded() -> None:
     run_virtual(main())
 
 
+def test_a_retry_for_no_call_gives_a_token_only_to_a_peer_called_and_never_replaces_one() -> None:
+    """A retry that matches no call is kept as a peer's token (its offer for a request its
+    rate limits dropped: RpcEndpoint._offer_token) only from a peer we are calling and hold
+    no token of. What a stranger could send there: forged tokens in a peer's name, or
+    retries from anywhere. A forged one only stands for no token, and the peer's own retry
+    replaces it."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=49)
+        client, server = await sim_pair(net)
+        release = asyncio.Event()
+
+        async def slow(args: dict[str, Any], peer: Address) -> int:
+            await release.wait()
+            return 1
+
+        server.register("slow", slow)
+        server.register("check", lambda args, peer: 2, proven=True)
+        stranger = (net.host, 9)
+        net.send(stranger, client.addr, wire.encode_retry(11, b"s" * 16))  # called by no one
+        net.send(server.addr, client.addr, wire.encode_retry(12, b"f" * 16))  # nothing in flight
+        await wait_until(lambda: client.stats.unexpected_replies == 2, within=1)
+        assert client.token_for(server.addr) is None and client.token_for(stranger) is None
+        call = asyncio.ensure_future(client.call(server.addr, "slow"))
+        await wait_until(lambda: server.stats.received >= 1, within=1)
+        net.send(server.addr, client.addr, wire.encode_retry(13, b"f" * 16))  # in its name
+        await wait_until(lambda: client.stats.unexpected_replies == 3, within=1)
+        net.send(server.addr, client.addr, wire.encode_retry(14, b"g" * 16))
+        await wait_until(lambda: client.stats.unexpected_replies == 4, within=1)
+        assert client.token_for(server.addr) == b"f" * 16  # (the first; never replaced)
+        release.set()
+        assert await call == 1
+        # The forged token counts for nothing at the server: its proven method asks for the
+        # real one, which replaces it.
+        assert await client.call(server.addr, "check") == 2
+        assert server.stats.tokens_sent == 1
+        assert client.token_for(server.addr) not in (None, b"f" * 16)
+        # A peer called before, with nothing in flight now: not kept either.
+        other = await RpcEndpoint.bind(net, (net.host, 0))
+        other.register("one", lambda args, peer: 1)
+        assert await client.call(other.addr, "one") == 1
+        net.send(other.addr, client.addr, wire.encode_retry(15, b"o" * 16))
+        await wait_until(lambda: client.stats.unexpected_replies == 5, within=1)
+        assert client.token_for(other.addr) is None
+
+    run_virtual(main())
+
+
 def test_a_large_answer_goes_only_to_an_address_that_proved_itself() -> None:
     async def main() -> None:
         net = SimNetwork(seed=41)
