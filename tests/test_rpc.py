@@ -243,7 +243,7 @@ def test_the_endpoints_of_a_loop_share_a_timer_and_each_call_times_out_on_time()
             if i == 7:
                 continue
             waits = sum(0.5 * 2**k for k in range(1 + i % 3))  # 0.5, 1.5 or 3.5 s
-            assert waits <= took <= waits + 2 * RpcEndpoint.TICK, (i, took)
+            assert waits <= took <= waits + 2 * rpc.TICK, (i, took)
             assert eps[i].stats.timeouts == 1 and eps[i].stats.sent == 1 + i % 3
         assert rpc._ticker(loop)._timer is None  # nothing left to fire
 

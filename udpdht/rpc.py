@@ -365,7 +365,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     """A datagram endpoint that both serves handlers and makes calls."""
 
     STALL = 0.25  # a deadline that fires this late (seconds) means the loop itself stalled
-    TICK = TICK  # (the module's, for those that know it as RpcEndpoint.TICK)
 
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
@@ -816,11 +815,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._stage()  # (a timeout already past goes in a slot due now, below)
         slots, wheel, pending = self._slots, self._wheel, self._pending
         now = self._time()
-        if slots and now - slots[0] * self.TICK > self.STALL:
+        if slots and now - slots[0] * TICK > self.STALL:
             # We fired late: the event loop was busy, so a timeout now says little about the
             # peer. Nodes read last_stall before declaring a peer dead.
             self.last_stall = now
-        tick = self.TICK
+        tick = TICK
         while slots and slots[0] * tick <= now:  # as armed: no rounding of now / tick
             slot = heapq.heappop(slots)
             ids = wheel.pop(slot, None)
@@ -1368,14 +1367,14 @@ class _Ticker:
     def _set(self, slot: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(slot * RpcEndpoint.TICK, self._fire)
+        self._timer = self._loop.call_at(slot * TICK, self._fire)
         self._timer_slot = slot
 
     def _fire(self) -> None:
         self._timer = None
         slots, due = self._slots, self._due
         now = self._loop.time()
-        tick = RpcEndpoint.TICK
+        tick = TICK
         while slots and slots[0] * tick <= now:  # as armed: no rounding of now / tick
             slot = heapq.heappop(slots)
             for endpoint in due.pop(slot, ()):
