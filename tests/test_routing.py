@@ -262,7 +262,11 @@ def test_leafset_remove(ring: tuple[list[int], int], size: int, data: st.DataObj
     succs, preds = list(ls.successors), list(ls.predecessors)
     victim = data.draw(st.sampled_from(nodes), label="victim")
     member = victim in {p.id for p in ls.peers()}
+    assert all(ls.has_addr(p.addr) for p in ls.peers())
+    victim_addr = peer(victim).addr
     assert ls.remove(victim) is member
+    # has_addr follows the lists it was made from (replaced on every change)
+    assert ls.has_addr(victim_addr) is any(p.addr == victim_addr for p in ls.peers())
     assert ls.successors == [p for p in succs if p.id != victim]
     assert ls.predecessors == [p for p in preds if p.id != victim]
     assert victim not in {p.id for p in ls.peers()}

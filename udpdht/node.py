@@ -676,7 +676,7 @@ class Node:
     def in_leafset(self, addr: Address) -> bool:
         """Whether ``addr`` is a node of our leafset (a neighbour: it replicates to us, hands
         keys off, repairs; its requests are neither charged nor budgeted as a stranger's)."""
-        return any(p.addr == addr for p in self.leafset.peers())
+        return self.leafset.has_addr(addr)
 
     def heard_of(self, peers: Iterable[Peer], now: float) -> None:
         """``peers`` were named by a node of the ring (in a lookup's answer, or as the holders
