@@ -865,6 +865,34 @@ def test_a_dead_holder_costs_a_read_two_short_tries_not_a_whole_call() -> None:
     run_virtual(main())
 
 
+def test_a_get_whose_view_guesses_a_crashed_primary_answers_from_the_others() -> None:
+    # A coordinator's view still names a primary that crashed a moment ago: its read of the
+    # guess fails (the first read, made before the rest of the read's logic, hands its failure
+    # on), and the get answers the value from the holders the ring's routing finds.
+    async def main() -> None:
+        sim = store_sim(43)
+        nodes = await sim.build_ideal(40, maintenance=True)
+        await wait_until(lambda: all(n.replicator.settled() for n in nodes), 60)
+        coordinator = nodes[0]
+        now = asyncio.get_running_loop().time()
+        for node in nodes:  # as if each had answered it lately
+            coordinator.view.add(node.peer, now)
+        key = next(
+            k
+            for k in (f"k{i}".encode() for i in range(2000))
+            if not coordinator.leafset.covers(ids.hash_key(k))
+        )
+        await nodes[5].put(key, "v")
+        primary = sim.responsible(key)[0]
+        guess = coordinator.replicator.guess_holders(ids.hash_key(key), beyond=False)
+        assert guess is not None and guess[0].id == primary.id
+        await sim.crash(sim.joined[primary.id])
+        assert await coordinator.get(key) == "v"
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_put_right_after_its_primary_crashed_waits_for_the_takeover() -> None:
     # The fourth new-user trial: a put right after kill -9 of the key's primary failed after
     # 1.7-2.9 s ("not the primary of this key by this node's view") and went through 3 s

@@ -1019,25 +1019,56 @@ class Replicator:
             # Our view's guess first: one round trip when it is right. When it finds no value
             # (or no settled holder), the ring's own routing decides: while the ring settles
             # a write may sit where a lookup leads, not where our view points.
+            made: tuple[Record | None, bool] | Exception
             try:
-                return await self._read_targets(key, key_id, guessed, guessed=True)
+                made = await self._read(guessed[0], key, primary=len(guessed) > 1)
+            except Exception as exc:  # (_read_targets deals with it, as with its own read's)
+                made = exc
+            else:
+                # Most gets: the primary is settled and has a live value (inline, as
+                # _read_targets would end: a few coroutine frames less a get).
+                record, settled = made
+                if (
+                    settled
+                    and record is not None
+                    and record.value is not None
+                    and record.live(self.node.wall_clock())
+                ):
+                    return record
+            try:
+                return await self._read_targets(key, key_id, guessed, guessed=True, made=made)
             except _GuessMissed:  # (not contextlib.suppress: every get runs this)
                 pass
         targets = await self._targets(key_id, confirm=False, guess=False)
         return await self._read_targets(key, key_id, targets, guessed=False)
 
     async def _read_targets(
-        self, key: bytes, key_id: int, targets: list[Peer], *, guessed: bool
+        self,
+        key: bytes,
+        key_id: int,
+        targets: list[Peer],
+        *,
+        guessed: bool,
+        made: tuple[Record | None, bool] | Exception | None = None,
     ) -> Record:
-        """One read of ``key`` from its holders among ``targets`` (see get)."""
+        """One read of ``key`` from its holders among ``targets`` (see get); ``made``: the
+        outcome of the read of ``targets[0]`` as the primary, made already (an answer, or the
+        exception it raised)."""
         r = self.config.replicas
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         asked = False  # whether targets[0] was asked as the primary (and answered or failed)
         refused_by = _Refusals()
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
             try:
-                # Few tries when the others can answer instead: a dead primary costs little.
-                answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
+                if made is None:
+                    # Few tries when the others can answer instead: a dead primary costs little.
+                    answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
+                elif isinstance(made, Exception):
+                    failed, made = made, None
+                    raise failed
+                else:
+                    answers.append(made)
+                    made = None
             except NotResponsible as exc:
                 refused_by.nodes.add(targets[0].id)
                 targets = self._named(exc, key_id) or await self._retarget(key_id, refused_by)
