@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+_SHA1: Callable[[bytes], _Hash]
+try:  # CPython's own SHA-1: 0.47 us a 20-byte key against OpenSSL's 0.78 (a context to set up)
+    _SHA1 = importlib.import_module("_sha1").sha1
+except (ImportError, AttributeError):  # (a build without it)
+    _SHA1 = hashlib.sha1
 
 BITS = 160
 RING = 1 << BITS
@@ -21,7 +33,7 @@ def hash_key(key: str | bytes) -> int:
     """The ring position of a key: SHA-1 of its bytes (a ``str`` is UTF-8 encoded)."""
     if isinstance(key, str):
         key = key.encode()
-    return int.from_bytes(hashlib.sha1(key).digest(), "big")
+    return int.from_bytes(_SHA1(key).digest(), "big")
 
 
 @functools.lru_cache(maxsize=16384)
@@ -103,4 +115,4 @@ def digest(key: object) -> bytes:
     are hashed as they are, anything else as ``str(key)`` in UTF-8 (so ``5`` and ``"5"`` are
     one key). ``udpdht.Server`` and the kad:// client both keep values under it."""
     data = key if isinstance(key, bytes) else str(key).encode("utf8")
-    return hashlib.sha1(data).digest()
+    return _SHA1(data).digest()
