@@ -19,6 +19,7 @@ import pytest
 from helpers import closed_port, wait_until
 
 from udpdht import Server, ValueTooLarge, ids
+from udpdht.errors import Unavailable
 from udpdht.node import NodeConfig
 from udpdht.server import NodeInfo, digest
 from udpdht.sim import ideal_problems
@@ -195,6 +196,40 @@ async def test_set_on_one_server_get_from_another_for_each_value_type() -> None:
         assert await b.set("k0", "newer")
         assert await a.get("k0") == "newer"
         assert await c.get("k0") == "newer"
+
+
+async def test_a_get_while_the_ring_says_try_again_waits_for_the_answer() -> None:
+    # While a ring settles its holders answer Unavailable ("try again in a few seconds"); a
+    # kademlia script's get must not return None for a key that was set: the server tries
+    # again (its first try is made inline, the later ones by _retrying), and gives up with
+    # None only after RETRY_ROUNDS periods.
+    async with ring(3) as servers:
+        await settled(servers)
+        a, b, _ = servers
+        assert await a.set("key", "value")
+        assert b.dht is not None
+        replicator = b.dht.replicator
+        real_get = replicator.get
+        refusals = [0]
+
+        async def not_yet(key: bytes) -> Any:
+            if refusals[0] < 2:
+                refusals[0] += 1
+                raise Unavailable("the ring near the key is still repairing")
+            return await real_get(key)
+
+        replicator.get = not_yet  # type: ignore[method-assign]
+        assert await b.get("key") == "value"
+        assert refusals[0] == 2
+
+        async def never(key: bytes) -> Any:
+            refusals[0] += 1
+            raise Unavailable("the ring near the key is still repairing")
+
+        replicator.get = never  # type: ignore[method-assign]
+        b.RETRY_ROUNDS = 1  # (one period of FAST: the test's wait)
+        assert await b.get("key") is None
+        assert refusals[0] > 3  # tried again until the deadline, then gave up
 
 
 async def test_log_messages_name_the_server_they_come_from(

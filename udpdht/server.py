@@ -452,8 +452,14 @@ class Server:
         reason is logged; ``server.dht.get(digest(key))`` raises instead)."""
         node = self._running()
         dkey = digest(key)
+        started = node.clock()
         try:
-            return await self._retrying(node, lambda: node.get(dkey))
+            try:  # the first try inline (most gets): a closure and two coroutine frames less
+                record = await node.replicator.get(dkey)
+            except Unavailable as exc:
+                return await self._retrying(node, lambda: node.get(dkey), exc, started)
+            assert record.value is not None  # (get returns live values only)
+            return wire.unpack_value(record.value)
         except KeyNotFound:
             return None
         except DhtError as exc:
@@ -494,18 +500,29 @@ class Server:
             return False
         return True
 
-    async def _retrying(self, node: Node, op: Callable[[], Awaitable[T]]) -> T:
-        """``op()``, again while the ring answers Unavailable, for RETRY_ROUNDS periods.
+    async def _retrying(
+        self,
+        node: Node,
+        op: Callable[[], Awaitable[T]],
+        failed: Unavailable | None = None,
+        started: float | None = None,
+    ) -> T:
+        """``op()``, again while the ring answers Unavailable, for RETRY_ROUNDS periods from
+        ``started`` (now by default); ``failed``: the first try was made (at ``started``) and
+        raised this.
 
         A put or get already retries a few times within itself; after many joins at once the
         ring can take longer than that to settle (successor lists travel one node per round).
         """
         clock = node.clock
         period = node.config.stabilize_period
-        deadline = clock() + self.RETRY_ROUNDS * period
+        deadline = (clock() if started is None else started) + self.RETRY_ROUNDS * period
         pause = 0.05  # doubled after each try, up to a period: most waits are short
         while True:
             try:
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
                 return await op()
             except Unavailable as exc:
                 if clock() + pause > deadline or not node.running:
