@@ -217,6 +217,29 @@ def test_two_neighbours_leaving_at_once_do_not_hand_each_other_back() -> None:
     run_virtual(main())
 
 
+def test_a_leaver_s_list_does_not_bring_back_a_node_we_found_dead() -> None:
+    # A new-user trial: of three nodes, C was shut down; A found it dead and dropped it; then
+    # B, which had not noticed yet, left, and A took B's successor list with C in it ("successor
+    # is now C"): its next round waited out a timeout, and its own leave a moment later found
+    # no successor to take its keys. A leaver's lists are now taken without the nodes we
+    # declared dead lately (the leaver does not vouch for them: it is only passing on its list).
+    async def main() -> None:
+        sim = Sim(seed=11)
+        await sim.build_ideal(12, maintenance=False)
+        ring = sim.live_peers()
+        a, b, c, d = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+        await sim.crash(c)
+        a.detector.declare_dead(c.id, asyncio.get_running_loop().time())
+        a.leafset.remove(c.id)
+        assert c.peer in b.leafset.successors  # b has not noticed
+        await sim.leave(b)
+        assert a.leafset.successor == d.peer
+        assert c.peer not in a.leafset.peers()
+        await sim.stop()
+
+    run_virtual(main())
+
+
 @pytest.mark.parametrize("seed", [31, 37])
 def test_the_other_node_of_a_ring_of_two_serves_alone_after_a_leave_that_crossed_its_round(
     seed: int,

@@ -1176,6 +1176,19 @@ class Maintenance:
         )
         return [p for p in peers if self._left.get(p.id, float("-inf")) < since]
 
+    def _from_leaver(self, peers: list[Peer]) -> list[Peer]:
+        """A leaving node's list without the nodes that told us lately that they left
+        (_without_left), nor those we declared dead lately: the leaver only passes on its list,
+        which may predate a crash it had not noticed (a new user's trial: of three nodes, one
+        shut down, the next leaving named it to the last, which had found it dead: "successor
+        is now" the dead node, a timeout in its next round, and its own leave found no one to
+        take its keys). All of them dead: the list as it was (no successor at all is worse)."""
+        now = asyncio.get_running_loop().time()
+        dead = self.node.detector.recently_dead
+        kept = self._without_left(peers)
+        alive = [p for p in kept if not dead(p.id, now)]
+        return alive or kept
+
     async def notify(self, peer: Peer) -> None:
         """Tell ``peer`` that we take it for our successor. If it took us for its predecessor
         in place of another live node (its answer's ``was``), that node still takes ``peer``
@@ -1591,8 +1604,8 @@ class Maintenance:
         # (Without the nodes that told us lately that they left: two neighbours leaving at once
         # each send lists made before they heard of the other, as a cluster stopped at once
         # does. Taken as they are, the first would come back as our neighbour.)
-        preds = self._without_left(self.node.arg_peers(args, "preds")) if "preds" in args else None
-        succs = self._without_left(self.node.arg_peers(args, "succs")) if "succs" in args else None
+        preds = self._from_leaver(self.node.arg_peers(args, "preds")) if "preds" in args else None
+        succs = self._from_leaver(self.node.arg_peers(args, "succs")) if "succs" in args else None
         was_neighbour = any(p.id == gone.id for p in ls.peers())
         if preds is not None and ls.predecessor is not None and ls.predecessor.id == gone.id:
             ls.set_predecessors(preds)
