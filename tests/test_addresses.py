@@ -117,10 +117,14 @@ def test_the_data_dir_keeps_the_node_at_its_address(tmp_path: Path) -> None:
         assert shows(again.output, "advertising 127.0.0.1:", "the address its data dir remembers")
 
 
-def shows(output: Callable[[], str], *texts: str, within: float = 10.0) -> bool:
-    """Whether a process's ``output()`` has every one of ``texts`` within ``within`` s."""
+def shows(
+    output: Callable[[], str], *texts: str, within: float = 10.0, any_of: bool = False
+) -> bool:
+    """Whether a process's ``output()`` has every one of ``texts`` (``any_of``: one of them)
+    within ``within`` s."""
+    found = any if any_of else all
     deadline = time.monotonic() + within
-    while not all(t in output() for t in texts):
+    while not found(t in output() for t in texts):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -181,5 +185,9 @@ def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(
         with node_process("--data-dir", d, "--bootstrap", boot, port=port) as again:
             # (It says the address was heard, and when it would be tried.)
             assert shows(again.output, f"rejoins through them, or through {boot} if none answers")
-            assert shows(again.output, "joined the ring")
+            # Back in the ring: by its own rejoin, or taken back by the seed first, whose call
+            # to the node that left, still being resent, reached the restarted one at its
+            # address (under load: 1 run in 40, the seed's stabilize adopted it).
+            back = "takes this node for its successor: back in a ring"
+            assert shows(again.output, "joined the ring", back, any_of=True)
             assert again.proc.poll() is None

@@ -16,12 +16,13 @@ import pytest
 from helpers import requests_from, wait_until
 
 from udpdht import ids, wire
-from udpdht.errors import RemoteError
+from udpdht.errors import DhtError, RemoteError
 from udpdht.lookup import Lookup
 from udpdht.maintenance import Maintenance
 from udpdht.net import SimNetwork, check_peer_addr, run_virtual
 from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig
+from udpdht.routing import Peer
 from udpdht.rpc import RpcEndpoint
 from udpdht.sim import Sim
 
@@ -212,6 +213,47 @@ def test_two_neighbours_leaving_at_once_do_not_hand_each_other_back() -> None:
         await sim.leave(b)
         assert s.leafset.predecessor == p.peer
         assert a.peer not in s.leafset.peers()
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_node_that_leaves_while_its_join_is_checked_is_not_taken_back() -> None:
+    # An attacker-helper's race on real nodes: a node signalled right after joining sent its
+    # `leaving` while the seed was still checking its notify (the joiner was in none of the
+    # seed's tables yet, so the leaving was ignored); the seed then took it as its neighbour,
+    # and once it failed its calls, the seed was "isolated" with no ring to rejoin, refusing
+    # every key. The notifiers being checked count as known to `leaving`, and a notify whose
+    # node left meanwhile is refused.
+    async def main() -> None:
+        sim = Sim(seed=12)
+        seed = await sim.first()
+        joiner = await sim.spawn()
+        loop = asyncio.get_running_loop()
+        check = seed.maintenance._verify_predecessor
+        leaves: list[asyncio.Task[None]] = []
+
+        async def check_then_leave(peer: Peer) -> list[Peer] | None:
+            verified = await check(peer)  # it answers: it takes us for its successor
+            if peer.id == joiner.id and not leaves:
+                leaves.append(loop.create_task(joiner.leave()))  # its signal, just then
+                for _ in range(50):  # (bounded) until its `leaving` is handled
+                    if seed.maintenance.left_lately(joiner.id, loop.time()):
+                        break
+                    await asyncio.sleep(0.02)
+            return verified
+
+        seed.maintenance._verify_predecessor = check_then_leave  # type: ignore[method-assign]
+        with contextlib.suppress(DhtError):
+            await joiner.join(seed.addr)
+        assert leaves
+        with contextlib.suppress(DhtError):
+            await leaves[0]
+        await asyncio.sleep(10 * seed.config.stabilize_period)  # rounds, on virtual time
+        assert joiner.peer not in seed.leafset.peers()
+        assert not seed.isolated
+        await seed.put(b"k", "v")  # a ring of one that serves
+        assert await seed.get(b"k") == "v"
         await sim.stop()
 
     run_virtual(main())

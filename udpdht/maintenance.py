@@ -1399,9 +1399,10 @@ class Maintenance:
         peer = self.node.sender(args, src)
         if peer.id == self.node.id:
             return {}
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
         self._left.pop(peer.id, None)  # it left, and is back: its own word
         preds = self._without_left(self.node.arg_peers(args, "preds"))
-        loop = asyncio.get_running_loop()
         self._notifiers.pop(peer.id, None)
         self._notifiers[peer.id] = (peer, loop.time())
         if len(self._notifiers) > self.MAX_NOTIFIERS:
@@ -1431,6 +1432,11 @@ class Maintenance:
         verified = await self._shared(("verify", peer.id), self._verify_predecessor(peer))
         if verified is None:
             return {}  # it does not answer, or does not take us for its successor
+        if self._left.get(peer.id, float("-inf")) >= heard:
+            # Its `leaving` came while we checked it (sent at a signal right after its join,
+            # which this notify ends): taken, it would be our neighbour, and we a member,
+            # until it failed its calls, and then "isolated" with no ring to rejoin.
+            return {}
         # The calls took time: another notify may have brought a closer one meanwhile.
         pred = ls.predecessor
         if pred is not None and not ids.in_interval(
@@ -1516,11 +1522,11 @@ class Maintenance:
         others is of a ring of its own, which found us (its loop check, or tables that still
         named us): say so, since the merge is its doing and our log would otherwise show only
         a new predecessor."""
-        if not any(p.id != self.node.id for p in preds):
-            return  # a node joining us: it logs the join, and we our new predecessor
         if self.node.member:  # isolated: our ring, or one of its nodes, found us again
+            # (Before our own rejoin, which then logs nothing: a node restarted at its old
+            # address, which a neighbour's call still in flight to it reached.)
             self.node.log.info("%s takes this node for its successor: back in a ring", peer)
-        else:
+        elif any(p.id != self.node.id for p in preds):  # (else a node joining us: it logs that)
             self.node.log.info(
                 "%s, of another ring, takes this node for its successor: this ring of one "
                 "joins that ring",
@@ -1595,7 +1601,9 @@ class Maintenance:
         gone_id = arg_id(args, "id")
         self.node.forget_left(gone_id, src)  # (guesses and kademlia's find_node: node.py)
         ls = self.node.leafset
-        known = [*ls.peers(), *self.node.fingers.distinct(), *self.node.memory.peers()]
+        # (The recent notifiers too: one whose notify we are checking still, to be refused.)
+        notifiers = [p for p, _ in self._notifiers.values()]
+        known = [*ls.peers(), *self.node.fingers.distinct(), *self.node.memory.peers(), *notifiers]
         gone = next((p for p in known if p.id == gone_id), None)
         if gone is None:
             return {}  # not ours to forget: nothing to do
