@@ -454,12 +454,10 @@ class Server:
         dkey = digest(key)
         started = node.clock()
         try:
-            try:  # the first try inline (most gets): a closure and two coroutine frames less
-                record = await node.replicator.get(dkey)
+            try:  # the first try inline (most gets): a closure and a coroutine frame less
+                return await node.get(dkey)
             except Unavailable as exc:
                 return await self._retrying(node, lambda: node.get(dkey), exc, started)
-            assert record.value is not None  # (get returns live values only)
-            return wire.unpack_value(record.value)
         except KeyNotFound:
             return None
         except DhtError as exc:
