@@ -172,14 +172,21 @@ def test_graceful_leave_closes_the_ring_at_once(caplog: pytest.LogCaptureFixture
         run_virtual(main())
 
 
+async def four_in_a_row(sim: Sim) -> tuple[Node, Node, Node, Node]:
+    """Four consecutive nodes of an ideal ring of 12 with no maintenance running (the tests
+    of a `leaving` and of the lists around it)."""
+    await sim.build_ideal(12, maintenance=False)
+    ring = sim.live_peers()
+    w, x, y, z = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+    return w, x, y, z
+
+
 def test_a_list_that_still_names_a_node_that_left_does_not_bring_it_back() -> None:
     # tests/test_server.py once saw a leaver back in a neighbour's leafset right after its
     # `leaving`: a list sent before its sender heard of the leaving put it back for a round.
     async def main() -> None:
         sim = Sim(seed=9)
-        await sim.build_ideal(12, maintenance=False)
-        ring = sim.live_peers()
-        p1, leaver, s1, s2 = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+        p1, leaver, s1, s2 = await four_in_a_row(sim)
         await sim.leave(leaver)
         assert leaver.peer not in p1.leafset.peers() + s1.leafset.peers() + s2.leafset.peers()
         # s1's lists as they were before it heard: what its answers and notifies that crossed
@@ -204,9 +211,7 @@ def test_two_neighbours_leaving_at_once_do_not_hand_each_other_back() -> None:
     # without the nodes that told us lately that they left, as every other list is.
     async def main() -> None:
         sim = Sim(seed=10)
-        await sim.build_ideal(12, maintenance=False)
-        ring = sim.live_peers()
-        p, a, b, s = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+        p, a, b, s = await four_in_a_row(sim)
         b_preds = list(b.leafset.predecessors)  # b's list before it heard of a's leaving
         await sim.leave(a)
         b.leafset.set_predecessors(b_preds)
@@ -237,7 +242,9 @@ def test_a_node_that_leaves_while_its_join_is_checked_is_not_taken_back() -> Non
             verified = await check(peer)  # it answers: it takes us for its successor
             if peer.id == joiner.id and not leaves:
                 leaves.append(loop.create_task(joiner.leave()))  # its signal, just then
-                for _ in range(50):  # (bounded) until its `leaving` is handled
+                # (Bounded, not wait_until: without the fix the leaving is never noted, and
+                # the check must go on to show what the seed then does.)
+                for _ in range(50):  # until its `leaving` is handled
                     if seed.maintenance.left_lately(joiner.id, loop.time()):
                         break
                     await asyncio.sleep(0.02)
@@ -267,9 +274,7 @@ def test_a_leaver_s_list_does_not_bring_back_a_node_we_found_dead() -> None:
     # declared dead lately (the leaver does not vouch for them: it is only passing on its list).
     async def main() -> None:
         sim = Sim(seed=11)
-        await sim.build_ideal(12, maintenance=False)
-        ring = sim.live_peers()
-        a, b, c, d = (sim.joined[ring[i].id] for i in (3, 4, 5, 6))
+        a, b, c, d = await four_in_a_row(sim)
         await sim.crash(c)
         a.detector.declare_dead(c.id, asyncio.get_running_loop().time())
         a.leafset.remove(c.id)
