@@ -287,6 +287,28 @@ def test_a_leaver_s_list_does_not_bring_back_a_node_we_found_dead() -> None:
     run_virtual(main())
 
 
+def test_a_node_remembers_only_the_newest_leavers() -> None:
+    # Who left lately is kept 30 s, so that no list brings a leaver back (the tests above); a
+    # stranger with many sockets, each a node we know for a moment (a notifier), could leave
+    # under each of them faster than that. The memory is bounded: the newest leavers only.
+    async def main() -> None:
+        sim = Sim(seed=12)
+        w, _, _, _ = await four_in_a_row(sim)
+        w.maintenance.MAX_LEFT = 8
+        strangers = [await RpcEndpoint.bind(sim.net, (sim.net.host, 0)) for _ in range(20)]
+        gone = [Peer(ids.node_id_for(*s.addr), s.addr) for s in strangers]
+        for stranger, peer in zip(strangers, gone, strict=True):
+            w.memory.remember([peer], w.id)
+            await stranger.call(w.addr, "leaving", {"id": ids.to_bytes(peer.id)})
+            stranger.close()
+        now = asyncio.get_running_loop().time()
+        lately = [w.maintenance.left_lately(p.id, now) for p in gone]
+        assert lately == [False] * 12 + [True] * 8
+        await sim.stop()
+
+    run_virtual(main())
+
+
 @pytest.mark.parametrize("seed", [31, 37])
 def test_the_other_node_of_a_ring_of_two_serves_alone_after_a_leave_that_crossed_its_round(
     seed: int,

@@ -117,6 +117,7 @@ class Maintenance:
     MAX_FINGER_SKIP = 16  # finger refreshes that change nothing back off to one in this many
     FINGER_SLACK = 16  # a finger that moved past about this many nodes is news (fix_fingers)
     LEFT_MEMORY = 30.0  # seconds a node that left is not remembered again (see _rpc_leaving)
+    MAX_LEFT = 4096  # ... and at most this many of them: the newest (see _note_left)
     # Asks for the address token of our predecessor and successor come this share of a token
     # period apart (_keep_tokens; ours, 300 s, stands for theirs): less than one period, so
     # the one we hold always passes their rate limits.
@@ -168,7 +169,8 @@ class Maintenance:
         self._walked: tuple[float, int, int, bool] = (float("-inf"), 0, 0, False)
         self.walks = 0  # walks that came round the ring (walk_view)
         self._walked_round_at = float("-inf")  # when the last of them did
-        self._left: dict[int, float] = {}  # nodes that told us they left: when (see left_lately)
+        # Nodes that told us they left: when (see left_lately); oldest first (_note_left).
+        self._left: dict[int, float] = {}
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
@@ -1361,6 +1363,18 @@ class Maintenance:
         self._probe_at_first_pace()  # another ring: probe as often as at first while they join
         return True
 
+    def _note_left(self, peer_id: int, now: float) -> None:
+        """Remember that ``peer_id`` left at ``now``: for LEFT_MEMORY seconds, and among the
+        newest MAX_LEFT. Only a node of our tables (recent notifiers included) that proved its
+        address gets here, but a stranger can be a notifier under many ids in 30 s: the bound
+        holds whatever the rate."""
+        left = self._left
+        left.pop(peer_id, None)
+        left[peer_id] = now  # (last: the dict stays oldest first)
+        cutoff = now - self.LEFT_MEMORY
+        while len(left) > self.MAX_LEFT or next(iter(left.values())) < cutoff:
+            del left[next(iter(left))]
+
     def left_lately(self, peer_id: int, now: float) -> bool:
         """Whether ``peer_id`` told us lately that it left the ring (see _rpc_leaving)."""
         return self._left.get(peer_id, float("-inf")) > now - self.LEFT_MEMORY
@@ -1630,10 +1644,7 @@ class Maintenance:
             # through it, as a whole ring stopped at once and started again does. So does
             # every node when the leaver says it will be back: stopped, not told to leave.)
             self.node.memory.drop(gone.id)
-        now = asyncio.get_running_loop().time()
-        for peer_id in [i for i, at in self._left.items() if at < now - self.LEFT_MEMORY]:
-            del self._left[peer_id]  # (bounded: only nodes of our tables get here)
-        self._left[gone.id] = now
+        self._note_left(gone.id, asyncio.get_running_loop().time())
         if was_neighbour:
             self.node.log.info("peer %s left", gone)
             self._tell_neighbours()  # and who took its place, now rather than at the round's end
