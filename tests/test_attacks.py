@@ -158,6 +158,42 @@ async def test_long_host_strings_are_not_kept(ring: list[NodeProcess]) -> None:
     await healthy(ring)
 
 
+async def test_a_request_that_waits_cannot_hold_megabytes_of_objects(
+    ring: list[NodeProcess],
+) -> None:
+    # A helper's audit: a notify from a socket whose id falls just before a node waits about
+    # a second while the node checks it, and holds its arguments meanwhile: 64 KB of empty
+    # maps each, 4.5 MB as Python objects. One socket kept 48 of them (243 MB), 16 sockets
+    # 1 GB; only their number was bounded (512 handlers).
+    victim = ring[1]
+    (st,) = await statuses([victim])
+    pred = st["predecessor"]["id"]
+    strangers: list[Stranger] = []
+    try:
+        for _ in range(400):  # a port whose id is between the victim's predecessor and it
+            strangers.append(Stranger())
+            if ids.in_interval(ids.from_bytes(strangers[-1].id), int(pred, 16), victim.id):
+                break
+        s = strangers[-1]
+        assert ids.in_interval(ids.from_bytes(s.id), int(pred, 16), victim.id)
+        junk = Stranger.request("notify", {"id": s.id, "junk": [{}] * 64_000}, rid=1 << 63)
+        before = peak = rss_mib(victim)
+        got: list[bytes] = []
+        for _ in range(60):
+            s.send(junk[:4] + os.urandom(8) + junk[12:], victim.addr)  # a request id of its own
+            got += s.datagrams(0.03)
+            peak = max(peak, rss_mib(victim))
+        got += s.datagrams(1.5)
+    finally:
+        for stranger in strangers:
+            stranger.close()
+    answers = [msgpack.unpackb(d, raw=False) for d in got]
+    assert peak - before < 30, (before, peak)  # about 150 MB before
+    assert len(answers) >= 50
+    assert all(a[1] == 2 and a[3] == 1 and "more than 1024 values" in a[4] for a in answers)
+    await healthy(ring)
+
+
 async def test_poisoned_versions_are_refused(ring: list[NodeProcess]) -> None:
     now = time.time()
     key = b"frozen"

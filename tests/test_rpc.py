@@ -16,6 +16,7 @@ from helpers import wait_until
 
 from udpdht import rpc, wire
 from udpdht.errors import (
+    BadRequest,
     Busy,
     DhtError,
     ErrorCode,
@@ -771,6 +772,28 @@ def test_past_max_handlers_requests_are_answered_busy_at_once() -> None:
         release.set()
         assert await asyncio.gather(*(c for c in calls if not c.done())) == ["done"] * 5
         assert server.stats.busy == 7
+
+    run_virtual(main())
+
+
+def test_a_waiting_handler_takes_a_large_value_but_not_thousands_of_values() -> None:
+    # A running coroutine handler holds its request's arguments: a 50 KB value is 50 KB, but
+    # 50 KB of empty maps would be 3.5 MB of objects (attacks on real nodes: test_attacks.py).
+    async def main() -> None:
+        net = SimNetwork(seed=45)
+        client, server = await sim_pair(net)
+
+        async def size(args: dict[str, Any], peer: Address) -> int:
+            await asyncio.sleep(0.1)
+            return len(args["v"])
+
+        server.register("size", size)
+        assert await client.call(server.addr, "size", {"v": bytes(50_000)}) == 50_000
+        assert await client.call(server.addr, "size", {"v": [[1, 2]] * 300}) == 300
+        with pytest.raises(BadRequest, match="more than 1024 values"):
+            await client.call(server.addr, "size", {"v": [{}] * 50_000})
+        with pytest.raises(BadRequest, match="more than 1024 values"):
+            await client.call(server.addr, "size", {"v": [[1, 2]] * 400})
 
     run_virtual(main())
 

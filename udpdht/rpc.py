@@ -588,6 +588,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._send(wire.encode_retry(req.rid, self._expected_tokens(addr)[0]), addr)
             return
         if is_coroutine:
+            if size > self.DENSE_FROM and wire.holds_more_than(req.args, self.MAX_HELD_VALUES):
+                # It would hold its arguments while it runs: 64 KB of msgpack, empty maps,
+                # is 4.5 MB of objects. A helper's audit: notifies of that, kept 1 s each
+                # while their sender was checked, held 1 GB from 16 sockets (a bound on the
+                # number of handlers alone). No waiting method takes so many values.
+                msg = f"more than {self.MAX_HELD_VALUES} values in the arguments"
+                self._answer(self._error(req, ErrorCode.BAD_REQUEST, msg), req, addr, size)
+                return
             if self._handlers_running >= self.config.max_handlers:
                 self.stats.busy += 1
                 # Short: under load, best if it fits in 3x the request, needing no token.
@@ -637,6 +645,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if not idempotent:
             self._remember(req.rid, addr, data)
         self._answer(data, req, addr, size)
+
+    #: A request to a coroutine handler (one that may wait, holding its arguments) holds
+    #: at most this many values, counted when it is over DENSE_FROM bytes (a smaller one
+    #: cannot hold more): held, each is at most about 140 KB of objects, 72 MB for
+    #: max_handlers of them.
+    MAX_HELD_VALUES = 1024
+    DENSE_FROM = 1024
 
     async def charged(
         self, work: Coroutine[Any, Any, T], addr: Address, token: bytes | None = None

@@ -220,6 +220,29 @@ def decode(data: bytes) -> Message:
     raise DecodeError(f"unknown message kind {kind} or wrong length {len(msg)}")
 
 
+def holds_more_than(value: Any, limit: int) -> bool:
+    """Whether decoded ``value`` is more than ``limit`` values, counting itself and everything
+    in it (a map's keys and values). Containers are counted by their length before anything
+    in them is looked at: 64,000 empty maps cost one look."""
+    count = 1
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            count += 2 * len(item)
+            if count > limit:
+                return True
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            count += len(item)
+            if count > limit:
+                return True
+            stack.extend(item)
+    return False
+
+
 def _token(raw: Any) -> bytes:
     if type(raw) is not bytes or not 0 < len(raw) <= MAX_TOKEN:
         raise DecodeError(f"a token is 1..{MAX_TOKEN} bytes of bin")
