@@ -22,7 +22,7 @@ from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig
 from udpdht.shortfall import Shortfall
 from udpdht.sim import Sim
-from udpdht.storage import Record, Version
+from udpdht.storage import MemoryStore, Record, Version
 
 R = 3
 
@@ -1043,10 +1043,29 @@ def test_a_write_its_full_primary_refuses_says_what_does_not_fit() -> None:
         with pytest.raises(StoreFull) as info:
             await node.put("big", "x" * 2000)
         assert re.search(
-            r"this write needs 2,0\d\d bytes more, and 1,024 of its 1,024 are "
+            r"this write needs 2,4\d\d bytes more, and 1,024 of its 1,024 are "
             r"free \(--max-store-bytes\)",
             str(info.value),
         ), str(info.value)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_quota_counts_what_each_record_takes_not_only_its_bytes() -> None:
+    # A helper's audit: a record of a 3-byte key and an empty value took 440 bytes of memory
+    # and counted 3, so a stranger's puts of those filled 150 times the quota.
+    async def main() -> None:
+        sim = store_sim(86)
+        (node,) = await sim.build_ideal(1, maintenance=False)
+        node.replicator.config = dataclasses.replace(node.replicator.config, max_store_bytes=QUOTA)
+        each = 2 + len(wire.pack_value(b"", 100)) + MemoryStore.RECORD_COST  # 452
+        await node.put("k1", b"")
+        await node.put("k2", b"")
+        assert node.replicator.counts()["quota_used"] == 2 * each <= QUOTA
+        with pytest.raises(StoreFull, match=f"needs {each} bytes more"):
+            await node.put("k3", b"")
+        await node.put("k1", b"x")  # a record replaced costs only what its value adds
         await sim.stop()
 
     run_virtual(main())
@@ -1071,7 +1090,7 @@ def test_a_record_larger_than_the_whole_quota_is_named_in_the_log(
             if "store full" in r.getMessage() and getattr(r, "node", None) == ids.short(second.id)
         ]
         assert len(said) == 1, said
-        assert re.search(r"\(the largest needs 2,0\d\d bytes: more than the whole quota\)", said[0])
+        assert re.search(r"\(the largest needs 2,4\d\d bytes: more than the whole quota\)", said[0])
         await sim.stop()
 
     with caplog.at_level(logging.WARNING, logger="udpdht.node"):

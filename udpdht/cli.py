@@ -371,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-store-bytes",
         type=_bytes,
         metavar="N",
-        help="the store's quota, keys and values counted (e.g. 512M, 20G; default: none); "
-        "writes past it are refused ('store full')",
+        help="the store's quota: keys and values, and 80 bytes a record on disk (448 without "
+        "--data-dir) (e.g. 512M, 20G; default: none); writes past it are refused ('store full')",
     )
     p.add_argument(
         "--metrics",

@@ -302,6 +302,12 @@ class NodeCollector(Collector):
             yield _gauge(
                 "store_quota_bytes", "The store's quota (--max-store-bytes).", snap.quota_bytes
             )
+            yield _gauge(
+                "store_quota_used_bytes",
+                "What the quota counts of the store: key and value bytes, and the engine's "
+                "cost per record.",
+                snap.store["quota_used"],
+            )
         yield _counter(
             "store_records_refused_full",
             "Records refused or dropped for the quota: writes, copies for other nodes, repair's "
