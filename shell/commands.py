@@ -28,6 +28,10 @@ class CommandError(Exception):
     """A line that cannot be run as typed; the message is one sentence."""
 
 
+class _NotJson(CommandError):
+    """``put --json`` with a VALUE that is not JSON (parse adds why, when the line tells)."""
+
+
 @dataclass(frozen=True)
 class Command:
     """One parsed command: its (canonical) name and the arguments it takes."""
@@ -452,14 +456,9 @@ def _put(name: str, args: list[str]) -> Command:
         try:
             value = values.from_json(text)
         except values.ValueFormatError as exc:
-            hint = ""
             if str(exc).startswith("not valid JSON") and '"' not in text:
-                # The line's words are split as a shell splits them: "..." lost its quotes.
-                hint = (
-                    "; double quotes group words here, as in sh, so the JSON lost its own: "
-                    "put it in single quotes, as in put k '{\"a\": [1, 2]}' --json"
-                )
-            raise CommandError(f"VALUE: {exc}{hint}") from None
+                raise _NotJson(f"VALUE: {exc}") from None
+            raise CommandError(f"VALUE: {exc}") from None
     return Command(name, key=_key(name, key), value=value, ttl=ttl)
 
 
@@ -509,7 +508,8 @@ def _nodes(name: str, args: list[str]) -> Command:
         return Command(name, action=action, number=count)
     if action in ("kill", "join"):
         _arity(name, rest, 1, 1, f"the number I of the node to {action}")
-        return Command(name, action=action, number=_count(name, rest[0], "I", 0, 10_000))
+        number = _count(name, rest[0], "I (the node's number)", 0, 10_000)
+        return Command(name, action=action, number=number)
     hint = _suggest(action, NODES_ACTIONS)
     also = f"; did you mean 'nodes {hint}'?" if hint else f"; {_usage(name)}"
     raise CommandError(f"unknown action {action!r} for 'nodes'{also}")
@@ -613,6 +613,14 @@ def parse(line: str, mode: str = "udpdht") -> Command:
         raise CommandError(_unknown(word))
     try:
         return PARSERS[name](name, args)
+    except _NotJson as exc:
+        if '"' not in line:  # (in single quotes already: the JSON itself is wrong)
+            raise CommandError(str(exc)) from None
+        # The line's words are split as a shell splits them: "..." lost its quotes.
+        raise CommandError(
+            f"{exc}; double quotes group words here, as in sh, so the JSON lost its own: put "
+            "it in single quotes, as in put k '{\"a\": [1, 2]}' --json"
+        ) from None
     except CommandError as exc:
         if mode != "kad":
             raise

@@ -246,7 +246,8 @@ class Session:
         if isinstance(addr, KadAddr):
             return await self.attach_kad(addr, within=within)
         addr = await resolve(addr)
-        client = Client(addr, cookie=cookie or self.cookie_for(addr))
+        # (A node killed under the shell: "nothing is listening" in half a second, not ~6 s.)
+        client = Client(addr, cookie=cookie or self.cookie_for(addr), probe_every_call=True)
         await client.open()
         try:
             loop = asyncio.get_running_loop()

@@ -120,6 +120,21 @@ async def test_node_join_says_at_once_that_nothing_listens_and_names_a_silent_bo
         await node.stop()
 
 
+async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:
+    # A new user's trial: after a kill -9 of the node the shell was attached to, its next get
+    # waited 5.8 s ("did not answer (6 tries)") where a fresh client said "nothing is
+    # listening" in 0.4 s: the client probed a port only until the node first answered.
+    node = Node("127.0.0.1", 0, config=FAST)
+    await node.start()
+    async with Client(node.addr, probe_every_call=True) as client:
+        await client.ping()
+        await node.stop()  # its port closes, as a killed process's does
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(Refused, match=r"nothing listens at 127\.0\.0\.1:\d+"):
+            await client.ping()
+        assert asyncio.get_running_loop().time() - start < 2.0
+
+
 def test_node_with_unreachable_bootstrap_fails_clearly() -> None:
     with node_process() as lonely:
         lonely.signal(signal.SIGKILL)

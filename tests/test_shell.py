@@ -178,6 +178,9 @@ def test_parse(line: str, expected: Command) -> None:
             "column 2; double quotes group words here, as in sh, so the JSON lost its own: put "
             "it in single quotes, as in put k '{\"a\": [1, 2]}' --json",
         ),
+        # In single quotes already: the JSON itself is wrong, and only that is said.
+        ("put cfg '{bad' --json", "VALUE: not valid JSON: Expecting property name enclosed"),
+        ("nodes kill x", "I (the node's number) must be a number 0..10000, got 'x'"),
     ],
 )
 def test_parse_errors_are_one_sentence(line: str, message: str) -> None:
@@ -186,6 +189,7 @@ def test_parse_errors_are_one_sentence(line: str, message: str) -> None:
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+    assert '"' in line or "lost its own" not in text  # the quoting hint only when it applies
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -45,7 +45,12 @@ class Client:
         network: Network | None = None,
         rpc_config: RpcConfig | None = None,
         rng: random.Random | None = None,
+        probe_every_call: bool = False,
     ) -> None:
+        """``probe_every_call``: when a call finds no answer, ask the node's host whether its
+        port is closed on every call, not only until the node first answered (a long-lived
+        client, such as the shell: a node killed under it is said to be gone in half a second,
+        not after ~6 s of tries; each call then costs two tasks more)."""
         self.addr = addr
         self.cookie = cookie
         self._network = network or UdpNetwork()
@@ -58,6 +63,7 @@ class Client:
         self._node_id: int | None = None  # the attached node's id, once learnt (admin signs it)
         self._last_working: tuple[Address, str, float] | None = None
         self._heard: set[Address] = set()  # addresses that answered: no refusal probe there
+        self._probe_every_call = probe_every_call
 
     async def open(self) -> None:
         if isinstance(self._network, UdpNetwork):
@@ -115,7 +121,7 @@ class Client:
         ep = self.endpoint
         if not isinstance(self._network, UdpNetwork):
             return await ep.call(addr, method, args, **kw)
-        if addr in self._heard:
+        if addr in self._heard and not self._probe_every_call:
             try:
                 return await ep.call(addr, method, args, **kw)
             except RpcTimeout:  # it went silent: probe it again next time (a long shell)
