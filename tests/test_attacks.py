@@ -567,6 +567,36 @@ async def test_costly_datagrams_pay_for_their_cpu_and_fake_answers_count(
     await healthy(ring)
 
 
+async def test_costly_requests_pay_for_their_cpu_with_their_sources_token_too(
+    ring: list[NodeProcess],
+) -> None:
+    # A helper's audit: a request that carries its source's address token draws on a second
+    # share once the source's own is spent (so that a flood in its name cannot cut it off),
+    # but the CPU charge took from the first share alone. With its own token, a stranger's
+    # 400 reads of 1,000 keys a second went on, uncharged: 0.69 of the target's core
+    # instead of 0.10, and the debt fell on everyone's budget.
+    victim = ring[2]
+    keys = [i.to_bytes(2, "big") for i in range(1000)]
+    with Stranger() as reader:
+        kind, token, _ = reader.ask(victim.addr, "token", {})
+        assert kind == "retry"
+        cpu, start = cpu_seconds(victim), time.monotonic()
+        for i in range(800):  # 2 s at 400 a second
+            heavy = Stranger.request("store_read", {"keys": keys}, rid=2**63 + i, token=token)
+            reader.send(heavy, victim.addr)
+            await asyncio.sleep(max(0.0, start + (i + 1) / 400 - time.monotonic()))
+        await asyncio.sleep(0.5)  # (what it still had to read)
+        share = (cpu_seconds(victim) - cpu) / (time.monotonic() - start)
+    assert share < 0.4, share  # of a core: 0.6-0.7 before
+    await healthy(ring)
+
+
+def cpu_seconds(node: NodeProcess) -> float:
+    """The CPU time the node process has used (user and system), seconds."""
+    fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def limited_by(
     node: NodeProcess, before: dict[str, Any], at_least: int, within: float = 10.0
 ) -> dict[str, Any]:

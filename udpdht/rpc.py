@@ -1248,13 +1248,21 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         it (an attack on real nodes). A neighbour is exempt only with a ``token`` for its address
         (6a.1): from a neighbour's spoofed address, 300 reads of 1,000 keys a second took the
         node's whole core and its ring evicted it (an attack on real nodes, both loops)."""
-        if self.exempt is not None and self.exempt(addr) and self._token_ok(addr, token):
+        proven = self._token_ok(addr, token)
+        if proven and self.exempt is not None and self.exempt(addr):
             return
         cost = spent / COST_UNIT - paid
         now = self._time()
         cfg = self.config
         if cfg.source_rate:
-            self._sources.charge(source_of(addr), now, cost)
+            source = source_of(addr)
+            self._sources.charge(source, now, cost)
+            if proven:
+                # And the share its token draws on once its own is spent (_admit): charged to
+                # the first alone, a stranger's costly requests carrying its own token went on
+                # at a second 1,024 a second, never charged (a helper's audit on real nodes:
+                # reads of 1,000 keys took 0.69 of a core instead of 0.10).
+                self._proven_shares.charge(source, now, cost)
         if cfg.global_rate:
             self._everyone.charge(cfg.global_rate, self._burst, now, cost)
 
