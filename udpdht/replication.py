@@ -517,13 +517,14 @@ class Replicator:
         wire = [p.to_wire() for p in nodes[: self.config.replicas]] if done else []
         return NotResponsible(f"not {what} of this key by this node's view", data={"nodes": wire})
 
-    def accepts(self, key_id: int) -> bool:
+    def accepts(self, key_id: int, *, slack: bool = True) -> bool:
         """Whether a record pushed to us may be kept: its key lies in ``(pred_{r+1}, self]``,
         the range we hold as a replica and one node more (a node that leaves hands its range
         to its r-th successor, which does not hold it yet; views also differ for a moment
-        during churn), or we know too few predecessors to tell."""
+        during churn), or we know too few predecessors to tell. Without ``slack`` (a push from
+        outside our leafset): ``(pred_r, self]`` only."""
         preds = self.node.leafset.predecessors
-        r = self.config.replicas
+        r = self.config.replicas if slack else self.config.replicas - 1
         if len(preds) <= r:
             return True
         return ids.in_interval(key_id, preds[r].id, self.node.id, right_open=False)
@@ -1477,8 +1478,13 @@ class Replicator:
 
     def _rpc_push(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         records = self._records(args.get("records"))
-        kept = [r for r in records if self.accepts(r.key_id)]
-        if kept and not self.node.in_leafset(src):
+        # The range one node past ours only from a neighbour (a hand-off from one that
+        # leaves): a stranger's push there was kept, as a stray that we then moved one record
+        # at a time, a lookup, three pushes and a removal each. A helper's audit: 2 datagrams
+        # of a stranger's made 12,584 in the ring and 77.6 MB of disk writes.
+        neighbour = self.node.in_leafset(src)
+        kept = [r for r in records if self.accepts(r.key_id, slack=neighbour)]
+        if kept and not neighbour:
             # Not a neighbour (a primary copying its writes, repair, a hand-off): a coordinator's
             # read repair, or a stranger. A stranger's record stamped up to max_skew ahead beat
             # every write acknowledged in the next minute: repair carried it to the primary,
