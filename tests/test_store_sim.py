@@ -836,6 +836,34 @@ def test_writes_to_one_primary_at_once_share_their_pushes() -> None:
     run_virtual(main())
 
 
+def test_a_get_of_an_absent_key_asks_each_node_once() -> None:
+    # A helper's audit: a get of a key with no value read the holders our view guessed, then,
+    # the ring's lookup naming the same ones, read them again (20 datagrams a get in a ring of
+    # 12, 23 in one of 24). Their answers stand now.
+    async def main() -> None:
+        sim = store_sim(52)
+        nodes = await sim.build_ideal(12, maintenance=True)
+        await wait_until(lambda: all(n.replicator.settled() for n in nodes), within=60)
+        asker = nodes[5]
+        reads: list[tuple[str, int]] = []
+
+        def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+            if src == asker.addr and _method(data) == "store_read":
+                reads.append(dst)
+            return False
+
+        sim.net.set_drop_filter(watch)
+        for i in range(20):
+            reads.clear()
+            with pytest.raises(KeyNotFound):
+                await asker.get(f"absent-{i}")
+            assert reads and len(reads) == len(set(reads)), reads  # (no loss here: no resend)
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_dead_holder_costs_a_read_two_short_tries_not_a_whole_call() -> None:
     # The third new-user trial: right after a kill -9, a get of an absent key took 3.3 s and
     # then said "try again": besides the primary, each other holder was asked with the full

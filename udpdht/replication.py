@@ -82,9 +82,19 @@ class _Refusals:
         self.strict_spent = False
 
 
+#: A holder's answer to a read: (its record, whether it is settled), by (its id, whether it
+#: was asked as the primary).
+_Heard = dict[tuple[int, bool], tuple["Record | None", bool]]
+
+
 class _GuessMissed(Exception):
     """A read from our view's guess of a key's holders found no settled answer: the ring's own
-    routing (a lookup) is asked instead. Never leaves the Replicator."""
+    routing (a lookup) is asked instead. Never leaves the Replicator. ``heard``: the answers
+    the read had, which the read after the lookup takes again for the same holders."""
+
+    def __init__(self, heard: _Heard) -> None:
+        super().__init__()
+        self.heard = heard
 
 
 @dataclass(frozen=True)
@@ -1056,8 +1066,13 @@ class Replicator:
                     return record
             try:
                 return await self._read_targets(key, key_id, guessed, guessed=True, made=made)
-            except _GuessMissed:  # (not contextlib.suppress: every get runs this)
-                pass
+            except _GuessMissed as missed:
+                # (Their answers stand for the same holders: a get of a key with no value
+                # read each holder twice, 12-23 datagrams in all; a helper's audit.)
+                targets = await self._targets(key_id, confirm=False, guess=False)
+                return await self._read_targets(
+                    key, key_id, targets, guessed=False, known=missed.heard
+                )
         targets = await self._targets(key_id, confirm=False, guess=False)
         return await self._read_targets(key, key_id, targets, guessed=False)
 
@@ -1069,24 +1084,29 @@ class Replicator:
         *,
         guessed: bool,
         made: tuple[Record | None, bool] | Exception | None = None,
+        known: _Heard | None = None,
     ) -> Record:
         """One read of ``key`` from its holders among ``targets`` (see get); ``made``: the
         outcome of the read of ``targets[0]`` as the primary, made already (an answer, or the
-        exception it raised)."""
+        exception it raised); ``known``: answers this get had already (_GuessMissed)."""
         r = self.config.replicas
         answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
+        heard: _Heard = {}
         asked = False  # whether targets[0] was asked as the primary (and answered or failed)
         refused_by = _Refusals()
         for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
             try:
                 if made is None:
                     # Few tries when the others can answer instead: a dead primary costs little.
-                    answers.append(await self._read(targets[0], key, primary=len(targets) > 1))
+                    answers.append(
+                        await self._read_once(targets[0], key, len(targets) > 1, known, heard)
+                    )
                 elif isinstance(made, Exception):
                     failed, made = made, None
                     raise failed
                 else:
                     answers.append(made)
+                    heard[targets[0].id, len(targets) > 1] = made
                     made = None
             except NotResponsible as exc:
                 refused_by.nodes.add(targets[0].id)
@@ -1095,7 +1115,7 @@ class Replicator:
             except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
                 self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
                 if guessed:  # our view was stale: the ring's own routing knows better
-                    raise _GuessMissed from exc
+                    raise _GuessMissed(heard) from exc
             asked = True
             break
         if not answers or answers[0][0] is None or not answers[0][1]:
@@ -1110,14 +1130,14 @@ class Replicator:
                 # if they differ. (One read less for each get while a ring settles.)
                 agreed = False
                 with contextlib.suppress(DhtError, *MALFORMED):  # (a failure: ask the last)
-                    answers.append(await self._read(others[0], key, primary=False, few=True))
+                    answers.append(await self._read_once(others[0], key, False, known, heard))
                     second = answers[-1][0]
                     agreed = second is not None and second.version == first.version
                 others = [] if agreed else others[1:]
             # Few tries each when several are asked at once (a dead one costs 0.3 s, not 1.7).
             few = len(others) > 1
             results = await asyncio.gather(
-                *(self._read(p, key, primary=False, few=few) for p in others),
+                *(self._read_once(p, key, False, known, heard, few=few) for p in others),
                 return_exceptions=True,
             )
             answers += [a for a in results if not isinstance(a, BaseException)]
@@ -1143,7 +1163,7 @@ class Replicator:
         if best is not None and best.value is not None and best.live(self.node.wall_clock()):
             return best  # a live value (most reads: the primary's, asked alone)
         if guessed:
-            raise _GuessMissed  # no value where our view points: look where a lookup leads
+            raise _GuessMissed(heard)  # no value where our view points: look where a lookup leads
         # "No value" needs a settled holder, and none that answered unsettled: a holder whose
         # neighbourhood is still changing is a sign that writes may lie elsewhere.
         all_settled = bool(answers) and all(settled for _, settled in answers)
@@ -1203,6 +1223,25 @@ class Replicator:
             if any(p.id == self.node.id for p in holders):
                 self._apply_all([record])
             await self._push([record], [p for p in holders if p.id != self.node.id])
+
+    async def _read_once(
+        self,
+        peer: Peer,
+        key: bytes,
+        primary: bool,
+        known: _Heard | None,
+        heard: _Heard,
+        *,
+        few: bool = False,
+    ) -> tuple[Record | None, bool]:
+        """_read, unless ``known`` holds ``peer``'s answer (asked the same way) already; the
+        answer is noted in ``heard``."""
+        mark = (peer.id, primary)
+        answer = known.get(mark) if known else None
+        if answer is None:
+            answer = await self._read(peer, key, primary=primary, few=few)
+        heard[mark] = answer
+        return answer
 
     async def _read(
         self, peer: Peer, key: bytes, *, primary: bool, few: bool = False
