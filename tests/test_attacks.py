@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from udpdht import Client, ids
 from udpdht.admin import COOKIE_FILE, read_cookie, sign
-from udpdht.errors import StoreFull, Unauthorized
+from udpdht.errors import Busy, StoreFull, Unauthorized
 
 # Every attack is replayed on real node processes, on both event loops: 46 s in all, so
 # `make test-fast` leaves them to `make test`.
@@ -191,6 +191,51 @@ async def test_a_request_that_waits_cannot_hold_megabytes_of_objects(
     assert peak - before < 30, (before, peak)  # about 150 MB before
     assert len(answers) >= 50
     assert all(a[1] == 2 and a[3] == 1 and "more than 1024 values" in a[4] for a in answers)
+    await healthy(ring)
+
+
+async def test_a_silent_notifier_holds_only_its_share_of_the_handlers(
+    ring: list[NodeProcess],
+) -> None:
+    # A helper's audit: each notify from a socket whose id falls just before a node, and that
+    # never answers, keeps one of the node's 512 handler slots for about a second (the check
+    # of the notifier); 600 a second from that one socket took them all, and honest clients'
+    # gets were answered BUSY. One source holds 128 at most now.
+    victim = ring[0]
+    (st,) = await statuses([victim])
+    pred = int(st["predecessor"]["id"], 16)
+    async with Client(victim.addr) as honest:
+        await honest.put("busy-check", "v")
+        strangers: list[Stranger] = []
+        try:
+            for _ in range(400):  # a port whose id is between the victim's predecessor and it
+                strangers.append(Stranger())
+                if ids.in_interval(ids.from_bytes(strangers[-1].id), pred, victim.id):
+                    break
+            s = strangers[-1]
+            assert ids.in_interval(ids.from_bytes(s.id), pred, victim.id)
+
+            async def flood() -> None:
+                start = time.monotonic()
+                for i in range(1350):  # 1.5 s at 900 a second
+                    request = Stranger.request("notify", {"id": s.id}, rid=2**63 + i)
+                    s.send(request, victim.addr)
+                    await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
+
+            flooding = asyncio.create_task(flood())
+            busy = gets = 0
+            while not flooding.done():
+                try:
+                    assert await honest.get("busy-check") == "v"
+                except Busy:
+                    busy += 1
+                gets += 1
+                await asyncio.sleep(0.01)
+            await flooding
+        finally:
+            for stranger in strangers:
+                stranger.close()
+    assert gets > 20 and busy == 0, (gets, busy)
     await healthy(ring)
 
 

@@ -776,6 +776,34 @@ def test_past_max_handlers_requests_are_answered_busy_at_once() -> None:
     run_virtual(main())
 
 
+def test_one_source_holds_at_most_its_share_of_the_handlers() -> None:
+    async def main() -> None:
+        net = SimNetwork(seed=46)
+        config = RpcConfig(max_handlers=8, max_handlers_per_source=3)
+        greedy, server = await sim_pair(net, config)
+        other = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(3))
+        release = asyncio.Event()
+
+        async def slow(args: dict[str, Any], peer: Address) -> str:
+            await release.wait()
+            return "done"
+
+        server.register("slow", slow)
+        calls = [asyncio.create_task(greedy.call(server.addr, "slow")) for _ in range(5)]
+        await wait_until(lambda: sum(c.done() for c in calls) == 2, within=1)
+        assert all(isinstance(c.exception(), Busy) for c in calls if c.done())
+        running = [c for c in calls if not c.done()]
+        theirs = [asyncio.create_task(other.call(server.addr, "slow")) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        assert not any(c.done() for c in theirs)  # running too: none was refused
+        release.set()
+        assert await asyncio.gather(*theirs, *running) == ["done"] * 6
+        assert server.stats.busy == 2
+        other.close()
+
+    run_virtual(main())
+
+
 def test_a_waiting_handler_takes_a_large_value_but_not_thousands_of_values() -> None:
     # A running coroutine handler holds its request's arguments: a 50 KB value is 50 KB, but
     # 50 KB of empty maps would be 3.5 MB of objects (attacks on real nodes: test_attacks.py).
@@ -995,7 +1023,10 @@ def test_a_slow_peer_does_not_cause_a_retransmission_storm() -> None:
         assert results == list(range(100))
         return client.stats.retries, client.stats.timeouts
 
-    storm = RpcConfig(tries=10, window=1024, min_window=1024, max_backoff=1.0)  # as before
+    # (Every resend of the storm runs the handler again: no share of the handlers binds it.)
+    storm = RpcConfig(
+        tries=10, window=1024, min_window=1024, max_backoff=1.0, max_handlers_per_source=512
+    )  # as before
     retries_without, _ = run_virtual(main(storm))
     retries, timeouts = run_virtual(main(RpcConfig(tries=10)))
     assert timeouts == 0

@@ -77,7 +77,7 @@ import struct
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Hashable
 from dataclasses import asdict, dataclass
 from math import ceil
 from typing import Any, TypeVar, cast
@@ -121,6 +121,7 @@ class RpcConfig:
     max_resends: int = 8  # times one cached answer is sent again (retransmissions of a call)
     max_peers: int = 8192  # RTT estimates (and address tokens) kept
     max_handlers: int = 512  # coroutine handlers running at once; past that, BUSY
+    max_handlers_per_source: int = 128  # ... for the requests of one source (ratelimit.source_of)
     amplification: float = 3.0  # largest answer to an unproven address, × its request (0: off)
     token_period: float = 300.0  # a token is good for one to two of these (seconds)
     source_rate: float = 0.0  # requests per second from one source (0: no limit)
@@ -444,6 +445,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # Answers up to this many times their request's size need no token (inf: no guard).
         self._amplification = cfg.amplification or math.inf
         self._handlers_running = 0
+        self._handlers_from: dict[Hashable, int] = {}  # ... by source (those with any)
         self._log_budget = TokenBucket(10.0, 0.0)  # handler tracebacks: a few, not megabytes
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
@@ -596,11 +598,20 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 msg = f"more than {self.MAX_HELD_VALUES} values in the arguments"
                 self._answer(self._error(req, ErrorCode.BAD_REQUEST, msg), req, addr, size)
                 return
-            if self._handlers_running >= self.config.max_handlers:
+            source = source_of(addr)
+            mine = self._handlers_from.get(source, 0)
+            if (
+                self._handlers_running >= self.config.max_handlers
+                or mine >= self.config.max_handlers_per_source
+            ):
+                # (One source alone may not hold every slot: a helper's audit, notifies from a
+                # silent socket just before the node, each checked for a second, took them all,
+                # and honest clients' gets were answered BUSY.)
                 self.stats.busy += 1
                 # Short: under load, best if it fits in 3x the request, needing no token.
                 self._answer(self._error(req, ErrorCode.BUSY, "busy, try later"), req, addr, size)
                 return
+            self._handlers_from[source] = mine + 1
             if not idempotent:  # (bounded by max_handlers; never evicted while it runs)
                 self._running[rid] = (addr, self._time())
             self._handlers_running += 1
@@ -642,6 +653,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         finally:
             self._handlers_running -= 1
             self._running.pop(req.rid, None)
+            source = source_of(addr)
+            mine = self._handlers_from[source] - 1
+            if mine:
+                self._handlers_from[source] = mine
+            else:
+                del self._handlers_from[source]
         if not idempotent:
             self._remember(req.rid, addr, data)
         self._answer(data, req, addr, size)
