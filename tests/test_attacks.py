@@ -158,6 +158,22 @@ async def test_long_host_strings_are_not_kept(ring: list[NodeProcess]) -> None:
     await healthy(ring)
 
 
+@asynccontextmanager
+async def stranger_before(node: NodeProcess) -> AsyncIterator[Stranger]:
+    """A Stranger whose id (its address's) falls between ``node``'s predecessor and it: the
+    node checks the sender of a notify from it as its new predecessor, for about a second
+    when it never answers."""
+    (st,) = await statuses([node])
+    pred = int(st["predecessor"]["id"], 16)
+    with ExitStack() as stack:
+        for _ in range(400):  # (a third of the ring, in a ring of three)
+            s = stack.enter_context(Stranger())
+            if ids.in_interval(ids.from_bytes(s.id), pred, node.id):
+                yield s
+                return
+    raise AssertionError("none of 400 ports has an id just before the node")
+
+
 async def test_a_request_that_waits_cannot_hold_megabytes_of_objects(
     ring: list[NodeProcess],
 ) -> None:
@@ -166,16 +182,7 @@ async def test_a_request_that_waits_cannot_hold_megabytes_of_objects(
     # maps each, 4.5 MB as Python objects. One socket kept 48 of them (243 MB), 16 sockets
     # 1 GB; only their number was bounded (512 handlers).
     victim = ring[1]
-    (st,) = await statuses([victim])
-    pred = st["predecessor"]["id"]
-    strangers: list[Stranger] = []
-    try:
-        for _ in range(400):  # a port whose id is between the victim's predecessor and it
-            strangers.append(Stranger())
-            if ids.in_interval(ids.from_bytes(strangers[-1].id), int(pred, 16), victim.id):
-                break
-        s = strangers[-1]
-        assert ids.in_interval(ids.from_bytes(s.id), int(pred, 16), victim.id)
+    async with stranger_before(victim) as s:
         junk = Stranger.request("notify", {"id": s.id, "junk": [{}] * 64_000}, rid=1 << 63)
         before = peak = rss_mib(victim)
         got: list[bytes] = []
@@ -184,9 +191,6 @@ async def test_a_request_that_waits_cannot_hold_megabytes_of_objects(
             got += s.datagrams(0.03)
             peak = max(peak, rss_mib(victim))
         got += s.datagrams(1.5)
-    finally:
-        for stranger in strangers:
-            stranger.close()
     answers = [msgpack.unpackb(d, raw=False) for d in got]
     assert peak - before < 30, (before, peak)  # about 150 MB before
     assert len(answers) >= 50
@@ -202,39 +206,26 @@ async def test_a_silent_notifier_holds_only_its_share_of_the_handlers(
     # of the notifier); 600 a second from that one socket took them all, and honest clients'
     # gets were answered BUSY. One source holds 128 at most now.
     victim = ring[0]
-    (st,) = await statuses([victim])
-    pred = int(st["predecessor"]["id"], 16)
-    async with Client(victim.addr) as honest:
+    async with Client(victim.addr) as honest, stranger_before(victim) as s:
         await honest.put("busy-check", "v")
-        strangers: list[Stranger] = []
-        try:
-            for _ in range(400):  # a port whose id is between the victim's predecessor and it
-                strangers.append(Stranger())
-                if ids.in_interval(ids.from_bytes(strangers[-1].id), pred, victim.id):
-                    break
-            s = strangers[-1]
-            assert ids.in_interval(ids.from_bytes(s.id), pred, victim.id)
 
-            async def flood() -> None:
-                start = time.monotonic()
-                for i in range(1350):  # 1.5 s at 900 a second
-                    request = Stranger.request("notify", {"id": s.id}, rid=2**63 + i)
-                    s.send(request, victim.addr)
-                    await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
+        async def flood() -> None:
+            start = time.monotonic()
+            for i in range(1350):  # 1.5 s at 900 a second
+                request = Stranger.request("notify", {"id": s.id}, rid=2**63 + i)
+                s.send(request, victim.addr)
+                await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
 
-            flooding = asyncio.create_task(flood())
-            busy = gets = 0
-            while not flooding.done():
-                try:
-                    assert await honest.get("busy-check") == "v"
-                except Busy:
-                    busy += 1
-                gets += 1
-                await asyncio.sleep(0.01)
-            await flooding
-        finally:
-            for stranger in strangers:
-                stranger.close()
+        flooding = asyncio.create_task(flood())
+        busy = gets = 0
+        while not flooding.done():
+            try:
+                assert await honest.get("busy-check") == "v"
+            except Busy:
+                busy += 1
+            gets += 1
+            await asyncio.sleep(0.01)
+        await flooding
     assert gets > 20 and busy == 0, (gets, busy)
     await healthy(ring)
 
