@@ -755,17 +755,22 @@ def test_a_cached_answer_is_kept_for_its_ttl_and_while_answers_after_it_are_few(
     run_virtual(main())
 
 
+def answers_once(release: asyncio.Event) -> Callable[[dict[str, Any], Address], Awaitable[str]]:
+    """A coroutine handler that holds its slot until ``release`` is set, then answers "done"."""
+
+    async def slow(args: dict[str, Any], peer: Address) -> str:
+        await release.wait()
+        return "done"
+
+    return slow
+
+
 def test_past_max_handlers_requests_are_answered_busy_at_once() -> None:
     async def main() -> None:
         net = SimNetwork(seed=43)
         client, server = await sim_pair(net, RpcConfig(max_handlers=5))
         release = asyncio.Event()
-
-        async def slow(args: dict[str, Any], peer: Address) -> str:
-            await release.wait()
-            return "done"
-
-        server.register("slow", slow)
+        server.register("slow", answers_once(release))
         calls = [asyncio.create_task(client.call(server.addr, "slow")) for _ in range(12)]
         await wait_until(lambda: sum(c.done() for c in calls) == 7, within=1)
         assert all(isinstance(c.exception(), Busy) for c in calls if c.done())
@@ -783,12 +788,7 @@ def test_one_source_holds_at_most_its_share_of_the_handlers() -> None:
         greedy, server = await sim_pair(net, config)
         other = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(3))
         release = asyncio.Event()
-
-        async def slow(args: dict[str, Any], peer: Address) -> str:
-            await release.wait()
-            return "done"
-
-        server.register("slow", slow)
+        server.register("slow", answers_once(release))
         calls = [asyncio.create_task(greedy.call(server.addr, "slow")) for _ in range(5)]
         await wait_until(lambda: sum(c.done() for c in calls) == 2, within=1)
         assert all(isinstance(c.exception(), Busy) for c in calls if c.done())
