@@ -1130,7 +1130,9 @@ class Replicator:
                 # if they differ. (One read less for each get while a ring settles.)
                 agreed = False
                 with contextlib.suppress(DhtError, *MALFORMED):  # (a failure: ask the last)
-                    answers.append(await self._read_once(others[0], key, False, known, heard))
+                    answers.append(
+                        await self._read_once(others[0], key, False, known, heard, few=True)
+                    )
                     second = answers[-1][0]
                     agreed = second is not None and second.version == first.version
                 others = [] if agreed else others[1:]
