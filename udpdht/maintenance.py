@@ -1418,7 +1418,7 @@ class Maintenance:
         self._left.pop(peer.id, None)  # it left, and is back: its own word
         preds = self._without_left(self.node.arg_peers(args, "preds"))
         self._notifiers.pop(peer.id, None)
-        self._notifiers[peer.id] = (peer, loop.time())
+        self._notifiers[peer.id] = (peer, heard)
         if len(self._notifiers) > self.MAX_NOTIFIERS:
             self._notifiers.popitem(last=False)
         ls = self.node.leafset

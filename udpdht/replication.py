@@ -60,7 +60,16 @@ from .ratelimit import Buckets, source_of
 from .routing import Peer
 from .rpc import PROVEN
 from .shortfall import Shortfall
-from .storage import MAX_KEY, MAX_VALUE, Cursor, Record, Store, Version, split_range
+from .storage import (
+    MAX_KEY,
+    MAX_VALUE,
+    Cursor,
+    Record,
+    Store,
+    StoreStats,
+    Version,
+    split_range,
+)
 from .text import plural
 
 if TYPE_CHECKING:
@@ -573,8 +582,7 @@ class Replicator:
             "replica": stats.count - primary,
             "replica_of": self._replica_ranges(),
             "bytes": stats.bytes,
-            # What the quota counts of it: the bytes, and the engine's cost per record.
-            "quota_used": stats.bytes + stats.count * self.store.RECORD_COST,
+            "quota_used": self.quota_used(stats),  # what the quota counts of it
             "tombstones": stats.tombstones,
             "replicas": self.config.replicas,  # copies of each key the ring keeps (r)
             "refused": self.refused_full,
@@ -732,12 +740,13 @@ class Replicator:
                 "(--max-store-bytes)"
             )
 
-    def quota_used(self) -> int:
+    def quota_used(self, stats: StoreStats | None = None) -> int:
         """The bytes of the store the quota counts: every record's key and value, and what
         the engine takes for each record besides (Store.RECORD_COST). Counted by key and
         value bytes alone, 3-byte keys with empty values took 150 times the quota in memory
-        (a helper's audit)."""
-        stats = self.store.stats()
+        (a helper's audit). ``stats``: the store's, if the caller has them already."""
+        if stats is None:
+            stats = self.store.stats()
         return stats.bytes + stats.count * self.store.RECORD_COST
 
     def _growth(self, record: Record, held: Record | None) -> int:
