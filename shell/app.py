@@ -35,13 +35,12 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.shortcuts import CompleteStyle
 from prompt_toolkit.styles import Style
 
-from udpdht import DhtError
+from udpdht import DhtError, render
 from udpdht.admin import read_cookie
 from udpdht.cli_errors import in_words
 from udpdht.kad.target import KadAddr, kad_text
 from udpdht.net import Address, format_addr, resolve
 
-from . import render
 from .commands import (
     ALIASES,
     COMMANDS,

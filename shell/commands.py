@@ -15,13 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from udpdht import values
+from udpdht import render, values
 from udpdht.admin import read_cookie
 from udpdht.kad.target import cannot, parse_target
 from udpdht.limits import parse_ttl
 from udpdht.net import Address, parse_addr
-
-from . import render
 
 
 class CommandError(Exception):

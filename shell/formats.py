@@ -1,6 +1,6 @@
 """The machine-friendly output styles of ``format json`` and ``format plain``.
 
-``table`` (the default) is :mod:`shell.render`'s. These take the same data as a plain
+``table`` (the default) is :mod:`udpdht.render`'s. These take the same data as a plain
 JSON-able object: ``json`` prints it indented, ``plain`` prints one ``name<TAB>value`` line per
 leaf, nested names joined with dots (``store.primary``, ``hops.0.addr``), for cut and awk;
 ``-`` for null and for an empty list or map, so that every line has a value field.

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from udpdht import Client, DhtError, KeyNotFound, Node, ids, ringdraw
+from udpdht import Client, DhtError, KeyNotFound, Node, ids, render, render_kad, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
 from udpdht.errors import Refused, RpcTimeout
@@ -27,7 +27,7 @@ from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
 from udpdht.text import duration
 
-from . import formats, render, render_kad
+from . import formats
 from .commands import KEYS_PAGE, Command, CommandError, available, help_text, unavailable
 
 EMBEDDED_SIZE = 5

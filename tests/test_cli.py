@@ -36,7 +36,7 @@ def test_node_survives_garbage_flood_and_answers_status() -> None:
             assert isinstance(status["rpc"][key], int)
         human = udpdht("status", "--node", node.addr_text)
         assert human.returncode == 0 and status["id"] in human.stdout
-        assert "state        " in human.stdout  # the shell's words (shell/render.py)
+        assert "state        " in human.stdout  # the shell's words (udpdht/render.py)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -162,7 +162,7 @@ ISOLATED: dict[str, Any] = {
 
 
 def test_an_isolated_node_says_the_way_out() -> None:
-    from shell import render
+    from udpdht import render
     from udpdht.cli_errors import in_words
     from udpdht.errors import Unavailable
 

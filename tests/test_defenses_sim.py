@@ -980,8 +980,7 @@ def test_a_ring_walk_lists_a_malformed_status_as_an_error(status: Any) -> None:
     # the walk cannot read ended the command with a traceback. It is listed as an error, the
     # walk ends there, and what came before still renders; a malformed replica_of (status
     # store, 3abebff) is left out of the counts.
-    from shell import render
-    from udpdht import Client
+    from udpdht import Client, render
 
     async def main() -> list[dict[str, Any]]:
         sim = Sim(seed=49, store_config=STORE)

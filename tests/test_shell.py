@@ -26,7 +26,7 @@ from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.output.plain_text import PlainTextOutput
 from prompt_toolkit.output.vt100 import Vt100_Output
 
-from shell import app, render
+from shell import app
 from shell.app import (
     PlainConsole,
     ShellCompleter,
@@ -45,7 +45,7 @@ from shell.app import (
 )
 from shell.commands import COMMANDS, KAD_ONLY, Command, CommandError, arg_hint, help_text, parse
 from shell.session import Session
-from udpdht import Node, ids
+from udpdht import Node, ids, render
 from udpdht.lookup import Hop, Lookup
 from udpdht.net import format_addr
 from udpdht.routing import Peer

@@ -149,7 +149,7 @@ def test_udpdht_alone_prints_the_help_and_loads_nothing_heavy() -> None:
 
 @pytest.mark.parametrize("command", ["ring", "keys"])
 def test_shell_like_commands_load_no_node_store_or_prompt(command: str) -> None:
-    """``ring`` and ``keys`` format with shell/render.py, which needs no prompt_toolkit."""
+    """``ring`` and ``keys`` format with udpdht/render.py, which needs no prompt_toolkit."""
     argv = [command, "--node", "127.0.0.1:9", "--timeout", "0.2"]  # nothing answers there
     code, modules, _, stderr = probe(f"from udpdht.cli import main\nsys.exit(main({argv!r}))")
     assert code == 1 and "did not answer" in stderr
@@ -158,7 +158,7 @@ def test_shell_like_commands_load_no_node_store_or_prompt(command: str) -> None:
 
 
 def test_kad_client_commands_load_no_node_store_or_prompt() -> None:
-    """``get --node kad://`` (udpdht/cli_kad.py, shell/render_kad.py) runs no node either."""
+    """``get --node kad://`` (udpdht/cli_kad.py, udpdht/render_kad.py) runs no node either."""
     argv = ["get", "--node", "kad://127.0.0.1:9", "k", "--tries", "1"]  # nothing answers there
     code, modules, _, stderr = probe(f"from udpdht.cli import main\nsys.exit(main({argv!r}))")
     assert code == 1 and "is a kademlia node running there?" in stderr

@@ -559,7 +559,7 @@ def as_run(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, str]
 
 
 def render_status(st: dict[str, Any]) -> str:
-    from shell import render  # the shell's words: status reads the same in both
+    from . import render  # as the shell words it: status reads the same in both
 
     return "\n".join(render.status_lines(st))
 
@@ -786,7 +786,7 @@ SHOWN_KEY = 60  # characters of a key echoed back at most (a key may have 1,024)
 
 def _shown_key(key: str) -> str:
     """``key`` quoted as the command echoes it, shortened with "…" past SHOWN_KEY."""
-    from shell.render import shortened  # (at print time: --help does not load the shell)
+    from .render import shortened  # (at print time: --help does not load it)
 
     return repr(shortened(key, SHOWN_KEY))
 
@@ -893,7 +893,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def render_lookup(key: str, found: Lookup) -> str:
-    from shell import render  # the shell's words: a lookup reads the same in both
+    from . import render  # as the shell words it: a lookup reads the same in both
 
     return "\n".join(render.lookup_lines(key, found, asker="the asked node"))
 
@@ -948,9 +948,7 @@ async def show_ring_picture(
     import asyncio
     import shutil
 
-    from shell import render
-
-    from . import ringdraw
+    from . import render, ringdraw
 
     nodes, fingers = ringdraw.from_statuses(attached, others, limit=limit)
     # Under the picture, what the walk's list says is under way: that the node is isolated,

@@ -3,7 +3,7 @@
 Each command's parser is built by its own small function (``add_ring``, ``add_ping``, ...) that
 :func:`udpdht.cli.build_parser` calls; building them loads only argparse (``--help`` stays
 fast, tests/test_startup.py). What a command runs, the client and the event loop, is imported
-when it runs. Text output reuses the shell's formatting (shell/render.py), so the CLI and the
+when it runs. Text output reuses the shell's formatting (udpdht/render.py), so the CLI and the
 shell show a ring or a ping the same way.
 """
 
@@ -76,7 +76,7 @@ def ring_json(
 ) -> dict[str, Any]:
     """``ring --json``: the nodes, and what the text says under them (a new user's trial: a
     script saw neither the key total nor whether repair was under way)."""
-    from shell import render
+    from . import render
 
     nodes = []
     for st in entries:
@@ -107,7 +107,7 @@ def ring_json(
 async def _ring(args: argparse.Namespace) -> int:
     import json
 
-    from shell import render
+    from . import render
 
     async with _client(args) as client:
         entries = await client.ring(args.limit)
@@ -140,7 +140,7 @@ def add_ping(sub: Any) -> argparse.ArgumentParser:
 
 
 def ping_text(info: dict[str, Any]) -> str:
-    from shell import render
+    from . import render
 
     text = f"{info['addr']} (id {info['id'][:8]}) answered in {render.duration(info['rtt_s'])}"
     if info["isolated"]:
@@ -189,7 +189,7 @@ async def _keys(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from shell import render
+    from . import render
 
     async with _client(args) as client:
         st = await client.status()
@@ -213,7 +213,7 @@ async def _keys(args: argparse.Namespace) -> int:
 
 
 def _hex_key(text: str) -> bytes:
-    from shell import render
+    from . import render
 
     try:
         return render.hex_key(text)
@@ -346,7 +346,7 @@ async def _admin(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from shell import render
+    from . import render
 
     print(render.admin_done(who, args.command, alone))
     return 0

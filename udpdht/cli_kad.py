@@ -1,7 +1,7 @@
 """``udpdht get/put/lookup/ping --node kad://H:P``: the client commands on a kademlia network.
 
 The same renderings as the native commands (a value by :mod:`udpdht.values`, a lookup by
-shell/render_kad.py, which the shell's kademlia mode uses too), ``--json`` where the native
+udpdht/render_kad.py, which the shell's kademlia mode uses too), ``--json`` where the native
 command has it. The other client commands, and options kademlia has no field for (``put
 --ttl``, ``get --meta``), stop at once with one line saying why (exit 2).
 """
@@ -72,8 +72,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 async def _put(args: argparse.Namespace) -> int:
-    from shell import render_kad
-
+    from . import render_kad
     from .kad.client import NotSent, check_store
 
     value = _parse_value(args)
@@ -92,8 +91,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 async def _lookup(args: argparse.Namespace) -> int:
-    from shell import render_kad
-
+    from . import render_kad
     from .ids import digest
 
     async with _kad(args) as kad:
@@ -110,8 +108,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 async def _ping(args: argparse.Namespace) -> int:
-    from shell import render_kad
-
+    from . import render_kad
     from .net import format_addr
 
     kad = _kad(args)

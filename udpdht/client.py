@@ -343,7 +343,7 @@ class Client:
 
 def _walkable(st: Any) -> list[Address]:
     """The successors a node's status names, once it has what a ring walk and its rendering
-    read (shell/render.py: id, store counts, successors); KeyError, TypeError or ValueError
+    read (udpdht/render.py: id, store counts, successors); KeyError, TypeError or ValueError
     when it does not (any node of the ring answers the walk: a stranger among them must not
     end the command with a traceback)."""
     if type(st) is not dict or type(st.get("id")) is not str or type(st.get("store")) is not dict:

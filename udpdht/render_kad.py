@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from udpdht.kad.client import Probe, PutResult
-from udpdht.kad.lookup import Contact, Query, RoutingTable, Trace, bucket_of
-from udpdht.text import plural
-
+from .kad.client import Probe, PutResult
+from .kad.lookup import Contact, Query, RoutingTable, Trace, bucket_of
 from .render import duration, table, value_text
+from .text import plural
 
 
 def _returned(q: Query) -> str:

@@ -1,4 +1,5 @@
-"""Pure formatting of what the nodes answer into text for the terminal."""
+"""Pure formatting of what the nodes answer into text for the terminal: the shell and the CLI
+print the same words."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from udpdht import ids, values
-from udpdht.lookup import Lookup
-from udpdht.text import plural
-from udpdht.values import span
+from . import ids, values
+from .lookup import Lookup
+from .text import plural
+from .values import span
 
 
 def duration(seconds: float) -> str:
