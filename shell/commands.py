@@ -198,8 +198,6 @@ SPECS: tuple[Spec, ...] = (
 
 COMMANDS: dict[str, Spec] = {spec.name: spec for spec in SPECS}
 
-#: The two modes: attached to a udpdht node, or (``attach kad://H:P``) to a kademlia network.
-MODES = ("udpdht", "kad")
 #: What works on a kademlia network; every other command says why it cannot (kad.target).
 KAD_COMMANDS: tuple[str, ...] = (
     "get",

@@ -228,8 +228,8 @@ def test_routing_table_buckets_by_common_prefix() -> None:
     table = RoutingTable(own, k=2)
     far = [Contact(bytes([0x80 + i]) + b"\x00" * 19, ("127.0.0.1", 2000 + i)) for i in range(3)]
     near = Contact(b"\x00" * 19 + b"\x01", ("127.0.0.1", 3000))
-    for i, c in enumerate([*far, near]):
-        table.seen(c, float(i))
+    for c in [*far, near]:
+        table.seen(c)
     assert bucket_of(own, far[0].id) == 0 and bucket_of(own, near.id) == 159
     assert [i for i, _ in table.by_bucket()] == [159, 0]
     assert len(table) == 3  # bucket 0 holds k = 2: the least recently seen went

@@ -35,7 +35,7 @@ MAX_NONCES = 10_000
 
 
 def default_data_dir(port: int) -> Path:
-    """Where a node on ``port`` keeps its files unless told otherwise (INTERFACES.md)."""
+    """Where a node on ``port`` keeps its files unless told otherwise (README.md: `--data-dir`)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "udpdht" / str(port)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from . import __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import DhtError, KeyNotFound
+from .kad.target import KAD_CLIENT_COMMANDS
 from .limits import parse_ttl
 from .text import duration, plural
 
@@ -225,10 +226,6 @@ def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
     return ""
 
 
-#: The client commands that also work on a kademlia network (--node kad://H:P).
-KAD_COMMANDS = frozenset({"get", "put", "lookup", "ping"})
-
-
 def _log_level(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-level",
@@ -241,7 +238,7 @@ def _log_level(p: argparse.ArgumentParser) -> None:
 def _client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that talks to one node: ``NAME [--node H:P] [--timeout S] [--tries N]``."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-    kad = "; kad://H:P: a node of a kademlia network" if name in KAD_COMMANDS else ""
+    kad = "; kad://H:P: a node of a kademlia network" if name in KAD_CLIENT_COMMANDS else ""
     p.add_argument(
         "--node",
         type=_target,

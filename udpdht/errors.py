@@ -26,7 +26,7 @@ class ErrorCode(IntEnum):
     UNAUTHORIZED = 4  # an admin request without a valid cookie HMAC
     NOT_FOUND = 5  # the key has no live value
     TOO_LARGE = 6  # the value or key exceeds the limits
-    BUSY = 7  # not now: e.g. not (yet) the primary for the key; look it up again
+    BUSY = 7  # not now: every handler is taken, or the node is still opening its store
     UNAVAILABLE = 8  # the nodes that hold the key could not be reached; try again later
     STORE_FULL = 9  # the node's store quota (--max-store-bytes) has no room for the write
     RATE_LIMITED = 10  # the sender's write budget is spent for now; slow down

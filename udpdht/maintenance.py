@@ -103,7 +103,7 @@ class _Relay:
 
 class Maintenance:
     """The ring side of a node: its maintenance rounds, and the handlers of ``neighbors``,
-    ``notify``, ``succs`` and ``leaving``."""
+    ``notify``, ``succs``, ``leaving``, ``view``, ``hello`` and ``token``."""
 
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
     SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
@@ -421,8 +421,6 @@ class Maintenance:
         succs: list[Peer],
         preds: list[Peer],
         hint: Peer | None,
-        *,
-        steps: int = 0,
     ) -> tuple[Peer, list[Peer], list[Peer]]:
         """From a successor that answered ``neighbors`` (``succs``, ``preds``, ``hint``), the
         nearest node after us that we can reach: ``(successor, [successor, *its list], its
@@ -437,7 +435,7 @@ class Maintenance:
         """
         new_list = [succ, *succs]
         now = asyncio.get_running_loop().time()
-        for _ in range(steps or self.MAX_WALK):
+        for _ in range(self.MAX_WALK):
             mine = self._nearest_after(self.node.id, succ.id)
             candidates = [p for p in (hint, *preds, mine) if p is not None]
             # A node we declared dead lately is not tried again, except those the successor

@@ -951,7 +951,7 @@ class Node:
         return asyncio.get_running_loop().time() - self._started_at
 
     def status(self) -> dict[str, Any]:
-        """The status object of INTERFACES.md."""
+        """The status object (PROTOCOL.md section 8, `status`)."""
         ls = self.leafset
         pred = ls.predecessor
         return {

@@ -8,8 +8,8 @@ predecessor, and is primary for ``(pred_1, self]``.
   the write. The primary stamps a version, stores, and pushes the record to its r-1 successors
   before it answers, so an acknowledged write is on every live replica; the acknowledgement
   says how many copies were made when one did not take it (a store full: its quota). A node
-  that is not the primary (routing moved on) answers ``Busy`` and the coordinator looks up
-  again, confirmed by the owner this time.
+  that is not the primary (routing moved on) answers ``NotResponsible`` naming the holders it
+  knows; the coordinator goes to them, else looks up again, confirmed by the owner this time.
 * **get** asks the primary, which checks that it is the primary by its own view and says
   whether it has held its range long enough to have every acknowledged write ("settled"). If
   the primary is dead, has nothing, or is new to its range, the replicas are asked too, and the
@@ -18,7 +18,9 @@ predecessor, and is primary for ``(pred_1, self]``.
   after telling the successor it is its predecessor, so no write acknowledged meanwhile is lost.
 * **leave**: the node pushes everything it holds to its first r successors before it goes.
 * **repair**: every sync period each primary compares its range with each of its r-1 successors
-  (one digest; on a mismatch, the version lists), pushes what they lack and pulls what is newer.
+  (one digest when they agree; on a mismatch the range is cut in 16 parts, each compared the
+  same way, down to parts small enough to swap version lists), pushes what they lack and pulls
+  what is newer (PROTOCOL.md section 10.8).
   After a crash, the dead node's successor becomes primary and restores r copies. Records a
   node is no longer responsible for are pushed to their new place, then dropped. Expired values
   and tombstones are purged.

@@ -3,7 +3,7 @@
 The id circle is drawn as a clock face: id 0 at the top, ids increasing clockwise, each node at
 the angle ``2π · id / 2^160``. The attached node is highlighted and its fingers are drawn as
 chords from it. The caller gathers the nodes (``udpdht draw``, the shell's ``ring``);
-:func:`from_statuses` turns status objects (INTERFACES.md) into this module's input.
+:func:`from_statuses` turns status objects (PROTOCOL.md section 8) into this module's input.
 """
 
 from __future__ import annotations

@@ -462,8 +462,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         #: limits. ``kad.endpoint.KadEndpoint.host`` sends through :meth:`send_raw`.
         self.foreign: Callable[[bytes, Address], None] | None = None
         #: The id of the node this endpoint serves (20 bytes; None: none). A request whose
-        #: ``to`` names another id is refused (code 1): it was meant for a node that is gone
-        #: from this address (PROTOCOL.md 6a.4b).
+        #: ``to`` names another id is refused (code 11, not responsible): it was meant for a
+        #: node that is gone from this address (PROTOCOL.md 6a.4b).
         self.identity: bytes | None = None
         self._token_in: bytes | None = None  # the token of the request handled last (_charge)
         #: The last WORKING answer: (peer, method, loop time). A client shows it ("busy").

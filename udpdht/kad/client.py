@@ -233,7 +233,7 @@ class KadClient:
             return
         if any(c.addr == addr and c.id != sender for c in self.table.contacts()):
             return
-        self.table.seen(Contact(sender, addr), self._now(), evict=False)
+        self.table.seen(Contact(sender, addr), evict=False)
 
     def _rpc_ping(self, addr: Address, sender: Any) -> bytes:
         codec.node_id(sender)
@@ -297,7 +297,7 @@ class KadClient:
                 f"{format_addr(addr)} answered a ping with something that is not a node id; "
                 "is it a kademlia node?"
             ) from None
-        self.table.seen(node, self._now(), rtt)
+        self.table.seen(node, rtt)
         return node, rtt
 
     async def ping(self, addr: Address | None = None) -> tuple[Contact, float]:
@@ -338,13 +338,13 @@ class KadClient:
         if method == "find_value" and type(raw) is dict:
             if "value" not in raw or type(raw["value"]) not in codec.VALUE_TYPES:
                 return Answer("bad answer", rtt=rtt, error="a value kademlia cannot hold")
-            self.table.seen(peer, self._now(), rtt)
+            self.table.seen(peer, rtt)
             return Answer("value", value=raw["value"], rtt=rtt)
         try:
             found = codec.contacts(raw)
         except DecodeError as exc:
             return Answer("bad answer", rtt=rtt, error=str(exc))
-        self.table.seen(peer, self._now(), rtt)
+        self.table.seen(peer, rtt)
         contacts = tuple(Contact(nid, (host, port)) for nid, host, port in found)
         return Answer("contacts", contacts=contacts, rtt=rtt)
 

@@ -230,7 +230,6 @@ async def iterative_lookup(
 @dataclass
 class Entry:
     contact: Contact
-    last_seen: float
     rtt: float | None = None
 
 
@@ -254,9 +253,7 @@ class RoutingTable:
     def __contains__(self, node_id: bytes) -> bool:
         return node_id in self.buckets.get(bucket_of(self.own_id, node_id), {})
 
-    def seen(
-        self, contact: Contact, when: float, rtt: float | None = None, *, evict: bool = True
-    ) -> None:
+    def seen(self, contact: Contact, rtt: float | None = None, *, evict: bool = True) -> None:
         """Note ``contact`` as heard from. A new one in a full bucket replaces the least
         recently seen contact, unless ``evict`` is False (a contact that only sent us a request
         under an id it chose: it may not push out contacts that answered us)."""
@@ -271,7 +268,7 @@ class RoutingTable:
         old = bucket.pop(contact.id, None)
         if old is None and len(bucket) >= self.k:
             bucket.popitem(last=False)
-        entry = Entry(contact, when, rtt if rtt is not None else (old.rtt if old else None))
+        entry = Entry(contact, rtt if rtt is not None else (old.rtt if old else None))
         bucket[contact.id] = entry
 
     def failed(self, node_id: bytes) -> None:
