@@ -153,7 +153,7 @@ async def test_a_kademlia_script_runs_unchanged_on_20_servers() -> None:
     try:
         await script["start"](free_ports(20), servers)
         # Twenty servers that joined within a fraction of a second: give the ring the seconds
-        # it takes to settle (successor lists travel one node per round), as an operator would.
+        # it takes to settle (neighbours, hand-offs, copies), as an operator would.
         await settled(servers, within=40)
         written, read, missing = await script["use"](servers)
         check_script_results(written, read, missing)
