@@ -20,7 +20,7 @@ from udpdht.maintenance import Maintenance
 from udpdht.net import Address, run_virtual
 from udpdht.node import Node
 from udpdht.replication import StoreConfig
-from udpdht.routing import Peer
+from udpdht.routing import Peer, RingView
 from udpdht.sim import Sim
 
 STORE = StoreConfig(replicas=3, sync_period=5.0)
@@ -28,7 +28,7 @@ STORE = StoreConfig(replicas=3, sync_period=5.0)
 
 def fresh_view(node: Node) -> set[int]:
     """The ids of the nodes the view would guess now (heard of within its 60 s)."""
-    since = asyncio.get_running_loop().time() - node.replicator.VIEW_AGE
+    since = asyncio.get_running_loop().time() - RingView.TRUSTED_FOR
     return node.view.heard_since(since)
 
 

@@ -55,7 +55,7 @@ from . import ids
 from .errors import BadRequest, DhtError, RemoteError, RpcTimeout
 from .lookup import MALFORMED, PEER_FAILURES, LookupFailed
 from .net import Address, check_peer_addr, format_addr
-from .routing import Peer, arg_id, ordered_run, peers_from_wire
+from .routing import Peer, RingView, arg_id, ordered_run, peers_from_wire
 from .text import plural
 
 if TYPE_CHECKING:
@@ -578,16 +578,16 @@ class Maintenance:
         size = node.leafset.ring_size()
         if size <= 2 * node.leafset.half or size > self.WALK_MAX or self.calm < self.FAST_ROUNDS:
             return  # the leafset covers the ring; too large a ring; joins around us
-        last, walked_size, refused, early = self._walked
-        young = node.uptime() < node.replicator.VIEW_AGE  # (a view it trusts 60 s is filling)
-        if not young and node.replicator.refused - refused < self.WALK_REFUSALS:
+        last, walked_size, misdirected, early = self._walked
+        young = node.uptime() < RingView.TRUSTED_FOR  # (a view it trusts 60 s is filling)
+        if not young and node.replicator.misdirected - misdirected < self.WALK_REFUSALS:
             return  # the view's guesses are right (or no one asks this node to coordinate)
         period = node.config.stabilize_period
         grown = size > self.WALK_GROWTH * walked_size and now - last > 2 * period
         settled_since = early and self.calm >= self.CALM_ROUNDS
         if now - last < self.WALK_EVERY and not grown and not settled_since:
             return
-        self._walked = (now, size, node.replicator.refused, self.calm < self.CALM_ROUNDS)
+        self._walked = (now, size, node.replicator.misdirected, self.calm < self.CALM_ROUNDS)
         self._walk = node.background(self.walk_view())
 
     def view_status(self) -> dict[str, Any]:
@@ -597,7 +597,7 @@ class Maintenance:
         did (None: never)."""
         node = self.node
         now = asyncio.get_running_loop().time()
-        known = node.view.heard_since(now - node.replicator.VIEW_AGE)
+        known = node.view.heard_since(now - RingView.TRUSTED_FOR)
         known.update(p.id for p in node.leafset.peers())
         return {
             "nodes": len(known),
@@ -701,7 +701,7 @@ class Maintenance:
     def _rpc_view(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """A page of our view for a node that joined (introduce): the first L nodes after the
         id ``after`` (from the start of the id space without it), in id order, of those heard
-        of within VIEW_AGE and our leafset; fewer than L: the last page.
+        of within RingView.TRUSTED_FOR and our leafset; fewer than L: the last page.
 
         At most VIEW_STARTS first pages a stabilize period: past that, an empty one. Many
         nodes join next to us at once (200 servers through one, in one process: 40,000 hellos
@@ -716,7 +716,7 @@ class Maintenance:
             starts.append(now)
         after = arg_id(args, "after") if "after" in args else -1
         count = node.config.leafset
-        since = now - node.replicator.VIEW_AGE
+        since = now - RingView.TRUSTED_FOR
         found = {p.id: p for p in node.view.page(after, count, since)}
         found.update((p.id, p) for p in node.leafset.peers() if p.id > after)
         nodes = [found[i] for i in sorted(found)[:count]]
@@ -767,7 +767,7 @@ class Maintenance:
         id: asked ``find``, the node our view places after it (its successor, which it
         notified before saying hello: one call), else our usual first guess, and the node it
         names next, HELLO_HOPS calls at most. Never ``peer`` itself."""
-        since = self.node.clock() - self.FINGER_VIEW_AGE
+        since = self.node.clock() - RingView.TRUSTED_FOR
         after = [p for p in self.node.view.holders(peer.id, 2, since) if p.id != peer.id]
         via = after[0] if after else self.first_guess(peer.id)
         for _ in range(self.HELLO_HOPS):
@@ -1002,8 +1002,6 @@ class Maintenance:
                 return changed
         return changed
 
-    FINGER_VIEW_AGE = 60.0  # seconds: a node not heard from for longer is not guessed
-
     def first_guess(self, start: int, current: Peer | None = None) -> Peer | None:
         """The node to ask first for the owner of ``start`` (a finger's start, or a key the
         store looks up; lookup_id's ``via``).
@@ -1017,7 +1015,7 @@ class Maintenance:
         instead: from there the owner is a few nodes on, found in one hop from its successor
         list, or a few hops if nodes joined between (1,000 joins: 1.7 hops a finger lookup
         instead of 2.3)."""
-        since = self.node.clock() - self.FINGER_VIEW_AGE
+        since = self.node.clock() - RingView.TRUSTED_FOR
         me = self.node.id
         seen = self.node.view.holders(start, 1, since)
         guess = seen[0] if seen and seen[0].id != me else None

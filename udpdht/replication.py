@@ -59,7 +59,7 @@ from .limits import MAX_TTL
 from .lookup import MALFORMED, Lookup, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
-from .routing import Peer
+from .routing import Peer, RingView
 from .rpc import PROVEN
 from .shortfall import Shortfall
 from .storage import (
@@ -256,7 +256,7 @@ class Replicator:
         self._strays_after: Cursor | None = None  # where the next round's strays start
         #: NOT_RESPONSIBLE answers to our reads and writes: a view (or a lookup) that missed
         #: the key's primary (maintenance.Maintenance.walk_view fills the view after a few).
-        self.refused = 0
+        self.misdirected = 0
         #: The last join's hand-off: from whom, records, pages, seconds, done, error.
         self.handoff: dict[str, Any] | None = None
         self._repair: dict[str, Any] = {
@@ -816,91 +816,55 @@ class Replicator:
         # One id for every attempt of this write: a primary that gets it again (our call
         # timed out while it copied the record to a replica that is gone) answers what the
         # first attempt found, not "existed: false" for the tombstone that attempt wrote.
-        wid = os.urandom(8)
-        args: dict[str, Any] = {"key": key, "value": value, "ttl": ttl, "wid": wid}
+        args: dict[str, Any] = {"key": key, "value": value, "ttl": ttl, "wid": os.urandom(8)}
         if unless_same:
             args["unless_same"] = True
-        last: Exception | None = None
-        # The first targets are not confirmed (our view's guess, or a lookup): the primary
-        # checks its own responsibility, and a node that is not the primary names the one it
-        # believes is (NotResponsible), where the write goes next.
-        #
-        # Two regimes, both first trying our view's guess as reads do (a lookup when it has
-        # none). Once our part of the ring is settled, a refusal is retried at once, twice,
-        # then after 0.05 s doubling: a stale guess costs a round trip, not a stabilize
-        # period. While the ring forms (after joins), every attempt after the second waits
-        # 0.1 s, doubled each time up to a period (about 4 s in all): retried at once, writes
-        # landed on nodes that took them as primaries by views about to change, and reads of
-        # a ring of 200 fresh servers then missed 1-2 keys in 300 in two runs of ten. (Waits
-        # of 1, 2, 3 periods cost a set up to 3 s after a build; bench/settle.py: 300 of 300
-        # read back in 7 of 7 runs with these.) A settling coordinator's write went where a
-        # lookup led until views named the ring as nodes join (PROTOCOL.md 9.6d): 0.85 finds a
-        # set right after 100 servers joined, none now; settle.py, chain and star joins of 200
-        # on both loops, three runs each: 300 of 300 read back in all 12.
+        # The first targets are our view's guess (as for reads; a lookup when it has none),
+        # not confirmed: a node that is not the primary names the one it believes is
+        # (NotResponsible), and the write goes there next. Two regimes. Once our part of the
+        # ring is settled, a write no one redirected is looked up again at once, twice, then
+        # after RETRY_PAUSE, doubled: a stale guess costs a round trip, not a period. While
+        # the ring forms (after joins), every attempt after the second waits SETTLING_PAUSE,
+        # doubled up to a period: retried at once, writes landed on nodes that took them as
+        # primaries by views about to change, and reads right after 200 joins then missed
+        # keys (bench/settle.py reads 300 of 300 back).
         settled = self.settled()
         period = self.node.config.stabilize_period
         attempts = self.config.write_attempts if settled else self.SETTLING_ATTEMPTS
-        targets = await self._targets(key_id, confirm=False)
-        targets = targets[: self.config.replicas]
-        refusals = 0  # answers that named no one: a confirmed lookup follows each
-        # However many attempts, a write keeps at it for WRITE_PATIENCE stabilize periods: a
-        # primary that died is replaced only once its successor's failure detector gives up
-        # on it, and meanwhile every node refuses the key (the third new-user trial: puts
-        # right after a kill -9 failed after 1.7-2.9 s, and went through 3 s later). At least
-        # MIN_WRITE_PATIENCE seconds: the detector waits on call timeouts, not on rounds (the
-        # shell's embedded ring, 4 rounds a second, gave up on such writes after 2.5 s).
+        replicas = self.config.replicas
+        targets = (await self._targets(key_id, confirm=False))[:replicas]
+        # However many attempts, a write keeps at it for WRITE_PATIENCE periods (at least
+        # MIN_WRITE_PATIENCE seconds): a dead primary is replaced only once its successor's
+        # failure detector gives up on it, and meanwhile every node refuses the key.
         clock = self.node.clock
         patient_until = clock() + max(self.WRITE_PATIENCE * period, self.MIN_WRITE_PATIENCE)
         refused_by = _Refusals()
+        last: Exception | None = None  # how the attempt before ended
+        lookups = 0  # lookups made again: after attempts that no node redirected
         paused = 0  # pauses so far (while the ring forms)
         for attempt in range(self.MAX_WRITE_ATTEMPTS):
             if attempt >= attempts and clock() >= patient_until:
                 break
-            # (``last``: how the attempt before ended; a refusal ends one, a timeout does not.)
-            fresh = isinstance(last, NotResponsible) and targets[0].id not in refused_by.nodes
-            if not settled and attempt > 1 and not fresh:
-                # (No pause after a refusal that led to a node not asked yet, named by it or
-                # found by a lookup: the write goes on as fast as the ring answers. A pause
-                # when it would ask a node again that refused, or after no answer.)
+            # No pause before a node not asked yet that a refusal led to (named by it, or
+            # found by a lookup): the write goes on as fast as the ring answers.
+            untried = isinstance(last, NotResponsible) and targets[0].id not in refused_by.nodes
+            if not settled and attempt > 1 and not untried:
                 await asyncio.sleep(min(self.SETTLING_PAUSE * 2**paused, period))
                 paused += 1
-            redirect: list[Peer] = []
-            for i, target in enumerate(targets):
-                try:
-                    if target.id == self.node.id:
-                        reply = await self._write_here(
-                            key, value, ttl, unless_same=unless_same, wid=wid
-                        )
-                    else:
-                        # Few tries when another target follows (a dead primary costs 0.3 s, not
-                        # 1.7).
-                        few = self.node.config.lookup_tries if i < len(targets) - 1 else 0
-                        reply = await self.node.call_peer(target, "store_write", args, tries=few)
-                    return self._written(reply)
-                except Busy as exc:  # NotResponsible included
-                    last = exc
-                    redirect = self._named(exc, key_id)
-                    if isinstance(exc, NotResponsible):
-                        refused_by.nodes.add(target.id)
-                    break
-                except RemoteError as exc:  # the primary's own answer (a full store): ours,
-                    # without its method's name (a user read "put: store_write: store full")
-                    text = exc.message.removeprefix("store_write: ")
-                    raise type(exc)(text, exc.code, exc.data) from None
-                except (RpcTimeout, *MALFORMED) as exc:
-                    last = exc
-                    self.node.peer_failed(target, exc)
+            outcome = await self._write_to(targets, key_id, args, refused_by)
+            if isinstance(outcome, Written):
+                return outcome
+            failure, redirect = outcome
+            last = failure or last
             if attempt >= attempts - 1 and clock() >= patient_until:
                 break
-            # Where the node that refused says, if it names a plausible owner; else look up
-            # again, confirmed by the owner itself.
-            if redirect:
+            if redirect:  # where the node that refused says: a plausible owner it named
                 targets = redirect
                 continue
-            refusals += 1
-            if (settled and refusals > 2) or attempt >= attempts - 1:
-                await asyncio.sleep(min(self.RETRY_PAUSE * 2 ** max(refusals - 3, 0), period))
-            targets = (await self._retarget(key_id, refused_by))[: self.config.replicas]
+            lookups += 1  # else a lookup again, confirmed by the owner itself
+            if (settled and lookups > 2) or attempt >= attempts - 1:
+                await asyncio.sleep(min(self.RETRY_PAUSE * 2 ** max(lookups - 3, 0), period))
+            targets = (await self._retarget(key_id, refused_by))[:replicas]
         self.node.log.debug("write of %r given up: %s", key[:60], last)
         if isinstance(last, Busy):
             raise Unavailable(
@@ -911,6 +875,41 @@ class Replicator:
             "could not write the key: the nodes that hold it did not answer; try again in a "
             "few seconds"
         )
+
+    async def _write_to(
+        self, targets: list[Peer], key_id: int, args: dict[str, Any], refused_by: _Refusals
+    ) -> Written | tuple[Exception | None, list[Peer]]:
+        """One attempt of a write (``args``: its store_write arguments): ``targets`` asked in
+        turn until one writes it (its Written) or refuses it (the refusal, and the holders it
+        named if plausible); after every one failed, the last failure and no one."""
+        last: Exception | None = None
+        for i, target in enumerate(targets):
+            try:
+                if target.id == self.node.id:
+                    reply = await self._write_here(
+                        args["key"],
+                        args["value"],
+                        args["ttl"],
+                        unless_same="unless_same" in args,
+                        wid=args["wid"],
+                    )
+                else:
+                    # Few tries when another target follows (a dead primary costs 0.3 s, not 1.7).
+                    few = self.node.config.lookup_tries if i < len(targets) - 1 else 0
+                    reply = await self.node.call_peer(target, "store_write", args, tries=few)
+                return self._written(reply)
+            except Busy as exc:  # NotResponsible included
+                if isinstance(exc, NotResponsible):
+                    refused_by.nodes.add(target.id)
+                return exc, self._named(exc, key_id)
+            except RemoteError as exc:  # the primary's own answer (a full store): ours,
+                # without its method's name (a user read "put: store_write: store full")
+                text = exc.message.removeprefix("store_write: ")
+                raise type(exc)(text, exc.code, exc.data) from None
+            except (RpcTimeout, *MALFORMED) as exc:
+                last = exc
+                self.node.peer_failed(target, exc)
+        return last, []
 
     @staticmethod
     def _written(reply: dict[str, Any]) -> Written:
@@ -941,12 +940,10 @@ class Replicator:
             # (Not a key near the leafset's far end, whose holders run past it: the lookup
             # would ask a node for them, one more round trip than the view's guess.)
             return None
-        since = self.node.clock() - self.VIEW_AGE
+        since = self.node.clock() - RingView.TRUSTED_FOR
         r = self.config.replicas
         guess = node.view.holders(key_id, r + node.leafset.half if beyond else r, since)
         return guess if len(guess) >= r else None
-
-    VIEW_AGE = 60.0  # seconds: nodes not heard from for longer are not guessed
 
     async def _targets(self, key_id: int, *, confirm: bool, guess: bool = True) -> list[Peer]:
         """The key's owner and the nodes after it (its successor list): the first r hold the
@@ -990,10 +987,10 @@ class Replicator:
         """The nodes a NotResponsible names as the key's holders (owner first), when the claim
         is plausible: checked like a lookup's answer (lookup.plausible_owner) against every
         node we know. Empty otherwise: the caller looks up again. Every NotResponsible is
-        counted in ``refused`` here, where reads and writes alike take their refusals."""
+        counted in ``misdirected`` here, where reads and writes alike take their refusals."""
         if not isinstance(exc, NotResponsible):
             return []
-        self.refused += 1
+        self.misdirected += 1
         if not isinstance(exc.data, dict):
             return []
         try:
@@ -1100,83 +1097,126 @@ class Replicator:
         """One read of ``key`` from its holders among ``targets`` (see get); ``made``: the
         outcome of the read of ``targets[0]`` as the primary, made already (an answer, or the
         exception it raised); ``known``: answers this get had already (_GuessMissed)."""
-        r = self.config.replicas
-        answers: list[tuple[Record | None, bool]] = []  # (record, settled) of each holder asked
         heard: _Heard = {}
-        asked = False  # whether targets[0] was asked as the primary (and answered or failed)
         refused_by = _Refusals()
-        for _ in range(3):  # the primary, or where it sends us, or a confirmed lookup's owner
-            try:
-                if made is None:
-                    # Few tries when the others can answer instead: a dead primary costs little.
-                    answers.append(
-                        await self._read_once(targets[0], key, len(targets) > 1, known, heard)
-                    )
-                elif isinstance(made, Exception):
-                    failed, made = made, None
-                    raise failed
-                else:
-                    answers.append(made)
-                    heard[targets[0].id, len(targets) > 1] = made
-                    made = None
-            except NotResponsible as exc:
-                refused_by.nodes.add(targets[0].id)
-                targets = self._named(exc, key_id) or await self._retarget(key_id, refused_by)
-                continue
-            except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
-                self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
-                if guessed:  # our view was stale: the ring's own routing knows better
-                    raise _GuessMissed(heard) from exc
-            asked = True
-            break
+        answers, targets, asked = await self._ask_primary(
+            key, key_id, targets, made, known, heard, refused_by, guessed=guessed
+        )
         if not answers or answers[0][0] is None or not answers[0][1]:
             # A dead primary, one with nothing, or one new to its range that may still lack
-            # writes acknowledged before it took over: the other holders are asked too (and
-            # the last one named as the primary, after three redirects, as a holder).
-            others = targets[1:r] if asked else targets[:r]
-            first = answers[0][0] if answers else None
-            if first is not None and 0 < len(others) <= 2:
-                # It has a version: if the next holder has the same, the one left cannot
-                # change what newest_agreed picks (a version two agree on), and is asked only
-                # if they differ. (One read less for each get while a ring settles.)
-                agreed = False
-                with contextlib.suppress(DhtError, *MALFORMED):  # (a failure: ask the last)
-                    answers.append(
-                        await self._read_once(others[0], key, False, known, heard, few=True)
-                    )
-                    second = answers[-1][0]
-                    agreed = second is not None and second.version == first.version
-                others = [] if agreed else others[1:]
-            # Few tries each when several are asked at once (a dead one costs 0.3 s, not 1.7).
-            few = len(others) > 1
-            results = await asyncio.gather(
-                *(self._read_once(p, key, False, known, heard, few=few) for p in others),
-                return_exceptions=True,
+            # writes acknowledged before it took over: the other holders are asked too.
+            targets = await self._ask_holders(
+                key, key_id, targets, asked, answers, known, heard, refused_by
             )
-            answers += [a for a in results if not isinstance(a, BaseException)]
-            if all(record is None for record, _ in answers) and (
-                named := self._named_holders(
-                    results, key_id, refused_by.nodes | {p.id for p in others}
-                )
-            ):
-                # No one had a record, and one of the nodes refused: while a ring forms, a
-                # lookup can lead past nodes that joined a moment ago. One that knows the key's
-                # holders named them; they are asked now, not the whole read again after a
-                # pause (get: SETTLE_POLL; 0.1-0.8 s for 1-2 gets in 300 right after 100
-                # servers joined). They are the targets from here: a settled "nothing" of
-                # theirs is checked on the nodes a lookup finds after them (below); an unsettled
-                # one makes the read again later (Unavailable).
-                targets = named
-                results = await asyncio.gather(
-                    *(self._read(p, key, primary=False, few=True) for p in named),
-                    return_exceptions=True,
-                )
-                answers += [a for a in results if not isinstance(a, BaseException)]
         best = newest_agreed(record for record, _ in answers)
         if best is not None and best.value is not None and best.live(self.node.wall_clock()):
             return best  # a live value (most reads: the primary's, asked alone)
         if guessed:
             raise _GuessMissed(heard)  # no value where our view points: look where a lookup leads
+        return await self._conclude(key, key_id, targets, answers, best)
+
+    async def _ask_primary(
+        self,
+        key: bytes,
+        key_id: int,
+        targets: list[Peer],
+        made: tuple[Record | None, bool] | Exception | None,
+        known: _Heard | None,
+        heard: _Heard,
+        refused_by: _Refusals,
+        *,
+        guessed: bool,
+    ) -> tuple[list[tuple[Record | None, bool]], list[Peer], bool]:
+        """Read ``key`` from ``targets[0]`` as its primary, going where a refusal sends us (the
+        holders it names, or a confirmed lookup's), three nodes at most: its answer (none if
+        it failed), the targets as they stand now, and whether a node was asked as the primary
+        and answered or failed (not: three refused). _GuessMissed when ``guessed`` and it
+        failed: our view was stale, and the ring's own routing knows better."""
+        for _ in range(3):
+            try:
+                if made is None:
+                    # Few tries when the others can answer instead: a dead primary costs little.
+                    answer = await self._read_once(targets[0], key, len(targets) > 1, known, heard)
+                elif isinstance(made, Exception):
+                    failed, made = made, None
+                    raise failed
+                else:
+                    answer, made = made, None
+                    heard[targets[0].id, len(targets) > 1] = answer
+                return [answer], targets, True
+            except NotResponsible as exc:
+                refused_by.nodes.add(targets[0].id)
+                targets = self._named(exc, key_id) or await self._retarget(key_id, refused_by)
+            except (DhtError, *MALFORMED) as exc:  # no answer, an error, or nonsense
+                self.node.log.debug("primary %s did not serve a read: %s", targets[0], exc)
+                if guessed:
+                    raise _GuessMissed(heard) from exc
+                return [], targets, True
+        return [], targets, False
+
+    async def _ask_holders(
+        self,
+        key: bytes,
+        key_id: int,
+        targets: list[Peer],
+        asked: bool,
+        answers: list[tuple[Record | None, bool]],
+        known: _Heard | None,
+        heard: _Heard,
+        refused_by: _Refusals,
+    ) -> list[Peer]:
+        """Add the answers of the key's other holders to ``answers`` (all r of ``targets`` when
+        no primary was ``asked``: the last one named as the primary, after three redirects, is
+        asked as a holder). The targets from here: the holders a refusal named, when no one
+        had a record."""
+        r = self.config.replicas
+        others = targets[1:r] if asked else targets[:r]
+        first = answers[0][0] if answers else None
+        if first is not None and 0 < len(others) <= 2:
+            # It has a version: if the next holder has the same, the one left cannot change
+            # what newest_agreed picks (a version two agree on), and is asked only if they
+            # differ. (One read less for each get while a ring settles.)
+            agreed = False
+            with contextlib.suppress(DhtError, *MALFORMED):  # (a failure: ask the last)
+                answers.append(await self._read_once(others[0], key, False, known, heard, few=True))
+                second = answers[-1][0]
+                agreed = second is not None and second.version == first.version
+            others = [] if agreed else others[1:]
+        # Few tries each when several are asked at once (a dead one costs 0.3 s, not 1.7).
+        few = len(others) > 1
+        results = await asyncio.gather(
+            *(self._read_once(p, key, False, known, heard, few=few) for p in others),
+            return_exceptions=True,
+        )
+        answers += [a for a in results if not isinstance(a, BaseException)]
+        if all(record is None for record, _ in answers) and (
+            named := self._named_holders(results, key_id, refused_by.nodes | {p.id for p in others})
+        ):
+            # No one had a record, and one of the nodes refused: while a ring forms, a lookup
+            # can lead past nodes that joined a moment ago. One that knows the key's holders
+            # named them; they are asked now, not the whole read again after a pause. They are
+            # the targets from here: a settled "nothing" of theirs is checked on the nodes a
+            # lookup finds after them (_conclude); an unsettled one makes the read again later.
+            results = await asyncio.gather(
+                *(self._read(p, key, primary=False, few=True) for p in named),
+                return_exceptions=True,
+            )
+            answers += [a for a in results if not isinstance(a, BaseException)]
+            return named
+        return targets
+
+    async def _conclude(
+        self,
+        key: bytes,
+        key_id: int,
+        targets: list[Peer],
+        answers: list[tuple[Record | None, bool]],
+        best: Record | None,
+    ) -> Record:
+        """The end of a read whose holders gave no live value (``best``: the newest they agree
+        on, a tombstone or an expired one, or None): the nodes after the holders are read for
+        strays, then KeyNotFound, or Unavailable while a holder is not settled."""
+        r = self.config.replicas
         # "No value" needs a settled holder, and none that answered unsettled: a holder whose
         # neighbourhood is still changing is a sign that writes may lie elsewhere.
         all_settled = bool(answers) and all(settled for _, settled in answers)
@@ -1199,8 +1239,7 @@ class Replicator:
                 found = await self._targets(key_id, confirm=False, guess=False)
                 after = [p for p in found if p.id not in asked_ids]
             best = await self._read_strays(key, targets[:r], after)
-        now = self.node.wall_clock()
-        if best is None or best.is_tombstone or not best.live(now):
+        if best is None or best.is_tombstone or not best.live(self.node.wall_clock()):
             raise KeyNotFound(f"no value for key {key[:60]!r}")
         return best
 

@@ -466,6 +466,9 @@ class RingView:
     """
 
     MAX_STALE = 64  # stale entries a guess skips at most before it gives up
+    #: Seconds: a node not heard from for longer is not guessed as a key's holder, nor named
+    #: to others (hellos, find_node answers). The ``since`` callers give.
+    TRUSTED_FOR = 60.0
 
     def __init__(self, own: Peer, limit: int = 4096) -> None:
         self.own = own

@@ -49,7 +49,7 @@ from .. import ids, wire
 from ..errors import DecodeError, DhtError, KeyNotFound, ValueTooLarge
 from ..net import Address, format_addr
 from ..ratelimit import source_of
-from ..routing import Peer
+from ..routing import Peer, RingView
 from ..storage import MAX_VALUE
 from . import codec
 from .endpoint import Ignore, KadConfig, KadEndpoint
@@ -317,8 +317,6 @@ class KadPeers:
 class KadService:
     """Kademlia's RPCs served by a udpdht node, on the node's own socket (see the module)."""
 
-    #: Nodes not heard from for longer (seconds) are not named in find_node answers.
-    VIEW_AGE = 60.0
     #: Stores and finds running at once for one source (its IP; IP and port on 127.0.0.1, as
     #: the rate limits); more wait their turn, up to PER_SOURCE_WAITING; more still are
     #: dropped (busy). A kademlia client's burst of gets waits; a flood takes 128 slots at
@@ -496,7 +494,7 @@ class KadService:
         ``exclude`` and suspected nodes not), whether they answer kademlia or not."""
         node = self.node
         target = int.from_bytes(key, "big")
-        since = asyncio.get_running_loop().time() - self.VIEW_AGE
+        since = asyncio.get_running_loop().time() - RingView.TRUSTED_FOR
         seen: dict[int, Peer] = {}
         for peer in (
             node.peer,
