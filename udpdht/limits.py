@@ -11,6 +11,11 @@ MAX_KEY = 1024  # bytes of a key
 MAX_VALUE = 60_000  # bytes of a value, msgpack-encoded
 MAX_TTL = 366 * 24 * 3600.0  # seconds: the longest TTL a put may ask for (StoreConfig.max_ttl)
 
+# Pages of records, versions or keys (hand-off, repair, reads; PROTOCOL.md section 10.3):
+BATCH_BYTES = 60_000  # bytes a page holds at most, each item counted as below
+ITEM_OVERHEAD = 64  # what each item counts besides its key and value bytes
+MAX_ITEMS = 1_000  # items in a page, or keys in one read, at most
+
 
 def parse_ttl(text: str) -> float:
     """A TTL typed by a user (the CLI's and the shell's ``--ttl``), in seconds; ValueError

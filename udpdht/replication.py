@@ -55,7 +55,7 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
-from .limits import MAX_TTL
+from .limits import BATCH_BYTES, ITEM_OVERHEAD, MAX_ITEMS, MAX_TTL
 from .lookup import MALFORMED, Lookup, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
@@ -77,9 +77,9 @@ from .text import plural
 if TYPE_CHECKING:
     from .node import Node
 
-#: Payload budget of one batch of records: a datagram with room to spare for the envelope.
-BATCH_BYTES = 60_000
-ITEM_OVERHEAD = 64  # what each record of a batch counts besides its key and value
+#: What a delete (its tombstone: key and version) counts against its source's write budget,
+#: besides its key.
+TOMBSTONE_CHARGE = 64
 
 
 class _Refusals:
@@ -218,8 +218,8 @@ def _version_items(page: Any, lo: int, hi: int) -> Iterator[tuple[bytes, Version
     """The ``[key, stamp, writer]`` items of a peer's version-only scan page of ``(lo, hi]``,
     each checked (types, sizes, the range asked for: ``bytes(n)`` of a peer's integer would
     allocate n bytes); BadRequest otherwise."""
-    if not isinstance(page, list) or len(page) > 1000:
-        raise BadRequest("a scan page is a list of at most 1000 items")
+    if not isinstance(page, list) or len(page) > MAX_ITEMS:
+        raise BadRequest(f"a scan page is a list of at most {MAX_ITEMS} items")
     for item in page:
         if not (isinstance(item, list) and len(item) == 3):
             raise BadRequest("a scan item is [key, stamp, writer]")
@@ -592,6 +592,8 @@ class Replicator:
         }
 
     COUNT_PURGE = 1000  # expired records purged at most when the counts are asked for
+    PURGE_PER_ROUND = 1000  # ... and by a sync round (~0.2 s at most with 60 KB values)
+    LEAF_BATCH = 500  # records pushed, or keys read, per call when a part's lists differ
 
     def _replica_ranges(self) -> list[list[Any]]:
         """``[address, records]`` for each of our r - 1 predecessors that we hold records of
@@ -662,7 +664,7 @@ class Replicator:
         self,
         items: Any,
         *,
-        limit: int = 1000,
+        limit: int = MAX_ITEMS,
         keys: Container[bytes] | None = None,
         within: tuple[int, int] | None = None,
     ) -> list[Record]:
@@ -1508,7 +1510,7 @@ class Replicator:
 
     async def _rpc_delete(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         key = _arg_key(args)
-        self._charge(src, len(key) + ITEM_OVERHEAD, proven=args.get(PROVEN) is True)
+        self._charge(src, len(key) + TOMBSTONE_CHARGE, proven=args.get(PROVEN) is True)
         # A tombstone is written even for an absent key: it shadows any stray older replica.
         written = await self.put(key, None, None)
         return {"existed": written.existed, **written.shortfall_wire()}
@@ -1525,15 +1527,15 @@ class Replicator:
             raise BadRequest("'wid' must be 1..16 bytes")
         if not self.is_primary(ids.hash_key(key)):  # before it costs the sender anything
             raise self._not_responsible(ids.hash_key(key), "the primary")
-        size = len(key) + (len(value) if value is not None else ITEM_OVERHEAD)
+        size = len(key) + (len(value) if value is not None else TOMBSTONE_CHARGE)
         self._charge(src, size, proven=args.get(PROVEN) is True)
         unless_same = args.get("unless_same") is True
         return await self._write_here(key, value, ttl, unless_same=unless_same, wid=wid)
 
     def _rpc_read(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         keys = args.get("keys")
-        if not isinstance(keys, list) or len(keys) > 1000:
-            raise BadRequest("'keys' must be a list of at most 1000 keys")
+        if not isinstance(keys, list) or len(keys) > MAX_ITEMS:
+            raise BadRequest(f"'keys' must be a list of at most {MAX_ITEMS} keys")
         # A coordinator's read asks as the key's primary, or as one of its holders: the node
         # answers only for what is its own by its view, and says whether it is settled.
         as_primary = args.get("primary") is True
@@ -1767,7 +1769,7 @@ class Replicator:
         loop = asyncio.get_running_loop()
         start = loop.time()
         now = self.node.wall_clock()
-        self.store.purge(now, limit=1000)  # ~0.2 s at most with 60 KB values: a share a round
+        self.store.purge(now, limit=self.PURGE_PER_ROUND)
         ls = self.node.leafset
         pred = ls.predecessor
         view, agreed = self._view(), self.node.maintenance.agreed()
@@ -1890,10 +1892,11 @@ class Replicator:
         full_at = self._peer_full_at.get(peer.id, float("-inf"))
         full = loop.time() - full_at < self.FULL_PAUSE * self.config.sync_period
         sent = 0
-        for start in range(0, len(push_keys), 500):
+        step = self.LEAF_BATCH
+        for start in range(0, len(push_keys), step):
             if full:
                 break
-            held = (self.store.get(k) for k in push_keys[start : start + 500])
+            held = (self.store.get(k) for k in push_keys[start : start + step])
             push = [r for r in held if r is not None]
             if push:
                 took = await self._push(push, [peer])
@@ -1904,11 +1907,11 @@ class Replicator:
             self._repair["refused_full"] += len(push_keys) - sent
         start = 0
         while start < len(pull):
-            keys = pull[start : start + 500]
+            keys = pull[start : start + step]
             reply = await self.node.call_peer(peer, "store_read", {"keys": keys})
             records = self._records(reply.get("records"), keys=set(keys))
             self._repair["pulled"] += self._apply_all(records)
-            start += max(1, int(reply.get("read", 500)))  # a reply stops at a full datagram
+            start += max(1, int(reply.get("read", step)))  # a reply stops at a full datagram
 
     async def _move_strays(self) -> None:
         """Records outside ``(pred_r, self]`` go to where they belong, then leave us."""

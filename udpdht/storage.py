@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
 from . import ids
+from .limits import BATCH_BYTES, ITEM_OVERHEAD, MAX_ITEMS
 from .limits import MAX_KEY as MAX_KEY
 from .limits import MAX_VALUE as MAX_VALUE
 
@@ -109,10 +110,9 @@ def newer(a: Record, b: Record | None) -> bool:
 BUCKET_BITS = 12
 BUCKETS = 1 << BUCKET_BITS  # fixed hash buckets over the key-id space, by the top 12 bits
 _SHIFT = ids.BITS - BUCKET_BITS
-PURGE_LIMIT = 10_000  # records one purge() drops at most: a sync round stays short
-PAGE_LIMIT = 1_000
-PAGE_BUDGET = 60_000  # the batch budget of PROTOCOL.md §10.3
-ITEM_OVERHEAD = 64  # what each item of a page counts besides its key (and value) bytes
+PURGE_LIMIT = 10_000  # records one purge() drops at most, unless told (the rounds take 1,000)
+PAGE_LIMIT = MAX_ITEMS
+PAGE_BUDGET = BATCH_BYTES  # the batch budget of PROTOCOL.md §10.3
 
 Cursor = tuple[int, bytes]
 """A position in ring order, ``(key_id, key)``: a scan resumes strictly after it."""
