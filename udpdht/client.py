@@ -11,23 +11,14 @@ from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import DecodeError, DhtError, RemoteError, RpcTimeout, Unauthorized, ValueTooLarge
-from .limits import MAX_KEY, MAX_VALUE
+from .errors import DecodeError, DhtError, RemoteError, RpcTimeout, Unauthorized
+from .limits import MAX_VALUE, key_bytes
 from .lookup import Hop, Lookup
 from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve, unless_refused
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 from .shortfall import Shortfall
 from .values import StoredValue
-
-
-def key_bytes(key: str | bytes) -> bytes:
-    """A key as the ring sees it: a str is UTF-8 encoded, bytes are used as they are."""
-    data = key.encode() if isinstance(key, str) else bytes(key)
-    if not 0 < len(data) <= MAX_KEY:
-        raise ValueTooLarge(f"a key is 1..{MAX_KEY} bytes, this one {len(data)}")
-    return data
-
 
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
 #: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s.

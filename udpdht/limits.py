@@ -1,4 +1,4 @@
-"""Limits every part of udpdht agrees on, in a module that imports nothing.
+"""Limits every part of udpdht agrees on, in a module that imports only the errors.
 
 The client checks a key and a value against them before it sends a request, and the ``udpdht``
 command checks a TTL before it starts a client: both import them from here, not from the store
@@ -6,6 +6,8 @@ command checks a TTL before it starts a client: both import them from here, not 
 """
 
 from __future__ import annotations
+
+from .errors import BadRequest, ValueTooLarge
 
 MAX_KEY = 1024  # bytes of a key
 MAX_VALUE = 60_000  # bytes of a value, msgpack-encoded
@@ -15,6 +17,22 @@ MAX_TTL = 366 * 24 * 3600.0  # seconds: the longest TTL a put may ask for (Store
 BATCH_BYTES = 60_000  # bytes a page holds at most, each item counted as below
 ITEM_OVERHEAD = 64  # what each item counts besides its key and value bytes
 MAX_ITEMS = 1_000  # items in a page, or keys in one read, at most
+
+
+def check_key(key: bytes) -> None:
+    """BadRequest for an empty key, ValueTooLarge for one over MAX_KEY bytes: the same errors
+    from a client before it sends as from the node that would refuse it."""
+    if not key:
+        raise BadRequest("a key cannot be empty")
+    if len(key) > MAX_KEY:
+        raise ValueTooLarge(f"a key is at most {MAX_KEY:,} bytes, this one {len(key):,}")
+
+
+def key_bytes(key: str | bytes) -> bytes:
+    """A key as the ring sees it (a str UTF-8 encoded, bytes as they are), checked."""
+    data = key.encode() if isinstance(key, str) else bytes(key)
+    check_key(data)
+    return data
 
 
 def parse_ttl(text: str) -> float:

@@ -26,6 +26,7 @@ from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir
 from .errors import BadRequest, Busy, DhtError, NotResponsible, RpcTimeout, Unavailable
 from .kad.service import KadService
+from .limits import key_bytes
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
 from .maintenance import Maintenance
 from .membership import FailureDetector, PeerMemory
@@ -102,10 +103,6 @@ LOCAL_RING = NodeConfig(stabilize_period=0.25)
 _ADDRESSED = frozenset(
     ("store_write", "store_push", "store_read", "store_digest", "store_digests", "store_scan")
 )
-
-
-def _key_bytes(key: str | bytes) -> bytes:
-    return key.encode() if isinstance(key, str) else bytes(key)
 
 
 def _same_family(bootstrap: Address, own: Address) -> None:
@@ -611,17 +608,17 @@ class Node:
         if the key's primary holds this very value already (with no expiry), nothing is
         written (no new version; see Replicator.put)."""
         data = wire.pack_value(value, MAX_VALUE)
-        await self.replicator.put(_key_bytes(key), data, ttl, unless_same=unless_same)
+        await self.replicator.put(key_bytes(key), data, ttl, unless_same=unless_same)
 
     async def get(self, key: str | bytes) -> Any:
         """The value of ``key``; KeyNotFound when it has none."""
-        record = await self.replicator.get(_key_bytes(key))
+        record = await self.replicator.get(key_bytes(key))
         assert record.value is not None
         return wire.unpack_value(record.value)
 
     async def delete(self, key: str | bytes) -> bool:
         """Delete ``key``; returns whether it had a value."""
-        written = await self.replicator.put(_key_bytes(key), None, None)
+        written = await self.replicator.put(key_bytes(key), None, None)
         return written.existed
 
     async def _sync_store(self) -> None:

@@ -55,7 +55,7 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
-from .limits import BATCH_BYTES, ITEM_OVERHEAD, MAX_ITEMS, MAX_TTL
+from .limits import BATCH_BYTES, ITEM_OVERHEAD, MAX_ITEMS, MAX_TTL, check_key
 from .lookup import MALFORMED, Lookup, plausible_owner
 from .net import Address, format_addr
 from .ratelimit import Buckets, source_of
@@ -143,13 +143,6 @@ class StoreConfig:
         """How long a node whose join's hand-off failed may lack some of its acknowledged
         writes (repair rounds bring them)."""
         return 2 * self.sync_period
-
-
-def check_key(key: bytes) -> None:
-    if not key:
-        raise BadRequest("a key cannot be empty")
-    if len(key) > MAX_KEY:
-        raise ValueTooLarge(f"key of {len(key):,} bytes exceeds {MAX_KEY:,}")
 
 
 def _arg_key(args: dict[str, Any]) -> bytes:
