@@ -97,8 +97,12 @@ def _advertise(text: str) -> tuple[str, int]:
 
 
 def _leafset(text: str) -> int:
-    if not text.isdigit() or not 2 <= int(text) <= 64 or int(text) % 2:
-        raise argparse.ArgumentTypeError(f"leafset size must be an even number 2..64, got {text}")
+    from .limits import MAX_LEAFSET
+
+    if not text.isdigit() or not 2 <= int(text) <= MAX_LEAFSET or int(text) % 2:
+        raise argparse.ArgumentTypeError(
+            f"leafset size must be an even number 2..{MAX_LEAFSET}, got {text}"
+        )
     return int(text)
 
 
@@ -112,8 +116,10 @@ def _ring_name(text: str) -> str:
 
 
 def _replicas(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 33:
-        raise argparse.ArgumentTypeError(f"replicas must be a number 1..33, got {text}")
+    from .limits import MAX_REPLICAS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"replicas must be a number 1..{MAX_REPLICAS}, got {text}")
     return int(text)
 
 

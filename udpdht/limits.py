@@ -12,6 +12,8 @@ from .errors import BadRequest, ValueTooLarge
 MAX_KEY = 1024  # bytes of a key
 MAX_VALUE = 60_000  # bytes of a value, msgpack-encoded
 MAX_TTL = 366 * 24 * 3600.0  # seconds: the longest TTL a put may ask for (StoreConfig.max_ttl)
+MAX_LEAFSET = 64  # L: the largest leafset a node takes (--leafset)
+MAX_REPLICAS = MAX_LEAFSET // 2 + 1  # copies of a key: 1..L/2+1, on the successor list
 
 # Pages of records, versions or keys (hand-off, repair, reads; PROTOCOL.md section 10.3):
 BATCH_BYTES = 60_000  # bytes a page holds at most, each item counted as below

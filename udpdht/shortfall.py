@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import MAX_REPLICAS
 from .net import check_peer_addr, format_addr, parse_addr
-
-#: Copies a key can be wanted on at most (replicas are 1..L/2+1, and L is at most 64).
-MAX_WANTED = 33
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class Shortfall:
         copies, wanted = reply.get("copies"), reply.get("wanted")
         if type(copies) is not int or type(wanted) is not int:
             return None
-        if not 0 < copies < wanted <= MAX_WANTED:
+        if not 0 < copies < wanted <= MAX_REPLICAS:
             return None
         full = _addresses(reply.get("full"), wanted)
         missed = _addresses(reply.get("missed"), wanted)
