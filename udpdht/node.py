@@ -242,6 +242,25 @@ class Node:
     async def start(self) -> None:
         if self._endpoint is not None:
             raise RuntimeError("node already started")
+        ep = await self._bind()
+        self.clock = loop_clock(asyncio.get_running_loop())
+        self._started_at = self.clock()
+        self._register_handlers(ep)
+        await self._open_store(ep)
+        if self.config.kad:
+            self.kad = KadService(self)
+            self.kad.attach()
+        self._restore_membership()
+        if self._maintenance_on:
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self.maintenance.run()))
+            self._tasks.append(loop.create_task(self._sync_store()))
+        # (udpdht node prints where it listens: logged at INFO too, the line showed twice.)
+        self.log.debug("listening on %s", format_addr(self.addr))
+
+    async def _bind(self) -> RpcEndpoint:
+        """Take the data dir (one node each), bind the socket, settle our address and id, and
+        claim the address in the data dir; on any failure, undo what was done."""
         if self.data_dir is not None:
             self._data = DataDir.open(self.data_dir)  # one node per data dir (DataDirError)
             try:
@@ -279,8 +298,10 @@ class Node:
             self._endpoint = None
             self._release_data_dir()
             raise
-        self.clock = loop_clock(asyncio.get_running_loop())
-        self._started_at = self.clock()
+        return ep
+
+    def _register_handlers(self, ep: RpcEndpoint) -> None:
+        """The node's own methods, the ring's (Maintenance) and the admin ones (cookie)."""
         # Reads are idempotent: a retry may simply run them again, so their replies are not
         # cached.
         for name, handler in (
@@ -304,6 +325,9 @@ class Node:
             ("admin_shutdown", self._admin_shutdown),
         ):
             ep.register(name, admin)
+
+    async def _open_store(self, ep: RpcEndpoint) -> None:
+        """The store (on disk with a data dir, else in memory) and the Replicator's methods."""
         store: Store = MemoryStore()
         if self.data_dir is not None:
             # Opening counts every record of the index (1.8 s at a million): off the loop, so
@@ -316,27 +340,22 @@ class Node:
             self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
-        if self.config.kad:
-            self.kad = KadService(self)
-            self.kad.attach()
-        if self.memory.load():
-            # We were part of a ring before this start: rejoin it, never start a second one.
-            self.member = True
-            # (The bootstrap addresses are named too: they are tried only if none answers, and
-            # an operator who gave one should see that it was heard: a new-user trial of issue #11.)
-            boot = ", ".join(map(format_addr, self.bootstrap))
-            also = f", or through {boot} if none answers" if boot else ""
-            self.log.info(
-                "remembers %s of its ring; rejoins through them%s",
-                plural(len(self.memory), "peer"),
-                also,
-            )
-        if self._maintenance_on:
-            loop = asyncio.get_running_loop()
-            self._tasks.append(loop.create_task(self.maintenance.run()))
-            self._tasks.append(loop.create_task(self._sync_store()))
-        # (udpdht node prints where it listens: logged at INFO too, the line showed twice.)
-        self.log.debug("listening on %s", format_addr(self.addr))
+
+    def _restore_membership(self) -> None:
+        """A node whose data dir remembers peers of its ring rejoins it (never starts a second
+        one): it is a member already."""
+        if not self.memory.load():
+            return
+        self.member = True
+        # (The bootstrap addresses are named too: they are tried only if none answers, and an
+        # operator who gave one should see that it was heard.)
+        boot = ", ".join(map(format_addr, self.bootstrap))
+        also = f", or through {boot} if none answers" if boot else ""
+        self.log.info(
+            "remembers %s of its ring; rejoins through them%s",
+            plural(len(self.memory), "peer"),
+            also,
+        )
 
     def _advertised_addr(self, bound: Address) -> Address:
         if self.advertised is None:
