@@ -298,8 +298,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
     # Not required: `udpdht` alone prints this help (main).
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_node(sub)
+    _add_status(sub)
+    _add_put(sub)
+    _add_get(sub)
+    _add_delete_and_lookup(sub)
+    _add_cluster(sub)
+    _add_shell(sub)
+    # The client commands the shell also has (udpdht/cli_client.py; argparse only until run).
+    from . import cli_client, cli_help
 
-    p: argparse.ArgumentParser = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
+    cli_client.add_ring(sub)
+    cli_client.add_ping(sub)
+    cli_client.add_keys(sub)
+    cli_client.add_leave(sub)
+    cli_client.add_shutdown(sub)
+    cli_help.document(sub)  # each command's description and examples
+    return parser
+
+
+def _add_node(sub: Any) -> None:
+    """``udpdht node``: its options are also config-file keys and environment variables."""
+    p = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
         "--port", type=_port, default=7000, help="UDP port (default 7000; 0: any free port)"
@@ -406,10 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_node, layers=Layers(p, skip=("config", "print_config")))
 
+
+def _add_status(sub: Any) -> None:
+    """``udpdht status``."""
     p = _client_command(sub, "status", "show a node's state")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
 
+
+def _add_put(sub: Any) -> None:
+    """``udpdht put``."""
     p = _key_command(sub, "put", "store a value under a key")
     p.add_argument(
         "value",
@@ -434,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_put)
 
+
+def _add_get(sub: Any) -> None:
+    """``udpdht get``."""
     p = _key_command(sub, "get", "print the value of a key (exit 1 when absent)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument(
@@ -454,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_get)
 
+
+def _add_delete_and_lookup(sub: Any) -> None:
+    """``udpdht delete`` and ``udpdht lookup``."""
     p = _key_command(sub, "delete", "delete a key (exit 1 when absent)")
     p.set_defaults(func=cmd_delete)
 
@@ -461,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_lookup)
 
+
+def _add_cluster(sub: Any) -> None:
+    """``udpdht cluster``."""
     p = sub.add_parser("cluster", help="run N nodes in one process, forming one ring")
     p.add_argument("count", type=_cluster_size, metavar="N", help="how many nodes (1..500)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -475,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     _log_level(p)
     p.set_defaults(func=cmd_cluster)
 
+
+def _add_shell(sub: Any) -> None:
+    """``udpdht shell``."""
     p = sub.add_parser("shell", help="interactive shell (no --attach: an embedded local ring)")
     p.add_argument(
         "--attach",
@@ -486,17 +524,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--cookie", metavar="FILE", help="the node's cookie file or data dir, for admin commands"
     )
     p.set_defaults(func=cmd_shell)
-
-    # The client commands the shell also has (udpdht/cli_client.py; argparse only until run).
-    from . import cli_client, cli_help
-
-    cli_client.add_ring(sub)
-    cli_client.add_ping(sub)
-    cli_client.add_keys(sub)
-    cli_client.add_leave(sub)
-    cli_client.add_shutdown(sub)
-    cli_help.document(sub)  # each command's description and examples
-    return parser
 
 
 # --- node (udpdht/cli_node.py) -----------------------------------------------------------------
