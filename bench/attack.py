@@ -590,14 +590,21 @@ def view(st: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def is_ideal(nodes: list[NodeProc], sts: list[dict[str, Any] | None]) -> bool:
-    """Every node answers and lists every other one as successor and as predecessor."""
+def is_ideal(nodes: list[NodeProc], sts: list[dict[str, Any] | None], half: int = 8) -> bool:
+    """Every node answers, and lists the true next ``half`` nodes (L/2; 8 by default) as its
+    successors and the true previous ones as its predecessors, nearest first. (As
+    udpdht.sim.status_problems; written again here, where nothing imports udpdht.)"""
+    ring = sorted(n.id for n in nodes)
+    n = len(ring)
+    k = min(half, n - 1)
     for node, st in zip(nodes, sts, strict=True):
         v = view(st)
         if not v["answered"]:
             return False
-        others = {n.id for n in nodes if n is not node}
-        if set(v["succs"]) != others or set(v["preds"]) != others:
+        i = ring.index(node.id)
+        if v["succs"] != [ring[(i + j) % n] for j in range(1, k + 1)]:
+            return False
+        if v["preds"] != [ring[(i - j) % n] for j in range(1, k + 1)]:
             return False
     return True
 

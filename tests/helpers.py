@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 
 from udpdht import Client, ids, wire
-from udpdht.sim import Sim
+from udpdht.sim import Sim, status_problems
 
 Address = tuple[str, int]
 
@@ -191,17 +191,7 @@ def data_dir(tmp_path: Path, name: str) -> str:
 def is_ideal(statuses: list[dict[str, Any]], half: int = 8) -> bool:
     """Whether these status objects (every live node) describe the ideal ring (``half``: L/2,
     the length of each leafset list)."""
-    order = sorted(st["id"] for st in statuses)
-    n = len(order)
-    for st in statuses:
-        i = order.index(st["id"])
-        want_s = [order[(i + k) % n] for k in range(1, n)][:half]
-        want_p = [order[(i - k) % n] for k in range(1, n)][:half]
-        if [p["id"] for p in st["successors"]] != want_s:
-            return False
-        if [p["id"] for p in st["predecessors"]] != want_p:
-            return False
-    return True
+    return not status_problems(statuses, half)
 
 
 async def statuses(nodes: list[NodeProcess]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import itertools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from . import ids
 from .net import Address, SimNetwork
@@ -369,20 +370,52 @@ def ring_problems(nodes: Iterable[Node]) -> list[str]:
     return problems
 
 
+#: One node's leafset as the ideal-ring checks take it: its id, its successors' ids and its
+#: predecessors' ids (nearest first), and L/2.
+Leafsets = Iterable[tuple[int, list[int], list[int], int]]
+
+
+def leafset_problems(leafsets: Leafsets) -> list[str]:
+    """How these leafsets (one for every live member) differ from the ideal ring: each lists
+    the true next L/2 nodes as successors and the true previous L/2 as predecessors, in order
+    (empty: ideal)."""
+    leafsets = list(leafsets)
+    ring = sorted(node_id for node_id, *_ in leafsets)
+    n = len(ring)
+    index = {node_id: i for i, node_id in enumerate(ring)}
+    problems = []
+    for node_id, succs, preds, half in leafsets:
+        i = index[node_id]
+        k = min(half, n - 1)
+        if succs != [ring[(i + j) % n] for j in range(1, k + 1)]:
+            problems.append(f"{ids.short(node_id)} successors are not the true next {k}")
+        if preds != [ring[(i - j) % n] for j in range(1, k + 1)]:
+            problems.append(f"{ids.short(node_id)} predecessors are not the true previous {k}")
+    return problems
+
+
 def ideal_problems(nodes: Iterable[Node]) -> list[str]:
     """How these nodes (every live member) differ from the ideal state (empty: ideal)."""
-    nodes = list(nodes)
-    ring = sorted((n.peer for n in nodes), key=lambda p: p.id)
-    n = len(ring)
-    index = {p.id: i for i, p in enumerate(ring)}
-    problems = []
-    for node in nodes:
-        i = index[node.id]
-        k = min(node.leafset.half, n - 1)
-        want_s = [ring[(i + j) % n].id for j in range(1, k + 1)]
-        want_p = [ring[(i - j) % n].id for j in range(1, k + 1)]
-        if [p.id for p in node.leafset.successors] != want_s:
-            problems.append(f"{ids.short(node.id)} successors are not the true next {k}")
-        if [p.id for p in node.leafset.predecessors] != want_p:
-            problems.append(f"{ids.short(node.id)} predecessors are not the true previous {k}")
-    return problems
+    return leafset_problems(
+        (
+            node.id,
+            [p.id for p in node.leafset.successors],
+            [p.id for p in node.leafset.predecessors],
+            node.leafset.half,
+        )
+        for node in nodes
+    )
+
+
+def status_problems(statuses: Iterable[dict[str, Any]], half: int = 8) -> list[str]:
+    """ideal_problems from the status objects of every live member (node processes, asked
+    over UDP); ``half``: their L/2 (8, the default leafset's)."""
+    return leafset_problems(
+        (
+            int(st["id"], 16),
+            [int(p["id"], 16) for p in st["successors"]],
+            [int(p["id"], 16) for p in st["predecessors"]],
+            half,
+        )
+        for st in statuses
+    )
