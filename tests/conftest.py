@@ -1,3 +1,4 @@
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -7,6 +8,14 @@ import pytest
 
 # Test helpers (helpers.py) live beside the tests; make them importable.
 sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import ENV
+
+# What the tests run in this process (a Session, the kad:// client's identity, a node's
+# default data dir) writes under the sandbox too, never under the real home directory, as the
+# processes they start do (helpers.ENV).
+os.environ["XDG_DATA_HOME"] = ENV["XDG_DATA_HOME"]
+os.environ["XDG_STATE_HOME"] = ENV["XDG_STATE_HOME"]
 
 
 @pytest.fixture
