@@ -63,6 +63,9 @@ class Spec:
 
 KEYS_PAGE = 100  # keys one 'keys' lists unless --limit says otherwise
 MAX_KEYS_PAGE = 100_000
+RING_WALK = 64  # nodes 'ring' walks unless --limit says otherwise
+MAX_RING_WALK = 10_000
+MAX_ADD = 32  # nodes one 'nodes add' may start
 
 SPECS: tuple[Spec, ...] = (
     Spec(
@@ -91,11 +94,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("status", "status", "summary of the attached node"),
     Spec(
         "ring",
-        "ring [--list]",
+        "ring [--list] [--limit N]",
         "draw the ring and list its nodes, walking successors from the attached node",
         "Draws the id circle (id 0 at the top, ids increasing clockwise) with each node, the "
         "keys it holds as primary and the attached node's fingers as lines, then lists each "
-        "node with the keys it holds as primary and as replica. --list: the list alone.",
+        "node with the keys it holds as primary and as replica. --list: the list alone. "
+        f"--limit N: walk N nodes at most (default {RING_WALK}).",
     ),
     Spec("leafset", "leafset", "the attached node's successors and predecessors"),
     Spec("fingers", "fingers", "the attached node's distinct fingers"),
@@ -172,7 +176,8 @@ SPECS: tuple[Spec, ...] = (
         "nodes [list | add [N] | kill I | join I]",
         "manage the embedded ring's nodes",
         "nodes list: the embedded nodes and their state. nodes add N: start N more nodes "
-        "that join the ring. nodes kill I: stop node I at once, as a crash would. "
+        f"(1 to {MAX_ADD} at a time; default 1) that join the ring. nodes kill I: stop node I "
+        "(its number in 'nodes list') at once, as a crash would. "
         "nodes join I: bring node I back (after 'leave' or 'kill') at its old address, so with "
         "its old id, joining through the attached node. "
         "Only in the embedded ring (started when the shell has no --attach).",
@@ -267,7 +272,6 @@ def summary(name: str, mode: str = "udpdht") -> str:
 ALIASES: dict[str, str] = {"exit": "quit", "?": "help", "del": "delete"}
 NODES_ACTIONS: tuple[str, ...] = ("list", "add", "kill", "join")
 FORMATS: tuple[str, ...] = ("table", "json", "plain")
-MAX_ADD = 32  # nodes one 'nodes add' may start
 WATCHABLE: tuple[str, ...] = (
     "get",
     "lookup",
@@ -504,21 +508,37 @@ def _nodes(name: str, args: list[str]) -> Command:
         return Command(name, action=action, number=count)
     if action in ("kill", "join"):
         _arity(name, rest, 1, 1, f"the number I of the node to {action}")
-        number = _count(name, rest[0], "I (the node's number)", 0, 10_000)
-        return Command(name, action=action, number=number)
+        if not (rest[0].isdigit() and len(rest[0]) <= 6):
+            raise CommandError(
+                f"I must be a node's number, as 'nodes list' shows them, got {rest[0]!r}; "
+                f"{_usage(name)}"
+            )
+        return Command(name, action=action, number=int(rest[0]))
     hint = _suggest(action, NODES_ACTIONS)
     also = f"; did you mean 'nodes {hint}'?" if hint else f"; {_usage(name)}"
     raise CommandError(f"unknown action {action!r} for 'nodes'{also}")
 
 
 def _ring(name: str, args: list[str]) -> Command:
-    if args and args[0] == "--list":
-        _arity(name, args, 1, 1, "nothing but --list")
-        return Command(name, action="list")
-    if args and args[0].startswith("-"):
-        raise CommandError(f"unknown option {args[0]!r} for 'ring'; {_usage(name)}")
-    _arity(name, args, 0, 0, "no arguments but --list")
-    return Command(name)
+    action: str | None = None
+    limit: int | None = None  # (the session's walk: RING_WALK)
+    words = iter(args)
+    for word in words:
+        flag, eq, text = word.partition("=")
+        if word == "--list":
+            action = "list"
+        elif flag == "--limit":
+            value = text if eq else next(words, None)
+            if value is None:
+                raise CommandError(f"--limit needs a value; {_usage(name)}")
+            limit = _count(name, value, "--limit", 1, MAX_RING_WALK)
+        elif word.startswith("-"):
+            raise CommandError(f"unknown option {word!r} for 'ring'; {_usage(name)}")
+        else:
+            raise CommandError(
+                f"'ring' takes no arguments but --list and --limit N; {_usage(name)}"
+            )
+    return Command(name, action=action, number=limit)
 
 
 def _help(name: str, args: list[str]) -> Command:

@@ -29,6 +29,7 @@ from udpdht.text import duration
 
 from . import formats
 from .commands import KEYS_PAGE, Command, CommandError, available, help_text, unavailable
+from .commands import RING_WALK as RING_WALK
 
 EMBEDDED_SIZE = 5
 PROBE_TIMEOUT = 2.0  # seconds the toolbar and a re-attach wait for a node's status
@@ -36,7 +37,6 @@ SETTLE_TIMEOUT = 15.0  # seconds the embedded ring may take to close and settle 
 LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
 REBIND_TRIES = 40  # 'nodes join I': tries to bind the node's old port, 50 ms apart
 WAKE_TIMEOUT = 0.5  # seconds a silent attached node has to answer before a command fails
-RING_WALK = 64  # nodes 'ring' walks
 # Commands that need no answer from the attached node (ping HOST:PORT asks another).
 LOCAL_COMMANDS = frozenset({"attach", "nodes", "format", "watch", "help", "quit"})
 
@@ -184,7 +184,7 @@ class Session:
         found = 0
         while True:
             with contextlib.suppress(CommandError):
-                entries = await self.walk()
+                entries = await self.walk(max(RING_WALK, size + 1))
                 found = sum("error" not in st for st in entries)
                 if len(entries) == size == found and all(
                     st["predecessor"] is not None and st.get("settled", True) for st in entries
@@ -570,20 +570,22 @@ class Session:
     async def _watch(self, cmd: Command) -> str:
         raise CommandError("'watch' runs until Ctrl-C, so only in the interactive shell")
 
-    async def walk(self, limit: int = RING_WALK) -> list[dict[str, Any]]:
-        """``Client.ring``, with each unreachable node's error made one sentence."""
-        entries = await self._client().ring(limit)
+    async def walk(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """``Client.ring`` (``limit``: RING_WALK nodes), with each unreachable node's error made
+        one sentence."""
+        entries = await self._client().ring(limit or RING_WALK)
         return [{**e, "error": _sentence(e["error"])} if "error" in e else e for e in entries]
 
     async def _ring(self, cmd: Command) -> str:
-        entries = await self.walk()
+        limit = cmd.number or RING_WALK
+        entries = await self.walk(limit)
         for st in entries:
             if "error" not in st:
                 self._note_status(st)
         labels = {e.addr: f"#{e.index}" for e in self.embedded or []}
-        lines = render.ring_lines(entries, self.attached_text, labels, limit=RING_WALK)
+        lines = render.ring_lines(entries, self.attached_text, labels, limit=limit)
         if cmd.action != "list" and entries and "error" not in entries[0]:
-            nodes, fingers = ringdraw.from_statuses(entries[0], entries[1:], limit=RING_WALK)
+            nodes, fingers = ringdraw.from_statuses(entries[0], entries[1:], limit=limit)
             width = max(ringdraw.MIN_WIDTH, min(80, shutil.get_terminal_size().columns))
             lines = [*ringdraw.draw_text(nodes, fingers, width=width), "", *lines]
         return "\n".join(lines)

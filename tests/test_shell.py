@@ -27,6 +27,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 from shell import app
+from shell import session as session_module
 from shell.app import (
     PlainConsole,
     ShellCompleter,
@@ -78,6 +79,7 @@ from udpdht.routing import Peer
         ("status", Command("status")),
         ("ring", Command("ring")),
         ("ring --list", Command("ring", action="list")),
+        ("ring --limit 200 --list", Command("ring", action="list", number=200)),
         ("leafset", Command("leafset")),
         ("fingers", Command("fingers")),
         ("stats", Command("stats")),
@@ -140,9 +142,11 @@ def test_parse(line: str, expected: Command) -> None:
         ("delete", "'delete' needs a KEY"),
         ("lookup", "'lookup' needs a KEY"),
         ("status now", "too many arguments for 'status'"),
-        ("ring 3", "too many arguments for 'ring'"),
+        ("ring 3", "'ring' takes no arguments but --list and --limit N"),
         ("ring --draw", "unknown option '--draw' for 'ring'"),
-        ("ring --list 3", "too many arguments for 'ring'"),
+        ("ring --list 3", "'ring' takes no arguments but --list and --limit N"),
+        ("ring --limit 0", "--limit must be a number 1..10000, got '0'"),
+        ("nodes kill x", "I must be a node's number, as 'nodes list' shows them, got 'x'"),
         ("leave now", "too many arguments for 'leave'"),
         ("attach", "'attach' needs an address HOST:PORT"),
         ("attach nowhere", "bad address 'nowhere': expected HOST:PORT"),
@@ -180,7 +184,6 @@ def test_parse(line: str, expected: Command) -> None:
         ),
         # In single quotes already: the JSON itself is wrong, and only that is said.
         ("put cfg '{bad' --json", "VALUE: not valid JSON: Expecting property name enclosed"),
-        ("nodes kill x", "I (the node's number) must be a number 0..10000, got 'x'"),
     ],
 )
 def test_parse_errors_are_one_sentence(line: str, message: str) -> None:
@@ -632,6 +635,23 @@ async def test_typed_session(embedded: Session) -> None:
     assert session.attached_text != first
     assert "Traceback" not in out
     assert session.attached_text in "".join(text for _, text, *_ in toolbar_text(session))
+
+
+async def test_the_embedded_ring_is_walked_whole_past_the_rings_default_walk(
+    embedded: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'nodes add' waits for a walk that finds every node, and 'ring --limit N' lists past the
+    default walk: with a walk of 64 by default, a new user's embedded ring of 67 nodes said
+    "finds 64 of 67 nodes so far" after 5 s at each 'nodes add', and 'ring' could list no
+    more than 64. (The default walk made 4 here: the same, on 7 nodes.)"""
+    session = embedded
+    monkeypatch.setattr(session_module, "RING_WALK", 4)
+    out = await session.execute(parse("nodes add 2"))
+    assert "the ring has 7 nodes" in out
+    listed = await session.execute(parse("ring --list"))
+    assert "the walk stops at 4" in listed
+    listed = await session.execute(parse("ring --list --limit 7"))
+    assert "7 nodes" in listed and "the walk stops" not in listed
 
 
 async def test_embedded_nodes_add_and_kill(embedded: Session) -> None:
