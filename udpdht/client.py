@@ -30,7 +30,7 @@ class Client:
 
     def __init__(
         self,
-        addr: Address,
+        addr: Address | str,
         *,
         cookie: bytes | None = None,
         network: Network | None = None,
@@ -38,11 +38,13 @@ class Client:
         rng: random.Random | None = None,
         probe_every_call: bool = False,
     ) -> None:
-        """``probe_every_call``: when a call finds no answer, ask the node's host whether its
+        """``addr``: the node, ``(host, port)`` or ``"HOST:PORT"`` (ValueError if it is neither).
+
+        ``probe_every_call``: when a call finds no answer, ask the node's host whether its
         port is closed on every call, not only until the node first answered (a long-lived
         client, such as the shell: a node killed under it is said to be gone in half a second,
         not after ~6 s of tries; each call then costs two tasks more)."""
-        self.addr = addr
+        self.addr = parse_addr(addr) if isinstance(addr, str) else addr
         self.cookie = cookie
         self._network = network or UdpNetwork()
         # The attached node coordinates each request with other nodes (a lookup, the primary,
@@ -59,7 +61,13 @@ class Client:
     async def open(self) -> None:
         if isinstance(self._network, UdpNetwork):
             self.addr = await resolve(self.addr)
-            local_host = "::" if ipaddress.ip_address(self.addr[0]).version == 6 else "0.0.0.0"
+            ip = ipaddress.ip_address(self.addr[0])
+            # A node on this machine's loopback is answered on the loopback only: the client's
+            # socket is not open on every interface for nothing.
+            if ip.version == 6:
+                local_host = "::1" if ip.is_loopback else "::"
+            else:
+                local_host = "127.0.0.1" if ip.is_loopback else "0.0.0.0"
         else:
             local_host = self.addr[0]
         self._endpoint = await RpcEndpoint.bind(
