@@ -275,6 +275,6 @@ def test_every_subcommand_help_has_description_arguments_and_example(name: str) 
 
 
 def test_udpdht_alone_prints_the_help() -> None:
-    done = udpdht()
-    assert done.returncode == 2 and done.stderr == ""
-    assert done.stdout.startswith("usage: udpdht") and "keys" in done.stdout
+    done = udpdht()  # (on stderr, as every mistake on the command line: a new user's trial)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("usage: udpdht") and "keys" in done.stderr

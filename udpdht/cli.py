@@ -1039,8 +1039,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:  # `udpdht` alone: the help, and a usage status (as git does)
-        parser.print_help()
+    if args.command is None:  # `udpdht` alone: a mistake on the command line, as any other
+        parser.print_help(sys.stderr)  # (the help itself, asked for with --help: stdout)
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
