@@ -139,10 +139,10 @@ async def test_a_client_takes_an_address_as_text_and_listens_on_the_loopback_onl
     # A new user's trial: Client("127.0.0.1:47000"), as every CLI command takes an address,
     # failed with "too many values to unpack"; and a client of a node on this machine bound
     # its socket to every interface (0.0.0.0).
-    async with Node("127.0.0.1", 0, config=FAST) as node:
-        async with Client(f"127.0.0.1:{node.addr[1]}") as client:
-            assert (await client.status())["addr"] == f"127.0.0.1:{node.addr[1]}"
-            assert client.endpoint.addr[0] == "127.0.0.1"
+    node = Node("127.0.0.1", 0, config=FAST)
+    async with node, Client(f"127.0.0.1:{node.addr[1]}") as client:
+        assert (await client.status())["addr"] == f"127.0.0.1:{node.addr[1]}"
+        assert client.endpoint.addr[0] == "127.0.0.1"
     with pytest.raises(ValueError, match="bad address 'nowhere': expected HOST:PORT"):
         Client("nowhere")
 

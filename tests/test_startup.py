@@ -142,8 +142,8 @@ def test_help_through_python_m_loads_nothing_heavy(argv: list[str], expected: li
 
 
 def test_udpdht_alone_prints_the_help_and_loads_nothing_heavy() -> None:
-    code, modules, stdout, _ = probe("from udpdht.cli import main\nsys.exit(main([]))")
-    assert code == 2 and stdout.startswith("usage: udpdht")
+    code, modules, _, stderr = probe("from udpdht.cli import main\nsys.exit(main([]))")
+    assert code == 2 and stderr.startswith("usage: udpdht")
     assert loaded(modules, HEAVY) == []
 
 

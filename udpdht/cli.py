@@ -808,7 +808,7 @@ def _parse_value(args: argparse.Namespace) -> Any:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"--text: the input is not UTF-8 (byte {exc.start})") from None
+        raise UsageError(f"--text: the input is not UTF-8 (at byte offset {exc.start:,})") from None
 
 
 SHOWN_KEY = 60  # characters of a key echoed back at most (a key may have 1,024)

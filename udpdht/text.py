@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 record``, ``2 records``, ``0 records`` (``many``: an irregular plural)."""
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
+_UNITS = (("day", 86400), ("h", 3600), ("min", 60), ("s", 1))
+
+
 def duration(seconds: float) -> str:
-    """``90 s``, ``2.5 h``, ``1 day``, ``366 days``: a TTL as a person reads it."""
-    for unit, size in (("day", 86400.0), ("h", 3600.0), ("min", 60.0)):
+    """``40 s``, ``1 min 40 s``, ``2 h 30 min``, ``1 day``, ``366 days``: a TTL as a person
+    reads it (two units at most, the smaller one rounded)."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    for (unit, size), (small, small_size) in itertools.pairwise(_UNITS):
         if seconds >= size:
-            amount = f"{seconds / size:.3g}"
-            if unit == "day" and amount != "1":
-                unit = "days"
-            return f"{amount} {unit}"
-    return f"{seconds:g} s"
+            whole, rest = divmod(round(seconds / small_size), size // small_size)
+            text = f"{whole} {unit}{'s' if unit == 'day' and whole != 1 else ''}"
+            return f"{text} {rest} {small}" if rest else text
+    raise AssertionError("unreachable: seconds >= 60")
