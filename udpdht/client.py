@@ -259,7 +259,7 @@ class Client:
         if self.cookie is None:
             raise Unauthorized(
                 f"{method.removeprefix('admin_')} needs the node's cookie "
-                "(the file 'cookie' in its data dir; pass it with --cookie FILE)"
+                "(the file 'cookie' in its data dir: Client(addr, cookie=...))"
             )
         if self._node_id is None:  # a signature names the node it is for: learn its id
             self._node_id, _ = await self.ping()
