@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 shell: $(STAMP)
-	$(PY) -m udpdht shell
+	UDPDHT_NODE= $(PY) -m udpdht shell
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -71,7 +71,12 @@ atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
 # each would otherwise compile the package from source again (70-80 ms of a 0.23 s
 # `udpdht put`), and the checkout stays free of __pycache__ either way.
 ENV = {
-    **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    # (and none of the user's UDPDHT_* settings: a test says what it runs with)
+    **{
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("UDPDHT_")
+    },
     "PYTHONPYCACHEPREFIX": os.path.join(_SANDBOX, "pycache"),
     "PYTHONUNBUFFERED": "1",
     "XDG_DATA_HOME": _SANDBOX,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ENV, wait_until
+from helpers import ENV, node_process, wait_until
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
@@ -822,6 +822,23 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
     assert lines[-1] == "5 nodes, 2 keys   (* attached)"
     assert "\x1b[" not in result.stdout  # plain text: no colours
     assert result.stderr == ""
+
+
+def test_the_shell_attaches_to_the_node_the_client_commands_use(tmp_path: Path) -> None:
+    """$UDPDHT_NODE names the node every client command asks: the shell attaches to it too
+    (it started an embedded ring instead: a new user's trial)."""
+    env = {**ENV, "XDG_DATA_HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path)}
+    with node_process() as node:
+        result = subprocess.run(
+            [sys.executable, "-m", "udpdht", "shell"],
+            input="status\nquit\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "UDPDHT_NODE": node.addr_text},
+        )
+    assert result.returncode == 0, result.stderr
+    assert f"address      {node.addr_text}" in result.stdout
 
 
 # --- typing comfort: hints, history, highlighting, the menu, the toolbar -----------------------

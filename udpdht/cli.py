@@ -518,7 +518,8 @@ def _add_shell(sub: Any) -> None:
         "--attach",
         type=_target,
         metavar="H:P",
-        help="a running node to attach to; kad://H:P: a kademlia network",
+        help=f"a running node to attach to (default: ${NODE_ENV}, as the client commands' "
+        "--node; neither: an embedded local ring); kad://H:P: a kademlia network",
     )
     p.add_argument(
         "--cookie", metavar="FILE", help="the node's cookie file or data dir, for admin commands"
@@ -1016,9 +1017,12 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
     from .kad.target import NO_ADMIN, KadAddr
 
-    if args.cookie is not None and isinstance(args.attach, KadAddr):
+    attach = args.attach
+    if attach is None and os.environ.get(NODE_ENV, "").strip():
+        attach = _node_from_env()  # (as the client commands take it)
+    if args.cookie is not None and isinstance(attach, KadAddr):
         raise UsageError(NO_ADMIN)
-    return int(run_shell(args.attach, args.cookie))
+    return int(run_shell(attach, args.cookie))
 
 
 # --- plumbing ----------------------------------------------------------------------------------
