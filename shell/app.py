@@ -676,6 +676,7 @@ async def interact(
                 finally:
                     if slow is not None:
                         slow.cancel()
+                took = loop.time() - start  # (not the time spent reading it in the pager)
                 rows = prompt.app.output.get_size().rows
                 if pager is not None and text and text.count("\n") + 1 > rows - 2:
                     await _page(pager, console, text)
@@ -684,7 +685,7 @@ async def interact(
                 if cmd.name == "watch":  # (on a line of its own, not after the echoed ^C)
                     console.note("\n(watch stopped)" if sys.stdout.isatty() else "(watch stopped)")
                 elif cmd.name != "help":
-                    console.note(f"({render.duration(loop.time() - start)})")
+                    console.note(f"({render.duration(took)})")
     finally:
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

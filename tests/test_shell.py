@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -1024,6 +1025,35 @@ async def test_long_output_is_paged() -> None:
     assert code == 0
     assert paged == [help_text()]  # longer than the 12-row terminal
     assert help_text("put").replace("\n", "\r\n") in buf.getvalue()  # short: printed as is
+
+
+async def test_a_commands_time_leaves_out_the_time_its_output_was_read_in_the_pager(
+    embedded: Session,
+) -> None:
+    # A new user's trial: 'ring' said it took 3.30 s, most of it spent reading it in less.
+    read: list[str] = []
+
+    async def reader(text: str) -> None:
+        read.append(text)
+        await asyncio.sleep(2.0)  # (a person reading the page)
+
+    class TinyOutput(DummyOutput):
+        def get_size(self) -> Size:
+            return Size(rows=4, columns=80)
+
+    buf = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("status\rquit\r")
+        code = await interact(
+            embedded,
+            TerminalConsole(PlainTextOutput(buf)),
+            input=pipe,
+            output=TinyOutput(),
+            pager=reader,
+        )
+    assert code == 0 and len(read) == 1
+    took = re.findall(r"\(([0-9.]+) (ms|s)\)", buf.getvalue())
+    assert len(took) == 1 and (took[0][1] == "ms" or float(took[0][0]) < 2.0), took
 
 
 async def test_typing_shows_hints_and_suggestions_from_history() -> None:
