@@ -904,16 +904,21 @@ class Maintenance:
         self._rejoin_wait = min(2 * self._rejoin_wait, self.MAX_REJOIN_WAIT)
         self._next_rejoin = loop.time() + self._rejoin_wait
         if lost:
-            why = (
-                f"{len(lost)} of {len(addrs)} known peers answered, rejoining too, and one of "
-                "them has a lower id: it starts the ring again"
+            # (The whole ring is starting again, as it should after all stopped: INFO. Peers
+            # stopped for good are among those counted; a new user took the WARNING for a
+            # fault.)
+            self.node.log.info(
+                "the ring is starting again: %d of %d known peers answered, rejoining too, and "
+                "one of them has a lower id: it starts the ring; trying again in %.0f s",
+                len(lost),
+                len(addrs),
+                self._rejoin_wait,
             )
-        else:
-            why = f"none of {len(addrs)} known addresses answered"
+            return
         self.node.log.warning(
-            "lost contact with the ring: %s; trying again in %.0f s (a node started with "
-            "--new-ring begins a new ring at once)",
-            why,
+            "lost contact with the ring: none of %d known addresses answered; trying again in "
+            "%.0f s (a node started with --new-ring begins a new ring at once)",
+            len(addrs),
             self._rejoin_wait,
         )
 
