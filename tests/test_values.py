@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,10 @@ def test_get_meta_shows_version_writer_and_ttl(node: NodeProcess) -> None:
     assert meta["value"] == "v2" and meta["type"] == "str"
     assert meta["version"]["writer"] == writer
     assert 290 < meta["ttl_left_s"] <= 300
+    # Both times read alike (a new user's trial: epoch seconds beside ISO 8601).
+    written = datetime.fromisoformat(meta["written"].replace("Z", "+00:00")).timestamp()
+    expires = datetime.fromisoformat(meta["expires"].replace("Z", "+00:00")).timestamp()
+    assert expires - written == pytest.approx(300, abs=0.01)
     ok(run(node, "put", "forever", "1", "--json"))
     meta = json.loads(ok(run(node, "get", "forever", "--meta", "--json")))
     assert meta["expires"] is None and meta["ttl_left_s"] is None and meta["type"] == "int"

@@ -253,12 +253,13 @@ class StoredValue:
         return max(0.0, self.expires - (time.time() if now is None else now))
 
     def meta(self, now: float | None = None) -> dict[str, Any]:
-        """The metadata as JSON data (``get --meta --json``)."""
+        """The metadata as JSON data (``get --meta --json``): times as ISO 8601 in UTC, as a
+        person reads them (the version's stamp as it is: milliseconds since the epoch)."""
         return {
             "type": type_name(self.value),
             "version": {"stamp": self.stamp, "writer": self.writer},
             "written": _iso(self.written_at),
-            "expires": self.expires,
+            "expires": None if self.expires is None else _iso(self.expires),
             "ttl_left_s": self.ttl_left(now),
         }
 
