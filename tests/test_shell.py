@@ -12,7 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -806,17 +806,24 @@ async def test_bad_cookie_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot read cookie file /nonexistent/cookie" in capsys.readouterr().err
 
 
-def test_scripted_shell_command(tmp_path: Path) -> None:
-    """`udpdht shell < commands` as a user scripts it."""
-    env = {**ENV, "XDG_DATA_HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path)}
-    result = subprocess.run(
+def scripted_shell(
+    script: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`udpdht shell < script` (``env``: variables to add), its state under ``tmp_path``."""
+    return subprocess.run(
         [sys.executable, "-m", "udpdht", "shell"],
-        input='put a 1\nget a\nput "my key" --json "[1, 2]"\nget "my key"\nring\nquit\n',
+        input=script,
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env={**ENV, "XDG_DATA_HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path), **(env or {})},
     )
+
+
+def test_scripted_shell_command(tmp_path: Path) -> None:
+    """`udpdht shell < commands` as a user scripts it."""
+    script = 'put a 1\nget a\nput "my key" --json "[1, 2]"\nget "my key"\nring\nquit\n'
+    result = scripted_shell(script, tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:4] == ["stored 'a'", "1", "stored 'my key'", "(list) [1, 2]"]
@@ -828,16 +835,8 @@ def test_scripted_shell_command(tmp_path: Path) -> None:
 def test_the_shell_attaches_to_the_node_the_client_commands_use(tmp_path: Path) -> None:
     """$UDPDHT_NODE names the node every client command asks: the shell attaches to it too
     (it started an embedded ring instead: a new user's trial)."""
-    env = {**ENV, "XDG_DATA_HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path)}
     with node_process() as node:
-        result = subprocess.run(
-            [sys.executable, "-m", "udpdht", "shell"],
-            input="status\nquit\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**env, "UDPDHT_NODE": node.addr_text},
-        )
+        result = scripted_shell("status\nquit\n", tmp_path, {"UDPDHT_NODE": node.addr_text})
     assert result.returncode == 0, result.stderr
     assert f"address      {node.addr_text}" in result.stdout
 
@@ -1001,8 +1000,29 @@ async def test_output_formats(embedded: Session) -> None:
 
 
 class SmallOutput(DummyOutput):
+    def __init__(self, rows: int = 12) -> None:
+        self.rows = rows
+
     def get_size(self) -> Size:
-        return Size(rows=12, columns=80)
+        return Size(rows=self.rows, columns=80)
+
+
+async def typed_with_pager(
+    session: Session, keys: str, pager: Callable[[str], Awaitable[None]], rows: int = 12
+) -> tuple[int, str]:
+    """``keys`` typed at the shell on a terminal of ``rows`` rows, long outputs going to
+    ``pager``: the exit code and what was printed."""
+    buf = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys)
+        code = await interact(
+            session,
+            TerminalConsole(PlainTextOutput(buf)),
+            input=pipe,
+            output=SmallOutput(rows),
+            pager=pager,
+        )
+    return code, buf.getvalue()
 
 
 async def test_long_output_is_paged() -> None:
@@ -1012,19 +1032,10 @@ async def test_long_output_is_paged() -> None:
     async def pager(text: str) -> None:
         paged.append(text)
 
-    buf = io.StringIO()
-    with create_pipe_input() as pipe:
-        pipe.send_text("help\rhelp put\rquit\r")
-        code = await interact(
-            session,
-            TerminalConsole(PlainTextOutput(buf)),
-            input=pipe,
-            output=SmallOutput(),
-            pager=pager,
-        )
+    code, out = await typed_with_pager(session, "help\rhelp put\rquit\r", pager)
     assert code == 0
     assert paged == [help_text()]  # longer than the 12-row terminal
-    assert help_text("put").replace("\n", "\r\n") in buf.getvalue()  # short: printed as is
+    assert help_text("put").replace("\n", "\r\n") in out  # short: printed as is
 
 
 async def test_a_commands_time_leaves_out_the_time_its_output_was_read_in_the_pager(
@@ -1037,22 +1048,9 @@ async def test_a_commands_time_leaves_out_the_time_its_output_was_read_in_the_pa
         read.append(text)
         await asyncio.sleep(2.0)  # (a person reading the page)
 
-    class TinyOutput(DummyOutput):
-        def get_size(self) -> Size:
-            return Size(rows=4, columns=80)
-
-    buf = io.StringIO()
-    with create_pipe_input() as pipe:
-        pipe.send_text("status\rquit\r")
-        code = await interact(
-            embedded,
-            TerminalConsole(PlainTextOutput(buf)),
-            input=pipe,
-            output=TinyOutput(),
-            pager=reader,
-        )
+    code, out = await typed_with_pager(embedded, "status\rquit\r", reader, rows=4)
     assert code == 0 and len(read) == 1
-    took = re.findall(r"\(([0-9.]+) (ms|s)\)", buf.getvalue())
+    took = re.findall(r"\(([0-9.]+) (ms|s)\)", out)
     assert len(took) == 1 and (took[0][1] == "ms" or float(took[0][0]) < 2.0), took
 
 
