@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -283,48 +284,16 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        _say_if_a_new_ring_of_old_data(node, args)
-        fmt.node = ids.short(node.id)
-        cookie_path = _publish_cookie(node)
-        bound = node.endpoint.addr
-        also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
-        listening = f"listening on {format_addr(node.addr)}{also}"
-        _announce(fmt, f"udpdht node {ids.to_hex(node.id)} {listening}")
-        kept = node.data_dir.resolve() if node.data_dir is not None else "memory only"
-        _announce(fmt, f"data: {kept}")
-        _announce(fmt, f"admin cookie: {cookie_path}")
-        if why:
-            log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
-        if exporter is not None:
-            _announce(fmt, f"metrics: {exporter.url}")
-        _warn_if_sent_from_elsewhere(node, args.bootstrap)
+        _announce_start(node, args, fmt, exporter, why)
         tune_gc()  # what start-up made stays; collections get rarer (see net.tune_gc)
-        if args.bootstrap and not node.member:
-            # (A node that remembers peers of its ring rejoins through them, and through the
-            # bootstrap addresses when none of them answers: Maintenance._rejoin.)
-            joining = loop.create_task(_join_any(node, args.bootstrap))
-            signalled = loop.create_task(stop.wait())
-            try:
-                await asyncio.wait([joining, signalled], return_when=asyncio.FIRST_COMPLETED)
-                if not joining.done():  # Ctrl-C while joining
-                    joining.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await joining
-                    # It may have taken its place a moment before the signal (the join's
-                    # last step, telling its successor, was under way): then it leaves as
-                    # after any signal, handing back what it may have been handed.
-                    say_leaving()
-                    if not node.member:  # no ring to leave yet
-                        await _stop_unjoined(node, made, there)
-                        print("udpdht: interrupted while joining the ring", file=sys.stderr)
-                        return 130
-                else:
-                    joining.result()  # the join's error, if it failed
-            except BaseException:
-                await _stop_unjoined(node, made, there)
-                raise
-            finally:
-                signalled.cancel()
+        # (A node that remembers peers of its ring rejoins through them, and through the
+        # bootstrap addresses when none of them answers: Maintenance._rejoin.)
+        joins = bool(args.bootstrap) and not node.member
+        if joins and not await _join_unless_stopped(
+            node, args.bootstrap, stop, say_leaving, made, there
+        ):
+            print("udpdht: interrupted while joining the ring", file=sys.stderr)
+            return 130
         # Run until a signal, or until an admin makes the node leave or shut down.
         finished = loop.create_task(node.finished.wait())
         signalled = loop.create_task(stop.wait())
@@ -350,6 +319,69 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
                 loop.remove_signal_handler(sig)
     log.info("stopped")  # (once it has: nothing of it runs after this line)
     return 0
+
+
+def _announce_start(
+    node: Node,
+    args: argparse.Namespace,
+    fmt: Format,
+    exporter: MetricsServer | None,
+    why: str | None,
+) -> None:
+    """The start-up lines: the node's id and address, where its data is, its cookie, the
+    metrics address; and why it advertises what it does."""
+    _say_if_a_new_ring_of_old_data(node, args)
+    fmt.node = ids.short(node.id)
+    cookie_path = _publish_cookie(node)
+    bound = node.endpoint.addr
+    also = f" (bound to {format_addr(bound)})" if bound != node.addr else ""
+    listening = f"listening on {format_addr(node.addr)}{also}"
+    _announce(fmt, f"udpdht node {ids.to_hex(node.id)} {listening}")
+    kept = node.data_dir.resolve() if node.data_dir is not None else "memory only"
+    _announce(fmt, f"data: {kept}")
+    _announce(fmt, f"admin cookie: {cookie_path}")
+    if why:
+        log.info("advertising %s: %s (--advertise to choose)", format_addr(node.addr), why)
+    if exporter is not None:
+        _announce(fmt, f"metrics: {exporter.url}")
+    _warn_if_sent_from_elsewhere(node, args.bootstrap)
+
+
+async def _join_unless_stopped(
+    node: Node,
+    bootstrap: list[Address],
+    stop: asyncio.Event,
+    say_leaving: Callable[[], None],
+    made: list[Path],
+    there: set[str],
+) -> bool:
+    """Join through ``bootstrap`` unless a signal comes first: True once the node has a place
+    in the ring; False when a signal stopped the join before it had one (the node is stopped
+    and what it made is removed). A failed join stops it the same way and raises."""
+    loop = asyncio.get_running_loop()
+    joining = loop.create_task(_join_any(node, bootstrap))
+    signalled = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait([joining, signalled], return_when=asyncio.FIRST_COMPLETED)
+        if not joining.done():  # Ctrl-C while joining
+            joining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await joining
+            # It may have taken its place a moment before the signal (the join's last step,
+            # telling its successor, was under way): then it leaves as after any signal,
+            # handing back what it may have been handed.
+            say_leaving()
+            if not node.member:  # no ring to leave yet
+                await _stop_unjoined(node, made, there)
+                return False
+        else:
+            joining.result()  # the join's error, if it failed
+    except BaseException:
+        await _stop_unjoined(node, made, there)
+        raise
+    finally:
+        signalled.cancel()
+    return True
 
 
 def _missing_dirs(path: Path | None) -> list[Path]:
