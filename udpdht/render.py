@@ -233,10 +233,23 @@ def ring_lines(
     ``marked``: what the ``*`` marks (the shell's attached node, the node the CLI asked);
     ``notes_only``: the notes alone (what is under way, why counts differ), without the table
     and the summary (under a picture of the same walk)."""
+    cut = limit is not None and walk_cut(entries, limit)
+    notes = _ring_notes(entries, cut, key_total(entries, limit))
+    if notes_only:
+        return notes
     labels = labels or {}
+    headers = ["", "pos", "id", "address", "primary", "replica", "state", "node" if labels else ""]
+    lines = table(headers, _ring_rows(entries, attached, labels), right="pos primary replica")
+    lines.extend(notes)  # (above the summary, which stays the last line)
+    lines.append(_ring_summary(entries, limit, cut) + f"   (* {marked})")
+    return lines
+
+
+def _ring_rows(
+    entries: Sequence[Mapping[str, Any]], attached: str, labels: Mapping[str, str]
+) -> list[list[str]]:
+    """One row a node of the walk: mark, position, id, address, key counts, state, label."""
     rows = []
-    primary = copies = 0
-    wanted = 1
     for pos, st in enumerate(entries):
         mark = "*" if st["addr"] == attached else " "
         label = labels.get(st["addr"], "")
@@ -244,30 +257,18 @@ def ring_lines(
             rows.append([mark, str(pos), "?", st["addr"], "-", "-", "silent", label])
             continue
         store = st["store"]
-        primary += store["primary"]
-        copies += store["primary"] + store["replica"]
-        wanted = max(wanted, int(store.get("replicas", 1)))
         state = "isolated" if st.get("isolated") else "" if st.get("settled", True) else "settling"
         if store.get("full") and not st.get("isolated"):
             state = "full"  # (it refuses copies: that lasts, where settling passes)
-        rows.append(
-            [
-                mark,
-                str(pos),
-                st["id"][:8],
-                st["addr"],
-                str(store["primary"]),
-                str(store["replica"]),
-                state,
-                label,
-            ]
-        )
-    headers = ["", "pos", "id", "address", "primary", "replica", "state", "node" if labels else ""]
-    lines = table(headers, rows, right="pos primary replica")
+        primary, replica = str(store["primary"]), str(store["replica"])
+        rows.append([mark, str(pos), st["id"][:8], st["addr"], primary, replica, state, label])
+    return rows
+
+
+def _ring_summary(entries: Sequence[Mapping[str, Any]], limit: int | None, cut: bool) -> str:
+    """The last line: nodes, keys, tombstones, the nodes that did not answer."""
     good = [st for st in entries if "error" not in st]
-    cut = limit is not None and walk_cut(entries, limit)
     keys = key_total(entries, limit)
-    known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
     if cut:
         summary = (
             f"{_count(len(good), 'node')} listed (the walk stops at {limit}; the ring has "
@@ -284,9 +285,20 @@ def ring_lines(
     silent = [st["addr"] for st in entries if "error" in st]
     if silent:
         summary += "; not answering: " + ", ".join(silent)
+    return summary
+
+
+def _ring_notes(entries: Sequence[Mapping[str, Any]], cut: bool, keys: int) -> list[str]:
+    """What the walk shows under way (joining, isolated, repairing, settling, full), or that
+    nothing is: right after a change the counts move while repair copies keys to their new
+    holders, and "0 keys" must not look like a loss. ``keys``: key_total's."""
+    good = [st for st in entries if "error" not in st]
+    silent = [st["addr"] for st in entries if "error" in st]
+    primary = sum(int(st["store"]["primary"]) for st in good)
+    copies = primary + sum(int(st["store"]["replica"]) for st in good)
+    wanted = max([1, *(int(st["store"].get("replicas", 1)) for st in good)])
+    known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
     notes: list[str] = []
-    # Right after a change (a node killed, joined or gone) the counts move while repair copies
-    # keys to their new holders: say so, rather than let "0 keys" look like a loss.
     short = min(len(good), wanted) * primary - copies
     full = [st["addr"] for st in good if st["store"].get("full")]  # (their quota refuses copies)
     joining = _joining(entries, cut)
@@ -364,11 +376,7 @@ def ring_lines(
                 f"{wanted} once the ring has {wanted} nodes)"
             )
         notes.append(f"settled: every node answered and holds its range, {made}")
-    if notes_only:
-        return notes
-    lines.extend(notes)  # (above the summary, which stays the last line)
-    lines.append(summary + f"   (* {marked})")
-    return lines
+    return notes
 
 
 def lookup_lines(key: str, found: Lookup, asker: str = "the attached node") -> list[str]:
