@@ -673,6 +673,9 @@ async def interact(
                 except CommandError as exc:
                     console.error(str(exc))
                     text = ""
+                except Exception as exc:  # (a bug of ours: said, and the shell goes on)
+                    console.error(f"'{cmd.name}' failed: {type(exc).__name__}: {exc}")
+                    text = ""
                 finally:
                     if slow is not None:
                         slow.cancel()

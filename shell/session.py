@@ -19,13 +19,13 @@ from typing import Any
 from udpdht import Client, DhtError, KeyNotFound, Node, ids, render, render_kad, ringdraw
 from udpdht.admin import find_cookie
 from udpdht.cli_errors import in_words
-from udpdht.errors import Refused, RpcTimeout
+from udpdht.errors import UNREADABLE, Refused, RpcTimeout
 from udpdht.kad.client import KadClient, NotSent
 from udpdht.kad.identity import claim
 from udpdht.kad.target import NO_ADMIN, KadAddr, cannot, kad_text
 from udpdht.net import Address, format_addr, parse_addr, resolve
 from udpdht.node import LOCAL_RING
-from udpdht.text import duration
+from udpdht.text import duration, printable
 
 from . import formats
 from .commands import KEYS_PAGE, Command, CommandError, available, help_text, unavailable
@@ -339,9 +339,13 @@ class Session:
         for peer in [*st["successors"], *st["predecessors"], *st["fingers"]]:
             self.remember_addr(peer["addr"])
 
+    MAX_ADDRS = 256  # addresses kept for completion (statuses name new ones: a bound)
+
     def remember_addr(self, addr: str) -> None:
         self.addrs.pop(addr, None)
         self.addrs[addr] = None
+        while len(self.addrs) > self.MAX_ADDRS:
+            del self.addrs[next(iter(self.addrs))]
 
     def live_addrs(self) -> list[str]:
         """The addresses completion offers, most recent last: none that stopped answering."""
@@ -391,13 +395,17 @@ class Session:
             self.dead.discard(format_addr(kad.bootstrap_addr))
             self._note_kad(kad)
 
+    NEIGHBOURS_TRIED = 8  # neighbours of a silent node pinged for a suggestion, at most
+
     async def _suggest_neighbour(self, client: Client) -> None:
         """Find a neighbour of the silent attached node that answers, for the toolbar."""
         if self.suggestion is not None and self.suggestion not in self.dead:
             return
         self.suggestion = None
         candidates = [*self._neighbours, *(e.addr for e in self.embedded or [] if e.state == "up")]
-        for text in dict.fromkeys(candidates):
+        # (A few: a silent node's status named 200 silent neighbours, pinged one after another
+        # for minutes before the next command; a helper's audit.)
+        for text in list(dict.fromkeys(candidates))[: self.NEIGHBOURS_TRIED]:
             if text in self.dead or text == self.attached_text:
                 continue
             try:
@@ -435,6 +443,12 @@ class Session:
             raise CommandError(in_words(exc)) from None
         except TimeoutError:
             raise CommandError(f"{self.attached_text} did not answer in time") from None
+        except UNREADABLE as exc:
+            # A node's answer of the wrong shape (a field missing, of another type): a broken
+            # or hostile node must not end the shell with a traceback (a helper's audit).
+            raise CommandError(
+                _sentence(printable(f"cannot read the node's answer ({type(exc).__name__}: {exc})"))
+            ) from None
         except OSError as exc:
             raise CommandError(_sentence(f"network error: {exc.strerror or exc}")) from None
 

@@ -977,9 +977,9 @@ def test_a_stranger_that_says_hello_under_a_members_id_draws_none_of_its_reads()
 )
 def test_a_ring_walk_lists_a_malformed_status_as_an_error(status: Any) -> None:
     # Any node of a ring answers its walk ('udpdht ring', the shell): one answering a status
-    # the walk cannot read ended the command with a traceback. It is listed as an error, the
-    # walk ends there, and what came before still renders; a malformed replica_of (status
-    # store, 3abebff) is left out of the counts.
+    # the walk cannot read ended the command with a traceback. It is listed as an error, as a
+    # silent node is, and the walk goes on from the node before it's next successor; a
+    # malformed replica_of (status store, 3abebff) is left out of the counts.
     from udpdht import Client, render
 
     async def main() -> list[dict[str, Any]]:
@@ -999,25 +999,25 @@ def test_a_ring_walk_lists_a_malformed_status_as_an_error(status: Any) -> None:
         return entries
 
     entries = run_virtual(main())
-    assert len(entries) == 3 and entries[2]["error"].startswith("a malformed status (")
+    assert len(entries) == 4 and entries[2]["error"].startswith("the node")
     lines = render.ring_lines(entries, entries[0]["addr"])
-    assert lines[-1].startswith("2 nodes, "), lines
+    assert lines[-1].startswith("3 nodes, "), lines
     assert "  replica_of           -" in render.stats_lines({**entries[1], "rpc": {}})
 
 
 def test_a_ring_walk_from_a_node_with_a_malformed_status_says_so() -> None:
     # The attached node's own status was read unchecked: one without "successors" (another
     # program on that port, or a liar a user attached to) ended the walk with a KeyError
-    # traceback. It is a DecodeError now, which the CLI and the shell report as an error.
+    # traceback. It is a BadAnswer now, which the CLI and the shell report as an error.
     from udpdht import Client
-    from udpdht.errors import DecodeError
+    from udpdht.errors import BadAnswer
 
     async def main() -> None:
         sim = Sim(seed=50, store_config=STORE)
         nodes = await sim.build_ideal(3)
         nodes[0].endpoint.register("status", lambda args, src: {"id": 5}, idempotent=True)
         async with Client(nodes[0].addr, network=sim.net) as client:
-            with pytest.raises(DecodeError, match="the attached node answered a malformed status"):
+            with pytest.raises(BadAnswer, match="the node's status lacks a field"):
                 await client.ring()
         await sim.stop()
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
-from .errors import DhtError, KeyNotFound
+from .errors import UNREADABLE, DhtError, KeyNotFound
 from .kad.target import KAD_CLIENT_COMMANDS
 from .limits import parse_ttl
-from .text import duration, plural
+from .text import duration, plural, printable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -1074,6 +1074,18 @@ def _main(argv: Sequence[str] | None) -> int:
     except ValueError as exc:  # e.g. a host name that does not resolve
         print(f"udpdht: error: {exc}", file=sys.stderr)
         return 2
+    except UNREADABLE as exc:  # (a broken or hostile node's answer: not a traceback)
+        from .net import format_addr
+
+        node = getattr(args, "node", None)
+        where = f" of {format_addr(node)}" if isinstance(node, tuple) else ""
+        print(
+            printable(
+                f"udpdht: error: cannot read the answer{where} ({type(exc).__name__}: {exc})"
+            ),
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from .errors import Refused, RemoteError, RpcTimeout, SendFailed
+from .text import printable
 
 #: A lookup that found no node on the way answering (the ids and hops are for the log).
 NO_ROUTE = "the nodes on the way to the key did not answer; the ring may be repairing: try again"
@@ -55,7 +56,7 @@ def in_words(exc: BaseException, *, hint: bool = True) -> str:
         return NO_ROUTE
     if isinstance(exc, RemoteError) and exc.message.startswith("no live route to "):
         return NO_ROUTE  # the attached node's LookupFailed, as its error reply
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = printable(" ".join(str(exc).split())) or type(exc).__name__
     if isinstance(exc, RemoteError) and "lost contact with its ring" in text:
         text += ISOLATED_WAY_OUT  # (it lasts until a peer of its ring answers again)
     return text

@@ -11,14 +11,126 @@ from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import DecodeError, DhtError, RemoteError, RpcTimeout, Unauthorized
+from .errors import BadAnswer, DecodeError, DhtError, RemoteError, RpcTimeout, Unauthorized
 from .limits import MAX_VALUE, key_bytes
 from .lookup import Hop, Lookup
-from .net import Address, Network, UdpNetwork, format_addr, parse_addr, resolve, unless_refused
+from .net import (
+    Address,
+    Network,
+    UdpNetwork,
+    check_peer_addr,
+    format_addr,
+    parse_addr,
+    resolve,
+    unless_refused,
+)
 from .routing import Peer, peers_from_wire
 from .rpc import RpcConfig, RpcEndpoint
 from .shortfall import Shortfall
+from .text import printable
 from .values import StoredValue
+
+#: The latest time a node's answer may name (seconds since the epoch): the year 9999, the last a
+#: date can show.
+MAX_TIME = 253_402_300_799.0
+
+
+def _answer(reply: Any, method: str) -> dict[str, Any]:
+    """A node's answer to ``method``, which is a map; else BadAnswer."""
+    if not isinstance(reply, dict):
+        raise BadAnswer(f"the node answered {method} with {type(reply).__name__}, not a map")
+    return reply
+
+
+def _version(reply: dict[str, Any], method: str) -> tuple[int, bytes]:
+    """A write's or a record's version in a node's answer: its stamp (milliseconds since the
+    epoch) and writer (a node id); else BadAnswer. (A writer of an int N was bytes(N): a
+    stranger's answer of 30 bytes made the client allocate gigabytes.)"""
+    version = reply.get("version")
+    if not (
+        isinstance(version, list)
+        and len(version) == 2
+        and type(version[0]) is int
+        and 0 <= version[0] <= MAX_TIME * 1000
+        and type(version[1]) is bytes
+        and len(version[1]) == ids.ID_BYTES
+    ):
+        raise BadAnswer(f"the node's answer to {method} has no valid version")
+    return version[0], version[1]
+
+
+MAX_LISTED = 1024  # peers a status may list in one of its lists
+
+
+def checked_status(reply: Any) -> dict[str, Any]:
+    """A node's status answer, once the fields everyone reads are there and of their types:
+    ``id`` and ``addr`` (text), ``predecessor`` (a peer or None), ``successors``,
+    ``predecessors`` and ``fingers`` (lists of peers), ``store`` (a map of ints); a peer
+    being a map with ``id`` and ``addr`` as text. Else BadAnswer."""
+    st = _answer(reply, "status")
+
+    def text(x: Any) -> bool:
+        return type(x) is str and 0 < len(x) <= 100
+
+    def peer(p: Any) -> bool:
+        return isinstance(p, dict) and text(p.get("id")) and text(p.get("addr"))
+
+    store = st.get("store")
+    ok = (
+        text(st.get("id"))
+        and text(st.get("addr"))
+        and (st.get("predecessor") is None or peer(st.get("predecessor")))
+        and all(
+            isinstance(st.get(name), list)
+            and len(st[name]) <= MAX_LISTED
+            and all(peer(p) for p in st[name])
+            for name in ("successors", "predecessors", "fingers")
+        )
+        and isinstance(store, dict)
+        and all(type(store.get(name)) is int for name in ("primary", "replica"))
+    )
+    if not ok:
+        raise BadAnswer("the node's status lacks a field, or has one of the wrong type")
+    _printable(st)
+    return st
+
+
+def _printable(data: dict[str, Any]) -> None:
+    """Show the control characters of every string in ``data`` (a status) as \\xNN
+    (text.printable): what the CLI and the shell print of it cannot rewrite the terminal (a
+    helper's audit: an address of ESC sequences cleared the screen and set the title)."""
+    stack: list[Any] = [data]
+    for _ in range(100_000):  # bounded: a status is a few hundred values
+        if not stack:
+            return
+        item = stack.pop()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for k, v in list(pairs):
+            if type(v) is str:
+                item[k] = printable(v)
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    raise BadAnswer("the node's status is too large")
+
+
+def _after(key: bytes, cursor: bytes | None) -> bool:
+    """Whether ``key`` comes after ``cursor`` in a scan's order: ring order of the key ids,
+    then the keys' bytes (replication's _cursor)."""
+    return cursor is None or (ids.hash_key(key), key) > (ids.hash_key(cursor), cursor)
+
+
+def _value(reply: dict[str, Any]) -> Any:
+    """The value in a node's answer to get, decoded; BadAnswer if it is not one."""
+    data = reply.get("value")
+    if type(data) is not bytes:
+        raise BadAnswer("the node's answer to get has no value")
+    try:
+        return wire.unpack_value(data)
+    except DhtError as exc:
+        raise BadAnswer(
+            f"the node's answer to get has a value that does not decode: {exc}"
+        ) from None
+
 
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
 #: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s.
@@ -151,11 +263,11 @@ class Client:
         reply = await self.call_at(self.addr, "ping", {"addr": True})
         rtt = time.perf_counter() - start
         named = reply.get("addr")
-        addr = (
-            format_addr((named[0], named[1]))
-            if isinstance(named, list) and len(named) == 2
-            else format_addr(self.addr)
-        )
+        try:
+            # (Checked: a stranger named itself '[::1::1::1]:x', or in ESC sequences.)
+            addr = format_addr(check_peer_addr(named[0], named[1]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            addr = format_addr(self.addr)
         return {
             "id": ids.to_hex(ids.from_bytes(reply["id"])),
             "addr": addr,
@@ -164,8 +276,9 @@ class Client:
         }
 
     async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("status")
-        return result
+        """The node's status (PROTOCOL.md section 8); BadAnswer when its fields that the
+        shell, the CLI and the ring walk read are missing or of the wrong type."""
+        return checked_status(await self.call("status"))
 
     async def lookup(self, key: str | bytes) -> Lookup:
         """The owner of ``key`` and the hops the attached node took to find it."""
@@ -185,24 +298,27 @@ class Client:
         """
         data = wire.pack_value(value, MAX_VALUE)
         args: dict[str, Any] = {"key": key_bytes(key), "value": data, "ttl": ttl}
-        reply = await self.call("put", args)
-        return Shortfall.from_reply(reply) if isinstance(reply, dict) else None
+        reply = _answer(await self.call("put", args), "put")
+        _version(reply, "put")  # (the write's version: a node that did not write has none)
+        return Shortfall.from_reply(reply)
 
     async def get(self, key: str | bytes) -> Any:
         """The value stored under ``key``; raises KeyNotFound when there is none."""
-        reply = await self.call("get", {"key": key_bytes(key)})
-        return wire.unpack_value(reply["value"])
+        reply = _answer(await self.call("get", {"key": key_bytes(key)}), "get")
+        return _value(reply)
 
     async def get_record(self, key: str | bytes) -> StoredValue:
         """The value stored under ``key`` with its version, writer and expiry (``get --meta``);
         raises KeyNotFound when there is none."""
-        reply = await self.call("get", {"key": key_bytes(key)})
-        stamp, writer = reply["version"]
+        reply = _answer(await self.call("get", {"key": key_bytes(key)}), "get")
+        stamp, writer = _version(reply, "get")
         expires = reply.get("expires")
+        if expires is not None and not (type(expires) in (int, float) and 0 <= expires <= MAX_TIME):
+            raise BadAnswer(f"the node's answer to get has an expiry of {expires!r:.40}")
         return StoredValue(
-            value=wire.unpack_value(reply["value"]),
-            stamp=int(stamp),
-            writer=bytes(writer).hex(),
+            value=_value(reply),
+            stamp=stamp,
+            writer=writer.hex(),
             expires=None if expires is None else float(expires),
         )
 
@@ -214,8 +330,11 @@ class Client:
     async def delete_checked(self, key: str | bytes) -> tuple[bool, Shortfall | None]:
         """Delete ``key``; returns whether it had a value, and None when every replica took
         the deletion, else how many did (Shortfall, as ``put``: the others get it by repair)."""
-        reply = await self.call("delete", {"key": key_bytes(key)})
-        return bool(reply["existed"]), Shortfall.from_reply(reply)
+        reply = _answer(await self.call("delete", {"key": key_bytes(key)}), "delete")
+        existed = reply.get("existed")
+        if type(existed) is not bool:
+            raise BadAnswer("the node's answer to delete does not say whether the key existed")
+        return existed, Shortfall.from_reply(reply)
 
     async def keys(
         self, limit: int = 100, *, after: str | bytes | None = None, max_pages: int = 10_000
@@ -232,8 +351,14 @@ class Client:
         out: list[dict[str, Any]] = []
         for _ in range(max_pages):
             args = {"lo": zero, "hi": zero, "after": cursor, "values": True}
-            reply = await self.call("store_scan", args)
-            items, nxt = reply["items"], reply["next"]
+            reply = _answer(await self.call("store_scan", args), "store_scan")
+            items, nxt = reply.get("items"), reply.get("next")
+            if not isinstance(items, list) or not (
+                nxt is None or (type(nxt) is bytes and _after(nxt, cursor))
+            ):
+                # (A page that does not move the scan on: 10,000 of them, slowly, kept 'keys'
+                # going for half an hour; a helper's audit.)
+                raise BadAnswer("the node's page of keys does not move the scan on")
             for item in items:
                 key, value, _stamp, _writer, expires = item
                 if value is None:
@@ -288,9 +413,18 @@ class Client:
     # --- walking the ring ---------------------------------------------------------------------
 
     async def node_status(self, addr: Address, *, tries: int | None = None) -> dict[str, Any]:
-        """The status of any node, through this client's socket."""
-        result: dict[str, Any] = await self.call_at(addr, "status", tries=tries)
-        return result
+        """The status of any node, through this client's socket (checked: checked_status).
+        A node that keeps answering "working" is given WALK_PATIENCE seconds, not a client's
+        30 (a walk of 64 such nodes took half an hour: a helper's audit)."""
+        try:
+            reply = await asyncio.wait_for(
+                self.call_at(addr, "status", tries=tries), self.WALK_PATIENCE
+            )
+        except TimeoutError:
+            raise RpcTimeout(addr, "status", tries or 0, self.WALK_PATIENCE) from None
+        return checked_status(reply)
+
+    WALK_PATIENCE = 3.0  # seconds a ring walk waits for one node's status, at most
 
     async def ring(self, limit: int = 64, *, tries: int = 2) -> list[dict[str, Any]]:
         """Status of each node round the ring from the attached one, following successors.

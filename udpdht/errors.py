@@ -84,6 +84,17 @@ class Refused(RpcTimeout):
         self.elapsed = elapsed
 
 
+#: What reading a node's answer of the wrong shape raises (a field missing, of another type,
+#: nested too deep, a time out of range): the CLI and the shell say so in one line instead
+#: of a traceback.
+UNREADABLE = (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError)
+
+
+class BadAnswer(DhtError):
+    """A node's answer that makes no sense (a field missing, of the wrong type or out of
+    range): the node is broken, or not what it claims to be."""
+
+
 class TooManyPending(DhtError):
     """The endpoint already has its maximum of requests in flight."""
 

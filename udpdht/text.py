@@ -10,6 +10,17 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
+#: Control characters as \xNN: all of C0 but newline and tab, DEL and C1 (ESC starts the
+#: sequences that move the cursor, clear the screen, set the window's title or a link).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x0A, 0x09)}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``\\xNN``: what a node answers (an id,
+    an address, an error message, a stored string) must not rewrite the user's terminal."""
+    return text.translate(_CONTROLS)
+
+
 _UNITS = (("day", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .text import printable
+
 #: msgpack's integer range.
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
@@ -202,7 +204,7 @@ def show(value: Any) -> str:
     Bytes show as ``(bytes) BASE64`` (the same base64 as ``{"$bytes": ...}`` in JSON).
     """
     if isinstance(value, str):
-        return value
+        return printable(value)  # (its control characters as \xNN: --raw gives them as they are)
     kind = type_name(value)
     if kind == "bytes":
         return f"(bytes) {base64.b64encode(bytes(value)).decode('ascii')}"
