@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from helpers import ENV, udpdht
 
 from udpdht import Client, Node, wire
-from udpdht.errors import BadAnswer, DecodeError
+from udpdht.errors import BadAnswer, DecodeError, ValueTooLarge
 
 NODE_ID = bytes(range(20))
 ESC = "\x1b]0;TITLE\x07\x1b[2J"
@@ -185,3 +186,20 @@ def test_the_shell_goes_on_after_an_answer_it_cannot_read(tmp_path: Path) -> Non
 async def _run(*args: str) -> subprocess.CompletedProcess[str]:
     """``udpdht ARGS`` without blocking the loop that serves the node it asks."""
     return await asyncio.to_thread(udpdht, *args, timeout=30)
+
+
+async def test_a_value_nested_too_deep_is_refused_and_never_breaks_a_reader() -> None:
+    # A helper's audit: a list nested 500 deep, which msgpack takes, was stored, and every
+    # `udpdht get` and the shell's get of it ended in a RecursionError.
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(499):
+        inner.append([])
+        inner = inner[0]
+    async with Node("127.0.0.1", 0) as node, Client(node.addr) as client:
+        with pytest.raises(ValueTooLarge, match="100 levels deep at most"):
+            await client.put("deep", deep)
+        # (another program's write, packed without our check)
+        await client.call("put", {"key": b"deep", "value": msgpack.packb(deep), "ttl": None})
+        done = await _run("get", "deep", "--node", f"127.0.0.1:{node.addr[1]}")
+    assert "over 100 levels deep" in one_line_error(done)

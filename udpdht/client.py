@@ -125,11 +125,17 @@ def _value(reply: dict[str, Any]) -> Any:
     if type(data) is not bytes:
         raise BadAnswer("the node's answer to get has no value")
     try:
-        return wire.unpack_value(data)
+        value = wire.unpack_value(data)
     except DhtError as exc:
         raise BadAnswer(
             f"the node's answer to get has a value that does not decode: {exc}"
         ) from None
+    if wire.too_deep(value):  # (stored by another client: shown, it fails every reader)
+        raise BadAnswer(
+            f"the value nests lists and maps over {wire.MAX_NESTING} levels deep: this client "
+            "does not show it"
+        )
+    return value
 
 
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it

@@ -146,8 +146,33 @@ def encode_working(rid: int, elapsed_ms: int) -> bytes:
     return _pack([VERSION, WORKING, rid, max(0, min(int(elapsed_ms), MAX_RID))])
 
 
+#: Lists and maps a user's value may nest at most: a value nested 500 deep, which msgpack
+#: takes, made every reader that showed it fail (a helper's audit).
+MAX_NESTING = 100
+
+
+def too_deep(value: Any, most: int = MAX_NESTING) -> bool:
+    """Whether ``value`` nests lists and maps more than ``most`` levels deep (no recursion)."""
+    level: list[Any] = [value] if isinstance(value, (list, tuple, dict)) else []
+    for _ in range(most):  # (``level``: the lists and maps one level deeper each time)
+        below = [
+            v
+            for item in level
+            if isinstance(item, (list, tuple, dict))
+            for v in (item if not isinstance(item, dict) else (*item.keys(), *item.values()))
+            if isinstance(v, (list, tuple, dict))
+        ]
+        if not below:
+            return False
+        level = below
+    return True
+
+
 def pack_value(value: Any, limit: int) -> bytes:
-    """A user's value as stored: its msgpack encoding, at most ``limit`` bytes."""
+    """A user's value as stored: its msgpack encoding, at most ``limit`` bytes, and nested at
+    most MAX_NESTING levels (ValueTooLarge otherwise)."""
+    if too_deep(value):
+        raise ValueTooLarge(f"a value nests lists and maps {MAX_NESTING} levels deep at most")
     return _encode(value, limit, ValueTooLarge, "value")
 
 
