@@ -11,7 +11,7 @@ from typing import Any
 
 from . import ids, wire
 from .admin import sign
-from .errors import BadAnswer, DecodeError, DhtError, RemoteError, RpcTimeout, Unauthorized
+from .errors import BadAnswer, DhtError, RemoteError, RpcTimeout, Unauthorized
 from .limits import MAX_VALUE, key_bytes
 from .lookup import Hop, Lookup
 from .net import (
@@ -436,17 +436,15 @@ class Client:
         """Status of each node round the ring from the attached one, following successors.
 
         The attached node is asked as every request of this client is (its tries; its
-        failure raises, as ``status`` does; a malformed status of its raises DecodeError). Any
-        other node that does not answer within ``tries`` sends is listed as ``{"addr": ...,
-        "error": ...}`` and the walk goes on from the previous node's next successor, so a
-        ring under repair shows where it is broken.
+        failure raises, as ``status`` does; a malformed status of its raises BadAnswer). Any
+        other node that does not answer within ``tries`` sends, or answers a malformed status
+        (any node of the ring answers the walk: a stranger's must not end it), is listed as
+        ``{"addr": ..., "error": ...}`` and the walk goes on from the previous node's next
+        successor, so a ring under repair shows where it is broken.
         Stops when the walk comes back to a node already seen, or after ``limit`` entries.
         """
         first = await self.status()
-        try:
-            succs = _walkable(first)
-        except (KeyError, TypeError, ValueError) as exc:  # (not a udpdht node's status, say)
-            raise DecodeError(f"the attached node answered a malformed status ({exc})") from None
+        succs = _successors(first)
         out: list[dict[str, Any]] = [first]
         seen: set[str] = {first["id"]}
         dead: set[Address] = set()
@@ -456,6 +454,7 @@ class Client:
         while len(out) < limit:
             try:
                 st = await self.node_status(addr, tries=tries)
+                succs = _successors(st)
             except DhtError as exc:
                 out.append({"addr": format_addr(addr), "error": str(exc)})
                 dead.add(addr)
@@ -464,11 +463,6 @@ class Client:
                     break
                 addr = fallbacks.pop(0)
                 continue
-            try:
-                succs = _walkable(st)
-            except (KeyError, TypeError, ValueError) as exc:  # a peer's word: not trusted
-                out.append({"addr": format_addr(addr), "error": f"a malformed status ({exc})"})
-                break  # (its successors cannot be read: the walk ends here)
             if st["id"] in seen:
                 break
             seen.add(st["id"])
@@ -480,19 +474,10 @@ class Client:
         return out
 
 
-def _walkable(st: Any) -> list[Address]:
-    """The successors a node's status names, once it has what a ring walk and its rendering
-    read (udpdht/render.py: id, store counts, successors); KeyError, TypeError or ValueError
-    when it does not (any node of the ring answers the walk: a stranger among them must not
-    end the command with a traceback)."""
-    if type(st) is not dict or type(st.get("id")) is not str or type(st.get("store")) is not dict:
-        raise TypeError("not a status object")
-    for name in ("primary", "replica"):
-        if type(st["store"][name]) is not int:
-            raise TypeError(f"store.{name} is not an integer")
-    succs = st["successors"]
-    if type(succs) is not list:
-        raise TypeError("successors is not a list")
-    if not all(type(p) is dict and type(p.get("addr")) is str for p in succs):
-        raise TypeError("a successor without an address")
-    return [parse_addr(p["addr"]) for p in succs]
+def _successors(st: dict[str, Any]) -> list[Address]:
+    """The addresses of the successors a checked status names (checked_status); BadAnswer for
+    one that is not an address."""
+    try:
+        return [parse_addr(p["addr"]) for p in st["successors"]]
+    except ValueError as exc:
+        raise BadAnswer(f"the node's status names a successor at no address: {exc}") from None
