@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,17 @@ def spread(values: list[float]) -> dict[str, float] | None:
 def progress(text: str) -> None:
     """Progress goes to stderr, so that stdout holds only the table or the JSON object."""
     print(text, file=sys.stderr, flush=True)
+
+
+def per_size(
+    sizes: Iterable[int], one: Callable[[int], dict[str, Any]], what: str = "nodes"
+) -> list[dict[str, Any]]:
+    """``one(n)`` for each size ``n`` in order (a row of the table each), announced on stderr."""
+    rows = []
+    for n in sizes:
+        progress(f"{n} {what} ...")
+        rows.append(one(n))
+    return rows
 
 
 def positive(text: str) -> int:

@@ -40,7 +40,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import HelpFormatter, positive, progress  # bench/common.py
+from common import HelpFormatter, per_size, positive  # bench/common.py
 
 from udpdht import DhtError, KeyNotFound, wire
 from udpdht.net import run_virtual
@@ -134,12 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    rows = []
-    for n in args.sizes:
-        progress(f"N={n} ...")
-        rows.append(run_virtual(one_size(n, args.keys, args.seed)))
+    rows = per_size(args.sizes, lambda n: run_virtual(one_size(n, args.keys, args.seed)))
     if args.json:
-        print(json.dumps({"sizes": rows}))
+        print(json.dumps({"bench": "sim_reads", "seed": args.seed, "sizes": rows}))
     else:
         print(table(rows))
     return 0 if all(r["present"]["wrong"] + r["absent"]["wrong"] == 0 for r in rows) else 1

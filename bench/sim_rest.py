@@ -34,7 +34,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import HelpFormatter, positive, progress  # bench/common.py
+from common import HelpFormatter, per_size, positive  # bench/common.py
 
 from udpdht import wire
 from udpdht.errors import DhtError
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     opts = parser.parse_args(argv)
-    rows = []
-    for n in opts.sizes:
-        progress(f"{n} nodes ...")
-        rows.append(run_virtual(one_size(n, opts)))
+    rows = per_size(opts.sizes, lambda n: run_virtual(one_size(n, opts)))
     if opts.json:
         print(json.dumps({"bench": "sim_rest", "seed": opts.seed, "sizes": rows}))
     else:
