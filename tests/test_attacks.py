@@ -193,8 +193,12 @@ async def test_a_request_that_waits_cannot_hold_megabytes_of_objects(
         got += s.datagrams(1.5)
     answers = [msgpack.unpackb(d, raw=False) for d in got]
     assert peak - before < 30, (before, peak)  # about 150 MB before
-    assert len(answers) >= 50
-    assert all(a[1] == 2 and a[3] == 1 and "more than 1024 values" in a[4] for a in answers)
+    # Each is refused (error 1), unless the source's share is spent first: its 64 KB requests
+    # cost milliseconds each to decode, charged to it (rpc._charge), and on a busy host (CI)
+    # that charge ran the share out: the rest were dropped, a few answered with a retry.
+    refused = [a for a in answers if a[1] == 2]
+    assert all(a[3] == 1 and "more than 1024 values" in a[4] for a in refused), refused[:3]
+    assert len(refused) >= 10 and all(a[1] in (2, 3) for a in answers), answers[:3]
     await healthy(ring)
 
 
