@@ -1032,12 +1032,19 @@ def test_a_ring_that_nobody_reads_settles_soon_after_its_last_join() -> None:
         # 1.5 periods away: rounds are not calm yet) and a round trip. Asked once, at the end:
         # asking is what used to start the comparison (seeds 73, 74: the last of the 30 was
         # settled 6.7 and 4.9 s after the last change, past this bound of 3.5 s).
-        last_change = max(n.replicator.changed_at() for n in nodes)
+        # A change can still be noticed after the ring is ideal: the bound follows the last.
+        # A node that holds no record is left to its first read (Replicator.keep_settling).
         loop = asyncio.get_running_loop()
-        bound = last_change + nodes[0].replicator.QUIET * period + 2 * period
-        await asyncio.sleep(max(0.0, bound - loop.time()))
-        unsettled = [n for n in nodes if not n.replicator.settled()]
-        assert unsettled == [], f"{len(unsettled)} of {len(nodes)} nodes not settled"
+        for _ in range(20):  # (bounded; a ring at rest stops changing)
+            last_change = max(n.replicator.changed_at() for n in nodes)
+            bound = last_change + nodes[0].replicator.QUIET * period + 2 * period
+            if loop.time() >= bound:
+                break
+            await asyncio.sleep(bound - loop.time())
+        holding = [n for n in nodes if n.replicator.store.stats().count]
+        unsettled = [n for n in holding if not n.replicator.settled()]
+        assert len(holding) >= 25, len(holding)  # (100 keys, 3 copies each, 30 nodes)
+        assert unsettled == [], f"{len(unsettled)} of {len(holding)} nodes not settled"
         await sim.stop()
 
     run_virtual(main())

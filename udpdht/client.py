@@ -139,8 +139,9 @@ def _value(reply: dict[str, Any]) -> Any:
 
 
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
-#: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s.
-CLIENT_RPC = RpcConfig(tries=6, max_working=30.0)
+#: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s. A client serves
+#: nothing: what is not an answer to one of its calls is dropped undecoded (answers_only).
+CLIENT_RPC = RpcConfig(tries=6, max_working=30.0, answers_only=True)
 
 
 class Client:

@@ -136,6 +136,11 @@ class RpcConfig:
     # How long in all a call whose peer answers WORKING is waited for; 0: WORKING is ignored
     # (node-to-node calls: a stranger must not stretch a lookup hop to 30 s). Clients: 30 s.
     max_working: float = 0.0
+    # An endpoint that serves nothing (a client's): every datagram but an answer to a call of
+    # ours in flight, from the address called, is dropped before it is decoded. A stranger
+    # that knew a shell's port sent it 21 KB answers to no call of its, 200 a second, each
+    # decoded (21,000 maps) before it was dropped: 28 % of a core of the shell.
+    answers_only: bool = False
 
 
 #: What a node runs with unless told otherwise: rate limits at OpenDHT's figures.
@@ -151,6 +156,7 @@ class RpcStats:
     dropped_malformed: int = 0  # datagrams that did not decode
     duplicates: int = 0  # retried requests answered from the cache (or WORKING while running)
     unexpected_replies: int = 0  # replies for no pending call, or from the wrong address
+    # (an answers_only endpoint: any datagram but an answer to a call in flight, undecoded)
     errors_sent: int = 0  # error replies sent
     handler_failures: int = 0  # handlers that raised something other than a RemoteError
     rate_limited: int = 0  # datagrams (all but answers) dropped by the rate limits
@@ -436,6 +442,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
         self._everyone = TokenBucket(self._burst, self._time())
         self._limited = bool(cfg.source_rate or cfg.global_rate)
+        self._screened = self._limited or cfg.answers_only  # (told before decoding: see above)
         # Whether a datagram's CPU time is charged to its source (_charge): on real sockets
         # (the simulator's clock is virtual: real time would make its runs differ).
         self._timed = False
@@ -1107,14 +1114,21 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             peer.window = peer.threshold = max(peer.window / 2, self.config.min_window)
             peer.cut_at = now
 
+    # Request ids have their top bit set, so that each is encoded as a uint64 (0xCF and 8
+    # bytes), where datagram_received looks for an answer's before decoding it: an id under
+    # 2^32 (one call in 4 billion) would be encoded shorter, and its answers taken for a
+    # stranger's datagram (by a client's endpoint, dropped).
+    _TOP_BIT = 1 << 63
+
     def _os_rid(self) -> int:
         rids = self._rids
         if not rids:  # one system call per 256 ids
-            rids.extend(struct.unpack("<256Q", os.urandom(256 * 8)))
+            top = self._TOP_BIT
+            rids.extend(r | top for r in struct.unpack("<256Q", os.urandom(256 * 8)))
         return rids.pop()
 
     def _seeded_rid(self) -> int:
-        return self._rng.getrandbits(64)
+        return self._rng.getrandbits(64) | self._TOP_BIT
 
     def rto_for(self, addr: Address) -> float:
         """The first timeout a call to ``addr`` would use now."""
@@ -1205,7 +1219,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # flight (told before decoding, below); on real sockets what one costs past its token
         # is charged after it is handled (_charge).
         start = 0.0  # when this datagram's CPU time is measured, to be charged to its source
-        if self._limited and not (
+        if self._screened and not (
             # an answer to a call of ours in flight, by its first bytes (_ANSWER_ARRAYS,
             # version, kind), its request id (a uint64 at a fixed place) and its source, the
             # address called; inline: every one
@@ -1221,6 +1235,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             # their first bytes alone, 20,000 from one socket in 0.09 s, each decoded; and
             # from another address than the one called, with an id a node leaked by calling
             # the attacker: 64 KB answers at 1,000 a second, 95 % of a core.)
+            if not self._limited:  # (answers_only: a client's endpoint)
+                self.stats.unexpected_replies += 1
+                return
             if not self._admit(addr, data):
                 self.stats.rate_limited += 1
                 return
