@@ -219,7 +219,7 @@ def test_ring_draw_against_a_real_ring(tmp_path: Path) -> None:
             out = drawn()
         lines = out.splitlines()
         assert "2 nodes shown, 6 keys" in out
-        assert all(len(line) <= 80 for line in lines)
+        assert all(len(line) <= 80 for line in lines), out
         assert len(_find(lines, ATTACHED)) == 1 and "\x1b[" not in out  # not a terminal
         assert f"{ids.to_hex(first.id)[:6]} " in out and f"{ids.to_hex(second.id)[:6]} " in out
         # The CLI attaches to nothing: the node it asked, in the words of its list ("*")
@@ -252,3 +252,30 @@ def test_a_node_in_the_attached_nodes_spot_is_not_hidden() -> None:
     far = RingNode(1 << 159, "127.0.0.1:7002", 0)
     text = "\n".join(draw_text([me, twin, far]))
     assert "@" in text and "(+1 here)" in text
+
+
+def test_the_notes_under_a_picture_fit_its_width(capsys: pytest.CaptureFixture[str]) -> None:
+    # A walk's note under the picture (here: a node that does not answer) is one paragraph;
+    # it ran to 160 characters past an 80-column picture while a ring's second node joined.
+    import argparse
+    import asyncio
+
+    from udpdht.cli import show_ring_picture
+
+    def peer(i: int) -> dict[str, str]:
+        return {"id": ids.to_hex(i * QUARTER), "addr": f"127.0.0.1:{7000 + i}"}
+
+    me = {
+        **peer(0),
+        "successors": [peer(1)],
+        "predecessors": [peer(1)],
+        "predecessor": peer(1),
+        "fingers": [],
+        "store": {"primary": 4, "replica": 1, "replicas": 3},
+    }
+    silent = {"addr": "127.0.0.1:7001", "error": "did not answer"}
+    args = argparse.Namespace(svg=None, width=50)
+    asyncio.run(show_ring_picture(args, me, [silent]))
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 50, lines
+    assert "repairing: the keys of a node that does not answer" in " ".join(lines)

@@ -978,6 +978,7 @@ async def show_ring_picture(
     as a picture on the terminal or in an SVG file; ``limit``: the walk's (--limit)."""
     import asyncio
     import shutil
+    import textwrap
 
     from . import render, ringdraw
 
@@ -997,7 +998,10 @@ async def show_ring_picture(
     width = args.width or max(40, min(80, shutil.get_terminal_size().columns))
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     lines = ringdraw.draw_text(nodes, fingers, width=width, color=color, who=ringdraw.ASKED_NODE)
-    print("\n".join([*lines, *notes]))
+    # The notes too are wrapped to the picture's width (one of 160 characters ran past it
+    # while the second node of a ring joined).
+    wrapped = [part for note in notes for part in textwrap.wrap(note, width)]
+    print("\n".join([*lines, *wrapped]))
 
 
 def _cluster_size(text: str) -> int:
