@@ -61,3 +61,21 @@ async def test_a_resent_request_is_answered_from_the_cache_and_a_reply_only_from
     assert not call.done() and ep.stats.unexpected_replies == 1
     ep.feed(codec.encode_reply(msg_id, b"right"), ("127.0.0.5", 5000))
     assert await call == b"right"
+
+
+async def test_replies_to_no_call_are_dropped_before_they_are_decoded() -> None:
+    # The shell's kademlia client serves pings and stores (kademlia nodes call a client back),
+    # so it cannot drop every request; but a reply is told by its message id first: 64 KB
+    # of empty maps for no call of ours (or from another address) is not decoded.
+    ep, sent = _endpoint(KadConfig())
+    junk = codec.encode_reply(os.urandom(20), [{}] * 60_000)
+    for _ in range(20):
+        ep.feed(junk, ("127.0.0.9", 9000))
+    call = asyncio.ensure_future(ep.call(("127.0.0.5", 5000), "ping", bytes(20), deadline=1.0))
+    await asyncio.sleep(0)  # the request goes out
+    msg_id = codec.decode(sent[-1][0]).msg_id
+    ep.feed(codec.encode_reply(msg_id, [{}] * 60_000), ("127.0.0.6", 5000))  # another address
+    assert ep.stats.unexpected_replies == 21
+    assert ep.stats.received == 0 and ep.stats.dropped_malformed == 0  # none decoded
+    ep.feed(codec.encode_reply(msg_id, b"right"), ("127.0.0.5", 5000))
+    assert await call == b"right" and ep.stats.received == 1

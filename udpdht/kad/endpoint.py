@@ -38,6 +38,9 @@ Handler = Callable[..., Any]
 Send = Callable[[bytes, Address], "str | None"]
 
 
+_REPLY = bytes([codec.REPLY])  # a reply's first byte
+
+
 class Ignore(Exception):
     """Raised by a handler: send nothing back (the request was not acceptable)."""
 
@@ -167,6 +170,14 @@ class KadEndpoint:
 
     def feed(self, data: bytes, addr: Address) -> None:
         """One datagram from ``addr`` that :func:`codec.is_kad` accepted."""
+        if data[:1] == _REPLY:
+            # Told by its message id before it is decoded: a reply to no call of ours (or
+            # from another address than the one called) is dropped undecoded. A request's body
+            # is 8 KB at most (the codec says so first); a reply's can be 64 KB of empty maps.
+            call = self._pending.get(data[1 : codec.HEADER])
+            if call is None or call.addr != addr or call.future.done():
+                self.stats.unexpected_replies += 1
+                return
         try:
             msg = codec.decode(data)
         except DhtError:
@@ -174,10 +185,7 @@ class KadEndpoint:
             return
         self.stats.received += 1
         if type(msg) is codec.KadReply:
-            call = self._pending.get(msg.msg_id)
-            if call is None or call.addr != addr or call.future.done():
-                self.stats.unexpected_replies += 1
-                return
+            call = self._pending[msg.msg_id]  # (there: told above)
             del self._pending[msg.msg_id]
             call.future.set_result(msg.result)
             return
