@@ -2,7 +2,10 @@
 # A small image that runs `udpdht node`. docs/deploy.md has the whole story; in short:
 #   docker build -t udpdht .
 #   docker run -d --name udpdht --network host --stop-timeout 30 -v udpdht-data:/data \
-#       -e UDPDHT_ADVERTISE=192.0.2.10:7000 -e UDPDHT_BOOTSTRAP=192.0.2.11:7000 udpdht
+#       -e UDPDHT_ADVERTISE=192.0.2.10:7000 -e UDPDHT_BOOTSTRAP=192.0.2.11:7000 \
+#       -e UDPDHT_METRICS=127.0.0.1:9100 udpdht
+# (With the host's network, metrics on loopback: the image's default, 0.0.0.0:9100, is for a
+# container network, where only a published port reaches it.)
 #   docker exec udpdht udpdht status
 # Every option of `udpdht node` can be set here as UDPDHT_<OPTION> (docker run -e) or given
 # as arguments after the image name; arguments win over the environment.

@@ -169,6 +169,36 @@ async def test_a_wildcard_node_with_no_route_to_its_bootstrap_says_that(
         await cli_node._advertised(args, None)
 
 
+async def test_a_wildcard_node_that_moved_advertises_its_new_address_with_new_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's trial: a compose peer recreated on another host address, with its data
+    # volume and --new-address, advertised the address its data dir remembered; its ring never
+    # listed it. --new-address says the node moved: the address is the one it sends from.
+    import argparse
+
+    from udpdht import cli_node
+
+    data = DataDir.open(tmp_path)
+    data.claim(("10.231.0.3", 7009))
+    data.close()
+    monkeypatch.setattr(cli_node, "route_from", lambda v6, target=None: "10.231.0.4")
+
+    def args(new_address: bool) -> argparse.Namespace:
+        return argparse.Namespace(
+            advertise=None,
+            host="0.0.0.0",
+            port=7009,
+            bootstrap=[("10.231.0.1", 7000)],
+            new_address=new_address,
+        )
+
+    addr, why = await cli_node._advertised(args(True), tmp_path)
+    assert addr == ("10.231.0.4", 0) and why is not None and "sends from" in why
+    addr, why = await cli_node._advertised(args(False), tmp_path)  # (then warned: sent from .4)
+    assert addr == ("10.231.0.3", 7009) and why == "the address its data dir remembers"
+
+
 def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(
     tmp_path: Path, silent_port: int
 ) -> None:

@@ -260,6 +260,32 @@ async def test_join_through_several_dead_nodes_asks_once(silent_port: int) -> No
     assert re.fullmatch(expected, str(info.value)), str(info.value)
 
 
+async def test_a_bootstrap_name_that_does_not_resolve_is_one_failure_of_several(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An operator's trial: `--bootstrap nosuchhost.invalid:7000 10.231.0.1:7000` exited 2 at
+    # the name (a mistake in the settings: systemd's unit does not restart that), the good
+    # address never tried; a DNS failure at boot left the node stopped for good. (The name
+    # fails here without asking DNS.)
+    from udpdht import cli_node
+
+    real = cli_node.resolve
+
+    async def resolve(addr: tuple[str, int]) -> tuple[str, int]:
+        if addr[0] == "nosuchhost.invalid":
+            raise ValueError("cannot resolve host 'nosuchhost.invalid': name or service not known")
+        return await real(addr)
+
+    monkeypatch.setattr(cli_node, "resolve", resolve)
+    async with Node("127.0.0.1", 0) as seed, Node("127.0.0.1", 0) as node:
+        await _join_any(node, [("nosuchhost.invalid", 7000), seed.addr])
+        assert node.member and node.leafset.successor is not None
+        assert node.leafset.successor.id == seed.id
+    async with Node("127.0.0.1", 0) as alone:
+        with pytest.raises(DhtError, match=r"could not join the ring: nosuchhost\.invalid:7000: "):
+            await _join_any(alone, [("nosuchhost.invalid", 7000)])
+
+
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
 def test_join_across_address_families_says_why(silent_port: int) -> None:
     result = udpdht(

@@ -138,8 +138,9 @@ async def _advertised(
     args: argparse.Namespace, data_dir: Path | None
 ) -> tuple[Address | None, str | None]:
     """The address the node names itself by, when not the bound one, and why that one (for
-    the log): --advertise; on a wildcard, the address the data dir remembers, or the one this
-    host sends from towards the first bootstrap; else a UsageError saying what to give."""
+    the log): --advertise; on a wildcard, the address the data dir remembers (unless
+    --new-address), or the one this host sends from towards the first bootstrap; else a
+    UsageError saying what to give."""
     if args.advertise is not None:
         host, port = args.advertise
         try:
@@ -153,8 +154,11 @@ async def _advertised(
         wildcard = False
     if not wildcard:
         return None, None
+    # (Not with --new-address: the node moved, and its data dir remembers where it was. A
+    # compose peer recreated on another address kept its old one, and its ring never listed
+    # it: an operator's trial.)
     remembered = remembered_address(data_dir) if data_dir is not None else None
-    if remembered is not None and remembered[1] in (args.port, 0):
+    if remembered is not None and remembered[1] in (args.port, 0) and not args.new_address:
         return remembered, "the address its data dir remembers"
     if args.bootstrap:
         target = args.bootstrap[0][0]
@@ -511,7 +515,16 @@ def _unpublish_cookie(node: Node) -> None:
 async def _join_any(node: Node, bootstraps: list[Address]) -> None:
     """Join through the first bootstrap that answers; DhtError naming them all if none does."""
     failures: list[tuple[Address, BaseException]] = []
-    for addr in bootstraps:
+    for given in bootstraps:
+        try:
+            # A name that does not resolve is one bootstrap that failed, not a mistake in the
+            # settings (exit 2, which systemd does not restart): DNS may be down at boot, and
+            # the next bootstrap may be an address (an operator's trial).
+            addr = await resolve(given)
+        except ValueError as exc:
+            log.warning("bootstrap %s: %s", format_addr(given), exc)
+            failures.append((given, exc))
+            continue
         log.info("joining the ring through %s…", format_addr(addr))
         try:
             await node.join(addr)  # (Refused at once for a closed port)
