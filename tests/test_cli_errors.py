@@ -689,7 +689,8 @@ def test_a_node_of_another_ring_is_refused_and_says_which(tmp_path: Path) -> Non
             "the ring 'b': a node of a ring with another name (--ring)" in joined.stderr
         )
         unnamed = udpdht("node", "--port", "0", "--bootstrap", a.addr_text, timeout=30)
-        assert "a node of a ring with a name (--ring NAME)" in unnamed.stderr
+        assert "a node that advertises another address than this one" in unnamed.stderr
+        assert "of a ring with a name (--ring NAME)" in unnamed.stderr
         assert a.proc.poll() is None
     moved = udpdht("node", "--port", "0", "--data-dir", a_dir, timeout=30)
     assert moved.returncode == 2

@@ -58,11 +58,15 @@ def _not_of_our_ring(ring: str) -> str:
     if ring:
         return (
             f"its id is not that of its address in the ring {ring!r}: a node of a ring with "
-            "another name (--ring), or not a udpdht node"
+            "another name (--ring), one that advertises another address than this one (its "
+            "--advertise), or not a udpdht node"
         )
+    # (A seed left advertising the example's address was the likeliest cause in an
+    # operator's trial, and the message did not name it.)
     return (
-        "its id is not SHA-1 of its address: a node of a ring with a name (--ring NAME), "
-        "or of one whose nodes chose their ids"
+        "its id is not SHA-1 of its address: a node that advertises another address than "
+        "this one (its --advertise), of a ring with a name (--ring NAME), or of one whose "
+        "nodes chose their ids"
     )
 
 
