@@ -16,6 +16,7 @@ from helpers import requests_from, wait_until
 
 from udpdht import DhtError, KeyNotFound, StoreFull, ValueTooLarge, ids, wire
 from udpdht.errors import BadRequest
+from udpdht.limits import BATCH_BYTES
 from udpdht.lookup import Lookup
 from udpdht.net import format_addr, run_virtual
 from udpdht.node import Node, NodeConfig
@@ -360,6 +361,28 @@ def test_join_takes_its_keys_and_leave_hands_them_over() -> None:
         await sim.leave(leaver)
         assert under_replicated(sim, keys) == []
         await assert_all_readable(sim, keys, rng, "v")
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_leave_of_several_pages_hands_each_successor_its_whole_share() -> None:
+    # An operator's trial: a leave logged "handed 3,056 records to 1 successor". The second
+    # and third successors refuse the records outside their range (as they should), and a
+    # refusal counted as a failed push: they were sent no more pages, and got the rest of
+    # their new range only from repair.
+    async def main() -> None:
+        sim = store_sim(31)
+        await sim.build_ideal(8, maintenance=True)
+        rng = random.Random(31)
+        keys = [f"p{i}".encode() for i in range(400)]
+        for key in keys:  # 1 KB each: a node's 150 records are 3 pages of a hand-off
+            await rng.choice(list(sim.joined.values())).put(key, "v" * 1000)
+        await wait_replicated(sim, keys, within=60)
+        leaver = sim.joined[sim.responsible(keys[0])[0].id]
+        assert len(leaver.replicator.store) * 1000 > 2 * BATCH_BYTES
+        await sim.leave(leaver)
+        assert under_replicated(sim, keys) == []
         await sim.stop()
 
     run_virtual(main())
