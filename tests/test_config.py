@@ -294,3 +294,23 @@ def test_an_unknown_variable_is_not_matched_on_the_prefix_alone(
     code, _, err = print_config(capsys)
     assert code == 0
     assert err == "udpdht: warning: ignoring UDPDHT_BOGUS: not a setting of udpdht node\n"
+
+
+def test_a_relative_data_dir_in_a_file_is_beside_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An operator's trial: data-dir = "reldata" in a config file went to the directory the
+    # node was started from (/ under systemd). It is the file's neighbour; a flag's or a
+    # variable's relative path is still the working directory's, as a shell's is.
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    conf = write(etc / "node.toml", 'data-dir = "reldata"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = print_config(capsys, "--config", conf)
+    assert code == 0
+    assert settings(out)["data-dir"] == (f'"{etc / "reldata"}"', f"config {conf}")
+    code, out, _ = print_config(capsys, "--config", "etc/node.toml")  # (a relative file)
+    assert settings(out)["data-dir"][0] == '"etc/reldata"'
+    monkeypatch.setenv("UDPDHT_DATA_DIR", "here")
+    code, out, _ = print_config(capsys, "--config", conf)
+    assert settings(out)["data-dir"][0] == '"here"'

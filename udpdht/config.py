@@ -23,6 +23,7 @@ Standard library only, and tomllib only when a file is read: ``--help`` loads no
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -36,6 +37,7 @@ OTHER_ENV: Final = frozenset({CONFIG_ENV, NODE_ENV, "UDPDHT_LOOP"})  # LOOP: udp
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SEPARATORS = re.compile(r"[,\s]+")
+_PATHS = frozenset({"DIR", "FILE"})  # the metavars of the options that name a path
 
 
 class _Unset:
@@ -201,6 +203,11 @@ class Layers:
                 values[option.dest] = option.from_file(value)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
+            if option.action.metavar in _PATHS and isinstance(values[option.dest], str):
+                # A relative path in the file is the file's neighbour, wherever the node is
+                # started from (an operator's trial: data-dir = "reldata" went to the working
+                # directory, which is / under systemd).
+                values[option.dest] = os.path.join(os.path.dirname(path), values[option.dest])
         return values
 
     def to_toml(self, args: argparse.Namespace, notes: Mapping[str, str] | None = None) -> str:
