@@ -279,3 +279,9 @@ def test_the_notes_under_a_picture_fit_its_width(capsys: pytest.CaptureFixture[s
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= 50, lines
     assert "repairing: the keys of a node that does not answer" in " ".join(lines)
+
+
+def test_key_counts_are_written_as_the_list_writes_them() -> None:
+    # An operator's trial: the picture said "4176 keys" where `ring` said "4,176 keys".
+    nodes = [RingNode(0, "127.0.0.1:7000", 4000, attached=True), RingNode(QUARTER, "h:1", 176)]
+    assert "2 nodes shown, 4,176 keys" in " ".join(draw_text(nodes, []))
