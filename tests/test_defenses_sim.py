@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 from typing import Any
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from udpdht import Unavailable, ids, wire
 from udpdht.lookup import plausible_owner
-from udpdht.net import Address, run_virtual
+from udpdht.net import Address, format_addr, run_virtual
 from udpdht.node import Node, NodeConfig
 from udpdht.replication import StoreConfig, newest_agreed
 from udpdht.routing import Peer
@@ -1151,6 +1152,40 @@ def test_a_flood_in_a_joiners_name_does_not_keep_it_out() -> None:
         await flooding
         assert bootstrap.endpoint.stats.rate_limited > 100_000  # (the flood was dropped)
         await sim.wait_ideal(within=20)
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_node_its_peers_cannot_reach_says_so_after_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An operator's trial: a node advertising an address its peers do not reach it at joined
+    # (its own calls are answered), served clients, and stayed "settling" for good, its ring
+    # never listing it and no log saying so. Here every request to it is lost; the answers to
+    # its own calls come through, as to a node whose --advertise names another host.
+    async def main() -> None:
+        sim = Sim(seed=35)
+        await sim.build_ideal(8, maintenance=True)
+        outside = await sim.spawn()
+
+        def unreachable(src: Address, dst: Address, data: bytes) -> bool:
+            return dst == outside.addr and data[2:3] == b"\x00"  # a request (wire.REQUEST)
+
+        sim.net.set_drop_filter(unreachable)
+        with caplog.at_level(logging.INFO, logger="udpdht"):
+            await outside.join(next(iter(sim.joined.values())).addr)
+            assert outside.member
+            await asyncio.sleep(outside.maintenance.OUTSIDE_AFTER + 30)
+            said = [r for r in caplog.records if "has not taken this node in" in r.getMessage()]
+            assert len(said) == 1 and said[0].levelno == logging.WARNING, said
+            assert f"Do its peers reach it at {format_addr(outside.addr)}?" in said[0].getMessage()
+            sim.net.set_drop_filter(None)
+            await wait_until(
+                lambda: any("has taken this node in" in r.getMessage() for r in caplog.records),
+                within=60,
+            )
+        assert len([r for r in caplog.records if "taken this node in" in r.getMessage()]) == 2
         await sim.stop()
 
     run_virtual(main())

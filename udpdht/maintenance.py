@@ -172,6 +172,8 @@ class Maintenance:
         # Nodes that told us they left: when (see left_lately); oldest first (_note_left).
         self._left: dict[int, float] = {}
         self._told: tuple[Peer | None, Peer | None] = (None, None)  # see _tell_neighbours
+        self._outside_since: float | None = None  # see _note_agreement
+        self._outside_told = False
         self._checked_change: float | None = None  # the neighbourhood change last loop-checked
         self.merges = 0  # loop checks that found a node of another loop or ring (check_loop)
         #: The share of quiet rounds that run a loop check from a random far node: LOOP_CHECK,
@@ -265,6 +267,7 @@ class Maintenance:
                 self._walk_if_due(start)
                 self.node.replicator.keep_settling()
                 self._tell_neighbours()
+                self._note_agreement(start)
                 self._keep_tokens(start)
                 quiet = self._shape() == shape and self.failures == failures
                 self.calm = self.calm + 1 if quiet else 0
@@ -285,6 +288,34 @@ class Maintenance:
                 was = f" (was {old})" if old is not None else ""
                 self.node.log.info("%s is now %s%s", what, new, was)
         self._told = now
+
+    OUTSIDE_AFTER = 60.0  # seconds a node of a ring goes unnamed by its neighbours, then says so
+
+    def _note_agreement(self, now: float) -> None:
+        """Say so when the ring has not taken us in for OUTSIDE_AFTER seconds: our successor
+        and predecessor do not name us (agreed), once; and once more when they do. A node
+        advertising an address its peers do not reach it at (or behind a firewall that drops
+        what they send it) joined, served clients' puts and gets, and stayed "settling" for
+        good, its ring never listing it and no log saying so (an operator's trial)."""
+        ls = self.node.leafset
+        if self.agreed(now) or not self.node.member or self.node.isolated or ls.successor is None:
+            if self._outside_told:
+                self.node.log.info("the ring has taken this node in: its neighbours name it")
+            self._outside_since, self._outside_told = None, False
+            return
+        if self._outside_since is None:
+            self._outside_since = now
+        elif not self._outside_told and now - self._outside_since >= self.OUTSIDE_AFTER:
+            self._outside_told = True
+            self.node.log.warning(
+                "the ring has not taken this node in for %.0f s: its successor %s and its "
+                "predecessor %s do not name it. Do its peers reach it at %s? (--advertise, "
+                "or a firewall that drops what they send to this port)",
+                now - self._outside_since,
+                ls.successor,
+                ls.predecessor,
+                format_addr(self.node.addr),
+            )
 
     def _keep_tokens(self, now: float) -> None:
         """Ask our predecessor and successor for our address token (PROTOCOL.md 9.3, `token`)
