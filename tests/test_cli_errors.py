@@ -190,7 +190,7 @@ def test_the_picture_says_what_the_list_says_is_under_way(
         for svg in (None, "/dev/null"):  # the SVG file's line says the same
             args = argparse.Namespace(svg=svg, width=60)
             asyncio.run(show_ring_picture(args, attached, list(others)))
-        return capsys.readouterr().out
+        return " ".join(capsys.readouterr().out.split())  # (the picture's notes are wrapped)
 
     out = picture(st)
     said = "isolated: 127.0.0.1:7000 has lost contact with its ring and serves no key"
