@@ -1176,3 +1176,32 @@ def test_the_log_stays_bounded_under_writes_that_never_pause(tmp_path: Path) -> 
                 largest = max(largest, wal.stat().st_size if wal.exists() else 0)
                 assert time.monotonic() < deadline, f"only {i:,} writes in 60 s"
     assert largest < 2 * limit, f"the log reached {largest:,} bytes"
+
+
+def test_a_full_disk_refuses_writes_as_store_full_and_they_go_on_once_it_has_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's trial on a 2 MB tmpfs: writes failed as "OperationalError: database or
+    # disk is full" in clients, a replica's refusal read as "no answer", each repair push
+    # logged a traceback, and status said nothing. (SQLite's max_page_count stands for the
+    # disk here: past it, writes fail with SQLITE_FULL, as on a full disk.)
+    from udpdht.errors import StoreFull
+
+    with closing(DiskStore(tmp_path)) as disk:
+        pages = disk._db.execute("PRAGMA page_count").fetchone()[0]
+        disk._db.execute(f"PRAGMA max_page_count = {pages + 8}")
+        written = 0
+        with pytest.raises(StoreFull, match=r"store full: the disk under .* has no room"):
+            for i in range(1000):  # (bounded: 8 pages hold a few records of 2 KB)
+                disk.put(rec(b"k%d" % i, b"v" * 2000, 1))
+                written += 1
+        assert 0 < written < 1000 and disk.disk_full_at > time.monotonic() - 60
+        assert [r.levelname for r in caplog.records if "is full" in r.getMessage()] == ["WARNING"]
+        assert len(disk) == written  # nothing half-written, the count right
+        assert all(disk.get(b"k%d" % i) is not None for i in range(written))
+        with pytest.raises(StoreFull):
+            disk.put_many([rec(b"x%d" % i, b"v" * 2000, 1) for i in range(20)])
+        assert len(disk) == written  # all of a batch or none
+        disk._db.execute("PRAGMA max_page_count = 1000000")  # room again
+        assert disk.put(rec(b"after", b"v" * 2000, 1))
+        assert len(disk) == written + 1

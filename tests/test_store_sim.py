@@ -10,6 +10,8 @@ import itertools
 import logging
 import random
 import re
+import sqlite3
+from collections.abc import Iterable
 
 import pytest
 from helpers import requests_from, wait_until
@@ -1223,6 +1225,38 @@ def test_repair_does_not_push_a_full_replica_the_same_records_every_round() -> N
         assert full.replicator.counts()["refused"] - before <= 3 * len(lacking)
         waited = sum(n.replicator.repair_stats()["refused_full"] for n in nodes)
         assert waited >= len(lacking)  # and the primaries count what they could not copy
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_join_whose_store_fails_under_it_settles_once_it_has_waited() -> None:
+    # An operator's trial: a restarted node's disk was full while it took its range over; the
+    # sqlite3 error escaped the hand-off, which stayed "taking its range over" for good (8.5
+    # minutes, until a restart), and every get of an absent key of its range was Unavailable.
+    async def main() -> None:
+        sim = store_sim(37)
+        await sim.build_ideal(6, maintenance=True)
+        rng = random.Random(37)
+        keys = [f"f{i}".encode() for i in range(200)]
+        await put_all(sim, keys, rng)
+        node = await sim.spawn()
+        apply_all = node.replicator._apply_all
+
+        def failing(records: Iterable[Record], *, whole: bool = False) -> int:
+            node.replicator._apply_all = apply_all  # type: ignore[method-assign]
+            raise sqlite3.OperationalError("disk I/O error")  # (the store's write, failed)
+
+        node.replicator._apply_all = failing  # type: ignore[method-assign]
+        await node.join(next(iter(sim.joined.values())).addr)
+        sim._admit(node)
+        handoff = node.replicator.handoff
+        assert handoff is not None and handoff["error"] and not handoff["done"]
+        settle = node.replicator.config.settle_time
+        await wait_until(node.replicator.settled, within=settle + 30)
+        await sim.wait_ideal(within=30)
+        await wait_replicated(sim, keys, within=60)  # (repair brought the rest)
+        await assert_all_readable(sim, keys, rng, "v")
         await sim.stop()
 
     run_virtual(main())

@@ -44,7 +44,7 @@ from .net import (
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, NOT_CALLED, RpcConfig, RpcEndpoint
-from .storage import MAX_VALUE, DiskStore, MemoryStore, Store
+from .storage import MAX_VALUE, DiskStore, EngineError, MemoryStore, Store
 from .text import plural
 
 log = logging.getLogger("udpdht.node")
@@ -515,7 +515,7 @@ class Node:
         # A hand-off that fails is logged and shown in status ("handoff"); the node is in the
         # ring all the same, its reads ask the replicas until it is settled, and repair brings
         # the rest of its range.
-        with contextlib.suppress(DhtError, *PEER_FAILURES):
+        with contextlib.suppress(DhtError, *PEER_FAILURES, EngineError):
             await self.replicator.after_join(owner)
 
     async def _answering_successor(

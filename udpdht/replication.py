@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import math
 import os
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Container, Iterable, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from .storage import (
     MAX_KEY,
     MAX_VALUE,
     Cursor,
+    EngineError,
     Record,
     Store,
     StoreStats,
@@ -612,7 +614,10 @@ class Replicator:
     FULL_LOG_EVERY = 60.0  # seconds between two log lines about a full store, at least
 
     def full(self) -> bool:
-        """Whether the store refused a record for its quota lately (status ``store.full``)."""
+        """Whether the store refused a record for its quota, or its disk had no room for a
+        write, lately (status ``store.full``)."""
+        if time.monotonic() - self.store.disk_full_at < self.FULL_FOR:
+            return True
         return asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR
 
     def _refuse_for_quota(self, count: int, size: int = 0) -> None:
@@ -1683,7 +1688,10 @@ class Replicator:
                     state["pages"] += 1
                     state["seconds"] = round(loop.time() - start, 3)
             state["seconds"] = round(loop.time() - start, 3)
-        except (DhtError, *MALFORMED) as exc:
+        except (DhtError, *MALFORMED, EngineError) as exc:
+            # (EngineError: the disk failed under our store. Not caught, a disk full while a
+            # restarted node took its range left it 'taking its range over' for good, every
+            # read of an absent key of it Unavailable; an operator's trial.)
             state["error"] = f"{type(exc).__name__}: {exc}"
             self._handoff_failed_at = loop.time()  # see settled
             self.node.log.warning(

@@ -29,9 +29,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import logging
 import math
 import sqlite3
 import threading
+import time
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -41,9 +43,16 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
 from . import ids
+from .errors import StoreFull
 from .limits import BATCH_BYTES, ITEM_OVERHEAD, MAX_ITEMS
 from .limits import MAX_KEY as MAX_KEY
 from .limits import MAX_VALUE as MAX_VALUE
+
+log = logging.getLogger("udpdht.storage")
+
+#: What DiskStore raises when the medium under it fails (a disk error, a damaged file), besides
+#: StoreFull for a full disk.
+EngineError = sqlite3.Error
 
 
 class Version(NamedTuple):
@@ -363,6 +372,8 @@ class Store(Protocol):
     #: Bytes a record takes in this engine besides its key and value: what the quota counts
     #: for it (replication: ``--max-store-bytes``), measured with small records.
     RECORD_COST: int
+    #: When a write last failed for a full disk (time.monotonic(); -inf: never, or in memory).
+    disk_full_at: float
 
     def get(self, key: bytes) -> Record | None: ...
 
@@ -471,6 +482,7 @@ class MemoryStore:
     #: 50,000 records of an 8-byte key and a 2-byte value took 463 bytes each (tracemalloc):
     #: the record, its version, its entries in the dict and the ring, and the bytes objects.
     RECORD_COST = 448
+    disk_full_at = float("-inf")  # (no disk)
 
     def __init__(self) -> None:
         self._data: dict[bytes, Record] = {}
@@ -811,6 +823,24 @@ class DiskStore:
             raise
         self._checkpointer = _Checkpointer(self.path)
 
+    #: When a write last failed for a full disk (time.monotonic()), and when that was logged.
+    disk_full_at = float("-inf")
+    _disk_full_logged_at = float("-inf")
+
+    def _disk_full(self) -> None:
+        """A write failed: the disk is full. Logged once a minute at most. Before, the
+        sqlite3 error reached clients as 'OperationalError: database or disk is full', a
+        replica's refusal read as 'no answer', each repair push logged a traceback, and status
+        said nothing (an operator's trial on a 2 MB tmpfs)."""
+        now = time.monotonic()
+        self.disk_full_at = now
+        if now - self._disk_full_logged_at >= 60.0:
+            self._disk_full_logged_at = now
+            log.warning(
+                "the disk under %s is full: writes to the store are refused until it has room",
+                self.path.parent,
+            )
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
@@ -832,10 +862,17 @@ class DiskStore:
                 # Under the write lock, so the tally is exact for the deltas this write adds.
                 self._counted()
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):  # (no transaction left to undo)
+                self._db.execute("ROLLBACK")
+            full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+            if isinstance(exc, sqlite3.Error) and full:
+                self._disk_full()
+                raise StoreFull(
+                    f"store full: the disk under {self.path.parent} has no room"
+                ) from None
             raise
-        self._db.execute("COMMIT")
         if counted:
             self._checkpointer.wrote()
 
