@@ -47,7 +47,7 @@ def settings(output: str) -> dict[str, tuple[str, str]]:
 
 
 def write(path: Path, text: str) -> str:
-    path.write_text(text)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))  # (\udce9: the byte 0xe9)
     return str(path)
 
 
@@ -96,6 +96,7 @@ def test_environment_lists_and_underscore_keys(
         ("bootstrap = [7000]\n", "bootstrap: expected a list of strings, not a list"),
         ('bootstrap = "nonsense"\n', "bootstrap: bad address 'nonsense'"),
         ("port = \n", "not valid TOML"),
+        ("# caf\udce9\nport = 7000\n", "not UTF-8 text (byte 5)"),  # (a helper's trial)
     ],
 )
 def test_bad_file_is_one_line_naming_file_key_and_problem(

@@ -188,6 +188,10 @@ class Layers:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # (TOML is UTF-8: the message named no file before)
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {exc.start}): not valid TOML"
+            ) from None
         by_key = {o.name: o for o in self.options.values()}
         by_key |= {o.dest: o for o in self.options.values()}  # data_dir as well as data-dir
         values: dict[str, Any] = {}
