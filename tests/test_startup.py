@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,25 @@ def test_print_config_starts_no_node() -> None:
     )
     assert code == 0 and "port = 7000  # default" in stdout
     assert loaded(modules, NODE_ONLY) == []
+
+
+def test_a_node_started_with_stderr_closed_runs() -> None:
+    # A helper's trial: `udpdht node ... 2>&-` refused to start ("'NoneType' object has no
+    # attribute 'isatty'": Python sets a closed stream to None). What it logs is dropped.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "udpdht", "node", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: os.close(2),  # (the child's fd 2 only)
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)  # (bounded)
+        assert ready, "the node printed nothing in 30 s"
+        line = proc.stdout.readline()  # (the node's first line, or "" if it died)
+        assert re.match(r"udpdht node [0-9a-f]{40} listening on 127\.0\.0\.1:\d+", line), line
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1041,6 +1041,12 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from .cli_errors import quiet_on_broken_pipe
 
+    # Started with a standard stream closed (`2>&-`), Python sets it to None: a node refused
+    # to start ("'NoneType' object has no attribute 'isatty'", a helper's trial). What would
+    # be written there is dropped, as a shell's commands do.
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115  (for the process's life)
     return quiet_on_broken_pipe(lambda: _main(argv))
 
 
