@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from . import ids, wire
 from .admin import Verifier, load_or_create_cookie
-from .datadir import DataDir
+from .datadir import DataDir, DataDirError
 from .errors import BadRequest, Busy, DhtError, NotResponsible, RpcTimeout, Unavailable
 from .kad.service import KadService
 from .limits import key_bytes
@@ -246,7 +246,13 @@ class Node:
         self.clock = loop_clock(asyncio.get_running_loop())
         self._started_at = self.clock()
         self._register_handlers(ep)
-        await self._open_store(ep)
+        try:
+            await self._open_store(ep)
+        except BaseException:
+            ep.close()
+            self._endpoint = None
+            self._release_data_dir()
+            raise
         if self.config.kad:
             self.kad = KadService(self)
             self.kad.attach()
@@ -336,7 +342,16 @@ class Node:
             # method".
             for name in Replicator.METHODS:
                 ep.register(name, self._store_opening, idempotent=True)
-            store = await asyncio.to_thread(DiskStore, self.data_dir)
+            try:
+                store = await asyncio.to_thread(DiskStore, self.data_dir)
+            except EngineError as exc:
+                # (A 51-line traceback before, and under systemd a restart every 5 s; a file
+                # emptied to 0 bytes opens as an empty store: SQLite cannot tell.)
+                raise DataDirError(
+                    f"cannot open the store in {self.data_dir}: {exc} (a damaged file?); move "
+                    f"{DiskStore.FILENAME} out of it to start this node empty: it then takes its "
+                    "range from its neighbours"
+                ) from None
             self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
