@@ -12,6 +12,7 @@ import random
 import re
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from helpers import requests_from, wait_until
@@ -1256,6 +1257,41 @@ def test_a_join_whose_store_fails_under_it_settles_once_it_has_waited() -> None:
         await wait_until(node.replicator.settled, within=settle + 30)
         await sim.wait_ideal(within=30)
         await wait_replicated(sim, keys, within=60)  # (repair brought the rest)
+        await assert_all_readable(sim, keys, rng, "v")
+        await sim.stop()
+
+    run_virtual(main())
+
+
+def test_a_leave_whose_store_cannot_be_read_still_leaves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A helper's trial: a node whose store file was damaged mid-file served on, then its
+    # graceful leave ended in a traceback (the hand-off's read of the store failed), and no
+    # successor heard of the leave. It leaves now, says why the hand-off stopped, and the
+    # replicas repair the rest.
+    async def main() -> None:
+        sim = store_sim(39)
+        await sim.build_ideal(6, maintenance=True)
+        rng = random.Random(39)
+        keys = [f"d{i}".encode() for i in range(120)]
+        await put_all(sim, keys, rng)
+        leaver = sim.joined[sim.responsible(keys[0])[0].id]
+        damaged = leaver.replicator.store
+        scan = MemoryStore.scan_records
+
+        def failing(self: MemoryStore, *args: Any, **kwargs: Any) -> Any:
+            if self is damaged:
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return scan(self, *args, **kwargs)
+
+        monkeypatch.setattr(MemoryStore, "scan_records", failing)
+        with caplog.at_level(logging.INFO, logger="udpdht"):
+            await sim.leave(leaver)
+        said = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
+        assert said and "malformed" in said[0]
+        await sim.wait_ideal(within=30)
+        await wait_replicated(sim, keys, within=60)
         await assert_all_readable(sim, keys, rng, "v")
         await sim.stop()
 

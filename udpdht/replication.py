@@ -1719,7 +1719,18 @@ class Replicator:
         cursor: Cursor | None = None
         handed = 0
         for _ in range(1_000_000):  # bounded: each page moves the cursor on
-            records, cursor = self.store.scan_records(me, me, cursor, budget=BATCH_BYTES)
+            try:
+                records, cursor = self.store.scan_records(me, me, cursor, budget=BATCH_BYTES)
+            except EngineError as exc:
+                # A damaged store file: the leave goes on without the rest (it ended the
+                # process in a traceback before, and no successor heard of the leave).
+                self.node.log.error(
+                    "the store could not be read for the hand-off after %s: %s; the replicas "
+                    "repair what they can",
+                    plural(handed, "record"),
+                    exc,
+                )
+                return
             if records:
                 # A successor that fails a page is not asked again: the others take the rest.
                 # (Each keeps the records of its range and refuses the others: the second and
