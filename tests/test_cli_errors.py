@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -715,3 +716,19 @@ def test_a_damaged_store_file_stops_the_node_with_one_line(tmp_path: Path) -> No
         "range from its neighbours\n"
     )
     assert (data / "store.sqlite3").read_bytes() == b"not a database " * 100  # (left as it was)
+
+
+def test_an_emptied_store_file_is_said_at_start(tmp_path: Path) -> None:
+    # A helper's trial: a store file cut to 0 bytes opened as an empty store (SQLite cannot
+    # tell), and the node started with "loaded 0 records" and no word of the records lost.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "store.sqlite3").write_bytes(b"")
+    with node_process("--data-dir", str(data)) as node:
+        deadline = time.monotonic() + 10
+        while "loaded 0 records" not in node.output():
+            assert time.monotonic() < deadline, node.output()
+            time.sleep(0.05)
+        assert f"WARNING {data / 'store.sqlite3'} is empty: this node starts with no records" in (
+            node.output()
+        )

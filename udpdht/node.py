@@ -342,6 +342,15 @@ class Node:
             # method".
             for name in Replicator.METHODS:
                 ep.register(name, self._store_opening, idempotent=True)
+            file = Path(self.data_dir) / DiskStore.FILENAME
+            if (
+                file.is_file()
+                and file.stat().st_size == 0
+                and not file.with_name(file.name + "-wal").exists()
+            ):
+                # (SQLite opens an empty file as an empty store: a file cut to 0 bytes lost
+                # every record without a word, a helper's trial.)
+                self.log.warning("%s is empty: this node starts with no records", file)
             try:
                 store = await asyncio.to_thread(DiskStore, self.data_dir)
             except EngineError as exc:
