@@ -44,7 +44,7 @@ from .net import (
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, NOT_CALLED, RpcConfig, RpcEndpoint
-from .storage import MAX_VALUE, DiskStore, EngineError, MemoryStore, Store
+from .storage import MAX_VALUE, STORE_FILE, DiskStore, EngineError, MemoryStore, Store
 from .text import plural
 
 log = logging.getLogger("udpdht.node")
@@ -342,7 +342,7 @@ class Node:
             # method".
             for name in Replicator.METHODS:
                 ep.register(name, self._store_opening, idempotent=True)
-            file = Path(self.data_dir) / DiskStore.FILENAME
+            file = Path(self.data_dir) / STORE_FILE
             if (
                 file.is_file()
                 and file.stat().st_size == 0
@@ -358,7 +358,7 @@ class Node:
                 # emptied to 0 bytes opens as an empty store: SQLite cannot tell.)
                 raise DataDirError(
                     f"cannot open the store in {self.data_dir}: {exc} (a damaged file?); move "
-                    f"{DiskStore.FILENAME} out of it to start this node empty: it then takes its "
+                    f"{STORE_FILE} out of it to start this node empty: it then takes its "
                     "range from its neighbours"
                 ) from None
             self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)

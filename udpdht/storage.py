@@ -54,6 +54,8 @@ log = logging.getLogger("udpdht.storage")
 #: StoreFull for a full disk.
 EngineError = sqlite3.Error
 
+STORE_FILE = "store.sqlite3"  # DiskStore's file in its directory
+
 
 class Version(NamedTuple):
     stamp: int  # hybrid clock, milliseconds
@@ -803,7 +805,7 @@ class DiskStore:
     same directory), ``PRAGMA data_version`` tells, and the next write or count recounts.
     """
 
-    FILENAME = "store.sqlite3"
+    FILENAME = STORE_FILE
     #: 50,000 records of an 8-byte key and a 2-byte value took 86 bytes each in the file: the
     #: row (its version included) and its index entries.
     RECORD_COST = 80
