@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -228,3 +229,46 @@ def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:
         status = udpdht("status", "--node", full.addr_text, "--json")
         assert json.loads(status.stdout)["store"]["full"] is True
         assert any("store full" in line for line in full.lines)  # its log says why
+
+
+async def test_a_value_damaged_on_a_primarys_disk_is_not_served(tmp_path: Path) -> None:
+    # A helper's trial: bytes overwritten in a node's store file were served as the value
+    # once that node was the key's primary, through every node, with exit 0; repair never
+    # mended them. Here the primary's copy is damaged under the running node (another
+    # connection writes the file, as the disk would): every get still gives the value, and
+    # the node says what it found.
+    with contextlib.ExitStack() as stack:
+        dirs = [tmp_path / str(i) for i in range(3)]
+        a = stack.enter_context(node_process("--data-dir", str(dirs[0])))
+        b = stack.enter_context(
+            node_process("--data-dir", str(dirs[1]), "--bootstrap", a.addr_text)
+        )
+        c = stack.enter_context(
+            node_process("--data-dir", str(dirs[2]), "--bootstrap", a.addr_text)
+        )
+        nodes = [a, b, c]
+        await wait_processes_ideal(nodes, within=30)
+        # A key whose primary is a: the first node at or after its id on the ring.
+        ring = sorted(n.id for n in nodes)
+        key = next(
+            k
+            for k in (f"precious-{i}" for i in range(1000))
+            if next((i for i in ring if i >= ids.hash_key(k.encode())), ring[0]) == a.id
+        )
+        async with Client(a.addr) as client:
+            await client.put(key, "the value written")
+            db = sqlite3.connect(dirs[0] / "store.sqlite3", timeout=10)
+            try:
+                with db:
+                    db.execute(
+                        "UPDATE blobs SET value = ? WHERE vid = "
+                        "(SELECT vid FROM ring WHERE key = ?)",
+                        (b"\xb1the value wrItten", key.encode()),
+                    )
+            finally:
+                db.close()
+        for node in nodes:
+            async with Client(node.addr) as client:
+                assert await client.get(key) == "the value written"
+        await wait_until(lambda: "damaged on the disk" in a.output(), within=10)
+        assert "damaged on the disk" not in b.output() + c.output()
