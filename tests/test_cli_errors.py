@@ -716,6 +716,9 @@ def test_a_damaged_store_file_stops_the_node_with_one_line(tmp_path: Path) -> No
         "range from its neighbours\n"
     )
     assert (data / "store.sqlite3").read_bytes() == b"not a database " * 100  # (left as it was)
+    # ... and nothing else: the address, cookie and lock it wrote stayed, and the dir then
+    # refused a node on another port as "moved" (a new user's trial).
+    assert [p.name for p in data.iterdir()] == ["store.sqlite3"]
 
 
 def test_an_emptied_store_file_is_said_at_start(tmp_path: Path) -> None:

@@ -243,6 +243,13 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     try:
         await node.start()
     except (OSError, DataDirError, ValueError) as exc:
+        if node.took_data_dir and data_dir is not None:
+            # What this run wrote goes again, in a data dir that was there before too: a
+            # damaged store refused, the address, cookie and lock stayed, and the dir then
+            # refused a node on another port as "moved" (a new user's trial).
+            for name in set(_NODE_FILES) - there:
+                with contextlib.suppress(OSError):
+                    (data_dir / name).unlink(missing_ok=True)
         _remove_empty(made)  # a node that never ran leaves no data dir behind
         if exporter is not None:
             await asyncio.to_thread(exporter.close)

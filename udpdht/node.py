@@ -162,6 +162,9 @@ class Node:
         #: Whether a data dir that remembers another address may take this one (the node moved).
         self.new_address = new_address
         self._data: DataDir | None = None
+        #: Whether this node took its data dir (another node's in use is refused before):
+        #: what a failed start wrote there is its own to remove (cli_node).
+        self.took_data_dir = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
         ids.check_ring_name(self.config.ring)  # (ValueError: it goes into every id)
@@ -269,6 +272,7 @@ class Node:
         claim the address in the data dir; on any failure, undo what was done."""
         if self.data_dir is not None:
             self._data = DataDir.open(self.data_dir)  # one node per data dir (DataDirError)
+            self.took_data_dir = True
             try:
                 self._data.claim_ring(self.config.ring)  # (its id and peers are that ring's)
             except BaseException:
