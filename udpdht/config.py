@@ -211,7 +211,9 @@ class Layers:
                 # A relative path in the file is the file's neighbour, wherever the node is
                 # started from (an operator's trial: data-dir = "reldata" went to the working
                 # directory, which is / under systemd).
-                values[option.dest] = os.path.join(os.path.dirname(path), values[option.dest])
+                values[option.dest] = os.path.abspath(
+                    os.path.join(os.path.dirname(path), values[option.dest])
+                )
         return values
 
     def to_toml(self, args: argparse.Namespace, notes: Mapping[str, str] | None = None) -> str:
@@ -227,6 +229,10 @@ class Layers:
                 note = f": {notes[dest]}" if dest in notes else ""
                 lines.append(f"# {option.name} is not set{note}  # {origin}")
             else:
+                if option.action.metavar in _PATHS and isinstance(value, str):
+                    # Absolute: a relative one read back from the file is taken from the
+                    # file's directory, not from where it was printed (a new user's trial).
+                    value = os.path.abspath(value)
                 note = f"; {notes[dest]}" if dest in notes else ""
                 lines.append(f"{option.name} = {_toml(value)}  # {origin}{note}")
         return "\n".join(lines) + "\n"
