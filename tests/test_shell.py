@@ -273,7 +273,7 @@ def test_render_ring_says_repairing_rather_than_show_a_loss() -> None:
     lines = render.ring_lines([node(1, 1, 2), node(2, 1, 2), full], "127.0.0.1:7001")
     assert lines[-2] == (
         "under-replicated: 1 key without its primary's copy, counted from the others: "
-        "127.0.0.1:7003 is full (--max-store-bytes) and refuses them; repair makes them once "
+        "127.0.0.1:7003 is full (its quota or its disk) and refuses them; repair makes them once "
         "it has room"
     ), lines
 
@@ -402,7 +402,7 @@ def test_render_ring_names_a_full_node_instead_of_promising_the_counts_settle() 
     assert "full" in lines[3]
     assert lines[-2] == (
         "under-replicated: 2 copies of 3 keys missing (3 wanted of each): 127.0.0.1:7003 is "
-        "full (--max-store-bytes) and refuses them; repair makes them once it has room"
+        "full (its quota or its disk) and refuses them; repair makes them once it has room"
     )
     status = render.status_lines(
         {
@@ -417,7 +417,7 @@ def test_render_ring_names_a_full_node_instead_of_promising_the_counts_settle() 
             "rpc": {},
         }
     )
-    assert any("full: 12 records refused for its quota" in line for line in status)
+    assert any("full: 12 records refused for want of room" in line for line in status)
 
 
 def test_render_ring_counts_keys_while_a_node_joins_and_says_what_it_counts() -> None:

@@ -222,7 +222,7 @@ def test_puts_a_full_node_refused_say_so_and_ring_names_it() -> None:
                 assert warning == ""
         ring = udpdht("ring", "--node", a.addr_text)
         assert ring.returncode == 0
-        assert f"{full.addr_text} is full (--max-store-bytes)" in ring.stdout
+        assert f"{full.addr_text} is full (its quota or its disk)" in ring.stdout
         assert "settle within seconds" not in ring.stdout
         listed = json.loads(udpdht("ring", "--node", a.addr_text, "--json").stdout)["nodes"]
         assert [n["addr"] for n in listed if n["full"]] == [full.addr_text]

@@ -28,7 +28,7 @@ class ErrorCode(IntEnum):
     TOO_LARGE = 6  # the value or key exceeds the limits
     BUSY = 7  # not now: every handler is taken, or the node is still opening its store
     UNAVAILABLE = 8  # the nodes that hold the key could not be reached; try again later
-    STORE_FULL = 9  # the node's store quota (--max-store-bytes) has no room for the write
+    STORE_FULL = 9  # the node's store quota (--max-store-bytes), or its disk, has no room
     RATE_LIMITED = 10  # the sender's write budget is spent for now; slow down
     NOT_RESPONSIBLE = 11  # the key is not this node's by its own view; details say whose
 
@@ -163,7 +163,7 @@ class NotResponsible(Busy):
 
 
 class StoreFull(RemoteError):
-    """The node's store quota has no room for this write."""
+    """The node's store quota (or the disk under it) has no room for this write."""
 
     default_code = ErrorCode.STORE_FULL
 

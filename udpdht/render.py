@@ -100,8 +100,9 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"store        {_count(store['primary'], 'key')} as primary, {store['replica']} as "
         f"replica, {deleted}{_count(store['bytes'], 'byte')}"
         + (
-            f"; full: {_count(store.get('refused', 0), 'record')} refused for its quota "
-            "(--max-store-bytes; a record offered again counts again), the last within a minute"
+            f"; full: {_count(store.get('refused', 0), 'record')} refused for want of room "
+            "(its quota or its disk; a record offered again counts again), the last within a "
+            "minute"
             if store.get("full")
             else ""
         ),
@@ -340,7 +341,7 @@ def _ring_notes(entries: Sequence[Mapping[str, Any]], cut: bool, keys: int) -> l
         notes.append(
             f"under-replicated: {_count(lacking, 'key')} without {whose} primary's copy, "
             f"counted from the others: {', '.join(full)} {'is' if one else 'are'} "
-            f"full (--max-store-bytes) and refuse{'s' if one else ''} them; repair makes them "
+            f"full (its quota or its disk) and refuse{'s' if one else ''} them; repair makes them "
             f"once {'it has' if one else 'they have'} room"
         )
     elif keys > primary:
@@ -355,7 +356,7 @@ def _ring_notes(entries: Sequence[Mapping[str, Any]], cut: bool, keys: int) -> l
         notes.append(
             f"under-replicated: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} "
             f"missing ({wanted} wanted of each): {', '.join(full)} {'is' if one else 'are'} full "
-            f"(--max-store-bytes) and refuse{'s' if one else ''} them; repair makes them once "
+            f"(its quota or its disk) and refuse{'s' if one else ''} them; repair makes them once "
             f"{'it has' if one else 'they have'} room"
         )
     elif short > 0 and keys == primary and not cut:

@@ -620,6 +620,13 @@ class Replicator:
             return True
         return asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR
 
+    def _disk_refused(self, count: int) -> None:
+        """The disk under the store had no room for ``count`` records: counted as the quota's
+        refusals are (status ``store.refused``; the store logs it). A full disk read as
+        "0 records refused" in status (a new user's trial)."""
+        self.refused_full += count
+        self._full_at = asyncio.get_running_loop().time()
+
     def _refuse_for_quota(self, count: int, size: int = 0) -> None:
         """Count records refused (or dropped) because the store is full, and say so in the log,
         at most once a minute. A replica that refuses leaves keys short of a copy that repair
@@ -790,7 +797,11 @@ class Replicator:
                     break
                 fits.append((record, held))
             fresh = fits
-        return self.store.put_many(record for record, _ in fresh)
+        try:
+            return self.store.put_many(record for record, _ in fresh)
+        except StoreFull:
+            self._disk_refused(len(fresh))
+            raise
 
     def _latest_stamp(self) -> int:
         return int((self.node.wall_clock() + self.config.max_skew) * 1000)
@@ -1385,7 +1396,11 @@ class Replicator:
             expires = now + ttl if ttl is not None else None
         record = Record(key, value, version, expires)
         self._make_room(record, current)
-        self.store.put(record)
+        try:
+            self.store.put(record)
+        except StoreFull as exc:  # (the disk under the store: see _disk_refused)
+            self._disk_refused(1)
+            raise StoreFull(f"store full at {format_addr(self.node.addr)}: {exc}") from None
         self._stamped(record)
         existed = current is not None and not current.is_tombstone and current.live(now)
         reply: dict[str, Any] = {"version": [version.stamp, version.writer], "existed": existed}

@@ -61,7 +61,7 @@ class Shortfall:
         if self.full:
             one = len(self.full) == 1
             parts.append(
-                f"{', '.join(self.full)} {'is' if one else 'are'} full (--max-store-bytes) and "
+                f"{', '.join(self.full)} {'is' if one else 'are'} full (its quota or its disk) and "
                 f"refused it: repair cannot make {'that copy' if one else 'those copies'} until "
                 f"{'it has' if one else 'they have'} room"
             )

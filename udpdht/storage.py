@@ -876,9 +876,7 @@ class DiskStore:
             full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
             if isinstance(exc, sqlite3.Error) and full:
                 self._disk_full()
-                raise StoreFull(
-                    f"store full: the disk under {self.path.parent} has no room"
-                ) from None
+                raise StoreFull(f"the disk under {self.path.parent} has no room") from None
             raise
         if counted:
             self._checkpointer.wrote()
