@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import math
 import os
-import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Container, Iterable, Iterator
 from dataclasses import dataclass
@@ -614,10 +613,8 @@ class Replicator:
     FULL_LOG_EVERY = 60.0  # seconds between two log lines about a full store, at least
 
     def full(self) -> bool:
-        """Whether the store refused a record for its quota, or its disk had no room for a
-        write, lately (status ``store.full``)."""
-        if time.monotonic() - self.store.disk_full_at < self.FULL_FOR:
-            return True
+        """Whether the store refused a record for its quota, or its disk had no room for one,
+        lately (status ``store.full``: _refuse_for_quota, _disk_refused)."""
         return asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR
 
     def _disk_refused(self, count: int) -> None:

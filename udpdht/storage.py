@@ -375,8 +375,6 @@ class Store(Protocol):
     #: Bytes a record takes in this engine besides its key and value: what the quota counts
     #: for it (replication: ``--max-store-bytes``), measured with small records.
     RECORD_COST: int
-    #: When a write last failed for a full disk (time.monotonic(); -inf: never, or in memory).
-    disk_full_at: float
 
     def get(self, key: bytes) -> Record | None: ...
 
@@ -485,7 +483,6 @@ class MemoryStore:
     #: 50,000 records of an 8-byte key and a 2-byte value took 463 bytes each (tracemalloc):
     #: the record, its version, its entries in the dict and the ring, and the bytes objects.
     RECORD_COST = 448
-    disk_full_at = float("-inf")  # (no disk)
 
     def __init__(self) -> None:
         self._data: dict[bytes, Record] = {}
@@ -829,9 +826,7 @@ class DiskStore:
             raise
         self._checkpointer = _Checkpointer(self.path)
 
-    #: When a write last failed for a full disk (time.monotonic()), and when that was logged.
-    disk_full_at = float("-inf")
-    _disk_full_logged_at = float("-inf")
+    _disk_full_logged_at = float("-inf")  # (time.monotonic(): see _disk_full)
     damaged = 0  #: values read back damaged (their records dropped: see _damaged)
 
     def _disk_full(self) -> None:
@@ -840,7 +835,6 @@ class DiskStore:
         replica's refusal read as 'no answer', each repair push logged a traceback, and status
         said nothing (an operator's trial on a 2 MB tmpfs)."""
         now = time.monotonic()
-        self.disk_full_at = now
         if now - self._disk_full_logged_at >= 60.0:
             self._disk_full_logged_at = now
             log.warning(
