@@ -252,9 +252,7 @@ class Node:
         try:
             await self._open_store(ep)
         except BaseException:
-            ep.close()
-            self._endpoint = None
-            self._release_data_dir()
+            self._unbind(ep)
             raise
         if self.config.kad:
             self.kad = KadService(self)
@@ -304,11 +302,15 @@ class Node:
                 ephemeral = self.port == 0 and self.advertised is None
                 self._data.claim(self.addr, moved=self.new_address or ephemeral)
         except BaseException:
-            ep.close()
-            self._endpoint = None
-            self._release_data_dir()
+            self._unbind(ep)
             raise
         return ep
+
+    def _unbind(self, ep: RpcEndpoint) -> None:
+        """Undo _bind: a start that failed after it leaves no socket nor data dir lock."""
+        ep.close()
+        self._endpoint = None
+        self._release_data_dir()
 
     def _register_handlers(self, ep: RpcEndpoint) -> None:
         """The node's own methods, the ring's (Maintenance) and the admin ones (cookie)."""
@@ -346,20 +348,10 @@ class Node:
             # method".
             for name in Replicator.METHODS:
                 ep.register(name, self._store_opening, idempotent=True)
-            file = Path(self.data_dir) / STORE_FILE
-            if (
-                file.is_file()
-                and file.stat().st_size == 0
-                and not file.with_name(file.name + "-wal").exists()
-            ):
-                # (SQLite opens an empty file as an empty store: a file cut to 0 bytes lost
-                # every record without a word, a helper's trial.)
-                self.log.warning("%s is empty: this node starts with no records", file)
             try:
                 store = await asyncio.to_thread(DiskStore, self.data_dir)
             except EngineError as exc:
-                # (A 51-line traceback before, and under systemd a restart every 5 s; a file
-                # emptied to 0 bytes opens as an empty store: SQLite cannot tell.)
+                # (A 51-line traceback before, and under systemd a restart every 5 s.)
                 raise DataDirError(
                     f"cannot open the store in {self.data_dir}: {exc} (a damaged file?); move "
                     f"{STORE_FILE} out of it to start this node empty: it then takes its "

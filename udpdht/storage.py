@@ -815,6 +815,12 @@ class DiskStore:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / self.FILENAME
+        wal = self.path.with_name(self.path.name + "-wal")
+        if self.path.is_file() and self.path.stat().st_size == 0 and not wal.exists():
+            # SQLite opens an empty file as an empty store, and makes none itself (it writes
+            # its header at once): a file cut to 0 bytes lost every record without a word
+            # (a helper's trial).
+            log.warning("%s is empty: this node starts with no records", self.path)
         self._db = self._connect()
         self._tally = _Tally()
         self._data_version = -1
