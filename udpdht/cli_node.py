@@ -243,13 +243,11 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     try:
         await node.start()
     except (OSError, DataDirError, ValueError) as exc:
-        if node.took_data_dir and data_dir is not None:
+        if node.took_data_dir:
             # What this run wrote goes again, in a data dir that was there before too: a
             # damaged store refused, the address, cookie and lock stayed, and the dir then
             # refused a node on another port as "moved" (a new user's trial).
-            for name in set(_NODE_FILES) - there:
-                with contextlib.suppress(OSError):
-                    (data_dir / name).unlink(missing_ok=True)
+            _remove_written(data_dir, there)
         _remove_empty(made)  # a node that never ran leaves no data dir behind
         if exporter is not None:
             await asyncio.to_thread(exporter.close)
@@ -431,12 +429,19 @@ async def _stop_unjoined(node: Node, made: list[Path], there: set[str]) -> None:
     data_dir = node.data_dir
     unused = not node.member and node.replicator.store.stats().count == 0
     await node.stop()
-    if data_dir is None or not unused:
+    if not unused:
+        return
+    _remove_written(data_dir, there)
+    _remove_empty(made)
+
+
+def _remove_written(data_dir: Path | None, there: set[str]) -> None:
+    """Remove the node's files in ``data_dir`` that were not there before (``there``)."""
+    if data_dir is None:
         return
     for name in set(_NODE_FILES) - there:
         with contextlib.suppress(OSError):
             (data_dir / name).unlink(missing_ok=True)
-    _remove_empty(made)
 
 
 def _remove_empty(made: list[Path]) -> None:

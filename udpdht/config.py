@@ -62,6 +62,7 @@ class _Option:
         self.dest = action.dest
         self.env = ENV_PREFIX + self.dest.upper()
         self.switch = action.nargs == 0  # store_true: a bool
+        self.path = action.metavar in _PATHS  # a file or a directory
         self.many = action.nargs in ("+", "*")
         self.default = action.default
         if isinstance(self.default, str):  # as argparse would: a str default goes through type=
@@ -207,7 +208,7 @@ class Layers:
                 values[option.dest] = option.from_file(value)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
-            if option.action.metavar in _PATHS and isinstance(values[option.dest], str):
+            if option.path and isinstance(values[option.dest], str):
                 # A relative path in the file is the file's neighbour, wherever the node is
                 # started from (an operator's trial: data-dir = "reldata" went to the working
                 # directory, which is / under systemd).
@@ -229,7 +230,7 @@ class Layers:
                 note = f": {notes[dest]}" if dest in notes else ""
                 lines.append(f"# {option.name} is not set{note}  # {origin}")
             else:
-                if option.action.metavar in _PATHS and isinstance(value, str):
+                if option.path and isinstance(value, str):
                     # Absolute: a relative one read back from the file is taken from the
                     # file's directory, not from where it was printed (a new user's trial).
                     value = os.path.abspath(value)
