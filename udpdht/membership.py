@@ -18,6 +18,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 from . import ids
 from .net import check_peer_addr, format_addr, parse_addr
@@ -27,7 +28,7 @@ from .routing import Peer
 class FailureDetector:
     """Consecutive failures per peer, and the peers declared dead lately."""
 
-    MAX_SUSPECTS = 4096  # bounded: a node may call many peers that never answer
+    MAX_SUSPECTS: ClassVar[int] = 4096  # bounded: a node may call many peers that never answer
 
     def __init__(self, strikes: int = 2, memory: float = 30.0) -> None:
         if strikes < 1:
@@ -75,7 +76,7 @@ class PeerMemory:
     """The last ``size`` distinct peers seen in the leafset, most recent last, optionally kept
     in ``path`` (JSON) so that a restarted node knows whom to ask."""
 
-    FORMAT = "udpdht.peers/1"
+    FORMAT: ClassVar[str] = "udpdht.peers/1"
 
     def __init__(
         self, path: Path | None, size: int = 64, *, verify_ids: bool = True, ring: str = ""

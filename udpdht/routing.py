@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from . import ids
 from .errors import BadRequest
@@ -465,10 +465,10 @@ class RingView:
     full, a node picked by the new one's id makes room (no order to exploit).
     """
 
-    MAX_STALE = 64  # stale entries a guess skips at most before it gives up
+    MAX_STALE: ClassVar[int] = 64  # stale entries a guess skips at most before it gives up
     #: Seconds: a node not heard from for longer is not guessed as a key's holder, nor named
     #: to others (hellos, find_node answers). The ``since`` callers give.
-    TRUSTED_FOR = 60.0
+    TRUSTED_FOR: ClassVar[float] = 60.0
 
     def __init__(self, own: Peer, limit: int = 4096) -> None:
         self.own = own

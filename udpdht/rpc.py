@@ -80,7 +80,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Hashable
 from dataclasses import asdict, dataclass
 from math import ceil
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from . import wire
 from .errors import (
@@ -281,9 +281,9 @@ class _Transaction:
     Its timeouts live in the endpoint's timer wheel under its request id (one armed timer per
     endpoint, not one per call); when it ends, only its id (an int) stays there, until its slot.
 
-    RpcEndpoint.call fills one in field by field (object.__new__, then the slots): calling a
-    Python ``__init__`` cost more than the stores themselves (0.1 us on every call). The two
-    fields that only a resend or a peer's answer changes are class attributes until then.
+    RpcEndpoint.call fills one in field by field: calling a Python ``__init__`` cost more than
+    the stores themselves (0.1 us on every call). The two fields that only a resend or a
+    peer's answer changes are class attributes until then.
     """
 
     __slots__ = (
@@ -364,14 +364,11 @@ class _Transaction:
             self.future.set_exception(SendFailed(self.peer.addr, self.method, reason))
 
 
-#: A _Transaction with nothing set yet (see _Transaction).
-_new_transaction = functools.partial(object.__new__, _Transaction)
-
-
 class RpcEndpoint(asyncio.DatagramProtocol):
     """A datagram endpoint that both serves handlers and makes calls."""
 
-    STALL = 0.25  # a deadline that fires this late (seconds) means the loop itself stalled
+    # A deadline that fires this late (seconds) means the loop itself stalled.
+    STALL: ClassVar[float] = 0.25
 
     def __init__(self, *, config: RpcConfig | None = None, rng: random.Random | None = None):
         self.config = config or RpcConfig()
@@ -674,8 +671,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     #: at most this many values, counted when it is over DENSE_FROM bytes (a smaller one
     #: cannot hold more): held, each is at most about 140 KB of objects, 72 MB for
     #: max_handlers of them.
-    MAX_HELD_VALUES = 1024
-    DENSE_FROM = 1024
+    MAX_HELD_VALUES: ClassVar[int] = 1024
+    DENSE_FROM: ClassVar[int] = 1024
 
     async def charged(
         self, work: Coroutine[Any, Any, T], addr: Address, token: bytes | None = None
@@ -772,8 +769,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         return token is not None and hmac.compare_digest(token, self._expected_tokens(addr)[0])
 
     # Retries sent in place of dropped requests (_offer_token): per source, and in all.
-    OFFERS_PER_SOURCE = 2.0  # a second (a burst of as many)
-    OFFERS = 64.0  # a second from everyone (a burst of as many)
+    OFFERS_PER_SOURCE: ClassVar[float] = 2.0  # a second (a burst of as many)
+    OFFERS: ClassVar[float] = 64.0  # a second from everyone (a burst of as many)
 
     def _offer_token(self, data: bytes, addr: Address) -> None:
         """A request from ``addr`` was dropped, its source's share spent: now and then answer a
@@ -994,7 +991,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 raise SendFailed(addr, method, str(to))
             # The first send, as tx.send() does the later ones (inline: every call runs it).
             now = self._time()
-            tx = _new_transaction()
+            tx = _Transaction()
             tx.rid = rid
             tx.peer = peer
             tx.method = method
@@ -1050,10 +1047,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     # reads of the same primaries were padded and encoded twice for good (a large answer to
     # an unpadded one draws the retry, and the token then spares the padding; a small one
     # needs neither).
-    PAD_CALLS = 8
-    MAX_PAD = 320  # a request padded to at most this: a find's or a neighbors' answer fits
-    PAD_FACTOR = 3  # the amplification factor a responder applies (PROTOCOL.md section 6a.1)
-    PAD_SLACK = 64  # bytes an answer may grow past the largest seen without drawing a retry
+    PAD_CALLS: ClassVar[int] = 8
+    # A request padded to at most this: a find's or a neighbors' answer fits.
+    MAX_PAD: ClassVar[int] = 320
+    # The amplification factor a responder applies (PROTOCOL.md section 6a.1).
+    PAD_FACTOR: ClassVar[int] = 3
+    # Bytes an answer may grow past the largest seen without drawing a retry.
+    PAD_SLACK: ClassVar[int] = 64
 
     def _padded(self, rid: int, method: str, args: dict[str, Any], data: bytes) -> bytes:
         """``data``, or the same request padded to a third of the answer to expect from

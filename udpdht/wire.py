@@ -20,6 +20,7 @@ exactly one ``except``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgpack
@@ -114,7 +115,8 @@ def encode_request(
         raise EncodeError(f"method name must be 1..{MAX_METHOD} characters")
     if not 0 <= rid <= MAX_RID:
         raise EncodeError("request id must be a 64-bit unsigned integer")
-    for k in args:
+    names: Iterable[object] = args  # (objects: compiled, a str loop variable raised TypeError)
+    for k in names:
         if type(k) is not str:
             raise EncodeError("request argument names must be str")
     if token is None:
