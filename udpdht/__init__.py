@@ -8,6 +8,8 @@ small and load at once. Type checkers and IDEs see every name through the import
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -63,3 +65,63 @@ if not TYPE_CHECKING:  # a module __getattr__ would make mypy accept any name: h
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
+
+
+# --- the compiled build (setup.py; README "A compiled build") ------------------------------------
+
+#: Set to 1: the compiled modules are not loaded; their sources are (to compare, or to debug).
+PURE_ENV = "UDPDHT_PURE"
+
+
+def _compiled_modules(here: str) -> dict[str, str]:
+    """The modules of this package compiled beside their sources: name -> source path."""
+    try:
+        names = os.listdir(here)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        stem, dot, rest = name.partition(".")
+        if dot and rest.endswith((".so", ".pyd")) and stem + ".py" in names:
+            found[stem] = os.path.join(here, stem + ".py")
+    return found
+
+
+def _check_compiled() -> None:
+    """In a checkout, refuse a compiled module older than its source: Python loads a compiled
+    module before its source, so an edit would silently not run. With UDPDHT_PURE=1, load the
+    sources of every compiled module instead."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    compiled = _compiled_modules(here)
+    if not compiled:
+        return
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        sys.meta_path.insert(0, _Sources(compiled))
+        return
+    if not os.path.exists(os.path.join(here, os.pardir, "setup.py")):
+        return  # an installed build: its files' times say nothing
+    for stem, source in sorted(compiled.items()):
+        built = [n for n in os.listdir(here) if n.startswith(stem + ".") and n != stem + ".py"]
+        if any(os.path.getmtime(source) > os.path.getmtime(os.path.join(here, n)) for n in built):
+            raise ImportError(
+                f"{source} changed since it was compiled: run `make compiled` again, or "
+                f"`make pure` to remove the compiled build (or set {PURE_ENV}=1)"
+            )
+
+
+class _Sources:
+    """A meta path finder that loads compiled modules from their sources (UDPDHT_PURE)."""
+
+    def __init__(self, compiled: dict[str, str]) -> None:
+        self.compiled = compiled
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> Any:
+        package, _, stem = name.rpartition(".")
+        if package != __name__ or stem not in self.compiled:
+            return None
+        import importlib.util
+
+        return importlib.util.spec_from_file_location(name, self.compiled[stem])
+
+
+_check_compiled()
