@@ -38,6 +38,14 @@ def spread(values: list[float]) -> dict[str, float] | None:
     }
 
 
+def build() -> str:
+    """Which udpdht runs here: "compiled" (``make compiled``: its RPC layer built by mypyc,
+    README "A compiled build") or "pure" (the Python sources; also under UDPDHT_PURE=1)."""
+    from udpdht import rpc
+
+    return "pure" if rpc.__file__.endswith(".py") else "compiled"
+
+
 def progress(text: str) -> None:
     """Progress goes to stderr, so that stdout holds only the table or the JSON object."""
     print(text, file=sys.stderr, flush=True)

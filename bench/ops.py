@@ -104,7 +104,15 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attack import Cluster, NodeProc, install_signal_handlers, percentile  # bench/attack.py
-from common import HelpFormatter, positive, progress, pyplot, save_plot, spread  # bench/common.py
+from common import (  # bench/common.py
+    HelpFormatter,
+    build,
+    positive,
+    progress,
+    pyplot,
+    save_plot,
+    spread,
+)
 from limit import LimitServer  # bench/limit.py
 
 import udpdht
@@ -630,7 +638,8 @@ def table(result: dict[str, Any]) -> str:
         rounds = max((r.get("round", 1) for r in server["runs"]), default=1)
         lines.append(
             f"Part A: N servers in one process, the Server API ({server['ops']} ops a phase, "
-            f"{rounds} round(s); min / median / max over the rounds)"
+            f"{rounds} round(s); min / median / max over the rounds; "
+            f"udpdht {result.get('build', 'pure')})"
         )
         heads = ["N", "phase", "lib", "ops/s", "p50 ms", "p99 ms", "max ms", "CPU ms/op",
                  "correct", "errors"]  # fmt: skip
@@ -838,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "bench": "ops",
         "udpdht": str(Path(udpdht.__file__).parent),
+        "build": build(),
         "args": {k: v for k, v in vars(args).items() if k not in ("child", "n", "seed", "plot")},
     }
     if not args.ring_only:

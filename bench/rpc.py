@@ -66,7 +66,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import HelpFormatter, positive, progress  # bench/common.py
+from common import HelpFormatter, build, positive, progress  # bench/common.py
 
 from udpdht import wire
 from udpdht.errors import DhtError
@@ -505,7 +505,8 @@ def table(rows: list[Row], loops: list[str], settings: Settings) -> str:
     )
     lines = [
         f"{settings.calls} calls per measurement, concurrency {settings.concurrency}, "
-        f"payload {settings.payload} B, best of {settings.rounds} round(s); latencies in us",
+        f"payload {settings.payload} B, best of {settings.rounds} round(s); latencies in us; "
+        f"udpdht {build()}",
         header,
         "-" * len(header),
     ]
@@ -568,6 +569,7 @@ def report(rows: list[Row], loops: list[str], settings: Settings) -> dict[str, A
         "target_ratio": TARGET_RATIO,
         "target_p99_ratio": TARGET_P99,
         "gc": settings.gc,
+        "build": build(),
         "meets_target": not _misses(top),
         "misses": {f"{r.loop} {r.mode}": _misses(r.as_dict()) for r in rows},
         "settings": {
