@@ -1145,8 +1145,16 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         peer = self._peers.get(addr)
         return None if peer is None else peer.srtt
 
-    def _on_response(self, msg: wire.Reply | wire.ErrorReply, addr: Address, size: int) -> None:
-        tx = self._pending.get(msg.rid)
+    def _on_response(
+        self,
+        msg: wire.Reply | wire.ErrorReply,
+        addr: Address,
+        size: int,
+        tx: _Transaction | None = None,
+    ) -> None:
+        """An answer to one of our calls; ``tx``: its call, when datagram_received found it."""
+        if tx is None:
+            tx = self._pending.get(msg.rid)
         if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
             return
@@ -1219,6 +1227,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # flight (told before decoding, below); on real sockets what one costs past its token
         # is charged after it is handled (_charge).
         start = 0.0  # when this datagram's CPU time is measured, to be charged to its source
+        tx: _Transaction | None = None  # the call this answers (found before decoding)
         if self._screened and not (
             # an answer to a call of ours in flight, by its first bytes (_ANSWER_ARRAYS,
             # version, kind), its request id (a uint64 at a fixed place) and its source, the
@@ -1260,7 +1269,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 if type(msg) is wire.Request:
                     self._on_request(msg, addr, size)
                 elif type(msg) is wire.Reply or type(msg) is wire.ErrorReply:
-                    self._on_response(msg, addr, size)
+                    self._on_response(msg, addr, size, tx)
                 elif type(msg) is wire.Retry:
                     self._on_retry(msg, addr)
                 elif type(msg) is wire.Working:
