@@ -378,10 +378,18 @@ def test_handler_runs_once_when_its_reply_is_lost() -> None:
     run_virtual(main())
 
 
-def test_reply_from_wrong_address_is_ignored() -> None:
+@pytest.mark.parametrize(
+    "config",
+    [None, RpcConfig(source_rate=1000.0), RpcConfig(answers_only=True)],
+    ids=["unscreened", "rate-limited (a node's)", "answers only (a client's)"],
+)
+def test_reply_from_wrong_address_is_ignored(config: RpcConfig | None) -> None:
+    # (A screened endpoint finds the call an answer names before decoding it, by its id: an
+    # answer with that id from another address must still not be taken for the call's.)
     async def main() -> None:
         net = SimNetwork(seed=4)
-        client, server = await sim_pair(net)
+        client = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(1))
+        server = await RpcEndpoint.bind(net, (net.host, 0), rng=random.Random(2))
         forger = await RpcEndpoint.bind(net, (net.host, 0))
         release = asyncio.Event()
 

@@ -1152,12 +1152,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         size: int,
         tx: _Transaction | None = None,
     ) -> None:
-        """An answer to one of our calls; ``tx``: its call, when datagram_received found it."""
+        """An answer to one of our calls; ``tx``: its call, when datagram_received found it
+        (and its peer's address, ``addr``) before decoding."""
         if tx is None:
             tx = self._pending.get(msg.rid)
-        if tx is None or tx.peer.addr != addr:
-            self.stats.unexpected_replies += 1
-            return
+            if tx is None or tx.peer.addr != addr:
+                self.stats.unexpected_replies += 1
+                return
         future = tx.future
         if future.done():
             return
@@ -1244,6 +1245,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             # their first bytes alone, 20,000 from one socket in 0.09 s, each decoded; and
             # from another address than the one called, with an id a node leaked by calling
             # the attacker: 64 KB answers at 1,000 a second, 95 % of a core.)
+            tx = None  # (a call found by its id, from another address, is not answered here)
             if not self._limited:  # (answers_only: a client's endpoint)
                 self.stats.unexpected_replies += 1
                 return
