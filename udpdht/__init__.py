@@ -73,17 +73,19 @@ def __dir__() -> list[str]:
 PURE_ENV = "UDPDHT_PURE"
 
 
-def _compiled_modules(here: str) -> dict[str, str]:
-    """The modules of this package compiled beside their sources: name -> source path."""
+def _compiled_modules(here: str) -> dict[str, tuple[str, list[str]]]:
+    """The modules of this package compiled beside their sources: name -> (its source, its
+    compiled files)."""
     try:
         names = os.listdir(here)
     except OSError:
         return {}
-    found = {}
+    found: dict[str, tuple[str, list[str]]] = {}
     for name in names:
         stem, dot, rest = name.partition(".")
         if dot and rest.endswith((".so", ".pyd")) and stem + ".py" in names:
-            found[stem] = os.path.join(here, stem + ".py")
+            built = found.setdefault(stem, (os.path.join(here, stem + ".py"), []))[1]
+            built.append(os.path.join(here, name))
     return found
 
 
@@ -96,13 +98,12 @@ def _check_compiled() -> None:
     if not compiled:
         return
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
-        sys.meta_path.insert(0, _Sources(compiled))
+        sys.meta_path.insert(0, _Sources({stem: source for stem, (source, _) in compiled.items()}))
         return
     if not os.path.exists(os.path.join(here, os.pardir, "setup.py")):
         return  # an installed build: its files' times say nothing
-    for stem, source in sorted(compiled.items()):
-        built = [n for n in os.listdir(here) if n.startswith(stem + ".") and n != stem + ".py"]
-        if any(os.path.getmtime(source) > os.path.getmtime(os.path.join(here, n)) for n in built):
+    for source, built in sorted(compiled.values()):
+        if any(os.path.getmtime(source) > os.path.getmtime(path) for path in built):
             raise ImportError(
                 f"{source} changed since it was compiled: run `make compiled` again, or "
                 f"`make pure` to remove the compiled build (or set {PURE_ENV}=1)"
