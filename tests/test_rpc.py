@@ -1205,3 +1205,45 @@ async def test_a_neighbour_is_exempt_from_cpu_charges_only_with_a_token() -> Non
         assert server.stats.rate_limited > 0
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("answers_others", [True, False], ids=["alive but slow", "silent"])
+def test_a_timeout_backs_the_rto_off_only_if_the_peer_answered_since_that_send(
+    answers_others: bool,
+) -> None:
+    # (_timed_out) A peer that answers a call sent after the one whose answer was lost is alive
+    # but slow, or its answers queue: its RTO doubles, so that load does not turn into resends
+    # (issue #11's retransmission storm). A peer that answers nothing since is a loss or a
+    # dead peer: its RTO stays, so that a dead peer is found as fast as ever.
+    async def main() -> None:
+        net = SimNetwork(seed=8)
+        client, server = await sim_pair(net, RpcConfig(tries=2, jitter=0.0))
+        server.register("echo", lambda args, peer: args, idempotent=True)
+
+        def lost(src: Address, dst: Address, data: bytes) -> bool:
+            if src != server.addr:
+                return False
+            answer = wire.decode(data)
+            return not answers_others or (
+                isinstance(answer, wire.Reply) and answer.result == {"n": "lost"}
+            )
+
+        assert await client.call(server.addr, "echo", {"n": "first"}) == {"n": "first"}
+        net.set_drop_filter(lost)
+        unanswered = asyncio.ensure_future(client.call(server.addr, "echo", {"n": "lost"}))
+        await wait_until(lambda: server.stats.received >= 2, within=1)
+        later = client.call(server.addr, "echo", {"n": "later"}, tries=1)
+        if answers_others:
+            assert await later == {"n": "later"}
+        else:
+            with pytest.raises(RpcTimeout):
+                await later
+        rto = client.rto_for(server.addr)  # (after the last answer's sample, if any)
+        with pytest.raises(RpcTimeout):
+            await unanswered
+        if answers_others:
+            assert client.rto_for(server.addr) >= 2 * rto
+        else:
+            assert client.rto_for(server.addr) == rto
+
+    run_virtual(main())
