@@ -11,6 +11,8 @@ import time
 import pytest
 from helpers import node_process, udpdht
 
+from udpdht import BUILD as udpdht_build
+
 
 def test_node_survives_garbage_flood_and_answers_status() -> None:
     with node_process() as node:
@@ -34,6 +36,7 @@ def test_node_survives_garbage_flood_and_answers_status() -> None:
         assert rpc["rate_limited"] > 0  # 5,000 in a blink: over the burst of one source
         for key in ("sent", "received", "retries", "timeouts", "duplicates"):
             assert isinstance(status["rpc"][key], int)
+        assert status["build"] == udpdht_build  # (the node runs what this checkout has)
         human = udpdht("status", "--node", node.addr_text)
         assert human.returncode == 0 and status["id"] in human.stdout
         assert "state        " in human.stdout  # the shell's words (udpdht/render.py)

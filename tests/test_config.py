@@ -127,6 +127,7 @@ def test_unknown_variable_is_warned_about_and_loop_is_not(
 ) -> None:
     monkeypatch.setenv("UDPDHT_LOOP", "asyncio")  # udpdht.net's, not a node setting: fine
     monkeypatch.setenv("UDPDHT_NODE", "127.0.0.1:7000")  # the client commands': fine too
+    monkeypatch.setenv("UDPDHT_PURE", "1")  # the compiled build's (udpdht/__init__.py): fine
     code, _, err = print_config(capsys)
     assert (code, err) == (0, "")
     monkeypatch.setenv("UDPDHT_PROT", "7001")

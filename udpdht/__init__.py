@@ -8,6 +8,7 @@ small and load at once. Type checkers and IDEs see every name through the import
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -69,8 +70,12 @@ def __dir__() -> list[str]:
 
 # --- the compiled build (setup.py; README "A compiled build") ------------------------------------
 
-#: Set to 1: the compiled modules are not loaded; their sources are (to compare, or to debug).
+#: Set to 1 (true, yes, on): the compiled modules are not loaded, their sources are.
 PURE_ENV = "UDPDHT_PURE"
+
+#: Which udpdht runs: "compiled" (``make compiled``), "pure" (no compiled build), or
+#: "sources" (a compiled build is there but not loaded: UDPDHT_PURE, or it is stale).
+BUILD = "pure"
 
 
 def _compiled_modules(here: str) -> dict[str, tuple[str, list[str]]]:
@@ -89,29 +94,42 @@ def _compiled_modules(here: str) -> dict[str, tuple[str, list[str]]]:
     return found
 
 
-def _check_compiled() -> None:
-    """In a checkout, refuse a compiled module older than its source: Python loads a compiled
-    module before its source, so an edit would silently not run. With UDPDHT_PURE=1, load the
-    sources of every compiled module instead."""
+def _stale(compiled: dict[str, tuple[str, list[str]]]) -> str | None:
+    """A source edited since it was compiled, if any: Python would load its compiled module,
+    and the edit would silently not run."""
+    for source, built in sorted(compiled.values()):
+        if any(os.path.getmtime(source) > os.path.getmtime(path) for path in built):
+            return source
+    return None
+
+
+def _choose_build() -> str:
+    """Load the compiled build if there is one and it is up to date, else the sources (all of
+    them: compiled modules call each other's classes directly, so one module from its source
+    beside the others compiled would meet two different classes of the same name)."""
     here = os.path.dirname(os.path.abspath(__file__))
     compiled = _compiled_modules(here)
     if not compiled:
-        return
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
-        sys.meta_path.insert(0, _Sources({stem: source for stem, (source, _) in compiled.items()}))
-        return
-    if not os.path.exists(os.path.join(here, os.pardir, "setup.py")):
-        return  # an installed build: its files' times say nothing
-    for source, built in sorted(compiled.values()):
-        if any(os.path.getmtime(source) > os.path.getmtime(path) for path in built):
-            raise ImportError(
-                f"{source} changed since it was compiled: run `make compiled` again, or "
-                f"`make pure` to remove the compiled build (or set {PURE_ENV}=1)"
+        return "pure"
+    pure = os.environ.get(PURE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    # (Installed from a wheel, the files' times are the archive's: only a checkout is judged.)
+    stale = None
+    if not pure and os.path.exists(os.path.join(here, os.pardir, "setup.py")):
+        stale = _stale(compiled)
+    if not pure and stale is None:
+        return "compiled"
+    if stale is not None and sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):  # (a closed stderr says nothing)
+            sys.stderr.write(
+                f"udpdht: warning: {stale} changed since it was compiled: running the sources; "
+                "`make compiled` builds them again, `make pure` removes the compiled build\n"
             )
+    sys.meta_path.insert(0, _Sources({stem: source for stem, (source, _) in compiled.items()}))
+    return "sources"
 
 
 class _Sources:
-    """A meta path finder that loads compiled modules from their sources (UDPDHT_PURE)."""
+    """A meta path finder that loads compiled modules from their sources."""
 
     def __init__(self, compiled: dict[str, str]) -> None:
         self.compiled = compiled
@@ -125,4 +143,4 @@ class _Sources:
         return importlib.util.spec_from_file_location(name, self.compiled[stem])
 
 
-_check_compiled()
+BUILD = _choose_build()

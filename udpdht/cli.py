@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from . import __version__
+from . import BUILD, __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import UNREADABLE, DhtError, KeyNotFound
 from .kad.target import KAD_CLIENT_COMMANDS
@@ -35,6 +35,14 @@ T = TypeVar("T")
 
 class UsageError(Exception):
     """A mistake on the command line: printed as one line, exit status 2."""
+
+
+#: What ``--version`` adds for each build (udpdht.BUILD; README "A compiled build").
+BUILT = {
+    "pure": "",
+    "compiled": " (compiled)",
+    "sources": " (the sources: its compiled build is not loaded)",
+}
 
 
 def _addr(text: str) -> Address:
@@ -295,7 +303,8 @@ def _key_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="udpdht", description="A peer-to-peer distributed hash table over UDP.")
-    parser.add_argument("--version", action="version", version=f"udpdht {__version__}")
+    version = f"udpdht {__version__}{BUILT[BUILD]}"
+    parser.add_argument("--version", action="version", version=version)
     # Not required: `udpdht` alone prints this help (main).
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_node(sub)

@@ -32,7 +32,8 @@ ENV_PREFIX: Final = "UDPDHT_"
 CONFIG_ENV: Final = "UDPDHT_CONFIG"
 NODE_ENV: Final = "UDPDHT_NODE"  # the client commands' default --node
 #: Variables of udpdht that are not settings of a node; known, so never warned about.
-OTHER_ENV: Final = frozenset({CONFIG_ENV, NODE_ENV, "UDPDHT_LOOP"})  # LOOP: udpdht.net
+#: (LOOP: udpdht.net; PURE: udpdht/__init__.py, the compiled build.)
+OTHER_ENV: Final = frozenset({CONFIG_ENV, NODE_ENV, "UDPDHT_LOOP", "UDPDHT_PURE"})
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

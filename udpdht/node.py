@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from . import ids, wire
+from . import BUILD, ids, wire
 from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir, DataDirError
 from .errors import BadRequest, Busy, DhtError, NotResponsible, RpcTimeout, Unavailable
@@ -1008,4 +1008,5 @@ class Node:
             "repair": self.replicator.repair_stats(),
             "rpc": self.endpoint.stats.as_dict(),
             "kad": self.kad.status() if self.kad is not None else {"enabled": False},
+            "build": BUILD,  # (README "A compiled build")
         }
