@@ -35,12 +35,34 @@ COMPILED = [
 GROUP = "udpdht.compiled"
 
 
+def can_compile() -> str | None:
+    """Why C extensions cannot be built here, if they cannot: what the build would fail on
+    with a compiler's command line or a missing file."""
+    import shlex
+    import shutil
+    import sysconfig
+
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler})"
+    if not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        return "no Python headers (Python.h)"
+    return None
+
+
 def ext_modules() -> list[object]:
     if os.environ.get("UDPDHT_COMPILE", "0") in ("", "0"):
         return []
+    missing = can_compile()
+    if missing is not None:
+        raise SystemExit(
+            f"the compiled build needs a C compiler and Python's headers: {missing} here "
+            "(Debian: apt install gcc python3-dev). Without it, udpdht runs as pure Python."
+        )
     from mypyc.build import mypycify  # (mypy: the test extra, `make compiled` installs it)
 
     return list(mypycify(COMPILED, opt_level="3", group_name=GROUP))
 
 
-setup(ext_modules=ext_modules())
+if __name__ == "__main__":  # (as setuptools and pip run it; `make compiled` imports it)
+    setup(ext_modules=ext_modules())

@@ -1118,7 +1118,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     # bytes), where datagram_received looks for an answer's before decoding it: an id under
     # 2^32 (one call in 4 billion) would be encoded shorter, and its answers taken for a
     # stranger's datagram (by a client's endpoint, dropped).
-    _TOP_BIT = 1 << 63
+    _TOP_BIT: ClassVar[int] = 1 << 63
 
     def _os_rid(self) -> int:
         rids = self._rids
