@@ -598,7 +598,8 @@ async def test_costly_datagrams_pay_for_their_cpu_and_fake_answers_count(
             request = Stranger.request("get", {"key": f"absent-{i}".encode()}, rid=2**63 + i)
             getter.send(request, victim.addr)
             await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
-    after = await limited_by(victim, after, 50)  # (0 before)
+    # (0 before; 160-290 here on either build, 44 once on a loaded machine: 20 is the bar.)
+    after = await limited_by(victim, after, 20)
     # So does kademlia's find_value (the protocol on the same port): 900 a second from one
     # socket took 56 % of the target's core and 99 % of the ring's, uncharged.
     with Stranger() as kad:
@@ -607,7 +608,7 @@ async def test_costly_datagrams_pay_for_their_cpu_and_fake_answers_count(
             body = msgpack.packb(["find_value", [bytes(20), os.urandom(20)]], use_bin_type=True)
             kad.send(b"\x00" + i.to_bytes(20, "big") + body, victim.addr)
             await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
-    await limited_by(victim, after, 50)  # (0 before)
+    await limited_by(victim, after, 20)  # (0 before; 245-370 here)
     await healthy(ring)
 
 
