@@ -269,11 +269,6 @@ PROVEN = ".proven"
 #: datagram that takes longer to decode and handle is charged the rest (RpcEndpoint._charge).
 COST_UNIT = 60e-6
 
-# First bytes of the answers our encoder sends: fixarray of 4, 5 or 6 (an error with data),
-# version 1, kind 1..4.
-_ANSWER_ARRAYS = frozenset({0x94, 0x95, 0x96})
-_ANSWERS = frozenset({wire.REPLY, wire.ERROR, wire.RETRY, wire.WORKING})
-
 
 class _Transaction:
     """One call: resends on a doubling timeout until a reply or the last try.
@@ -1230,13 +1225,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         start = 0.0  # when this datagram's CPU time is measured, to be charged to its source
         tx: _Transaction | None = None  # the call this answers (found before decoding)
         if self._screened and not (
-            # an answer to a call of ours in flight, by its first bytes (_ANSWER_ARRAYS,
-            # version, kind), its request id (a uint64 at a fixed place) and its source, the
-            # address called; inline: every one
+            # an answer to a call of ours in flight, by its first bytes (as our encoder sends
+            # answers: a fixarray of 4, 5 or 6 items, version 1, a kind from REPLY to WORKING),
+            # its request id (a uint64 at a fixed place) and its source, the address called;
+            # inline, and compared as ranges, not looked up: every datagram comes here
             len(data) > 11
-            and data[1] == 1
-            and data[0] in _ANSWER_ARRAYS
-            and data[2] in _ANSWERS
+            and data[1] == wire.VERSION
+            and 0x94 <= data[0] <= 0x96
+            and wire.REPLY <= data[2] <= wire.WORKING
             and data[3] == 0xCF
             and (tx := self._pending.get(int.from_bytes(data[4:12], "big"))) is not None
             and tx.peer.addr == addr

@@ -21,19 +21,20 @@ exactly one ``except``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
 from .errors import DecodeError, DhtError, EncodeError, MessageTooLarge, ValueTooLarge
 
-VERSION = 1
+# (Final: compiled code, README "A compiled build", reads them as constants.)
+VERSION: Final = 1
 
-REQUEST = 0
-REPLY = 1
-ERROR = 2
-RETRY = 3
-WORKING = 4
+REQUEST: Final = 0
+REPLY: Final = 1
+ERROR: Final = 2
+RETRY: Final = 3
+WORKING: Final = 4  # (the answers are the kinds REPLY to WORKING)
 
 #: The largest UDP payload over IPv4; nothing larger can be one datagram.
 MAX_MESSAGE = 65507
