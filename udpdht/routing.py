@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from . import ids
 from .errors import BadRequest
-from .net import Address, check_peer_addr, format_addr
+from .net import Address, AddrObj, check_peer_addr, format_addr
 
 
 class Peer(NamedTuple):
@@ -202,7 +202,7 @@ class LeafSet:
             self._peers = (self.successors, self.predecessors, peers)
         return list(peers)  # a copy: callers may change theirs
 
-    def has_addr(self, addr: Address) -> bool:
+    def has_addr(self, addr: AddrObj) -> bool:
         """Whether a node of the leafset is at ``addr`` (a set made once a change: a replica
         asks it for every record pushed to it, rpc for every datagram whose handling costs
         more than a token; a scan of the list was 6 % of a coordinator's CPU per set)."""

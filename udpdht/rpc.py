@@ -94,21 +94,14 @@ from .errors import (
     TooManyPending,
     remote_error,
 )
-from .net import Network, check_peer_addr, fit_receive_size, format_addr, loop_clock
+from .net import AddrObj, Network, check_peer_addr, fit_receive_size, format_addr, loop_clock
 from .ratelimit import Buckets, TokenBucket, source_of
 
 log = logging.getLogger("udpdht.rpc")
 
-#: An address (net.Address: host, port) as this module takes and passes it on: the socket's
-#: tuple itself. Compiled (README "A compiled build"), a ``tuple[str, int]`` argument is
-#: unpacked into a C struct and packed into a new tuple wherever it is used as an object (a
-#: dict key, another call's argument): 5 % of a caller's instructions a call. A tuple of any
-#: length is kept as the one object. mypy takes either type for the other.
-Addr = tuple[Any, ...]
-
 #: A handler gets the request's arguments and the caller's address; it returns the result,
 #: directly or as a coroutine. Raising a RemoteError subclass sends that code back.
-Handler = Callable[[dict[str, Any], Addr], Any]
+Handler = Callable[[dict[str, Any], AddrObj], Any]
 
 
 @dataclass(frozen=True)
@@ -203,7 +196,7 @@ class _Peer:
         "window",
     )
 
-    def __init__(self, addr: Addr, to: Addr | str, config: RpcConfig) -> None:
+    def __init__(self, addr: AddrObj, to: AddrObj | str, config: RpcConfig) -> None:
         self.addr = addr
         self.to = to  # the address the socket sends to, or why it cannot (a str)
         self.token: bytes | None = None  # the peer's address token for us (PROTOCOL 6a.1)
@@ -266,7 +259,7 @@ def _slot_after(when: float) -> int:
 NOT_CALLED = "not the node called: it is gone from this address"
 
 #: A cached answer: (the peer that asked, the answer, times it was sent again).
-_Cached = tuple[Addr, bytes, int]
+_Cached = tuple[AddrObj, bytes, int]
 
 #: The argument in which a ``told`` handler learns whether its request's source address is
 #: proven by a token (RpcEndpoint.register).
@@ -421,12 +414,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # A dropped generation, freed one entry per new answer: freeing 8,192 at once paused
         # the loop for 1-2 ms. (Not looked up; empty again before the next one is dropped.)
         self._dropped: dict[int, _Cached] = {}
-        self._running: dict[int, tuple[Addr, float]] = {}  # rid -> (peer, when it started)
+        self._running: dict[int, tuple[AddrObj, float]] = {}  # rid -> (peer, when it started)
         # The peers we call (at most max_peers, the oldest idle one dropped to make room).
-        self._peers: dict[Addr, _Peer] = {}
+        self._peers: dict[AddrObj, _Peer] = {}
         self._waiting = 0  # calls waiting for a turn in their peer's window
         # destination -> the address the socket sends to, or why it cannot (a str)
-        self._sendable: dict[Addr, Addr | str] = {}
+        self._sendable: dict[AddrObj, AddrObj | str] = {}
         #: The largest answer (bytes) seen to each method called with ``pad`` (see call).
         self._answer_sizes: dict[str, int] = {}
         self._max_window = float(self.config.max_window)  # (read on every answer)
@@ -437,7 +430,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._offers = Buckets(self.OFFERS_PER_SOURCE, self.OFFERS_PER_SOURCE, cfg.max_sources)
         self._all_offers = TokenBucket(self.OFFERS, self._time())
         # address -> (period, its token then, its token the period before) (_expected_tokens)
-        self._known_tokens: dict[Addr, tuple[int, bytes, bytes]] = {}
+        self._known_tokens: dict[AddrObj, tuple[int, bytes, bytes]] = {}
         self._burst = cfg.global_burst or 2 * cfg.global_rate  # of the overall bucket
         self._everyone = TokenBucket(self._burst, self._time())
         self._limited = bool(cfg.source_rate or cfg.global_rate)
@@ -447,7 +440,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._timed = False
         #: Sources whose datagrams are never charged for their CPU time, and that still pass
         #: when everyone's budget is spent (the node sets it: the nodes of its leafset).
-        self.exempt: Callable[[Addr], bool] | None = None
+        self.exempt: Callable[[AddrObj], bool] | None = None
         # Answers up to this many times their request's size need no token (inf: no guard).
         self._amplification = cfg.amplification or math.inf
         self._handlers_running = 0
@@ -460,26 +453,26 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         #: Bound to ``::`` without IPV6_V6ONLY: IPv4 peers too, as ``::ffff:a.b.c.d`` on the
         #: socket; they are ``a.b.c.d`` everywhere else (ids, tables, rate limits).
         self._dual = False
-        self.addr: Addr = ("", 0)
+        self.addr: AddrObj = ("", 0)
         #: Loop time of the last event-loop stall seen (a timeout that fired late).
         self.last_stall = float("-inf")
         #: Another protocol on this socket: gets each datagram whose first byte is 0x00 or
         #: 0x01 (rpcudp's, the `kademlia` package's; ours start with 0x9_), after the rate
         #: limits. ``kad.endpoint.KadEndpoint.host`` sends through :meth:`send_raw`.
-        self.foreign: Callable[[bytes, Addr], None] | None = None
+        self.foreign: Callable[[bytes, AddrObj], None] | None = None
         #: The id of the node this endpoint serves (20 bytes; None: none). A request whose
         #: ``to`` names another id is refused (code 11, not responsible): it was meant for a
         #: node that is gone from this address (PROTOCOL.md 6a.4b).
         self.identity: bytes | None = None
         self._token_in: bytes | None = None  # the token of the request handled last (_charge)
         #: The last WORKING answer: (peer, method, loop time). A client shows it ("busy").
-        self.last_working: tuple[Addr, str, float] | None = None
+        self.last_working: tuple[AddrObj, str, float] | None = None
 
     @classmethod
     async def bind(
         cls,
         network: Network,
-        addr: Addr,
+        addr: AddrObj,
         *,
         config: RpcConfig | None = None,
         rng: random.Random | None = None,
@@ -528,7 +521,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             told,
         )
 
-    def _admit(self, addr: Addr, data: bytes) -> bool:
+    def _admit(self, addr: AddrObj, data: bytes) -> bool:
         """Whether datagram ``data`` from ``addr`` fits the rate limits (token buckets)."""
         cfg = self.config
         now = self._time()
@@ -553,7 +546,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # it, and the ring evicted a node whose neighbours' pings it dropped.
         return self.exempt is not None and self.exempt(addr)
 
-    def _on_request(self, req: wire.Request, addr: Addr, size: int) -> None:
+    def _on_request(self, req: wire.Request, addr: AddrObj, size: int) -> None:
         self._token_in = req.token  # (for _charge, once it is handled)
         if self.identity is not None and "to" in req.args and req.args["to"] != self.identity:
             # Meant for the node that was here: a node of another ring on the port of one that
@@ -645,7 +638,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self,
         handler: Handler,
         req: wire.Request,
-        addr: Addr,
+        addr: AddrObj,
         idempotent: bool,
         size: int,
     ) -> None:
@@ -677,7 +670,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     DENSE_FROM: ClassVar[int] = 1024
 
     async def charged(
-        self, work: Coroutine[Any, Any, T], addr: Addr, token: bytes | None = None
+        self, work: Coroutine[Any, Any, T], addr: AddrObj, token: bytes | None = None
     ) -> T:
         """Await ``work``, a handler's for a request from ``addr``. On real sockets the CPU
         time of its steps (not the waits between) is charged to ``addr`` and to everyone's
@@ -723,7 +716,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self.stats.errors_sent += 1
         return wire.encode_error(req.rid, code, f"{req.method}: {message}", data)
 
-    def _answer(self, data: bytes, req: wire.Request, addr: Addr, size: int) -> None:
+    def _answer(self, data: bytes, req: wire.Request, addr: AddrObj, size: int) -> None:
         """Send an answer, or a retry token in its place when it would amplify too much."""
         limit = self.config.amplification
         if limit and len(data) > limit * size and not self._token_ok(addr, req.token):
@@ -738,12 +731,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _period(self) -> int:
         return int(self._time() // self.config.token_period)
 
-    def _token(self, addr: Addr, period: int) -> bytes:
+    def _token(self, addr: AddrObj, period: int) -> bytes:
         """The address token of ``addr`` for ``period`` (a MAC under our secret)."""
         text = f"{addr[0]}\x00{addr[1]}\x00{period}".encode()
         return hashlib.blake2b(text, key=self._secret, digest_size=16).digest()
 
-    def _expected_tokens(self, addr: Addr) -> tuple[bytes, bytes]:
+    def _expected_tokens(self, addr: AddrObj) -> tuple[bytes, bytes]:
         """The tokens ``addr`` may show now: this period's and the last one's (remembered
         for the period: a flood in a source's name is checked at a lookup a datagram)."""
         period = self._period()
@@ -756,14 +749,14 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._known_tokens[addr] = (period, *tokens)
         return tokens
 
-    def _token_ok(self, addr: Addr, token: bytes | None) -> bool:
+    def _token_ok(self, addr: AddrObj, token: bytes | None) -> bool:
         """Whether ``token`` proves ``addr`` (one given out this period or the last)."""
         if token is None:
             return False
         now, last = self._expected_tokens(addr)
         return hmac.compare_digest(token, now) or hmac.compare_digest(token, last)
 
-    def _token_fresh(self, addr: Addr, token: bytes | None) -> bool:
+    def _token_fresh(self, addr: AddrObj, token: bytes | None) -> bool:
         """Whether ``token`` is this period's for ``addr``. A proven method asks for a fresh
         one with a retry when it is last period's: the caller's next requests then carry a
         token good for a period more (under a flood in its name, one that expired could not
@@ -774,7 +767,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     OFFERS_PER_SOURCE: ClassVar[float] = 2.0  # a second (a burst of as many)
     OFFERS: ClassVar[float] = 64.0  # a second from everyone (a burst of as many)
 
-    def _offer_token(self, data: bytes, addr: Addr) -> None:
+    def _offer_token(self, data: bytes, addr: AddrObj) -> None:
         """A request from ``addr`` was dropped, its source's share spent: now and then answer a
         ``retry`` with its source's token anyway, which the caller keeps (_on_retry) and its
         next sends carry. A node not yet joined holds no token: a flood in its name kept
@@ -792,7 +785,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if self._send(wire.encode_retry(rid, self._expected_tokens(addr)[0]), addr) is None:
             self.stats.tokens_sent += 1
 
-    def _carries_token(self, data: bytes, addr: Addr) -> bool:
+    def _carries_token(self, data: bytes, addr: AddrObj) -> bool:
         """Whether request ``data``, not yet decoded, ends with a token that proves ``addr``:
         ``[1, 0, rid, method, args, token]``, the token a bin8 of 16 bytes (_token)."""
         return (
@@ -879,7 +872,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             self._armed = slots[0]
             self._ticker.arm(self, slots[0])
 
-    def _remember(self, rid: int, addr: Addr, data: bytes) -> None:
+    def _remember(self, rid: int, addr: AddrObj, data: bytes) -> None:
         """Cache the answer to request ``rid`` from ``addr``.
 
         The young generation takes it; once it holds half of ``reply_cache_entries`` or of
@@ -920,7 +913,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             else None
         )
 
-    def _resend(self, rid: int, cached: _Cached, req: wire.Request, addr: Addr, size: int) -> None:
+    def _resend(
+        self, rid: int, cached: _Cached, req: wire.Request, addr: AddrObj, size: int
+    ) -> None:
         """A retransmission of a finished request: its cached answer again (max_resends)."""
         self.stats.duplicates += 1
         _, data, resends = cached
@@ -940,7 +935,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     async def call(
         self,
-        addr: Addr,
+        addr: AddrObj,
         method: str,
         args: dict[str, Any] | None = None,
         *,
@@ -1030,7 +1025,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             elif not peer.inflight:
                 peer.idle(cfg)
 
-    def _new_peer(self, addr: Addr) -> _Peer:
+    def _new_peer(self, addr: AddrObj) -> _Peer:
         peers = self._peers
         if len(peers) >= self.config.max_peers:
             # The oldest peer with no call in flight or waiting makes room (by the bound
@@ -1130,17 +1125,17 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _seeded_rid(self) -> int:
         return self._rng.getrandbits(64) | self._TOP_BIT
 
-    def rto_for(self, addr: Addr) -> float:
+    def rto_for(self, addr: AddrObj) -> float:
         """The first timeout a call to ``addr`` would use now."""
         peer = self._peers.get(addr)
         return self.config.initial_rto if peer is None else peer.rto
 
-    def token_for(self, addr: Addr) -> bytes | None:
+    def token_for(self, addr: AddrObj) -> bytes | None:
         """The address token ``addr`` gave us, which our requests to it carry (if any)."""
         peer = self._peers.get(addr)
         return None if peer is None else peer.token
 
-    def srtt(self, addr: Addr) -> float | None:
+    def srtt(self, addr: AddrObj) -> float | None:
         """The smoothed round-trip time to ``addr``, if it ever answered a first try."""
         peer = self._peers.get(addr)
         return None if peer is None else peer.srtt
@@ -1148,7 +1143,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _on_response(
         self,
         msg: wire.Reply | wire.ErrorReply,
-        addr: Addr,
+        addr: AddrObj,
         size: int,
         tx: _Transaction | None = None,
     ) -> None:
@@ -1185,7 +1180,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             assert type(msg) is wire.ErrorReply
             future.set_exception(remote_error(msg.code, msg.message, msg.data))
 
-    def _on_retry(self, msg: wire.Retry, addr: Addr) -> None:
+    def _on_retry(self, msg: wire.Retry, addr: AddrObj) -> None:
         tx = self._pending.get(msg.rid)
         if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
@@ -1199,7 +1194,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         tx.peer.token = msg.token
         tx.retry_with(self, msg.token)
 
-    def _on_working(self, msg: wire.Working, addr: Addr) -> None:
+    def _on_working(self, msg: wire.Working, addr: AddrObj) -> None:
         tx = self._pending.get(msg.rid)
         if tx is None or tx.peer.addr != addr:
             self.stats.unexpected_replies += 1
@@ -1283,7 +1278,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
                 self._charge(addr, spent, token=self._token_in)
 
     def _charge(
-        self, addr: Addr, spent: float, *, paid: float = 1.0, token: bytes | None = None
+        self, addr: AddrObj, spent: float, *, paid: float = 1.0, token: bytes | None = None
     ) -> None:
         """A datagram took ``spent`` seconds of CPU to decode and handle, more than the one
         token it paid for stands for (COST_UNIT): its source and everyone's budget pay the rest,
@@ -1320,12 +1315,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
 
-    def send_raw(self, data: bytes, addr: Addr) -> str | None:
+    def send_raw(self, data: bytes, addr: AddrObj) -> str | None:
         """Send a datagram built elsewhere (the ``foreign`` protocol's); None when it went,
         else why it could not."""
         return self._send(data, addr)
 
-    def _send(self, data: bytes, addr: Addr) -> str | None:
+    def _send(self, data: bytes, addr: AddrObj) -> str | None:
         """Send one datagram; None when it went, else why it could not (counted)."""
         to = self._sendable.get(addr)
         if to is None:
@@ -1335,7 +1330,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             return str(to)
         return self._send_to(data, to)
 
-    def _send_to(self, data: bytes, to: Addr) -> str | None:
+    def _send_to(self, data: bytes, to: AddrObj) -> str | None:
         """Send one datagram to ``to``, an address the socket takes as it is (checked, or
         the source of a datagram it received); None when it went, else why it could not."""
         transport = self._transport
@@ -1351,10 +1346,10 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         stats.bytes_sent += len(data)
         return None
 
-    def _check_destination(self, addr: Addr) -> Addr | str:
+    def _check_destination(self, addr: AddrObj) -> AddrObj | str:
         """Where the socket sends a datagram for ``addr`` (itself, or its IPv4-mapped form on
         a dual-stack socket), or why it cannot; remembered per destination."""
-        to: Addr | str
+        to: AddrObj | str
         try:
             check_peer_addr(*addr)
         except (TypeError, ValueError) as exc:
@@ -1508,6 +1503,6 @@ def _dual_stack(transport: asyncio.BaseTransport) -> bool:
         return False
 
 
-def _mapped(addr: Addr) -> Addr:
+def _mapped(addr: AddrObj) -> AddrObj:
     """An IPv4 peer's address as a dual-stack IPv6 socket sends to it."""
     return f"::ffff:{addr[0]}", addr[1]
