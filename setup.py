@@ -6,7 +6,7 @@ pyproject.toml describes (the default: what ``pip install`` and ``make`` give).
 ``make compiled`` builds them in place (``setup.py build_ext --inplace``), beside their
 sources, where every command of the checkout then finds them; ``make pure`` removes them.
 Compiled, what a call costs its caller beyond a bare echo's falls from about 4 µs to about
-1.3 (bench/rpc.py), with the same code and the same tests (``make test-compiled``).
+1 (bench/rpc.py), with the same code and the same tests (``make test-compiled``).
 """
 
 from __future__ import annotations
