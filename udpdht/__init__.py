@@ -111,19 +111,20 @@ def _choose_build() -> str:
     compiled = _compiled_modules(here)
     if not compiled:
         return "pure"
-    pure = os.environ.get(PURE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
-    # (Installed from a wheel, the files' times are the archive's: only a checkout is judged.)
-    stale = None
-    if not pure and os.path.exists(os.path.join(here, os.pardir, "setup.py")):
-        stale = _stale(compiled)
-    if not pure and stale is None:
-        return "compiled"
-    if stale is not None and sys.stderr is not None:
-        with contextlib.suppress(OSError, ValueError):  # (a closed stderr says nothing)
-            sys.stderr.write(
-                f"udpdht: warning: {stale} changed since it was compiled: running the sources; "
-                "`make compiled` builds them again, `make pure` removes the compiled build\n"
-            )
+    # (The words config.py reads as false: config itself loads too much to be imported here.)
+    if os.environ.get(PURE_ENV, "").strip().lower() in ("", "0", "false", "no", "off"):
+        # Installed from a wheel, the files' times are the archive's: only a checkout is judged.
+        checkout = os.path.exists(os.path.join(here, os.pardir, "setup.py"))
+        stale = _stale(compiled) if checkout else None
+        if stale is None:
+            return "compiled"
+        if sys.stderr is not None:
+            with contextlib.suppress(OSError, ValueError):  # (a closed stderr says nothing)
+                sys.stderr.write(
+                    f"udpdht: warning: {stale} changed since it was compiled: running the "
+                    "sources; `make compiled` builds them again, `make pure` removes the "
+                    "compiled build\n"
+                )
     sys.meta_path.insert(0, _Sources({stem: source for stem, (source, _) in compiled.items()}))
     return "sources"
 
