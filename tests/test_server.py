@@ -340,6 +340,37 @@ async def test_bootstrap_returns_the_nodes_it_reached(caplog: pytest.LogCaptureF
             await lonely.astop()
 
 
+async def test_bootstrap_returns_once_the_servers_of_the_ring_have_heard_of_it() -> None:
+    # As kademlia's bootstrap returns once its crawl reached the nodes near it: a script's sets
+    # and gets right after its servers joined share the process with no hellos of theirs.
+    async with ring(2) as servers:
+        for i in range(6):
+            joiner = Server(config=FAST)
+            servers.append(joiner)  # (stopped by ring)
+            await joiner.listen(0, LOCAL)
+            assert await joiner.bootstrap([(LOCAL, _port(servers[i]))])
+            assert joiner.dht is not None
+            intro = joiner.dht.maintenance._intro
+            assert intro is not None and intro.done()
+            # (Hellos to the nodes its successor's view named: one that joined a moment
+            # before may not be named yet, and a walk later finds it.)
+            assert 1 <= intro.result() <= len(servers) - 1
+
+
+async def test_a_bootstrap_waits_for_its_introduction_no_longer_than_it_may() -> None:
+    async with ring(4) as servers:
+        joiner = Server(config=FAST)
+        servers.append(joiner)
+        joiner.INTRODUCTION_WAIT = 0.0  # (an introduction that takes longer than the wait)
+        await joiner.listen(0, LOCAL)
+        assert await joiner.bootstrap([(LOCAL, _port(servers[0]))])
+        assert joiner.dht is not None
+        intro = joiner.dht.maintenance._intro
+        assert intro is not None and not intro.done()  # returned: it goes on meanwhile
+        await wait_until(intro.done, within=10)
+        assert intro.result() >= 1
+
+
 async def test_wildcard_servers_name_addresses_their_peers_can_reach() -> None:
     # kademlia's default interface is 0.0.0.0; udpdht nodes name themselves in lookup answers.
     first, joiner = Server(config=FAST), Server(config=FAST)
