@@ -594,11 +594,12 @@ async def test_costly_datagrams_pay_for_their_cpu_and_fake_answers_count(
     # attack: 900 a second took 59 % of the target's core, nothing limited).
     with Stranger() as getter:
         start = time.monotonic()
-        for i in range(900):  # 1 s at 900 a second
+        for i in range(1800):  # 2 s at 900 a second
             request = Stranger.request("get", {"key": f"absent-{i}".encode()}, rid=2**63 + i)
             getter.send(request, victim.addr)
             await asyncio.sleep(max(0.0, start + (i + 1) / 900 - time.monotonic()))
-    # (0 before; 160-290 here on either build, 44 once on a loaded machine: 20 is the bar.)
+    # (0 before. For 1 s, 160-290 here on either build, but 0-44 on a machine loaded by two
+    # busy processes beside the test, one run in 8: 2 s spend the source's burst in either.)
     after = await limited_by(victim, after, 20)
     # So does kademlia's find_value (the protocol on the same port): 900 a second from one
     # socket took 56 % of the target's core and 99 % of the ring's, uncharged.
