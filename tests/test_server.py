@@ -347,6 +347,7 @@ async def test_bootstrap_returns_once_the_servers_of_the_ring_have_heard_of_it()
         for i in range(6):
             joiner = Server(config=FAST)
             servers.append(joiner)  # (stopped by ring)
+            joiner.INTRODUCTION_WAIT = 10.0  # (milliseconds here: no load makes it time out)
             await joiner.listen(0, LOCAL)
             assert await joiner.bootstrap([(LOCAL, _port(servers[i]))])
             assert joiner.dht is not None
