@@ -72,6 +72,22 @@ def test_port_in_use_says_so(loop: str) -> None:
     assert last == f"udpdht: error: cannot listen on 127.0.0.1:{port}: address already in use"
 
 
+def test_the_fatal_line_is_a_log_object_under_log_format_json() -> None:
+    # A log shipper reading a node's stderr as JSON lines took the one line that said why the
+    # node stopped for garbage (a new user's trial).
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = udpdht("node", "--port", str(port), "--log-format", "json")
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[-1]["level"] == "ERROR"
+    assert records[-1]["message"] == f"cannot listen on 127.0.0.1:{port}: address already in use"
+
+
 # --- one prefix ----------------------------------------------------------------------------------
 
 

@@ -1080,7 +1080,7 @@ def _main(argv: Sequence[str] | None) -> int:
             func = command(args)
         return func(args)
     except (UsageError, ConfigError) as exc:
-        print(f"udpdht: error: {exc}", file=sys.stderr)
+        _fatal(args, str(exc))
         return 2
     except KeyNotFound:
         print(f"udpdht: {_shown_key(getattr(args, 'key', 'key'))}: not found", file=sys.stderr)
@@ -1088,10 +1088,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except DhtError as exc:
         from .cli_errors import in_words
 
-        print(f"udpdht: error: {in_words(exc)}", file=sys.stderr)
+        _fatal(args, in_words(exc))
         return 1
     except ValueError as exc:  # e.g. a host name that does not resolve
-        print(f"udpdht: error: {exc}", file=sys.stderr)
+        _fatal(args, str(exc))
         return 2
     except UNREADABLE as exc:  # (a broken or hostile node's answer: not a traceback)
         from .net import format_addr
@@ -1107,6 +1107,20 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _fatal(args: argparse.Namespace, text: str) -> None:
+    """The line that says why the command stopped, on stderr: "udpdht: error: ...", or under
+    --log-format json one log object of level ERROR, as every other line there (a log shipper
+    reading a node's stderr took the one line that mattered for garbage)."""
+    if getattr(args, "log_format", None) == "json":
+        import logging
+
+        from .cli_node import json_line
+
+        print(json_line(text, logging.ERROR), file=sys.stderr)
+    else:
+        print(f"udpdht: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -208,11 +208,15 @@ def _warn_if_sent_from_elsewhere(node: Node, bootstraps: list[Address]) -> None:
 def _announce(fmt: Format, text: str) -> None:
     """A start-up line on stdout: as it is, or with --log-format json as a log object."""
     if isinstance(fmt, _JsonFormat):
-        text = fmt.format(logging.makeLogRecord({"name": "udpdht", "msg": text, **_INFO}))
+        text = json_line(text, logging.INFO, fmt)
     print(text, flush=True)
 
 
-_INFO = {"levelno": logging.INFO, "levelname": "INFO"}
+def json_line(text: str, level: int, fmt: _JsonFormat | None = None) -> str:
+    """``text`` as a log object of ``level`` from the logger "udpdht" (--log-format json)."""
+    fields = {"name": "udpdht", "msg": text, "levelno": level}
+    record = logging.makeLogRecord({**fields, "levelname": logging.getLevelName(level)})
+    return (fmt or _JsonFormat()).format(record)
 
 
 async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
