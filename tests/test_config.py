@@ -97,6 +97,7 @@ def test_environment_lists_and_underscore_keys(
         ('bootstrap = "nonsense"\n', "bootstrap: bad address 'nonsense'"),
         ("port = \n", "not valid TOML"),
         ("# caf\udce9\nport = 7000\n", "not UTF-8 text (byte 5)"),  # (a helper's trial)
+        ("\ufeff# caf\udce9\n", "not UTF-8 text (byte 8)"),  # (counted from the file's start)
     ],
 )
 def test_bad_file_is_one_line_naming_file_key_and_problem(
@@ -107,6 +108,17 @@ def test_bad_file_is_one_line_naming_file_key_and_problem(
     assert code == 2 and out == ""
     assert err.startswith(f"udpdht: error: {conf}: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_a_file_that_starts_with_a_byte_order_mark_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As Windows editors save UTF-8: tomllib refuses it ("Invalid statement (at line 1,
+    # column 1)", which names nothing wrong).
+    conf = write(tmp_path / "node.toml", "\ufeffreplicas = 2\n")
+    code, out, err = print_config(capsys, "--config", conf)
+    assert (code, err) == (0, "")
+    assert settings(out)["replicas"] == ("2", f"config {conf}")
 
 
 def test_missing_file_and_bad_variable(

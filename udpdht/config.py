@@ -183,16 +183,21 @@ class Layers:
     def _read(self, path: str) -> dict[str, Any]:
         import tomllib
 
+        # (A byte order mark, as Windows editors write, is taken off: tomllib refused the file
+        # with "Invalid statement (at line 1, column 1)", which names nothing wrong.)
+        bom = b"\xef\xbb\xbf"
         try:
             with open(path, "rb") as f:
-                table = tomllib.load(f)
+                data = f.read()
+            skip = len(bom) if data.startswith(bom) else 0
+            table = tomllib.loads(data[skip:].decode())
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:  # (TOML is UTF-8: the message named no file before)
             raise ConfigError(
-                f"{path}: not UTF-8 text (byte {exc.start}): not valid TOML"
+                f"{path}: not UTF-8 text (byte {skip + exc.start}): not valid TOML"
             ) from None
         by_key = {o.name: o for o in self.options.values()}
         by_key |= {o.dest: o for o in self.options.values()}  # data_dir as well as data-dir
