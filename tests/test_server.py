@@ -358,6 +358,24 @@ async def test_bootstrap_returns_once_the_servers_of_the_ring_have_heard_of_it()
             assert 1 <= intro.result() <= len(servers) - 1
 
 
+async def test_a_silent_address_after_the_one_joined_through_is_not_waited_for() -> None:
+    # Its pings take about 4.5 s of tries: every bootstrap paid that (a new user's trial).
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((LOCAL, 0))
+    silent.setblocking(False)  # (recv below: what came, or BlockingIOError)
+    try:
+        async with ring(2) as servers:
+            joiner = Server(config=FAST)
+            servers.append(joiner)
+            await joiner.listen(0, LOCAL)
+            addrs = [(LOCAL, _port(servers[0])), silent.getsockname()]
+            reached = await asyncio.wait_for(joiner.bootstrap(addrs), 2.5)
+            assert {n.id for n in reached} == {s.node.id for s in servers[:2]}
+            assert silent.recv(100)  # (it was asked)
+    finally:
+        silent.close()
+
+
 async def test_a_bootstrap_waits_for_its_introduction_no_longer_than_it_may() -> None:
     async with ring(4) as servers:
         joiner = Server(config=FAST)

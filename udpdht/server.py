@@ -347,9 +347,10 @@ class Server:
         """Join the ring through the first of ``addrs`` (``(host, port)`` pairs) that answers.
 
         Every address is pinged at once; the server joins through the first that answered, in
-        the order given (if already in a ring with others, it does not join again). Returns the
-        nodes it reached — the addresses that answered, then the ring neighbours the join gave
-        it — at most ``ksize``, as :class:`NodeInfo` (kademlia returns its crawl's nearest
+        the order given, without waiting for the pings of the addresses after it (if already in
+        a ring with others, it does not join again, and waits for every ping). Returns the
+        nodes it reached — the addresses that had answered, then the ring neighbours the join
+        gave it — at most ``ksize``, as :class:`NodeInfo` (kademlia returns its crawl's nearest
         nodes, in the same shape). Empty when no address answered or no join succeeded.
 
         After a join in a ring of up to 256 nodes, it returns once the server has told the
@@ -363,32 +364,52 @@ class Server:
                 targets.append(await resolve((str(host), int(port))))
             except ValueError as exc:
                 self._log.warning("bootstrap: %s", exc)
-        answers = await asyncio.gather(*(self._ping(node, addr) for addr in targets))
+        pings = [asyncio.create_task(self._ping(node, addr)) for addr in targets]
+        try:
+            joined = True
+            if node.leafset.successor is None:  # alone so far: join
+                joined = await self._join_first(node, pings)
+            elif pings:
+                await asyncio.wait(pings)
+            answers = [p.result() for p in pings if p.done() and not p.cancelled()]
+        finally:
+            for ping in pings:
+                ping.cancel()  # (those after the address joined through: not waited for)
         reached = _unique(a for a in answers if a is not None and a.id != self.node.id)
         if not reached:
             self._log.warning("bootstrap: no address answered (%d tried)", len(targets))
             return []
-        if node.leafset.successor is None:  # alone so far: join
-            for info in reached:
-                assert info.ip is not None and info.port is not None
-                self._advertise_towards(node, info.ip)
-                try:
-                    await node.join((info.ip, info.port))
-                except (DhtError, *PEER_FAILURES) as exc:
-                    self._log.warning("bootstrap: could not join through %s: %s", info, exc)
-                    continue
-                break
-            else:
-                return []
-            # Returned once the ring's nodes have heard of us, as kademlia's bootstrap returns
-            # once its crawl has reached the nodes near it: the sets and gets of a script that
-            # goes on at once then share the process with no hellos (PROTOCOL.md 9.6d).
-            # Returned before, right after 100 joins 350 of the ~900 calls made during 300
-            # sets were the last joiners' hellos and their checks: sets 1,099/s, with 1,377/s
-            # (medians of 6; the build took 1.71 s, 1.75 s with).
-            await node.maintenance.introduced(self.INTRODUCTION_WAIT)
+        if not joined:
+            return []
         neighbours = [NodeInfo.from_peer(p) for p in node.leafset.successors]
         return _unique([*reached, *neighbours])[: self.ksize]
+
+    async def _join_first(self, node: Node, pings: list[asyncio.Task[NodeInfo | None]]) -> bool:
+        """Join through the first address, in the order given, whose ping answered (and not
+        after the pings of the addresses after it: a silent one listed after a live one cost
+        every bootstrap 4.5 s, a new user's trial); whether a join worked.
+
+        Then wait, INTRODUCTION_WAIT at most, for the ring's nodes to hear of us, as kademlia's
+        bootstrap returns once its crawl has reached the nodes near it: a script's sets and
+        gets right after its servers joined then share the process with no hellos (PROTOCOL.md
+        9.6d). Returned before, right after 100 joins, 350 of the ~900 calls made during 300
+        sets were the last joiners' hellos and their checks: 1,099 sets a second, 1,377 with
+        the wait (medians of 6; the build took 1.71 s, 1.75 s with).
+        """
+        for ping in pings:
+            info = await ping
+            if info is None or info.id == self.node.id:
+                continue
+            assert info.ip is not None and info.port is not None
+            self._advertise_towards(node, info.ip)
+            try:
+                await node.join((info.ip, info.port))
+            except (DhtError, *PEER_FAILURES) as exc:
+                self._log.warning("bootstrap: could not join through %s: %s", info, exc)
+                continue
+            await node.maintenance.introduced(self.INTRODUCTION_WAIT)
+            return True
+        return False
 
     def _advertise_towards(self, node: Node, host: str) -> None:
         """On a wildcard socket, name ourselves by the address our packets to ``host`` carry:
