@@ -330,6 +330,10 @@ async def test_bootstrap_returns_the_nodes_it_reached(caplog: pytest.LogCaptureF
                 assert dead not in [tuple(n)[-2:] for n in reached]
                 assert (LOCAL, _port(a)) in [tuple(n)[-2:] for n in reached]
 
+                assert await lonely.bootstrap([(LOCAL, _port(lonely))]) == []
+                said = [r.getMessage() for r in caplog.records]
+                assert said[-1].endswith("bootstrap: only this server's own address answered")
+
                 neighbours = joiner.bootstrappable_neighbors()
                 assert set(neighbours) == {(LOCAL, _port(a)), (LOCAL, _port(b))}
                 assert await joiner.set("through the joiner", 1)

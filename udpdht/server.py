@@ -377,7 +377,10 @@ class Server:
                 ping.cancel()  # (those after the address joined through: not waited for)
         reached = _unique(a for a in answers if a is not None and a.id != self.node.id)
         if not reached:
-            self._log.warning("bootstrap: no address answered (%d tried)", len(targets))
+            if any(a is not None for a in answers):  # (only ours: nothing to join)
+                self._log.warning("bootstrap: only this server's own address answered")
+            else:
+                self._log.warning("bootstrap: no address answered (%d tried)", len(targets))
             return []
         if not joined:
             return []
