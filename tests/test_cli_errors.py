@@ -67,7 +67,9 @@ def test_port_in_use_says_so(loop: str) -> None:
         result = udpdht("node", "--port", str(port), env={"UDPDHT_LOOP": loop})
     finally:
         taken.close()
-    assert result.returncode == 2
+    # 1, not 2: the host's state, which a service manager's restart may find changed (it does
+    # not restart after 2, a mistake in the settings).
+    assert result.returncode == 1
     last = result.stderr.rstrip("\n").rpartition("\n")[2]
     assert last == f"udpdht: error: cannot listen on 127.0.0.1:{port}: address already in use"
 
@@ -82,7 +84,7 @@ def test_the_fatal_line_is_a_log_object_under_log_format_json() -> None:
         result = udpdht("node", "--port", str(port), "--log-format", "json")
     finally:
         taken.close()
-    assert result.returncode == 2
+    assert result.returncode == 1
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert records[-1]["level"] == "ERROR"
     assert records[-1]["message"] == f"cannot listen on 127.0.0.1:{port}: address already in use"
@@ -153,13 +155,18 @@ def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:
     # trial 3, item 12: --host 10.99.99.99 (no such address here) created an empty data dir.
     given = tmp_path / "new" / "data"
     result = udpdht("node", "--host", "10.99.99.99", "--port", "0", "--data-dir", str(given))
-    assert result.returncode == 2 and "cannot listen on 10.99.99.99:0" in result.stderr
+    # (Exit status 1: an address not on any interface yet, as at boot before DHCP gave it,
+    # may be there at the service manager's next try.)
+    assert result.stderr.endswith(
+        "cannot listen on 10.99.99.99:0: cannot assign requested address\n"
+    )
+    assert result.returncode == 1
     assert not (tmp_path / "new").exists()
     xdg = tmp_path / "xdg"
     result = udpdht(
         "node", "--host", "10.99.99.99", "--port", "7999", env={"XDG_DATA_HOME": str(xdg)}
     )
-    assert result.returncode == 2 and not (xdg / "udpdht" / "7999").exists()
+    assert result.returncode == 1 and not (xdg / "udpdht" / "7999").exists()
 
 
 #: The status of a node cut off from its ring, alone (status_lines, the ring's picture).

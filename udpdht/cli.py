@@ -37,6 +37,14 @@ class UsageError(Exception):
     """A mistake on the command line: printed as one line, exit status 2."""
 
 
+class HostRefused(Exception):
+    """The host, not the settings, refused what the command needs: an address in use, or not
+    (yet) on any interface. Printed as one line, exit status 1, after which a service manager
+    tries again (after 2 it does not: docs/deploy.md). Both stopped a node for good under
+    systemd: an address that DHCP had not given yet at boot, a port another program held a
+    moment."""
+
+
 #: What ``--version`` adds for each build (udpdht.BUILD; README "A compiled build").
 BUILT = {
     "pure": "",
@@ -1082,6 +1090,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except (UsageError, ConfigError) as exc:
         _fatal(args, str(exc))
         return 2
+    except HostRefused as exc:
+        _fatal(args, str(exc))
+        return 1
     except KeyNotFound:
         print(f"udpdht: {_shown_key(getattr(args, 'key', 'key'))}: not found", file=sys.stderr)
         return 1

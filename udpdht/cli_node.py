@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
-from .cli import UsageError
+from .cli import HostRefused, UsageError
 from .cli_errors import joined_words
 from .datadir import ADDRESS_FILE, LOCK_FILE, RING_FILE, DataDirError, remembered_address
 from .errors import DhtError, RpcTimeout
@@ -123,11 +124,28 @@ def _refuse_wildcard(host: str) -> None:
 def _why(exc: OSError) -> str:
     """'address already in use', not uvloop's 'could not bind to local_addr (...)': uvloop's
     OSError has no errno, the one it was raised from has."""
+    code = _errno(exc)
+    if code:
+        text = os.strerror(code)
+        return text[:1].lower() + text[1:]
+    return str(exc)
+
+
+def _errno(exc: OSError) -> int | None:
     for error in (exc, exc.__cause__, exc.__context__):
         if isinstance(error, OSError) and error.errno:
-            text = os.strerror(error.errno)
-            return text[:1].lower() + text[1:]
-    return str(exc)
+            return error.errno
+    return None
+
+
+def _cannot_bind(what: str, exc: OSError) -> Exception:
+    """The error that stops the command: "cannot <what>: <why>", exit status 1 when the host
+    may yet allow it (HostRefused: the address in use, or not on any interface yet), else 2
+    (a port below 1024, a family the host lacks: the settings)."""
+    message = f"cannot {what}: {_why(exc)}"
+    if _errno(exc) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return HostRefused(message)
+    return UsageError(message)
 
 
 LEAVE_DEADLINE = 10.0  # seconds a graceful leave may take before the node just stops
@@ -256,7 +274,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         if exporter is not None:
             await asyncio.to_thread(exporter.close)
         if isinstance(exc, OSError):
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: {_why(exc)}") from None
+            raise _cannot_bind(f"listen on {args.host}:{args.port}", exc) from None
         raise UsageError(str(exc)) from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -495,13 +513,16 @@ def _metrics_module() -> ModuleType:
 
 
 def _serve_metrics(metrics: ModuleType, node: Node, addr: Address) -> MetricsServer:
-    """Serve the node's metrics at ``addr`` (before the node starts); a UsageError when the
-    address cannot be bound."""
+    """Serve the node's metrics at ``addr`` (before the node starts); the error that stops the
+    command when the address cannot be bound (_cannot_bind)."""
     try:
         exporter: MetricsServer = metrics.serve(node, addr)
     except OSError as exc:
-        why = exc.strerror if isinstance(exc, socket.gaierror) else _why(exc)
-        raise UsageError(f"cannot serve metrics on {format_addr(addr)}: {why}") from None
+        if isinstance(exc, socket.gaierror):
+            raise UsageError(
+                f"cannot serve metrics on {format_addr(addr)}: {exc.strerror}"
+            ) from None
+        raise _cannot_bind(f"serve metrics on {format_addr(addr)}", exc) from None
     return exporter
 
 
@@ -585,7 +606,7 @@ async def _run_cluster(args: argparse.Namespace) -> int:
             try:
                 await node.start()
             except OSError as exc:
-                raise UsageError(f"cannot listen on {args.host}:{port}: {_why(exc)}") from None
+                raise _cannot_bind(f"listen on {args.host}:{port}", exc) from None
             nodes.append(node)
             if i:
                 await node.join(nodes[0].addr)
