@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -251,6 +252,28 @@ def test_json_log_lines_parse_and_say_where_the_data_is(tmp_path: Path) -> None:
     messages = [r["message"] for r in records]
     assert f"data: {data.resolve()}" in messages
     assert "stopped" in messages
+
+
+def test_a_data_dir_removed_under_a_running_node_is_said(tmp_path: Path) -> None:
+    # An operator's rm -rf went unnoticed: the node served on from files no longer on the disk,
+    # and the next start found nothing. (Checked each store round: 2.5-7.5 s.)
+    data = tmp_path / "data"
+    with node_process("--data-dir", str(data)) as node:
+        shutil.rmtree(data)
+        deadline = time.monotonic() + 20
+        while True:
+            shown = udpdht("status", "--node", node.addr_text)
+            assert shown.returncode == 0, shown.stderr
+            if "data dir     LOST: removed or moved while the node runs" in shown.stdout:
+                break
+            assert time.monotonic() < deadline, shown.stdout
+            time.sleep(0.5)
+        as_json = json.loads(udpdht("status", "--json", "--node", node.addr_text).stdout)
+        assert as_json["data_dir_lost"] is True
+        node.signal(signal.SIGINT)
+        code, output = node.wait()
+    assert code == 0, output
+    assert output.count(f"data dir {data} was removed or moved while this node runs") == 1
 
 
 def test_memory_only_node_says_so() -> None:

@@ -56,6 +56,21 @@ class DataDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
 
+    def gone(self) -> bool:
+        """Whether the dir was removed, moved or replaced since we opened it: its lock file is
+        no longer the one we hold. (Its open files live on unseen: the store is then kept in
+        memory only, and lost when the node stops.)"""
+        if self._fd is None:
+            return False
+        try:
+            there = os.stat(self.path / LOCK_FILE)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # (unreadable for a moment: no alarm on that alone)
+        held = os.fstat(self._fd)
+        return (there.st_dev, there.st_ino) != (held.st_dev, held.st_ino)
+
     def close(self) -> None:
         """Unlock (the lock file stays: removing it would race with a node taking it)."""
         fd, self._fd = self._fd, None

@@ -165,6 +165,7 @@ class Node:
         #: Whether this node took its data dir (another node's in use is refused before):
         #: what a failed start wrote there is its own to remove (cli_node).
         self.took_data_dir = False
+        self.data_dir_lost = False  # (see _check_data_dir)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
         ids.check_ring_name(self.config.ring)  # (ValueError: it goes into every id)
@@ -382,6 +383,20 @@ class Node:
             return bound
         host, port = self.advertised
         return check_peer_addr(host, port or bound[1])
+
+    def _check_data_dir(self) -> None:
+        """Say so, once, when our data dir was removed or moved under us (status
+        ``data_dir_lost``): an operator's ``rm -rf`` went unnoticed, the node served on from
+        files no longer on the disk, and the next start found nothing."""
+        if self._data is None or self.data_dir_lost or not self._data.gone():
+            return
+        self.data_dir_lost = True
+        self.log.error(
+            "data dir %s was removed or moved while this node runs: what it stores is on no "
+            "disk now, and is lost when it stops; its replicas keep their copies. Restart it "
+            "(it then takes its range from its neighbours) or put the dir back",
+            self.data_dir,
+        )
 
     def _release_data_dir(self) -> None:
         data, self._data = self._data, None
@@ -664,6 +679,7 @@ class Node:
         period = self.store_config.sync_period
         while True:
             await asyncio.sleep(period * (0.5 + self.rng.random()))
+            self._check_data_dir()
             try:
                 await self.replicator.sync_round(may_skip=True)
             except asyncio.CancelledError:
@@ -1009,4 +1025,5 @@ class Node:
             "rpc": self.endpoint.stats.as_dict(),
             "kad": self.kad.status() if self.kad is not None else {"enabled": False},
             "build": BUILD,  # (README "A compiled build")
+            "data_dir_lost": self.data_dir_lost,  # (removed or moved under us: _check_data_dir)
         }

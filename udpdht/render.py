@@ -111,6 +111,11 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
     ]
     if st.get("isolated"):
         lines[2] = f"state        isolated: {ISOLATED_HINT}"
+    if st.get("data_dir_lost"):
+        lines.append(
+            "data dir     LOST: removed or moved while the node runs; what it stores is on no "
+            "disk, and is lost when it stops (its log says what to do)"
+        )
     return lines
 
 
