@@ -151,6 +151,15 @@ def test_extra_words_point_to_the_subcommand_help() -> None:
     )
 
 
+def test_a_host_name_that_does_not_resolve_is_said_in_words() -> None:
+    # "unknown error -2" before (a new user's trial); a mistake in the settings: exit 2.
+    result = udpdht("node", "--host", "no.such.host.invalid", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "udpdht: error: cannot listen on no.such.host.invalid:0: Name or service not known\n"
+    )
+
+
 def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:
     # trial 3, item 12: --host 10.99.99.99 (no such address here) created an empty data dir.
     given = tmp_path / "new" / "data"

@@ -254,26 +254,82 @@ def test_json_log_lines_parse_and_say_where_the_data_is(tmp_path: Path) -> None:
     assert "stopped" in messages
 
 
-def test_a_data_dir_removed_under_a_running_node_is_said(tmp_path: Path) -> None:
+def test_a_data_dir_moved_away_under_a_running_node_is_said_and_so_is_its_return(
+    tmp_path: Path,
+) -> None:
     # An operator's rm -rf went unnoticed: the node served on from files no longer on the disk,
     # and the next start found nothing. (Checked each store round: 2.5-7.5 s.)
-    data = tmp_path / "data"
+    data, away = tmp_path / "data", tmp_path / "away"
     with node_process("--data-dir", str(data)) as node:
-        shutil.rmtree(data)
-        deadline = time.monotonic() + 20
-        while True:
-            shown = udpdht("status", "--node", node.addr_text)
-            assert shown.returncode == 0, shown.stderr
-            if "data dir     LOST: removed or moved while the node runs" in shown.stdout:
-                break
-            assert time.monotonic() < deadline, shown.stdout
-            time.sleep(0.5)
+
+        def status_until(lost: bool) -> None:
+            deadline = time.monotonic() + 20
+            while True:
+                shown = udpdht("status", "--node", node.addr_text)
+                assert shown.returncode == 0, shown.stderr
+                if ("data dir     LOST: removed or moved" in shown.stdout) == lost:
+                    return
+                assert time.monotonic() < deadline, shown.stdout
+                time.sleep(0.5)
+
+        data.rename(away)
+        status_until(lost=True)
         as_json = json.loads(udpdht("status", "--json", "--node", node.addr_text).stdout)
         assert as_json["data_dir_lost"] is True
+        away.rename(data)  # (what the log line says to do)
+        status_until(lost=False)
         node.signal(signal.SIGINT)
         code, output = node.wait()
     assert code == 0, output
     assert output.count(f"data dir {data} was removed or moved while this node runs") == 1
+    assert output.count(f"data dir {data} is back") == 1
+    assert "stopped with its data dir" not in output
+
+
+def test_a_node_stopped_with_its_data_dir_gone_says_so(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with node_process("--data-dir", str(data)) as node:
+        shutil.rmtree(data)
+        deadline = time.monotonic() + 20
+        while (
+            'data_dir_lost": true'
+            not in udpdht("status", "--json", "--node", node.addr_text).stdout
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        node.signal(signal.SIGINT)
+        code, output = node.wait()
+    assert code == 0, output
+    assert f"stopped with its data dir {data} lost: a start from it begins empty" in output
+
+
+def test_the_second_ctrl_c_line_is_a_log_object_under_log_format_json() -> None:
+    # A node leaving towards a successor that does not answer (stopped) waits for it; a second
+    # Ctrl-C ends it at once, and said so in the one plain line on a stderr of JSON lines.
+    with (
+        node_process("--log-format", "json") as first,
+        node_process("--bootstrap", first.addr_text) as second,
+    ):
+        deadline = time.monotonic() + 20
+        while '"settled": true' not in udpdht("status", "--json", "--node", first.addr_text).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert udpdht("put", "--node", first.addr_text, "k", "v").returncode == 0
+        second.signal(signal.SIGSTOP)
+        try:
+            first.signal(signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while "leaving" not in first.output():
+                assert time.monotonic() < deadline, first.output()
+                time.sleep(0.1)
+            first.signal(signal.SIGINT)
+            code, output = first.wait()
+        finally:
+            second.signal(signal.SIGCONT)
+    assert code == 130, output
+    last = json.loads(output.splitlines()[-1])
+    assert last["level"] == "WARNING"
+    assert last["message"].startswith("stopping now")
 
 
 def test_memory_only_node_says_so() -> None:

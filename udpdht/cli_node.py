@@ -142,6 +142,8 @@ def _cannot_bind(what: str, exc: OSError) -> Exception:
     """The error that stops the command: "cannot <what>: <why>", exit status 1 when the host
     may yet allow it (HostRefused: the address in use, or not on any interface yet), else 2
     (a port below 1024, a family the host lacks: the settings)."""
+    if isinstance(exc, socket.gaierror):  # (a name: "unknown error -2" before)
+        return UsageError(f"cannot {what}: {exc.strerror}")
     message = f"cannot {what}: {_why(exc)}"
     if _errno(exc) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
         return HostRefused(message)
@@ -282,14 +284,18 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     def on_signal() -> None:
         if stop.is_set():  # the second Ctrl-C: no more waiting
             if node.handed_off:
-                print(
-                    "udpdht: stopping now: the keys were handed over already; the neighbours "
-                    "learn of the departure when they next ask",
-                    file=sys.stderr,
-                    flush=True,
+                text = (
+                    "stopping now: the keys were handed over already; the neighbours learn "
+                    "of the departure when they next ask"
                 )
             else:
-                print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
+                text = "stopping now, without hand-off"
+            # (As a log object under --log-format json, as every other line there.)
+            if isinstance(fmt, _JsonFormat):
+                text = json_line(text, logging.WARNING, fmt)
+            else:
+                text = f"udpdht: {text}"
+            print(text, file=sys.stderr, flush=True)
             os._exit(130)
         say_leaving()
         stop.set()
@@ -348,6 +354,8 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+    if node.data_dir_lost:
+        log.warning("stopped with its data dir %s lost: a start from it begins empty", data_dir)
     log.info("stopped")  # (once it has: nothing of it runs after this line)
     return 0
 
@@ -518,10 +526,6 @@ def _serve_metrics(metrics: ModuleType, node: Node, addr: Address) -> MetricsSer
     try:
         exporter: MetricsServer = metrics.serve(node, addr)
     except OSError as exc:
-        if isinstance(exc, socket.gaierror):
-            raise UsageError(
-                f"cannot serve metrics on {format_addr(addr)}: {exc.strerror}"
-            ) from None
         raise _cannot_bind(f"serve metrics on {format_addr(addr)}", exc) from None
     return exporter
 

@@ -385,18 +385,26 @@ class Node:
         return check_peer_addr(host, port or bound[1])
 
     def _check_data_dir(self) -> None:
-        """Say so, once, when our data dir was removed or moved under us (status
-        ``data_dir_lost``): an operator's ``rm -rf`` went unnoticed, the node served on from
-        files no longer on the disk, and the next start found nothing."""
-        if self._data is None or self.data_dir_lost or not self._data.gone():
+        """Say so when our data dir was removed or moved under us (status ``data_dir_lost``),
+        and again when it is back: an operator's ``rm -rf`` went unnoticed, the node served on
+        from files no longer there, and the next start found nothing."""
+        if self._data is None:
             return
-        self.data_dir_lost = True
-        self.log.error(
-            "data dir %s was removed or moved while this node runs: what it stores is on no "
-            "disk now, and is lost when it stops; its replicas keep their copies. Restart it "
-            "(it then takes its range from its neighbours) or put the dir back",
-            self.data_dir,
-        )
+        gone = self._data.gone()
+        if gone == self.data_dir_lost:
+            return
+        self.data_dir_lost = gone
+        if gone:
+            self.log.error(
+                "data dir %s was removed or moved while this node runs: the files it writes "
+                "are no longer there, and it would start empty from it. Put the dir back "
+                "before this node stops; else its records are lost with it where no replica "
+                "holds them (a ring of one: all of them), and it should rejoin with "
+                "--bootstrap to take its range from its neighbours",
+                self.data_dir,
+            )
+        else:
+            self.log.warning("data dir %s is back", self.data_dir)
 
     def _release_data_dir(self) -> None:
         data, self._data = self._data, None
