@@ -141,7 +141,12 @@ class NodeProcess:
         return self.proc.returncode, self.output()
 
 
-def spawn(*args: str, loop: str = "auto", prefix: Sequence[str] = ()) -> subprocess.Popen[str]:
+def spawn(
+    *args: str,
+    loop: str = "auto",
+    prefix: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     """Start `udpdht ARGS` in the background, stdout and stderr together in one text pipe;
     ``loop``: the event loop it runs on (auto, asyncio or uvloop: $UDPDHT_LOOP); ``prefix``:
     what runs it (e.g. ``ip netns exec NS``, which execs it: the child is the node itself).
@@ -153,7 +158,7 @@ def spawn(*args: str, loop: str = "auto", prefix: Sequence[str] = ()) -> subproc
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**ENV, "UDPDHT_LOOP": loop},
+        env={**ENV, "UDPDHT_LOOP": loop, **(env or {})},
     )
 
 
@@ -164,9 +169,11 @@ def node_process(
     startup_timeout: float = 20.0,
     loop: str = "auto",
     prefix: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[NodeProcess]:
-    """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit."""
-    proc = spawn("node", "--port", str(port), *args, loop=loop, prefix=prefix)
+    """Start `udpdht node --port PORT ARGS`, wait until it listens, end it on exit (``env``:
+    variables to add to its environment)."""
+    proc = spawn("node", "--port", str(port), *args, loop=loop, prefix=prefix, env=env)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + startup_timeout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,28 @@ def test_a_second_node_on_a_taken_data_dir_is_refused(tmp_path: Path) -> None:
         assert done.returncode == 2
         assert f"data dir {d} is in use by another node (pid {first.proc.pid})" in done.stderr
         assert first.proc.poll() is None  # the running node is untouched
+
+
+def test_a_second_node_on_a_port_in_use_is_told_the_port_not_the_data_dir(
+    tmp_path: Path,
+) -> None:
+    # Each port has its default data dir: "give each node its own --data-dir" sent a user on
+    # to "address already in use" (a new user's trial).
+    env = {"XDG_DATA_HOME": str(tmp_path)}
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    free = probe.getsockname()[1]
+    probe.close()  # (a port the kernel just gave: free, barring a race with another test)
+    with node_process(port=free, env=env) as first:
+        port = first.addr[1]
+        done = udpdht("node", "--port", str(port), env=env)
+        assert done.returncode == 2
+        assert done.stderr.endswith(
+            f"udpdht: error: another node (pid {first.proc.pid}) runs on port {port} already: "
+            f"its data dir {tmp_path / 'udpdht' / str(port)} is in use; give this one another "
+            "--port\n"
+        )
+        assert first.proc.poll() is None
 
 
 def test_the_data_dir_keeps_the_node_at_its_address(tmp_path: Path) -> None:

@@ -29,7 +29,14 @@ from . import ids
 from .admin import COOKIE_FILE, default_data_dir, read_cookie, write_cookie
 from .cli import HostRefused, UsageError
 from .cli_errors import joined_words
-from .datadir import ADDRESS_FILE, LOCK_FILE, RING_FILE, DataDirError, remembered_address
+from .datadir import (
+    ADDRESS_FILE,
+    LOCK_FILE,
+    RING_FILE,
+    DataDirError,
+    DataDirInUse,
+    remembered_address,
+)
 from .errors import DhtError, RpcTimeout
 from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
@@ -277,6 +284,14 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             await asyncio.to_thread(exporter.close)
         if isinstance(exc, OSError):
             raise _cannot_bind(f"listen on {args.host}:{args.port}", exc) from None
+        if isinstance(exc, DataDirInUse) and args.data_dir is None:
+            # The default data dir is per port: the clash is the port, which "give each node
+            # its own --data-dir" sent a user past, to "address already in use" (a trial).
+            who = f" (pid {exc.pid})" if exc.pid else ""
+            raise UsageError(
+                f"another node{who} runs on port {args.port} already: its data dir "
+                f"{data_dir} is in use; give this one another --port"
+            ) from None
         raise UsageError(str(exc)) from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

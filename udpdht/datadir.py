@@ -27,6 +27,14 @@ class DataDirError(Exception):
     """The data dir cannot be used as asked (in use, another node's, unreadable)."""
 
 
+class DataDirInUse(DataDirError):
+    """Another node holds the data dir's lock; ``pid``: its process, when it says."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class DataDir:
     """An open data dir: locked until :meth:`close` (or the process ends)."""
 
@@ -49,8 +57,9 @@ class DataDir:
             holder = _read_pid(fd)
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
-            raise DataDirError(
-                f"data dir {path} is in use by another node{who}; give each node its own --data-dir"
+            give = "give each node its own --data-dir"
+            raise DataDirInUse(
+                f"data dir {path} is in use by another node{who}; {give}", holder
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
