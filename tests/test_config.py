@@ -99,6 +99,7 @@ def test_environment_lists_and_underscore_keys(
         ("port = \n", "not valid TOML"),
         ("# caf\udce9\nport = 7000\n", "not UTF-8 text (byte 5)"),  # (a helper's trial)
         ("\ufeff# caf\udce9\n", "not UTF-8 text (byte 8)"),  # (counted from the file's start)
+        ("\udcff\udcfep\x00", "UTF-16 text: TOML is UTF-8; save it so"),  # (Windows' "Unicode")
     ],
 )
 def test_bad_file_is_one_line_naming_file_key_and_problem(

@@ -196,6 +196,8 @@ class Layers:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:  # (TOML is UTF-8: the message named no file before)
+            if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # (as Windows saves "Unicode")
+                raise ConfigError(f"{path}: UTF-16 text: TOML is UTF-8; save it so") from None
             raise ConfigError(
                 f"{path}: not UTF-8 text (byte {skip + exc.start}): not valid TOML"
             ) from None
