@@ -67,8 +67,8 @@ class DataDir:
 
     def gone(self) -> bool:
         """Whether the dir was removed, moved or replaced since we opened it: its lock file is
-        no longer the one we hold. (Its open files live on unseen: the store is then kept in
-        memory only, and lost when the node stops.)"""
+        no longer the one we hold. (The files we have open live on, moved or unlinked: a
+        start from our path would find none of them.)"""
         if self._fd is None:
             return False
         try:
