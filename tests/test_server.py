@@ -384,12 +384,24 @@ async def test_a_bootstrap_waits_for_its_introduction_no_longer_than_it_may() ->
     async with ring(4) as servers:
         joiner = Server(config=FAST)
         servers.append(joiner)
-        joiner.INTRODUCTION_WAIT = 0.0  # (an introduction that takes longer than the wait)
+        joiner.INTRODUCTION_WAIT = 0.2
         await joiner.listen(0, LOCAL)
-        assert await joiner.bootstrap([(LOCAL, _port(servers[0]))])
         assert joiner.dht is not None
-        intro = joiner.dht.maintenance._intro
+        maintenance = joiner.dht.maintenance
+        # An introduction that cannot end until the test says so (slower than the wait), not
+        # one that merely takes a few round trips: those could end before the join does.
+        gate = asyncio.Event()
+        introduce = maintenance.introduce
+
+        async def held(successor: Any) -> int:
+            await gate.wait()
+            return await introduce(successor)
+
+        maintenance.introduce = held  # type: ignore[method-assign]
+        assert await asyncio.wait_for(joiner.bootstrap([(LOCAL, _port(servers[0]))]), 5)
+        intro = maintenance._intro
         assert intro is not None and not intro.done()  # returned: it goes on meanwhile
+        gate.set()
         await wait_until(intro.done, within=10)
         assert intro.result() >= 1
 

@@ -645,15 +645,13 @@ class Maintenance:
         if self._intro is None or self._intro.done():
             self._intro = self.node.background(self.introduce(successor))
 
-    async def introduced(self, within: float) -> bool:
-        """Wait ``within`` seconds at most for our introduction under way (introduce) to end;
-        whether it did (True too when none is under way). The introduction goes on when the
-        wait ends first or the waiter is cancelled (Server.bootstrap)."""
+    async def introduced(self, within: float) -> None:
+        """Wait ``within`` seconds at most for our introduction under way (introduce) to end.
+        The introduction goes on when the wait ends first or the waiter is cancelled
+        (Server.bootstrap)."""
         intro = self._intro
-        if intro is None or intro.done():
-            return True
-        done, _ = await asyncio.wait({intro}, timeout=within)
-        return bool(done)
+        if intro is not None and not intro.done():
+            await asyncio.wait({intro}, timeout=within)
 
     async def introduce(self, successor: Peer) -> int:
         """Right after our join, in a ring small enough to walk (WALK_MAX): take the view of
