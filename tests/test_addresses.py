@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import has_ipv6_loopback, node_process, udpdht, wait_until
+from helpers import closed_port, has_ipv6_loopback, node_process, udpdht, wait_until
 
 from udpdht import Client, ids
 from udpdht.datadir import DataDir, DataDirError, remembered_address
@@ -106,11 +105,7 @@ def test_a_second_node_on_a_port_in_use_is_told_the_port_not_the_data_dir(
     # Each port has its default data dir: "give each node its own --data-dir" sent a user on
     # to "address already in use" (a new user's trial).
     env = {"XDG_DATA_HOME": str(tmp_path)}
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    free = probe.getsockname()[1]
-    probe.close()  # (a port the kernel just gave: free, barring a race with another test)
-    with node_process(port=free, env=env) as first:
+    with node_process(port=closed_port(), env=env) as first:
         port = first.addr[1]
         done = udpdht("node", "--port", str(port), env=env)
         assert done.returncode == 2
