@@ -153,7 +153,7 @@ class Server:
     RETRY_ROUNDS = 15
     #: Seconds a bootstrap waits at most for its introduction to the ring to end (bootstrap):
     #: a hello to a node that left lately waits for its timeout, and a bootstrap of one of 30
-    #: servers right after 6 had stopped took 0.7-1.4 s with a wait of 2 s (3-6 ms without).
+    #: servers right after 6 had stopped took 0.7-1.4 s with a wait of 2 s (3-10 ms without).
     INTRODUCTION_WAIT = 0.5
 
     def __init__(
