@@ -483,6 +483,40 @@ def test_rto_adapts_to_the_measured_round_trip() -> None:
     run_virtual(main())
 
 
+def test_the_rtt_estimate_takes_one_sample_a_round_trip_on_a_millisecond_clock() -> None:
+    """uvloop's clock moves in whole milliseconds: answers to calls sent in the millisecond
+    the last sample came in were each taken for a sample (69 % of the answers with 32 calls in
+    flight, bench/rpc.py), so the estimate moved 32 times a round trip instead of once, and
+    cost its CPU on most answers."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = SimNetwork(seed=9, latency=(0.05, 0.05))  # a 100 ms round trip first
+        client, server = await sim_pair(net, RpcConfig(jitter=0.0))
+        server.register("echo", echo)
+        # A clock that moves in steps longer than a round trip, as uvloop's (whole ms) does on
+        # loopback: 10 ms steps here, where datagrams take a few ms.
+        client._time = lambda: int(loop.time() * 100) / 100
+        await client.call(server.addr, "echo", {"x": 1})
+        assert client.srtt(server.addr) == pytest.approx(0.1, abs=0.011)
+        net.latency = (0.0001, 0.0001)  # then next to nothing: well inside a step of the clock
+        rounds, in_flight = 10, 32
+
+        async def worker() -> None:
+            for _ in range(rounds):
+                await client.call(server.addr, "echo", {"x": 1})
+
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        # Each sample takes srtt an eighth of the way to it (mostly 0 here, the clock not having
+        # moved). One a round trip: about `rounds` of them, and srtt stays above
+        # 0.1 * (7/8) ** 15 (0.025 seen); one an answer in the same step of the clock as the
+        # last sample brought it down to 0.00015.
+        srtt = client.srtt(server.addr)
+        assert srtt is not None and srtt > 0.1 * (7 / 8) ** 15
+
+    run_virtual(main())
+
+
 def test_simulation_is_deterministic_by_seed() -> None:
     def run_once(seed: int) -> tuple[Any, ...]:
         async def main() -> tuple[Any, ...]:
