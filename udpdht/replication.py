@@ -1059,38 +1059,46 @@ class Replicator:
 
     async def _get_once(self, key: bytes) -> Record:
         key_id = ids.hash_key(key)
-        guessed = self.guess_holders(key_id, beyond=False)
-        if guessed is not None:
-            # Our view's guess first: one round trip when it is right. When it finds no value
-            # (or no settled holder), the ring's own routing decides: while the ring settles
-            # a write may sit where a lookup leads, not where our view points.
-            made: tuple[Record | None, bool] | Exception
-            try:
-                made = await self._read(guessed[0], key, primary=len(guessed) > 1)
-            except Exception as exc:  # (_read_targets deals with it, as with its own read's)
-                made = exc
-            else:
-                # Most gets: the primary is settled and has a live value (inline, as
-                # _read_targets would end: a few coroutine frames less a get).
-                record, settled = made
-                if (
-                    settled
-                    and record is not None
-                    and record.value is not None
-                    and record.live(self.node.wall_clock())
-                ):
-                    return record
-            try:
-                return await self._read_targets(key, key_id, guessed, guessed=True, made=made)
-            except _GuessMissed as missed:
-                # (Their answers stand for the same holders: a get of a key with no value
-                # read each holder twice, 12-23 datagrams in all; a helper's audit.)
-                targets = await self._targets(key_id, confirm=False, guess=False)
-                return await self._read_targets(
-                    key, key_id, targets, guessed=False, known=missed.heard
-                )
-        targets = await self._targets(key_id, confirm=False, guess=False)
-        return await self._read_targets(key, key_id, targets, guessed=False)
+        node = self.node
+        # Our leafset names the key's holders (a fifth of the gets in a ring of 100), else our
+        # view's guess: the primary is read first, inline (most gets end there: one round trip,
+        # or none when it is us). Otherwise the ring's own routing decides.
+        local = None if node.isolated else node.local_owner(key_id)
+        guessed = None if local is not None else self.guess_holders(key_id, beyond=False)
+        first = [local.owner, *local.successors] if local is not None else guessed
+        if first is None:
+            targets = await self._targets(key_id, confirm=False, guess=False)
+            return await self._read_targets(key, key_id, targets, guessed=False)
+        made: tuple[Record | None, bool] | Exception
+        try:
+            made = await self._read(first[0], key, primary=len(first) > 1)
+        except Exception as exc:  # (_read_targets deals with it, as with its own read's)
+            made = exc
+        else:
+            # Most gets: the primary is settled and has a live value (inline, as _read_targets
+            # would end: a few coroutine frames less a get).
+            record, settled = made
+            if (
+                settled
+                and record is not None
+                and record.value is not None
+                and record.live(node.wall_clock())
+            ):
+                return record
+        if guessed is None:  # (the leafset's holders: no better guess to fall back on)
+            return await self._read_targets(key, key_id, first, guessed=False, made=made)
+        try:
+            # When the guess finds no value (or no settled holder), the ring's own routing
+            # decides: while the ring settles a write may sit where a lookup leads, not where
+            # our view points.
+            return await self._read_targets(key, key_id, guessed, guessed=True, made=made)
+        except _GuessMissed as missed:
+            # (Their answers stand for the same holders: a get of a key with no value
+            # read each holder twice, 12-23 datagrams in all; a helper's audit.)
+            targets = await self._targets(key_id, confirm=False, guess=False)
+            return await self._read_targets(
+                key, key_id, targets, guessed=False, known=missed.heard
+            )
 
     async def _read_targets(
         self,
