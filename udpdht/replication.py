@@ -1096,9 +1096,7 @@ class Replicator:
             # (Their answers stand for the same holders: a get of a key with no value
             # read each holder twice, 12-23 datagrams in all; a helper's audit.)
             targets = await self._targets(key_id, confirm=False, guess=False)
-            return await self._read_targets(
-                key, key_id, targets, guessed=False, known=missed.heard
-            )
+            return await self._read_targets(key, key_id, targets, guessed=False, known=missed.heard)
 
     async def _read_targets(
         self,
