@@ -769,6 +769,30 @@ def test_two_interleaved_loops_become_one_ring() -> None:
     run_virtual(main())
 
 
+def test_a_loop_check_ends_where_its_route_reaches_our_own_neighbourhood() -> None:
+    """A loop check asks a node from elsewhere who follows us. Where that node's route leads
+    into our own leafset, the answer there comes from the same loop as ours: the check ends
+    with our own tables' answer (one find, not the ~2.8 of a whole lookup: 100 servers just
+    built made 392 finds in their first second), and still finds nothing amiss in one ring."""
+
+    async def main() -> None:
+        sim = Sim(seed=23)
+        await sim.first()
+        for _ in range(63):  # by joins: each node remembers the peers joins pushed out
+            await sim.join()
+        await sim.wait_ideal(within=120)
+        for node in list(sim.joined.values())[:16]:
+            sent = requests_from(sim, node.addr, "find")
+            assert await node.maintenance.check_loop(near=True) is False
+            assert len(sent) == 1  # the node from elsewhere alone
+            ours = {p.addr for p in node.leafset.peers()}
+            assert sent[0] not in ours
+        sim.net.set_drop_filter(None)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_the_sim_network_has_addresses_for_more_than_55535_nodes() -> None:
     """Each new machine gets an address of its own, distinct and valid for a peer, well past
     the 55,535 ports of one host above 10000; one host alone still gives every free port."""

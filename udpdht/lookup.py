@@ -14,7 +14,7 @@ it is asked in turn, and the answer that ends the lookup is O's own, with O's ow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import ids
@@ -95,6 +95,7 @@ async def iterative_lookup(
     confirm: bool = True,
     via: Peer | None = None,
     strict: bool = False,
+    ours: Container[int] = (),
 ) -> Lookup:
     """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
 
@@ -106,7 +107,10 @@ async def iterative_lookup(
     just before it from its own leafset: one hop instead of a lookup's several); an answer
     that does not end the lookup is one more source of candidates. ``strict``: every node
     asked (ourselves included) answers "done" only from its successor and predecessor
-    pointers, not from its lists (routing.next_hop).
+    pointers, not from its lists (routing.next_hop). ``ours``: ids of the nodes of our own
+    neighbourhood (a loop check's, from ``start``): a hop past the first that leads to one of
+    them ends there with our own tables' answer, as theirs comes from the same neighbourhood
+    (Maintenance.check_loop: what a node from elsewhere knows is what it asks).
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
@@ -144,6 +148,10 @@ async def iterative_lookup(
             peer = next((p for p in queue if p.addr not in tried), None)
         if peer is None:
             break
+        if hops and peer.id in ours:
+            done, nodes = node.local_find(key, strict=strict)
+            if done:
+                return Lookup(nodes[0], hops, nodes[1:])
         tried[peer.addr] = True
         # Few tries when another candidate can take over; the full count for the last one.
         fallback = any(p.addr not in tried for p in [*first, *queue])

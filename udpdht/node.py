@@ -15,7 +15,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Container, Coroutine, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -883,13 +883,14 @@ class Node:
         confirm: bool = True,
         via: Peer | None = None,
         strict: bool = False,
+        ours: Container[int] = (),
     ) -> Lookup:
         """Find the owner of a ring position; ``start`` begins at a node given by address.
 
         ``confirm``: ask the owner itself before believing whoever named it (lookup.py). The
         store skips it: the owner checks its own responsibility when it gets the read or write.
-        ``via``: a node of our tables to ask first (lookup.iterative_lookup). ``strict``: see
-        routing.next_hop.
+        ``via``: a node of our tables to ask first, ``ours``: see lookup.iterative_lookup.
+        ``strict``: see routing.next_hop.
         """
         # Our leafset names the owner (a store's lookups for keys near us: a fifth of the gets
         # in a ring of 100): answered here, without a lookup's bookkeeping. (iterative_lookup
@@ -900,13 +901,13 @@ class Node:
             return found
         if not self.lookup_observers:
             return await iterative_lookup(
-                self, key, start=start, confirm=confirm, via=via, strict=strict
+                self, key, start=start, confirm=confirm, via=via, strict=strict, ours=ours
             )
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
             found = await iterative_lookup(
-                self, key, start=start, confirm=confirm, via=via, strict=strict
+                self, key, start=start, confirm=confirm, via=via, strict=strict, ours=ours
             )
         except Exception:
             self._observe_lookup(None, loop.time() - began)
