@@ -131,7 +131,8 @@ async def test_collector_reports_an_in_process_node() -> None:
         assert sum(records.values()) == status["store"]["primary"] + status["store"]["replica"]
         assert sum(records.values()) == 1  # a's copy (b holds the other)
         assert scrape["udpdht_repair_rounds_total"] == status["repair"]["rounds"]
-        assert scrape["udpdht_lookup_hops_count"] >= 3  # the put's, the get's, the lookup
+        # The put's and the lookup (a get whose holders our leafset names runs none).
+        assert scrape["udpdht_lookup_hops_count"] >= 2
         assert scrape["udpdht_lookup_hops_sum"] >= len(found.hops)
 
         # From another thread (the HTTP server's) it asks the loop for a snapshot.
