@@ -90,6 +90,23 @@ def test_the_fatal_line_is_a_log_object_under_log_format_json() -> None:
     assert records[-1]["message"] == f"cannot listen on 127.0.0.1:{port}: address already in use"
 
 
+def test_the_fatal_line_names_the_node_as_the_lines_before_it_under_log_format_json(
+    tmp_path: Path,
+) -> None:
+    # "could not join" came after start-up lines that named the node, with "node": null.
+    closed = closed_port()
+    result = udpdht(
+        "node", "--port", "0", "--data-dir", str(tmp_path / "data"), "--log-format", "json",
+        "--bootstrap", f"127.0.0.1:{closed}",
+    )  # fmt: skip
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[-1]["level"] == "ERROR"
+    assert records[-1]["message"].startswith("could not join the ring")
+    named = {r["node"] for r in records[:-1]} - {None}
+    assert len(named) == 1 and records[-1]["node"] in named
+
+
 # --- one prefix ----------------------------------------------------------------------------------
 
 

@@ -240,10 +240,16 @@ def _announce(fmt: Format, text: str) -> None:
 
 
 def json_line(text: str, level: int, fmt: _JsonFormat | None = None) -> str:
-    """``text`` as a log object of ``level`` from the logger "udpdht" (--log-format json)."""
+    """``text`` as a log object of ``level`` from the logger "udpdht" (--log-format json); by
+    ``fmt``, else by the formatter the log has, which names the node once its id is known (the
+    line that says why a node stopped said ``"node": null`` after its start-up lines had named
+    it: a new user's trial)."""
+    if fmt is None:
+        used = (h.formatter for h in logging.getLogger().handlers)
+        fmt = next((f for f in used if isinstance(f, _JsonFormat)), None) or _JsonFormat()
     fields = {"name": "udpdht", "msg": text, "levelno": level}
     record = logging.makeLogRecord({**fields, "levelname": logging.getLevelName(level)})
-    return (fmt or _JsonFormat()).format(record)
+    return fmt.format(record)
 
 
 async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
