@@ -107,6 +107,37 @@ def test_the_fatal_line_names_the_node_as_the_lines_before_it_under_log_format_j
     assert len(named) == 1 and records[-1]["node"] in named
 
 
+@pytest.mark.parametrize(
+    ("words", "env"),
+    [
+        (["--log-format", "json"], {}),
+        (["--log-format=json"], {}),
+        ([], {"UDPDHT_LOG_FORMAT": "json"}),
+    ],
+)
+def test_a_bad_flag_of_a_json_logging_node_is_a_log_object(
+    words: list[str], env: dict[str, str]
+) -> None:
+    # Before the flags are parsed the log format is not known, and the one line was plain
+    # text on a stderr of JSON lines (the last trial's nitpick). The command line and the
+    # environment say it all the same; a config file that cannot be read cannot.
+    result = udpdht("node", "--no-such-flag", *words, env=env)
+    assert result.returncode == 2
+    record = json.loads(result.stderr)
+    assert record["level"] == "ERROR"
+    assert "unrecognized arguments: --no-such-flag" in record["message"]
+
+
+def test_a_client_commands_mistake_stays_plain_text_whatever_the_nodes_log_format() -> None:
+    result = udpdht("get", env={"UDPDHT_LOG_FORMAT": "json"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("udpdht: error: the following arguments are required")
+    result = udpdht(
+        "node", "--no-such-flag", "--log-format", "text", env={"UDPDHT_LOG_FORMAT": "json"}
+    )
+    assert result.stderr.startswith("udpdht: error: unrecognized arguments")  # the flag wins
+
+
 # --- one prefix ----------------------------------------------------------------------------------
 
 

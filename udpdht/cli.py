@@ -190,7 +190,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if "arguments are required" in message:
             message += self._dash_hint()
-        self.exit(2, f"udpdht: error: {message} (see {self.prog} --help)\n")
+        text = f"{message} (see {self.prog} --help)"
+        if self.prog.split()[-1] == "node" and _json_log(None):
+            import logging
+
+            from .cli_node import json_line
+
+            self.exit(2, json_line(text, logging.ERROR) + "\n")
+        self.exit(2, f"udpdht: error: {text}\n")
 
     def _dash_hint(self) -> str:
         """A key that starts with '-' is taken for an option, and the command then lacks its
@@ -1120,11 +1127,30 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
 
 
+def _json_log(args: argparse.Namespace | None) -> bool:
+    """Whether ``udpdht node``'s line that says why it stopped is a JSON log object: its
+    --log-format as resolved, else (a bad flag, a config file that cannot be read: nothing was
+    resolved) as the command line says, else as UDPDHT_LOG_FORMAT does. A log shipper reading
+    a node's stderr as JSON took that one line for garbage (a new user's trial)."""
+    if args is not None and getattr(args, "log_format", None) == "json":
+        return True
+    given = None
+    for i, word in enumerate(_parsing):
+        if word == "--":
+            break
+        if word == "--log-format" and i + 1 < len(_parsing):
+            given = _parsing[i + 1]
+        elif word.startswith("--log-format="):
+            given = word.partition("=")[2]
+    if given is not None:
+        return given == "json"
+    return os.environ.get("UDPDHT_LOG_FORMAT", "").strip().lower() == "json"
+
+
 def _fatal(args: argparse.Namespace, text: str) -> None:
-    """The line that says why the command stopped, on stderr: "udpdht: error: ...", or under
-    --log-format json one log object of level ERROR, as every other line there (a log shipper
-    reading a node's stderr took the one line that mattered for garbage)."""
-    if getattr(args, "log_format", None) == "json":
+    """The line that says why the command stopped, on stderr: "udpdht: error: ...", or for a
+    node under --log-format json one log object of level ERROR, as every other line there."""
+    if getattr(args, "command", None) == "node" and _json_log(args):
         import logging
 
         from .cli_node import json_line
