@@ -268,7 +268,9 @@ def test_a_data_dir_moved_away_under_a_running_node_is_said_and_so_is_its_return
             while True:
                 shown = udpdht("status", "--node", node.addr_text)
                 assert shown.returncode == 0, shown.stderr
-                if ("data dir     LOST: removed or moved" in shown.stdout) == lost:
+                if (
+                    "data dir     LOST: it or its store's file was removed" in shown.stdout
+                ) == lost:
                     return
                 assert time.monotonic() < deadline, shown.stdout
                 time.sleep(0.5)
@@ -285,6 +287,26 @@ def test_a_data_dir_moved_away_under_a_running_node_is_said_and_so_is_its_return
     assert output.count(f"data dir {data} was removed or moved while this node runs") == 1
     assert output.count(f"data dir {data} is back") == 1
     assert "stopped with its data dir" not in output
+
+
+def test_a_store_file_deleted_alone_under_a_running_node_is_said(tmp_path: Path) -> None:
+    # The data dir's lock file was all the alarm looked at: `rm data/store.sqlite3` left the
+    # node writing to a file no longer there, and its next start found an empty store.
+    data = tmp_path / "data"
+    with node_process("--data-dir", str(data)) as node:
+        (data / "store.sqlite3").unlink()
+        deadline = time.monotonic() + 20
+        while True:
+            shown = udpdht("status", "--json", "--node", node.addr_text)
+            if json.loads(shown.stdout)["data_dir_lost"] is True:
+                break
+            assert time.monotonic() < deadline, shown.stdout
+            time.sleep(0.5)
+        node.signal(signal.SIGINT)
+        code, output = node.wait()
+    assert code == 0, output
+    assert output.count(f"the store's file {data / 'store.sqlite3'} was removed or replaced") == 1
+    assert f"stopped with its data dir {data} lost" in output
 
 
 def test_a_node_stopped_with_its_data_dir_gone_says_so(tmp_path: Path) -> None:

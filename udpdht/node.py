@@ -385,16 +385,19 @@ class Node:
         return check_peer_addr(host, port or bound[1])
 
     def _check_data_dir(self) -> None:
-        """Say so when our data dir was removed or moved under us (status ``data_dir_lost``),
-        and again when it is back: an operator's ``rm -rf`` went unnoticed, the node served on
-        from files no longer there, and the next start found nothing."""
+        """Say so when our data dir, or the store's file in it, was removed or moved under us
+        (status ``data_dir_lost``), and again when it is back: an operator's ``rm -rf`` went
+        unnoticed, the node served on from files no longer there, and the next start found
+        nothing."""
         if self._data is None:
             return
-        gone = self._data.gone()
+        dir_gone = self._data.gone()
+        store_gone = not dir_gone and self.replicator.store.gone()
+        gone = dir_gone or store_gone
         if gone == self.data_dir_lost:
             return
         self.data_dir_lost = gone
-        if gone:
+        if dir_gone:
             self.log.error(
                 "data dir %s was removed or moved while this node runs: the files it writes "
                 "are no longer there, and it would start empty from it. Put the dir back "
@@ -402,6 +405,14 @@ class Node:
                 "holds them (a ring of one: all of them), and it should rejoin with "
                 "--bootstrap to take its range from its neighbours",
                 self.data_dir,
+            )
+        elif store_gone:
+            self.log.error(
+                "the store's file %s was removed or replaced while this node runs: its records "
+                "go to a file no longer there, and it would start empty. They are lost with it "
+                "when it stops where no replica holds them (a ring of one: all of them); "
+                "restart it with --bootstrap to take its range from its neighbours",
+                self.data_dir / STORE_FILE if self.data_dir is not None else STORE_FILE,
             )
         else:
             self.log.warning("data dir %s is back", self.data_dir)

@@ -113,8 +113,8 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         lines[2] = f"state        isolated: {ISOLATED_HINT}"
     if st.get("data_dir_lost"):
         lines.append(
-            "data dir     LOST: removed or moved while the node runs; a start from its path "
-            "would begin empty (its log says what to do)"
+            "data dir     LOST: it or its store's file was removed or moved while the node "
+            "runs; a start from its path would begin empty (its log says what to do)"
         )
     return lines
 
