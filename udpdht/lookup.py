@@ -95,7 +95,7 @@ async def iterative_lookup(
     confirm: bool = True,
     via: Peer | None = None,
     strict: bool = False,
-    ours: Container[int] = (),
+    near: Container[int] = (),
 ) -> Lookup:
     """Iterative lookup: ask ever-closer nodes until one knows the owner of ``key``.
 
@@ -107,10 +107,11 @@ async def iterative_lookup(
     just before it from its own leafset: one hop instead of a lookup's several); an answer
     that does not end the lookup is one more source of candidates. ``strict``: every node
     asked (ourselves included) answers "done" only from its successor and predecessor
-    pointers, not from its lists (routing.next_hop). ``ours``: ids of the nodes of our own
-    neighbourhood (a loop check's, from ``start``): a hop past the first that leads to one of
-    them ends there with our own tables' answer, as theirs comes from the same neighbourhood
-    (Maintenance.check_loop: what a node from elsewhere knows is what it asks).
+    pointers, not from its lists (routing.next_hop). ``near``: ids of our nearest neighbours
+    (a loop check's, from ``start``: Maintenance._near), whose own lists name the key's owner:
+    a hop past the first that leads to one of them ends there with our own tables' answer,
+    which theirs would repeat, unless a node heard of on the way contradicts it (then the
+    lookup goes on, and asks).
     """
     loop = asyncio.get_running_loop()
     tried: dict[Address, bool] = {node.addr: True}
@@ -148,9 +149,12 @@ async def iterative_lookup(
             peer = next((p for p in queue if p.addr not in tried), None)
         if peer is None:
             break
-        if hops and peer.id in ours:
+        if hops and peer.id in near:
+            # Unless a node heard of on the way contradicts our own answer (one named as a
+            # hop's nearest past the key, between us and our successor: a node of the other
+            # loop, which the lookup goes on to ask, as our neighbour's answer would lead it).
             done, nodes = node.local_find(key, strict=strict)
-            if done:
+            if done and plausible_owner(key, node.peer, nodes[0], known.values()) is None:
                 return Lookup(nodes[0], hops, nodes[1:])
         tried[peer.addr] = True
         # Few tries when another candidate can take over; the full count for the last one.

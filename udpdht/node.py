@@ -894,13 +894,13 @@ class Node:
         confirm: bool = True,
         via: Peer | None = None,
         strict: bool = False,
-        ours: Container[int] = (),
+        near: Container[int] = (),
     ) -> Lookup:
         """Find the owner of a ring position; ``start`` begins at a node given by address.
 
         ``confirm``: ask the owner itself before believing whoever named it (lookup.py). The
         store skips it: the owner checks its own responsibility when it gets the read or write.
-        ``via``: a node of our tables to ask first, ``ours``: see lookup.iterative_lookup.
+        ``via``: a node of our tables to ask first, ``near``: see lookup.iterative_lookup.
         ``strict``: see routing.next_hop.
         """
         # Our leafset names the owner (a store's lookups for keys near us: a fifth of the gets
@@ -912,13 +912,13 @@ class Node:
             return found
         if not self.lookup_observers:
             return await iterative_lookup(
-                self, key, start=start, confirm=confirm, via=via, strict=strict, ours=ours
+                self, key, start=start, confirm=confirm, via=via, strict=strict, near=near
             )
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
             found = await iterative_lookup(
-                self, key, start=start, confirm=confirm, via=via, strict=strict, ours=ours
+                self, key, start=start, confirm=confirm, via=via, strict=strict, near=near
             )
         except Exception:
             self._observe_lookup(None, loop.time() - began)
