@@ -517,6 +517,24 @@ def test_the_rtt_estimate_takes_one_sample_a_round_trip_on_a_millisecond_clock()
     run_virtual(main())
 
 
+def test_a_peer_farther_than_the_first_timeout_is_called_once_a_call_after_the_first() -> None:
+    """Karn: an answer to a call sent again gives no RTT sample. With nothing to keep the
+    backed-off timeout, every call to a peer 0.4 s away (the first timeout is 0.3 s) went out
+    twice for good, and no estimate ever came (a helper's review: 20 calls, 40 datagrams)."""
+
+    async def main() -> None:
+        net = SimNetwork(seed=12, latency=(0.2, 0.2))  # a steady 400 ms round trip
+        client, server = await sim_pair(net, RpcConfig(jitter=0.0))
+        server.register("echo", echo)
+        for _ in range(20):
+            await client.call(server.addr, "echo", {"x": 1})
+        assert client.stats.retries == 1  # the first call's alone
+        assert client.srtt(server.addr) == pytest.approx(0.4, rel=0.01)
+        assert 0.4 < client.rto_for(server.addr) < 1.0
+
+    run_virtual(main())
+
+
 def test_simulation_is_deterministic_by_seed() -> None:
     def run_once(seed: int) -> tuple[Any, ...]:
         async def main() -> tuple[Any, ...]:

@@ -1177,8 +1177,18 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         # samples, 32 calls in flight, in bench/rpc.py.)
         now = self._time()
         peer = tx.peer
-        if tx.attempt == 1 and tx.seq > peer.sampled:
-            peer.sample(now - tx.sent_at, self.config)
+        if tx.attempt == 1:
+            if tx.seq > peer.sampled:
+                peer.sample(now - tx.sent_at, self.config)
+        elif tx.rto > peer.rto and tx.working_at < 0:
+            # An answer to a call sent again gives no sample (Karn), so the backed-off timeout
+            # is kept for the next calls until a first try is answered and gives one (RFC 6298
+            # 5.7); not when the peer said it was still working on it (a slow handler, not a
+            # slow path). A peer farther than the first timeout (0.3 s) was otherwise never sampled,
+            # and every call to it was sent twice, for good (a helper's review: 20 calls, 40
+            # datagrams, no estimate); so was every call one at a time to a peer whose round
+            # trip grew past its timeout (_timed_out backs off only for a peer heard since).
+            peer.rto = tx.rto
         peer.heard = now
         window = peer.window
         if window < self._max_window:
