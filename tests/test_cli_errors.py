@@ -138,6 +138,25 @@ def test_a_client_commands_mistake_stays_plain_text_whatever_the_nodes_log_forma
     assert result.stderr.startswith("udpdht: error: unrecognized arguments")  # the flag wins
 
 
+def test_a_word_that_looks_like_no_option_gets_no_suggestion() -> None:
+    # "--bogus" was answered "did you mean --host?": the "--" they share made them close.
+    result = udpdht("node", "--port", "0", "--bogus")
+    assert result.returncode == 2
+    assert (
+        result.stderr == "udpdht: error: unrecognized arguments: --bogus (see udpdht node --help)\n"
+    )
+
+
+def test_bootstrap_given_twice_keeps_every_address() -> None:
+    # Only the last --bootstrap was kept, without a word (a new user's trial).
+    result = udpdht(
+        "node", "--print-config", "--bootstrap", "127.0.0.1:7000",
+        "--bootstrap", "127.0.0.1:7001", "127.0.0.1:7002",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert 'bootstrap = ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]' in result.stdout
+
+
 # --- one prefix ----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import node_process, udpdht
 
+from udpdht.admin import COOKIE_FILE, default_data_dir
 from udpdht.cli import main
 
 
@@ -353,6 +354,8 @@ def test_the_second_ctrl_c_line_is_a_log_object_under_log_format_json() -> None:
     last = json.loads(output.splitlines()[-1])
     assert last["level"] == "WARNING"
     assert last["message"].startswith("stopping now")
+    # A memory node's cookie goes with it, this way too (it stayed: a new user's trial).
+    assert not (default_data_dir(first.addr[1]) / COOKIE_FILE).exists()
 
 
 def test_memory_only_node_says_so() -> None:

@@ -237,6 +237,22 @@ class _Parser(argparse.ArgumentParser):
         return None
 
 
+class _Extend(argparse.Action):
+    """``action="extend"`` that also starts from a default that is not a list (config.Layers
+    puts its marker there, to tell a flag given from one not)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        items = getattr(namespace, self.dest, None)
+        kept = list(items) if isinstance(items, list) else []
+        setattr(namespace, self.dest, kept + list(values or ()))
+
+
 def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
     """A hint for the first of ``extra`` that looks like a mistyped option of ``parser``
     ("; did you mean --port?"), as a config file's or an environment variable's mistyped
@@ -249,9 +265,10 @@ def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
             name = word.split("=", 1)[0]
             if name in options:  # (an option after '--', where every word is a key or value)
                 return "; options go before '--'"
-            close = difflib.get_close_matches(name, options, n=1)
+            # Compared without the "--" they all share: --bogus is not --host.
+            close = difflib.get_close_matches(name[2:], [o[2:] for o in options], n=1)
             if close:
-                return f"; did you mean {close[0]}?"
+                return f"; did you mean --{close[0]}?"
     return ""
 
 
@@ -362,6 +379,7 @@ def _add_node(sub: Any) -> None:
         "--bootstrap",
         type=_ring_addr,
         nargs="+",
+        action=_Extend,  # (given twice: both lists, not the last alone, a new user's trial)
         default=[],
         metavar="H:P",
         help="join the ring through one of these nodes (tried in order; default none: a new "

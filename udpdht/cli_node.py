@@ -317,6 +317,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
             else:
                 text = f"udpdht: {text}"
             print(text, file=sys.stderr, flush=True)
+            _unpublish_cookie(node)  # (os._exit runs no finally: a memory node's cookie stayed)
             os._exit(130)
         say_leaving()
         stop.set()
@@ -618,6 +619,8 @@ async def _run_cluster(args: argparse.Namespace) -> int:
     def on_signal() -> None:
         if stop.is_set():
             print("udpdht: stopping now, without hand-off", file=sys.stderr, flush=True)
+            for n in nodes:
+                _unpublish_cookie(n)
             os._exit(130)
         stop.set()
 
