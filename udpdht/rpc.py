@@ -1180,15 +1180,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         if tx.attempt == 1:
             if tx.seq > peer.sampled:
                 peer.sample(now - tx.sent_at, self.config)
-        elif tx.rto > peer.rto and tx.working_at < 0:
-            # An answer to a call sent again gives no sample (Karn), so the backed-off timeout
-            # is kept for the next calls until a first try is answered and gives one (RFC 6298
-            # 5.7); not when the peer said it was still working on it (a slow handler, not a
-            # slow path). A peer farther than the first timeout (0.3 s) was otherwise never sampled,
-            # and every call to it was sent twice, for good (a helper's review: 20 calls, 40
-            # datagrams, no estimate); so was every call one at a time to a peer whose round
-            # trip grew past its timeout (_timed_out backs off only for a peer heard since).
-            peer.rto = tx.rto
+        elif tx.working_at < 0:  # (WORKING: a slow handler, not a slow path)
+            self._answered_late(peer, tx, now)
         peer.heard = now
         window = peer.window
         if window < self._max_window:
@@ -1199,6 +1192,20 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         else:
             assert type(msg) is wire.ErrorReply
             future.set_exception(remote_error(msg.code, msg.message, msg.data))
+
+    def _answered_late(self, peer: _Peer, tx: _Transaction, now: float) -> None:
+        """``tx`` was answered only after it was sent again: no RTT sample (Karn). A peer with
+        no estimate yet then takes half again the time the call took as its timeout, until a
+        first try is answered and gives a sample (RFC 6298 5.7 keeps the backed-off timeout).
+        One farther than the first timeout (0.3 s) was never sampled, and every call to it
+        went out twice, for good (a helper's review: 20 calls, 40 datagrams, no estimate).
+        A peer with an estimate is left to it: kept from every such answer, the backed-off
+        timeout climbed to 2 s under random loss, and calls one at a time took up to 2.5 times
+        as long (the same review, of the first version of this)."""
+        if peer.srtt is None:
+            cfg = self.config
+            ceiling = min(cfg.initial_rto * cfg.max_backoff, cfg.max_rto)
+            peer.rto = max(peer.rto, min(1.5 * (now - tx.started), ceiling))
 
     def _on_retry(self, msg: wire.Retry, addr: AddrObj) -> None:
         tx = self._pending.get(msg.rid)
