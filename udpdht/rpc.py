@@ -1201,7 +1201,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         went out twice, for good (a helper's review: 20 calls, 40 datagrams, no estimate).
         A peer with an estimate is left to it: kept from every such answer, the backed-off
         timeout climbed to 2 s under random loss, and calls one at a time took up to 2.5 times
-        as long (the same review, of the first version of this)."""
+        as long (a second helper's review, of the first version of this)."""
         if peer.srtt is None:
             cfg = self.config
             ceiling = min(cfg.initial_rto * cfg.max_backoff, cfg.max_rto)
