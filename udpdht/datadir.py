@@ -40,6 +40,7 @@ class DataDir:
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
+        self._watched: dict[str, tuple[int, int]] = {}  # name -> (device, inode) (watch)
         self._fd: int | None = fd
 
     @classmethod
@@ -65,20 +66,25 @@ class DataDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
 
-    def gone(self) -> bool:
-        """Whether the dir was removed, moved or replaced since we opened it: its lock file is
-        no longer the one we hold. (The files we have open live on, moved or unlinked: a
-        start from our path would find none of them.)"""
+    def watch(self, name: str) -> None:
+        """Have :meth:`lost` look at the dir's file ``name`` too: one the node keeps open (the
+        store's), which an operator can delete alone."""
+        held = os.stat(self.path / name)
+        self._watched[name] = (held.st_dev, held.st_ino)
+
+    def lost(self) -> Path | None:
+        """What was removed, moved or replaced since we opened it: the dir itself (its lock
+        file is no longer the one we hold), else a file :meth:`watch` names; None when nothing
+        was. (The files we have open live on, moved or unlinked: a start from our path would
+        find none of them.)"""
         if self._fd is None:
-            return False
-        try:
-            there = os.stat(self.path / LOCK_FILE)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False  # (unreadable for a moment: no alarm on that alone)
+            return None
         held = os.fstat(self._fd)
-        return (there.st_dev, there.st_ino) != (held.st_dev, held.st_ino)
+        if _replaced(self.path / LOCK_FILE, (held.st_dev, held.st_ino)):
+            return self.path
+        return next(
+            (self.path / n for n, h in self._watched.items() if _replaced(self.path / n, h)), None
+        )
 
     def close(self) -> None:
         """Unlock (the lock file stays: removing it would race with a node taking it)."""
@@ -156,6 +162,18 @@ def remembered_address(path: str | Path) -> Address | None:
         return parse_addr((Path(path) / ADDRESS_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _replaced(path: Path, held: tuple[int, int]) -> bool:
+    """Whether ``path`` no longer names the file ``held`` (its device and inode): it is gone,
+    or another file is there. Unreadable for a moment: no alarm on that alone."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) != held
 
 
 def _read_pid(fd: int) -> int | None:

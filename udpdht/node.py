@@ -359,6 +359,8 @@ class Node:
                     "range from its neighbours"
                 ) from None
             self.log.info("loaded %s from %s", plural(len(store), "record"), self.data_dir)
+            if self._data is not None:
+                self._data.watch(STORE_FILE)  # (deleted alone, it went unnoticed: a trial)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
 
@@ -391,13 +393,11 @@ class Node:
         nothing."""
         if self._data is None:
             return
-        dir_gone = self._data.gone()
-        store_gone = not dir_gone and self.replicator.store.gone()
-        gone = dir_gone or store_gone
-        if gone == self.data_dir_lost:
+        lost = self._data.lost()
+        if (lost is not None) == self.data_dir_lost:
             return
-        self.data_dir_lost = gone
-        if dir_gone:
+        self.data_dir_lost = lost is not None
+        if lost == self._data.path:
             self.log.error(
                 "data dir %s was removed or moved while this node runs: the files it writes "
                 "are no longer there, and it would start empty from it. Put the dir back "
@@ -406,13 +406,13 @@ class Node:
                 "--bootstrap to take its range from its neighbours",
                 self.data_dir,
             )
-        elif store_gone:
+        elif lost is not None:
             self.log.error(
                 "the store's file %s was removed or replaced while this node runs: its records "
                 "go to a file no longer there, and it would start empty. They are lost with it "
                 "when it stops where no replica holds them (a ring of one: all of them); "
                 "restart it with --bootstrap to take its range from its neighbours",
-                self.data_dir / STORE_FILE if self.data_dir is not None else STORE_FILE,
+                lost,
             )
         else:
             self.log.warning("data dir %s is back", self.data_dir)

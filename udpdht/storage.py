@@ -31,7 +31,6 @@ import hashlib
 import itertools
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -458,11 +457,6 @@ class Store(Protocol):
 
     def __len__(self) -> int: ...
 
-    def gone(self) -> bool:
-        """Whether the store's file was removed or replaced under it since it was opened (a
-        store in memory has none): what it writes then goes to a file no longer there."""
-        ...
-
     def close(self) -> None: ...
 
 
@@ -671,9 +665,6 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    def gone(self) -> bool:
-        return False
-
     def close(self) -> None:
         pass
 
@@ -831,8 +822,6 @@ class DiskStore:
             # (a helper's trial).
             log.warning("%s is empty: this node starts with no records", self.path)
         self._db = self._connect()
-        held = os.stat(self.path)  # (the file exists once connected: WAL mode wrote it)
-        self._held = (held.st_dev, held.st_ino)
         self._tally = _Tally()
         self._data_version = -1
         try:
@@ -1257,18 +1246,6 @@ class DiskStore:
 
     def __len__(self) -> int:
         return self._counted().count
-
-    def gone(self) -> bool:
-        """See Store.gone: the file at our path is not the one we opened, or there is none
-        (an operator deleted it alone: the node wrote on to the unlinked file, and its next
-        start found an empty store). Unreadable for a moment: no alarm on that alone."""
-        try:
-            there = os.stat(self.path)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        return (there.st_dev, there.st_ino) != self._held
 
     def close(self) -> None:
         self._checkpointer.close()
