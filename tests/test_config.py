@@ -269,9 +269,7 @@ def test_a_data_dir_moved_away_under_a_running_node_is_said_and_so_is_its_return
             while True:
                 shown = udpdht("status", "--node", node.addr_text)
                 assert shown.returncode == 0, shown.stderr
-                if (
-                    "data dir     LOST: it or its store's file was removed" in shown.stdout
-                ) == lost:
+                if (f"data dir     LOST: {data} was removed or moved" in shown.stdout) == lost:
                     return
                 assert time.monotonic() < deadline, shown.stdout
                 time.sleep(0.5)
@@ -280,6 +278,7 @@ def test_a_data_dir_moved_away_under_a_running_node_is_said_and_so_is_its_return
         status_until(lost=True)
         as_json = json.loads(udpdht("status", "--json", "--node", node.addr_text).stdout)
         assert as_json["data_dir_lost"] is True
+        assert as_json["data_lost"] == {"path": str(data), "store_file": False}
         away.rename(data)  # (what the log line says to do)
         status_until(lost=False)
         node.signal(signal.SIGINT)
@@ -294,8 +293,9 @@ def test_a_store_file_deleted_alone_under_a_running_node_is_said(tmp_path: Path)
     # The data dir's lock file was all the alarm looked at: `rm data/store.sqlite3` left the
     # node writing to a file no longer there, and its next start found an empty store.
     data = tmp_path / "data"
+    store = data / "store.sqlite3"
     with node_process("--data-dir", str(data)) as node:
-        (data / "store.sqlite3").unlink()
+        store.unlink()
         deadline = time.monotonic() + 20
         while True:
             shown = udpdht("status", "--json", "--node", node.addr_text)
@@ -303,11 +303,16 @@ def test_a_store_file_deleted_alone_under_a_running_node_is_said(tmp_path: Path)
                 break
             assert time.monotonic() < deadline, shown.stdout
             time.sleep(0.5)
+        # Status names the file, not the dir (which is still there).
+        assert json.loads(shown.stdout)["data_lost"] == {"path": str(store), "store_file": True}
+        shown = udpdht("status", "--node", node.addr_text)
+        said = f"data dir     LOST: its store's file {store} was removed or replaced"
+        assert said in shown.stdout
         node.signal(signal.SIGINT)
         code, output = node.wait()
     assert code == 0, output
-    assert output.count(f"the store's file {data / 'store.sqlite3'} was removed or replaced") == 1
-    assert f"stopped with its data dir {data} lost" in output
+    assert output.count(f"the store's file {store} was removed or replaced") == 1
+    assert f"stopped with its store's file {store} lost: a start from {data} begins empty" in output
 
 
 def test_a_node_stopped_with_its_data_dir_gone_says_so(tmp_path: Path) -> None:

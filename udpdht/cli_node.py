@@ -376,7 +376,13 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-    if node.data_dir_lost:
+    if node.store_file_lost:
+        log.warning(
+            "stopped with its store's file %s lost: a start from %s begins empty",
+            node.data_lost,
+            data_dir,
+        )
+    elif node.data_dir_lost:
         log.warning("stopped with its data dir %s lost: a start from it begins empty", data_dir)
     log.info("stopped")  # (once it has: nothing of it runs after this line)
     return 0

@@ -166,6 +166,10 @@ class Node:
         #: what a failed start wrote there is its own to remove (cli_node).
         self.took_data_dir = False
         self.data_dir_lost = False  # (see _check_data_dir)
+        #: What was lost while data_dir_lost: the data dir, or the store's file in it, and
+        #: whether it was the file alone (the dir is still there).
+        self.data_lost: Path | None = None
+        self.store_file_lost = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
         ids.check_ring_name(self.config.ring)  # (ValueError: it goes into every id)
@@ -396,7 +400,8 @@ class Node:
         lost = self._data.lost()
         if (lost is not None) == self.data_dir_lost:
             return
-        self.data_dir_lost = lost is not None
+        self.data_dir_lost, self.data_lost = lost is not None, lost
+        self.store_file_lost = lost is not None and lost != self._data.path
         if lost == self._data.path:
             self.log.error(
                 "data dir %s was removed or moved while this node runs: the files it writes "
@@ -416,6 +421,12 @@ class Node:
             )
         else:
             self.log.warning("data dir %s is back", self.data_dir)
+
+    def _lost_status(self) -> dict[str, Any] | None:
+        """Status's ``data_lost``: the path found removed or moved, and whether it is only the
+        store's file (the dir is still there)."""
+        lost = self.data_lost
+        return None if lost is None else {"path": str(lost), "store_file": self.store_file_lost}
 
     def _release_data_dir(self) -> None:
         data, self._data = self._data, None
@@ -1046,4 +1057,6 @@ class Node:
             "kad": self.kad.status() if self.kad is not None else {"enabled": False},
             "build": BUILD,  # (README "A compiled build")
             "data_dir_lost": self.data_dir_lost,  # (removed or moved under us: _check_data_dir)
+            # ... and which: the dir, or only the store's file in it (null while none is lost).
+            "data_lost": self._lost_status(),
         }

@@ -112,11 +112,24 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
     if st.get("isolated"):
         lines[2] = f"state        isolated: {ISOLATED_HINT}"
     if st.get("data_dir_lost"):
-        lines.append(
-            "data dir     LOST: it or its store's file was removed or moved while the node "
-            "runs; a start from its path would begin empty (its log says what to do)"
-        )
+        lines.append(_lost_line(st.get("data_lost")))
     return lines
+
+
+def _lost_line(lost: Any) -> str:
+    """Status's line for a data dir, or the store's file in it, removed or moved under the
+    node (``data_lost``: which; a node too old to say names neither)."""
+    path = lost.get("path") if isinstance(lost, Mapping) else None
+    if not isinstance(path, str):
+        what = "it or its store's file was removed or moved"
+    elif lost.get("store_file") is True:
+        what = f"its store's file {path} was removed or replaced"
+    else:
+        what = f"{path} was removed or moved"
+    return (
+        f"data dir     LOST: {what} while the node runs; a start from it would begin empty "
+        "(its log says what to do)"
+    )
 
 
 def _view_line(view: Any) -> list[str]:
