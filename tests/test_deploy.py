@@ -143,11 +143,16 @@ def commands_in(text: str, name: str, variables: dict[str, str]) -> list[tuple[s
 
 
 def settings_in(text: str, name: str) -> list[tuple[str, str, str]]:
-    """Every ``UDPDHT_<NAME>=value`` in ``text`` (commented-out ones too): where, name, value."""
+    """Every ``UDPDHT_<NAME>=value`` in ``text`` (commented-out ones too): where, name, value.
+    Not UDPDHT_COMPILE, the choice of build (setup.py), no option of a node's: its value is
+    checked here."""
     found = []
     for number, line in _logical_lines(text):
         for match in _SETTING.finditer(line):
             value = match.group(2).strip("\"'")
+            if match.group(1) == "COMPILE":
+                assert value in ("0", "1"), f"{name}:{number}: UDPDHT_COMPILE={value}"
+                continue
             found.append((f"{name}:{number}", match.group(1), value))
     return found
 
@@ -212,6 +217,17 @@ def test_dockerfile_runs_a_node_the_parser_accepts() -> None:
         check_command(argv, where)
     for where, name, value in settings_in(DOCKERFILE.read_text(), "Dockerfile"):
         check_command(env_command(name, value, where), where)
+
+
+def test_dockerfile_builds_the_compiled_wheel_in_its_builder_only() -> None:
+    # The image's nodes run the compiled build (README "A compiled build"): the builder has
+    # the compiler and mypyc, and builds with setup.py, which the build context must send.
+    builder, final = DOCKERFILE.read_text().split("\nFROM ")[1:]
+    assert "ARG UDPDHT_COMPILE=1" in builder and "gcc" in builder
+    assert "--no-build-isolation" in builder and "mypy" in builder
+    assert any("setup.py" in c.split() for c in dockerfile_instructions("COPY"))
+    assert not dockerignored("setup.py") and dockerignored("udpdht/rpc.cpython-311-x86_64.so")
+    assert "gcc" not in final and "mypy" not in final
 
 
 def test_dockerfile_healthcheck_asks_the_node_for_its_status() -> None:
