@@ -16,18 +16,22 @@
 # only; the image gets the wheel. `docker build --build-arg UDPDHT_COMPILE=0 .` builds it pure
 # Python, with no compiler. `udpdht --version` in the image says which.
 FROM python:3.11-slim AS builder
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 ARG UDPDHT_COMPILE=1
-RUN if [ "$UDPDHT_COMPILE" != 0 ]; then \
-        apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi
+RUN case "$UDPDHT_COMPILE" in \
+        ""|0) ;; \
+        *) apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+           && rm -rf /var/lib/apt/lists/* ;; \
+    esac
 WORKDIR /src
 COPY pyproject.toml README.md setup.py ./
 COPY udpdht/ udpdht/
 COPY shell/ shell/
-# (No build isolation: setup.py imports mypyc, installed here, to compile.)
-RUN pip install "setuptools>=77" wheel "mypy>=1.10" \
+# No build isolation: setup.py imports mypyc, installed here, to compile. mypy pinned to the
+# version the compiled build is tested with, so that an image builds the same code each time.
+# (The dependencies come as wheels on amd64 and arm64; elsewhere they would build from source
+# without isolation too.)
+RUN pip install "setuptools>=77" wheel "mypy==2.4.1" \
     && pip wheel --no-build-isolation --wheel-dir /wheels ".[fast,metrics]"
 
 # --- the image: the wheels installed, nothing else ----------------------------------------------

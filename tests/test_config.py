@@ -143,6 +143,7 @@ def test_unknown_variable_is_warned_about_and_loop_is_not(
     monkeypatch.setenv("UDPDHT_LOOP", "asyncio")  # udpdht.net's, not a node setting: fine
     monkeypatch.setenv("UDPDHT_NODE", "127.0.0.1:7000")  # the client commands': fine too
     monkeypatch.setenv("UDPDHT_PURE", "1")  # the compiled build's (udpdht/__init__.py): fine
+    monkeypatch.setenv("UDPDHT_COMPILE", "1")  # an install's (setup.py): fine
     code, _, err = print_config(capsys)
     assert (code, err) == (0, "")
     monkeypatch.setenv("UDPDHT_PROT", "7001")
@@ -278,7 +279,7 @@ def test_a_data_dir_moved_away_under_a_running_node_is_said_and_so_is_its_return
         status_until(lost=True)
         as_json = json.loads(udpdht("status", "--json", "--node", node.addr_text).stdout)
         assert as_json["data_dir_lost"] is True
-        assert as_json["data_lost"] == {"path": str(data), "store_file": False}
+        assert as_json["lost_path"] == str(data) and as_json["store_file_lost"] is False
         away.rename(data)  # (what the log line says to do)
         status_until(lost=False)
         node.signal(signal.SIGINT)
@@ -304,7 +305,8 @@ def test_a_store_file_deleted_alone_under_a_running_node_is_said(tmp_path: Path)
             assert time.monotonic() < deadline, shown.stdout
             time.sleep(0.5)
         # Status names the file, not the dir (which is still there).
-        assert json.loads(shown.stdout)["data_lost"] == {"path": str(store), "store_file": True}
+        as_json = json.loads(shown.stdout)
+        assert as_json["lost_path"] == str(store) and as_json["store_file_lost"] is True
         shown = udpdht("status", "--node", node.addr_text)
         said = f"data dir     LOST: its store's file {store} was removed or replaced"
         assert said in shown.stdout

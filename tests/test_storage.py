@@ -1266,3 +1266,31 @@ async def test_a_node_whose_disk_is_full_says_so_in_its_answer_and_its_status(
             for i in range(1000):  # (bounded: 8 pages hold a few values of 2 KB)
                 await node.put(f"k{i}", "v" * 2000)
         assert node.replicator.full() and node.replicator.refused_full == 1
+
+
+async def test_status_names_what_was_lost_as_it_changes(tmp_path: Path) -> None:
+    # A helper's review: after the store's file went, then the whole dir, status still named
+    # the file alone (and the stop line would have), as the alarm looked only at lost or not.
+    from udpdht import Node
+    from udpdht.render import status_lines
+
+    data = tmp_path / "data"
+    async with Node("127.0.0.1", 0, data_dir=data) as node:
+
+        def lost() -> tuple[object, object, list[str]]:
+            node._check_data_dir()  # (what each store round does)
+            st = node.status()
+            said = [line for line in status_lines(st) if line.startswith("data dir")]
+            return st["lost_path"], st["store_file_lost"], said
+
+        assert lost() == (None, False, [])
+        (data / "store.sqlite3").unlink()
+        path, alone, said = lost()
+        assert (path, alone) == (str(data / "store.sqlite3"), True)
+        assert said and f"its store's file {data / 'store.sqlite3'} was removed" in said[0]
+        data.rename(tmp_path / "away")
+        path, alone, said = lost()
+        assert (path, alone) == (str(data), False) and node.data_dir_lost
+        assert said and f"LOST: {data} was removed or moved" in said[0]
+        (tmp_path / "away").rename(data)  # the dir back, its store's file still gone
+        assert lost()[:2] == (str(data / "store.sqlite3"), True)

@@ -379,7 +379,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     if node.store_file_lost:
         log.warning(
             "stopped with its store's file %s lost: a start from %s begins empty",
-            node.data_lost,
+            node.lost_path,
             data_dir,
         )
     elif node.data_dir_lost:

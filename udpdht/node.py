@@ -166,9 +166,9 @@ class Node:
         #: what a failed start wrote there is its own to remove (cli_node).
         self.took_data_dir = False
         self.data_dir_lost = False  # (see _check_data_dir)
-        #: What was lost while data_dir_lost: the data dir, or the store's file in it, and
-        #: whether it was the file alone (the dir is still there).
-        self.data_lost: Path | None = None
+        #: What was found removed or moved while data_dir_lost: the data dir, or the store's
+        #: file in it; and whether it is the file alone (the dir is still there).
+        self.lost_path: Path | None = None
         self.store_file_lost = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = config or NodeConfig()
@@ -392,15 +392,16 @@ class Node:
 
     def _check_data_dir(self) -> None:
         """Say so when our data dir, or the store's file in it, was removed or moved under us
-        (status ``data_dir_lost``), and again when it is back: an operator's ``rm -rf`` went
-        unnoticed, the node served on from files no longer there, and the next start found
-        nothing."""
+        (status ``data_dir_lost``, ``lost_path``), when what is lost changes (the file went,
+        then the dir), and when it is back: an operator's ``rm -rf`` went unnoticed, the node
+        served on from files no longer there, and the next start found nothing."""
         if self._data is None:
             return
         lost = self._data.lost()
-        if (lost is not None) == self.data_dir_lost:
+        if lost == self.lost_path:
             return
-        self.data_dir_lost, self.data_lost = lost is not None, lost
+        was, self.lost_path = self.lost_path, lost
+        self.data_dir_lost = lost is not None
         self.store_file_lost = lost is not None and lost != self._data.path
         if lost == self._data.path:
             self.log.error(
@@ -419,14 +420,10 @@ class Node:
                 "restart it with --bootstrap to take its range from its neighbours",
                 lost,
             )
-        else:
+        elif was == self._data.path:
             self.log.warning("data dir %s is back", self.data_dir)
-
-    def _lost_status(self) -> dict[str, Any] | None:
-        """Status's ``data_lost``: the path found removed or moved, and whether it is only the
-        store's file (the dir is still there)."""
-        lost = self.data_lost
-        return None if lost is None else {"path": str(lost), "store_file": self.store_file_lost}
+        else:
+            self.log.warning("the store's file %s is back", was)
 
     def _release_data_dir(self) -> None:
         data, self._data = self._data, None
@@ -1057,6 +1054,7 @@ class Node:
             "kad": self.kad.status() if self.kad is not None else {"enabled": False},
             "build": BUILD,  # (README "A compiled build")
             "data_dir_lost": self.data_dir_lost,  # (removed or moved under us: _check_data_dir)
-            # ... and which: the dir, or only the store's file in it (null while none is lost).
-            "data_lost": self._lost_status(),
+            # ... which: the dir, or the store's file alone (null while nothing is lost).
+            "lost_path": str(self.lost_path) if self.lost_path is not None else None,
+            "store_file_lost": self.store_file_lost,
         }

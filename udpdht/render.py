@@ -112,23 +112,22 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
     if st.get("isolated"):
         lines[2] = f"state        isolated: {ISOLATED_HINT}"
     if st.get("data_dir_lost"):
-        lines.append(_lost_line(st.get("data_lost")))
+        lines.append(_lost_line(st.get("lost_path"), st.get("store_file_lost")))
     return lines
 
 
-def _lost_line(lost: Any) -> str:
+def _lost_line(path: Any, store_file: Any) -> str:
     """Status's line for a data dir, or the store's file in it, removed or moved under the
-    node (``data_lost``: which; a node too old to say names neither)."""
-    path = lost.get("path") if isinstance(lost, Mapping) else None
+    node (``lost_path``, ``store_file_lost``; a node too old to say names neither)."""
     if not isinstance(path, str):
         what = "it or its store's file was removed or moved"
-    elif lost.get("store_file") is True:
+    elif store_file is True:
         what = f"its store's file {path} was removed or replaced"
     else:
         what = f"{path} was removed or moved"
     return (
-        f"data dir     LOST: {what} while the node runs; a start from it would begin empty "
-        "(its log says what to do)"
+        f"data dir     LOST: {what} while the node runs; a start from its data dir would begin "
+        "empty (its log says what to do)"
     )
 
 

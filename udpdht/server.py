@@ -500,7 +500,8 @@ class Server:
                 record = await node.replicator.get(dkey)
             except Unavailable as exc:
                 record = await self._retrying(node, lambda: node.replicator.get(dkey), exc, started)
-            return wire.unpack_value(record.value) if record.value is not None else None
+            assert record.value is not None  # (a get returns live values only, as Node.get)
+            return wire.unpack_value(record.value)
         except KeyNotFound:
             return None
         except DhtError as exc:
