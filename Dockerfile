@@ -19,7 +19,7 @@ FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 ARG UDPDHT_COMPILE=1
 RUN case "$UDPDHT_COMPILE" in \
-        ""|0) ;; \
+        ""|0|false|no|off) ;; \
         *) apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
            && rm -rf /var/lib/apt/lists/* ;; \
     esac

@@ -50,16 +50,28 @@ def can_compile() -> str | None:
     return None
 
 
+#: What UDPDHT_COMPILE takes for "no" (as UDPDHT_PURE does for its own): a pure build.
+OFF = ("", "0", "false", "no", "off")
+
+
 def ext_modules() -> list[object]:
-    if os.environ.get("UDPDHT_COMPILE", "0") in ("", "0"):
+    if os.environ.get("UDPDHT_COMPILE", "0").strip().lower() in OFF:
         return []
     missing = can_compile()
     if missing is not None:
         raise SystemExit(
             f"the compiled build needs a C compiler and Python's headers: {missing} here "
-            "(Debian: apt install gcc python3-dev). Without it, udpdht runs as pure Python."
+            "(Debian: apt install gcc python3-dev). Without UDPDHT_COMPILE (or with "
+            "UDPDHT_COMPILE=0) the install is pure Python and needs neither."
         )
-    from mypyc.build import mypycify  # (mypy: the test extra, `make compiled` installs it)
+    try:
+        from mypyc.build import mypycify  # (mypy: the test extra, `make compiled` installs it)
+    except ImportError:
+        raise SystemExit(
+            "the compiled build needs mypy (its mypyc) where it builds, and no build isolation: "
+            "pip install 'setuptools>=77' wheel mypy, then UDPDHT_COMPILE=1 pip install "
+            "--no-build-isolation . (docs/deploy.md)"
+        ) from None
 
     return list(mypycify(COMPILED, opt_level="3", group_name=GROUP))
 

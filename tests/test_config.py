@@ -308,12 +308,12 @@ def test_a_store_file_deleted_alone_under_a_running_node_is_said(tmp_path: Path)
         as_json = json.loads(shown.stdout)
         assert as_json["lost_path"] == str(store) and as_json["store_file_lost"] is True
         shown = udpdht("status", "--node", node.addr_text)
-        said = f"data dir     LOST: its store's file {store} was removed or replaced"
+        said = f"data dir     LOST: its store's file {store} was removed, moved or replaced"
         assert said in shown.stdout
         node.signal(signal.SIGINT)
         code, output = node.wait()
     assert code == 0, output
-    assert output.count(f"the store's file {store} was removed or replaced") == 1
+    assert output.count(f"the store's file {store} was removed, moved or replaced") == 1
     assert f"stopped with its store's file {store} lost: a start from {data} begins empty" in output
 
 

@@ -47,7 +47,7 @@ class HostRefused(Exception):
 
 #: What ``--version`` adds for each build (udpdht.BUILD; README "A compiled build").
 BUILT = {
-    "pure": "",
+    "pure": " (pure Python)",
     "compiled": " (compiled)",
     "sources": " (the sources: its compiled build is not loaded)",
 }

@@ -50,6 +50,14 @@ from .text import plural
 log = logging.getLogger("udpdht.node")
 
 
+#: What a ring of one can do when its data dir or store file was deleted under it (the node's
+#: error line): every record is on it alone, and a leave hands them over (a new user's trial).
+_RING_OF_ONE = (
+    "a ring of one: start a second node with --bootstrap to this one, then stop this one: "
+    "its leave hands every record to the new node"
+)
+
+
 class NodeLog(logging.LoggerAdapter[logging.Logger]):
     """A node's logger: its records carry the node's id prefix as ``node`` (several nodes may
     share a process; the CLI's format shows it). ``named``: the message starts with it too,
@@ -405,25 +413,28 @@ class Node:
         self.store_file_lost = lost is not None and lost != self._data.path
         if lost == self._data.path:
             self.log.error(
-                "data dir %s was removed or moved while this node runs: the files it writes "
-                "are no longer there, and it would start empty from it. Put the dir back "
-                "before this node stops; else its records are lost with it where no replica "
-                "holds them (a ring of one: all of them), and it should rejoin with "
-                "--bootstrap to take its range from its neighbours",
+                "data dir %s was removed or moved while this node runs: its files are no "
+                "longer at that path, and a start from it would begin empty. Moved, the node "
+                "still writes them where they went: put the dir back (also after this node "
+                "stops: nothing is lost). Deleted, its records go when this node stops, where "
+                "no replica holds them: start it again with --bootstrap to take its range from "
+                "its neighbours (%s)",
                 self.data_dir,
+                _RING_OF_ONE,
             )
         elif lost is not None:
             self.log.error(
-                "the store's file %s was removed or replaced while this node runs: its records "
-                "go to a file no longer there, and it would start empty. They are lost with it "
-                "when it stops where no replica holds them (a ring of one: all of them); "
-                "restart it with --bootstrap to take its range from its neighbours",
+                "the store's file %s was removed, moved or replaced while this node runs: a "
+                "start from its data dir would begin empty. Moved, put it back. Deleted, its "
+                "records go when this node stops, where no replica holds them: start it again "
+                "with --bootstrap to take its range from its neighbours (%s)",
                 lost,
+                _RING_OF_ONE,
             )
         elif was == self._data.path:
-            self.log.warning("data dir %s is back", self.data_dir)
+            self.log.info("data dir %s is back", self.data_dir)
         else:
-            self.log.warning("the store's file %s is back", was)
+            self.log.info("the store's file %s is back", was)
 
     def _release_data_dir(self) -> None:
         data, self._data = self._data, None

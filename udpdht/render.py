@@ -68,6 +68,14 @@ def _peer(peer: Mapping[str, Any] | None) -> str:
     return f"{peer['id'][:8]} {peer['addr']}"
 
 
+#: How status names each build (its ``build``; README "A compiled build").
+BUILDS = {
+    "compiled": "compiled: its RPC layer compiled by mypyc",
+    "pure": "pure Python",
+    "sources": "the sources: a compiled build is there but not loaded",
+}
+
+
 def status_lines(st: Mapping[str, Any]) -> list[str]:
     """A node's status as the shell's ``status`` and ``udpdht status`` show it (``--json`` and
     ``format json`` have every field)."""
@@ -109,6 +117,8 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"rpc          {rpc.get('sent', 0)} sent, {rpc.get('received', 0)} received, "
         f"{rpc.get('retries', 0)} retries, {rpc.get('timeouts', 0)} timeouts",
     ]
+    if isinstance(st.get("build"), str):  # (README "A compiled build"; older nodes: none)
+        lines.append(f"build        {BUILDS.get(st['build'], st['build'])}")
     if st.get("isolated"):
         lines[2] = f"state        isolated: {ISOLATED_HINT}"
     if st.get("data_dir_lost"):
@@ -122,7 +132,7 @@ def _lost_line(path: Any, store_file: Any) -> str:
     if not isinstance(path, str):
         what = "it or its store's file was removed or moved"
     elif store_file is True:
-        what = f"its store's file {path} was removed or replaced"
+        what = f"its store's file {path} was removed, moved or replaced"
     else:
         what = f"{path} was removed or moved"
     return (
