@@ -148,6 +148,21 @@ async def test_collector_reports_an_in_process_node() -> None:
     assert metrics.lookups.observe not in a.lookup_observers
 
 
+async def test_a_lost_data_dir_is_a_gauge_to_alert_on(tmp_path: Path) -> None:
+    # Status and the log said so, but a Prometheus user had nothing to alert on (a review).
+    node = Node(port=0, data_dir=tmp_path / "data")
+    await node.start()
+    metrics = NodeMetrics(node, asyncio.get_running_loop(), process=False)
+    try:
+        assert Scrape(generate_latest(metrics.registry).decode())["udpdht_data_dir_lost"] == 0
+        (tmp_path / "data" / "store.sqlite3").unlink()
+        node._check_data_dir()  # (each store round does)
+        assert Scrape(generate_latest(metrics.registry).decode())["udpdht_data_dir_lost"] == 1
+    finally:
+        metrics.close()
+        await node.stop()
+
+
 async def test_a_scrape_while_the_loop_is_blocked_reports_the_last_snapshot() -> None:
     async with Node(port=0) as node:
         metrics = NodeMetrics(node, asyncio.get_running_loop(), process=False)

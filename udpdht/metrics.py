@@ -154,6 +154,7 @@ class Snapshot:
     fingers: int
     settled: bool
     isolated: bool
+    data_dir_lost: bool
     calm_rounds: int
     peer_failures: int
     repair: dict[str, Any]
@@ -182,6 +183,7 @@ def snapshot(node: Node) -> Snapshot | None:
         fingers=len(node.fingers.distinct()),
         settled=replicator.settled(),
         isolated=node.isolated,
+        data_dir_lost=node.data_dir_lost,
         calm_rounds=node.maintenance.calm,
         peer_failures=node.maintenance.failures,
         repair=replicator.repair_stats(),
@@ -395,6 +397,12 @@ class NodeCollector(Collector):
             "isolated",
             "1 while the node has lost contact with its ring and is rejoining.",
             snap.isolated,
+        )
+        yield _gauge(
+            "data_dir_lost",
+            "1 while the node's data dir, or the store's file in it, is found removed or moved "
+            "(status data_dir_lost; its log says what to do).",
+            snap.data_dir_lost,
         )
         yield _gauge(
             "calm_rounds",
