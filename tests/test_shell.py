@@ -493,6 +493,13 @@ def test_render_status_in_plain_words() -> None:
     assert render.status_lines(st)[7] == (
         "ring view    1 node known (leafset, and heard from lately)"
     )
+    # Which build the node runs (README "A compiled build": status says it, not only --json);
+    # a node too old to send one shows no line.
+    assert not any(line.startswith("build") for line in render.status_lines(st))
+    st["build"] = "compiled"
+    assert render.status_lines(st)[-1] == "build        compiled: its RPC layer compiled by mypyc"
+    st["build"] = "pure"
+    assert render.status_lines(st)[-1] == "build        pure Python"
 
 
 def test_render_keys_shortens_long_keys() -> None:

@@ -117,7 +117,8 @@ HELP_CASES = [
     pytest.param(["ring", "--help"], ["usage: udpdht ring", "examples:"], id="ring-help"),
     pytest.param(["keys", "--help"], ["usage: udpdht keys", "--after KEY"], id="keys-help"),
     pytest.param(["leave", "--help"], ["usage: udpdht leave", "--cookie FILE"], id="leave-help"),
-    pytest.param(["--version"], [f"udpdht {udpdht.__version__}"], id="version"),
+    # (Each build named: "(pure Python)", "(compiled)", or the sources'.)
+    pytest.param(["--version"], [f"udpdht {udpdht.__version__} ("], id="version"),
 ]
 
 
