@@ -1242,8 +1242,9 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         after a resend (_Late), and the last of its sends' answers to come, every send reached
         the peer, and the first answer, which ended the call, was the first send's: its round
         trip is a sample, which Karn's rule withholds from an answer to a resent call alone.
-        (Answers that cross in the network are the exception; the sample is then a timeout too
-        long, as the backed-off timeout RFC 6298 keeps would be.)"""
+        (Answers that cross in the network, or an answer the network doubles, are the
+        exception: the sample is then up to a timeout too long, as the backed-off timeout RFC
+        6298 keeps would be, and later samples wear it off.)"""
         late = self._late.get(rid)
         if late is None or late.peer.addr != addr:
             return
