@@ -535,53 +535,23 @@ def test_a_peer_farther_than_the_first_timeout_is_called_once_a_call_after_the_f
     run_virtual(main())
 
 
-@pytest.mark.parametrize("limits", ["node", "client"])
-def test_a_round_trip_grown_past_the_estimate_is_learnt_from_the_answers_to_resends(
-    limits: str,
-) -> None:
-    """Karn again: a peer whose round trip grew far past its estimate (1 ms, then 400 ms) had
-    every call time out and go out again, and the answer to a resent call gives no sample, so
-    it stayed that way for good: 20 calls one at a time, 20 resends (the notes' leftover).
-    When every send of such a call is answered, the first answer was the first send's: a
-    sample, and the calls after it wait long enough. (A node's endpoint decodes a late answer
-    under its rate limits; a client's, which takes answers only, looks at its first bytes.)"""
+@pytest.mark.parametrize("duplicate", [0.0, 0.3])
+def test_answers_to_resends_under_loss_give_no_sample(duplicate: float) -> None:
+    """Karn: a call whose first send was lost is answered by a later send, and its time from
+    the first send says nothing of the path (a timeout too long). Two tries at sampling such
+    calls failed here: every late answer (srtt 3.7 s), and "once each send is answered",
+    which answers the network doubles fool (srtt 0.76 s; a helper's review). Guards for the
+    next try."""
 
     async def main() -> None:
-        net = SimNetwork(seed=14, latency=(0.0005, 0.0005))
-        config = RpcConfig(jitter=0.0)
-        mine = config if limits == "node" else RpcConfig(jitter=0.0, answers_only=True)
-        client = await RpcEndpoint.bind(net, (net.host, 0), config=mine, rng=random.Random(1))
-        server = await RpcEndpoint.bind(net, (net.host, 0), config=config, rng=random.Random(2))
-        server.register("echo", echo)
-        for _ in range(10):
-            await client.call(server.addr, "echo", {"x": 1})
-        assert client.rto_for(server.addr) == pytest.approx(0.1)  # (the floor)
-        net.latency = (0.2, 0.2)  # the path slows down to a 400 ms round trip, and stays so
-        before = client.stats.retries
-        for _ in range(20):
-            await client.call(server.addr, "echo", {"x": 1})
-            await asyncio.sleep(0.001)  # (a send at the instant of an answer: "heard since")
-        assert client.stats.retries - before <= 4  # the first calls' only
-        srtt = client.srtt(server.addr)
-        assert srtt is not None and srtt > 0.3
-        assert client.rto_for(server.addr) > 0.4
-
-    run_virtual(main())
-
-
-def test_answers_to_resends_under_loss_give_no_sample() -> None:
-    """... but only then (Karn): a call whose first send was lost is answered by a later send,
-    and its time from the first send says nothing of the path (a whole timeout too long)."""
-
-    async def main() -> None:
-        net = SimNetwork(seed=15, latency=(0.001, 0.001))
-        client, server = await sim_pair(net, RpcConfig(tries=20, jitter=0.0))
+        net = SimNetwork(seed=15, latency=(0.001, 0.003))
+        client, server = await sim_pair(net, RpcConfig(tries=20))
         server.register("echo", echo)
         await client.call(server.addr, "echo", {"x": 1})
         await asyncio.sleep(0.001)
-        net.loss = 0.3
+        net.loss, net.duplicate = 0.3, duplicate
         highest = 0.0
-        for _ in range(200):
+        for _ in range(300):
             await client.call(server.addr, "echo", {"x": 1})
             highest = max(highest, client.srtt(server.addr) or 0.0)
             await asyncio.sleep(0.001)

@@ -274,20 +274,6 @@ PROVEN = ".proven"
 COST_UNIT = 60e-6
 
 
-class _Late:
-    """A call answered only after it was sent again (RpcEndpoint._answered_late): its first
-    answer's time since its first send, and how many answers to its other sends are still to
-    come. Once each has come, every send reached the peer, and the first answer was the first
-    send's: that round trip is a sample (RpcEndpoint._answer_again)."""
-
-    __slots__ = ("missing", "peer", "rtt")
-
-    def __init__(self, peer: _Peer, rtt: float, missing: int) -> None:
-        self.peer = peer
-        self.rtt = rtt
-        self.missing = missing
-
-
 class _Transaction:
     """One call: resends on a doubling timeout until a reply or the last try.
 
@@ -487,8 +473,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._token_in: bytes | None = None  # the token of the request handled last (_charge)
         #: The last WORKING answer: (peer, method, loop time). A client shows it ("busy").
         self.last_working: tuple[AddrObj, str, float] | None = None
-        #: Calls answered after a resend, by request id, until each send is answered (_Late).
-        self._late: dict[int, _Late] = {}
 
     @classmethod
     async def bind(
@@ -1176,8 +1160,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             tx = self._pending.get(msg.rid)
             if tx is None or tx.peer.addr != addr:
                 self.stats.unexpected_replies += 1
-                if self._late:
-                    self._answer_again(msg.rid, addr)
                 return
         future = tx.future
         if future.done():
@@ -1219,41 +1201,11 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         went out twice, for good (a helper's review: 20 calls, 40 datagrams, no estimate).
         A peer with an estimate is left to it: kept from every such answer, the backed-off
         timeout climbed to 2 s under random loss, and calls one at a time took up to 2.5 times
-        as long (a second helper's review, of the first version of this).
-
-        The call is noted (_Late) until its other sends are answered too (_answer_again): a
-        peer whose round trip grew past its timeout (1 ms, then 400 ms) answers every send,
-        and gives its sample so; under loss some send or answer is missing, and none comes.
-        (Not after a token retry: a send answered by RETRY is answered no other way.)"""
+        as long (a second helper's review, of the first version of this)."""
         if peer.srtt is None:
             cfg = self.config
             ceiling = min(cfg.initial_rto * cfg.max_backoff, cfg.max_rto)
             peer.rto = max(peer.rto, min(1.5 * (now - tx.started), ceiling))
-        if not tx.token_retries:
-            late = self._late
-            if len(late) >= self.LATE_KEPT:
-                del late[next(iter(late))]  # the oldest: its answers are not coming
-            late[tx.rid] = _Late(peer, now - tx.started, tx.attempt - 1)
-
-    LATE_KEPT: ClassVar[int] = 64  # calls answered after a resend, kept for their late answers
-
-    def _answer_again(self, rid: int, addr: AddrObj) -> None:
-        """An answer to a call that has ended, from ``addr``. If it is one of a call answered
-        after a resend (_Late), and the last of its sends' answers to come, every send reached
-        the peer, and the first answer, which ended the call, was the first send's: its round
-        trip is a sample, which Karn's rule withholds from an answer to a resent call alone.
-        (Answers that cross in the network, or an answer the network doubles, are the
-        exception: the sample is then up to a timeout too long, as the backed-off timeout RFC
-        6298 keeps would be, and later samples wear it off.)"""
-        late = self._late.get(rid)
-        if late is None or late.peer.addr != addr:
-            return
-        late.missing -= 1
-        if late.missing > 0:
-            return
-        del self._late[rid]
-        if self._peers.get(addr) is late.peer:  # (not forgotten since, for a new record)
-            late.peer.sample(late.rtt, self.config)
 
     def _on_retry(self, msg: wire.Retry, addr: AddrObj) -> None:
         tx = self._pending.get(msg.rid)
@@ -1319,8 +1271,6 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             tx = None  # (a call found by its id, from another address, is not answered here)
             if not self._limited:  # (answers_only: a client's endpoint)
                 self.stats.unexpected_replies += 1
-                if self._late and len(data) > 11 and wire.REPLY <= data[2] <= wire.ERROR:
-                    self._answer_again(int.from_bytes(data[4:12], "big"), addr)
                 return
             if not self._admit(addr, data):
                 self.stats.rate_limited += 1
