@@ -32,8 +32,8 @@ ENV_PREFIX: Final = "UDPDHT_"
 CONFIG_ENV: Final = "UDPDHT_CONFIG"
 NODE_ENV: Final = "UDPDHT_NODE"  # the client commands' default --node
 #: Variables of udpdht that are not settings of a node; known, so never warned about.
-#: (LOOP: udpdht.net; PURE: udpdht/__init__.py, the compiled build.)
-# (UDPDHT_COMPILE: the choice of build when installing, setup.py; no setting of a node's.)
+#: (LOOP: udpdht.net; PURE: udpdht/__init__.py, the compiled build; COMPILE: setup.py, the
+#: choice of build when installing.)
 OTHER_ENV: Final = frozenset({CONFIG_ENV, NODE_ENV, "UDPDHT_LOOP", "UDPDHT_PURE", "UDPDHT_COMPILE"})
 
 _TRUE = {"1", "true", "yes", "on"}
