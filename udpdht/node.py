@@ -173,9 +173,8 @@ class Node:
         #: Whether this node took its data dir (another node's in use is refused before):
         #: what a failed start wrote there is its own to remove (cli_node).
         self.took_data_dir = False
-        self.data_dir_lost = False  # (see _check_data_dir)
-        #: What was found removed or moved while data_dir_lost: the data dir, or the store's
-        #: file in it; and whether it is the file alone (the dir is still there).
+        #: What was found removed or moved under us (_check_data_dir): the data dir, or the
+        #: store's file in it; and whether it is the file alone (the dir is still there).
         self.lost_path: Path | None = None
         self.store_file_lost = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -409,7 +408,6 @@ class Node:
         if lost == self.lost_path:
             return
         was, self.lost_path = self.lost_path, lost
-        self.data_dir_lost = lost is not None
         self.store_file_lost = lost is not None and lost != self._data.path
         if lost == self._data.path:
             self.log.error(
@@ -435,6 +433,12 @@ class Node:
             self.log.info("data dir %s is back", self.data_dir)
         else:
             self.log.info("the store's file %s is back", was)
+
+    @property
+    def data_dir_lost(self) -> bool:
+        """Whether our data dir, or the store's file in it, is found removed or moved (status
+        ``data_dir_lost``; lost_path says which)."""
+        return self.lost_path is not None
 
     def _release_data_dir(self) -> None:
         data, self._data = self._data, None
