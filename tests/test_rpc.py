@@ -535,57 +535,6 @@ def test_a_peer_farther_than_the_first_timeout_is_called_once_a_call_after_the_f
     run_virtual(main())
 
 
-@pytest.mark.parametrize("grown", [0.15, 0.4, 1.0])
-def test_a_round_trip_grown_past_the_timeout_is_learned_in_a_few_calls(grown: float) -> None:
-    """A path that went from 1 ms to 150 ms, 400 ms, 1 s: every call one at a time timed
-    out, went out again, and was answered (to its first send) after the resend, which Karn
-    does not sample; the estimate stayed at 1 ms, and 20 calls were sent again 20, 40 and
-    60 times. Now 1, 2 and 3 times."""
-
-    async def main() -> None:
-        net = SimNetwork(seed=16, latency=(0.0005, 0.0005))
-        client, server = await sim_pair(net, RpcConfig())
-        server.register("echo", echo)
-        for _ in range(5):
-            await client.call(server.addr, "echo", {"x": 1})
-            await asyncio.sleep(0.001)
-        net.latency = (grown / 2, grown / 2)
-        before = client.stats.retries
-        for _ in range(20):
-            await client.call(server.addr, "echo", {"x": 1})
-            await asyncio.sleep(0.001)
-        assert client.stats.retries - before <= 4
-        srtt = client.srtt(server.addr)
-        assert srtt is not None and srtt > grown / 2  # learned, from first tries answered
-        assert client.rto_for(server.addr) > grown
-
-    run_virtual(main())
-
-
-def test_one_late_answer_on_a_fast_path_costs_one_longer_timeout() -> None:
-    """The other side of the above: one call whose datagrams take 125 ms each way on a 1 ms
-    path (a peer or a link that stalls once) raises the timeout for the next call only; its
-    first try's answer brings the timeout back to the estimate's."""
-
-    async def main() -> None:
-        net = SimNetwork(seed=19, latency=(0.0005, 0.0005))
-        client, server = await sim_pair(net, RpcConfig(jitter=0.0))
-        server.register("echo", echo)
-        for _ in range(5):
-            await client.call(server.addr, "echo", {"x": 1})
-            await asyncio.sleep(0.001)
-        net.latency = (0.125, 0.125)
-        await client.call(server.addr, "echo", {"x": 1})  # sent again at 0.1 s, answered at 0.25
-        net.latency = (0.0005, 0.0005)
-        assert client.rto_for(server.addr) == pytest.approx(1.5 * 0.25, abs=0.02)
-        await asyncio.sleep(0.001)
-        await client.call(server.addr, "echo", {"x": 1})
-        assert client.rto_for(server.addr) == pytest.approx(0.1)
-        assert client.stats.retries == 1
-
-    run_virtual(main())
-
-
 @pytest.mark.parametrize("duplicate", [0.0, 0.3])
 def test_answers_to_resends_under_loss_give_no_sample(duplicate: float) -> None:
     """Karn: a call whose first send was lost is answered by a later send, and its time from
@@ -608,6 +557,37 @@ def test_answers_to_resends_under_loss_give_no_sample(duplicate: float) -> None:
             await asyncio.sleep(0.001)
         assert client.stats.retries > 50  # (the loss was there)
         assert highest < 0.01  # never a timeout (0.1 s) taken for a round trip
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_slow_handler_does_not_slow_finding_its_node_dead(idempotent: bool) -> None:
+    """A handler that takes 0.5 s, on a 1-3 ms path: its answer comes long after a resend,
+    as it would on a path grown to 0.5 s (the caller cannot tell them apart). A trial that
+    raised the timeout on such answers had the peer, dead right after, found dead in 6.9 s
+    instead of 1.6 (a helper's review, docs/measured.md)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = SimNetwork(seed=1, latency=(0.0005, 0.0015))
+        client, server = await sim_pair(net)
+        server.register("echo", echo)
+
+        async def slow(args: dict[str, Any], src: Any) -> Any:
+            await asyncio.sleep(0.5)
+            return 1
+
+        server.register("slow", slow, idempotent=idempotent)
+        await client.call(server.addr, "echo", {"x": 1})
+        await asyncio.sleep(0.001)
+        await client.call(server.addr, "slow")
+        await asyncio.sleep(0.001)
+        server.close()
+        start = loop.time()
+        with pytest.raises(RpcTimeout):
+            await client.call(server.addr, "echo", {"x": 1})
+        assert loop.time() - start < 2.5
 
     run_virtual(main())
 

@@ -1194,28 +1194,15 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             future.set_exception(remote_error(msg.code, msg.message, msg.data))
 
     def _answered_late(self, peer: _Peer, tx: _Transaction, now: float) -> None:
-        """``tx`` was answered only after it was sent again: no RTT sample (Karn), since the
-        answer may be to any of its sends. The timeout is raised to half again the time the
-        call took (RFC 6298 5.7 keeps the backed-off timeout, at most 8 times the first and
-        max_rto), until a first try is answered and gives a sample, when the timeout is too
-        short for the path:
-
-        - for a peer with no estimate yet: one farther than the first timeout (0.3 s) was
-          never sampled, and every call to it went out twice, for good (a helper's review:
-          20 calls, 40 datagrams, no estimate);
-        - for a peer with one, when the answer came later after our *last* send than twice
-          the longest round trip the estimate allows (SRTT + 4 RTTVAR, without the floor).
-          Whichever send it answers, the round trip was at least that long: the path grew.
-          A peer whose round trip went from 1 ms to 400 ms had every call one at a time sent
-          twice, for good (20 calls: 21 resends). Under random loss an answer comes a round
-          trip after a send, and the timeout stays where the estimate puts it: kept from
-          every late answer, it climbed to 2 s at 30 % loss, and calls one at a time took up
-          to 2.5 times as long (a second helper's review, of the first version of this).
-          Taking such an answer for a sample instead failed where the network doubles
-          datagrams (docs/measured.md): the timeout moves, the estimate does not.
-        """
-        srtt = peer.srtt
-        if srtt is None or now - tx.sent_at > 2 * (srtt + 4 * peer.rttvar):
+        """``tx`` was answered only after it was sent again: no RTT sample (Karn). A peer with
+        no estimate yet then takes half again the time the call took as its timeout, until a
+        first try is answered and gives a sample (RFC 6298 5.7 keeps the backed-off timeout).
+        One farther than the first timeout (0.3 s) was never sampled, and every call to it
+        went out twice, for good (a helper's review: 20 calls, 40 datagrams, no estimate).
+        A peer with an estimate is left to it: kept from every such answer, the backed-off
+        timeout climbed to 2 s under random loss, and calls one at a time took up to 2.5 times
+        as long (a second helper's review, of the first version of this)."""
+        if peer.srtt is None:
             cfg = self.config
             ceiling = min(cfg.initial_rto * cfg.max_backoff, cfg.max_rto)
             peer.rto = max(peer.rto, min(1.5 * (now - tx.started), ceiling))
