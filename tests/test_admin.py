@@ -73,6 +73,31 @@ async def test_admin_over_udp_good_wrong_missing_and_replayed_cookie() -> None:
         await b.stop()
 
 
+async def test_a_client_takes_the_cookie_as_its_file_gives_it_and_addresses_as_text(
+    tmp_path: Path,
+) -> None:
+    """A new user's trial: the cookie file's contents (64 hex digits and a newline) were taken
+    for the secret, and the node answered "the signature does not match"; ``join("H:P")`` and
+    ``ping("H:P")`` raised "too many values to unpack", though the README says they take it."""
+    async with Node(port=0) as a, Node(port=0, data_dir=tmp_path) as b:
+        host, port = a.addr
+        text = f"{host}:{port}"
+        cookie_file = tmp_path / COOKIE_FILE
+        for cookie in (cookie_file.read_bytes(), str(cookie_file), tmp_path):
+            async with Client(f"{b.addr[0]}:{b.addr[1]}", cookie=cookie) as c:
+                node_id, _ = await c.ping(text)
+                assert node_id == a.id
+        async with Client(b.addr, cookie=cookie_file.read_bytes()) as c:
+            succ = await c.join(text)
+            assert succ is not None and succ.id == a.id
+    with pytest.raises(ValueError, match="64 hex digits"):
+        Client(("127.0.0.1", 1), cookie=b"not a cookie")
+    other = tmp_path / "other"
+    other.write_text("hello\n")
+    with pytest.raises(ValueError, match="not a udpdht cookie file"):
+        Client(("127.0.0.1", 1), cookie=str(other))
+
+
 async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Path) -> None:
     with node_process("--data-dir", str(tmp_path / "a")) as a:
         cookie_path = tmp_path / "a" / COOKIE_FILE

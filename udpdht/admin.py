@@ -71,7 +71,7 @@ def write_cookie(path: Path, cookie: bytes) -> None:
     tmp.replace(path)
 
 
-def read_cookie(path: str | Path) -> bytes:
+def read_cookie(path: str | os.PathLike[str]) -> bytes:
     """Read a cookie file (64 hex digits), or the one in a node's data dir when ``path`` is a
     directory; ValueError with a clear message otherwise."""
     path = Path(path)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import random
 import time
 from types import TracebackType
 from typing import Any
 
 from . import ids, wire
-from .admin import sign
+from .admin import COOKIE_BYTES, read_cookie, sign
 from .errors import BadAnswer, DhtError, RemoteError, RpcTimeout, Unauthorized
 from .limits import MAX_VALUE, key_bytes
 from .lookup import Hop, Lookup
@@ -138,6 +139,32 @@ def _value(reply: dict[str, Any]) -> Any:
     return value
 
 
+def _addr(addr: Address | str) -> Address:
+    return parse_addr(addr) if isinstance(addr, str) else addr
+
+
+def _cookie(cookie: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    """A node's cookie as the 32 bytes that sign: from the bytes, the cookie file's contents
+    (64 hex digits: read as bytes, they were taken for the secret, and the node answered "the
+    signature does not match"), or a path to the file or the data dir that holds it."""
+    if cookie is None:
+        return None
+    if not isinstance(cookie, bytes):
+        return read_cookie(cookie)
+    if len(cookie) == COOKIE_BYTES:
+        return cookie
+    try:
+        raw = bytes.fromhex(cookie.decode("ascii").strip())
+    except ValueError:  # (UnicodeDecodeError included)
+        raw = b""
+    if len(raw) != COOKIE_BYTES:
+        raise ValueError(
+            f"a cookie is {COOKIE_BYTES} bytes, or the contents of a cookie file "
+            f"({2 * COOKIE_BYTES} hex digits), or its path: got {len(cookie)} bytes"
+        )
+    return raw
+
+
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
 #: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s. A client serves
 #: nothing: what is not an answer to one of its calls is dropped undecoded (answers_only).
@@ -151,7 +178,7 @@ class Client:
         self,
         addr: Address | str,
         *,
-        cookie: bytes | None = None,
+        cookie: bytes | str | os.PathLike[str] | None = None,
         network: Network | None = None,
         rpc_config: RpcConfig | None = None,
         rng: random.Random | None = None,
@@ -159,12 +186,16 @@ class Client:
     ) -> None:
         """``addr``: the node, ``(host, port)`` or ``"HOST:PORT"`` (ValueError if it is neither).
 
+        ``cookie``: the node's admin cookie, for ``join``, ``leave`` and ``shutdown``: the path
+        of its cookie file or of its data dir (a ``str`` or a path), the file's contents, or
+        the 32 bytes themselves (``admin.read_cookie``). ValueError if it is none of them.
+
         ``probe_every_call``: when a call finds no answer, ask the node's host whether its
         port is closed on every call, not only until the node first answered (a long-lived
         client, such as the shell: a node killed under it is said to be gone in half a second,
         not after ~6 s of tries; each call then costs two tasks more)."""
         self.addr = parse_addr(addr) if isinstance(addr, str) else addr
-        self.cookie = cookie
+        self.cookie = _cookie(cookie)
         self._network = network or UdpNetwork()
         # The attached node coordinates each request with other nodes (a lookup, the primary,
         # its replicas), which can take longer than one peer's round trip: wait longer than a
@@ -255,9 +286,10 @@ class Client:
         self._heard.add(addr)
         return result
 
-    async def ping(self, addr: Address | None = None) -> tuple[int, float]:
-        """Ping the attached node (or ``addr``); returns (node id, round-trip seconds)."""
-        target = self.addr if addr is None else await resolve(addr)
+    async def ping(self, addr: Address | str | None = None) -> tuple[int, float]:
+        """Ping the attached node (or ``addr``, ``(host, port)`` or ``"HOST:PORT"``); returns
+        (node id, round-trip seconds)."""
+        target = self.addr if addr is None else await resolve(_addr(addr))
         loop = asyncio.get_running_loop()
         start = loop.time()
         reply = await self.call_at(target, "ping")
@@ -391,7 +423,7 @@ class Client:
         if self.cookie is None:
             raise Unauthorized(
                 f"{method.removeprefix('admin_')} needs the node's cookie "
-                "(the file 'cookie' in its data dir: Client(addr, cookie=...))"
+                "(the file 'cookie' in its data dir: Client(addr, cookie=PATH))"
             )
         if self._node_id is None:  # a signature names the node it is for: learn its id
             self._node_id, _ = await self.ping()
@@ -402,9 +434,10 @@ class Client:
             text = exc.message.removeprefix(f"{method}: ")
             raise type(exc)(f"{method.removeprefix('admin_')}: {text}", exc.code) from None
 
-    async def join(self, addr: Address) -> Peer | None:
-        """Make the attached node join the ring that ``addr`` belongs to; its new successor."""
-        target = await resolve(addr)
+    async def join(self, addr: Address | str) -> Peer | None:
+        """Make the attached node join the ring that ``addr`` (``(host, port)`` or
+        ``"HOST:PORT"``) belongs to; its new successor."""
+        target = await resolve(_addr(addr))
         reply = await self._admin("admin_join", {"addr": [target[0], target[1]]})
         succ = reply.get("successor")
         return Peer.from_wire(succ) if succ is not None else None
