@@ -365,16 +365,25 @@ def _no_args(name: str, args: list[str]) -> Command:
 
 
 def _get(name: str, args: list[str]) -> Command:
-    meta = "--meta" in args
-    positional = [a for a in args if a != "--meta"]
-    for word in positional:
-        if word.startswith("--") and len(word) > 2:
+    meta = False
+    positional: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":  # (as in put and the CLI: what follows is the KEY, as it is)
+            positional.extend(words)
+        elif word == "--meta":
+            meta = True
+        elif word.startswith("--") and len(word) > 2:
             raise CommandError(f"unknown option {word!r} for 'get'; {_usage(name)}")
+        else:
+            positional.append(word)
     _arity(name, positional, 1, 1, "a KEY")
     return Command(name, key=_key(name, positional[0]), meta=meta)
 
 
 def _key_only(name: str, args: list[str]) -> Command:
+    if args[:1] == ["--"]:  # (delete -- -x: as in put, get and the CLI)
+        args = args[1:]
     _arity(name, args, 1, 1, "a KEY")
     return Command(name, key=_key(name, args[0]))
 

@@ -73,6 +73,14 @@ from udpdht.routing import Peer
         ("put k v --ttl 60", Command("put", key="k", value="v", ttl=60.0)),
         ("put k v --ttl=1.5", Command("put", key="k", value="v", ttl=1.5)),
         ("put k -- --json", Command("put", key="k", value="--json")),
+        # `--` before a key that starts with a dash, in every command that takes one (a new
+        # user's trial: put took it, get, delete and lookup said "too many arguments").
+        ("put -- -y -z", Command("put", key="-y", value="-z")),
+        ("get -- -y", Command("get", key="-y")),
+        ("get --meta -- --meta", Command("get", key="--meta", meta=True)),
+        ("delete -- -x", Command("delete", key="-x")),
+        ("lookup -- -x", Command("lookup", key="-x")),
+        ("get -x", Command("get", key="-x")),
         ("put k ''", Command("put", key="k", value="")),
         ("delete foo", Command("delete", key="foo")),
         ("del foo", Command("delete", key="foo")),
