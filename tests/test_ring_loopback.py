@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ from helpers import (
     wait_until,
 )
 
-from udpdht import Client, Node, ids
-from udpdht.errors import Refused, RpcTimeout
+from udpdht import Client, Node, Server, ids
+from udpdht.errors import DhtError, Refused, RpcTimeout
 from udpdht.node import NodeConfig
 from udpdht.sim import ideal_problems, ring_problems
 
@@ -118,6 +119,29 @@ async def test_node_join_says_at_once_that_nothing_listens_and_names_a_silent_bo
         assert not node.member
     finally:
         await node.stop()
+
+
+async def test_node_join_and_server_bootstrap_say_why_a_node_of_another_ring_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A new user's trial: joining a ring with a name (--ring) from a Node or a Server with
+    # none raised, or logged, "no live route to 47110380 after 0 hops (c2296358@...:
+    # ValueError)"; the CLI said why.
+    named = Node("127.0.0.1", 0, config=replace(FAST, ring="a"))
+    async with named, Node("127.0.0.1", 0, config=FAST) as other:
+        with pytest.raises(DhtError, match="its id is not SHA-1 of its address") as caught:
+            await other.join(named.addr)
+        assert "of a ring with a name (--ring NAME)" in str(caught.value)
+        server = Server()
+        await server.listen(0, "127.0.0.1")
+        try:
+            assert await server.bootstrap([named.addr]) == []
+        finally:
+            await server.astop()
+    host, port = named.addr
+    assert (
+        f"could not join through {host}:{port}: its id is not SHA-1 of its address" in caplog.text
+    )
 
 
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:

@@ -631,6 +631,12 @@ class Node:
                 if type(cause) is RpcTimeout:
                     cause = RpcTimeout(bootstrap, "join", cause.tries, self.clock() - started)
                 raise cause from None
+            if exc.hops == 0 and isinstance(cause, ValueError):
+                # It answered, but is not a node we can join (another ring's, one advertising
+                # another address): why, as the CLI says it. "No live route to <id> after 0
+                # hops (...: ValueError)" told a user of Node.join and Server.bootstrap
+                # nothing (a new user's trial). (Its callers name the address.)
+                raise DhtError(str(cause)) from None
             raise
         owner: Peer | None = found.owner
         if found.owner.id == self.id and found.owner.addr == self.addr:
