@@ -21,7 +21,8 @@ from helpers import (
 )
 
 from udpdht import Client, Node, Server, ids
-from udpdht.errors import DhtError, Refused, RpcTimeout
+from udpdht.cli_errors import in_words
+from udpdht.errors import DhtError, Refused, RpcTimeout, Unavailable
 from udpdht.node import NodeConfig
 from udpdht.sim import ideal_problems, ring_problems
 
@@ -142,6 +143,29 @@ async def test_node_join_and_server_bootstrap_say_why_a_node_of_another_ring_is_
     assert (
         f"could not join through {host}:{port}: its id is not SHA-1 of its address" in caplog.text
     )
+
+
+async def test_a_node_just_restarted_says_it_is_starting_not_that_it_lost_its_ring(
+    tmp_path: Path,
+) -> None:
+    # A new user's trial: a node restarted on its data dir, asked within half a second, said
+    # it had "lost contact with its ring", and the client's hint told the user to consider
+    # --new-ring (a second ring) for what was a restart.
+    async with Node("127.0.0.1", 0, config=FAST) as other:
+        first = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
+        async with first:
+            await first.join(other.addr)
+            await wait_until(lambda: (tmp_path / Node.PEERS_FILE).exists(), within=10)
+    # Started again while the only peer it remembers is gone: it rejoins, and waits.
+    again = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
+    async with again:
+        with pytest.raises(Unavailable, match=r"started \d+\.\d s ago and is rejoining") as caught:
+            await again.get("k")
+        assert "--new-ring" not in in_words(caught.value)
+        again.STARTING_FOR = 0.0  # (later on, the same node has lost its ring)
+        with pytest.raises(Unavailable, match="lost contact with its ring") as caught:
+            await again.get("k")
+        assert "--new-ring" in in_words(caught.value)
 
 
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:

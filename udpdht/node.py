@@ -695,6 +695,20 @@ class Node:
         is rejoining, and serves no key meanwhile."""
         return self.member and not self.leafset.successors and not self.leafset.predecessors
 
+    #: Seconds after its start a node rejoining its ring is said to be starting, not to have
+    #: lost its ring: a restart on its data dir rejoins within a second or two.
+    STARTING_FOR = 30.0
+
+    def _isolated_words(self) -> str:
+        """Why an isolated node serves no key: just started and rejoining, or cut off. A node
+        restarted on its data dir, asked within half a second, said it had "lost contact with
+        its ring", and the client's hint told the user to consider --new-ring (which starts a
+        second ring) for what was a restart (a new user's trial)."""
+        up = self.uptime()
+        if up < self.STARTING_FOR:
+            return f"this node started {up:.1f} s ago and is rejoining its ring; try again shortly"
+        return "this node has lost contact with its ring and is rejoining"
+
     # --- the key-value store -------------------------------------------------------------------
 
     @property
@@ -892,7 +906,7 @@ class Node:
     def local_find(self, key: int, *, strict: bool = False) -> tuple[bool, list[Peer]]:
         """One routing step at this node (see routing.next_hop)."""
         if self.isolated:
-            raise Unavailable("this node has lost contact with its ring and is rejoining")
+            raise Unavailable(self._isolated_words())
         return next_hop(
             self.leafset,
             self.fingers,
