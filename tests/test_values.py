@@ -265,6 +265,8 @@ def test_size_limits_are_clear(node: NodeProcess, tmp_path: Path) -> None:
         (["put", "k", "v", "--text"], "--text applies to stdin"),
         (["put", "k", "{", "--json"], "VALUE: not valid JSON"),
         (["get", "k", "--raw", "--json"], "not allowed with argument"),
+        (["ring", "--draw", "--json"], "give --json or --draw, not both"),  # (--json was ignored)
+        (["ring", "--svg", "r.svg", "--json"], "give --json or --svg, not both"),
     ],
 )
 def test_put_and_get_mistakes_are_one_line(node: NodeProcess, args: list[str], error: str) -> None:

@@ -109,6 +109,9 @@ async def _ring(args: argparse.Namespace) -> int:
 
     from . import render
 
+    if args.json and (args.draw or args.svg):
+        # (It printed the picture and ignored --json: a new user's trial.)
+        raise UsageError(f"give --json or {'--draw' if args.draw else '--svg'}, not both")
     async with _client(args) as client:
         entries = await client.ring(args.limit)
     attached = entries[0]["addr"]
