@@ -232,7 +232,9 @@ def test_a_restarted_node_that_rejoined_ignores_a_dead_bootstrap(
         boot = f"127.0.0.1:{silent_port}"
         with node_process("--data-dir", d, "--bootstrap", boot, port=port) as again:
             # (It says the address was heard, and when it would be tried.)
-            assert shows(again.output, f"rejoins through them, or through {boot} if none answers")
+            assert shows(
+                again.output, f"rejoins through it, or through {boot} if it does not answer"
+            )
             # Back in the ring: by its own rejoin, or taken back by the seed first, whose call
             # to the node that left, still being resent, reached the restarted one at its
             # address (under load: 1 run in 40, the seed's stabilize adopted it).

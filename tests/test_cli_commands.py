@@ -73,6 +73,21 @@ def test_ping_says_id_and_round_trip(two_nodes: tuple[NodeProcess, ...]) -> None
     assert info["isolated"] is False and 0 < info["rtt_s"] < 5
 
 
+def test_lookup_json_names_the_next_nodes_as_the_text_does(
+    two_nodes: tuple[NodeProcess, ...],
+) -> None:
+    # A new user's trial: the text's `next` line (the nodes after the owner, where its copies
+    # go) had no field in `lookup --json`.
+    a, b = two_nodes
+    text = udpdht("lookup", "--node", a.addr_text, "colour")
+    found = json.loads(udpdht("lookup", "--node", a.addr_text, "colour", "--json").stdout)
+    owner = found["owner"]["addr"]
+    assert [p["addr"] for p in found["next"]] == [
+        b.addr_text if owner == a.addr_text else a.addr_text
+    ]
+    assert "next   " in text.stdout and found["next"][0]["addr"] in text.stdout
+
+
 def test_keys_pages_through_what_a_node_holds(two_nodes: tuple[NodeProcess, ...]) -> None:
     a, b = two_nodes
     udpdht("delete", "--node", a.addr_text, "beta")  # deleted keys are not listed

@@ -134,7 +134,10 @@ def test_missing_file_and_bad_variable(
     monkeypatch.setenv("UDPDHT_REPLICAS", "0")
     code, _, err = print_config(capsys)
     assert code == 2
-    assert err == "udpdht: error: UDPDHT_REPLICAS: replicas must be a number 1..33, got 0\n"
+    assert err == (
+        "udpdht: error: UDPDHT_REPLICAS: replicas must be a number 1..33, and at most L/2+1 "
+        "for --leafset L (the default 16: 9), got 0\n"
+    )
 
 
 def test_unknown_variable_is_warned_about_and_loop_is_not(
@@ -186,7 +189,11 @@ def test_print_config_fed_back_gives_the_same_settings(
 
 def test_replicas_need_a_leafset_big_enough(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = print_config(capsys, "--leafset", "4", "--replicas", "5")
-    assert (code, err) == (2, "udpdht: error: --replicas 5 needs --leafset 8\n")
+    assert (code, err) == (
+        2,
+        "udpdht: error: --replicas 5 needs --leafset 8 or more (--leafset 4 holds 3 replicas "
+        "at most)\n",
+    )
 
 
 # --- client commands ---------------------------------------------------------------------------

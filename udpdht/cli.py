@@ -135,7 +135,10 @@ def _replicas(text: str) -> int:
     from .limits import MAX_REPLICAS
 
     if not text.isdigit() or not 1 <= int(text) <= MAX_REPLICAS:
-        raise argparse.ArgumentTypeError(f"replicas must be a number 1..{MAX_REPLICAS}, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"replicas must be a number 1..{MAX_REPLICAS}, and at most L/2+1 for --leafset L "
+            f"(the default 16: 9), got {text}"
+        )
     return int(text)
 
 
@@ -319,7 +322,7 @@ def _key(text: str) -> str:
         raise argparse.ArgumentTypeError("KEY is not valid UTF-8") from None
     if size > MAX_KEY:
         raise argparse.ArgumentTypeError(
-            f"KEY is {size:,} bytes in UTF-8; a key is at most {MAX_KEY} bytes"
+            f"KEY is {size:,} bytes in UTF-8; a key is at most {MAX_KEY:,} bytes"
         )
     return text
 
@@ -574,7 +577,10 @@ def _add_shell(sub: Any) -> None:
 
 def cmd_node(args: argparse.Namespace) -> int:
     if args.replicas > args.leafset // 2 + 1:
-        raise UsageError(f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)}")
+        raise UsageError(
+            f"--replicas {args.replicas} needs --leafset {2 * (args.replicas - 1)} or more "
+            f"(--leafset {args.leafset} holds {args.leafset // 2 + 1} replicas at most)"
+        )
     if args.print_config:
         for warning in args.warnings:
             print(f"udpdht: warning: {warning}", file=sys.stderr)
@@ -986,6 +992,8 @@ async def _lookup(args: argparse.Namespace) -> int:
                     "key_id": ids.to_hex(ids.hash_key(args.key)),
                     "owner": found.owner.info(),
                     "hops": [{**h.peer.info(), "rtt_s": h.rtt_s} for h in found.hops],
+                    # (as the text's `next` line: the nodes after the owner, its copies' first)
+                    "next": [p.info() for p in found.successors],
                 }
             )
         )

@@ -384,11 +384,13 @@ class Node:
         # (The bootstrap addresses are named too: they are tried only if none answers, and an
         # operator who gave one should see that it was heard.)
         boot = ", ".join(map(format_addr, self.bootstrap))
-        also = f", or through {boot} if none answers" if boot else ""
+        one = len(self.memory) == 1
+        also = f", or through {boot} if {'it does not answer' if one else 'none answers'}"
         self.log.info(
-            "remembers %s of its ring; rejoins through them%s",
+            "remembers %s of its ring; rejoins through %s%s",
             plural(len(self.memory), "peer"),
-            also,
+            "it" if one else "them",
+            also if boot else "",
         )
 
     def _advertised_addr(self, bound: Address) -> Address:
