@@ -245,13 +245,21 @@ def test_ring_draw_against_a_real_ring(tmp_path: Path) -> None:
         assert json.loads(udpdht("status", "--node", second.addr_text, "--json").stdout)
 
 
-def test_a_node_in_the_attached_nodes_spot_is_not_hidden() -> None:
-    # The '@' covers its cell's count: its label says how many others share the spot.
-    me = RingNode(1 << 150, "127.0.0.1:7000", 0, attached=True)
-    twin = RingNode((1 << 150) + 1, "127.0.0.1:7001", 0)
+def test_a_node_in_the_attached_nodes_spot_is_named_in_its_label() -> None:
+    # The '@' covers its cell's count: its label names the others in the spot, which get no
+    # label of their own (a new user's trial: "c34df0 0 @ c22963 0 (+1 here)", the first
+    # label another node's), and the legend promises no count that is not drawn.
+    me = RingNode(1 << 150, "127.0.0.1:7000", 3, attached=True)
+    twin = RingNode((1 << 150) + (1 << 120), "127.0.0.1:7001", 5)
     far = RingNode(1 << 159, "127.0.0.1:7002", 0)
-    text = "\n".join(draw_text([me, twin, far]))
-    assert "@" in text and "(+1 here)" in text
+    lines = draw_text([me, twin, far])
+    text = "\n".join(lines)
+    assert f"{me.label()} (also here: {twin.label()})" in text
+    assert text.count(twin.label()) == 1
+    assert "too close to tell apart" not in text
+    crowd = [RingNode((1 << 150) + (i << 120), f"127.0.0.1:{7010 + i}", i) for i in (1, 2, 3)]
+    text = "\n".join(draw_text([me, *crowd, far]))
+    assert f"{me.label()} (+3 here)" in text and crowd[0].label() not in text
 
 
 def test_the_notes_under_a_picture_fit_its_width(capsys: pytest.CaptureFixture[str]) -> None:

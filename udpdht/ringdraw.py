@@ -224,13 +224,22 @@ def draw_text(
     if me is not None:
         put(*lay.cell(me.node_id), ATTACHED, "attached")
     # Labels outside the circle, next to their node; one that finds no room is left out.
+    # The nodes in the attached node's spot are named in its label, not in labels of their
+    # own: the '@' covers their count, and a label of theirs beside it read as the attached
+    # node's (a new user's trial: "c34df0 0 @ c22963 0 (+1 here)").
+    my_cell = lay.cell(me.node_id) if me is not None else None
+    with_me = [n for n in nodes if not n.attached and lay.cell(n.node_id) == my_cell]
     left_out = 0
     order = sorted(nodes, key=lambda n: not n.attached)  # the attached node's label first
     for n in order:
+        if n in with_me:
+            continue
         text = n.label()
         col, row = lay.cell(n.node_id)
-        if n.attached and per_cell[col, row] > 1:  # '@' covers the count of its cell
-            text += f" (+{per_cell[col, row] - 1} here)"
+        if n.attached and with_me:
+            named = ", ".join(m.label() for m in with_me)
+            fits = len(with_me) <= 2 and len(text) + len(named) + 14 <= width // 2
+            text += f" (also here: {named})" if fits else f" (+{len(with_me)} here)"
         right = math.sin(angle(n.node_id)) >= -1e-9
         first = col + 2 if right else col - 1 - len(text)
         outward = -1 if row <= cy else 1
@@ -274,7 +283,8 @@ def draw_text(
     summary = _summary(nodes)
     if left_out:
         summary += f"; {_count(left_out, 'label')} left out (no room)"
-    shared = any(count > 1 for count in per_cell.values())
+    # (The attached node's spot shows '@', never its count: that count is in its label.)
+    shared = any(count > 1 for cell, count in per_cell.items() if cell != my_cell)
     for paragraph in [summary, *_legend(nodes, chord_ends, who, shared)]:
         lines.extend(textwrap.wrap(paragraph, width))
     return lines
