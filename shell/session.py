@@ -38,7 +38,9 @@ LEAVE_TIMEOUT = 10.0  # seconds a leaving node may take to hand its keys over
 REBIND_TRIES = 40  # 'nodes join I': tries to bind the node's old port, 50 ms apart
 WAKE_TIMEOUT = 0.5  # seconds a silent attached node has to answer before a command fails
 # Commands that need no answer from the attached node (ping HOST:PORT asks another).
-LOCAL_COMMANDS = frozenset({"attach", "nodes", "format", "watch", "help", "quit"})
+#: Commands that ask the attached node nothing: they run when it is silent too (whoami says
+#: what it is attached to, the answer a user wants then: a new user's trial).
+LOCAL_COMMANDS = frozenset({"attach", "nodes", "format", "watch", "help", "quit", "whoami"})
 
 
 @dataclass
@@ -905,7 +907,8 @@ class Session:
         return "\n".join(
             [
                 "client   this shell: a udpdht client (no id of its own: it only asks)",
-                f"attached {self.attached_text} (node {(self.node_id or '?')[:8]})",
+                f"attached {self.attached_text} (node {(self.node_id or '?')[:8]})"
+                + ("" if self.answering else ", not answering"),
                 f"socket   {format_addr(client.endpoint.addr)}   (where the node's answers come)",
             ]
         )

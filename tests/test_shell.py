@@ -1296,6 +1296,10 @@ async def test_piped_commands_to_a_silent_node_name_a_live_neighbour(embedded: S
     found = _suggestion(session)  # (a call: mypy took it for None since the line above)
     assert found in live
     assert str(info.value) == f"{victim.addr} is not answering; 'attach {found}' to go on"
+    # whoami asks the node nothing: it says where the shell is attached, and that it is
+    # silent (a new user's trial: it said "not answering" and nothing else).
+    who = await session.execute(parse("whoami"))
+    assert f"attached {victim.addr} (node " in who and "not answering" in who
 
 
 def _suggestion(session: Session) -> str | None:
