@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -96,6 +97,23 @@ async def test_a_client_takes_the_cookie_as_its_file_gives_it_and_addresses_as_t
     other.write_text("hello\n")
     with pytest.raises(ValueError, match="not a udpdht cookie file"):
         Client(("127.0.0.1", 1), cookie=str(other))
+
+
+async def test_a_second_leave_does_not_start_a_second_hand_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A maintainer's review: each admin leave started a leave 50 ms later, and the second
+    # cancelled the first's tasks in the middle of its hand-off.
+    caplog.set_level(logging.INFO)
+    async with Node(port=0) as a, Node(port=0) as b:
+        await b.join(a.addr)
+        await b.put("kept", 1)
+        async with Client(b.addr, cookie=b.cookie) as admin:
+            await admin.leave()
+            await admin.leave()
+        await asyncio.wait_for(b.finished.wait(), 10)
+        assert caplog.text.count("leaving the ring at an admin's request") == 1
+        assert await a.get("kept") == 1  # handed over
 
 
 async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Path) -> None:

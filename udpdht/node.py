@@ -230,6 +230,7 @@ class Node:
         self._verifier: Verifier | None = None
         self.finished = asyncio.Event()  # set once the node has stopped (leave, shutdown, stop)
         self.leaving = False  # a leave has begun (maintenance.Maintenance._rpc_leaving)
+        self._leave_asked = False  # an admin asked for a leave, which starts after the reply
         self.handed_off = False  # a leave has handed the store over (the rest is messages)
         #: Called after each lookup this node runs (lookup_id: its own, a client's, the store's
         #: and maintenance's) with the Lookup, or None when it failed, and the seconds it took.
@@ -483,13 +484,23 @@ class Node:
         raise Busy("the node is opening its store; try again in a moment")
 
     def background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run ``coro`` as a task of this node: cancelled when the node stops."""
+        """Run ``coro`` as a task of this node: cancelled when the node stops. What it raises
+        is logged when it ends (nothing awaits these tasks for their outcome)."""
         task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(self._background_done)
         self._tasks.append(task)
         if len(self._tasks) > 2 * self._tasks_kept:  # amortized: not a scan per task
             self._tasks = [t for t in self._tasks if not t.done()]
             self._tasks_kept = len(self._tasks) + 16
         return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            what = getattr(task.get_coro(), "__qualname__", task.get_name())
+            self.log.error("%s failed: %r", what, exc, exc_info=exc)
 
     async def stop(self) -> None:
         """Stop at once (a crash, as far as the ring can tell). See :meth:`leave`."""
@@ -498,9 +509,10 @@ class Node:
         self._tasks = []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # (Their outcomes: logged as they ended (background). One that had failed was raised
+        # here, and the node stopped halfway: its socket open, its data dir locked, `finished`
+        # never set (a maintainer's review).)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.kad is not None:
             self.kad.close()
             self.kad = None
@@ -1044,21 +1056,31 @@ class Node:
         succ = self.leafset.successor
         return {"successor": succ.to_wire() if succ is not None else None}
 
-    def _after_reply(self, coro: Any) -> None:
-        """Run ``coro`` once the current reply has gone out."""
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.05, lambda: self._tasks.append(loop.create_task(coro)))
+    def _after_reply(self, act: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``act()`` once the current reply has gone out: a task of the node's, which a
+        stop before then cancels. (A timer that made the coroutine at once left a leave to
+        start on a node stopped meanwhile, and an unawaited coroutine if the loop ended
+        first; a maintainer's review.)"""
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            await act()
+
+        self.background(later())
 
     def _admin_leave(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         self._authorized("admin_leave", args)
+        if self.leaving or self._leave_asked:  # (a second leave would cancel the first's hand-off)
+            return {"leaving": True}
+        self._leave_asked = True
         self.log.info("leaving the ring at an admin's request from %s", format_addr(src))
-        self._after_reply(self.leave())
+        self._after_reply(self.leave)
         return {"leaving": True}
 
     def _admin_shutdown(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         self._authorized("admin_shutdown", args)
         self.log.info("shutting down at an admin's request from %s", format_addr(src))
-        self._after_reply(self.stop())
+        self._after_reply(self.stop)
         return {"stopping": True}
 
     # --- status --------------------------------------------------------------------------------
