@@ -461,8 +461,10 @@ def test_no_route_is_said_without_ids_or_hops() -> None:
     from udpdht.cli_errors import in_words
     from udpdht.errors import Unavailable
 
+    # (As a node's error reply reads: "method: message". Without the method, as this test
+    # once built it, the check passed while the real answers went through raw.)
     remote = Unavailable(
-        "no live route to 8e215b02 after 2 hops (ab12cd34@10.0.0.1:7000: RpcTimeout)"
+        "get: no live route to 8e215b02 after 2 hops (ab12cd34@10.0.0.1:7000: RpcTimeout)"
     )
     assert in_words(remote) == (
         "the nodes on the way to the key did not answer; the ring may be repairing: try again"

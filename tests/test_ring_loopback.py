@@ -22,8 +22,9 @@ from helpers import (
 
 from udpdht import Client, Node, Server, ids
 from udpdht.cli_errors import in_words
-from udpdht.errors import DhtError, Refused, RpcTimeout, Unavailable
+from udpdht.errors import DhtError, NotResponsible, Refused, RpcTimeout, Unavailable
 from udpdht.node import NodeConfig
+from udpdht.routing import Peer
 from udpdht.sim import ideal_problems, ring_problems
 
 FAST = NodeConfig(stabilize_period=0.2)
@@ -187,6 +188,18 @@ async def test_a_background_task_that_failed_is_logged_and_does_not_stop_a_stop_
     assert node.finished.is_set()
     async with Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path):  # its lock released
         pass
+
+
+async def test_a_node_gone_from_its_address_is_declared_dead_on_its_successors_refusal() -> None:
+    # PROTOCOL.md 6a.4b: a store call names the node it is for; another node at that
+    # address refuses it, and the caller declares the node it meant dead at once. The
+    # refusal comes as "method: message", and the check compared the message alone: it never
+    # matched (a maintainer's review).
+    async with Node("127.0.0.1", 0, config=FAST) as a, Node("127.0.0.1", 0, config=FAST) as q:
+        gone = Peer(q.id ^ 1, q.addr)  # the node that was at q's address
+        with pytest.raises(NotResponsible, match="not the node called"):
+            await a.call_peer(gone, "store_read", {"keys": [b"k"]})
+        assert a.detector.recently_dead(gone.id, asyncio.get_running_loop().time())
 
 
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:

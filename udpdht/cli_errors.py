@@ -54,8 +54,10 @@ def in_words(exc: BaseException, *, hint: bool = True) -> str:
         if exc.cause is not None:  # the first node asked (a bootstrap) did not answer
             return in_words(exc.cause, hint=hint)
         return NO_ROUTE
-    if isinstance(exc, RemoteError) and exc.message.startswith("no live route to "):
-        return NO_ROUTE  # the attached node's LookupFailed, as its error reply
+    if isinstance(exc, RemoteError) and exc.message.partition(": ")[2].startswith(
+        "no live route to "
+    ):
+        return NO_ROUTE  # the attached node's LookupFailed, as its error reply ("get: no ...")
     text = printable(" ".join(str(exc).split())) or type(exc).__name__
     if isinstance(exc, RemoteError) and "lost contact with its ring" in text:
         text += ISOLATED_WAY_OUT  # (it lasts until a peer of its ring answers again)

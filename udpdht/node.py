@@ -785,7 +785,10 @@ class Node:
         try:
             result = await ep.call(peer.addr, method, args, tries=tries or None, pad=pad)
         except NotResponsible as exc:
-            if exc.message == NOT_CALLED:  # (another node at its address: it is gone)
+            # (Another node at its address: it is gone. Error messages come as "method: ...":
+            # compared with NOT_CALLED alone, this never matched, and writes kept going to the
+            # other node until a ping's id check caught it; a maintainer's review.)
+            if exc.message == f"{method}: {NOT_CALLED}":
                 self.peer_failed(peer, ValueError(f"{peer} is gone: {NOT_CALLED}"))
             raise
         if peer.id >= 0 and type(result) is dict:
