@@ -227,6 +227,20 @@ def test_a_host_name_that_does_not_resolve_is_said_in_words() -> None:
     )
 
 
+def test_a_data_dir_file_that_cannot_be_written_is_not_called_a_port_problem(
+    tmp_path: Path,
+) -> None:
+    # A maintainer's review: any OSError of the start was "cannot listen on H:P", a file of
+    # the data dir that could not be written included ("... 127.0.0.1:0: is a directory").
+    (tmp_path / "address.tmp").mkdir()
+    result = udpdht("node", "--port", "0", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"udpdht: error: cannot use the data dir {tmp_path}: {tmp_path / 'address.tmp'}: "
+        "is a directory\n"
+    )
+
+
 def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:
     # trial 3, item 12: --host 10.99.99.99 (no such address here) created an empty data dir.
     given = tmp_path / "new" / "data"

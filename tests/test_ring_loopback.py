@@ -21,6 +21,7 @@ from helpers import (
 )
 
 from udpdht import Client, Node, Server, ids
+from udpdht.admin import COOKIE_FILE
 from udpdht.cli_errors import in_words
 from udpdht.errors import DhtError, NotResponsible, Refused, RpcTimeout, Unavailable
 from udpdht.node import NodeConfig
@@ -200,6 +201,21 @@ async def test_a_node_gone_from_its_address_is_declared_dead_on_its_successors_r
         with pytest.raises(NotResponsible, match="not the node called"):
             await a.call_peer(gone, "store_read", {"keys": [b"k"]})
         assert a.detector.recently_dead(gone.id, asyncio.get_running_loop().time())
+
+
+async def test_a_start_that_fails_releases_the_port_and_the_data_dir(tmp_path: Path) -> None:
+    # A maintainer's review: with a damaged cookie file, start() failed after binding and
+    # locking the data dir, and left both: a second try in the same process was refused the
+    # data dir "in use (pid <its own>)".
+    async with Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path) as first:
+        port = first.addr[1]
+    (tmp_path / COOKIE_FILE).write_text("not a cookie\n")
+    broken = Node("127.0.0.1", port, config=FAST, data_dir=tmp_path)
+    with pytest.raises(ValueError, match="not a udpdht cookie file"):
+        await broken.start()
+    (tmp_path / COOKIE_FILE).unlink()
+    async with Node("127.0.0.1", port, config=FAST, data_dir=tmp_path) as again:
+        assert again.addr[1] == port
 
 
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:

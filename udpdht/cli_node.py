@@ -288,6 +288,12 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         _remove_empty(made)  # a node that never ran leaves no data dir behind
         if exporter is not None:
             await asyncio.to_thread(exporter.close)
+        if isinstance(exc, OSError) and exc.filename is not None and data_dir is not None:
+            # A file of the data dir, not the socket: "cannot listen on H:P: is a directory"
+            # sent an operator after the port (a maintainer's review).
+            raise UsageError(
+                f"cannot use the data dir {data_dir}: {exc.filename}: {_why(exc)}"
+            ) from None
         if isinstance(exc, OSError):
             raise _cannot_bind(f"listen on {args.host}:{args.port}", exc) from None
         if isinstance(exc, DataDirInUse) and args.data_dir is None:

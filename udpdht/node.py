@@ -261,16 +261,25 @@ class Node:
         ep = await self._bind()
         self.clock = loop_clock(asyncio.get_running_loop())
         self._started_at = self.clock()
-        self._register_handlers(ep)
         try:
+            # (All of it: a damaged cookie file failed the start after the store alone was
+            # guarded, and left the socket bound and the data dir locked, so that a Server
+            # could not try again in the same process; a maintainer's review.)
+            self._register_handlers(ep)
             await self._open_store(ep)
+            if self.config.kad:
+                self.kad = KadService(self)
+                self.kad.attach()
+            self._restore_membership()
         except BaseException:
-            self._unbind(ep)
+            if self.kad is not None:
+                self.kad.close()
+                self.kad = None
+            if self._replicator is not None:
+                self._replicator.store.close()
+                self._replicator = None
+            await self._unbind(ep)
             raise
-        if self.config.kad:
-            self.kad = KadService(self)
-            self.kad.attach()
-        self._restore_membership()
         if self._maintenance_on:
             loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(self.maintenance.run()))
@@ -315,15 +324,16 @@ class Node:
                 ephemeral = self.port == 0 and self.advertised is None
                 self._data.claim(self.addr, moved=self.new_address or ephemeral)
         except BaseException:
-            self._unbind(ep)
+            await self._unbind(ep)
             raise
         return ep
 
-    def _unbind(self, ep: RpcEndpoint) -> None:
+    async def _unbind(self, ep: RpcEndpoint) -> None:
         """Undo _bind: a start that failed after it leaves no socket nor data dir lock."""
         ep.close()
         self._endpoint = None
         self._release_data_dir()
+        await ep.wait_closed()
 
     def _register_handlers(self, ep: RpcEndpoint) -> None:
         """The node's own methods, the ring's (Maintenance) and the admin ones (cookie)."""

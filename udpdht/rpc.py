@@ -454,6 +454,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         self._log_budget = TokenBucket(10.0, 0.0)  # handler tracebacks: a few, not megabytes
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
+        # Set once the socket is closed (connection_lost), for wait_closed; None: never bound.
+        self._lost: asyncio.Event | None = None
         self._family_v6 = False
         self._v4_socket = False  # known to be an IPv4 socket (set by bind)
         #: Bound to ``::`` without IPV6_V6ONLY: IPv4 peers too, as ``::ffff:a.b.c.d`` on the
@@ -1237,6 +1239,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport has the datagram methods but not the asyncio base class.
         self._transport = cast(asyncio.DatagramTransport, transport)
+        self._lost = asyncio.Event()
         fit_receive_size(transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -1341,6 +1344,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._lost is not None:
+            self._lost.set()
 
     def send_raw(self, data: bytes, addr: AddrObj) -> str | None:
         """Send a datagram built elsewhere (the ``foreign`` protocol's); None when it went,
@@ -1421,8 +1426,13 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             transport.close()
 
     async def wait_closed(self) -> None:
+        """After close(): once the handlers have ended and the socket is closed (a transport
+        closes it a loop iteration later: a node started again at once on the same port, as
+        a start that failed is tried again, found it in use)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._lost is not None:
+            await self._lost.wait()
 
 
 class _Ticker:
