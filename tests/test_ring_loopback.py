@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
@@ -24,6 +25,7 @@ from udpdht import Client, Node, Server, ids
 from udpdht.admin import COOKIE_FILE
 from udpdht.cli_errors import in_words
 from udpdht.errors import DhtError, NotResponsible, Refused, RpcTimeout, Unavailable
+from udpdht.lookup import Lookup, LookupFailed
 from udpdht.node import NodeConfig
 from udpdht.routing import Peer
 from udpdht.sim import ideal_problems, ring_problems
@@ -216,6 +218,28 @@ async def test_a_start_that_fails_releases_the_port_and_the_data_dir(tmp_path: P
     (tmp_path / COOKIE_FILE).unlink()
     async with Node("127.0.0.1", port, config=FAST, data_dir=tmp_path) as again:
         assert again.addr[1] == port
+
+
+@pytest.mark.parametrize(("hops", "blamed"), [(0, True), (1, False)])
+async def test_a_loop_check_blames_its_start_only_when_the_start_failed(
+    hops: int, blamed: bool
+) -> None:
+    # A maintainer's review: a loop check's lookup that failed at a later hop (the start
+    # answered) counted against the start, and two such checks declared a live node dead.
+    async with ideal_ring(3) as nodes:
+        me, start = nodes[0], nodes[1]
+        start_peer = Peer(start.id, start.addr)
+
+        async def fails(key: int, **kwargs: Any) -> Lookup:
+            failed = LookupFailed("no live route")
+            failed.hops = hops
+            raise failed
+
+        me.lookup_id = fails  # type: ignore[method-assign]
+        for _ in range(2):  # (two failures in a row: dead)
+            assert await me.maintenance.check_loop(start_peer) is None
+        now = asyncio.get_running_loop().time()
+        assert me.detector.recently_dead(start.id, now) is blamed
 
 
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:

@@ -1363,10 +1363,12 @@ class Maintenance:
             found = await self.node.lookup_id(
                 (self.node.id + 1) % ids.RING, start=start.addr, confirm=False, near=self._near()
             )
-        except (DhtError, *PEER_FAILURES):
-            # Most likely the start is gone (a remembered peer that left): twice in a row and
-            # it is not tried for a while.
-            self.node.peer_failed(start)
+        except (DhtError, *PEER_FAILURES) as exc:
+            # The start failed (a remembered peer that left, mostly): twice in a row and it is
+            # not tried for a while. Not when it answered and a later hop failed: a live
+            # finger was declared dead that way (a maintainer's review).
+            if not isinstance(exc, LookupFailed) or exc.hops == 0:
+                self.node.peer_failed(start)
             return None
         owner = found.owner
         if owner.id == self.node.id or not ids.in_interval(owner.id, self.node.id, succ.id):
