@@ -1623,7 +1623,7 @@ class Maintenance:
         get no more datagrams from us than the forger sent."""
         try:
             succs, preds, _ = await self.neighbors_of(peer, tries=self.node.config.lookup_tries)
-        except PEER_FAILURES:
+        except (DhtError, *PEER_FAILURES):  # (ours too: calls in flight at their bound)
             return None
         return preds if succs and succs[0].id == self.node.id else None
 
@@ -1638,6 +1638,8 @@ class Maintenance:
             return False
         except PEER_FAILURES as exc:
             self.node.peer_failed(pred, exc)
+        except DhtError:  # ours (calls in flight at their bound): nothing learnt of it
+            return False
         current = self.node.leafset.predecessor
         return current is None or current.id != pred.id
 
@@ -1646,7 +1648,9 @@ class Maintenance:
         for that one's answer: a flood of notifies costs one call per peer, not one each."""
         task = self._checks.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(coro)
+            # (A task of the node's: a stop cancels it. It outlives the handler that waits for
+            # it, which a stop cancels first; a maintainer's review.)
+            task = self.node.background(coro)
             self._checks[key] = task
             task.add_done_callback(lambda _: self._checks.pop(key, None))
         else:
