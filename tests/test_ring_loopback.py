@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -240,6 +241,26 @@ async def test_a_loop_check_blames_its_start_only_when_the_start_failed(
             assert await me.maintenance.check_loop(start_peer) is None
         now = asyncio.get_running_loop().time()
         assert me.detector.recently_dead(start.id, now) is blamed
+
+
+async def test_peers_that_cannot_be_written_are_said_once_and_again_when_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A maintainer's review: a peers.json that could not be written (a read-only or full
+    # data dir) was said nowhere; started again, the node found no peers, and began a ring of
+    # its own.
+    caplog.set_level(logging.INFO)
+    (tmp_path / "peers.json.tmp").mkdir()  # (where each write goes first)
+    async with Node("127.0.0.1", 0, config=FAST) as other:
+        node = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
+        async with node:
+            await node.join(other.addr)
+            await wait_until(lambda: "peers of its ring are not remembered" in caplog.text, 10)
+            assert "peers.json.tmp: Is a directory" in caplog.text
+            (tmp_path / "peers.json.tmp").rmdir()
+            await wait_until(lambda: "peers of its ring are written again" in caplog.text, 10)
+            assert caplog.text.count("are not remembered") == 1  # (tried every round)
+    assert (tmp_path / "peers.json").exists()
 
 
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:

@@ -101,6 +101,13 @@ class _Relay:
                 return
 
 
+#: The warning when the data dir's peers.json cannot be written.
+NOT_REMEMBERED = (
+    "cannot write %s: the peers of its ring are not remembered; started again without "
+    "--bootstrap, this node may begin a ring of its own"
+)
+
+
 class Maintenance:
     """The ring side of a node: its maintenance rounds, and the handlers of ``neighbors``,
     ``notify``, ``succs``, ``leaving``, ``view``, ``hello`` and ``token``."""
@@ -372,8 +379,18 @@ class Maintenance:
         )
         # Written when changed, at most every SAVE_PEERS_EVERY: the first peers as soon as
         # there are any (a round that found none must not put the first write off for 30 s).
-        if now >= self._next_save and self.node.memory.save():
-            self._next_save = now + self.SAVE_PEERS_EVERY
+        if now >= self._next_save:
+            memory = self.node.memory
+            failing = memory.error
+            if memory.save():
+                self._next_save = now + self.SAVE_PEERS_EVERY
+                if failing is not None:
+                    self.node.log.info("the peers of its ring are written again")
+            elif memory.error is not None and failing is None:
+                # Said once (it is tried again every round): a node whose peers.json could
+                # not be written said nothing, and started again it found no peers, and began
+                # a ring of its own (a maintainer's review).
+                self.node.log.warning(NOT_REMEMBERED, memory.error)
 
     async def stabilize(self) -> None:
         async with self._stabilizing:

@@ -88,6 +88,7 @@ class PeerMemory:
         self._peers: OrderedDict[int, Peer] = OrderedDict()
         self._dirty = False
         self._forgotten = False
+        self.error: str | None = None  # why the last write of the file failed (None: it did not)
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -160,7 +161,9 @@ class PeerMemory:
         try:
             tmp.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
             os.replace(tmp, self.path)  # atomic: a reader sees the old file or the new one
-        except OSError:
+        except OSError as exc:
+            self.error = f"{exc.filename or self.path}: {exc.strerror or exc}"
             return False
         self._dirty = False
+        self.error = None
         return True

@@ -28,7 +28,7 @@ from .errors import BadRequest, Busy, DhtError, NotResponsible, RpcTimeout, Unav
 from .kad.service import KadService
 from .limits import key_bytes
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
-from .maintenance import Maintenance
+from .maintenance import NOT_REMEMBERED, Maintenance
 from .membership import FailureDetector, PeerMemory
 from .net import (
     Address,
@@ -530,7 +530,8 @@ class Node:
         if ep is not None:
             ep.close()
             await ep.wait_closed()
-            self.memory.save()
+            if not self.memory.save() and self.memory.error is not None:
+                self.log.warning(NOT_REMEMBERED, self.memory.error)
         if self._replicator is not None:
             self._replicator.store.close()
             self._replicator = None
