@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import shlex
 import shutil
 import time
@@ -59,13 +58,6 @@ class EmbeddedNode:
 def _sentence(text: str) -> str:
     """One line, whatever the exception said."""
     return " ".join(text.split()) or "failed"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _say_wrong_protocol(addr: Address, exc: BaseException) -> None:
@@ -234,7 +226,7 @@ class Session:
             return embedded.node.cookie
         if self.cookie is not None and addr == self.cookie_addr:
             return self.cookie
-        local = find_cookie(addr[1]) if _is_loopback(addr[0]) else None
+        local = find_cookie(*addr)
         return local or self.cookie
 
     async def attach(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import secrets
@@ -40,10 +41,24 @@ def default_data_dir(port: int) -> Path:
     return Path(base) / "udpdht" / str(port)
 
 
-def find_cookie(port: int) -> bytes | None:
-    """The cookie of a local node on ``port`` kept in the default place, if we may read it."""
+def local_cookie_path(host: str, port: int) -> Path | None:
+    """Where a node at ``host:port`` keeps its cookie by default when it runs on this machine
+    (a loopback address, or "localhost"); None for another host's."""
+    if host != "localhost":
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            return None
+    return default_data_dir(port) / COOKIE_FILE
+
+
+def find_cookie(host: str, port: int) -> bytes | None:
+    """The cookie a node at ``host:port`` on this machine keeps in the default place, if we
+    may read it."""
+    path = local_cookie_path(host, port)
     try:
-        return read_cookie(default_data_dir(port) / COOKIE_FILE)
+        return None if path is None else read_cookie(path)
     except ValueError:
         return None
 
@@ -81,13 +96,20 @@ def read_cookie(path: str | os.PathLike[str]) -> bytes:
         raw = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read cookie file {path}: {exc.strerror or exc}") from None
-    try:  # (a binary file is no cookie either: the same message, not a decode error)
-        cookie = bytes.fromhex(raw.decode("ascii").strip())
-    except ValueError:  # UnicodeDecodeError included
-        cookie = b""
-    if len(cookie) != COOKIE_BYTES:
+    cookie = parse_cookie(raw)
+    if cookie is None:
         raise ValueError(f"{path} is not a udpdht cookie file (expected {2 * COOKIE_BYTES} hex)")
     return cookie
+
+
+def parse_cookie(text: bytes) -> bytes | None:
+    """The cookie a cookie file's contents hold (64 hex digits, spaces around them allowed),
+    or None when they are not one (a binary file neither: not a decode error)."""
+    try:
+        cookie = bytes.fromhex(text.decode("ascii").strip())
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return cookie if len(cookie) == COOKIE_BYTES else None
 
 
 def _mac(

@@ -261,28 +261,17 @@ def add_shutdown(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _is_local(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _cookie(args: argparse.Namespace, node: Address) -> bytes:
     """The cookie from --cookie, or the one a node on this host keeps in its default place."""
-    from .admin import COOKIE_FILE, default_data_dir, read_cookie
+    from .admin import local_cookie_path, read_cookie
 
     if args.cookie is not None:
         try:
             return read_cookie(args.cookie)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    path = default_data_dir(node[1]) / COOKIE_FILE
-    if _is_local(node[0]):
+    path = local_cookie_path(*node)
+    if path is not None:
         try:
             return read_cookie(path)
         except ValueError:

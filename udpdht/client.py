@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from . import ids, wire
-from .admin import COOKIE_BYTES, read_cookie, sign
+from .admin import COOKIE_BYTES, parse_cookie, read_cookie, sign
 from .errors import BadAnswer, DhtError, RemoteError, RpcTimeout, Unauthorized
 from .limits import MAX_VALUE, key_bytes
 from .lookup import Hop, Lookup
@@ -153,11 +153,8 @@ def _cookie(cookie: bytes | str | os.PathLike[str] | None) -> bytes | None:
         return read_cookie(cookie)
     if len(cookie) == COOKIE_BYTES:
         return cookie
-    try:
-        raw = bytes.fromhex(cookie.decode("ascii").strip())
-    except ValueError:  # (UnicodeDecodeError included)
-        raw = b""
-    if len(raw) != COOKIE_BYTES:
+    raw = parse_cookie(cookie)
+    if raw is None:
         raise ValueError(
             f"a cookie is {COOKIE_BYTES} bytes, or the contents of a cookie file "
             f"({2 * COOKIE_BYTES} hex digits), or its path: got {len(cookie)} bytes"
