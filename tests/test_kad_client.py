@@ -456,7 +456,7 @@ async def test_the_client_answers_what_kademlia_nodes_ask(kad_network: KadNetwor
         assert ok and 0 < len(contacts) <= codec.K
         assert all(c[1:] != list(kad_network.addrs[3]) for c in contacts)  # not the asker
         assert await proto.stun(me) == (True, list(kad_network.addrs[3]))
-        other = KadEndpoint(b"\x01" * 20)
+        other = KadEndpoint()
         await other.bind("127.0.0.1", 0)
         try:  # a list: no answer (as kademlia's own nodes give none to what they cannot serve)
             with pytest.raises(RpcTimeout):

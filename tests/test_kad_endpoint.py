@@ -19,7 +19,7 @@ def _endpoint(config: KadConfig) -> tuple[KadEndpoint, list[tuple[bytes, Address
         sent.append((data, addr))
         return None
 
-    ep = KadEndpoint(bytes(20), config=config)
+    ep = KadEndpoint(config=config)
     ep.host(send, ("127.0.0.1", 7000))
     return ep, sent
 

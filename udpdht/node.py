@@ -923,9 +923,6 @@ class Node:
     async def stabilize(self) -> None:
         await self.maintenance.stabilize()
 
-    async def check_predecessor(self) -> None:
-        await self.maintenance.check_predecessor()
-
     async def fix_fingers(self) -> None:
         await self.maintenance.fix_fingers()
 

@@ -631,10 +631,7 @@ class RpcEndpoint(asyncio.DatagramProtocol):
         except Exception as exc:
             data = self._error_from(req, exc)
         else:
-            try:
-                data = wire.encode_reply(req.rid, result)
-            except (MessageTooLarge, EncodeError) as exc:
-                data = self._encode_failed(req, exc)
+            data = self._encode_result(req, result)
         if not idempotent:
             self._remember(rid, addr, data)
         if len(data) > self._amplification * size:  # (the common case needs no token check)

@@ -149,7 +149,7 @@ class KadClient:
         self.ping_deadline = ping_deadline or min(PING_DEADLINE, 0.5 * 2**ping_tries - 0.5)
         self.query_deadline = query_deadline
         self.query_tries = query_tries
-        self.endpoint = KadEndpoint(self.id, config=KadConfig(timeout=self.ping_deadline, rto=0.25))
+        self.endpoint = KadEndpoint(config=KadConfig(timeout=self.ping_deadline, rto=0.25))
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.table = RoutingTable(self.id, k)

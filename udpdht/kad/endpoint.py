@@ -88,9 +88,7 @@ class _Call:
 class KadEndpoint:
     """Calls and answers rpcudp requests on one socket (its own, or a udpdht node's)."""
 
-    def __init__(self, node_id: bytes, *, config: KadConfig | None = None) -> None:
-        codec.node_id(node_id)
-        self.node_id = node_id
+    def __init__(self, *, config: KadConfig | None = None) -> None:
         self.config = config or KadConfig()
         self.stats = KadStats()
         self._send: Send | None = None

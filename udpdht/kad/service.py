@@ -332,7 +332,7 @@ class KadService:
         peers: PeersConfig | None = None,
     ) -> None:
         self.node = node
-        self.endpoint = KadEndpoint(ids.to_bytes(node.id), config=config)
+        self.endpoint = KadEndpoint(config=config)
         self.guard = AddressCheck(self.endpoint, self._own_id, guard)
         self.peers = KadPeers(self.endpoint, self._own_id, self.guard.prove, peers)
         self.requests: Counter[str] = Counter({m: 0 for m in METHODS})
