@@ -130,7 +130,9 @@ class StoreConfig:
     replicas: int = 3  # r: copies of each key, the primary included
     sync_period: float = 5.0  # mean seconds between anti-entropy rounds
     tombstone_ttl: float = 24 * 3600.0  # how long a delete shadows older replicas
-    write_attempts: int = 8  # attempts of a put or delete by a settled coordinator
+    # attempts of a put or delete by a settled coordinator, at least: more follow until it
+    # has gone on WRITE_PATIENCE periods (MAX_WRITE_ATTEMPTS in all; PROTOCOL.md 10.5)
+    write_attempts: int = 8
     max_skew: float = 60.0  # seconds a record's stamp may be ahead of our clock
     max_ttl: float = MAX_TTL  # the longest TTL a put may ask for
     # The store's quota: key and value bytes, and the engine's Store.RECORD_COST per record
