@@ -609,17 +609,26 @@ class Maintenance:
             self._probe_backoff = min(2 * self._probe_backoff, self.MAX_PROBE_BACKOFF)
 
     def _walk_if_due(self, now: float) -> None:
-        """Start a walk of the ring (walk_view) when our view is worth filling and due for it:
-        a ring small enough (WALK_MAX), a neighbourhood calm for a few rounds (no walks while
-        nodes join around us), a view that missed lately (WALK_REFUSALS refusals of our reads
-        and writes since the last walk: the primary was not in it) or a node started within
-        the last minute, and WALK_EVERY since the last walk, or a ring grown by WALK_GROWTH
-        since (at least 2 periods after the last), or, for a node started within the last
-        minute, a last walk that went round while nodes still joined near us (a node the
-        successor lists did not name yet was passed by: on the simulator, 1 of 60 nodes
-        missed one node for over 30 s, until its next walk) and a neighbourhood calm now.
-        What a walk costs follows what the view lacks: a node that coordinates nothing, or
-        whose guesses are right, walks no more."""
+        """Start a walk of the ring (walk_view) when our view is worth filling and one is due.
+
+        Worth filling (checked in this order):
+
+        - no walk under way, and we are not isolated;
+        - a ring larger than the leafset covers and small enough to walk (WALK_MAX);
+        - a calm neighbourhood (FAST_ROUNDS rounds without a change: no walks while nodes
+          join around us);
+        - we started within RingView.TRUSTED_FOR, or WALK_REFUSALS of our reads and writes
+          were refused since the last walk (its primary was not in our view).
+
+        Due, any of:
+
+        - WALK_EVERY seconds since the last walk;
+        - a ring WALK_GROWTH times as large as at the last walk, 2 periods after it;
+        - the last walk went round while our neighbourhood was not calm yet (it may have
+          passed nodes the successor lists did not name yet: on the simulator 1 node in 60
+          missed one for over 30 s), and it has been calm CALM_ROUNDS rounds since.
+
+        So a node that coordinates nothing, or whose guesses are right, stops walking."""
         node = self.node
         if (self._walk is not None and not self._walk.done()) or node.isolated:
             return
@@ -759,10 +768,11 @@ class Maintenance:
         id ``after`` (from the start of the id space without it), in id order, of those heard
         of within RingView.TRUSTED_FOR and our leafset; fewer than L: the last page.
 
-        At most VIEW_STARTS first pages a stabilize period: past that, an empty one. Many
-        nodes join next to us at once (200 servers through one, in one process: 40,000 hellos
-        within a second, calls timed out, and the sets after took 7-12 s of CPU, were 1.1),
-        and the ring is not in order yet: their first walks fill their views instead."""
+        At most VIEW_STARTS first pages a stabilize period: past that, an empty one, and the
+        joiner's first walks fill its view. When many nodes join next to us at once, the ring
+        is not in order yet, and every joiner saying hello to all we know overloads it (200
+        servers through one, in one process: 40,000 hellos within a second; hellos timed
+        out, live nodes were declared dead, and 101 of 300 sets failed)."""
         node = self.node
         now = asyncio.get_running_loop().time()
         if "after" not in args:

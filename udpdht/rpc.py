@@ -4,18 +4,15 @@ A call is a *transaction* (after aioice's ``stun.Transaction``): it sends the re
 deadline, resends on each expiry with a doubled timeout plus jitter, and fails with
 :class:`~udpdht.errors.RpcTimeout` after the last try (a caller with ``max_working`` waits
 longer on a peer that answers its resends "working"). Its pending entry is removed in
-``finally``, so a cancelled call leaks nothing. Deadlines sit in a timer wheel per endpoint
-(slots of ``TICK`` seconds holding request ids; one loop timer for the earliest slot of all
-the endpoints on a loop, so that 100 servers in one process or thousands of simulated nodes
-arm one timer a tick, not one per call each: _Ticker). A call goes in only if it is still
-running at the first tick after its send: until then its id waits in a list of the calls sent
-since the last tick, and most calls are answered sooner, so they never cost a slot (working
-out the slot, its jitter and the insert were a tenth of a call's bookkeeping). A call that
-finishes leaves only its id (an int, which the garbage collector does not track) in its
-slot until the slot fires, and the expiry skips ids of calls that are gone (a heap of
-deadlines kept every finished call alive until its deadline, and freed thousands at once;
-taking each id out again cost more than leaving it; a per-call timer handle cost more than
-the rest of the call's bookkeeping).
+``finally``, so a cancelled call leaks nothing.
+
+Deadlines sit in a timer wheel per endpoint: slots of ``TICK`` seconds holding request ids,
+and one loop timer for the earliest slot of all the endpoints on a loop (_Ticker). A call
+enters the wheel only if it is still pending at the first tick after its send (most are
+answered sooner); a call that ends leaves its id (an int: nothing for the collector to track)
+in its slot, skipped when the slot fires. (docs/measured.md has what this replaced: a heap of
+deadlines that kept finished calls alive, a timer handle per call.)
+
 A reply is accepted only for a pending request id and only from the address the request went
 to.
 
@@ -1307,15 +1304,12 @@ class RpcEndpoint(asyncio.DatagramProtocol):
     def _charge(
         self, addr: AddrObj, spent: float, *, paid: float = 1.0, token: bytes | None = None
     ) -> None:
-        """A datagram took ``spent`` seconds of CPU to decode and handle, more than the one
-        token it paid for stands for (COST_UNIT): its source and everyone's budget pay the rest,
-        unless it is a node of our leafset (hand-offs and repair send pages that take
-        milliseconds). One request for 1,000 keys or a datagram of 65,000 empty arrays costs
-        about 6 ms, a thousand times a ping: counted by datagrams alone, 160 of them a second
-        from one socket, well inside its share, took a node's whole core and its ring evicted
-        it (an attack on real nodes). A neighbour is exempt only with a ``token`` for its address
-        (6a.1): from a neighbour's spoofed address, 300 reads of 1,000 keys a second took the
-        node's whole core and its ring evicted it (an attack on real nodes, both loops)."""
+        """A datagram took ``spent`` seconds of CPU to decode and handle, more than the token
+        it paid (COST_UNIT) stands for: its source's bucket, its proven share when it carried
+        its ``token``, and the global bucket pay the rest. A node of our leafset that carried
+        its token is exempt (hand-off and repair pages take milliseconds); without the token,
+        its address may be spoofed. (Counted by datagrams alone, costly requests inside a
+        source's share took a node's core: SECURITY.md row 7.)"""
         proven = self._token_ok(addr, token)
         if proven and self.exempt is not None and self.exempt(addr):
             return
@@ -1326,10 +1320,8 @@ class RpcEndpoint(asyncio.DatagramProtocol):
             source = source_of(addr)
             self._sources.charge(source, now, cost)
             if proven:
-                # And the share its token draws on once its own is spent (_admit): charged to
-                # the first alone, a stranger's costly requests carrying its own token went on
-                # at a second 1,024 a second, never charged (a helper's audit on real nodes:
-                # reads of 1,000 keys took 0.69 of a core instead of 0.10).
+                # (The share its token draws on once its own is spent, _admit: else a token
+                # bought uncharged CPU, SECURITY.md row 7.)
                 self._proven_shares.charge(source, now, cost)
         if cfg.global_rate:
             self._everyone.charge(cfg.global_rate, self._burst, now, cost)
