@@ -216,7 +216,7 @@ class Maintenance:
         """The node took a new id (it advertised another address): start the fingers over."""
         self._next_finger = 0
 
-    def forget(self, peer_id: int) -> None:
+    def peer_declared_dead(self, peer_id: int) -> None:
         """A peer declared dead: no hint may point at it any more; and nodes are gone, so
         fingers may point at others of them still: they are refreshed every round for YOUNG
         periods."""
@@ -352,7 +352,7 @@ class Maintenance:
         with contextlib.suppress(DhtError, *MALFORMED):
             await self.node.call_peer(peer, "token", tries=2)
 
-    def _rpc_token(self, args: dict[str, Any], peer: Address) -> dict[str, Any]:
+    def _rpc_token(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         """Nothing: the request needs a fresh token for its source, so a caller without one
         gets a retry that hands it over (PROTOCOL.md 9.3). (A plain function: a coroutine
         handler would cost a task and a handler slot for nothing.)"""

@@ -900,7 +900,7 @@ class Node:
                 return
         in_leafset = self.leafset.remove(peer.id)
         in_fingers = self.fingers.remove(peer.id)
-        self.maintenance.forget(peer.id)
+        self.maintenance.peer_declared_dead(peer.id)
         if in_leafset or in_fingers:
             self.log.info("peer %s failed; removed", peer)
 
