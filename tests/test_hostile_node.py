@@ -117,6 +117,9 @@ async def test_a_writer_named_by_a_number_allocates_nothing() -> None:
         ({"put": None}, ["put", "k", "v"]),
         ({"delete": {"existed": "no"}}, ["delete", "k"]),
         ({"lookup": {"owner": 3}}, ["lookup", "k"]),
+        # (A ValueError in reading the answer: a usage error, exit 2; a maintainer's review.)
+        ({"lookup": {"owner": ["x", "h", 1], "hops": [], "successors": []}}, ["lookup", "k"]),
+        ({"store_scan": {"items": [[b"k", b"v", 1]], "next": None}}, ["keys"]),
         ({"store_scan": {"items": [[1]], "next": None}}, ["keys"]),
         ({"store_scan": {"items": [], "next": b"a"}}, ["keys"]),  # (never moves on)
     ],

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import ids, wire
 from .admin import COOKIE_BYTES, parse_cookie, read_cookie, sign
-from .errors import BadAnswer, DhtError, RemoteError, RpcTimeout, Unauthorized
+from .errors import UNREADABLE, BadAnswer, DhtError, RemoteError, RpcTimeout, Unauthorized
 from .limits import MAX_VALUE, key_bytes
 from .lookup import Hop, Lookup
 from .net import (
@@ -318,9 +318,14 @@ class Client:
 
     async def lookup(self, key: str | bytes) -> Lookup:
         """The owner of ``key`` and the hops the attached node took to find it."""
-        reply = await self.call("lookup", {"key": key})
-        hops = [Hop(Peer.from_wire(peer), float(rtt)) for peer, rtt in reply["hops"]]
-        return Lookup(Peer.from_wire(reply["owner"]), hops, peers_from_wire(reply["successors"]))
+        reply = _answer(await self.call("lookup", {"key": key}), "lookup")
+        try:
+            hops = [Hop(Peer.from_wire(peer), float(rtt)) for peer, rtt in reply["hops"]]
+            owner, after = Peer.from_wire(reply["owner"]), peers_from_wire(reply["successors"])
+        except (ValueError, *UNREADABLE) as exc:
+            # (A ValueError reached the CLI as a usage error, exit 2; a maintainer's review.)
+            raise BadAnswer(f"the node's answer to lookup does not read: {exc}") from None
+        return Lookup(owner, hops, after)
 
     async def put(
         self, key: str | bytes, value: Any, *, ttl: float | None = None
@@ -396,19 +401,19 @@ class Client:
                 # going for half an hour; a helper's audit.)
                 raise BadAnswer("the node's page of keys does not move the scan on")
             for item in items:
-                key, value, _stamp, _writer, expires = item
-                if value is None:
+                try:
+                    key, value, _stamp, _writer, expires = item
+                    size = None if value is None else len(value)
+                    key_id = ids.to_hex(ids.hash_key(key))
+                except (ValueError, *UNREADABLE):
+                    raise BadAnswer(
+                        "the node's page of keys holds an item that is not one"
+                    ) from None
+                if size is None:
                     continue
                 if len(out) >= limit:  # one more is there: continue after the last one listed
                     return out, out[-1]["key"] if out else cursor
-                out.append(
-                    {
-                        "key": key,
-                        "key_id": ids.to_hex(ids.hash_key(key)),
-                        "bytes": len(value),
-                        "expires_at": expires,
-                    }
-                )
+                out.append({"key": key, "key_id": key_id, "bytes": size, "expires_at": expires})
             if nxt is None:
                 return out, None
             cursor = nxt
