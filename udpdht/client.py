@@ -322,9 +322,9 @@ class Client:
         try:
             hops = [Hop(Peer.from_wire(peer), float(rtt)) for peer, rtt in reply["hops"]]
             owner, after = Peer.from_wire(reply["owner"]), peers_from_wire(reply["successors"])
-        except (ValueError, *UNREADABLE) as exc:
+        except ValueError as exc:  # (the others are unreadable answers to every caller)
             # (A ValueError reached the CLI as a usage error, exit 2; a maintainer's review.)
-            raise BadAnswer(f"the node's answer to lookup does not read: {exc}") from None
+            raise BadAnswer(f"cannot read the node's answer (ValueError: {exc})") from None
         return Lookup(owner, hops, after)
 
     async def put(
