@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -101,6 +102,17 @@ async def test_node_process_serves_metrics_that_move_with_use() -> None:
             if family.startswith("udpdht_"):
                 assert text, f"{family} has no help text"
         assert "process_cpu_seconds" in after.help  # the process's own metrics come along
+
+        # Anything but a GET of /metrics: 404 or 405, not a 500 and a traceback in the log
+        # (an operator's trial: every HEAD or POST was, as wsgiref refused a bare "405").
+        for method, path, status in (("HEAD", "/metrics", 405), ("POST", "/metrics", 405)):
+            ask = urllib.request.Request(url.replace("/metrics", path), method=method)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await asyncio.to_thread(urllib.request.urlopen, ask, timeout=10)
+            assert refused.value.code == status
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(urllib.request.urlopen, url + "x", timeout=10)
+        assert refused.value.code == 404
 
         node.signal(signal.SIGTERM)
         code, output = node.wait()

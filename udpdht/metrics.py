@@ -555,8 +555,14 @@ def _cached(app: WSGIApplication, max_age: float) -> WSGIApplication:
 
     def cached(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") != "GET":
-            status = "404 Not Found" if environ.get("PATH_INFO") != "/metrics" else "405"
-            start_response(status, [("Content-Type", "text/plain")])
+            # (With a reason phrase: wsgiref refused a bare "405", and every HEAD or POST
+            # was a 500 and a traceback in the node's log; an operator's trial.)
+            if environ.get("PATH_INFO") != "/metrics":
+                status, headers = "404 Not Found", [("Content-Type", "text/plain")]
+            else:
+                status = "405 Method Not Allowed"
+                headers = [("Content-Type", "text/plain"), ("Allow", "GET")]
+            start_response(status, headers)
             return [b"GET /metrics\n"]
         # One answer per format and encoding, whatever else the request says: a query string
         # or an Accept header made anew for each request missed the cache (591 snapshots a
