@@ -363,6 +363,10 @@ def test_compose_nodes_advertise_addresses_their_peers_reach() -> None:
     # The seed has no one to join through: it advertises its fixed address on the network,
     # which Docker never hands to a peer.
     assert not seed_args.bootstrap
+    # ... and starts the ring again at every start: after `down` and `up`, the peers it
+    # remembered are gone for good, and waiting for them it refused every joiner (an
+    # operator's trial). Restarted alone, the running peers take it back.
+    assert seed_args.new_ring
     advertised = json.loads(seed["command"])
     assert advertised[advertised.index("--advertise") + 1] == f"{seed_ip}:7000"
     assert seed_ip in subnet and seed_ip not in dynamic and dynamic.subnet_of(subnet)  # type: ignore[arg-type]

@@ -349,6 +349,42 @@ async def test_a_node_restarted_after_a_crash_rejoins_through_the_peers_it_remem
             assert await client.get("after-restart") == 1
 
 
+@pytest.mark.slow  # 5 s: two rings of processes, one after the other
+async def test_a_seed_with_new_ring_takes_new_peers_after_the_whole_ring_stopped(
+    tmp_path: Path,
+) -> None:
+    # docker-compose.yml after `down` and `up`: the seed keeps its data dir, the peers are new
+    # nodes. Without --new-ring the seed waited for the peers it remembered, gone for good,
+    # and refused every joiner (an operator's trial). With it, they join.
+    seed_dir = str(tmp_path / "seed")
+    with node_process("--data-dir", seed_dir, "--new-ring") as seed:
+        port = seed.addr[1]
+        boot = ["--bootstrap", seed.addr_text]
+        with contextlib.ExitStack() as stack:
+            peers = [
+                stack.enter_context(node_process("--data-dir", str(tmp_path / f"p{i}"), *boot))
+                for i in (1, 2)
+            ]
+            await wait_processes_ideal([seed, *peers], within=30)
+            async with Client(peers[0].addr) as client:
+                await client.put("kept", "by the seed")
+            for p in peers:
+                p.signal(signal.SIGTERM)
+                assert p.wait()[0] == 0
+        seed.signal(signal.SIGTERM)
+        assert seed.wait()[0] == 0
+    with contextlib.ExitStack() as stack:
+        seed = stack.enter_context(node_process("--data-dir", seed_dir, "--new-ring", port=port))
+        boot = ["--bootstrap", seed.addr_text]
+        peers = [
+            stack.enter_context(node_process("--data-dir", str(tmp_path / f"new{i}"), *boot))
+            for i in (1, 2)
+        ]
+        await wait_processes_ideal([seed, *peers], within=30)
+        async with Client(peers[1].addr) as client:
+            assert await client.get("kept") == "by the seed"
+
+
 @pytest.mark.slow  # 4 s: a ring of processes, a leave and a restart
 async def test_a_node_stopped_by_sigterm_rejoins_when_started_again(tmp_path: Path) -> None:
     # A restart or an upgrade (systemctl restart): the node leaves gracefully, its keys handed
