@@ -164,6 +164,13 @@ def test_five_hosts_form_one_ring_and_read_each_others_keys(tmp_path: Path) -> N
         keys = put_from_every_host(bed)
         reads = [(i, key) for i in bed.live() for key in keys if key != f"from-host-{i + 1}"]
         assert misread(bed, keys, reads) == []
+        # A ring walk through the node's loopback address, as the Docker image's default
+        # UDPDHT_NODE asks: the client's loopback socket found every other host's node
+        # silent (an operator's trial).
+        done = udpdht("ring", "--json", "--node", f"127.0.0.1:{PORT}", prefix=bed.hosts.prefix(0))
+        assert done.returncode == 0, done.stderr
+        listed = json.loads(done.stdout)["nodes"]
+        assert [n.get("error") for n in listed] == [None] * 5, listed
 
 
 @pytest.mark.slow  # 11-16 s: a ring, then its repair

@@ -204,6 +204,9 @@ class Client:
         self._last_working: tuple[Address, str, float] | None = None
         self._heard: set[Address] = set()  # addresses that answered: no refusal probe there
         self._probe_every_call = probe_every_call
+        # Sockets on every interface, by IP version, for nodes the loopback socket cannot
+        # reach (a ring walk from a node attached on the loopback); made when first needed.
+        self._wide: dict[int, RpcEndpoint] = {}
 
     async def open(self) -> None:
         if isinstance(self._network, UdpNetwork):
@@ -232,10 +235,12 @@ class Client:
 
     async def close(self) -> None:
         ep, self._endpoint = self._endpoint, None
+        wide, self._wide = list(self._wide.values()), {}
         if ep is not None:
             self._last_working = ep.last_working  # busy() still answers after the close
-            ep.close()
-            await ep.wait_closed()
+        for each in [e for e in (ep, *wide) if e is not None]:
+            each.close()
+            await each.wait_closed()
 
     async def __aenter__(self) -> Client:
         await self.open()
@@ -267,6 +272,7 @@ class Client:
         ep = self.endpoint
         if not isinstance(self._network, UdpNetwork):
             return await ep.call(addr, method, args, **kw)
+        ep = await self._endpoint_for(addr, ep)
         if addr in self._heard and not self._probe_every_call:
             try:
                 return await ep.call(addr, method, args, **kw)
@@ -282,6 +288,25 @@ class Client:
             raise
         self._heard.add(addr)
         return result
+
+    async def _endpoint_for(self, addr: Address, ep: RpcEndpoint) -> RpcEndpoint:
+        """``ep``, or a socket on every interface when ``ep`` is on the loopback and ``addr``
+        is not: from the loopback, a ring walk through a node attached as 127.0.0.1 (the
+        Docker image's default) found every other node silent (an operator's trial)."""
+        try:
+            ours, theirs = ipaddress.ip_address(ep.addr[0]), ipaddress.ip_address(addr[0])
+        except ValueError:
+            return ep
+        if not ours.is_loopback or theirs.is_loopback:
+            return ep
+        wide = self._wide.get(theirs.version)
+        if wide is None:
+            anywhere = "::" if theirs.version == 6 else "0.0.0.0"
+            wide = await RpcEndpoint.bind(
+                self._network, (anywhere, 0), config=self._rpc_config, rng=self._rng
+            )
+            self._wide[theirs.version] = wide
+        return wide
 
     async def ping(self, addr: Address | str | None = None) -> tuple[int, float]:
         """Ping the attached node (or ``addr``, ``(host, port)`` or ``"HOST:PORT"``); returns
