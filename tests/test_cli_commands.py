@@ -271,6 +271,14 @@ def test_admin_takes_the_data_dir_of_a_node_for_its_cookie(tmp_path: Path) -> No
         done = udpdht("leave", "--node", node.addr_text, "--cookie", home)
         assert done.returncode == 0, done.stderr
         node.proc.wait(timeout=20)
+    # In the Docker image, a node's data dir comes from UDPDHT_DATA_DIR (and its port from
+    # UDPDHT_PORT), which `docker exec ... udpdht leave` has too: it looked in the default
+    # place only (an operator's trial).
+    with node_process("--data-dir", home) as node:
+        env = {"UDPDHT_DATA_DIR": home, "UDPDHT_PORT": str(node.addr[1])}
+        done = udpdht("leave", "--node", node.addr_text, env=env)
+        assert done.returncode == 0, done.stderr
+        node.proc.wait(timeout=20)
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -42,14 +42,20 @@ def default_data_dir(port: int) -> Path:
 
 
 def local_cookie_path(host: str, port: int) -> Path | None:
-    """Where a node at ``host:port`` keeps its cookie by default when it runs on this machine
-    (a loopback address, or "localhost"); None for another host's."""
+    """Where a node at ``host:port`` keeps its cookie when it runs on this machine (a loopback
+    address, or "localhost"): the data dir this environment gives the node on that port
+    (UDPDHT_DATA_DIR and UDPDHT_PORT, as in the Docker image), else the default one; None for
+    another host's. (In a container, `udpdht leave` looked in the default place, not in the
+    image's /data: an operator's trial.)"""
     if host != "localhost":
         try:
             if not ipaddress.ip_address(host).is_loopback:
                 return None
         except ValueError:
             return None
+    given = os.environ.get("UDPDHT_DATA_DIR")
+    if given and os.environ.get("UDPDHT_PORT", "").strip() == str(port):
+        return Path(given) / COOKIE_FILE
     return default_data_dir(port) / COOKIE_FILE
 
 
