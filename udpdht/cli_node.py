@@ -40,7 +40,7 @@ from .datadir import (
 from .errors import DhtError, RpcTimeout
 from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
-from .node import LOCAL_RING, Node, NodeConfig
+from .node import LOCAL_RING, Node, NodeConfig, OtherFamily
 from .replication import StoreConfig
 from .storage import DiskStore
 from .text import plural
@@ -609,6 +609,10 @@ async def _join_any(node: Node, bootstraps: list[Address]) -> None:
             silent = RpcTimeout in (type(exc), type(getattr(exc, "cause", None)))
             wrong = await _kademlia_instead(addr) if silent else None
             failures.append((addr, wrong or exc))
+    if all(isinstance(exc, OtherFamily) for _, exc in failures):
+        # (Exit 2: a service manager restarting it every 5 s changes nothing; an operator's
+        # trial.)
+        raise UsageError("could not join the ring: " + joined_words(failures))
     raise DhtError("could not join the ring: " + joined_words(failures))
 
 

@@ -113,8 +113,13 @@ _ADDRESSED = frozenset(
 )
 
 
+class OtherFamily(DhtError):
+    """A bootstrap of the other IP family than the node's own address: a setting to change,
+    not a failure that a try later may not have (``udpdht node`` exits 2 on it)."""
+
+
 def _same_family(bootstrap: Address, own: Address) -> None:
-    """A DhtError saying why a node cannot join through an address of the other IP family:
+    """OtherFamily, saying why a node cannot join through an address of the other IP family:
     its peers must reach each other, and a ring's addresses are all IPv4 or all IPv6."""
     try:
         theirs = ipaddress.ip_address(bootstrap[0]).version
@@ -122,7 +127,7 @@ def _same_family(bootstrap: Address, own: Address) -> None:
     except ValueError:  # not IP literals (a test network's names): nothing to compare
         return
     if theirs != ours:
-        raise DhtError(
+        raise OtherFamily(
             f"{format_addr(bootstrap)} is an IPv{theirs} address and this node's "
             f"({format_addr(own)}) is IPv{ours}: the nodes of one ring all use one address "
             f"family, so bootstrap through an IPv{ours} node (or run this one on IPv{theirs})"
