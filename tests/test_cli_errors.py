@@ -241,6 +241,25 @@ def test_a_data_dir_file_that_cannot_be_written_is_not_called_a_port_problem(
     )
 
 
+def test_a_full_disk_at_the_first_start_leaves_no_files(tmp_path: Path) -> None:
+    # An operator's trial on a 16 KB tmpfs: the node exited 1 ("no room") and its new data dir
+    # kept address, cookie, lock and an empty store file.
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(tiny)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        result = udpdht("node", "--port", "0", "--data-dir", str(tiny / "n"))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.endswith(f"udpdht: error: the disk under {tiny / 'n'} has no room\n")
+        assert list(tiny.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
+
+
 def test_a_failed_bind_leaves_no_data_dir(tmp_path: Path) -> None:
     # trial 3, item 12: --host 10.99.99.99 (no such address here) created an empty data dir.
     given = tmp_path / "new" / "data"

@@ -37,7 +37,7 @@ from .datadir import (
     DataDirInUse,
     remembered_address,
 )
-from .errors import DhtError, RpcTimeout
+from .errors import DhtError, RpcTimeout, StoreFull
 from .net import Address, format_addr, resolve, route_from, tune_gc
 from .net import run as run_loop
 from .node import LOCAL_RING, Node, NodeConfig, OtherFamily
@@ -279,7 +279,7 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     there = _node_files(data_dir)  # (what was there before: a failed first join keeps it)
     try:
         await node.start()
-    except (OSError, DataDirError, ValueError) as exc:
+    except (OSError, DataDirError, ValueError, StoreFull) as exc:
         if node.took_data_dir:
             # What this run wrote goes again, in a data dir that was there before too: a
             # damaged store refused, the address, cookie and lock stayed, and the dir then
@@ -288,6 +288,9 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         _remove_empty(made)  # a node that never ran leaves no data dir behind
         if exporter is not None:
             await asyncio.to_thread(exporter.close)
+        if isinstance(exc, StoreFull):  # the host's state: exit 1, and a try later may work
+            # (Its files stayed, the empty store's too; an operator's trial.)
+            raise HostRefused(str(exc)) from None
         if isinstance(exc, OSError) and exc.filename is not None and data_dir is not None:
             # A file of the data dir, not the socket: "cannot listen on H:P: is a directory"
             # sent an operator after the port (a maintainer's review).
