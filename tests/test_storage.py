@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 import os
 import shutil
@@ -1204,8 +1205,13 @@ def test_a_full_disk_refuses_writes_as_store_full_and_they_go_on_once_it_has_roo
             disk.put_many([rec(b"x%d" % i, b"v" * 2000, 1) for i in range(20)])
         assert len(disk) == written  # all of a batch or none
         disk._db.execute("PRAGMA max_page_count = 1000000")  # room again
+        caplog.set_level(logging.INFO)
         assert disk.put(rec(b"after", b"v" * 2000, 1))
         assert len(disk) == written + 1
+        # (The warning said "until it has room": the log says when, once; an operator's trial.)
+        assert caplog.text.count("has room again: writes go on") == 1
+        assert disk.put(rec(b"after2", b"v", 1))
+        assert caplog.text.count("has room again") == 1
 
 
 def test_a_value_damaged_on_the_disk_is_dropped_not_served(

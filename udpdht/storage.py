@@ -833,6 +833,7 @@ class DiskStore:
         self._checkpointer = _Checkpointer(self.path)
 
     _disk_full_logged_at = float("-inf")  # (time.monotonic(): see _disk_full)
+    _disk_was_full = False  # a write failed on a full disk, and none has gone through since
     damaged = 0  #: values read back damaged (their records dropped: see _damaged)
 
     def _disk_full(self) -> None:
@@ -840,6 +841,7 @@ class DiskStore:
         sqlite3 error reached clients as 'OperationalError: database or disk is full', a
         replica's refusal read as 'no answer', each repair push logged a traceback, and status
         said nothing (an operator's trial on a 2 MB tmpfs)."""
+        self._disk_was_full = True
         now = time.monotonic()
         if now - self._disk_full_logged_at >= 60.0:
             self._disk_full_logged_at = now
@@ -870,6 +872,9 @@ class DiskStore:
                 self._counted()
             yield
             self._db.execute("COMMIT")
+            if self._disk_was_full:  # (the warning said "until it has room": say when)
+                self._disk_was_full = False
+                log.info("the disk under %s has room again: writes go on", self.path.parent)
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):  # (no transaction left to undo)
                 self._db.execute("ROLLBACK")
