@@ -263,6 +263,21 @@ async def test_peers_that_cannot_be_written_are_said_once_and_again_when_written
     assert (tmp_path / "peers.json").exists()
 
 
+async def test_a_node_moved_with_new_address_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's trial: --new-address on a data dir of another address logged nothing of
+    # the move, nor of the new id it brings.
+    caplog.set_level(logging.INFO)
+    async with Node("127.0.0.1", closed_port(), config=FAST, data_dir=tmp_path) as first:
+        before = first.addr
+    moved = Node("127.0.0.1", closed_port(), config=FAST, data_dir=tmp_path, new_address=True)
+    async with moved:
+        after = moved.addr
+    host = "127.0.0.1"
+    assert f"moved from {host}:{before[1]} to {host}:{after[1]} (--new-address)" in caplog.text
+
+
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:
     # A new user's trial: after a kill -9 of the node the shell was attached to, its next get
     # waited 5.8 s ("did not answer (6 tries)") where a fresh client said "nothing is

@@ -107,9 +107,10 @@ class DataDir:
         except ValueError as exc:
             raise DataDirError(f"{self.path / ADDRESS_FILE}: {exc}") from None
 
-    def claim(self, addr: Address, *, moved: bool = False) -> None:
+    def claim(self, addr: Address, *, moved: bool = False) -> Address | None:
         """Record ``addr`` as the node's address; DataDirError when the data dir remembers
-        another one, unless ``moved`` (the node's address changed on purpose)."""
+        another one, unless ``moved`` (the node's address changed on purpose). Returns the
+        address it remembered when that was another (None: none, or the same)."""
         known = self.address()
         if known is not None and known != addr and not moved:
             raise DataDirError(
@@ -118,8 +119,10 @@ class DataDir:
                 "there, give this node its own --data-dir, or pass --new-address if the node "
                 "moved)"
             )
-        if known != addr:
-            self._write(ADDRESS_FILE, format_addr(addr))
+        if known == addr:
+            return None
+        self._write(ADDRESS_FILE, format_addr(addr))
+        return known
 
     def ring(self) -> str | None:
         """The name of the ring the data dir's node belongs to ("": the ring with no name);

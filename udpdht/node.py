@@ -327,7 +327,7 @@ class Node:
                 # (A wildcard is named by advertise() next.) A node on an ephemeral port has
                 # a new address at every start: nothing to hold it to.
                 ephemeral = self.port == 0 and self.advertised is None
-                self._data.claim(self.addr, moved=self.new_address or ephemeral)
+                self._claim_address(moved=self.new_address or ephemeral)
         except BaseException:
             await self._unbind(ep)
             raise
@@ -492,7 +492,21 @@ class Node:
         self.advertised = addr
         self._set_address(check_peer_addr(*addr))
         if self._data is not None:
-            self._data.claim(self.addr, moved=self.new_address or self.port == 0)
+            self._claim_address(moved=self.new_address or self.port == 0)
+
+    def _claim_address(self, *, moved: bool) -> None:
+        """Record our address in the data dir (DataDirError: it is another node's); a move
+        asked for (--new-address) is logged, with the new id it brings (it said nothing: an
+        operator's trial)."""
+        assert self._data is not None
+        was = self._data.claim(self.addr, moved=moved)
+        if was is not None and self.new_address:
+            self.log.info(
+                "moved from %s to %s (--new-address): a new id, %s; its records stay",
+                format_addr(was),
+                format_addr(self.addr),
+                ids.short(self.id),
+            )
 
     @staticmethod
     def _store_opening(args: dict[str, Any], src: Address) -> None:
