@@ -278,6 +278,29 @@ async def test_a_node_moved_with_new_address_says_so(
     assert f"moved from {host}:{before[1]} to {host}:{after[1]} (--new-address)" in caplog.text
 
 
+async def test_a_clients_socket_for_other_hosts_is_made_once_and_closed_with_it() -> None:
+    # A client on the loopback calls other hosts' nodes from a second socket (a ring walk
+    # through 127.0.0.1). A review of its first version: two calls at once bound two and
+    # leaked one, and one bound while the client closed stayed open. (No datagram is sent.)
+    client = Client(("127.0.0.1", 7000))
+    await client.open()
+    first, second = await asyncio.gather(
+        client._endpoint_for(("192.0.2.2", 1), client.endpoint),
+        client._endpoint_for(("192.0.2.3", 2), client.endpoint),
+    )
+    assert first is second and first.addr[0] == "0.0.0.0"
+    assert await client._endpoint_for(("127.0.0.1", 3), client.endpoint) is client.endpoint
+    await client.close()
+    assert first.closed
+    late = Client(("127.0.0.1", 7000))
+    await late.open()
+    binding = asyncio.ensure_future(late._endpoint_for(("192.0.2.2", 1), late.endpoint))
+    await asyncio.sleep(0)
+    await late.close()
+    with pytest.raises(DhtError, match="the client is closed"):
+        await binding
+
+
 async def test_a_client_that_probes_every_call_says_at_once_that_its_node_is_gone() -> None:
     # A new user's trial: after a kill -9 of the node the shell was attached to, its next get
     # waited 5.8 s ("did not answer (6 tries)") where a fresh client said "nothing is

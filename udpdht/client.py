@@ -162,6 +162,13 @@ def _cookie(cookie: bytes | str | os.PathLike[str] | None) -> bytes | None:
     return raw
 
 
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """(A future whose every waiter may be gone: its exception is taken, not left to be
+    reported as never retrieved.)"""
+    if not done.cancelled():
+        done.exception()
+
+
 #: A client's calls: more tries than a node's, and a node that answers a retry "working" (it
 #: is still running the request, PROTOCOL.md §6) is waited for, up to 30 s. A client serves
 #: nothing: what is not an answer to one of its calls is dropped undecoded (answers_only).
@@ -205,8 +212,10 @@ class Client:
         self._heard: set[Address] = set()  # addresses that answered: no refusal probe there
         self._probe_every_call = probe_every_call
         # Sockets on every interface, by IP version, for nodes the loopback socket cannot
-        # reach (a ring walk from a node attached on the loopback); made when first needed.
-        self._wide: dict[int, RpcEndpoint] = {}
+        # reach (a ring walk from a node attached on the loopback); made when first needed,
+        # once however many calls need one at a time (their binding, shared).
+        self._on_loopback = False  # whether our own socket is on the loopback (open)
+        self._wide: dict[int, asyncio.Future[RpcEndpoint]] = {}
 
     async def open(self) -> None:
         if isinstance(self._network, UdpNetwork):
@@ -223,6 +232,7 @@ class Client:
         self._endpoint = await RpcEndpoint.bind(
             self._network, (local_host, 0), config=self._rpc_config, rng=self._rng
         )
+        self._on_loopback = local_host in ("127.0.0.1", "::1")
 
     def busy(self, within: float = 3.0) -> bool:
         """Whether the attached node said, in the last ``within`` seconds, that it is still
@@ -235,12 +245,16 @@ class Client:
 
     async def close(self) -> None:
         ep, self._endpoint = self._endpoint, None
-        wide, self._wide = list(self._wide.values()), {}
+        made, self._wide = list(self._wide.values()), {}
+        endpoints = [] if ep is None else [ep]
         if ep is not None:
             self._last_working = ep.last_working  # busy() still answers after the close
-        for each in [e for e in (ep, *wide) if e is not None]:
+        for binding in made:  # (one still binding closes itself: _bind_wide)
+            if binding.done() and not binding.cancelled() and binding.exception() is None:
+                endpoints.append(binding.result())
+        for each in endpoints:  # all closed before any wait: a cancelled close leaves none
             each.close()
-            await each.wait_closed()
+        await asyncio.gather(*(each.wait_closed() for each in endpoints))
 
     async def __aenter__(self) -> Client:
         await self.open()
@@ -293,19 +307,35 @@ class Client:
         """``ep``, or a socket on every interface when ``ep`` is on the loopback and ``addr``
         is not: from the loopback, a ring walk through a node attached as 127.0.0.1 (the
         Docker image's default) found every other node silent (an operator's trial)."""
+        if not self._on_loopback:
+            return ep
         try:
-            ours, theirs = ipaddress.ip_address(ep.addr[0]), ipaddress.ip_address(addr[0])
+            theirs = ipaddress.ip_address(addr[0])
         except ValueError:
             return ep
-        if not ours.is_loopback or theirs.is_loopback:
+        if theirs.is_loopback:
             return ep
-        wide = self._wide.get(theirs.version)
-        if wide is None:
-            anywhere = "::" if theirs.version == 6 else "0.0.0.0"
-            wide = await RpcEndpoint.bind(
-                self._network, (anywhere, 0), config=self._rpc_config, rng=self._rng
-            )
-            self._wide[theirs.version] = wide
+        binding = self._wide.get(theirs.version)
+        if binding is None:
+            binding = asyncio.ensure_future(self._bind_wide(theirs.version))
+            binding.add_done_callback(_retrieved)
+            self._wide[theirs.version] = binding
+        try:
+            return await asyncio.shield(binding)
+        except OSError as exc:
+            if self._wide.get(theirs.version) is binding:
+                del self._wide[theirs.version]  # (tried again by the next call)
+            raise DhtError(f"cannot open a socket to reach {format_addr(addr)}: {exc}") from None
+
+    async def _bind_wide(self, version: int) -> RpcEndpoint:
+        anywhere = "::" if version == 6 else "0.0.0.0"
+        wide = await RpcEndpoint.bind(
+            self._network, (anywhere, 0), config=self._rpc_config, rng=self._rng
+        )
+        if self._endpoint is None:  # closed while this bound: close() did not see it
+            wide.close()
+            await wide.wait_closed()
+            raise DhtError("the client is closed")
         return wide
 
     async def ping(self, addr: Address | str | None = None) -> tuple[int, float]:
