@@ -291,6 +291,10 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         if isinstance(exc, StoreFull):  # the host's state: exit 1, and a try later may work
             # (Its files stayed, the empty store's too; an operator's trial.)
             raise HostRefused(str(exc)) from None
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # (A write of its small files: no filename, and it read as "cannot listen on".)
+            where = data_dir if data_dir is not None else "the data dir"
+            raise HostRefused(f"the disk under {where} has no room") from None
         if isinstance(exc, OSError) and exc.filename is not None and data_dir is not None:
             # A file of the data dir, not the socket: "cannot listen on H:P: is a directory"
             # sent an operator after the port (a maintainer's review).
@@ -477,6 +481,8 @@ _NODE_FILES = (
     COOKIE_FILE,
     Node.PEERS_FILE,
     *(DiskStore.FILENAME + suffix for suffix in ("", "-wal", "-shm", "-journal")),
+    # (Written first and renamed: a write that failed midway left one; a review.)
+    *(name + ".tmp" for name in (ADDRESS_FILE, RING_FILE, COOKIE_FILE, Node.PEERS_FILE)),
 )
 
 

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import random
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Container, Coroutine, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,15 @@ from typing import Any, TypeVar
 from . import BUILD, ids, wire
 from .admin import Verifier, load_or_create_cookie
 from .datadir import DataDir, DataDirError
-from .errors import BadRequest, Busy, DhtError, NotResponsible, RpcTimeout, Unavailable
+from .errors import (
+    BadRequest,
+    Busy,
+    DhtError,
+    NotResponsible,
+    RpcTimeout,
+    StoreFull,
+    Unavailable,
+)
 from .kad.service import KadService
 from .limits import key_bytes
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
@@ -379,6 +388,9 @@ class Node:
             try:
                 store = await asyncio.to_thread(DiskStore, self.data_dir)
             except EngineError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+                    # (Not "a damaged file?": a full disk, the host's state; a review.)
+                    raise StoreFull(f"the disk under {self.data_dir} has no room") from None
                 # (A 51-line traceback before, and under systemd a restart every 5 s.)
                 raise DataDirError(
                     f"cannot open the store in {self.data_dir}: {exc} (a damaged file?); move "
