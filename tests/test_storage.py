@@ -1212,6 +1212,16 @@ def test_a_full_disk_refuses_writes_as_store_full_and_they_go_on_once_it_has_roo
         assert caplog.text.count("has room again: writes go on") == 1
         assert disk.put(rec(b"after2", b"v", 1))
         assert caplog.text.count("has room again") == 1
+        # At the edge again within the minute (a large write fails, a small one passes): no
+        # warning, so no "room again" either (a review: one line for each flip).
+        pages = disk._db.execute("PRAGMA page_count").fetchone()[0]
+        disk._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StoreFull):
+            disk.put(rec(b"big", b"v" * 20000, 1))
+        disk._db.execute("PRAGMA max_page_count = 1000000")
+        assert disk.put(rec(b"small", b"v", 1))
+        assert caplog.text.count("has room again") == 1
+        assert caplog.text.count("is full") == 1
 
 
 def test_a_value_damaged_on_the_disk_is_dropped_not_served(

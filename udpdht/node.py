@@ -295,9 +295,9 @@ class Node:
             await self._unbind(ep)
             raise
         if self._maintenance_on:
-            loop = asyncio.get_running_loop()
-            self._tasks.append(loop.create_task(self.maintenance.run()))
-            self._tasks.append(loop.create_task(self._sync_store()))
+            # (As node tasks: a failure is logged; stop() no longer raises it: a review.)
+            self.background(self.maintenance.run())
+            self.background(self._sync_store())
         # (udpdht node prints where it listens: logged at INFO too, the line showed twice.)
         self.log.debug("listening on %s", format_addr(self.addr))
 
@@ -797,8 +797,8 @@ class Node:
         period = self.store_config.sync_period
         while True:
             await asyncio.sleep(period * (0.5 + self.rng.random()))
-            self._check_data_dir()
-            try:
+            try:  # (the check inside too: a failure of it ended the store's rounds for good)
+                self._check_data_dir()
                 await self.replicator.sync_round(may_skip=True)
             except asyncio.CancelledError:
                 raise

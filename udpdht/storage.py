@@ -841,9 +841,11 @@ class DiskStore:
         sqlite3 error reached clients as 'OperationalError: database or disk is full', a
         replica's refusal read as 'no answer', each repair push logged a traceback, and status
         said nothing (an operator's trial on a 2 MB tmpfs)."""
-        self._disk_was_full = True
         now = time.monotonic()
         if now - self._disk_full_logged_at >= 60.0:
+            # (Set only with the warning: a disk at the edge, large writes failing and small
+            # ones passing, drew a "room again" line for each flip; a review.)
+            self._disk_was_full = True
             self._disk_full_logged_at = now
             log.warning(
                 "the disk under %s is full: writes to the store are refused until it has room",
