@@ -25,7 +25,14 @@ from helpers import (
 from udpdht import Client, Node, Server, ids
 from udpdht.admin import COOKIE_FILE
 from udpdht.cli_errors import in_words
-from udpdht.errors import DhtError, NotResponsible, Refused, RpcTimeout, Unavailable
+from udpdht.errors import (
+    DhtError,
+    NotResponsible,
+    Refused,
+    RpcTimeout,
+    TooManyPending,
+    Unavailable,
+)
 from udpdht.lookup import Lookup, LookupFailed
 from udpdht.node import NodeConfig
 from udpdht.routing import Peer
@@ -221,20 +228,32 @@ async def test_a_start_that_fails_releases_the_port_and_the_data_dir(tmp_path: P
         assert again.addr[1] == port
 
 
-@pytest.mark.parametrize(("hops", "blamed"), [(0, True), (1, False)])
+def _lookup_failed(hops: int) -> LookupFailed:
+    failed = LookupFailed("no live route")
+    failed.hops = hops
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("error", "blamed"),
+    [
+        (_lookup_failed(0), True),
+        (_lookup_failed(1), False),
+        (TooManyPending("10000 calls already in flight"), False),
+    ],
+)
 async def test_a_loop_check_blames_its_start_only_when_the_start_failed(
-    hops: int, blamed: bool
+    error: Exception, blamed: bool
 ) -> None:
     # A maintainer's review: a loop check's lookup that failed at a later hop (the start
-    # answered) counted against the start, and two such checks declared a live node dead.
+    # answered) counted against the start, and two such checks declared a live node dead;
+    # a review of the fix: so did our own errors (too many calls in flight).
     async with ideal_ring(3) as nodes:
         me, start = nodes[0], nodes[1]
         start_peer = Peer(start.id, start.addr)
 
         async def fails(key: int, **kwargs: Any) -> Lookup:
-            failed = LookupFailed("no live route")
-            failed.hops = hops
-            raise failed
+            raise error
 
         me.lookup_id = fails  # type: ignore[method-assign]
         for _ in range(2):  # (two failures in a row: dead)

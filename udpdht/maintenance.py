@@ -1394,7 +1394,8 @@ class Maintenance:
             # The start failed (a remembered peer that left, mostly): twice in a row and it is
             # not tried for a while. Not when it answered and a later hop failed: a live
             # finger was declared dead that way (a maintainer's review).
-            if not isinstance(exc, LookupFailed) or exc.hops == 0:
+            # Nor for our own errors (too many calls in flight, a node stopping): a review.
+            if exc.hops == 0 if isinstance(exc, LookupFailed) else isinstance(exc, PEER_FAILURES):
                 self.node.peer_failed(start)
             return None
         owner = found.owner
