@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import ids
-from .errors import BadRequest, DhtError, RemoteError, RpcTimeout
+from .errors import BadRequest, DhtError, RpcTimeout
 from .lookup import MALFORMED, PEER_FAILURES, LookupFailed
 from .net import Address, check_peer_addr, format_addr
 from .routing import Peer, RingView, arg_id, ordered_run, peers_from_wire
@@ -596,7 +596,7 @@ class Maintenance:
         self._probe_turn += 1
         try:
             await self.neighbors_of(peer, tries=1)
-        except PEER_FAILURES:
+        except (DhtError, *PEER_FAILURES):  # (ours too: calls in flight at their bound)
             return  # gone, or still cut off
         node.detector.answered(peer.id)  # alive: no longer kept out as dead
         if await self.check_loop(start=peer) is False:  # (None: its lookup failed; try later)
@@ -710,8 +710,8 @@ class Maintenance:
             try:
                 reply = await node.call_peer(successor, "view", args, tries=2, pad=True)
                 peers = node.parse_peers(reply["nodes"])
-            except (RpcTimeout, RemoteError):
-                break  # (busy, or an older node: stabilize judges our successor, not this)
+            except DhtError:
+                break  # (busy, an older node, or ours: stabilize judges our successor)
             except MALFORMED as exc:
                 node.peer_failed(successor, exc)
                 break
@@ -745,8 +745,8 @@ class Maintenance:
                 # live nodes declared dead, and a ring that did not form in 3 minutes).
                 node.view.remove(peer.id)
                 return None
-            except (RemoteError, *MALFORMED):
-                return []  # an older node (no such method), or an answer we ignore
+            except (DhtError, *MALFORMED):
+                return []  # an older node (no such method), an answer we ignore, or ours
 
         i = 0
         while i < len(todo) and failed <= answered:
@@ -887,6 +887,8 @@ class Maintenance:
                 succs = self._without_left(node.parse_peers(reply["succs"]))
             except PEER_FAILURES as exc:
                 node.peer_failed(cursor, exc)
+                break
+            except DhtError:  # ours (calls in flight at their bound): the walk ends, no blame
                 break
             answered += 1
             # In ring order from the cursor (a list that is not, a liar's, is cut where it
@@ -1410,6 +1412,8 @@ class Maintenance:
         except PEER_FAILURES as exc:
             self.node.peer_failed(owner, exc)
             return None  # (no answer: nothing learnt either way)
+        except DhtError:  # ours (calls in flight at their bound)
+            return None
         self.merges += 1
         if owner.id == start.id:
             # (A ring of one answers for every key itself: a node restarted alone, mostly.)

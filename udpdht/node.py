@@ -50,6 +50,7 @@ from .net import (
     resolve,
     unless_refused,
 )
+from .ratelimit import TokenBucket
 from .replication import Replicator, StoreConfig
 from .routing import FingerTable, LeafSet, Peer, RingView, arg_id, next_hop, peers_from_wire
 from .rpc import NODE_RPC, NOT_CALLED, RpcConfig, RpcEndpoint
@@ -244,6 +245,7 @@ class Node:
         self._verifier: Verifier | None = None
         self.finished = asyncio.Event()  # set once the node has stopped (leave, shutdown, stop)
         self.leaving = False  # a leave has begun (maintenance.Maintenance._rpc_leaving)
+        self._failures_budget = TokenBucket(10.0, 0.0)  # failed node tasks logged (background)
         self._leave_asked = False  # an admin asked for a leave, which starts after the reply
         self.handed_off = False  # a leave has handed the store over (the rest is messages)
         #: Called after each lookup this node runs (lookup_id: its own, a client's, the store's
@@ -539,7 +541,11 @@ class Node:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
+        if exc is None:
+            return
+        # Ten a minute at most, with their tracebacks: whatever a stranger might make a task
+        # fail with, the log stays readable (as RpcEndpoint's handler failures).
+        if self._failures_budget.take(10 / 60, 10.0, time.monotonic()):
             what = getattr(task.get_coro(), "__qualname__", task.get_name())
             self.log.error("%s failed: %r", what, exc, exc_info=exc)
 
@@ -1108,6 +1114,7 @@ class Node:
             await asyncio.sleep(0.05)
             await act()
 
+        later.__qualname__ = f"the admin's {act.__name__}"  # (what a failure's log line names)
         self.background(later())
 
     def _admin_leave(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
