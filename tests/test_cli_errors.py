@@ -307,9 +307,16 @@ def test_an_isolated_node_says_the_way_out() -> None:
     text = in_words(Unavailable("put: this node has lost contact with its ring and is rejoining"))
     assert text.startswith("put: this node has lost contact with its ring and is rejoining; ")
     assert "restart it with 'udpdht node --new-ring' (it keeps its data)" in text
-    state = render.status_lines(ISOLATED)[2]
+    state = render.status_lines({**ISOLATED, "uptime_s": 600})[2]
     assert state.startswith("state        isolated: it lost contact with its ring")
     assert "--new-ring" in state and "ISOLATED" not in state
+    # Within 30 s of its start it is a restart, not a ring lost: no --new-ring (a review:
+    # status said "lost contact" where the get's error said "started ... s ago").
+    state = render.status_lines({**ISOLATED, "uptime_s": 5.2})[2]
+    assert state == (
+        "state        isolated: it started 5.2 s ago and is rejoining its ring; it serves no "
+        "key until it has"
+    )
 
 
 def test_the_picture_says_what_the_list_says_is_under_way(

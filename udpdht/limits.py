@@ -52,3 +52,8 @@ def parse_ttl(text: str) -> float:
             f"({MAX_TTL / 86400:.0f} days), not {text}"
         )
     return value
+
+
+#: Seconds after its start a node rejoining its ring is said to be starting, not to have lost
+#: its ring (Node, and the CLI's status): a restart on its data dir rejoins in a second or two.
+STARTING_FOR = 30.0

@@ -35,7 +35,7 @@ from .errors import (
     Unavailable,
 )
 from .kad.service import KadService
-from .limits import key_bytes
+from .limits import STARTING_FOR, key_bytes
 from .lookup import MALFORMED, PEER_FAILURES, Lookup, LookupFailed, iterative_lookup
 from .maintenance import NOT_REMEMBERED, Maintenance
 from .membership import FailureDetector, PeerMemory
@@ -757,9 +757,7 @@ class Node:
         is rejoining, and serves no key meanwhile."""
         return self.member and not self.leafset.successors and not self.leafset.predecessors
 
-    #: Seconds after its start a node rejoining its ring is said to be starting, not to have
-    #: lost its ring: a restart on its data dir rejoins within a second or two.
-    STARTING_FOR = 30.0
+    STARTING_FOR = STARTING_FOR  # (limits.py; an attribute, for a test to change)
 
     def _isolated_words(self) -> str:
         """Why an isolated node serves no key: just started and rejoining, or cut off. A node

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import ids, values
+from .limits import STARTING_FOR
 from .lookup import Lookup
 from .text import plural
 from .values import span
@@ -120,7 +121,14 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
     if isinstance(st.get("build"), str):  # (README "A compiled build"; older nodes: none)
         lines.append(f"build        {BUILDS.get(st['build'], st['build'])}")
     if st.get("isolated"):
-        lines[2] = f"state        isolated: {ISOLATED_HINT}"
+        up = st.get("uptime_s")
+        if isinstance(up, int | float) and up < STARTING_FOR:  # (a restart: not "lost")
+            lines[2] = (
+                f"state        isolated: it started {up:.1f} s ago and is rejoining its ring; "
+                "it serves no key until it has"
+            )
+        else:
+            lines[2] = f"state        isolated: {ISOLATED_HINT}"
     if st.get("data_dir_lost"):
         lines.append(_lost_line(st.get("lost_path"), st.get("store_file_lost")))
     return lines
