@@ -15,7 +15,7 @@ import pytest
 from helpers import node_process, spawn, udpdht
 
 from udpdht import Client, KeyNotFound, Node, Unauthorized, ids
-from udpdht.admin import COOKIE_FILE, Verifier, read_cookie, sign
+from udpdht.admin import COOKIE_FILE, Verifier, local_cookie_path, read_cookie, sign
 
 ME, OTHER = b"\x01" * 20, b"\x02" * 20  # the ids of the node verifying, and of another
 
@@ -114,6 +114,22 @@ async def test_a_second_leave_does_not_start_a_second_hand_off(
         await asyncio.wait_for(b.finished.wait(), 10)
         assert caplog.text.count("leaving the ring at an admin's request") == 1
         assert await a.get("kept") == 1  # handed over
+
+
+def test_a_local_nodes_cookie_is_looked_for_where_this_environment_puts_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Docker image sets UDPDHT_DATA_DIR (and UDPDHT_PORT); a node with the data dir set
+    # and the default port has no UDPDHT_PORT (a review: its cookie was not looked for).
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("UDPDHT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("UDPDHT_PORT", raising=False)
+    assert local_cookie_path("127.0.0.1", 7000) == tmp_path / "data" / COOKIE_FILE
+    default = tmp_path / "xdg" / "udpdht" / "7001" / COOKIE_FILE
+    assert local_cookie_path("localhost", 7001) == default  # (another node of the host)
+    monkeypatch.setenv("UDPDHT_PORT", "7001")
+    assert local_cookie_path("::1", 7001) == tmp_path / "data" / COOKIE_FILE
+    assert local_cookie_path("192.0.2.1", 7001) is None  # (another host's node)
 
 
 async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import msgpack
 
 from .errors import Unauthorized
+from .limits import DEFAULT_PORT
 
 COOKIE_FILE = "cookie"
 COOKIE_BYTES = 32
@@ -54,7 +55,7 @@ def local_cookie_path(host: str, port: int) -> Path | None:
         except ValueError:
             return None
     given = os.environ.get("UDPDHT_DATA_DIR")
-    if given and os.environ.get("UDPDHT_PORT", "").strip() == str(port):
+    if given and (os.environ.get("UDPDHT_PORT", "").strip() or str(DEFAULT_PORT)) == str(port):
         return Path(given) / COOKIE_FILE
     return default_data_dir(port) / COOKIE_FILE
 

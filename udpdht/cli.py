@@ -22,7 +22,7 @@ from . import BUILD, __version__
 from .config import CONFIG_ENV, NODE_ENV, ConfigError, Layers
 from .errors import UNREADABLE, DhtError, KeyNotFound
 from .kad.target import KAD_CLIENT_COMMANDS
-from .limits import parse_ttl
+from .limits import DEFAULT_PORT, parse_ttl
 from .text import duration, plural, printable
 
 if TYPE_CHECKING:
@@ -366,7 +366,10 @@ def _add_node(sub: Any) -> None:
     p = sub.add_parser("node", help="run a node until SIGINT/SIGTERM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
-        "--port", type=_port, default=7000, help="UDP port (default 7000; 0: any free port)"
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"UDP port (default {DEFAULT_PORT}; 0: any free port)",
     )
     p.add_argument(
         "--advertise",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .errors import BadRequest, ValueTooLarge
 
+DEFAULT_PORT = 7000  # a node's port unless told otherwise (`udpdht node --port`)
 MAX_KEY = 1024  # bytes of a key
 MAX_VALUE = 60_000  # bytes of a value, msgpack-encoded
 MAX_TTL = 366 * 24 * 3600.0  # seconds: the longest TTL a put may ask for (StoreConfig.max_ttl)
