@@ -392,6 +392,9 @@ def test_render_ring_of_an_isolated_node_says_it_is_cut_off_not_settling() -> No
         "rejoins; the keys counted are those it still holds"
     )
     assert not any(line.startswith("settling") for line in lines)
+    # Started 3 s ago: a restart rejoining, not a node cut off (as status and get say).
+    lines = render.ring_lines([{**alone, "uptime_s": 3.0}], "127.0.0.1:7001")
+    assert lines[-2].startswith("isolated: 127.0.0.1:7001 is rejoining its ring and serves")
 
 
 def test_render_ring_names_a_full_node_instead_of_promising_the_counts_settle() -> None:

@@ -122,7 +122,7 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         lines.append(f"build        {BUILDS.get(st['build'], st['build'])}")
     if st.get("isolated"):
         up = st.get("uptime_s")
-        if isinstance(up, int | float) and up < STARTING_FOR:  # (a restart: not "lost")
+        if _starting(st) and isinstance(up, int | float):  # (a restart: not "lost")
             lines[2] = (
                 f"state        isolated: it started {up:.1f} s ago and is rejoining its ring; "
                 "it serves no key until it has"
@@ -159,6 +159,13 @@ def _view_line(view: Any) -> list[str]:
         times = "once" if walks == 1 else f"{walks} times"
         line += f"; walked round the ring {times}, the last {uptime(ago)} ago"
     return [line]
+
+
+def _starting(st: Mapping[str, Any]) -> bool:
+    """Whether a node's status says it started a moment ago (STARTING_FOR): isolated, it is
+    rejoining after a restart, not cut off from its ring."""
+    up = st.get("uptime_s")
+    return isinstance(up, int | float) and up < STARTING_FOR
 
 
 #: What an isolated node means, and the way out when its ring is gone for good.
@@ -353,8 +360,11 @@ def _ring_notes(entries: Sequence[Mapping[str, Any]], cut: bool, keys: int) -> l
         # (Its keys have no primary while it is cut off: not a range being taken over.)
         one = len(isolated) == 1
         it, its, has = ("it", "its", "has") if one else ("they", "their", "have")
+        # A node restarted a moment ago is rejoining, not cut off (as in status).
+        starting = all(_starting(st) for st in good if st.get("isolated"))
+        what = f"{'is' if one else 'are'} rejoining" if starting else f"{has} lost contact with"
         notes.append(
-            f"isolated: {', '.join(isolated)} {has} lost contact with {its} ring and "
+            f"isolated: {', '.join(isolated)} {what} {its} ring and "
             f"serve{'s' if one else ''} no key until {it} rejoin{'s' if one else ''}; the keys "
             f"counted are those {it} still hold{'s' if one else ''}"
         )
