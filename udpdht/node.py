@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import random
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Container, Coroutine, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from .errors import (
     DhtError,
     NotResponsible,
     RpcTimeout,
-    StoreFull,
     Unavailable,
 )
 from .kad.service import KadService
@@ -389,10 +387,7 @@ class Node:
                 ep.register(name, self._store_opening, idempotent=True)
             try:
                 store = await asyncio.to_thread(DiskStore, self.data_dir)
-            except EngineError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
-                    # (Not "a damaged file?": a full disk, the host's state; a review.)
-                    raise StoreFull(f"the disk under {self.data_dir} has no room") from None
+            except EngineError as exc:  # (a full disk is StoreFull, from DiskStore itself)
                 # (A 51-line traceback before, and under systemd a restart every 5 s.)
                 raise DataDirError(
                     f"cannot open the store in {self.data_dir}: {exc} (a damaged file?); move "

@@ -797,6 +797,11 @@ class _Checkpointer:
         self._thread.join(timeout=30)
 
 
+def _full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the disk under it is full."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+
+
 class DiskStore:
     """sqlite3 (stdlib) in WAL mode: every committed write survives the process being killed.
 
@@ -821,7 +826,12 @@ class DiskStore:
             # its header at once): a file cut to 0 bytes lost every record without a word
             # (a helper's trial).
             log.warning("%s is empty: this node starts with no records", self.path)
-        self._db = self._connect()
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as exc:  # (a full disk is no damaged file: StoreFull, as writes)
+            if _full(exc):
+                raise StoreFull(f"the disk under {self.path.parent} has no room") from None
+            raise
         self._tally = _Tally()
         self._data_version = -1
         try:
@@ -880,8 +890,7 @@ class DiskStore:
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):  # (no transaction left to undo)
                 self._db.execute("ROLLBACK")
-            full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
-            if isinstance(exc, sqlite3.Error) and full:
+            if isinstance(exc, sqlite3.Error) and _full(exc):
                 self._disk_full()
                 raise StoreFull(f"the disk under {self.path.parent} has no room") from None
             raise
