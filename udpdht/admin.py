@@ -61,8 +61,8 @@ def local_cookie_path(host: str, port: int) -> Path | None:
 
 
 def find_cookie(host: str, port: int) -> bytes | None:
-    """The cookie a node at ``host:port`` on this machine keeps in the default place, if we
-    may read it."""
+    """The cookie of a node at ``host:port`` on this machine, where local_cookie_path says it
+    is, if we may read it."""
     path = local_cookie_path(host, port)
     try:
         return None if path is None else read_cookie(path)

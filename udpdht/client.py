@@ -198,7 +198,7 @@ class Client:
         port is closed on every call, not only until the node first answered (a long-lived
         client, such as the shell: a node killed under it is said to be gone in half a second,
         not after ~6 s of tries; each call then costs two tasks more)."""
-        self.addr = parse_addr(addr) if isinstance(addr, str) else addr
+        self.addr = _addr(addr)
         self.cookie = _cookie(cookie)
         self._network = network or UdpNetwork()
         # The attached node coordinates each request with other nodes (a lookup, the primary,
