@@ -194,6 +194,13 @@ def node_process(
         proc.wait(timeout=10)
 
 
+def primary_of(key: str, ring: Sequence[int]) -> int:
+    """The id of ``key``'s primary among these node ids: the first at or after the key's id
+    on the ring."""
+    at = ids.hash_key(key.encode())
+    return min((i for i in ring if i >= at), default=min(ring))
+
+
 def data_dir(tmp_path: Path, name: str) -> str:
     path = tmp_path / name
     path.mkdir(parents=True, exist_ok=True)
