@@ -165,12 +165,10 @@ async def iterative_lookup(
             reply = await node.call_peer(peer, "find", ask, tries=tries, pad=True)
             done, nodes = bool(reply["done"]), node.parse_peers(reply["nodes"])
             their_id = ids.from_bytes(reply["id"])
-            if peer.id == -1:
+            if peer.id == -1:  # (else call_peer checked that it named the node called)
                 peer = Peer(their_id, peer.addr)
                 if node.config.verify_ids and not peer.id_matches(node.config.ring):
                     raise ValueError(_not_of_our_ring(node.config.ring))
-            elif their_id != peer.id:
-                raise ValueError("it answered with another node's id")
         except PEER_FAILURES as exc:
             failures.append(f"{peer}: {type(exc).__name__}")
             if start is not None and peer.addr == start and not hops:

@@ -881,9 +881,8 @@ class Maintenance:
                 self._round_walked(walked)
                 break
             try:
+                # (call_peer checks that the answer names the node called)
                 reply = await node.call_peer(cursor, "neighbors", {}, tries=2, pad=True)
-                if reply["id"] != ids.to_bytes(cursor.id):
-                    raise ValueError(f"{cursor} answered with another node's id")
                 succs = self._without_left(node.parse_peers(reply["succs"]))
             except PEER_FAILURES as exc:
                 node.peer_failed(cursor, exc)
@@ -1161,7 +1160,7 @@ class Maintenance:
         args: dict[str, Any] = {"id": ids.to_bytes(self.node.id)}
         if successor:
             args["succ"] = True
-        reply = await self._neighbors_reply(peer, args, tries)
+        reply = await self.node.call_peer(peer, "neighbors", args, tries=tries, pad=True)
         if successor:
             self._noted_by = peer.id if reply.get("pred") is True else None
         return self._lists(reply)
@@ -1174,7 +1173,7 @@ class Maintenance:
         lists are its first leafset, the fingers its first fingers (seed_fingers). ``tries``:
         sends (0: the RPC default)."""
         args = {"id": ids.to_bytes(self.node.id), "fingers": True}
-        reply = await self._neighbors_reply(owner, args, tries)
+        reply = await self.node.call_peer(owner, "neighbors", args, tries=tries, pad=True)
         succs, preds, _ = self._lists(reply)
         try:
             fingers = peers_from_wire(
@@ -1187,16 +1186,6 @@ class Maintenance:
             self.node.log.debug("%s named no usable fingers: %s", owner, exc)
             fingers = []
         return succs, preds, self._without_left(fingers)
-
-    async def _neighbors_reply(
-        self, peer: Peer, args: dict[str, Any], tries: int
-    ) -> dict[str, Any]:
-        reply: dict[str, Any] = await self.node.call_peer(
-            peer, "neighbors", args, tries=tries, pad=True
-        )
-        if reply["id"] != ids.to_bytes(peer.id):
-            raise ValueError(f"{peer} answered with another node's id")
-        return reply
 
     def _lists(self, reply: dict[str, Any]) -> tuple[list[Peer], list[Peer], Peer | None]:
         """A ``neighbors`` answer's successor list, predecessor list and hint."""
