@@ -24,6 +24,7 @@ from helpers import (
 
 from udpdht import Client, Node, Server, ids
 from udpdht.admin import COOKIE_FILE
+from udpdht.cli_client import ping_text
 from udpdht.cli_errors import in_words
 from udpdht.errors import (
     DhtError,
@@ -174,6 +175,14 @@ async def test_a_node_just_restarted_says_it_is_starting_not_that_it_lost_its_ri
         with pytest.raises(Unavailable, match=r"started \d+\.\d s ago and is rejoining") as caught:
             await again.get("k")
         assert "--new-ring" not in in_words(caught.value)
+        # `udpdht ping` says so too (it said "lost contact": a maintainer's review).
+        async with Client(again.addr) as client:
+            info = await client.ping_info()
+        assert info["isolated"] and info["uptime_s"] is not None and info["uptime_s"] < 5
+        said = ping_text(info)
+        assert f"; it started {info['uptime_s']} s ago and is rejoining its ring" in said
+        assert "lost contact" not in said
+        assert "lost contact with its ring" in ping_text({**info, "uptime_s": 600})
         again.STARTING_FOR = 0.0  # (later on, the same node has lost its ring)
         with pytest.raises(Unavailable, match="lost contact with its ring") as caught:
             await again.get("k")

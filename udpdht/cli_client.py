@@ -144,9 +144,13 @@ def add_ping(sub: Any) -> argparse.ArgumentParser:
 
 def ping_text(info: dict[str, Any]) -> str:
     from . import render
+    from .limits import STARTING_FOR
 
     text = f"{info['addr']} (id {info['id'][:8]}) answered in {render.duration(info['rtt_s'])}"
-    if info["isolated"]:
+    up = info.get("uptime_s")
+    if info["isolated"] and up is not None and up < STARTING_FOR:
+        text += f"; it started {up} s ago and is rejoining its ring"
+    elif info["isolated"]:
         text += "; it is isolated: it lost contact with its ring and is rejoining"
     return text
 

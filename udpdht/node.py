@@ -1043,6 +1043,11 @@ class Node:
             # wildcard socket has several) learns the one our id belongs to. Only on request:
             # a plain ping's answer stays within three times its size (no token needed).
             reply["addr"] = list(self.addr)
+            if self.isolated:
+                # How long it has run, in whole seconds: a client tells a node rejoining after
+                # a restart from one cut off from its ring (`udpdht ping` said "lost contact"
+                # of a node started a second before: a maintainer's review).
+                reply["up"] = int(self.uptime())
         return reply
 
     def _rpc_status(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
