@@ -1224,6 +1224,37 @@ def test_a_full_disk_refuses_writes_as_store_full_and_they_go_on_once_it_has_roo
         assert caplog.text.count("is full") == 1
 
 
+def test_a_store_whose_file_was_deleted_refuses_writes_and_one_moved_keeps_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A helper's trial: a node whose data dir was removed under it acknowledged every write
+    # (SQLite writes on to the file it opened) and lost them all when it stopped.
+    from udpdht.errors import StoreFull
+
+    moved = tmp_path / "moved"
+    with closing(DiskStore(moved)) as disk:
+        disk.LOOK_EVERY = 0.0  # (once a second in a node)
+        assert disk.put(rec(b"before", b"v", 1))
+        moved.rename(tmp_path / "elsewhere")  # moved, not deleted: its writes are kept
+        assert disk.put(rec(b"after the move", b"v", 1))
+    with closing(DiskStore(tmp_path / "elsewhere")) as disk:
+        assert sorted(r.key for r in disk.records()) == [b"after the move", b"before"]
+    data = tmp_path / "data"
+    with closing(DiskStore(data)) as disk:
+        disk.LOOK_EVERY = 0.0
+        assert disk.put(rec(b"kept", b"v", 1))
+        shutil.rmtree(data)
+        with pytest.raises(StoreFull, match=r"its store's file .* was deleted"):
+            disk.put(rec(b"lost", b"v", 1))
+        with pytest.raises(StoreFull):
+            disk.put_many([rec(b"lost too", b"v", 1)])
+        assert disk.put_many([]) == 0  # (nothing to write: no refusal)
+        assert disk.get(b"kept") == rec(b"kept", b"v", 1)  # still read (a leave hands it off)
+        assert disk.get(b"lost") is None
+        said = [r for r in caplog.records if "writes to the store are refused" in r.getMessage()]
+        assert [r.levelname for r in said] == ["ERROR"]  # (once a minute at most)
+
+
 def test_a_value_damaged_on_the_disk_is_dropped_not_served(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

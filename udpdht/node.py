@@ -441,18 +441,19 @@ class Node:
                 "data dir %s was removed or moved while this node runs: its files are no "
                 "longer at that path, and a start from it would begin empty. Moved, the node "
                 "still writes them where they went: put the dir back (also after this node "
-                "stops: nothing is lost). Deleted, its records go when this node stops, where "
-                "no replica holds them: start it again with --bootstrap to take its range from "
-                "its neighbours (%s)",
+                "stops: nothing is lost). Deleted, the store refuses writes (they would be "
+                "lost), and its records go when this node stops, where no replica holds them: "
+                "start it again with --bootstrap to take its range from its neighbours (%s)",
                 self.data_dir,
                 _RING_OF_ONE,
             )
         elif lost is not None:
             self.log.error(
                 "the store's file %s was removed, moved or replaced while this node runs: a "
-                "start from its data dir would begin empty. Moved, put it back. Deleted, its "
-                "records go when this node stops, where no replica holds them: start it again "
-                "with --bootstrap to take its range from its neighbours (%s)",
+                "start from its data dir would begin empty. Moved, put it back. Deleted, the "
+                "store refuses writes (they would be lost), and its records go when this node "
+                "stops, where no replica holds them: start it again with --bootstrap to take "
+                "its range from its neighbours (%s)",
                 lost,
                 _RING_OF_ONE,
             )

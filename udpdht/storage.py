@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -752,12 +753,15 @@ class _Checkpointer:
     CHECK_EVERY = 256  # writes between looks at the log's size
 
     def __init__(self, path: Path) -> None:
-        self._path = path
         self._wal = path.with_name(path.name + "-wal")
         self._writes = 0
         self._dirty = threading.Event()
         self._wake = threading.Event()  # the log is past TRUNCATE_PAST, or we close
         self._closing = threading.Event()
+        # Opened here, not in the thread: a store's file moved or deleted just after the
+        # store opened left the thread with nothing to open (an exception in it, and no
+        # checkpoints for good). The thread alone uses it.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._thread = threading.Thread(target=self._run, name="udpdht-checkpoint", daemon=True)
         self._thread.start()
 
@@ -774,7 +778,7 @@ class _Checkpointer:
             return 0
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None)
+        db = self._db
         try:
             while not self._closing.is_set():
                 self._dirty.wait()
@@ -835,12 +839,55 @@ class DiskStore:
         self._tally = _Tally()
         self._data_version = -1
         try:
-            self._migrate()
-            self._rebuild()
+            # Our own descriptor of the store's file (after _connect: it exists now), to
+            # tell whether the file still has a name (_still_ours).
+            self._watch = os.open(self.path, os.O_RDONLY)
         except BaseException:
             self._db.close()
             raise
+        try:
+            self._migrate()
+            self._rebuild()
+        except BaseException:
+            os.close(self._watch)
+            self._db.close()
+            raise
         self._checkpointer = _Checkpointer(self.path)
+
+    #: Seconds between looks at whether the store's file was deleted (_still_ours).
+    LOOK_EVERY = 1.0
+    _looked_at = float("-inf")  # (time.monotonic())
+    _deleted = False  # the store's file has no name left: writes to it are refused
+    _deleted_logged_at = float("-inf")
+
+    def _still_ours(self) -> None:
+        """StoreFull when the store's file was deleted (no name left on the disk), looked at
+        once a LOOK_EVERY at most. SQLite goes on writing to the file it opened, deleted or
+        not: a node whose data dir was removed under it acknowledged every write, and lost them
+        all when it stopped (a helper's trial). Refused, they stay on the other replicas, which
+        name this node in their shortfalls; what it holds is still read, and handed off by a
+        leave. A file moved elsewhere keeps its writes (Node._check_data_dir says where)."""
+        now = time.monotonic()
+        if now - self._looked_at >= self.LOOK_EVERY:
+            self._looked_at = now
+            try:
+                deleted = os.fstat(self._watch).st_nlink == 0
+            except OSError:
+                deleted = False  # (not evidence that it is gone)
+            if self._deleted and not deleted:
+                log.info("the store's file %s has a name again: writes go on", self.path)
+            self._deleted = deleted
+        if not self._deleted:
+            return
+        if now - self._deleted_logged_at >= 60.0:
+            self._deleted_logged_at = now
+            log.error(
+                "writes to the store are refused: its file %s was deleted, and what is written "
+                "to it now would be lost when this node stops. Restart the node (its replicas "
+                "copy its keys back), or run 'udpdht leave' (it hands off what it holds)",
+                self.path,
+            )
+        raise StoreFull(f"its store's file {self.path} was deleted")
 
     _disk_full_logged_at = float("-inf")  # (time.monotonic(): see _disk_full)
     _disk_was_full = False  # a write failed on a full disk, and none has gone through since
@@ -1058,6 +1105,7 @@ class DiskStore:
         ).fetchone()
         if old is not None and not record.version > Version(*old):
             return False
+        self._still_ours()
         with self._transaction():
             update = self._apply(record, key_id)
         if update is None:
@@ -1067,8 +1115,13 @@ class DiskStore:
 
     def put_many(self, records: Iterable[Record]) -> int:
         updates: list[Callable[[], None]] = []
+        batch = iter(records)
+        first = next(batch, None)
+        if first is None:
+            return 0  # (nothing to write: no refusal either)
+        self._still_ours()
         with self._transaction():  # one commit for a whole push
-            for record in records:
+            for record in itertools.chain((first,), batch):
                 update = self._apply(record)
                 if update is not None:
                     updates.append(update)
@@ -1265,4 +1318,7 @@ class DiskStore:
 
     def close(self) -> None:
         self._checkpointer.close()
+        if self._watch >= 0:  # (closing twice is harmless)
+            os.close(self._watch)
+            self._watch = -1
         self._db.close()  # the last connection to close checkpoints what is left
