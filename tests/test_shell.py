@@ -415,6 +415,10 @@ def test_render_ring_names_a_full_node_instead_of_promising_the_counts_settle() 
         "under-replicated: 2 copies of 3 keys missing (3 wanted of each): 127.0.0.1:7003 is "
         "full (its quota or its disk) and refuses them; repair makes them once it has room"
     )
+    # A ring of 2 holds 2 copies of each key, and counted so: it said "3 wanted of each"
+    # (a new user's trial).
+    lines = render.ring_lines([node(1, 3, 0), node(2, 0, 1, full=True)], "127.0.0.1:7001")
+    assert lines[-2].startswith("under-replicated: 2 copies of 3 keys missing (2 wanted of each)")
     status = render.status_lines(
         {
             "id": "03" * 20,

@@ -342,7 +342,8 @@ def _ring_notes(entries: Sequence[Mapping[str, Any]], cut: bool, keys: int) -> l
     wanted = max([1, *(int(st["store"].get("replicas", 1)) for st in good)])
     known = any("replicas" in st["store"] for st in good)  # (r: how many copies at most)
     notes: list[str] = []
-    short = min(len(good), wanted) * primary - copies
+    each = min(len(good), wanted)  # copies of each key the ring can hold (a ring of 2: 2)
+    short = each * primary - copies
     full = [st["addr"] for st in good if st["store"].get("full")]  # (their quota refuses copies)
     joining = _joining(entries, cut)
     if joining:
@@ -400,14 +401,14 @@ def _ring_notes(entries: Sequence[Mapping[str, Any]], cut: bool, keys: int) -> l
         one = len(full) == 1
         notes.append(
             f"under-replicated: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} "
-            f"missing ({wanted} wanted of each): {', '.join(full)} {'is' if one else 'are'} full "
+            f"missing ({each} wanted of each): {', '.join(full)} {'is' if one else 'are'} full "
             f"(its quota or its disk) and refuse{'s' if one else ''} them; repair makes them once "
             f"{'it has' if one else 'they have'} room"
         )
     elif short > 0 and keys == primary and not cut:
         notes.append(
             f"repairing: {_count(short, 'copy', 'copies')} of {_count(primary, 'key')} still to "
-            f"make ({wanted} wanted of each); the counts settle within seconds"
+            f"make ({each} wanted of each); the counts settle within seconds"
         )
     elif keys == primary and any(not st.get("settled", True) for st in good):
         notes.append("settling: keys are moving to their holders after a change")
