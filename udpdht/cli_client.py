@@ -144,11 +144,10 @@ def add_ping(sub: Any) -> argparse.ArgumentParser:
 
 def ping_text(info: dict[str, Any]) -> str:
     from . import render
-    from .limits import STARTING_FOR
 
     text = f"{info['addr']} (id {info['id'][:8]}) answered in {render.duration(info['rtt_s'])}"
-    up = info.get("uptime_s")
-    if info["isolated"] and up is not None and up < STARTING_FOR:
+    up = info.get("started_s_ago")
+    if info["isolated"] and up is not None:
         text += f"; it started {up} s ago and is rejoining its ring"
     elif info["isolated"]:
         text += "; it is isolated: it lost contact with its ring and is rejoining"

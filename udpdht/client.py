@@ -349,8 +349,9 @@ class Client:
 
     async def ping_info(self) -> dict[str, Any]:
         """Ping the attached node: ``{"id": hex, "addr": "H:P", "rtt_s": s, "isolated": bool,
-        "uptime_s": s}`` (``addr``: the address the node names itself by; ``uptime_s``, in
-        whole seconds, only from an isolated node, else None)."""
+        "started_s_ago": s}`` (``addr``: the address the node names itself by;
+        ``started_s_ago``, whole seconds, when it is isolated because it is rejoining its ring
+        right after its start, else None)."""
         start = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         reply = await self.call_at(self.addr, "ping", {"addr": True})
         rtt = time.perf_counter() - start
@@ -365,7 +366,7 @@ class Client:
             "addr": addr,
             "rtt_s": rtt,
             "isolated": bool(reply.get("isolated", False)),
-            "uptime_s": up if type(up := reply.get("up")) is int and up >= 0 else None,
+            "started_s_ago": up if type(up := reply.get("up")) is int and up >= 0 else None,
         }
 
     async def status(self) -> dict[str, Any]:

@@ -371,7 +371,7 @@ class Maintenance:
     def _remember_peers(self, now: float) -> None:
         peers = self.node.leafset.peers()
         if peers:
-            self.node.member = True
+            self.node.member = self.node.had_neighbours = True
         # A node that left may still be named by a neighbour's list that crossed its
         # `leaving` (until it fails its calls): it must not come back into the memory.
         self.node.memory.remember(

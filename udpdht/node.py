@@ -236,6 +236,9 @@ class Node:
         # Whether we belong to a ring with other nodes. A member whose tables empty has lost
         # contact (a partition, an overload): it rejoins, and never serves as a ring of one.
         self.member = False
+        #: Whether this node has had a neighbour since it started (joined, or rejoined after a
+        #: restart): one isolated since then lost contact, even a moment after its start.
+        self.had_neighbours = False
         self.maintenance = Maintenance(self)
         self._replicator: Replicator | None = None
         # The admin secret: given, or kept in the data dir, or made up for this run.
@@ -634,7 +637,7 @@ class Node:
             [p for p in preds if not ids.in_interval(p.id, self.id, owner.id, right_open=False)]
         )
         self.maintenance.seed_fingers([owner, *succs, *preds, *fingers])
-        self.member = True
+        self.member = self.had_neighbours = True
         self.log.info("joined the ring: successor %s", owner)
         self.maintenance.joined(owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
@@ -755,13 +758,20 @@ class Node:
 
     STARTING_FOR = STARTING_FOR  # (limits.py; an attribute, for a test to change)
 
+    @property
+    def starting(self) -> bool:
+        """Whether this node, isolated, is rejoining its ring right after its start (within
+        STARTING_FOR, with no neighbour yet since), not cut off from it. A node restarted on
+        its data dir, asked within half a second, said it had "lost contact with its ring",
+        and the client's hint told the user to consider --new-ring (which starts a second
+        ring) for what was a restart (a new user's trial); one whose only peer was killed 20 s
+        after its start said it had just started (another)."""
+        return self.isolated and not self.had_neighbours and self.uptime() < self.STARTING_FOR
+
     def _isolated_words(self) -> str:
-        """Why an isolated node serves no key: just started and rejoining, or cut off. A node
-        restarted on its data dir, asked within half a second, said it had "lost contact with
-        its ring", and the client's hint told the user to consider --new-ring (which starts a
-        second ring) for what was a restart (a new user's trial)."""
-        up = self.uptime()
-        if up < self.STARTING_FOR:
+        """Why an isolated node serves no key: just started and rejoining, or cut off."""
+        if self.starting:
+            up = self.uptime()
             return f"this node started {up:.1f} s ago and is rejoining its ring; try again shortly"
         return "this node has lost contact with its ring and is rejoining"
 
@@ -1044,10 +1054,10 @@ class Node:
             # wildcard socket has several) learns the one our id belongs to. Only on request:
             # a plain ping's answer stays within three times its size (no token needed).
             reply["addr"] = list(self.addr)
-            if self.isolated:
-                # How long it has run, in whole seconds: a client tells a node rejoining after
-                # a restart from one cut off from its ring (`udpdht ping` said "lost contact"
-                # of a node started a second before: a maintainer's review).
+            if self.starting:
+                # How long it has run, in whole seconds, when it is rejoining right after its
+                # start: a client tells it from one cut off from its ring (`udpdht ping` said
+                # "lost contact" of a node started a second before: a maintainer's review).
                 reply["up"] = int(self.uptime())
         return reply
 
@@ -1146,6 +1156,7 @@ class Node:
             "addr": format_addr(self.addr),
             "ring": self.config.ring,  # ("": the ring with no name)
             "uptime_s": round(self.uptime(), 3),
+            "starting": self.starting,  # (isolated right after its start: see starting)
             "predecessor": pred.info() if pred is not None else None,
             "successors": [p.info() for p in ls.successors],
             "predecessors": [p.info() for p in ls.predecessors],

@@ -162,8 +162,10 @@ def _view_line(view: Any) -> list[str]:
 
 
 def _starting(st: Mapping[str, Any]) -> bool:
-    """Whether a node's status says it started a moment ago (STARTING_FOR): isolated, it is
-    rejoining after a restart, not cut off from its ring."""
+    """Whether a node's status says it is rejoining right after its start, not cut off from
+    its ring (``starting``; a node too old to say it: started within STARTING_FOR)."""
+    if "starting" in st:
+        return st["starting"] is True
     up = st.get("uptime_s")
     return isinstance(up, int | float) and up < STARTING_FOR
 
