@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import NodeProcess, data_dir, node_process, udpdht, wait_processes_ideal
+from helpers import (
+    NodeProcess,
+    closed_port,
+    data_dir,
+    node_process,
+    udpdht,
+    wait_processes_ideal,
+)
 
 from udpdht import Client
 from udpdht.cli import build_parser
@@ -259,6 +266,14 @@ def test_admin_without_a_cookie_is_one_line(tmp_path: Path) -> None:
         done = udpdht("shutdown", "--node", node.addr_text, "--cookie", str(wrong))
         assert done.returncode == 1 and "signature does not match" in done.stderr
         assert udpdht("ping", "--node", node.addr_text).returncode == 0  # still running
+    # A port where nothing runs (a typo) says so, as every other command does: it said that
+    # the node's cookie was lacking, exit 2 (a new user's trial).
+    for command in ("leave", "shutdown"):
+        done = udpdht(
+            command, "--node", f"127.0.0.1:{closed_port()}", env={"XDG_DATA_HOME": str(tmp_path)}
+        )
+        assert done.returncode == 1 and "nothing is listening at 127.0.0.1:" in done.stderr
+        assert "cookie" not in done.stderr
 
 
 def test_admin_takes_the_data_dir_of_a_node_for_its_cookie(tmp_path: Path) -> None:
