@@ -222,30 +222,6 @@ def test_delete_writes_a_tombstone_that_shadows_stale_replicas() -> None:
     run_virtual(main())
 
 
-def test_a_delete_of_a_key_never_written_leaves_nothing_behind() -> None:
-    # A new user's trial: `udpdht delete never-existed` said "not found (nothing to delete)",
-    # and `ring` counted a key more: its tombstone had gone to every replica. A settled
-    # primary that holds nothing of the key writes nothing now.
-    async def main() -> None:
-        sim = store_sim(26)
-        await sim.build_ideal(12, maintenance=True)
-        primary = sim.joined[sim.responsible(b"never-there")[0].id]
-        await wait_until(primary.replicator.settled, within=60)
-        node = next(n for n in sim.joined.values() if n is not primary)
-        assert await node.delete("never-there") is False
-        assert all(n.replicator.store.get(b"never-there") is None for n in sim.joined.values())
-        with pytest.raises(KeyNotFound):
-            await node.get("never-there")
-        # A key that was written still gets its tombstone, on every holder.
-        await node.put("written", 1)
-        assert await node.delete("written") is True
-        holders = [sim.joined[p.id] for p in sim.responsible(b"written")]
-        assert all(_is_tombstone(h, b"written") for h in holders)
-        await sim.stop()
-
-    run_virtual(main())
-
-
 def test_a_delete_whose_first_answer_is_lost_still_says_the_key_existed() -> None:
     # A new-user trial: deletes right after a kill -9 said "not found" for 2 keys of 12 that
     # were there. The coordinator's call to the primary timed out while the primary copied

@@ -1397,14 +1397,6 @@ class Replicator:
             self.writes_unchanged += 1
             v = current.version
             return {"version": [v.stamp, v.writer], "existed": True, "unchanged": True}
-        if value is None and current is None and self.settled():
-            # A delete of a key we hold nothing of, settled: no write of it was acknowledged,
-            # so there is nothing to delete anywhere. Its tombstone went to every replica all
-            # the same, and `ring` counted one key more after "not found (nothing to
-            # delete)" (a new user's trial). The version is one no record carries.
-            self.writes_unchanged += 1
-            v = Version.next_after(None, int(now * 1000), self._me)
-            return {"version": [v.stamp, v.writer], "existed": False, "unchanged": True}
         version = Version.next_after(
             current.version if current else None, int(now * 1000), self._me
         )
