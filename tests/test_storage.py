@@ -1255,6 +1255,22 @@ def test_a_store_whose_file_was_deleted_refuses_writes_and_one_moved_keeps_them(
         assert [r.levelname for r in said] == ["ERROR"]  # (once a minute at most)
 
 
+def test_a_store_moved_right_after_it_opened_still_checkpoints_its_log(tmp_path: Path) -> None:
+    # A reviewer's trial: the checkpointer's connection opened its files by name at its first
+    # statement, in its thread; a store moved before then was never checkpointed again: its
+    # log reached 20 MB after 2,000 writes, the database file never written.
+    with closing(DiskStore(tmp_path / "here")) as disk:
+        (tmp_path / "here").rename(tmp_path / "there")
+        moved = tmp_path / "there" / disk.path.name
+        start = moved.stat().st_size
+        for i in range(2000):
+            disk.put(rec(b"k%d" % i, b"v" * 200, 1))
+        deadline = time.monotonic() + 15  # (a checkpoint a second, in its thread)
+        while moved.stat().st_size < start + 200_000:
+            assert time.monotonic() < deadline, "the moved store was never checkpointed"
+            time.sleep(0.05)
+
+
 def test_a_value_damaged_on_the_disk_is_dropped_not_served(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -758,12 +758,20 @@ class _Checkpointer:
         self._dirty = threading.Event()
         self._wake = threading.Event()  # the log is past TRUNCATE_PAST, or we close
         self._closing = threading.Event()
-        # Opened here, not in the thread: a store's file moved or deleted just after the
-        # store opened left the thread with nothing to open (an exception in it, and no
-        # checkpoints for good). The thread alone uses it.
+        # Opened here, not in the thread, and used once: SQLite opens the files (the log too)
+        # by their names at a connection's first statement. Opened in the thread, a store
+        # moved or deleted just after it opened left the thread nothing to open (an
+        # exception in it), and a log that only grew (a reviewer's trial: 20 MB after 2,000
+        # writes, the database file never written). The thread alone uses it after this.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._thread = threading.Thread(target=self._run, name="udpdht-checkpoint", daemon=True)
-        self._thread.start()
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._frame = 24 + int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            self._thread = threading.Thread(target=self._run, name="udpdht-checkpoint", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._db.close()
+            raise
 
     def wrote(self) -> None:
         self._dirty.set()
@@ -786,8 +794,9 @@ class _Checkpointer:
                 if self._closing.is_set():
                     break
                 with contextlib.suppress(sqlite3.Error):  # busy or the like: the next one
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    if self._log_size() > self.TRUNCATE_PAST:
+                    # (The log's size from SQLite, in frames: its path may have moved.)
+                    _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames * self._frame > self.TRUNCATE_PAST:
                         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 self._wake.wait(self.EVERY)
                 self._wake.clear()
@@ -848,11 +857,11 @@ class DiskStore:
         try:
             self._migrate()
             self._rebuild()
+            self._checkpointer = _Checkpointer(self.path)
         except BaseException:
             os.close(self._watch)
             self._db.close()
             raise
-        self._checkpointer = _Checkpointer(self.path)
 
     #: Seconds between looks at whether the store's file was deleted (_still_ours).
     LOOK_EVERY = 1.0
@@ -883,8 +892,9 @@ class DiskStore:
             self._deleted_logged_at = now
             log.error(
                 "writes to the store are refused: its file %s was deleted, and what is written "
-                "to it now would be lost when this node stops. Restart the node (its replicas "
-                "copy its keys back), or run 'udpdht leave' (it hands off what it holds)",
+                "to it now would be lost when this node stops. Stop it (SIGTERM or Ctrl-C hands "
+                "off what it holds), then start it again with --bootstrap: it takes its range "
+                "from its neighbours",
                 self.path,
             )
         raise StoreFull(f"its store's file {self.path} was deleted")
