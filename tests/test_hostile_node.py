@@ -206,3 +206,26 @@ async def test_a_value_nested_too_deep_is_refused_and_never_breaks_a_reader() ->
         await client.call("put", {"key": b"deep", "value": msgpack.packb(deep), "ttl": None})
         done = await _run("get", "deep", "--node", f"127.0.0.1:{node.addr[1]}")
     assert "over 100 levels deep" in one_line_error(done)
+
+
+async def test_a_ring_answer_that_does_not_name_its_node_is_refused() -> None:
+    # A reviewer's finding: the check that an answer names the node called (one place now,
+    # Node.call_peer) let a `neighbors` or a `ping` answer with no id through, which the ring
+    # walk and stabilize had refused. Other methods' answers need not name their node.
+    from udpdht.net import parse_addr
+    from udpdht.routing import Peer
+
+    answers: dict[str, Any] = {
+        "ping": {},
+        "neighbors": {"succs": [], "preds": []},
+        "store_read": {"records": []},
+    }
+    with fake_node(answers) as where:
+        async with Node("127.0.0.1", 0) as node:
+            peer = Peer(int.from_bytes(NODE_ID, "big"), parse_addr(where))
+            for method in ("ping", "neighbors"):
+                with pytest.raises(ValueError, match=r"answered .* with another node's id"):
+                    await node.call_peer(peer, method, {}, tries=1)
+            assert await node.call_peer(peer, "store_read", {"keys": []}, tries=1) == {
+                "records": []
+            }

@@ -119,6 +119,9 @@ LOCAL_RING = NodeConfig(stabilize_period=0.25)
 _ADDRESSED = frozenset(
     ("store_write", "store_push", "store_read", "store_digest", "store_digests", "store_scan")
 )
+#: The methods whose answers name their node (``id``): call_peer checks it against the node
+#: called, the one check for the lookup's finds, the ring walk and stabilize.
+_NAMED = frozenset({"ping", "neighbors", "find"})
 
 
 class OtherFamily(DhtError):
@@ -844,8 +847,8 @@ class Node:
                 self.peer_failed(peer, ValueError(f"{peer} is gone: {NOT_CALLED}"))
             raise
         if peer.id >= 0 and type(result) is dict:
-            said = result.get("id")  # (the answers that name their node: ping, neighbors, find)
-            if said is not None and said != ids.to_bytes(peer.id):
+            said = result.get("id")  # (a missing one too, from a method that must: _NAMED)
+            if (said is not None or method in _NAMED) and said != ids.to_bytes(peer.id):
                 # Another node answers at that address: the one we know there is gone. A node
                 # of another ring on the port of one of ours that had crashed answered our
                 # pings, so ours stayed our predecessor for 4.5 minutes, and the writes of its
