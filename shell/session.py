@@ -607,14 +607,20 @@ class Session:
         target = await resolve(cmd.addr) if cmd.addr is not None else client.addr
         text = format_addr(target)
         try:
-            node_id, rtt = await client.ping(target)
+            if target == client.addr:
+                # The attached node also says whether it is isolated, and why, as `udpdht
+                # ping` prints it (the shell's ping said neither).
+                info = await client.ping_info()
+            else:
+                node_id, rtt = await client.ping(target)
         except (DhtError, TimeoutError):
             self.dead.add(text)
             raise
         self.dead.discard(text)
         self.remember_addr(text)
         if target == client.addr:
-            self.last_rtt = rtt
+            self.last_rtt = info["rtt_s"]
+            return render.ping_text({**info, "addr": text})
         return f"{text} (id {ids.short(node_id)}) answered in {render.duration(rtt)}"
 
     async def _attach(self, cmd: Command) -> str:

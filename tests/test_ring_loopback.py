@@ -22,9 +22,10 @@ from helpers import (
     wait_until,
 )
 
-from udpdht import Client, Node, Server, ids
+from shell.commands import parse
+from shell.session import Session
+from udpdht import Client, Node, Server, ids, render
 from udpdht.admin import COOKIE_FILE
-from udpdht.cli_client import ping_text
 from udpdht.cli_errors import in_words
 from udpdht.errors import (
     DhtError,
@@ -180,12 +181,21 @@ async def test_a_node_just_restarted_says_it_is_starting_not_that_it_lost_its_ri
             info = await client.ping_info()
             up = info["started_s_ago"]
             assert info["isolated"] and up is not None and up < 5 and again.status()["starting"]
-            said = ping_text(info)
+            said = render.ping_text(info)
             assert f"; it started {up} s ago and is rejoining its ring" in said
             assert "lost contact" not in said
+        # The shell's `ping` of the node it is attached to says it as well (it said neither).
+        session = Session()
+        try:
+            await session.attach(again.addr)
+            assert "s ago and is rejoining its ring" in await session.execute(parse("ping"))
+        finally:
+            await session.close()
+        async with Client(again.addr) as client:
             again.STARTING_FOR = 0.0  # (later on, the same node has lost its ring)
             info = await client.ping_info()
-            assert info["started_s_ago"] is None and "lost contact with its ring" in ping_text(info)
+            assert info["started_s_ago"] is None
+            assert "lost contact with its ring" in render.ping_text(info)
         with pytest.raises(Unavailable, match="lost contact with its ring") as caught:
             await again.get("k")
         assert "--new-ring" in in_words(caught.value)
@@ -211,7 +221,7 @@ async def test_a_node_whose_only_peer_died_a_moment_after_its_start_lost_contact
         async with Client(first.addr) as client:
             info = await client.ping_info()
         assert info["isolated"] and info["started_s_ago"] is None
-        assert "lost contact with its ring" in ping_text(info)
+        assert "lost contact with its ring" in render.ping_text(info)
 
 
 async def test_a_background_task_that_failed_is_logged_and_does_not_stop_a_stop_halfway(

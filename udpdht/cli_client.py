@@ -142,20 +142,10 @@ def add_ping(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def ping_text(info: dict[str, Any]) -> str:
+async def _ping(args: argparse.Namespace) -> int:
     from . import render
 
-    text = f"{info['addr']} (id {info['id'][:8]}) answered in {render.duration(info['rtt_s'])}"
-    up = info.get("started_s_ago")
-    if info["isolated"] and up is not None:
-        text += f"; it started {up} s ago and is rejoining its ring"
-    elif info["isolated"]:
-        text += "; it is isolated: it lost contact with its ring and is rejoining"
-    return text
-
-
-async def _ping(args: argparse.Namespace) -> int:
-    return await show_answer(args, lambda client: client.ping_info(), ping_text)
+    return await show_answer(args, lambda client: client.ping_info(), render.ping_text)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:

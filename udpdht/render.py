@@ -649,3 +649,15 @@ def nodes_lines(rows: Sequence[NodeRow]) -> list[str]:
     up = sum(r.state == "up" for r in rows)
     lines.append(f"{up} of {len(rows)} embedded nodes up   (* attached)")
     return lines
+
+
+def ping_text(info: Mapping[str, Any]) -> str:
+    """A ping's answer (Client.ping_info) as `udpdht ping` and the shell's `ping` print it:
+    the node, its id, the round trip, and whether it is isolated, and why."""
+    text = f"{info['addr']} (id {info['id'][:8]}) answered in {duration(info['rtt_s'])}"
+    up = info.get("started_s_ago")
+    if info["isolated"] and up is not None:
+        text += f"; it started {up} s ago and is rejoining its ring"
+    elif info["isolated"]:
+        text += "; it is isolated: it lost contact with its ring and is rejoining"
+    return text
