@@ -398,7 +398,9 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
     elif node.data_dir_lost:
         log.warning("stopped with its data dir %s lost: a start from it begins empty", data_dir)
     log.info("stopped")  # (once it has: nothing of it runs after this line)
-    return 0
+    # Status 2 when it left by itself (its store's file was deleted): an operator must act
+    # (start it with --bootstrap); a service manager's restart on failure is not the answer.
+    return 2 if node.left_because is not None else 0
 
 
 def _announce_start(

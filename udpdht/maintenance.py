@@ -386,7 +386,7 @@ class Maintenance:
                 self._next_save = now + self.SAVE_PEERS_EVERY
                 if failing is not None:
                     self.node.log.info("the peers of its ring are written again")
-            elif memory.error is not None and failing is None:
+            elif memory.error is not None and failing is None and not self.node.data_dir_lost:
                 # Said once (it is tried again every round): a node whose peers.json could
                 # not be written said nothing, and started again it found no peers, and began
                 # a ring of its own (a maintainer's review).

@@ -239,6 +239,9 @@ class Node:
         # Whether we belong to a ring with other nodes. A member whose tables empty has lost
         # contact (a partition, an overload): it rejoins, and never serves as a ring of one.
         self.member = False
+        #: Why this node left its ring by itself (None: it did not): its store's file was
+        #: deleted (_check_data_dir). `udpdht node` then exits with status 2.
+        self.left_because: str | None = None
         #: Whether this node has had a neighbour since it started (joined, or rejoined after a
         #: restart): one isolated since then lost contact, even a moment after its start.
         self.had_neighbours = False
@@ -437,6 +440,9 @@ class Node:
         served on from files no longer there, and the next start found nothing."""
         if self._data is None:
             return
+        store = self.replicator.store
+        if isinstance(store, DiskStore) and store.file_deleted() and self.left_because is None:
+            self._leave_without_store(store.path)
         lost = self._data.lost()
         if lost == self.lost_path:
             return
@@ -447,9 +453,9 @@ class Node:
                 "data dir %s was removed or moved while this node runs: its files are no "
                 "longer at that path, and a start from it would begin empty. Moved, the node "
                 "still writes them where they went: put the dir back (also after this node "
-                "stops: nothing is lost). Deleted, the store refuses writes (they would be "
-                "lost), and its records go when this node stops, where no replica holds them: "
-                "start it again with --bootstrap to take its range from its neighbours (%s)",
+                "stops: nothing is lost). Deleted, the node hands its records to its "
+                "successors and leaves the ring: start it again with --bootstrap to take its "
+                "range back from its neighbours (%s)",
                 self.data_dir,
                 _RING_OF_ONE,
             )
@@ -457,9 +463,8 @@ class Node:
             self.log.error(
                 "the store's file %s was removed, moved or replaced while this node runs: a "
                 "start from its data dir would begin empty. Moved, put it back. Deleted, the "
-                "store refuses writes (they would be lost), and its records go when this node "
-                "stops, where no replica holds them: start it again with --bootstrap to take "
-                "its range from its neighbours (%s)",
+                "node hands its records to its successors and leaves the ring: start it again "
+                "with --bootstrap to take its range back from its neighbours (%s)",
                 lost,
                 _RING_OF_ONE,
             )
@@ -467,6 +472,31 @@ class Node:
             self.log.info("data dir %s is back", self.data_dir)
         else:
             self.log.info("the store's file %s is back", was)
+
+    def _leave_without_store(self, path: Path) -> None:
+        """Our store's file was deleted: hand what it holds to our successors, leave the
+        ring, and stop. It refuses writes meanwhile (DiskStore._still_ours): those it took
+        would be lost when we stop. Kept running, the node refused every write of its range
+        as the key's primary, and was named "full ... once it has room" in `ring`, for as long
+        as no one restarted it: worse than a crash, which the ring routes round in seconds
+        (an operator's trial). A ring of one has no one to hand its records to: it stays,
+        refusing writes, as it says."""
+        if not self.leafset.peers():
+            self.log.error(
+                "its store's file %s was deleted: this node is alone, so it keeps serving what "
+                "it holds and refuses writes; start a second node with --bootstrap to it, then "
+                "stop this one: its leave hands every record over",
+                path,
+            )
+            return
+        self.left_because = f"its store's file {path} was deleted"
+        self.log.error(
+            "its store's file %s was deleted: this node hands what it holds to its successors "
+            "and leaves the ring (what it took now would be lost when it stops). Start it "
+            "again with --bootstrap: it takes its range back from its neighbours",
+            path,
+        )
+        self.background(self.leave(forget=False))
 
     @property
     def data_dir_lost(self) -> bool:
@@ -569,7 +599,10 @@ class Node:
         if ep is not None:
             ep.close()
             await ep.wait_closed()
-            if not self.memory.save() and self.memory.error is not None:
+            saved = self.memory.save()
+            if not saved and self.memory.error is not None and not self.data_dir_lost:
+                # (A data dir found lost was said already, with what to do: an operator's
+                # trial read this warning as news at the stop.)
                 self.log.warning(NOT_REMEMBERED, self.memory.error)
         if self._replicator is not None:
             self._replicator.store.close()

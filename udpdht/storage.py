@@ -869,6 +869,14 @@ class DiskStore:
     _deleted = False  # the store's file has no name left: writes to it are refused
     _deleted_logged_at = float("-inf")
 
+    def file_deleted(self) -> bool:
+        """Whether the store's file was deleted: it has no name left on the disk (moved
+        elsewhere, it has one)."""
+        try:
+            return os.fstat(self._watch).st_nlink == 0
+        except OSError:
+            return False  # (closed, or unreadable for a moment: not evidence that it is gone)
+
     def _still_ours(self) -> None:
         """StoreFull when the store's file was deleted (no name left on the disk), looked at
         once a LOOK_EVERY at most. SQLite goes on writing to the file it opened, deleted or
@@ -879,10 +887,7 @@ class DiskStore:
         now = time.monotonic()
         if now - self._looked_at >= self.LOOK_EVERY:
             self._looked_at = now
-            try:
-                deleted = os.fstat(self._watch).st_nlink == 0
-            except OSError:
-                deleted = False  # (not evidence that it is gone)
+            deleted = self.file_deleted()
             if self._deleted and not deleted:
                 log.info("the store's file %s has a name again: writes go on", self.path)
             self._deleted = deleted
