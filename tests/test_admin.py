@@ -16,6 +16,7 @@ from helpers import node_process, spawn, udpdht
 
 from udpdht import Client, KeyNotFound, Node, Unauthorized, ids
 from udpdht.admin import COOKIE_FILE, Verifier, local_cookie_path, read_cookie, sign
+from udpdht.net import route_from
 
 ME, OTHER = b"\x01" * 20, b"\x02" * 20  # the ids of the node verifying, and of another
 
@@ -130,6 +131,11 @@ def test_a_local_nodes_cookie_is_looked_for_where_this_environment_puts_its_data
     monkeypatch.setenv("UDPDHT_PORT", "7001")
     assert local_cookie_path("::1", 7001) == tmp_path / "data" / COOKIE_FILE
     assert local_cookie_path("192.0.2.1", 7001) is None  # (another host's node)
+    # A node bound to this host's own address, not the loopback (an operator's trial: taken
+    # for another host's, "pass --cookie"). Asked by binding it: nothing is sent.
+    own = route_from(False)  # (this host's address towards the outside, or the loopback's)
+    assert local_cookie_path(own, 7001) == tmp_path / "data" / COOKIE_FILE
+    assert local_cookie_path("0.0.0.0", 7001) is None
 
 
 async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import ipaddress
 import math
 import os
 import secrets
+import socket
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -42,18 +43,36 @@ def default_data_dir(port: int) -> Path:
     return Path(base) / "udpdht" / str(port)
 
 
+def on_this_host(host: str) -> bool:
+    """Whether ``host`` (an IP literal, or "localhost") is an address of this machine: a
+    loopback one, or one a socket here can bind."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    if ip.is_unspecified or ip.is_multicast:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
 def local_cookie_path(host: str, port: int) -> Path | None:
-    """Where a node at ``host:port`` keeps its cookie when it runs on this machine (a loopback
-    address, or "localhost"): the data dir this environment gives the node on that port
+    """Where a node at ``host:port`` keeps its cookie when it runs on this machine (an address
+    of it: on_this_host): the data dir this environment gives the node on that port
     (UDPDHT_DATA_DIR and UDPDHT_PORT, as in the Docker image), else the default one; None for
     another host's. (In a container, `udpdht leave` looked in the default place, not in the
-    image's /data: an operator's trial.)"""
-    if host != "localhost":
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                return None
-        except ValueError:
-            return None
+    image's /data: an operator's trial. A node bound to this host's own address, not the
+    loopback, was taken for another host's: a second one.)"""
+    if not on_this_host(host):
+        return None
     given = os.environ.get("UDPDHT_DATA_DIR")
     if given and (os.environ.get("UDPDHT_PORT", "").strip() or str(DEFAULT_PORT)) == str(port):
         return Path(given) / COOKIE_FILE
