@@ -142,6 +142,9 @@ async def test_daemon_leaves_on_admin_request_and_cookie_is_private(tmp_path: Pa
     with node_process("--data-dir", str(tmp_path / "a")) as a:
         cookie_path = tmp_path / "a" / COOKIE_FILE
         assert stat.S_IMODE(cookie_path.stat().st_mode) == 0o600
+        # The data dir it made is its user's alone: the store's files in it (0644 with
+        # umask 022) were readable by every user of the host (an operator's trial).
+        assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
         cookie = read_cookie(cookie_path)
         with node_process("--data-dir", str(tmp_path / "b")) as b:
             async with Client(b.addr, cookie=read_cookie(tmp_path / "b" / COOKIE_FILE)) as c:

@@ -48,7 +48,10 @@ class DataDir:
         """Create ``path`` if needed and lock it; DataDirError when another node holds it."""
         path = Path(path)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            # Its own user's alone, when made here (an operator's trial: 0755, and its store
+            # 0644, with umask 022: every value readable by any user of the host). One made
+            # beforehand keeps the mode its maker gave it.
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise DataDirError(f"cannot use data dir {path}: {exc.strerror or exc}") from None

@@ -831,7 +831,7 @@ class DiskStore:
 
     def __init__(self, directory: str | Path) -> None:
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # (as DataDir.open)
         self.path = path / self.FILENAME
         wal = self.path.with_name(self.path.name + "-wal")
         if self.path.is_file() and self.path.stat().st_size == 0 and not wal.exists():
