@@ -1357,3 +1357,28 @@ async def test_status_names_what_was_lost_as_it_changes(tmp_path: Path) -> None:
         assert said and f"LOST: {data} was removed or moved" in said[0]
         (tmp_path / "away").rename(data)  # the dir back, its store's file still gone
         assert lost()[:2] == (str(data / "store.sqlite3"), True)
+
+
+async def test_a_node_started_again_with_a_smaller_quota_is_full_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's trial: a node restarted with --max-store-bytes below what its store held
+    # said "full: false" and nothing in its log until a write was refused, and its text
+    # status showed no quota at all.
+    from udpdht import Node
+    from udpdht.render import status_lines
+    from udpdht.replication import StoreConfig
+
+    async with Node("127.0.0.1", 0, data_dir=tmp_path) as node:
+        for i in range(5):
+            await node.put(f"k{i}", "v" * 500)
+    small = StoreConfig(max_store_bytes=1024)
+    async with Node("127.0.0.1", 0, data_dir=tmp_path, store_config=small) as node:
+        assert "more than its quota of 1,024 (--max-store-bytes)" in caplog.text
+        st = node.status()
+        assert st["store"]["full"] is True and st["store"]["quota"] == 1024
+        store_line = next(line for line in status_lines(st) if line.startswith("store"))
+        assert f"quota {st['store']['quota_used']:,} of 1,024 bytes used" in store_line
+    async with Node("127.0.0.1", 0, data_dir=tmp_path) as node:  # no quota: none said
+        assert node.status()["store"]["quota"] is None and not node.status()["store"]["full"]
+        assert not any("quota" in line for line in status_lines(node.status()))

@@ -408,6 +408,15 @@ class Node:
                 self._data.watch(STORE_FILE)  # (deleted alone, it went unnoticed: a trial)
         self._replicator = Replicator(self, store, self.store_config)
         self._replicator.register()
+        quota, used = self.store_config.max_store_bytes, self._replicator.quota_used()
+        if quota is not None and used > quota:
+            # (Started again with a smaller quota: said at once, not at its first refusal.)
+            self.log.warning(
+                "the store holds %s bytes, more than its quota of %s (--max-store-bytes): it "
+                "refuses new records, and the copies it should hold, until it is under it",
+                f"{used:,}",
+                f"{quota:,}",
+            )
 
     def _restore_membership(self) -> None:
         """A node whose data dir remembers peers of its ring rejoins it (never starts a second

@@ -108,6 +108,7 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         *_view_line(st.get("view")),
         f"store        {_count(store['primary'], 'key')} as primary, {store['replica']} as "
         f"replica, {deleted}{_count(store['bytes'], 'byte')}"
+        + _quota_words(store)
         + (
             f"; full: {_count(store.get('refused', 0), 'record')} refused for want of room "
             "(its quota or its disk; a record offered again counts again), the last within a "
@@ -613,6 +614,8 @@ def stats_lines(st: Mapping[str, Any]) -> list[str]:
     for name, value in store.items():
         if name == "replica_of":  # [address, records] pairs
             value = ", ".join(f"{n} of {addr}" for addr, n in replica_of(store)) or "-"
+        elif value is None:  # (quota: none)
+            value = "-"
         lines.append(f"  {name:<{width}}  {value:>10}")
     return lines
 
@@ -661,3 +664,12 @@ def ping_text(info: Mapping[str, Any]) -> str:
     elif info["isolated"]:
         text += "; it is isolated: it lost contact with its ring and is rejoining"
     return text
+
+
+def _quota_words(store: Mapping[str, Any]) -> str:
+    """The quota and what it counts, when the node has one (status ``store.quota``; an
+    operator's trial found it in the JSON only)."""
+    quota, used = store.get("quota"), store.get("quota_used")
+    if type(quota) is not int or type(used) is not int:
+        return ""
+    return f"; quota {used:,} of {quota:,} bytes used (--max-store-bytes)"

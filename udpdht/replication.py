@@ -586,6 +586,7 @@ class Replicator:
             "replica_of": self._replica_ranges(),
             "bytes": stats.bytes,
             "quota_used": self.quota_used(stats),  # what the quota counts of it
+            "quota": self.config.max_store_bytes,  # (None: no quota)
             "tombstones": stats.tombstones,
             "replicas": self.config.replicas,  # copies of each key the ring keeps (r)
             "refused": self.refused_full,
@@ -621,8 +622,13 @@ class Replicator:
 
     def full(self) -> bool:
         """Whether the store refused a record for its quota, or its disk had no room for one,
-        lately (status ``store.full``: _refuse_for_quota, _disk_refused)."""
-        return asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR
+        lately (status ``store.full``: _refuse_for_quota, _disk_refused), or holds more than
+        its quota (a node started again with a smaller one said "not full" until its first
+        refusal: an operator's trial)."""
+        if asyncio.get_running_loop().time() - self._full_at < self.FULL_FOR:
+            return True
+        quota = self.config.max_store_bytes
+        return quota is not None and self.quota_used() > quota
 
     def _disk_refused(self, count: int) -> None:
         """The disk under the store had no room for ``count`` records: counted as the quota's
