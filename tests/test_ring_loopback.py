@@ -612,3 +612,27 @@ async def test_a_node_logs_what_happens_once_each_in_words(tmp_path: Path) -> No
     said = [line[13:] for line in lines if line[:2].isdigit()]  # log lines, without the time
     assert len(said) == len(set(said)), said
     assert sum("listening on" in line for line in lines) == 1
+
+
+async def test_a_node_leaving_for_its_deleted_store_starts_no_second_leave(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A node that found its store's file deleted leaves by itself; an admin's leave (or
+    # `udpdht node`'s on SIGTERM) meanwhile started a second one, which cancelled the first's
+    # hand-off and began it again.
+    caplog.set_level(logging.INFO)
+    async with Node("127.0.0.1", 0, config=FAST) as other:
+        node = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
+        async with node:
+            await node.join(other.addr)
+            await wait_until(lambda: node.leafset.successor is not None, within=10)
+            await node.put("k", "v")
+            (tmp_path / "store.sqlite3").unlink()
+            node._check_data_dir()  # (what its next store round does)
+            assert node.leave_begun and node.left_because is not None
+            async with Client(node.addr, cookie=node.cookie) as client:
+                await client.leave()  # answered, and no second leave started
+            await asyncio.wait_for(node.finished.wait(), 20)
+        assert "at an admin's request" not in caplog.text
+        assert caplog.text.count("handed ") == 1
+        assert await other.get("k") == "v"

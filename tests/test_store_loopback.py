@@ -264,6 +264,7 @@ def test_a_node_whose_data_dir_was_deleted_hands_its_keys_over_and_leaves(tmp_pa
         # (Its store rounds look every 2.5-7.5 s.)
         assert gone.proc.wait(timeout=30) == 2
         assert "hands what it holds to its successors and leaves the ring" in gone.output()
+        assert gone.output().count("handed ") == 1 and "Traceback" not in gone.output()
         assert "cannot write" not in gone.output()  # (no news at the stop: said already)
         for key in keys:  # nothing lost, its range served by the others
             got = udpdht("get", "--node", b.addr_text, key)

@@ -374,7 +374,10 @@ async def _run_node(args: argparse.Namespace, fmt: Format) -> int:
         signalled.cancel()
         if not node.finished.is_set():
             try:
-                await asyncio.wait_for(node.leave(forget=False), LEAVE_DEADLINE)
+                if node.leave_begun:  # (an admin's, or its store's file deleted: let it end)
+                    await asyncio.wait_for(node.finished.wait(), LEAVE_DEADLINE)
+                else:
+                    await asyncio.wait_for(node.leave(forget=False), LEAVE_DEADLINE)
             except TimeoutError:
                 log.warning("leave took over %.0f s; stopping without finishing it", LEAVE_DEADLINE)
     finally:

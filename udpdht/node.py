@@ -450,7 +450,7 @@ class Node:
         if self._data is None:
             return
         store = self.replicator.store
-        if isinstance(store, DiskStore) and store.file_deleted() and self.left_because is None:
+        if isinstance(store, DiskStore) and not self.leave_begun and store.file_deleted():
             self._leave_without_store(store.path)
         lost = self._data.lost()
         if lost == self.lost_path:
@@ -1171,9 +1171,15 @@ class Node:
         later.__qualname__ = f"the admin's {act.__name__}"  # (what a failure's log line names)
         self.background(later())
 
+    @property
+    def leave_begun(self) -> bool:
+        """Whether a leave is under way or about to start (an admin's, or its store's file
+        deleted): a second one would cancel the first's hand-off, and start it again."""
+        return self.leaving or self._leave_asked or self.left_because is not None
+
     def _admin_leave(self, args: dict[str, Any], src: Address) -> dict[str, Any]:
         self._authorized("admin_leave", args)
-        if self.leaving or self._leave_asked:  # (a second leave would cancel the first's hand-off)
+        if self.leave_begun:  # (a second leave would cancel the first's hand-off)
             return {"leaving": True}
         self._leave_asked = True
         self.log.info("leaving the ring at an admin's request from %s", format_addr(src))
