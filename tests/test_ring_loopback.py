@@ -629,10 +629,36 @@ async def test_a_node_leaving_for_its_deleted_store_starts_no_second_leave(
             await node.put("k", "v")
             (tmp_path / "store.sqlite3").unlink()
             node._check_data_dir()  # (what its next store round does)
-            assert node.leave_begun and node.left_because is not None
-            async with Client(node.addr, cookie=node.cookie) as client:
-                await client.leave()  # answered, and no second leave started
+            await wait_until(lambda: node.leave_begun, within=10)  # (once handed off)
+            assert node.left_because is not None
+            with contextlib.suppress(Refused):  # (or the leave was over already)
+                async with Client(node.addr, cookie=node.cookie) as client:
+                    await client.leave()  # answered, and no second leave started
             await asyncio.wait_for(node.finished.wait(), 20)
         assert "at an admin's request" not in caplog.text
         assert caplog.text.count("handed ") == 1
         assert await other.get("k") == "v"
+
+
+@pytest.mark.slow  # 6 s: a hand-off that waits out a dead successor's tries
+async def test_a_node_whose_store_was_deleted_stays_while_no_one_takes_its_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A reviewer's trial: the data dirs of several nodes removed at once, each left its ring
+    # though no successor had taken its records, and they went with the deleted files. It
+    # keeps serving them now (refusing writes), and tries again at each store round.
+    async with Node("127.0.0.1", 0, config=FAST) as other:
+        node = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
+        async with node:
+            await node.join(other.addr)
+            await wait_until(lambda: node.leafset.successor is not None, within=10)
+            await node.put("k", "v")
+            await other.stop()  # a crash: no one to take the hand-off
+            (tmp_path / "store.sqlite3").unlink()
+            node._check_data_dir()  # (what its next store round does)
+            attempt = node._hand_off
+            assert attempt is not None
+            await asyncio.wait_for(attempt, 30)
+            assert not node.finished.is_set() and node.left_because is None
+            assert "no successor took its records yet" in caplog.text
+            assert node.replicator.store.get(b"k") is not None  # still there, and served

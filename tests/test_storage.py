@@ -1379,6 +1379,7 @@ async def test_a_node_started_again_with_a_smaller_quota_is_full_and_says_so(
         assert st["store"]["full"] is True and st["store"]["quota"] == 1024
         store_line = next(line for line in status_lines(st) if line.startswith("store"))
         assert f"quota {st['store']['quota_used']:,} of 1,024 bytes used" in store_line
+        assert "full: it holds more than its quota" in store_line  # (not "0 records refused")
     async with Node("127.0.0.1", 0, data_dir=tmp_path) as node:  # no quota: none said
         assert node.status()["store"]["quota"] is None and not node.status()["store"]["full"]
         assert not any("quota" in line for line in status_lines(node.status()))

@@ -251,10 +251,11 @@ def test_a_node_whose_data_dir_was_deleted_hands_its_keys_over_and_leaves(tmp_pa
     # refusing them, it refused every write of its range as the primary until someone
     # restarted it (an operator's trial). It hands its keys over and leaves now, status 2.
     data = tmp_path / "gone"
+    one = ("--replicas", "1")  # (its keys on it alone: read later only if it handed them over)
     with (
-        node_process() as a,
-        node_process("--bootstrap", a.addr_text) as b,
-        node_process("--bootstrap", a.addr_text, "--data-dir", str(data)) as gone,
+        node_process(*one) as a,
+        node_process(*one, "--bootstrap", a.addr_text) as b,
+        node_process(*one, "--bootstrap", a.addr_text, "--data-dir", str(data)) as gone,
     ):
         asyncio.run(wait_processes_ideal([a, b, gone], within=15.0))
         keys = [f"k{i}" for i in range(6)]
@@ -264,6 +265,7 @@ def test_a_node_whose_data_dir_was_deleted_hands_its_keys_over_and_leaves(tmp_pa
         # (Its store rounds look every 2.5-7.5 s.)
         assert gone.proc.wait(timeout=30) == 2
         assert "hands what it holds to its successors and leaves the ring" in gone.output()
+        assert "handed 0 records" not in gone.output()  # (some of the six were its own)
         assert gone.output().count("handed ") == 1 and "Traceback" not in gone.output()
         assert "cannot write" not in gone.output()  # (no news at the stop: said already)
         for key in keys:  # nothing lost, its range served by the others

@@ -45,7 +45,7 @@ def default_data_dir(port: int) -> Path:
 
 def on_this_host(host: str) -> bool:
     """Whether ``host`` (an IP literal, or "localhost") is an address of this machine: a
-    loopback one, or one a socket here can bind."""
+    loopback one, or one a socket here can bind (where that tells: _binds_any)."""
     if host == "localhost":
         return True
     try:
@@ -54,7 +54,7 @@ def on_this_host(host: str) -> bool:
         return False
     if ip.is_loopback:
         return True
-    if ip.is_unspecified or ip.is_multicast:
+    if ip.is_unspecified or ip.is_multicast or _binds_any(ip.version):
         return False
     try:
         with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET) as sock:
@@ -62,6 +62,17 @@ def on_this_host(host: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _binds_any(version: int) -> bool:
+    """Whether this host lets a socket bind addresses it does not own (Linux's
+    ip_nonlocal_bind, on hosts with floating addresses): a bind then tells nothing (a
+    reviewer's finding: another host's node was taken for ours, and its cookie tried)."""
+    name = "ipv6/ip_nonlocal_bind" if version == 6 else "ipv4/ip_nonlocal_bind"
+    try:
+        return Path("/proc/sys/net", name).read_text().strip() != "0"
+    except OSError:
+        return False
 
 
 def local_cookie_path(host: str, port: int) -> Path | None:

@@ -318,7 +318,8 @@ class NodeCollector(Collector):
         )
         yield _gauge(
             "store_full",
-            "1 while the store refused a record for its quota within the last minute, else 0.",
+            "1 while the store refused a record for its quota within the last minute, or holds "
+            "more than its quota, else 0.",
             int(snap.store.get("full", 0)),
         )
         yield _counter(

@@ -242,6 +242,8 @@ class Node:
         #: Why this node left its ring by itself (None: it did not): its store's file was
         #: deleted (_check_data_dir). `udpdht node` then exits with status 2.
         self.left_because: str | None = None
+        self._hand_off: asyncio.Task[None] | None = None  # (_leave_without_store)
+        self._store_deleted_said = self._no_one_said = self._hand_off_failed_said = False
         #: Whether this node has had a neighbour since it started (joined, or rejoined after a
         #: restart): one isolated since then lost contact, even a moment after its start.
         self.had_neighbours = False
@@ -490,22 +492,42 @@ class Node:
         as no one restarted it: worse than a crash, which the ring routes round in seconds
         (an operator's trial). A ring of one has no one to hand its records to: it stays,
         refusing writes, as it says."""
-        if not self.leafset.peers():
+        if not self._store_deleted_said:  # (once: every store round looks again)
+            self._store_deleted_said = True
             self.log.error(
-                "its store's file %s was deleted: this node is alone, so it keeps serving what "
-                "it holds and refuses writes; start a second node with --bootstrap to it, then "
-                "stop this one: its leave hands every record over",
+                "its store's file %s was deleted: what this node takes now would be lost when "
+                "it stops, so it refuses writes, hands what it holds to its successors and "
+                "leaves the ring. Start it again with --bootstrap: it takes its range back "
+                "from its neighbours",
                 path,
             )
+        if not self.leafset.peers():
+            if not self._no_one_said:
+                self._no_one_said = True
+                self.log.error(
+                    "it has no neighbour to hand its records to: it keeps serving them, "
+                    "refusing writes (%s)",
+                    _RING_OF_ONE,
+                )
+            return
+        if self._hand_off is None or self._hand_off.done():
+            self._hand_off = self.background(self._hand_off_and_leave(path))
+
+    async def _hand_off_and_leave(self, path: Path) -> None:
+        """Leave once our successors took everything we hold; else keep serving it (refusing
+        writes) and try again at the next store round. (A leave whose hand-off failed stopped
+        all the same, and the records went with the deleted file: a reviewer's trial, the
+        data dirs of several nodes under one parent removed at once.)"""
+        if not await self.replicator.before_leave(quiet=True):
+            if not self._hand_off_failed_said:
+                self._hand_off_failed_said = True
+                self.log.warning(
+                    "no successor took its records yet: it keeps serving them, refusing writes, "
+                    "and tries again at each store round"
+                )
             return
         self.left_because = f"its store's file {path} was deleted"
-        self.log.error(
-            "its store's file %s was deleted: this node hands what it holds to its successors "
-            "and leaves the ring (what it took now would be lost when it stops). Start it "
-            "again with --bootstrap: it takes its range back from its neighbours",
-            path,
-        )
-        self.background(self.leave(forget=False))
+        await self.leave(forget=False, handed_off=True)
 
     @property
     def data_dir_lost(self) -> bool:
@@ -756,18 +778,20 @@ class Node:
         after = [p for p in found.successors if p.id not in (self.id, owner.id)]
         return [owner, *after]
 
-    async def leave(self, *, forget: bool = True) -> None:
+    async def leave(self, *, forget: bool = True, handed_off: bool = False) -> None:
         """Leave gracefully: tell both neighbours so the ring closes at once, then stop.
 
         ``forget``: forget the peers the data dir remembers, so that a later start is a new
         ring unless told where to join (the node left for good). A node stopped to be started
         again (``udpdht node`` on SIGTERM: a restart, an upgrade) keeps them and rejoins.
+        ``handed_off``: our records were handed to our successors already.
         """
         self.leaving = True
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        await self.replicator.before_leave()
+        if not handed_off:
+            await self.replicator.before_leave()
         self.handed_off = True
         ls = self.leafset
         me = ids.to_bytes(self.id)

@@ -109,13 +109,7 @@ def status_lines(st: Mapping[str, Any]) -> list[str]:
         f"store        {_count(store['primary'], 'key')} as primary, {store['replica']} as "
         f"replica, {deleted}{_count(store['bytes'], 'byte')}"
         + _quota_words(store)
-        + (
-            f"; full: {_count(store.get('refused', 0), 'record')} refused for want of room "
-            "(its quota or its disk; a record offered again counts again), the last within a "
-            "minute"
-            if store.get("full")
-            else ""
-        ),
+        + _full_words(store),
         f"rpc          {rpc.get('sent', 0)} sent, {rpc.get('received', 0)} received, "
         f"{rpc.get('retries', 0)} retries, {rpc.get('timeouts', 0)} timeouts",
     ]
@@ -673,3 +667,18 @@ def _quota_words(store: Mapping[str, Any]) -> str:
     if type(quota) is not int or type(used) is not int:
         return ""
     return f"; quota {used:,} of {quota:,} bytes used (--max-store-bytes)"
+
+
+def _full_words(store: Mapping[str, Any]) -> str:
+    """Why the store is full, when it is: over its quota (a node started again with a smaller
+    one), or records refused lately."""
+    if not store.get("full"):
+        return ""
+    quota, used = store.get("quota"), store.get("quota_used")
+    if type(quota) is int and type(used) is int and used > quota:
+        return "; full: it holds more than its quota, and refuses new records until it is under it"
+    return (
+        f"; full: {_count(store.get('refused', 0), 'record')} refused for want of room "
+        "(its quota or its disk; a record offered again counts again), the last within a "
+        "minute"
+    )

@@ -1741,11 +1741,15 @@ class Replicator:
         )
         return int(state["records"])
 
-    async def before_leave(self) -> None:
-        """Hand everything we hold to our first r successors, a page at a time."""
+    async def before_leave(self, *, quiet: bool = False) -> bool:
+        """Hand everything we hold to our first r successors, a page at a time: whether they
+        took it all (True when there is nothing to hand). ``quiet``: no warning when they did
+        not (the caller says what it does then)."""
         targets = self.next_nodes(self.config.replicas)
-        if not targets or not len(self.store):
-            return
+        if not len(self.store):
+            return True
+        if not targets:
+            return False
         me = self.node.id
         cursor: Cursor | None = None
         handed = 0
@@ -1761,7 +1765,7 @@ class Replicator:
                     plural(handed, "record"),
                     exc,
                 )
-                return
+                return False
             if records:
                 # A successor that fails a page is not asked again: the others take the rest.
                 # (Each keeps the records of its range and refuses the others: the second and
@@ -1775,12 +1779,14 @@ class Replicator:
             self.node.log.info(
                 "handed %s to %s", plural(handed, "record"), plural(len(targets), "successor")
             )
-        else:
+            return True
+        if not quiet:
             self.node.log.warning(
                 "no successor took the hand-off: %s stay here only (on disk if this "
                 "node has a data dir), and the replicas repair what they can",
                 plural(len(self.store), "record"),
             )
+        return False
 
     # Anti-entropy compares ranges top-down: one digest for the whole range, and where two
     # differ, SPLIT parts of it, recursively, down to parts of at most LEAF records whose
