@@ -614,6 +614,19 @@ async def test_a_node_logs_what_happens_once_each_in_words(tmp_path: Path) -> No
     assert sum("listening on" in line for line in lines) == 1
 
 
+@contextlib.asynccontextmanager
+async def joined_holding_a_key(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    """Two nodes in this process joined, the second with its data dir in ``tmp_path``, the
+    key "k" stored: (the first, the second)."""
+    async with Node("127.0.0.1", 0, config=FAST) as other:
+        node = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
+        async with node:
+            await node.join(other.addr)
+            await wait_until(lambda: node.leafset.successor is not None, within=10)
+            await node.put("k", "v")
+            yield other, node
+
+
 async def test_a_node_leaving_for_its_deleted_store_starts_no_second_leave(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -621,20 +634,15 @@ async def test_a_node_leaving_for_its_deleted_store_starts_no_second_leave(
     # `udpdht node`'s on SIGTERM) meanwhile started a second one, which cancelled the first's
     # hand-off and began it again.
     caplog.set_level(logging.INFO)
-    async with Node("127.0.0.1", 0, config=FAST) as other:
-        node = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
-        async with node:
-            await node.join(other.addr)
-            await wait_until(lambda: node.leafset.successor is not None, within=10)
-            await node.put("k", "v")
-            (tmp_path / "store.sqlite3").unlink()
-            node._check_data_dir()  # (what its next store round does)
-            await wait_until(lambda: node.leave_begun, within=10)  # (once handed off)
-            assert node.left_because is not None
-            with contextlib.suppress(Refused):  # (or the leave was over already)
-                async with Client(node.addr, cookie=node.cookie) as client:
-                    await client.leave()  # answered, and no second leave started
-            await asyncio.wait_for(node.finished.wait(), 20)
+    async with joined_holding_a_key(tmp_path) as (other, node):
+        (tmp_path / "store.sqlite3").unlink()
+        node._check_data_dir()  # (what its next store round does)
+        await wait_until(lambda: node.leave_begun, within=10)  # (once handed off)
+        assert node.left_because is not None
+        with contextlib.suppress(Refused):  # (or the leave was over already)
+            async with Client(node.addr, cookie=node.cookie) as client:
+                await client.leave()  # answered, and no second leave started
+        await asyncio.wait_for(node.finished.wait(), 20)
         assert "at an admin's request" not in caplog.text
         assert caplog.text.count("handed ") == 1
         assert await other.get("k") == "v"
@@ -647,18 +655,13 @@ async def test_a_node_whose_store_was_deleted_stays_while_no_one_takes_its_recor
     # A reviewer's trial: the data dirs of several nodes removed at once, each left its ring
     # though no successor had taken its records, and they went with the deleted files. It
     # keeps serving them now (refusing writes), and tries again at each store round.
-    async with Node("127.0.0.1", 0, config=FAST) as other:
-        node = Node("127.0.0.1", 0, config=FAST, data_dir=tmp_path)
-        async with node:
-            await node.join(other.addr)
-            await wait_until(lambda: node.leafset.successor is not None, within=10)
-            await node.put("k", "v")
-            await other.stop()  # a crash: no one to take the hand-off
-            (tmp_path / "store.sqlite3").unlink()
-            node._check_data_dir()  # (what its next store round does)
-            attempt = node._hand_off
-            assert attempt is not None
-            await asyncio.wait_for(attempt, 30)
-            assert not node.finished.is_set() and node.left_because is None
-            assert "no successor took its records yet" in caplog.text
-            assert node.replicator.store.get(b"k") is not None  # still there, and served
+    async with joined_holding_a_key(tmp_path) as (other, node):
+        await other.stop()  # a crash: no one to take the hand-off
+        (tmp_path / "store.sqlite3").unlink()
+        node._check_data_dir()  # (what its next store round does)
+        attempt = node._hand_off
+        assert attempt is not None
+        await asyncio.wait_for(attempt, 30)
+        assert not node.finished.is_set() and node.left_because is None
+        assert "no successor took its records yet" in caplog.text
+        assert node.replicator.store.get(b"k") is not None  # still there, and served
