@@ -639,3 +639,26 @@ async def test_every_get_right_after_a_chain_of_100_joins_finds_what_was_set() -
         assert wrong == [], f"{len(wrong)} of 300 gets wrong: {wrong[:10]}"
     finally:
         await asyncio.gather(*(s.astop() for s in servers))
+
+
+async def test_a_server_that_left_for_its_deleted_store_says_why(tmp_path: Path) -> None:
+    # A reviewer's note: a Server whose store's file was deleted leaves its ring by itself;
+    # its next call said "not listening: await server.listen(port) first".
+    from udpdht import Server
+
+    first, second = Server(), Server(data_dir=tmp_path)
+    await first.listen(0, "127.0.0.1")
+    await second.listen(0, "127.0.0.1")
+    try:
+        assert first.dht is not None and second.dht is not None
+        assert await second.bootstrap([first.dht.addr])
+        await second.set("k", "v")
+        (tmp_path / "store.sqlite3").unlink()
+        second.dht._check_data_dir()  # (what its next store round does)
+        await asyncio.wait_for(second.dht.finished.wait(), 20)
+        with pytest.raises(RuntimeError, match="left its ring and stopped: its store's file"):
+            await second.get("k")
+        assert await first.get("k") == "v"
+    finally:
+        second.stop()
+        first.stop()

@@ -878,6 +878,8 @@ class Node:
             await asyncio.sleep(period * (0.5 + self.rng.random()))
             try:  # (the check inside too: a failure of it ended the store's rounds for good)
                 self._check_data_dir()
+                if self._hand_off is not None and not self._hand_off.done():
+                    continue  # (its store's file deleted: no round beside that hand-off)
                 await self.replicator.sync_round(may_skip=True)
             except asyncio.CancelledError:
                 raise

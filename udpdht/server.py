@@ -223,6 +223,12 @@ class Server:
         if node is not None and node.running and self._leave_task is not None:
             # (A new-user trial: a get right after stop() answered, a set "failed" but landed.)
             raise RuntimeError("the server is stopping: stop() was called")
+        if node is not None and not node.running and node.left_because is not None:
+            # (It left its ring by itself: "await listen() first" hid why; a reviewer's note.)
+            raise RuntimeError(
+                f"the server left its ring and stopped: {node.left_because}; start it again "
+                "and bootstrap it from a node of the ring"
+            )
         if node is None or not node.running:
             raise RuntimeError("the server is not listening: await server.listen(port) first")
         return node
