@@ -371,7 +371,7 @@ class Maintenance:
     def _remember_peers(self, now: float) -> None:
         peers = self.node.leafset.peers()
         if peers:
-            self.node.member = self.node.had_neighbours = True
+            self.node.gained_neighbours()
         # A node that left may still be named by a neighbour's list that crossed its
         # `leaving` (until it fails its calls): it must not come back into the memory.
         self.node.memory.remember(
@@ -451,7 +451,7 @@ class Maintenance:
         self._pass_back(before)
         if preds and preds[0].id == self.node.id:
             self.heard_succ(succ.id)
-        self.node.member = self.node.had_neighbours = True
+        self.node.gained_neighbours()
         # A notify that would change nothing is left out: the successor has noted our call as
         # its predecessor's (pred_heard), and its predecessor list is what the notify would
         # make it. (Half the datagrams of a round with nothing new.)
@@ -1540,7 +1540,7 @@ class Maintenance:
         ls.set_predecessors([peer, *verified])
         self._pass_on(before)
         self.heard_pred(peer.id)  # it named us its successor: mutual
-        self.node.member = self.node.had_neighbours = True
+        self.node.gained_neighbours()
         if ls.successor is None:  # a ring of one no more: it is our successor too, now
             self.stabilize_soon()
         if pred is not None and pred.id != peer.id:

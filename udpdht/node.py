@@ -243,7 +243,7 @@ class Node:
         #: deleted (_check_data_dir). `udpdht node` then exits with status 2.
         self.left_because: str | None = None
         self._hand_off: asyncio.Task[None] | None = None  # (_leave_without_store)
-        self._store_deleted_said = self._no_one_said = self._hand_off_failed_said = False
+        self._said: set[str] = set()  # what the store-deleted path said already (_say_once)
         #: Whether this node has had a neighbour since it started (joined, or rejoined after a
         #: restart): one isolated since then lost contact, even a moment after its start.
         self.had_neighbours = False
@@ -492,23 +492,21 @@ class Node:
         as no one restarted it: worse than a crash, which the ring routes round in seconds
         (an operator's trial). A ring of one has no one to hand its records to: it stays,
         refusing writes, as it says."""
-        if not self._store_deleted_said:  # (once: every store round looks again)
-            self._store_deleted_said = True
-            self.log.error(
-                "its store's file %s was deleted: what this node takes now would be lost when "
-                "it stops, so it refuses writes, hands what it holds to its successors and "
-                "leaves the ring. Start it again with --bootstrap: it takes its range back "
-                "from its neighbours",
-                path,
-            )
+        # (Each said once: every store round looks again.)
+        self._say_once(
+            logging.ERROR,
+            "its store's file %s was deleted: what this node takes now would be lost when it "
+            "stops, so it refuses writes, hands what it holds to its successors and leaves the "
+            "ring. Start it again with --bootstrap: it takes its range back from its neighbours",
+            path,
+        )
         if not self.leafset.peers():
-            if not self._no_one_said:
-                self._no_one_said = True
-                self.log.error(
-                    "it has no neighbour to hand its records to: it keeps serving them, "
-                    "refusing writes (%s)",
-                    _RING_OF_ONE,
-                )
+            self._say_once(
+                logging.ERROR,
+                "it has no neighbour to hand its records to: it keeps serving them, refusing "
+                "writes (%s)",
+                _RING_OF_ONE,
+            )
             return
         if self._hand_off is None or self._hand_off.done():
             self._hand_off = self.background(self._hand_off_and_leave(path))
@@ -519,15 +517,25 @@ class Node:
         all the same, and the records went with the deleted file: a reviewer's trial, the
         data dirs of several nodes under one parent removed at once.)"""
         if not await self.replicator.before_leave(quiet=True):
-            if not self._hand_off_failed_said:
-                self._hand_off_failed_said = True
-                self.log.warning(
-                    "no successor took its records yet: it keeps serving them, refusing writes, "
-                    "and tries again at each store round"
-                )
+            self._say_once(
+                logging.WARNING,
+                "no successor took its records yet: it keeps serving them, refusing writes, and "
+                "tries again at each store round",
+            )
             return
         self.left_because = f"its store's file {path} was deleted"
         await self.leave(forget=False, handed_off=True)
+
+    def _say_once(self, level: int, message: str, *args: object) -> None:
+        """Log ``message`` the first time only (its text, before the arguments, says which)."""
+        if message not in self._said:
+            self._said.add(message)
+            self.log.log(level, message, *args)
+
+    def gained_neighbours(self) -> None:
+        """We are in a ring with others (a join, stabilize, a notify, a round with a
+        leafset): a member, and one that has had a neighbour since its start (starting)."""
+        self.member = self.had_neighbours = True
 
     @property
     def data_dir_lost(self) -> bool:
@@ -704,7 +712,7 @@ class Node:
             [p for p in preds if not ids.in_interval(p.id, self.id, owner.id, right_open=False)]
         )
         self.maintenance.seed_fingers([owner, *succs, *preds, *fingers])
-        self.member = self.had_neighbours = True
+        self.gained_neighbours()
         self.log.info("joined the ring: successor %s", owner)
         self.maintenance.joined(owner)
         # Tell the successor now rather than at the next round: from then on it refuses writes
