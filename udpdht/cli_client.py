@@ -255,7 +255,8 @@ def add_shutdown(sub: Any) -> argparse.ArgumentParser:
 
 
 def _cookie(args: argparse.Namespace, node: Address) -> bytes:
-    """The cookie from --cookie, or the one a node on this host keeps in its default place."""
+    """The cookie from --cookie, or the one a node on this host keeps where its environment
+    puts its data dir (admin.local_cookie_path)."""
     from .admin import local_cookie_path, read_cookie
 
     if args.cookie is not None:

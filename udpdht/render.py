@@ -660,13 +660,19 @@ def ping_text(info: Mapping[str, Any]) -> str:
     return text
 
 
+def _quota(store: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(bytes the quota counts, the quota) from a status's store, when it has a quota."""
+    quota, used = store.get("quota"), store.get("quota_used")
+    return (used, quota) if type(quota) is int and type(used) is int else None
+
+
 def _quota_words(store: Mapping[str, Any]) -> str:
     """The quota and what it counts, when the node has one (status ``store.quota``; an
     operator's trial found it in the JSON only)."""
-    quota, used = store.get("quota"), store.get("quota_used")
-    if type(quota) is not int or type(used) is not int:
+    counted = _quota(store)
+    if counted is None:
         return ""
-    return f"; quota {used:,} of {quota:,} bytes used (--max-store-bytes)"
+    return f"; quota {counted[0]:,} of {counted[1]:,} bytes used (--max-store-bytes)"
 
 
 def _full_words(store: Mapping[str, Any]) -> str:
@@ -674,8 +680,8 @@ def _full_words(store: Mapping[str, Any]) -> str:
     one), or records refused lately."""
     if not store.get("full"):
         return ""
-    quota, used = store.get("quota"), store.get("quota_used")
-    if type(quota) is int and type(used) is int and used > quota:
+    counted = _quota(store)
+    if counted is not None and counted[0] > counted[1]:
         return "; full: it holds more than its quota, and refuses new records until it is under it"
     return (
         f"; full: {_count(store.get('refused', 0), 'record')} refused for want of room "

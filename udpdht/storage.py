@@ -895,11 +895,10 @@ class DiskStore:
             return
         if now - self._deleted_logged_at >= 60.0:
             self._deleted_logged_at = now
+            # (What the node does about it, it says itself: Node._leave_without_store.)
             log.error(
                 "writes to the store are refused: its file %s was deleted, and what is written "
-                "to it now would be lost when this node stops. Stop it (SIGTERM or Ctrl-C hands "
-                "off what it holds), then start it again with --bootstrap: it takes its range "
-                "from its neighbours",
+                "to it now would be lost when this node stops",
                 self.path,
             )
         raise StoreFull(f"its store's file {self.path} was deleted")
