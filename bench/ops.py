@@ -105,6 +105,7 @@ except ImportError:
 
 from attack import Cluster, NodeProc, install_signal_handlers, percentile  # bench/attack.py
 from common import (  # bench/common.py
+    PURE_MISS,
     HelpFormatter,
     build,
     positive,
@@ -727,6 +728,8 @@ def table(result: dict[str, Any]) -> str:
     if tg:
         lines += ["", "Targets (issue #11)"]
         lines += [f"  [{'met' if ok else 'NOT met'}] {what}" for what, ok in tg]
+        if not all(ok for _, ok in tg) and result.get("build") == "pure":
+            lines.append(PURE_MISS)
     server = result.get("server")
     if server is not None and str(TARGET_N) not in server.get("summary", {}):
         lines += [f"  (the Server API targets are judged at N={TARGET_N}, not among the sizes run)"]

@@ -66,7 +66,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import HelpFormatter, build, positive, progress  # bench/common.py
+from common import PURE_MISS, HelpFormatter, build, positive, progress  # bench/common.py
 
 from udpdht import wire
 from udpdht.errors import DhtError
@@ -537,6 +537,8 @@ def table(rows: list[Row], loops: list[str], settings: Settings) -> str:
         lines.append(
             f"  {row.loop:8} {row.mode:12} {'NOT met: ' + ', '.join(misses) if misses else 'met'}"
         )
+    if not summary["meets_target"] and summary["build"] == "pure":
+        lines.append(PURE_MISS)
     return "\n".join(lines)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,3 +26,22 @@ def test_rpc_bench_two_process_reports_the_servers_cpu_too() -> None:
     for kind in ("rpc", "echo"):
         assert 0 < row[f"{kind}_cpu_us_per_call"] < 10_000
         assert 0 < row[f"{kind}_server_cpu_us_per_call"] < 10_000
+
+
+def test_a_pure_run_that_misses_the_target_names_the_compiled_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user's `make bench` on the default (pure) build reads why its ratio is below 0.9."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bench = importlib.import_module("rpc")  # bench/rpc.py, as its directory's module
+    settings = bench.Settings(
+        calls=100, warmup=10, warmup_s=0.0, rounds=1, concurrency=1, payload=0, modes=(bench.TWO,)
+    )
+    row = bench.Row("asyncio", bench.TWO)
+    row.echo.append(bench.Sample(per_s=1000.0, p50_us=100.0, p99_us=200.0, cpu_us=10.0))
+    row.rpc.append(bench.Sample(per_s=780.0, p50_us=120.0, p99_us=250.0, cpu_us=13.0))
+    for built, hinted in (("pure", True), ("compiled", False)):
+        monkeypatch.setattr(bench, "build", lambda built=built: built)
+        text = bench.table([row], ["asyncio"], settings)
+        assert "NOT met: ratio 0.78 < 0.9" in text
+        assert ("make compiled" in text) is hinted
