@@ -42,7 +42,8 @@ def can_compile() -> str | None:
     import shutil
     import sysconfig
 
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
+    # ($CC first: setuptools builds with it when it is set.)
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler})"
     if not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")):

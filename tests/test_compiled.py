@@ -10,6 +10,7 @@ whole suite on a real compiled build.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -83,6 +84,16 @@ def test_udpdht_pure_runs_the_sources_of_the_compiled_modules(tmp_path: Path, va
     assert done.stdout.split() == ["sources", "source"] and not done.stderr
 
 
+def test_an_udpdht_pure_value_it_does_not_know_is_taken_as_1_and_said(tmp_path: Path) -> None:
+    stand_in(tmp_path, checkout=True, built_after_source=True)
+    done = python(tmp_path, "import udpdht; print(udpdht.BUILD)", UDPDHT_PURE="maybe")
+    assert done.returncode == 0 and done.stdout.strip() == "sources"
+    assert done.stderr == (
+        "udpdht: warning: UDPDHT_PURE='maybe' is not 1/0, true/false, yes/no or on/off: "
+        "taken as 1\n"
+    )
+
+
 @pytest.mark.parametrize("value", ["", "0", "false", "no", "Off"])
 def test_udpdht_pure_off_leaves_the_compiled_build(tmp_path: Path, value: str) -> None:
     stand_in(tmp_path, checkout=True, built_after_source=True)
@@ -95,3 +106,11 @@ def test_an_installed_build_is_not_judged_by_its_files_times(tmp_path: Path) -> 
     stand_in(tmp_path, checkout=False, built_after_source=False)
     done = python(tmp_path, "import udpdht; print(udpdht.BUILD)")
     assert done.returncode == 0 and done.stdout.strip() == "compiled" and not done.stderr
+
+
+def test_make_compiled_checks_the_compiler_cc_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (setuptools builds with $CC when it is set: checked before it starts, nothing is left.)
+    monkeypatch.syspath_prepend(str(SOURCE.parent))
+    setup = importlib.import_module("setup")
+    monkeypatch.setenv("CC", "/nonexistent/cc -O2")
+    assert setup.can_compile() == "no C compiler (/nonexistent/cc)"

@@ -111,22 +111,29 @@ def _choose_build() -> str:
     compiled = _compiled_modules(here)
     if not compiled:
         return "pure"
-    # (The words config.py reads as false: config itself loads too much to be imported here.)
-    if os.environ.get(PURE_ENV, "").strip().lower() in ("", "0", "false", "no", "off"):
+    # (The words config.py reads: config itself loads too much to be imported here.)
+    pure = os.environ.get(PURE_ENV, "").strip().lower()
+    if pure in ("", "0", "false", "no", "off"):
         # Installed from a wheel, the files' times are the archive's: only a checkout is judged.
         checkout = os.path.exists(os.path.join(here, os.pardir, "setup.py"))
         stale = _stale(compiled) if checkout else None
         if stale is None:
             return "compiled"
-        if sys.stderr is not None:
-            with contextlib.suppress(OSError, ValueError):  # (a closed stderr says nothing)
-                sys.stderr.write(
-                    f"udpdht: warning: {stale} changed since it was compiled: running the "
-                    "sources; `make compiled` builds them again, `make pure` removes the "
-                    "compiled build\n"
-                )
+        _warn(
+            f"{stale} changed since it was compiled: running the sources; `make compiled` "
+            "builds them again, `make pure` removes the compiled build"
+        )
+    elif pure not in ("1", "true", "yes", "on"):
+        _warn(f"{PURE_ENV}={pure!r} is not 1/0, true/false, yes/no or on/off: taken as 1")
     sys.meta_path.insert(0, _Sources({stem: source for stem, (source, _) in compiled.items()}))
     return "sources"
+
+
+def _warn(text: str) -> None:
+    """One line on stderr, before any logging is set up."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):  # (a closed stderr says nothing)
+            sys.stderr.write(f"udpdht: warning: {text}\n")
 
 
 class _Sources:
