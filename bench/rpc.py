@@ -11,7 +11,7 @@ What is measured
     ``time.process_time()``, asked over a ``cpu`` call before and after each timed batch): the
     throughput is bounded by the busier of the two processes. The table's ``rpc cpu`` and
     ``echo cpu`` columns are microseconds of CPU a call: ``client/server`` in two-process
-    mode, both sides in the one process in one-process mode; best round.
+    mode, both sides in the one process in one-process mode; the lowest of the rounds.
 
 The two implementations
     * ``rpc``: an :class:`~udpdht.rpc.RpcEndpoint` serving a plain (sync) handler, called with
@@ -222,11 +222,12 @@ class Row:
             "p99_us": round(rpc.p99_us, 1),
             "echo_p50_us": round(echo.p50_us, 1),
             "echo_p99_us": round(echo.p99_us, 1),
-            # CPU of the measuring process per call, best round: client and server together
-            # in one-process mode, the client only in two-process mode.
+            # CPU of the measuring process per call, the lowest of the rounds: client and server
+            # together in one-process mode, the client only in two-process mode.
             "rpc_cpu_us_per_call": round(min(s.cpu_us for s in self.rpc), 2),
             "echo_cpu_us_per_call": round(min(s.cpu_us for s in self.echo), 2),
-            # The server child's CPU per call, best round (two-process mode; else None).
+            # The server child's CPU per call, the lowest of the rounds (two-process mode; else
+            # None).
             "rpc_server_cpu_us_per_call": _least(s.server_cpu_us for s in self.rpc),
             "echo_server_cpu_us_per_call": _least(s.server_cpu_us for s in self.echo),
             "rpc_rounds_per_s": [round(s.per_s, 1) for s in self.rpc],
@@ -522,8 +523,8 @@ def table(rows: list[Row], loops: list[str], settings: Settings) -> str:
         if row.rpc_retries or row.rpc_timeouts:
             lines.append(f"  (rpc retries {row.rpc_retries}, timeouts {row.rpc_timeouts})")
     lines.append(
-        "rpc cpu, echo cpu: us of CPU a call, best round: client/server in two processes; "
-        "one process: both sides together"
+        "rpc cpu, echo cpu: us of CPU a call, the lowest of the rounds: client/server in two "
+        "processes; one process: both sides together"
     )
     summary = report(rows, loops, settings)  # (the JSON's verdict, on the headline row)
     top = summary["headline"]
