@@ -37,8 +37,13 @@ test: lint typecheck
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
 
-bench: $(STAMP)
+# The benchmarks' extra (kademlia, matplotlib), installed once per change of pyproject.toml.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/rpc.py
 
 # The compiled build (README "A compiled build"; setup.py): the RPC layer, its codec and the
