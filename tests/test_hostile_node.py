@@ -229,3 +229,11 @@ async def test_a_ring_answer_that_does_not_name_its_node_is_refused() -> None:
             assert await node.call_peer(peer, "store_read", {"keys": []}, tries=1) == {
                 "records": []
             }
+    # Nor one that is no map at all: a process on a dead node's port answering pings with 1
+    # kept it alive (the attack's second helper).
+    with fake_node({"ping": 1, "find": []}) as where:
+        async with Node("127.0.0.1", 0) as node:
+            peer = Peer(int.from_bytes(NODE_ID, "big"), parse_addr(where))
+            for method in ("ping", "find"):
+                with pytest.raises(ValueError, match=r"answered .* with another node's id"):
+                    await node.call_peer(peer, method, {}, tries=1)

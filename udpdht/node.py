@@ -922,8 +922,9 @@ class Node:
             if exc.message == f"{method}: {NOT_CALLED}":
                 self.peer_failed(peer, ValueError(f"{peer} is gone: {NOT_CALLED}"))
             raise
-        if peer.id >= 0 and type(result) is dict:
-            said = result.get("id")  # (a missing one too, from a method that must: _NAMED)
+        if peer.id >= 0 and (type(result) is dict or method in _NAMED):
+            # (A missing id too, or no map at all, from a method whose answer must name it.)
+            said = result.get("id") if type(result) is dict else None
             if (said is not None or method in _NAMED) and said != ids.to_bytes(peer.id):
                 # Another node answers at that address: the one we know there is gone. A node
                 # of another ring on the port of one of ours that had crashed answered our
