@@ -33,13 +33,14 @@ from helpers import (
     node_process,
     statuses,
     wait_processes_ideal,
+    wait_until,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udpdht import Client, ids
 from udpdht.admin import COOKIE_FILE, read_cookie, sign
-from udpdht.errors import Busy, StoreFull, Unauthorized
+from udpdht.errors import Busy, StoreFull, Unauthorized, Unavailable
 
 # Every attack is replayed on real node processes, on both event loops: 46 s in all, so
 # `make test-fast` leaves them to `make test`.
@@ -522,6 +523,56 @@ async def test_a_fake_node_cannot_take_a_place_in_front_of_a_victim(
         for i in range(20):  # keys of the victim's range among them: none blocked
             await client.put(f"fake-{i}", i)
     await healthy(ring)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_a_stranger_cannot_take_a_restarted_node_into_a_ring_of_its_own(
+    loop: str, tmp_path: Path
+) -> None:
+    # An attack on real nodes: a ring of two crashed, and one was started again alone on its
+    # data dir (isolated, rejoining the peer it remembers). A stranger's notify, answered as
+    # a ring of two with it, took it "back in a ring": it served again, its writes went to
+    # the stranger, and the stranger was remembered (later, its ping saying "isolated too"
+    # made the node a ring of one). Rejoining, it takes in only the nodes it remembers.
+    with ExitStack() as stack:
+        first = stack.enter_context(node_process("--data-dir", str(tmp_path / "0"), loop=loop))
+        second = stack.enter_context(
+            node_process(
+                "--data-dir", str(tmp_path / "1"), "--bootstrap", first.addr_text, loop=loop
+            )
+        )
+        await wait_processes_ideal([first, second], within=20)
+        peers = tmp_path / "0" / "peers.json"
+        await wait_until(lambda: peers.exists() and str(second.addr[1]) in peers.read_text(), 10)
+        for node in (first, second):
+            node.proc.kill()
+            node.proc.wait(timeout=10)
+        again = stack.enter_context(
+            node_process("--data-dir", str(tmp_path / "0"), port=first.addr[1], loop=loop)
+        )
+        with Stranger() as s:
+            me, ring = s.id, [[ids.to_bytes(again.id), again.addr[0], again.addr[1]]]
+            s.send(Stranger.request("notify", {"id": me, "preds": []}), again.addr)
+            deadline = time.monotonic() + 3.0  # (the node adopted the attack's fake at once)
+            while (left := deadline - time.monotonic()) > 0:  # a ring of two with the victim
+                s.sock.settimeout(left)
+                try:
+                    data, src = s.sock.recvfrom(65535)
+                except TimeoutError:
+                    break
+                msg = msgpack.unpackb(data, raw=False)
+                if msg[1] != 0:
+                    continue  # (the answer to the notify)
+                answer: dict[str, Any] = {"id": me}
+                if msg[3] == "neighbors":
+                    answer.update(succs=ring, preds=ring, hint=None, pred=True)
+                s.sock.sendto(msgpack.packb([1, 1, msg[2], answer], use_bin_type=True), src)
+            (status,) = await statuses([again])
+            assert status["isolated"] is True
+            assert f":{s.addr[1]}" not in peers.read_text()
+        async with Client(again.addr) as client:
+            with pytest.raises(Unavailable):
+                await client.put("k", "to the stranger")
 
 
 async def test_a_stranger_cannot_vouch_for_a_victims_predecessor(

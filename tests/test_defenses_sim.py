@@ -142,6 +142,40 @@ def test_a_node_cut_off_never_claims_the_ring_and_rejoins_when_it_can() -> None:
     run_virtual(main())
 
 
+def test_a_stranger_cannot_take_an_isolated_node_into_a_ring_of_its_own() -> None:
+    # An attack on real nodes: a ring of two crashed, one started again alone (isolated,
+    # rejoining). A stranger's notify, answered as a ring of two with it, took it "back in a
+    # ring": it served again, its writes went to the stranger, and the stranger was
+    # remembered, so that its ping saying "isolated too" later made the node a ring of one.
+    # Rejoining, a node takes in only the nodes it remembers and its bootstrap addresses.
+    async def main() -> None:
+        sim = Sim(seed=77, store_config=STORE)
+        a, b = await sim.build_ideal(2, maintenance=True)
+        await wait_until(lambda: b.peer in a.memory.peers(), within=30)
+        await sim.crash(b)
+        await wait_until(lambda: a.isolated, within=60)
+        stranger = await RpcEndpoint.bind(sim.net, (sim.net.host, 0))
+        me = ids.to_bytes(ids.node_id_for(*stranger.addr))
+        ring = [a.peer.to_wire()]
+        stranger.register(
+            "neighbors",
+            lambda args, src: {"id": me, "succs": ring, "preds": ring, "hint": None, "pred": True},
+            idempotent=True,
+        )
+        stranger.register("ping", lambda args, src: {"id": me}, idempotent=True)
+        for _ in range(3):
+            await stranger.call(a.addr, "notify", {"id": me, "preds": []})
+            await asyncio.sleep(a.config.stabilize_period)
+        assert a.isolated
+        assert all(p.addr != stranger.addr for p in [*a.leafset.peers(), *a.memory.peers()])
+        with pytest.raises(Unavailable):
+            await a.put("k", "to the stranger")
+        stranger.close()
+        await sim.stop()
+
+    run_virtual(main())
+
+
 def test_a_lone_first_node_still_serves_and_a_ring_left_by_all_others_too() -> None:
     async def main() -> None:
         sim = Sim(seed=35, store_config=STORE)

@@ -924,10 +924,14 @@ class Maintenance:
         once, not after the back-off: the lowest id of those rejoining starts the ring again
         there, and its own pings bring the others on in turn (a ring of two whose nodes both
         restarted: 16-18 s to form again before, the back-off's; PROTOCOL.md 9.10)."""
-        known = src in self.node.bootstrap or any(p.addr == src for p in self.node.memory.peers())
-        if known:
+        if self.rejoins_through(src):
             self._next_rejoin = 0.0
             self._rejoin_wait = self.node.config.stabilize_period
+
+    def rejoins_through(self, addr: Address) -> bool:
+        """Whether ``addr`` is one of the addresses we rejoin through: a bootstrap address, or
+        a peer we remember (peers.json: our ring's nodes, most recent first)."""
+        return addr in self.node.bootstrap or any(p.addr == addr for p in self.node.memory.peers())
 
     async def _rejoin(self) -> None:
         """Every neighbour is lost: join again through the peers we remember and the bootstrap
@@ -1489,6 +1493,13 @@ class Maintenance:
         """
         peer = self.node.sender(args, src)
         if peer.id == self.node.id:
+            return {}
+        if self.node.isolated and not self.rejoins_through(src):
+            # Rejoining, we take in only our ring's nodes (those we remember, and the
+            # bootstrap addresses), as our rejoin joins through them: a stranger's notify,
+            # answered as a ring of two, took an isolated node back "in a ring" with it, its
+            # writes went to the stranger, and the stranger was remembered, so its ping saying
+            # "isolated too" then made the node a ring of one (an attack on real nodes).
             return {}
         loop = asyncio.get_running_loop()
         heard = loop.time()
