@@ -575,6 +575,30 @@ async def test_a_stranger_cannot_take_a_restarted_node_into_a_ring_of_its_own(
                 await client.put("k", "to the stranger")
 
 
+async def test_one_hosts_sockets_take_one_first_view_page_a_period(ring: list[NodeProcess]) -> None:
+    # An attack on real nodes: 8 sockets asking a node for the first page of its view each
+    # stabilize period took every page it gives (VIEW_STARTS), and a joiner got an empty one.
+    # A source (an IP address; other loopback addresses than 127.0.0.1 stand for hosts) counts
+    # once a period now. (Its hello checks likewise, on the simulator: test_defenses_sim.py.)
+    target = ring[1]
+    sockets = [Stranger("127.0.0.2") for _ in range(8)]
+    try:
+        for s in sockets:
+            s.send(Stranger.request("view", {}), target.addr)
+        for s in sockets:  # (within the period: handled, each answered or asked for a token)
+            assert [kind for kind, _, _ in s.answers(0.5, until_first=True)] in (
+                ["reply"],
+                ["retry"],
+            )
+        with Stranger() as joiner:
+            kind, page, _ = joiner.ask_proven(target.addr, "view", {})
+            assert kind == "reply" and len(page["nodes"]) == len(ring)
+    finally:
+        for s in sockets:
+            s.close()
+    await healthy(ring)
+
+
 async def test_a_stranger_cannot_vouch_for_a_victims_predecessor(
     ring: list[NodeProcess],
 ) -> None:

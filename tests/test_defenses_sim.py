@@ -913,6 +913,34 @@ def test_a_successor_that_lies_in_its_view_pages_costs_a_joiner_one_batch_of_hel
     run_virtual(main())
 
 
+def test_one_hosts_sockets_take_one_hello_check_and_one_first_view_page() -> None:
+    # An attack on real nodes: 8 sockets of one host, each saying hello to a node every
+    # quarter second, held all its HELLO_CHECKS (each check of a stranger waits a round), and
+    # an honest joiner's hello went unchecked; 8 asking for a first view page each period took
+    # every VIEW_STARTS, and joiners got empty pages. Each source counts once now.
+    async def main() -> None:
+        sim = Sim(seed=46, store_config=STORE)
+        ring = sorted(await sim.build_ideal(24), key=lambda n: n.id)
+        target, honest = ring[0], ring[12]  # half a ring apart: not in each other's leafsets
+        assert honest.peer not in target.leafset.peers()
+        await target.maintenance.walk_view()  # (its view names the ring, as after a build)
+        one_host = [("10.253.0.1", 7001 + i) for i in range(target.maintenance.HELLO_CHECKS)]
+        for i, addr in enumerate(one_host):
+            hello = {"id": ids.to_bytes(ids.node_id_for(*addr))}
+            sim.net.send(addr, target.addr, wire.encode_request(i + 1, "hello", hello))
+            sim.net.send(addr, target.addr, wire.encode_request(i + 100, "view", {}))
+        await asyncio.sleep(0.1)  # (delivered and handled: the checks wait on the ring)
+        assert target.maintenance._hello_checks  # (the attack's check is running)
+        page = await honest.endpoint.call(target.addr, "view", {}, pad=True)
+        assert len(page["nodes"]) == honest.config.leafset
+        target.view.remove(honest.id)
+        await honest.endpoint.call(target.addr, "hello", {"id": ids.to_bytes(honest.id)})
+        await wait_until(lambda: target.view.get(honest.id) is not None, within=5)
+        await sim.stop()
+
+    run_virtual(main())
+
+
 STRANGER = ("10.254.0.1", 7000)  # an address no simulated node has
 
 

@@ -48,13 +48,14 @@ import bisect
 import contextlib
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import ids
 from .errors import BadRequest, DhtError, RpcTimeout
 from .lookup import MALFORMED, PEER_FAILURES, LookupFailed
 from .net import Address, check_peer_addr, format_addr
+from .ratelimit import source_of
 from .routing import Peer, RingView, arg_id, ordered_run, peers_from_wire
 from .text import plural
 
@@ -170,7 +171,9 @@ class Maintenance:
         self._intro: asyncio.Task[int] | None = None  # see introduce
         self._hellos: deque[Peer] = deque(maxlen=self.RECENT_HELLOS)  # see _rpc_hello
         self._hello_checks: dict[int, asyncio.Task[None]] = {}  # see _check_hello
-        self._view_starts: deque[float] = deque(maxlen=self.VIEW_STARTS)  # see _rpc_view
+        self._hello_sources: dict[int, Hashable] = {}  # each check's source (_rpc_hello)
+        # (when, source) of each first page given lately (_rpc_view)
+        self._view_starts: deque[tuple[float, Hashable]] = deque(maxlen=self.VIEW_STARTS)
         #: The last walk: when, the ring's size then, the refusals our reads and writes had had,
         #: and whether it started before our neighbourhood was calm (CALM_ROUNDS).
         self._walked: tuple[float, int, int, bool] = (float("-inf"), 0, 0, False)
@@ -772,14 +775,18 @@ class Maintenance:
         joiner's first walks fill its view. When many nodes join next to us at once, the ring
         is not in order yet, and every joiner saying hello to all we know overloads it (200
         servers through one, in one process: 40,000 hellos within a second; hellos timed
-        out, live nodes were declared dead, and 101 of 300 sets failed)."""
+        out, live nodes were declared dead, and 101 of 300 sets failed). A source counts once
+        a period (an IP address, but on loopback, ratelimit.source_of): 8 sockets asking every
+        period took every first page, and joiners got empty ones (an attack on real nodes);
+        one asking again meanwhile (its answer was lost) gets its page."""
         node = self.node
         now = asyncio.get_running_loop().time()
         if "after" not in args:
-            starts = self._view_starts
-            if len(starts) == starts.maxlen and now - starts[0] < node.config.stabilize_period:
-                return {"id": ids.to_bytes(node.id), "nodes": []}
-            starts.append(now)
+            starts, period, source = self._view_starts, node.config.stabilize_period, source_of(src)
+            if not any(s == source and now - t < period for t, s in starts):
+                if len(starts) == starts.maxlen and now - starts[0][0] < period:
+                    return {"id": ids.to_bytes(node.id), "nodes": []}
+                starts.append((now, source))
         after = arg_id(args, "after") if "after" in args else -1
         count = node.config.leafset
         since = now - RingView.TRUSTED_FOR
@@ -796,13 +803,22 @@ class Maintenance:
         peer = self.node.sender(args, src)
         joined = [p.to_wire() for p in self._hellos if p.id != peer.id]
         known = self.node.view.get(peer.id)
+        source = source_of(src)
         if peer.id == self.node.id or (known is not None and known.addr == peer.addr):
             pass  # (ourselves, or a node the ring named to us already)
-        elif peer.id not in self._hello_checks and len(self._hello_checks) < self.HELLO_CHECKS:
+        elif (
+            peer.id not in self._hello_checks
+            and len(self._hello_checks) < self.HELLO_CHECKS
+            and source not in self._hello_sources.values()
+        ):
+            self._hello_sources[peer.id] = source
             self._hello_checks[peer.id] = self.node.background(self._check_hello(peer))
         return {"id": ids.to_bytes(self.node.id), "joined": joined}
 
-    HELLO_CHECKS = 8  # hellos checked at once; more at once are not taken (walks find them)
+    # Hellos checked at once, one for each source; more at once are not taken (walks find
+    # them): 8 sockets saying hello every quarter second held every check, and honest joiners'
+    # hellos went unchecked (an attack on real nodes).
+    HELLO_CHECKS = 8
     HELLO_HOPS = 3  # calls a check makes at most
 
     async def _check_hello(self, peer: Peer) -> None:
@@ -823,6 +839,7 @@ class Maintenance:
                 named = await self._named_by_ring(peer)
         finally:
             self._hello_checks.pop(peer.id, None)
+            self._hello_sources.pop(peer.id, None)
         if named:
             self.node.heard_of([peer], self.node.clock())
             if all(p.id != peer.id for p in self._hellos):
