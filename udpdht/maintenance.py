@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import ids
 from .errors import BadRequest, DhtError, RpcTimeout
 from .lookup import MALFORMED, PEER_FAILURES, LookupFailed
-from .net import Address, check_peer_addr, format_addr
+from .net import Address, check_peer_addr, format_addr, resolve
 from .ratelimit import source_of
 from .routing import Peer, RingView, arg_id, ordered_run, peers_from_wire
 from .text import plural
@@ -116,6 +116,7 @@ class Maintenance:
     MAX_NOTIFIERS = 64  # recent notifiers remembered for hints (see _hint_for)
     SAVE_PEERS_EVERY = 30.0  # seconds between writes of the remembered peers (when changed)
     MAX_REJOIN_WAIT = 10.0  # seconds between rejoin attempts, at most
+    REJOIN_PEERS = 8  # remembered peers a rejoin attempt asks, most recent first
     MAX_WALK = 8  # nodes adopted one after another in one stabilize, walking back to our place
     FAST_ROUNDS = 4  # rounds after a change that come twice as often
     PROBE_EVERY = 5.0  # mean seconds between probes of a remembered peer absent from our ring
@@ -142,6 +143,8 @@ class Maintenance:
         self._next_finger = 0
         self._next_rejoin = 0.0
         self._rejoin_wait = node.config.stabilize_period
+        # The bootstrap addresses as the last rejoin attempt resolved them (rejoins_through)
+        self._bootstrap_addrs: list[Address] = []
         self._next_save = 0.0
         self._checks: dict[tuple[str, int], asyncio.Task[Any]] = {}  # see _shared
         #: The predecessor that last told us we are its successor (a notify, or a ``neighbors``
@@ -668,6 +671,7 @@ class Maintenance:
     HELLO_FLIGHT = 16  # hellos in flight at once (introduce)
     RECENT_HELLOS = 4  # the last nodes that said hello, named in a hello's answer
     VIEW_STARTS = 8  # first pages of our view given per stabilize period at most (_rpc_view)
+    VIEW_RESENDS = 2  # ... of which one source takes at most this many
 
     def introduce_soon(self, successor: Peer) -> None:
         """Our join is done: introduce ourselves beside whatever follows (see introduce)."""
@@ -775,18 +779,21 @@ class Maintenance:
         joiner's first walks fill its view. When many nodes join next to us at once, the ring
         is not in order yet, and every joiner saying hello to all we know overloads it (200
         servers through one, in one process: 40,000 hellos within a second; hellos timed
-        out, live nodes were declared dead, and 101 of 300 sets failed). A source counts once
-        a period (an IP address, but on loopback, ratelimit.source_of): 8 sockets asking every
-        period took every first page, and joiners got empty ones (an attack on real nodes);
-        one asking again meanwhile (its answer was lost) gets its page."""
+        out, live nodes were declared dead, and 101 of 300 sets failed). A source (an IP
+        address; on 127.0.0.1 and ::1 an address and port: ratelimit.source_of) takes
+        VIEW_RESENDS of them a period at most, enough for a resend whose answer was lost: 8
+        sockets of one host asking every period took them all, and joiners got empty pages
+        (an attack on real nodes)."""
         node = self.node
         now = asyncio.get_running_loop().time()
         if "after" not in args:
             starts, period, source = self._view_starts, node.config.stabilize_period, source_of(src)
-            if not any(s == source and now - t < period for t, s in starts):
-                if len(starts) == starts.maxlen and now - starts[0][0] < period:
-                    return {"id": ids.to_bytes(node.id), "nodes": []}
-                starts.append((now, source))
+            mine = sum(1 for t, s in starts if s == source and now - t < period)
+            if mine >= self.VIEW_RESENDS or (
+                len(starts) == starts.maxlen and now - starts[0][0] < period
+            ):
+                return {"id": ids.to_bytes(node.id), "nodes": []}
+            starts.append((now, source))
         after = arg_id(args, "after") if "after" in args else -1
         count = node.config.leafset
         since = now - RingView.TRUSTED_FOR
@@ -946,9 +953,22 @@ class Maintenance:
             self._rejoin_wait = self.node.config.stabilize_period
 
     def rejoins_through(self, addr: Address) -> bool:
-        """Whether ``addr`` is one of the addresses we rejoin through: a bootstrap address, or
-        a peer we remember (peers.json: our ring's nodes, most recent first)."""
-        return addr in self.node.bootstrap or any(p.addr == addr for p in self.node.memory.peers())
+        """Whether ``addr`` is one of the addresses we rejoin through: a bootstrap address (as
+        given, or as the last attempt resolved it), or a peer we remember (peers.json: our
+        ring's nodes, most recent first)."""
+        return (
+            addr in self.node.bootstrap
+            or addr in self._bootstrap_addrs
+            or any(p.addr == addr for p in self.node.memory.peers())
+        )
+
+    @staticmethod
+    async def _resolved(addr: Address) -> Address:
+        """``addr`` as an IP literal (a host name resolved), or as it is if it cannot be."""
+        try:
+            return await resolve(addr)
+        except (OSError, DhtError, ValueError):
+            return addr
 
     async def _rejoin(self) -> None:
         """Every neighbour is lost: join again through the peers we remember and the bootstrap
@@ -961,10 +981,15 @@ class Maintenance:
         loop = asyncio.get_running_loop()
         if loop.time() < self._next_rejoin:
             return
-        addrs = list(
-            dict.fromkeys([*(p.addr for p in self.node.memory.peers()), *self.node.bootstrap])
-        )
-        addrs = [a for a in addrs if a != self.node.addr][:8]
+        own = self.node.addr
+        remembered = [p.addr for p in self.node.memory.peers() if p.addr != own]
+        # Every bootstrap address too, after the most recent peers, each resolved again (a
+        # name's address may have moved): with 8 dead peers remembered first, a live
+        # bootstrap address was never asked, and the node stayed cut off for good (a
+        # reviewer's simulation); a name never matched a datagram's source (rejoins_through).
+        self._bootstrap_addrs = [await self._resolved(a) for a in self.node.bootstrap]
+        addrs = list(dict.fromkeys([*remembered[: self.REJOIN_PEERS], *self._bootstrap_addrs]))
+        addrs = [a for a in addrs if a != own]
         lost: list[int] = []  # ids of the peers that answered, rejoining like us
         for addr in addrs:
             state = await self._state_of(addr)
@@ -1517,6 +1542,7 @@ class Maintenance:
             # answered as a ring of two, took an isolated node back "in a ring" with it, its
             # writes went to the stranger, and the stranger was remembered, so its ping saying
             # "isolated too" then made the node a ring of one (an attack on real nodes).
+            self.node.log.debug("notify from %s ignored: rejoining, and not of our ring", peer)
             return {}
         loop = asyncio.get_running_loop()
         heard = loop.time()
