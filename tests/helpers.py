@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib.util
 import os
 import random
 import re
@@ -18,9 +19,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import msgpack
+import pytest
 
 from udpdht import Client, ids, wire
 from udpdht.sim import Sim, status_problems
@@ -51,6 +54,18 @@ def closed_port(family: socket.AddressFamily = socket.AF_INET, host: str = "127.
             chosen: int = s.getsockname()[1]
             return chosen
     raise RuntimeError("no free UDP port below the ephemeral range")
+
+
+def load_script(monkeypatch: pytest.MonkeyPatch, name: str, path: Path) -> ModuleType:
+    """The module of a script that is no package's (bench/rpc.py, setup.py), loaded under
+    ``name`` for the test only (sys.modules takes it back after): imported by its file's
+    name, it stayed there for every later test as ``rpc`` or ``setup``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # (dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
 
 
 async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:

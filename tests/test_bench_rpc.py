@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,8 @@ def test_a_pure_run_that_misses_the_target_names_the_compiled_build(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A user's `make bench` on the default (pure) build reads why its ratio is below 0.9."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    bench = importlib.import_module("rpc")  # bench/rpc.py, as its directory's module
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # (for its `from common import`)
+    bench = load_script(monkeypatch, "_bench_rpc", ROOT / "bench" / "rpc.py")
     settings = bench.Settings(
         calls=100, warmup=10, warmup_s=0.0, rounds=1, concurrency=1, payload=0, modes=(bench.TWO,)
     )

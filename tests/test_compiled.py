@@ -10,7 +10,6 @@ whole suite on a real compiled build.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 import udpdht
 
@@ -110,7 +110,6 @@ def test_an_installed_build_is_not_judged_by_its_files_times(tmp_path: Path) -> 
 
 def test_make_compiled_checks_the_compiler_cc_names(monkeypatch: pytest.MonkeyPatch) -> None:
     # (setuptools builds with $CC when it is set: checked before it starts, nothing is left.)
-    monkeypatch.syspath_prepend(str(SOURCE.parent))
-    setup = importlib.import_module("setup")
+    setup = load_script(monkeypatch, "_udpdht_setup", SOURCE.parent / "setup.py")
     monkeypatch.setenv("CC", "/nonexistent/cc -O2")
     assert setup.can_compile() == "no C compiler (/nonexistent/cc)"

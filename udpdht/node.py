@@ -922,9 +922,12 @@ class Node:
             if exc.message == f"{method}: {NOT_CALLED}":
                 self.peer_failed(peer, ValueError(f"{peer} is gone: {NOT_CALLED}"))
             raise
-        if peer.id >= 0 and (type(result) is dict or method in _NAMED):
-            # (A missing id too, or no map at all, from a method whose answer must name it.)
-            said = result.get("id") if type(result) is dict else None
+        if peer.id >= 0 and method in _NAMED and type(result) is not dict:
+            # (Its answer must name it: a process on a dead node's port that answered pings
+            # with 1 kept it alive; the attack's second helper.)
+            raise ValueError(f"{peer} answered {method!r} with no map")
+        if peer.id >= 0 and type(result) is dict:
+            said = result.get("id")  # (a missing one too, from a method that must: _NAMED)
             if (said is not None or method in _NAMED) and said != ids.to_bytes(peer.id):
                 # Another node answers at that address: the one we know there is gone. A node
                 # of another ring on the port of one of ours that had crashed answered our
