@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +42,7 @@ from hypothesis import strategies as st
 from udpdht import Client, ids
 from udpdht.admin import COOKIE_FILE, read_cookie, sign
 from udpdht.errors import Busy, StoreFull, Unauthorized, Unavailable
+from udpdht.net import Address
 
 # Every attack is replayed on real node processes, on both event loops: 46 s in all, so
 # `make test-fast` leaves them to `make test`.
@@ -525,6 +527,30 @@ async def test_a_fake_node_cannot_take_a_place_in_front_of_a_victim(
     await healthy(ring)
 
 
+def pose_as_a_ring_of_two(s: Stranger, victim: Address, stop: threading.Event) -> None:
+    """Until ``stop``: send ``victim`` a notify every 5 ms, and answer its calls as its
+    predecessor and successor would in a ring of two (bounded: 2,000 rounds at most)."""
+    me = s.id
+    ring = [[ids.to_bytes(ids.node_id_for(*victim)), victim[0], victim[1]]]
+    notify = Stranger.request("notify", {"id": me, "preds": []})
+    s.sock.settimeout(0.005)
+    for _ in range(2000):
+        if stop.is_set():
+            return
+        s.send(notify, victim)
+        try:
+            data, src = s.sock.recvfrom(65535)
+        except (TimeoutError, ConnectionRefusedError):
+            continue  # (not up yet: the port refuses)
+        msg = msgpack.unpackb(data, raw=False)
+        if msg[1] != 0:
+            continue  # (an answer to a notify)
+        answer: dict[str, Any] = {"id": me}
+        if msg[3] == "neighbors":
+            answer.update(succs=ring, preds=ring, hint=None, pred=True)
+        s.sock.sendto(msgpack.packb([1, 1, msg[2], answer], use_bin_type=True), src)
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 async def test_a_stranger_cannot_take_a_restarted_node_into_a_ring_of_its_own(
     loop: str, tmp_path: Path
@@ -547,29 +573,24 @@ async def test_a_stranger_cannot_take_a_restarted_node_into_a_ring_of_its_own(
         for node in (first, second):
             node.proc.kill()
             node.proc.wait(timeout=10)
-        again = stack.enter_context(
-            node_process("--data-dir", str(tmp_path / "0"), port=first.addr[1], loop=loop)
-        )
-        with Stranger() as s:
-            me, ring = s.id, [[ids.to_bytes(again.id), again.addr[0], again.addr[1]]]
-            s.send(Stranger.request("notify", {"id": me, "preds": []}), again.addr)
-            deadline = time.monotonic() + 3.0  # (the node adopted the attack's fake at once)
-            while (left := deadline - time.monotonic()) > 0:  # a ring of two with the victim
-                s.sock.settimeout(left)
-                try:
-                    data, src = s.sock.recvfrom(65535)
-                except TimeoutError:
-                    break
-                msg = msgpack.unpackb(data, raw=False)
-                if msg[1] != 0:
-                    continue  # (the answer to the notify)
-                answer: dict[str, Any] = {"id": me}
-                if msg[3] == "neighbors":
-                    answer.update(succs=ring, preds=ring, hint=None, pred=True)
-                s.sock.sendto(msgpack.packb([1, 1, msg[2], answer], use_bin_type=True), src)
-            (status,) = await statuses([again])
-            assert status["isolated"] is True  # (and the stranger is in no table of its)
-            assert status["successors"] == [] and status["predecessors"] == []
+        victim = (first.addr[0], first.addr[1])
+        stranger = stack.enter_context(Stranger())
+        stop = threading.Event()
+        # From before the restart on: a notify every 5 ms, and every call answered as by a
+        # ring of two with the victim (the third helper's won the start-up, 12 runs of 12).
+        posing = threading.Thread(target=pose_as_a_ring_of_two, args=(stranger, victim, stop))
+        posing.start()
+        try:
+            again = stack.enter_context(
+                node_process("--data-dir", str(tmp_path / "0"), port=victim[1], loop=loop)
+            )
+            await asyncio.sleep(3.0)  # (the attack's fake was adopted within moments)
+        finally:
+            stop.set()
+            posing.join(timeout=10)
+        (status,) = await statuses([again])
+        assert status["isolated"] is True  # (and the stranger is in no table of its)
+        assert status["successors"] == [] and status["predecessors"] == []
         async with Client(again.addr) as client:
             with pytest.raises(Unavailable):
                 await client.put("k", "to the stranger")

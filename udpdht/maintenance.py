@@ -1577,6 +1577,8 @@ class Maintenance:
         verified = await self._shared(("verify", peer.id), self._verify_predecessor(peer))
         if verified is None:
             return {}  # it does not answer, or does not take us for its successor
+        if self.node.isolated and not self.rejoins_through(src):
+            return {}  # (we lost our last neighbour while we checked it: as above)
         if self._left.get(peer.id, float("-inf")) >= heard:
             # Its `leaving` came while we checked it (sent at a signal right after its join,
             # which this notify ends): taken, it would be our neighbour, and we a member,

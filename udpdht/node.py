@@ -290,12 +290,16 @@ class Node:
             # (All of it: a damaged cookie file failed the start after the store alone was
             # guarded, and left the socket bound and the data dir locked, so that a Server
             # could not try again in the same process; a maintainer's review.)
+            # Our ring first: a member from the start, rejoining, takes in only the nodes it
+            # rejoins through (Maintenance._rpc_notify). Restored after the store opened (in a
+            # thread), a stranger's notify that came meanwhile took a node restarted alone
+            # into a ring with it, 12 runs of 12 (the attack's third helper).
+            self._restore_membership()
             self._register_handlers(ep)
             await self._open_store(ep)
             if self.config.kad:
                 self.kad = KadService(self)
                 self.kad.attach()
-            self._restore_membership()
         except BaseException:
             if self.kad is not None:
                 self.kad.close()
