@@ -173,8 +173,8 @@ class Maintenance:
         self._walk: asyncio.Task[int] | None = None  # see walk_view
         self._intro: asyncio.Task[int] | None = None  # see introduce
         self._hellos: deque[Peer] = deque(maxlen=self.RECENT_HELLOS)  # see _rpc_hello
-        self._hello_checks: dict[int, asyncio.Task[None]] = {}  # see _check_hello
-        self._hello_sources: dict[int, Hashable] = {}  # each check's source (_rpc_hello)
+        # The hellos being checked: sender's id -> the datagram's source (_rpc_hello)
+        self._hello_checks: dict[int, Hashable] = {}
         # (when, source) of each first page given lately (_rpc_view)
         self._view_starts: deque[tuple[float, Hashable]] = deque(maxlen=self.VIEW_STARTS)
         #: The last walk: when, the ring's size then, the refusals our reads and writes had had,
@@ -816,10 +816,10 @@ class Maintenance:
         elif (
             peer.id not in self._hello_checks
             and len(self._hello_checks) < self.HELLO_CHECKS
-            and source not in self._hello_sources.values()
+            and source not in self._hello_checks.values()
         ):
-            self._hello_sources[peer.id] = source
-            self._hello_checks[peer.id] = self.node.background(self._check_hello(peer))
+            self._hello_checks[peer.id] = source
+            self.node.background(self._check_hello(peer))
         return {"id": ids.to_bytes(self.node.id), "joined": joined}
 
     # Hellos checked at once, one for each source; more at once are not taken (walks find
@@ -846,7 +846,6 @@ class Maintenance:
                 named = await self._named_by_ring(peer)
         finally:
             self._hello_checks.pop(peer.id, None)
-            self._hello_sources.pop(peer.id, None)
         if named:
             self.node.heard_of([peer], self.node.clock())
             if all(p.id != peer.id for p in self._hellos):
