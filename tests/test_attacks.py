@@ -527,9 +527,12 @@ async def test_a_fake_node_cannot_take_a_place_in_front_of_a_victim(
     await healthy(ring)
 
 
-def pose_as_a_ring_of_two(s: Stranger, victim: Address, stop: threading.Event) -> None:
+def pose_as_a_ring_of_two(
+    s: Stranger, victim: Address, stop: threading.Event, answered: list[int]
+) -> None:
     """Until ``stop``: send ``victim`` a notify every 5 ms, and answer its calls as its
-    predecessor and successor would in a ring of two (bounded: 2,000 rounds at most)."""
+    predecessor and successor would in a ring of two (bounded: 2,000 rounds at most).
+    ``answered[0]`` counts the victim's answers to the notifies."""
     me = s.id
     ring = [[ids.to_bytes(ids.node_id_for(*victim)), victim[0], victim[1]]]
     notify = Stranger.request("notify", {"id": me, "preds": []})
@@ -544,7 +547,8 @@ def pose_as_a_ring_of_two(s: Stranger, victim: Address, stop: threading.Event) -
             continue  # (not up yet: the port refuses)
         msg = msgpack.unpackb(data, raw=False)
         if msg[1] != 0:
-            continue  # (an answer to a notify)
+            answered[0] += 1  # (an answer to a notify)
+            continue
         answer: dict[str, Any] = {"id": me}
         if msg[3] == "neighbors":
             answer.update(succs=ring, preds=ring, hint=None, pred=True)
@@ -578,13 +582,17 @@ async def test_a_stranger_cannot_take_a_restarted_node_into_a_ring_of_its_own(
         stop = threading.Event()
         # From before the restart on: a notify every 5 ms, and every call answered as by a
         # ring of two with the victim (the third helper's won the start-up, 12 runs of 12).
-        posing = threading.Thread(target=pose_as_a_ring_of_two, args=(stranger, victim, stop))
+        answered = [0]
+        posing = threading.Thread(
+            target=pose_as_a_ring_of_two, args=(stranger, victim, stop, answered)
+        )
         posing.start()
         try:
             again = stack.enter_context(
                 node_process("--data-dir", str(tmp_path / "0"), port=victim[1], loop=loop)
             )
-            await asyncio.sleep(3.0)  # (the attack's fake was adopted within moments)
+            # (The attack's fake was adopted at the first notify the node handled.)
+            await wait_until(lambda: answered[0] >= 100, within=15.0)
         finally:
             stop.set()
             posing.join(timeout=10)
