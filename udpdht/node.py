@@ -926,7 +926,7 @@ class Node:
             if exc.message == f"{method}: {NOT_CALLED}":
                 self.peer_failed(peer, ValueError(f"{peer} is gone: {NOT_CALLED}"))
             raise
-        if peer.id >= 0 and method in _NAMED and type(result) is not dict:
+        if type(result) is not dict and method in _NAMED and peer.id >= 0:  # (most are maps)
             # (Its answer must name it: a process on a dead node's port that answered pings
             # with 1 kept it alive; the attack's second helper.)
             raise ValueError(f"{peer} answered {method!r} with no map")
